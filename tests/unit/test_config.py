@@ -1,0 +1,605 @@
+"""Policy files, command-line rules, and errors that point at the right line."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import pickle
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from unotifyd.policy import (
+    Deny,
+    Pattern,
+    Policy,
+    PolicyError,
+    ReadOnly,
+    Redirect,
+    Rule,
+    combine,
+    load_policy,
+    parse_policy,
+    rules_from_options,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def lines(*text: str) -> str:
+    """Join lines, so that a test can count them: the first is line 1."""
+    return "\n".join(text) + "\n"
+
+
+def error_of(text: str, source: str = "p.toml") -> PolicyError:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, source)
+    return info.value
+
+
+# --- Valid files ---------------------------------------------------------------
+
+
+def test_full_file() -> None:
+    policy = parse_policy(
+        lines(
+            "# a comment",
+            "version = 1",
+            'mode = "virtualize"',
+            "",
+            "[[redirect]]",
+            'from = "/etc/passwd"',
+            'to = "/etc/hostname"',
+            "",
+            "[[deny]]  # with a comment",
+            'path = "/etc/shadow"',
+            'errno = "ENOENT"',
+            "",
+            "[[readonly]]",
+            'path = "/srv//data/**"',
+            "",
+            "[[deny]]",
+            'path = "/root/**"',
+            "[[redirect]]",
+            'from = "/a/**"',
+            'to = "/b/**"',
+        ),
+        "p.toml",
+    )
+    assert policy.mode == "virtualize"
+    # Document order, whatever the kinds.
+    assert policy.rules == (
+        Redirect(Pattern("/etc/passwd"), Pattern("/etc/hostname")),
+        Deny(Pattern("/etc/shadow"), errno.ENOENT),
+        ReadOnly(Pattern("/srv/data", tree=True)),
+        Deny(Pattern("/root", tree=True), errno.EACCES),
+        Redirect(Pattern("/a", tree=True), Pattern("/b", tree=True)),
+    )
+    assert [rule.origin for rule in policy.rules] == [
+        "p.toml:5",
+        "p.toml:9",
+        "p.toml:13",
+        "p.toml:16",
+        "p.toml:18",
+    ]
+
+
+def test_minimal_file_has_no_rules() -> None:
+    policy = parse_policy("version = 1", "p.toml")
+    assert policy == Policy()
+    assert policy.syscalls() == frozenset()
+
+
+def test_inline_tables_and_quoted_keys_are_plain_toml() -> None:
+    policy = parse_policy(
+        lines(
+            "version = 1",
+            'deny = [{path = "/a"}, {path = "/b", errno = "EPERM"}]',
+            "[[readonly]]",
+            '"path" = "/c"',
+        ),
+        "p.toml",
+    )
+    assert policy.rules == (
+        Deny(Pattern("/a")),
+        Deny(Pattern("/b"), errno.EPERM),
+        ReadOnly(Pattern("/c")),
+    )
+    assert [rule.origin for rule in policy.rules] == ["p.toml:2", "p.toml:2", "p.toml:3"]
+
+
+@pytest.mark.parametrize("name", ["passwd.toml", "readonly-tree.toml"])
+def test_examples_parse(name: str) -> None:
+    policy = load_policy(str(EXAMPLES / name))
+    assert policy.rules
+    assert all(
+        rule.origin and rule.origin.startswith(str(EXAMPLES / name)) for rule in policy.rules
+    )
+
+
+def test_passwd_example() -> None:
+    policy = load_policy(str(EXAMPLES / "passwd.toml"))
+    assert policy.rules == (Redirect(Pattern("/etc/passwd"), Pattern("/etc/hostname")),)
+
+
+def test_readonly_tree_example() -> None:
+    policy = load_policy(str(EXAMPLES / "readonly-tree.toml"))
+    kinds = {type(rule) for rule in policy.rules}
+    assert kinds == {Redirect, Deny, ReadOnly}
+    assert any(isinstance(rule, Deny) and rule.errno == errno.ENOENT for rule in policy.rules)
+    assert any(isinstance(r, Redirect) and r.source.tree and r.target.tree for r in policy.rules)
+
+
+# --- Errors, each at its line ------------------------------------------------------
+
+ERRORS: list[tuple[str, str, int | None, str]] = [
+    # (id, text, expected line, part of the message)
+    (
+        "toml-syntax",
+        lines("version = 1", "[[redirect]]", "from = /etc/passwd"),
+        3,
+        "invalid TOML: Invalid value (column 8)",
+    ),
+    (
+        "toml-end-of-file",
+        lines("version = 1", "[[redirect]]", 'from = "/etc', "", "  "),
+        3,
+        "invalid TOML",
+    ),
+    (
+        "line-separator-is-no-line-break",
+        lines("version = 1", "[[deny]] # \u2028", 'path = "/a\u2028b"', "errno = 2"),
+        4,
+        "'errno' in [[deny]] must be a string",
+    ),
+    (
+        "toml-duplicate-key",
+        lines("version = 1", "", "version = 1", ""),
+        3,
+        "invalid TOML: Cannot overwrite a value",
+    ),
+    ("version-missing", lines("[[deny]]", 'path = "/x"'), None, "missing 'version = 1'"),
+    ("version-unsupported", lines("# v2", "version = 2"), 2, "unsupported version 2"),
+    ("version-string", lines("", 'version = "1"'), 2, "must be the integer 1, not a string"),
+    ("version-bool", lines("version = true"), 1, "must be the integer 1, not a boolean"),
+    (
+        "mode-unknown",
+        lines("version = 1", 'mode = "enforce"'),
+        2,
+        "unknown mode 'enforce' (allowed: 'virtualize')",
+    ),
+    ("mode-type", lines("version = 1", "", "mode = 3"), 3, "'mode' must be a string"),
+    (
+        "top-key-unknown",
+        lines("version = 1", "redirects = []"),
+        2,
+        "unknown key 'redirects' (allowed keys: version, mode, redirect, deny, readonly)",
+    ),
+    ("top-table-unknown", lines("version = 1", "", "[options]", "x = 1"), 3, "'options'"),
+    (
+        "kind-not-array",
+        lines("version = 1", 'readonly = "/x"'),
+        2,
+        "'readonly' must be an array of tables, written [[readonly]], not a string",
+    ),
+    (
+        "kind-single-table",
+        lines("version = 1", "", "[redirect]", 'from = "/a"', 'to = "/b"'),
+        3,
+        "not a table",
+    ),
+    ("kind-dotted-key", lines("version = 1", 'deny.path = "/a"'), 2, "not a table"),
+    ("kind-array-of-strings", lines("version = 1", 'deny = ["/a"]'), 2, "[[deny]]"),
+    (
+        "rule-key-unknown",
+        lines(
+            "version = 1",
+            "[[redirect]]",
+            'from = "/a"',
+            'to = "/b"',
+            "",
+            "[[redirect]]",
+            "# the typo is below",
+            'from = "/c"',
+            '  form   = "/d"',
+        ),
+        9,
+        "unknown key 'form' in [[redirect]] (allowed keys: from, to)",
+    ),
+    (
+        "rule-key-unknown-quoted",
+        lines("version = 1", "[[deny]]", 'path = "/a"', '"err no" = "EIO"'),
+        4,
+        "unknown key 'err no' in [[deny]] (allowed keys: path, errno)",
+    ),
+    (
+        "rule-subtable",
+        lines("version = 1", "[[readonly]]", 'path = "/a"', "[readonly.x]", "y = 1"),
+        2,  # the locator cannot place a sub-table's key: it falls back to the header
+        "unknown key 'x' in [[readonly]] (allowed keys: path)",
+    ),
+    (
+        "rule-key-missing",
+        lines("version = 1", "", "[[redirect]]", 'from = "/a"', "", "[[deny]]"),
+        3,
+        "[[redirect]] is missing the required key 'to'",
+    ),
+    (
+        "rule-path-missing",
+        lines("version = 1", "[[readonly]]", 'path = "/a"', "[[readonly]]", "# nothing"),
+        4,
+        "[[readonly]] is missing the required key 'path'",
+    ),
+    (
+        "rule-type",
+        lines("version = 1", "[[deny]]", 'path = "/a"', "errno = 2"),
+        4,
+        "'errno' in [[deny]] must be a string, not an integer",
+    ),
+    (
+        "rule-type-array",
+        lines("version = 1", "[[readonly]]", 'path = ["/a", "/b"]'),
+        3,
+        "'path' in [[readonly]] must be a string, not an array",
+    ),
+    (
+        "errno-unknown",
+        lines("version = 1", "[[deny]]", 'errno = "ENOPE"', 'path = "/a"'),
+        3,
+        "unknown errno name 'ENOPE'",
+    ),
+    (
+        "errno-lower-case",
+        lines("version = 1", "[[deny]]", 'path = "/a"', "errno='enoent'"),
+        4,
+        "did you mean ENOENT?",
+    ),
+    (
+        "path-relative",
+        lines("version = 1", "[[readonly]]", 'path = "srv/**"'),
+        3,
+        "path 'srv' is not absolute",
+    ),
+    (
+        "path-empty",
+        lines("version = 1", "[[redirect]]", 'from = "/a"', 'to = ""'),
+        4,
+        "path is empty",
+    ),
+    (
+        "path-glob",
+        lines("version = 1", "[[deny]]", "path = '/etc/*.key'"),
+        3,
+        "globs other than a trailing '/**' are not supported yet",
+    ),
+    (
+        "path-nul",
+        lines("version = 1", "[[deny]]", 'path = "/a\\u0000b"'),
+        3,
+        "contains a NUL byte",
+    ),
+    (
+        "redirect-file-onto-tree",
+        lines("version = 1", "[[redirect]]", 'to = "/b/**"', 'from = "/a"'),
+        3,
+        "cannot redirect the single path /a onto the tree /b/**",
+    ),
+    (
+        "duplicate-same-kind",
+        lines(
+            "version = 1",
+            "[[deny]]",
+            'path = "/etc/shadow"',
+            "[[deny]]",
+            'path = "/etc//shadow"',
+            'errno = "ENOENT"',
+        ),
+        4,
+        "/etc/shadow has two rules: deny /etc/shadow with EACCES (p.toml:2) "
+        "and deny /etc/shadow with ENOENT (p.toml:4)",
+    ),
+    (
+        "duplicate-across-kinds",
+        lines(
+            "version = 1",
+            "[[readonly]]",
+            'path = "/a/**"',
+            "[[redirect]]",
+            'from = "/x/**"',
+            'to = "/y"',
+            "[[readonly]]",
+            'path = "/x/**"',
+        ),
+        7,
+        "redirect /x/** -> /y (p.toml:4) and readonly /x/** (p.toml:7)",
+    ),
+    (
+        "multiline-string-hides-headers",
+        lines(
+            "version = 1",
+            "[[deny]]",
+            "path = '''/odd",
+            "[[deny]]",
+            "errno = 'x'",
+            "'''",
+            "[[deny]]",
+            'path = "/b"',
+            'errno = "EBAD"',
+        ),
+        9,
+        "unknown errno name 'EBAD'",
+    ),
+    (
+        "array-of-arrays-is-no-header",
+        lines(
+            "version = 1",
+            "[[deny]]",
+            'path = "/a"',
+            "[[deny]]",
+            'path = "/b"',
+            "errno = [",
+            '  ["EIO"],',
+            "]",
+            "bogus = 1",
+        ),
+        9,
+        "unknown key 'bogus' in [[deny]]",
+    ),
+    (
+        "header-with-spaces-and-comment",
+        lines("version = 1", ' [[ "readonly" ]]   # the data', "", "path = 'x'"),
+        4,
+        "path 'x' is not absolute",
+    ),
+    (
+        "inline-rule",
+        lines("version = 1", "", 'readonly = [{path = "/a"}, {path = "b"}]'),
+        3,
+        "path 'b' is not absolute",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [case[1:] for case in ERRORS],
+    ids=[case[0] for case in ERRORS],
+)
+def test_error_points_at_line(text: str, line: int | None, message: str) -> None:
+    error = error_of(text)
+    assert (error.source, error.line) == ("p.toml", line)
+    assert message in error.message
+    where = "p.toml" if line is None else f"p.toml:{line}"
+    assert str(error) == f"{where}: {error.message}"
+
+
+def test_unknown_table_lists_allowed_keys() -> None:
+    error = error_of(lines("version = 1", "[options]"))
+    assert error.message == (
+        "unknown key 'options' (allowed keys: version, mode, redirect, deny, readonly)"
+    )
+
+
+def test_version_is_checked_before_anything_else() -> None:
+    error = error_of(lines("version = 2", "[[deny]]", "bogus = 1"))
+    assert error.line == 1
+
+
+def test_deep_nesting_is_a_policy_error() -> None:
+    error = error_of("x = " + "[" * 5000 + "]" * 5000)
+    assert "invalid TOML" in error.message
+
+
+def test_policy_error_pickles() -> None:
+    error = PolicyError("p.toml", 3, "bad")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.source, copy.line, copy.message, str(copy)) == (
+        "p.toml",
+        3,
+        "bad",
+        "p.toml:3: bad",
+    )
+    assert str(PolicyError("--deny", None, "bad")) == "--deny: bad"
+
+
+# --- load_policy: the one function with I/O ------------------------------------------
+
+
+def test_load_policy_reads_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(lines("version = 1", "[[readonly]]", 'path = "/x"'))
+    policy = load_policy(str(path))
+    assert policy.rules == (ReadOnly(Pattern("/x")),)
+    assert policy.rules[0].origin == f"{path}:2"
+
+
+def test_load_policy_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(lines("version = 1", "[[readonly]]", "path = 1"))
+    with pytest.raises(PolicyError) as info:
+        load_policy(str(path))
+    assert str(info.value) == f"{path}:3: 'path' in [[readonly]] must be a string, not an integer"
+
+
+def test_load_policy_missing_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "absent.toml")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert (info.value.source, info.value.line) == (path, None)
+    assert "cannot read the policy: No such file or directory" in info.value.message
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+
+
+def test_load_policy_directory(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot read the policy"):
+        load_policy(str(tmp_path))
+
+
+def test_load_policy_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_bytes(b'version = 1\n[[deny]]\npath = "/caf\xe9"\n')
+    with pytest.raises(PolicyError) as info:
+        load_policy(str(path))
+    assert info.value.line == 3
+    assert "not UTF-8" in info.value.message
+
+
+# --- Command line ------------------------------------------------------------------
+
+
+def test_rules_from_options() -> None:
+    rules = rules_from_options(
+        ["/etc/passwd=/etc/hostname", "/a/**=/b/**"], ["/etc/shadow:ENOENT", "/k"], ["/srv/**"]
+    )
+    assert rules == [
+        Redirect(Pattern("/etc/passwd"), Pattern("/etc/hostname")),
+        Redirect(Pattern("/a", tree=True), Pattern("/b", tree=True)),
+        Deny(Pattern("/etc/shadow"), errno.ENOENT),
+        Deny(Pattern("/k"), errno.EACCES),
+        ReadOnly(Pattern("/srv", tree=True)),
+    ]
+    assert [rule.origin for rule in rules] == ["--redirect"] * 2 + ["--deny"] * 2 + ["--readonly"]
+    assert rules_from_options([], [], []) == []
+    assert rules_from_options(None, ["/x"], None) == [Deny(Pattern("/x"))]
+
+
+@pytest.mark.parametrize(
+    ("redirects", "denies", "readonlys", "source", "message"),
+    [
+        (["/etc/passwd"], [], [], "--redirect", "'/etc/passwd': '/etc/passwd' is not of the form"),
+        (["/a=/b/**"], [], [], "--redirect", "cannot redirect the single path /a"),
+        (["/a/*=/b"], [], [], "--redirect", "globs other than a trailing '/**'"),
+        ([], ["/a:EWHAT"], [], "--deny", "'/a:EWHAT': unknown errno name 'EWHAT'"),
+        ([], [], ["relative"], "--readonly", "'relative': path 'relative' is not absolute"),
+        ([], [], [""], "--readonly", "path is empty"),
+        (
+            ["/x=/y"],
+            ["/a", "/x"],
+            [],
+            "--deny",
+            "/x has two rules: redirect /x -> /y (--redirect) and deny /x with EACCES (--deny)",
+        ),
+        ([], [], ["/d/**", "/d/./**"], "--readonly", "/d/** has two rules"),
+    ],
+)
+def test_rules_from_options_errors(
+    redirects: list[str], denies: list[str], readonlys: list[str], source: str, message: str
+) -> None:
+    with pytest.raises(PolicyError) as info:
+        rules_from_options(redirects, denies, readonlys)
+    assert (info.value.source, info.value.line) == (source, None)
+    assert message in info.value.message
+
+
+def test_command_line_replaces_the_files_rule_on_the_same_pattern() -> None:
+    file_policy = parse_policy(
+        lines(
+            "version = 1",
+            "[[redirect]]",
+            'from = "/etc/passwd"',
+            'to = "/etc/hostname"',
+            "[[deny]]",
+            'path = "/etc/shadow"',
+            "[[readonly]]",
+            'path = "/srv/**"',
+        ),
+        "p.toml",
+    )
+    cli = rules_from_options(["/etc/passwd=/etc/issue"], [], ["/etc/shadow", "/srv"])
+    policy = combine(file_policy, cli)
+    assert policy.rules == (
+        ReadOnly(Pattern("/srv", tree=True)),
+        Redirect(Pattern("/etc/passwd"), Pattern("/etc/issue")),
+        ReadOnly(Pattern("/etc/shadow")),  # another kind of rule, same pattern: replaced
+        ReadOnly(Pattern("/srv")),  # exact /srv is not the tree /srv/**: both stay
+    )
+    assert [rule.origin for rule in policy.rules] == [
+        "p.toml:7",
+        "--redirect",
+        "--readonly",
+        "--readonly",
+    ]
+    match = policy.match("/etc/passwd")
+    assert match is not None
+    assert match.rule.origin == "--redirect"
+    # The file's policy itself is not modified.
+    assert len(file_policy.rules) == 3
+
+
+def test_combine_without_file_and_without_options() -> None:
+    cli = rules_from_options([], ["/x"], [])
+    assert combine(None, cli) == Policy(cli)
+    assert combine(None, []) == Policy()
+    file_policy = parse_policy(lines("version = 1", 'mode = "virtualize"'), "p.toml")
+    assert combine(file_policy, []).mode == "virtualize"
+
+
+def test_combine_rejects_duplicate_command_line_rules() -> None:
+    cli: list[Rule] = [
+        Deny(Pattern("/x"), origin="--deny"),
+        ReadOnly(Pattern("/x"), origin="--readonly"),
+    ]
+    with pytest.raises(PolicyError) as info:
+        combine(None, cli)
+    assert info.value.source == "--readonly"
+    assert "/x has two rules" in info.value.message
+
+
+# --- Nothing but PolicyError, whatever the text --------------------------------------
+
+_FRAGMENTS = [
+    "version = 1",
+    "version = 2",
+    "version = '1'",
+    'mode = "virtualize"',
+    "mode = []",
+    "[[redirect]]",
+    "[[deny]]",
+    "[[readonly]]",
+    "[redirect]",
+    "[deny.x]",
+    'from = "/a"',
+    'from = "/a/**"',
+    'to = "/b"',
+    'to = "/b/**"',
+    'to = "rel"',
+    'path = "/a"',
+    'path = "/a/**"',
+    'path = "/a/*"',
+    'path = ""',
+    "path = 1",
+    "path = {x = 1}",
+    'errno = "ENOENT"',
+    'errno = "NOPE"',
+    "errno = 2",
+    "deny = []",
+    'deny = [{path = "/q"}]',
+    "readonly = [1]",
+    "x = 1",
+    '"from" = "/z"',
+    "# comment",
+    "'''",
+    '"""',
+    "",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("\n".join))
+def test_policy_like_text_raises_only_policy_error(text: str) -> None:
+    try:
+        policy = parse_policy(text, "fuzz.toml")
+    except PolicyError as error:
+        assert error.source == "fuzz.toml"
+        assert error.line is None or 1 <= error.line <= text.count("\n") + 1
+    else:
+        assert isinstance(policy, Policy)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_arbitrary_text_raises_only_policy_error(text: str) -> None:
+    with contextlib.suppress(PolicyError):
+        parse_policy(text, "fuzz.toml")

@@ -1,0 +1,513 @@
+"""Rules, matching and open decisions: pure values in, pure values out."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unotifyd.policy import (
+    OPEN_SYSCALLS,
+    Continue,
+    Deny,
+    DuplicateRuleError,
+    EmulateOpen,
+    Fail,
+    Match,
+    OpenRequest,
+    Pattern,
+    Policy,
+    ReadOnly,
+    Redirect,
+    Rule,
+    decide_open,
+    normalize_path,
+    parse_deny,
+    parse_errno,
+    parse_pattern,
+    parse_readonly,
+    parse_redirect,
+    rule_pattern,
+)
+
+
+def exact(path: str) -> Pattern:
+    return Pattern(path, tree=False)
+
+
+def tree(path: str) -> Pattern:
+    return Pattern(path, tree=True)
+
+
+# --- Patterns ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/etc/passwd", exact("/etc/passwd")),
+        ("/", exact("/")),
+        ("//etc///passwd", exact("/etc/passwd")),
+        ("/etc/./passwd/", exact("/etc/passwd")),
+        ("/etc/x/../passwd", exact("/etc/passwd")),
+        ("/../../etc", exact("/etc")),
+        ("/..", exact("/")),
+        ("/a/b/../..", exact("/")),
+        ("/srv/data/**", tree("/srv/data")),
+        ("/srv//data/./**", tree("/srv/data")),
+        ("/srv/data/../**", tree("/srv")),
+        ("/**", tree("/")),
+        ("//**", tree("/")),
+        ("/a b/ü:x=y/**", tree("/a b/ü:x=y")),
+    ],
+)
+def test_parse_pattern_normalizes(text: str, expected: Pattern) -> None:
+    assert parse_pattern(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("etc/passwd", "not absolute"),
+        ("./x", "not absolute"),
+        ("**", "not absolute"),
+        ("/etc/\0passwd", "NUL"),
+        ("/etc/*.conf", "globs other than a trailing '/**' are not supported yet"),
+        ("/etc/pass?d", "globs other than a trailing '/**' are not supported yet"),
+        ("/etc/**/x", "globs other than a trailing '/**' are not supported yet"),
+        ("/etc/*", "globs other than a trailing '/**' are not supported yet"),
+        ("/etc**", "globs other than a trailing '/**' are not supported yet"),
+        ("/etc/**/**", "globs other than a trailing '/**' are not supported yet"),
+        ("/etc/**/", "globs other than a trailing '/**' are not supported yet"),
+    ],
+)
+def test_parse_pattern_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("*", r"\*").replace("?", r"\?")):
+        parse_pattern(text)
+
+
+def test_pattern_str_round_trips() -> None:
+    for text in ["/etc/passwd", "/", "/srv/data/**", "/**"]:
+        assert str(parse_pattern(text)) == text
+
+
+def test_normalize_path_matches_posixpath_for_absolute_paths() -> None:
+    # posixpath keeps a leading "//" (POSIX allows it a meaning); Linux does not.
+    for text in ["/a/./b/../c", "/a/b/", "/../x", "/a//b"]:
+        assert normalize_path(text) == os.path.normpath(text)
+
+
+def test_parse_errno() -> None:
+    assert parse_errno("ENOENT") == errno.ENOENT
+    assert parse_errno("EWOULDBLOCK") == errno.EAGAIN  # aliases are fine
+    for bad in ["ENOTANERRNO", "errorcode", "E", "", "2", "EX_OK"]:
+        with pytest.raises(ValueError, match="unknown errno name"):
+            parse_errno(bad)
+    with pytest.raises(ValueError, match="did you mean ENOENT"):
+        parse_errno("enoent")
+
+
+# --- Rules -------------------------------------------------------------------
+
+
+def test_rule_origin_takes_no_part_in_equality() -> None:
+    a = Deny(exact("/x"), errno.EPERM, origin="a.toml:3")
+    b = Deny(exact("/x"), errno.EPERM, origin="--deny")
+    assert a == b
+    assert hash(a) == hash(b)
+    assert Deny(exact("/x"), errno.EPERM) != Deny(exact("/x"), errno.ENOENT)
+
+
+def test_parse_cli_forms() -> None:
+    assert parse_redirect("/a=/b") == Redirect(exact("/a"), exact("/b"))
+    assert parse_redirect("/a/**=/b/**") == Redirect(tree("/a"), tree("/b"))
+    assert parse_redirect("/a/**=/f") == Redirect(tree("/a"), exact("/f"))
+    assert parse_redirect("/a=/b=c") == Redirect(exact("/a"), exact("/b=c"))
+    assert parse_deny("/s") == Deny(exact("/s"), errno.EACCES)
+    assert parse_deny("/s:ENOENT") == Deny(exact("/s"), errno.ENOENT)
+    assert parse_deny("/s/**:EPERM") == Deny(tree("/s"), errno.EPERM)
+    assert parse_deny("/a:b/c") == Deny(exact("/a:b/c"), errno.EACCES)
+    assert parse_deny("/a/b:c:EIO") == Deny(exact("/a/b:c"), errno.EIO)
+    assert parse_readonly("/d/**") == ReadOnly(tree("/d"))
+    assert parse_readonly("/d", origin="--readonly").origin == "--readonly"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("/a", "not of the form FROM=TO"),
+        ("/a=", "empty"),
+        ("=/b", "empty"),
+        ("/a=b", "not absolute"),
+        ("/a=/b/**", r"cannot redirect the single path /a onto the tree /b/\*\*"),
+    ],
+)
+def test_parse_redirect_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_redirect(text)
+
+
+def test_parse_deny_rejects_unknown_errno() -> None:
+    with pytest.raises(ValueError, match="unknown errno name 'b'"):
+        parse_deny("/a:b")
+
+
+def test_describe_and_reasons() -> None:
+    policy = Policy(
+        [
+            parse_redirect("/etc/passwd=/etc/hostname", "--redirect"),
+            parse_deny("/etc/shadow:ENOENT", "f.toml:9"),
+            parse_readonly("/srv/**"),
+        ]
+    )
+    assert policy.describe() == [
+        "redirect /etc/passwd -> /etc/hostname (--redirect)",
+        "deny /etc/shadow with ENOENT (f.toml:9)",
+        "readonly /srv/**",
+    ]
+
+
+# --- Policy ------------------------------------------------------------------
+
+
+def test_policy_rejects_duplicate_patterns_naming_both() -> None:
+    first = Deny(exact("/x"), origin="a.toml:3")
+    second = ReadOnly(exact("/x"), origin="a.toml:7")
+    with pytest.raises(DuplicateRuleError) as info:
+        Policy([first, ReadOnly(tree("/x")), second])
+    assert info.value.first is first
+    assert info.value.second is second
+    assert "(a.toml:3)" in str(info.value)
+    assert "(a.toml:7)" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_policy_rejects_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="unknown mode 'enforce'"):
+        Policy([], mode="enforce")
+
+
+def test_policy_equality_and_syscalls() -> None:
+    assert Policy() == Policy([])
+    assert Policy([ReadOnly(exact("/x"))]) == Policy([ReadOnly(exact("/x"), origin="o")])
+    assert Policy().syscalls() == frozenset()
+    assert Policy([ReadOnly(exact("/x"))]).syscalls() == OPEN_SYSCALLS
+    assert Policy([Deny(tree("/"))]).syscalls() == {"open", "openat", "openat2", "creat"}
+
+
+def test_most_specific_rule_wins() -> None:
+    root = Deny(tree("/"))
+    shallow = ReadOnly(tree("/a"))
+    deep = Deny(tree("/a/b"), errno.ENOENT)
+    exact_on_tree = Redirect(exact("/a/b"), exact("/elsewhere"))
+    policy = Policy([root, shallow, deep, exact_on_tree])
+    assert policy.match("/a/b") == Match(exact_on_tree, "")
+    assert policy.match("/a/b/c/d") == Match(deep, "/c/d")
+    assert policy.match("/a/bc") == Match(shallow, "/bc")  # not below /a/b
+    assert policy.match("/a") == Match(shallow, "")
+    assert policy.match("/x/y") == Match(root, "/x/y")
+    assert policy.match("/") == Match(root, "")
+
+
+def test_match_misses() -> None:
+    policy = Policy([ReadOnly(exact("/a/b")), ReadOnly(tree("/c"))])
+    assert policy.match("/a") is None
+    assert policy.match("/a/b/c") is None  # an exact rule covers no children
+    assert policy.match("/cc") is None
+    assert policy.match("/") is None
+    assert policy.match("c/d") is None  # not absolute: never a match
+    assert Policy().match("/a") is None
+
+
+def test_match_is_ordered_independently() -> None:
+    rules: list[Rule] = [ReadOnly(tree("/a")), Deny(tree("/a/b")), Deny(exact("/a/b/c"))]
+    for order in (rules, rules[::-1]):
+        policy = Policy(order)
+        assert policy.match("/a/b/c") == Match(rules[2])
+        assert policy.match("/a/b/x") == Match(rules[1], "/x")
+
+
+def test_canonicalized_moves_sources_not_targets() -> None:
+    links = {
+        "/etc/resolv.conf": "/run/resolve/stub.conf",
+        "/var/run": "/run",
+        "/data": "/mnt/data",
+        "/target": "/should/not/be/used",
+    }
+    policy = Policy(
+        [
+            Redirect(exact("/etc/resolv.conf"), exact("/target"), origin="a:1"),
+            Deny(tree("/var/run"), errno.ENOENT, origin="a:2"),
+            ReadOnly(tree("/data"), origin="a:3"),
+            ReadOnly(exact("/plain"), origin="a:4"),
+        ]
+    )
+    canonical = policy.canonicalized(lambda path: links.get(path, path))
+    assert canonical.rules == (
+        Redirect(exact("/run/resolve/stub.conf"), exact("/target")),
+        Deny(tree("/run"), errno.ENOENT),
+        ReadOnly(tree("/mnt/data")),
+        ReadOnly(exact("/plain")),
+    )
+    assert [rule.origin for rule in canonical.rules] == ["a:1", "a:2", "a:3", "a:4"]
+    assert canonical.match("/run/x") is not None
+    assert canonical.match("/var/run/x") is None
+    assert policy.match("/var/run/x") is not None  # the original is unchanged
+
+
+def test_canonicalized_reports_rules_that_collapse() -> None:
+    policy = Policy([ReadOnly(exact("/link")), Deny(exact("/real"))])
+    with pytest.raises(DuplicateRuleError):
+        policy.canonicalized(lambda path: "/real" if path == "/link" else path)
+    with pytest.raises(ValueError, match="not absolute"):
+        policy.canonicalized(lambda path: "relative")
+
+
+def test_values_pickle() -> None:
+    rule = Redirect(tree("/a"), tree("/b"), origin="o")
+    assert pickle.loads(pickle.dumps(rule)) == rule
+    error = DuplicateRuleError(rule, rule)
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
+
+
+# --- Matching against a slow reference -----------------------------------------
+
+_NAMES = st.sampled_from(["a", "b", "c", "ab"])
+_PATHS = st.lists(_NAMES, max_size=4).map(lambda parts: "/" + "/".join(parts))
+
+
+def _reference_match(rules: list[Rule], path: str) -> Match | None:
+    """Most specific by definition: exact first, then the longest covering root."""
+    best: tuple[int, Match] | None = None
+    for rule in rules:
+        pattern = rule_pattern(rule)
+        if not pattern.tree:
+            if pattern.path == path:
+                return Match(rule)
+            continue
+        root = pattern.path
+        if root == "/":
+            suffix: str | None = "" if path == "/" else path
+        elif path == root:
+            suffix = ""
+        elif path.startswith(root + "/"):
+            suffix = path[len(root) :]
+        else:
+            suffix = None
+        if suffix is not None and (best is None or len(root) > best[0]):
+            best = (len(root), Match(rule, suffix))
+    return None if best is None else best[1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    patterns=st.lists(st.tuples(_PATHS, st.booleans()), max_size=8, unique=True),
+    path=_PATHS,
+)
+def test_match_agrees_with_reference(patterns: list[tuple[str, bool]], path: str) -> None:
+    rules: list[Rule] = [ReadOnly(Pattern(p, t)) for p, t in patterns]
+    assert Policy(rules).match(path) == _reference_match(rules, path)
+
+
+# --- decide_open ---------------------------------------------------------------
+
+O_CREAT, O_EXCL, O_TRUNC = os.O_CREAT, os.O_EXCL, os.O_TRUNC
+O_RDONLY, O_WRONLY, O_RDWR = os.O_RDONLY, os.O_WRONLY, os.O_RDWR
+O_CLOEXEC, O_PATH, O_DIRECTORY = os.O_CLOEXEC, os.O_PATH, os.O_DIRECTORY
+
+
+def opening(path: str, flags: int, mode: int = 0, syscall: str = "openat") -> OpenRequest:
+    return OpenRequest(syscall=syscall, path=path, flags=flags, mode=mode)
+
+
+def test_no_rule_continues() -> None:
+    policy = Policy([Deny(exact("/secret"))])
+    assert decide_open(policy, opening("/other", O_RDONLY)) == Continue()
+    assert decide_open(Policy(), opening("/secret", O_RDONLY)) == Continue()
+
+
+def test_deny_fails_with_its_errno_whatever_the_flags() -> None:
+    policy = Policy([Deny(exact("/etc/shadow"), errno.ENOENT, origin="--deny"), Deny(tree("/k"))])
+    for flags in (O_RDONLY, O_RDWR | O_CREAT, O_PATH):
+        assert decide_open(policy, opening("/etc/shadow", flags, 0o600)) == Fail(
+            errno.ENOENT, reason="deny /etc/shadow with ENOENT (--deny)"
+        )
+    decision = decide_open(policy, opening("/k/x", O_RDONLY))
+    assert isinstance(decision, Fail)
+    assert decision.errno == errno.EACCES
+
+
+def test_redirect_exact() -> None:
+    policy = Policy([Redirect(exact("/etc/passwd"), exact("/etc/hostname"), "--redirect")])
+    assert decide_open(policy, opening("/etc/passwd", O_RDONLY | O_CLOEXEC)) == EmulateOpen(
+        path="/etc/hostname",
+        flags=O_RDONLY,
+        mode=0,
+        cloexec=True,
+        reason="redirect /etc/passwd -> /etc/hostname (--redirect)",
+        no_symlinks=False,
+    )
+
+
+def test_redirect_keeps_flags_and_creation_mode() -> None:
+    policy = Policy([Redirect(exact("/a"), exact("/b"))])
+    flags = O_WRONLY | O_CREAT | O_TRUNC | os.O_APPEND
+    decision = decide_open(policy, opening("/a", flags | O_CLOEXEC, 0o640))
+    assert isinstance(decision, EmulateOpen)
+    assert (decision.flags, decision.mode, decision.cloexec) == (flags, 0o640, True)
+    assert decision.create_errno == 0
+    assert not decision.exclusive
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("/a", "/b"),
+        ("/a/x", "/b/x"),
+        ("/a/x/y", "/b/x/y"),
+    ],
+)
+def test_redirect_tree_onto_tree(path: str, target: str) -> None:
+    policy = Policy([Redirect(tree("/a"), tree("/b"))])
+    decision = decide_open(policy, opening(path, O_RDONLY))
+    assert isinstance(decision, EmulateOpen)
+    assert decision.path == target
+
+
+def test_redirect_trees_at_the_root() -> None:
+    from_root = Policy([Redirect(tree("/"), tree("/chroot"))])
+    onto_root = Policy([Redirect(tree("/home/u"), tree("/"))])
+    cases = [
+        (from_root, "/", "/chroot"),
+        (from_root, "/etc/x", "/chroot/etc/x"),
+        (onto_root, "/home/u", "/"),
+        (onto_root, "/home/u/etc", "/etc"),
+    ]
+    for policy, path, target in cases:
+        decision = decide_open(policy, opening(path, O_RDONLY))
+        assert isinstance(decision, EmulateOpen)
+        assert decision.path == target
+
+
+def test_redirect_tree_onto_file() -> None:
+    policy = Policy([Redirect(tree("/a"), exact("/dev/null"))])
+    for path in ("/a", "/a/x", "/a/x/y"):
+        decision = decide_open(policy, opening(path, O_RDONLY))
+        assert isinstance(decision, EmulateOpen)
+        assert decision.path == "/dev/null"
+
+
+READONLY = Policy([ReadOnly(tree("/ro"), origin="p.toml:4")])
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        O_WRONLY,
+        O_RDWR,
+        O_RDONLY | O_TRUNC,
+        O_WRONLY | O_CREAT | O_TRUNC,  # what creat() arrives as
+        O_RDWR | O_CREAT | O_EXCL,
+        os.O_ACCMODE,  # 3: Linux checks it as read + write
+        O_WRONLY | O_CLOEXEC,
+        os.O_TMPFILE | O_RDWR,
+    ],
+)
+def test_readonly_refuses_writes(flags: int) -> None:
+    assert decide_open(READONLY, opening("/ro/f", flags, 0o644)) == Fail(
+        errno.EROFS, reason="readonly /ro/** (p.toml:4)"
+    )
+
+
+def test_readonly_creat_syscall() -> None:
+    request = opening("/ro/new", O_CREAT | O_WRONLY | O_TRUNC, 0o644, syscall="creat")
+    decision = decide_open(READONLY, request)
+    assert isinstance(decision, Fail)
+    assert decision.errno == errno.EROFS
+
+
+@pytest.mark.parametrize(
+    ("flags", "emulated", "cloexec", "create_errno", "exclusive"),
+    [
+        (O_RDONLY, O_RDONLY, False, 0, False),
+        (O_RDONLY | O_CLOEXEC, O_RDONLY, True, 0, False),
+        (O_RDONLY | O_DIRECTORY, O_DIRECTORY, False, 0, False),
+        (O_RDONLY | O_CREAT, O_RDONLY, False, errno.EROFS, False),
+        (O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, O_RDONLY, True, errno.EROFS, True),
+        # O_EXCL without O_CREAT still means something for block devices.
+        (O_RDONLY | O_EXCL, O_EXCL, False, 0, False),
+        (O_PATH, O_PATH, False, 0, False),
+        (O_PATH | O_CLOEXEC | O_DIRECTORY, O_PATH | O_DIRECTORY, True, 0, False),
+        # open(2) ignores everything but a few flags next to O_PATH, O_CREAT included.
+        (O_PATH | O_WRONLY | O_TRUNC | O_CREAT, O_PATH, False, 0, False),
+        (O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, os.O_NONBLOCK | os.O_NOFOLLOW, False, 0, False),
+    ],
+)
+def test_readonly_allows_reads(
+    flags: int, emulated: int, cloexec: bool, create_errno: int, exclusive: bool
+) -> None:
+    assert decide_open(READONLY, opening("/ro/f", flags, 0o644)) == EmulateOpen(
+        path="/ro/f",
+        flags=emulated,
+        mode=0,  # nothing will be created, so the mode means nothing
+        cloexec=cloexec,
+        reason="readonly /ro/** (p.toml:4)",
+        no_symlinks=True,
+        create_errno=create_errno,
+        exclusive=exclusive,
+    )
+
+
+def test_readonly_root_of_the_tree_and_outside() -> None:
+    assert isinstance(decide_open(READONLY, opening("/ro", O_RDONLY | O_DIRECTORY)), EmulateOpen)
+    assert decide_open(READONLY, opening("/rox", O_WRONLY)) == Continue()
+
+
+def test_legacy_open_mode_is_masked_like_the_kernel_does() -> None:
+    policy = Policy([Redirect(exact("/a"), exact("/b"))])
+    garbage = (0xDEAD_BEEF << 32) | 0o100644  # S_IFREG and high bits too
+    # Without O_CREAT the mode register is whatever the program left in it.
+    reading = decide_open(policy, opening("/a", O_RDONLY, garbage, syscall="open"))
+    creating = decide_open(policy, opening("/a", O_WRONLY | O_CREAT, garbage, syscall="open"))
+    assert isinstance(reading, EmulateOpen)
+    assert isinstance(creating, EmulateOpen)
+    assert reading.mode == 0
+    assert creating.mode == 0o644
+    # Bits no kernel knows are dropped by open(2) too.
+    high = decide_open(policy, opening("/a", O_RDONLY | (1 << 40), syscall="open"))
+    assert isinstance(high, EmulateOpen)
+    assert high.flags == O_RDONLY
+
+
+@pytest.mark.parametrize(
+    ("flags", "mode", "message"),
+    [
+        (O_RDONLY, 0o644, "mode given without O_CREAT"),
+        (O_CREAT | O_WRONLY, 0o10644, "bits outside 07777"),
+        (O_PATH | O_WRONLY, 0, "O_PATH combined"),
+        (O_PATH | O_CREAT, 0, "O_PATH combined"),
+    ],
+)
+def test_openat2_refuses_what_open_would_ignore(flags: int, mode: int, message: str) -> None:
+    policy = Policy([ReadOnly(exact("/a"))])
+    decision = decide_open(policy, opening("/a", flags, mode, syscall="openat2"))
+    assert isinstance(decision, Fail)
+    assert decision.errno == errno.EINVAL
+    assert message in decision.reason
+    assert "readonly /a" in decision.reason
+
+
+def test_openat2_valid_requests_pass() -> None:
+    policy = Policy([Redirect(exact("/a"), exact("/b"))])
+    request = opening("/a", O_CREAT | O_WRONLY | O_CLOEXEC, 0o600, syscall="openat2")
+    decision = decide_open(policy, request)
+    assert isinstance(decision, EmulateOpen)
+    assert (decision.flags, decision.mode, decision.cloexec) == (O_CREAT | O_WRONLY, 0o600, True)
+    assert decide_open(policy, opening("/a", O_PATH | O_CLOEXEC, syscall="openat2")) == (
+        EmulateOpen(path="/b", flags=O_PATH, mode=0, cloexec=True, reason="redirect /a -> /b")
+    )

@@ -1,0 +1,1 @@
+"""The thin, synchronous Linux ABI layer: seccomp, /proc, fd passing."""

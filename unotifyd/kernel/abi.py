@@ -1,0 +1,79 @@
+"""Linux ABI numbers for x86_64: seccomp(2), its notification ioctls and structs.
+
+Debian 12's headers predate some of these (``SECCOMP_IOCTL_NOTIF_SET_FLAGS``),
+so they are spelled out here rather than read from a header at build time.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+# --- syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) ---------------
+SYS_OPEN: Final = 2
+SYS_SECCOMP: Final = 317
+SYS_CREAT: Final = 85
+SYS_OPENAT: Final = 257
+SYS_OPENAT2: Final = 437
+SYS_SETFSUID: Final = 122
+SYS_SETFSGID: Final = 123
+SYS_SETGROUPS: Final = 116
+
+SYSCALL_NAMES: Final = {
+    SYS_OPEN: "open",
+    SYS_OPENAT: "openat",
+    SYS_OPENAT2: "openat2",
+    SYS_CREAT: "creat",
+}
+
+AUDIT_ARCH_X86_64: Final = 0xC000003E
+
+# --- seccomp(2) operations and flags (include/uapi/linux/seccomp.h) ----------
+SECCOMP_SET_MODE_FILTER: Final = 1
+SECCOMP_GET_ACTION_AVAIL: Final = 2
+SECCOMP_GET_NOTIF_SIZES: Final = 3
+
+SECCOMP_FILTER_FLAG_TSYNC: Final = 1 << 0
+SECCOMP_FILTER_FLAG_NEW_LISTENER: Final = 1 << 3
+SECCOMP_FILTER_FLAG_TSYNC_ESRCH: Final = 1 << 4
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: Final = 1 << 5
+
+SECCOMP_RET_USER_NOTIF: Final = 0x7FC00000
+
+SECCOMP_USER_NOTIF_FLAG_CONTINUE: Final = 1 << 0
+SECCOMP_ADDFD_FLAG_SETFD: Final = 1 << 0
+SECCOMP_ADDFD_FLAG_SEND: Final = 1 << 1
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: Final = 1 << 0
+
+# --- ioctls on the listener --------------------------------------------------
+NOTIF_RECV: Final = 0xC0502100
+NOTIF_SEND: Final = 0xC0182101
+NOTIF_ID_VALID: Final = 0x40082102
+NOTIF_ADDFD: Final = 0x40182103
+# Takes its flag *by value*, not through a pointer (kernel/seccomp.c,
+# seccomp_notify_set_flags).
+NOTIF_SET_FLAGS: Final = 0x40082104
+
+# struct seccomp_notif { u64 id; u32 pid; u32 flags;
+#   struct seccomp_data { int nr; u32 arch; u64 ip; u64 args[6]; } }
+NOTIF_STRUCT: Final = struct.Struct("<QIIiIQ6Q")
+# struct seccomp_notif_resp { u64 id; s64 val; s32 error; u32 flags; }
+RESP_STRUCT: Final = struct.Struct("<QqiI")
+# struct seccomp_notif_addfd { u64 id; u32 flags; u32 srcfd; u32 newfd; u32 newfd_flags; }
+ADDFD_STRUCT: Final = struct.Struct("<QIIII")
+# struct seccomp_notif_sizes { u16 seccomp_notif; u16 seccomp_notif_resp; u16 seccomp_data; }
+SIZES_STRUCT: Final = struct.Struct("<HHH")
+# struct open_how { u64 flags; u64 mode; u64 resolve; } (openat2(2))
+OPEN_HOW_STRUCT: Final = struct.Struct("<QQQ")
+
+# openat2(2) resolve flags
+RESOLVE_NO_XDEV: Final = 0x01
+RESOLVE_NO_MAGICLINKS: Final = 0x02
+RESOLVE_NO_SYMLINKS: Final = 0x04
+RESOLVE_BENEATH: Final = 0x08
+RESOLVE_IN_ROOT: Final = 0x10
+RESOLVE_CACHED: Final = 0x20
+
+AT_FDCWD: Final = -100
+PATH_MAX: Final = 4096
+PAGE_SIZE: Final = 4096

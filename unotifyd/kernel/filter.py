@@ -1,0 +1,143 @@
+"""Compile a seccomp filter with pyseccomp and load it with the raw syscall.
+
+pyseccomp (libseccomp) is used only as a compiler: ``export_bpf`` gives us the
+classic-BPF program, which we load with ``seccomp(2)`` ourselves so that we
+choose the flags (``NEW_LISTENER | WAIT_KILLABLE_RECV``) and get the listener
+fd back; ``seccomp_load`` would keep the listener to itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import abi
+from .errors import Unsupported
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_prctl = _libc.prctl
+_prctl.restype = ctypes.c_int
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def _sys(nr: int, *args: object) -> int:
+    """``syscall(2)`` with integer arguments widened to ``long``.
+
+    ``syscall`` is variadic and reads every argument as a ``long``; ctypes
+    would pass a Python int as a 32-bit ``int`` whose upper half is undefined.
+    """
+    conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    result: int = _syscall(ctypes.c_long(nr), *conv)
+    return result
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def compile_filter(syscalls: Iterable[str]) -> bytes:
+    """Return a BPF program that notifies ``syscalls`` and allows the rest.
+
+    Calls from any other ABI (i386 ``int 0x80``, x32) kill the process: a
+    32-bit ``open`` has another number and another argument layout, and
+    letting it through would bypass every rule (libseccomp's default
+    ``SCMP_FLTATR_ACT_BADARCH``, made explicit here).
+    """
+    import pyseccomp  # noqa: PLC0415  - only the compiling process needs libseccomp
+
+    flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
+    for name in sorted(syscalls):
+        flt.add_rule(pyseccomp.NOTIFY, name)
+    fd = os.memfd_create("unotifyd-bpf", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "rb") as f:
+            flt.export_bpf(f)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifSizes:
+    notif: int
+    resp: int
+    data: int
+
+
+def check_support() -> NotifSizes:
+    """Check that this kernel can do what unotifyd needs; raise :class:`Unsupported`.
+
+    ``SECCOMP_GET_ACTION_AVAIL`` answers ``EOPNOTSUPP`` for an action the
+    kernel does not know (seccomp(2)), so it tells apart "no user
+    notification" (< 5.0) from "no seccomp at all" (``ENOSYS``/``EINVAL``).
+    The struct sizes must match ours or every RECV would fail with EINVAL.
+    """
+    action = ctypes.c_uint32(abi.SECCOMP_RET_USER_NOTIF)
+    if _sys(abi.SYS_SECCOMP, abi.SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(action)) != 0:
+        err = ctypes.get_errno()
+        if err == errno.EOPNOTSUPP:
+            raise Unsupported(
+                "this kernel lacks seccomp user notification (SECCOMP_RET_USER_NOTIF)"
+            )
+        raise Unsupported(f"this kernel lacks seccomp filters: seccomp(2): {os.strerror(err)}")
+    buf = ctypes.create_string_buffer(abi.SIZES_STRUCT.size)
+    if _sys(abi.SYS_SECCOMP, abi.SECCOMP_GET_NOTIF_SIZES, 0, buf) != 0:
+        err = ctypes.get_errno()
+        raise Unsupported(f"this kernel lacks SECCOMP_GET_NOTIF_SIZES: {os.strerror(err)}")
+    sizes = NotifSizes(*abi.SIZES_STRUCT.unpack(buf.raw))
+    if sizes.notif != abi.NOTIF_STRUCT.size or sizes.resp != abi.RESP_STRUCT.size:
+        raise Unsupported(
+            f"unexpected seccomp notification sizes {sizes} (expected "
+            f"{abi.NOTIF_STRUCT.size}/{abi.RESP_STRUCT.size})"
+        )
+    return sizes
+
+
+class PreparedFilter:
+    """A BPF program staged in C memory, ready to be loaded after ``fork``.
+
+    Everything that allocates or may trigger a lazy import happens in
+    ``__init__``, in the parent. :meth:`install` does two raw syscalls and
+    nothing else, because between loading the filter and handing the
+    listener over, any trapped call (an ``open`` from a lazy import, say)
+    would block forever waiting for a supervisor that has no listener yet.
+    """
+
+    def __init__(self, bpf: bytes, *, killable_wait: bool = True) -> None:
+        if len(bpf) % 8 or not bpf:
+            raise ValueError("a BPF program is a non-empty array of 8-byte instructions")
+        self._buf = ctypes.create_string_buffer(bpf, len(bpf))
+        self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buf))
+        self._prog_ref = ctypes.byref(self._prog)
+        flags = abi.SECCOMP_FILTER_FLAG_NEW_LISTENER
+        if killable_wait:
+            flags |= abi.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        self._args = (
+            ctypes.c_long(abi.SYS_SECCOMP),
+            ctypes.c_long(abi.SECCOMP_SET_MODE_FILTER),
+            ctypes.c_long(flags),
+            self._prog_ref,
+        )
+        self._get_errno = ctypes.get_errno
+
+    def install(self) -> int:
+        """Set NO_NEW_PRIVS, load the filter, return the listener fd or ``-errno``.
+
+        Returns a negative errno instead of raising: it runs in a freshly
+        forked child where an exception would need formatting (more Python).
+        """
+        if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return -self._get_errno()
+        fd: int = _syscall(*self._args)
+        if fd < 0:
+            return -self._get_errno()
+        return fd

@@ -1,0 +1,182 @@
+"""The seccomp listener: receive notifications, answer them, inject fds.
+
+All ioctls go through :func:`fcntl.ioctl` on buffers allocated once per
+listener; a notification costs no allocation beyond the decoded tuple.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+from dataclasses import dataclass
+
+from . import abi
+from .errors import KernelError, TargetGone
+
+_ZERO_NOTIF = bytes(abi.NOTIF_STRUCT.size)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One trapped system call, as ``SECCOMP_IOCTL_NOTIF_RECV`` delivered it.
+
+    ``pid`` is the *thread* id in the supervisor's pid namespace.
+    """
+
+    id: int
+    pid: int
+    nr: int
+    arch: int
+    args: tuple[int, int, int, int, int, int]
+
+
+class Listener:
+    """Owner of one listener fd. The fd is closed exactly once, by :meth:`close`.
+
+    Exactly one task may call :meth:`recv` on a listener, and only after
+    ``poll`` reported ``POLLIN``: RECV ignores ``O_NONBLOCK`` and blocks until
+    a notification arrives (kernel/seccomp.c, seccomp_notify_recv), so a
+    second reader racing for the same notification could block forever.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._recv_buf = bytearray(abi.NOTIF_STRUCT.size)
+        self._resp_buf = bytearray(abi.RESP_STRUCT.size)
+        self._addfd_buf = bytearray(abi.ADDFD_STRUCT.size)
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        """Close the listener. Pending and future trapped calls of the
+        programs that use it then fail with ``ENOSYS`` (seccomp_unotify(2))."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            self._poll.unregister(fd)
+            os.close(fd)
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def set_sync_wakeup(self) -> bool:
+        """Ask the kernel to wake the target on the supervisor's CPU (6.6+).
+
+        Returns False when the kernel does not know the flag (``EINVAL``).
+        """
+        try:
+            fcntl.ioctl(self.fd, abi.NOTIF_SET_FLAGS, abi.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOTTY):
+                return False
+            raise
+        return True
+
+    def poll(self) -> int:
+        """Return the listener's ``poll`` events without blocking.
+
+        ``POLLIN``: a notification is pending. ``POLLHUP`` without
+        ``POLLIN``: every process using the filter is gone, and RECV would
+        now fail with ``ENOENT`` at once, forever.
+        """
+        while True:
+            try:
+                ready = self._poll.poll(0)
+            except InterruptedError:
+                continue
+            return ready[0][1] if ready else 0
+
+    def recv(self) -> Notification:
+        """Receive one pending notification. Call only after ``POLLIN``.
+
+        Raises :class:`TargetGone` when the thread that made the call died
+        or was killed between ``poll`` and here (ENOENT).
+        """
+        buf = self._recv_buf
+        while True:
+            # The kernel rejects a non-zeroed buffer with EINVAL (since 5.5).
+            buf[:] = _ZERO_NOTIF
+            try:
+                fcntl.ioctl(self.fd, abi.NOTIF_RECV, buf, True)
+            except InterruptedError:
+                # fcntl.ioctl is not retried on EINTR (PEP 475 does not cover it).
+                continue
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    raise TargetGone("notification vanished before RECV") from None
+                raise KernelError(f"SECCOMP_IOCTL_NOTIF_RECV: {e.strerror}") from e
+            break
+        nid, pid, _flags, nr, arch, _ip, *args = abi.NOTIF_STRUCT.unpack(buf)
+        return Notification(nid, pid, nr, arch, tuple(args))
+
+    def id_valid(self, nid: int) -> bool:
+        """True if notification ``nid`` is still pending.
+
+        Checked after reading anything from the target (its memory, its
+        ``/proc`` entries): if the thread died and its pid was reused, what
+        we read belongs to another process (seccomp_unotify(2), NOTES).
+        """
+        try:
+            fcntl.ioctl(self.fd, abi.NOTIF_ID_VALID, nid.to_bytes(8, "little"))
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise KernelError(f"SECCOMP_IOCTL_NOTIF_ID_VALID: {e.strerror}") from e
+        return True
+
+    def _send(self, nid: int, val: int, error: int, flags: int) -> None:
+        abi.RESP_STRUCT.pack_into(self._resp_buf, 0, nid, val, error, flags)
+        while True:
+            try:
+                fcntl.ioctl(self.fd, abi.NOTIF_SEND, self._resp_buf, True)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    raise TargetGone("notification vanished before SEND") from None
+                raise KernelError(f"SECCOMP_IOCTL_NOTIF_SEND: {e.strerror}") from e
+            return
+
+    def send_continue(self, nid: int) -> None:
+        """Let the kernel run the call itself."""
+        self._send(nid, 0, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+    def send_error(self, nid: int, err: int) -> None:
+        """Fail the call with ``err`` (a positive errno)."""
+        self._send(nid, 0, -err, 0)
+
+    def send_value(self, nid: int, value: int) -> None:
+        """Complete the call with return value ``value``."""
+        self._send(nid, value, 0, 0)
+
+    def send_fd(self, nid: int, srcfd: int, *, cloexec: bool) -> int:
+        """Install a copy of ``srcfd`` in the target and make it the call's result.
+
+        ``SECCOMP_ADDFD_FLAG_SEND`` injects and answers in one atomic step
+        (5.14+), so the target never holds an fd for a call it was told
+        failed. Returns the fd number in the target. Raises
+        :class:`TargetGone` (ENOENT) or :class:`OSError` with the errno the
+        target should see (e.g. ``EMFILE`` when its fd table is full); in
+        that case the notification is still pending and must be answered.
+        """
+        newfd_flags = os.O_CLOEXEC if cloexec else 0
+        abi.ADDFD_STRUCT.pack_into(
+            self._addfd_buf, 0, nid, abi.SECCOMP_ADDFD_FLAG_SEND, srcfd, 0, newfd_flags
+        )
+        while True:
+            try:
+                newfd: int = fcntl.ioctl(self.fd, abi.NOTIF_ADDFD, self._addfd_buf, True)
+                return newfd
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    raise TargetGone("notification vanished before ADDFD") from None
+                raise

@@ -1,0 +1,105 @@
+"""Opening files on behalf of a program, with the program's credentials.
+
+The supervisor usually runs as root. An emulated open done with root's
+credentials would let a program read, through a rule, files it could never
+open itself (a confused deputy). So an emulated open runs with the
+program's file-system uid and gid, supplementary groups and umask.
+
+Credentials are per *thread* in the kernel, but glibc's ``setgroups`` and
+``setfsuid`` wrappers are not all per thread: ``setgroups`` is broadcast to
+every thread of the process (nptl "setxid" signal). We therefore make the raw
+syscalls, which change only the calling thread, and only ever from a worker
+thread that restores its credentials before it serves anything else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from . import abi
+from .target import Credentials, openat2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def _setfsuid(uid: int) -> int:
+    # setfsuid(2) returns the previous fsuid and never fails visibly; passing
+    # -1 (an invalid id) changes nothing and so reads the current one.
+    return int(_syscall(ctypes.c_long(abi.SYS_SETFSUID), ctypes.c_long(uid)))
+
+
+def _setfsgid(gid: int) -> int:
+    return int(_syscall(ctypes.c_long(abi.SYS_SETFSGID), ctypes.c_long(gid)))
+
+
+def _setgroups(groups: tuple[int, ...]) -> None:
+    arr = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
+    if _syscall(ctypes.c_long(abi.SYS_SETGROUPS), ctypes.c_long(len(groups)), arr) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setgroups: {os.strerror(err)}")
+
+
+class CredentialError(OSError):
+    """This thread could not take on the program's credentials."""
+
+
+def _become(creds: Credentials) -> None:
+    _setfsgid(creds.fsgid)
+    _setgroups(creds.groups)
+    _setfsuid(creds.fsuid)
+    if _setfsuid(-1) != creds.fsuid or _setfsgid(-1) != creds.fsgid:
+        raise CredentialError(1, "cannot switch file-system credentials (needs CAP_SETUID/SETGID)")
+
+
+def _restore() -> None:
+    _setfsuid(os.geteuid())
+    _setgroups(tuple(os.getgroups()))
+    _setfsgid(os.getegid())
+    if _setfsuid(-1) != os.geteuid() or _setfsgid(-1) != os.getegid():
+        # A worker thread left with a program's identity would serve the next
+        # program with it: better to stop everything.
+        os.abort()
+
+
+def open_as(
+    creds: Credentials | None,
+    path: str,
+    flags: int,
+    mode: int,
+    *,
+    no_symlinks: bool = False,
+) -> int:
+    """Open ``path`` as the program with ``creds`` would; return our own fd.
+
+    The fd is always close-on-exec in the supervisor. ``mode`` is masked
+    with the program's umask when the open may create a file, since our own
+    umask is 0 (see :func:`unotifyd.serve.supervisor.serve`). With
+    ``no_symlinks`` the path must be free of symlinks (it was resolved
+    already), so a symlink swapped in since then fails with ``ELOOP`` instead
+    of leading elsewhere. ``creds=None`` or credentials equal to ours open
+    directly; otherwise this must run in a worker thread (it switches the
+    calling thread's credentials for the duration of the open).
+    """
+    if creds is not None and flags & (os.O_CREAT | os.O_TMPFILE):
+        mode &= ~creds.umask
+    flags |= os.O_CLOEXEC
+    switch = creds is not None and not creds.same_as_supervisor()
+    if switch:
+        assert creds is not None
+        try:
+            _become(creds)
+        except BaseException:
+            _restore()
+            raise
+    try:
+        if no_symlinks:
+            return openat2(
+                abi.AT_FDCWD, path, flags, mode, abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS
+            )
+        return os.open(path, flags, mode)
+    finally:
+        if switch:
+            _restore()

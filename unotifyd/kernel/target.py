@@ -1,0 +1,379 @@
+"""Reading a trapped program: its memory, its credentials, its view of paths.
+
+Everything here races with the program, which keeps running its other
+threads, may exit at any time, and whose pid may be reused. Callers must
+check ``SECCOMP_IOCTL_NOTIF_ID_VALID`` after reading, before acting on what
+they read (seccomp_unotify(2), "Caveats regarding blocking system calls" and
+NOTES). ``/proc`` failures that mean "the process is gone" become
+:class:`TargetGone`, at this one boundary.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import stat
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from . import abi
+from .errors import BadArgument, TargetGone
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+_MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS (include/linux/namei.h)
+_FIRST_READ = 256  # most paths are short; read more only when no NUL shows up
+
+# Links in /proc/PID whose target the kernel resolves by jumping to the file
+# itself ("magic links", proc(5)); readlink gives a path or a pseudo name.
+_MAGIC_LINK = re.compile(r"^/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe|map_files/[^/]+)$")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """``openat2(2)``; Python's ``os`` has no binding for it. Raises OSError."""
+    how = _OpenHow(flags, mode, resolve)
+    fd: int = _syscall(
+        ctypes.c_long(abi.SYS_OPENAT2),
+        ctypes.c_long(dirfd),
+        os.fsencode(path),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+class MemoryReader:
+    """Reads the memory of trapped threads through ``/proc/TID/mem``.
+
+    Open fds are kept per thread id (bounded, least recently used dropped)
+    so that a notification costs one ``pread``. A mem fd keeps a reference to
+    the address space it was opened on, not to the pid: after the program
+    ``execve``s, or once the process is gone and its tid is reused, reads
+    through the old fd return 0 bytes (fs/proc/base.c, mem_rw fails
+    ``mmget_not_zero``). An empty read therefore means "reopen and retry once".
+    """
+
+    def __init__(self, max_open: int = 64) -> None:
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._max_open = max_open
+
+    def close(self) -> None:
+        while self._fds:
+            _, fd = self._fds.popitem()
+            os.close(fd)
+
+    def forget(self, tid: int) -> None:
+        fd = self._fds.pop(tid, -1)
+        if fd >= 0:
+            os.close(fd)
+
+    def _open(self, tid: int) -> int:
+        try:
+            fd = os.open(f"/proc/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError):
+            raise TargetGone(f"thread {tid} is gone") from None
+        self._fds[tid] = fd
+        if len(self._fds) > self._max_open:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def _pread(self, tid: int, size: int, addr: int) -> bytes:
+        fd = self._fds.get(tid, -1)
+        fresh = fd < 0
+        if fresh:
+            fd = self._open(tid)
+        else:
+            self._fds.move_to_end(tid)
+        while True:
+            try:
+                data = os.pread(fd, size, addr)
+            except OSError as e:
+                # EIO: the address is not mapped (mem_rw -> access_remote_vm
+                # copies nothing). That is the program's EFAULT.
+                if e.errno in (errno.EIO, errno.EFAULT):
+                    raise BadArgument(errno.EFAULT, f"bad address {addr:#x}") from None
+                if e.errno == errno.ESRCH:
+                    raise TargetGone(f"thread {tid} is gone") from None
+                raise
+            if data or fresh:
+                return data
+            # Stale fd (execve or pid reuse, see the class docstring).
+            self.forget(tid)
+            fd = self._open(tid)
+            fresh = True
+
+    def read(self, tid: int, addr: int, size: int) -> bytes:
+        """Read exactly ``size`` bytes at ``addr``; raise BadArgument if short."""
+        if addr == 0:
+            raise BadArgument(errno.EFAULT, "NULL pointer")
+        data = self._pread(tid, size, addr)
+        if len(data) != size:
+            raise BadArgument(errno.EFAULT, f"short read at {addr:#x}")
+        return data
+
+    def read_path(self, tid: int, addr: int) -> bytes:
+        """Read the NUL-terminated path at ``addr``, as the kernel would.
+
+        Reads page by page so that a string ending just before an unmapped
+        page is read in full, while a string running into one gets EFAULT.
+        A path of ``PATH_MAX`` bytes or more without a NUL gets
+        ``ENAMETOOLONG`` (fs/namei.c, getname_flags).
+        """
+        if addr == 0:
+            raise BadArgument(errno.EFAULT, "NULL path pointer")
+        chunks: list[bytes] = []
+        total = 0
+        want = min(_FIRST_READ, abi.PAGE_SIZE - addr % abi.PAGE_SIZE)
+        while total < abi.PATH_MAX:
+            want = min(want, abi.PATH_MAX - total)
+            data = self._pread(tid, want, addr + total)
+            if not data:
+                raise BadArgument(errno.EFAULT, f"unreadable path at {addr + total:#x}")
+            nul = data.find(0)
+            if nul >= 0:
+                chunks.append(data[:nul])
+                return b"".join(chunks)
+            chunks.append(data)
+            total += len(data)
+            # Continue to the end of this page, then a page at a time.
+            want = abi.PAGE_SIZE - (addr + total) % abi.PAGE_SIZE
+        raise BadArgument(errno.ENAMETOOLONG, "path longer than PATH_MAX")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the kernel checks when the program opens a file (credentials(7))."""
+
+    fsuid: int
+    fsgid: int
+    groups: tuple[int, ...]
+    umask: int
+
+    def same_as_supervisor(self) -> bool:
+        return (
+            self.fsuid == os.geteuid()
+            and self.fsgid == os.getegid()
+            and sorted(self.groups) == sorted(os.getgroups())
+        )
+
+
+def read_credentials(tid: int) -> Credentials:
+    """Read the file-system credentials and umask of thread ``tid``.
+
+    From ``/proc/TID/status`` (proc(5)): ``Uid:``/``Gid:`` list real,
+    effective, saved and file-system ids, the fourth is the one ``open``
+    uses; ``Umask:`` exists since Linux 4.7.
+    """
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(f"thread {tid} is gone") from None
+    fields: dict[bytes, bytes] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(b":")
+        fields[key] = value
+    try:
+        fsuid = int(fields[b"Uid"].split()[3])
+        fsgid = int(fields[b"Gid"].split()[3])
+        groups = tuple(int(g) for g in fields[b"Groups"].split())
+        umask = int(fields[b"Umask"], 8)
+    except (KeyError, IndexError, ValueError):
+        # A zombie's status lacks most of these: the thread is exiting.
+        raise TargetGone(f"thread {tid} has no credentials (exiting)") from None
+    return Credentials(fsuid, fsgid, groups, umask)
+
+
+def read_tgid(tid: int) -> int:
+    """The process id (thread-group id) of thread ``tid``."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    raise TargetGone(f"thread {tid} is gone")
+
+
+def _lexical_join(base: str, rest: list[str]) -> str:
+    """Append path components to an absolute canonical ``base`` lexically."""
+    parts = [p for p in base.split("/") if p]
+    for c in rest:
+        if c in ("", "."):
+            continue
+        if c == "..":
+            if parts:
+                parts.pop()
+        else:
+            parts.append(c)
+    return "/" + "/".join(parts)
+
+
+class PathResolver:
+    """Resolve a path the way the kernel would for one trapped thread.
+
+    The result is the absolute, symlink-free name of what the path refers to
+    (or would refer to, for components that do not exist yet: those are
+    appended lexically), so rules match a file however the program names it.
+
+    Fast path: let the kernel resolve it for us with an ``O_PATH`` open and
+    read the name back from ``/proc/self/fd``. That resolution happens in the
+    *supervisor's* context, which differs from the program's only inside
+    ``/proc``: ``/proc/self`` and the magic links ``/proc/PID/fd/N``,
+    ``cwd``... would name the supervisor's own files. ``RESOLVE_NO_MAGICLINKS``
+    turns those into ``ELOOP``; any result under ``/proc`` or any failure
+    falls back to the slow path, a component-by-component walk that maps
+    ``/proc/self`` to the program's pid and follows magic links by their
+    ``readlink`` text.
+
+    Assumes the program shares the supervisor's root directory (true for
+    ``launch``); a program with another root is resolved relative to ours.
+    """
+
+    def __init__(self) -> None:
+        self._root_stat = os.stat("/")
+
+    def shares_root(self, tid: int) -> bool:
+        try:
+            st = os.stat(f"/proc/{tid}/root")
+        except (FileNotFoundError, ProcessLookupError):
+            raise TargetGone(f"thread {tid} is gone") from None
+        return (st.st_dev, st.st_ino) == (self._root_stat.st_dev, self._root_stat.st_ino)
+
+    def resolve(
+        self, tid: int, dirfd: int, path: bytes, *, follow: bool, resolve_flags: int = 0
+    ) -> str:
+        """Resolve ``path`` relative to ``dirfd`` (or the cwd) of thread ``tid``.
+
+        Raises OSError with the errno the kernel would give the program for
+        a path that cannot be resolved (``ENOTDIR``, ``ELOOP``, ``EBADF``...,
+        or ``EXDEV``... from openat2 ``resolve_flags``), and
+        :class:`TargetGone`.
+        """
+        spath = os.fsdecode(path)
+        if not spath:
+            raise OSError(errno.ENOENT, "empty path")
+        absolute = spath.startswith("/")
+        if absolute:
+            base = "/"
+        elif dirfd == abi.AT_FDCWD:
+            base = f"/proc/{tid}/cwd"
+        elif dirfd < 0:
+            raise OSError(errno.EBADF, "bad dirfd")
+        else:
+            base = f"/proc/{tid}/fd/{dirfd}"
+        fast = self._fast(base, spath, follow, resolve_flags)
+        if fast is not None:
+            return fast
+        start = "/" if absolute else _readlink_base(base)
+        return self._walk(tid, start, spath, follow)
+
+    def _fast(self, base: str, path: str, follow: bool, resolve_flags: int) -> str | None:
+        flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+        basefd = abi.AT_FDCWD
+        try:
+            if base != "/":
+                # The base itself is a magic link: open it (plain open follows it).
+                basefd = os.open(base, os.O_PATH | os.O_CLOEXEC)
+            try:
+                fd = openat2(basefd, path, flags, 0, resolve_flags | abi.RESOLVE_NO_MAGICLINKS)
+            finally:
+                if basefd >= 0:
+                    os.close(basefd)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ELOOP):
+                # ENOTDIR, ENAMETOOLONG, or the program's own RESOLVE_*
+                # restriction (EXDEV, EAGAIN for RESOLVE_CACHED...): the
+                # kernel would fail the program's call the same way. ELOOP
+                # may be our RESOLVE_NO_MAGICLINKS and ENOENT a file still to
+                # be created: the walk sorts those out.
+                raise
+            if base != "/" and e.errno == errno.ENOENT and basefd == abi.AT_FDCWD:
+                # The base (cwd or dirfd) itself does not exist: bad dirfd.
+                if "/fd/" in base:
+                    raise OSError(errno.EBADF, "bad dirfd") from None
+                raise TargetGone("thread is gone") from None
+            return None
+        try:
+            resolved = os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        if resolved.startswith("/proc/") or resolved == "/proc" or not resolved.startswith("/"):
+            return None
+        return resolved
+
+    def _walk(self, tid: int, start: str, path: str, follow: bool) -> str:
+        """Resolve ``path`` from directory ``start`` one component at a time."""
+        current = start
+        pending = path.split("/")
+        if path.startswith("/"):
+            current = "/"
+        # A trailing slash makes the last component a directory, which is
+        # always followed (path_resolution(7)).
+        follow_last = follow or path.endswith("/")
+        links = 0
+        tgid: int | None = None
+        pending.reverse()  # pop() from the end is O(1)
+        while pending:
+            c = pending.pop()
+            if c in ("", "."):
+                continue
+            if c == "..":
+                current = current.rsplit("/", 1)[0] or "/"
+                continue
+            cand = current.rstrip("/") + "/" + c
+            if cand in ("/proc/self", "/proc/thread-self"):
+                if tgid is None:
+                    tgid = read_tgid(tid)
+                cand = f"/proc/{tgid}" if cand == "/proc/self" else f"/proc/{tgid}/task/{tid}"
+            is_last = not any(p not in ("", ".") for p in pending)
+            try:
+                st = os.lstat(cand)
+            except FileNotFoundError:
+                pending.reverse()
+                return _lexical_join(cand, pending)
+            if not stat.S_ISLNK(st.st_mode) or (is_last and not follow_last):
+                if (not is_last or path.endswith("/")) and not stat.S_ISDIR(st.st_mode):
+                    raise OSError(errno.ENOTDIR, "not a directory", cand)
+                current = cand
+                continue
+            links += 1
+            if links > _MAX_SYMLINKS:
+                raise OSError(errno.ELOOP, "too many symbolic links", cand)
+            target = os.readlink(cand)
+            if _MAGIC_LINK.match(cand) and not target.startswith("/"):
+                # pipe:[N], socket:[N], anon_inode:...: not a path. The link
+                # itself is the only name it has.
+                if not is_last:
+                    raise OSError(errno.ENOTDIR, "not a directory", cand)
+                current = cand
+                continue
+            if target.startswith("/"):
+                current = "/"
+            pending.extend(reversed(target.split("/")))
+        return current
+
+
+def _readlink_base(base: str) -> str:
+    try:
+        target = os.readlink(base)
+    except FileNotFoundError:
+        if "/fd/" in base:
+            raise OSError(errno.EBADF, "bad dirfd") from None
+        raise TargetGone("thread is gone") from None
+    if not target.startswith("/"):
+        raise OSError(errno.ENOTDIR, "dirfd is not a directory")
+    return target

@@ -1,0 +1,166 @@
+"""``unotifyd launch``: run one program under a policy, as if it ran alone.
+
+Process layout::
+
+    unotifyd (supervisor, trio)  ──fork──>  child: NO_NEW_PRIVS, load filter,
+           ^                                       send listener fd, execve(prog)
+           └──── socketpair, SCM_RIGHTS ──────────┘
+
+The fork happens before trio is imported (trio must not be forked from
+inside ``trio.run``, and a small parent forks faster). Between loading the
+filter and handing over the listener the child makes no trapped syscall:
+until the supervisor holds the listener, such a call would wait forever.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+from typing import IO
+
+from .kernel import fdpass
+from .kernel.errors import Unsupported
+from .kernel.filter import PreparedFilter, check_support, compile_filter
+from .policy import Policy
+
+# Exit statuses of unotifyd's own failures, as env(1)/chroot(1) and shells use them.
+EXIT_FAILURE = 125  # unotifyd itself failed
+EXIT_CANNOT_EXEC = 126
+EXIT_NOT_FOUND = 127
+
+# Signals that, sent to unotifyd by another process, go on to the program.
+FORWARDED_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+)
+# si_code of a signal the kernel generated itself, such as the terminal's
+# SIGINT on Ctrl-C (siginfo.h: SI_KERNEL). The terminal sends it to the whole
+# foreground process group, which includes the program: forwarding it too
+# would deliver it twice.
+_SI_KERNEL = 0x80
+
+
+class LaunchError(Exception):
+    """unotifyd could not start the program (message is for the user)."""
+
+
+def _child(prepared: PreparedFilter, sock: socket.socket, argv: Sequence[str]) -> None:
+    """Runs in the forked child; never returns.
+
+    No allocation-heavy or importing Python between ``install`` and
+    ``send_fds``: every name used is bound before the filter goes in.
+    """
+    send_fds = socket.send_fds
+    close = os.close
+    exit_ = os._exit
+    try:
+        # Python ignores SIGPIPE and SIGXFSZ for itself; an exec keeps ignored
+        # signals ignored, so restore the defaults the program expects (as
+        # subprocess does with restore_signals).
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        fd = prepared.install()
+        if fd < 0:
+            sock.send(b"E%d" % -fd)
+            exit_(EXIT_FAILURE)
+        send_fds(sock, [b"L"], [fd])
+        close(fd)
+        sock.close()
+    except BaseException:
+        exit_(EXIT_FAILURE)
+    # From here on trapped calls are served: ordinary Python is fine again.
+    try:
+        os.execvp(argv[0], list(argv))
+    except OSError as e:
+        code = EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC
+        os.write(2, f"unotifyd: {argv[0]}: {e.strerror}\n".encode())
+        exit_(code)
+    except BaseException:
+        exit_(EXIT_FAILURE)
+
+
+def _spawn(policy: Policy, argv: Sequence[str]) -> tuple[int, int]:
+    """Fork the program with the policy's filter; return (pid, listener fd)."""
+    prepared = PreparedFilter(compile_filter(policy.syscalls()))
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child execs or exits
+            parent_sock.close()
+            _child(prepared, child_sock, argv)
+        child_sock.close()
+        data, fd = fdpass.recv_fd(parent_sock)
+    finally:
+        parent_sock.close()
+        child_sock.close()
+    if fd is None:
+        os.waitpid(pid, 0)
+        if data.startswith(b"E"):
+            err = int(data[1:] or errno.EINVAL)
+            raise LaunchError(f"cannot install the seccomp filter: {os.strerror(err)}")
+        raise LaunchError("the child exited before handing over the seccomp listener")
+    return pid, fd
+
+
+def _forward_signals(pid: int) -> None:
+    """Forward signals sent to us by other processes to the program.
+
+    Runs in its own daemon thread with :func:`signal.sigwaitinfo`, which tells
+    who sent a signal (``si_code``), unlike a Python signal handler.
+    """
+    wanted = set(FORWARDED_SIGNALS)
+    while True:
+        info = signal.sigwaitinfo(wanted)
+        if info.si_code == _SI_KERNEL:
+            continue
+        try:
+            os.kill(pid, info.si_signo)
+        except ProcessLookupError:
+            return
+
+
+def exit_code(status: int) -> int:
+    """The shell's view of a wait status: the exit code, or 128+N for signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def launch(
+    policy: Policy,
+    argv: Sequence[str],
+    *,
+    trace: IO[str] | None = None,
+    trace_json: IO[str] | None = None,
+    sync_wakeup: bool = True,
+) -> int:
+    """Run ``argv`` under ``policy`` and return the exit code to exit with."""
+    try:
+        check_support()
+    except Unsupported as e:
+        raise LaunchError(f"cannot sandbox: {e}") from None
+    pid, listener_fd = _spawn(policy, argv)
+    # Block the forwarded signals in this thread before any other thread
+    # exists, so that every thread inherits the mask and only the
+    # forwarding thread's sigwaitinfo ever receives them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    threading.Thread(target=_forward_signals, args=(pid,), daemon=True).start()
+    # Emulated opens apply the *program's* umask to the mode themselves.
+    os.umask(0)
+    from .serve.run import run_supervisor  # noqa: PLC0415 - trio only after fork
+
+    status = run_supervisor(
+        listener_fd, pid, policy, trace=trace, trace_json=trace_json, sync_wakeup=sync_wakeup
+    )
+    return exit_code(status)
+
+

@@ -1,0 +1,202 @@
+"""Decisions: what the supervisor does with one trapped system call.
+
+A decision is a plain value computed by the pure policy layer. The kernel layer
+applies it; nothing here touches the kernel or the file system.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from .rules import Deny, Policy, Redirect
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Let the kernel run the call as if it had not been trapped.
+
+    Only ever chosen for paths that no rule mentions: CONTINUE re-reads the
+    arguments from the program's memory after our check, so it is subject to
+    TOCTOU (seccomp_unotify(2), "Design goals; use of SECCOMP_USER_NOTIF_FLAG_CONTINUE").
+    """
+
+    reason: str = "no rule"
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Fail the call with ``errno`` without running it."""
+
+    errno: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Return:
+    """Complete the call with ``value`` without running it."""
+
+    value: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EmulateOpen:
+    """Open ``path`` in the supervisor and inject the fd into the program.
+
+    ``flags`` are the open flags to use *without* ``O_CLOEXEC`` (the supervisor
+    always opens its own copy close-on-exec); ``cloexec`` says whether the
+    program's fd gets ``FD_CLOEXEC`` (``SECCOMP_ADDFD`` ``newfd_flags``).
+    ``create_errno`` is returned instead of creating the file when the open
+    would have to create it (a read-only path opened with ``O_CREAT``).
+    ``exclusive`` says the program asked for ``O_CREAT | O_EXCL``: those flags
+    are not in ``flags`` (the supervisor must not create the file), so when the
+    file exists the kernel layer fails the call with ``EEXIST`` itself.
+    ``no_symlinks`` asks for the open to refuse every symbolic link
+    (``RESOLVE_NO_SYMLINKS``): ``path`` was resolved before the decision, and a
+    link swapped in since must not lead the open somewhere no rule allowed.
+    """
+
+    path: str
+    flags: int
+    mode: int
+    cloexec: bool
+    reason: str = ""
+    no_symlinks: bool = False
+    create_errno: int = 0
+    exclusive: bool = False
+
+
+Decision = Continue | Fail | Return | EmulateOpen
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """One trapped ``open``, ``openat``, ``openat2`` or ``creat``, decoded.
+
+    ``path`` is absolute and already resolved by the kernel layer (relative to
+    the program's cwd or ``dirfd``, symbolic links followed). ``flags`` are the
+    program's open flags (``creat`` arrives as ``O_CREAT|O_WRONLY|O_TRUNC``) and
+    ``mode`` its mode argument exactly as found in the register or in
+    ``struct open_how``: for ``open`` it is garbage unless a file is created.
+    """
+
+    syscall: str
+    path: str
+    flags: int
+    mode: int
+
+
+# The kernel's VALID_OPEN_FLAGS as far as Python knows them. os.O_LARGEFILE is 0
+# on 64-bit builds, so the kernel's own O_LARGEFILE bit is dropped: harmless,
+# because a 64-bit kernel forces O_LARGEFILE on every open anyway.
+_VALID_OPEN_FLAGS = (
+    os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC | os.O_APPEND
+    | os.O_NONBLOCK | os.O_SYNC | os.O_DSYNC | os.O_ASYNC | os.O_DIRECT
+    | os.O_LARGEFILE | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC
+    | os.O_PATH | os.O_TMPFILE
+)  # fmt: skip
+# With O_PATH the kernel keeps only these (O_PATH_FLAGS in fs/open.c).
+_O_PATH_FLAGS = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_PATH | os.O_CLOEXEC
+# os.O_TMPFILE includes O_DIRECTORY; the bit that means "create" is the rest.
+_O_TMPFILE_ONLY = os.O_TMPFILE & ~os.O_DIRECTORY
+_S_IALLUGO = 0o7777
+
+
+def _creates(flags: int) -> bool:
+    return bool(flags & (os.O_CREAT | _O_TMPFILE_ONLY))
+
+
+def _open_how(req: OpenRequest) -> tuple[int, int] | str:
+    """Return the (flags, mode) the kernel would really use, or why it says EINVAL.
+
+    An emulated open must behave as the program's own would have, whichever
+    system call the supervisor uses to perform it. The legacy calls silently
+    drop what they do not understand (build_open_how() in fs/open.c); openat2
+    refuses it instead. Doing both here keeps a stray mode register from
+    becoming an EINVAL in the supervisor's openat2, and a bad openat2 from
+    succeeding through the supervisor's open.
+    """
+    flags, mode = req.flags, req.mode
+    if req.syscall == "openat2":
+        if flags & os.O_PATH and flags & ~_O_PATH_FLAGS:
+            return "O_PATH combined with flags it does not allow"
+        if _creates(flags):
+            if mode & ~_S_IALLUGO:
+                return f"mode {mode:#o} has bits outside 07777"
+        elif mode:
+            return "mode given without O_CREAT or O_TMPFILE"
+        return flags, mode
+    flags &= _VALID_OPEN_FLAGS
+    if flags & os.O_PATH:
+        flags &= _O_PATH_FLAGS
+    return flags, (mode & _S_IALLUGO if _creates(flags) else 0)
+
+
+def _writes(flags: int) -> bool:
+    # O_ACCMODE == 3 is no typo in a program: Linux treats it as read+write
+    # for permission checks, so it counts as a write too.
+    return (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+
+
+# Decisions are immutable, and most calls match no rule: share one.
+_CONTINUE = Continue()
+
+
+def decide_open(policy: Policy, req: OpenRequest) -> Decision:
+    """Decide one open-like system call.
+
+    * no rule covers ``req.path``: :class:`Continue`;
+    * invalid flags or mode (as the kernel would judge them): ``Fail(EINVAL)``,
+      which the kernel checks before it looks at the path;
+    * deny: ``Fail(errno)``;
+    * redirect: :class:`EmulateOpen` of the target with the program's flags;
+    * read-only, opened for writing (``O_WRONLY``, ``O_RDWR``, ``O_TRUNC``):
+      ``Fail(EROFS)``; opened for reading: :class:`EmulateOpen` of the path
+      itself without ``O_CREAT``/``O_EXCL``, refusing symbolic links, with
+      ``create_errno=EROFS`` if the program asked to create a missing file.
+
+    Every decision's ``reason`` names the rule and where it was written.
+    """
+    match = policy.match(req.path)
+    if match is None:
+        return _CONTINUE
+    rule = match.rule
+    reason = str(rule)
+    how = _open_how(req)
+    if isinstance(how, str):
+        return Fail(errno.EINVAL, reason=f"{req.syscall}: {how}; {reason}")
+    flags, mode = how
+    cloexec = bool(flags & os.O_CLOEXEC)
+    flags &= ~os.O_CLOEXEC
+
+    if isinstance(rule, Deny):
+        return Fail(rule.errno, reason=reason)
+
+    if isinstance(rule, Redirect):
+        target = rule.target.join(match.suffix) if rule.target.tree else rule.target.path
+        return EmulateOpen(path=target, flags=flags, mode=mode, cloexec=cloexec, reason=reason)
+
+    # Read-only. A real read-only mount would say ENOENT for a missing file
+    # opened for writing without O_CREAT; telling the two apart would need a
+    # lookup, which is I/O, and EROFS reveals nothing a read could not.
+    if _writes(flags):
+        return Fail(errno.EROFS, reason=reason)
+    create = bool(flags & os.O_CREAT)
+    exclusive = create and bool(flags & os.O_EXCL)
+    if create:
+        # O_EXCL is only dropped along with O_CREAT: alone it keeps its meaning
+        # for block devices (EBUSY if mounted).
+        flags &= ~(os.O_CREAT | os.O_EXCL)
+    return EmulateOpen(
+        path=req.path,
+        flags=flags,
+        mode=mode if _creates(flags) else 0,
+        cloexec=cloexec,
+        reason=reason,
+        # The path was checked, not yet opened: see EmulateOpen.no_symlinks.
+        no_symlinks=True,
+        create_errno=errno.EROFS if create else 0,
+        exclusive=exclusive,
+    )

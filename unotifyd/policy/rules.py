@@ -1,0 +1,393 @@
+"""Rules about paths, and the matching that picks the rule for one path.
+
+Patterns
+--------
+A pattern is an absolute path, normalized lexically when it is parsed: ``//``
+collapses, ``.`` disappears and ``..`` removes the previous component (``..`` at
+the root stays at the root). Normalization is purely textual: ``/link/..`` becomes
+``/`` even if ``link`` is a symbolic link. Two forms exist:
+
+* ``/etc/passwd`` -- an *exact* pattern: that path and nothing else;
+* ``/srv/data/**`` -- a *tree*: the directory itself and everything below it.
+
+Only ``**`` as the whole last component is special. Any other ``*`` or ``?`` is
+rejected rather than taken literally, so that a later version can give globs a
+meaning without silently changing what an existing policy does.
+
+Matching
+--------
+:meth:`Policy.match` takes a path that is absolute and already normalized (the
+kernel layer resolves it, so it has no ``.``, ``..``, ``//``, trailing ``/`` or
+symbolic link left) and returns the *most specific* rule that covers it:
+
+1. an exact rule on the path itself wins over everything;
+2. otherwise the tree rooted deepest above (or at) the path wins: ``/a/b/**``
+   beats ``/a/**`` for ``/a/b/c``, and ``/a/**`` covers ``/a`` itself.
+
+A path no rule covers gets ``None``. Because the kernel resolves symbolic links
+before we see a path, rules only ever see canonical paths: a rule on a symlink
+never matches unless the policy is passed through :meth:`Policy.canonicalized`,
+and a tree does not follow symlinks that lead out of it.
+
+Matching runs once per trapped ``open``, so it is one dict lookup for the exact
+rules plus one per directory level for the trees: O(depth), no regexes.
+
+Within one policy a pattern may carry only one rule, whatever its kind: two
+rules for the same pattern would make the outcome depend on their order.
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+__all__ = [
+    "MODES",
+    "OPEN_SYSCALLS",
+    "Deny",
+    "DuplicateRuleError",
+    "Match",
+    "Pattern",
+    "Policy",
+    "ReadOnly",
+    "Redirect",
+    "Rule",
+    "errno_name",
+    "find_duplicate",
+    "normalize_path",
+    "parse_deny",
+    "parse_errno",
+    "parse_pattern",
+    "parse_readonly",
+    "parse_redirect",
+    "rule_pattern",
+]
+
+#: The system calls through which a program opens a path. The filter traps all
+#: of them as soon as there is a rule, since a rule that covers only ``open``
+#: is bypassed by any libc that calls ``openat``.
+OPEN_SYSCALLS: frozenset[str] = frozenset({"open", "openat", "openat2", "creat"})
+
+#: Valid values of :attr:`Policy.mode`. "virtualize" means the program sees a
+#: rewritten file system; it is the only mode so far, but files already name it
+#: so that adding another one later changes no existing policy's meaning.
+MODES: frozenset[str] = frozenset({"virtualize"})
+
+_TREE_SUFFIX = "/**"
+
+
+def normalize_path(text: str) -> str:
+    """Return the absolute path ``text`` normalized lexically.
+
+    Raises :class:`ValueError` (with a message for humans) if ``text`` is empty,
+    relative or contains a NUL byte.
+    """
+    if not text:
+        raise ValueError("path is empty")
+    if "\0" in text:
+        raise ValueError(f"path {text!r} contains a NUL byte")
+    if not text.startswith("/"):
+        raise ValueError(f"path {text!r} is not absolute (it must start with '/')")
+    parts: list[str] = []
+    for part in text.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            # The kernel also resolves ".." at the root to the root itself.
+            if parts:
+                parts.pop()
+        else:
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """An absolute, normalized ``path``; ``tree`` adds everything below it."""
+
+    path: str
+    tree: bool = False
+
+    def __str__(self) -> str:
+        if not self.tree:
+            return self.path
+        return _TREE_SUFFIX if self.path == "/" else self.path + _TREE_SUFFIX
+
+    def join(self, suffix: str) -> str:
+        """Return the path that ``suffix`` (from :class:`Match`) names below this pattern."""
+        if not suffix:
+            return self.path
+        # Only the root ends in "/"; every other root plus "/x" is already right.
+        return suffix if self.path == "/" else self.path + suffix
+
+
+def parse_pattern(text: str) -> Pattern:
+    """Parse ``/exact/path`` or ``/tree/**``.
+
+    Raises :class:`ValueError` with a message for humans.
+    """
+    tree = text.endswith(_TREE_SUFFIX)
+    base = (text[: -len(_TREE_SUFFIX)] or "/") if tree else text
+    # A relative glob is reported as relative by normalize_path: that is the
+    # more useful of the two complaints.
+    if base.startswith("/") and ("*" in base or "?" in base):
+        raise ValueError(
+            f"pattern {text!r}: globs other than a trailing '/**' are not supported yet"
+        )
+    return Pattern(normalize_path(base), tree)
+
+
+def parse_errno(name: str) -> int:
+    """Return the number of the errno called ``name`` (such as ``"ENOENT"``).
+
+    Raises :class:`ValueError` if Python does not know an errno of that name.
+    """
+    value = getattr(errno_module, name, None) if name.startswith("E") else None
+    # isinstance first: errno also exports non-errno names (errorcode itself).
+    if isinstance(value, int) and value in errno_module.errorcode:
+        return value
+    hint = ""
+    if name.upper() != name and name.upper().startswith("E"):
+        try:
+            parse_errno(name.upper())
+            hint = f" (did you mean {name.upper()}?)"
+        except ValueError:
+            pass
+    raise ValueError(f"unknown errno name {name!r}{hint}")
+
+
+def errno_name(number: int) -> str:
+    """Return the symbolic name of errno ``number``, or the number if it has none."""
+    return errno_module.errorcode.get(number, str(number))
+
+
+def _describe(text: str, origin: str | None) -> str:
+    return f"{text} ({origin})" if origin else text
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Opening ``source`` opens ``target`` instead.
+
+    An exact source needs an exact target. A tree source onto a tree target maps
+    the tree like a bind mount (``/a/x`` -> ``/b/x``); a tree source onto an
+    exact target sends the whole tree to that one file. ``origin`` says where the
+    rule was written (``"file.toml:7"``, ``"--redirect"``) and takes no part in
+    equality.
+    """
+
+    source: Pattern
+    target: Pattern
+    origin: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.target.tree and not self.source.tree:
+            raise ValueError(
+                f"cannot redirect the single path {self.source} onto the tree {self.target}; "
+                f"write {self.source.path}/**={self.target} to map a tree onto a tree"
+            )
+
+    def __str__(self) -> str:
+        return _describe(f"redirect {self.source} -> {self.target}", self.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Opening a path ``pattern`` covers fails with ``errno``."""
+
+    pattern: Pattern
+    errno: int = errno_module.EACCES
+    origin: str | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        return _describe(f"deny {self.pattern} with {errno_name(self.errno)}", self.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnly:
+    """Paths ``pattern`` covers may be read but not written (``EROFS``)."""
+
+    pattern: Pattern
+    origin: str | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        return _describe(f"readonly {self.pattern}", self.origin)
+
+
+Rule = Redirect | Deny | ReadOnly
+
+
+def rule_pattern(rule: Rule) -> Pattern:
+    """Return the pattern ``rule`` is matched by (a redirect's source)."""
+    if isinstance(rule, Redirect):
+        return rule.source
+    return rule.pattern
+
+
+def parse_redirect(text: str, origin: str | None = None) -> Redirect:
+    """Parse the ``FROM=TO`` form of a redirect.
+
+    The text is split at the first ``=``: a source path cannot contain ``=``, a
+    target path can. Raises :class:`ValueError` with a message for humans.
+    """
+    source, sep, target = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r} is not of the form FROM=TO")
+    return Redirect(parse_pattern(source), parse_pattern(target), origin)
+
+
+def parse_deny(text: str, origin: str | None = None) -> Deny:
+    """Parse the ``PATH[:ERRNO]`` form of a deny rule (default ``EACCES``).
+
+    Whatever follows the last ``:`` is an errno name unless it contains a ``/``
+    (then the ``:`` is part of a directory name). A file name with a ``:`` in it
+    needs an explicit errno: ``/a/b:c:EACCES``. Raises :class:`ValueError`.
+    """
+    path, sep, name = text.rpartition(":")
+    if not sep or "/" in name:
+        return Deny(parse_pattern(text), errno_module.EACCES, origin)
+    return Deny(parse_pattern(path), parse_errno(name), origin)
+
+
+def parse_readonly(text: str, origin: str | None = None) -> ReadOnly:
+    """Parse the ``PATH`` form of a read-only rule. Raises :class:`ValueError`."""
+    return ReadOnly(parse_pattern(text), origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The rule that covers a path.
+
+    ``suffix`` is the part of the path below the rule's tree root: ``""`` for an
+    exact rule or the root itself, else ``"/x/y"``.
+    """
+
+    rule: Rule
+    suffix: str = ""
+
+
+class DuplicateRuleError(ValueError):
+    """Two rules of one policy have the same pattern (``first`` came earlier)."""
+
+    def __init__(self, first: Rule, second: Rule) -> None:
+        super().__init__(first, second)
+        self.first = first
+        self.second = second
+
+    def __str__(self) -> str:
+        return (
+            f"{rule_pattern(self.second)} has two rules: {self.first} and {self.second}; keep one"
+        )
+
+
+def find_duplicate(rules: Iterable[Rule]) -> tuple[Rule, Rule] | None:
+    """Return the first two rules that have the same pattern, or ``None``."""
+    seen: dict[Pattern, Rule] = {}
+    for rule in rules:
+        pattern = rule_pattern(rule)
+        earlier = seen.get(pattern)
+        if earlier is not None:
+            return earlier, rule
+        seen[pattern] = rule
+    return None
+
+
+class Policy:
+    """An immutable set of rules plus the mode they run in.
+
+    Raises :class:`DuplicateRuleError` if two rules share a pattern and
+    :class:`ValueError` for an unknown ``mode``.
+    """
+
+    __slots__ = ("_exact", "_trees", "mode", "rules")
+
+    rules: tuple[Rule, ...]
+    mode: str
+
+    def __init__(self, rules: Iterable[Rule] = (), mode: str = "virtualize") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r} (allowed: {', '.join(sorted(MODES))})")
+        self.rules = tuple(rules)
+        self.mode = mode
+        duplicate = find_duplicate(self.rules)
+        if duplicate is not None:
+            raise DuplicateRuleError(*duplicate)
+        # Exact hits need no suffix, so their Match is built once here instead
+        # of once per system call.
+        self._exact: dict[str, Match] = {}
+        self._trees: dict[str, Rule] = {}
+        for rule in self.rules:
+            pattern = rule_pattern(rule)
+            if pattern.tree:
+                self._trees[pattern.path] = rule
+            else:
+                self._exact[pattern.path] = Match(rule)
+
+    def __repr__(self) -> str:
+        return f"Policy({list(self.rules)!r}, mode={self.mode!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return self.mode == other.mode and self.rules == other.rules
+
+    def __hash__(self) -> int:
+        return hash((self.mode, self.rules))
+
+    def match(self, path: str) -> Match | None:
+        """Return the most specific rule covering the normalized absolute ``path``."""
+        exact = self._exact.get(path)
+        if exact is not None:
+            return exact
+        trees = self._trees
+        if not trees or not path.startswith("/"):
+            return None
+        # Walk from the path itself up to "/": the first tree root met is the
+        # deepest, hence the most specific.
+        root = path
+        while True:
+            rule = trees.get(root)
+            if rule is not None:
+                if root == "/":
+                    return Match(rule, "" if path == "/" else path)
+                return Match(rule, path[len(root) :])
+            if root == "/":
+                return None
+            root = root[: root.rfind("/")] or "/"
+
+    def canonicalized(self, realpath: Callable[[str], str]) -> Policy:
+        """Return this policy with every matched pattern passed through ``realpath``.
+
+        The kernel layer hands :meth:`match` paths with every symbolic link
+        resolved, so a rule written on a link (``/etc/resolv.conf``) must be
+        moved to what the link points to before it can ever match. The caller
+        injects :func:`os.path.realpath`; this layer does no I/O. Redirect
+        targets are left alone: the supervisor opens them like any path, and
+        following their links is what the author of the rule expects.
+
+        Raises :class:`DuplicateRuleError` if two patterns turn out to name the
+        same canonical path, and :class:`ValueError` if ``realpath`` returns a
+        path that is not absolute.
+        """
+
+        def canonical(pattern: Pattern) -> Pattern:
+            return Pattern(normalize_path(realpath(pattern.path)), pattern.tree)
+
+        rules: list[Rule] = []
+        for rule in self.rules:
+            if isinstance(rule, Redirect):
+                rules.append(Redirect(canonical(rule.source), rule.target, rule.origin))
+            elif isinstance(rule, Deny):
+                rules.append(Deny(canonical(rule.pattern), rule.errno, rule.origin))
+            else:
+                rules.append(ReadOnly(canonical(rule.pattern), rule.origin))
+        return Policy(rules, self.mode)
+
+    def syscalls(self) -> frozenset[str]:
+        """Return the names of the system calls the filter must trap."""
+        return OPEN_SYSCALLS if self.rules else frozenset()
+
+    def describe(self) -> list[str]:
+        """Return one human-readable line per rule, in policy order."""
+        return [str(rule) for rule in self.rules]

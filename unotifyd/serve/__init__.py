@@ -1,0 +1,1 @@
+"""The trio supervisor that serves seccomp notifications."""

@@ -1,0 +1,108 @@
+"""The handler table: how to decode each trapped syscall into a request.
+
+Adding a syscall is adding one entry to :data:`HANDLERS`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..kernel import abi
+from ..kernel.errors import BadArgument
+from ..kernel.listener import Notification
+from ..kernel.target import MemoryReader
+
+# Bits openat2(2) accepts in open_how.flags; anything else is EINVAL there
+# (build_open_flags, fs/open.c), unlike open(2) which ignores unknown bits.
+_VALID_OPEN_FLAGS = (
+    os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC | os.O_APPEND
+    | os.O_NONBLOCK | os.O_DSYNC | 0o20000 | os.O_DIRECT | os.O_LARGEFILE | os.O_DIRECTORY
+    | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC | os.O_PATH | os.O_TMPFILE | os.O_SYNC
+)
+_VALID_RESOLVE = 0x3F
+_OPEN_HOW_SIZE_VER0 = 24
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCall:
+    """An open-family call, decoded. ``dirfd`` is None for ``open``/``creat``."""
+
+    syscall: str
+    dirfd: int | None
+    path: bytes
+    flags: int
+    mode: int
+    resolve: int = 0
+
+    @property
+    def follows_last_link(self) -> bool:
+        # O_CREAT|O_EXCL never follows a final symlink (open(2), O_EXCL).
+        if self.flags & os.O_NOFOLLOW:
+            return False
+        return not (self.flags & os.O_CREAT and self.flags & os.O_EXCL)
+
+
+def _int(x: int) -> int:
+    """An ``int`` syscall argument: the low 32 bits, sign-extended."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x & 0x80000000 else x
+
+
+def _mode(flags: int, mode: int) -> int:
+    # The mode argument is only read when a file may be created (open(2)).
+    return mode & 0o7777 if flags & (os.O_CREAT | os.O_TMPFILE) else 0
+
+
+def decode_open(mem: MemoryReader, n: Notification) -> OpenCall:
+    flags = n.args[1] & 0xFFFFFFFF
+    return OpenCall("open", None, mem.read_path(n.pid, n.args[0]), flags, _mode(flags, n.args[2]))
+
+
+def decode_creat(mem: MemoryReader, n: Notification) -> OpenCall:
+    flags = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+    return OpenCall("creat", None, mem.read_path(n.pid, n.args[0]), flags, n.args[1] & 0o7777)
+
+
+def decode_openat(mem: MemoryReader, n: Notification) -> OpenCall:
+    flags = n.args[2] & 0xFFFFFFFF
+    path = mem.read_path(n.pid, n.args[1])
+    return OpenCall("openat", _int(n.args[0]), path, flags, _mode(flags, n.args[3]))
+
+
+def decode_openat2(mem: MemoryReader, n: Notification) -> OpenCall:
+    """Decode ``openat2(dirfd, path, how, size)``, validating ``how`` as the kernel does.
+
+    The kernel copies ``size`` bytes of ``struct open_how``: fewer than the
+    first version's 24 is EINVAL, more than a page E2BIG, and bytes beyond
+    the struct it knows must be zero or it is E2BIG (copy_struct_from_user).
+    Unknown flag or resolve bits are EINVAL, and so is a mode without
+    O_CREAT/O_TMPFILE (build_open_flags).
+    """
+    size = n.args[3]
+    if size < _OPEN_HOW_SIZE_VER0:
+        raise BadArgument(errno.EINVAL, "open_how too small")
+    if size > abi.PAGE_SIZE:
+        raise BadArgument(errno.E2BIG, "open_how too large")
+    raw = mem.read(n.pid, n.args[2], size)
+    if any(raw[_OPEN_HOW_SIZE_VER0:]):
+        raise BadArgument(errno.E2BIG, "unknown open_how fields")
+    flags, mode, resolve = abi.OPEN_HOW_STRUCT.unpack_from(raw)
+    if flags & ~_VALID_OPEN_FLAGS or resolve & ~_VALID_RESOLVE or flags > 0xFFFFFFFF:
+        raise BadArgument(errno.EINVAL, "unknown open_how flags")
+    if (mode and not flags & (os.O_CREAT | os.O_TMPFILE)) or mode & ~0o7777:
+        raise BadArgument(errno.EINVAL, "open_how mode without O_CREAT")
+    path = mem.read_path(n.pid, n.args[1])
+    return OpenCall("openat2", _int(n.args[0]), path, flags, mode, resolve)
+
+
+Decoder = Callable[[MemoryReader, Notification], OpenCall]
+
+HANDLERS: dict[int, Decoder] = {
+    abi.SYS_OPEN: decode_open,
+    abi.SYS_OPENAT: decode_openat,
+    abi.SYS_OPENAT2: decode_openat2,
+    abi.SYS_CREAT: decode_creat,
+}
