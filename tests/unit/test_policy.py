@@ -17,12 +17,14 @@ from unotifyd.policy import (
     DuplicateRuleError,
     EmulateOpen,
     Fail,
+    Found,
     Match,
     OpenRequest,
     Pattern,
     Policy,
     ReadOnly,
     Redirect,
+    RefuseWrite,
     Rule,
     decide_open,
     normalize_path,
@@ -31,6 +33,7 @@ from unotifyd.policy import (
     parse_pattern,
     parse_readonly,
     parse_redirect,
+    refuse_write_errno,
     rule_pattern,
 )
 
@@ -412,23 +415,46 @@ READONLY = Policy([ReadOnly(tree("/ro"), origin="p.toml:4")])
         O_RDWR,
         O_RDONLY | O_TRUNC,
         O_WRONLY | O_CREAT | O_TRUNC,  # what creat() arrives as
-        O_RDWR | O_CREAT | O_EXCL,
         os.O_ACCMODE,  # 3: Linux checks it as read + write
         O_WRONLY | O_CLOEXEC,
         os.O_TMPFILE | O_RDWR,
     ],
 )
 def test_readonly_refuses_writes(flags: int) -> None:
-    assert decide_open(READONLY, opening("/ro/f", flags, 0o644)) == Fail(
-        errno.EROFS, reason="readonly /ro/** (p.toml:4)"
-    )
+    decision = decide_open(READONLY, opening("/ro/f", flags, 0o644))
+    assert isinstance(decision, RefuseWrite)
+    assert decision.path == "/ro/f"
+    assert decision.reason == "readonly /ro/** (p.toml:4)"
+
+
+@pytest.mark.parametrize(
+    ("flags", "found", "expected"),
+    [
+        # Recorded against a tmpfs remounted read-only on Linux 6.18.
+        (O_WRONLY, "file", errno.EROFS),
+        (O_RDONLY | O_TRUNC, "file", errno.EROFS),
+        (O_WRONLY | O_CREAT | O_EXCL, "file", errno.EEXIST),
+        (O_RDWR | O_CREAT | O_EXCL, "file", errno.EEXIST),
+        (O_WRONLY | O_CREAT, "file", errno.EROFS),
+        (O_WRONLY, "missing", errno.ENOENT),
+        (O_RDONLY | O_TRUNC, "missing", errno.ENOENT),
+        (O_WRONLY | O_CREAT, "missing", errno.EROFS),
+        (O_WRONLY | O_CREAT, "no-parent", errno.ENOENT),
+        (O_WRONLY, "dir", errno.EISDIR),
+        (O_WRONLY | O_CREAT | O_EXCL, "dir", errno.EEXIST),
+    ],
+)
+def test_refuse_write_errno_follows_a_read_only_mount(
+    flags: int, found: Found, expected: int
+) -> None:
+    assert refuse_write_errno(flags, found) == expected
 
 
 def test_readonly_creat_syscall() -> None:
     request = opening("/ro/new", O_CREAT | O_WRONLY | O_TRUNC, 0o644, syscall="creat")
     decision = decide_open(READONLY, request)
-    assert isinstance(decision, Fail)
-    assert decision.errno == errno.EROFS
+    assert isinstance(decision, RefuseWrite)
+    assert refuse_write_errno(decision.flags, "missing") == errno.EROFS
 
 
 @pytest.mark.parametrize(

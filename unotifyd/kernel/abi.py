@@ -74,6 +74,16 @@ RESOLVE_BENEATH: Final = 0x08
 RESOLVE_IN_ROOT: Final = 0x10
 RESOLVE_CACHED: Final = 0x20
 
+# pidfd_open(2) flag for a thread (not process) pidfd, 6.9+: it is O_EXCL.
+PIDFD_THREAD: Final = 0o200
+# ioctl(pidfd, PIDFD_GET_INFO, struct pidfd_info *), 6.13+ (include/uapi/linux/pidfd.h):
+# _IOWR(0xFF, 11, struct pidfd_info) with the first, 64-byte version of the struct.
+PIDFD_GET_INFO: Final = 0xC040FF0B
+PIDFD_INFO_CREDS: Final = 1 << 1
+# struct pidfd_info { u64 mask; u64 cgroupid; u32 pid, tgid, ppid, ruid, rgid,
+#   euid, egid, suid, sgid, fsuid, fsgid; u32 spare0[1]; }
+PIDFD_INFO_STRUCT: Final = struct.Struct("<QQ12I")
+
 AT_FDCWD: Final = -100
 PATH_MAX: Final = 4096
 PAGE_SIZE: Final = 4096

@@ -42,6 +42,14 @@ def _setgroups(groups: tuple[int, ...]) -> None:
         raise OSError(err, f"setgroups: {os.strerror(err)}")
 
 
+def may_create(flags: int) -> bool:
+    """True if an open with ``flags`` may create a file (and so uses mode and umask).
+
+    ``O_TMPFILE`` includes the ``O_DIRECTORY`` bit, so test for all of it.
+    """
+    return bool(flags & os.O_CREAT) or flags & os.O_TMPFILE == os.O_TMPFILE
+
+
 class CredentialError(OSError):
     """This thread could not take on the program's credentials."""
 
@@ -83,7 +91,7 @@ def open_as(
     directly; otherwise this must run in a worker thread (it switches the
     calling thread's credentials for the duration of the open).
     """
-    if creds is not None and flags & (os.O_CREAT | os.O_TMPFILE):
+    if creds is not None and may_create(flags):
         mode &= ~creds.umask
     flags |= os.O_CLOEXEC
     switch = creds is not None and not creds.same_as_supervisor()

@@ -22,9 +22,12 @@ from .decision import (
     Decision,
     EmulateOpen,
     Fail,
+    Found,
     OpenRequest,
+    RefuseWrite,
     Return,
     decide_open,
+    refuse_write_errno,
 )
 from .rules import (
     MODES,
@@ -57,6 +60,7 @@ __all__ = [
     "DuplicateRuleError",
     "EmulateOpen",
     "Fail",
+    "Found",
     "Match",
     "OpenRequest",
     "Pattern",
@@ -64,6 +68,7 @@ __all__ = [
     "PolicyError",
     "ReadOnly",
     "Redirect",
+    "RefuseWrite",
     "Return",
     "Rule",
     "combine",
@@ -77,6 +82,7 @@ __all__ = [
     "parse_policy",
     "parse_readonly",
     "parse_redirect",
+    "refuse_write_errno",
     "rule_pattern",
     "rules_from_options",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from .rules import Deny, Policy, Redirect
 
@@ -68,7 +69,45 @@ class EmulateOpen:
     exclusive: bool = False
 
 
-Decision = Continue | Fail | Return | EmulateOpen
+@dataclass(frozen=True, slots=True)
+class RefuseWrite:
+    """An open for writing of a read-only path: fail it as a read-only mount would.
+
+    A read-only mount does not answer every such open with EROFS: the kernel
+    reports a missing file (ENOENT), an existing file under O_CREAT|O_EXCL
+    (EEXIST) and a directory (EISDIR) first (do_open() and may_open() in
+    fs/namei.c). What exists is I/O, so the kernel layer looks at ``path``
+    and asks :func:`refuse_write_errno` for the errno.
+    """
+
+    path: str
+    flags: int
+    reason: str = ""
+
+
+Found = Literal["file", "dir", "missing", "no-parent"]
+
+
+def refuse_write_errno(flags: int, found: Found) -> int:
+    """The errno a read-only mount gives an open for writing with ``flags``.
+
+    ``found`` is what ``path`` is: an existing ``file`` or ``dir``, ``missing``
+    in an existing directory, or under a directory that is missing too
+    (``no-parent``).
+    """
+    create = bool(flags & os.O_CREAT)
+    if found == "no-parent":
+        return errno.ENOENT
+    if found == "missing":
+        return errno.EROFS if create else errno.ENOENT
+    if create and flags & os.O_EXCL:
+        return errno.EEXIST
+    if found == "dir":
+        return errno.EISDIR
+    return errno.EROFS
+
+
+Decision = Continue | Fail | Return | EmulateOpen | RefuseWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +220,10 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
     # Read-only. A real read-only mount would say ENOENT for a missing file
     # opened for writing without O_CREAT; telling the two apart would need a
     # lookup, which is I/O, and EROFS reveals nothing a read could not.
-    if _writes(flags):
-        return Fail(errno.EROFS, reason=reason)
     create = bool(flags & os.O_CREAT)
     exclusive = create and bool(flags & os.O_EXCL)
+    if _writes(flags):
+        return RefuseWrite(path=req.path, flags=flags, reason=reason)
     if create:
         # O_EXCL is only dropped along with O_CREAT: alone it keeps its meaning
         # for block devices (EBUSY if mounted).

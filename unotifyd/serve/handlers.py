@@ -15,11 +15,15 @@ from ..kernel.errors import BadArgument
 from ..kernel.listener import Notification
 from ..kernel.target import MemoryReader
 
+# The kernel's O_LARGEFILE on x86_64 (asm-generic/fcntl.h); Python's
+# os.O_LARGEFILE is 0 on 64-bit builds, so it cannot be used to test the bit.
+_O_LARGEFILE = 0o100000
+
 # Bits openat2(2) accepts in open_how.flags; anything else is EINVAL there
 # (build_open_flags, fs/open.c), unlike open(2) which ignores unknown bits.
 _VALID_OPEN_FLAGS = (
     os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC | os.O_APPEND
-    | os.O_NONBLOCK | os.O_DSYNC | 0o20000 | os.O_DIRECT | os.O_LARGEFILE | os.O_DIRECTORY
+    | os.O_NONBLOCK | os.O_DSYNC | 0o20000 | os.O_DIRECT | _O_LARGEFILE | os.O_DIRECTORY
     | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC | os.O_PATH | os.O_TMPFILE | os.O_SYNC
 )
 _VALID_RESOLVE = 0x3F

@@ -26,9 +26,21 @@ import trio
 from ..kernel import abi
 from ..kernel.errors import BadArgument, TargetGone
 from ..kernel.listener import Listener, Notification
-from ..kernel.opener import open_as
-from ..kernel.target import Credentials, MemoryReader, PathResolver, read_credentials
-from ..policy import Continue, Decision, EmulateOpen, Fail, OpenRequest, Policy, Return, decide_open
+from ..kernel.opener import may_create, open_as
+from ..kernel.target import CredentialReader, Credentials, MemoryReader, PathResolver
+from ..policy import (
+    Continue,
+    Decision,
+    EmulateOpen,
+    Fail,
+    Found,
+    OpenRequest,
+    Policy,
+    RefuseWrite,
+    Return,
+    decide_open,
+    refuse_write_errno,
+)
 from .handlers import HANDLERS, OpenCall
 from .trace import TraceEvent, Tracer
 
@@ -59,6 +71,30 @@ class _Pending:
     decision: Decision | None = None
 
 
+def _refuse_errno(d: RefuseWrite, creds: Credentials) -> int:
+    """Look at what ``d.path`` is, as the program, and pick a read-only mount's errno."""
+    found: Found
+    try:
+        fd = open_as(creds, d.path, os.O_PATH, 0, no_symlinks=True)
+    except FileNotFoundError:
+        parent = d.path.rsplit("/", 1)[0] or "/"
+        try:
+            os.close(open_as(creds, parent, os.O_PATH | os.O_DIRECTORY, 0, no_symlinks=True))
+        except FileNotFoundError:
+            found = "no-parent"
+        else:
+            found = "missing"
+    except OSError as e:
+        # EACCES, ENOTDIR...: the path lookup fails before any write check.
+        return e.errno or errno.EIO
+    else:
+        try:
+            found = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        finally:
+            os.close(fd)
+    return refuse_write_errno(d.flags, found)
+
+
 def _may_block(path: str) -> bool:
     """True unless ``path`` is a regular file or a directory (opening those never waits)."""
     try:
@@ -75,6 +111,7 @@ class Supervisor:
         self.tracer = tracer or Tracer()
         self.mem = MemoryReader()
         self.resolver = PathResolver()
+        self.creds = CredentialReader()
         self.stats = Stats()
 
     def close(self) -> None:
@@ -134,22 +171,9 @@ class Supervisor:
                 listener.send_value(notif.id, d.value)
                 result = d.value
             else:
-                creds = read_credentials(notif.pid)
-                # Everything the decision rests on (path, cwd, credentials)
-                # was read from a process that may since have died and had
-                # its pid reused. An emulated open has effects of its own
-                # (O_CREAT, O_TRUNC), so make sure the call is still pending
-                # before performing it (seccomp_unotify(2), NOTES).
-                if not listener.id_valid(notif.id):
-                    raise TargetGone("notification no longer valid")
-                if creds.same_as_supervisor() and not _may_block(d.path):
-                    result = self._emulate_inline(listener, notif, d, creds)
-                    if result is None:  # Raced into a FIFO or device: retry blocking.
-                        nursery.start_soon(self._emulate_in_thread, listener, p, d, creds, name)
-                        return
-                else:
-                    nursery.start_soon(self._emulate_in_thread, listener, p, d, creds, name)
-                    return
+                result = self._perform_now_or_later(listener, p, d, name, nursery)
+                if result is None:
+                    return  # A worker thread answers and traces it.
         except TargetGone:
             self.stats.gone += 1
             self._trace(p, name, "gone", None)
@@ -183,60 +207,52 @@ class Supervisor:
             return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
         return decide_open(policy, OpenRequest(call.syscall, p.resolved, call.flags, call.mode))
 
-    def _open(self, d: EmulateOpen, creds: Credentials, flags: int) -> int:
-        """Perform an emulated open; raise OSError with the program's errno."""
-        try:
-            fd = open_as(creds, d.path, flags, d.mode, no_symlinks=d.no_symlinks)
-        except FileNotFoundError:
-            if d.create_errno:
-                raise OSError(d.create_errno, os.strerror(d.create_errno)) from None
-            raise
-        if d.exclusive:
-            os.close(fd)
-            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
-        return fd
-
-    def _emulate_inline(
-        self, listener: Listener, n: Notification, d: EmulateOpen, creds: Credentials
+    def _perform_now_or_later(
+        self,
+        listener: Listener,
+        p: _Pending,
+        d: EmulateOpen | RefuseWrite,
+        name: str,
+        nursery: trio.Nursery,
     ) -> int | None:
-        """Open without blocking and inject; None if the file turned out to be one that may block.
+        """Perform ``d`` and answer; or hand it to a worker thread and return None.
 
-        ``O_NONBLOCK`` guards against a regular file swapped for a FIFO after
-        our ``stat``: such an open then returns at once instead of stalling
-        every program (fifo(7)). It is cleared again before injection unless
-        the program asked for it, since it is a file status flag the program
-        can see (``F_GETFL``).
+        Inline only when it cannot block and needs no other credentials.
         """
-        extra = 0 if d.flags & (os.O_NONBLOCK | os.O_PATH) else os.O_NONBLOCK
-        try:
-            fd = self._open(d, creds, d.flags | extra)
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # A FIFO without reader, opened O_WRONLY|O_NONBLOCK.
-                return None
-            return self._fail(listener, n, e)
-        if extra:
-            try:
-                st_mode = os.fstat(fd).st_mode
-                if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):
-                    os.close(fd)
-                    return None
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-            except BaseException:
-                os.close(fd)
-                raise
-        return self._inject(listener, n, fd, d.cloexec)
-
-    async def _emulate_in_thread(
-        self, listener: Listener, p: _Pending, d: EmulateOpen, creds: Credentials, name: str
-    ) -> None:
         n = p.notif
+        creates = isinstance(d, EmulateOpen) and may_create(d.flags)
+        creds = self.creds.read(n.pid, need_umask=creates)
+        # Everything the decision rests on (path, cwd, credentials) was read
+        # from a process that may since have died and had its pid reused. An
+        # emulated open has effects of its own (O_CREAT, O_TRUNC), so make
+        # sure the call is still pending before performing it
+        # (seccomp_unotify(2), NOTES). CONTINUE and errno answers skip this
+        # check: notification ids are never reused, so an answer to a dead
+        # call fails with ENOENT and touches nothing.
+        if not listener.id_valid(n.id):
+            raise TargetGone("notification no longer valid")
+        if creds.same_as_supervisor() and not (isinstance(d, EmulateOpen) and _may_block(d.path)):
+            result = self._perform(d, creds, nonblocking=True)
+            if result is not None:
+                return self._answer(listener, n, d, result)
+            # Raced into a FIFO or a device since our stat: redo it blocking.
+        nursery.start_soon(self._perform_in_thread, listener, p, d, creds, name)
+        return None
+
+    async def _perform_in_thread(
+        self,
+        listener: Listener,
+        p: _Pending,
+        d: EmulateOpen | RefuseWrite,
+        creds: Credentials,
+        name: str,
+    ) -> None:
         try:
-            try:
-                fd = await trio.to_thread.run_sync(self._open, d, creds, d.flags)
-            except OSError as e:
-                result = self._fail(listener, n, e)
-            else:
-                result = self._inject(listener, n, fd, d.cloexec)
+            # Not abandoned on cancellation (trio's default): the thread's
+            # result, an fd we own, is always received and then closed.
+            result = await trio.to_thread.run_sync(self._perform, d, creds, False)
+            assert result is not None  # Only non-blocking attempts give up.
+            result = self._answer(listener, p.notif, d, result)
         except TargetGone:
             self.stats.gone += 1
             self._trace(p, name, "gone", None)
@@ -247,11 +263,54 @@ class Supervisor:
         self._trace(p, name, None, result)
 
     @staticmethod
-    def _fail(listener: Listener, n: Notification, e: OSError) -> int:
-        """Answer with the errno of ``e``, the error our own attempt got."""
-        err = e.errno or errno.EIO
-        listener.send_error(n.id, err)
-        return -err
+    def _perform(d: EmulateOpen | RefuseWrite, creds: Credentials, nonblocking: bool) -> int | None:
+        """Do the work of ``d``: an fd of ours (>= 0) to inject, or ``-errno`` to answer.
+
+        With ``nonblocking``, returns None instead of waiting for a FIFO or a
+        device. Runs in the trio thread or, to block or to take on the
+        program's credentials, in a worker thread.
+        """
+        if isinstance(d, RefuseWrite):
+            return -_refuse_errno(d, creds)
+        # O_NONBLOCK guards against a regular file swapped for a FIFO after
+        # our stat: the open then returns at once instead of stalling every
+        # program (fifo(7)). It is cleared again before injection unless the
+        # program asked for it, since the program can see it (F_GETFL).
+        extra = 0
+        if nonblocking and not d.flags & (os.O_NONBLOCK | os.O_PATH):
+            extra = os.O_NONBLOCK
+        try:
+            fd = open_as(creds, d.path, d.flags | extra, d.mode, no_symlinks=d.no_symlinks)
+        except OSError as e:
+            if e.errno == errno.ENOENT and d.create_errno:
+                return -d.create_errno
+            if e.errno == errno.ENXIO and extra:
+                return None  # A FIFO without a reader, opened O_WRONLY|O_NONBLOCK.
+            return -(e.errno or errno.EIO)
+        try:
+            if d.exclusive:
+                os.close(fd)
+                return -errno.EEXIST
+            if extra:
+                st_mode = os.fstat(fd).st_mode
+                if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):
+                    os.close(fd)
+                    return None
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _answer(
+        self, listener: Listener, n: Notification, d: EmulateOpen | RefuseWrite, result: int
+    ) -> int:
+        """Answer with ``-errno``, or inject the fd ``result`` and close our copy."""
+        if result < 0:
+            listener.send_error(n.id, -result)
+            return result
+        assert isinstance(d, EmulateOpen)
+        return self._inject(listener, n, result, d.cloexec)
 
     @staticmethod
     def _inject(listener: Listener, n: Notification, fd: int, cloexec: bool) -> int:
@@ -261,7 +320,9 @@ class Supervisor:
         except OSError as e:
             # EMFILE (the program's fd table is full) and the like: the call
             # is still pending and gets the error the kernel would give.
-            return Supervisor._fail(listener, n, e)
+            err = e.errno or errno.EIO
+            listener.send_error(n.id, err)
+            return -err
         finally:
             os.close(fd)
 
@@ -277,6 +338,8 @@ class Supervisor:
     def _trace(self, p: _Pending, name: str, outcome: str | None, result: int | None) -> None:
         d = p.decision
         kind = outcome or _decision_kind(d)
+        if kind == "emulate" and isinstance(d, EmulateOpen) and d.path != p.resolved:
+            kind = "redirect"
         self.stats.decisions[kind] += 1
         if not self.tracer.enabled:
             return
@@ -307,4 +370,6 @@ def _decision_kind(d: Decision | None) -> str:
         return "return"
     if isinstance(d, EmulateOpen):
         return "emulate"
+    if isinstance(d, RefuseWrite):
+        return "refuse-write"
     return "none"

@@ -1,0 +1,374 @@
+"""Processes and threads under unotifyd: children, orphans, threads, signals, fds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Files
+from .helpers import (
+    REDIRECTED,
+    TIMEOUT,
+    describe,
+    env,
+    launch_cmd,
+    py,
+    run_launch,
+    run_native,
+)
+
+pytestmark = pytest.mark.kernel
+
+
+# --- children, orphans, threads ----------------------------------------------------
+
+
+def test_forked_child_sees_the_redirect(files: Files) -> None:
+    code = """
+        import os, sys
+        pid = os.fork()
+        if pid == 0:
+            with open(sys.argv[1]) as f:
+                os.write(1, ("child:" + f.read()).encode())
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("parent:", os.waitstatus_to_exitcode(status))
+    """
+    proc = run_launch("--redirect", files.redirect, argv=py(code, str(files.src)))
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "child:" + REDIRECTED + "parent: 0\n"
+
+
+def test_exec_in_a_child_sees_the_redirect(files: Files) -> None:
+    proc = run_launch(
+        "--redirect", files.redirect,
+        argv=["sh", "-c", f"sh -c 'cat {files.src}' && cat {files.src}"],
+    )  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == REDIRECTED * 2
+
+
+def test_orphan_outliving_the_program_stays_supervised(files: Files, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # The orphan's stdio goes elsewhere so that only unotifyd itself holds our
+    # pipes: subprocess.run returns when unotifyd exits, not when the orphan does.
+    script = f"(exec >/dev/null 2>&1 </dev/null; sleep 0.3; cat {files.src} > {out}) & exit 5"
+    start = time.monotonic()
+    proc = run_launch("--redirect", files.redirect, argv=["sh", "-c", script])
+    elapsed = time.monotonic() - start
+    # unotifyd exits with the program's status, but only after the orphan is done.
+    assert proc.returncode == 5, describe(proc)
+    assert out.read_text() == REDIRECTED
+    assert elapsed >= 0.3
+
+
+def test_thread_pool_opens_concurrently(files: Files) -> None:
+    code = """
+        import sys
+        from concurrent.futures import ThreadPoolExecutor
+        path, want = sys.argv[1], sys.argv[2]
+
+        def work(_: int) -> tuple[int, list[str]]:
+            ok, bad = 0, []
+            for _ in range(200):
+                try:
+                    with open(path) as f:
+                        got = f.read()
+                except OSError as e:
+                    bad.append(repr(e))
+                    continue
+                if got == want:
+                    ok += 1
+                else:
+                    bad.append(repr(got))
+            return ok, bad
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(work, range(8)))
+        print(sum(ok for ok, _ in results), [b for _, bad in results for b in bad][:5])
+    """
+    proc = run_launch(
+        "--redirect", files.redirect, argv=py(code, str(files.src), REDIRECTED), timeout=60
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "1600 []\n"
+
+
+def test_threads_with_different_paths_get_their_own_answers(files: Files, tmp_path: Path) -> None:
+    # Each thread opens its own redirected file: answers must not cross threads.
+    opts: list[str] = []
+    for i in range(8):
+        (tmp_path / f"s{i}").write_text("S\n")
+        (tmp_path / f"t{i}").write_text(f"T{i}\n")
+        opts += ["--redirect", f"{tmp_path}/s{i}={tmp_path}/t{i}"]
+    code = """
+        import sys, threading
+        root, errors = sys.argv[1], []
+        def work(i):
+            for _ in range(100):
+                got = open(f"{root}/s{i}").read()
+                if got != f"T{i}\\n":
+                    errors.append((i, got))
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print(errors[:5])
+    """
+    proc = run_launch(*opts, argv=py(code, str(tmp_path)), timeout=60)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "[]\n"
+
+
+# --- exit status and signals -------------------------------------------------------
+
+
+def test_exit_status_is_propagated() -> None:
+    proc = run_launch("--deny", "/nonexistent", argv=["sh", "-c", "exit 7"])
+    assert proc.returncode == 7, describe(proc)
+
+
+def test_death_by_sigterm_is_128_plus_15() -> None:
+    proc = run_launch("--deny", "/nonexistent", argv=["sh", "-c", "kill -TERM $$"])
+    assert proc.returncode == 128 + signal.SIGTERM, describe(proc)
+
+
+def test_death_by_sigkill_is_137() -> None:
+    proc = run_launch("--deny", "/nonexistent", argv=["sh", "-c", "kill -KILL $$"])
+    assert proc.returncode == 128 + signal.SIGKILL, describe(proc)
+
+
+def _start(argv: list[str]) -> subprocess.Popen[str]:
+    """Start unotifyd on ``argv``, which prints "ready" once it may be signalled."""
+    p = subprocess.Popen(
+        launch_cmd("--deny", "/nonexistent", argv=argv),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env(), close_fds=True,
+    )  # fmt: skip
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    if line != "ready\n":
+        p.kill()
+        _, err = p.communicate(timeout=TIMEOUT)
+        pytest.fail(f"program did not start: {line!r} {err}")
+    return p
+
+
+def _finish(p: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        out, err = p.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail(f"unotifyd did not exit after the signal: {out} {err}")
+    return p.returncode, out, err
+
+
+def test_sigterm_to_unotifyd_is_forwarded() -> None:
+    p = _start(["sh", "-c", "echo ready; exec sleep 30"])
+    os.kill(p.pid, signal.SIGTERM)
+    rc, out, err = _finish(p)
+    assert rc == 128 + signal.SIGTERM, (rc, out, err)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 3), (signal.SIGHUP, 4)])
+def test_trapped_signal_to_unotifyd_reaches_the_program(sig: signal.Signals, code: int) -> None:
+    p = _start(
+        ["sh", "-c", "trap 'exit 3' INT; trap 'exit 4' HUP; echo ready; "
+         "while :; do sleep 0.05; done"]
+    )  # fmt: skip
+    os.kill(p.pid, sig)
+    rc, out, err = _finish(p)
+    assert rc == code, (rc, out, err)
+
+
+def test_signal_program_handles_and_survives() -> None:
+    # The program catches SIGUSR1 and goes on: unotifyd stays until it exits.
+    code = """
+        import signal, sys, time
+        got = []
+        signal.signal(signal.SIGUSR1, lambda *a: got.append(1))
+        print("ready", flush=True)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("caught" if got else "timeout", flush=True)
+        sys.exit(9)
+    """
+    p = _start(py(code))
+    os.kill(p.pid, signal.SIGUSR1)
+    rc, out, err = _finish(p)
+    assert (rc, out) == (9, "caught\n"), err
+
+
+# --- the program's fds -------------------------------------------------------------
+
+#: Prints {fd: what it points to} for the process, and for a grandchild.
+_FDS = """
+import json, os, re, subprocess, sys
+
+def fds():
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            continue  # the directory fd listdir used
+        out[name] = re.sub(r"^(pipe|socket):\\[\\d+\\]$", r"\\1", target)
+    return out
+
+if sys.argv[1:] == ["child"]:
+    print(json.dumps(fds()))
+else:
+    grandchild = subprocess.run([sys.executable, "-c", sys.argv[1], "child"],
+                                capture_output=False, stdout=subprocess.PIPE,
+                                close_fds=False, text=True).stdout
+    print(json.dumps({"self": fds(), "grandchild": json.loads(grandchild)}))
+"""
+
+
+def _fd_tables(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
+    assert proc.returncode == 0, describe(proc)
+    data = json.loads(proc.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def _assert_no_supervisor_fd(tables: dict[str, dict[str, str]]) -> None:
+    for who, table in tables.items():
+        for fd, target in table.items():
+            assert "seccomp" not in target, (who, fd, target)
+            assert not target.startswith("socket"), (who, fd, target)
+            assert "anon_inode" not in target, (who, fd, target)
+
+
+def test_fd_set_is_the_same_as_a_native_run(files: Files) -> None:
+    argv = py(_FDS, _FDS)
+    native = _fd_tables(run_native(argv, pass_fds=()))
+    proc = _fd_tables(run_launch("--redirect", files.redirect, argv=argv, pass_fds=()))
+    assert proc == native
+    _assert_no_supervisor_fd(proc)
+
+
+def test_fd_set_with_inherited_fds_and_tracing(files: Files, tmp_path: Path) -> None:
+    # An fd the caller passes on reaches the program (like running it alone);
+    # the trace file unotifyd writes does not.
+    extra = os.open(files.target, os.O_RDONLY)
+    try:
+        argv = py(_FDS, _FDS)
+        native = _fd_tables(run_native(argv, pass_fds=(extra,)))
+        proc = _fd_tables(
+            run_launch(
+                "--trace", "--trace-json", str(tmp_path / "trace.jsonl"),
+                "--redirect", files.redirect,
+                argv=argv, pass_fds=(extra,),
+            )  # fmt: skip
+        )
+    finally:
+        os.close(extra)
+    assert str(extra) in native["self"]
+    assert proc == native
+    _assert_no_supervisor_fd(proc)
+
+
+def test_no_supervisor_fd_in_a_late_orphan(files: Files, tmp_path: Path) -> None:
+    # A grandchild that lists its fds after the program exited.
+    out = tmp_path / "fds"
+    script = (
+        f"(exec >/dev/null 2>&1 </dev/null; sleep 0.2; ls -l /proc/self/fd/ > {out}) & exit 0"
+    )
+    proc = run_launch("--redirect", files.redirect, argv=["sh", "-c", script])
+    assert proc.returncode == 0, describe(proc)
+    listing = out.read_text()
+    assert "seccomp" not in listing
+    assert "socket" not in listing
+    targets = re.findall(r" (\d+) -> (.*)$", listing, re.M)
+    # 0 and 2 from the subshell, 1 the output file, 3 the directory ls reads.
+    assert [fd for fd, _ in targets] == ["0", "1", "2", "3"], listing
+    assert [t for _, t in targets[:3]] == ["/dev/null", str(out), "/dev/null"], listing
+
+
+# --- blocking opens and full fd tables ---------------------------------------------
+
+
+def test_fifo_open_does_not_stall_other_opens(files: Files, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    fifo_src = tmp_path / "fifo-src"
+    code = """
+        import os, sys, threading, time
+        fifo_src, reg_src, fifo = sys.argv[1:4]
+        got = []
+        def reader():
+            with open(fifo_src) as f:   # redirected to the FIFO: blocks for a writer
+                got.append(f.read())
+        t = threading.Thread(target=reader)
+        t.start()
+        time.sleep(0.3)                 # the reader is now blocked in its open
+        start = time.monotonic()
+        with open(reg_src) as f:        # must not wait for the FIFO
+            print("regular:", f.read(), end="", flush=True)
+        print("fast" if time.monotonic() - start < 2 else "slow", flush=True)
+        print("reader alive:", t.is_alive(), flush=True)
+        with open(fifo, "w") as w:      # now a writer comes
+            w.write("THROUGH FIFO\\n")
+        t.join(10)
+        print("reader got:", got)
+    """
+    proc = run_launch(
+        "--redirect", f"{fifo_src}={fifo}", "--redirect", files.redirect,
+        argv=py(code, str(fifo_src), str(files.src), str(fifo)),
+    )  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == (
+        "regular: " + REDIRECTED + "fast\nreader alive: True\nreader got: ['THROUGH FIFO\\n']\n"
+    )
+
+
+def test_fifo_open_nonblock_for_writing_without_reader_is_enxio(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    src = tmp_path / "src"
+    code = """
+        import errno, os, sys
+        try:
+            os.open(sys.argv[1], os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+        fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)  # never blocks
+        print("nonblock read open ok", fd > 2)
+    """
+    proc = run_launch("--redirect", f"{src}={fifo}", argv=py(code, str(src)))
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "ENXIO\nnonblock read open ok True\n"
+
+
+def test_full_fd_table_gets_emfile_not_a_hang(files: Files) -> None:
+    code = """
+        import errno, os, resource, sys
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        held = []
+        while True:
+            try:
+                held.append(os.dup(0))
+            except OSError as e:
+                assert e.errno == errno.EMFILE
+                break
+        for attempt in range(2):
+            try:
+                fd = os.open(sys.argv[1], os.O_RDONLY)
+                print("opened", os.read(fd, 100).decode(), end="")
+                os.close(fd)
+            except OSError as e:
+                print(errno.errorcode[e.errno])
+            os.close(held.pop())   # make room: the next attempt succeeds
+    """
+    proc = run_launch("--redirect", files.redirect, argv=py(code, str(files.src)))
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "EMFILE\nopened " + REDIRECTED
