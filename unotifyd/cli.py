@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .policy import Policy, PolicyError, combine, load_policy, rules_from_options
 
@@ -51,7 +52,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help="do not ask the kernel to wake the program on the supervisor's CPU",
     )
     launch.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG [ARGS...]")
+    _add_daemon_commands(sub, launch)
     return parser
+
+
+def _add_daemon_commands(
+    sub: argparse._SubParsersAction[Any], launch: argparse.ArgumentParser
+) -> None:
+    """The daemon's commands (``serve``, ``status``, ``reload``) and ``launch --daemon``.
+
+    They live in :mod:`unotifyd.daemon.cli`, which imports no trio.
+    """
+    from .daemon import cli as daemon_cli  # noqa: PLC0415
+
+    daemon_cli.add_launch_options(launch)
+    daemon_cli.add_commands(sub)
 
 
 def build_policy(args: argparse.Namespace) -> Policy:
@@ -66,6 +81,10 @@ def build_policy(args: argparse.Namespace) -> Policy:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    from .daemon import cli as daemon_cli  # noqa: PLC0415
+
+    if daemon_cli.handles(args):
+        return daemon_cli.main(args, parser)
     if args.command == "launch":
         prog = list(args.argv)
         if prog and prog[0] == "--":

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO
 
 from .kernel import fdpass
@@ -53,7 +53,9 @@ class LaunchError(Exception):
     """unotifyd could not start the program (message is for the user)."""
 
 
-def _child(prepared: PreparedFilter, sock: socket.socket, argv: Sequence[str]) -> None:
+def _child(
+    prepared: PreparedFilter, sock: socket.socket, argv: Sequence[str], sigmask: set[int]
+) -> None:
     """Runs in the forked child; never returns.
 
     No allocation-heavy or importing Python between ``install`` and
@@ -68,11 +70,14 @@ def _child(prepared: PreparedFilter, sock: socket.socket, argv: Sequence[str]) -
         # subprocess does with restore_signals).
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
+        # The parent blocked the forwarded signals before forking; the
+        # program gets the mask unotifyd was started with (exec keeps it).
+        signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
         fd = prepared.install()
         if fd < 0:
             sock.send(b"E%d" % -fd)
             exit_(EXIT_FAILURE)
-        send_fds(sock, [b"L"], [fd])
+        send_fds(sock, [b"L" if prepared.killable_wait else b"l"], [fd])
         close(fd)
         sock.close()
     except BaseException:
@@ -88,15 +93,19 @@ def _child(prepared: PreparedFilter, sock: socket.socket, argv: Sequence[str]) -
         exit_(EXIT_FAILURE)
 
 
-def _spawn(policy: Policy, argv: Sequence[str]) -> tuple[int, int]:
-    """Fork the program with the policy's filter; return (pid, listener fd)."""
+def _spawn(policy: Policy, argv: Sequence[str], sigmask: set[int]) -> tuple[int, int, bool]:
+    """Fork the program with the policy's filter.
+
+    Returns its pid, the listener fd (ours to close) and whether the filter
+    has ``WAIT_KILLABLE_RECV``.
+    """
     prepared = PreparedFilter(compile_filter(policy.syscalls()))
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child execs or exits
             parent_sock.close()
-            _child(prepared, child_sock, argv)
+            _child(prepared, child_sock, argv, sigmask)
         child_sock.close()
         data, fd = fdpass.recv_fd(parent_sock)
     finally:
@@ -108,24 +117,57 @@ def _spawn(policy: Policy, argv: Sequence[str]) -> tuple[int, int]:
             err = int(data[1:] or errno.EINVAL)
             raise LaunchError(f"cannot install the seccomp filter: {os.strerror(err)}")
         raise LaunchError("the child exited before handing over the seccomp listener")
-    return pid, fd
+    return pid, fd, data == b"L"
 
 
-def _forward_signals(pid: int) -> None:
-    """Forward signals sent to us by other processes to the program.
+class SignalForwarder:
+    """Forwards the signals other processes send to unotifyd to the program.
 
-    Runs in its own daemon thread with :func:`signal.sigwaitinfo`, which tells
-    who sent a signal (``si_code``), unlike a Python signal handler.
+    A thread of its own waits with :func:`signal.sigwaitinfo`, which tells who
+    sent a signal (``si_code``), unlike a Python signal handler. The forwarded
+    signals must be blocked in every thread before it starts. Signals go
+    through a pidfd (pidfd_send_signal(2)), so that once the program is
+    reaped its pid, perhaps reused, is never signalled.
+
+    When the program has exited but orphans it left keep unotifyd serving,
+    there is nobody to forward to: unotifyd is not their parent and cannot
+    name them. A terminating signal (HUP, INT, QUIT, TERM) then calls
+    :attr:`on_program_gone`, which stops serving; the orphans' trapped calls
+    fail with ENOSYS from then on.
     """
-    wanted = set(FORWARDED_SIGNALS)
-    while True:
-        info = signal.sigwaitinfo(wanted)
-        if info.si_code == _SI_KERNEL:
-            continue
-        try:
-            os.kill(pid, info.si_signo)
-        except ProcessLookupError:
-            return
+
+    TERMINATING = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM})
+
+    def __init__(self, pid: int) -> None:
+        self._lock = threading.Lock()
+        self._pidfd = os.pidfd_open(pid)
+        self.on_program_gone: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="unotifyd-signals", daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pidfd >= 0:
+                fd, self._pidfd = self._pidfd, -1
+                os.close(fd)
+
+    def _run(self) -> None:
+        wanted = set(FORWARDED_SIGNALS)
+        while True:
+            info = signal.sigwaitinfo(wanted)
+            if info.si_code == _SI_KERNEL:
+                continue
+            with self._lock:
+                if self._pidfd < 0:
+                    return
+                try:
+                    signal.pidfd_send_signal(self._pidfd, info.si_signo)
+                    continue
+                except ProcessLookupError:
+                    pass
+            if info.si_signo in self.TERMINATING and self.on_program_gone is not None:
+                self.on_program_gone()
 
 
 def exit_code(status: int) -> int:
@@ -148,19 +190,40 @@ def launch(
         check_support()
     except Unsupported as e:
         raise LaunchError(f"cannot sandbox: {e}") from None
-    pid, listener_fd = _spawn(policy, argv)
-    # Block the forwarded signals in this thread before any other thread
-    # exists, so that every thread inherits the mask and only the
-    # forwarding thread's sigwaitinfo ever receives them.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
-    threading.Thread(target=_forward_signals, args=(pid,), daemon=True).start()
+    # Block the forwarded signals before forking: one that arrives before
+    # the forwarding thread runs then waits for it, instead of killing
+    # unotifyd and leaving the program with a listener nobody serves. Every
+    # thread started later inherits the mask, so only the forwarder's
+    # sigwaitinfo ever receives these signals.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        pid, listener_fd, killable_wait = _spawn(policy, argv, old_mask)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        raise
+    notes = []
+    if not killable_wait:
+        notes.append(
+            "this kernel lacks WAIT_KILLABLE_RECV (5.19): "
+            "signals may make the kernel repeat a trapped call"
+        )
+    forwarder = SignalForwarder(pid)
+    forwarder.start()
     # Emulated opens apply the *program's* umask to the mode themselves.
     os.umask(0)
     from .serve.run import run_supervisor  # noqa: PLC0415 - trio only after fork
 
-    status = run_supervisor(
-        listener_fd, pid, policy, trace=trace, trace_json=trace_json, sync_wakeup=sync_wakeup
-    )
+    try:
+        status = run_supervisor(
+            listener_fd,
+            pid,
+            policy,
+            trace=trace,
+            trace_json=trace_json,
+            sync_wakeup=sync_wakeup,
+            notes=notes,
+            forwarder=forwarder,
+        )
+    finally:
+        forwarder.close()
     return exit_code(status)
-
-

@@ -85,8 +85,7 @@ def py(code: str, *args: str) -> list[str]:
 def describe(proc: subprocess.CompletedProcess[str]) -> str:
     """A readable account of a finished run, for assertion messages."""
     return (
-        f"exit status {proc.returncode}\n--- stdout ---\n{proc.stdout}"
-        f"--- stderr ---\n{proc.stderr}"
+        f"exit status {proc.returncode}\n--- stdout ---\n{proc.stdout}--- stderr ---\n{proc.stderr}"
     )
 
 

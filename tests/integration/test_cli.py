@@ -35,9 +35,13 @@ def test_trace_one_line_per_call(files: Files, tmp_path: Path) -> None:
     """
     jsonl = tmp_path / "trace.jsonl"
     proc = run_launch(
-        "--trace", "--trace-json", str(jsonl), "--redirect", f"/etc/passwd={files.target}",
+        "--trace",
+        "--trace-json",
+        str(jsonl),
+        "--redirect",
+        f"/etc/passwd={files.target}",
         argv=py(code),
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, describe(proc)
     pid_line, content = proc.stdout.split("\n", 1)
     assert content == REDIRECTED
@@ -92,9 +96,12 @@ def test_trace_json_records_errors_and_pass_through(files: Files, tmp_path: Path
     missing = tmp_path / "missing"
     code = "import sys\nfor p in sys.argv[1:]:\n    try: open(p)\n    except OSError: pass"
     proc = run_launch(
-        "--trace-json", str(jsonl), "--deny", f"{files.src}:ENOENT",
+        "--trace-json",
+        str(jsonl),
+        "--deny",
+        f"{files.src}:ENOENT",
         argv=py(code, str(files.src), str(missing), str(files.target)),
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, describe(proc)
     assert proc.stderr == ""  # --trace-json alone writes nothing on stderr
     events = {e["path"]: e for e in map(json.loads, jsonl.read_text().splitlines())}
@@ -112,12 +119,7 @@ def test_trace_json_records_errors_and_pass_through(files: Files, tmp_path: Path
 def test_bad_policy_is_rejected_with_file_and_line(tmp_path: Path) -> None:
     policy = tmp_path / "bad.toml"
     policy.write_text(
-        "version = 1\n"
-        "\n"
-        "[[redirect]]\n"
-        'from = "/etc/passwd"\n'
-        'to = "/etc/hostname"\n'
-        "colour = 1\n"
+        'version = 1\n\n[[redirect]]\nfrom = "/etc/passwd"\nto = "/etc/hostname"\ncolour = 1\n'
     )
     marker = tmp_path / "ran"
     proc = run_launch("--policy", str(policy), argv=["sh", "-c", f"touch {marker}"])
@@ -157,9 +159,11 @@ def test_example_passwd_policy(files: Files) -> None:
 def test_readme_policy_command_greps_the_host_name() -> None:
     # unotifyd launch --policy examples/passwd.toml -- sh -c 'grep root /etc/passwd; echo $?'
     proc = run_launch(
-        "--policy", "examples/passwd.toml",
-        argv=["sh", "-c", "grep root /etc/passwd; echo $?"], cwd=REPO,
-    )  # fmt: skip
+        "--policy",
+        "examples/passwd.toml",
+        argv=["sh", "-c", "grep root /etc/passwd; echo $?"],
+        cwd=REPO,
+    )
     assert proc.returncode == 0, describe(proc)
     hostname = Path("/etc/hostname").read_text()
     expected = (hostname if "root" in hostname else "") + ("0\n" if "root" in hostname else "1\n")
@@ -232,9 +236,14 @@ def test_unsupported_kernel_says_so_in_one_line(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     proc = subprocess.run(
         launch_cmd("--redirect", "/etc/passwd=/etc/hostname", argv=["sh", "-c", f"touch {marker}"]),
-        capture_output=True, text=True, env=env(), timeout=20, check=False,
-        stdin=subprocess.DEVNULL, preexec_fn=_no_user_notification,  # noqa: PLW1509
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=20,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_no_user_notification,
+    )
     assert proc.returncode != 0, describe(proc)
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import signal
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -48,9 +51,10 @@ def test_forked_child_sees_the_redirect(files: Files) -> None:
 
 def test_exec_in_a_child_sees_the_redirect(files: Files) -> None:
     proc = run_launch(
-        "--redirect", files.redirect,
+        "--redirect",
+        files.redirect,
         argv=["sh", "-c", f"sh -c 'cat {files.src}' && cat {files.src}"],
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == REDIRECTED * 2
 
@@ -148,9 +152,13 @@ def _start(argv: list[str]) -> subprocess.Popen[str]:
     """Start unotifyd on ``argv``, which prints "ready" once it may be signalled."""
     p = subprocess.Popen(
         launch_cmd("--deny", "/nonexistent", argv=argv),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env(), close_fds=True,
-    )  # fmt: skip
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        close_fds=True,
+    )
     assert p.stdout is not None
     line = p.stdout.readline()
     if line != "ready\n":
@@ -180,9 +188,12 @@ def test_sigterm_to_unotifyd_is_forwarded() -> None:
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 3), (signal.SIGHUP, 4)])
 def test_trapped_signal_to_unotifyd_reaches_the_program(sig: signal.Signals, code: int) -> None:
     p = _start(
-        ["sh", "-c", "trap 'exit 3' INT; trap 'exit 4' HUP; echo ready; "
-         "while :; do sleep 0.05; done"]
-    )  # fmt: skip
+        [
+            "sh",
+            "-c",
+            "trap 'exit 3' INT; trap 'exit 4' HUP; echo ready; while :; do sleep 0.05; done",
+        ]
+    )
     os.kill(p.pid, sig)
     rc, out, err = _finish(p)
     assert rc == code, (rc, out, err)
@@ -265,10 +276,14 @@ def test_fd_set_with_inherited_fds_and_tracing(files: Files, tmp_path: Path) -> 
         native = _fd_tables(run_native(argv, pass_fds=(extra,)))
         proc = _fd_tables(
             run_launch(
-                "--trace", "--trace-json", str(tmp_path / "trace.jsonl"),
-                "--redirect", files.redirect,
-                argv=argv, pass_fds=(extra,),
-            )  # fmt: skip
+                "--trace",
+                "--trace-json",
+                str(tmp_path / "trace.jsonl"),
+                "--redirect",
+                files.redirect,
+                argv=argv,
+                pass_fds=(extra,),
+            )
         )
     finally:
         os.close(extra)
@@ -280,9 +295,7 @@ def test_fd_set_with_inherited_fds_and_tracing(files: Files, tmp_path: Path) -> 
 def test_no_supervisor_fd_in_a_late_orphan(files: Files, tmp_path: Path) -> None:
     # A grandchild that lists its fds after the program exited.
     out = tmp_path / "fds"
-    script = (
-        f"(exec >/dev/null 2>&1 </dev/null; sleep 0.2; ls -l /proc/self/fd/ > {out}) & exit 0"
-    )
+    script = f"(exec >/dev/null 2>&1 </dev/null; sleep 0.2; ls -l /proc/self/fd/ > {out}) & exit 0"
     proc = run_launch("--redirect", files.redirect, argv=["sh", "-c", script])
     assert proc.returncode == 0, describe(proc)
     listing = out.read_text()
@@ -322,9 +335,12 @@ def test_fifo_open_does_not_stall_other_opens(files: Files, tmp_path: Path) -> N
         print("reader got:", got)
     """
     proc = run_launch(
-        "--redirect", f"{fifo_src}={fifo}", "--redirect", files.redirect,
+        "--redirect",
+        f"{fifo_src}={fifo}",
+        "--redirect",
+        files.redirect,
         argv=py(code, str(fifo_src), str(files.src), str(fifo)),
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == (
         "regular: " + REDIRECTED + "fast\nreader alive: True\nreader got: ['THROUGH FIFO\\n']\n"
@@ -372,3 +388,116 @@ def test_full_fd_table_gets_emfile_not_a_hang(files: Files) -> None:
     proc = run_launch("--redirect", files.redirect, argv=py(code, str(files.src)))
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == "EMFILE\nopened " + REDIRECTED
+
+
+def test_program_exiting_during_a_pending_fifo_open_does_not_hang_unotifyd(
+    tmp_path: Path,
+) -> None:
+    # A thread is blocked in a redirected open of a FIFO nobody will ever
+    # write; the program exits anyway. Its status comes back at once: the
+    # supervisor must not wait for an open that can no longer matter.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    src = tmp_path / "src"
+    code = """
+        import os, sys, threading, time
+        threading.Thread(target=lambda: open(sys.argv[1]), daemon=True).start()
+        time.sleep(0.3)
+        os._exit(6)
+    """
+    start = time.monotonic()
+    proc = run_launch("--redirect", f"{src}={fifo}", argv=py(code, str(src)), timeout=8)
+    assert proc.returncode == 6, describe(proc)
+    assert time.monotonic() - start < 5
+
+
+def test_many_concurrent_processes(files: Files) -> None:
+    script = f"for i in $(seq 40); do cat {files.src} & done; wait"
+    proc = run_launch("--redirect", files.redirect, argv=["sh", "-c", script], timeout=60)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == REDIRECTED * 40
+
+
+def test_sigterm_while_only_an_orphan_remains_is_not_ignored(tmp_path: Path) -> None:
+    # The program exits at once; an orphan keeps unotifyd serving. A SIGTERM
+    # to unotifyd then must still have an effect (forwarded to what is left
+    # of the program, or ending unotifyd): it must not be dropped, leaving
+    # unotifyd to be killed only with SIGKILL.
+    pidfile = tmp_path / "orphan.pid"
+    code = """
+        import os, subprocess, sys
+        orphan = subprocess.Popen(["sleep", "6"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(sys.argv[1], "w") as f:
+            f.write(str(orphan.pid))
+        print("ready", flush=True)
+    """
+    p = _start(py(code, str(pidfile)))
+    orphan = int(pidfile.read_text())
+    try:
+        time.sleep(0.3)  # the program has exited by now; only the orphan remains
+        os.kill(p.pid, signal.SIGTERM)
+        try:
+            p.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            pytest.fail("unotifyd ignored SIGTERM while an orphan kept it running")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def test_ctrl_c_on_the_terminal_reaches_the_program_once() -> None:
+    # unotifyd and the program share the terminal's foreground process group:
+    # the terminal's SIGINT reaches the program directly, and unotifyd must
+    # not forward a second copy.
+    code = """
+        import signal, sys, time
+        count = []
+        signal.signal(signal.SIGINT, lambda *a: count.append(1))
+        print("ready", flush=True)
+        deadline = time.monotonic() + 10
+        while not count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)   # time for a duplicate to arrive
+        print("SIGINTs:", len(count), flush=True)
+    """
+    master, slave = os.openpty()
+
+    def controlling_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        p = subprocess.Popen(
+            launch_cmd("--deny", "/nonexistent", argv=py(code)),
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+            start_new_session=True,
+            preexec_fn=controlling_tty,  # noqa: PLW1509
+        )
+        assert p.stdout is not None
+        assert p.stdout.readline() == "ready\n"
+        os.write(master, b"\x03")  # ^C
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert p.returncode == 0, err
+    assert out == "SIGINTs: 1\n", err
+
+
+def test_stdin_stdout_stderr_are_the_programs(files: Files) -> None:
+    proc = run_launch(
+        "--redirect",
+        files.redirect,
+        argv=["sh", "-c", "cat; echo to-stderr >&2"],
+        stdin=None,
+        input="from stdin\n",
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "from stdin\n"
+    assert proc.stderr == "to-stderr\n"

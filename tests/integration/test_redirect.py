@@ -67,9 +67,7 @@ def test_openat_relative_to_a_dirfd_with_dotdot(files: Files) -> None:
         fd = os.open(sys.argv[2], os.O_RDONLY, dir_fd=dfd)
         print(os.read(fd, 100).decode(), end="")
     """
-    proc = run_launch(
-        "--redirect", files.redirect, argv=py(code, str(sub), f"../{files.src.name}")
-    )
+    proc = run_launch("--redirect", files.redirect, argv=py(code, str(sub), f"../{files.src.name}"))
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == REDIRECTED
 
@@ -186,9 +184,7 @@ def trees(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_tree_redirect_maps_files_below(trees: tuple[Path, Path]) -> None:
     src, dst = trees
-    proc = run_launch(
-        "--redirect", f"{src}/**={dst}/**", argv=["cat", f"{src}/a/b", f"{src}/top"]
-    )
+    proc = run_launch("--redirect", f"{src}/**={dst}/**", argv=["cat", f"{src}/a/b", f"{src}/top"])
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == "DST a/b\nDST top\n"
 
@@ -196,9 +192,7 @@ def test_tree_redirect_maps_files_below(trees: tuple[Path, Path]) -> None:
 def test_tree_redirect_file_missing_in_target_is_enoent(trees: tuple[Path, Path]) -> None:
     src, dst = trees
     code = "import sys" + ATTEMPT + "print(attempt(sys.argv[1], os.O_RDONLY))"
-    proc = run_launch(
-        "--redirect", f"{src}/**={dst}/**", argv=py(code, f"{src}/a/only-in-src")
-    )
+    proc = run_launch("--redirect", f"{src}/**={dst}/**", argv=py(code, f"{src}/a/only-in-src"))
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == "ENOENT\n"
 
@@ -207,9 +201,10 @@ def test_tree_redirect_leaves_siblings_alone(trees: tuple[Path, Path]) -> None:
     src, dst = trees
     root = src.parent
     proc = run_launch(
-        "--redirect", f"{src}/**={dst}/**",
+        "--redirect",
+        f"{src}/**={dst}/**",
         argv=["cat", f"{root}/srctree2/a/b", f"{root}/outside"],
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == "SIBLING\nOUTSIDE\n"
 
@@ -293,7 +288,8 @@ def _flags(result: str) -> list[dict[str, object]]:
 def test_fd_flags_of_a_redirected_open_match_a_native_open(files: Files) -> None:
     native = run_native(py(_FLAGS_PROGRAM, str(files.target), *_FLAG_SETS))
     assert native.returncode == 0, describe(native)
-    proc = run_launch("--redirect", files.redirect, argv=py(_FLAGS_PROGRAM, str(files.src), *_FLAG_SETS))
+    argv = py(_FLAGS_PROGRAM, str(files.src), *_FLAG_SETS)
+    proc = run_launch("--redirect", files.redirect, argv=argv)
     assert proc.returncode == 0, describe(proc)
     assert _flags(proc.stdout) == _flags(native.stdout)
     # And explicitly, the properties that matter most.
@@ -334,3 +330,47 @@ def test_o_cloexec_fd_is_closed_across_exec_and_plain_fd_is_inherited(files: Fil
     proc = run_launch("--redirect", files.redirect, argv=py(code, str(files.src)))
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == REDIRECTED + "CLOSED\n"
+
+
+def test_paths_through_proc_self_magic_links(files: Files) -> None:
+    # /proc/self/root, /proc/self/cwd and /proc/thread-self/cwd are resolved
+    # in the program's context (its pid, its cwd), not the supervisor's.
+    rel = files.src.relative_to("/")
+    script = (
+        f"cat /proc/self/root/{rel}; cd {files.src.parent}; "
+        f"cat /proc/self/cwd/{files.src.name}; cat /proc/thread-self/cwd/{files.src.name}"
+    )
+    proc = run_launch("--redirect", files.redirect, argv=["sh", "-c", script])
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == REDIRECTED * 3
+
+
+def test_redirect_to_a_directory_target(tmp_path: Path) -> None:
+    src, dst = tmp_path / "srcdir", tmp_path / "dstdir"
+    write(src / "x", "X\n")
+    write(dst / "y", "Y\n")
+    code = "import os, sys; print(sorted(os.listdir(sys.argv[1])))"
+    proc = run_launch("--redirect", f"{src}={dst}", argv=py(code, str(src)))
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "['y']\n"
+
+
+def test_redirect_from_a_thread_uses_the_threads_dirfd_and_cwd(files: Files) -> None:
+    code = """
+        import os, sys, threading
+        out = []
+        def work():
+            dfd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+            out.append(os.read(os.open(sys.argv[2], os.O_RDONLY, dir_fd=dfd), 100).decode())
+            out.append(open(sys.argv[2]).read())
+        os.chdir(sys.argv[1])
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        print("".join(out), end="")
+    """
+    proc = run_launch(
+        "--redirect", files.redirect, argv=py(code, str(files.src.parent), files.src.name)
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == REDIRECTED * 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ print(json.dumps(results))
 )
 
 
-def attempts(*opts: str, specs: list[tuple[Path | str, str]], **kw: object) -> list[str]:
+def attempts(*opts: str, specs: list[tuple[Path | str, str]], **kw: Any) -> list[str]:
     """Run the attempts under ``opts``; return one result per spec."""
     proc = run_launch(*opts, argv=py(_ATTEMPTS, *(f"{p} {f}" for p, f in specs)), **kw)
     assert proc.returncode == 0, describe(proc)
@@ -42,9 +43,7 @@ def attempts(*opts: str, specs: list[tuple[Path | str, str]], **kw: object) -> l
 
 
 def test_deny_with_a_chosen_errno(files: Files) -> None:
-    assert attempts("--deny", f"{files.src}:ENOENT", specs=[(files.src, "O_RDONLY")]) == [
-        "ENOENT"
-    ]
+    assert attempts("--deny", f"{files.src}:ENOENT", specs=[(files.src, "O_RDONLY")]) == ["ENOENT"]
 
 
 def test_deny_default_errno_is_eacces(files: Files) -> None:
@@ -61,7 +60,8 @@ def test_deny_however_the_path_is_named(files: Files) -> None:
     link.symlink_to(files.src)
     (files.root / "linkdir").symlink_to(files.src.parent)
     out = attempts(
-        "--deny", f"{files.src}:EPERM",
+        "--deny",
+        f"{files.src}:EPERM",
         specs=[
             (link, "O_RDONLY"),
             (f"{files.root}/linkdir/{files.src.name}", "O_RDONLY"),
@@ -69,29 +69,31 @@ def test_deny_however_the_path_is_named(files: Files) -> None:
             (files.src.name, "O_RDONLY"),
         ],
         cwd=files.src.parent,
-    )  # fmt: skip
+    )
     assert out == ["EPERM"] * 4
 
 
 def test_deny_o_creat_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     out = attempts(
-        "--deny", str(missing),
+        "--deny",
+        str(missing),
         specs=[(missing, "O_WRONLY|O_CREAT"), (missing, "O_RDWR|O_CREAT|O_EXCL")],
-    )  # fmt: skip
+    )
     assert out == ["EACCES", "EACCES"]
     assert not missing.exists()
 
 
 def test_deny_a_tree(files: Files) -> None:
     out = attempts(
-        "--deny", f"{files.src.parent}/**:ENOENT",
+        "--deny",
+        f"{files.src.parent}/**:ENOENT",
         specs=[
             (files.src, "O_RDONLY"),
             (files.src.parent, "O_RDONLY|O_DIRECTORY"),
             (files.target, "O_RDONLY"),
         ],
-    )  # fmt: skip
+    )
     assert out == ["ENOENT", "ENOENT", REDIRECTED]
 
 
@@ -128,9 +130,10 @@ def rotree(tmp_path: Path) -> Path:
 
 def test_readonly_reading_works(rotree: Path) -> None:
     proc = run_launch(
-        "--readonly", f"{rotree}/**",
+        "--readonly",
+        f"{rotree}/**",
         argv=["sh", "-c", f'cat {rotree}/f {rotree}/sub/g && ls {rotree} && cat < "{rotree}/f"'],
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == "DATA\nG\nf\nsub\nDATA\n"
 
@@ -138,7 +141,8 @@ def test_readonly_reading_works(rotree: Path) -> None:
 def test_readonly_opening_for_writing_is_erofs(rotree: Path) -> None:
     f = rotree / "f"
     out = attempts(
-        "--readonly", f"{rotree}/**",
+        "--readonly",
+        f"{rotree}/**",
         specs=[
             (f, "O_WRONLY"),
             (f, "O_RDWR"),
@@ -148,7 +152,7 @@ def test_readonly_opening_for_writing_is_erofs(rotree: Path) -> None:
             (rotree / "new", "O_WRONLY|O_CREAT"),
             (rotree / "new", "O_RDONLY|O_CREAT"),
         ],
-    )  # fmt: skip
+    )
     assert out == ["EROFS"] * 7
     assert f.read_text() == "DATA\n"
     assert not (rotree / "new").exists()
@@ -159,24 +163,30 @@ def test_readonly_o_creat_o_excl_of_an_existing_file_is_eexist(rotree: Path) -> 
     # write check in may_open), whatever the access mode.
     f = rotree / "f"
     out = attempts(
-        "--readonly", f"{rotree}/**",
+        "--readonly",
+        f"{rotree}/**",
         specs=[(f, "O_RDONLY|O_CREAT|O_EXCL"), (f, "O_WRONLY|O_CREAT|O_EXCL")],
-    )  # fmt: skip
+    )
     assert out == ["EEXIST", "EEXIST"]
 
 
 def test_readonly_creating_a_new_file_fails_and_no_file_appears(rotree: Path) -> None:
     proc = run_launch(
-        "--readonly", f"{rotree}/**",
+        "--readonly",
+        f"{rotree}/**",
         argv=["sh", "-c", f"echo X > {rotree}/sub/new; echo status=$?"],
-    )  # fmt: skip
+    )
     assert proc.stdout == "status=2\n", describe(proc)
     assert "Read-only file system" in proc.stderr, describe(proc)
     assert not (rotree / "sub" / "new").exists()
     out = attempts(
-        "--readonly", f"{rotree}/**",
-        specs=[(rotree / "new2", "O_RDWR|O_CREAT|O_EXCL"), (rotree / "new3", "O_WRONLY|O_CREAT|O_TRUNC")],
-    )  # fmt: skip
+        "--readonly",
+        f"{rotree}/**",
+        specs=[
+            (rotree / "new2", "O_RDWR|O_CREAT|O_EXCL"),
+            (rotree / "new3", "O_WRONLY|O_CREAT|O_TRUNC"),
+        ],
+    )
     assert out == ["EROFS", "EROFS"]
     assert sorted(p.name for p in rotree.iterdir()) == ["f", "sub"]
 
@@ -235,10 +245,12 @@ def test_redirect_opens_with_the_programs_credentials(files: Files) -> None:
     # through a redirect (the supervisor runs as root: no confused deputy).
     # A world-readable target still works, so the failure is the credentials'.
     proc = run_launch(
-        "--redirect", "/etc/passwd=/etc/shadow",
-        "--redirect", "/etc/group=/etc/hostname",
+        "--redirect",
+        "/etc/passwd=/etc/shadow",
+        "--redirect",
+        "/etc/group=/etc/hostname",
         argv=py(_AS_NOBODY, "/etc/passwd", "/etc/group"),
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, describe(proc)
     assert json.loads(proc.stdout) == ["EACCES", Path("/etc/hostname").read_text()]
 
@@ -259,8 +271,13 @@ def test_policy_rules_of_all_kinds_together(files: Files, rotree: Path) -> None:
         f'[[readonly]]\npath = "{rotree}/**"\n'
     )
     out = attempts(
-        "--policy", str(policy),
-        specs=[(files.src, "O_RDONLY"), (rotree / "sub" / "g", "O_RDONLY"),
-               (rotree / "f", "O_RDONLY"), (rotree / "f", "O_WRONLY")],
-    )  # fmt: skip
+        "--policy",
+        str(policy),
+        specs=[
+            (files.src, "O_RDONLY"),
+            (rotree / "sub" / "g", "O_RDONLY"),
+            (rotree / "f", "O_RDONLY"),
+            (rotree / "f", "O_WRONLY"),
+        ],
+    )
     assert out == [REDIRECTED, "ENOENT", "DATA\n", "EROFS"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -198,9 +200,114 @@ def test_creat_fd_is_write_only(files: Files) -> None:
 
 def test_open_with_o_creat_applies_the_programs_umask(tmp_path: Path) -> None:
     src, target = tmp_path / "new-src", tmp_path / "new-target"
-    code = "import os, sys; os.umask(0o077); os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o666))"
+    code = (
+        "import os, sys; os.umask(0o077); "
+        "os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o666))"
+    )
     proc = run_launch("--redirect", f"{src}={target}", argv=py(code, str(src)))
     assert proc.returncode == 0, describe(proc)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert not src.exists()
     assert os.path.exists(target)
+
+
+_OTHER_ABI_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+/* int 0x80 takes 32-bit pointers: the path must live in the low 4 GiB (-no-pie .bss). */
+static char path[4096];
+int main(int argc, char **argv) {
+    long ret;
+    if (argc != 3) return 2;
+    strncpy(path, argv[1], sizeof path - 1);
+    if (argv[2][0] == 'i') {
+        /* i386 open(path, O_RDONLY) through the 32-bit entry point. */
+        asm volatile("int $0x80" : "=a"(ret) : "a"(5L), "b"(path), "c"(0L), "d"(0L) : "memory");
+    } else {
+        /* x32 open: the 64-bit entry point with __X32_SYSCALL_BIT set. */
+        asm volatile("syscall" : "=a"(ret) : "a"(0x40000000L | 2), "D"(path), "S"(0L), "d"(0L)
+                     : "rcx", "r11", "memory");
+    }
+    if (ret < 0) { printf("error %ld\n", -ret); return 0; }
+    char buf[256];
+    ssize_t n = read((int)ret, buf, sizeof buf);
+    fwrite(buf, 1, n > 0 ? (size_t)n : 0, stdout);
+    return 0;
+}
+"""
+
+
+@pytest.fixture
+def other_abi(tmp_path: Path) -> Path:
+    """A program that opens argv[1] through the i386 ("i") or x32 ("x") syscall ABI."""
+    src = tmp_path / "other_abi.c"
+    src.write_text(_OTHER_ABI_C)
+    exe = tmp_path / "other_abi"
+    subprocess.run(
+        ["gcc", "-O1", "-no-pie", "-o", str(exe), str(src)],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    return exe
+
+
+def test_i386_open_cannot_bypass_a_rule(files: Files, other_abi: Path) -> None:
+    native = run_native([str(other_abi), str(files.src), "i"])
+    assert native.stdout == ORIGINAL, describe(native)  # the bypass exists natively
+    proc = run_launch("--redirect", files.redirect, argv=[str(other_abi), str(files.src), "i"])
+    assert ORIGINAL not in proc.stdout, describe(proc)
+    # The filter kills a process that uses another ABI (SIGSYS).
+    assert proc.returncode == 128 + signal.SIGSYS, describe(proc)
+
+
+def test_x32_open_cannot_bypass_a_rule(files: Files, other_abi: Path) -> None:
+    proc = run_launch("--redirect", files.redirect, argv=[str(other_abi), str(files.src), "x"])
+    assert ORIGINAL not in proc.stdout, describe(proc)
+    assert proc.returncode in (0, 128 + signal.SIGSYS), describe(proc)
+
+
+def test_bad_path_arguments_fail_as_natively(files: Files) -> None:
+    # NULL, too long, a too-long component, empty: the same errno as natively,
+    # for paths under no rule (decoding fails before any rule is consulted).
+    code = _program(
+        "print(sys_(2, None, os.O_RDONLY, 0))\n"
+        "print(sys_(2, b'/' + b'a/' * 3000, os.O_RDONLY, 0))\n"
+        "print(sys_(2, b'/tmp/' + b'a' * 300, os.O_RDONLY, 0))\n"
+        "print(sys_(2, b'', os.O_RDONLY, 0))\n"
+        "print(sys_(257, 12345, b'relative', os.O_RDONLY, 0))\n"
+        "print(sys_(257, 0, b'relative', os.O_RDONLY, 0))\n"
+    )
+    native = run_native(py(code))
+    assert native.returncode == 0, describe(native)
+    assert native.stdout == "EFAULT\nENAMETOOLONG\nENAMETOOLONG\nENOENT\nEBADF\nENOTDIR\n"
+    proc = run_launch("--redirect", files.redirect, argv=py(code))
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == native.stdout
+
+
+def test_trailing_slash_on_a_redirected_path_fails_as_natively(files: Files) -> None:
+    # "FILE/" names a directory: O_CREAT of a missing one is EISDIR, an existing
+    # regular file is ENOTDIR, a plain open of a missing one ENOENT. Nothing
+    # may be created, neither at the source nor at the redirect's target.
+    missing = files.root / "src" / "missing"
+    new_target = files.root / "dst" / "new-target"
+    code = _program(
+        "print(sys_(2, sys.argv[1].encode() + b'/', os.O_WRONLY | os.O_CREAT, 0o644))\n"
+        "print(sys_(2, sys.argv[1].encode() + b'/', os.O_RDONLY, 0))\n"
+        "print(sys_(2, sys.argv[2].encode() + b'/', os.O_RDONLY, 0))\n"
+    )
+    native = run_native(py(code, str(missing), str(files.src)))
+    assert native.stdout == "EISDIR\nENOENT\nENOTDIR\n", describe(native)
+    proc = run_launch(
+        "--redirect",
+        f"{missing}={new_target}",
+        "--redirect",
+        files.redirect,
+        argv=py(code, str(missing), str(files.src)),
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == native.stdout
+    assert not new_target.exists()
+    assert not missing.exists()

@@ -112,32 +112,46 @@ class PreparedFilter:
     would block forever waiting for a supervisor that has no listener yet.
     """
 
-    def __init__(self, bpf: bytes, *, killable_wait: bool = True) -> None:
+    def __init__(self, bpf: bytes) -> None:
         if len(bpf) % 8 or not bpf:
             raise ValueError("a BPF program is a non-empty array of 8-byte instructions")
         self._buf = ctypes.create_string_buffer(bpf, len(bpf))
         self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buf))
-        self._prog_ref = ctypes.byref(self._prog)
-        flags = abi.SECCOMP_FILTER_FLAG_NEW_LISTENER
-        if killable_wait:
-            flags |= abi.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
-        self._args = (
-            ctypes.c_long(abi.SYS_SECCOMP),
-            ctypes.c_long(abi.SECCOMP_SET_MODE_FILTER),
-            ctypes.c_long(flags),
-            self._prog_ref,
+        prog_ref = ctypes.byref(self._prog)
+        base = abi.SECCOMP_FILTER_FLAG_NEW_LISTENER
+        killable = base | abi.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        self._attempts = tuple(
+            (
+                ctypes.c_long(abi.SYS_SECCOMP),
+                ctypes.c_long(abi.SECCOMP_SET_MODE_FILTER),
+                ctypes.c_long(flags),
+                prog_ref,
+            )
+            for flags in (killable, base)
         )
         self._get_errno = ctypes.get_errno
+        self.killable_wait = True
 
     def install(self) -> int:
         """Set NO_NEW_PRIVS, load the filter, return the listener fd or ``-errno``.
+
+        ``WAIT_KILLABLE_RECV`` (5.19+) keeps non-fatal signals from
+        interrupting a call the supervisor already received, which would
+        make the kernel notify the same call again (seccomp_unotify(2)).
+        Older kernels reject the flag with EINVAL; we then load without it
+        and say so in :attr:`killable_wait`.
 
         Returns a negative errno instead of raising: it runs in a freshly
         forked child where an exception would need formatting (more Python).
         """
         if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return -self._get_errno()
-        fd: int = _syscall(*self._args)
-        if fd < 0:
-            return -self._get_errno()
-        return fd
+        for args in self._attempts:
+            fd: int = _syscall(*args)
+            if fd >= 0:
+                return fd
+            err: int = self._get_errno()
+            if err != errno.EINVAL:
+                return -err
+            self.killable_wait = False
+        return -err

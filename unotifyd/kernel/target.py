@@ -16,7 +16,6 @@ import fcntl
 import os
 import re
 import stat
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import abi
@@ -54,83 +53,78 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) 
     return fd
 
 
-class MemoryReader:
-    """Reads the memory of trapped threads through ``/proc/TID/mem``.
+class _Iovec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
 
-    Open fds are kept per thread id (bounded, least recently used dropped)
-    so that a notification costs one ``pread``. A mem fd keeps a reference to
-    the address space it was opened on, not to the pid: after the program
-    ``execve``s, or once the process is gone and its tid is reused, reads
-    through the old fd return 0 bytes (fs/proc/base.c, mem_rw fails
-    ``mmget_not_zero``). An empty read therefore means "reopen and retry once".
+
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_readv.argtypes = [
+    ctypes.c_int,
+    ctypes.POINTER(_Iovec),
+    ctypes.c_ulong,
+    ctypes.POINTER(_Iovec),
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+_process_vm_readv.restype = ctypes.c_ssize_t
+
+
+class MemoryReader:
+    """Reads the memory of trapped threads with ``process_vm_readv(2)``.
+
+    Not ``/proc/TID/mem``: that file reads with ``FOLL_FORCE`` and so also
+    returns pages the program itself cannot read (``PROT_NONE``), where the
+    kernel's own copy of a syscall argument fails with ``EFAULT``.
+    ``process_vm_readv`` honours the program's protections, stops at the
+    first unreadable byte, and needs no cached fd that would go stale when
+    the program ``execve``s. It is one instance per thread of the
+    supervisor: the buffer and iovecs are preallocated.
     """
 
-    def __init__(self, max_open: int = 64) -> None:
-        self._fds: OrderedDict[int, int] = OrderedDict()
-        self._max_open = max_open
+    def __init__(self) -> None:
+        self._buf = ctypes.create_string_buffer(abi.PAGE_SIZE)
+        self._local = _Iovec(ctypes.addressof(self._buf), 0)
+        self._remote = _Iovec(0, 0)
+        self._local_ref = ctypes.byref(self._local)
+        self._remote_ref = ctypes.byref(self._remote)
 
     def close(self) -> None:
-        while self._fds:
-            _, fd = self._fds.popitem()
-            os.close(fd)
+        """Nothing to release; kept so that owners need not care."""
 
-    def forget(self, tid: int) -> None:
-        fd = self._fds.pop(tid, -1)
-        if fd >= 0:
-            os.close(fd)
-
-    def _open(self, tid: int) -> int:
-        try:
-            fd = os.open(f"/proc/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, ProcessLookupError):
-            raise TargetGone(f"thread {tid} is gone") from None
-        self._fds[tid] = fd
-        if len(self._fds) > self._max_open:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
-        return fd
-
-    def _pread(self, tid: int, size: int, addr: int) -> bytes:
-        fd = self._fds.get(tid, -1)
-        fresh = fd < 0
-        if fresh:
-            fd = self._open(tid)
-        else:
-            self._fds.move_to_end(tid)
-        while True:
-            try:
-                data = os.pread(fd, size, addr)
-            except OSError as e:
-                # EIO: the address is not mapped (mem_rw -> access_remote_vm
-                # copies nothing). That is the program's EFAULT.
-                if e.errno in (errno.EIO, errno.EFAULT):
-                    raise BadArgument(errno.EFAULT, f"bad address {addr:#x}") from None
-                if e.errno == errno.ESRCH:
-                    raise TargetGone(f"thread {tid} is gone") from None
-                raise
-            if data or fresh:
-                return data
-            # Stale fd (execve or pid reuse, see the class docstring).
-            self.forget(tid)
-            fd = self._open(tid)
-            fresh = True
+    def _read_some(self, tid: int, addr: int, size: int) -> bytes:
+        """Read up to ``size`` (<= a page) bytes; fewer at an unreadable page."""
+        self._local.len = self._remote.len = size
+        self._remote.base = addr
+        n = _process_vm_readv(tid, self._local_ref, 1, self._remote_ref, 1, 0)
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == errno.EFAULT:
+                return b""
+            if err == errno.ESRCH:
+                raise TargetGone(f"thread {tid} is gone")
+            raise OSError(err, f"process_vm_readv({tid}): {os.strerror(err)}")
+        return self._buf.raw[:n]
 
     def read(self, tid: int, addr: int, size: int) -> bytes:
-        """Read exactly ``size`` bytes at ``addr``; raise BadArgument if short."""
-        if addr == 0:
-            raise BadArgument(errno.EFAULT, "NULL pointer")
-        data = self._pread(tid, size, addr)
-        if len(data) != size:
-            raise BadArgument(errno.EFAULT, f"short read at {addr:#x}")
-        return data
+        """Read exactly ``size`` bytes at ``addr``; raise BadArgument(EFAULT) if short."""
+        chunks = []
+        total = 0
+        while total < size:
+            want = min(size - total, abi.PAGE_SIZE)
+            data = self._read_some(tid, addr + total, want)
+            if len(data) != want:
+                raise BadArgument(errno.EFAULT, f"bad address {addr + total + len(data):#x}")
+            chunks.append(data)
+            total += want
+        return b"".join(chunks)
 
     def read_path(self, tid: int, addr: int) -> bytes:
         """Read the NUL-terminated path at ``addr``, as the kernel would.
 
-        Reads page by page so that a string ending just before an unmapped
-        page is read in full, while a string running into one gets EFAULT.
-        A path of ``PATH_MAX`` bytes or more without a NUL gets
-        ``ENAMETOOLONG`` (fs/namei.c, getname_flags).
+        Reads up to the end of the page first, so that a string ending just
+        before an unreadable page is read in full, while one running into it
+        gets ``EFAULT``. A path of ``PATH_MAX`` bytes or more without a NUL
+        gets ``ENAMETOOLONG`` (fs/namei.c, getname_flags).
         """
         if addr == 0:
             raise BadArgument(errno.EFAULT, "NULL path pointer")
@@ -139,13 +133,13 @@ class MemoryReader:
         want = min(_FIRST_READ, abi.PAGE_SIZE - addr % abi.PAGE_SIZE)
         while total < abi.PATH_MAX:
             want = min(want, abi.PATH_MAX - total)
-            data = self._pread(tid, want, addr + total)
-            if not data:
-                raise BadArgument(errno.EFAULT, f"unreadable path at {addr + total:#x}")
+            data = self._read_some(tid, addr + total, want)
             nul = data.find(0)
             if nul >= 0:
                 chunks.append(data[:nul])
                 return b"".join(chunks)
+            if len(data) < want:
+                raise BadArgument(errno.EFAULT, f"unreadable path at {addr + total:#x}")
             chunks.append(data)
             total += len(data)
             # Continue to the end of this page, then a page at a time.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import IO
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import IO, Protocol
 
 import trio
 
@@ -11,6 +14,12 @@ from ..kernel.listener import Listener
 from ..policy import Policy
 from .supervisor import Supervisor
 from .trace import Tracer
+
+
+class SignalForwarder(Protocol):
+    """What forwards signals to the program (see :class:`unotifyd.launch.SignalForwarder`)."""
+
+    on_program_gone: Callable[[], None] | None
 
 
 async def _wait_pid(pid: int) -> int:
@@ -29,10 +38,19 @@ async def _wait_pid(pid: int) -> int:
 
 
 async def _serve_program(
-    listener: Listener, pid: int, policy: Policy, tracer: Tracer, sync_wakeup: bool
+    listener: Listener,
+    pid: int,
+    policy: Policy,
+    *,
+    tracer: Tracer,
+    sync_wakeup: bool,
+    notes: Sequence[str],
+    forwarder: SignalForwarder | None,
 ) -> int:
     sup = Supervisor(tracer)
     try:
+        for note in notes:
+            tracer.note(note)
         if sync_wakeup:
             on = listener.set_sync_wakeup()
             tracer.note(f"SYNC_WAKE_UP {'on' if on else 'not supported by this kernel'}")
@@ -45,6 +63,15 @@ async def _serve_program(
             # the filter after it exits: serve until the listener hangs up,
             # which happens once the last of them is gone.
             nursery.start_soon(sup.serve, listener, policy)
+            if forwarder is not None:
+                token = trio.lowlevel.current_trio_token()
+                stop = nursery.cancel_scope.cancel
+
+                def stop_serving() -> None:
+                    with contextlib.suppress(trio.RunFinishedError):
+                        trio.from_thread.run_sync(stop, trio_token=token)
+
+                forwarder.on_program_gone = stop_serving
             status = await _wait_pid(pid)
         return status
     finally:
@@ -59,9 +86,22 @@ def run_supervisor(
     trace: IO[str] | None = None,
     trace_json: IO[str] | None = None,
     sync_wakeup: bool = True,
+    notes: Sequence[str] = (),
+    forwarder: SignalForwarder | None = None,
 ) -> int:
-    """Serve the program's listener; return the program's wait status."""
+    """Serve the program's listener (closing it at the end); return the program's wait status."""
     tracer = Tracer(trace, trace_json)
     with Listener(listener_fd) as listener:
-        status: int = trio.run(_serve_program, listener, pid, policy, tracer, sync_wakeup)
+        status: int = trio.run(
+            partial(
+                _serve_program,
+                listener,
+                pid,
+                policy,
+                tracer=tracer,
+                sync_wakeup=sync_wakeup,
+                notes=notes,
+                forwarder=forwarder,
+            )
+        )
         return status

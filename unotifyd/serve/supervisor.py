@@ -17,9 +17,12 @@ import os
 import select
 import stat
 import sys
+import threading
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -95,6 +98,87 @@ def _refuse_errno(d: RefuseWrite, creds: Credentials) -> int:
     return refuse_write_errno(d.flags, found)
 
 
+class _Handoff:
+    """Hands a worker thread's result to its trio task, or disposes of it.
+
+    With ``abandon_on_cancel`` trio forgets a thread whose task was
+    cancelled, and drops whatever it returns later. An fd returned then would
+    leak; whichever side comes second — the thread finishing, or the task
+    abandoning it — closes it, under a lock so that it happens exactly once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._result: int | None = None
+        self._done = False
+
+    def run(self, fn: Callable[[], int | None]) -> int | None:
+        result = fn()
+        with self._lock:
+            if self._abandoned:
+                _dispose(result)
+                return None
+            self._done = True
+            self._result = result
+        return result
+
+    def abandon(self) -> bool:
+        """Give up on the result; True if the thread is still running."""
+        with self._lock:
+            self._abandoned = True
+            if self._done:
+                _dispose(self._result)
+                self._result = None
+            return not self._done
+
+
+def _dispose(result: int | None) -> None:
+    if result is not None and result >= 0:
+        os.close(result)
+
+
+async def _cancel_when_abandoned(listener: Listener, nid: int, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` once notification ``nid`` is no longer pending.
+
+    The kernel sends nothing when a waiting program is killed or its call is
+    interrupted, so poll ``ID_VALID``; a few times a second is plenty for a
+    call that is blocked anyway.
+    """
+    while True:
+        await trio.sleep(0.2)
+        try:
+            if listener.fd < 0 or not listener.id_valid(nid):
+                break
+        except Exception:
+            break
+    scope.cancel()
+
+
+def _unblock_fifo(d: EmulateOpen | RefuseWrite) -> None:
+    """Let an abandoned open of a FIFO return, by opening its other end.
+
+    Opening a FIFO blocks until the other end is opened too (fifo(7)); a
+    non-blocking open of the other end never blocks and releases it. The
+    released open's fd is closed by :class:`_Handoff`. Only a FIFO can be
+    released this way; a thread blocked in a device's open stays blocked.
+    """
+    if not isinstance(d, EmulateOpen):
+        return
+    try:
+        if not stat.S_ISFIFO(os.stat(d.path).st_mode):
+            return
+        other = os.O_RDONLY if d.flags & os.O_ACCMODE == os.O_WRONLY else os.O_WRONLY
+        os.close(os.open(d.path, other | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError:
+        pass  # Gone, or already released (ENXIO: no reader left).
+
+
+def _names_a_directory(path: bytes) -> bool:
+    """True for ``dir/``, ``dir/.``, ``..``...: names whose last component must be a directory."""
+    return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
+
+
 def _may_block(path: str) -> bool:
     """True unless ``path`` is a regular file or a directory (opening those never waits)."""
     try:
@@ -143,6 +227,9 @@ class Supervisor:
                             await trio.sleep(0)
                             served = 0
                     elif events & (select.POLLHUP | select.POLLERR):
+                        # Nobody is left to answer: give up on opens still
+                        # blocked in worker threads (a FIFO without a peer).
+                        nursery.cancel_scope.cancel()
                         return
                     else:
                         break
@@ -178,8 +265,8 @@ class Supervisor:
             self.stats.gone += 1
             self._trace(p, name, "gone", None)
             return
-        except Exception:
-            self._internal_error(listener, p, name)
+        except Exception as e:
+            self._internal_error(listener, p, name, e)
             return
         self._trace(p, name, None, result)
 
@@ -205,7 +292,16 @@ class Supervisor:
             # The path cannot be resolved (ENOTDIR, ELOOP, EBADF...): the
             # kernel would fail the call the same way.
             return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
-        return decide_open(policy, OpenRequest(call.syscall, p.resolved, call.flags, call.mode))
+        flags = call.flags
+        if _names_a_directory(call.path):
+            # "name/" can only be a directory (path_resolution(7)). The kernel
+            # refuses to create one with open: EISDIR (open_last_lookups() in
+            # fs/namei.c); otherwise whatever is opened in its stead, a
+            # redirect's target too, must be a directory.
+            if flags & os.O_CREAT:
+                return Fail(errno.EISDIR, "O_CREAT on a name that must be a directory")
+            flags |= os.O_DIRECTORY
+        return decide_open(policy, OpenRequest(call.syscall, p.resolved, flags, call.mode))
 
     def _perform_now_or_later(
         self,
@@ -247,20 +343,41 @@ class Supervisor:
         creds: Credentials,
         name: str,
     ) -> None:
+        """Perform ``d`` in a worker thread and answer, unless the call is abandoned first.
+
+        A blocking open (a FIFO waiting for its other end) may outlive the
+        call: the program can be killed, or interrupted by a signal, while
+        we wait. The thread is then abandoned, and the open unblocked if it
+        is a FIFO (:func:`_unblock_fifo`); :class:`_Handoff` closes the fd it
+        returns late, since no one will inject it.
+        """
+        n = p.notif
+        handoff = _Handoff()
+        outcome: int | BaseException | None = None
         try:
-            # Not abandoned on cancellation (trio's default): the thread's
-            # result, an fd we own, is always received and then closed.
-            result = await trio.to_thread.run_sync(self._perform, d, creds, False)
-            assert result is not None  # Only non-blocking attempts give up.
-            result = self._answer(listener, p.notif, d, result)
-        except TargetGone:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_when_abandoned, listener, n.id, nursery.cancel_scope)
+                raw = await trio.to_thread.run_sync(
+                    handoff.run, partial(self._perform, d, creds, False), abandon_on_cancel=True
+                )
+                assert raw is not None  # Only non-blocking attempts give up.
+                # No checkpoint between receiving the fd and handing it over:
+                # a cancellation here would leak it.
+                try:
+                    outcome = self._answer(listener, n, d, raw)
+                except Exception as e:  # Raised outside the nursery, not as a group.
+                    outcome = e
+                nursery.cancel_scope.cancel()
+        finally:
+            if outcome is None and handoff.abandon():
+                _unblock_fifo(d)
+        if outcome is None or isinstance(outcome, TargetGone):
             self.stats.gone += 1
             self._trace(p, name, "gone", None)
-            return
-        except Exception:
-            self._internal_error(listener, p, name)
-            return
-        self._trace(p, name, None, result)
+        elif isinstance(outcome, BaseException):
+            self._internal_error(listener, p, name, outcome)
+        else:
+            self._trace(p, name, None, outcome)
 
     @staticmethod
     def _perform(d: EmulateOpen | RefuseWrite, creds: Credentials, nonblocking: bool) -> int | None:
@@ -326,10 +443,12 @@ class Supervisor:
         finally:
             os.close(fd)
 
-    def _internal_error(self, listener: Listener, p: _Pending, name: str) -> None:
+    def _internal_error(
+        self, listener: Listener, p: _Pending, name: str, exc: BaseException
+    ) -> None:
         self.stats.internal_errors += 1
         print(f"unotifyd: internal error serving pid {p.notif.pid}:", file=sys.stderr)
-        traceback.print_exc(file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
         # Gone already, or the listener itself is broken: nothing more to do.
         with contextlib.suppress(Exception):
             listener.send_error(p.notif.id, _INTERNAL_ERROR_ERRNO)

@@ -1,0 +1,557 @@
+"""``unotifyd serve`` on the real kernel, driven through its command line and socket."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unotifyd.daemon.protocol import (
+    MAX_FRAME,
+    Direction,
+    ErrorReply,
+    FilterReply,
+    HandOver,
+    LaunchRequest,
+    Message,
+    StatusRequest,
+    decode_record,
+    encode,
+)
+
+from .helpers import ATTEMPT, TIMEOUT, describe, env, py, write
+
+pytestmark = pytest.mark.kernel
+
+NOBODY = 65534
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[str]
+    socket: str
+    config: Path
+    dir: Path
+    src: Path  # redirected to red.txt by profile "red", to blue.txt by "blue"
+
+    def cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "unotifyd", *args]
+
+    def launch(
+        self, profile: str, argv: Sequence[str], python: str = sys.executable, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("capture_output", True)
+        kw.setdefault("env", env())
+        return subprocess.run(
+            [python, "-m", "unotifyd", "launch", "--daemon", self.socket,
+             "--profile", profile, "--", *argv],
+            text=True, timeout=TIMEOUT, check=False, **kw,
+        )
+
+    def popen(self, profile: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.cmd("launch", "--daemon", self.socket, "--profile", profile, "--", *argv),
+            text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=env(), **kw,
+        )
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.cmd(*args, "--daemon", self.socket), text=True, capture_output=True,
+            timeout=TIMEOUT, check=False, env=env(),
+        )
+
+    def status(self) -> dict[str, Any]:
+        proc = self.run("status", "--json")
+        assert proc.returncode == 0, describe(proc)
+        report: dict[str, Any] = json.loads(proc.stdout)
+        return report
+
+    def wait_idle(self) -> dict[str, Any]:
+        """The status once no program is served any more."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            report = self.status()
+            if report["programs_running"] == 0 or time.monotonic() > deadline:
+                return report
+            time.sleep(0.05)
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def log(self) -> str:
+        """The daemon's stderr so far (it goes to a file)."""
+        return (self.dir / "daemon.log").read_text()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def _policy(path: Path, src: Path, target: Path) -> Path:
+    return write(path, f'version = 1\n[[redirect]]\nfrom = "{src}"\nto = "{target}"\n')
+
+
+def _config(d: Path, profiles: dict[str, str], uids: str = "[0]") -> str:
+    text = "version = 1\n"
+    for name, policy in profiles.items():
+        text += f'\n[[profile]]\nname = "{name}"\npolicy = "{policy}"\nuids = {uids}\n'
+    return text
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    # Not in tmp_path: pytest makes that 0700, and a test runs a client as
+    # `nobody`, which must reach the socket.
+    d = Path(tempfile.mkdtemp(prefix="unotifyd-test-"))
+    d.chmod(0o755)
+    src = write(d / "src.txt", "ORIGINAL\n")
+    write(d / "red.txt", "RED\n")
+    write(d / "blue.txt", "BLUE\n")
+    _policy(d / "red.toml", src, d / "red.txt")
+    _policy(d / "blue.toml", src, d / "blue.txt")
+    config = write(d / "unotifyd.toml", _config(d, {"red": "red.toml", "blue": "blue.toml"}))
+    sock = str(d / "unotifyd.sock")
+    with open(d / "daemon.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "unotifyd", "serve", "--socket", sock, "--config",
+             str(config), "--stop-timeout", "1"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env(), text=True,
+        )
+    daemon = Daemon(proc, sock, config, d, src)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not os.path.exists(sock):
+            assert proc.poll() is None, f"the daemon exited: {daemon.log()}"
+            assert time.monotonic() < deadline, "the daemon did not create its socket"
+            time.sleep(0.02)
+        yield daemon
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(TIMEOUT)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def converse(path: str, *msgs: Message | bytes, fds: Sequence[int] = ()) -> list[Message | None]:
+    """Send each of ``msgs`` (raw bytes as they are) and read a reply after each.
+
+    ``fds`` go with the last message. None stands for "connection closed".
+    """
+    replies: list[Message | None] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.settimeout(TIMEOUT)
+        s.connect(path)
+        for i, msg in enumerate(msgs):
+            data = msg if isinstance(msg, bytes) else encode(msg)
+            if i == len(msgs) - 1 and fds:
+                socket.send_fds(s, [data], list(fds))
+            else:
+                s.send(data)
+            record = s.recv(MAX_FRAME)
+            replies.append(decode_record(record, Direction.REPLY) if record else None)
+            if record == b"":
+                break
+    return replies
+
+
+# --- The fast path ----------------------------------------------------------------
+
+
+def test_launch_through_the_daemon_redirects_and_keeps_pid_and_status(daemon: Daemon) -> None:
+    code = "import os, sys; print(os.getpid()); print(open(sys.argv[1]).read(), end=''); " \
+           "sys.exit(7)"
+    proc = daemon.popen("red", [sys.executable, "-c", code, str(daemon.src)])
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 7, err
+    pid, content = out.split("\n", 1)
+    assert int(pid) == proc.pid  # exec'd in place: the client's own pid
+    assert content == "RED\n"
+
+
+def test_each_profile_has_its_own_view(daemon: Daemon) -> None:
+    red = daemon.launch("red", ["cat", str(daemon.src)])
+    blue = daemon.launch("blue", ["cat", str(daemon.src)])
+    assert (red.returncode, red.stdout) == (0, "RED\n"), describe(red)
+    assert (blue.returncode, blue.stdout) == (0, "BLUE\n"), describe(blue)
+
+
+def test_killed_by_a_signal_and_not_found(daemon: Daemon) -> None:
+    killed = daemon.launch("red", ["sh", "-c", "kill -TERM $$"])
+    assert killed.returncode == -signal.SIGTERM, describe(killed)
+    missing = daemon.launch("red", ["/nonexistent/prog"])
+    assert missing.returncode == 127, describe(missing)
+
+
+def test_64_programs_at_once_on_two_profiles(daemon: Daemon) -> None:
+    # Each program opens its redirected file many times while all the
+    # others run, then prints what it read.
+    code = ATTEMPT + """
+import sys, time
+results = set()
+for _ in range(50):
+    results.add(attempt(sys.argv[1], os.O_RDONLY))
+    time.sleep(0.002)
+print(*sorted(results), end="")
+"""
+    procs = []
+    for i in range(64):
+        profile = "red" if i % 2 else "blue"
+        procs.append((profile, daemon.popen(profile, py(code, str(daemon.src)))))
+    peak = daemon.status()["programs_running"]
+    for profile, proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out == ("RED\n" if profile == "red" else "BLUE\n"), (profile, out, err)
+    report = daemon.wait_idle()
+    assert peak > 1  # they did overlap
+    assert report["profiles"]["red"]["started"] == 32
+    assert report["profiles"]["blue"]["started"] == 32
+    assert report["profiles"]["red"]["decisions"]["redirect"] >= 32 * 50
+    assert report["programs_running"] == 0
+    assert daemon.alive()
+
+
+def test_status_counts_programs_and_refusals(daemon: Daemon) -> None:
+    for _ in range(3):
+        assert daemon.launch("red", ["cat", str(daemon.src)]).stdout == "RED\n"
+    assert daemon.launch("nope", ["true"]).returncode == 125
+    report = daemon.wait_idle()
+    red = report["profiles"]["red"]
+    assert (red["started"], red["running"]) == (3, 0)
+    assert red["decisions"]["redirect"] == 3
+    assert red["notifications"] >= 3
+    assert report["profiles"]["blue"]["started"] == 0
+    assert report["refusals"] == {"unknown-profile": 1}
+    assert report["programs_finished"] == 3
+    assert report["uptime"] > 0
+    text = daemon.run("status")
+    assert text.returncode == 0, describe(text)
+    assert "programs: 0 running, 3 finished" in text.stdout
+    assert any(line.split()[:3] == ["red", "0", "3"] for line in text.stdout.splitlines())
+
+
+def test_status_lists_a_running_program(daemon: Daemon) -> None:
+    proc = daemon.popen("blue", ["sleep", "30"])
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (programs := daemon.status()["programs"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert programs[0]["name"] == f"blue:{proc.pid}"
+        assert programs[0]["command"] == "sleep"
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert daemon.wait_idle()["programs_running"] == 0
+
+
+# --- Refusals ---------------------------------------------------------------------
+
+
+def test_unknown_profile_is_refused(daemon: Daemon) -> None:
+    proc = daemon.launch("green", ["echo", "ran"])
+    assert proc.returncode == 125, describe(proc)
+    assert proc.stdout == ""
+    assert "unknown profile 'green' (you may use: red, blue)" in proc.stderr
+
+
+def _python_for_nobody() -> str:
+    """An interpreter `nobody` may run (pyenv's may live under /root)."""
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            probe = subprocess.run(
+                [candidate, "-c", "import sys, tomllib; assert sys.version_info >= (3, 11)"],
+                user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, timeout=TIMEOUT,
+                check=False, cwd="/",
+            )
+            if probe.returncode == 0:
+                return candidate
+    pytest.fail("no Python >= 3.11 that the user nobody may run")
+
+
+def test_an_unauthorized_uid_is_refused(daemon: Daemon) -> None:
+    python = _python_for_nobody()
+    proc = daemon.launch(
+        "red", ["echo", "ran"], python=python,
+        user=NOBODY, group=NOBODY, extra_groups=[], cwd="/",
+    )
+    assert proc.returncode == 125, describe(proc)
+    assert proc.stdout == ""
+    assert f"uid {NOBODY} is not allowed to use this daemon" in proc.stderr
+    # status and reload are for admins only.
+    status = subprocess.run(
+        [python, "-m", "unotifyd", "status", "--daemon", daemon.socket], user=NOBODY,
+        group=NOBODY, extra_groups=[], cwd="/", env=env(), capture_output=True, text=True,
+        timeout=TIMEOUT, check=False,
+    )
+    assert status.returncode == 1
+    assert "not allowed" in status.stderr
+    assert daemon.status()["refusals"] == {"unauthorized": 2}
+
+
+def test_a_uid_allowed_one_profile_may_not_use_another(daemon: Daemon) -> None:
+    python = _python_for_nobody()
+    text = daemon.config.read_text().replace(
+        'name = "blue"\npolicy = "blue.toml"\nuids = [0]', f'name = "blue"\npolicy = '
+        f'"blue.toml"\nuids = [0, {NOBODY}]'
+    )
+    daemon.config.write_text(text)
+    assert daemon.run("reload").returncode == 0
+    as_nobody: dict[str, Any] = {
+        "python": python, "user": NOBODY, "group": NOBODY, "extra_groups": [], "cwd": "/"
+    }
+    red = daemon.launch("red", ["cat", str(daemon.src)], **as_nobody)
+    assert red.returncode == 125
+    assert f"uid {NOBODY} may not use profile 'red'" in red.stderr
+    blue = daemon.launch("blue", ["cat", str(daemon.src)], **as_nobody)
+    assert (blue.returncode, blue.stdout) == (0, "BLUE\n"), describe(blue)
+
+
+def test_bad_clients_get_errors_and_leak_nothing(daemon: Daemon) -> None:
+    r, w = os.pipe()
+    try:
+        baseline = daemon.open_fds()
+        cases: list[tuple[tuple[Message | bytes, ...], Sequence[int], str]] = [
+            ((b"garbage",), (), "too-large"),  # "garb" read as a length
+            ((b"\x00\x00\x00\x07garbage",), (), "bad-message"),
+            ((b"\x00\x00\x00\x05{}",), (), "bad-message"),
+            ((b"\x00\x01\x00\x00" + b"x" * 4000,), (), "too-large"),
+            ((b"x" * 5000,), (), "too-large"),
+            ((encode(HandOver()),), (), "bad-message"),
+            ((StatusRequest(),), (r, w), "bad-fds"),
+            ((StatusRequest(),), (r,) * 6, "bad-fds"),
+            ((LaunchRequest("red", "x"), HandOver()), (r,), "not-a-listener"),
+            ((LaunchRequest("red", "x"), HandOver()), (), "bad-fds"),
+            ((LaunchRequest("red", "x"), HandOver()), (r, w), "bad-fds"),
+            ((LaunchRequest("red", "x"), StatusRequest()), (), "bad-message"),
+        ]
+        for _ in range(25):
+            for msgs, fds, code in cases:
+                replies = converse(daemon.socket, *msgs, fds=fds)
+                last = replies[-1]
+                assert isinstance(last, ErrorReply), (msgs, replies)
+                assert last.code == code, (msgs, last)
+                if len(msgs) > 1:
+                    assert isinstance(replies[0], FilterReply)
+            # Clients that vanish mid-conversation: before and after the filter.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                s.connect(daemon.socket)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                s.connect(daemon.socket)
+                s.send(encode(LaunchRequest("red", "x")))
+                assert isinstance(decode_record(s.recv(MAX_FRAME), Direction.REPLY), FilterReply)
+        assert daemon.alive()
+        ok = daemon.launch("red", ["cat", str(daemon.src)])
+        assert (ok.returncode, ok.stdout) == (0, "RED\n"), describe(ok)
+        daemon.wait_idle()
+        deadline = time.monotonic() + TIMEOUT
+        while daemon.open_fds() != baseline and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.open_fds() == baseline, os.listdir(f"/proc/{daemon.proc.pid}/fd")
+    finally:
+        os.close(r)
+        os.close(w)
+    assert "refused (not-a-listener)" in daemon.log()
+
+
+def test_a_slow_client_times_out_without_stalling_others(daemon: Daemon) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as idle:
+        idle.connect(daemon.socket)
+        # While that client sends nothing, others are served.
+        ok = daemon.launch("red", ["cat", str(daemon.src)])
+        assert (ok.returncode, ok.stdout) == (0, "RED\n"), describe(ok)
+
+
+def test_a_client_killed_mid_hand_over(daemon: Daemon) -> None:
+    # The client holds the filter it got and is killed before it hands over
+    # its listener: nothing is served for it, nobody else is bothered.
+    code = """
+import os, socket, sys
+from unotifyd.daemon.protocol import *
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+s.send(encode(LaunchRequest("red", "victim")))
+s.recv(MAX_FRAME)
+os.kill(os.getpid(), 9)
+"""
+    for _ in range(5):
+        victim = subprocess.run(py(code, daemon.socket), env=env(), timeout=TIMEOUT, check=False)
+        assert victim.returncode == -signal.SIGKILL
+    ok = daemon.launch("red", ["cat", str(daemon.src)])
+    assert (ok.returncode, ok.stdout) == (0, "RED\n"), describe(ok)
+    assert daemon.wait_idle()["programs_running"] == 0
+
+
+# --- Reload and stop -----------------------------------------------------------------
+
+
+def test_reload_with_a_bad_config_keeps_the_old_one(daemon: Daemon) -> None:
+    good = daemon.config.read_text()
+    daemon.config.write_text(good + '\n[[profile]]\nname = "green"\npolicy = "red.toml"\nuid = 1\n')
+    bad_line = good.count("\n") + 5
+    proc = daemon.run("reload")
+    assert proc.returncode == 1
+    assert f"unotifyd.toml:{bad_line}: unknown key 'uid'" in proc.stderr
+    assert "the old config stays in force" in proc.stderr
+    report = daemon.status()
+    assert report["reloads"] == 0
+    assert set(report["profiles"]) == {"red", "blue"}
+    ok = daemon.launch("red", ["cat", str(daemon.src)])
+    assert ok.stdout == "RED\n", describe(ok)
+    # SIGHUP reloads too, and refuses the same way.
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + TIMEOUT
+    while "SIGHUP: reload refused" not in daemon.log():
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+
+
+def test_reload_applies_to_new_programs_only(daemon: Daemon) -> None:
+    ready = daemon.dir / "ready"
+    go = daemon.dir / "go"
+    # Reads the file, waits for `go`, reads it again.
+    code = """
+import os, sys, time
+print(open(sys.argv[1]).read(), end="", flush=True)
+open(sys.argv[2], "w").close()
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.01)
+print(open(sys.argv[1]).read(), end="")
+"""
+    running = daemon.popen("red", py(code, str(daemon.src), str(ready), str(go)))
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not ready.exists():
+            assert time.monotonic() < deadline and running.poll() is None
+            time.sleep(0.01)
+        # Now "red" shows blue.txt, and a new profile appears.
+        daemon.config.write_text(
+            _config(daemon.dir, {"red": "blue.toml", "blue": "blue.toml", "green": "red.toml"})
+        )
+        proc = daemon.run("reload")
+        assert proc.returncode == 0, describe(proc)
+        assert proc.stdout == "reloaded: profiles red, blue, green\n"
+        go.touch()
+        out, err = running.communicate(timeout=TIMEOUT)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.communicate()
+    assert running.returncode == 0, err
+    assert out == "RED\nRED\n"  # the running program kept its profile
+    assert daemon.launch("red", ["cat", str(daemon.src)]).stdout == "BLUE\n"
+    assert daemon.launch("green", ["cat", str(daemon.src)]).stdout == "RED\n"
+    assert daemon.status()["reloads"] == 1
+
+
+def test_reload_during_load(daemon: Daemon) -> None:
+    procs = [daemon.popen("red" if i % 2 else "blue", ["cat", str(daemon.src)])
+             for i in range(16)]
+    for _ in range(5):
+        assert daemon.run("reload").returncode == 0
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, err
+        assert out == ("RED\n" if i % 2 else "BLUE\n")
+
+
+def test_sigterm_exits_0_with_programs_running(daemon: Daemon) -> None:
+    # The program keeps opening its redirected file; once the daemon is
+    # gone the kernel fails those opens with ENOSYS: it must not hang.
+    code = ATTEMPT + """
+import sys
+seen = []
+while True:
+    r = attempt(sys.argv[1], os.O_RDONLY)
+    if not seen or seen[-1] != r:
+        seen.append(r)
+        print(repr(r), flush=True)
+    if r == "ENOSYS":
+        break
+"""
+    proc = daemon.popen("red", py(code, str(daemon.src)))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "'RED\\n'\n"
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(TIMEOUT) == 0, daemon.log()
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert out == "'ENOSYS'\n"
+    assert not os.path.exists(daemon.socket)
+    log = daemon.log()
+    assert "SIGTERM: stopping" in log
+    assert "stopping: 1 program(s) running" in log
+    assert log.rstrip().endswith("unotifyd: stopped")
+
+
+def test_sigterm_when_idle_exits_0_at_once(daemon: Daemon) -> None:
+    assert daemon.launch("red", ["true"]).returncode == 0
+    start = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(TIMEOUT) == 0, daemon.log()
+    assert time.monotonic() - start < 1.0
+    refused = daemon.launch("red", ["true"])
+    assert refused.returncode == 125
+    assert "no daemon socket" in refused.stderr
+
+
+def test_a_second_daemon_on_the_same_socket_is_refused(daemon: Daemon) -> None:
+    proc = subprocess.run(
+        daemon.cmd("serve", "--socket", daemon.socket, "--config", str(daemon.config)),
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )
+    assert proc.returncode == 125
+    assert "a daemon already serves" in proc.stderr
+    assert daemon.launch("red", ["true"]).returncode == 0
+
+
+def test_serve_refuses_a_bad_config_with_file_and_line(tmp_path: Path) -> None:
+    config = write(tmp_path / "d.toml", "version = 1\n[[profile]]\nname = 3\npolicy = 'p.toml'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "unotifyd", "serve", "--socket", str(tmp_path / "s"),
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )
+    assert proc.returncode == 2
+    assert f"{config}:3: 'name' in [[profile]] #1 must be a string" in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_launch_client_does_not_import_trio(daemon: Daemon) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "unotifyd", "launch", "--daemon",
+         daemon.socket, "--profile", "red", "--", "true"],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )
+    assert proc.returncode == 0, describe(proc)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+    assert not [m for m in imported if m.split(".")[0] in ("trio", "pyseccomp")]
+
+
+def test_launch_daemon_refuses_local_rules(daemon: Daemon) -> None:
+    proc = subprocess.run(
+        daemon.cmd("launch", "--daemon", daemon.socket, "--profile", "red", "--redirect",
+                   "/a=/b", "--", "true"),
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )
+    assert proc.returncode == 2
+    assert "--redirect cannot be used" in proc.stderr

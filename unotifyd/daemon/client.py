@@ -1,0 +1,266 @@
+"""The daemon's clients, without trio: ``launch --daemon``, ``status``, ``reload``.
+
+``launch --daemon`` is the fast path. The client process itself becomes
+the sandboxed program::
+
+    client                                 daemon
+    ------                                 ------
+    connect ───────────────────────────>   accept, SO_PEERCRED
+    launch {profile} ──────────────────>   authorize
+             <──────────────────────────   filter {bpf}
+    NO_NEW_PRIVS, seccomp(NEW_LISTENER)
+    listener {} + fd (SCM_RIGHTS) ─────>   serve the listener
+             <──────────────────────────   ack
+    execve(PROG)  (same pid, terminal, parent, exit status)
+
+Between loading the filter and handing the listener over, this process
+must make no trapped call (an ``open`` from a lazy import, say): it would
+wait for a supervisor that has no listener yet, forever. So every name used
+in that window is bound beforehand, the frame to send is encoded
+beforehand, and the fd travels with a hand-built ``SCM_RIGHTS`` message
+(``socket.send_fds`` imports :mod:`array` on its first call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gc
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from ..launch import EXIT_CANNOT_EXEC, EXIT_FAILURE, EXIT_NOT_FOUND
+from .protocol import (
+    MAX_FRAME,
+    Abort,
+    Ack,
+    Direction,
+    ErrorReply,
+    FilterReply,
+    HandOver,
+    LaunchRequest,
+    Message,
+    ProtocolError,
+    decode_record,
+    encode,
+)
+
+__all__ = [
+    "DEFAULT_SOCKET",
+    "ClientError",
+    "call",
+    "connect",
+    "exec_sandboxed",
+    "launch_via_daemon",
+]
+
+DEFAULT_SOCKET = "/run/unotifyd/unotifyd.sock"
+#: Seconds to wait for each reply of the daemon before giving up.
+REPLY_TIMEOUT = 30.0
+_PROGRAM_NAME_MAX = 256
+
+
+class ClientError(Exception):
+    """The daemon could not be reached or refused; the message is for the user."""
+
+
+def connect(path: str, timeout: float | None = REPLY_TIMEOUT) -> socket.socket:
+    """A ``SOCK_SEQPACKET`` connection to the daemon at ``path`` (close-on-exec)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except FileNotFoundError:
+        sock.close()
+        raise ClientError(f"no daemon socket at {path} (is `unotifyd serve` running?)") from None
+    except ConnectionRefusedError:
+        sock.close()
+        raise ClientError(f"no daemon listening on {path}") from None
+    except OSError as e:
+        sock.close()
+        raise ClientError(f"cannot connect to {path}: {e.strerror or e}") from None
+    return sock
+
+
+def _recv(sock: socket.socket) -> Message:
+    """One reply. Raises ClientError for a closed connection, a timeout or garbage."""
+    try:
+        record = sock.recv(MAX_FRAME)
+    except TimeoutError:
+        raise ClientError("the daemon did not answer in time") from None
+    except OSError as e:
+        raise ClientError(f"lost the connection to the daemon: {e.strerror or e}") from None
+    if not record:
+        raise ClientError("the daemon closed the connection without an answer")
+    try:
+        return decode_record(record, Direction.REPLY)
+    except ProtocolError as e:
+        raise ClientError(f"bad answer from the daemon: {e}") from None
+
+
+def _send(sock: socket.socket, msg: Message) -> None:
+    try:
+        sock.sendmsg([encode(msg)], [], socket.MSG_NOSIGNAL)
+    except OSError as e:
+        raise ClientError(f"lost the connection to the daemon: {e.strerror or e}") from None
+
+
+def _request(sock: socket.socket, msg: Message) -> Message:
+    """Send ``msg`` and return the reply.
+
+    The daemon may refuse a client before reading anything from it (an
+    unauthorized uid) and close the connection; our send then fails with
+    ``EPIPE``, but the refusal is already waiting in our receive queue.
+    """
+    try:
+        _send(sock, msg)
+    except ClientError as e:
+        try:
+            reply = _recv(sock)
+        except ClientError:
+            raise e from None
+        if isinstance(reply, ErrorReply):
+            return reply
+        raise
+    return _recv(sock)
+
+
+def call(path: str, request: Message, timeout: float = REPLY_TIMEOUT) -> Message:
+    """Send one request to the daemon at ``path`` and return its reply.
+
+    Raises :class:`ClientError`; an :class:`ErrorReply` is returned as such.
+    """
+    with connect(path, timeout) as sock:
+        return _request(sock, request)
+
+
+def _say(message: str) -> None:
+    # os.write, not print: it may run with the filter installed and the fd
+    # handed over, where the less Python runs the better.
+    os.write(2, f"unotifyd: {message}\n".encode(errors="replace"))
+
+
+def exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> int:
+    """Do the hand-over on connected ``sock``, then exec ``argv`` in this process.
+
+    Returns (an exit status for unotifyd) only if it fails; on success the
+    program replaces this process. ``sock`` is closed either way.
+    """
+    try:
+        return _exec_sandboxed(sock, profile, argv)
+    finally:
+        sock.close()
+
+
+def _exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> int:
+    # Imported here, not at the top: ctypes is needed only on this path.
+    from ..kernel.filter import PreparedFilter  # noqa: PLC0415
+
+    try:
+        reply = _request(sock, LaunchRequest(profile, argv[0][:_PROGRAM_NAME_MAX]))
+    except ClientError as e:
+        _say(str(e))
+        return EXIT_FAILURE
+    if isinstance(reply, ErrorReply):
+        _say(reply.message)
+        return EXIT_FAILURE
+    if not isinstance(reply, FilterReply):
+        _say(f"unexpected {reply.TYPE!r} answer from the daemon")
+        return EXIT_FAILURE
+    try:
+        prepared = PreparedFilter(reply.bpf)
+    except ValueError as e:
+        _say(f"the daemon sent an invalid filter: {e}")
+        return EXIT_FAILURE
+
+    # Everything the critical section touches is bound now.
+    handover = [encode(HandOver())]
+    sendmsg = sock.sendmsg
+    recv = sock.recv
+    close = os.close
+    rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+    nosignal = socket.MSG_NOSIGNAL
+    byteorder = sys.byteorder
+    decode = decode_record
+    reply_direction = Direction.REPLY
+    # A collection could run a __del__ that does who knows what.
+    gc.disable()
+    try:
+        fd = prepared.install()
+        if fd < 0:
+            # No filter is in place, so nothing can deadlock from here on.
+            err = -fd
+            with contextlib.suppress(OSError):
+                sock.sendmsg([encode(Abort(err))], [], nosignal)
+            _say(f"cannot install the seccomp filter: {os.strerror(err)}")
+            return EXIT_FAILURE
+        try:
+            sendmsg(handover, [(*rights, fd.to_bytes(4, byteorder, signed=True))], nosignal)
+        except OSError as e:
+            failure = f"cannot hand the listener to the daemon: {e.strerror}"
+        else:
+            failure = ""
+        finally:
+            # Our copy must not reach the program; the daemon has its own.
+            close(fd)
+        # From here the daemon holds the listener (trapped calls wait for
+        # it to serve them), or nobody does (they fail with ENOSYS): no
+        # call can hang forever any more.
+        if failure:
+            _say(failure)
+            return EXIT_FAILURE
+        try:
+            record = recv(MAX_FRAME)
+        except OSError as e:
+            record = b""
+            failure = f"no acknowledgement from the daemon: {e.strerror or 'timed out'}"
+    finally:
+        gc.enable()
+    if failure:
+        _say(failure)
+        return EXIT_FAILURE
+    if not record:
+        _say("the daemon closed the connection before acknowledging the hand-over")
+        return EXIT_FAILURE
+    try:
+        ack = decode(record, reply_direction)
+    except ProtocolError as e:
+        _say(f"bad answer from the daemon: {e}")
+        return EXIT_FAILURE
+    if isinstance(ack, ErrorReply):
+        _say(ack.message)
+        return EXIT_FAILURE
+    if not isinstance(ack, Ack):
+        _say(f"unexpected {ack.TYPE!r} answer from the daemon")
+        return EXIT_FAILURE
+    sock.close()
+    return _exec(argv)
+
+
+def _exec(argv: Sequence[str]) -> int:
+    """Replace this process with ``argv``; return the exit status if that fails."""
+    # Python ignores SIGPIPE and SIGXFSZ for itself; an exec keeps ignored
+    # signals ignored (execve(2)), so give the program the defaults.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execvp(argv[0], list(argv))
+    except OSError as e:
+        _say(f"{argv[0]}: {e.strerror}")
+        return EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC
+
+
+def launch_via_daemon(path: str, profile: str, argv: Sequence[str]) -> int:
+    """``unotifyd launch --daemon PATH --profile PROFILE -- ARGV``.
+
+    Returns an exit status only if the program could not be started.
+    """
+    try:
+        sock = connect(path)
+    except ClientError as e:
+        _say(str(e))
+        return EXIT_FAILURE
+    return exec_sandboxed(sock, profile, argv)

@@ -1,0 +1,249 @@
+"""Serving the listeners of many programs, and releasing them.
+
+Shared by the daemon (``server.py``) and the library API (``api.py``). Each
+program gets its own :class:`~unotifyd.serve.supervisor.Supervisor`, whose
+``stats`` are then that program's counters (the supervisor counts per
+instance, not per ``name``); its ``/proc/PID/mem`` cache goes with it. Each
+program's serve task owns its listener and closes it exactly once, when
+``serve`` returns (every process using the filter is gone: ``POLLHUP``) or
+is cancelled (the daemon stops).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import itertools
+import os
+import select
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import trio
+
+from ..kernel.listener import Listener
+from ..policy import Policy
+from ..serve.supervisor import Stats, Supervisor
+from ..serve.trace import Tracer
+from .protocol import Direction, Message, ProtocolError, decode_record
+
+__all__ = ["ProfileCounters", "Program", "ProgramTable", "close_fds", "is_listener", "recv_message"]
+
+#: fds one message may carry: one listener. Room for a few more lets us see
+#: (and close) extras instead of having the kernel drop them unseen.
+MAX_FDS = 4
+# What /proc/self/fd/N links to for a seccomp listener: the kernel creates
+# it with anon_inode_getfile("seccomp notify", ...) (kernel/seccomp.c).
+_LISTENER_LINK = "anon_inode:seccomp notify"
+
+
+def is_listener(fd: int) -> bool:
+    """True if ``fd`` is a seccomp listener (and not, say, a pipe a client sent)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == _LISTENER_LINK
+    except OSError:
+        return False
+
+
+def close_fds(fds: list[int]) -> None:
+    """Close and forget every fd in ``fds``."""
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.pop())
+
+
+async def recv_message(
+    conn: trio.socket.SocketType, direction: Direction, limit: int
+) -> tuple[Message, list[int]]:
+    """One message from a ``SOCK_SEQPACKET`` peer and the fds that came with it.
+
+    The caller owns (and must close) the fds returned. Raises
+    :class:`ProtocolError` for a bad, oversized or truncated message or one
+    with too many fds (its fds closed), :class:`EOFError` when the peer
+    closed the connection.
+    """
+    data, ancdata, flags, _ = await conn.recvmsg(
+        limit, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
+    )
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(payload[: len(payload) - len(payload) % 4])
+            fds.extend(got)
+    try:
+        if flags & socket.MSG_CTRUNC:
+            # The fds that did not fit were closed by the kernel (unix(7)).
+            raise ProtocolError(f"more than {MAX_FDS} fds in one message", "bad-fds")
+        if flags & socket.MSG_TRUNC:
+            raise ProtocolError(f"message larger than {limit} bytes", "too-large")
+        if not data:
+            raise EOFError
+        return decode_record(data, direction, limit), fds
+    except BaseException:
+        close_fds(fds)
+        raise
+
+
+@dataclass
+class ProfileCounters:
+    """Counters of every program that ran (or runs) under one profile."""
+
+    started: int = 0
+    running: int = 0
+    notifications: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    gone: int = 0
+    internal_errors: int = 0
+
+    def add(self, stats: Stats) -> None:
+        self.notifications += stats.notifications
+        self.decisions.update(stats.decisions)
+        self.gone += stats.gone
+        self.internal_errors += stats.internal_errors
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "started": self.started,
+            "running": self.running,
+            "notifications": self.notifications,
+            "decisions": dict(sorted(self.decisions.items())),
+            "gone": self.gone,
+            "internal_errors": self.internal_errors,
+        }
+
+
+@dataclass
+class Program:
+    """One sandboxed program (with its threads and children) being served."""
+
+    serial: int
+    name: str
+    profile: str
+    pid: int
+    uid: int
+    command: str
+    policy: Policy
+    listener: Listener
+    supervisor: Supervisor
+    started: float = field(default_factory=time.monotonic)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    released: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def stats(self) -> Stats:
+        return self.supervisor.stats
+
+    def to_json(self, now: float) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "profile": self.profile,
+            "pid": self.pid,
+            "uid": self.uid,
+            "command": self.command,
+            "seconds": round(now - self.started, 3),
+            "notifications": self.stats.notifications,
+            "decisions": dict(sorted(self.stats.decisions.items())),
+        }
+
+
+class ProgramTable:
+    """Every program being served, and the counters of those that finished."""
+
+    def __init__(self, tracer: Tracer | None = None) -> None:
+        self.tracer = tracer or Tracer()
+        self.running: dict[int, Program] = {}
+        self.profiles: dict[str, ProfileCounters] = {}
+        self.finished = 0
+        self._serials = itertools.count(1)
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def start(
+        self,
+        nursery: trio.Nursery,
+        listener: Listener,
+        policy: Policy,
+        *,
+        name: str,
+        profile: str,
+        pid: int,
+        uid: int,
+        command: str = "",
+    ) -> Program:
+        """Serve ``listener`` in ``nursery`` from now on; the table owns it from here.
+
+        The listener is closed (exactly once) when the program is released.
+        """
+        prog = Program(
+            next(self._serials), name, profile, pid, uid, command, policy, listener,
+            Supervisor(self.tracer),
+        )
+        self.running[prog.serial] = prog
+        counters = self.profiles.setdefault(profile, ProfileCounters())
+        counters.started += 1
+        counters.running += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        nursery.start_soon(self._serve, prog, name=f"unotifyd program {name}")
+        return prog
+
+    async def _serve(self, prog: Program) -> None:
+        try:
+            with prog.scope:
+                await prog.supervisor.serve(prog.listener, prog.policy, name=prog.name)
+        finally:
+            self._release(prog)
+
+    def _release(self, prog: Program) -> None:
+        # Closing the listener makes any later trapped call of a process
+        # still using the filter fail with ENOSYS (seccomp_unotify(2)); on
+        # the normal path none is left (POLLHUP).
+        prog.listener.close()
+        prog.supervisor.close()
+        del self.running[prog.serial]
+        counters = self.profiles[prog.profile]
+        counters.running -= 1
+        counters.add(prog.stats)
+        self.finished += 1
+        prog.released.set()
+        if not self.running:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no program is being served."""
+        while self.running:
+            await self._idle.wait()
+
+    def profile_counters(self) -> dict[str, ProfileCounters]:
+        """Per-profile counters, finished and running programs together."""
+        out: dict[str, ProfileCounters] = {}
+        for name, done in self.profiles.items():
+            total = ProfileCounters(done.started, done.running)
+            total.notifications = done.notifications
+            total.decisions = Counter(done.decisions)
+            total.gone = done.gone
+            total.internal_errors = done.internal_errors
+            out[name] = total
+        for prog in self.running.values():
+            out[prog.profile].add(prog.stats)
+        return out
+
+    async def stop(self, drain_timeout: float = 1.0) -> None:
+        """Answer what is pending on every listener, then stop serving them all.
+
+        Serve tasks answer every notification they receive before their
+        next checkpoint (emulations in worker threads finish even when
+        cancelled: ``trio.to_thread.run_sync`` does not abandon them), so
+        cancelling one while the kernel shows no pending notification
+        leaves none unanswered. A notification that arrives after that gets
+        ``ENOSYS`` from the kernel once the listener closes.
+        """
+        with trio.move_on_after(drain_timeout):
+            while any(p.listener.poll() & select.POLLIN for p in self.running.values()):
+                await trio.sleep(0.001)
+        for prog in list(self.running.values()):
+            prog.scope.cancel()
+        await self.wait_idle()

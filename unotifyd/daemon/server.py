@@ -1,0 +1,497 @@
+"""``unotifyd serve``: the long-running daemon.
+
+One trio task accepts connections on the control socket; each connection
+gets a task of its own, bounded by a timeout, that checks the peer's
+credentials and carries out one conversation (see :mod:`.protocol`). A
+``launch`` ends with the client's listener handed to the
+:class:`~.programs.ProgramTable`, which serves it in its own task until the
+program and all its descendants are gone. A bad client costs a log line
+and an error reply, never another client's service.
+
+Signals: SIGTERM and SIGINT stop the daemon (stop accepting, let running
+programs finish for ``--stop-timeout`` seconds, answer whatever is pending,
+exit 0; a second signal cuts the wait short); SIGHUP reloads the config.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from .. import __version__
+from ..kernel.filter import compile_filter
+from ..kernel.listener import Listener
+from ..policy import PolicyError
+from ..serve.trace import Tracer
+from .config import DaemonConfig, load_config
+from .programs import ProgramTable, close_fds, is_listener, recv_message
+from .protocol import (
+    MAX_REQUEST,
+    Abort,
+    Ack,
+    Direction,
+    ErrorReply,
+    FilterReply,
+    HandOver,
+    LaunchRequest,
+    Message,
+    ProtocolError,
+    Reloaded,
+    ReloadRequest,
+    StatusReply,
+    StatusRequest,
+    encode,
+)
+
+__all__ = ["Daemon", "LoadedConfig", "Peer", "bind_control_socket", "load"]
+
+#: Seconds a client has for its whole conversation (a launch: request,
+#: install, hand-over). A slow or stuck client is cut off after this.
+HANDSHAKE_TIMEOUT = 10.0
+#: Conversations in progress at once; more connections are told "busy".
+MAX_CONVERSATIONS = 512
+# SO_PEERGROUPS (Linux 4.13, asm-generic/socket.h): the peer's supplementary
+# groups at connect() time. Python's socket module does not name it.
+SO_PEERGROUPS = 59
+def _log(message: str) -> None:
+    # The daemon must outlive a closed stderr.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"unotifyd: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection, as the kernel saw it at connect()."""
+
+    pid: int
+    uid: int
+    gid: int
+    groups: frozenset[int]  # the primary group included
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} uid {self.uid}"
+
+
+def peer_of(sock: socket.socket | trio.socket.SocketType) -> Peer:
+    """The peer's credentials (``SO_PEERCRED``, ``SO_PEERGROUPS``; socket(7), unix(7)).
+
+    The kernel records them at ``connect()``: a client cannot change them
+    afterwards, nor borrow another's by passing its socket on.
+    """
+    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    size = 4 * 64
+    while True:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+            break
+        except OSError as e:
+            # ERANGE: the buffer is too small for the peer's groups.
+            if e.errno != errno.ERANGE or size >= 4 * 65536:
+                raise
+            size *= 16
+    groups = array.array("I")
+    groups.frombytes(raw[: len(raw) - len(raw) % 4])
+    return Peer(pid, uid, gid, frozenset(groups) | {gid})
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A config with every profile's filter compiled, ready to hand out."""
+
+    config: DaemonConfig
+    filters: Mapping[str, bytes]  # profile name -> BPF
+    loaded_at: float
+
+
+def load(path: str) -> LoadedConfig:
+    """Read the config and compile every profile's filter. Raises PolicyError."""
+    config = load_config(path)
+    by_syscalls: dict[frozenset[str], bytes] = {}
+    filters: dict[str, bytes] = {}
+    for name, profile in config.profiles.items():
+        syscalls = profile.policy.syscalls()
+        if syscalls not in by_syscalls:
+            by_syscalls[syscalls] = compile_filter(syscalls)
+        filters[name] = by_syscalls[syscalls]
+    return LoadedConfig(config, filters, time.time())
+
+
+class _Refusal(Exception):
+    """Refuse the client: ``code`` and ``message`` go into the error reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+class _Gone(Exception):
+    """The client closed the connection: nobody to answer."""
+
+
+def bind_control_socket(path: str, mode: int = 0o666) -> socket.socket:
+    """Create the listening control socket at ``path``.
+
+    The socket is bound and listening under a temporary name first and then
+    renamed into place, so a client that finds ``path`` can connect at once.
+    A stale socket (nothing accepts on it) is replaced; a live one, or any
+    other kind of file, is an error (``OSError``).
+
+    Anyone may connect by default (``mode``): who may *do* anything is
+    decided per connection from ``SO_PEERCRED``, and a refusal tells the
+    client why, where file permissions would only say "permission denied".
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # stale: left by a daemon that died
+        except OSError:
+            pass  # some other socket type: let bind below fail with EADDRINUSE
+        else:
+            raise OSError(errno.EADDRINUSE, f"a daemon already serves {path}")
+        finally:
+            probe.close()
+    tmp = f"{path}.{os.getpid()}.new"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        sock.bind(tmp)
+        try:
+            os.chmod(tmp, mode)
+            sock.listen(socket.SOMAXCONN)
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Daemon:
+    """The state of one ``unotifyd serve``: config, programs, counters."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        socket_path: str,
+        config_path: str,
+        loaded: LoadedConfig,
+        *,
+        tracer: Tracer | None = None,
+        stop_timeout: float = 5.0,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self._stdlib_sock = sock
+        self.socket_path = socket_path
+        st = os.stat(socket_path)
+        self._socket_id = (st.st_dev, st.st_ino)
+        self.config_path = config_path
+        self.loaded = loaded
+        self.table = ProgramTable(tracer)
+        self.stop_timeout = stop_timeout
+        self.handshake_timeout = handshake_timeout
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.reloads = 0
+        self.connections = 0
+        self.refusals: Counter[str] = Counter()
+        self.conversations = 0
+        self._reload_lock = trio.Lock()
+        self._stop = trio.Event()
+        self._programs: trio.Nursery | None = None
+
+    # --- Lifecycle ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; return once everything is released."""
+        listen = trio.socket.from_stdlib_socket(self._stdlib_sock)
+        self._front = trio.CancelScope()
+        self._grace = trio.CancelScope()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._signals, signals)
+                async with trio.open_nursery() as programs:
+                    self._programs = programs
+                    with self._front:
+                        async with trio.open_nursery() as front:
+                            front.start_soon(self._accept_loop, listen, front)
+                    # Stop accepting before anything else: new clients get
+                    # ECONNREFUSED (or ENOENT) at once instead of waiting.
+                    listen.close()
+                    self._unlink_socket()
+                    n = len(self.table.running)
+                    if n:
+                        _log(f"stopping: {n} program(s) running, waiting up to "
+                             f"{self.stop_timeout:g}s for them")
+                    with self._grace, trio.move_on_after(self.stop_timeout):
+                        await self.table.wait_idle()
+                    await self.table.stop()
+                outer.cancel_scope.cancel()
+        _log("stopped")
+
+    async def _signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                try:
+                    await self.reload()
+                except PolicyError as e:
+                    _log(f"SIGHUP: reload refused, the old config stays: {e}")
+                continue
+            name = signal.Signals(signum).name
+            if not self._stop.is_set():
+                _log(f"{name}: stopping")
+                self._stop.set()
+                self._front.cancel()
+            else:
+                _log(f"{name} again: not waiting for programs")
+                self._grace.cancel()
+
+    def _unlink_socket(self) -> None:
+        # Only our own socket: a successor may already have bound the path.
+        with contextlib.suppress(OSError):
+            st = os.stat(self.socket_path)
+            if (st.st_dev, st.st_ino) == self._socket_id:
+                os.unlink(self.socket_path)
+
+    async def _accept_loop(self, listen: trio.socket.SocketType, front: trio.Nursery) -> None:
+        while True:
+            try:
+                conn, _ = await listen.accept()
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of fds or memory: wait for programs or clients to
+                    # finish rather than spin; the backlog keeps the rest.
+                    _log(f"accept: {e.strerror}; retrying shortly")
+                    await trio.sleep(0.1)
+                    continue
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue
+                raise
+            self.connections += 1
+            if self.conversations >= MAX_CONVERSATIONS:
+                self.refusals["busy"] += 1
+                front.start_soon(self._refuse_busy, conn)
+                continue
+            front.start_soon(self._connection, conn)
+
+    async def _refuse_busy(self, conn: trio.socket.SocketType) -> None:
+        with conn:
+            await self._reply(conn, ErrorReply("busy", "the daemon is busy; try again"))
+
+    # --- One connection --------------------------------------------------------
+
+    async def _connection(self, conn: trio.socket.SocketType) -> None:
+        self.conversations += 1
+        try:
+            with conn:
+                try:
+                    peer = peer_of(conn)
+                except OSError as e:
+                    _log(f"cannot read the credentials of a client: {e.strerror}")
+                    return
+                with trio.move_on_after(self.handshake_timeout) as scope:
+                    try:
+                        await self._converse(conn, peer)
+                    except _Refusal as r:
+                        self.refusals[r.code] += 1
+                        _log(f"{peer}: refused ({r.code}): {r.message}")
+                        await self._reply(conn, ErrorReply(r.code, r.message))
+                    except _Gone:
+                        _log(f"{peer}: closed the connection mid-conversation")
+                if scope.cancelled_caught:
+                    self.refusals["timeout"] += 1
+                    _log(f"{peer}: timed out after {self.handshake_timeout:g}s")
+                    await self._reply(
+                        conn, ErrorReply("timeout", "no complete conversation in time")
+                    )
+        finally:
+            self.conversations -= 1
+
+    async def _reply(self, conn: trio.socket.SocketType, msg: Message) -> bool:
+        """Send ``msg``; False if the client is gone or does not read."""
+        with trio.move_on_after(1.0):
+            try:
+                await conn.send(encode(msg), socket.MSG_NOSIGNAL)
+            except OSError:
+                return False
+            return True
+        return False
+
+    async def _receive(self, conn: trio.socket.SocketType) -> tuple[Message, list[int]]:
+        """One client message and the fds that came with it (the caller closes them)."""
+        try:
+            return await recv_message(conn, Direction.REQUEST, MAX_REQUEST)
+        except ProtocolError as e:
+            raise _Refusal(e.code, str(e)) from None
+        except EOFError:
+            raise _Gone from None
+
+    async def _receive_no_fds(self, conn: trio.socket.SocketType) -> Message:
+        msg, fds = await self._receive(conn)
+        if fds:
+            close_fds(fds)
+            raise _Refusal("bad-fds", f"a {msg.TYPE} message carries no fds")
+        return msg
+
+    def _is_admin(self, config: DaemonConfig, peer: Peer) -> bool:
+        return peer.uid == os.getuid() or config.is_admin(peer.uid, peer.groups)
+
+    async def _converse(self, conn: trio.socket.SocketType, peer: Peer) -> None:
+        loaded = self.loaded  # one config for the whole conversation
+        config = loaded.config
+        if not (self._is_admin(config, peer) or config.may_connect(peer.uid, peer.groups)):
+            # Before reading a byte from it: an unauthorized client gets
+            # this refusal and nothing else.
+            raise _Refusal("unauthorized", f"uid {peer.uid} is not allowed to use this daemon")
+        msg = await self._receive_no_fds(conn)
+        if isinstance(msg, LaunchRequest):
+            await self._launch(conn, peer, loaded, msg)
+        elif isinstance(msg, StatusRequest | ReloadRequest):
+            if not self._is_admin(config, peer):
+                raise _Refusal("forbidden", f"uid {peer.uid} may not ask for {msg.TYPE}")
+            if isinstance(msg, StatusRequest):
+                await self._reply(conn, StatusReply(self.status_report()))
+            else:
+                try:
+                    new = await self.reload()
+                except PolicyError as e:
+                    raise _Refusal("bad-config", f"{e} (the old config stays in force)") from None
+                await self._reply(conn, Reloaded(tuple(new.config.profiles)))
+        else:
+            raise _Refusal(
+                "bad-message",
+                f"a conversation starts with launch, status or reload, not {msg.TYPE}",
+            )
+
+    async def _launch(
+        self, conn: trio.socket.SocketType, peer: Peer, loaded: LoadedConfig, req: LaunchRequest
+    ) -> None:
+        config = loaded.config
+        profile = config.profiles.get(req.profile)
+        admin = self._is_admin(config, peer)
+        if profile is None:
+            usable = list(config.profiles) if admin else config.usable_profiles(
+                peer.uid, peer.groups
+            )
+            raise _Refusal(
+                "unknown-profile",
+                f"unknown profile {req.profile!r} (you may use: {', '.join(usable) or 'none'})",
+            )
+        if not (admin or profile.allows(peer.uid, peer.groups)):
+            raise _Refusal("forbidden", f"uid {peer.uid} may not use profile {profile.name!r}")
+        name = f"{profile.name}:{peer.pid}"
+        if not await self._reply(conn, FilterReply(name, loaded.filters[profile.name])):
+            raise _Gone
+        msg, fds = await self._receive(conn)
+        try:
+            if isinstance(msg, Abort):
+                _log(f"{peer}: could not install the filter: {os.strerror(msg.errno)}")
+                return
+            if not isinstance(msg, HandOver):
+                raise _Refusal("bad-message", f"expected the listener, got {msg.TYPE}")
+            if len(fds) != 1:
+                raise _Refusal("bad-fds", f"the listener message carries {len(fds)} fds, not 1")
+            if not is_listener(fds[0]):
+                raise _Refusal("not-a-listener", "the fd sent is not a seccomp listener")
+            listener = Listener(fds.pop())
+        finally:
+            close_fds(fds)
+        assert self._programs is not None
+        self.table.start(
+            self._programs,
+            listener,
+            profile.policy,
+            name=name,
+            profile=profile.name,
+            pid=peer.pid,
+            uid=peer.uid,
+            command=req.program,
+        )
+        # Started before the ack: the program may trap its first call right
+        # after exec, and it is served from now on whatever becomes of the
+        # ack. If the client died meanwhile, its listener hangs up and the
+        # program is released like any other.
+        if not await self._reply(conn, Ack(name)):
+            _log(f"{name}: client gone before the acknowledgement")
+
+    # --- Config and status -------------------------------------------------------
+
+    async def reload(self) -> LoadedConfig:
+        """Re-read the config for new programs; running ones keep their policy.
+
+        Raises :class:`PolicyError` (and keeps the old config) if the new one
+        is bad.
+        """
+        async with self._reload_lock:
+            # Reading policies and resolving their paths (realpath) may
+            # block on a slow file system: not in the event loop.
+            new = await trio.to_thread.run_sync(load, self.config_path)
+            self.loaded = new
+            self.reloads += 1
+        _log(f"reloaded {self.config_path}: profiles {', '.join(new.config.profiles) or 'none'}")
+        return new
+
+    def status_report(self) -> dict[str, object]:
+        """The report ``unotifyd status`` shows (the JSON of ``--json``)."""
+        now = time.monotonic()
+        counters = self.table.profile_counters()
+        profiles: dict[str, object] = {}
+        for name in [*self.loaded.config.profiles, *sorted(counters)]:
+            if name in profiles:
+                continue
+            c = counters.get(name)
+            entry = c.to_json() if c is not None else {
+                "started": 0, "running": 0, "notifications": 0, "decisions": {},
+                "gone": 0, "internal_errors": 0,
+            }
+            entry["configured"] = name in self.loaded.config.profiles
+            profiles[name] = entry
+        running = sorted(self.table.running.values(), key=lambda p: p.serial)
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "socket": self.socket_path,
+            "config": self.config_path,
+            "started": round(self.started_wall, 3),
+            "uptime": round(now - self.started, 3),
+            "config_loaded": round(self.loaded.loaded_at, 3),
+            "reloads": self.reloads,
+            "connections": self.connections,
+            "refusals": dict(sorted(self.refusals.items())),
+            "programs_running": len(running),
+            "programs_finished": self.table.finished,
+            "profiles": profiles,
+            # Capped so that the reply fits in one record; the counts above
+            # are always complete.
+            "programs": [p.to_json(now) for p in running[:_STATUS_PROGRAMS]],
+        }
+
+
+_STATUS_PROGRAMS = 500
