@@ -10,12 +10,14 @@ import errno
 import fcntl
 import os
 import select
+import signal
 from dataclasses import dataclass
 
 from . import abi
 from .errors import KernelError, TargetGone
 
 _ZERO_NOTIF = bytes(abi.NOTIF_STRUCT.size)
+_ALL_SIGNALS = signal.valid_signals()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,18 +167,29 @@ class Listener:
         :class:`TargetGone` (ENOENT) or :class:`OSError` with the errno the
         target should see (e.g. ``EMFILE`` when its fd table is full); in
         that case the notification is still pending and must be answered.
+
+        Signals are blocked in this thread during the ioctl. ADDFD marks the
+        notification answered, then waits *interruptibly* for the target to
+        install the fd (kernel/seccomp.c, seccomp_notify_addfd). A signal
+        handler interrupting that wait withdraws the fd but leaves the
+        notification answered with nothing: the target's call returns 0, an
+        fd number it never got, and a retry fails with EINPROGRESS. Seen
+        here when SIGTERM reached the daemon mid-redirect.
         """
         newfd_flags = os.O_CLOEXEC if cloexec else 0
         abi.ADDFD_STRUCT.pack_into(
             self._addfd_buf, 0, nid, abi.SECCOMP_ADDFD_FLAG_SEND, srcfd, 0, newfd_flags
         )
-        while True:
-            try:
-                newfd: int = fcntl.ioctl(self.fd, abi.NOTIF_ADDFD, self._addfd_buf, True)
-                return newfd
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if e.errno == errno.ENOENT:
-                    raise TargetGone("notification vanished before ADDFD") from None
-                raise
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+        try:
+            newfd: int = fcntl.ioctl(self.fd, abi.NOTIF_ADDFD, self._addfd_buf, True)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                raise TargetGone("notification vanished before ADDFD") from None
+            if e.errno in (errno.EINTR, errno.EINPROGRESS):
+                # Only a fatal signal can interrupt us now; nothing left to answer.
+                raise KernelError(f"SECCOMP_IOCTL_NOTIF_ADDFD: {e.strerror}") from e
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        return newfd
