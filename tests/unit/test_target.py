@@ -96,14 +96,15 @@ def test_null_pointer_is_efault(mem: MemoryReader) -> None:
     assert e.value.errno == errno.EFAULT
 
 
-def test_a_vanished_thread_is_target_gone(mem: MemoryReader) -> None:
-    t = threading.Thread(target=lambda: None)
-    t.start()
-    tid = t.native_id
-    t.join()
-    assert tid is not None
+def test_a_vanished_process_is_target_gone(mem: MemoryReader) -> None:
+    # A reaped child: its pid is free (a joined thread may not be gone from
+    # the kernel's pid table yet, which made a thread-based test flaky).
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child exits at once
+        os._exit(0)
+    os.waitpid(pid, 0)
     with pytest.raises(TargetGone):
-        mem.read_path(tid, 4096)
+        mem.read_path(pid, 4096)
 
 
 def test_credentials_of_this_thread() -> None:
