@@ -39,11 +39,11 @@ import trio
 
 from ..kernel.errors import Unsupported
 from ..kernel.filter import check_support, compile_filter
-from ..kernel.listener import Listener
+from ..kernel.listener import Listener, is_listener
 from ..policy import Policy
 from ..serve.supervisor import Stats
 from ..serve.trace import Tracer
-from .programs import Program, ProgramTable, close_fds, is_listener, recv_message
+from .programs import Program, ProgramTable, close_fds, recv_message
 from .protocol import (
     MAX_REQUEST,
     Abort,

@@ -42,7 +42,7 @@ from ..policy import Policy, PolicyError, parse_policy
 # The helpers that give policy files their file:line errors. They are
 # private to unotifyd.policy.config; the daemon's config has the same shape
 # (top-level keys and [[tables]]), so it reuses them instead of a copy.
-from ..policy.config import _decode_error, _Locator, _toml_type
+from ..policy.config import Locator, toml_decode_error, toml_type
 
 __all__ = [
     "CONFIG_VERSION",
@@ -120,7 +120,7 @@ class _Parser:
         lookup_group: Callable[[str], int],
     ) -> None:
         self.source = source
-        self.where = _Locator(text)
+        self.where = Locator(text)
         self.base = os.path.dirname(source)
         self.read_policy = read_policy
         self.lookup = {
@@ -148,7 +148,7 @@ class _Parser:
             raise self.error(
                 self.where.top("profile"),
                 "'profile' must be an array of tables, written [[profile]], "
-                f"not {_toml_type(tables)}",
+                f"not {toml_type(tables)}",
             )
         profiles: dict[str, Profile] = {}
         for index, table in enumerate(tables):
@@ -171,7 +171,7 @@ class _Parser:
         line = self.where.top("version")
         if type(version) is not int:
             raise self.error(
-                line, f"'version' must be the integer {CONFIG_VERSION}, not {_toml_type(version)}"
+                line, f"'version' must be the integer {CONFIG_VERSION}, not {toml_type(version)}"
             )
         if version != CONFIG_VERSION:
             raise self.error(
@@ -194,7 +194,7 @@ class _Parser:
             if not isinstance(table[key], str):
                 raise self.error(
                     self.where.key("profile", index, key),
-                    f"{key!r} in {what} must be a string, not {_toml_type(table[key])}",
+                    f"{key!r} in {what} must be a string, not {toml_type(table[key])}",
                 )
         name: str = table["name"]
         if not _NAME.fullmatch(name):
@@ -223,7 +223,7 @@ class _Parser:
         kind = "user" if "uid" in key else "group"
         if not isinstance(value, list):
             raise self.error(
-                line, f"{key!r} must be an array of {kind} ids or names, not {_toml_type(value)}"
+                line, f"{key!r} must be an array of {kind} ids or names, not {toml_type(value)}"
             )
         ids: set[int] = set()
         for item in value:
@@ -238,7 +238,7 @@ class _Parser:
                     raise self.error(line, f"{key!r}: unknown {kind} {item!r}") from None
             else:
                 raise self.error(
-                    line, f"{key!r} must hold {kind} ids or names, not {_toml_type(item)}"
+                    line, f"{key!r} must hold {kind} ids or names, not {toml_type(item)}"
                 )
         return frozenset(ids)
 
@@ -263,7 +263,7 @@ def parse_config(
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _decode_error(exc, text, source) from exc
+        raise toml_decode_error(exc, text, source) from exc
     except RecursionError as exc:
         raise PolicyError(source, None, "invalid TOML: nested too deeply") from exc
     return _Parser(text, source, read_policy, lookup_user, lookup_group).config(doc)

@@ -29,24 +29,11 @@ from ..serve.supervisor import Stats, Supervisor
 from ..serve.trace import Tracer
 from .protocol import Direction, Message, ProtocolError, decode_record
 
-__all__ = ["ProfileCounters", "Program", "ProgramTable", "close_fds", "is_listener", "recv_message"]
+__all__ = ["ProfileCounters", "Program", "ProgramTable", "close_fds", "recv_message"]
 
 #: fds one message may carry: one listener. Room for a few more lets us see
 #: (and close) extras instead of having the kernel drop them unseen.
 MAX_FDS = 4
-# What /proc/self/fd/N links to for a seccomp listener: the kernel creates
-# it with anon_inode_getfile("seccomp notify", ...) (kernel/seccomp.c).
-_LISTENER_LINK = "anon_inode:seccomp notify"
-
-
-def is_listener(fd: int) -> bool:
-    """True if ``fd`` is a seccomp listener (and not, say, a pipe a client sent)."""
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == _LISTENER_LINK
-    except OSError:
-        return False
-
-
 def close_fds(fds: list[int]) -> None:
     """Close and forget every fd in ``fds``."""
     while fds:

@@ -15,14 +15,12 @@ exit 0; a second signal cuts the wait short); SIGHUP reloads the config.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import os
 import signal
 import socket
 import stat
-import struct
 import sys
 import time
 from collections import Counter
@@ -32,12 +30,13 @@ from dataclasses import dataclass
 import trio
 
 from .. import __version__
+from ..kernel.fdpass import Peer, peer_of
 from ..kernel.filter import compile_filter
-from ..kernel.listener import Listener
+from ..kernel.listener import Listener, is_listener
 from ..policy import PolicyError
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
-from .programs import ProgramTable, close_fds, is_listener, recv_message
+from .programs import ProgramTable, close_fds, recv_message
 from .protocol import (
     MAX_REQUEST,
     Abort,
@@ -63,48 +62,10 @@ __all__ = ["Daemon", "LoadedConfig", "Peer", "bind_control_socket", "load"]
 HANDSHAKE_TIMEOUT = 10.0
 #: Conversations in progress at once; more connections are told "busy".
 MAX_CONVERSATIONS = 512
-# SO_PEERGROUPS (Linux 4.13, asm-generic/socket.h): the peer's supplementary
-# groups at connect() time. Python's socket module does not name it.
-SO_PEERGROUPS = 59
 def _log(message: str) -> None:
     # The daemon must outlive a closed stderr.
     with contextlib.suppress(OSError, ValueError):
         print(f"unotifyd: {message}", file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who is on the other end of a connection, as the kernel saw it at connect()."""
-
-    pid: int
-    uid: int
-    gid: int
-    groups: frozenset[int]  # the primary group included
-
-    def __str__(self) -> str:
-        return f"pid {self.pid} uid {self.uid}"
-
-
-def peer_of(sock: socket.socket | trio.socket.SocketType) -> Peer:
-    """The peer's credentials (``SO_PEERCRED``, ``SO_PEERGROUPS``; socket(7), unix(7)).
-
-    The kernel records them at ``connect()``: a client cannot change them
-    afterwards, nor borrow another's by passing its socket on.
-    """
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    size = 4 * 64
-    while True:
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
-            break
-        except OSError as e:
-            # ERANGE: the buffer is too small for the peer's groups.
-            if e.errno != errno.ERANGE or size >= 4 * 65536:
-                raise
-            size *= 16
-    groups = array.array("I")
-    groups.frombytes(raw[: len(raw) - len(raw) % 4])
-    return Peer(pid, uid, gid, frozenset(groups) | {gid})
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,19 @@ _ZERO_NOTIF = bytes(abi.NOTIF_STRUCT.size)
 _ALL_SIGNALS = signal.valid_signals()
 
 
+# What /proc/self/fd/N links to for a seccomp listener: the kernel creates
+# it with anon_inode_getfile("seccomp notify", ...) (kernel/seccomp.c).
+_LISTENER_LINK = "anon_inode:seccomp notify"
+
+
+def is_listener(fd: int) -> bool:
+    """True if ``fd`` is a seccomp listener (and not, say, a pipe a client sent)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == _LISTENER_LINK
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
     """One trapped system call, as ``SECCOMP_IOCTL_NOTIF_RECV`` delivered it.

@@ -117,7 +117,7 @@ def _unquote(key: str) -> str:
     return key
 
 
-class _Locator:
+class Locator:
     """Line numbers of top-level keys, ``[[kind]]`` headers and their keys."""
 
     def __init__(self, text: str) -> None:
@@ -194,14 +194,14 @@ _TOML_TYPES: tuple[tuple[type, str], ...] = (
 )
 
 
-def _toml_type(value: object) -> str:
+def toml_type(value: object) -> str:
     for python_type, name in _TOML_TYPES:
         if isinstance(value, python_type):
             return name
     return type(value).__name__
 
 
-def _decode_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> PolicyError:
+def toml_decode_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> PolicyError:
     message = str(exc)
     position = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
     if position is not None:
@@ -223,7 +223,7 @@ class _Parser:
 
     def __init__(self, text: str, source: str) -> None:
         self.source = source
-        self.where = _Locator(text)
+        self.where = Locator(text)
 
     def error(self, line: int | None, message: str) -> PolicyError:
         return PolicyError(self.source, line, message)
@@ -246,7 +246,7 @@ class _Parser:
                 raise self.error(
                     self.where.top(key),
                     f"{key!r} must be an array of tables, written [[{key}]], "
-                    f"not {_toml_type(value)}",
+                    f"not {toml_type(value)}",
                 )
             for index, table in enumerate(value):
                 line = self.where.header(key, index)
@@ -270,7 +270,7 @@ class _Parser:
         line = self.where.top("version")
         if type(version) is not int:
             raise self.error(
-                line, f"'version' must be the integer {FORMAT_VERSION}, not {_toml_type(version)}"
+                line, f"'version' must be the integer {FORMAT_VERSION}, not {toml_type(version)}"
             )
         if version != FORMAT_VERSION:
             raise self.error(
@@ -284,7 +284,7 @@ class _Parser:
         if not isinstance(mode, str):
             raise self.error(
                 self.where.top("mode"),
-                f"'mode' must be a string ({allowed}), not {_toml_type(mode)}",
+                f"'mode' must be a string ({allowed}), not {toml_type(mode)}",
             )
         if mode not in MODES:
             raise self.error(self.where.top("mode"), f"unknown mode {mode!r} (allowed: {allowed})")
@@ -306,7 +306,7 @@ class _Parser:
             if not isinstance(value, str):
                 raise self.error(
                     self.where.key(kind, index, key),
-                    f"{key!r} in [[{kind}]] must be a string, not {_toml_type(value)}",
+                    f"{key!r} in [[{kind}]] must be a string, not {toml_type(value)}",
                 )
             values[key] = value
 
@@ -344,7 +344,7 @@ def parse_policy(text: str, source: str) -> Policy:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _decode_error(exc, text, source) from exc
+        raise toml_decode_error(exc, text, source) from exc
     except RecursionError as exc:
         # tomllib recurses once per nested array or inline table.
         raise PolicyError(source, None, "invalid TOML: nested too deeply") from exc
