@@ -13,7 +13,7 @@ import os
 import resource
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .client import DEFAULT_SOCKET, ClientError, call, launch_via_daemon
 from .protocol import ErrorReply, Reloaded, ReloadRequest, StatusReply, StatusRequest
@@ -40,7 +40,9 @@ def add_launch_options(launch: argparse.ArgumentParser) -> None:
 
 def _daemon_socket(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--daemon", metavar="SOCKET", default=DEFAULT_SOCKET,
+        "--daemon",
+        metavar="SOCKET",
+        default=DEFAULT_SOCKET,
         help=f"the daemon's control socket (default {DEFAULT_SOCKET})",
     )
 
@@ -54,28 +56,33 @@ def add_commands(sub: Any) -> None:
         "profiles of the config file. SIGTERM/SIGINT stop it, SIGHUP reloads the config.",
     )
     serve.add_argument(
-        "--socket", metavar="PATH", default=DEFAULT_SOCKET,
+        "--socket",
+        metavar="PATH",
+        default=DEFAULT_SOCKET,
         help=f"the control socket to create (default {DEFAULT_SOCKET})",
     )
     serve.add_argument("--config", metavar="FILE", required=True, help="the daemon's TOML config")
     serve.add_argument(
         "--trace", action="store_true", help="one line per intercepted call on stderr"
     )
+    serve.add_argument("--trace-json", metavar="FILE", help="the same events as JSON lines in FILE")
     serve.add_argument(
-        "--trace-json", metavar="FILE", help="the same events as JSON lines in FILE"
-    )
-    serve.add_argument(
-        "--stop-timeout", metavar="SECONDS", type=float, default=5.0,
+        "--stop-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=5.0,
         help="on SIGTERM, how long running programs may still be served (default 5)",
     )
     status = sub.add_parser(
-        "status", help="show what a daemon serves",
+        "status",
+        help="show what a daemon serves",
         description="Programs served, per-profile counters and uptime of a running daemon.",
     )
     _daemon_socket(status)
     status.add_argument("--json", action="store_true", help="the report as JSON")
     reload = sub.add_parser(
-        "reload", help="make a daemon re-read its config",
+        "reload",
+        help="make a daemon re-read its config",
         description="Re-read the daemon's config. New programs get the new profiles; running "
         "ones keep theirs. A config with an error is refused and the old one stays.",
     )
@@ -167,12 +174,17 @@ def _serve(args: argparse.Namespace) -> int:
         os.umask(0)
         tracer = Tracer(sys.stderr if args.trace else None, trace_json)
         daemon = server.Daemon(
-            sock, args.socket, args.config, loaded,
-            tracer=tracer, stop_timeout=args.stop_timeout,
+            sock,
+            args.socket,
+            args.config,
+            loaded,
+            tracer=tracer,
+            stop_timeout=args.stop_timeout,
         )
         profiles = ", ".join(loaded.config.profiles) or "none"
-        print(f"unotifyd: serving {args.socket} (profiles: {profiles})", file=sys.stderr,
-              flush=True)
+        print(
+            f"unotifyd: serving {args.socket} (profiles: {profiles})", file=sys.stderr, flush=True
+        )
         import trio  # noqa: PLC0415
 
         trio.run(daemon.run)
@@ -186,17 +198,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
+_Reply = TypeVar("_Reply", StatusReply, Reloaded)
+
+
+def _ask(
+    args: argparse.Namespace, request: StatusRequest | ReloadRequest, want: type[_Reply]
+) -> _Reply | None:
+    """Send ``request`` to the daemon; the reply, or None after saying why not."""
     try:
-        reply = call(args.daemon, StatusRequest())
+        reply = call(args.daemon, request)
     except ClientError as e:
         print(f"unotifyd: {e}", file=sys.stderr)
-        return _EXIT_REFUSED
+        return None
     if isinstance(reply, ErrorReply):
         print(f"unotifyd: {reply.message}", file=sys.stderr)
-        return _EXIT_REFUSED
-    if not isinstance(reply, StatusReply):
+        return None
+    if not isinstance(reply, want):
         print(f"unotifyd: unexpected {reply.TYPE!r} answer", file=sys.stderr)
+        return None
+    return reply
+
+
+def _status(args: argparse.Namespace) -> int:
+    reply = _ask(args, StatusRequest(), StatusReply)
+    if reply is None:
         return _EXIT_REFUSED
     if args.json:
         print(json.dumps(reply.report, indent=2, sort_keys=True))
@@ -206,16 +231,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    try:
-        reply = call(args.daemon, ReloadRequest())
-    except ClientError as e:
-        print(f"unotifyd: {e}", file=sys.stderr)
-        return _EXIT_REFUSED
-    if isinstance(reply, ErrorReply):
-        print(f"unotifyd: {reply.message}", file=sys.stderr)
-        return _EXIT_REFUSED
-    if not isinstance(reply, Reloaded):
-        print(f"unotifyd: unexpected {reply.TYPE!r} answer", file=sys.stderr)
+    reply = _ask(args, ReloadRequest(), Reloaded)
+    if reply is None:
         return _EXIT_REFUSED
     print(f"reloaded: profiles {', '.join(reply.profiles) or 'none'}")
     return 0
@@ -264,9 +281,7 @@ def format_status(report: Mapping[str, Any]) -> str:
     ]
     refusals: Mapping[str, int] = report.get("refusals") or {}
     if refusals:
-        lines.append(
-            "refused: " + ", ".join(f"{code} {n}" for code, n in sorted(refusals.items()))
-        )
+        lines.append("refused: " + ", ".join(f"{code} {n}" for code, n in sorted(refusals.items())))
     profiles: Mapping[str, Mapping[str, Any]] = report.get("profiles") or {}
     if profiles:
         kinds = sorted({k for p in profiles.values() for k in (p.get("decisions") or {})})
@@ -275,17 +290,27 @@ def format_status(report: Mapping[str, Any]) -> str:
         for name, p in profiles.items():
             label = name if p.get("configured", True) else f"{name} (removed)"
             decisions = p.get("decisions") or {}
-            rows.append([
-                label, str(p.get("running", 0)), str(p.get("started", 0)),
-                str(p.get("notifications", 0)), *(str(decisions.get(k, 0)) for k in kinds),
-            ])
+            rows.append(
+                [
+                    label,
+                    str(p.get("running", 0)),
+                    str(p.get("started", 0)),
+                    str(p.get("notifications", 0)),
+                    *(str(decisions.get(k, 0)) for k in kinds),
+                ]
+            )
         lines += ["", *_table(header, rows)]
     programs: list[Mapping[str, Any]] = report.get("programs") or []
     if programs:
         rows = [
-            [str(p.get("name", "?")), str(p.get("pid", "?")), str(p.get("uid", "?")),
-             _duration(float(p.get("seconds", 0))), str(p.get("notifications", 0)),
-             str(p.get("command", ""))]
+            [
+                str(p.get("name", "?")),
+                str(p.get("pid", "?")),
+                str(p.get("uid", "?")),
+                _duration(float(p.get("seconds", 0))),
+                str(p.get("notifications", 0)),
+                str(p.get("command", "")),
+            ]
             for p in programs
         ]
         lines += ["", *_table(["PROGRAM", "PID", "UID", "TIME", "NOTIFICATIONS", "COMMAND"], rows)]

@@ -42,7 +42,7 @@ from ..policy import Policy, PolicyError, parse_policy
 # The helpers that give policy files their file:line errors. They are
 # private to unotifyd.policy.config; the daemon's config has the same shape
 # (top-level keys and [[tables]]), so it reuses them instead of a copy.
-from ..policy.config import Locator, toml_decode_error, toml_type
+from ..policy.config import TomlChecker, toml_decode_error, toml_type
 
 __all__ = [
     "CONFIG_VERSION",
@@ -110,7 +110,7 @@ def _lookup_group(name: str) -> int:
     return grp.getgrnam(name).gr_gid
 
 
-class _Parser:
+class _Parser(TomlChecker):
     def __init__(
         self,
         text: str,
@@ -119,8 +119,7 @@ class _Parser:
         lookup_user: Callable[[str], int],
         lookup_group: Callable[[str], int],
     ) -> None:
-        self.source = source
-        self.where = Locator(text)
+        super().__init__(text, source)
         self.base = os.path.dirname(source)
         self.read_policy = read_policy
         self.lookup = {
@@ -130,11 +129,8 @@ class _Parser:
             "admin_gids": lookup_group,
         }
 
-    def error(self, line: int | None, message: str) -> PolicyError:
-        return PolicyError(self.source, line, message)
-
     def config(self, doc: Mapping[str, Any]) -> DaemonConfig:
-        self.check_version(doc)
+        self.check_version(doc, CONFIG_VERSION)
         for key in doc:
             if key not in _TOP_KEYS:
                 raise self.error(
@@ -161,22 +157,6 @@ class _Parser:
                 )
             profiles[profile.name] = profile
         return DaemonConfig(self.source, profiles, admin_uids, admin_gids)
-
-    def check_version(self, doc: Mapping[str, Any]) -> None:
-        if "version" not in doc:
-            raise self.error(
-                None, f"missing 'version = {CONFIG_VERSION}' (the format of this file)"
-            )
-        version = doc["version"]
-        line = self.where.top("version")
-        if type(version) is not int:
-            raise self.error(
-                line, f"'version' must be the integer {CONFIG_VERSION}, not {toml_type(version)}"
-            )
-        if version != CONFIG_VERSION:
-            raise self.error(
-                line, f"unsupported version {version}: this unotifyd reads version {CONFIG_VERSION}"
-            )
 
     def profile(self, index: int, table: Mapping[str, Any]) -> Profile:
         header = self.where.header("profile", index)

@@ -218,8 +218,12 @@ def toml_decode_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> P
     return PolicyError(source, None, f"invalid TOML: {message}")
 
 
-class _Parser:
-    """Turns a parsed TOML document into a :class:`Policy`, or a located error."""
+class TomlChecker:
+    """Base of the checkers that turn a TOML document into a value or a located error.
+
+    Shared by policy files and the daemon's config, which are versioned the
+    same way.
+    """
 
     def __init__(self, text: str, source: str) -> None:
         self.source = source
@@ -228,10 +232,29 @@ class _Parser:
     def error(self, line: int | None, message: str) -> PolicyError:
         return PolicyError(self.source, line, message)
 
+    def check_version(self, doc: Mapping[str, Any], expected: int) -> None:
+        """Require ``version = expected`` at the top of the document."""
+        if "version" not in doc:
+            raise self.error(None, f"missing 'version = {expected}' (the format of this file)")
+        version = doc["version"]
+        line = self.where.top("version")
+        if type(version) is not int:
+            raise self.error(
+                line, f"'version' must be the integer {expected}, not {toml_type(version)}"
+            )
+        if version != expected:
+            raise self.error(
+                line, f"unsupported version {version}: this unotifyd reads version {expected}"
+            )
+
+
+class _Parser(TomlChecker):
+    """Turns a parsed TOML document into a :class:`Policy`, or a located error."""
+
     def policy(self, doc: Mapping[str, Any]) -> Policy:
         # The version comes first: under another version every other key may
         # mean something else, so other complaints would mislead.
-        self.check_version(doc)
+        self.check_version(doc, FORMAT_VERSION)
         mode = self.mode(doc)
         located: list[tuple[int | None, Rule]] = []
         for key, value in doc.items():
@@ -260,23 +283,6 @@ class _Parser:
             line = next(line for line, rule in located if rule is second)
             raise self.error(line, str(DuplicateRuleError(first, second)))
         return Policy(rules, mode)
-
-    def check_version(self, doc: Mapping[str, Any]) -> None:
-        if "version" not in doc:
-            raise self.error(
-                None, f"missing 'version = {FORMAT_VERSION}' (the format of this file)"
-            )
-        version = doc["version"]
-        line = self.where.top("version")
-        if type(version) is not int:
-            raise self.error(
-                line, f"'version' must be the integer {FORMAT_VERSION}, not {toml_type(version)}"
-            )
-        if version != FORMAT_VERSION:
-            raise self.error(
-                line,
-                f"unsupported version {version}: this unotifyd reads version {FORMAT_VERSION}",
-            )
 
     def mode(self, doc: Mapping[str, Any]) -> str:
         mode = doc.get("mode", "virtualize")
