@@ -31,6 +31,7 @@ from unotifyd.daemon.protocol import (
     decode_record,
     encode,
 )
+from unotifyd.daemon.server import MAX_CONVERSATIONS
 
 from .helpers import ATTEMPT, TIMEOUT, describe, env, py, write
 
@@ -339,7 +340,8 @@ def test_bad_clients_get_errors_and_leak_nothing(daemon: Daemon) -> None:
             ((LaunchRequest("red", "x"), HandOver()), (r, w), "bad-fds"),
             ((LaunchRequest("red", "x"), StatusRequest()), (), "bad-message"),
         ]
-        for _ in range(25):
+        # 72 rounds of 12 bad conversations and 2 vanishing clients: 1 008 bad clients.
+        for _ in range(72):
             for msgs, fds, code in cases:
                 replies = converse(daemon.socket, *msgs, fds=fds)
                 last = replies[-1]
@@ -366,6 +368,36 @@ def test_bad_clients_get_errors_and_leak_nothing(daemon: Daemon) -> None:
         os.close(r)
         os.close(w)
     assert "refused (not-a-listener)" in daemon.log()
+
+
+def test_a_flood_of_connections_is_told_busy_and_leaks_nothing(daemon: Daemon) -> None:
+    baseline = daemon.open_fds()
+    flood: list[socket.socket] = []
+    busy = 0
+    try:
+        # More idle connections than the daemon holds conversations for.
+        for _ in range(MAX_CONVERSATIONS + 88):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect(daemon.socket)
+            flood.append(s)
+        for s in flood[MAX_CONVERSATIONS:]:
+            s.settimeout(TIMEOUT)
+            reply = decode_record(s.recv(MAX_FRAME), Direction.REPLY)
+            if isinstance(reply, ErrorReply) and reply.code == "busy":
+                busy += 1
+        print(f"RESULT flood: connections={len(flood)} busy={busy}")
+        assert busy == 88
+    finally:
+        for s in flood:
+            s.close()
+    # Once the flood is gone, programs are served and nothing leaked.
+    ok = daemon.launch("red", ["cat", str(daemon.src)])
+    assert (ok.returncode, ok.stdout) == (0, "RED\n"), describe(ok)
+    daemon.wait_idle()
+    deadline = time.monotonic() + TIMEOUT
+    while daemon.open_fds() != baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon.open_fds() == baseline
 
 
 def test_a_slow_client_times_out_without_stalling_others(daemon: Daemon) -> None:

@@ -260,6 +260,9 @@ class Daemon:
                 self.refusals["busy"] += 1
                 front.start_soon(self._refuse_busy, conn)
                 continue
+            # Counted here, not when the task starts: a burst of accepts
+            # runs before any of the tasks it starts.
+            self.conversations += 1
             front.start_soon(self._connection, conn)
 
     async def _refuse_busy(self, conn: trio.socket.SocketType) -> None:
@@ -269,7 +272,7 @@ class Daemon:
     # --- One connection --------------------------------------------------------
 
     async def _connection(self, conn: trio.socket.SocketType) -> None:
-        self.conversations += 1
+        """One conversation; the accept loop counted it in ``conversations``."""
         try:
             with conn:
                 try:
