@@ -33,36 +33,45 @@ _FIRST_READ = 256  # most paths are short; read more only when no NUL shows up
 _MAGIC_LINK = re.compile(r"^/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe|map_files/[^/]+)$")
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+class Openat2:
+    """``openat2(2)``, which Python's ``os`` lacks, with preallocated arguments.
+
+    One instance per thread: ``struct open_how`` is reused by every call.
+    Raises OSError.
+    """
+
+    def __init__(self) -> None:
+        self._how = (ctypes.c_uint64 * 3)()  # struct open_how {flags, mode, resolve}
+        self._how_ref = ctypes.byref(self._how)
+        self._nr = ctypes.c_long(abi.SYS_OPENAT2)
+        self._size = ctypes.c_size_t(abi.OPEN_HOW_STRUCT.size)
+        self._at_fdcwd = ctypes.c_long(abi.AT_FDCWD)
+
+    def __call__(self, dirfd: int, path: str | bytes, flags: int, mode: int, resolve: int) -> int:
+        how = self._how
+        how[0] = flags
+        how[1] = mode
+        how[2] = resolve
+        cdirfd = self._at_fdcwd if dirfd == abi.AT_FDCWD else ctypes.c_long(dirfd)
+        fd: int = _syscall(self._nr, cdirfd, os.fsencode(path), self._how_ref, self._size)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), os.fsdecode(path))
+        return fd
 
 
-def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    """``openat2(2)``; Python's ``os`` has no binding for it. Raises OSError."""
-    how = _OpenHow(flags, mode, resolve)
-    fd: int = _syscall(
-        ctypes.c_long(abi.SYS_OPENAT2),
-        ctypes.c_long(dirfd),
-        os.fsencode(path),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
-    )
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return fd
-
-
-class _Iovec(ctypes.Structure):
-    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """``openat2(2)`` for occasional calls from any thread. Raises OSError."""
+    return Openat2()(dirfd, path, flags, mode, resolve)
 
 
 _process_vm_readv = _libc.process_vm_readv
+# Pointers as plain integers (void *): cheaper to convert than Structure refs.
 _process_vm_readv.argtypes = [
     ctypes.c_int,
-    ctypes.POINTER(_Iovec),
+    ctypes.c_void_p,
     ctypes.c_ulong,
-    ctypes.POINTER(_Iovec),
+    ctypes.c_void_p,
     ctypes.c_ulong,
     ctypes.c_ulong,
 ]
@@ -83,19 +92,20 @@ class MemoryReader:
 
     def __init__(self) -> None:
         self._buf = ctypes.create_string_buffer(abi.PAGE_SIZE)
-        self._local = _Iovec(ctypes.addressof(self._buf), 0)
-        self._remote = _Iovec(0, 0)
-        self._local_ref = ctypes.byref(self._local)
-        self._remote_ref = ctypes.byref(self._remote)
+        # struct iovec local, remote: {base, len} each, as four u64s.
+        self._iov = (ctypes.c_uint64 * 4)(ctypes.addressof(self._buf), 0, 0, 0)
+        self._local = ctypes.addressof(self._iov)
+        self._remote = self._local + 16
 
     def close(self) -> None:
         """Nothing to release; kept so that owners need not care."""
 
     def _read_some(self, tid: int, addr: int, size: int) -> bytes:
         """Read up to ``size`` (<= a page) bytes; fewer at an unreadable page."""
-        self._local.len = self._remote.len = size
-        self._remote.base = addr
-        n = _process_vm_readv(tid, self._local_ref, 1, self._remote_ref, 1, 0)
+        iov = self._iov
+        iov[1] = iov[3] = size
+        iov[2] = addr
+        n = _process_vm_readv(tid, self._local, 1, self._remote, 1, 0)
         if n < 0:
             err = ctypes.get_errno()
             if err == errno.EFAULT:
@@ -298,6 +308,7 @@ class PathResolver:
 
     def __init__(self) -> None:
         self._root_stat = os.stat("/")
+        self._openat2 = Openat2()
 
     def shares_root(self, tid: int) -> bool:
         try:
@@ -328,13 +339,13 @@ class PathResolver:
             raise OSError(errno.EBADF, "bad dirfd")
         else:
             base = f"/proc/{tid}/fd/{dirfd}"
-        fast = self._fast(base, spath, follow, resolve_flags)
+        fast = self._fast(base, path, follow, resolve_flags)
         if fast is not None:
             return fast
         start = "/" if absolute else _readlink_base(base)
         return self._walk(tid, start, spath, follow)
 
-    def _fast(self, base: str, path: str, follow: bool, resolve_flags: int) -> str | None:
+    def _fast(self, base: str, path: bytes, follow: bool, resolve_flags: int) -> str | None:
         flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         basefd = abi.AT_FDCWD
         try:
@@ -342,7 +353,9 @@ class PathResolver:
                 # The base itself is a magic link: open it (plain open follows it).
                 basefd = os.open(base, os.O_PATH | os.O_CLOEXEC)
             try:
-                fd = openat2(basefd, path, flags, 0, resolve_flags | abi.RESOLVE_NO_MAGICLINKS)
+                fd = self._openat2(
+                    basefd, path, flags, 0, resolve_flags | abi.RESOLVE_NO_MAGICLINKS
+                )
             finally:
                 if basefd >= 0:
                     os.close(basefd)
