@@ -81,13 +81,14 @@ class Listener:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def set_sync_wakeup(self) -> bool:
-        """Ask the kernel to wake the target on the supervisor's CPU (6.6+).
+    def set_sync_wakeup(self, on: bool = True) -> bool:
+        """Ask the kernel to wake the target on the supervisor's CPU, or stop (6.6+).
 
         Returns False when the kernel does not know the flag (``EINVAL``).
         """
+        flags = abi.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP if on else 0
         try:
-            fcntl.ioctl(self.fd, abi.NOTIF_SET_FLAGS, abi.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+            fcntl.ioctl(self.fd, abi.NOTIF_SET_FLAGS, flags)
         except OSError as e:
             if e.errno in (errno.EINVAL, errno.ENOTTY):
                 return False

