@@ -15,6 +15,7 @@ until the supervisor holds the listener, such a call would wait forever.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import signal
 import socket
@@ -58,12 +59,15 @@ def _child(
 ) -> None:
     """Runs in the forked child; never returns.
 
-    No allocation-heavy or importing Python between ``install`` and
-    ``send_fds``: every name used is bound before the filter goes in.
+    No importing or file-opening Python between ``install`` and the
+    hand-over: every name used is bound before the filter goes in, and the
+    garbage collector, which could run any ``__del__``, is off (the process
+    execs or exits, so it never comes back on).
     """
-    send_fds = socket.send_fds
+    senders = {True: fdpass.FdSender(sock, b"L"), False: fdpass.FdSender(sock, b"l")}
     close = os.close
     exit_ = os._exit
+    gc.disable()
     try:
         # Python ignores SIGPIPE and SIGXFSZ for itself; an exec keeps ignored
         # signals ignored, so restore the defaults the program expects (as
@@ -77,7 +81,7 @@ def _child(
         if fd < 0:
             sock.send(b"E%d" % -fd)
             exit_(EXIT_FAILURE)
-        send_fds(sock, [b"L" if prepared.killable_wait else b"l"], [fd])
+        senders[prepared.killable_wait](fd)  # Learnt by install(): say which.
         close(fd)
         sock.close()
     except BaseException:

@@ -18,7 +18,7 @@ must make no trapped call (an ``open`` from a lazy import, say): it would
 wait for a supervisor that has no listener yet, forever. So every name used
 in that window is bound beforehand, the frame to send is encoded
 beforehand, and the fd travels with a hand-built ``SCM_RIGHTS`` message
-(``socket.send_fds`` imports :mod:`array` on its first call).
+(:class:`~unotifyd.kernel.fdpass.FdSender`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import gc
 import os
 import signal
 import socket
-import sys
 from collections.abc import Sequence
 
+from ..kernel.fdpass import FdSender
 from ..launch import EXIT_CANNOT_EXEC, EXIT_FAILURE, EXIT_NOT_FOUND
 from .protocol import (
     MAX_FRAME,
@@ -177,13 +177,10 @@ def _exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> i
         return EXIT_FAILURE
 
     # Everything the critical section touches is bound now.
-    handover = [encode(HandOver())]
-    sendmsg = sock.sendmsg
+    send_listener = FdSender(sock, encode(HandOver()))
     recv = sock.recv
     close = os.close
-    rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
     nosignal = socket.MSG_NOSIGNAL
-    byteorder = sys.byteorder
     decode = decode_record
     reply_direction = Direction.REPLY
     # A collection could run a __del__ that does who knows what.
@@ -198,7 +195,7 @@ def _exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> i
             _say(f"cannot install the seccomp filter: {os.strerror(err)}")
             return EXIT_FAILURE
         try:
-            sendmsg(handover, [(*rights, fd.to_bytes(4, byteorder, signed=True))], nosignal)
+            send_listener(fd)
         except OSError as e:
             failure = f"cannot hand the listener to the daemon: {e.strerror}"
         else:

@@ -6,8 +6,9 @@ import array
 import errno
 import socket
 import struct
+import sys
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 # SO_PEERGROUPS (Linux 4.13, asm-generic/socket.h): the peer's supplementary
 # groups at connect() time. Python's socket module does not name it.
@@ -24,6 +25,28 @@ class _HasSockopt(Protocol):
 def send_fd(sock: socket.socket, fd: int, data: bytes = b"F") -> None:
     """Send ``fd`` with ``data`` (at least one byte: a message must carry data)."""
     socket.send_fds(sock, [data], [fd])
+
+
+class FdSender:
+    """Sends one fd (``SCM_RIGHTS``) with everything bound in advance.
+
+    For the window between loading a seccomp filter and handing its
+    listener over, where a trapped call would wait forever: no lazy import
+    (``socket.send_fds`` imports :mod:`array` on first use), no lookup that
+    could load anything. Raises OSError.
+    """
+
+    def __init__(self, sock: socket.socket, data: bytes) -> None:
+        self._sendmsg = sock.sendmsg
+        self._data = [data]
+        self._level = socket.SOL_SOCKET
+        self._type = socket.SCM_RIGHTS
+        self._flags = socket.MSG_NOSIGNAL
+        self._byteorder: Literal["little", "big"] = sys.byteorder
+
+    def __call__(self, fd: int) -> None:
+        rights = fd.to_bytes(4, self._byteorder, signed=True)
+        self._sendmsg(self._data, [(self._level, self._type, rights)], self._flags)
 
 
 def recv_fd(sock: socket.socket, bufsize: int = 4096) -> tuple[bytes, int | None]:
