@@ -486,6 +486,7 @@ def test_readonly_allows_reads(
         no_symlinks=True,
         create_errno=create_errno,
         exclusive=exclusive,
+        in_program_root=True,  # the program's own file, in its own root
     )
 
 

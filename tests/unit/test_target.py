@@ -7,6 +7,7 @@ import errno
 import mmap
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,51 @@ def test_errors_the_kernel_would_give(tree: Path) -> None:
     with pytest.raises(OSError) as e:
         resolve("x", dirfd=12345)
     assert e.value.errno == errno.EBADF
+
+
+@pytest.fixture
+def chrooted(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A child process chrooted into a small tree, with its cwd at /etc there."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("inside\n")
+    # Absolute links are taken inside the root, as the program takes them.
+    (root / "etc" / "alias").symlink_to("/etc/passwd")
+    (root / "etc" / "up").symlink_to("../../../../etc/passwd")
+    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child waits in its chroot
+        try:
+            os.close(w)
+            os.chroot(root)
+            os.chdir("/etc")
+            os.write(ready_w, b"x")
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    os.close(r)
+    os.close(ready_w)
+    os.read(ready_r, 1)
+    os.close(ready_r)
+    try:
+        yield pid, root
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)
+
+
+def test_a_program_with_its_own_root_is_resolved_inside_it(chrooted: tuple[int, Path]) -> None:
+    pid, _root = chrooted
+    resolver = PathResolver()
+    assert resolver.root_id(pid) is not None
+
+    def inside(path: bytes, *, follow: bool = True) -> str:
+        return resolver.resolve(pid, abi.AT_FDCWD, path, follow=follow)
+
+    assert inside(b"/etc/alias") == "/etc/passwd"  # not the host's /etc/passwd
+    assert inside(b"/etc/up") == "/etc/passwd"  # .. stops at the program's root
+    assert inside(b"/../../etc/./passwd") == "/etc/passwd"
+    assert inside(b"alias") == "/etc/passwd"  # relative to its cwd, /etc inside
+    assert inside(b"/etc/alias", follow=False) == "/etc/alias"
+    assert inside(b"/etc/new/file") == "/etc/new/file"  # still to be created

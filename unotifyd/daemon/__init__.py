@@ -9,6 +9,8 @@ Layout (dependencies point down)::
     server.py     the trio daemon: control socket, access control, reload
     api.py        ``unotifyd.Supervisor``, the trio library API
     programs.py   serving and releasing listeners, per-program counters
+    handover.py   restarts without loss: fd store, SIGUSR2 hand-over
+    systemd.py    sd_notify and LISTEN_FDS, wire format apart from I/O
     config.py     the daemon's TOML config: profiles and who may use them
     protocol.py   the control protocol's codec, pure (no I/O)
 

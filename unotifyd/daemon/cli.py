@@ -73,6 +73,12 @@ def add_commands(sub: Any) -> None:
         default=5.0,
         help="on SIGTERM, how long running programs may still be served (default 5)",
     )
+    serve.add_argument(
+        "--oci-socket",
+        metavar="PATH",
+        help="also serve OCI containers: the socket their seccomp profile's listenerPath "
+        "names (runc, crun); overrides oci_socket in the config",
+    )
     status = sub.add_parser(
         "status",
         help="show what a daemon serves",
@@ -155,11 +161,26 @@ def _serve(args: argparse.Namespace) -> int:
     except PolicyError as e:
         print(f"unotifyd: {e}", file=sys.stderr)
         return 2
+    # After the config: a successor (SIGUSR2) whose config is bad must exit
+    # before its predecessor stops serving anything.
+    from . import handover, systemd  # noqa: PLC0415
+
     try:
-        sock = server.bind_control_socket(args.socket)
-    except OSError as e:
-        print(f"unotifyd: cannot serve on {args.socket}: {e.strerror or e}", file=sys.stderr)
+        inherited = handover.inherit()
+    except (handover.HandoverError, ValueError, OSError) as e:
+        print(f"unotifyd: cannot take over from the previous daemon: {e}", file=sys.stderr)
         return EXIT_FAILURE
+    # An inherited socket (systemd's, or a predecessor's) is the one at
+    # --socket: its own name may be a temporary one it was renamed from.
+    socket_path = args.socket
+    if inherited.control is not None:
+        sock = inherited.control
+    else:
+        try:
+            sock = server.bind_control_socket(args.socket)
+        except OSError as e:
+            print(f"unotifyd: cannot serve on {args.socket}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_FAILURE
     trace_json = None
     try:
         if args.trace_json:
@@ -175,15 +196,32 @@ def _serve(args: argparse.Namespace) -> int:
         tracer = Tracer(sys.stderr if args.trace else None, trace_json)
         daemon = server.Daemon(
             sock,
-            args.socket,
+            socket_path,
             args.config,
             loaded,
             tracer=tracer,
             stop_timeout=args.stop_timeout,
+            inherited_socket=inherited.control is not None,
         )
+        try:
+            notifier = systemd.Notifier.from_environ()
+        except ValueError as e:
+            print(f"unotifyd: not notifying the service manager: {e}", file=sys.stderr)
+            notifier = None
+        daemon.continuity = handover.Continuity(daemon, inherited, notifier)
+        if inherited.control is None:
+            daemon.continuity.store_control_socket(sock)
+        # The OCI agent (unotifyd.oci), when asked for: a second socket,
+        # served by the same daemon. A bind error is reported below (exit 125).
+        oci_path = args.oci_socket or loaded.config.oci_socket
+        if oci_path:
+            from ..oci.agent import OciAgent, bind_oci_socket  # noqa: PLC0415
+
+            daemon.oci = OciAgent(bind_oci_socket(oci_path), oci_path, daemon)
+            print(f"unotifyd: OCI agent on {oci_path}", file=sys.stderr, flush=True)
         profiles = ", ".join(loaded.config.profiles) or "none"
         print(
-            f"unotifyd: serving {args.socket} (profiles: {profiles})", file=sys.stderr, flush=True
+            f"unotifyd: serving {socket_path} (profiles: {profiles})", file=sys.stderr, flush=True
         )
         import trio  # noqa: PLC0415
 

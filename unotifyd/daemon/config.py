@@ -54,7 +54,7 @@ __all__ = [
 
 CONFIG_VERSION = 1
 
-_TOP_KEYS = ("version", "admin_uids", "admin_gids", "profile")
+_TOP_KEYS = ("version", "admin_uids", "admin_gids", "oci_socket", "oci_default_profile", "profile")
 _PROFILE_KEYS = ("name", "policy", "uids", "gids")
 _PROFILE_REQUIRED = ("name", "policy")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -83,6 +83,10 @@ class DaemonConfig:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     admin_uids: frozenset[int] = frozenset()
     admin_gids: frozenset[int] = frozenset()
+    # The OCI agent (unotifyd.oci): its socket, and the profile of a
+    # container whose metadata and annotations name none.
+    oci_socket: str | None = None
+    oci_default_profile: str | None = None
 
     def is_admin(self, uid: int, gids: frozenset[int]) -> bool:
         return uid == 0 or uid in self.admin_uids or not self.admin_gids.isdisjoint(gids)
@@ -156,7 +160,35 @@ class _Parser(TomlChecker):
                     f"(first at {profiles[profile.name].origin})",
                 )
             profiles[profile.name] = profile
-        return DaemonConfig(self.source, profiles, admin_uids, admin_gids)
+        oci_socket, oci_default = self.oci(doc, profiles)
+        return DaemonConfig(
+            self.source, profiles, admin_uids, admin_gids, oci_socket, oci_default
+        )
+
+    def oci(
+        self, doc: Mapping[str, Any], profiles: Mapping[str, Profile]
+    ) -> tuple[str | None, str | None]:
+        """``oci_socket`` (an absolute path) and ``oci_default_profile`` (a profile)."""
+        found: list[str | None] = []
+        for key in ("oci_socket", "oci_default_profile"):
+            value = doc.get(key)
+            if value is not None and not isinstance(value, str):
+                raise self.error(
+                    self.where.top(key), f"{key!r} must be a string, not {toml_type(value)}"
+                )
+            found.append(value)
+        sock, default = found
+        if sock is not None and not sock.startswith("/"):
+            raise self.error(
+                self.where.top("oci_socket"), f"'oci_socket' must be absolute: {sock!r}"
+            )
+        if default is not None and default not in profiles:
+            raise self.error(
+                self.where.top("oci_default_profile"),
+                f"'oci_default_profile': no profile {default!r} "
+                f"(profiles: {', '.join(profiles) or 'none'})",
+            )
+        return sock, default
 
     def profile(self, index: int, table: Mapping[str, Any]) -> Profile:
         header = self.where.header("profile", index)

@@ -23,13 +23,22 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..kernel.listener import Listener
+from ..kernel.errors import TargetGone
+from ..kernel.listener import Listener, Notification
 from ..policy import Policy
 from ..serve.supervisor import Stats, Supervisor
 from ..serve.trace import Tracer
 from .protocol import Direction, Message, ProtocolError, decode_record
 
-__all__ = ["ProfileCounters", "Program", "ProgramTable", "close_fds", "recv_message"]
+__all__ = [
+    "PausableListener",
+    "ProfileCounters",
+    "Program",
+    "ProgramObserver",
+    "ProgramTable",
+    "close_fds",
+    "recv_message",
+]
 
 #: fds one message may carry: one listener. Room for a few more lets us see
 #: (and close) extras instead of having the kernel drop them unseen.
@@ -74,6 +83,93 @@ async def recv_message(
         raise
 
 
+class PausableListener(Listener):
+    """A listener whose reader can be told to stop receiving, for a hand-over.
+
+    Before the daemon hands its listeners to a successor (or leaves them in
+    systemd's fd store), it must answer every notification it has
+    *received*: a received notification is invisible to any other reader,
+    and while a copy of the listener lives on it is never failed either, so
+    the trapped thread would wait forever. Notifications not yet received
+    stay queued in the kernel for the next reader.
+
+    So :meth:`pause` makes :meth:`poll` hide ``POLLIN`` (the serve loop then
+    receives nothing more) and :attr:`in_flight` counts what was received and
+    not yet answered or found dead, e.g. an open in a worker thread. The
+    serve loop of :mod:`unotifyd.serve` offers no "stop receiving" call, hence
+    this wrapper around the calls it makes.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self.paused = False
+        self._received: set[int] = set()
+
+    @classmethod
+    def take(cls, listener: Listener) -> PausableListener:
+        """``listener`` itself if pausable, else a new owner of its fd (it gives it up)."""
+        if isinstance(listener, PausableListener):
+            return listener
+        fd, listener.fd = listener.fd, -1
+        return cls(fd)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._received)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def poll(self) -> int:
+        events = super().poll()
+        if self.paused and events & select.POLLIN:
+            # Not POLLHUP either: with a notification pending somebody is
+            # still using the filter.
+            return 0
+        return events
+
+    def recv(self) -> Notification:
+        notif = super().recv()
+        self._received.add(notif.id)
+        return notif
+
+    def id_valid(self, nid: int) -> bool:
+        valid = super().id_valid(nid)
+        if not valid:
+            self._received.discard(nid)
+        return valid
+
+    def _send(self, nid: int, val: int, error: int, flags: int) -> None:
+        try:
+            super()._send(nid, val, error, flags)
+        except TargetGone:
+            self._received.discard(nid)
+            raise
+        self._received.discard(nid)
+
+    def send_fd(self, nid: int, srcfd: int, *, cloexec: bool) -> int:
+        try:
+            newfd = super().send_fd(nid, srcfd, cloexec=cloexec)
+        except TargetGone:
+            self._received.discard(nid)
+            raise
+        self._received.discard(nid)
+        return newfd
+
+
+class ProgramObserver:
+    """Told when a program starts being served and when it is released."""
+
+    def started(self, prog: Program) -> None:
+        """Called before the program's first notification is served."""
+
+    def released(self, prog: Program) -> None:
+        """Called before its listener is closed."""
+
+
 @dataclass
 class ProfileCounters:
     """Counters of every program that ran (or runs) under one profile."""
@@ -113,7 +209,7 @@ class Program:
     uid: int
     command: str
     policy: Policy
-    listener: Listener
+    listener: PausableListener
     supervisor: Supervisor
     started: float = field(default_factory=time.monotonic)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -144,6 +240,8 @@ class ProgramTable:
         self.running: dict[int, Program] = {}
         self.profiles: dict[str, ProfileCounters] = {}
         self.finished = 0
+        #: Told of every program started and released (the daemon's fd store).
+        self.observer = ProgramObserver()
         self._serials = itertools.count(1)
         self._idle = trio.Event()
         self._idle.set()
@@ -165,10 +263,11 @@ class ProgramTable:
         The listener is closed (exactly once) when the program is released.
         """
         prog = Program(
-            next(self._serials), name, profile, pid, uid, command, policy, listener,
-            Supervisor(self.tracer),
+            next(self._serials), name, profile, pid, uid, command, policy,
+            PausableListener.take(listener), Supervisor(self.tracer),
         )
         self.running[prog.serial] = prog
+        self.observer.started(prog)
         counters = self.profiles.setdefault(profile, ProfileCounters())
         counters.started += 1
         counters.running += 1
@@ -188,7 +287,10 @@ class ProgramTable:
         # Closing the listener makes any later trapped call of a process
         # still using the filter fail with ENOSYS (seccomp_unotify(2)); on
         # the normal path none is left (POLLHUP).
-        prog.listener.close()
+        try:
+            self.observer.released(prog)
+        finally:
+            prog.listener.close()
         prog.supervisor.close()
         del self.running[prog.serial]
         counters = self.profiles[prog.profile]

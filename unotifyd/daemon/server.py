@@ -10,7 +10,11 @@ and an error reply, never another client's service.
 
 Signals: SIGTERM and SIGINT stop the daemon (stop accepting, let running
 programs finish for ``--stop-timeout`` seconds, answer whatever is pending,
-exit 0; a second signal cuts the wait short); SIGHUP reloads the config.
+exit 0; a second signal cuts the wait short); SIGHUP reloads the config;
+SIGUSR2 hands everything to a successor (:mod:`.handover`). When the
+listeners outlive the daemon (systemd's fd store, or a successor), stopping
+does not wait for programs: it stops receiving, answers what it received,
+and leaves the rest queued in the kernel for the next daemon.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -36,6 +41,7 @@ from ..kernel.listener import Listener, is_listener
 from ..policy import PolicyError
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
+from .handover import Continuity
 from .programs import ProgramTable, close_fds, recv_message
 from .protocol import (
     MAX_REQUEST,
@@ -54,6 +60,9 @@ from .protocol import (
     StatusRequest,
     encode,
 )
+
+if TYPE_CHECKING:
+    from ..oci.agent import OciAgent
 
 __all__ = ["Daemon", "LoadedConfig", "Peer", "bind_control_socket", "load"]
 
@@ -158,6 +167,13 @@ def bind_control_socket(path: str, mode: int = 0o666) -> socket.socket:
 class Daemon:
     """The state of one ``unotifyd serve``: config, programs, counters."""
 
+    #: The OCI seccomp agent (``serve --oci-socket``), set before :meth:`run`:
+    #: it accepts next to the control socket and stops with it.
+    oci: OciAgent | None = None
+    #: Restarts without loss (:mod:`.handover`): the fd store, systemd's
+    #: notifications and the SIGUSR2 hand-over. Set before :meth:`run`.
+    continuity: Continuity | None = None
+
     def __init__(
         self,
         sock: socket.socket,
@@ -168,11 +184,16 @@ class Daemon:
         tracer: Tracer | None = None,
         stop_timeout: float = 5.0,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        inherited_socket: bool = False,
     ) -> None:
         self._stdlib_sock = sock
         self.socket_path = socket_path
-        st = os.stat(socket_path)
-        self._socket_id = (st.st_dev, st.st_ino)
+        # A socket that systemd or a predecessor passed us is theirs: never
+        # unlinked by us (None).
+        self._socket_id: tuple[int, int] | None = None
+        if not inherited_socket:
+            st = os.stat(socket_path)
+            self._socket_id = (st.st_dev, st.st_ino)
         self.config_path = config_path
         self.loaded = loaded
         self.table = ProgramTable(tracer)
@@ -186,6 +207,7 @@ class Daemon:
         self.conversations = 0
         self._reload_lock = trio.Lock()
         self._stop = trio.Event()
+        self._handing_over = False
         self._programs: trio.Nursery | None = None
 
     # --- Lifecycle ---------------------------------------------------------------
@@ -195,18 +217,32 @@ class Daemon:
         listen = trio.socket.from_stdlib_socket(self._stdlib_sock)
         self._front = trio.CancelScope()
         self._grace = trio.CancelScope()
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
+        with trio.open_signal_receiver(*signums) as signals:
             async with trio.open_nursery() as outer:
+                self._outer = outer
                 outer.start_soon(self._signals, signals)
                 async with trio.open_nursery() as programs:
                     self._programs = programs
+                    if self.continuity is not None:
+                        # Inherited programs first: their calls have waited.
+                        self.continuity.adopt(programs)
+                        outer.start_soon(self.continuity.run)
                     with self._front:
                         async with trio.open_nursery() as front:
-                            front.start_soon(self._accept_loop, listen, front)
+                            self._listen, self._front_nursery = listen, front
+                            self.resume_front()
+                            # Open until _front is cancelled, even while
+                            # accepting is paused for a hand-over.
+                            front.start_soon(trio.sleep_forever)
+                            if self.oci is not None:
+                                front.start_soon(self.oci.serve, programs)
                     # Stop accepting before anything else: new clients get
                     # ECONNREFUSED (or ENOENT) at once instead of waiting.
                     listen.close()
                     self._unlink_socket()
+                    if self.continuity is not None and self.continuity.keeps_listeners:
+                        await self._leave_listeners()
                     n = len(self.table.running)
                     if n:
                         _log(f"stopping: {n} program(s) running, waiting up to "
@@ -225,16 +261,78 @@ class Daemon:
                 except PolicyError as e:
                     _log(f"SIGHUP: reload refused, the old config stays: {e}")
                 continue
+            if signum == signal.SIGUSR2:
+                self._outer.start_soon(self._hand_over)
+                continue
             name = signal.Signals(signum).name
             if not self._stop.is_set():
                 _log(f"{name}: stopping")
                 self._stop.set()
+                if self.continuity is not None:
+                    self.continuity.stopping()
+                    if self.continuity.keeps_listeners:
+                        # The listeners outlive us: let conversations in
+                        # progress end, so that no launch fails either.
+                        await self.pause_front()
                 self._front.cancel()
             else:
                 _log(f"{name} again: not waiting for programs")
                 self._grace.cancel()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def _hand_over(self) -> None:
+        """SIGUSR2: pass everything to a successor and stop, or go on serving."""
+        if self.continuity is None or self._stop.is_set() or self._handing_over:
+            return
+        self._handing_over = True
+        try:
+            if await self.continuity.hand_over():
+                self._stop.set()
+                self._front.cancel()
+        finally:
+            self._handing_over = False
+
+    def resume_front(self) -> None:
+        """(Re)start accepting clients on the control socket."""
+        self._accepting = trio.CancelScope()
+        self._front_nursery.start_soon(self._accept_until_paused, self._accepting)
+
+    async def _accept_until_paused(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._accept_loop(self._listen, self._front_nursery)
+
+    async def pause_front(self) -> None:
+        """Stop accepting (clients wait in the backlog) and let conversations end."""
+        self._accepting.cancel()
+        with trio.move_on_after(self.handshake_timeout + 1):
+            while self.conversations:
+                await trio.sleep(0.005)
+
+    def control_fileno(self) -> int:
+        return self._listen.fileno()
+
+    async def _leave_listeners(self) -> None:
+        """Stop serving, leaving every listener to the fd store or a successor.
+
+        Nothing received stays unanswered (see :meth:`Continuity.quiesce`);
+        what arrives later waits in the kernel for the next daemon.
+        """
+        assert self.continuity is not None
+        left = await self.continuity.quiesce(self.stop_timeout)
+        if left:
+            _log(f"stopping: {left} call(s) still unanswered after {self.stop_timeout:g}s")
+        for prog in list(self.table.running.values()):
+            prog.scope.cancel()
+        await self.table.wait_idle()
+
     def _unlink_socket(self) -> None:
+        if self._socket_id is None or (
+            self.continuity is not None and self.continuity.keeps_listeners
+        ):
+            return  # Not ours, or kept for the next daemon (fd store, successor).
         # Only our own socket: a successor may already have bound the path.
         with contextlib.suppress(OSError):
             st = os.stat(self.socket_path)
@@ -267,7 +365,24 @@ class Daemon:
 
     async def _refuse_busy(self, conn: trio.socket.SocketType) -> None:
         with conn:
-            await self._reply(conn, ErrorReply("busy", "the daemon is busy; try again"))
+            await self._refuse(conn, ErrorReply("busy", "the daemon is busy; try again"))
+
+    async def _refuse(self, conn: trio.socket.SocketType, msg: ErrorReply) -> None:
+        """Send a refusal and let the client read it before the connection closes.
+
+        Closing a unix socket whose receive queue still holds data makes the
+        peer's next read fail with ECONNRESET (net/unix/af_unix.c,
+        unix_release_sock) — and the refusal we sent is then never read.
+        So stop sending and drain what the client sent, briefly.
+        """
+        if not await self._reply(conn, msg):
+            return
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_WR)
+        with trio.move_on_after(0.5):
+            with contextlib.suppress(OSError):
+                while await conn.recv(MAX_REQUEST):
+                    pass
 
     # --- One connection --------------------------------------------------------
 
@@ -286,7 +401,7 @@ class Daemon:
                     except _Refusal as r:
                         self.refusals[r.code] += 1
                         _log(f"{peer}: refused ({r.code}): {r.message}")
-                        await self._reply(conn, ErrorReply(r.code, r.message))
+                        await self._refuse(conn, ErrorReply(r.code, r.message))
                     except _Gone:
                         _log(f"{peer}: closed the connection mid-conversation")
                 if scope.cancelled_caught:
@@ -416,7 +531,15 @@ class Daemon:
         async with self._reload_lock:
             # Reading policies and resolving their paths (realpath) may
             # block on a slow file system: not in the event loop.
-            new = await trio.to_thread.run_sync(load, self.config_path)
+            if self.continuity is not None:
+                self.continuity.reloading()
+            try:
+                new = await trio.to_thread.run_sync(load, self.config_path)
+            finally:
+                # READY=1 ends the reload for systemd, refused or not
+                # (sd_notify(3)); a refused config leaves the old in force.
+                if self.continuity is not None:
+                    self.continuity.reloaded()
             self.loaded = new
             self.reloads += 1
         _log(f"reloaded {self.config_path}: profiles {', '.join(new.config.profiles) or 'none'}")

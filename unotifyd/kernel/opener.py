@@ -79,21 +79,31 @@ def open_as(
     mode: int,
     *,
     no_symlinks: bool = False,
+    root_fd: int | None = None,
 ) -> int:
     """Open ``path`` as the program with ``creds`` would; return our own fd.
 
     The fd is always close-on-exec in the supervisor. ``mode`` is masked
     with the program's umask when the open may create a file, since our own
-    umask is 0 (see :func:`unotifyd.serve.supervisor.serve`). With
-    ``no_symlinks`` the path must be free of symlinks (it was resolved
-    already), so a symlink swapped in since then fails with ``ELOOP`` instead
-    of leading elsewhere. ``creds=None`` or credentials equal to ours open
-    directly; otherwise this must run in a worker thread (it switches the
-    calling thread's credentials for the duration of the open).
+    umask is 0 (see :func:`unotifyd.launch.launch`). With ``no_symlinks``
+    the path must be free of symlinks (it was resolved already), so a
+    symlink swapped in since then fails with ``ELOOP`` instead of leading
+    elsewhere. With ``root_fd`` (an fd of the program's ``/proc/TID/root``,
+    opened beforehand: with the program's credentials we might not be
+    allowed to) ``path`` is the program's name for the file, looked up in
+    its root (``RESOLVE_IN_ROOT``). ``creds=None`` or credentials equal to
+    ours open directly; otherwise this must run in a worker thread (it
+    switches the calling thread's credentials for the duration of the open).
     """
     if creds is not None and may_create(flags):
         mode &= ~creds.umask
     flags |= os.O_CLOEXEC
+    resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if no_symlinks else 0
+    dirfd = abi.AT_FDCWD
+    if root_fd is not None:
+        dirfd = root_fd
+        path = path.lstrip("/") or "."
+        resolve |= abi.RESOLVE_IN_ROOT
     switch = creds is not None and not creds.same_as_supervisor()
     if switch:
         assert creds is not None
@@ -103,10 +113,8 @@ def open_as(
             _restore()
             raise
     try:
-        if no_symlinks:
-            return openat2(
-                abi.AT_FDCWD, path, flags, mode, abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS
-            )
+        if resolve:
+            return openat2(dirfd, path, flags, mode, resolve)
         return os.open(path, flags, mode)
     finally:
         if switch:

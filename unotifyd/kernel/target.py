@@ -289,8 +289,9 @@ class PathResolver:
     """Resolve a path the way the kernel would for one trapped thread.
 
     The result is the absolute, symlink-free name of what the path refers to
-    (or would refer to, for components that do not exist yet: those are
-    appended lexically), so rules match a file however the program names it.
+    in the program's own view of the file system (or would refer to, for
+    components that do not exist yet: those are appended lexically), so rules
+    match a file however the program names it.
 
     Fast path: let the kernel resolve it for us with an ``O_PATH`` open and
     read the name back from ``/proc/self/fd``. That resolution happens in the
@@ -302,30 +303,44 @@ class PathResolver:
     ``/proc/self`` to the program's pid and follows magic links by their
     ``readlink`` text.
 
-    Assumes the program shares the supervisor's root directory (true for
-    ``launch``); a program with another root is resolved relative to ours.
+    A program with another root directory (a container, a chroot) is
+    resolved inside it: from an fd of ``/proc/TID/root`` with
+    ``RESOLVE_IN_ROOT``, so that its absolute symlinks and ``..`` stay in its
+    root as they do for the program (openat2(2)), and the walk reads its
+    files through ``/proc/TID/root``.
     """
 
     def __init__(self) -> None:
-        self._root_stat = os.stat("/")
+        st = os.stat("/")
+        self._root_id = (st.st_dev, st.st_ino)
         self._openat2 = Openat2()
 
-    def shares_root(self, tid: int) -> bool:
+    def root_id(self, tid: int) -> tuple[int, int] | None:
+        """None if ``tid`` shares our root directory, else an id of its root."""
         try:
             st = os.stat(f"/proc/{tid}/root")
         except (FileNotFoundError, ProcessLookupError):
             raise TargetGone(f"thread {tid} is gone") from None
-        return (st.st_dev, st.st_ino) == (self._root_stat.st_dev, self._root_stat.st_ino)
+        rid = (st.st_dev, st.st_ino)
+        return None if rid == self._root_id else rid
 
     def resolve(
-        self, tid: int, dirfd: int, path: bytes, *, follow: bool, resolve_flags: int = 0
+        self,
+        tid: int,
+        dirfd: int,
+        path: bytes,
+        *,
+        follow: bool,
+        resolve_flags: int = 0,
+        own_root: bool | None = None,
     ) -> str:
         """Resolve ``path`` relative to ``dirfd`` (or the cwd) of thread ``tid``.
 
-        Raises OSError with the errno the kernel would give the program for
-        a path that cannot be resolved (``ENOTDIR``, ``ELOOP``, ``EBADF``...,
-        or ``EXDEV``... from openat2 ``resolve_flags``), and
-        :class:`TargetGone`.
+        ``own_root`` says whether the thread has a root of its own (see
+        :meth:`root_id`; found out when None). Raises OSError with the errno
+        the kernel would give the program for a path that cannot be resolved
+        (``ENOTDIR``, ``ELOOP``, ``EBADF``..., or ``EXDEV``... from openat2
+        ``resolve_flags``), and :class:`TargetGone`.
         """
         spath = os.fsdecode(path)
         if not spath:
@@ -339,11 +354,54 @@ class PathResolver:
             raise OSError(errno.EBADF, "bad dirfd")
         else:
             base = f"/proc/{tid}/fd/{dirfd}"
+        if own_root is None:
+            own_root = self.root_id(tid) is not None
+        if own_root:
+            return self._resolve_in_root(tid, base, spath, follow, resolve_flags)
         fast = self._fast(base, path, follow, resolve_flags)
         if fast is not None:
             return fast
         start = "/" if absolute else _readlink_base(base)
         return self._walk(tid, start, spath, follow)
+
+    def _resolve_in_root(
+        self, tid: int, base: str, path: str, follow: bool, resolve_flags: int
+    ) -> str:
+        root = f"/proc/{tid}/root"
+        try:
+            # Where that root is in our view: "/" for a root in another mount
+            # namespace (names there read back as the program sees them), a
+            # directory of ours for a chroot (names read back under it).
+            prefix = os.readlink(root)
+        except (FileNotFoundError, ProcessLookupError):
+            raise TargetGone(f"thread {tid} is gone") from None
+        if base != "/":
+            start = _in_root(prefix, _readlink_base(base))
+            if start is None:
+                raise OSError(errno.ENOENT, "cwd or dirfd outside the program's root")
+            path = start.rstrip("/") + "/" + path
+        flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+        resolve = resolve_flags | abi.RESOLVE_IN_ROOT | abi.RESOLVE_NO_MAGICLINKS
+        try:
+            rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError):
+            raise TargetGone(f"thread {tid} is gone") from None
+        try:
+            fd = self._openat2(rootfd, path.lstrip("/") or ".", flags, 0, resolve)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ELOOP):
+                raise  # As for the fast path in our own root.
+            fd = -1
+        finally:
+            os.close(rootfd)
+        if fd >= 0:
+            try:
+                resolved = _in_root(prefix, os.readlink(f"/proc/self/fd/{fd}"))
+            finally:
+                os.close(fd)
+            if resolved is not None and not (resolved + "/").startswith("/proc/"):
+                return resolved
+        return self._walk(tid, "/", path, follow, root=root, prefix=prefix)
 
     def _fast(self, base: str, path: bytes, follow: bool, resolve_flags: int) -> str | None:
         flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
@@ -381,8 +439,16 @@ class PathResolver:
             return None
         return resolved
 
-    def _walk(self, tid: int, start: str, path: str, follow: bool) -> str:
-        """Resolve ``path`` from directory ``start`` one component at a time."""
+    def _walk(
+        self, tid: int, start: str, path: str, follow: bool, *, root: str = "", prefix: str = "/"
+    ) -> str:
+        """Resolve ``path`` from directory ``start`` one component at a time.
+
+        Names are the program's; with ``root`` (``/proc/TID/root`` of a
+        program with a root of its own) files are looked up under it, and the
+        text of magic links, which the kernel writes in our view, is taken
+        back into the program's with ``prefix``.
+        """
         current = start
         pending = path.split("/")
         if path.startswith("/"):
@@ -391,7 +457,7 @@ class PathResolver:
         # always followed (path_resolution(7)).
         follow_last = follow or path.endswith("/")
         links = 0
-        tgid: int | None = None
+        ids: tuple[int, int] | None = None
         pending.reverse()  # pop() from the end is O(1)
         while pending:
             c = pending.pop()
@@ -402,12 +468,14 @@ class PathResolver:
                 continue
             cand = current.rstrip("/") + "/" + c
             if cand in ("/proc/self", "/proc/thread-self"):
-                if tgid is None:
-                    tgid = read_tgid(tid)
-                cand = f"/proc/{tgid}" if cand == "/proc/self" else f"/proc/{tgid}/task/{tid}"
+                # The program's own, in the pid namespace of its /proc.
+                if ids is None:
+                    ids = read_ns_ids(tid) if root else (read_tgid(tid), tid)
+                tgid, ntid = ids
+                cand = f"/proc/{tgid}" if cand == "/proc/self" else f"/proc/{tgid}/task/{ntid}"
             is_last = not any(p not in ("", ".") for p in pending)
             try:
-                st = os.lstat(cand)
+                st = os.lstat(root + cand)
             except FileNotFoundError:
                 pending.reverse()
                 return _lexical_join(cand, pending)
@@ -419,18 +487,50 @@ class PathResolver:
             links += 1
             if links > _MAX_SYMLINKS:
                 raise OSError(errno.ELOOP, "too many symbolic links", cand)
-            target = os.readlink(cand)
-            if _MAGIC_LINK.match(cand) and not target.startswith("/"):
-                # pipe:[N], socket:[N], anon_inode:...: not a path. The link
-                # itself is the only name it has.
-                if not is_last:
-                    raise OSError(errno.ENOTDIR, "not a directory", cand)
-                current = cand
-                continue
+            target = os.readlink(root + cand)
+            if _MAGIC_LINK.match(cand):
+                in_view = _in_root(prefix, target) if target.startswith("/") else None
+                if in_view is None:
+                    # pipe:[N], socket:[N], anon_inode:..., or a file outside
+                    # the program's root: not a path it could name. The link
+                    # itself is the only name it has.
+                    if not is_last:
+                        raise OSError(errno.ENOTDIR, "not a directory", cand)
+                    current = cand
+                    continue
+                target = in_view
             if target.startswith("/"):
                 current = "/"
             pending.extend(reversed(target.split("/")))
         return current
+
+
+def _in_root(prefix: str, path: str) -> str | None:
+    """``path`` (in our view) in the view of a program whose root is ``prefix``.
+
+    None if it lies outside that root.
+    """
+    if prefix == "/":
+        return path
+    if path == prefix:
+        return "/"
+    if path.startswith(prefix + "/"):
+        return path[len(prefix) :]
+    return None
+
+
+def read_ns_ids(tid: int) -> tuple[int, int]:
+    """The thread's process id and thread id in its own (innermost) pid namespace.
+
+    ``NStgid:``/``NSpid:`` in ``/proc/TID/status`` list them from ours
+    inwards (proc(5), Linux 4.1+).
+    """
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            fields = dict(line.split(b":", 1) for line in f if b":" in line)
+        return int(fields[b"NStgid"].split()[-1]), int(fields[b"NSpid"].split()[-1])
+    except (FileNotFoundError, ProcessLookupError, KeyError, IndexError, ValueError):
+        raise TargetGone(f"thread {tid} is gone") from None
 
 
 def _readlink_base(base: str) -> str:

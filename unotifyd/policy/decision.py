@@ -57,6 +57,9 @@ class EmulateOpen:
     ``no_symlinks`` asks for the open to refuse every symbolic link
     (``RESOLVE_NO_SYMLINKS``): ``path`` was resolved before the decision, and a
     link swapped in since must not lead the open somewhere no rule allowed.
+    ``in_program_root`` says ``path`` is the program's own name for a file,
+    to be opened in the program's root directory (a container's), rather
+    than a path of the supervisor's, such as a redirect's target.
     """
 
     path: str
@@ -67,6 +70,7 @@ class EmulateOpen:
     no_symlinks: bool = False
     create_errno: int = 0
     exclusive: bool = False
+    in_program_root: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +240,7 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
         reason=reason,
         # The path was checked, not yet opened: see EmulateOpen.no_symlinks.
         no_symlinks=True,
+        in_program_root=True,
         create_errno=errno.EROFS if create else 0,
         exclusive=exclusive,
     )

@@ -50,6 +50,8 @@ from .trace import TraceEvent, Tracer
 # How many notifications one listener may answer before yielding to the
 # scheduler, so that one busy program cannot starve the others.
 _DRAIN_BATCH = 64
+# Worker threads for emulated opens (see Supervisor._thread_limiter).
+_MAX_WORKER_THREADS = 1024
 # A handler that crashes fails the call: never CONTINUE on an error.
 _INTERNAL_ERROR_ERRNO = errno.EPERM
 
@@ -72,17 +74,19 @@ class _Pending:
     call: OpenCall | None = None
     resolved: str | None = None
     decision: Decision | None = None
+    own_root: bool = False  # the program has a root directory of its own (a container)
 
 
-def _refuse_errno(d: RefuseWrite, creds: Credentials) -> int:
+def _refuse_errno(d: RefuseWrite, creds: Credentials, root_fd: int | None) -> int:
     """Look at what ``d.path`` is, as the program, and pick a read-only mount's errno."""
     found: Found
     try:
-        fd = open_as(creds, d.path, os.O_PATH, 0, no_symlinks=True)
+        fd = open_as(creds, d.path, os.O_PATH, 0, no_symlinks=True, root_fd=root_fd)
     except FileNotFoundError:
         parent = d.path.rsplit("/", 1)[0] or "/"
+        flags = os.O_PATH | os.O_DIRECTORY
         try:
-            os.close(open_as(creds, parent, os.O_PATH | os.O_DIRECTORY, 0, no_symlinks=True))
+            os.close(open_as(creds, parent, flags, 0, no_symlinks=True, root_fd=root_fd))
         except FileNotFoundError:
             found = "no-parent"
         else:
@@ -96,6 +100,57 @@ def _refuse_errno(d: RefuseWrite, creds: Credentials) -> int:
         finally:
             os.close(fd)
     return refuse_write_errno(d.flags, found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """An emulation to perform, with what it needs in a worker thread."""
+
+    decision: EmulateOpen | RefuseWrite
+    creds: Credentials
+    root_tid: int | None  # open the program's names in this thread's root
+    listener: Listener
+    nid: int
+
+
+def _perform_in(
+    d: EmulateOpen | RefuseWrite, creds: Credentials, root_fd: int | None, nonblocking: bool
+) -> int | None:
+    """The open (or look) of ``d``: an fd of ours, ``-errno``, or None if it would block."""
+    if isinstance(d, RefuseWrite):
+        return -_refuse_errno(d, creds, root_fd)
+    # O_NONBLOCK guards against a regular file swapped for a FIFO after our
+    # stat: the open then returns at once instead of stalling every program
+    # (fifo(7)). It is cleared again before injection unless the program
+    # asked for it, since the program can see it (F_GETFL).
+    extra = 0
+    if nonblocking and not d.flags & (os.O_NONBLOCK | os.O_PATH):
+        extra = os.O_NONBLOCK
+    root = root_fd if d.in_program_root else None
+    try:
+        fd = open_as(
+            creds, d.path, d.flags | extra, d.mode, no_symlinks=d.no_symlinks, root_fd=root
+        )
+    except OSError as e:
+        if e.errno == errno.ENOENT and d.create_errno:
+            return -d.create_errno
+        if e.errno == errno.ENXIO and extra:
+            return None  # A FIFO without a reader, opened O_WRONLY|O_NONBLOCK.
+        return -(e.errno or errno.EIO)
+    try:
+        if d.exclusive:
+            os.close(fd)
+            return -errno.EEXIST
+        if extra:
+            st_mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):
+                os.close(fd)
+                return None
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class _Handoff:
@@ -155,7 +210,7 @@ async def _cancel_when_abandoned(listener: Listener, nid: int, scope: trio.Cance
     scope.cancel()
 
 
-def _unblock_fifo(d: EmulateOpen | RefuseWrite) -> None:
+def _unblock_fifo(d: EmulateOpen | RefuseWrite, root_tid: int | None) -> None:
     """Let an abandoned open of a FIFO return, by opening its other end.
 
     Opening a FIFO blocks until the other end is opened too (fifo(7)); a
@@ -165,11 +220,12 @@ def _unblock_fifo(d: EmulateOpen | RefuseWrite) -> None:
     """
     if not isinstance(d, EmulateOpen):
         return
+    path = _our_name(d.path, root_tid)
     try:
-        if not stat.S_ISFIFO(os.stat(d.path).st_mode):
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
             return
         other = os.O_RDONLY if d.flags & os.O_ACCMODE == os.O_WRONLY else os.O_WRONLY
-        os.close(os.open(d.path, other | os.O_NONBLOCK | os.O_CLOEXEC))
+        os.close(os.open(path, other | os.O_NONBLOCK | os.O_CLOEXEC))
     except OSError:
         pass  # Gone, or already released (ENXIO: no reader left).
 
@@ -187,6 +243,17 @@ class Served:
     policy: Policy
     name: str = ""
     stats: Stats | None = None  # besides the supervisor's own totals
+    # The policy with its rule paths resolved, per root directory of the
+    # programs (None: the supervisor's own).
+    policies: dict[tuple[int, int] | None, Policy] = field(default_factory=dict)
+
+
+def _our_name(path: str, root_tid: int | None) -> str:
+    """A name of ours for the program's symlink-free ``path`` in the root of ``root_tid``.
+
+    Good for a look (``stat``) only: opens go through ``RESOLVE_IN_ROOT``.
+    """
+    return path if root_tid is None else f"/proc/{root_tid}/root{path}"
 
 
 def _may_block(path: str) -> bool:
@@ -207,6 +274,7 @@ class Supervisor:
         self.resolver = PathResolver()
         self.creds = CredentialReader()
         self.stats = Stats()
+        self._limiter: trio.CapacityLimiter | None = None
 
     def close(self) -> None:
         self.mem.close()
@@ -262,7 +330,7 @@ class Supervisor:
         listener = s.listener
         p = _Pending(notif)
         try:
-            p.decision = self._decide(s.policy, p)
+            p.decision = self._decide(s, p)
             d = p.decision
             if isinstance(d, Continue):
                 listener.send_continue(notif.id)
@@ -286,7 +354,34 @@ class Supervisor:
             return
         self._trace(s, p, None, result)
 
-    def _decide(self, policy: Policy, p: _Pending) -> Decision:
+    def _policy_in(self, s: Served, root: tuple[int, int] | None, tid: int) -> Policy:
+        """``s.policy`` with its rule paths resolved in the root of ``tid``.
+
+        Programs' paths are matched after resolving their symlinks, so rule
+        paths must be resolved too, and in the same root: ``/etc/resolv.conf``
+        may be a link on the host and a file in a container. Done once per
+        root and kept. A rule path that cannot be resolved stays as written.
+        """
+        policy = s.policies.get(root)
+        if policy is None:
+
+            def in_root(path: str) -> str:
+                try:
+                    return self.resolver.resolve(
+                        tid, abi.AT_FDCWD, os.fsencode(path), follow=True, own_root=True
+                    )
+                except OSError:
+                    return path
+
+            try:
+                policy = s.policy.canonicalized(os.path.realpath if root is None else in_root)
+            except ValueError as e:  # Two rules that name one file there.
+                self.tracer.note(f"{s.name or 'program'}: rules kept as written: {e}")
+                policy = s.policy
+            s.policies[root] = policy
+        return policy
+
+    def _decide(self, s: Served, p: _Pending) -> Decision:
         n = p.notif
         decode = HANDLERS.get(n.nr)
         if decode is None or n.arch != abi.AUDIT_ARCH_X86_64:
@@ -295,13 +390,17 @@ class Supervisor:
             return Fail(errno.ENOSYS, f"unexpected syscall {n.nr} (arch {n.arch:#x})")
         try:
             call = p.call = decode(self.mem, n)
+            root = self.resolver.root_id(n.pid)
+            p.own_root = root is not None
             p.resolved = self.resolver.resolve(
                 n.pid,
                 abi.AT_FDCWD if call.dirfd is None else call.dirfd,
                 call.path,
                 follow=call.follows_last_link,
                 resolve_flags=call.resolve,
+                own_root=p.own_root,
             )
+            policy = self._policy_in(s, root, n.pid)
         except BadArgument as e:
             return Fail(e.errno, str(e))
         except OSError as e:
@@ -339,18 +438,22 @@ class Supervisor:
         # call fails with ENOENT and touches nothing.
         if not listener.id_valid(n.id):
             raise TargetGone("notification no longer valid")
-        if creds.same_as_supervisor() and not (isinstance(d, EmulateOpen) and _may_block(d.path)):
-            result = self._perform(d, creds, nonblocking=True)
+        # The program's own names are opened in its root (a container's);
+        # a redirect's target is a path of ours.
+        in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
+        job = _Job(d, creds, n.pid if in_root else None, listener, n.id)
+        if creds.same_as_supervisor() and not (
+            isinstance(d, EmulateOpen) and _may_block(_our_name(d.path, job.root_tid))
+        ):
+            result = self._perform(job, nonblocking=True)
             if result is not None:
                 return self._answer(listener, n, d, result)
             # Raced into a FIFO or a device since our stat: redo it blocking.
-        nursery.start_soon(self._perform_in_thread, s, p, d, creds)
+        nursery.start_soon(self._perform_in_thread, s, p, job)
         return None
 
-    async def _perform_in_thread(
-        self, s: Served, p: _Pending, d: EmulateOpen | RefuseWrite, creds: Credentials
-    ) -> None:
-        """Perform ``d`` in a worker thread and answer, unless the call is abandoned first.
+    async def _perform_in_thread(self, s: Served, p: _Pending, job: _Job) -> None:
+        """Perform ``job`` in a worker thread and answer, unless the call is abandoned first.
 
         A blocking open (a FIFO waiting for its other end) may outlive the
         call: the program can be killed, or interrupted by a signal, while
@@ -359,73 +462,77 @@ class Supervisor:
         returns late, since no one will inject it.
         """
         n = p.notif
-        listener = s.listener
         handoff = _Handoff()
         outcome: int | BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_when_abandoned, listener, n.id, nursery.cancel_scope)
-                raw = await trio.to_thread.run_sync(
-                    handoff.run, partial(self._perform, d, creds, False), abandon_on_cancel=True
-                )
-                assert raw is not None  # Only non-blocking attempts give up.
-                # No checkpoint between receiving the fd and handing it over:
-                # a cancellation here would leak it.
+                nursery.start_soon(_cancel_when_abandoned, job.listener, n.id, nursery.cancel_scope)
+                # Exceptions are caught inside the nursery: from its body trio
+                # would raise them wrapped in an ExceptionGroup.
                 try:
-                    outcome = self._answer(listener, n, d, raw)
-                except Exception as e:  # Raised outside the nursery, not as a group.
+                    raw = await trio.to_thread.run_sync(
+                        handoff.run,
+                        partial(self._perform, job, False),
+                        abandon_on_cancel=True,
+                        limiter=self._thread_limiter(),
+                    )
+                except Exception as e:
                     outcome = e
+                else:
+                    assert raw is not None  # Only non-blocking attempts give up.
+                    # No checkpoint between receiving the fd and handing it
+                    # over: a cancellation here would leak it.
+                    try:
+                        outcome = self._answer(job.listener, n, job.decision, raw)
+                    except Exception as e:
+                        outcome = e
                 nursery.cancel_scope.cancel()
         finally:
             if outcome is None and handoff.abandon():
-                _unblock_fifo(d)
-        if outcome is None or isinstance(outcome, TargetGone):
-            self._count_gone(s)
-            self._trace(s, p, "gone", None)
-        elif isinstance(outcome, BaseException):
-            self._internal_error(s, p, outcome)
-        else:
+                _unblock_fifo(job.decision, job.root_tid)
+            if outcome is None or isinstance(outcome, TargetGone):
+                # Abandoned, or cancelled because nobody is left to answer.
+                self._count_gone(s)
+                self._trace(s, p, "gone", None)
+        if isinstance(outcome, int):
             self._trace(s, p, None, outcome)
+        elif outcome is not None and not isinstance(outcome, TargetGone):
+            self._internal_error(s, p, outcome)
+
+    def _thread_limiter(self) -> trio.CapacityLimiter:
+        """Worker threads for emulation: many, since a blocked FIFO open holds one.
+
+        trio's default limiter (40 threads) would let 40 programs blocked on
+        FIFOs stall every other program's emulated opens.
+        """
+        if self._limiter is None:
+            self._limiter = trio.CapacityLimiter(_MAX_WORKER_THREADS)
+        return self._limiter
 
     @staticmethod
-    def _perform(d: EmulateOpen | RefuseWrite, creds: Credentials, nonblocking: bool) -> int | None:
-        """Do the work of ``d``: an fd of ours (>= 0) to inject, or ``-errno`` to answer.
+    def _perform(job: _Job, nonblocking: bool) -> int | None:
+        """Do the work of ``job``: an fd of ours (>= 0) to inject, or ``-errno`` to answer.
 
         With ``nonblocking``, returns None instead of waiting for a FIFO or a
         device. Runs in the trio thread or, to block or to take on the
-        program's credentials, in a worker thread.
+        program's credentials, in a worker thread. Raises TargetGone.
         """
-        if isinstance(d, RefuseWrite):
-            return -_refuse_errno(d, creds)
-        # O_NONBLOCK guards against a regular file swapped for a FIFO after
-        # our stat: the open then returns at once instead of stalling every
-        # program (fifo(7)). It is cleared again before injection unless the
-        # program asked for it, since the program can see it (F_GETFL).
-        extra = 0
-        if nonblocking and not d.flags & (os.O_NONBLOCK | os.O_PATH):
-            extra = os.O_NONBLOCK
+        root_fd = None
+        if job.root_tid is not None:
+            try:
+                root_fd = os.open(
+                    f"/proc/{job.root_tid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+                )
+            except (FileNotFoundError, ProcessLookupError):
+                raise TargetGone("thread is gone") from None
         try:
-            fd = open_as(creds, d.path, d.flags | extra, d.mode, no_symlinks=d.no_symlinks)
-        except OSError as e:
-            if e.errno == errno.ENOENT and d.create_errno:
-                return -d.create_errno
-            if e.errno == errno.ENXIO and extra:
-                return None  # A FIFO without a reader, opened O_WRONLY|O_NONBLOCK.
-            return -(e.errno or errno.EIO)
-        try:
-            if d.exclusive:
-                os.close(fd)
-                return -errno.EEXIST
-            if extra:
-                st_mode = os.fstat(fd).st_mode
-                if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):
-                    os.close(fd)
-                    return None
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            if root_fd is not None and not job.listener.id_valid(job.nid):
+                # The root we hold might be a new process's that got the pid.
+                raise TargetGone("notification no longer valid")
+            return _perform_in(job.decision, job.creds, root_fd, nonblocking)
+        finally:
+            if root_fd is not None:
+                os.close(root_fd)
 
     def _answer(
         self, listener: Listener, n: Notification, d: EmulateOpen | RefuseWrite, result: int

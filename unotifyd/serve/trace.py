@@ -107,7 +107,8 @@ class TraceEvent:
         else:
             outcome = f" = {self.result}"
         why = f"  [{self.reason}]" if self.reason else ""
-        return f"unotifyd[{self.pid}] {call} -> {where}: {what}{outcome}{why}"
+        who = f"{self.program} {self.pid}" if self.program else str(self.pid)
+        return f"unotifyd[{who}] {call} -> {where}: {what}{outcome}{why}"
 
 
 class Tracer:
