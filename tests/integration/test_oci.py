@@ -42,6 +42,8 @@ RUNTIMES = ("runc", "crun")
 RUN_TIMEOUT = 20
 NOTIFY = ["open", "openat", "openat2", "creat"]
 CONTAINER_PASSWD = "root:x:0:0:container:/:/bin/sh\n"
+CONTAINER_GROUP = "containergroup:x:0:\n"
+SECRET = "SECRET\n"
 NOBODY = 65534
 _ids = itertools.count()
 
@@ -73,6 +75,11 @@ def workdir() -> Iterator[Path]:
     for sub in ("proc", "dev", "sys", "tmp"):
         (rootfs / sub).mkdir()
     write(rootfs / "etc" / "passwd", CONTAINER_PASSWD)
+    # For the tests of rules in the container's own view: a file to deny, a
+    # link to it that exists only in the image, and a group file of its own.
+    write(rootfs / "data" / "secret", SECRET)
+    (rootfs / "etc" / "alias").symlink_to("/data/secret")
+    write(rootfs / "etc" / "group", CONTAINER_GROUP)
     spec = d / "spec"
     spec.mkdir()
     subprocess.run(["runc", "spec"], cwd=spec, check=True, timeout=RUN_TIMEOUT)
@@ -220,11 +227,15 @@ def start_agent(d: Path, *extra: str) -> Agent:
     for name, target in (("red", "red.txt"), ("blue", "blue.txt"), ("stuck", "fifo")):
         write(d / f"{name}.toml",
               f'version = 1\n[[redirect]]\nfrom = "/etc/passwd"\nto = "{d / target}"\n')
+    # Paths in the container's view: /etc/alias and this /etc/group exist
+    # only in its image.
+    write(d / "guard.toml", 'version = 1\n[[deny]]\npath = "/data/secret"\n'
+          '[[readonly]]\npath = "/etc/group"\n')
     oci = str(d / "oci.sock")
     config = write(d / "unotifyd.toml", (
         f'version = 1\noci_socket = "{oci}"\noci_default_profile = "blue"\n'
         + "".join(f'[[profile]]\nname = "{n}"\npolicy = "{n}.toml"\nuids = [0]\n'
-                  for n in ("red", "blue", "stuck"))
+                  for n in ("red", "blue", "stuck", "guard"))
     ))
     control = str(d / "unotifyd.sock")
     with open(d / "daemon.log", "w") as log:
@@ -306,6 +317,22 @@ def test_cat_etc_passwd_prints_the_redirected_host_file(
     assert f"serving container '{cid}'" in agent.log()
     report = agent.wait_idle()
     assert report["profiles"]["red"]["decisions"]["redirect"] >= 1
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_rules_apply_to_the_containers_own_files(
+    agent: Agent, runtimes: Runtimes, runtime: str
+) -> None:
+    # The container's /etc/alias links to /data/secret inside it: denied,
+    # though the host has no /etc/alias. The read-only /etc/group is the
+    # container's, opened in its root, not the host's file of that name.
+    script = "cat /etc/alias; echo rc=$?; cat /etc/group; echo rc=$?; echo x >> /etc/group"
+    bundle = runtimes.bundle(agent.oci, ["sh", "-c", script], metadata="profile=guard")
+    proc = runtimes.run(runtime, bundle, new_id())
+    assert SECRET not in proc.stdout, out(proc)
+    assert proc.stdout == f"rc=1\n{CONTAINER_GROUP}rc=0\n", out(proc)
+    assert "Permission denied" in proc.stderr, out(proc)
+    assert "Read-only file system" in proc.stderr, out(proc)
 
 
 def test_two_containers_on_two_profiles_at_once(agent: Agent, runtimes: Runtimes) -> None:
