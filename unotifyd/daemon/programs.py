@@ -1,9 +1,9 @@
 """Serving the listeners of many programs, and releasing them.
 
-Shared by the daemon (``server.py``) and the library API (``api.py``). Each
-program gets its own :class:`~unotifyd.serve.supervisor.Supervisor`, whose
-``stats`` are then that program's counters (the supervisor counts per
-instance, not per ``name``); its ``/proc/PID/mem`` cache goes with it. Each
+Shared by the daemon (``server.py``) and the library API (``api.py``). One
+:class:`~unotifyd.serve.supervisor.Supervisor` serves every program (its
+worker threads and caches are shared), counting each program in a
+:class:`~unotifyd.serve.supervisor.Stats` of its own. Each
 program's serve task owns its listener and closes it exactly once, when
 ``serve`` returns (every process using the filter is gone: ``POLLHUP``) or
 is cancelled (the daemon stops).
@@ -210,14 +210,10 @@ class Program:
     command: str
     policy: Policy
     listener: PausableListener
-    supervisor: Supervisor
+    stats: Stats = field(default_factory=Stats)
     started: float = field(default_factory=time.monotonic)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     released: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def stats(self) -> Stats:
-        return self.supervisor.stats
 
     def to_json(self, now: float) -> dict[str, object]:
         return {
@@ -237,6 +233,7 @@ class ProgramTable:
 
     def __init__(self, tracer: Tracer | None = None) -> None:
         self.tracer = tracer or Tracer()
+        self.supervisor = Supervisor(self.tracer)
         self.running: dict[int, Program] = {}
         self.profiles: dict[str, ProfileCounters] = {}
         self.finished = 0
@@ -264,7 +261,7 @@ class ProgramTable:
         """
         prog = Program(
             next(self._serials), name, profile, pid, uid, command, policy,
-            PausableListener.take(listener), Supervisor(self.tracer),
+            PausableListener.take(listener),
         )
         self.running[prog.serial] = prog
         self.observer.started(prog)
@@ -279,7 +276,9 @@ class ProgramTable:
     async def _serve(self, prog: Program) -> None:
         try:
             with prog.scope:
-                await prog.supervisor.serve(prog.listener, prog.policy, name=prog.name)
+                await self.supervisor.serve(
+                    prog.listener, prog.policy, name=prog.name, stats=prog.stats
+                )
         finally:
             self._release(prog)
 
@@ -291,7 +290,6 @@ class ProgramTable:
             self.observer.released(prog)
         finally:
             prog.listener.close()
-        prog.supervisor.close()
         del self.running[prog.serial]
         counters = self.profiles[prog.profile]
         counters.running -= 1
@@ -323,12 +321,12 @@ class ProgramTable:
     async def stop(self, drain_timeout: float = 1.0) -> None:
         """Answer what is pending on every listener, then stop serving them all.
 
-        Serve tasks answer every notification they receive before their
-        next checkpoint (emulations in worker threads finish even when
-        cancelled: ``trio.to_thread.run_sync`` does not abandon them), so
-        cancelling one while the kernel shows no pending notification
-        leaves none unanswered. A notification that arrives after that gets
-        ``ENOSYS`` from the kernel once the listener closes.
+        Serve tasks answer every notification they receive inline before
+        their next checkpoint, so cancelling one while the kernel shows no
+        pending notification leaves none of those unanswered. An emulation
+        still blocked in a worker thread (a FIFO nobody opens) is abandoned;
+        it, and any call that arrives later, gets ``ENOSYS`` from the kernel
+        once the listener closes.
         """
         with trio.move_on_after(drain_timeout):
             while any(p.listener.poll() & select.POLLIN for p in self.running.values()):
