@@ -51,6 +51,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-sync-wakeup", dest="sync_wakeup", action="store_false",
         help="do not ask the kernel to wake the program on the supervisor's CPU",
     )
+    launch.add_argument(
+        "--no-colocate", dest="colocate", action="store_false",
+        help="do not run a program's thread on the supervisor's CPU while it takes an "
+        "injected fd (its CPU affinity is narrowed for those microseconds)",
+    )
     launch.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG [ARGS...]")
     _add_daemon_commands(sub, launch)
     return parser
@@ -109,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 trace=sys.stderr if args.trace else None,
                 trace_json=trace_json,
                 sync_wakeup=args.sync_wakeup,
+                colocate=args.colocate,
             )
         except LaunchError as e:
             print(f"unotifyd: {e}", file=sys.stderr)

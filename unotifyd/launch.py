@@ -188,6 +188,7 @@ def launch(
     trace: IO[str] | None = None,
     trace_json: IO[str] | None = None,
     sync_wakeup: bool = True,
+    colocate: bool = True,
 ) -> int:
     """Run ``argv`` under ``policy`` and return the exit code to exit with."""
     try:
@@ -225,6 +226,7 @@ def launch(
             trace=trace,
             trace_json=trace_json,
             sync_wakeup=sync_wakeup,
+            colocate=colocate,
             notes=notes,
             forwarder=forwarder,
         )

@@ -130,6 +130,7 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ("--trace", args.trace),
             ("--trace-json", args.trace_json),
             ("--no-sync-wakeup", not args.sync_wakeup),
+            ("--no-colocate", not args.colocate),
         )
         if used
     ]

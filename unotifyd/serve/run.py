@@ -44,10 +44,11 @@ async def _serve_program(
     *,
     tracer: Tracer,
     sync_wakeup: bool,
+    colocate: bool,
     notes: Sequence[str],
     forwarder: SignalForwarder | None,
 ) -> int:
-    sup = Supervisor(tracer)
+    sup = Supervisor(tracer, colocate=colocate)
     try:
         for note in notes:
             tracer.note(note)
@@ -89,6 +90,7 @@ def run_supervisor(
     trace: IO[str] | None = None,
     trace_json: IO[str] | None = None,
     sync_wakeup: bool = True,
+    colocate: bool = True,
     notes: Sequence[str] = (),
     forwarder: SignalForwarder | None = None,
 ) -> int:
@@ -103,6 +105,7 @@ def run_supervisor(
                 policy,
                 tracer=tracer,
                 sync_wakeup=sync_wakeup,
+                colocate=colocate,
                 notes=notes,
                 forwarder=forwarder,
             )

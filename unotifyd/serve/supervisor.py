@@ -30,6 +30,7 @@ from ..kernel import abi
 from ..kernel.errors import BadArgument, TargetGone
 from ..kernel.listener import Listener, Notification
 from ..kernel.opener import may_create, open_as
+from ..kernel.sched import pin_to_our_cpu
 from ..kernel.target import CredentialReader, Credentials, MemoryReader, PathResolver
 from ..policy import (
     Continue,
@@ -266,10 +267,15 @@ def _may_block(path: str) -> bool:
 
 
 class Supervisor:
-    """Serves listeners, each with its own policy; shares caches between them."""
+    """Serves listeners, each with its own policy; shares caches between them.
 
-    def __init__(self, tracer: Tracer | None = None) -> None:
+    ``colocate`` runs a program's thread on our CPU while it takes an
+    injected fd (see :mod:`unotifyd.kernel.sched`).
+    """
+
+    def __init__(self, tracer: Tracer | None = None, *, colocate: bool = True) -> None:
         self.tracer = tracer or Tracer()
+        self.colocate = colocate
         self.mem = MemoryReader()
         self.resolver = PathResolver()
         self.creds = CredentialReader()
@@ -544,11 +550,22 @@ class Supervisor:
         assert isinstance(d, EmulateOpen)
         return self._inject(listener, n, result, d.cloexec)
 
-    @staticmethod
-    def _inject(listener: Listener, n: Notification, fd: int, cloexec: bool) -> int:
+    def _inject(self, listener: Listener, n: Notification, fd: int, cloexec: bool) -> int:
         """Inject our ``fd`` as the call's result and close our copy."""
+        pinned = pin_to_our_cpu(n.pid) if self.colocate else None
         try:
-            return listener.send_fd(n.id, fd, cloexec=cloexec)
+            if pinned is None:
+                return listener.send_fd(n.id, fd, cloexec=cloexec)
+            # Install, give the thread its own affinity back while it still
+            # waits for the answer (so it never runs with ours), then answer.
+            # Two steps, not ADDFD|SEND: under WAIT_KILLABLE_RECV only a
+            # fatal signal can end the wait in between, and then the fd
+            # goes with the process.
+            newfd = listener.add_fd(n.id, fd, cloexec=cloexec)
+            pinned.release()
+            pinned = None
+            listener.send_value(n.id, newfd)
+            return newfd
         except OSError as e:
             # EMFILE (the program's fd table is full) and the like: the call
             # is still pending and gets the error the kernel would give.
@@ -556,6 +573,8 @@ class Supervisor:
             listener.send_error(n.id, err)
             return -err
         finally:
+            if pinned is not None:
+                pinned.release()
             os.close(fd)
 
     def _internal_error(self, s: Served, p: _Pending, exc: BaseException) -> None:

