@@ -51,8 +51,12 @@ from .trace import TraceEvent, Tracer
 # How many notifications one listener may answer before yielding to the
 # scheduler, so that one busy program cannot starve the others.
 _DRAIN_BATCH = 64
-# Worker threads for emulated opens (see Supervisor._thread_limiter).
-_MAX_WORKER_THREADS = 1024
+# Worker threads for emulated opens (see Supervisor._run_job): for opens
+# that cannot block, for opens that may, and how many of those one program
+# may hold.
+_MAX_QUICK_THREADS = 64
+_MAX_BLOCKING_THREADS = 1024
+_MAX_BLOCKED_PER_PROGRAM = 256
 # A handler that crashes fails the call: never CONTINUE on an error.
 _INTERNAL_ERROR_ERRNO = errno.EPERM
 
@@ -112,6 +116,7 @@ class _Job:
     root_tid: int | None  # open the program's names in this thread's root
     listener: Listener
     nid: int
+    may_block: bool  # a FIFO or a device, by a look before the open
 
 
 def _perform_in(
@@ -247,6 +252,8 @@ class Served:
     # The policy with its rule paths resolved, per root directory of the
     # programs (None: the supervisor's own).
     policies: dict[tuple[int, int] | None, Policy] = field(default_factory=dict)
+    # Its share of the threads for opens that may block (made in trio).
+    blocking: trio.CapacityLimiter | None = None
 
 
 def _our_name(path: str, root_tid: int | None) -> str:
@@ -280,7 +287,7 @@ class Supervisor:
         self.resolver = PathResolver()
         self.creds = CredentialReader()
         self.stats = Stats()
-        self._limiter: trio.CapacityLimiter | None = None
+        self._limiters: tuple[trio.CapacityLimiter, trio.CapacityLimiter] | None = None
 
     def close(self) -> None:
         self.mem.close()
@@ -447,10 +454,10 @@ class Supervisor:
         # The program's own names are opened in its root (a container's);
         # a redirect's target is a path of ours.
         in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
-        job = _Job(d, creds, n.pid if in_root else None, listener, n.id)
-        if creds.same_as_supervisor() and not (
-            isinstance(d, EmulateOpen) and _may_block(_our_name(d.path, job.root_tid))
-        ):
+        root_tid = n.pid if in_root else None
+        may_block = isinstance(d, EmulateOpen) and _may_block(_our_name(d.path, root_tid))
+        job = _Job(d, creds, root_tid, listener, n.id, may_block)
+        if creds.same_as_supervisor() and not may_block:
             result = self._perform(job, nonblocking=True)
             if result is not None:
                 return self._answer(listener, n, d, result)
@@ -468,7 +475,7 @@ class Supervisor:
         returns late, since no one will inject it.
         """
         n = p.notif
-        handoff = _Handoff()
+        handoffs: list[_Handoff] = []
         outcome: int | BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -476,16 +483,10 @@ class Supervisor:
                 # Exceptions are caught inside the nursery: from its body trio
                 # would raise them wrapped in an ExceptionGroup.
                 try:
-                    raw = await trio.to_thread.run_sync(
-                        handoff.run,
-                        partial(self._perform, job, False),
-                        abandon_on_cancel=True,
-                        limiter=self._thread_limiter(),
-                    )
+                    raw = await self._run_job(s, job, handoffs)
                 except Exception as e:
                     outcome = e
                 else:
-                    assert raw is not None  # Only non-blocking attempts give up.
                     # No checkpoint between receiving the fd and handing it
                     # over: a cancellation here would leak it.
                     try:
@@ -494,7 +495,7 @@ class Supervisor:
                         outcome = e
                 nursery.cancel_scope.cancel()
         finally:
-            if outcome is None and handoff.abandon():
+            if outcome is None and handoffs and handoffs[-1].abandon():
                 _unblock_fifo(job.decision, job.root_tid)
             if outcome is None or isinstance(outcome, TargetGone):
                 # Abandoned, or cancelled because nobody is left to answer.
@@ -505,15 +506,51 @@ class Supervisor:
         elif outcome is not None and not isinstance(outcome, TargetGone):
             self._internal_error(s, p, outcome)
 
-    def _thread_limiter(self) -> trio.CapacityLimiter:
-        """Worker threads for emulation: many, since a blocked FIFO open holds one.
+    async def _run_job(self, s: Served, job: _Job, handoffs: list[_Handoff]) -> int:
+        """Run ``job`` in a worker thread of the right pool; its fd or ``-errno``.
 
-        trio's default limiter (40 threads) would let 40 programs blocked on
-        FIFOs stall every other program's emulated opens.
+        Two pools, so that opens blocked on FIFOs can never starve the
+        others: opens that cannot block (regular files, only in a thread to
+        take on the program's credentials) have threads of their own, and
+        blocking ones are also capped per program. A "regular" file that
+        turns out to be a FIFO after all moves on to the blocking pool.
         """
-        if self._limiter is None:
-            self._limiter = trio.CapacityLimiter(_MAX_WORKER_THREADS)
-        return self._limiter
+        quick, blocking = self._thread_limiters()
+        if not job.may_block:
+            handoffs.append(_Handoff())
+            raw = await trio.to_thread.run_sync(
+                handoffs[-1].run,
+                partial(self._perform, job, True),
+                abandon_on_cancel=True,
+                limiter=quick,
+            )
+            if raw is not None:
+                return raw
+        if s.blocking is None:
+            s.blocking = trio.CapacityLimiter(_MAX_BLOCKED_PER_PROGRAM)
+        handoffs.append(_Handoff())
+        async with s.blocking:
+            raw = await trio.to_thread.run_sync(
+                handoffs[-1].run,
+                partial(self._perform, job, False),
+                abandon_on_cancel=True,
+                limiter=blocking,
+            )
+        assert raw is not None  # Only non-blocking attempts give up.
+        return raw
+
+    def _thread_limiters(self) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
+        """The worker-thread pools: (opens that cannot block, opens that may).
+
+        trio's default limiter (40 threads for everything) would let 40
+        programs blocked on FIFOs stall every other program's emulated opens.
+        """
+        if self._limiters is None:
+            self._limiters = (
+                trio.CapacityLimiter(_MAX_QUICK_THREADS),
+                trio.CapacityLimiter(_MAX_BLOCKING_THREADS),
+            )
+        return self._limiters
 
     @staticmethod
     def _perform(job: _Job, nonblocking: bool) -> int | None:

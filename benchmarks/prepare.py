@@ -1,0 +1,201 @@
+"""Set-up: Debian packages, the C programs, which unotifyd to run, the report's header."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from harness import BenchError, log
+
+# command -> Debian package that provides it
+_COMMANDS = {
+    "proot": "proot",
+    "bwrap": "bubblewrap",
+    "cc": "gcc",
+    "make": "make",
+    "git": "git",
+}
+
+
+def install_packages() -> None:
+    """Install the missing commands from Debian packages (apt-get; needs root)."""
+    missing = sorted({pkg for cmd, pkg in _COMMANDS.items() if shutil.which(cmd) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise BenchError(f"missing packages {', '.join(missing)}: run as root, or install them")
+    log(f"installing {' '.join(missing)} (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", *missing]
+    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+        # The package lists may be missing or stale on a fresh machine.
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=True)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"apt-get install {' '.join(missing)} failed:\n{done.stderr}")
+    still = [cmd for cmd in _COMMANDS if shutil.which(cmd) is None]
+    if still:
+        raise BenchError(f"still missing after apt-get: {', '.join(still)}")
+
+
+def shared_bench(repo: Path) -> Path:
+    """``shared/bench``, the sibling of the repository root."""
+    bench = repo.parent / "shared" / "bench"
+    if not (bench / "Makefile").is_file():
+        raise BenchError(
+            f"{bench} not found: the C reference programs live in shared/bench, "
+            f"and shared/ must sit beside the repository root ({repo})"
+        )
+    return bench
+
+
+def build(repo: Path, into: Path) -> None:
+    """Build openloop and ref_unotify (shared/bench), latloop and spawnloop (here)."""
+    bench = shared_bench(repo)
+    log(f"building the C programs from {bench} and benchmarks/ into {into}")
+    done = subprocess.run(
+        ["make", "-s", "-C", str(bench), f"BUILD={into}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"make -C {bench} failed:\n{done.stdout}{done.stderr}")
+    here = Path(__file__).resolve().parent
+    for name in ("latloop", "spawnloop"):
+        cmd = ["cc", "-O2", "-Wall", "-Wextra", "-o", str(into / name), str(here / f"{name}.c")]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+
+
+def _imports_deps(python: str, env: dict[str, str]) -> bool:
+    check = [python, "-c", "import trio, pyseccomp, unotifyd"]
+    return subprocess.run(check, env=env, capture_output=True, check=False).returncode == 0
+
+
+def snapshot(repo: Path, rev: str, into: Path) -> str:
+    """Extract ``rev`` of the repository into ``into`` (git archive); return its short hash.
+
+    Benchmarks a fixed commit while the work tree keeps changing.
+    """
+    short = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", f"{rev}^{{commit}}"],
+        capture_output=True, text=True, check=False,
+    )
+    if short.returncode != 0:
+        raise BenchError(f"--rev {rev}: not a commit of {repo}: {short.stderr.strip()}")
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "--format=tar", rev], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {rev} failed: {archive.stderr.decode(errors='replace')}")
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return short.stdout.strip()
+
+
+def unotifyd_command(
+    repo: Path, source: Path | None = None
+) -> tuple[tuple[str, ...], dict[str, str], str]:
+    """(argv that runs unotifyd, environment for every command, how it was chosen).
+
+    From ``source`` (a snapshot) if given; else the installed console
+    script if one is on PATH; else ``python3 -m unotifyd`` from this
+    checkout. ``-m`` runs with the source on PYTHONPATH and the first
+    interpreter that has unotifyd's dependencies: this one, then the test
+    suite's ``.venv``. Every command of the benchmarks gets the same
+    environment, so native runs see the same PYTHONPATH as supervised ones.
+    """
+    env = dict(os.environ)
+    script = None if source else shutil.which("unotifyd")
+    if script:
+        # Run as `PYTHON SCRIPT`, which is what its #! line does, so that the
+        # launch-cost breakdown knows the interpreter.
+        with open(script, "rb") as f:
+            first = f.readline().decode(errors="replace")
+        words = first[2:].split() if first.startswith("#!") else []
+        if len(words) > 1 and Path(words[0]).name == "env":
+            words = [shutil.which(words[1]) or sys.executable]
+        python = words[0] if words else sys.executable
+        return (python, script), env, f"{script} (console script on PATH)"
+    src = source or repo
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    for python in (sys.executable, str(repo / ".venv" / "bin" / "python")):
+        if Path(python).exists() and _imports_deps(python, env):
+            return (python, "-m", "unotifyd"), env, f"{python} -m unotifyd (PYTHONPATH={src})"
+    raise BenchError(
+        "no interpreter can import unotifyd's dependencies (trio, pyseccomp): "
+        "run `bash tests/run` once (it makes .venv) or `pip install -e .`"
+    )
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "?"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "?"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: other work on the machine skews every figure."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def header(repo: Path, how: str, mode: str, snapshot_of: str | None) -> list[str]:
+    """The report's first lines: what was measured, where, when."""
+    if snapshot_of:
+        commit = f"{snapshot_of} (a snapshot made with git archive)"
+    else:
+        commit = _first_line(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "unotifyd"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if dirty:
+            commit += " (+ uncommitted changes in unotifyd/)"
+    proot_out = subprocess.run(
+        ["proot", "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    version = re.search(r"\b\d+\.\d+(\.\d+)?\b", proot_out)
+    accel = re.search(r"seccomp_filter = (\w+)", proot_out)
+    proot_version = "proot " + (version.group(0) if version else "?")
+    if accel:
+        proot_version += f" (seccomp_filter accelerator: {accel.group(1)})"
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        "# unotifyd benchmarks",
+        "",
+        f"- commit: {commit}",
+        f"- kernel: {platform.system()} {platform.release()} {platform.machine()}",
+        f"- date: {now}; mode: {mode}",
+        f"- CPU: {_cpu_model()}, {os.cpu_count()} CPUs",
+        f"- Python {platform.python_version()}; unotifyd: {how}",
+        f"- peers: {proot_version}; {_first_line(['bwrap', '--version'])}",
+        f"- load average at start (1/5/15 min): {load_average()}",
+    ]

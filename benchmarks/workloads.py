@@ -1,0 +1,180 @@
+"""Section 4: real workloads, native vs unotifyd vs the C reference vs proot.
+
+The policy is a pass-through one: a single redirect rule on a path nothing
+opens, so the open family is trapped and every open is answered CONTINUE.
+Each round runs every workload once under every tool, plus ``true`` under
+every tool: ``net`` subtracts that launch cost of the same tool and round,
+which leaves what trapping the workload's own calls costs. The C
+reference counts the trapped opens (``ref_unotify -v``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import (
+    REDIRECT_TO,
+    UNRELATED_FROM,
+    BenchError,
+    Ctx,
+    Grid,
+    Report,
+    Rounds,
+    Tool,
+    log,
+    median,
+    num,
+    ratio,
+    rotated,
+    table,
+    tools,
+)
+
+# Standard-library packages compiled by the build workload (those that exist).
+STDLIB_PACKAGES = (
+    "json", "email", "http", "urllib", "xml", "logging", "concurrent", "asyncio", "unittest",
+    "importlib", "multiprocessing", "sqlite3", "tomllib", "wsgiref", "xmlrpc", "html", "dbm",
+    "ctypes", "curses", "collections", "re", "encodings",
+)
+GIT_DIRS, GIT_FILES_PER_DIR = 100, 50
+COLUMNS = ["native", "unotifyd", "C ref -w", "proot"]
+TRUE = "true"
+GIT_LOOP = 'i=0; while [ "$i" -lt "$1" ]; do git status >/dev/null || exit 1; i=$((i+1)); done'
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    name: str
+    argv: tuple[str, ...]
+    cwd: Path | None = None
+
+
+def _stdlib_copy(ctx: Ctx) -> tuple[Path, int]:
+    """A copy of some standard-library packages, without bytecode; (dir, .py files)."""
+    stdlib = ctx.run(
+        [ctx.python, "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"]
+    ).stdout.strip()
+    dest = ctx.work / "stdlib-subset"
+    for name in STDLIB_PACKAGES:
+        src = Path(stdlib) / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    count = sum(1 for _ in dest.rglob("*.py"))
+    if count == 0:
+        raise BenchError(f"no standard-library package found in {stdlib}")
+    return dest, count
+
+
+def _git_repo(ctx: Ctx) -> tuple[Path, int]:
+    """A committed repository of GIT_DIRS x GIT_FILES_PER_DIR small files."""
+    repo = ctx.work / "git-repo"
+    for d in range(GIT_DIRS):
+        sub = repo / f"dir{d:03d}"
+        sub.mkdir(parents=True)
+        for f in range(GIT_FILES_PER_DIR):
+            (sub / f"file{f:03d}.txt").write_text(f"dir {d} file {f}\n")
+    (repo / ".gitignore").write_text("*.o\n")
+    ident = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    for cmd in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-q", "-m", "files"]):
+        ctx.run(["git", *cmd], cwd=repo)
+    return repo, GIT_DIRS * GIT_FILES_PER_DIR + 1
+
+
+def _tools(ctx: Ctx) -> dict[str, Tool]:
+    by_key = tools(ctx, unrelated=True)
+    ref = (ctx.bin("ref_unotify"), "-v", "-w", "-f", UNRELATED_FROM, "-t", REDIRECT_TO, "--")
+    return {
+        "native": by_key["native"],
+        "unotifyd": by_key["unotifyd"],
+        "C ref -w": Tool("C ref -w", ref, True),
+        "proot": by_key["proot"],
+    }
+
+
+_NOTIFS = re.compile(r"ref_unotify: notifications=(\d+)")
+
+
+def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
+    log("4. workloads: copying the standard library subset, generating the git repository")
+    src, n_py = _stdlib_copy(ctx)
+    repo, n_files = _git_repo(ctx)
+    repeats = 5 if ctx.quick else 10
+    workloads = [
+        Workload(
+            "compileall",
+            f"compileall -f ({n_py} files)",
+            (ctx.python, "-m", "compileall", "-q", "-f", str(src)),
+        ),
+        Workload(
+            "git",
+            f"git status x{repeats} ({n_files} files)",
+            ("sh", "-c", GIT_LOOP, "sh", str(repeats)),
+            repo,
+        ),
+        Workload(TRUE, TRUE, (str(shutil.which("true") or "/bin/true"),)),
+    ]
+    by_key = _tools(ctx)
+    for w in workloads:  # warm the page cache, refresh git's index
+        ctx.run(w.argv, cwd=w.cwd)
+
+    grid = Grid()
+    opens: dict[str, list[int]] = {w.name: [] for w in workloads}
+    cells = [(col, w) for col in COLUMNS for w in workloads]
+    for rnd in rounds:
+        log(f"4. workloads: round {rnd + 1}/{rounds.count}")
+        for col, w in rotated(cells, rnd * 3):
+            secs, proc = ctx.timed(by_key[col].wrap(w.argv), cwd=w.cwd)
+            grid.add(w.name, col, rnd, secs)
+            if col == "C ref -w":
+                found = _NOTIFS.search(proc.stderr)
+                if found:
+                    opens[w.name].append(int(found.group(1)))
+    # net: minus the launch cost (`true`) of the same tool in the same round
+    real = [w for w in workloads if w.name != TRUE]
+    for w in real:
+        for col in COLUMNS:
+            for rnd, secs in grid.values[(w.name, col)].items():
+                grid.add(f"{w.name}:net", col, rnd, secs - grid.values[(TRUE, col)][rnd])
+    # extra cost per trapped open over native, net of launch
+    for w in real:
+        n_open = median(opens[w.name])
+        for col in ("unotifyd", "C ref -w"):
+            for rnd, net in grid.values[(f"{w.name}:net", col)].items():
+                base = grid.values[(f"{w.name}:net", "native")][rnd]
+                grid.add(f"{w.name}:per-open", col, rnd, (net - base) / n_open * 1e6)
+
+    report.out(f"## 4. Real workloads ({rounds.label()})")
+    report.out()
+    report.out(
+        f"Pass-through policy (one rule, `--redirect {UNRELATED_FROM}={REDIRECT_TO}`, matches "
+        "nothing the workloads open). Wall seconds, median over rounds; `trapped opens` is "
+        "counted by the C reference; `net` subtracts `true` under the same tool in the same "
+        "round (the launch)."
+    )
+    report.out()
+    rows = [
+        [w.name, f"{median(opens[w.name]):,.0f}", *(num(grid.med(w.name, c)) for c in COLUMNS)]
+        for w in workloads
+    ]
+    report.out(table(["workload (s)", "trapped opens", *COLUMNS], rows))
+    report.out()
+    others = COLUMNS[1:]
+    rows = []
+    for w in real:
+        rows.append([w.name, *(ratio(grid.ratio(w.name, c, "native")) for c in others)])
+        rows.append([f"{w.name}, net", *(ratio(grid.ratio(f"{w.name}:net", c, "native"))
+                                          for c in others)])
+        rows.append([f"{w.name}, us per trapped open over native",
+                     *(num(grid.med(f"{w.name}:per-open", c)) if c != "proot" else "-"
+                       for c in others)])
+    report.out(table(["/ native", *others], rows))
+    report.out()
+    out: dict[str, float] = {}
+    for w in real:
+        out[f"{w.key}_unotifyd"] = grid.ratio(w.name, "unotifyd", "native")
+        out[f"{w.key}_proot"] = grid.ratio(w.name, "proot", "native")
+    return out
