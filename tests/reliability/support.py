@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,9 @@ class Procs:
                         f.close()
 
 
-_readers: dict[int, queue.Queue[str]] = {}
+_readers: weakref.WeakKeyDictionary[subprocess.Popen[str], queue.Queue[str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _pump(stream: IO[str], q: queue.Queue[str]) -> None:
@@ -147,9 +150,11 @@ def read_line(p: subprocess.Popen[str], timeout: float = TIMEOUT) -> str:
     together are not stuck in a buffer that ``select`` cannot see.
     """
     assert p.stdout is not None
-    q = _readers.get(id(p))
+    # Keyed by the object itself, not id(p): an id is reused once p is freed,
+    # and a later process would read the old one's leftover EOF.
+    q = _readers.get(p)
     if q is None:
-        q = _readers[id(p)] = queue.Queue()
+        q = _readers[p] = queue.Queue()
         threading.Thread(target=_pump, args=(p.stdout, q), daemon=True).start()
     try:
         return q.get(timeout=timeout)
