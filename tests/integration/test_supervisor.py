@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-import unotifyd.serve.supervisor as supervisor_module
+import unotifyd.serve.core as core_module
 from unotifyd.kernel.listener import Listener
 from unotifyd.launch import _spawn
 from unotifyd.policy import Decision, Deny, OpenRequest, Policy, decide_open, parse_pattern
@@ -35,7 +35,7 @@ def test_a_crashing_handler_fails_the_call_and_serving_goes_on(
             raise RuntimeError("injected fault")
         return decide_open(policy, req)
 
-    monkeypatch.setattr(supervisor_module, "decide_open", crash_on_hostname)
+    monkeypatch.setattr(core_module, "decide_open", crash_on_hostname)
     policy = Policy([Deny(parse_pattern("/nonexistent"))])
     err, out = tmp_path / "err", tmp_path / "out"
     script = f"cat /etc/hostname 2>{err}; echo $? > {out}; cat /etc/os-release >> {out}"

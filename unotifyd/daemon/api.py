@@ -41,7 +41,7 @@ from ..kernel.errors import Unsupported
 from ..kernel.filter import check_support, compile_filter
 from ..kernel.listener import Listener, is_listener
 from ..policy import Policy
-from ..serve.supervisor import Stats
+from ..serve.core import Stats
 from ..serve.trace import Tracer
 from .programs import Program, ProgramTable, close_fds, recv_message
 from .protocol import (

@@ -26,7 +26,8 @@ import trio
 from ..kernel.errors import TargetGone
 from ..kernel.listener import Listener, Notification
 from ..policy import Policy
-from ..serve.supervisor import Stats, Supervisor
+from ..serve.core import Stats
+from ..serve.supervisor import Supervisor
 from ..serve.trace import Tracer
 from .protocol import Direction, Message, ProtocolError, decode_record
 

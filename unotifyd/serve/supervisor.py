@@ -10,43 +10,17 @@ never stalls the others.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import os
 import select
-import stat
-import sys
-import threading
-import traceback
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from functools import partial
 
 import trio
 
-from ..kernel import abi
-from ..kernel.errors import BadArgument, TargetGone
-from ..kernel.listener import Listener, Notification
-from ..kernel.opener import may_create, open_as
-from ..kernel.sched import pin_to_our_cpu
-from ..kernel.target import CredentialReader, Credentials, MemoryReader, PathResolver
-from ..policy import (
-    Continue,
-    Decision,
-    EmulateOpen,
-    Fail,
-    Found,
-    OpenRequest,
-    Policy,
-    RefuseWrite,
-    Return,
-    decide_open,
-    refuse_write_errno,
-)
-from .handlers import HANDLERS, OpenCall
-from .trace import TraceEvent, Tracer
+from ..kernel.errors import TargetGone
+from ..kernel.listener import Listener
+from ..policy import Policy
+from .core import Core, Handoff, Job, Pending, Served, Stats, unblock_fifo
+from .trace import Tracer
 
 # How many notifications one listener may answer before yielding to the
 # scheduler, so that one busy program cannot starve the others.
@@ -57,240 +31,18 @@ _DRAIN_BATCH = 64
 _MAX_QUICK_THREADS = 64
 _MAX_BLOCKING_THREADS = 1024
 _MAX_BLOCKED_PER_PROGRAM = 256
-# A handler that crashes fails the call: never CONTINUE on an error.
-_INTERNAL_ERROR_ERRNO = errno.EPERM
 
 
-@dataclass
-class Stats:
-    """Counters of one served program (or of the whole supervisor)."""
+class Supervisor(Core):
+    """Serves listeners with trio, each with its own policy; shares caches between them.
 
-    notifications: int = 0
-    decisions: Counter[str] = field(default_factory=Counter)
-    gone: int = 0
-    internal_errors: int = 0
-
-
-@dataclass
-class _Pending:
-    """What a notification has become by the time it is answered (for the trace)."""
-
-    notif: Notification
-    call: OpenCall | None = None
-    resolved: str | None = None
-    decision: Decision | None = None
-    own_root: bool = False  # the program has a root directory of its own (a container)
-
-
-def _refuse_errno(d: RefuseWrite, creds: Credentials, root_fd: int | None) -> int:
-    """Look at what ``d.path`` is, as the program, and pick a read-only mount's errno."""
-    found: Found
-    try:
-        fd = open_as(creds, d.path, os.O_PATH, 0, no_symlinks=True, root_fd=root_fd)
-    except FileNotFoundError:
-        parent = d.path.rsplit("/", 1)[0] or "/"
-        flags = os.O_PATH | os.O_DIRECTORY
-        try:
-            os.close(open_as(creds, parent, flags, 0, no_symlinks=True, root_fd=root_fd))
-        except FileNotFoundError:
-            found = "no-parent"
-        else:
-            found = "missing"
-    except OSError as e:
-        # EACCES, ENOTDIR...: the path lookup fails before any write check.
-        return e.errno or errno.EIO
-    else:
-        try:
-            found = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
-        finally:
-            os.close(fd)
-    return refuse_write_errno(d.flags, found)
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    """An emulation to perform, with what it needs in a worker thread."""
-
-    decision: EmulateOpen | RefuseWrite
-    creds: Credentials
-    root_tid: int | None  # open the program's names in this thread's root
-    listener: Listener
-    nid: int
-    may_block: bool  # a FIFO or a device, by a look before the open
-
-
-def _perform_in(
-    d: EmulateOpen | RefuseWrite, creds: Credentials, root_fd: int | None, nonblocking: bool
-) -> int | None:
-    """The open (or look) of ``d``: an fd of ours, ``-errno``, or None if it would block."""
-    if isinstance(d, RefuseWrite):
-        return -_refuse_errno(d, creds, root_fd)
-    # O_NONBLOCK guards against a regular file swapped for a FIFO after our
-    # stat: the open then returns at once instead of stalling every program
-    # (fifo(7)). It is cleared again before injection unless the program
-    # asked for it, since the program can see it (F_GETFL).
-    extra = 0
-    if nonblocking and not d.flags & (os.O_NONBLOCK | os.O_PATH):
-        extra = os.O_NONBLOCK
-    root = root_fd if d.in_program_root else None
-    try:
-        fd = open_as(
-            creds, d.path, d.flags | extra, d.mode, no_symlinks=d.no_symlinks, root_fd=root
-        )
-    except OSError as e:
-        if e.errno == errno.ENOENT and d.create_errno:
-            return -d.create_errno
-        if e.errno == errno.ENXIO and extra:
-            return None  # A FIFO without a reader, opened O_WRONLY|O_NONBLOCK.
-        return -(e.errno or errno.EIO)
-    try:
-        if d.exclusive:
-            os.close(fd)
-            return -errno.EEXIST
-        if extra:
-            st_mode = os.fstat(fd).st_mode
-            if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):
-                os.close(fd)
-                return None
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-class _Handoff:
-    """Hands a worker thread's result to its trio task, or disposes of it.
-
-    With ``abandon_on_cancel`` trio forgets a thread whose task was
-    cancelled, and drops whatever it returns later. An fd returned then would
-    leak; whichever side comes second — the thread finishing, or the task
-    abandoning it — closes it, under a lock so that it happens exactly once.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._abandoned = False
-        self._result: int | None = None
-        self._done = False
-
-    def run(self, fn: Callable[[], int | None]) -> int | None:
-        result = fn()
-        with self._lock:
-            if self._abandoned:
-                _dispose(result)
-                return None
-            self._done = True
-            self._result = result
-        return result
-
-    def abandon(self) -> bool:
-        """Give up on the result; True if the thread is still running."""
-        with self._lock:
-            self._abandoned = True
-            if self._done:
-                _dispose(self._result)
-                self._result = None
-            return not self._done
-
-
-def _dispose(result: int | None) -> None:
-    if result is not None and result >= 0:
-        os.close(result)
-
-
-async def _cancel_when_abandoned(listener: Listener, nid: int, scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` once notification ``nid`` is no longer pending.
-
-    The kernel sends nothing when a waiting program is killed or its call is
-    interrupted, so poll ``ID_VALID``; a few times a second is plenty for a
-    call that is blocked anyway.
-    """
-    while True:
-        await trio.sleep(0.2)
-        try:
-            if listener.fd < 0 or not listener.id_valid(nid):
-                break
-        except Exception:
-            break
-    scope.cancel()
-
-
-def _unblock_fifo(d: EmulateOpen | RefuseWrite, root_tid: int | None) -> None:
-    """Let an abandoned open of a FIFO return, by opening its other end.
-
-    Opening a FIFO blocks until the other end is opened too (fifo(7)); a
-    non-blocking open of the other end never blocks and releases it. The
-    released open's fd is closed by :class:`_Handoff`. Only a FIFO can be
-    released this way; a thread blocked in a device's open stays blocked.
-    """
-    if not isinstance(d, EmulateOpen):
-        return
-    path = _our_name(d.path, root_tid)
-    try:
-        if not stat.S_ISFIFO(os.stat(path).st_mode):
-            return
-        other = os.O_RDONLY if d.flags & os.O_ACCMODE == os.O_WRONLY else os.O_WRONLY
-        os.close(os.open(path, other | os.O_NONBLOCK | os.O_CLOEXEC))
-    except OSError:
-        pass  # Gone, or already released (ENXIO: no reader left).
-
-
-def _names_a_directory(path: bytes) -> bool:
-    """True for ``dir/``, ``dir/.``, ``..``...: names whose last component must be a directory."""
-    return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
-
-
-@dataclass(eq=False)
-class Served:
-    """One listener being served: its policy, its name in traces, its counters."""
-
-    listener: Listener
-    policy: Policy
-    name: str = ""
-    stats: Stats | None = None  # besides the supervisor's own totals
-    # The policy with its rule paths resolved, per root directory of the
-    # programs (None: the supervisor's own).
-    policies: dict[tuple[int, int] | None, Policy] = field(default_factory=dict)
-    # Its share of the threads for opens that may block (made in trio).
-    blocking: trio.CapacityLimiter | None = None
-
-
-def _our_name(path: str, root_tid: int | None) -> str:
-    """A name of ours for the program's symlink-free ``path`` in the root of ``root_tid``.
-
-    Good for a look (``stat``) only: opens go through ``RESOLVE_IN_ROOT``.
-    """
-    return path if root_tid is None else f"/proc/{root_tid}/root{path}"
-
-
-def _may_block(path: str) -> bool:
-    """True unless ``path`` is a regular file or a directory (opening those never waits)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False  # The open will fail at once, or create a regular file.
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
-
-class Supervisor:
-    """Serves listeners, each with its own policy; shares caches between them.
-
-    ``colocate`` runs a program's thread on our CPU while it takes an
-    injected fd (see :mod:`unotifyd.kernel.sched`).
+    One task reads each listener and answers inline (see :class:`Core`);
+    emulations that must wait go to worker threads.
     """
 
     def __init__(self, tracer: Tracer | None = None, *, colocate: bool = True) -> None:
-        self.tracer = tracer or Tracer()
-        self.colocate = colocate
-        self.mem = MemoryReader()
-        self.resolver = PathResolver()
-        self.creds = CredentialReader()
-        self.stats = Stats()
+        super().__init__(tracer, colocate=colocate)
         self._limiters: tuple[trio.CapacityLimiter, trio.CapacityLimiter] | None = None
-
-    def close(self) -> None:
-        self.mem.close()
 
     async def serve(
         self, listener: Listener, policy: Policy, *, name: str = "", stats: Stats | None = None
@@ -304,8 +56,19 @@ class Supervisor:
         listener stays open; its owner closes it.
         """
         s = Served(listener, policy, name, stats)
+        await self.serve_served(s)
+
+    async def serve_served(self, s: Served, deferred: Sequence[tuple[Pending, Job]] = ()) -> None:
+        """Serve ``s`` (see :meth:`serve`), first starting ``deferred`` emulations."""
+        listener = s.listener
         fd = listener.fileno()
         async with trio.open_nursery() as nursery:
+
+            def defer(s: Served, p: Pending, job: Job) -> None:
+                nursery.start_soon(self._perform_in_thread, s, p, job)
+
+            for p, job in deferred:
+                defer(s, p, job)
             while True:
                 await trio.lowlevel.wait_readable(fd)
                 served = 0
@@ -317,7 +80,7 @@ class Supervisor:
                         except TargetGone:
                             self._count_gone(s)
                             continue
-                        self._handle(s, notif, nursery)
+                        self._handle(s, notif, defer)
                         served += 1
                         if served >= _DRAIN_BATCH:
                             await trio.sleep(0)
@@ -330,152 +93,17 @@ class Supervisor:
                     else:
                         break
 
-    def _count_gone(self, s: Served) -> None:
-        self.stats.gone += 1
-        if s.stats is not None:
-            s.stats.gone += 1
-
-    def _handle(self, s: Served, notif: Notification, nursery: trio.Nursery) -> None:
-        """Decide and answer one notification; never raises, never leaves it pending."""
-        self.stats.notifications += 1
-        if s.stats is not None:
-            s.stats.notifications += 1
-        listener = s.listener
-        p = _Pending(notif)
-        try:
-            p.decision = self._decide(s, p)
-            d = p.decision
-            if isinstance(d, Continue):
-                listener.send_continue(notif.id)
-                result = None
-            elif isinstance(d, Fail):
-                listener.send_error(notif.id, d.errno)
-                result = -d.errno
-            elif isinstance(d, Return):
-                listener.send_value(notif.id, d.value)
-                result = d.value
-            else:
-                result = self._perform_now_or_later(s, p, d, nursery)
-                if result is None:
-                    return  # A worker thread answers and traces it.
-        except TargetGone:
-            self._count_gone(s)
-            self._trace(s, p, "gone", None)
-            return
-        except Exception as e:
-            self._internal_error(s, p, e)
-            return
-        self._trace(s, p, None, result)
-
-    def _policy_in(self, s: Served, root: tuple[int, int] | None, tid: int) -> Policy:
-        """``s.policy`` with its rule paths resolved in the root of ``tid``.
-
-        Programs' paths are matched after resolving their symlinks, so rule
-        paths must be resolved too, and in the same root: ``/etc/resolv.conf``
-        may be a link on the host and a file in a container. Done once per
-        root and kept. A rule path that cannot be resolved stays as written.
-        """
-        policy = s.policies.get(root)
-        if policy is None:
-
-            def in_root(path: str) -> str:
-                try:
-                    return self.resolver.resolve(
-                        tid, abi.AT_FDCWD, os.fsencode(path), follow=True, own_root=True
-                    )
-                except OSError:
-                    return path
-
-            try:
-                policy = s.policy.canonicalized(os.path.realpath if root is None else in_root)
-            except ValueError as e:  # Two rules that name one file there.
-                self.tracer.note(f"{s.name or 'program'}: rules kept as written: {e}")
-                policy = s.policy
-            s.policies[root] = policy
-        return policy
-
-    def _decide(self, s: Served, p: _Pending) -> Decision:
-        n = p.notif
-        decode = HANDLERS.get(n.nr)
-        if decode is None or n.arch != abi.AUDIT_ARCH_X86_64:
-            # Only syscalls we asked for are trapped; anything else is a bug
-            # or a filter we did not write. Fail closed.
-            return Fail(errno.ENOSYS, f"unexpected syscall {n.nr} (arch {n.arch:#x})")
-        try:
-            call = p.call = decode(self.mem, n)
-            root = self.resolver.root_id(n.pid)
-            p.own_root = root is not None
-            p.resolved = self.resolver.resolve(
-                n.pid,
-                abi.AT_FDCWD if call.dirfd is None else call.dirfd,
-                call.path,
-                follow=call.follows_last_link,
-                resolve_flags=call.resolve,
-                own_root=p.own_root,
-            )
-            policy = self._policy_in(s, root, n.pid)
-        except BadArgument as e:
-            return Fail(e.errno, str(e))
-        except OSError as e:
-            # The path cannot be resolved (ENOTDIR, ELOOP, EBADF...): the
-            # kernel would fail the call the same way.
-            return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
-        flags = call.flags
-        if _names_a_directory(call.path):
-            # "name/" can only be a directory (path_resolution(7)). The kernel
-            # refuses to create one with open: EISDIR (open_last_lookups() in
-            # fs/namei.c); otherwise whatever is opened in its stead, a
-            # redirect's target too, must be a directory.
-            if flags & os.O_CREAT:
-                return Fail(errno.EISDIR, "O_CREAT on a name that must be a directory")
-            flags |= os.O_DIRECTORY
-        return decide_open(policy, OpenRequest(call.syscall, p.resolved, flags, call.mode))
-
-    def _perform_now_or_later(
-        self, s: Served, p: _Pending, d: EmulateOpen | RefuseWrite, nursery: trio.Nursery
-    ) -> int | None:
-        """Perform ``d`` and answer; or hand it to a worker thread and return None.
-
-        Inline only when it cannot block and needs no other credentials.
-        """
-        n = p.notif
-        listener = s.listener
-        creates = isinstance(d, EmulateOpen) and may_create(d.flags)
-        creds = self.creds.read(n.pid, need_umask=creates)
-        # Everything the decision rests on (path, cwd, credentials) was read
-        # from a process that may since have died and had its pid reused. An
-        # emulated open has effects of its own (O_CREAT, O_TRUNC), so make
-        # sure the call is still pending before performing it
-        # (seccomp_unotify(2), NOTES). CONTINUE and errno answers skip this
-        # check: notification ids are never reused, so an answer to a dead
-        # call fails with ENOENT and touches nothing.
-        if not listener.id_valid(n.id):
-            raise TargetGone("notification no longer valid")
-        # The program's own names are opened in its root (a container's);
-        # a redirect's target is a path of ours.
-        in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
-        root_tid = n.pid if in_root else None
-        may_block = isinstance(d, EmulateOpen) and _may_block(_our_name(d.path, root_tid))
-        job = _Job(d, creds, root_tid, listener, n.id, may_block)
-        if creds.same_as_supervisor() and not may_block:
-            result = self._perform(job, nonblocking=True)
-            if result is not None:
-                return self._answer(listener, n, d, result)
-            # Raced into a FIFO or a device since our stat: redo it blocking.
-        nursery.start_soon(self._perform_in_thread, s, p, job)
-        return None
-
-    async def _perform_in_thread(self, s: Served, p: _Pending, job: _Job) -> None:
+    async def _perform_in_thread(self, s: Served, p: Pending, job: Job) -> None:
         """Perform ``job`` in a worker thread and answer, unless the call is abandoned first.
 
         A blocking open (a FIFO waiting for its other end) may outlive the
         call: the program can be killed, or interrupted by a signal, while
         we wait. The thread is then abandoned, and the open unblocked if it
-        is a FIFO (:func:`_unblock_fifo`); :class:`_Handoff` closes the fd it
+        is a FIFO (:func:`unblock_fifo`); :class:`Handoff` closes the fd it
         returns late, since no one will inject it.
         """
         n = p.notif
-        handoffs: list[_Handoff] = []
+        handoffs: list[Handoff] = []
         outcome: int | BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -496,7 +124,7 @@ class Supervisor:
                 nursery.cancel_scope.cancel()
         finally:
             if outcome is None and handoffs and handoffs[-1].abandon():
-                _unblock_fifo(job.decision, job.root_tid)
+                unblock_fifo(job.decision, job.root_tid)
             if outcome is None or isinstance(outcome, TargetGone):
                 # Abandoned, or cancelled because nobody is left to answer.
                 self._count_gone(s)
@@ -506,7 +134,7 @@ class Supervisor:
         elif outcome is not None and not isinstance(outcome, TargetGone):
             self._internal_error(s, p, outcome)
 
-    async def _run_job(self, s: Served, job: _Job, handoffs: list[_Handoff]) -> int:
+    async def _run_job(self, s: Served, job: Job, handoffs: list[Handoff]) -> int:
         """Run ``job`` in a worker thread of the right pool; its fd or ``-errno``.
 
         Two pools, so that opens blocked on FIFOs can never starve the
@@ -517,7 +145,7 @@ class Supervisor:
         """
         quick, blocking = self._thread_limiters()
         if not job.may_block:
-            handoffs.append(_Handoff())
+            handoffs.append(Handoff())
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
                 partial(self._perform, job, True),
@@ -528,7 +156,7 @@ class Supervisor:
                 return raw
         if s.blocking is None:
             s.blocking = trio.CapacityLimiter(_MAX_BLOCKED_PER_PROGRAM)
-        handoffs.append(_Handoff())
+        handoffs.append(Handoff())
         async with s.blocking:
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
@@ -552,116 +180,18 @@ class Supervisor:
             )
         return self._limiters
 
-    @staticmethod
-    def _perform(job: _Job, nonblocking: bool) -> int | None:
-        """Do the work of ``job``: an fd of ours (>= 0) to inject, or ``-errno`` to answer.
+async def _cancel_when_abandoned(listener: Listener, nid: int, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` once notification ``nid`` is no longer pending.
 
-        With ``nonblocking``, returns None instead of waiting for a FIFO or a
-        device. Runs in the trio thread or, to block or to take on the
-        program's credentials, in a worker thread. Raises TargetGone.
-        """
-        root_fd = None
-        if job.root_tid is not None:
-            try:
-                root_fd = os.open(
-                    f"/proc/{job.root_tid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-                )
-            except (FileNotFoundError, ProcessLookupError):
-                raise TargetGone("thread is gone") from None
+    The kernel sends nothing when a waiting program is killed or its call is
+    interrupted, so poll ``ID_VALID``; a few times a second is plenty for a
+    call that is blocked anyway.
+    """
+    while True:
+        await trio.sleep(0.2)
         try:
-            if root_fd is not None and not job.listener.id_valid(job.nid):
-                # The root we hold might be a new process's that got the pid.
-                raise TargetGone("notification no longer valid")
-            return _perform_in(job.decision, job.creds, root_fd, nonblocking)
-        finally:
-            if root_fd is not None:
-                os.close(root_fd)
-
-    def _answer(
-        self, listener: Listener, n: Notification, d: EmulateOpen | RefuseWrite, result: int
-    ) -> int:
-        """Answer with ``-errno``, or inject the fd ``result`` and close our copy."""
-        if result < 0:
-            listener.send_error(n.id, -result)
-            return result
-        assert isinstance(d, EmulateOpen)
-        return self._inject(listener, n, result, d.cloexec)
-
-    def _inject(self, listener: Listener, n: Notification, fd: int, cloexec: bool) -> int:
-        """Inject our ``fd`` as the call's result and close our copy."""
-        pinned = pin_to_our_cpu(n.pid) if self.colocate else None
-        try:
-            if pinned is None:
-                return listener.send_fd(n.id, fd, cloexec=cloexec)
-            # Install, give the thread its own affinity back while it still
-            # waits for the answer (so it never runs with ours), then answer.
-            # Two steps, not ADDFD|SEND: under WAIT_KILLABLE_RECV only a
-            # fatal signal can end the wait in between, and then the fd
-            # goes with the process.
-            newfd = listener.add_fd(n.id, fd, cloexec=cloexec)
-            pinned.release()
-            pinned = None
-            listener.send_value(n.id, newfd)
-            return newfd
-        except OSError as e:
-            # EMFILE (the program's fd table is full) and the like: the call
-            # is still pending and gets the error the kernel would give.
-            err = e.errno or errno.EIO
-            listener.send_error(n.id, err)
-            return -err
-        finally:
-            if pinned is not None:
-                pinned.release()
-            os.close(fd)
-
-    def _internal_error(self, s: Served, p: _Pending, exc: BaseException) -> None:
-        self.stats.internal_errors += 1
-        if s.stats is not None:
-            s.stats.internal_errors += 1
-        print(f"unotifyd: internal error serving pid {p.notif.pid}:", file=sys.stderr)
-        traceback.print_exception(exc, file=sys.stderr)
-        # Gone already, or the listener itself is broken: nothing more to do.
-        with contextlib.suppress(Exception):
-            s.listener.send_error(p.notif.id, _INTERNAL_ERROR_ERRNO)
-        self._trace(s, p, "internal-error", -_INTERNAL_ERROR_ERRNO)
-
-    def _trace(self, s: Served, p: _Pending, outcome: str | None, result: int | None) -> None:
-        d = p.decision
-        kind = outcome or _decision_kind(d)
-        if kind == "emulate" and isinstance(d, EmulateOpen) and d.path != p.resolved:
-            kind = "redirect"
-        self.stats.decisions[kind] += 1
-        if s.stats is not None:
-            s.stats.decisions[kind] += 1
-        if not self.tracer.enabled:
-            return
-        call = p.call
-        self.tracer.emit(
-            TraceEvent(
-                program=s.name,
-                pid=p.notif.pid,
-                syscall=call.syscall if call else str(p.notif.nr),
-                path=os.fsdecode(call.path) if call else "",
-                dirfd=call.dirfd if call else None,
-                flags=call.flags if call else 0,
-                resolved=p.resolved,
-                decision=kind,
-                reason=getattr(d, "reason", "") if d is not None else "",
-                target=d.path if isinstance(d, EmulateOpen) else None,
-                result=result,
-            )
-        )
-
-
-def _decision_kind(d: Decision | None) -> str:
-    if isinstance(d, Continue):
-        return "continue"
-    if isinstance(d, Fail):
-        return "fail"
-    if isinstance(d, Return):
-        return "return"
-    if isinstance(d, EmulateOpen):
-        return "emulate"
-    if isinstance(d, RefuseWrite):
-        return "refuse-write"
-    return "none"
+            if listener.fd < 0 or not listener.id_valid(nid):
+                break
+        except Exception:
+            break
+    scope.cancel()
