@@ -6,12 +6,13 @@ import errno
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from .conftest import Files
-from .helpers import REDIRECTED, REPO, describe, env, launch_cmd, py, run_launch
+from .helpers import REDIRECTED, REPO, TIMEOUT, describe, env, launch_cmd, py, run_launch
 
 pytestmark = pytest.mark.kernel
 
@@ -250,3 +251,29 @@ def test_unsupported_kernel_says_so_in_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert "user notification" in lines[0]
     assert not marker.exists()
+
+
+def test_a_short_program_is_served_without_importing_trio(files: Files) -> None:
+    # serve/bootstrap.py answers the first calls synchronously; a program
+    # that is done within that time never pays trio's import (~65 ms).
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "unotifyd", "launch",
+         "--redirect", files.redirect, "--", "cat", str(files.src)],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, REDIRECTED), describe(proc)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+    assert "unotifyd.serve.core" in imported
+    assert "trio" not in imported
+
+
+def test_a_longer_program_is_served_on_by_trio(files: Files) -> None:
+    code = "import sys, time\ntime.sleep(0.5)\nprint(open(sys.argv[1]).read(), end='')"
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "unotifyd", "launch",
+         "--redirect", files.redirect, "--", sys.executable, "-c", code, str(files.src)],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, REDIRECTED), describe(proc)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+    assert "trio" in imported

@@ -1,19 +1,29 @@
-"""Run the supervisor for one launched program until everything it started is gone."""
+"""Run the supervisor for one launched program until everything it started is gone.
+
+trio is imported only when serving goes on past the start-up loop
+(:mod:`unotifyd.serve.bootstrap`): its ~65 ms would otherwise delay every
+program's first trapped call, and many short programs never need it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import IO, Protocol
-
-import trio
+from typing import IO, TYPE_CHECKING, Protocol
 
 from ..kernel.listener import Listener
 from ..policy import Policy
-from .supervisor import Supervisor
+from .bootstrap import Handover, serve_first
+from .core import Core, Served
 from .trace import Tracer
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+# How long the start-up loop serves before trio takes over. A program still
+# running then pays the import once, as it would have at its start.
+_BOOTSTRAP_SECONDS = 0.2
 
 
 class SignalForwarder(Protocol):
@@ -28,6 +38,8 @@ async def _wait_pid(pid: int) -> int:
     A pidfd becomes readable when the process exits (pidfd_open(2)); then
     ``waitpid`` reaps it at once.
     """
+    import trio  # noqa: PLC0415 - see the module docstring
+
     pidfd = os.pidfd_open(pid)
     try:
         await trio.lowlevel.wait_readable(pidfd)
@@ -37,49 +49,32 @@ async def _wait_pid(pid: int) -> int:
     return status
 
 
-async def _serve_program(
-    listener: Listener,
+async def _serve_rest(
+    sup: Supervisor,
+    s: Served,
     pid: int,
-    policy: Policy,
-    *,
-    tracer: Tracer,
-    sync_wakeup: bool,
-    colocate: bool,
-    notes: Sequence[str],
+    first: Handover,
     forwarder: SignalForwarder | None,
 ) -> int:
-    sup = Supervisor(tracer, colocate=colocate)
-    try:
-        for note in notes:
-            tracer.note(note)
-        if sync_wakeup:
-            # Measured here, one listener: 1 program 18 vs 32-54 µs per
-            # pass-through open with it; 4 programs 75 vs 92 µs; 16
-            # programs 35k vs 27k notifications/s. So launch keeps it on.
-            on = listener.set_sync_wakeup()
-            tracer.note(f"SYNC_WAKE_UP {'on' if on else 'not supported by this kernel (6.6+)'}")
-        tracer.note(f"mode {policy.mode}")
-        for line in policy.describe():
-            tracer.note(f"rule {line}")
-        status = 0
-        async with trio.open_nursery() as nursery:
-            # Threads, forked children and orphans of the program stay under
-            # the filter after it exits: serve until the listener hangs up,
-            # which happens once the last of them is gone.
-            nursery.start_soon(sup.serve, listener, policy)
-            if forwarder is not None:
-                token = trio.lowlevel.current_trio_token()
-                stop = nursery.cancel_scope.cancel
+    """Serve with trio from where the start-up loop stopped, until everything is gone."""
+    import trio  # noqa: PLC0415 - see the module docstring
 
-                def stop_serving() -> None:
-                    with contextlib.suppress(trio.RunFinishedError):
-                        trio.from_thread.run_sync(stop, trio_token=token)
+    async with trio.open_nursery() as nursery:
+        # Threads, forked children and orphans of the program stay under the
+        # filter after it exits: serve until the listener hangs up, which
+        # happens once the last of them is gone.
+        nursery.start_soon(sup.serve_served, s, first.deferred)
+        if forwarder is not None:
+            token = trio.lowlevel.current_trio_token()
+            stop = nursery.cancel_scope.cancel
 
-                forwarder.on_program_gone = stop_serving
-            status = await _wait_pid(pid)
-        return status
-    finally:
-        sup.close()
+            def stop_serving() -> None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    trio.from_thread.run_sync(stop, trio_token=token)
+
+            forwarder.on_program_gone = stop_serving
+        status = first.status if first.status is not None else await _wait_pid(pid)
+    return status
 
 
 def run_supervisor(
@@ -96,18 +91,31 @@ def run_supervisor(
 ) -> int:
     """Serve the program's listener (closing it at the end); return the program's wait status."""
     tracer = Tracer(trace, trace_json)
+    for note in notes:
+        tracer.note(note)
     with Listener(listener_fd) as listener:
-        status: int = trio.run(
-            partial(
-                _serve_program,
-                listener,
-                pid,
-                policy,
-                tracer=tracer,
-                sync_wakeup=sync_wakeup,
-                colocate=colocate,
-                notes=notes,
-                forwarder=forwarder,
-            )
-        )
-        return status
+        if sync_wakeup:
+            # Measured here, one listener: 1 program 18 vs 32-54 µs per
+            # pass-through open with it; 4 programs 75 vs 92 µs; 16
+            # programs 35k vs 27k notifications/s. So launch keeps it on.
+            on = listener.set_sync_wakeup()
+            tracer.note(f"SYNC_WAKE_UP {'on' if on else 'not supported by this kernel (6.6+)'}")
+        tracer.note(f"mode {policy.mode}")
+        for line in policy.describe():
+            tracer.note(f"rule {line}")
+        core = Core(tracer, colocate=colocate)
+        s = Served(listener, policy)
+        try:
+            first = serve_first(core, s, pid, _BOOTSTRAP_SECONDS)
+            if first.finished:
+                assert first.status is not None
+                return first.status
+            import trio  # noqa: PLC0415 - see the module docstring
+
+            from .supervisor import Supervisor  # noqa: PLC0415
+
+            sup = Supervisor.taking_over(core)
+            status: int = trio.run(_serve_rest, sup, s, pid, first, forwarder)
+            return status
+        finally:
+            core.close()

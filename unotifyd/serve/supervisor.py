@@ -44,6 +44,14 @@ class Supervisor(Core):
         super().__init__(tracer, colocate=colocate)
         self._limiters: tuple[trio.CapacityLimiter, trio.CapacityLimiter] | None = None
 
+    @classmethod
+    def taking_over(cls, core: Core) -> Supervisor:
+        """A supervisor going on where ``core`` served without trio: same caches, counters."""
+        sup = cls(core.tracer, colocate=core.colocate)
+        sup.mem, sup.resolver, sup.creds = core.mem, core.resolver, core.creds
+        sup.stats = core.stats
+        return sup
+
     async def serve(
         self, listener: Listener, policy: Policy, *, name: str = "", stats: Stats | None = None
     ) -> None:
