@@ -7,12 +7,12 @@ its path does not use (trio alone costs ~70 ms to import).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .policy import Policy, PolicyError, combine, load_policy, rules_from_options
+from .policy.config import validated
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -78,9 +78,8 @@ def build_policy(args: argparse.Namespace) -> Policy:
     """The policy from ``--policy`` and the rule options; raises PolicyError."""
     file_policy = load_policy(args.policy) if args.policy else None
     cli_rules = rules_from_options(args.redirect, args.deny, args.readonly)
-    # Programs' paths are matched after the kernel resolved their symlinks,
-    # so rule paths must be resolved too (/etc/resolv.conf is often a link).
-    return combine(file_policy, cli_rules).canonicalized(os.path.realpath)
+    # Rule paths are resolved by the supervisor, in the program's own root.
+    return validated(combine(file_policy, cli_rules), args.policy or "the rules")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

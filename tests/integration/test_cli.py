@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Files
-from .helpers import REDIRECTED, REPO, TIMEOUT, describe, env, launch_cmd, py, run_launch
+from .helpers import REDIRECTED, REPO, TIMEOUT, describe, env, launch_cmd, py, run_launch, write
 
 pytestmark = pytest.mark.kernel
 
@@ -277,3 +277,11 @@ def test_a_longer_program_is_served_on_by_trio(files: Files) -> None:
     assert (proc.returncode, proc.stdout) == (0, REDIRECTED), describe(proc)
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
     assert "trio" in imported
+
+
+def test_two_rules_on_one_file_are_refused(tmp_path: Path) -> None:
+    real = write(tmp_path / "real", "x\n")
+    (tmp_path / "link").symlink_to(real)
+    proc = run_launch("--deny", str(tmp_path / "link"), "--readonly", str(real), argv=["true"])
+    assert proc.returncode == 2, describe(proc)
+    assert "unotifyd:" in proc.stderr and proc.stdout == ""

@@ -165,7 +165,9 @@ def test_a_bad_policy_is_reported_in_its_own_file() -> None:
     assert message.startswith("/etc/unotifyd/bad.toml:4: unknown key 'erno'")
 
 
-def test_load_config_reads_files_and_resolves_policy_paths(tmp_path: Path) -> None:
+def test_load_config_keeps_rule_paths_and_refuses_two_rules_on_one_file(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "real").mkdir()
     target = tmp_path / "real" / "t.txt"
     target.write_text("x")
@@ -177,8 +179,16 @@ def test_load_config_reads_files_and_resolves_policy_paths(tmp_path: Path) -> No
         'version = 1\n[[profile]]\nname = "p"\npolicy = "p.toml"\nuids = [0]\n'
     )
     config = load_config(str(tmp_path / "d.toml"))
-    # Rule paths resolved like `launch --policy` does (symlinks followed).
-    assert f"{tmp_path}/real/a" in config.profiles["p"].policy.describe()[0]
+    # Kept as written: the supervisor resolves rule paths in each program's
+    # own root (a container's differs from ours).
+    assert f"{tmp_path}/link/a" in config.profiles["p"].policy.describe()[0]
+    # A link and its target in two rules name one file: refused at load.
+    (tmp_path / "p.toml").write_text(
+        f'version = 1\n[[deny]]\npath = "{tmp_path}/link/a"\n'
+        f'[[readonly]]\npath = "{tmp_path}/real/a"\n'
+    )
+    with pytest.raises(PolicyError):
+        load_config(str(tmp_path / "d.toml"))
 
 
 def test_load_config_errors(tmp_path: Path) -> None:

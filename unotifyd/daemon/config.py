@@ -42,7 +42,7 @@ from ..policy import Policy, PolicyError, parse_policy
 # The helpers that give policy files their file:line errors. They are
 # private to unotifyd.policy.config; the daemon's config has the same shape
 # (top-level keys and [[tables]]), so it reuses them instead of a copy.
-from ..policy.config import TomlChecker, toml_decode_error, toml_type
+from ..policy.config import TomlChecker, read_toml_text, toml_decode_error, toml_type, validated
 
 __all__ = [
     "CONFIG_VERSION",
@@ -287,28 +287,16 @@ def read_policy_file(path: str) -> Policy:
     Raises :class:`OSError` if it cannot be read, :class:`PolicyError` if it
     is not a valid policy.
     """
-    with open(path, "rb") as f:
+    with open(path, "rb") as f:  # OSError: reported at the config's line
         data = f.read()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise PolicyError(path, line, "not UTF-8 text (TOML files must be)") from exc
-    # Programs' paths are matched after the kernel resolved their symlinks,
-    # so rule paths must be resolved too (as cli.build_policy does).
-    return parse_policy(text, path).canonicalized(os.path.realpath)
+    return validated(parse_policy(text, path), path)
 
 
 def load_config(path: str) -> DaemonConfig:
     """Read the config at ``path`` and every policy it names. Raises :class:`PolicyError`."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise PolicyError(path, None, f"cannot read the config: {exc.strerror or exc}") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise PolicyError(path, line, "not UTF-8 text (TOML files must be)") from exc
-    return parse_config(text, path, read_policy=read_policy_file)
+    return parse_config(read_toml_text(path, "config"), path, read_policy=read_policy_file)

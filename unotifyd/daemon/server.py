@@ -24,7 +24,6 @@ import errno
 import os
 import signal
 import socket
-import stat
 import sys
 import time
 from collections import Counter
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import __version__
-from ..kernel.fdpass import Peer, peer_of
+from ..kernel.fdpass import Peer, bind_listening, peer_of
 from ..kernel.filter import compile_filter
 from ..kernel.listener import Listener, is_listener
 from ..policy import PolicyError
@@ -124,44 +123,7 @@ def bind_control_socket(path: str, mode: int = 0o666) -> socket.socket:
     decided per connection from ``SO_PEERCRED``, and a refusal tells the
     client why, where file permissions would only say "permission denied".
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            os.unlink(path)  # stale: left by a daemon that died
-        except OSError:
-            pass  # some other socket type: let bind below fail with EADDRINUSE
-        else:
-            raise OSError(errno.EADDRINUSE, f"a daemon already serves {path}")
-        finally:
-            probe.close()
-    tmp = f"{path}.{os.getpid()}.new"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        sock.bind(tmp)
-        try:
-            os.chmod(tmp, mode)
-            sock.listen(socket.SOMAXCONN)
-            os.rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bind_listening(path, socket.SOCK_SEQPACKET, mode, "a daemon")
 
 
 class Daemon:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
+import os
 import socket
+import stat
 import struct
 import sys
 from dataclasses import dataclass
@@ -47,6 +50,53 @@ class FdSender:
     def __call__(self, fd: int) -> None:
         rights = fd.to_bytes(4, self._byteorder, signed=True)
         self._sendmsg(self._data, [(self._level, self._type, rights)], self._flags)
+
+
+def bind_listening(path: str, kind: socket.SocketKind, mode: int, who: str) -> socket.socket:
+    """A listening unix socket of ``kind`` at ``path`` with ``mode``.
+
+    Bound and listening under a temporary name first and then renamed into
+    place, so a client that finds ``path`` can connect at once. A stale
+    socket (nothing accepts on it: ECONNREFUSED) is replaced; a live one, or
+    any other kind of file, is an error (``OSError``) naming ``who`` serves it.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, kind)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # Stale: left by a process that died.
+        except OSError:
+            pass  # Another socket type: bind below fails with EADDRINUSE.
+        else:
+            raise OSError(errno.EADDRINUSE, f"{who} already serves {path}")
+        finally:
+            probe.close()
+    tmp = f"{path}.{os.getpid()}.new"
+    sock = socket.socket(socket.AF_UNIX, kind)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        sock.bind(tmp)
+        try:
+            os.chmod(tmp, mode)
+            sock.listen(socket.SOMAXCONN)
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def recv_fd(sock: socket.socket, bufsize: int = 4096) -> tuple[bytes, int | None]:

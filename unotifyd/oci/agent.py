@@ -27,7 +27,6 @@ import contextlib
 import errno
 import os
 import socket
-import stat
 import sys
 from collections import Counter
 from typing import Protocol
@@ -36,7 +35,7 @@ import trio
 
 from ..daemon.config import DaemonConfig
 from ..daemon.programs import ProgramTable, close_fds
-from ..kernel.fdpass import Peer, peer_of
+from ..kernel.fdpass import Peer, bind_listening, peer_of
 from ..kernel.listener import Listener, is_listener
 from .state import ContainerState, StateError, StateReader, choose_profile
 
@@ -64,43 +63,7 @@ def bind_oci_socket(path: str, mode: int = 0o666) -> socket.socket:
     another kind of file, is an error (``OSError``). Mode 0666 as for the
     control socket: access is decided per connection from ``SO_PEERCRED``.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            os.unlink(path)  # Left by a daemon that died.
-        except OSError:
-            pass  # Another socket type: bind below fails with EADDRINUSE.
-        else:
-            raise OSError(errno.EADDRINUSE, f"an agent already serves {path}")
-        finally:
-            probe.close()
-    tmp = f"{path}.{os.getpid()}.new"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        sock.bind(tmp)
-        try:
-            os.chmod(tmp, mode)
-            sock.listen(socket.SOMAXCONN)
-            os.rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bind_listening(path, socket.SOCK_STREAM, mode, "an agent")
 
 
 class _Loaded(Protocol):

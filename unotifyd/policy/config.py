@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -363,17 +364,41 @@ def load_policy(path: str) -> Policy:
     This is the policy layer's only I/O. Raises :class:`PolicyError`, also
     when the file cannot be read or is not UTF-8.
     """
+    return parse_policy(read_toml_text(path, "policy"), path)
+
+
+def validated(policy: Policy, source: str) -> Policy:
+    """``policy`` itself, once checked that no two rules name one file here.
+
+    Rule paths stay as written: the supervisor resolves them in each
+    program's own root (a container's may differ from ours), where programs'
+    paths are resolved too. Resolving them here too catches two rules that
+    would name the same file (a link and its target) while nothing runs yet.
+    Raises :class:`PolicyError`.
+    """
+    try:
+        policy.canonicalized(os.path.realpath)
+    except ValueError as e:
+        raise PolicyError(source, None, str(e)) from e
+    return policy
+
+
+def read_toml_text(path: str, what: str) -> str:
+    """The text of the TOML file at ``path`` (a ``what``: "policy", "config").
+
+    Raises :class:`PolicyError` when it cannot be read or is not UTF-8 (TOML
+    files must be), with the line of the first bad byte.
+    """
     try:
         with open(path, "rb") as file:
             data = file.read()
     except OSError as exc:
-        raise PolicyError(path, None, f"cannot read the policy: {exc.strerror or exc}") from exc
+        raise PolicyError(path, None, f"cannot read the {what}: {exc.strerror or exc}") from exc
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise PolicyError(path, line, "not UTF-8 text (TOML files must be)") from exc
-    return parse_policy(text, path)
 
 
 _OPTION_PARSERS: tuple[tuple[str, Callable[[str, str | None], Rule]], ...] = (
