@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Literal
 
 from harness import BenchError, log
 
@@ -23,11 +24,48 @@ _COMMANDS = {
     "make": "make",
     "git": "git",
 }
+# Section 5 (containers) also needs these; its root file system is a static busybox.
+_CONTAINER_COMMANDS = {
+    "runc": "runc",
+    "crun": "crun",
+    "busybox": "busybox-static",
+    "unshare": "util-linux",
+    "timeout": "coreutils",
+}
 
 
-def install_packages() -> None:
-    """Install the missing commands from Debian packages (apt-get; needs root)."""
-    missing = sorted({pkg for cmd, pkg in _COMMANDS.items() if shutil.which(cmd) is None})
+def busybox_static() -> bool:
+    """Whether the ``busybox`` on PATH is a static executable (no PT_INTERP)."""
+    path = shutil.which("busybox")
+    if path is None:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only
+                return False
+            order: Literal["little", "big"] = "little" if head[5] == 1 else "big"
+            phoff = int.from_bytes(head[32:40], order)
+            phentsize = int.from_bytes(head[54:56], order)
+            phnum = int.from_bytes(head[56:58], order)
+            f.seek(phoff)
+            headers = f.read(phentsize * phnum)
+    except OSError:
+        return False
+    types = {int.from_bytes(headers[i : i + 4], order) for i in range(0, len(headers), phentsize)}
+    return 3 not in types  # PT_INTERP: dynamically linked
+
+
+def install_packages(containers: bool = False) -> None:
+    """Install the missing commands from Debian packages (apt-get; needs root).
+
+    With ``containers``, also what section 5 needs: runc, crun and a static
+    busybox (busybox-static replaces a dynamic busybox).
+    """
+    commands = {**_COMMANDS, **(_CONTAINER_COMMANDS if containers else {})}
+    missing = sorted({pkg for cmd, pkg in commands.items() if shutil.which(cmd) is None})
+    if containers and not busybox_static():
+        missing = sorted({*missing, "busybox-static"})
     if not missing:
         return
     if os.geteuid() != 0:
@@ -41,7 +79,9 @@ def install_packages() -> None:
         done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BenchError(f"apt-get install {' '.join(missing)} failed:\n{done.stderr}")
-    still = [cmd for cmd in _COMMANDS if shutil.which(cmd) is None]
+    still = [cmd for cmd in commands if shutil.which(cmd) is None]
+    if containers and "busybox" not in still and not busybox_static():
+        still.append("a static busybox")
     if still:
         raise BenchError(f"still missing after apt-get: {', '.join(still)}")
 

@@ -1,7 +1,8 @@
 """Run the unotifyd benchmarks: ``python3 benchmarks/run.py [--quick]``.
 
 Sets itself up (Debian packages, C programs built into a temporary
-directory), then runs the four sections of issue 7 and prints Markdown
+directory), then runs the four sections of issue 7 and the start-up cost
+of containers with unotifyd as their seccomp agent, and prints Markdown
 tables on stdout (progress on stderr). Every table compares tools measured
 side by side in the same run, interleaved round by round; see the module of
 each section for how it measures.
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import containers
 import launchcost
 import percall
 import prepare
@@ -26,7 +28,7 @@ import throughput
 import workloads
 from harness import BenchError, Ctx, Report, Rounds, log, num, table
 
-SECTIONS = ("1", "2", "3", "4")
+SECTIONS = ("1", "2", "3", "4", "5")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -34,7 +36,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         prog="benchmarks/run.py",
         description="unotifyd benchmarks against native runs, the C reference, proot and bwrap.",
     )
-    p.add_argument("--quick", action="store_true", help="fewer rounds and launches (< 2 min)")
+    p.add_argument("--quick", action="store_true", help="fewer rounds and launches (about 2 min)")
     p.add_argument(
         "--sections", default=",".join(SECTIONS), metavar="LIST",
         help="which sections to run, e.g. 1,3 (default: all)",
@@ -121,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     quick: bool = args.quick
     # (rounds, time budget in seconds) per section; --rounds means exactly that many
     plan = (
-        {"1": (3, 20.0), "2": (3, 35.0), "3": (2, 30.0), "4": (2, 20.0)}
+        {"1": (3, 20.0), "2": (3, 35.0), "3": (2, 30.0), "4": (2, 20.0), "5": (3, 15.0)}
         if quick
-        else {"1": (5, 80.0), "2": (10, 300.0), "3": (4, 100.0), "4": (5, 70.0)}
+        else {
+            "1": (5, 80.0), "2": (10, 300.0), "3": (4, 100.0), "4": (5, 70.0),
+            "5": (10, 60.0),
+        }
     )
     if args.rounds:
         plan = {k: (max(1, args.rounds), math.inf) for k in plan}
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="unotifyd-bench-"))
     report = Report()
     try:
-        prepare.install_packages()
+        prepare.install_packages(containers="5" in args.wanted)
         prepare.shared_bench(repo)
         build = tmp / "bin"
         prepare.build(repo, build)
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics |= throughput.run(ctx, report, rounds("3"))
         if "4" in args.wanted:
             metrics |= workloads.run(ctx, report, rounds("4"))
+        if "5" in args.wanted:
+            metrics |= containers.run(ctx, report, rounds("5"))
         _goals(report, metrics)
         report.out(
             f"Total benchmark time: {time.monotonic() - t0:.0f} s; "
