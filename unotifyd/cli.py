@@ -42,6 +42,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="opening PATH for writing fails with EROFS",
     )
     launch.add_argument(
+        "--enforce", action="store_true",
+        help="enforcing mode: perform every trapped call in the supervisor, never let the "
+        "kernel re-read the program's memory (CONTINUE); the same as mode = \"enforce\"",
+    )
+    launch.add_argument(
         "--trace", action="store_true", help="one line per intercepted call on stderr"
     )
     launch.add_argument(
@@ -78,8 +83,11 @@ def build_policy(args: argparse.Namespace) -> Policy:
     """The policy from ``--policy`` and the rule options; raises PolicyError."""
     file_policy = load_policy(args.policy) if args.policy else None
     cli_rules = rules_from_options(args.redirect, args.deny, args.readonly)
+    policy = combine(file_policy, cli_rules)
+    if args.enforce:
+        policy = Policy(policy.rules, "enforce")
     # Rule paths are resolved by the supervisor, in the program's own root.
-    return validated(combine(file_policy, cli_rules), args.policy or "the rules")
+    return validated(policy, args.policy or "the rules")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

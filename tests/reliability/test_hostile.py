@@ -4,9 +4,9 @@ seccomp filters, ptrace, setuid binaries.
 Everything here runs in the default mode, ``virtualize``, which lets the
 kernel run the calls no rule covers (CONTINUE) and so is no security
 boundary: where an escape is possible the tests *count and print* it
-rather than assert it away. The ``enforce`` variants of the TOCTOU and
-symlink-race tests (0 escapes in 100 000 tries) await the enforcing mode,
-issue 3, and are not written yet.
+rather than assert it away. Their ``enforce`` variants (``--enforce``:
+every trapped open performed by the supervisor on the path it checked)
+assert 0 escapes.
 """
 
 from __future__ import annotations
@@ -49,6 +49,27 @@ def test_toctou_path_rewrite_under_virtualize_is_counted(
     assert r["tries"] == TRIES
     assert r["allowed"] + r["escaped"] + r["denied"] + r["other"] == TRIES
     assert r["denied"] > 0  # the rule does apply whenever the check sees the denied name
+    assert "internal error" not in proc.stderr
+
+
+def test_toctou_path_rewrite_under_enforce_never_escapes(
+    bin_dir: Path, tmp_path: Path, report: Report
+) -> None:
+    """The same race under ``--enforce``: the supervisor opens the name it
+    checked, so the denied file is never opened, whatever the thread writes."""
+    exe = build_c(bin_dir, "toctou")
+    allowed = write(tmp_path / "allow" / "file", "ALLOWED\n")
+    denied = write(tmp_path / "denyd" / "file", "SECRET\n")
+    proc = run_launch("--enforce", "--deny", f"{denied.parent}/**",
+                      argv=[str(exe), str(allowed), str(denied), str(TRIES)], timeout=180)
+    assert proc.returncode == 0, describe(proc)
+    r = {k: int(v) for k, v in kv(proc.stdout).items()}
+    report("toctou[enforce]", tries=r["tries"], allowed=r["allowed"], escaped=r["escaped"],
+           denied=r["denied"], other=r["other"])
+    assert r["tries"] == TRIES
+    assert r["allowed"] + r["escaped"] + r["denied"] + r["other"] == TRIES
+    assert r["escaped"] == 0
+    assert r["allowed"] > 0 and r["denied"] > 0
     assert "internal error" not in proc.stderr
 
 
@@ -147,6 +168,30 @@ def test_symlink_race_against_a_tree_rule_is_counted(
     assert "internal error" not in proc.stderr
 
 
+def test_symlink_race_against_a_tree_rule_under_enforce_never_escapes(
+    bin_dir: Path, report: Report
+) -> None:
+    """The same race under ``--enforce``: the path is resolved once and opened
+    refusing any symlink swapped in since, so the secret is never read."""
+    exe = build_c(bin_dir, "symrace")
+    tries = 20_000
+    with public_dir("unotifyd-rel-syme-") as d:
+        secret, rel = _swap_dirs(d)
+        swap = d / "jail" / "sw"
+        write(swap / rel, "DECOY\n")
+        (d / "jail" / "sw.link").symlink_to("/")
+        proc = run_launch("--enforce", "--deny", f"{secret.parent}/**",
+                          argv=[str(exe), str(swap), f"{swap}/{rel}", str(tries)], timeout=180)
+    assert proc.returncode == 0, describe(proc)
+    r = {k: int(v) for k, v in kv(proc.stdout).items()}
+    report("symlink-race[deny-tree,enforce]", tries=tries, decoy=r["decoy"],
+           escaped=r["secret"], denied_or_error=r["errors"], enoent=r["enoent"])
+    assert sum(r[k] for k in ("decoy", "secret", "errors", "enoent")) == tries
+    assert r["secret"] == 0
+    assert r["decoy"] > 0
+    assert "internal error" not in proc.stderr
+
+
 def test_symlink_in_a_redirect_target_tree_is_counted(bin_dir: Path, report: Report) -> None:
     """The program owns the *target* of a tree redirect and swaps a directory
     in it for a symlink to "/" (racing), or simply leaves one there (static).
@@ -173,6 +218,35 @@ def test_symlink_in_a_redirect_target_tree_is_counted(bin_dir: Path, report: Rep
            direct_open_denied=int(direct.returncode != 0 and direct.stdout == ""))
     assert sum(r[k] for k in ("decoy", "secret", "errors", "enoent")) == tries
     assert direct.returncode != 0 and direct.stdout == "", describe(direct)
+    assert "internal error" not in race.stderr
+
+
+def test_symlink_in_a_redirect_target_tree_under_enforce_never_escapes(
+    bin_dir: Path, report: Report
+) -> None:
+    """Under ``--enforce`` a redirect's target is resolved and decided again:
+    a symlink in the target tree, static or raced, never reaches a denied file."""
+    exe = build_c(bin_dir, "symrace")
+    tries = 5_000
+    with public_dir("unotifyd-rel-symre-") as d:
+        secret, rel = _swap_dirs(d)
+        (d / "from").mkdir()
+        write(d / "jail" / "sw" / rel, "DECOY\n")
+        (d / "jail" / "sw.link").symlink_to("/")
+        (d / "jail" / "static").symlink_to("/")
+        opts = ("--enforce", "--deny", f"{secret.parent}/**",
+                "--redirect", f"{d}/from/**={d}/jail/**")
+        race = run_launch(*opts, argv=[str(exe), str(d / "jail" / "sw"),
+                                       f"{d}/from/sw/{rel}", str(tries)], timeout=180)
+        static = run_launch(*opts, argv=["cat", f"{d}/from/static/{rel}"])
+    assert race.returncode == 0, describe(race)
+    r = {k: int(v) for k, v in kv(race.stdout).items()}
+    report("symlink-in-redirect-target[enforce]", tries=tries, decoy=r["decoy"],
+           escaped=r["secret"], errors=r["errors"], enoent=r["enoent"],
+           static_link_escaped=int(static.stdout == "SECRET\n"))
+    assert sum(r[k] for k in ("decoy", "secret", "errors", "enoent")) == tries
+    assert r["secret"] == 0
+    assert static.returncode != 0 and static.stdout == "", describe(static)
     assert "internal error" not in race.stderr
 
 

@@ -166,9 +166,9 @@ ERRORS: list[tuple[str, str, int | None, str]] = [
     ("version-bool", lines("version = true"), 1, "must be the integer 1, not a boolean"),
     (
         "mode-unknown",
-        lines("version = 1", 'mode = "enforce"'),
+        lines("version = 1", 'mode = "strict"'),
         2,
-        "unknown mode 'enforce' (allowed: 'virtualize')",
+        "unknown mode 'strict' (allowed: 'enforce', 'virtualize')",
     ),
     ("mode-type", lines("version = 1", "", "mode = 3"), 3, "'mode' must be a string"),
     (

@@ -191,8 +191,22 @@ def test_policy_rejects_duplicate_patterns_naming_both() -> None:
 
 
 def test_policy_rejects_unknown_mode() -> None:
-    with pytest.raises(ValueError, match="unknown mode 'enforce'"):
-        Policy([], mode="enforce")
+    with pytest.raises(ValueError, match="unknown mode 'strict'"):
+        Policy([], mode="strict")
+
+
+def test_enforce_emulates_what_no_rule_covers_and_rechecks_redirects() -> None:
+    policy = Policy([Redirect(tree("/a"), tree("/b"))], mode="enforce")
+    plain = decide_open(policy, opening("/etc/hosts", O_RDONLY | O_CLOEXEC))
+    assert plain == EmulateOpen(
+        path="/etc/hosts", flags=O_RDONLY, mode=0, cloexec=True,
+        reason="enforce: no rule", no_symlinks=True, in_program_root=True,
+    )  # fmt: skip
+    # /proc paths work through magic links, which must be followed.
+    proc = decide_open(policy, opening("/proc/12/fd/0", O_RDONLY))
+    assert isinstance(proc, EmulateOpen) and not proc.no_symlinks
+    redirect = decide_open(policy, opening("/a/x", O_RDONLY))
+    assert isinstance(redirect, EmulateOpen) and redirect.path == "/b/x" and redirect.recheck
 
 
 def test_policy_equality_and_syscalls() -> None:

@@ -127,6 +127,7 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ("--redirect", args.redirect),
             ("--deny", args.deny),
             ("--readonly", args.readonly),
+            ("--enforce", args.enforce),
             ("--trace", args.trace),
             ("--trace-json", args.trace_json),
             ("--no-sync-wakeup", not args.sync_wakeup),

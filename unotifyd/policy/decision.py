@@ -57,6 +57,9 @@ class EmulateOpen:
     ``no_symlinks`` asks for the open to refuse every symbolic link
     (``RESOLVE_NO_SYMLINKS``): ``path`` was resolved before the decision, and a
     link swapped in since must not lead the open somewhere no rule allowed.
+    ``recheck`` (enforcing mode, a redirect's target) asks the kernel layer
+    to resolve ``path`` and decide again on where it really leads, so that a
+    symlink in a target tree cannot lead to a denied file.
     ``in_program_root`` says ``path`` is the program's own name for a file,
     to be opened in the program's root directory (a container's), rather
     than a path of the supervisor's, such as a redirect's target.
@@ -71,6 +74,7 @@ class EmulateOpen:
     create_errno: int = 0
     exclusive: bool = False
     in_program_root: bool = False
+    recheck: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,23 +207,40 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
     Every decision's ``reason`` names the rule and where it was written.
     """
     match = policy.match(req.path)
-    if match is None:
+    enforce = policy.mode == "enforce"
+    if match is None and not enforce:
         return _CONTINUE
-    rule = match.rule
-    reason = str(rule)
+    reason = str(match.rule) if match is not None else "enforce: no rule"
     how = _open_how(req)
     if isinstance(how, str):
         return Fail(errno.EINVAL, reason=f"{req.syscall}: {how}; {reason}")
     flags, mode = how
     cloexec = bool(flags & os.O_CLOEXEC)
     flags &= ~os.O_CLOEXEC
+    if match is None:
+        # Enforcing: open the very path that was checked, as the program,
+        # instead of letting the kernel re-read its memory (CONTINUE). No
+        # symlink may appear on it since (it was resolved), except in /proc,
+        # whose magic links (/proc/PID/fd/N) are how such paths work.
+        return EmulateOpen(
+            path=req.path,
+            flags=flags,
+            mode=mode,
+            cloexec=cloexec,
+            reason=reason,
+            no_symlinks=not req.path.startswith("/proc/"),
+            in_program_root=True,
+        )
+    rule = match.rule
 
     if isinstance(rule, Deny):
         return Fail(rule.errno, reason=reason)
 
     if isinstance(rule, Redirect):
         target = rule.target.join(match.suffix) if rule.target.tree else rule.target.path
-        return EmulateOpen(path=target, flags=flags, mode=mode, cloexec=cloexec, reason=reason)
+        return EmulateOpen(
+            path=target, flags=flags, mode=mode, cloexec=cloexec, reason=reason, recheck=enforce
+        )
 
     # Read-only. A real read-only mount would say ENOENT for a missing file
     # opened for writing without O_CREAT; telling the two apart would need a

@@ -69,10 +69,11 @@ __all__ = [
 #: is bypassed by any libc that calls ``openat``.
 OPEN_SYSCALLS: frozenset[str] = frozenset({"open", "openat", "openat2", "creat"})
 
-#: Valid values of :attr:`Policy.mode`. "virtualize" means the program sees a
-#: rewritten file system; it is the only mode so far, but files already name it
-#: so that adding another one later changes no existing policy's meaning.
-MODES: frozenset[str] = frozenset({"virtualize"})
+#: Valid values of :attr:`Policy.mode`. "virtualize" lets the kernel run the
+#: calls no rule covers (CONTINUE), which re-reads the program's memory and so
+#: is no security boundary; "enforce" performs every trapped call in the
+#: supervisor on the path it read once.
+MODES: frozenset[str] = frozenset({"virtualize", "enforce"})
 
 _TREE_SUFFIX = "/**"
 

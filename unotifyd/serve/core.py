@@ -68,6 +68,7 @@ class Pending:
     resolved: str | None = None
     decision: Decision | None = None
     own_root: bool = False  # the program has a root directory of its own (a container)
+    policy: Policy | None = None  # the policy it was decided by (rule paths in its root)
 
 
 def _refuse_errno(d: RefuseWrite, creds: Credentials, root_fd: int | None) -> int:
@@ -105,14 +106,52 @@ class Job:
     listener: Listener
     nid: int
     may_block: bool  # a FIFO or a device, by a look before the open
+    policy: Policy | None = None  # to decide again where a redirect really leads (recheck)
+
+
+def _realpath(path: str) -> str | None:
+    """``os.path.realpath``, or None if links keep changing under it.
+
+    A link replaced by a directory between its ``lstat`` and its
+    ``readlink`` makes ``realpath`` fail (EINVAL); tried again, it sees a
+    settled tree, unless somebody is swapping on purpose.
+    """
+    for _ in range(3):
+        try:
+            return os.path.realpath(path, strict=False)
+        except OSError:
+            continue
+    return None
 
 
 def _perform_in(
-    d: EmulateOpen | RefuseWrite, creds: Credentials, root_fd: int | None, nonblocking: bool
+    d: EmulateOpen | RefuseWrite,
+    creds: Credentials,
+    root_fd: int | None,
+    nonblocking: bool,
+    recheck: Policy | None = None,
 ) -> int | None:
-    """The open (or look) of ``d``: an fd of ours, ``-errno``, or None if it would block."""
+    """The open (or look) of ``d``: an fd of ours, ``-errno``, or None if it would block.
+
+    With ``recheck`` (enforcing mode, a redirect's target), the target is
+    resolved first and the policy asked again about where it really leads: a
+    symlink in a target tree may point at a denied file. What is then opened
+    is that resolved path, refusing any symlink swapped in since (ELOOP).
+    """
     if isinstance(d, RefuseWrite):
         return -_refuse_errno(d, creds, root_fd)
+    path, no_symlinks = d.path, d.no_symlinks
+    if recheck is not None:
+        resolved = _realpath(d.path)
+        if resolved is None:
+            return -errno.ELOOP
+        path, no_symlinks = resolved, True
+        flags = d.flags | (os.O_CLOEXEC if d.cloexec else 0)
+        again = decide_open(recheck, OpenRequest("open", path, flags, d.mode))
+        if isinstance(again, Fail):
+            return -again.errno
+        if isinstance(again, RefuseWrite):
+            return -_refuse_errno(again, creds, None)
     # O_NONBLOCK guards against a regular file swapped for a FIFO after our
     # stat: the open then returns at once instead of stalling every program
     # (fifo(7)). It is cleared again before injection unless the program
@@ -122,9 +161,7 @@ def _perform_in(
         extra = os.O_NONBLOCK
     root = root_fd if d.in_program_root else None
     try:
-        fd = open_as(
-            creds, d.path, d.flags | extra, d.mode, no_symlinks=d.no_symlinks, root_fd=root
-        )
+        fd = open_as(creds, path, d.flags | extra, d.mode, no_symlinks=no_symlinks, root_fd=root)
     except OSError as e:
         if e.errno == errno.ENOENT and d.create_errno:
             return -d.create_errno
@@ -353,7 +390,7 @@ class Core:
                 resolve_flags=call.resolve,
                 own_root=p.own_root,
             )
-            policy = self._policy_in(s, root, n.pid)
+            policy = p.policy = self._policy_in(s, root, n.pid)
         except BadArgument as e:
             return Fail(e.errno, str(e))
         except OSError as e:
@@ -396,7 +433,8 @@ class Core:
         in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
         root_tid = n.pid if in_root else None
         may_block = isinstance(d, EmulateOpen) and _may_block(_our_name(d.path, root_tid))
-        job = Job(d, creds, root_tid, listener, n.id, may_block)
+        recheck = p.policy if isinstance(d, EmulateOpen) and d.recheck else None
+        job = Job(d, creds, root_tid, listener, n.id, may_block, recheck)
         if creds.same_as_supervisor() and not may_block:
             result = self._perform(job, nonblocking=True)
             if result is not None:
@@ -425,7 +463,7 @@ class Core:
             if root_fd is not None and not job.listener.id_valid(job.nid):
                 # The root we hold might be a new process's that got the pid.
                 raise TargetGone("notification no longer valid")
-            return _perform_in(job.decision, job.creds, root_fd, nonblocking)
+            return _perform_in(job.decision, job.creds, root_fd, nonblocking, job.policy)
         finally:
             if root_fd is not None:
                 os.close(root_fd)
