@@ -35,8 +35,8 @@ def test_toctou_path_rewrite_under_virtualize_is_counted(
     the same length while the main thread opens it. Under ``virtualize`` the
     supervisor checks the allowed name and answers CONTINUE; the kernel then
     re-reads the buffer and may open the denied file. The escapes are
-    counted, not asserted: 0 escapes is the enforcing mode's job (issue 3;
-    that variant is not written yet)."""
+    counted, not asserted: 0 escapes is the enforcing mode's job (the
+    ``enforce`` variant below)."""
     exe = build_c(bin_dir, "toctou")
     allowed = write(tmp_path / "allow" / "file", "ALLOWED\n")
     denied = write(tmp_path / "denyd" / "file", "SECRET\n")
@@ -45,7 +45,7 @@ def test_toctou_path_rewrite_under_virtualize_is_counted(
     assert proc.returncode == 0, describe(proc)
     r = {k: int(v) for k, v in kv(proc.stdout).items()}
     report("toctou[virtualize]", tries=r["tries"], allowed=r["allowed"], escaped=r["escaped"],
-           denied=r["denied"], other=r["other"], note="enforce-variant-awaits-issue-3")
+           denied=r["denied"], other=r["other"], note="see-the-enforce-variant")
     assert r["tries"] == TRIES
     assert r["allowed"] + r["escaped"] + r["denied"] + r["other"] == TRIES
     assert r["denied"] > 0  # the rule does apply whenever the check sees the denied name
@@ -149,7 +149,7 @@ def test_symlink_race_against_a_tree_rule_is_counted(
     symlink to "/" that makes the same path name a secret file under a
     ``--deny`` tree. Under ``virtualize`` the check may see the directory and
     the kernel the link: escapes are counted, not asserted (the enforcing
-    mode, issue 3, must make them 0; not written yet)."""
+    mode makes them 0: the ``enforce`` variant below)."""
     exe = build_c(bin_dir, "symrace")
     tries = 20_000
     with public_dir("unotifyd-rel-sym-") as d:
@@ -163,7 +163,7 @@ def test_symlink_race_against_a_tree_rule_is_counted(
     r = {k: int(v) for k, v in kv(proc.stdout).items()}
     report("symlink-race[deny-tree,virtualize]", tries=tries, decoy=r["decoy"],
            escaped=r["secret"], denied_or_error=r["errors"], enoent=r["enoent"],
-           note="enforce-variant-awaits-issue-3")
+           note="see-the-enforce-variant")
     assert sum(r[k] for k in ("decoy", "secret", "errors", "enoent")) == tries
     assert "internal error" not in proc.stderr
 

@@ -38,7 +38,7 @@ REDIRECTED_OPENS = 10_000
 PASS_OPENS = 5_625
 #: Seconds the full run may take, estimated from a short calibration round
 #: first; beyond it both counts are scaled down, and the output says so.
-BUDGET = 150.0
+BUDGET = 200.0
 
 
 @dataclass
