@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import itertools
 import os
 import select
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -44,6 +46,31 @@ __all__ = [
 #: fds one message may carry: one listener. Room for a few more lets us see
 #: (and close) extras instead of having the kernel drop them unseen.
 MAX_FDS = 4
+
+
+async def accept(
+    listen: trio.socket.SocketType, log: Callable[[str], None]
+) -> trio.socket.SocketType:
+    """The next connection on ``listen``, riding out the errors accept(2) can pass.
+
+    Out of fds or memory: wait for programs or clients to finish rather than
+    spin (the backlog keeps the rest). A connection aborted before we took
+    it: take the next one.
+    """
+    while True:
+        try:
+            conn, _ = await listen.accept()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log(f"accept: {e.strerror}; retrying shortly")
+                await trio.sleep(0.1)
+                continue
+            if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                continue
+            raise
+        return conn
+
+
 def close_fds(fds: list[int]) -> None:
     """Close and forget every fd in ``fds``."""
     while fds:

@@ -20,7 +20,6 @@ and leaves the rest queued in the kernel for the next daemon.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import socket
@@ -41,7 +40,7 @@ from ..policy import PolicyError
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
 from .handover import Continuity
-from .programs import ProgramTable, close_fds, recv_message
+from .programs import ProgramTable, accept, close_fds, recv_message
 from .protocol import (
     MAX_REQUEST,
     Abort,
@@ -303,18 +302,7 @@ class Daemon:
 
     async def _accept_loop(self, listen: trio.socket.SocketType, front: trio.Nursery) -> None:
         while True:
-            try:
-                conn, _ = await listen.accept()
-            except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of fds or memory: wait for programs or clients to
-                    # finish rather than spin; the backlog keeps the rest.
-                    _log(f"accept: {e.strerror}; retrying shortly")
-                    await trio.sleep(0.1)
-                    continue
-                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                    continue
-                raise
+            conn = await accept(listen, _log)
             self.connections += 1
             if self.conversations >= MAX_CONVERSATIONS:
                 self.refusals["busy"] += 1

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import errno
 import os
 import socket
 import sys
@@ -34,7 +33,7 @@ from typing import Protocol
 import trio
 
 from ..daemon.config import DaemonConfig
-from ..daemon.programs import ProgramTable, close_fds
+from ..daemon.programs import ProgramTable, accept, close_fds
 from ..kernel.fdpass import Peer, bind_listening, peer_of
 from ..kernel.listener import Listener, is_listener
 from .state import ContainerState, StateError, StateReader, choose_profile
@@ -116,16 +115,7 @@ class OciAgent:
         try:
             async with trio.open_nursery() as conns:
                 while True:
-                    try:
-                        conn, _ = await listen.accept()
-                    except OSError as e:
-                        if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                            _log(f"accept: {e.strerror}; retrying shortly")
-                            await trio.sleep(0.1)
-                            continue
-                        if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                            continue
-                        raise
+                    conn = await accept(listen, _log)
                     self.connections += 1
                     if self._active >= MAX_CONNECTIONS:
                         # Closing the connection closes the fds still queued
