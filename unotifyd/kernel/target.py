@@ -232,13 +232,8 @@ class CredentialReader:
         return read_credentials(tid)
 
 
-def read_credentials(tid: int) -> Credentials:
-    """Read the file-system credentials and umask of thread ``tid`` from ``/proc``.
-
-    ``/proc/TID/status`` (proc(5)): ``Uid:``/``Gid:`` list real, effective,
-    saved and file-system ids, the fourth is the one ``open`` uses;
-    ``Umask:`` exists since Linux 4.7.
-    """
+def _status(tid: int) -> dict[bytes, bytes]:
+    """The fields of ``/proc/TID/status`` (proc(5)), by name; TargetGone if it is gone."""
     try:
         with open(f"/proc/{tid}/status", "rb") as f:
             text = f.read()
@@ -248,6 +243,17 @@ def read_credentials(tid: int) -> Credentials:
     for line in text.splitlines():
         key, _, value = line.partition(b":")
         fields[key] = value
+    return fields
+
+
+def read_credentials(tid: int) -> Credentials:
+    """Read the file-system credentials and umask of thread ``tid`` from ``/proc``.
+
+    ``/proc/TID/status`` (proc(5)): ``Uid:``/``Gid:`` list real, effective,
+    saved and file-system ids, the fourth is the one ``open`` uses;
+    ``Umask:`` exists since Linux 4.7.
+    """
+    fields = _status(tid)
     try:
         fsuid = int(fields[b"Uid"].split()[3])
         fsgid = int(fields[b"Gid"].split()[3])
@@ -259,16 +265,19 @@ def read_credentials(tid: int) -> Credentials:
     return Credentials(fsuid, fsgid, groups, umask)
 
 
-def read_tgid(tid: int) -> int:
-    """The process id (thread-group id) of thread ``tid``."""
+def read_ids(tid: int, *, innermost: bool) -> tuple[int, int]:
+    """The process id and thread id of thread ``tid``: in our pid namespace, or
+    with ``innermost`` in its own (the one of its ``/proc``).
+
+    ``NStgid:``/``NSpid:`` list them from ours inwards (proc(5), Linux 4.1+).
+    """
+    fields = _status(tid)
     try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    raise TargetGone(f"thread {tid} is gone")
+        if not innermost:
+            return int(fields[b"Tgid"]), tid
+        return int(fields[b"NStgid"].split()[-1]), int(fields[b"NSpid"].split()[-1])
+    except (KeyError, IndexError, ValueError):
+        raise TargetGone(f"thread {tid} is exiting") from None
 
 
 def _lexical_join(base: str, rest: list[str]) -> str:
@@ -470,7 +479,7 @@ class PathResolver:
             if cand in ("/proc/self", "/proc/thread-self"):
                 # The program's own, in the pid namespace of its /proc.
                 if ids is None:
-                    ids = read_ns_ids(tid) if root else (read_tgid(tid), tid)
+                    ids = read_ids(tid, innermost=bool(root))
                 tgid, ntid = ids
                 cand = f"/proc/{tgid}" if cand == "/proc/self" else f"/proc/{tgid}/task/{ntid}"
             is_last = not any(p not in ("", ".") for p in pending)
@@ -519,18 +528,6 @@ def _in_root(prefix: str, path: str) -> str | None:
     return None
 
 
-def read_ns_ids(tid: int) -> tuple[int, int]:
-    """The thread's process id and thread id in its own (innermost) pid namespace.
-
-    ``NStgid:``/``NSpid:`` in ``/proc/TID/status`` list them from ours
-    inwards (proc(5), Linux 4.1+).
-    """
-    try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            fields = dict(line.split(b":", 1) for line in f if b":" in line)
-        return int(fields[b"NStgid"].split()[-1]), int(fields[b"NSpid"].split()[-1])
-    except (FileNotFoundError, ProcessLookupError, KeyError, IndexError, ValueError):
-        raise TargetGone(f"thread {tid} is gone") from None
 
 
 def _readlink_base(base: str) -> str:
