@@ -42,6 +42,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="opening PATH for writing fails with EROFS",
     )
     launch.add_argument(
+        "--content", metavar="PATH=FILE", action="append", default=[],
+        help="PATH is a read-only file holding what FILE holds now (read once, at start)",
+    )
+    launch.add_argument(
+        "--private", metavar="PATH/**", action="append", default=[],
+        help="the tree PATH/** starts empty and its writes go to a scratch directory "
+        "removed at the end, like a tmpfs mounted there (a tree: write the /**)",
+    )
+    launch.add_argument(
+        "--exec", metavar="PATH", action="append", default=[],
+        help="PATH (a file, or a tree PATH/**) may be executed; once --exec or an [[exec]] "
+        "rule is given, executing anything else fails with EACCES",
+    )
+    launch.add_argument(
         "--enforce", action="store_true",
         help="enforcing mode: perform every trapped call in the supervisor, never let the "
         "kernel re-read the program's memory (CONTINUE); the same as mode = \"enforce\"",
@@ -51,6 +65,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     launch.add_argument(
         "--trace-json", metavar="FILE", help="the same events as JSON lines in FILE"
+    )
+    launch.add_argument(
+        "--stats", action="store_true",
+        help="on stderr: the system calls the filter traps, and at exit how many "
+        "notifications each one made and what was decided",
     )
     launch.add_argument(
         "--no-sync-wakeup", dest="sync_wakeup", action="store_false",
@@ -82,7 +101,10 @@ def _add_daemon_commands(
 def build_policy(args: argparse.Namespace) -> Policy:
     """The policy from ``--policy`` and the rule options; raises PolicyError."""
     file_policy = load_policy(args.policy) if args.policy else None
-    cli_rules = rules_from_options(args.redirect, args.deny, args.readonly)
+    cli_rules = rules_from_options(
+        args.redirect, args.deny, args.readonly,
+        contents=args.content, privates=args.private, execs=args.exec,
+    )  # fmt: skip
     policy = combine(file_policy, cli_rules)
     if args.enforce:
         policy = Policy(policy.rules, "enforce")
@@ -120,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 prog,
                 trace=sys.stderr if args.trace else None,
                 trace_json=trace_json,
+                stats=sys.stderr if args.stats else None,
                 sync_wakeup=args.sync_wakeup,
                 colocate=args.colocate,
             )

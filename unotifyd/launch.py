@@ -187,10 +187,15 @@ def launch(
     *,
     trace: IO[str] | None = None,
     trace_json: IO[str] | None = None,
+    stats: IO[str] | None = None,
     sync_wakeup: bool = True,
     colocate: bool = True,
 ) -> int:
-    """Run ``argv`` under ``policy`` and return the exit code to exit with."""
+    """Run ``argv`` under ``policy`` and return the exit code to exit with.
+
+    ``stats``, if given, gets the trapped system calls at the start and
+    the notification counts at the end.
+    """
     try:
         check_support()
     except Unsupported as e:
@@ -225,6 +230,7 @@ def launch(
             policy,
             trace=trace,
             trace_json=trace_json,
+            stats=stats,
             sync_wakeup=sync_wakeup,
             colocate=colocate,
             notes=notes,

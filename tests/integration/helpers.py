@@ -114,3 +114,17 @@ def attempt(path, flags, mode=0o666, **kw):
     finally:
         os.close(fd)
 """
+
+
+# Shared by the file-system view tests (test_view, test_exec_view, test_deputy).
+
+#: The launch options of each mode: parametrize over the keys, pass ``*MODES[key]``.
+MODES: dict[str, tuple[str, ...]] = {"virtualize": (), "enforce": ("--enforce",)}
+
+#: argv prefix that runs the rest of the command line as ``nobody`` (no groups).
+AS_NOBODY: tuple[str, ...] = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def sh(script: str) -> list[str]:
+    """argv running the (dedented) shell ``script`` with ``sh -c``."""
+    return ["sh", "-c", textwrap.dedent(script)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import pickle
 from pathlib import Path
 
@@ -12,18 +13,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unotifyd.policy import (
+    MAX_CONTENT_SIZE,
+    Content,
     Deny,
+    Exec,
     Pattern,
     Policy,
     PolicyError,
+    Private,
     ReadOnly,
     Redirect,
     Rule,
     combine,
     load_policy,
+    parse_content,
+    parse_exec,
     parse_policy,
+    parse_private,
+    read_content_file,
     rules_from_options,
 )
+from unotifyd.policy import config as config_module
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -110,7 +120,7 @@ def test_inline_tables_and_quoted_keys_are_plain_toml() -> None:
     assert [rule.origin for rule in policy.rules] == ["p.toml:2", "p.toml:2", "p.toml:3"]
 
 
-@pytest.mark.parametrize("name", ["passwd.toml", "readonly-tree.toml"])
+@pytest.mark.parametrize("name", ["passwd.toml", "readonly-tree.toml", "full-view.toml"])
 def test_examples_parse(name: str) -> None:
     policy = load_policy(str(EXAMPLES / name))
     assert policy.rules
@@ -130,6 +140,207 @@ def test_readonly_tree_example() -> None:
     assert kinds == {Redirect, Deny, ReadOnly}
     assert any(isinstance(rule, Deny) and rule.errno == errno.ENOENT for rule in policy.rules)
     assert any(isinstance(r, Redirect) and r.source.tree and r.target.tree for r in policy.rules)
+
+
+def test_full_view_example_uses_every_kind() -> None:
+    policy = load_policy(str(EXAMPLES / "full-view.toml"))
+    kinds = {type(rule) for rule in policy.rules}
+    assert kinds == {Redirect, Deny, ReadOnly, Content, Private, Exec}
+    assert policy.has_exec_rules
+    assert policy.syscalls() >= {"openat", "newfstatat", "unlinkat", "execve", "getdents64"}
+
+
+# --- Content, private and exec rules -------------------------------------------------
+
+
+def fake_files(files: dict[str, bytes]) -> config_module.ReadFile:
+    """A stand-in for read_content_file that reads from ``files``."""
+
+    def read(path: str) -> bytes:
+        try:
+            return files[path]
+        except KeyError:
+            raise ValueError(f"cannot read {path}: No such file or directory") from None
+
+    return read
+
+
+def test_new_kinds() -> None:
+    policy = parse_policy(
+        lines(
+            "version = 1",
+            "[[content]]",
+            'path = "/etc/motd"',
+            'text = "h\\u00e9llo\\n"',  # TOML escapes
+            "[[content]]",
+            'path = "/etc/issue"',
+            'file = "/srv/issue"',
+            "[[private]]",
+            'path = "/var/cache/app/**"',
+            "[[exec]]",
+            'path = "/usr/bin/**"',
+            "[[exec]]",
+            'path = "/opt/tool"',
+        ),
+        "p.toml",
+        read_file=fake_files({"/srv/issue": b"\x00binary\xff"}),
+    )
+    assert policy.rules == (
+        Content(Pattern("/etc/motd"), "h\u00e9llo\n".encode()),
+        Content(Pattern("/etc/issue"), b"\x00binary\xff"),
+        Private(Pattern("/var/cache/app", tree=True)),
+        Exec(Pattern("/usr/bin", tree=True)),
+        Exec(Pattern("/opt/tool")),
+    )
+    assert [rule.origin for rule in policy.rules] == [
+        "p.toml:2",
+        "p.toml:5",
+        "p.toml:8",
+        "p.toml:10",
+        "p.toml:12",
+    ]
+    assert all(getattr(rule, "backing", None) is None for rule in policy.rules)
+
+
+def test_content_may_be_empty_and_text_may_hold_nul() -> None:
+    policy = parse_policy(
+        lines(
+            "version = 1", 'content = [{path = "/a", text = ""}, {path = "/b", text = "x\\u0000"}]'
+        ),
+        "p.toml",
+    )
+    assert policy.rules == (Content(Pattern("/a"), b""), Content(Pattern("/b"), b"x\0"))
+
+
+def test_exec_and_another_rule_on_the_same_path() -> None:
+    policy = parse_policy(
+        lines(
+            "version = 1",
+            "[[readonly]]",
+            'path = "/usr/**"',
+            "[[exec]]",
+            'path = "/usr/**"',
+            "[[deny]]",
+            'path = "/opt/x"',
+            "[[exec]]",
+            'path = "/opt/x"',
+        ),
+        "p.toml",
+    )
+    assert len(policy.rules) == 4
+    match = policy.match("/usr/bin/ls")
+    assert match is not None and isinstance(match.rule, ReadOnly)
+    assert policy.exec_match("/usr/bin/ls") is not None
+    assert policy.exec_match("/bin/ls") is None
+
+
+def test_content_file_is_relative_to_the_policy_file(tmp_path: Path) -> None:
+    (tmp_path / "motd.txt").write_bytes(b"from a file\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "issue").write_bytes(b"issue")
+    path = tmp_path / "p.toml"
+    path.write_text(
+        lines(
+            "version = 1",
+            "[[content]]",
+            'path = "/etc/motd"',
+            'file = "motd.txt"',
+            "[[content]]",
+            'path = "/etc/issue"',
+            f'file = "{tmp_path}/sub/../sub/issue"',
+        )
+    )
+    policy = load_policy(str(path))
+    assert policy.rules == (
+        Content(Pattern("/etc/motd"), b"from a file\n"),
+        Content(Pattern("/etc/issue"), b"issue"),
+    )
+
+
+def test_content_file_is_read_once(tmp_path: Path) -> None:
+    source = tmp_path / "motd.txt"
+    source.write_bytes(b"before")
+    policy = parse_policy(
+        lines("version = 1", "[[content]]", 'path = "/m"', f'file = "{source}"'), "p.toml"
+    )
+    source.write_bytes(b"after, and longer")
+    assert policy.rules == (Content(Pattern("/m"), b"before"),)
+
+
+def test_content_size_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MAX_CONTENT_SIZE == 16 * 1024 * 1024
+    monkeypatch.setattr(config_module, "MAX_CONTENT_SIZE", 4)
+    ok = parse_policy(lines("version = 1", "[[content]]", 'path = "/a"', 'text = "1234"'), "p")
+    assert ok.rules == (Content(Pattern("/a"), b"1234"),)
+    # Counted in bytes of UTF-8, not in characters.
+    error = error_of(lines("version = 1", "[[content]]", 'path = "/a"', 'text = "123\u00e9"'))
+    assert error.line == 4
+    assert "'text' holds 5 bytes, more than the 4 bytes a content rule may hold" in error.message
+    error = error_of_with(
+        lines("version = 1", "[[content]]", 'path = "/a"', "", 'file = "/big"'),
+        fake_files({"/big": b"12345"}),
+    )
+    assert error.line == 5
+    assert "/big holds 5 bytes, more than the 4 bytes a content rule may hold" in error.message
+
+
+def error_of_with(text: str, read_file: config_module.ReadFile) -> PolicyError:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.toml", read_file=read_file)
+    return info.value
+
+
+def test_content_file_errors_point_at_the_file_key(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases = [
+        (str(tmp_path / "absent"), "cannot read", "No such file or directory"),
+        (str(tmp_path), "is not a regular file", ""),
+        (str(fifo), "is not a regular file", ""),  # refused, never waited on
+        ("/dev/null", "is not a regular file", ""),
+    ]
+    for path, message, detail in cases:
+        error = error_of(
+            lines("version = 1", "[[content]]", 'path = "/etc/motd"', f'file = "{path}"')
+        )
+        assert (error.line, error.source) == (4, "p.toml")
+        assert path in error.message
+        assert message in error.message
+        assert detail in error.message
+
+
+def test_an_injected_reader_may_raise_oserror() -> None:
+    def read(path: str) -> bytes:
+        raise PermissionError(13, "Permission denied", path)
+
+    error = error_of_with(lines("version = 1", "[[content]]", 'path = "/a"', 'file = "/x"'), read)
+    assert error.line == 4
+    assert error.message == "cannot read /x: Permission denied"
+
+
+def test_read_content_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"\x00" * 1000)
+    assert read_content_file(str(path)) == b"\x00" * 1000
+    (tmp_path / "link").symlink_to(path)
+    assert read_content_file(str(tmp_path / "link")) == b"\x00" * 1000
+    monkeypatch.setattr(config_module, "MAX_CONTENT_SIZE", 999)
+    with pytest.raises(ValueError, match="holds 1000 bytes"):
+        read_content_file(str(path))
+    if os.geteuid() == 0:
+        return  # root reads whatever the mode says
+    path.chmod(0)
+    with pytest.raises(ValueError, match="Permission denied"):
+        read_content_file(str(path))
+
+
+def test_read_content_file_leaks_no_fd(tmp_path: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    (tmp_path / "f").write_bytes(b"x")
+    read_content_file(str(tmp_path / "f"))
+    with pytest.raises(ValueError):
+        read_content_file(str(tmp_path))
+    assert set(os.listdir("/proc/self/fd")) == before
 
 
 # --- Errors, each at its line ------------------------------------------------------
@@ -175,7 +386,8 @@ ERRORS: list[tuple[str, str, int | None, str]] = [
         "top-key-unknown",
         lines("version = 1", "redirects = []"),
         2,
-        "unknown key 'redirects' (allowed keys: version, mode, redirect, deny, readonly)",
+        "unknown key 'redirects' (allowed keys: version, mode, redirect, deny, readonly, "
+        "content, private, exec)",
     ),
     ("top-table-unknown", lines("version = 1", "", "[options]", "x = 1"), 3, "'options'"),
     (
@@ -359,6 +571,116 @@ ERRORS: list[tuple[str, str, int | None, str]] = [
         3,
         "path 'b' is not absolute",
     ),
+    (
+        "content-text-and-file",
+        lines("version = 1", "[[content]]", 'path = "/m"', 'text = "x"', 'file = "/f"'),
+        5,
+        "[[content]] takes either 'text' or 'file', not both",
+    ),
+    (
+        "content-file-and-text",
+        lines("version = 1", "[[content]]", 'file = "/f"', 'path = "/m"', "", 'text = "x"'),
+        6,
+        "[[content]] takes either 'text' or 'file', not both",
+    ),
+    (
+        "content-neither",
+        lines("version = 1", "", "[[content]]  # empty", 'path = "/m"'),
+        3,
+        "[[content]] needs 'text' (the contents) or 'file' (a file holding them)",
+    ),
+    (
+        "content-path-missing",
+        lines("version = 1", "[[content]]", 'text = "x"'),
+        2,
+        "[[content]] is missing the required key 'path'",
+    ),
+    (
+        "content-tree",
+        lines("version = 1", "[[content]]", 'text = "x"', 'path = "/etc/**"'),
+        4,
+        "content is given for one file, not a tree: /etc/**",
+    ),
+    (
+        "content-text-type",
+        lines("version = 1", "[[content]]", 'path = "/m"', "text = 3"),
+        4,
+        "'text' in [[content]] must be a string, not an integer",
+    ),
+    (
+        "content-text-multiline-array",
+        lines("version = 1", "[[content]]", 'path = "/m"', "text = [", '  "a",', "]"),
+        4,
+        "'text' in [[content]] must be a string, not an array",
+    ),
+    (
+        "content-file-unreadable",
+        lines("version = 1", "[[content]]", 'path = "/m"', 'file = "/nonexistent/unotifyd/x"'),
+        4,
+        "cannot read /nonexistent/unotifyd/x: No such file or directory",
+    ),
+    (
+        "content-file-empty",
+        lines("version = 1", "[[content]]", 'path = "/m"', "file = ''"),
+        4,
+        "'file' is empty",
+    ),
+    (
+        "content-key-unknown",
+        lines("version = 1", "[[content]]", 'path = "/m"', 'data = "x"'),
+        4,
+        "unknown key 'data' in [[content]] (allowed keys: path, text, file)",
+    ),
+    (
+        "private-not-a-tree",
+        lines("version = 1", "[[private]]", "", 'path = "/var/cache/app"'),
+        4,
+        "a private rule names a tree: write /var/cache/app/**",
+    ),
+    (
+        "private-key-unknown",
+        lines("version = 1", "[[private]]", 'path = "/t/**"', 'size = "1M"'),
+        4,
+        "unknown key 'size' in [[private]] (allowed keys: path)",
+    ),
+    (
+        "exec-path-missing",
+        lines("version = 1", "[[exec]]", "[[exec]]", 'path = "/bin/**"'),
+        2,
+        "[[exec]] is missing the required key 'path'",
+    ),
+    (
+        "exec-glob",
+        lines("version = 1", "[[exec]]", 'path = "/usr/bin/*"'),
+        3,
+        "globs other than a trailing '/**'",
+    ),
+    (
+        "duplicate-content-and-deny",
+        lines(
+            "version = 1",
+            "[[deny]]",
+            'path = "/etc/motd"',
+            "[[content]]",
+            'path = "/etc/motd"',
+            'text = "x"',
+        ),
+        4,
+        "/etc/motd has two rules: deny /etc/motd with EACCES (p.toml:2) "
+        "and content /etc/motd (1 bytes) (p.toml:4)",
+    ),
+    (
+        "duplicate-private-and-readonly",
+        lines("version = 1", "[[private]]", 'path = "/t/**"', "[[readonly]]", 'path = "/t/**"'),
+        4,
+        "/t/** has two rules: private /t/** (p.toml:2) and readonly /t/** (p.toml:4)",
+    ),
+    (
+        "duplicate-exec",
+        lines("version = 1", "[[exec]]", 'path = "/bin/**"', "[[exec]]", 'path = "/bin/./**"'),
+        4,
+        "/bin/** has two rules: exec /bin/** (p.toml:2) and exec /bin/** (p.toml:4)",
+    ),
 ]
 
 
@@ -378,7 +700,8 @@ def test_error_points_at_line(text: str, line: int | None, message: str) -> None
 def test_unknown_table_lists_allowed_keys() -> None:
     error = error_of(lines("version = 1", "[options]"))
     assert error.message == (
-        "unknown key 'options' (allowed keys: version, mode, redirect, deny, readonly)"
+        "unknown key 'options' (allowed keys: version, mode, redirect, deny, readonly, "
+        "content, private, exec)"
     )
 
 
@@ -493,6 +816,129 @@ def test_rules_from_options_errors(
     assert message in info.value.message
 
 
+def test_rules_from_options_new_kinds(tmp_path: Path) -> None:
+    motd = tmp_path / "motd"
+    motd.write_bytes(b"hello\n")
+    rules = rules_from_options(
+        None,
+        None,
+        ["/usr/**"],
+        contents=[f"/etc/motd={motd}", "/etc/issue=/srv/a=b"],
+        privates=["/var/cache/app/**", "/tmp/**"],
+        execs=["/usr/**", "/opt/tool"],
+        read_file=fake_files({str(motd): b"hello\n", "/srv/a=b": b"eq"}),
+    )
+    assert rules == [
+        ReadOnly(Pattern("/usr", tree=True)),
+        Content(Pattern("/etc/motd"), b"hello\n"),
+        Content(Pattern("/etc/issue"), b"eq"),  # split at the first '='
+        Private(Pattern("/var/cache/app", tree=True)),
+        Private(Pattern("/tmp", tree=True)),
+        Exec(Pattern("/usr", tree=True)),  # exec and readonly on one pattern: allowed
+        Exec(Pattern("/opt/tool")),
+    ]
+    assert [rule.origin for rule in rules] == [
+        "--readonly",
+        "--content",
+        "--content",
+        "--private",
+        "--private",
+        "--exec",
+        "--exec",
+    ]
+    # The real reader, and a relative FILE: relative to the working directory.
+    assert rules_from_options(None, None, None, contents=[f"/m={motd}"]) == [
+        Content(Pattern("/m"), b"hello\n")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "source", "message"),
+    [
+        ({"contents": ["/etc/motd"]}, "--content", "'/etc/motd' is not of the form PATH=FILE"),
+        ({"contents": ["/etc/motd="]}, "--content", "FILE is empty"),
+        ({"contents": ["/etc/**=/f"]}, "--content", "content is given for one file, not a tree"),
+        ({"contents": ["etc=/f"]}, "--content", "path 'etc' is not absolute"),
+        (
+            {"contents": ["/m=/nonexistent/unotifyd"]},
+            "--content",
+            "'/m=/nonexistent/unotifyd': cannot read /nonexistent/unotifyd: No such file",
+        ),
+        ({"contents": ["/m=/dev/null"]}, "--content", "/dev/null is not a regular file"),
+        ({"privates": ["/var/cache"]}, "--private", "write /var/cache/**"),
+        ({"execs": ["bin"]}, "--exec", "path 'bin' is not absolute"),
+        ({"execs": ["/bin/**", "/bin//**"]}, "--exec", "/bin/** has two rules"),
+        (
+            {"privates": ["/t/**"], "denies": ["/t/**"]},
+            "--private",
+            "/t/** has two rules: deny /t/** with EACCES (--deny) and private /t/** (--private)",
+        ),
+    ],
+)
+def test_rules_from_options_new_kinds_errors(
+    options: dict[str, list[str]], source: str, message: str
+) -> None:
+    with pytest.raises(PolicyError) as info:
+        rules_from_options(
+            options.get("redirects"),
+            options.get("denies"),
+            options.get("readonlys"),
+            contents=options.get("contents"),
+            privates=options.get("privates"),
+            execs=options.get("execs"),
+        )
+    assert (info.value.source, info.value.line) == (source, None)
+    assert message in info.value.message
+
+
+def test_parse_option_forms() -> None:
+    assert parse_private("/a//b/**", "o") == Private(Pattern("/a/b", tree=True))
+    assert parse_exec("/bin/sh") == Exec(Pattern("/bin/sh"))
+    assert parse_exec("/**") == Exec(Pattern("/", tree=True))
+    content = parse_content("/m=rel", "o", read_file=fake_files({"rel": b"r"}))
+    assert (content, content.origin) == (Content(Pattern("/m"), b"r"), "o")
+    with pytest.raises(ValueError, match="holds"):
+        parse_content("/m=big", read_file=fake_files({"big": b"x" * (MAX_CONTENT_SIZE + 1)}))
+
+
+def test_command_line_exec_rules_stand_apart_from_the_others() -> None:
+    file_policy = parse_policy(
+        lines(
+            "version = 1",
+            "[[readonly]]",
+            'path = "/usr/**"',
+            "[[exec]]",
+            'path = "/usr/**"',
+            "[[exec]]",
+            'path = "/opt/**"',
+        ),
+        "p.toml",
+    )
+    # --deny replaces the file's readonly rule, not its exec rule on /usr/**.
+    policy = combine(file_policy, rules_from_options(None, ["/usr/**"], None))
+    assert policy.rules == (
+        Exec(Pattern("/usr", tree=True)),
+        Exec(Pattern("/opt", tree=True)),
+        Deny(Pattern("/usr", tree=True)),
+    )
+    # --exec replaces the file's exec rule only.
+    policy = combine(file_policy, rules_from_options(None, None, None, execs=["/usr/**"]))
+    assert policy.rules == (
+        ReadOnly(Pattern("/usr", tree=True)),
+        Exec(Pattern("/opt", tree=True)),
+        Exec(Pattern("/usr", tree=True)),
+    )
+    assert [rule.origin for rule in policy.rules] == ["p.toml:2", "p.toml:6", "--exec"]
+
+
+def test_command_line_content_replaces_a_files_rule() -> None:
+    file_policy = parse_policy(lines("version = 1", "[[deny]]", 'path = "/etc/motd"'), "p.toml")
+    cli = rules_from_options(
+        None, None, None, contents=["/etc/motd=/f"], read_file=fake_files({"/f": b"f"})
+    )
+    assert combine(file_policy, cli).rules == (Content(Pattern("/etc/motd"), b"f"),)
+
+
 def test_command_line_replaces_the_files_rule_on_the_same_pattern() -> None:
     file_policy = parse_policy(
         lines(
@@ -558,6 +1004,14 @@ _FRAGMENTS = [
     "[[redirect]]",
     "[[deny]]",
     "[[readonly]]",
+    "[[content]]",
+    "[[private]]",
+    "[[exec]]",
+    'text = "x"',
+    "text = 1",
+    'file = "/nonexistent"',
+    'file = "/dev/null"',
+    'file = "relative"',
     "[redirect]",
     "[deny.x]",
     'from = "/a"',

@@ -12,16 +12,19 @@ from hypothesis import strategies as st
 
 from unotifyd.policy import (
     OPEN_SYSCALLS,
+    Content,
     Continue,
     Deny,
     DuplicateRuleError,
     EmulateOpen,
+    Exec,
     Fail,
     Found,
     Match,
     OpenRequest,
     Pattern,
     Policy,
+    Private,
     ReadOnly,
     Redirect,
     RefuseWrite,
@@ -35,6 +38,16 @@ from unotifyd.policy import (
     parse_redirect,
     refuse_write_errno,
     rule_pattern,
+)
+from unotifyd.policy.syscalls import (
+    CHANGE,
+    CHDIR,
+    EXEC,
+    LIST,
+    METADATA,
+    OPEN,
+    hides,
+    needed_syscalls,
 )
 
 
@@ -213,8 +226,95 @@ def test_policy_equality_and_syscalls() -> None:
     assert Policy() == Policy([])
     assert Policy([ReadOnly(exact("/x"))]) == Policy([ReadOnly(exact("/x"), origin="o")])
     assert Policy().syscalls() == frozenset()
-    assert Policy([ReadOnly(exact("/x"))]).syscalls() == OPEN_SYSCALLS
-    assert Policy([Deny(tree("/"))]).syscalls() == {"open", "openat", "openat2", "creat"}
+    assert Policy([ReadOnly(exact("/x"))]).syscalls() == OPEN_SYSCALLS | CHANGE
+    assert Policy([Deny(tree("/"))]).syscalls() == needed_syscalls(Policy([Deny(tree("/"))]))
+
+
+# --- Which system calls a policy traps -------------------------------------------
+
+# Every family of calls a rule can make the filter trap.
+FAMILIES = {"open": OPEN, "metadata": METADATA, "change": CHANGE, "chdir": CHDIR}
+
+
+def families(policy: Policy) -> set[str]:
+    """The names of the families ``policy`` traps; each must be trapped whole."""
+    needed = needed_syscalls(policy)
+    named = {**FAMILIES, "exec": EXEC, "list": LIST}
+    found = {name for name, calls in named.items() if calls <= needed}
+    assert needed == frozenset().union(*(named[name] for name in found)), "a family in part"
+    return found
+
+
+def test_families_do_not_overlap() -> None:
+    named = [OPEN, METADATA, CHANGE, CHDIR, EXEC, LIST]
+    assert sum(len(calls) for calls in named) == len(frozenset().union(*named))
+    assert OPEN == OPEN_SYSCALLS
+
+
+def test_no_rule_traps_nothing() -> None:
+    assert needed_syscalls(Policy()) == frozenset()
+    assert needed_syscalls(Policy(mode="enforce")) == frozenset()
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Redirect(exact("/etc/passwd"), exact("/etc/hostname")),
+        Redirect(tree("/a"), tree("/b")),
+        Deny(exact("/etc/shadow")),  # EACCES: visible, so listings need no change
+        Deny(tree("/root"), errno.EPERM),
+        Content(exact("/etc/motd"), b"hi"),
+        Private(tree("/tmp")),
+    ],
+    ids=str,
+)
+def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) -> None:
+    assert families(Policy([rule])) == {"open", "metadata", "change", "chdir"}
+    assert not needed_syscalls(Policy([rule])) & {"execve", "execveat", "getdents64"}
+
+
+def test_readonly_alone_traps_opens_and_changes() -> None:
+    assert families(Policy([ReadOnly(tree("/srv"))])) == {"open", "change"}
+    needed = needed_syscalls(Policy([ReadOnly(exact("/x"))]))
+    assert {"openat", "unlinkat", "renameat2", "mkdirat", "fchmodat"} <= needed
+    assert not needed & {"newfstatat", "statx", "chdir", "execve", "getdents64"}
+
+
+def test_deny_with_enoent_hides_from_listings() -> None:
+    hidden = Policy([Deny(tree("/home/alice"), errno.ENOENT)])
+    assert families(hidden) == {"open", "metadata", "change", "chdir", "list"}
+    assert "getdents64" in needed_syscalls(hidden)
+    assert hides(Deny(exact("/x"), errno.ENOENT))
+    assert not hides(Deny(exact("/x"), errno.EACCES))
+    assert not hides(ReadOnly(exact("/x")))
+
+
+def test_exec_rules_trap_exec() -> None:
+    only_exec = Policy([Exec(tree("/usr"))])
+    assert families(only_exec) == {"exec"}
+    assert needed_syscalls(only_exec) == {"execve", "execveat"}
+    assert families(Policy([ReadOnly(tree("/usr")), Exec(tree("/usr"))])) == {
+        "open",
+        "change",
+        "exec",
+    }
+    # Without an exec rule, exec is never trapped, whatever else there is.
+    everything_else = Policy(
+        [
+            Redirect(tree("/a"), tree("/b")),
+            Deny(exact("/c"), errno.ENOENT),
+            ReadOnly(tree("/d")),
+            Content(exact("/e"), b""),
+            Private(tree("/f")),
+        ]
+    )
+    assert not needed_syscalls(everything_else) & EXEC
+
+
+def test_syscalls_is_needed_syscalls_and_mode_does_not_matter() -> None:
+    rules: list[Rule] = [ReadOnly(tree("/srv")), Exec(exact("/bin/sh"))]
+    assert Policy(rules).syscalls() == needed_syscalls(Policy(rules))
+    assert Policy(rules, mode="enforce").syscalls() == Policy(rules).syscalls()
 
 
 def test_most_specific_rule_wins() -> None:

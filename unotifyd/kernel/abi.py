@@ -19,12 +19,34 @@ SYS_SETFSUID: Final = 122
 SYS_SETFSGID: Final = 123
 SYS_SETGROUPS: Final = 116
 
-SYSCALL_NAMES: Final = {
-    SYS_OPEN: "open",
-    SYS_OPENAT: "openat",
-    SYS_OPENAT2: "openat2",
-    SYS_CREAT: "creat",
-}
+SYS_KCMP: Final = 312
+SYS_PIDFD_GETFD: Final = 438
+SYS_GETDENTS64: Final = 217
+
+# Every path-taking call unotifyd may trap, by number (syscall_64.tbl); a
+# unit test checks them against libseccomp's table.
+SYSCALL_NUMBERS: Final = {
+    "open": SYS_OPEN, "openat": SYS_OPENAT, "openat2": SYS_OPENAT2, "creat": SYS_CREAT,
+    "stat": 4, "lstat": 6, "access": 21, "execve": 59, "truncate": 76, "getdents": 78,
+    "chdir": 80, "rename": 82, "mkdir": 83, "rmdir": 84, "link": 86, "unlink": 87,
+    "symlink": 88, "readlink": 89, "chmod": 90, "chown": 92, "lchown": 94, "utime": 132,
+    "mknod": 133, "setxattr": 188, "lsetxattr": 189, "getxattr": 191, "lgetxattr": 192,
+    "listxattr": 194, "llistxattr": 195, "removexattr": 197, "lremovexattr": 198,
+    "getdents64": SYS_GETDENTS64, "utimes": 235, "mkdirat": 258, "mknodat": 259,
+    "fchownat": 260, "futimesat": 261, "newfstatat": 262, "unlinkat": 263, "renameat": 264,
+    "linkat": 265, "symlinkat": 266, "readlinkat": 267, "fchmodat": 268, "faccessat": 269,
+    "utimensat": 280, "renameat2": 316, "execveat": 322, "statx": 332, "faccessat2": 439,
+    "fchmodat2": 452,
+}  # fmt: skip
+SYSCALL_NAMES: Final = {nr: name for name, nr in SYSCALL_NUMBERS.items()}
+
+# *at flags (include/uapi/linux/fcntl.h)
+AT_SYMLINK_NOFOLLOW: Final = 0x100
+AT_EACCESS: Final = 0x200
+AT_REMOVEDIR: Final = 0x200
+AT_SYMLINK_FOLLOW: Final = 0x400
+AT_EMPTY_PATH: Final = 0x1000
+KCMP_VM: Final = 1
 
 AUDIT_ARCH_X86_64: Final = 0xC000003E
 

@@ -15,7 +15,10 @@ thread that restores its credentials before it serves anything else.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from . import abi
 from .target import Credentials, openat2
@@ -72,6 +75,28 @@ def _restore() -> None:
         os.abort()
 
 
+@contextmanager
+def acting_as(creds: Credentials | None) -> Iterator[None]:
+    """Run the body with ``creds`` as this thread's file-system credentials.
+
+    A no-op for None or credentials equal to ours; otherwise the calling
+    thread must be a worker thread (see the module doc). Raises
+    :class:`CredentialError` if the switch fails.
+    """
+    if creds is None or creds.same_as_supervisor():
+        yield
+        return
+    try:
+        _become(creds)
+    except BaseException:
+        _restore()
+        raise
+    try:
+        yield
+    finally:
+        _restore()
+
+
 def open_as(
     creds: Credentials | None,
     path: str,
@@ -80,6 +105,7 @@ def open_as(
     *,
     no_symlinks: bool = False,
     root_fd: int | None = None,
+    beneath: str | None = None,
 ) -> int:
     """Open ``path`` as the program with ``creds`` would; return our own fd.
 
@@ -104,6 +130,14 @@ def open_as(
         dirfd = root_fd
         path = path.lstrip("/") or "."
         resolve |= abi.RESOLVE_IN_ROOT
+    elif beneath is not None:
+        # ``path`` lies in a directory whose contents the program controls
+        # (a private tree's scratch directory): no symlink or ".." of its
+        # may lead out of it (RESOLVE_BENEATH fails those with EXDEV).
+        path = os.path.relpath(path, beneath)
+        if path.startswith(".."):
+            raise OSError(errno.EXDEV, f"{path} is not beneath {beneath}")
+        resolve |= abi.RESOLVE_BENEATH
     switch = creds is not None and not creds.same_as_supervisor()
     if switch:
         assert creds is not None
@@ -113,6 +147,12 @@ def open_as(
             _restore()
             raise
     try:
+        if beneath is not None and root_fd is None:
+            dirfd = os.open(beneath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                return openat2(dirfd, path, flags, mode, resolve)
+            finally:
+                os.close(dirfd)
         if resolve:
             return openat2(dirfd, path, flags, mode, resolve)
         return os.open(path, flags, mode)

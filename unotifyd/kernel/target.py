@@ -16,6 +16,7 @@ import fcntl
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import abi
@@ -165,6 +166,13 @@ class Credentials:
     fsgid: int
     groups: tuple[int, ...]
     umask: int
+    # The real ids: access(2) checks with these, not the fs ones.
+    ruid: int = -1
+    rgid: int = -1
+
+    def real(self) -> Credentials:
+        """These credentials as access(2) uses them: the real ids in the fs ones' place."""
+        return Credentials(self.ruid, self.rgid, self.groups, self.umask, self.ruid, self.rgid)
 
     def same_as_supervisor(self) -> bool:
         return (self.fsuid, self.fsgid, frozenset(self.groups)) == _SUPERVISOR_CREDS
@@ -183,8 +191,8 @@ class CredentialReader:
         self._buf = bytearray(abi.PIDFD_INFO_STRUCT.size)
         self._pidfd_info_works = True
 
-    def _fs_ids(self, tid: int) -> tuple[int, int] | None:
-        """The thread's fsuid and fsgid through a pidfd (6.13+), or None if unsupported.
+    def _fs_ids(self, tid: int) -> tuple[int, int, int, int] | None:
+        """The thread's fsuid, fsgid, ruid, rgid through a pidfd (6.13+), or None if unsupported.
 
         ``PIDFD_GET_INFO`` costs about 1 µs where generating ``/proc/TID/status``
         costs about 15. A thread pidfd (``PIDFD_THREAD``) is used because
@@ -214,7 +222,7 @@ class CredentialReader:
         finally:
             os.close(pidfd)
         fields = abi.PIDFD_INFO_STRUCT.unpack(self._buf)
-        return fields[11], fields[12]
+        return fields[11], fields[12], fields[5], fields[6]
 
     def read(self, tid: int, *, need_umask: bool = True) -> Credentials:
         """Read the file-system credentials (and umask) of thread ``tid``.
@@ -227,8 +235,8 @@ class CredentialReader:
         """
         if not need_umask:
             ids = self._fs_ids(tid)
-            if ids is not None and ids == _SUPERVISOR_CREDS[:2]:
-                return Credentials(ids[0], ids[1], tuple(_SUPERVISOR_CREDS[2]), 0)
+            if ids is not None and ids[:2] == _SUPERVISOR_CREDS[:2]:
+                return Credentials(ids[0], ids[1], tuple(_SUPERVISOR_CREDS[2]), 0, *ids[2:])
         return read_credentials(tid)
 
 
@@ -255,14 +263,16 @@ def read_credentials(tid: int) -> Credentials:
     """
     fields = _status(tid)
     try:
-        fsuid = int(fields[b"Uid"].split()[3])
-        fsgid = int(fields[b"Gid"].split()[3])
+        uids = fields[b"Uid"].split()
+        gids = fields[b"Gid"].split()
+        fsuid, ruid = int(uids[3]), int(uids[0])
+        fsgid, rgid = int(gids[3]), int(gids[0])
         groups = tuple(int(g) for g in fields[b"Groups"].split())
         umask = int(fields[b"Umask"], 8)
     except (KeyError, IndexError, ValueError):
         # A zombie's status lacks most of these: the thread is exiting.
         raise TargetGone(f"thread {tid} has no credentials (exiting)") from None
-    return Credentials(fsuid, fsgid, groups, umask)
+    return Credentials(fsuid, fsgid, groups, umask, ruid, rgid)
 
 
 def read_ids(tid: int, *, innermost: bool) -> tuple[int, int]:
@@ -528,8 +538,6 @@ def _in_root(prefix: str, path: str) -> str | None:
     return None
 
 
-
-
 def _readlink_base(base: str) -> str:
     try:
         target = os.readlink(base)
@@ -540,3 +548,48 @@ def _readlink_base(base: str) -> str:
     if not target.startswith("/"):
         raise OSError(errno.ENOTDIR, "dirfd is not a directory")
     return target
+
+
+def write_memory(
+    tid: int, writes: list[tuple[int, bytes]], still_valid: Callable[[], bool]
+) -> list[bytes]:
+    """Write ``data`` at each ``addr`` of thread ``tid``'s memory, if ``still_valid()``.
+
+    ``/proc/TID/mem`` is opened first and ``still_valid`` (the
+    notification's ``ID_VALID``) asked after: the open fd is bound to the
+    memory of the process the tid named when it was opened, and that was
+    our trapped thread's if its call is still pending then, since a pid is
+    not reused while its thread waits for our answer (seccomp_unotify(2),
+    NOTES). A write through this file ignores page protections (like a
+    debugger's, FOLL_FORCE); a place that cannot be written at all is
+    ``BadArgument(EFAULT)``, as the kernel's own copy would fail.
+    Returns the bytes each write replaced.
+    """
+    try:
+        fd = os.open(f"/proc/{tid}/mem", os.O_RDWR | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(f"thread {tid} is gone") from None
+    try:
+        if not still_valid():
+            raise TargetGone("notification no longer valid")
+        replaced = []
+        for addr, data in writes:
+            try:
+                old = os.pread(fd, len(data), addr)
+                done = os.pwrite(fd, data, addr) if len(old) == len(data) else -1
+            except (OSError, OverflowError):
+                done = -1
+            if done != len(data):
+                raise BadArgument(errno.EFAULT, f"cannot write at {addr:#x}")
+            replaced.append(old)
+        return replaced
+    finally:
+        os.close(fd)
+
+
+def status_field(tid: int, name: bytes) -> bytes:
+    """One field of ``/proc/TID/status``; TargetGone if the thread is gone or exiting."""
+    try:
+        return _status(tid)[name].strip()
+    except KeyError:
+        raise TargetGone(f"thread {tid} is exiting") from None

@@ -3,7 +3,7 @@
 A policy file is TOML::
 
     version = 1              # required: the format version, must be 1
-    mode = "virtualize"      # optional; the only mode so far
+    mode = "virtualize"      # optional: "virtualize" (the default) or "enforce"
 
     [[redirect]]             # opening `from` opens `to` instead
     from = "/etc/passwd"
@@ -16,17 +16,46 @@ A policy file is TOML::
     [[readonly]]             # `path` may be read, opening it to write fails (EROFS)
     path = "/srv/data/**"
 
+    [[content]]              # the file `path` holds what the policy says, read only
+    path = "/etc/motd"
+    text = "hello\n"         # either the text itself (stored as UTF-8)...
+    # file = "motd.txt"      # ...or a file to take the bytes from (not both)
+
+    [[private]]              # a tree private to each sandbox, empty at the start,
+    path = "/var/cache/app/**"   # like a tmpfs mounted there: a tree, `/x/**`
+
+    [[exec]]                 # an allow-list: once there is one, executing
+    path = "/usr/bin/**"     # anything no [[exec]] covers fails (EACCES)
+
+A content rule's ``file`` is read once, when the policy is parsed (a later
+change to the file changes nothing until the policy is loaded again); a
+relative ``file`` is relative to the directory of the policy file. It must be
+a regular file of at most :data:`MAX_CONTENT_SIZE` bytes (16 MiB), as must a
+``text``: the contents live in the supervisor's memory, once per sandbox.
+
+A ``private`` rule names a tree (``/x/**``) and nothing else: ``/x`` alone is an
+error, here and on the command line, so that a pattern means the same
+everywhere. Exec rules are an allow-list apart from the other kinds: a path
+may have an exec rule and one other rule (``readonly`` and ``exec`` on
+``/usr/bin/**`` is the usual pair).
+
 Patterns and matching are described in :mod:`unotifyd.policy.rules`. Anything
-else -- an unknown key, a wrong type, a missing key, a bad path or errno, two
-rules on one pattern -- is a :class:`PolicyError` naming the file and the line
-of the offending key (or of its table's header when the key is missing).
+else -- an unknown key, a wrong type, a missing key, a bad path or errno, a
+content file that cannot be read, two rules on one pattern -- is a
+:class:`PolicyError` naming the file and the line of the offending key (or
+of its table's header when the key is missing).
 
 On the command line the same rules are ``--redirect FROM=TO``,
-``--deny PATH[:ERRNO]`` and ``--readonly PATH``. :func:`combine` merges them
-with a file: a command-line rule replaces the file's rule on the same pattern,
-so a policy can be adjusted for one run without editing it.
+``--deny PATH[:ERRNO]``, ``--readonly PATH``, ``--content PATH=FILE`` (the
+contents of FILE, read once; FILE is relative to the working directory),
+``--private PATH/**`` and ``--exec PATH``. :func:`combine` merges them with a
+file: a command-line rule replaces the file's rule on the same pattern, so a
+policy can be adjusted for one run without editing it (an ``--exec`` replaces
+only an exec rule, and only an ``--exec`` replaces one).
 
-:func:`load_policy` is the only function here that does I/O.
+The I/O done here is reading the policy file (:func:`load_policy`) and the
+files content rules name (:func:`read_content_file`, injectable into
+:func:`parse_policy` and :func:`rules_from_options` for tests).
 """
 
 from __future__ import annotations
@@ -35,6 +64,7 @@ import datetime
 import errno
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,9 +72,13 @@ from typing import Any
 
 from .rules import (
     MODES,
+    Content,
     Deny,
     DuplicateRuleError,
+    Exec,
+    Pattern,
     Policy,
+    Private,
     ReadOnly,
     Redirect,
     Rule,
@@ -59,10 +93,15 @@ from .rules import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_CONTENT_SIZE",
     "PolicyError",
     "combine",
     "load_policy",
+    "parse_content",
+    "parse_exec",
     "parse_policy",
+    "parse_private",
+    "read_content_file",
     "rules_from_options",
 ]
 
@@ -75,8 +114,20 @@ _RULE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "redirect": (("from", "to"), ("from", "to")),
     "deny": (("path", "errno"), ("path",)),
     "readonly": (("path",), ("path",)),
+    # One of text and file is required too: checked by _Parser.content().
+    "content": (("path", "text", "file"), ("path",)),
+    "private": (("path",), ("path",)),
+    "exec": (("path",), ("path",)),
 }
 _TOP_KEYS = ("version", "mode", *_RULE_KEYS)
+
+#: The largest contents a content rule may give (its ``text`` encoded, or its
+#: ``file``): each sandbox holds its own copy in memory, in a memfd.
+MAX_CONTENT_SIZE = 16 * 1024 * 1024
+
+#: Reads a content rule's file: :func:`read_content_file` or a stand-in.
+#: Raises :class:`ValueError` (or :class:`OSError`) with a message for humans.
+ReadFile = Callable[[str], bytes]
 
 
 class PolicyError(Exception):
@@ -252,6 +303,10 @@ class TomlChecker:
 class _Parser(TomlChecker):
     """Turns a parsed TOML document into a :class:`Policy`, or a located error."""
 
+    def __init__(self, text: str, source: str, read_file: ReadFile) -> None:
+        super().__init__(text, source)
+        self.read_file = read_file
+
     def policy(self, doc: Mapping[str, Any]) -> Policy:
         # The version comes first: under another version every other key may
         # mean something else, so other complaints would mislead.
@@ -326,13 +381,54 @@ class _Parser(TomlChecker):
                 return Redirect(source, parse_pattern(values["to"]), origin)
         with self.blame(kind, index, "path"):
             pattern = parse_pattern(values["path"])
-        if kind == "readonly":
-            return ReadOnly(pattern, origin)
+            if kind == "readonly":
+                return ReadOnly(pattern, origin)
+            if kind == "private":
+                # Private() refuses a single file: the fault is in `path`.
+                return Private(pattern, origin)
+            if kind == "exec":
+                return Exec(pattern, origin)
+            if kind == "content" and pattern.tree:
+                raise ValueError(f"content is given for one file, not a tree: {pattern}")
+        if kind == "content":
+            return self.content(index, values, pattern, origin, header)
         number = errno.EACCES
         if "errno" in values:
             with self.blame(kind, index, "errno"):
                 number = parse_errno(values["errno"])
         return Deny(pattern, number, origin)
+
+    def content(
+        self,
+        index: int,
+        values: Mapping[str, str],
+        pattern: Pattern,
+        origin: str,
+        header: int | None,
+    ) -> Content:
+        """A ``[[content]]`` rule: exactly one of ``text`` and ``file``."""
+        if "text" in values and "file" in values:
+            # Blame whichever of the two comes second: it is the one added.
+            text_line = self.where.key("content", index, "text")
+            file_line = self.where.key("content", index, "file")
+            line = max(text_line or 0, file_line or 0) or header
+            raise self.error(line, "[[content]] takes either 'text' or 'file', not both: keep one")
+        if "text" in values:
+            with self.blame("content", index, "text"):
+                data = values["text"].encode("utf-8")
+                _check_size(len(data), "'text'")
+            return Content(pattern, data, origin)
+        if "file" not in values:
+            raise self.error(
+                header, "[[content]] needs 'text' (the contents) or 'file' (a file holding them)"
+            )
+        with self.blame("content", index, "file"):
+            if not values["file"]:
+                raise ValueError("'file' is empty: name the file that holds the contents")
+            # A relative file is relative to the policy file, whatever the
+            # working directory of whoever loads it (the daemon's is /).
+            path = os.path.join(os.path.dirname(self.source), values["file"])
+            return Content(pattern, _read_content(self.read_file, path), origin)
 
     @contextmanager
     def blame(self, kind: str, index: int, key: str) -> Iterator[None]:
@@ -343,8 +439,12 @@ class _Parser(TomlChecker):
             raise self.error(self.where.key(kind, index, key), str(exc)) from exc
 
 
-def parse_policy(text: str, source: str) -> Policy:
+def parse_policy(text: str, source: str, *, read_file: ReadFile | None = None) -> Policy:
     """Parse the policy file contents ``text``; ``source`` names it in errors.
+
+    A content rule's ``file`` is read with ``read_file`` (by default
+    :func:`read_content_file`), relative to the directory of ``source``: the
+    only I/O a policy text can cause.
 
     Raises :class:`PolicyError` and nothing else, whatever ``text`` is.
     """
@@ -355,14 +455,15 @@ def parse_policy(text: str, source: str) -> Policy:
     except RecursionError as exc:
         # tomllib recurses once per nested array or inline table.
         raise PolicyError(source, None, "invalid TOML: nested too deeply") from exc
-    return _Parser(text, source).policy(doc)
+    return _Parser(text, source, read_file or read_content_file).policy(doc)
 
 
 def load_policy(path: str) -> Policy:
     """Read and parse the policy file at ``path``.
 
-    This is the policy layer's only I/O. Raises :class:`PolicyError`, also
-    when the file cannot be read or is not UTF-8.
+    With :func:`read_content_file`, this is the policy layer's only I/O.
+    Raises :class:`PolicyError`, also when the file (or a file a content rule
+    names) cannot be read or is not UTF-8.
     """
     return parse_policy(read_toml_text(path, "policy"), path)
 
@@ -401,30 +502,126 @@ def read_toml_text(path: str, what: str) -> str:
         raise PolicyError(path, line, "not UTF-8 text (TOML files must be)") from exc
 
 
-_OPTION_PARSERS: tuple[tuple[str, Callable[[str, str | None], Rule]], ...] = (
-    ("--redirect", parse_redirect),
-    ("--deny", parse_deny),
-    ("--readonly", parse_readonly),
-)
+def read_content_file(path: str) -> bytes:
+    """The bytes of the regular file at ``path``, for a content rule.
+
+    The file is read once, whole. Raises :class:`ValueError` with a message
+    for humans when it cannot be read, is not a regular file (a FIFO or a
+    device could block the reader or never end), or holds more than
+    :data:`MAX_CONTENT_SIZE` bytes.
+    """
+    try:
+        # stat() first: opening a device may do something (rewind a tape).
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        # O_NONBLOCK: should a FIFO be swapped in since, opening it must not
+        # wait for a writer; fstat() below refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        _check_size(info.st_size, path)
+        data = bytearray()
+        # One byte more than allowed tells a file that grew since fstat().
+        while len(data) <= MAX_CONTENT_SIZE:
+            chunk = os.read(fd, MAX_CONTENT_SIZE + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        _check_size(len(data), path)
+        return bytes(data)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _check_size(size: int, what: str) -> None:
+    limit = MAX_CONTENT_SIZE
+    if size > limit:
+        mib, rest = divmod(limit, 1024 * 1024)
+        most = f"{mib} MiB" if mib and not rest else f"{limit} bytes"
+        raise ValueError(f"{what} holds {size} bytes, more than the {most} a content rule may hold")
+
+
+def _read_content(read_file: ReadFile, path: str) -> bytes:
+    """``read_file(path)``, with the contract of :func:`read_content_file` enforced."""
+    try:
+        data = read_file(path)
+    except OSError as exc:  # an injected reader may let one through
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    _check_size(len(data), path)
+    return data
+
+
+def parse_content(
+    text: str, origin: str | None = None, *, read_file: ReadFile | None = None
+) -> Content:
+    """Parse the ``PATH=FILE`` form of a content rule, reading FILE at once.
+
+    The text is split at the first ``=``, as for :func:`parse_redirect`. A
+    relative FILE is relative to the working directory. Raises
+    :class:`ValueError` with a message for humans.
+    """
+    path, sep, file = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r} is not of the form PATH=FILE")
+    pattern = parse_pattern(path)
+    if pattern.tree:
+        raise ValueError(f"content is given for one file, not a tree: {pattern}")
+    if not file:
+        raise ValueError("FILE is empty")
+    return Content(pattern, _read_content(read_file or read_content_file, file), origin)
+
+
+def parse_private(text: str, origin: str | None = None) -> Private:
+    """Parse the ``PATH/**`` form of a private rule (a tree). Raises :class:`ValueError`."""
+    return Private(parse_pattern(text), origin)
+
+
+def parse_exec(text: str, origin: str | None = None) -> Exec:
+    """Parse the ``PATH`` form of an exec rule. Raises :class:`ValueError`."""
+    return Exec(parse_pattern(text), origin)
 
 
 def rules_from_options(
     redirects: Sequence[str] | None,
     denies: Sequence[str] | None,
     readonlys: Sequence[str] | None,
+    *,
+    contents: Sequence[str] | None = None,
+    privates: Sequence[str] | None = None,
+    execs: Sequence[str] | None = None,
+    read_file: ReadFile | None = None,
 ) -> list[Rule]:
-    """Parse the values of ``--redirect``, ``--deny`` and ``--readonly``.
+    """Parse the values of ``--redirect``, ``--deny``, ``--readonly``,
+    ``--content``, ``--private`` and ``--exec``.
 
     ``None`` counts as no value, as argparse leaves an ``append`` option that
-    was never given.
+    was never given. The files of ``--content`` are read at once with
+    ``read_file`` (by default :func:`read_content_file`).
 
     Raises :class:`PolicyError` whose ``source`` is the option at fault, for a
-    bad value or for two options on the same pattern.
+    bad value, a content file that cannot be read, or for two options on the
+    same pattern.
     """
+
+    def content(text: str, origin: str | None) -> Rule:
+        return parse_content(text, origin, read_file=read_file)
+
+    options: tuple[tuple[str, Callable[[str, str | None], Rule], Sequence[str] | None], ...] = (
+        ("--redirect", parse_redirect, redirects),
+        ("--deny", parse_deny, denies),
+        ("--readonly", parse_readonly, readonlys),
+        ("--content", content, contents),
+        ("--private", parse_private, privates),
+        ("--exec", parse_exec, execs),
+    )
     rules: list[Rule] = []
-    for (option, parse), values in zip(
-        _OPTION_PARSERS, (redirects, denies, readonlys), strict=True
-    ):
+    for option, parse, values in options:
         for value in values or ():
             try:
                 rules.append(parse(value, option))
@@ -439,17 +636,26 @@ def rules_from_options(
     return rules
 
 
+def _replacement_key(rule: Rule) -> tuple[bool, Pattern]:
+    # As find_duplicate() sees rules: an exec rule and another rule on the
+    # same pattern do not clash, so neither replaces the other.
+    return isinstance(rule, Exec), rule_pattern(rule)
+
+
 def combine(file_policy: Policy | None, cli_rules: Sequence[Rule]) -> Policy:
     """Merge command-line rules into a file's policy.
 
     A command-line rule replaces the file's rule on the same pattern, whatever
-    the kinds of the two. The mode is the file's. Raises :class:`PolicyError`
-    if ``cli_rules`` themselves name a pattern twice.
+    the kinds of the two -- except that exec rules form an allow-list apart:
+    ``--exec`` replaces only an exec rule, and only ``--exec`` replaces one
+    (``--readonly /usr/bin/**`` keeps the file's ``[[exec]]`` on it). The mode
+    is the file's. Raises :class:`PolicyError` if ``cli_rules`` themselves
+    name a pattern twice.
     """
     if file_policy is None:
         file_policy = Policy()
-    replaced = {rule_pattern(rule) for rule in cli_rules}
-    kept = [rule for rule in file_policy.rules if rule_pattern(rule) not in replaced]
+    replaced = {_replacement_key(rule) for rule in cli_rules}
+    kept = [rule for rule in file_policy.rules if _replacement_key(rule) not in replaced]
     try:
         return Policy([*kept, *cli_rules], file_policy.mode)
     except DuplicateRuleError as exc:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from .rules import Deny, Policy, Redirect
+from .rules import Content, Deny, Policy, Private, Redirect
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,8 @@ class EmulateOpen:
     ``in_program_root`` says ``path`` is the program's own name for a file,
     to be opened in the program's root directory (a container's), rather
     than a path of the supervisor's, such as a redirect's target.
+    ``confine`` is a directory the open must not leave (a private tree's
+    scratch directory, where the program may have planted symlinks).
     """
 
     path: str
@@ -75,6 +77,7 @@ class EmulateOpen:
     exclusive: bool = False
     in_program_root: bool = False
     recheck: bool = False
+    confine: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +243,34 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
         target = rule.target.join(match.suffix) if rule.target.tree else rule.target.path
         return EmulateOpen(
             path=target, flags=flags, mode=mode, cloexec=cloexec, reason=reason, recheck=enforce
+        )
+
+    if isinstance(rule, Content | Private):
+        if rule.backing is None:
+            # Never bound to a sandbox (see Policy.bound): fail closed.
+            return Fail(errno.EIO, reason=f"{reason}: no backing file in this sandbox")
+        if isinstance(rule, Private):
+            return EmulateOpen(
+                path=rule.backing + match.suffix,
+                flags=flags,
+                mode=mode,
+                cloexec=cloexec,
+                reason=reason,
+                confine=rule.backing,
+            )
+        # Content: a read-only file that always exists.
+        if flags & os.O_CREAT and flags & os.O_EXCL:
+            return Fail(errno.EEXIST, reason=reason)
+        if _writes(flags) or flags & os.O_TMPFILE == os.O_TMPFILE:
+            return Fail(errno.EROFS, reason=reason)
+        if flags & os.O_DIRECTORY:
+            return Fail(errno.ENOTDIR, reason=reason)
+        return EmulateOpen(
+            path=rule.backing,
+            flags=flags & ~(os.O_CREAT | os.O_NOFOLLOW),
+            mode=0,
+            cloexec=cloexec,
+            reason=reason,
         )
 
     # Read-only. A real read-only mount would say ENOENT for a missing file

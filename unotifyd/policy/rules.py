@@ -40,16 +40,19 @@ from __future__ import annotations
 
 import errno as errno_module
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = [
     "MODES",
     "OPEN_SYSCALLS",
+    "Content",
     "Deny",
     "DuplicateRuleError",
+    "Exec",
     "Match",
     "Pattern",
     "Policy",
+    "Private",
     "ReadOnly",
     "Redirect",
     "Rule",
@@ -216,7 +219,70 @@ class ReadOnly:
         return _describe(f"readonly {self.pattern}", self.origin)
 
 
-Rule = Redirect | Deny | ReadOnly
+@dataclass(frozen=True, slots=True)
+class Content:
+    """The file at ``pattern`` has contents ``data``, given by the policy.
+
+    The supervisor serves them from a sealed memfd (one per sandbox), read
+    only: the path behaves as a read-only file of ``len(data)`` bytes
+    whatever is (or is not) on the disk there. ``backing`` is the
+    supervisor's name for that memfd, set when a sandbox starts
+    (:meth:`Policy.bound`); it takes no part in equality.
+    """
+
+    pattern: Pattern
+    data: bytes
+    origin: str | None = field(default=None, compare=False)
+    backing: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.pattern.tree:
+            raise ValueError(f"content is given for one file, not a tree: {self.pattern}")
+
+    def __str__(self) -> str:
+        return _describe(f"content {self.pattern} ({len(self.data)} bytes)", self.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Private:
+    """The tree ``pattern`` is private to each sandbox, like a tmpfs mounted there.
+
+    It starts empty, and whatever a program writes there goes to a scratch
+    directory of its sandbox (``backing``, set when the sandbox starts, see
+    :meth:`Policy.bound`), removed when the sandbox ends; the real tree is
+    never read or written.
+    """
+
+    pattern: Pattern
+    origin: str | None = field(default=None, compare=False)
+    backing: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.pattern.tree:
+            raise ValueError(f"a private rule names a tree: write {self.pattern.path}/**")
+
+    def __str__(self) -> str:
+        return _describe(f"private {self.pattern}", self.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Exec:
+    """Programs at ``pattern`` may be executed.
+
+    Exec rules form an allow-list apart from the other rules (a path may be
+    both read-only and executable): once a policy has one, ``execve`` and
+    ``execveat`` are trapped, and executing anything no exec rule covers
+    fails with ``EACCES``, as a ``noexec`` mount would.
+    """
+
+    pattern: Pattern
+    origin: str | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        return _describe(f"exec {self.pattern}", self.origin)
+
+
+Rule = Redirect | Deny | ReadOnly | Content | Private | Exec
 
 
 def rule_pattern(rule: Rule) -> Pattern:
@@ -224,6 +290,12 @@ def rule_pattern(rule: Rule) -> Pattern:
     if isinstance(rule, Redirect):
         return rule.source
     return rule.pattern
+
+
+def _rule_key(rule: Rule) -> tuple[bool, Pattern]:
+    # Exec rules are an allow-list of their own: a path may have one exec
+    # rule and one other rule.
+    return isinstance(rule, Exec), rule_pattern(rule)
 
 
 def parse_redirect(text: str, origin: str | None = None) -> Redirect:
@@ -284,14 +356,50 @@ class DuplicateRuleError(ValueError):
 
 def find_duplicate(rules: Iterable[Rule]) -> tuple[Rule, Rule] | None:
     """Return the first two rules that have the same pattern, or ``None``."""
-    seen: dict[Pattern, Rule] = {}
+    seen: dict[tuple[bool, Pattern], Rule] = {}
     for rule in rules:
-        pattern = rule_pattern(rule)
-        earlier = seen.get(pattern)
+        key = _rule_key(rule)
+        earlier = seen.get(key)
         if earlier is not None:
             return earlier, rule
-        seen[pattern] = rule
+        seen[key] = rule
     return None
+
+
+def _tables(rules: Iterable[Rule]) -> tuple[dict[str, Match], dict[str, Rule]]:
+    """The lookup tables of :func:`_match`: exact paths, and tree roots."""
+    # Exact hits need no suffix, so their Match is built once here instead
+    # of once per system call.
+    exact: dict[str, Match] = {}
+    trees: dict[str, Rule] = {}
+    for rule in rules:
+        pattern = rule_pattern(rule)
+        if pattern.tree:
+            trees[pattern.path] = rule
+        else:
+            exact[pattern.path] = Match(rule)
+    return exact, trees
+
+
+def _match(exact: dict[str, Match], trees: dict[str, Rule], path: str) -> Match | None:
+    """The most specific rule of the tables for ``path`` (see the module doc)."""
+    hit = exact.get(path)
+    if hit is not None:
+        return hit
+    if not trees or not path.startswith("/"):
+        return None
+    # Walk from the path itself up to "/": the first tree root met is the
+    # deepest, hence the most specific.
+    root = path
+    while True:
+        rule = trees.get(root)
+        if rule is not None:
+            if root == "/":
+                return Match(rule, "" if path == "/" else path)
+            return Match(rule, path[len(root) :])
+        if root == "/":
+            return None
+        root = root[: root.rfind("/")] or "/"
 
 
 class Policy:
@@ -301,7 +409,7 @@ class Policy:
     :class:`ValueError` for an unknown ``mode``.
     """
 
-    __slots__ = ("_exact", "_trees", "mode", "rules")
+    __slots__ = ("_exact", "_exec", "_trees", "mode", "rules")
 
     rules: tuple[Rule, ...]
     mode: str
@@ -314,16 +422,9 @@ class Policy:
         duplicate = find_duplicate(self.rules)
         if duplicate is not None:
             raise DuplicateRuleError(*duplicate)
-        # Exact hits need no suffix, so their Match is built once here instead
-        # of once per system call.
-        self._exact: dict[str, Match] = {}
-        self._trees: dict[str, Rule] = {}
-        for rule in self.rules:
-            pattern = rule_pattern(rule)
-            if pattern.tree:
-                self._trees[pattern.path] = rule
-            else:
-                self._exact[pattern.path] = Match(rule)
+        self._exact, self._trees = _tables(r for r in self.rules if not isinstance(r, Exec))
+        exec_rules = [r for r in self.rules if isinstance(r, Exec)]
+        self._exec = _tables(exec_rules) if exec_rules else None
 
     def __repr__(self) -> str:
         return f"Policy({list(self.rules)!r}, mode={self.mode!r})"
@@ -336,26 +437,20 @@ class Policy:
     def __hash__(self) -> int:
         return hash((self.mode, self.rules))
 
+    @property
+    def has_exec_rules(self) -> bool:
+        return self._exec is not None
+
+    def exec_match(self, path: str) -> Match | None:
+        """Return the most specific exec rule covering ``path`` (see :class:`Exec`)."""
+        return None if self._exec is None else _match(*self._exec, path)
+
     def match(self, path: str) -> Match | None:
-        """Return the most specific rule covering the normalized absolute ``path``."""
-        exact = self._exact.get(path)
-        if exact is not None:
-            return exact
-        trees = self._trees
-        if not trees or not path.startswith("/"):
-            return None
-        # Walk from the path itself up to "/": the first tree root met is the
-        # deepest, hence the most specific.
-        root = path
-        while True:
-            rule = trees.get(root)
-            if rule is not None:
-                if root == "/":
-                    return Match(rule, "" if path == "/" else path)
-                return Match(rule, path[len(root) :])
-            if root == "/":
-                return None
-            root = root[: root.rfind("/")] or "/"
+        """Return the most specific rule covering the normalized absolute ``path``.
+
+        Exec rules are not considered: see :meth:`exec_match`.
+        """
+        return _match(self._exact, self._trees, path)
 
     def canonicalized(self, realpath: Callable[[str], str]) -> Policy:
         """Return this policy with every matched pattern passed through ``realpath``.
@@ -378,16 +473,28 @@ class Policy:
         rules: list[Rule] = []
         for rule in self.rules:
             if isinstance(rule, Redirect):
-                rules.append(Redirect(canonical(rule.source), rule.target, rule.origin))
-            elif isinstance(rule, Deny):
-                rules.append(Deny(canonical(rule.pattern), rule.errno, rule.origin))
+                rules.append(replace(rule, source=canonical(rule.source)))
             else:
-                rules.append(ReadOnly(canonical(rule.pattern), rule.origin))
+                rules.append(replace(rule, pattern=canonical(rule.pattern)))
+        return Policy(rules, self.mode)
+
+    def bound(self, backing: Callable[[Content | Private], str]) -> Policy:
+        """Return this policy with each content and private rule given its ``backing``.
+
+        ``backing`` returns the supervisor's path for a rule's memfd or
+        scratch directory, which exist once per sandbox.
+        """
+        rules = [
+            replace(rule, backing=backing(rule)) if isinstance(rule, Content | Private) else rule
+            for rule in self.rules
+        ]
         return Policy(rules, self.mode)
 
     def syscalls(self) -> frozenset[str]:
         """Return the names of the system calls the filter must trap."""
-        return OPEN_SYSCALLS if self.rules else frozenset()
+        from .syscalls import needed_syscalls  # noqa: PLC0415  - syscalls imports us
+
+        return needed_syscalls(self)
 
     def describe(self) -> list[str]:
         """Return one human-readable line per rule, in policy order."""

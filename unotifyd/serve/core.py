@@ -10,22 +10,34 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import stat
 import sys
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..kernel import abi
+from ..kernel.dirents import read_listing, take_fd
 from ..kernel.errors import BadArgument, TargetGone
 from ..kernel.listener import Listener, Notification
 from ..kernel.opener import may_create, open_as
+from ..kernel.rawsys import syscall
 from ..kernel.sched import pin_to_our_cpu
-from ..kernel.target import CredentialReader, Credentials, MemoryReader, PathResolver
+from ..kernel.target import (
+    CredentialReader,
+    Credentials,
+    MemoryReader,
+    PathResolver,
+    status_field,
+    write_memory,
+)
 from ..policy import (
     Continue,
     Decision,
@@ -39,7 +51,19 @@ from ..policy import (
     decide_open,
     refuse_write_errno,
 )
+from ..policy.paths import (
+    EXEC_NOT_ALLOWED,
+    MapPath,
+    PathDecision,
+    PathRequest,
+    RefuseChange,
+    decide_path,
+    hidden_names,
+)
+from ..policy.paths import combine as combine_paths
 from .handlers import HANDLERS, OpenCall
+from .pathcalls import LISTINGS, PathArg, PathCall, decode_path_call
+from .pathwork import FdPlace, PathWork, Target
 from .trace import TraceEvent, Tracer
 
 if TYPE_CHECKING:
@@ -55,6 +79,7 @@ class Stats:
 
     notifications: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
+    syscalls: Counter[str] = field(default_factory=Counter)
     gone: int = 0
     internal_errors: int = 0
 
@@ -65,8 +90,9 @@ class Pending:
 
     notif: Notification
     call: OpenCall | None = None
+    path_call: PathCall | None = None
     resolved: str | None = None
-    decision: Decision | None = None
+    decision: Decision | Rewrite | Listing | PathWork | None = None
     own_root: bool = False  # the program has a root directory of its own (a container)
     policy: Policy | None = None  # the policy it was decided by (rule paths in its root)
 
@@ -97,10 +123,47 @@ def _refuse_errno(d: RefuseWrite, creds: Credentials, root_fd: int | None) -> in
 
 
 @dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Let an ``execve`` or ``chdir`` through, after writing ``path`` over the program's.
+
+    Neither call can be performed by the supervisor for the program: the
+    kernel must run it. A redirect then puts its target's name in place of
+    the program's path, in the program's memory, and answers CONTINUE.
+    ``path`` None writes nothing. ``guard`` (enforcing mode, exec) allows
+    the CONTINUE only if no other thread can rewrite the path after our
+    check: see :func:`_alone_in_memory`.
+    """
+
+    arg: PathArg
+    path: str | None
+    reason: str = ""
+    guard: bool = False
+    # chdir only: the program's own name for the directory (resolved), and
+    # whether to rather keep it when it exists (a private tree: the
+    # scratch directory's name is ours, not the program's to see).
+    source: str | None = None
+    keep_source: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Answer a ``getdents64`` ourselves, leaving out the ``hidden`` names."""
+
+    fd: int
+    addr: int
+    count: int
+    hidden: frozenset[bytes]
+    reason: str = ""
+
+
+Work = EmulateOpen | RefuseWrite | PathWork
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """An emulation to perform, with what it needs in a worker thread."""
 
-    decision: EmulateOpen | RefuseWrite
+    decision: Work
     creds: Credentials
     root_tid: int | None  # open the program's names in this thread's root
     listener: Listener
@@ -161,7 +224,15 @@ def _perform_in(
         extra = os.O_NONBLOCK
     root = root_fd if d.in_program_root else None
     try:
-        fd = open_as(creds, path, d.flags | extra, d.mode, no_symlinks=no_symlinks, root_fd=root)
+        fd = open_as(
+            creds,
+            path,
+            d.flags | extra,
+            d.mode,
+            no_symlinks=no_symlinks,
+            root_fd=root,
+            beneath=d.confine,
+        )
     except OSError as e:
         if e.errno == errno.ENOENT and d.create_errno:
             return -d.create_errno
@@ -178,10 +249,36 @@ def _perform_in(
                 os.close(fd)
                 return None
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        if d.flags & os.O_PATH:
+            return _readable_instead(fd, creds)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _readable_instead(path_fd: int, creds: Credentials) -> int:
+    """An fd to inject in place of the ``O_PATH`` fd ``path_fd`` (closed here); or ``-errno``.
+
+    ``SECCOMP_IOCTL_NOTIF_ADDFD`` takes its source fd with ``fget()``,
+    which refuses ``O_PATH`` files (EBADF): such an fd cannot be injected.
+    A regular file or a directory is reopened for reading instead, as the
+    program (through our ``/proc/self/fd`` name for the very same file):
+    the program gets an fd that does all an ``O_PATH`` one does, though it
+    needs read permission and ``F_GETFL`` shows ``O_RDONLY``. Anything
+    else (a device, whose open may have effects) is refused.
+    """
+    try:
+        mode = os.fstat(path_fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return -errno.EOPNOTSUPP
+        flags = os.O_RDONLY | os.O_NOCTTY | (os.O_DIRECTORY if stat.S_ISDIR(mode) else 0)
+        try:
+            return open_as(creds, f"/proc/self/fd/{path_fd}", flags, 0)
+        except OSError as e:
+            return -(e.errno or errno.EACCES)
+    finally:
+        os.close(path_fd)
 
 
 class Handoff:
@@ -224,7 +321,7 @@ def _dispose(result: int | None) -> None:
         os.close(result)
 
 
-def unblock_fifo(d: EmulateOpen | RefuseWrite, root_tid: int | None) -> None:
+def unblock_fifo(d: Work, root_tid: int | None) -> None:
     """Let an abandoned open of a FIFO return, by opening its other end.
 
     Opening a FIFO blocks until the other end is opened too (fifo(7)); a
@@ -242,6 +339,101 @@ def unblock_fifo(d: EmulateOpen | RefuseWrite, root_tid: int | None) -> None:
         os.close(os.open(path, other | os.O_NONBLOCK | os.O_CLOEXEC))
     except OSError:
         pass  # Gone, or already released (ENXIO: no reader left).
+
+
+def _realpath_parent(path: str) -> str | None:
+    """:func:`_realpath` of the directory of ``path``, with its last component kept."""
+    parent, _, name = path.rpartition("/")
+    real = _realpath(parent or "/")
+    if real is None:
+        return None
+    return real.rstrip("/") + "/" + name if name else real
+
+
+def _int(x: int) -> int:
+    """An ``int`` syscall argument: the low 32 bits, sign-extended."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x & 0x80000000 else x
+
+
+def _alone_in_memory(tid: int, *, vfork_ok: bool) -> bool:
+    """True if no other running thread can write to ``tid``'s memory now.
+
+    CONTINUE lets the kernel read the path again from the program's memory
+    (seccomp_unotify(2), "Design goals"): safe only if no other thread of
+    the program runs in that memory meanwhile. That holds for a process of
+    one thread that shares its memory with nobody — or, with ``vfork_ok``,
+    only with a vfork parent of one thread, which is suspended until the
+    exec (vfork(2)). Threads made by clone(CLONE_VM) without CLONE_THREAD
+    in another branch of the process tree are not seen: they are rare,
+    and documented as a limit.
+    """
+    if status_field(tid, b"Threads") != b"1":
+        return False
+    try:
+        ppid = int(status_field(tid, b"PPid"))
+    except ValueError:
+        return False
+    try:
+        # kcmp(2): 0 means the two share one address space.
+        shared = syscall(abi.SYS_KCMP, tid, ppid, abi.KCMP_VM, 0, 0) == 0
+    except OSError:
+        return False  # No parent to compare with (reaped, other pid namespace): be strict.
+    if not shared:
+        return True
+    if not vfork_ok:
+        return False
+    try:
+        return status_field(ppid, b"Threads") == b"1"
+    except TargetGone:
+        return False
+
+
+def _vfork_parent(tid: int) -> int | None:
+    """The parent whose memory ``tid`` shares (a vfork child's), or None."""
+    try:
+        ppid = int(status_field(tid, b"PPid"))
+        return ppid if syscall(abi.SYS_KCMP, tid, ppid, abi.KCMP_VM, 0, 0) == 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+class _Restorer(threading.Thread):
+    """Puts back what a path rewrite overwrote in a vfork parent's memory.
+
+    A vfork child runs in its parent's memory until its exec replaces it
+    (vfork(2)), so the path we rewrote for its exec is the parent's string.
+    The parent stays suspended until then; once the child's memory is no
+    longer the parent's (kcmp(2) KCMP_VM) — or the child is gone — the old
+    bytes are written back. The parent resumes at that same moment, so
+    there is a window of microseconds in which it could read the new
+    path; shells and posix_spawn do not read that string again.
+    """
+
+    _POLL_S = 0.0002
+    _GIVE_UP_S = 10.0
+
+    def __init__(self, child: int, parent: int, addr: int, old: bytes) -> None:
+        super().__init__(name=f"unotifyd-restore-{child}", daemon=True)
+        self.child, self.parent, self.addr, self.old = child, parent, addr, old
+        # Opened now, while the parent is suspended in vfork: bound to its memory.
+        self.mem = os.open(f"/proc/{parent}/mem", os.O_RDWR | os.O_CLOEXEC)
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + self._GIVE_UP_S
+            while time.monotonic() < deadline:
+                try:
+                    same = syscall(abi.SYS_KCMP, self.child, self.parent, abi.KCMP_VM, 0, 0) == 0
+                except OSError:
+                    same = False  # One of them is gone.
+                if not same:
+                    break
+                time.sleep(self._POLL_S)
+            with contextlib.suppress(OSError):
+                os.pwrite(self.mem, self.old, self.addr)
+        finally:
+            os.close(self.mem)
 
 
 def _names_a_directory(path: bytes) -> bool:
@@ -279,7 +471,6 @@ def _may_block(path: str) -> bool:
     except OSError:
         return False  # The open will fail at once, or create a regular file.
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
 
 
 #: Hands an emulation that must wait (in a worker thread) to the serving loop.
@@ -331,6 +522,11 @@ class Core:
             elif isinstance(d, Return):
                 listener.send_value(notif.id, d.value)
                 result = d.value
+            elif isinstance(d, Rewrite):
+                self._rewrite(s, p, d)
+                result = None
+            elif isinstance(d, Listing):
+                result = self._list(s, p, d)
             else:
                 result = self._perform_now_or_later(s, p, d, defer)
                 if result is None:
@@ -371,13 +567,24 @@ class Core:
             s.policies[root] = policy
         return policy
 
-    def _decide(self, s: Served, p: Pending) -> Decision:
+    def _decide(self, s: Served, p: Pending) -> Decision | Rewrite | Listing | PathWork:
         n = p.notif
+        name = abi.SYSCALL_NAMES.get(n.nr)
         decode = HANDLERS.get(n.nr)
-        if decode is None or n.arch != abi.AUDIT_ARCH_X86_64:
+        if name is None or n.arch != abi.AUDIT_ARCH_X86_64:
             # Only syscalls we asked for are trapped; anything else is a bug
             # or a filter we did not write. Fail closed.
             return Fail(errno.ENOSYS, f"unexpected syscall {n.nr} (arch {n.arch:#x})")
+        self.stats.syscalls[name] += 1
+        if s.stats is not None:
+            s.stats.syscalls[name] += 1
+        if decode is None:
+            try:
+                if name in LISTINGS:
+                    return self._decide_listing(s, p, name)
+                return self._decide_path_call(s, p, name)
+            except BadArgument as e:
+                return Fail(e.errno, str(e))
         try:
             call = p.call = decode(self.mem, n)
             root = self.resolver.root_id(n.pid)
@@ -408,9 +615,224 @@ class Core:
             flags |= os.O_DIRECTORY
         return decide_open(policy, OpenRequest(call.syscall, p.resolved, flags, call.mode))
 
-    def _perform_now_or_later(
-        self, s: Served, p: Pending, d: EmulateOpen | RefuseWrite, defer: Defer
-    ) -> int | None:
+    def _program_policy(self, s: Served, p: Pending) -> Policy:
+        root = self.resolver.root_id(p.notif.pid)
+        p.own_root = root is not None
+        policy = p.policy = self._policy_in(s, root, p.notif.pid)
+        return policy
+
+    def _fd_path(self, p: Pending, fd: int) -> str | None:
+        """The program's name for the file its ``fd`` refers to, or None if it has none."""
+        try:
+            return self.resolver.resolve(p.notif.pid, fd, b".", follow=True, own_root=p.own_root)
+        except OSError:
+            pass
+        try:
+            text = os.readlink(f"/proc/{p.notif.pid}/fd/{fd}")
+        except FileNotFoundError:
+            return None  # Not open: the call fails with EBADF by itself.
+        except ProcessLookupError:
+            raise TargetGone("thread is gone") from None
+        # Sockets, pipes, anonymous inodes, deleted files: no path rule applies.
+        if not text.startswith("/") or text.endswith(" (deleted)"):
+            return None
+        return text
+
+    def _decide_path_call(self, s: Served, p: Pending, name: str) -> Decision | Rewrite | PathWork:
+        """Decide a path call other than an open (see :mod:`unotifyd.policy.paths`)."""
+        n = p.notif
+        call = p.path_call = decode_path_call(self.mem, n, name)
+        policy = self._program_policy(s, p)
+        enforce = policy.mode == "enforce"
+        decisions: list[PathDecision] = []
+        resolved: list[str | None] = []
+        for arg in call.paths:
+            if arg.itself:
+                # The call is about a file the program has open: no name is
+                # looked up, so only the rules on that file's own path apply.
+                where = None if arg.dirfd == abi.AT_FDCWD else self._fd_path(p, arg.dirfd)
+                if arg.dirfd == abi.AT_FDCWD:
+                    where = self.resolver.resolve(
+                        n.pid, abi.AT_FDCWD, b".", follow=True, own_root=p.own_root
+                    )
+            else:
+                try:
+                    where = self.resolver.resolve(
+                        n.pid, arg.dirfd, arg.path, follow=arg.follow, own_root=p.own_root
+                    )
+                except OSError as e:
+                    # The kernel fails the call the same way (ENOTDIR, ELOOP, EBADF...).
+                    return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
+            resolved.append(where)
+            if where is None:
+                decisions.append(Continue("no path"))
+            else:
+                decisions.append(decide_path(policy, PathRequest(name, arg.role, where)))
+        p.resolved = next((r for r in resolved if r is not None), None)
+        one = combine_paths(decisions)
+        if name in ("chdir", "execve", "execveat"):
+            first = decisions[0]
+            if isinstance(first, Fail) and first.reason == EXEC_NOT_ALLOWED and p.resolved:
+                try:
+                    os.stat(_our_name(p.resolved, n.pid if p.own_root else None))
+                except OSError as e:
+                    return Fail(e.errno or errno.ENOENT, f"{first.reason} (and it is not there)")
+            return self._rewrite_decision(call, first, enforce, name != "chdir", p.resolved)
+        if isinstance(one, Fail):
+            return one
+        if isinstance(one, RefuseChange):
+            return PathWork(call, (), refuse=one, resolved=tuple(resolved))
+        if isinstance(one, Continue):
+            return one
+        targets: list[Target] = []
+        for arg, d, where in zip(call.paths, decisions, resolved, strict=True):
+            own = isinstance(d, Continue) or (isinstance(d, MapPath) and d.in_program_root)
+            if arg.itself and own:
+                if arg.addr == 0:
+                    # utimensat(fd, NULL): no path at all, nothing to re-read.
+                    return Continue("no path")
+                targets.append(FdPlace(arg.dirfd))
+            elif isinstance(d, MapPath):
+                targets.append(d)
+            else:
+                # One path of a two-path call that no rule covers: the
+                # program's own, as resolved.
+                assert where is not None
+                targets.append(
+                    MapPath(
+                        where, "", in_program_root=True, no_symlinks=not where.startswith("/proc/")
+                    )
+                )
+        recheck = self._rechecker(policy, name) if enforce else None
+        return PathWork(call, tuple(targets), recheck=recheck)
+
+    @staticmethod
+    def _rechecker(policy: Policy, name: str) -> Callable[[PathArg, str], MapPath | int]:
+        """Where a redirect's target really leads, decided again (enforcing mode).
+
+        A symlink in a target tree may point at a denied file: resolve the
+        target, ask the policy about the result, and use that resolved path,
+        refusing any symlink swapped in since.
+        """
+
+        def recheck(arg: PathArg, path: str) -> MapPath | int:
+            real = _realpath(path) if arg.follow else _realpath_parent(path)
+            if real is None:
+                return errno.ELOOP
+            again = decide_path(policy, PathRequest(name, arg.role, real))
+            if isinstance(again, Fail):
+                return again.errno
+            if isinstance(again, RefuseChange):
+                return errno.EROFS
+            # As for opens, a target is not redirected again: only what
+            # would deny it counts.
+            return MapPath(real, no_symlinks=True)
+
+        return recheck
+
+    @staticmethod
+    def _rewrite_decision(
+        call: PathCall, d: PathDecision, enforce: bool, is_exec: bool, source: str | None
+    ) -> Decision | Rewrite:
+        """``chdir`` and ``execve`` run in the kernel: CONTINUE, maybe with the path rewritten.
+
+        A ``chdir`` is let through even in enforcing mode: the cwd it sets
+        only ever serves as the start of later lookups, and every later
+        trapped call is resolved and decided in full, whatever the cwd is.
+        An exec, though, runs the file the kernel finds: see
+        :func:`_alone_in_memory`.
+        """
+        arg = call.paths[0]
+        if isinstance(d, Fail):
+            return d
+        if isinstance(d, RefuseChange):  # Not a changing role: cannot happen.
+            return Fail(errno.EROFS, d.reason)
+        guard = enforce and is_exec
+        if isinstance(d, Continue) or d.in_program_root:
+            return Rewrite(arg, None, d.reason, guard)
+        if d.content:
+            # A content rule's file is a memfd of ours: not the program's to run.
+            return Fail(errno.EACCES, f"{d.reason}: content files are not executable")
+        if arg.itself:
+            return Fail(errno.EXDEV, f"{d.reason}: cannot redirect an exec of an open fd")
+        if is_exec:
+            return Rewrite(arg, d.path, d.reason, guard)
+        return Rewrite(arg, d.path, d.reason, source=source, keep_source=d.confine is not None)
+
+    def _rewrite(self, s: Served, p: Pending, d: Rewrite) -> None:
+        """Answer ``d``: write the new path if any, then CONTINUE (see :class:`Rewrite`)."""
+        n = p.notif
+        listener = s.listener
+        if d.source is not None and d.path is not None:
+            # chdir: when the program's own name is a directory, the kernel
+            # may as well go there: every later lookup from that cwd is
+            # trapped and mapped by the same rules. Preferred for a private
+            # tree; else the fallback when the target's name does not fit.
+            fits = len(d.path) <= len(d.arg.path)
+            if (d.keep_source or not fits) and os.path.isdir(
+                _our_name(d.source, n.pid if p.own_root else None)
+            ):
+                d = Rewrite(d.arg, None, d.reason)
+        if d.path is not None:
+            new = os.fsencode(d.path) + b"\0"
+            if len(new) > len(d.arg.path) + 1:
+                # Writing past the program's string would overwrite whatever
+                # follows it (often the next argv string, read after it).
+                listener.send_error(n.id, errno.ENAMETOOLONG)
+                p.decision = Fail(errno.ENAMETOOLONG, f"{d.reason}: target longer than the path")
+                return
+            vfork_parent = _vfork_parent(n.pid)
+            old = write_memory(n.pid, [(d.arg.addr, new)], partial(listener.id_valid, n.id))
+            if vfork_parent is not None:
+                # A vfork child writes into its parent's memory: put the
+                # parent's bytes back once the exec is over (see _Restorer).
+                _Restorer(n.pid, vfork_parent, d.arg.addr, old[0]).start()
+        elif d.guard and not _alone_in_memory(n.pid, vfork_ok=True):
+            listener.send_error(n.id, errno.EACCES)
+            p.decision = Fail(
+                errno.EACCES, f"{d.reason}; enforce: another thread could change the path"
+            )
+            return
+        listener.send_continue(n.id)
+
+    def _decide_listing(self, s: Served, p: Pending, name: str) -> Decision | Listing:
+        """A directory listing: answered by us only where the directory holds hidden names."""
+        n = p.notif
+        policy = self._program_policy(s, p)
+        fd = _int(n.args[0])
+        where = self._fd_path(p, fd) if fd >= 0 else None
+        p.resolved = where
+        hidden = hidden_names(policy, where) if where is not None else frozenset()
+        if not hidden:
+            return Continue("nothing hidden here")
+        if name != "getdents64":
+            # The legacy getdents has another record layout; glibc never uses it.
+            return Fail(errno.ENOSYS, "getdents: use getdents64 (hidden names here)")
+        return Listing(fd, n.args[1], n.args[2] & 0xFFFFFFFF, hidden, "hidden names left out")
+
+    def _list(self, s: Served, p: Pending, d: Listing) -> int:
+        """Answer a listing: our copy of the program's fd, read and filtered, written back."""
+        n = p.notif
+        listener = s.listener
+        fd = take_fd(n.pid, d.fd)
+        try:
+            # The fd came from the thread the notification is about only if
+            # the call is still pending: a pid is not reused while it is.
+            if not listener.id_valid(n.id):
+                raise TargetGone("notification no longer valid")
+            try:
+                data = read_listing(fd, d.count, d.hidden.__contains__)
+            except OSError as e:
+                err = e.errno or errno.EIO
+                listener.send_error(n.id, err)
+                return -err
+            write_memory(n.pid, [(d.addr, data)], lambda: listener.id_valid(n.id))
+        finally:
+            os.close(fd)
+        listener.send_value(n.id, len(data))
+        return len(data)
+
+    def _perform_now_or_later(self, s: Served, p: Pending, d: Work, defer: Defer) -> int | None:
         """Perform ``d`` and answer; or hand it to ``defer`` (a worker thread) and return None.
 
         Inline only when it cannot block and needs no other credentials.
@@ -418,6 +840,10 @@ class Core:
         n = p.notif
         listener = s.listener
         creates = isinstance(d, EmulateOpen) and may_create(d.flags)
+        if isinstance(d, PathWork):
+            # mkdir, mknod use the umask; access the real ids, which the
+            # cheap query gives too.
+            creates = d.call.syscall in ("mkdir", "mkdirat", "mknod", "mknodat")
         creds = self.creds.read(n.pid, need_umask=creates)
         # Everything the decision rests on (path, cwd, credentials) was read
         # from a process that may since have died and had its pid reused. An
@@ -430,11 +856,17 @@ class Core:
             raise TargetGone("notification no longer valid")
         # The program's own names are opened in its root (a container's);
         # a redirect's target is a path of ours.
-        in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
+        if isinstance(d, PathWork):
+            in_root = p.own_root
+        else:
+            in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
         root_tid = n.pid if in_root else None
         may_block = isinstance(d, EmulateOpen) and _may_block(_our_name(d.path, root_tid))
         recheck = p.policy if isinstance(d, EmulateOpen) and d.recheck else None
         job = Job(d, creds, root_tid, listener, n.id, may_block, recheck)
+        if isinstance(d, PathWork) and any(isinstance(t, FdPlace) for t in d.targets):
+            d.tid = n.pid
+            d.still_valid = partial(listener.id_valid, n.id)
         if creds.same_as_supervisor() and not may_block:
             result = self._perform(job, nonblocking=True)
             if result is not None:
@@ -463,17 +895,32 @@ class Core:
             if root_fd is not None and not job.listener.id_valid(job.nid):
                 # The root we hold might be a new process's that got the pid.
                 raise TargetGone("notification no longer valid")
+            if isinstance(job.decision, PathWork):
+                job.decision.outcome = job.decision.run(job.creds, root_fd)
+                return job.decision.outcome.value
             return _perform_in(job.decision, job.creds, root_fd, nonblocking, job.policy)
         finally:
             if root_fd is not None:
                 os.close(root_fd)
 
-    def _answer(
-        self, listener: Listener, n: Notification, d: EmulateOpen | RefuseWrite, result: int
-    ) -> int:
-        """Answer with ``-errno``, or inject the fd ``result`` and close our copy."""
+    def _answer(self, listener: Listener, n: Notification, d: Work, result: int) -> int:
+        """Answer with ``-errno``, or inject the fd ``result`` and close our copy.
+
+        For a path call, ``result`` is the call's return value, and what
+        it writes into the program's memory is written first.
+        """
         if result < 0:
             listener.send_error(n.id, -result)
+            return result
+        if isinstance(d, PathWork):
+            assert d.outcome is not None
+            if d.outcome.writes:
+                try:
+                    write_memory(n.pid, d.outcome.writes, partial(listener.id_valid, n.id))
+                except BadArgument as e:
+                    listener.send_error(n.id, e.errno)
+                    return -e.errno
+            listener.send_value(n.id, result)
             return result
         assert isinstance(d, EmulateOpen)
         return self._inject(listener, n, result, d.cloexec)
@@ -527,6 +974,9 @@ class Core:
         if not self.tracer.enabled:
             return
         call = p.call
+        if p.path_call is not None:
+            self._trace_path_call(s, p, kind, result)
+            return
         self.tracer.emit(
             TraceEvent(
                 program=s.name,
@@ -543,8 +993,54 @@ class Core:
             )
         )
 
+    def _trace_path_call(self, s: Served, p: Pending, kind: str, result: int | None) -> None:
+        call = p.path_call
+        assert call is not None
+        d = p.decision
+        target = None
+        if isinstance(d, PathWork):
+            maps = [t for t in d.targets if isinstance(t, MapPath) and not t.in_program_root]
+            target = maps[0].path if maps else None
+        elif isinstance(d, Rewrite):
+            target = d.path
+        names = ", ".join(json.dumps(os.fsdecode(a.path)) for a in call.paths)
+        self.tracer.emit(
+            TraceEvent(
+                program=s.name,
+                pid=p.notif.pid,
+                syscall=call.syscall,
+                path=os.fsdecode(call.paths[0].path) if call.paths else "",
+                dirfd=None,
+                flags=0,
+                resolved=p.resolved,
+                decision=kind,
+                reason=_reason(d),
+                target=target,
+                result=result,
+                detail=names,
+            )
+        )
 
-def _decision_kind(d: Decision | None) -> str:
+
+def _reason(d: object) -> str:
+    if isinstance(d, PathWork):
+        if d.refuse is not None:
+            return d.refuse.reason
+        return next((t.reason for t in d.targets if isinstance(t, MapPath) and t.reason), "")
+    reason = getattr(d, "reason", "")
+    return reason if isinstance(reason, str) else ""
+
+
+def _decision_kind(d: object) -> str:
+    if isinstance(d, PathWork):
+        if d.refuse is not None:
+            return "refuse-write"
+        mapped = any(isinstance(t, MapPath) and not t.in_program_root for t in d.targets)
+        return "redirect" if mapped else "emulate"
+    if isinstance(d, Rewrite):
+        return "continue" if d.path is None else "redirect"
+    if isinstance(d, Listing):
+        return "filter"
     if isinstance(d, Continue):
         return "continue"
     if isinstance(d, Fail):

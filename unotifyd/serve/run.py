@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Protocol
 
 from ..kernel.listener import Listener
 from ..policy import Policy
+from .backing import Backing
 from .bootstrap import Handover, serve_first
-from .core import Core, Served
+from .core import Core, Served, Stats
 from .trace import Tracer
 
 if TYPE_CHECKING:
@@ -84,13 +86,20 @@ def run_supervisor(
     *,
     trace: IO[str] | None = None,
     trace_json: IO[str] | None = None,
+    stats: IO[str] | None = None,
     sync_wakeup: bool = True,
     colocate: bool = True,
     notes: Sequence[str] = (),
     forwarder: SignalForwarder | None = None,
 ) -> int:
     """Serve the program's listener (closing it at the end); return the program's wait status."""
+    trapped = sorted(policy.syscalls())
+    traps = f"filter traps {len(trapped)} system calls: {', '.join(trapped) or 'none'}"
+    if stats is not None:
+        print(f"unotifyd: {traps}", file=stats, flush=True)
     tracer = Tracer(trace, trace_json)
+    if stats is None:
+        tracer.note(traps)
     for note in notes:
         tracer.note(note)
     with Listener(listener_fd) as listener:
@@ -104,7 +113,8 @@ def run_supervisor(
         for line in policy.describe():
             tracer.note(f"rule {line}")
         core = Core(tracer, colocate=colocate)
-        s = Served(listener, policy)
+        backing = Backing(policy)
+        s = Served(listener, backing.policy)
         try:
             first = serve_first(core, s, pid, _BOOTSTRAP_SECONDS)
             if first.finished:
@@ -119,3 +129,22 @@ def run_supervisor(
             return status
         finally:
             core.close()
+            backing.close()
+            if stats is not None:
+                print_stats(core.stats, stats)
+
+
+def print_stats(st: Stats, out: IO[str]) -> None:
+    """The ``--stats`` lines: notifications by system call and by decision."""
+
+    def counts(c: Counter[str]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in c.most_common()) or "none"
+
+    print(
+        f"unotifyd: stats: {st.notifications} notifications "
+        f"({st.gone} gone, {st.internal_errors} internal errors)\n"
+        f"unotifyd: stats: by system call: {counts(st.syscalls)}\n"
+        f"unotifyd: stats: by decision: {counts(st.decisions)}",
+        file=out,
+        flush=True,
+    )

@@ -11,6 +11,7 @@ never stalls the others.
 from __future__ import annotations
 
 import select
+import sys
 from collections.abc import Sequence
 from functools import partial
 
@@ -19,6 +20,7 @@ import trio
 from ..kernel.errors import TargetGone
 from ..kernel.listener import Listener
 from ..policy import Policy
+from .backing import Backing
 from .core import Core, Handoff, Job, Pending, Served, Stats, unblock_fifo
 from .trace import Tracer
 
@@ -63,8 +65,15 @@ class Supervisor(Core):
         ``ENOENT`` at once forever, so waiting for more would spin. The
         listener stays open; its owner closes it.
         """
-        s = Served(listener, policy, name, stats)
-        await self.serve_served(s)
+        try:
+            backing = Backing(policy)
+        except OSError as e:
+            # Fail closed for this program only: its listener is closed by
+            # its owner, and its trapped calls then fail (ENOSYS).
+            print(f"unotifyd: {name or 'program'}: cannot prepare its files: {e}", file=sys.stderr)
+            return
+        with backing:
+            await self.serve_served(Served(listener, backing.policy, name, stats))
 
     async def serve_served(self, s: Served, deferred: Sequence[tuple[Pending, Job]] = ()) -> None:
         """Serve ``s`` (see :meth:`serve`), first starting ``deferred`` emulations."""

@@ -71,6 +71,8 @@ class TraceEvent:
     reason: str
     target: str | None = None
     result: int | None = None
+    # The call's arguments as text, for calls other than opens (no flags).
+    detail: str | None = None
 
     def to_json(self) -> dict[str, object]:
         failed = self.result is not None and self.result < 0
@@ -81,7 +83,7 @@ class TraceEvent:
             "syscall": self.syscall,
             "path": self.path,
             "dirfd": self.dirfd,
-            "flags": format_open_flags(self.flags),
+            "flags": format_open_flags(self.flags) if self.detail is None else None,
             "resolved": self.resolved,
             "decision": self.decision,
             "reason": self.reason,
@@ -91,10 +93,13 @@ class TraceEvent:
         }
 
     def to_text(self) -> str:
-        args = [json.dumps(self.path)]
-        if self.dirfd is not None:
-            args.insert(0, "AT_FDCWD" if self.dirfd == -100 else str(self.dirfd))
-        args.append(format_open_flags(self.flags))
+        if self.detail is not None:
+            args = [self.detail]
+        else:
+            args = [json.dumps(self.path)]
+            if self.dirfd is not None:
+                args.insert(0, "AT_FDCWD" if self.dirfd == -100 else str(self.dirfd))
+            args.append(format_open_flags(self.flags))
         call = f"{self.syscall}({', '.join(args)})"
         where = self.resolved if self.resolved is not None else "?"
         what = self.decision

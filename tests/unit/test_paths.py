@@ -1,0 +1,139 @@
+"""The decisions for path calls other than opens (unotifyd.policy.paths), and the
+syscall tables they rely on. Pure: no kernel."""
+
+from __future__ import annotations
+
+import errno
+
+import pyseccomp
+import pytest
+
+from unotifyd.kernel import abi
+from unotifyd.policy import Deny, Pattern, Policy, ReadOnly, Redirect, syscalls
+from unotifyd.policy.decision import Continue, Fail
+from unotifyd.policy.paths import (
+    EXEC_NOT_ALLOWED,
+    MapPath,
+    PathRequest,
+    RefuseChange,
+    combine,
+    decide_path,
+    hidden_names,
+    refuse_change_errno,
+)
+from unotifyd.policy.rules import Content, Exec, Private
+from unotifyd.serve.pathcalls import SPECS
+
+
+def test_syscall_numbers_agree_with_libseccomp() -> None:
+    for name, nr in abi.SYSCALL_NUMBERS.items():
+        assert pyseccomp.resolve_syscall(pyseccomp.Arch.X86_64, name) == nr, name
+
+
+def test_every_trapped_path_call_has_a_decoder() -> None:
+
+    families = syscalls.METADATA | syscalls.CHANGE | syscalls.CHDIR | syscalls.EXEC
+    assert families == frozenset(SPECS)
+    assert syscalls.OPEN | families | syscalls.LIST <= frozenset(abi.SYSCALL_NUMBERS)
+
+
+def req(path: str, role: str = "read", syscall: str = "stat") -> PathRequest:
+    return PathRequest(syscall, role, path)  # type: ignore[arg-type]
+
+
+REDIRECT = Redirect(Pattern("/etc/passwd"), Pattern("/etc/hostname"))
+TREE = Redirect(Pattern("/a", tree=True), Pattern("/b", tree=True))
+
+
+def test_no_rule_continues_and_enforce_emulates_in_place() -> None:
+    assert isinstance(decide_path(Policy([REDIRECT]), req("/x")), Continue)
+    d = decide_path(Policy([REDIRECT], "enforce"), req("/x"))
+    assert d == MapPath("/x", "enforce: no rule", in_program_root=True, no_symlinks=True)
+    proc = decide_path(Policy([REDIRECT], "enforce"), req("/proc/1/fd/3"))
+    assert isinstance(proc, MapPath) and not proc.no_symlinks
+
+
+def test_redirect_maps_and_reads_as_a_link_to_its_target() -> None:
+    d = decide_path(Policy([REDIRECT]), req("/etc/passwd"))
+    assert isinstance(d, MapPath)
+    assert (d.path, d.link_text, d.in_program_root) == ("/etc/hostname", "/etc/hostname", False)
+    inside = decide_path(Policy([TREE]), req("/a/x/y", "modify"))
+    assert isinstance(inside, MapPath) and inside.path == "/b/x/y" and inside.link_text is None
+
+
+@pytest.mark.parametrize("role", ["remove", "replace"])
+def test_the_redirected_path_itself_is_busy(role: str) -> None:
+    d = decide_path(Policy([TREE]), req("/a", role))
+    assert isinstance(d, Fail) and d.errno == errno.EBUSY
+    assert isinstance(decide_path(Policy([TREE]), req("/a/x", role)), MapPath)
+
+
+def test_deny_fails_every_role() -> None:
+    policy = Policy([Deny(Pattern("/s"), errno.ENOENT)])
+    for role in ("read", "exec", "chdir", "create", "remove", "modify"):
+        d = decide_path(policy, req("/s", role))
+        assert isinstance(d, Fail) and d.errno == errno.ENOENT
+
+
+def test_readonly_refuses_changes_only() -> None:
+    policy = Policy([ReadOnly(Pattern("/r", tree=True))])
+    assert isinstance(decide_path(policy, req("/r/f", "read")), Continue)
+    assert isinstance(decide_path(policy, req("/r/f", "exec")), Continue)
+    assert decide_path(policy, req("/r/f", "remove")) == RefuseChange(
+        "/r/f", "remove", str(policy.rules[0])
+    )
+
+
+def test_content_is_a_read_only_file_and_private_maps_confined() -> None:
+    content = Content(Pattern("/motd"), b"hi", backing="/proc/self/fd/9")
+    private = Private(Pattern("/p", tree=True), backing="/run/x/0")
+    policy = Policy([content, private])
+    d = decide_path(policy, req("/motd"))
+    assert isinstance(d, MapPath) and d.content and d.path == "/proc/self/fd/9"
+    assert isinstance(decide_path(policy, req("/motd", "modify")), RefuseChange)
+    d = decide_path(policy, req("/p/q", "create"))
+    assert isinstance(d, MapPath) and (d.path, d.confine) == ("/run/x/0/q", "/run/x/0")
+    unbound = Policy([Content(Pattern("/motd"), b"hi")])
+    d2 = decide_path(unbound, req("/motd"))
+    assert isinstance(d2, Fail) and d2.errno == errno.EIO  # fail closed
+
+
+def test_exec_rules_allow_list() -> None:
+    policy = Policy([Exec(Pattern("/usr", tree=True)), REDIRECT])
+    assert isinstance(decide_path(policy, req("/usr/bin/true", "exec", "execve")), Continue)
+    d = decide_path(policy, req("/tmp/x", "exec", "execve"))
+    assert isinstance(d, Fail) and d.errno == errno.EACCES and d.reason == EXEC_NOT_ALLOWED
+    # Only exec is concerned by exec rules.
+    assert isinstance(decide_path(policy, req("/tmp/x")), Continue)
+
+
+def test_combine() -> None:
+    fail = Fail(errno.EACCES)
+    assert combine([Continue(), fail]) is fail
+    assert isinstance(combine([Continue(), Continue()]), Continue)
+    assert combine([Continue(), MapPath("/x")]) is None
+
+
+@pytest.mark.parametrize(
+    ("syscall", "role", "found", "others", "expected"),
+    [
+        ("unlink", "remove", "missing", (), errno.EROFS),
+        ("unlink", "remove", "no-parent", (), errno.ENOENT),
+        ("mkdir", "create", "dir", (), errno.EEXIST),
+        ("mkdir", "create", "missing", (), errno.EROFS),
+        ("chmod", "modify", "missing", (), errno.ENOENT),
+        ("truncate", "modify", "dir", (), errno.EISDIR),
+        ("rename", "remove", "file", ("file", "no-parent"), errno.ENOENT),
+        ("link", "create", "missing", ("missing", "missing"), errno.ENOENT),
+    ],
+)
+def test_refuse_change_errno_matches_a_read_only_mount(
+    syscall: str, role: str, found: str, others: tuple[str, ...], expected: int
+) -> None:
+    assert refuse_change_errno(syscall, role, found, others) == expected  # type: ignore[arg-type]
+
+
+def test_hidden_names() -> None:
+    policy = Policy([Deny(Pattern("/h/secret"), errno.ENOENT), Deny(Pattern("/h/other"))])
+    assert hidden_names(policy, "/h") == {b"secret"}
+    assert hidden_names(policy, "/") == frozenset()

@@ -1,0 +1,232 @@
+"""Decisions for the path-taking system calls other than the open family.
+
+A call such as ``stat``, ``rename`` or ``execve`` names one or two paths.
+The kernel layer resolves each one the way the kernel would for the program
+and asks :func:`decide_path` what becomes of it, given the *role* the path
+plays in the call; the serving layer then combines the answers of a call's
+paths (:func:`combine`) and performs the call.
+
+The same rules as for ``open`` apply, so the view is consistent:
+
+* a redirect, a content rule or a private tree puts another file at the
+  path: the call is performed by the supervisor on that file (its
+  metadata, its changes); ``readlink`` of the redirected path itself
+  answers the target, so that ``readlink -f`` and ``realpath`` name the
+  file really served, while ``stat`` and ``lstat`` describe that file;
+* a deny fails every call with its errno (``ENOENT`` hides the path);
+* a read-only tree refuses every change as a read-only mount would;
+* in enforcing mode a path no rule covers is emulated too (never
+  CONTINUE), on the path resolved once, refusing symlinks swapped in since.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from .decision import Continue, Fail
+from .rules import Content, Deny, Match, Policy, Private, ReadOnly, Redirect
+
+Role = Literal[
+    "read",  # stat, access, readlink, getxattr: looks at the path
+    "exec",  # execve: runs the file
+    "chdir",  # becomes the cwd
+    "list",  # getdents: lists the directory
+    "create",  # mkdir, mknod, symlink, link's new name: must not exist yet
+    "replace",  # rename's new name: created or replaced
+    "remove",  # unlink, rmdir, rename's old name
+    "modify",  # chmod, chown, truncate, utimes, setxattr: changes what exists
+]
+
+#: Roles that change the file system.
+CHANGING: frozenset[Role] = frozenset({"create", "replace", "remove", "modify"})
+
+
+@dataclass(frozen=True, slots=True)
+class PathRequest:
+    """One path of a trapped call: its role and its resolved, absolute name."""
+
+    syscall: str
+    role: Role
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class MapPath:
+    """Perform the call on ``path`` instead (or on the path itself, in enforcing mode).
+
+    ``in_program_root`` says ``path`` is the program's own name (looked up
+    in its root directory, a container's) rather than one of the
+    supervisor's (a redirect's target, a memfd, a scratch directory).
+    ``no_symlinks``: the path was resolved already; a symlink found on it
+    now was swapped in since and must not be followed (``ELOOP``).
+    ``recheck`` (enforcing, a redirect's target): resolve ``path`` and ask
+    the policy again where it really leads. ``link_text`` is what
+    ``readlink`` of the path answers (a redirected path reads as a link to
+    its target). ``content`` marks a content rule's memfd, shown read-only.
+    """
+
+    path: str
+    reason: str = ""
+    in_program_root: bool = False
+    no_symlinks: bool = False
+    recheck: bool = False
+    link_text: str | None = None
+    content: bool = False
+    confine: str | None = None  # see EmulateOpen.confine
+
+
+@dataclass(frozen=True, slots=True)
+class RefuseChange:
+    """A change in a read-only place: fail it as a read-only mount would.
+
+    The kernel looks the path up before it checks the mount (filename_create(),
+    do_unlinkat()... in fs/namei.c), so a missing file gives ``ENOENT`` and an
+    existing one under ``create`` gives ``EEXIST``: the kernel layer looks at
+    ``path`` and asks :func:`refuse_change_errno`. ``exists`` is set when the
+    policy knows already (a content rule's file always exists).
+    """
+
+    path: str
+    role: Role
+    reason: str = ""
+    exists: bool | None = None
+
+
+PathDecision = Continue | Fail | MapPath | RefuseChange
+
+#: The reason of an exec that no exec rule allows. Like a ``noexec`` mount,
+#: this is ``EACCES`` only for a file that exists: the kernel layer turns it
+#: into the lookup's own error (``ENOENT``...) otherwise, which ``execvp``'s
+#: search of ``PATH`` relies on.
+EXEC_NOT_ALLOWED = "exec: no exec rule allows it"
+
+_CONTINUE = Continue()
+
+
+Found = Literal["file", "dir", "missing", "no-parent"]
+
+
+def refuse_change_errno(
+    syscall: str, role: Role, found: Found, others: tuple[Found, ...] = ()
+) -> int:
+    """The errno a read-only mount gives call ``syscall`` changing what was ``found``.
+
+    ``others`` is what the call's other paths are. Measured against a real
+    read-only mount: every path's parent is looked up first (ENOENT), then
+    link(2)'s existing name; then the mount is checked before the last
+    component is looked up (EROFS for a missing name to remove or rename),
+    except where the call needs the file itself first: chmod and the like
+    of a missing file say ENOENT, truncate of a directory EISDIR, and
+    creating what exists EEXIST.
+    """
+    if found == "no-parent" or "no-parent" in others:
+        return errno.ENOENT
+    if syscall in ("link", "linkat") and others and others[0] == "missing":
+        return errno.ENOENT
+    if role == "create":
+        return errno.EEXIST if found in ("file", "dir") else errno.EROFS
+    if role == "modify":
+        if found == "missing":
+            return errno.ENOENT
+        if syscall == "truncate" and found == "dir":
+            return errno.EISDIR
+    return errno.EROFS
+
+
+def _target(match: Match) -> tuple[str, bool]:
+    """Where a redirect, content or private rule puts ``match``'s path; and if read-only."""
+    rule = match.rule
+    if isinstance(rule, Redirect):
+        if rule.target.tree:
+            return rule.target.join(match.suffix), False
+        return rule.target.path, False
+    assert isinstance(rule, Content | Private)
+    if rule.backing is None:
+        # A policy that was never bound to a sandbox (a bug, or a content
+        # rule used outside one): fail closed rather than reach the disk.
+        raise LookupError(f"{rule} has no backing file in this sandbox")
+    if isinstance(rule, Content):
+        return rule.backing, True
+    return rule.backing + match.suffix, False
+
+
+def decide_path(policy: Policy, req: PathRequest) -> PathDecision:
+    """Decide what becomes of one path of a trapped call (see the module doc)."""
+    match = policy.match(req.path)
+    enforce = policy.mode == "enforce"
+    role = req.role
+    if role == "exec" and policy.has_exec_rules and policy.exec_match(req.path) is None:
+        return Fail(errno.EACCES, reason=EXEC_NOT_ALLOWED)
+    if match is None:
+        if not enforce:
+            return _CONTINUE
+        # See decide_open: the checked path itself, no symlink swapped in,
+        # except /proc's magic links, which are how those names work.
+        return MapPath(
+            req.path,
+            reason="enforce: no rule",
+            in_program_root=True,
+            no_symlinks=not req.path.startswith("/proc/"),
+        )
+    rule = match.rule
+    reason = str(rule)
+    if isinstance(rule, Deny):
+        return Fail(rule.errno, reason=reason)
+    if isinstance(rule, ReadOnly):
+        if role in CHANGING:
+            return RefuseChange(req.path, role, reason=reason)
+        if not enforce:
+            return Continue(reason=reason)
+        return MapPath(req.path, reason=reason, in_program_root=True, no_symlinks=True)
+    assert isinstance(rule, Redirect | Content | Private)
+    try:
+        target, read_only = _target(match)
+    except LookupError as e:
+        return Fail(errno.EIO, reason=str(e))
+    if not match.suffix and role in ("remove", "replace"):
+        # The path is where another file is put, like a mount point:
+        # rename(2) and unlink(2) say EBUSY for those.
+        return Fail(errno.EBUSY, reason=f"{reason}: the path itself cannot be removed")
+    if read_only and role in CHANGING:
+        return RefuseChange(req.path, role, reason=reason, exists=True)
+    content = isinstance(rule, Content)
+    if content and role in ("chdir", "list"):
+        return Fail(errno.ENOTDIR, reason=reason)
+    return MapPath(
+        target,
+        reason=reason,
+        confine=rule.backing if isinstance(rule, Private) else None,
+        recheck=enforce and isinstance(rule, Redirect),
+        link_text=target if isinstance(rule, Redirect) and not match.suffix else None,
+        content=content,
+    )
+
+
+def combine(decisions: list[PathDecision]) -> PathDecision | None:
+    """One answer for a call whose paths were decided one by one, or None.
+
+    A failure of any path fails the call (the first, as the kernel looks
+    the paths up in order); all CONTINUE lets the call through; anything
+    else (None) means the supervisor performs the call with each path
+    mapped.
+    """
+    for d in decisions:
+        if isinstance(d, Fail | RefuseChange):
+            return d
+    if all(isinstance(d, Continue) for d in decisions):
+        return decisions[0] if decisions else _CONTINUE
+    return None
+
+
+def hidden_names(policy: Policy, directory: str) -> frozenset[bytes]:
+    """The names in ``directory`` that the policy hides (a deny with ``ENOENT``)."""
+    names = set()
+    for rule in policy.rules:
+        if isinstance(rule, Deny) and rule.errno == errno.ENOENT:
+            parent, _, name = rule.pattern.path.rpartition("/")
+            if (parent or "/") == directory and name:
+                names.add(os.fsencode(name))
+    return frozenset(names)
