@@ -436,6 +436,41 @@ class _Restorer(threading.Thread):
             os.close(self.mem)
 
 
+_OUR_PID = os.getpid()
+
+
+def _supervisors_own(path: str | None) -> bool:
+    """True for ``/proc/PID/...`` of a thread of this very process (the supervisor).
+
+    Opens and looks at /proc made *for* a program run in our threads, and
+    the kernel's ptrace access check that guards /proc/PID/fd, cwd, root,
+    mem... always passes within one thread group, whatever our thread's
+    fsuid (__ptrace_may_access, kernel/ptrace.c). A program must never
+    reach the supervisor's own fds or memory that way: refuse, as the
+    kernel refuses a non-root program another user's process.
+    """
+    if path is None or not path.startswith("/proc/"):
+        return False
+    parts = path[6:].split("/")
+    if len(parts) >= 4 and parts[1] == "task":
+        parts = parts[2:]  # /proc/PID/task/TID/...: the thread's own entries
+    if len(parts) < 2 or not parts[0].isdigit() or parts[1] not in _PTRACE_GUARDED:
+        return False
+    pid = int(parts[0])
+    return pid == _OUR_PID or os.path.exists(f"/proc/{_OUR_PID}/task/{pid}")
+
+
+# The /proc/PID entries behind a ptrace access check (proc(5)); the others
+# (cmdline, status, stat...) are open to everyone anyway.
+_PTRACE_GUARDED = frozenset(
+    {
+        "fd", "fdinfo", "cwd", "root", "exe", "environ", "mem", "map_files", "auxv",
+        "syscall", "stack", "pagemap", "maps", "smaps", "smaps_rollup", "numa_maps",
+        "io", "personality", "timers", "ns",
+    }
+)  # fmt: skip
+
+
 def _names_a_directory(path: bytes) -> bool:
     """True for ``dir/``, ``dir/.``, ``..``...: names whose last component must be a directory."""
     return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
@@ -598,6 +633,8 @@ class Core:
                 own_root=p.own_root,
             )
             policy = p.policy = self._policy_in(s, root, n.pid)
+            if _supervisors_own(p.resolved) and not p.own_root:
+                return Fail(errno.EACCES, "the supervisor's own /proc entries")
         except BadArgument as e:
             return Fail(e.errno, str(e))
         except OSError as e:
@@ -663,6 +700,8 @@ class Core:
                 except OSError as e:
                     # The kernel fails the call the same way (ENOTDIR, ELOOP, EBADF...).
                     return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
+            if _supervisors_own(where) and not p.own_root:
+                return Fail(errno.EACCES, "the supervisor's own /proc entries")
             resolved.append(where)
             if where is None:
                 decisions.append(Continue("no path"))

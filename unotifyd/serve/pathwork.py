@@ -28,7 +28,7 @@ import os
 import stat
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..kernel import abi
 from ..kernel.dirents import take_fd
@@ -144,7 +144,7 @@ class PathWork:
             again = self.recheck(arg, target.path)
             if isinstance(again, int):
                 raise OSError(again, os.strerror(again))
-            target = again
+            target = replace(again, link_text=target.link_text)
         dirfd, name = _open_parent(target, root_fd)
         stack.callback(os.close, dirfd)
         # A resolved path's last component is no link (it was followed, or

@@ -1,0 +1,97 @@
+/* statrace: one thread rewrites the path buffer while another stats it.
+ *
+ *   statrace ALLOWED DENIED DENIED_INO TRIES
+ *
+ * The stat counterpart of toctou.c. ALLOWED and DENIED have the same
+ * length; DENIED_INO is DENIED's inode number (the caller looks it up: a
+ * rule denies DENIED to this program). The main thread stats the shared
+ * buffer TRIES times, in turn with stat(2), newfstatat(2) and statx(2); a
+ * second thread keeps copying ALLOWED and DENIED into it. A supervisor that
+ * checks ALLOWED and lets the kernel run the call (CONTINUE) can have the
+ * kernel stat DENIED. Prints
+ * "tries=N allowed=A escaped=E denied=D other=O": escaped counts stats that
+ * returned DENIED's inode, denied those that failed with EACCES.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static char path[4096];
+static const char *allowed, *denied;
+static atomic_int stop;
+
+static void *flipper(void *arg)
+{
+	(void)arg;
+	size_t len = strlen(allowed) + 1;
+	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+		memcpy((char *)path, denied, len);
+		for (volatile int i = 0; i < 50; i++)
+			;
+		memcpy((char *)path, allowed, len);
+		for (volatile int i = 0; i < 50; i++)
+			;
+	}
+	return NULL;
+}
+
+/* The inode of the shared path by the i-th method, or 0 with errno set. */
+static unsigned long long stat_once(long i)
+{
+	struct stat st;
+	struct statx stx;
+	long r;
+	switch (i % 3) {
+	case 0:
+		r = syscall(SYS_stat, path, &st);
+		return r < 0 ? 0 : (unsigned long long)st.st_ino;
+	case 1:
+		r = syscall(SYS_newfstatat, AT_FDCWD, path, &st, 0);
+		return r < 0 ? 0 : (unsigned long long)st.st_ino;
+	default:
+		r = syscall(SYS_statx, AT_FDCWD, path, 0, STATX_INO, &stx);
+		return r < 0 ? 0 : (unsigned long long)stx.stx_ino;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 5 || strlen(argv[1]) != strlen(argv[2]))
+		return 2;
+	allowed = argv[1];
+	denied = argv[2];
+	unsigned long long denied_ino = strtoull(argv[3], NULL, 10);
+	long tries = atol(argv[4]), ok = 0, escaped = 0, refused = 0, other = 0;
+	struct stat st;
+	if (stat(allowed, &st) < 0 || st.st_ino == denied_ino)
+		return 3;
+	unsigned long long allowed_ino = st.st_ino;
+	strcpy(path, allowed);
+	pthread_t t;
+	pthread_create(&t, NULL, flipper, NULL);
+	for (long i = 0; i < tries; i++) {
+		errno = 0;
+		unsigned long long ino = stat_once(i);
+		if (ino == denied_ino)
+			escaped++;
+		else if (ino == allowed_ino)
+			ok++;
+		else if (ino == 0 && errno == EACCES)
+			refused++;
+		else
+			other++;
+	}
+	atomic_store(&stop, 1);
+	pthread_join(t, NULL);
+	printf("tries=%ld allowed=%ld escaped=%ld denied=%ld other=%ld\n", tries, ok, escaped,
+	       refused, other);
+	return 0;
+}
