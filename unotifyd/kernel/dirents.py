@@ -28,11 +28,6 @@ from . import abi
 from .errors import BadArgument, TargetGone
 from .target import read_ids
 
-# Syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl). Kept here rather
-# than in abi.py only because this module is their one user.
-SYS_GETDENTS64: Final = 217
-SYS_PIDFD_GETFD: Final = 438
-
 # struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
 # (getdents(2)). d_name is NUL-terminated and d_reclen padded to 8 bytes.
 DIRENT64_HEAD: Final = struct.Struct("<QqHB")
@@ -97,7 +92,7 @@ def take_fd(tid: int, fd: int) -> int:
         raise BadArgument(errno.EBADF, f"fd {fd} cannot be open")
     pidfd = _pidfd(tid)
     try:
-        got: int = _syscall(ctypes.c_long(SYS_PIDFD_GETFD), pidfd, fd, 0)
+        got: int = _syscall(ctypes.c_long(abi.SYS_PIDFD_GETFD), pidfd, fd, 0)
         err = ctypes.get_errno() if got < 0 else 0
     finally:
         os.close(pidfd)
@@ -164,7 +159,7 @@ def read_listing(fd: int, count: int, hidden: Callable[[bytes], bool]) -> bytes:
     count &= 0xFFFF_FFFF
     size = min(count, MAX_CHUNK)
     buf = ctypes.create_string_buffer(size)
-    nr = ctypes.c_long(SYS_GETDENTS64)
+    nr = ctypes.c_long(abi.SYS_GETDENTS64)
     cfd = ctypes.c_long(fd)
     csize = ctypes.c_uint(size)
     while True:

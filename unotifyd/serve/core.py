@@ -61,7 +61,7 @@ from ..policy.paths import (
     hidden_names,
 )
 from ..policy.paths import combine as combine_paths
-from .handlers import HANDLERS, OpenCall
+from .handlers import HANDLERS, OpenCall, int_arg
 from .pathcalls import LISTINGS, PathArg, PathCall, decode_path_call
 from .pathwork import FdPlace, PathWork, Target
 from .trace import TraceEvent, Tracer
@@ -350,12 +350,6 @@ def _realpath_parent(path: str) -> str | None:
     return real.rstrip("/") + "/" + name if name else real
 
 
-def _int(x: int) -> int:
-    """An ``int`` syscall argument: the low 32 bits, sign-extended."""
-    x &= 0xFFFFFFFF
-    return x - (1 << 32) if x & 0x80000000 else x
-
-
 def _alone_in_memory(tid: int, *, vfork_ok: bool) -> bool:
     """True if no other running thread can write to ``tid``'s memory now.
 
@@ -371,29 +365,33 @@ def _alone_in_memory(tid: int, *, vfork_ok: bool) -> bool:
     if status_field(tid, b"Threads") != b"1":
         return False
     try:
-        ppid = int(status_field(tid, b"PPid"))
-    except ValueError:
-        return False
-    try:
-        # kcmp(2): 0 means the two share one address space.
-        shared = syscall(abi.SYS_KCMP, tid, ppid, abi.KCMP_VM, 0, 0) == 0
-    except OSError:
+        parent = _parent_sharing_memory(tid)
+    except (OSError, ValueError):
         return False  # No parent to compare with (reaped, other pid namespace): be strict.
-    if not shared:
+    if parent is None:
         return True
     if not vfork_ok:
         return False
     try:
-        return status_field(ppid, b"Threads") == b"1"
+        return status_field(parent, b"Threads") == b"1"
     except TargetGone:
         return False
 
 
+def _parent_sharing_memory(tid: int) -> int | None:
+    """``tid``'s parent if the two share one address space (a vfork child's), else None.
+
+    Raises OSError or ValueError when there is no parent to compare with.
+    """
+    ppid = int(status_field(tid, b"PPid"))
+    # kcmp(2): 0 means the two share one address space.
+    return ppid if syscall(abi.SYS_KCMP, tid, ppid, abi.KCMP_VM, 0, 0) == 0 else None
+
+
 def _vfork_parent(tid: int) -> int | None:
-    """The parent whose memory ``tid`` shares (a vfork child's), or None."""
+    """The parent whose memory ``tid`` shares (a vfork child's), or None (also if unknown)."""
     try:
-        ppid = int(status_field(tid, b"PPid"))
-        return ppid if syscall(abi.SYS_KCMP, tid, ppid, abi.KCMP_VM, 0, 0) == 0 else None
+        return _parent_sharing_memory(tid)
     except (OSError, ValueError):
         return None
 
@@ -684,14 +682,16 @@ class Core:
         decisions: list[PathDecision] = []
         resolved: list[str | None] = []
         for arg in call.paths:
+            where: str | None
             if arg.itself:
                 # The call is about a file the program has open: no name is
                 # looked up, so only the rules on that file's own path apply.
-                where = None if arg.dirfd == abi.AT_FDCWD else self._fd_path(p, arg.dirfd)
                 if arg.dirfd == abi.AT_FDCWD:
                     where = self.resolver.resolve(
                         n.pid, abi.AT_FDCWD, b".", follow=True, own_root=p.own_root
                     )
+                else:
+                    where = self._fd_path(p, arg.dirfd)
             else:
                 try:
                     where = self.resolver.resolve(
@@ -838,7 +838,7 @@ class Core:
         """A directory listing: answered by us only where the directory holds hidden names."""
         n = p.notif
         policy = self._program_policy(s, p)
-        fd = _int(n.args[0])
+        fd = int_arg(n.args[0])
         where = self._fd_path(p, fd) if fd >= 0 else None
         p.resolved = where
         hidden = hidden_names(policy, where) if where is not None else frozenset()

@@ -49,7 +49,7 @@ class OpenCall:
         return not (self.flags & os.O_CREAT and self.flags & os.O_EXCL)
 
 
-def _int(x: int) -> int:
+def int_arg(x: int) -> int:
     """An ``int`` syscall argument: the low 32 bits, sign-extended."""
     x &= 0xFFFFFFFF
     return x - (1 << 32) if x & 0x80000000 else x
@@ -73,7 +73,7 @@ def decode_creat(mem: MemoryReader, n: Notification) -> OpenCall:
 def decode_openat(mem: MemoryReader, n: Notification) -> OpenCall:
     flags = n.args[2] & 0xFFFFFFFF
     path = mem.read_path(n.pid, n.args[1])
-    return OpenCall("openat", _int(n.args[0]), path, flags, _mode(flags, n.args[3]))
+    return OpenCall("openat", int_arg(n.args[0]), path, flags, _mode(flags, n.args[3]))
 
 
 def decode_openat2(mem: MemoryReader, n: Notification) -> OpenCall:
@@ -99,7 +99,7 @@ def decode_openat2(mem: MemoryReader, n: Notification) -> OpenCall:
     if (mode and not flags & (os.O_CREAT | os.O_TMPFILE)) or mode & ~0o7777:
         raise BadArgument(errno.EINVAL, "open_how mode without O_CREAT")
     path = mem.read_path(n.pid, n.args[1])
-    return OpenCall("openat2", _int(n.args[0]), path, flags, mode, resolve)
+    return OpenCall("openat2", int_arg(n.args[0]), path, flags, mode, resolve)
 
 
 Decoder = Callable[[MemoryReader, Notification], OpenCall]

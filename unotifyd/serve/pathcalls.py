@@ -18,6 +18,7 @@ from ..kernel.errors import BadArgument
 from ..kernel.listener import Notification
 from ..kernel.target import MemoryReader
 from ..policy.paths import Role
+from .handlers import int_arg
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +218,6 @@ def _inputs(mem: MemoryReader, n: Notification, name: str) -> tuple[bytes | None
     return ()
 
 
-def _int(x: int) -> int:
-    """An ``int`` syscall argument: the low 32 bits, sign-extended."""
-    x &= 0xFFFFFFFF
-    return x - (1 << 32) if x & 0x80000000 else x
-
-
 def decode_path_call(mem: MemoryReader, n: Notification, name: str) -> PathCall:
     """Read the paths of call ``name`` (a key of :data:`SPECS`) from the program.
 
@@ -232,7 +227,7 @@ def decode_path_call(mem: MemoryReader, n: Notification, name: str) -> PathCall:
     args = n.args
     paths = []
     for spec in SPECS[name]:
-        dirfd = abi.AT_FDCWD if spec.dirfd_arg is None else _int(args[spec.dirfd_arg])
+        dirfd = abi.AT_FDCWD if spec.dirfd_arg is None else int_arg(args[spec.dirfd_arg])
         addr = args[spec.path_arg]
         if addr == 0 and spec.null_ok:
             path, itself = b"", True

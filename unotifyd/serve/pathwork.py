@@ -37,6 +37,7 @@ from ..kernel.opener import acting_as
 from ..kernel.rawsys import syscall
 from ..kernel.target import Credentials, openat2
 from ..policy.paths import Found, MapPath, RefuseChange, refuse_change_errno
+from .handlers import int_arg
 from .pathcalls import PathArg, PathCall
 
 _N = abi.SYSCALL_NUMBERS
@@ -251,7 +252,7 @@ def _readlink(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
     p = pl[0]
     at = call.syscall == "readlinkat"
     addr, size = (call.args[2], call.args[3]) if at else (call.args[1], call.args[2])
-    size = _s32(size)
+    size = int_arg(size)
     if size <= 0:
         return Outcome(-errno.EINVAL)  # readlink(2), checked before the lookup
     text = p.link_text
@@ -423,11 +424,6 @@ def _utimens(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
     flags = call.args[3] if call.syscall == "utimensat" else 0
     syscall(_N["utimensat"], p.dirfd, p.name, _times(call), _flags(flags, p))
     return Outcome(0)
-
-
-def _s32(x: int) -> int:
-    x &= 0xFFFFFFFF
-    return x - (1 << 32) if x & 0x80000000 else x
 
 
 _OPS: dict[str, Op] = {
