@@ -71,8 +71,9 @@ class Daemon:
     that cannot be driven only empties its row.
     """
 
-    def __init__(self, ctx: Ctx) -> None:
+    def __init__(self, ctx: Ctx, name: str = "daemon") -> None:
         self.ctx = ctx
+        self.name = name  # its directory in the work directory
         self.proc: subprocess.Popen[bytes] | None = None
         self.status = ""
 
@@ -84,7 +85,7 @@ class Daemon:
         if "--daemon" not in ctx.run([*ctx.unotifyd, "launch", "--help"], timeout=30).stdout:
             self.status = "daemon: not available (`unotifyd launch` has no --daemon)"
             return None
-        where = ctx.work / "daemon"
+        where = ctx.work / self.name
         where.mkdir()
         (where / "policy.toml").write_text(
             f'version = 1\n\n[[redirect]]\nfrom = "{REDIRECT_FROM}"\nto = "{REDIRECT_TO}"\n'

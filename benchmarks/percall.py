@@ -10,6 +10,7 @@ cell once, in a rotating order, and the table shows the median over rounds
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 from harness import (
@@ -32,6 +33,7 @@ from harness import (
     tools,
     with_spread,
 )
+from launchcost import Daemon
 
 OPS = {
     "redirect": f"redirected open ({REDIRECT_FROM} -> {REDIRECT_TO})",
@@ -49,6 +51,8 @@ COLUMNS = [
     "proot",
     "bwrap",
 ]
+# The same redirect served by `unotifyd serve` (launch --daemon), when it runs.
+DAEMON = "unotifyd daemon"
 REFS = ("C ref", "C ref -w")
 ISOLATED = "isolated"
 SPIN_NS = 200_000  # computing between two isolated opens
@@ -72,17 +76,16 @@ class Cell:
         return self.tool.wrap(cmd)
 
 
-def _cells(ctx: Ctx) -> list[Cell]:
-    by_key = tools(ctx)
+def _cells(ctx: Ctx, columns: list[str], by_key: dict[str, Tool]) -> list[Cell]:
     cells = []
     for op in OPS:
-        for col in COLUMNS:
+        for col in columns:
             if col == FLOOR:
                 if op == "getppid":
                     cells.append(Cell(op, col, by_key["native"]))
             else:
                 cells.append(Cell(op, col, by_key[col]))
-    cells += [Cell(ISOLATED, col, by_key[col]) for col in COLUMNS if col != FLOOR]
+    cells += [Cell(ISOLATED, col, by_key[col]) for col in columns if col != FLOOR]
     return cells
 
 
@@ -110,7 +113,31 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     heads = {p: file_head(p) for p in (REDIRECT_FROM, REDIRECT_TO)}
     if heads[REDIRECT_FROM] == heads[REDIRECT_TO]:
         raise BenchError(f"{REDIRECT_FROM} and {REDIRECT_TO} start alike: cannot tell a redirect")
-    cells = _cells(ctx)
+    by_key = tools(ctx)
+    columns = list(COLUMNS)
+    daemon = Daemon(ctx, "daemon-percall")
+    prefix = daemon.start(shutil.which("cat") or "/bin/cat")
+    if prefix is not None:
+        by_key[DAEMON] = Tool(DAEMON, prefix, True)
+        columns.insert(columns.index("unotifyd no-sync") + 1, DAEMON)
+    else:
+        log(f"1. per-call cost: no {DAEMON} column: {daemon.status}")
+    try:
+        return _run(ctx, report, rounds, heads=heads, columns=columns, by_key=by_key)
+    finally:
+        daemon.stop()
+
+
+def _run(
+    ctx: Ctx,
+    report: Report,
+    rounds: Rounds,
+    *,
+    heads: dict[str, str],
+    columns: list[str],
+    by_key: dict[str, Tool],
+) -> dict[str, float]:
+    cells = _cells(ctx, columns, by_key)
     target = 0.1 if ctx.quick else 0.3
     n_isolated = 300 if ctx.quick else 1000
 
@@ -144,17 +171,17 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     rows = []
     for op, label in OPS.items():
         cells_text = [label]
-        for col in COLUMNS:
+        for col in columns:
             if grid.has(op, col):
                 lo, hi = grid.spread(op, col)
                 cells_text.append(with_spread(grid.med(op, col), lo, hi))
             else:
                 cells_text.append("-")
         rows.append(cells_text)
-    report.out(table(["us per call", *COLUMNS], rows))
+    report.out(table(["us per call", *columns], rows))
     report.out()
 
-    ratio_cols = [c for c in COLUMNS if c not in ("native", FLOOR)]
+    ratio_cols = [c for c in columns if c not in ("native", FLOOR)]
     report.out("Ratio to the faster C reference of the same round (median of per-round ratios):")
     report.out()
     rows = [
@@ -164,7 +191,7 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     report.out()
     report.out("Ratio to native (getppid also to the filter floor):")
     report.out()
-    native_cols = [c for c in COLUMNS if c != "native"]
+    native_cols = [c for c in columns if c != "native"]
     rows = [
         [OPS[op], *(ratio(grid.ratio(op, c, "native")) if grid.has(op, c) else "-"
                     for c in native_cols)]
@@ -177,7 +204,7 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     report.out(table(["/ native", *native_cols], rows))
     report.out()
 
-    iso_cols = [c for c in COLUMNS if c != FLOOR]
+    iso_cols = [c for c in columns if c != FLOOR]
     report.out(
         f"Isolated pass-through open (latloop -s: {SPIN_NS // 1000} us of computing before "
         f"each open, {n_isolated} opens per run): latency of one open, us, median over rounds."
@@ -193,7 +220,13 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     report.out(table(["isolated open", *iso_cols], rows))
     report.out()
 
+    daemon = (
+        {"daemon_passthrough_vs_refw": grid.ratio("passthrough", DAEMON, "C ref -w")}
+        if DAEMON in columns
+        else {}
+    )
     return {
+        **daemon,
         "passthrough_vs_refw": grid.ratio("passthrough", "unotifyd", "C ref -w"),
         "redirect_vs_fastref": grid.ratio("redirect", "unotifyd", REFS),
         "redirect_nosync_vs_fastref": grid.ratio("redirect", "unotifyd no-sync", REFS),

@@ -84,6 +84,8 @@ def _goals(report: Report, m: dict[str, float]) -> None:
     goal("redirect <= 1.3x the faster C ref", "redirect_vs_fastref", 1.3, x)
     goal("redirect (--no-sync-wakeup) <= 1.3x the faster C ref",
          "redirect_nosync_vs_fastref", 1.3, x)
+    goal("pass-through open through the daemon <= 1.3x C ref -w", "daemon_passthrough_vs_refw",
+         1.3, x)
     goal("getppid <= 1.1x C ref (faster)", "getppid_vs_ref", 1.1, x)
     goal("getppid / filter floor (info: ~1.0 expected)", "getppid_vs_floor", 1.1, x)
     goal("stretch: redirect <= 15 us (best unotifyd mode)", "redirect_us", 15,

@@ -1,21 +1,26 @@
 """Command line: ``unotifyd launch [OPTIONS] -- PROG [ARGS...]``.
 
 Imports stay lazy: starting a sandboxed program must not pay for modules
-its path does not use (trio alone costs ~70 ms to import).
+its path does not use (trio alone costs ~70 ms to import). The lightest
+path is ``launch --daemon``: recognized before argparse and the policy layer
+are even imported, it loads only :mod:`unotifyd.daemon.client`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .policy import Policy, PolicyError, combine, load_policy, rules_from_options
-from .policy.config import validated
+if TYPE_CHECKING:
+    import argparse
+
+    from .policy import Policy
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    import argparse  # noqa: PLC0415 - not on the launch --daemon path
+
     parser = argparse.ArgumentParser(
         prog="unotifyd",
         description="Supervise the system calls of programs with seccomp user notification.",
@@ -100,6 +105,9 @@ def _add_daemon_commands(
 
 def build_policy(args: argparse.Namespace) -> Policy:
     """The policy from ``--policy`` and the rule options; raises PolicyError."""
+    from .policy import Policy, combine, load_policy, rules_from_options  # noqa: PLC0415
+    from .policy.config import validated  # noqa: PLC0415
+
     file_policy = load_policy(args.policy) if args.policy else None
     cli_rules = rules_from_options(
         args.redirect, args.deny, args.readonly,
@@ -113,6 +121,15 @@ def build_policy(args: argparse.Namespace) -> Policy:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    from .daemon import client  # noqa: PLC0415 - light: no policy, no argparse, no trio
+
+    quick = client.parse_daemon_launch(argv)
+    if quick is not None:
+        return client.launch_via_daemon(*quick)
+    from .policy import PolicyError  # noqa: PLC0415
+
     parser = _build_parser()
     args = parser.parse_args(argv)
     from .daemon import cli as daemon_cli  # noqa: PLC0415

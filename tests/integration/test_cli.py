@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import subprocess
 import sys
@@ -267,7 +268,8 @@ def test_a_short_program_is_served_without_importing_trio(files: Files) -> None:
     assert "trio" not in imported
 
 
-def test_a_longer_program_is_served_on_by_trio(files: Files) -> None:
+def test_a_longer_program_is_served_without_trio_too(files: Files) -> None:
+    # Only a call that must wait in a worker thread brings trio in.
     code = "import sys, time\ntime.sleep(0.5)\nprint(open(sys.argv[1]).read(), end='')"
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "unotifyd", "launch",
@@ -275,6 +277,22 @@ def test_a_longer_program_is_served_on_by_trio(files: Files) -> None:
         capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
     )  # fmt: skip
     assert (proc.returncode, proc.stdout) == (0, REDIRECTED), describe(proc)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+    assert "trio" not in imported
+
+
+def test_an_open_that_must_wait_is_served_by_trio(tmp_path: Path) -> None:
+    # A redirect to a FIFO: its open blocks until a writer comes, so it runs
+    # in a worker thread, which takes trio.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    script = f'cat /nonexistent-unotifyd-src & sleep 0.2; echo through > {fifo}; wait'
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "unotifyd", "launch",
+         "--redirect", f"/nonexistent-unotifyd-src={fifo}", "--", "sh", "-c", script],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, "through\n"), describe(proc)
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
     assert "trio" in imported
 

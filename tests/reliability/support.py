@@ -290,6 +290,23 @@ class Daemon:
     def fds(self) -> int:
         return fd_count(self.proc.pid)
 
+    def settled_fds(self, quiet: float = 0.5, timeout: float = TIMEOUT) -> int:
+        """The daemon's fd count once it stayed the same for ``quiet`` seconds.
+
+        A baseline taken right after start-up can catch the daemon before it
+        opened its steady set (trio's epoll and wake-up sockets): 4 once,
+        against 9-10 a moment later.
+        """
+        deadline = time.monotonic() + timeout
+        last, since = self.fds(), time.monotonic()
+        while time.monotonic() - since < quiet:
+            assert time.monotonic() < deadline, f"fd count never settled (last {last})"
+            time.sleep(0.05)
+            now = self.fds()
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
+
     def rss_kb(self) -> int:
         return rss_kb(self.proc.pid)
 

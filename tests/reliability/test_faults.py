@@ -116,7 +116,7 @@ def test_program_sigkilled_while_served_leaves_the_supervisor_serving(
         reg = write(d / "reg.txt", "REG\n")
         policy = _redirect_policy((d / "fifo-src", fifo), (d / "reg-src", reg))
         with start_daemon(procs, {"p": policy}) as daemon:
-            baseline = daemon.fds()
+            baseline = daemon.settled_fds()
             blocked = daemon.popen("p", [str(wl), "block", str(d / "fifo-src")])
             assert read_line(blocked).startswith("ready")
             time.sleep(0.5)

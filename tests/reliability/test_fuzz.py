@@ -315,7 +315,7 @@ def test_live_daemon_survives_random_records(procs: Procs, report: Report) -> No
         src, dst = d / "src", write(d / "dst", "REDIRECTED\n")
         policy = f'version = 1\n[[redirect]]\nfrom = "{src}"\nto = "{dst}"\n'
         with start_daemon(procs, {"p": policy}) as daemon:
-            baseline = daemon.fds()
+            baseline = daemon.settled_fds()
             outcomes: Counter[str] = Counter()
             r, w = os.pipe()
             try:

@@ -99,7 +99,7 @@ def test_64_programs_10000_opens_each_nothing_lost_and_flat_memory(
         write(d / "pass.txt", "PASS\n")
         policy = f'version = 1\n[[redirect]]\nfrom = "{d}/src/**"\nto = "{d}/dst/**"\n'
         with start_daemon(procs, {"load": policy}) as daemon:
-            fds_idle = daemon.fds()
+            fds_idle = daemon.settled_fds()
             rss_idle = daemon.rss_kb()
             cal = _round(daemon, wl, d, 400, 225)
             full = PROGRAMS * (REDIRECTED_OPENS + PASS_OPENS)

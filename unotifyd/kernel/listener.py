@@ -1,7 +1,9 @@
 """The seccomp listener: receive notifications, answer them, inject fds.
 
-All ioctls go through :func:`fcntl.ioctl` on buffers allocated once per
-listener; a notification costs no allocation beyond the decoded tuple.
+All ioctls go through :func:`fcntl.ioctl`. RECV fills a buffer allocated
+once per listener (only its one reader uses it); answers are packed into a
+fresh ``bytes`` per call, so that a serving thread and a worker's answer
+never share a buffer.
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ import errno
 import fcntl
 import os
 import select
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
 from . import abi
 from .errors import KernelError, TargetGone
 
 _ZERO_NOTIF = bytes(abi.NOTIF_STRUCT.size)
+_unpack_notif = abi.NOTIF_STRUCT.unpack
+_pack_resp = abi.RESP_STRUCT.pack
+# NamedTuple's generated __new__ is a Python function; tuple.__new__ is not.
+_new_notification: Callable[[type[Notification], tuple[object, ...]], Notification]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _pthread_sigmask = _libc.pthread_sigmask
@@ -64,11 +72,13 @@ def is_listener(fd: int) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
+class Notification(NamedTuple):
     """One trapped system call, as ``SECCOMP_IOCTL_NOTIF_RECV`` delivered it.
 
-    ``pid`` is the *thread* id in the supervisor's pid namespace.
+    ``pid`` is the *thread* id in the supervisor's pid namespace. A named
+    tuple, not a frozen dataclass: it is built once per notification, and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field)
+    costs three times as much.
     """
 
     id: int
@@ -76,6 +86,9 @@ class Notification:
     nr: int
     arch: int
     args: tuple[int, int, int, int, int, int]
+
+
+_new_notification = tuple.__new__
 
 
 class Listener:
@@ -90,9 +103,8 @@ class Listener:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._recv_buf = bytearray(abi.NOTIF_STRUCT.size)
-        self._resp_buf = bytearray(abi.RESP_STRUCT.size)
-        self._addfd_buf = bytearray(abi.ADDFD_STRUCT.size)
-        self._sigmask = _SignalMask()
+        # Per thread: ADDFD may run in the serving thread and in trio's.
+        self._sigmasks = threading.local()
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
 
@@ -161,8 +173,8 @@ class Listener:
                     raise TargetGone("notification vanished before RECV") from None
                 raise KernelError(f"SECCOMP_IOCTL_NOTIF_RECV: {e.strerror}") from e
             break
-        nid, pid, _flags, nr, arch, _ip, *args = abi.NOTIF_STRUCT.unpack(buf)
-        return Notification(nid, pid, nr, arch, tuple(args))
+        t = _unpack_notif(buf)
+        return _new_notification(Notification, (t[0], t[1], t[3], t[4], t[6:]))
 
     def id_valid(self, nid: int) -> bool:
         """True if notification ``nid`` is still pending.
@@ -180,10 +192,11 @@ class Listener:
         return True
 
     def _send(self, nid: int, val: int, error: int, flags: int) -> None:
-        abi.RESP_STRUCT.pack_into(self._resp_buf, 0, nid, val, error, flags)
+        # An immutable argument: fcntl.ioctl copies it to a buffer of its own.
+        resp = _pack_resp(nid, val, error, flags)
         while True:
             try:
-                fcntl.ioctl(self.fd, abi.NOTIF_SEND, self._resp_buf, True)
+                fcntl.ioctl(self.fd, abi.NOTIF_SEND, resp)
             except InterruptedError:
                 continue
             except OSError as e:
@@ -236,10 +249,13 @@ class Listener:
 
     def _addfd(self, nid: int, srcfd: int, cloexec: bool, flags: int) -> int:
         newfd_flags = os.O_CLOEXEC if cloexec else 0
-        abi.ADDFD_STRUCT.pack_into(self._addfd_buf, 0, nid, flags, srcfd, 0, newfd_flags)
-        self._sigmask.block_all()
+        buf = bytearray(abi.ADDFD_STRUCT.pack(nid, flags, srcfd, 0, newfd_flags))
+        sigmask: _SignalMask | None = getattr(self._sigmasks, "mask", None)
+        if sigmask is None:
+            sigmask = self._sigmasks.mask = _SignalMask()
+        sigmask.block_all()
         try:
-            newfd: int = fcntl.ioctl(self.fd, abi.NOTIF_ADDFD, self._addfd_buf, True)
+            newfd: int = fcntl.ioctl(self.fd, abi.NOTIF_ADDFD, buf, True)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 raise TargetGone("notification vanished before ADDFD") from None
@@ -248,5 +264,5 @@ class Listener:
                 raise KernelError(f"SECCOMP_IOCTL_NOTIF_ADDFD: {e.strerror}") from e
             raise
         finally:
-            self._sigmask.restore()
+            sigmask.restore()
         return newfd

@@ -1,18 +1,23 @@
-"""Serving a launched program's first calls before trio is even imported.
+"""Serving a launched program without trio for as long as no call must wait.
 
 Importing trio costs ~65 ms, and until a program's first trapped call is
 answered it cannot even load its libraries. So ``unotifyd launch`` serves
-with the synchronous :class:`~unotifyd.serve.core.Core` first, for a short
-while: a short-lived program (``true``, ``cat``) often finishes within it,
-and then trio is never imported. Otherwise, or as soon as a call must wait in
-a worker thread, serving moves on to the trio supervisor, which picks up
-what was left (:class:`Handover`).
+with the synchronous :class:`~unotifyd.serve.core.Core`, which answers every
+call that cannot block inline: most programs never need more, and then trio
+is never imported. As soon as a call must wait in a worker thread (a FIFO,
+another program's credentials), serving moves on to the trio supervisor,
+which picks up what was left (:class:`Handover`).
+
+There used to be a time budget (0.2 s) after which trio took over anyway:
+the import then stalled every trapped call of a running program for ~65 ms,
+5 us per call of a 0.3 s benchmark run, for no service trio gave it.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -25,8 +30,9 @@ class Handover:
     """Where the start-up loop stopped.
 
     ``status`` is the program's wait status once it was reaped; ``finished``
-    says every process using the filter is gone too (nothing left to serve);
-    ``deferred`` are received calls whose emulation waits for a worker thread.
+    says every process using the filter is gone too, or serving was told to
+    stop (nothing left to serve); ``deferred`` are received calls whose
+    emulation waits for a worker thread.
     """
 
     status: int | None = None
@@ -34,26 +40,44 @@ class Handover:
     deferred: list[tuple[Pending, Job]] = field(default_factory=list)
 
 
-def serve_first(core: Core, s: Served, pid: int, budget: float) -> Handover:
-    """Serve ``s`` for up to ``budget`` seconds, or until done or a call must wait."""
+def serve_first(
+    core: Core, s: Served, pid: int, budget: float | None = None, stop_fd: int = -1
+) -> Handover:
+    """Serve ``s`` until done or a call must wait (or ``budget`` seconds, if given).
+
+    ``stop_fd`` (an eventfd, say) becoming readable means: the program is
+    gone, stop serving what it left behind (see :class:`StopServing`).
+    """
     out = Handover()
     listener = s.listener
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
     poller.register(pidfd, select.POLLIN)
+    if stop_fd >= 0:
+        poller.register(stop_fd, select.POLLIN)
 
     def defer(s: Served, p: Pending, job: Job) -> None:
         out.deferred.append((p, job))
 
-    deadline = time.monotonic() + budget
+    deadline = None if budget is None else time.monotonic() + budget
     hung_up = False
     try:
         while not out.deferred:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            for fd, _ in poller.poll(left * 1000):
+            timeout = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                timeout = left * 1000
+            for fd, _ in poller.poll(timeout):
+                if fd == stop_fd:
+                    # Only sent once the program is gone (ESRCH from its
+                    # pidfd): a zombie, so waitpid returns at once.
+                    if out.status is None:
+                        _, out.status = os.waitpid(pid, 0)
+                    out.finished = True
+                    return out
                 if fd == pidfd:
                     # The pidfd is readable once the program exited
                     # (pidfd_open(2)); reap it, as the trio loop would.
@@ -85,3 +109,27 @@ def serve_first(core: Core, s: Served, pid: int, budget: float) -> Handover:
     finally:
         os.close(pidfd)
     return out
+
+
+class StopServing:
+    """Tells :func:`serve_first` to stop, from another thread, through an eventfd.
+
+    Callable (the signal forwarder's ``on_program_gone``); :meth:`close`
+    makes later calls do nothing, under a lock, so that a call racing with
+    it can never write to the fd number after it was closed and reused.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self.fd >= 0:
+                os.eventfd_write(self.fd, 1)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.fd >= 0:
+                fd, self.fd = self.fd, -1
+                os.close(fd)

@@ -1,8 +1,8 @@
 """Run the supervisor for one launched program until everything it started is gone.
 
-trio is imported only when serving goes on past the start-up loop
-(:mod:`unotifyd.serve.bootstrap`): its ~65 ms would otherwise delay every
-program's first trapped call, and many short programs never need it.
+trio is imported only when a call must wait in a worker thread
+(:mod:`unotifyd.serve.bootstrap`): its ~65 ms would otherwise delay the
+program's trapped calls, and most programs never need it.
 """
 
 from __future__ import annotations
@@ -16,17 +16,12 @@ from typing import IO, TYPE_CHECKING, Protocol
 from ..kernel.listener import Listener
 from ..policy import Policy
 from .backing import Backing
-from .bootstrap import Handover, serve_first
+from .bootstrap import Handover, StopServing, serve_first
 from .core import Core, Served, Stats
 from .trace import Tracer
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
-
-# How long the start-up loop serves before trio takes over. A program still
-# running then pays the import once, as it would have at its start.
-_BOOTSTRAP_SECONDS = 0.2
-
 
 class SignalForwarder(Protocol):
     """What forwards signals to the program (see :class:`unotifyd.launch.SignalForwarder`)."""
@@ -115,8 +110,11 @@ def run_supervisor(
         core = Core(tracer, colocate=colocate)
         backing = Backing(policy)
         s = Served(listener, backing.policy)
+        stop = StopServing()
         try:
-            first = serve_first(core, s, pid, _BOOTSTRAP_SECONDS)
+            if forwarder is not None:
+                forwarder.on_program_gone = stop
+            first = serve_first(core, s, pid, stop_fd=stop.fd)
             if first.finished:
                 assert first.status is not None
                 return first.status
@@ -128,6 +126,9 @@ def run_supervisor(
             status: int = trio.run(_serve_rest, sup, s, pid, first, forwarder)
             return status
         finally:
+            if forwarder is not None:
+                forwarder.on_program_gone = None
+            stop.close()
             core.close()
             backing.close()
             if stats is not None:

@@ -1,0 +1,127 @@
+"""Where the time of one pass-through notification goes: ``python3 benchmarks/breakdown.py``.
+
+Not a section of run.py: it drives unotifyd's own classes from a plain loop
+(no trio, no trace), as root, from a checkout. ``openloop`` opens a path N
+times under unotifyd's filter (SYNC_WAKE_UP on), and the loop answers each
+notification doing a little more each time; the difference between two
+variants is what the extra step costs per notification, the program's side
+included (cache and TLB misses after each switch count too):
+
+- ``recv+send``: RECV and CONTINUE, nothing else (what any supervisor pays);
+- ``+read``: and the path read from the program (process_vm_readv);
+- ``+root``: and the stat of /proc/TID/root (does it have a root of its own?);
+- ``+resolve``: and the path resolved as the program would (openat2, readlink);
+- ``full``: ``Core._handle``: the same plus decoding, the policy, counters.
+
+The C reference (``ref_unotify -w``) runs in the same rounds. Each figure
+is the median over rounds of openloop's own ns per open+close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from unotifyd.kernel.errors import TargetGone  # noqa: E402
+from unotifyd.kernel.listener import Listener  # noqa: E402
+from unotifyd.launch import _spawn  # noqa: E402
+from unotifyd.policy import combine, rules_from_options  # noqa: E402
+from unotifyd.policy.config import validated  # noqa: E402
+from unotifyd.serve.core import Core, Served  # noqa: E402
+
+VARIANTS = ("recv+send", "+read", "+root", "+resolve", "full")
+PATH = "/etc/hostname"
+
+
+def _serve_one(variant: str, openloop: str, n: int) -> float:
+    """Run openloop under the filter, serve it with ``variant``; its ns per open."""
+    policy = validated(
+        combine(None, rules_from_options(["/etc/passwd=/etc/hostname"], [], [])), "breakdown"
+    )
+    r, w = os.pipe()
+    os.set_inheritable(w, True)  # openloop's stdout, through sh
+    pid, fd, _ = _spawn(policy, ["sh", "-c", f'exec "$0" "$@" >&{w}', openloop, PATH, str(n)],
+                        set())
+    os.close(w)
+    core = Core()
+    s = Served(Listener(fd), policy)
+    listener = s.listener
+    listener.set_sync_wakeup()
+
+    def defer(*_: object) -> None:
+        raise AssertionError("a pass-through never waits")
+
+    mem, resolver = core.mem, core.resolver
+    try:
+        while True:
+            events = listener.poll()
+            if not events & select.POLLIN:
+                if events & (select.POLLHUP | select.POLLERR):
+                    break
+                select.select([fd], [], [], 1)
+                continue
+            try:
+                notif = listener.recv()
+            except TargetGone:
+                continue
+            try:
+                if variant == "full":
+                    core._handle(s, notif, defer)
+                    continue
+                if variant != "recv+send":
+                    # open(2) from libc is openat(AT_FDCWD, path, ...) here.
+                    path = mem.read_path(notif.pid, notif.args[1])
+                if variant in ("+root", "+resolve"):
+                    resolver.root_id(notif.pid)
+                if variant == "+resolve":
+                    resolver.resolve(notif.pid, -100, path, follow=True, own_root=False)
+                listener.send_continue(notif.id)
+            except TargetGone:
+                pass
+    finally:
+        listener.close()
+        os.waitpid(pid, 0)
+    out = os.read(r, 4096).decode()
+    os.close(r)
+    return float(out.split("ns_per_iter=")[1].split()[0])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("-n", type=int, default=50_000, help="opens per run")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as build:
+        subprocess.run(["make", "-s", "-C", str(HERE.parent.parent / "shared" / "bench"),
+                        f"BUILD={build}"], check=True, stdout=subprocess.DEVNULL)
+        openloop, ref = f"{build}/openloop", f"{build}/ref_unotify"
+        runs: dict[str, list[float]] = {v: [] for v in ("C ref -w", *VARIANTS)}
+        for rnd in range(args.rounds):
+            for variant in VARIANTS:
+                runs[variant].append(_serve_one(variant, openloop, args.n))
+            out = subprocess.run([ref, "-w", "--", openloop, PATH, str(args.n * 2)],
+                                 capture_output=True, text=True, check=True).stdout
+            runs["C ref -w"].append(float(out.split("ns_per_iter=")[1].split()[0]))
+            print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
+    print("| step | us per open | step costs |")
+    print("|:--|--:|--:|")
+    prev = None
+    for name, values in runs.items():
+        med = statistics.median(values) / 1000
+        step = f"{med - prev:+.1f}" if prev is not None else "-"
+        print(f"| {name} | {med:.1f} | {step} |")
+        prev = med if name != "C ref -w" else None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

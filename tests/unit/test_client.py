@@ -1,0 +1,73 @@
+"""The ``launch --daemon`` fast path of the command line: recognized without argparse."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from unotifyd import launch
+from unotifyd.daemon import client
+from unotifyd.daemon.client import parse_daemon_launch
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["launch", "--daemon", "/s", "--profile", "p", "--", "cat", "-n"],
+            ("/s", "p", ["cat", "-n"]),
+        ),
+        (["launch", "--profile=p", "--daemon=/s", "cat", "--x"], ("/s", "p", ["cat", "--x"])),
+        (["launch", "--daemon", "/s", "--profile", "p", "--", "--", "x"], ("/s", "p", ["--", "x"])),
+        (["launch", "--daemon=", "--profile", "p", "--", "true"], ("", "p", ["true"])),
+    ],
+)
+def test_plain_daemon_launch_is_recognized(
+    argv: list[str], expected: tuple[str, str, list[str]]
+) -> None:
+    assert parse_daemon_launch(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["launch", "--", "true"],
+        ["status", "--daemon", "/s"],
+        ["launch", "--daemon", "/s", "--", "true"],  # no profile: argparse says so
+        ["launch", "--daemon", "/s", "--profile", "p"],  # no program
+        ["launch", "--daemon", "/s", "--profile", "p", "--"],
+        ["launch", "--daemon", "/s", "--profile"],
+        ["launch", "--daemon", "/s", "--profile", "-p", "--", "true"],
+        ["launch", "--daemon", "/s", "--daemon", "/t", "--profile", "p", "--", "true"],
+        ["launch", "--dae", "/s", "--profile", "p", "--", "true"],  # an abbreviation
+        ["launch", "--daemon", "/s", "--profile", "p", "--trace", "--", "true"],
+        ["launch", "--help"],
+        ["launch", "-h", "--daemon", "/s", "--profile", "p", "--", "true"],
+    ],
+)
+def test_anything_else_goes_to_the_full_parser(argv: list[str]) -> None:
+    assert parse_daemon_launch(argv) is None
+
+
+def test_exit_statuses_agree_with_launch() -> None:
+    assert (client.EXIT_FAILURE, client.EXIT_CANNOT_EXEC, client.EXIT_NOT_FOUND) == (
+        launch.EXIT_FAILURE,
+        launch.EXIT_CANNOT_EXEC,
+        launch.EXIT_NOT_FOUND,
+    )
+
+
+def test_daemon_launch_imports_neither_policy_nor_argparse() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "unotifyd", "launch", "--daemon",
+         "/nonexistent/unotifyd.sock", "--profile", "p", "--", "true"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == client.EXIT_FAILURE
+    assert "no daemon socket at /nonexistent/unotifyd.sock" in proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    heavy = {"argparse", "unotifyd.launch", "unotifyd.policy", "trio", "pyseccomp"}
+    assert not imported & heavy
