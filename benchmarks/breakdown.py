@@ -40,6 +40,7 @@ from unotifyd.serve.core import Core, Served  # noqa: E402
 
 VARIANTS = ("recv+send", "+read", "+root", "+resolve", "full")
 PATH = "/etc/hostname"
+OPENAT = 257  # x86_64
 
 
 def _serve_one(variant: str, openloop: str, n: int) -> float:
@@ -77,12 +78,14 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
                 if variant == "full":
                     core._handle(s, notif, defer)
                     continue
-                if variant != "recv+send":
-                    # open(2) from libc is openat(AT_FDCWD, path, ...) here.
+                if variant != "recv+send" and notif.nr == OPENAT:
+                    # open(2) from libc is openat(AT_FDCWD, path, ...) here;
+                    # the few other calls the filter traps (the loader's
+                    # stats, say) are let through as they are.
                     path = mem.read_path(notif.pid, notif.args[1])
-                if variant in ("+root", "+resolve"):
+                if variant in ("+root", "+resolve") and notif.nr == OPENAT:
                     resolver.root_id(notif.pid)
-                if variant == "+resolve":
+                if variant == "+resolve" and notif.nr == OPENAT:
                     resolver.resolve(notif.pid, -100, path, follow=True, own_root=False)
                 listener.send_continue(notif.id)
             except TargetGone:

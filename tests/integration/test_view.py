@@ -125,6 +125,14 @@ ONE_PATH_CALLS = (
     "lgetxattr",
     "listxattr",
     "llistxattr",
+    "getxattrat",
+    "listxattrat",
+    "file_getattr",
+    "name_to_handle_at",
+    "inotify_add_watch",
+    "statfs",
+    "access-w",
+    "faccessat2-w",
     # changes
     "chmod",
     "fchmodat",
@@ -141,6 +149,9 @@ ONE_PATH_CALLS = (
     "lsetxattr",
     "removexattr",
     "lremovexattr",
+    "setxattrat",
+    "removexattrat",
+    "file_setattr",
     "unlink",
     "unlinkat",
     "rmdir",
@@ -166,7 +177,7 @@ TWO_PATH_CALLS = (
 #: Reads ``[[call, path, ...], ...]`` from argv[1]; prints the JSON list of
 #: "ok" or the errno name of each raw system call.
 _RAW = r"""
-import ctypes, errno, json, os, stat, sys
+import ctypes, errno, json, os, stat, struct, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 L = ctypes.c_long
@@ -174,6 +185,21 @@ AT = L(-100)
 NOFOLLOW = L(0x100)
 buf = ctypes.create_string_buffer(4096)
 start = os.getcwd()
+value = ctypes.create_string_buffer(b"v")
+get_args = ctypes.create_string_buffer(struct.pack("<QII", ctypes.addressof(buf), 4096, 0))
+set_args = ctypes.create_string_buffer(struct.pack("<QII", ctypes.addressof(value), 1, 0))
+file_attr = ctypes.create_string_buffer(24)
+handle = ctypes.create_string_buffer(8 + 128)
+inotify = libc.inotify_init1(os.O_CLOEXEC)
+
+def statfs(p):
+    r = sc(137, p, buf)
+    # f_flags: ST_RDONLY on a read-only mount
+    return r + (" ro" if r == "ok" and struct.unpack_from("<q", buf.raw, 80)[0] & 1 else "")
+
+def name_to_handle(p):
+    struct.pack_into("<I", handle, 0, 128)
+    return sc(303, AT, p, handle, buf, L(0))
 
 def sc(nr, *args):
     ctypes.set_errno(0)
@@ -206,6 +232,14 @@ ONE = {
     "lgetxattr": lambda p: sc(192, p, b"user.t", buf, L(4096)),
     "listxattr": lambda p: sc(194, p, buf, L(4096)),
     "llistxattr": lambda p: sc(195, p, buf, L(4096)),
+    "getxattrat": lambda p: sc(464, AT, p, L(0), b"user.t", get_args, L(16)),
+    "listxattrat": lambda p: sc(465, AT, p, L(0), buf, L(4096)),
+    "file_getattr": lambda p: sc(468, AT, p, file_attr, L(24), L(0)),
+    "name_to_handle_at": name_to_handle,
+    "inotify_add_watch": lambda p: sc(254, L(inotify), p, L(0xfff)),
+    "statfs": statfs,
+    "access-w": lambda p: sc(21, p, L(os.W_OK)),
+    "faccessat2-w": lambda p: sc(439, AT, p, L(os.W_OK), L(0)),
     "chmod": lambda p: sc(90, p, M),
     "fchmodat": lambda p: sc(268, AT, p, M),
     "fchmodat2": lambda p: sc(452, AT, p, M, L(0)),
@@ -221,6 +255,9 @@ ONE = {
     "lsetxattr": lambda p: sc(189, p, b"user.t", b"v", L(1), L(0)),
     "removexattr": lambda p: sc(197, p, b"user.t"),
     "lremovexattr": lambda p: sc(198, p, b"user.t"),
+    "setxattrat": lambda p: sc(463, AT, p, L(0), b"user.t", set_args, L(16)),
+    "removexattrat": lambda p: sc(466, AT, p, L(0), b"user.t"),
+    "file_setattr": lambda p: sc(469, AT, p, file_attr, L(24), L(0)),
     "unlink": lambda p: sc(87, p),
     "unlinkat": lambda p: sc(263, AT, p, L(0)),
     "rmdir": lambda p: sc(84, p),
@@ -277,6 +314,62 @@ def test_redirect_stat_describes_the_target(files: Files, mode: tuple[str, ...])
     native = checked(run_native(sh(script.format(p=files.target))))
     assert view.stdout == native.stdout
     assert view.stdout.splitlines()[2] == str(len(REDIRECTED))
+
+
+#: Prints what the newer path calls say about argv[1]: statfs's f_type, the
+#: xattr user.t by getxattrat, name_to_handle_at's handle, and the event
+#: an inotify watch on it gets when argv[2] (the real file) is written.
+_NEWER_CALLS = r"""
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+L = ctypes.c_long
+path, write_to = os.fsencode(sys.argv[1]), sys.argv[2]
+buf = ctypes.create_string_buffer(4096)
+assert libc.syscall(L(137), path, buf) == 0, ctypes.get_errno()
+print("f_type", hex(struct.unpack_from("<q", buf.raw, 0)[0]))
+value = ctypes.create_string_buffer(64)
+args = ctypes.create_string_buffer(struct.pack("<QII", ctypes.addressof(value), 64, 0))
+n = libc.syscall(L(464), L(-100), path, L(0), b"user.t", args, L(16))
+print("getxattrat", value.raw[:n] if n >= 0 else os.strerror(ctypes.get_errno()))
+handle, mount_id = ctypes.create_string_buffer(8 + 128), ctypes.create_string_buffer(8)
+struct.pack_into("<I", handle, 0, 128)
+assert libc.syscall(L(303), L(-100), path, handle, mount_id, L(0)) == 0, ctypes.get_errno()
+size = struct.unpack_from("<I", handle.raw)[0]
+print("handle", handle.raw[: 8 + size].hex())
+ifd = libc.inotify_init1(0)
+wd = libc.syscall(L(254), L(ifd), path, L(0x2))  # IN_MODIFY
+assert wd >= 0, ctypes.get_errno()
+with open(write_to, "a") as f:
+    f.write("more\n")
+event = os.read(ifd, 4096)
+print("inotify", struct.unpack_from("<iIII", event)[:2] == (wd, 0x2))
+"""
+
+
+def test_newer_path_calls_see_the_redirect_target(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """statfs, getxattrat, name_to_handle_at and inotify_add_watch of a
+    redirected path answer about its target, a file on another file system
+    (a tmpfs), as the same calls made natively on the target do; the watch
+    sits on the program's own inotify instance and reports the target's
+    changes."""
+    target_dir = tmp_path / "t"
+    target_dir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target_dir)],
+                   check=True, timeout=20)
+    try:
+        target = write(target_dir / "target", "T\n")
+        os.setxattr(target, "user.t", b"on the target")
+        src = write(tmp_path / "src", "S\n")
+        os.setxattr(src, "user.t", b"on the source")
+        view = checked(run_launch(*mode, "--redirect", f"{src}={target}",
+                                  argv=py(_NEWER_CALLS, str(src), str(target))))
+        native = checked(run_native(py(_NEWER_CALLS, str(target), str(target))))
+    finally:
+        subprocess.run(["umount", "-l", str(target_dir)], check=False, timeout=20)
+    assert view.stdout == native.stdout
+    assert "f_type 0x1021994" in view.stdout  # TMPFS_MAGIC
+    assert "b'on the target'" in view.stdout and "inotify True" in view.stdout
 
 
 def test_redirect_ls_l_shows_the_target(files: Files, mode: tuple[str, ...]) -> None:
@@ -526,7 +619,7 @@ _ON_THE_LINK = frozenset(
         "lstat", "newfstatat-nofollow", "statx-nofollow", "readlink", "readlinkat",
         "lgetxattr", "llistxattr", "lchown", "lsetxattr", "lremovexattr", "unlink",
         "unlinkat", "rmdir", "unlinkat-removedir", "mkdir", "mkdirat", "mknod", "mknodat",
-        "symlink", "symlinkat",
+        "symlink", "symlinkat", "name_to_handle_at",
     }
 )  # fmt: skip
 
@@ -814,6 +907,11 @@ RO_COMMANDS = (
     "test -e f",
     "test -d sub",
     "test -L l",
+    "test -w f",
+    "test -w sub",
+    "test -w missing",
+    "test -w l",
+    "python3 -c 'import os; print(os.statvfs(\"sub\").f_flag & os.ST_RDONLY)'",
     "readlink l",
     "readlink -f dl",
     "realpath l",

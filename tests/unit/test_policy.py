@@ -46,6 +46,7 @@ from unotifyd.policy.syscalls import (
     LIST,
     METADATA,
     OPEN,
+    READ_ONLY_SHOWS,
     hides,
     needed_syscalls,
 )
@@ -226,7 +227,7 @@ def test_policy_equality_and_syscalls() -> None:
     assert Policy() == Policy([])
     assert Policy([ReadOnly(exact("/x"))]) == Policy([ReadOnly(exact("/x"), origin="o")])
     assert Policy().syscalls() == frozenset()
-    assert Policy([ReadOnly(exact("/x"))]).syscalls() == OPEN_SYSCALLS | CHANGE
+    assert Policy([ReadOnly(exact("/x"))]).syscalls() == OPEN_SYSCALLS | CHANGE | READ_ONLY_SHOWS
     assert Policy([Deny(tree("/"))]).syscalls() == needed_syscalls(Policy([Deny(tree("/"))]))
 
 
@@ -239,9 +240,11 @@ FAMILIES = {"open": OPEN, "metadata": METADATA, "change": CHANGE, "chdir": CHDIR
 def families(policy: Policy) -> set[str]:
     """The names of the families ``policy`` traps; each must be trapped whole."""
     needed = needed_syscalls(policy)
-    named = {**FAMILIES, "exec": EXEC, "list": LIST}
+    named = {**FAMILIES, "exec": EXEC, "list": LIST, "probes": READ_ONLY_SHOWS}
     found = {name for name, calls in named.items() if calls <= needed}
     assert needed == frozenset().union(*(named[name] for name in found)), "a family in part"
+    if "metadata" in found:
+        found.discard("probes")  # a part of metadata, named only when alone
     return found
 
 
@@ -273,10 +276,13 @@ def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) 
     assert not needed_syscalls(Policy([rule])) & {"execve", "execveat", "getdents64"}
 
 
-def test_readonly_alone_traps_opens_and_changes() -> None:
-    assert families(Policy([ReadOnly(tree("/srv"))])) == {"open", "change"}
+def test_readonly_alone_traps_opens_changes_and_probes() -> None:
+    assert families(Policy([ReadOnly(tree("/srv"))])) == {"open", "change", "probes"}
     needed = needed_syscalls(Policy([ReadOnly(exact("/x"))]))
     assert {"openat", "unlinkat", "renameat2", "mkdirat", "fchmodat"} <= needed
+    # access(W_OK) and statfs answer differently on a read-only mount ...
+    assert {"access", "faccessat", "faccessat2", "statfs"} <= needed
+    # ... stat and the rest do not.
     assert not needed & {"newfstatat", "statx", "chdir", "execve", "getdents64"}
 
 
@@ -296,6 +302,7 @@ def test_exec_rules_trap_exec() -> None:
     assert families(Policy([ReadOnly(tree("/usr")), Exec(tree("/usr"))])) == {
         "open",
         "change",
+        "probes",
         "exec",
     }
     # Without an exec rule, exec is never trapped, whatever else there is.

@@ -55,7 +55,9 @@ def compile_filter(syscalls: Iterable[str]) -> bytes:
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
     for name in sorted(syscalls):
-        flt.add_rule(pyseccomp.NOTIFY, name)
+        # By number: libseccomp adds an x86_64 number as it is, including
+        # calls newer than its own table (the *xattrat family of 6.13).
+        flt.add_rule(pyseccomp.NOTIFY, abi.SYSCALL_NUMBERS[name])
     fd = os.memfd_create("unotifyd-bpf", os.MFD_CLOEXEC)
     try:
         with os.fdopen(os.dup(fd), "rb") as f:

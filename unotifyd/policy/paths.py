@@ -31,6 +31,7 @@ from .rules import Content, Deny, Match, Policy, Private, ReadOnly, Redirect
 
 Role = Literal[
     "read",  # stat, access, readlink, getxattr: looks at the path
+    "probe",  # access(W_OK), statfs: a read whose answer a read-only mount changes
     "exec",  # execve: runs the file
     "chdir",  # becomes the cwd
     "list",  # getdents: lists the directory
@@ -66,6 +67,8 @@ class MapPath:
     the policy again where it really leads. ``link_text`` is what
     ``readlink`` of the path answers (a redirected path reads as a link to
     its target). ``content`` marks a content rule's memfd, shown read-only.
+    ``read_only``: answer a probe (``access(W_OK)``, ``statfs``) as a
+    read-only mount would.
     """
 
     path: str
@@ -76,6 +79,7 @@ class MapPath:
     link_text: str | None = None
     content: bool = False
     confine: str | None = None  # see EmulateOpen.confine
+    read_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,16 @@ def decide_path(policy: Policy, req: PathRequest) -> PathDecision:
     if isinstance(rule, ReadOnly):
         if role in CHANGING:
             return RefuseChange(req.path, role, reason=reason)
+        if role == "probe":
+            # Performed, even in virtualize mode, to be answered as a
+            # read-only mount answers (EROFS, ST_RDONLY).
+            return MapPath(
+                req.path,
+                reason=reason,
+                in_program_root=True,
+                no_symlinks=not req.path.startswith("/proc/"),
+                read_only=True,
+            )
         if not enforce:
             return Continue(reason=reason)
         return MapPath(req.path, reason=reason, in_program_root=True, no_symlinks=True)
@@ -202,6 +216,7 @@ def decide_path(policy: Policy, req: PathRequest) -> PathDecision:
         recheck=enforce and isinstance(rule, Redirect),
         link_text=target if isinstance(rule, Redirect) and not match.suffix else None,
         content=content,
+        read_only=read_only,
     )
 
 

@@ -24,9 +24,13 @@ METADATA: frozenset[str] = frozenset(
         "stat", "lstat", "newfstatat", "statx",
         "access", "faccessat", "faccessat2",
         "readlink", "readlinkat",
-        "getxattr", "lgetxattr", "listxattr", "llistxattr",
+        "getxattr", "lgetxattr", "listxattr", "llistxattr", "getxattrat", "listxattrat",
+        "statfs", "file_getattr", "name_to_handle_at", "inotify_add_watch",
     }
 )  # fmt: skip
+#: The calls whose answer a read-only mount changes without being asked
+#: for a change: ``access(W_OK)`` says EROFS, ``statfs`` has ``ST_RDONLY``.
+READ_ONLY_SHOWS: frozenset[str] = frozenset({"access", "faccessat", "faccessat2", "statfs"})
 #: Calls that change the file system at a path.
 CHANGE: frozenset[str] = frozenset(
     {
@@ -35,6 +39,7 @@ CHANGE: frozenset[str] = frozenset(
         "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
         "truncate", "utimensat", "utime", "utimes", "futimesat",
         "setxattr", "lsetxattr", "removexattr", "lremovexattr",
+        "setxattrat", "removexattrat", "file_setattr",
     }
 )  # fmt: skip
 CHDIR: frozenset[str] = frozenset({"chdir"})
@@ -55,7 +60,8 @@ def needed_syscalls(policy: Policy) -> frozenset[str]:
     * a rule that changes what a path *is* (redirect, deny, content,
       private): metadata, changes and ``chdir`` too, so that ``stat``,
       ``ls -l``, ``rm``... agree with ``open``;
-    * read-only trees: changes (reads are left alone);
+    * read-only trees: changes, and the few reads whose answer a read-only
+      mount changes (``access``, ``statfs``); other reads are left alone;
     * a deny with ``ENOENT`` (a hidden path): directory listings, so the
       name is absent from ``ls`` of its parent as well;
     * exec rules: ``execve`` and ``execveat``. Only exec rules turn them on,
@@ -67,7 +73,7 @@ def needed_syscalls(policy: Policy) -> frozenset[str]:
         if isinstance(rule, Redirect | Deny | Content | Private):
             needed |= OPEN | METADATA | CHANGE | CHDIR
         elif isinstance(rule, ReadOnly):
-            needed |= OPEN | CHANGE
+            needed |= OPEN | CHANGE | READ_ONLY_SHOWS
         if hides(rule):
             needed |= LIST
     if policy.has_exec_rules:

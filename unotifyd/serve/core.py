@@ -903,7 +903,9 @@ class Core:
         may_block = isinstance(d, EmulateOpen) and _may_block(_our_name(d.path, root_tid))
         recheck = p.policy if isinstance(d, EmulateOpen) and d.recheck else None
         job = Job(d, creds, root_tid, listener, n.id, may_block, recheck)
-        if isinstance(d, PathWork) and any(isinstance(t, FdPlace) for t in d.targets):
+        if isinstance(d, PathWork) and (
+            d.call.syscall == "inotify_add_watch" or any(isinstance(t, FdPlace) for t in d.targets)
+        ):
             d.tid = n.pid
             d.still_valid = partial(listener.id_valid, n.id)
         if creds.same_as_supervisor() and not may_block:
@@ -948,18 +950,23 @@ class Core:
         For a path call, ``result`` is the call's return value, and what
         it writes into the program's memory is written first.
         """
-        if result < 0:
-            listener.send_error(n.id, -result)
-            return result
         if isinstance(d, PathWork):
             assert d.outcome is not None
+            # Some failures write too: name_to_handle_at's EOVERFLOW tells
+            # the handle size it needs.
             if d.outcome.writes:
                 try:
                     write_memory(n.pid, d.outcome.writes, partial(listener.id_valid, n.id))
                 except BadArgument as e:
                     listener.send_error(n.id, e.errno)
                     return -e.errno
-            listener.send_value(n.id, result)
+            if result < 0:
+                listener.send_error(n.id, -result)
+            else:
+                listener.send_value(n.id, result)
+            return result
+        if result < 0:
+            listener.send_error(n.id, -result)
             return result
         assert isinstance(d, EmulateOpen)
         return self._inject(listener, n, result, d.cloexec)

@@ -11,6 +11,7 @@ the code that performs the call (:mod:`unotifyd.serve.pathwork`).
 from __future__ import annotations
 
 import errno
+import struct
 from dataclasses import dataclass
 
 from ..kernel import abi
@@ -41,6 +42,7 @@ class Follow:
         return not has if self.default else has
 
 
+IN_DONT_FOLLOW = 0x02000000  # include/uapi/linux/inotify.h
 ALWAYS = Follow(True)
 NEVER = Follow(False)
 
@@ -105,11 +107,21 @@ SPECS: dict[str, tuple[PathSpec, ...]] = {
     "lgetxattr": (_s("read", NEVER),),
     "listxattr": (_s("read", ALWAYS),),
     "llistxattr": (_s("read", NEVER),),
+    "getxattrat": (_at("read", unless_nofollow(2), empty_flag_arg=2),),
+    "listxattrat": (_at("read", unless_nofollow(2), empty_flag_arg=2),),
+    "file_getattr": (_at("read", unless_nofollow(4), empty_flag_arg=4),),
+    "name_to_handle_at": (_at("read", only_if_follow(4), empty_flag_arg=4),),
+    "statfs": (_s("probe", ALWAYS),),
+    # inotify_add_watch(fd, path, mask): IN_DONT_FOLLOW in the mask (inotify(7)).
+    "inotify_add_watch": (PathSpec(None, 1, "read", Follow(True, 2, IN_DONT_FOLLOW)),),
     # changes
     "setxattr": (_s("modify", ALWAYS),),
     "lsetxattr": (_s("modify", NEVER),),
     "removexattr": (_s("modify", ALWAYS),),
     "lremovexattr": (_s("modify", NEVER),),
+    "setxattrat": (_at("modify", unless_nofollow(2), empty_flag_arg=2),),
+    "removexattrat": (_at("modify", unless_nofollow(2), empty_flag_arg=2),),
+    "file_setattr": (_at("modify", unless_nofollow(4), empty_flag_arg=4),),
     "unlink": (_s("remove", NEVER),),
     "rmdir": (_s("remove", NEVER),),
     "unlinkat": (_at("remove", NEVER),),
@@ -181,6 +193,13 @@ class PathCall:
 # Limits the kernel puts on xattr names and values (include/uapi/linux/limits.h).
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
+XATTR_ARGS_SIZE = 16  # struct xattr_args (include/uapi/linux/xattr.h)
+FILE_ATTR_SIZE = 24  # struct file_attr, FILE_ATTR_SIZE_VER0 (include/uapi/linux/fs.h)
+MAX_HANDLE_SZ = 128  # include/linux/exportfs.h
+_PAGE_SIZE = 4096
+_W_OK = 2
+#: Where each access call has its mode.
+_ACCESS_MODE_ARG = {"access": 1, "faccessat": 2, "faccessat2": 2}
 
 
 def _xattr_name(mem: MemoryReader, n: Notification, arg: int) -> bytes:
@@ -196,9 +215,49 @@ def _optional(mem: MemoryReader, n: Notification, arg: int, size: int) -> bytes 
     return None if addr == 0 else mem.read(n.pid, addr, size)
 
 
+def _extensible(mem: MemoryReader, n: Notification, arg: int, size_arg: int, size: int) -> bytes:
+    """An extensible struct argument read as ``copy_struct_from_user`` does.
+
+    Smaller than version 0: EINVAL; larger than a page: E2BIG; larger than
+    we know, the rest must be zero (E2BIG), as the kernel checks.
+    """
+    usize = n.args[size_arg]
+    if usize < size:
+        raise BadArgument(errno.EINVAL, "struct argument too small")
+    if usize > _PAGE_SIZE:
+        raise BadArgument(errno.E2BIG, "struct argument too large")
+    data = mem.read(n.pid, n.args[arg], usize)
+    if any(data[size:]):
+        raise BadArgument(errno.E2BIG, "unknown fields set in a struct argument")
+    return data[:size]
+
+
 def _inputs(mem: MemoryReader, n: Notification, name: str) -> tuple[bytes | None, ...]:
     """What call ``name`` reads from memory besides its paths."""
     a = n.args
+    if name in ("getxattrat", "setxattrat"):
+        xargs = _extensible(mem, n, 4, 5, XATTR_ARGS_SIZE)
+        value = None
+        if name == "setxattrat":
+            addr, size = struct.unpack_from("<QI", xargs)
+            if size > XATTR_SIZE_MAX:
+                raise BadArgument(errno.E2BIG, "xattr value too large")
+            value = mem.read(n.pid, addr, size) if size else b""
+        return (_xattr_name(mem, n, 3), xargs, value)
+    if name == "removexattrat":
+        return (_xattr_name(mem, n, 3),)
+    if name == "file_setattr":
+        usize = a[3]
+        if usize > _PAGE_SIZE:
+            raise BadArgument(errno.E2BIG, "struct file_attr too large")
+        if usize < FILE_ATTR_SIZE:
+            raise BadArgument(errno.EINVAL, "struct file_attr too small")
+        return (mem.read(n.pid, a[2], usize),)
+    if name == "name_to_handle_at":
+        (handle_bytes,) = struct.unpack("<I", mem.read(n.pid, a[2], 4))
+        if handle_bytes > MAX_HANDLE_SZ:
+            raise BadArgument(errno.EINVAL, "handle_bytes above MAX_HANDLE_SZ")
+        return (struct.pack("<I", handle_bytes),)
     if name in ("symlink", "symlinkat"):
         return (mem.read_path(n.pid, a[0]),)
     if name in ("getxattr", "lgetxattr", "removexattr", "lremovexattr"):
@@ -240,5 +299,9 @@ def decode_path_call(mem: MemoryReader, n: Notification, name: str) -> PathCall:
                     and bool(args[spec.empty_flag_arg] & abi.AT_EMPTY_PATH)
                 )
             )
-        paths.append(PathArg(dirfd, addr, path, spec.role, spec.follow(args), itself))
+        role = spec.role
+        mode_arg = _ACCESS_MODE_ARG.get(name)
+        if mode_arg is not None and args[mode_arg] & _W_OK:
+            role = "probe"
+        paths.append(PathArg(dirfd, addr, path, role, spec.follow(args), itself))
     return PathCall(name, tuple(paths), args, _inputs(mem, n, name))

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field, replace
 
 from ..kernel import abi
 from ..kernel.dirents import take_fd
-from ..kernel.errors import TargetGone
+from ..kernel.errors import BadArgument, TargetGone
 from ..kernel.opener import acting_as
 from ..kernel.rawsys import syscall
 from ..kernel.target import Credentials, openat2
 from ..policy.paths import Found, MapPath, RefuseChange, refuse_change_errno
 from .handlers import int_arg
-from .pathcalls import PathArg, PathCall
+from .pathcalls import IN_DONT_FOLLOW, XATTR_SIZE_MAX, PathArg, PathCall
 
 _N = abi.SYSCALL_NUMBERS
 _STAT_SIZE = 144  # struct stat on x86_64 (arch/x86/include/uapi/asm/stat.h)
@@ -49,6 +49,13 @@ _STATX_MODE = struct.Struct("<H")
 _STATX_MODE_AT = 28
 # A content rule's file reads as a plain read-only file, not as the memfd.
 _CONTENT_MODE = stat.S_IFREG | 0o444
+_STATFS_SIZE = 120  # struct statfs on x86_64 (include/uapi/asm-generic/statfs.h)
+_STATFS_FLAGS = struct.Struct("<q")
+_STATFS_FLAGS_AT = 80  # f_flags
+_ST_RDONLY = 1
+_XATTR_ARGS = struct.Struct("<QII")  # struct xattr_args: value, size, flags
+_AT_HANDLE_MNT_ID_UNIQUE = 0x001
+_PAGE_SIZE = 4096
 _AT_PLACE_FLAGS = abi.AT_SYMLINK_NOFOLLOW | abi.AT_EMPTY_PATH
 
 
@@ -80,6 +87,7 @@ class _Place:
     itself: bool = False  # the name is empty: dirfd is the file itself (AT_EMPTY_PATH)
     content: bool = False
     link_text: bytes | None = None  # what readlink answers (a redirected path)
+    read_only: bool = False  # answer probes as a read-only mount (MapPath.read_only)
 
     @property
     def at_flags(self) -> int:
@@ -126,21 +134,41 @@ class PathWork:
                         self._place(arg, t, root_fd, stack)
                         for arg, t in zip(self.call.paths, self.targets, strict=True)
                     ]
+                    if self.call.syscall == "inotify_add_watch":
+                        return self._add_watch(places[0], stack)
                     return _OPS[self.call.syscall](self.call, places, creds)
             except OSError as e:
                 return Outcome(-(e.errno or errno.EIO))
+            except BadArgument as e:  # an fd the program does not have
+                return Outcome(-e.errno)
+
+    def _take(self, fd: int, stack: contextlib.ExitStack) -> int:
+        """Our copy of the trapped thread's ``fd`` (closed with ``stack``)."""
+        ours = take_fd(self.tid, fd)
+        stack.callback(os.close, ours)
+        # Our copy is of the trapped thread's fd only if its call is
+        # still pending: a tid is not reused while it waits for us.
+        if self.still_valid is None or not self.still_valid():
+            raise TargetGone("notification no longer valid")
+        return ours
+
+    def _add_watch(self, p: _Place, stack: contextlib.ExitStack) -> Outcome:
+        """inotify_add_watch(2) on the program's own inotify instance.
+
+        Made on our copy of its inotify fd, which is the same open file
+        description (pidfd_getfd(2)): the watch and its descriptor belong
+        to the program's instance, and its events reach the program.
+        """
+        ours = self._take(int_arg(self.call.args[0]), stack)
+        mask = self.call.args[2] & 0xFFFFFFFF
+        mask = (mask & ~IN_DONT_FOLLOW) | (0 if p.follow else IN_DONT_FOLLOW)
+        return Outcome(syscall(_N["inotify_add_watch"], ours, os.fsencode(p.proc_path), mask))
 
     def _place(
         self, arg: PathArg, target: Target, root_fd: int | None, stack: contextlib.ExitStack
     ) -> _Place:
         if isinstance(target, FdPlace):
-            ours = take_fd(self.tid, target.fd)
-            stack.callback(os.close, ours)
-            # Our copy is of the trapped thread's fd only if its call is
-            # still pending: a tid is not reused while it waits for us.
-            if self.still_valid is None or not self.still_valid():
-                raise TargetGone("notification no longer valid")
-            return _Place(ours, b"", arg.follow, itself=True)
+            return _Place(self._take(target.fd, stack), b"", arg.follow, itself=True)
         if self.recheck is not None and target.recheck:
             again = self.recheck(arg, target.path)
             if isinstance(again, int):
@@ -152,7 +180,14 @@ class PathWork:
         # the call acts on the link): one found now was swapped in since.
         follow = arg.follow and not target.no_symlinks
         text = None if target.link_text is None else os.fsencode(target.link_text)
-        return _Place(dirfd, name, follow or target.content, content=target.content, link_text=text)
+        return _Place(
+            dirfd,
+            name,
+            follow or target.content,
+            content=target.content,
+            link_text=text,
+            read_only=target.read_only or target.content,
+        )
 
 
 def _split(path: str) -> tuple[str, bytes]:
@@ -245,7 +280,43 @@ def _access(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
     # Always AT_EACCESS: the thread's fs ids are already the ids to check
     # with (the real ones unless the program asked for AT_EACCESS).
     syscall(_N["faccessat2"], p.dirfd, p.name, mode & 0xFFFFFFFF, flags | abi.AT_EACCESS)
+    if p.read_only and mode & os.W_OK:
+        # do_faccessat() in fs/open.c: once permission is granted, a write
+        # check on a read-only mount is EROFS, except for devices, FIFOs
+        # and sockets, whose writes do not reach the file system.
+        st = os.stat(p.name, dir_fd=p.dirfd, follow_symlinks=False) if not p.itself else (
+            os.fstat(p.dirfd)
+        )
+        if not _special(st.st_mode) and not (p.follow and stat.S_ISLNK(st.st_mode)):
+            return Outcome(-errno.EROFS)
     return Outcome(0)
+
+
+def _special(mode: int) -> bool:
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _statfs(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
+    p = pl[0]
+    fd = p.dirfd
+    if not p.itself:
+        # statfs(2) follows the last link; a place that must not follow one
+        # (resolved already, enforcing mode) refuses it as openat2 would.
+        nofollow = 0 if p.follow else os.O_NOFOLLOW
+        fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
+    try:
+        if not p.follow and stat.S_ISLNK(os.fstat(fd).st_mode):
+            return Outcome(-errno.ELOOP)
+        buf = ctypes.create_string_buffer(_STATFS_SIZE)
+        syscall(abi.SYS_FSTATFS, fd, buf)
+    finally:
+        if fd != p.dirfd:
+            os.close(fd)
+    data = bytearray(buf.raw)
+    if p.read_only:
+        (flags,) = _STATFS_FLAGS.unpack_from(data, _STATFS_FLAGS_AT)
+        _STATFS_FLAGS.pack_into(data, _STATFS_FLAGS_AT, flags | _ST_RDONLY)
+    return Outcome(0, [(call.args[1], bytes(data))])
 
 
 def _readlink(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
@@ -286,6 +357,93 @@ def _sized(value: bytes, addr: int, size: int) -> Outcome:
     if len(value) > size:
         return Outcome(-errno.ERANGE)
     return Outcome(len(value), [(addr, value)])
+
+
+def _getxattrat(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
+    # Made again with our own struct xattr_args pointing into our buffer:
+    # the kernel then checks flags and sizes as for the program.
+    p = pl[0]
+    name, xargs, _value = call.data
+    assert name is not None and xargs is not None
+    addr, size, flags = _XATTR_ARGS.unpack(xargs)
+    size = min(size, XATTR_SIZE_MAX)  # getxattr clamps it so (fs/xattr.c)
+    buf = ctypes.create_string_buffer(max(size, 1))
+    ours = ctypes.create_string_buffer(_XATTR_ARGS.pack(ctypes.addressof(buf), size, flags))
+    at = _flags(call.args[2], p)
+    n = syscall(_N["getxattrat"], p.dirfd, p.name, at, name, ours, _XATTR_ARGS.size)
+    return Outcome(n, [(addr, buf.raw[:n])] if size else [])
+
+
+def _setxattrat(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
+    p = pl[0]
+    name, xargs, value = call.data
+    assert name is not None and xargs is not None and value is not None
+    _addr, _size, flags = _XATTR_ARGS.unpack(xargs)
+    buf = ctypes.create_string_buffer(value, max(len(value), 1))
+    ours = ctypes.create_string_buffer(_XATTR_ARGS.pack(ctypes.addressof(buf), len(value), flags))
+    at = _flags(call.args[2], p)
+    syscall(_N["setxattrat"], p.dirfd, p.name, at, name, ours, _XATTR_ARGS.size)
+    return Outcome(0)
+
+
+def _listxattrat(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
+    p = pl[0]
+    addr, size = call.args[3], min(call.args[4], XATTR_SIZE_MAX)  # XATTR_LIST_MAX, the same
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = syscall(_N["listxattrat"], p.dirfd, p.name, _flags(call.args[2], p), buf, size)
+    return Outcome(n, [(addr, buf.raw[:n])] if size else [])
+
+
+def _removexattrat(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
+    p = pl[0]
+    name = call.data[0]
+    assert name is not None
+    syscall(_N["removexattrat"], p.dirfd, p.name, _flags(call.args[2], p), name)
+    return Outcome(0)
+
+
+def _file_getattr(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
+    p = pl[0]
+    addr, usize = call.args[2], call.args[3]
+    if usize > _PAGE_SIZE:
+        return Outcome(-errno.E2BIG)  # fs/file_attr.c, before the lookup
+    buf = ctypes.create_string_buffer(max(usize, 1))
+    syscall(_N["file_getattr"], p.dirfd, p.name, buf, usize, _flags(call.args[4], p))
+    # The kernel writes usize bytes: what it knows, zeros after.
+    return Outcome(0, [(addr, buf.raw[:usize])])
+
+
+def _file_setattr(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
+    p = pl[0]
+    attr = call.data[0]
+    assert attr is not None
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    syscall(_N["file_setattr"], p.dirfd, p.name, buf, len(attr), _flags(call.args[4], p))
+    return Outcome(0)
+
+
+def _name_to_handle(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
+    p = pl[0]
+    header = call.data[0]
+    assert header is not None
+    (handle_bytes,) = struct.unpack("<I", header)
+    handle_addr, mount_addr = call.args[2], call.args[3]
+    flags = call.args[4] & 0xFFFFFFFF & ~(abi.AT_SYMLINK_FOLLOW | abi.AT_EMPTY_PATH)
+    flags |= (abi.AT_SYMLINK_FOLLOW if p.follow else 0) | (abi.AT_EMPTY_PATH if p.itself else 0)
+    handle = ctypes.create_string_buffer(header + bytes(4 + handle_bytes), 8 + handle_bytes)
+    mount_id = ctypes.create_string_buffer(8)
+    try:
+        syscall(_N["name_to_handle_at"], p.dirfd, p.name, handle, mount_id, flags)
+    except OSError as e:
+        if e.errno != errno.EOVERFLOW:
+            raise
+        # The handle does not fit: the kernel still tells the size it needs
+        # (name_to_handle_at(2)), in handle_bytes.
+        return Outcome(-errno.EOVERFLOW, [(handle_addr, handle.raw[:4])])
+    (used,) = struct.unpack_from("<I", handle.raw)
+    # AT_HANDLE_MNT_ID_UNIQUE (6.12) asks for a u64 mount id, else an int.
+    id_size = 8 if flags & _AT_HANDLE_MNT_ID_UNIQUE else 4
+    return Outcome(0, [(handle_addr, handle.raw[: 8 + used]), (mount_addr, mount_id.raw[:id_size])])
 
 
 def _setxattr(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
@@ -442,4 +600,9 @@ _OPS: dict[str, Op] = {
     "chown": _chown, "lchown": _chown, "fchownat": _chown,
     "truncate": _truncate,
     "utimensat": _utimens, "utime": _utimens, "utimes": _utimens, "futimesat": _utimens,
+    "statfs": _statfs,
+    "getxattrat": _getxattrat, "setxattrat": _setxattrat,
+    "listxattrat": _listxattrat, "removexattrat": _removexattrat,
+    "file_getattr": _file_getattr, "file_setattr": _file_setattr,
+    "name_to_handle_at": _name_to_handle,
 }  # fmt: skip
