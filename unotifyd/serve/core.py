@@ -62,7 +62,7 @@ from ..policy.paths import (
 )
 from ..policy.paths import combine as combine_paths
 from .handlers import HANDLERS, OpenCall, int_arg
-from .pathcalls import LISTINGS, PathArg, PathCall, decode_path_call
+from .pathcalls import LISTINGS, PathArg, PathCall, decode_path_call, names_a_directory
 from .pathwork import FdPlace, PathWork, Target
 from .trace import TraceEvent, Tracer
 
@@ -143,6 +143,7 @@ class Rewrite:
     # scratch directory's name is ours, not the program's to see).
     source: str | None = None
     keep_source: bool = False
+    directory: bool = False  # chdir: the target must be a directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +438,46 @@ class _Restorer(threading.Thread):
 _OUR_PID = os.getpid()
 
 
+def _fitting_name(d: Rewrite, tid: int, own_root: bool) -> bytes | None:
+    """The shortest name of ``d.path`` that fits over the program's string, NUL included.
+
+    The target's absolute name, or its name relative to the program's cwd
+    (both name the same file: the cwd read from /proc is free of symlinks,
+    so each ``..`` is its lexical parent), which may be the shorter even for
+    an absolute path of the program's. Not relative to a dirfd, which
+    another thread may close and reuse meanwhile. None if neither fits.
+    A trailing ``/`` of the program's path is kept: the kernel then insists
+    on a directory, as it would have.
+    """
+    assert d.path is not None
+    slash = "/" if d.arg.path.endswith(b"/") and not d.path.endswith("/") else ""
+    names = [d.path + slash]
+    if d.arg.dirfd == abi.AT_FDCWD and not own_root:
+        try:
+            cwd = os.readlink(f"/proc/{tid}/cwd")
+        except (FileNotFoundError, ProcessLookupError):
+            raise TargetGone(f"thread {tid} is gone") from None
+        if cwd.startswith("/"):  # not "... (deleted)" or unreachable
+            names.append(os.path.relpath(d.path, cwd) + slash)
+    room = len(d.arg.path)
+    fitting = [os.fsencode(n) for n in names if len(os.fsencode(n)) <= room]
+    return min(fitting, key=len) + b"\0" if fitting else None
+
+
+def _lookup_errno(path: str, *, directory: bool) -> int | None:
+    """The errno a lookup of our ``path`` fails with, or None if it is there.
+
+    ``directory``: it must be one (ENOTDIR), as for chdir.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return e.errno
+    if directory and not stat.S_ISDIR(st.st_mode):
+        return errno.ENOTDIR
+    return None
+
+
 def _supervisors_own(path: str | None) -> bool:
     """True for ``/proc/PID/...`` of a thread of this very process (the supervisor).
 
@@ -467,11 +508,6 @@ _PTRACE_GUARDED = frozenset(
         "io", "personality", "timers", "ns",
     }
 )  # fmt: skip
-
-
-def _names_a_directory(path: bytes) -> bool:
-    """True for ``dir/``, ``dir/.``, ``..``...: names whose last component must be a directory."""
-    return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
 
 
 @dataclass(eq=False)
@@ -640,7 +676,7 @@ class Core:
             # kernel would fail the call the same way.
             return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
         flags = call.flags
-        if _names_a_directory(call.path):
+        if names_a_directory(call.path):
             # "name/" can only be a directory (path_resolution(7)). The kernel
             # refuses to create one with open: EISDIR (open_last_lookups() in
             # fs/namei.c); otherwise whatever is opened in its stead, a
@@ -796,7 +832,14 @@ class Core:
             return Fail(errno.EXDEV, f"{d.reason}: cannot redirect an exec of an open fd")
         if is_exec:
             return Rewrite(arg, d.path, d.reason, guard)
-        return Rewrite(arg, d.path, d.reason, source=source, keep_source=d.confine is not None)
+        return Rewrite(
+            arg,
+            d.path,
+            d.reason,
+            source=source,
+            keep_source=d.confine is not None,
+            directory=True,
+        )
 
     def _rewrite(self, s: Served, p: Pending, d: Rewrite) -> None:
         """Answer ``d``: write the new path if any, then CONTINUE (see :class:`Rewrite`)."""
@@ -807,31 +850,37 @@ class Core:
             # may as well go there: every later lookup from that cwd is
             # trapped and mapped by the same rules. Preferred for a private
             # tree; else the fallback when the target's name does not fit.
-            fits = len(d.path) <= len(d.arg.path)
+            fits = _fitting_name(d, n.pid, p.own_root) is not None
             if (d.keep_source or not fits) and os.path.isdir(
                 _our_name(d.source, n.pid if p.own_root else None)
             ):
                 d = Rewrite(d.arg, None, d.reason)
-        if d.path is not None:
-            new = os.fsencode(d.path) + b"\0"
-            if len(new) > len(d.arg.path) + 1:
-                # Writing past the program's string would overwrite whatever
-                # follows it (often the next argv string, read after it).
-                listener.send_error(n.id, errno.ENAMETOOLONG)
-                p.decision = Fail(errno.ENAMETOOLONG, f"{d.reason}: target longer than the path")
-                return
-            vfork_parent = _vfork_parent(n.pid)
-            old = write_memory(n.pid, [(d.arg.addr, new)], partial(listener.id_valid, n.id))
-            if vfork_parent is not None:
-                # A vfork child writes into its parent's memory: put the
-                # parent's bytes back once the exec is over (see _Restorer).
-                _Restorer(n.pid, vfork_parent, d.arg.addr, old[0]).start()
-        elif d.guard and not _alone_in_memory(n.pid, vfork_ok=True):
+        if d.guard and not _alone_in_memory(n.pid, vfork_ok=True):
+            # Checked whether or not we write: another thread could put any
+            # name there after us, or after our check of the program's own.
             listener.send_error(n.id, errno.EACCES)
             p.decision = Fail(
                 errno.EACCES, f"{d.reason}; enforce: another thread could change the path"
             )
             return
+        if d.path is not None:
+            name = _fitting_name(d, n.pid, p.own_root)
+            if name is None:
+                # Writing past the program's string would overwrite whatever
+                # follows it (often the next argv string, read after it). A
+                # target that is not there fails as the kernel would fail it;
+                # only a real one that has no short enough name is refused.
+                err = _lookup_errno(d.path, directory=d.directory)
+                err = err or errno.ENAMETOOLONG
+                listener.send_error(n.id, err)
+                p.decision = Fail(err, f"{d.reason}: target's name longer than the path")
+                return
+            vfork_parent = _vfork_parent(n.pid)
+            old = write_memory(n.pid, [(d.arg.addr, name)], partial(listener.id_valid, n.id))
+            if vfork_parent is not None:
+                # A vfork child writes into its parent's memory: put the
+                # parent's bytes back once the exec is over (see _Restorer).
+                _Restorer(n.pid, vfork_parent, d.arg.addr, old[0]).start()
         listener.send_continue(n.id)
 
     def _decide_listing(self, s: Served, p: Pending, name: str) -> Decision | Listing:

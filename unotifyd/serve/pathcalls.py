@@ -157,6 +157,11 @@ SPECS: dict[str, tuple[PathSpec, ...]] = {
 LISTINGS: frozenset[str] = frozenset({"getdents64", "getdents"})
 
 
+def names_a_directory(path: bytes) -> bool:
+    """True for ``dir/``, ``dir/.``, ``..``...: names whose last component must be a directory."""
+    return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
+
+
 @dataclass(frozen=True, slots=True)
 class PathArg:
     """One path of a call, as the program gave it.

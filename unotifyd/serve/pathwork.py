@@ -38,7 +38,7 @@ from ..kernel.rawsys import syscall
 from ..kernel.target import Credentials, openat2
 from ..policy.paths import Found, MapPath, RefuseChange, refuse_change_errno
 from .handlers import int_arg
-from .pathcalls import IN_DONT_FOLLOW, XATTR_SIZE_MAX, PathArg, PathCall
+from .pathcalls import IN_DONT_FOLLOW, XATTR_SIZE_MAX, PathArg, PathCall, names_a_directory
 
 _N = abi.SYSCALL_NUMBERS
 _STAT_SIZE = 144  # struct stat on x86_64 (arch/x86/include/uapi/asm/stat.h)
@@ -180,6 +180,13 @@ class PathWork:
         # the call acts on the link): one found now was swapped in since.
         follow = arg.follow and not target.no_symlinks
         text = None if target.link_text is None else os.fsencode(target.link_text)
+        if names_a_directory(arg.path):
+            # "name/" is the directory a link there leads to, never the link
+            # (path_resolution(7)), so it reads as no link at all; and the
+            # kernel checks the file there is a directory (ENOTDIR), follows
+            # a final link and fails on a dangling one, as for the program.
+            text = None
+            name = name.rstrip(b"/") + b"/"
         return _Place(
             dirfd,
             name,
@@ -284,8 +291,10 @@ def _access(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
         # do_faccessat() in fs/open.c: once permission is granted, a write
         # check on a read-only mount is EROFS, except for devices, FIFOs
         # and sockets, whose writes do not reach the file system.
-        st = os.stat(p.name, dir_fd=p.dirfd, follow_symlinks=False) if not p.itself else (
-            os.fstat(p.dirfd)
+        st = (
+            os.stat(p.name, dir_fd=p.dirfd, follow_symlinks=False)
+            if not p.itself
+            else (os.fstat(p.dirfd))
         )
         if not _special(st.st_mode) and not (p.follow and stat.S_ISLNK(st.st_mode)):
             return Outcome(-errno.EROFS)
