@@ -8,8 +8,10 @@ program's file-system uid and gid, supplementary groups and umask.
 Credentials are per *thread* in the kernel, but glibc's ``setgroups`` and
 ``setfsuid`` wrappers are not all per thread: ``setgroups`` is broadcast to
 every thread of the process (nptl "setxid" signal). We therefore make the raw
-syscalls, which change only the calling thread, and only ever from a worker
-thread that restores its credentials before it serves anything else.
+syscalls, which change only the calling thread, and only from a thread that
+restores its credentials before it serves anything else: a worker thread, or
+the serving thread itself for the few lookups of :func:`runnable_errno`,
+which make no call that can block.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import abi
+from .rawsys import syscall
 from .target import Credentials, openat2
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -159,3 +163,36 @@ def open_as(
     finally:
         if switch:
             _restore()
+
+
+def runnable_errno(creds: Credentials, path: str, *, directory: bool) -> int | None:
+    """The errno an ``execve`` (or, with ``directory``, a ``chdir``) of our
+    ``path`` would fail with for the program with ``creds``, or None.
+
+    Checked as the kernel checks (fs/exec.c, do_open_execat; fs/open.c,
+    chdir): the lookup (ENOENT, ENOTDIR, EACCES on a directory on the way),
+    then a regular file that the program may execute, on a mount without
+    ``noexec`` (EACCES), or a directory it may search. A program could not
+    tell these from the kernel's own answers; what only the exec itself
+    finds (ENOEXEC, ETXTBSY, E2BIG) is left to it.
+    """
+    with acting_as(creds):
+        try:
+            mode = os.stat(path).st_mode
+            if directory and not stat.S_ISDIR(mode):
+                return errno.ENOTDIR
+            if not directory and not stat.S_ISREG(mode):
+                return errno.EACCES
+            # AT_EACCESS: the fs ids just set are the ones the kernel uses.
+            syscall(
+                abi.SYSCALL_NUMBERS["faccessat2"],
+                abi.AT_FDCWD,
+                os.fsencode(path),
+                os.X_OK,
+                abi.AT_EACCESS,
+            )
+            if not directory and os.statvfs(path).f_flag & os.ST_NOEXEC:
+                return errno.EACCES
+        except OSError as e:
+            return e.errno or errno.EACCES
+    return None

@@ -27,7 +27,7 @@ from ..kernel import abi
 from ..kernel.dirents import read_listing, take_fd
 from ..kernel.errors import BadArgument, TargetGone
 from ..kernel.listener import Listener, Notification
-from ..kernel.opener import may_create, open_as
+from ..kernel.opener import may_create, open_as, runnable_errno
 from ..kernel.rawsys import syscall
 from ..kernel.sched import pin_to_our_cpu
 from ..kernel.target import (
@@ -464,21 +464,7 @@ def _fitting_name(d: Rewrite, tid: int, own_root: bool) -> bytes | None:
     return min(fitting, key=len) + b"\0" if fitting else None
 
 
-def _lookup_errno(path: str, *, directory: bool) -> int | None:
-    """The errno a lookup of our ``path`` fails with, or None if it is there.
-
-    ``directory``: it must be one (ENOTDIR), as for chdir.
-    """
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        return e.errno
-    if directory and not stat.S_ISDIR(st.st_mode):
-        return errno.ENOTDIR
-    return None
-
-
-def _supervisors_own(path: str | None) -> bool:
+def _supervisors_own(path: str | None, *, opening: bool = True) -> bool:
     """True for ``/proc/PID/...`` of a thread of this very process (the supervisor).
 
     Opens and looks at /proc made *for* a program run in our threads, and
@@ -487,13 +473,18 @@ def _supervisors_own(path: str | None) -> bool:
     fsuid (__ptrace_may_access, kernel/ptrace.c). A program must never
     reach the supervisor's own fds or memory that way: refuse, as the
     kernel refuses a non-root program another user's process.
+
+    Not ``opening`` (stat, access...): only the links and directories, whose
+    lookup is what the kernel guards; ``stat`` of ``environ`` or ``mem``
+    works for anyone, and only opening them needs the ptrace check.
     """
     if path is None or not path.startswith("/proc/"):
         return False
     parts = path[6:].split("/")
     if len(parts) >= 4 and parts[1] == "task":
         parts = parts[2:]  # /proc/PID/task/TID/...: the thread's own entries
-    if len(parts) < 2 or not parts[0].isdigit() or parts[1] not in _PTRACE_GUARDED:
+    guarded = _PTRACE_GUARDED if opening else _PTRACE_GUARDED_LOOKUPS
+    if len(parts) < 2 or not parts[0].isdigit() or parts[1] not in guarded:
         return False
     pid = int(parts[0])
     return pid == _OUR_PID or os.path.exists(f"/proc/{_OUR_PID}/task/{pid}")
@@ -508,6 +499,7 @@ _PTRACE_GUARDED = frozenset(
         "io", "personality", "timers", "ns",
     }
 )  # fmt: skip
+_PTRACE_GUARDED_LOOKUPS = frozenset({"fd", "fdinfo", "cwd", "root", "exe", "map_files", "ns"})
 
 
 @dataclass(eq=False)
@@ -736,7 +728,7 @@ class Core:
                 except OSError as e:
                     # The kernel fails the call the same way (ENOTDIR, ELOOP, EBADF...).
                     return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
-            if _supervisors_own(where) and not p.own_root:
+            if _supervisors_own(where, opening=False) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
             resolved.append(where)
             if where is None:
@@ -864,16 +856,23 @@ class Core:
             )
             return
         if d.path is not None:
+            # What would make the call fail is answered before anything is
+            # written: a failed exec returns to a program whose memory must
+            # be as it left it (the shell prints that very path next).
+            creds = self.creds.read(n.pid)
+            err = None if p.own_root else runnable_errno(creds, d.path, directory=d.directory)
+            if err is not None:
+                listener.send_error(n.id, err)
+                p.decision = Fail(err, f"{d.reason}: {os.strerror(err)}")
+                return
             name = _fitting_name(d, n.pid, p.own_root)
+            if name is None and not d.directory and not p.own_root:
+                name = self._exec_through_fd(listener, p, d, creds)
             if name is None:
                 # Writing past the program's string would overwrite whatever
-                # follows it (often the next argv string, read after it). A
-                # target that is not there fails as the kernel would fail it;
-                # only a real one that has no short enough name is refused.
-                err = _lookup_errno(d.path, directory=d.directory)
-                err = err or errno.ENAMETOOLONG
-                listener.send_error(n.id, err)
-                p.decision = Fail(err, f"{d.reason}: target's name longer than the path")
+                # follows it (often the next argv string, read after it).
+                listener.send_error(n.id, errno.ENAMETOOLONG)
+                p.decision = Fail(errno.ENAMETOOLONG, f"{d.reason}: target's name too long")
                 return
             vfork_parent = _vfork_parent(n.pid)
             old = write_memory(n.pid, [(d.arg.addr, name)], partial(listener.id_valid, n.id))
@@ -882,6 +881,43 @@ class Core:
                 # parent's bytes back once the exec is over (see _Restorer).
                 _Restorer(n.pid, vfork_parent, d.arg.addr, old[0]).start()
         listener.send_continue(n.id)
+
+    def _exec_through_fd(
+        self, listener: Listener, p: Pending, d: Rewrite, creds: Credentials
+    ) -> bytes | None:
+        """``/dev/fd/N`` for an exec whose target has no name short enough, or None.
+
+        The target is opened as the program (it must be allowed to read it)
+        and injected close-on-exec as fd N, which ``/dev/fd/N`` names for
+        the program (a link to ``/proc/self/fd``): the kernel runs the file
+        and the exec closes N. Not for scripts: their interpreter opens the
+        script by that name after the exec, when N is closed already. A
+        failed exec leaves N open in the program (close-on-exec).
+        """
+        assert d.path is not None
+        n = p.notif
+        if len(d.arg.path) < len("/dev/fd/999"):
+            return None
+        try:
+            # O_NONBLOCK: a FIFO put there since must not stall the serving thread.
+            fd = open_as(creds, d.path, os.O_RDONLY | os.O_NONBLOCK, 0)
+        except OSError:
+            return None  # The exec fails as it would have: by its own lookup.
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or os.pread(fd, 2, 0) == b"#!":
+                return None
+            if not listener.id_valid(n.id):
+                raise TargetGone("notification no longer valid")
+            number = listener.add_fd(n.id, fd, cloexec=True)
+        except OSError:
+            return None  # EMFILE and the like: the call fails ENAMETOOLONG.
+        finally:
+            os.close(fd)
+        name = f"/dev/fd/{number}".encode()
+        if len(name) > len(d.arg.path):
+            return None  # fd 1000 and up: rare; N stays open (close-on-exec).
+        return name + b"\0"
 
     def _decide_listing(self, s: Served, p: Pending, name: str) -> Decision | Listing:
         """A directory listing: answered by us only where the directory holds hidden names."""
