@@ -202,6 +202,29 @@ def test_sandboxes_get_distinct_directories(root: Path) -> None:
     assert os.listdir(root) == []
 
 
+def test_stale_sandboxes_of_gone_supervisors_are_swept(root: Path) -> None:
+    """A sandbox directory left by a supervisor that no longer runs (here:
+    our pid with another start time, as after a pid was reused) is removed
+    when the next one is made; a live supervisor's, and anything not named
+    as a sandbox, stay."""
+    policy = Policy([Private(CACHE)])
+    with Backing(policy, private_root=str(root)) as live:
+        assert live.scratch_directory is not None
+        live_name = os.path.basename(live.scratch_directory)
+        stale = root / f"sandbox-{os.getpid()}-1-{'ab' * 8}"
+        (stale / "0" / "deep").mkdir(parents=True)
+        (stale / "0" / "deep" / "file").write_text("left behind\n")
+        (stale / "0" / "link").symlink_to("/etc")  # removed, never followed
+        other = root / "not-a-sandbox"
+        other.mkdir()
+        with Backing(policy, private_root=str(root)) as new:
+            assert new.scratch_directory is not None
+            names = set(os.listdir(root))
+            assert names == {live_name, os.path.basename(new.scratch_directory), other.name}
+    assert os.listdir(root) == [other.name]
+    assert os.path.isdir("/etc")
+
+
 @pytest.mark.parametrize("kind", ["symlink", "file", "group-writable"])
 def test_unsafe_private_root_is_refused(tmp_path: Path, kind: str, no_leak: None) -> None:
     root = tmp_path / "private"

@@ -61,7 +61,9 @@ with :func:`shutil.rmtree`, which on Linux walks the tree with ``openat()``
 and ``O_NOFOLLOW`` relative to directory fds (``rmtree.avoids_symlink_attacks``
 is true): a symbolic link a program planted in its scratch directory is
 removed, never followed, even if a program swaps a directory for a link
-while the removal runs.
+while the removal runs. A supervisor that never got to close (SIGKILL) leaves
+its directory behind; the next sandbox made under the root removes it (its
+name says which process made it, see :func:`_sweep_stale`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -167,6 +170,43 @@ def _remove_tree(path: str) -> OSError | None:
     return errors[0] if errors else None
 
 
+# sandbox-PID-STARTTIME-RANDOM: the supervisor that made it, by pid and the
+# start time that tells it from a later process with the same pid.
+_SANDBOX_NAME = re.compile(r"sandbox-(\d+-\d+)-[0-9a-f]{16}")
+
+
+def _process_id(pid: int) -> str | None:
+    """``PID-STARTTIME`` of a running process (proc(5), /proc/PID/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return f"{pid}-{int(fields[19])}"
+
+
+def _sweep_stale(root: str) -> None:
+    """Remove the sandbox directories of supervisors that are gone.
+
+    A supervisor killed by SIGKILL (or the machine stopping under it) never
+    removes its scratch directories; whichever supervisor next makes one
+    under the same root does. Only directories named by a process that no
+    longer runs are removed, so supervisors sharing the root (a daemon and
+    standalone launches) never touch each other's live sandboxes.
+    """
+    for name in os.listdir(root):
+        m = _SANDBOX_NAME.fullmatch(name)
+        if m is None:
+            continue
+        owner = m.group(1)
+        if _process_id(int(owner.split("-")[0])) == owner:
+            continue
+        # Errors (a file a program made immutable...) are for the next sweep.
+        _remove_tree(os.path.join(root, name))
+
+
 def _memfd_name(pattern: Pattern) -> str:
     # Shown to programs as /memfd:NAME (deleted) in /proc/PID/fd: the path
     # the file stands for is the most useful name there.
@@ -252,10 +292,13 @@ class Backing:
     def _make_sandbox_dir(private_root: str | None) -> str:
         root = private_root if private_root is not None else default_private_root()
         _make_private_root(root)
+        _sweep_stale(root)
+        owner = _process_id(os.getpid())
+        assert owner is not None  # we do run
         while True:
             # 64 random bits: the root cannot be listed, so guessing is the
             # only way to another sandbox's files, and a useless one.
-            path = os.path.join(root, f"sandbox-{secrets.token_hex(8)}")
+            path = os.path.join(root, f"sandbox-{owner}-{secrets.token_hex(8)}")
             try:
                 os.mkdir(path, _SANDBOX_DIR_MODE)
             except FileExistsError:
