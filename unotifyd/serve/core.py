@@ -902,7 +902,7 @@ class Core:
             # O_NONBLOCK: a FIFO put there since must not stall the serving thread.
             fd = open_as(creds, d.path, os.O_RDONLY | os.O_NONBLOCK, 0)
         except OSError:
-            return None  # The exec fails as it would have: by its own lookup.
+            return None  # Execute-only for the program: no fd to run it by.
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or os.pread(fd, 2, 0) == b"#!":

@@ -291,12 +291,11 @@ def _access(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
         # do_faccessat() in fs/open.c: once permission is granted, a write
         # check on a read-only mount is EROFS, except for devices, FIFOs
         # and sockets, whose writes do not reach the file system.
-        st = (
-            os.stat(p.name, dir_fd=p.dirfd, follow_symlinks=False)
-            if not p.itself
-            else (os.fstat(p.dirfd))
-        )
-        if not _special(st.st_mode) and not (p.follow and stat.S_ISLNK(st.st_mode)):
+        if p.itself:
+            st = os.fstat(p.dirfd)
+        else:
+            st = os.stat(p.name, dir_fd=p.dirfd, follow_symlinks=p.follow)
+        if not _special(st.st_mode):
             return Outcome(-errno.EROFS)
     return Outcome(0)
 
