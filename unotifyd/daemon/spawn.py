@@ -15,8 +15,9 @@ from __future__ import annotations
 import socket
 import sys
 
-from ..launch import EXIT_FAILURE
-from .client import exec_sandboxed
+# EXIT_FAILURE from the client, not from unotifyd.launch: that would import
+# the policy layer, ~26 ms of this helper's start for one constant.
+from .client import EXIT_FAILURE, exec_sandboxed
 
 #: The ``-c`` program that runs :func:`main` with this package importable
 #: whatever the caller's ``sys.path`` and environment (``%r``: our parent dir).

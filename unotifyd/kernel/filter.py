@@ -11,11 +11,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 from . import abi
 from .errors import Unsupported
+
+# ``launch --daemon`` imports this module for PreparedFilter: no typing or
+# dataclasses at run time (see unotifyd.daemon.protocol for what they cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -66,11 +70,18 @@ def compile_filter(syscalls: Iterable[str]) -> bytes:
         os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
 class NotifSizes:
-    notif: int
-    resp: int
-    data: int
+    """The kernel's sizes of the notification structs (``SECCOMP_GET_NOTIF_SIZES``)."""
+
+    __slots__ = ("data", "notif", "resp")
+
+    def __init__(self, notif: int, resp: int, data: int) -> None:
+        self.notif = notif
+        self.resp = resp
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"NotifSizes(notif={self.notif}, resp={self.resp}, data={self.data})"
 
 
 def check_support() -> NotifSizes:
