@@ -1,8 +1,8 @@
 """Unix sockets: passing fds (SCM_RIGHTS, unix(7)) and binding listening sockets.
 
-``launch --daemon`` imports this module (for :class:`FdSender`), so it stays
-free of ``typing`` and ``dataclasses``; peer credentials, which only the
-serving side reads, are in :mod:`unotifyd.kernel.peercred`.
+Peer credentials are in :mod:`unotifyd.kernel.peercred`; the fd sender of
+the window between loading a filter and handing its listener over is
+:class:`unotifyd.kernel.filter.FdSender`.
 """
 
 from __future__ import annotations
@@ -12,38 +12,11 @@ import errno
 import os
 import socket
 import stat
-import sys
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Literal
 
 
 def send_fd(sock: socket.socket, fd: int, data: bytes = b"F") -> None:
     """Send ``fd`` with ``data`` (at least one byte: a message must carry data)."""
     socket.send_fds(sock, [data], [fd])
-
-
-class FdSender:
-    """Sends one fd (``SCM_RIGHTS``) with everything bound in advance.
-
-    For the window between loading a seccomp filter and handing its
-    listener over, where a trapped call would wait forever: no lazy import
-    (``socket.send_fds`` imports :mod:`array` on first use), no lookup that
-    could load anything. Raises OSError.
-    """
-
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
-        self._sendmsg = sock.sendmsg
-        self._data = [data]
-        self._level = socket.SOL_SOCKET
-        self._type = socket.SCM_RIGHTS
-        self._flags = socket.MSG_NOSIGNAL
-        self._byteorder: Literal["little", "big"] = sys.byteorder
-
-    def __call__(self, fd: int) -> None:
-        rights = fd.to_bytes(4, self._byteorder, signed=True)
-        self._sendmsg(self._data, [(self._level, self._type, rights)], self._flags)
 
 
 def bind_listening(path: str, kind: socket.SocketKind, mode: int, who: str) -> socket.socket:
