@@ -25,7 +25,7 @@ from typing import IO
 
 from .kernel import fdpass
 from .kernel.errors import Unsupported
-from .kernel.filter import PreparedFilter, check_support, compile_filter
+from .kernel.filter import FdSender, PreparedFilter, check_support, compile_filter
 from .policy import Policy
 
 # Exit statuses of unotifyd's own failures, as env(1)/chroot(1) and shells use them.
@@ -64,7 +64,7 @@ def _child(
     garbage collector, which could run any ``__del__``, is off (the process
     execs or exits, so it never comes back on).
     """
-    senders = {True: fdpass.FdSender(sock, b"L"), False: fdpass.FdSender(sock, b"l")}
+    senders = {True: FdSender(sock, b"L"), False: FdSender(sock, b"l")}
     close = os.close
     exit_ = os._exit
     gc.disable()

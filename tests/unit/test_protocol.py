@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import pickle
 import struct
 
 import pytest
@@ -167,6 +169,21 @@ def test_decoder_reassembles_a_stream_byte_by_byte() -> None:
 def test_encode_refuses_a_frame_over_the_limit() -> None:
     with pytest.raises(ValueError, match="exceeds the frame limit"):
         encode(StatusReply({"x": "y" * MAX_FRAME}))
+
+
+def test_messages_are_immutable_values() -> None:
+    msg = LaunchRequest("build", "make")
+    assert msg == LaunchRequest(profile="build", program="make")
+    assert hash(msg) == hash(LaunchRequest("build", "make"))
+    assert msg != LaunchRequest("build", "cc")
+    assert HandOver() != StatusRequest()  # no fields either, but another message
+    assert FilterReply("p", b"\x00").FIELDS == ("program", "bpf")  # the JSON order
+    assert repr(FilterReply("p", b"\x00")) == "FilterReply(program='p', bpf=b'\\x00')"
+    with pytest.raises(AttributeError, match="immutable"):
+        msg.profile = "other"
+    assert msg.profile == "build"
+    assert copy.copy(msg) == msg
+    assert pickle.loads(pickle.dumps(Reloaded(("a", "b")))) == Reloaded(("a", "b"))
 
 
 # --- Property tests ----------------------------------------------------------------

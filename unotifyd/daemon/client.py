@@ -18,20 +18,21 @@ must make no trapped call (an ``open`` from a lazy import, say): it would
 wait for a supervisor that has no listener yet, forever. So every name used
 in that window is bound beforehand, the frame to send is encoded
 beforehand, and the fd travels with a hand-built ``SCM_RIGHTS`` message
-(:class:`~unotifyd.kernel.fdpass.FdSender`).
+(:class:`~unotifyd.kernel.filter.FdSender`).
 """
 
 from __future__ import annotations
 
-import contextlib
+# _socket, the C module under socket: its sockets have every method the
+# client calls, and ``import socket`` would add ~2.4 ms to launch --daemon
+# (selectors, four IntEnum conversions) for conveniences it does not use.
+import _socket
 import errno
 import gc
 import os
 import signal
-import socket
 from collections.abc import Sequence
 
-from ..kernel.fdpass import FdSender
 from .protocol import (
     MAX_FRAME,
     Abort,
@@ -74,9 +75,9 @@ class ClientError(Exception):
     """The daemon could not be reached or refused; the message is for the user."""
 
 
-def connect(path: str, timeout: float | None = REPLY_TIMEOUT) -> socket.socket:
+def connect(path: str, timeout: float | None = REPLY_TIMEOUT) -> _socket.socket:
     """A ``SOCK_SEQPACKET`` connection to the daemon at ``path`` (close-on-exec)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     try:
         sock.settimeout(timeout)
         sock.connect(path)
@@ -92,7 +93,7 @@ def connect(path: str, timeout: float | None = REPLY_TIMEOUT) -> socket.socket:
     return sock
 
 
-def _recv(sock: socket.socket) -> Message:
+def _recv(sock: _socket.socket) -> Message:
     """One reply. Raises ClientError for a closed connection, a timeout or garbage."""
     try:
         record = sock.recv(MAX_FRAME)
@@ -108,14 +109,14 @@ def _recv(sock: socket.socket) -> Message:
         raise ClientError(f"bad answer from the daemon: {e}") from None
 
 
-def _send(sock: socket.socket, msg: Message) -> None:
+def _send(sock: _socket.socket, msg: Message) -> None:
     try:
-        sock.sendmsg([encode(msg)], [], socket.MSG_NOSIGNAL)
+        sock.sendmsg([encode(msg)], [], _socket.MSG_NOSIGNAL)
     except OSError as e:
         raise ClientError(f"lost the connection to the daemon: {e.strerror or e}") from None
 
 
-def _request(sock: socket.socket, msg: Message) -> Message:
+def _request(sock: _socket.socket, msg: Message) -> Message:
     """Send ``msg`` and return the reply.
 
     The daemon may refuse a client before reading anything from it (an
@@ -140,8 +141,11 @@ def call(path: str, request: Message, timeout: float = REPLY_TIMEOUT) -> Message
 
     Raises :class:`ClientError`; an :class:`ErrorReply` is returned as such.
     """
-    with connect(path, timeout) as sock:
+    sock = connect(path, timeout)
+    try:
         return _request(sock, request)
+    finally:
+        sock.close()
 
 
 def _say(message: str) -> None:
@@ -150,7 +154,7 @@ def _say(message: str) -> None:
     os.write(2, f"unotifyd: {message}\n".encode(errors="replace"))
 
 
-def exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> int:
+def exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> int:
     """Do the hand-over on connected ``sock``, then exec ``argv`` in this process.
 
     Returns (an exit status for unotifyd) only if it fails; on success the
@@ -162,9 +166,9 @@ def exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> in
         sock.close()
 
 
-def _exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> int:
+def _exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> int:
     # Imported here, not at the top: ctypes is needed only on this path.
-    from ..kernel.filter import PreparedFilter  # noqa: PLC0415
+    from ..kernel.filter import FdSender, PreparedFilter  # noqa: PLC0415
 
     try:
         reply = _request(sock, LaunchRequest(profile, argv[0][:_PROGRAM_NAME_MAX]))
@@ -187,7 +191,7 @@ def _exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> i
     send_listener = FdSender(sock, encode(HandOver()))
     recv = sock.recv
     close = os.close
-    nosignal = socket.MSG_NOSIGNAL
+    nosignal = _socket.MSG_NOSIGNAL
     decode = decode_record
     reply_direction = Direction.REPLY
     # A collection could run a __del__ that does who knows what.
@@ -197,8 +201,11 @@ def _exec_sandboxed(sock: socket.socket, profile: str, argv: Sequence[str]) -> i
         if fd < 0:
             # No filter is in place, so nothing can deadlock from here on.
             err = -fd
-            with contextlib.suppress(OSError):
+            # Not contextlib.suppress: nothing else on this path imports contextlib.
+            try:  # noqa: SIM105
                 sock.sendmsg([encode(Abort(err))], [], nosignal)
+            except OSError:
+                pass  # The daemon sees the connection close instead.
             _say(f"cannot install the seccomp filter: {os.strerror(err)}")
             return EXIT_FAILURE
         try:

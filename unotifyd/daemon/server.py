@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import __version__
-from ..kernel.fdpass import Peer, bind_listening, peer_of
+from ..kernel.fdpass import bind_listening
 from ..kernel.filter import compile_filter
 from ..kernel.listener import Listener, is_listener
+from ..kernel.peercred import Peer, peer_of
 from ..policy import PolicyError
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config

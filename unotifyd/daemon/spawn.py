@@ -12,11 +12,13 @@ Usage (internal): ``python -S -c ... FD PROG [ARGS...]``.
 
 from __future__ import annotations
 
-import socket
+import _socket
+import os
 import sys
 
-from ..launch import EXIT_FAILURE
-from .client import exec_sandboxed
+# EXIT_FAILURE from the client, not from unotifyd.launch: that would import
+# the policy layer, ~26 ms of this helper's start for one constant.
+from .client import EXIT_FAILURE, exec_sandboxed
 
 #: The ``-c`` program that runs :func:`main` with this package importable
 #: whatever the caller's ``sys.path`` and environment (``%r``: our parent dir).
@@ -30,7 +32,8 @@ def main(args: list[str]) -> int:
     if len(args) < 2 or not args[0].isdigit():
         print("usage: spawn FD PROG [ARGS...]", file=sys.stderr)
         return EXIT_FAILURE
-    sock = socket.socket(fileno=int(args[0]))
+    # _socket, as the client uses: socket.py would only add import time.
+    sock = _socket.socket(fileno=int(args[0]))
     # Inherited on purpose, but the program must not inherit it in turn.
-    sock.set_inheritable(False)
+    os.set_inheritable(sock.fileno(), False)
     return exec_sandboxed(sock, "", args[1:])

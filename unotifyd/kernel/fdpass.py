@@ -1,55 +1,22 @@
-"""Unix sockets: passing fds (SCM_RIGHTS) and peer credentials (unix(7))."""
+"""Unix sockets: passing fds (SCM_RIGHTS, unix(7)) and binding listening sockets.
+
+Peer credentials are in :mod:`unotifyd.kernel.peercred`; the fd sender of
+the window between loading a filter and handing its listener over is
+:class:`unotifyd.kernel.filter.FdSender`.
+"""
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import os
 import socket
 import stat
-import struct
-import sys
-from dataclasses import dataclass
-from typing import Literal, Protocol
-
-# SO_PEERGROUPS (Linux 4.13, asm-generic/socket.h): the peer's supplementary
-# groups at connect() time. Python's socket module does not name it.
-SO_PEERGROUPS = 59
-
-
-class _HasSockopt(Protocol):
-    """A socket, from :mod:`socket` or from :mod:`trio.socket`."""
-
-    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
-
 
 
 def send_fd(sock: socket.socket, fd: int, data: bytes = b"F") -> None:
     """Send ``fd`` with ``data`` (at least one byte: a message must carry data)."""
     socket.send_fds(sock, [data], [fd])
-
-
-class FdSender:
-    """Sends one fd (``SCM_RIGHTS``) with everything bound in advance.
-
-    For the window between loading a seccomp filter and handing its
-    listener over, where a trapped call would wait forever: no lazy import
-    (``socket.send_fds`` imports :mod:`array` on first use), no lookup that
-    could load anything. Raises OSError.
-    """
-
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
-        self._sendmsg = sock.sendmsg
-        self._data = [data]
-        self._level = socket.SOL_SOCKET
-        self._type = socket.SCM_RIGHTS
-        self._flags = socket.MSG_NOSIGNAL
-        self._byteorder: Literal["little", "big"] = sys.byteorder
-
-    def __call__(self, fd: int) -> None:
-        rights = fd.to_bytes(4, self._byteorder, signed=True)
-        self._sendmsg(self._data, [(self._level, self._type, rights)], self._flags)
 
 
 def bind_listening(path: str, kind: socket.SocketKind, mode: int, who: str) -> socket.socket:
@@ -114,38 +81,3 @@ def recv_fd(sock: socket.socket, bufsize: int = 4096) -> tuple[bytes, int | None
         else:
             socket.close(extra)
     return data, fd
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who is on the other end of a connection, as the kernel saw it at connect()."""
-
-    pid: int
-    uid: int
-    gid: int
-    groups: frozenset[int]  # the primary group included
-
-    def __str__(self) -> str:
-        return f"pid {self.pid} uid {self.uid}"
-
-
-def peer_of(sock: _HasSockopt) -> Peer:
-    """The peer's credentials (``SO_PEERCRED``, ``SO_PEERGROUPS``; socket(7), unix(7)).
-
-    The kernel records them at ``connect()``: a client cannot change them
-    afterwards, nor borrow another's by passing its socket on.
-    """
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    size = 4 * 64
-    while True:
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
-            break
-        except OSError as e:
-            # ERANGE: the buffer is too small for the peer's groups.
-            if e.errno != errno.ERANGE or size >= 4 * 65536:
-                raise
-            size *= 16
-    groups = array.array("I")
-    groups.frombytes(raw[: len(raw) - len(raw) % 4])
-    return Peer(pid, uid, gid, frozenset(groups) | {gid})

@@ -1,21 +1,35 @@
-"""Compile a seccomp filter with pyseccomp and load it with the raw syscall.
+"""Compile a seccomp filter with pyseccomp, load it with the raw syscall, pass its listener.
 
 pyseccomp (libseccomp) is used only as a compiler: ``export_bpf`` gives us the
 classic-BPF program, which we load with ``seccomp(2)`` ourselves so that we
 choose the flags (``NEW_LISTENER | WAIT_KILLABLE_RECV``) and get the listener
 fd back; ``seccomp_load`` would keep the listener to itself.
+
+:class:`PreparedFilter` and :class:`FdSender` are what a process needs for
+the window between loading its filter and handing the listener over, both
+made ready before it (``unotifyd launch`` and ``launch --daemon``).
 """
 
 from __future__ import annotations
 
+# _socket, the C module under socket: FdSender needs its constants only,
+# and ``import socket`` would cost launch --daemon ~2.4 ms (selectors, four
+# IntEnum conversions).
+import _socket
 import ctypes
 import errno
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+import sys
 
 from . import abi
 from .errors import Unsupported
+
+# ``launch --daemon`` imports this module: no typing or dataclasses at run
+# time (see unotifyd.daemon.protocol for what they cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Literal
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -68,11 +82,18 @@ def compile_filter(syscalls: Iterable[str]) -> bytes:
         os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
 class NotifSizes:
-    notif: int
-    resp: int
-    data: int
+    """The kernel's sizes of the notification structs (``SECCOMP_GET_NOTIF_SIZES``)."""
+
+    __slots__ = ("data", "notif", "resp")
+
+    def __init__(self, notif: int, resp: int, data: int) -> None:
+        self.notif = notif
+        self.resp = resp
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"NotifSizes(notif={self.notif}, resp={self.resp}, data={self.data})"
 
 
 def check_support() -> NotifSizes:
@@ -157,3 +178,25 @@ class PreparedFilter:
                 return -err
             self.killable_wait = False
         return -err
+
+
+class FdSender:
+    """Sends one fd (``SCM_RIGHTS``) with everything bound in advance.
+
+    For the window between loading a seccomp filter and handing its
+    listener over, where a trapped call would wait forever: no lazy import
+    (``socket.send_fds`` imports :mod:`array` on first use), no lookup that
+    could load anything. Raises OSError.
+    """
+
+    def __init__(self, sock: _socket.socket, data: bytes) -> None:
+        self._sendmsg = sock.sendmsg
+        self._data = [data]
+        self._level = _socket.SOL_SOCKET
+        self._type = _socket.SCM_RIGHTS
+        self._flags = _socket.MSG_NOSIGNAL
+        self._byteorder: Literal["little", "big"] = sys.byteorder
+
+    def __call__(self, fd: int) -> None:
+        rights = fd.to_bytes(4, self._byteorder, signed=True)
+        self._sendmsg(self._data, [(self._level, self._type, rights)], self._flags)

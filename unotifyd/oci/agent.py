@@ -34,8 +34,9 @@ import trio
 
 from ..daemon.config import DaemonConfig
 from ..daemon.programs import ProgramTable, accept, close_fds
-from ..kernel.fdpass import Peer, bind_listening, peer_of
+from ..kernel.fdpass import bind_listening
 from ..kernel.listener import Listener, is_listener
+from ..kernel.peercred import Peer, peer_of
 from .state import ContainerState, StateError, StateReader, choose_profile
 
 __all__ = ["OciAgent", "bind_oci_socket"]
