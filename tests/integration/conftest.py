@@ -45,9 +45,7 @@ _ISSUE_3_GAPS = {
         for mode in ("virtualize", "enforce")
     },
     "test_private_tree_that_does_not_exist_on_disk": "chdir into a private tree missing on "
-    "disk needs the scratch directory's (longer) name",
-    "test_private_tree_symlinks_lead_where_they_point": "symlinks in a private tree are "
-    "confined to its scratch directory (EXDEV), by choice for now",
+    "disk needs the scratch directory's name, longer than the program's (mkdir -p chdirs)",
     "test_nobody_cannot_read_shadow_through_any_rule[enforce]": "a /proc/PID magic link "
     "(fd/N, cwd) is followed to its target's name, which is then opened as the program, "
     "where the kernel fails its ptrace check with EACCES (no file the program could not "

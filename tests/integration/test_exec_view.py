@@ -428,6 +428,24 @@ def test_private_tree(tmp_path: Path, mode: tuple[str, ...]) -> None:
     assert again.stdout == "end\n", "a new sandbox starts empty"
 
 
+def test_private_tree_symlinks_are_held_to_the_rules(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """A link made in a private tree is followed in the program's view, so
+    the rules apply where it leads: to a denied file it is denied, to a
+    redirected one it is redirected, and a loop is ELOOP."""
+    secret = write(tmp_path / "secret", "SECRET\n")
+    src, dst = tmp_path / "src", write(tmp_path / "dst", "REDIRECTED\n")
+    p = tmp_path / "p"
+    script = (
+        f"ln -s {secret} {p}/s; cat {p}/s; echo rc=$?;"
+        f" ln -s ../src {p}/r; cat {p}/r; ln -s loop {p}/loop; cat {p}/loop; echo rc=$?"
+    )
+    proc = run_launch(*mode, "--private", f"{p}/**", "--deny", str(secret),
+                      "--redirect", f"{src}={dst}", argv=sh(script))  # fmt: skip
+    assert proc.stdout == "rc=1\nREDIRECTED\nrc=1\n", describe(proc)
+    assert "Permission denied" in proc.stderr and "Too many levels" in proc.stderr
+    assert "SECRET" not in proc.stdout + proc.stderr
+
+
 def test_private_tree_that_does_not_exist_on_disk(tmp_path: Path, mode: tuple[str, ...]) -> None:
     ghost = tmp_path / "ghost"
     script = (

@@ -409,7 +409,7 @@ class Policy:
     :class:`ValueError` for an unknown ``mode``.
     """
 
-    __slots__ = ("_exact", "_exec", "_trees", "mode", "rules")
+    __slots__ = ("_enforcing", "_exact", "_exec", "_trees", "has_private", "mode", "rules")
 
     rules: tuple[Rule, ...]
     mode: str
@@ -425,6 +425,8 @@ class Policy:
         self._exact, self._trees = _tables(r for r in self.rules if not isinstance(r, Exec))
         exec_rules = [r for r in self.rules if isinstance(r, Exec)]
         self._exec = _tables(exec_rules) if exec_rules else None
+        self.has_private = any(isinstance(r, Private) for r in self.rules)
+        self._enforcing: Policy | None = self if mode == "enforce" else None
 
     def __repr__(self) -> str:
         return f"Policy({list(self.rules)!r}, mode={self.mode!r})"
@@ -436,6 +438,12 @@ class Policy:
 
     def __hash__(self) -> int:
         return hash((self.mode, self.rules))
+
+    def enforcing(self) -> Policy:
+        """These rules in enforcing mode (made once): for paths that must not be CONTINUEd."""
+        if self._enforcing is None:
+            self._enforcing = Policy(self.rules, "enforce")
+        return self._enforcing
 
     @property
     def has_exec_rules(self) -> bool:

@@ -46,6 +46,7 @@ from ..policy import (
     Found,
     OpenRequest,
     Policy,
+    Private,
     RefuseWrite,
     Return,
     decide_open,
@@ -659,6 +660,13 @@ class Core:
                 own_root=p.own_root,
             )
             policy = p.policy = self._policy_in(s, root, n.pid)
+            if policy.has_private:
+                seen = self._through_private(policy, p.resolved, n.pid, p.own_root,
+                                             call.follows_last_link)  # fmt: skip
+                if seen != p.resolved:
+                    # Where a link in a private tree leads: ours to open, never
+                    # the kernel's (CONTINUE would look on the real disk).
+                    p.resolved, policy = seen, policy.enforcing()
             if _supervisors_own(p.resolved) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
         except BadArgument as e:
@@ -677,6 +685,52 @@ class Core:
                 return Fail(errno.EISDIR, "O_CREAT on a name that must be a directory")
             flags |= os.O_DIRECTORY
         return decide_open(policy, OpenRequest(call.syscall, p.resolved, flags, call.mode))
+
+    def _through_private(
+        self, policy: Policy, path: str, tid: int, own_root: bool, follow: bool
+    ) -> str:
+        """``path`` with the symlinks in private trees followed as a tmpfs there would.
+
+        A private tree lives in a scratch directory of ours, where the
+        program may make symlinks; the kernel would read their text in the
+        program's own view (absolute: from its root; relative: from the
+        link's directory as the program names it) and go on from there,
+        into other rules or out to the real disk. So does this, up to the
+        kernel's 40 links (ELOOP). Raises OSError as the resolver does.
+        Paths without such a link come back as they are (the same object).
+        """
+        for _ in range(40):
+            match = policy.match(path)
+            rule = match.rule if match is not None else None
+            if not isinstance(rule, Private) or rule.backing is None or match is None:
+                return path
+            parts = [c for c in match.suffix.split("/") if c]
+            mine = rule.backing  # a scratch directory of ours: no link on the way
+            for i, name in enumerate(parts):
+                last = i == len(parts) - 1
+                here = f"{mine}/{name}"
+                try:
+                    info = os.lstat(here)
+                except OSError:
+                    return path  # missing, or no directory: the call itself will say
+                if not stat.S_ISLNK(info.st_mode) or (last and not follow):
+                    mine = here
+                    continue
+                text = os.readlink(here)
+                at = rule.pattern.path.rstrip("/") + mine[len(rule.backing) :]
+                start = text if text.startswith("/") else f"{at or '/'}/{text}"
+                rest = "/".join(parts[i + 1 :])
+                path = self.resolver.resolve(
+                    tid,
+                    abi.AT_FDCWD,
+                    os.fsencode(f"{start}/{rest}" if rest else start),
+                    follow=follow,
+                    own_root=own_root,
+                )
+                break
+            else:
+                return path
+        raise OSError(errno.ELOOP, "too many levels of symbolic links")
 
     def _program_policy(self, s: Served, p: Pending) -> Policy:
         root = self.resolver.root_id(p.notif.pid)
@@ -711,6 +765,7 @@ class Core:
         resolved: list[str | None] = []
         for arg in call.paths:
             where: str | None
+            via_private = False
             if arg.itself:
                 # The call is about a file the program has open: no name is
                 # looked up, so only the rules on that file's own path apply.
@@ -725,6 +780,10 @@ class Core:
                     where = self.resolver.resolve(
                         n.pid, arg.dirfd, arg.path, follow=arg.follow, own_root=p.own_root
                     )
+                    if policy.has_private:
+                        seen = self._through_private(policy, where, n.pid, p.own_root, arg.follow)
+                        if seen != where:
+                            where, via_private = seen, True
                 except OSError as e:
                     # The kernel fails the call the same way (ENOTDIR, ELOOP, EBADF...).
                     return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
@@ -734,7 +793,9 @@ class Core:
             if where is None:
                 decisions.append(Continue("no path"))
             else:
-                decisions.append(decide_path(policy, PathRequest(name, arg.role, where)))
+                # Where a link in a private tree leads: see _decide.
+                deciding = policy.enforcing() if via_private else policy
+                decisions.append(decide_path(deciding, PathRequest(name, arg.role, where)))
         p.resolved = next((r for r in resolved if r is not None), None)
         one = combine_paths(decisions)
         if name in ("chdir", "execve", "execveat"):
@@ -744,6 +805,10 @@ class Core:
                     os.stat(_our_name(p.resolved, n.pid if p.own_root else None))
                 except OSError as e:
                     return Fail(e.errno or errno.ENOENT, f"{first.reason} (and it is not there)")
+            if via_private and isinstance(first, MapPath) and first.in_program_root:
+                # The kernel must be given where the link leads, not the
+                # program's path, which names nothing on the real disk.
+                first = MapPath(first.path, reason="a link in a private tree")
             return self._rewrite_decision(call, first, enforce, name != "chdir", p.resolved)
         if isinstance(one, Fail):
             return one
