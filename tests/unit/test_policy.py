@@ -659,3 +659,13 @@ def test_openat2_valid_requests_pass() -> None:
     assert decide_open(policy, opening("/a", O_PATH | O_CLOEXEC, syscall="openat2")) == (
         EmulateOpen(path="/b", flags=O_PATH, mode=0, cloexec=True, reason="redirect /a -> /b")
     )
+
+
+def test_enforcing_is_made_once_and_keeps_the_rules() -> None:
+    rules = [Private(tree("/tmp")), Deny(exact("/etc/shadow"))]
+    policy = Policy(rules)
+    assert policy.has_private and not Policy(rules[1:]).has_private
+    enforcing = policy.enforcing()
+    assert enforcing == Policy(rules, "enforce")
+    assert policy.enforcing() is enforcing
+    assert enforcing.enforcing() is enforcing
