@@ -662,7 +662,7 @@ def test_openat2_valid_requests_pass() -> None:
 
 
 def test_enforcing_is_made_once_and_keeps_the_rules() -> None:
-    rules = [Private(tree("/tmp")), Deny(exact("/etc/shadow"))]
+    rules: list[Rule] = [Private(tree("/tmp")), Deny(exact("/etc/shadow"))]
     policy = Policy(rules)
     assert policy.has_private and not Policy(rules[1:]).has_private
     enforcing = policy.enforcing()
