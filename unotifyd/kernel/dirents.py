@@ -26,6 +26,7 @@ from typing import Final
 
 from . import abi
 from .errors import BadArgument, TargetGone
+from .rawsys import libc_syscall
 from .target import read_ids
 
 # struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
@@ -39,9 +40,6 @@ _RECLEN = struct.Struct("<H")
 # count, so that "count too small for one entry" stays the kernel's EINVAL.
 MAX_CHUNK: Final = 64 * 1024
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
 
 
 def _pidfd(tid: int) -> int:
@@ -92,7 +90,7 @@ def take_fd(tid: int, fd: int) -> int:
         raise BadArgument(errno.EBADF, f"fd {fd} cannot be open")
     pidfd = _pidfd(tid)
     try:
-        got: int = _syscall(ctypes.c_long(abi.SYS_PIDFD_GETFD), pidfd, fd, 0)
+        got: int = libc_syscall(ctypes.c_long(abi.SYS_PIDFD_GETFD), pidfd, fd, 0)
         err = ctypes.get_errno() if got < 0 else 0
     finally:
         os.close(pidfd)
@@ -163,7 +161,7 @@ def read_listing(fd: int, count: int, hidden: Callable[[bytes], bool]) -> bytes:
     cfd = ctypes.c_long(fd)
     csize = ctypes.c_uint(size)
     while True:
-        n: int = _syscall(nr, cfd, buf, csize)
+        n: int = libc_syscall(nr, cfd, buf, csize)
         if n < 0:
             err = ctypes.get_errno()
             if err == errno.EINTR:

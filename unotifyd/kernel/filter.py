@@ -23,6 +23,7 @@ import sys
 
 from . import abi
 from .errors import Unsupported
+from .rawsys import libc, libc_syscall
 
 # ``launch --daemon`` imports this module: no typing or dataclasses at run
 # time (see unotifyd.daemon.protocol for what they cost).
@@ -31,10 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Literal
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_prctl = _libc.prctl
+_prctl = libc.prctl
 _prctl.restype = ctypes.c_int
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
@@ -48,7 +46,7 @@ def _sys(nr: int, *args: object) -> int:
     would pass a Python int as a 32-bit ``int`` whose upper half is undefined.
     """
     conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
-    result: int = _syscall(ctypes.c_long(nr), *conv)
+    result: int = libc_syscall(ctypes.c_long(nr), *conv)
     return result
 
 
@@ -170,7 +168,7 @@ class PreparedFilter:
         if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return -self._get_errno()
         for args in self._attempts:
-            fd: int = _syscall(*args)
+            fd: int = libc_syscall(*args)
             if fd >= 0:
                 return fd
             err: int = self._get_errno()

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from . import abi
 from .errors import KernelError, TargetGone
+from .rawsys import libc
 
 _ZERO_NOTIF = bytes(abi.NOTIF_STRUCT.size)
 _unpack_notif = abi.NOTIF_STRUCT.unpack
@@ -26,8 +27,7 @@ _pack_resp = abi.RESP_STRUCT.pack
 # NamedTuple's generated __new__ is a Python function; tuple.__new__ is not.
 _new_notification: Callable[[type[Notification], tuple[object, ...]], Notification]
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_pthread_sigmask = _libc.pthread_sigmask
+_pthread_sigmask = libc.pthread_sigmask
 _pthread_sigmask.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 _pthread_sigmask.restype = ctypes.c_int
 _SIG_BLOCK, _SIG_SETMASK = 0, 2  # asm-generic/signal-defs.h

@@ -24,27 +24,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import abi
-from .rawsys import syscall
+from .rawsys import libc_syscall, syscall
 from .target import Credentials, openat2
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
 
 
 def _setfsuid(uid: int) -> int:
     # setfsuid(2) returns the previous fsuid and never fails visibly; passing
     # -1 (an invalid id) changes nothing and so reads the current one.
-    return int(_syscall(ctypes.c_long(abi.SYS_SETFSUID), ctypes.c_long(uid)))
+    return int(libc_syscall(ctypes.c_long(abi.SYS_SETFSUID), ctypes.c_long(uid)))
 
 
 def _setfsgid(gid: int) -> int:
-    return int(_syscall(ctypes.c_long(abi.SYS_SETFSGID), ctypes.c_long(gid)))
+    return int(libc_syscall(ctypes.c_long(abi.SYS_SETFSGID), ctypes.c_long(gid)))
 
 
 def _setgroups(groups: tuple[int, ...]) -> None:
     arr = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
-    if _syscall(ctypes.c_long(abi.SYS_SETGROUPS), ctypes.c_long(len(groups)), arr) != 0:
+    if libc_syscall(ctypes.c_long(abi.SYS_SETGROUPS), ctypes.c_long(len(groups)), arr) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setgroups: {os.strerror(err)}")
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+#: The C library, loaded once for every module of the kernel layer (errno kept
+#: per thread: ``ctypes.get_errno()`` after a call).
+libc = ctypes.CDLL(None, use_errno=True)
+#: ``syscall(2)`` itself, returning a ``long``: for callers that pass ready
+#: ctypes arguments on a hot path (see :func:`syscall` for the checked form).
+libc_syscall = libc.syscall
+libc_syscall.restype = ctypes.c_long
 
 Arg = int | bytes | None | ctypes.Array[ctypes.c_char]
 
@@ -32,7 +36,7 @@ def syscall(nr: int, *args: Arg) -> int:
     as ``0xFFFFFFFF`` where the kernel wants ``u32``), ``bytes`` as a
     pointer to a NUL-terminated copy, a ctypes buffer by address, None as NULL.
     """
-    result: int = _syscall(ctypes.c_long(nr), *(_c(a) for a in args))
+    result: int = libc_syscall(ctypes.c_long(nr), *(_c(a) for a in args))
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

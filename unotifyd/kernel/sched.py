@@ -22,8 +22,9 @@ from __future__ import annotations
 import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_sched_getcpu = _libc.sched_getcpu
+from .rawsys import libc
+
+_sched_getcpu = libc.sched_getcpu
 _sched_getcpu.argtypes = []
 _sched_getcpu.restype = ctypes.c_int
 

@@ -21,10 +21,7 @@ from dataclasses import dataclass
 
 from . import abi
 from .errors import BadArgument, TargetGone
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+from .rawsys import libc, libc_syscall
 
 _MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS (include/linux/namei.h)
 _FIRST_READ = 256  # most paths are short; read more only when no NUL shows up
@@ -55,7 +52,7 @@ class Openat2:
         how[2] = resolve
         cdirfd = self._at_fdcwd if dirfd == abi.AT_FDCWD else ctypes.c_long(dirfd)
         cpath = path if type(path) is bytes else os.fsencode(path)
-        fd: int = _syscall(self._nr, cdirfd, cpath, self._how_ref, self._size)
+        fd: int = libc_syscall(self._nr, cdirfd, cpath, self._how_ref, self._size)
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), os.fsdecode(path))
@@ -67,7 +64,7 @@ def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: i
     return Openat2()(dirfd, path, flags, mode, resolve)
 
 
-_process_vm_readv = _libc.process_vm_readv
+_process_vm_readv = libc.process_vm_readv
 # No argtypes: every argument but the pid is passed as a ready ctypes object
 # (see MemoryReader), and the pid as a Python int, which ctypes passes as a
 # C int anyway; argtypes would re-check all six on every call.

@@ -138,13 +138,14 @@ class OpenRequest:
     mode: int
 
 
-# The kernel's VALID_OPEN_FLAGS as far as Python knows them. os.O_LARGEFILE is 0
-# on 64-bit builds, so the kernel's own O_LARGEFILE bit is dropped: harmless,
-# because a 64-bit kernel forces O_LARGEFILE on every open anyway.
-_VALID_OPEN_FLAGS = (
+# The kernel's O_LARGEFILE on x86_64: os.O_LARGEFILE is 0 on 64-bit builds.
+_O_LARGEFILE = 0o100000
+#: The kernel's VALID_OPEN_FLAGS (include/linux/fcntl.h): open(2) drops any
+#: other bit, openat2(2) refuses it with EINVAL (build_open_flags, fs/open.c).
+VALID_OPEN_FLAGS = (
     os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC | os.O_APPEND
     | os.O_NONBLOCK | os.O_SYNC | os.O_DSYNC | os.O_ASYNC | os.O_DIRECT
-    | os.O_LARGEFILE | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC
+    | _O_LARGEFILE | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC
     | os.O_PATH | os.O_TMPFILE
 )  # fmt: skip
 # With O_PATH the kernel keeps only these (O_PATH_FLAGS in fs/open.c).
@@ -178,7 +179,7 @@ def _open_how(req: OpenRequest) -> tuple[int, int] | str:
         elif mode:
             return "mode given without O_CREAT or O_TMPFILE"
         return flags, mode
-    flags &= _VALID_OPEN_FLAGS
+    flags &= VALID_OPEN_FLAGS
     if flags & os.O_PATH:
         flags &= _O_PATH_FLAGS
     return flags, (mode & _S_IALLUGO if _creates(flags) else 0)

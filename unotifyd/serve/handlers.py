@@ -14,18 +14,10 @@ from ..kernel import abi
 from ..kernel.errors import BadArgument
 from ..kernel.listener import Notification
 from ..kernel.target import MemoryReader
+from ..policy.decision import VALID_OPEN_FLAGS
 
 # The kernel's O_LARGEFILE on x86_64 (asm-generic/fcntl.h); Python's
 # os.O_LARGEFILE is 0 on 64-bit builds, so it cannot be used to test the bit.
-_O_LARGEFILE = 0o100000
-
-# Bits openat2(2) accepts in open_how.flags; anything else is EINVAL there
-# (build_open_flags, fs/open.c), unlike open(2) which ignores unknown bits.
-_VALID_OPEN_FLAGS = (
-    os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC | os.O_APPEND
-    | os.O_NONBLOCK | os.O_DSYNC | 0o20000 | os.O_DIRECT | _O_LARGEFILE | os.O_DIRECTORY
-    | os.O_NOFOLLOW | os.O_NOATIME | os.O_CLOEXEC | os.O_PATH | os.O_TMPFILE | os.O_SYNC
-)
 _VALID_RESOLVE = 0x3F
 _OPEN_HOW_SIZE_VER0 = 24
 
@@ -94,7 +86,7 @@ def decode_openat2(mem: MemoryReader, n: Notification) -> OpenCall:
     if any(raw[_OPEN_HOW_SIZE_VER0:]):
         raise BadArgument(errno.E2BIG, "unknown open_how fields")
     flags, mode, resolve = abi.OPEN_HOW_STRUCT.unpack_from(raw)
-    if flags & ~_VALID_OPEN_FLAGS or resolve & ~_VALID_RESOLVE or flags > 0xFFFFFFFF:
+    if flags & ~VALID_OPEN_FLAGS or resolve & ~_VALID_RESOLVE or flags > 0xFFFFFFFF:
         raise BadArgument(errno.EINVAL, "unknown open_how flags")
     if (mode and not flags & (os.O_CREAT | os.O_TMPFILE)) or mode & ~0o7777:
         raise BadArgument(errno.EINVAL, "open_how mode without O_CREAT")
