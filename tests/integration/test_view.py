@@ -817,7 +817,7 @@ def tmpfs_pair(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
             subprocess.run(["umount", "-l", str(m)], check=False, timeout=20)
 
 
-_RO_NAMES = ("f", "sub", "e", "sub/g", "missing", "nodir/x", "l", "dl")
+_RO_NAMES = ("f", "sub", "e", "sub/g", "missing", "nodir/x", "f/x", "l", "dl")
 _RO_PAIRS = (
     ("f", "new"),
     ("f", "sub/g"),

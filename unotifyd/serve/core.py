@@ -27,7 +27,7 @@ from ..kernel import abi
 from ..kernel.dirents import read_listing, take_fd
 from ..kernel.errors import BadArgument, TargetGone
 from ..kernel.listener import Listener, Notification
-from ..kernel.opener import may_create, open_as, runnable_errno
+from ..kernel.opener import acting_as, may_create, open_as, runnable_errno
 from ..kernel.rawsys import syscall
 from ..kernel.sched import pin_to_our_cpu
 from ..kernel.target import (
@@ -43,7 +43,6 @@ from ..policy import (
     Decision,
     EmulateOpen,
     Fail,
-    Found,
     OpenRequest,
     Policy,
     Private,
@@ -64,7 +63,7 @@ from ..policy.paths import (
 from ..policy.paths import combine as combine_paths
 from .handlers import HANDLERS, OpenCall, int_arg
 from .pathcalls import LISTINGS, PathArg, PathCall, decode_path_call, names_a_directory
-from .pathwork import FdPlace, PathWork, Target
+from .pathwork import FdPlace, PathWork, Target, what_is
 from .trace import TraceEvent, Tracer
 
 if TYPE_CHECKING:
@@ -100,26 +99,12 @@ class Pending:
 
 def _refuse_errno(d: RefuseWrite, creds: Credentials, root_fd: int | None) -> int:
     """Look at what ``d.path`` is, as the program, and pick a read-only mount's errno."""
-    found: Found
     try:
-        fd = open_as(creds, d.path, os.O_PATH, 0, no_symlinks=True, root_fd=root_fd)
-    except FileNotFoundError:
-        parent = d.path.rsplit("/", 1)[0] or "/"
-        flags = os.O_PATH | os.O_DIRECTORY
-        try:
-            os.close(open_as(creds, parent, flags, 0, no_symlinks=True, root_fd=root_fd))
-        except FileNotFoundError:
-            found = "no-parent"
-        else:
-            found = "missing"
+        with acting_as(creds):
+            found = what_is(d.path, root_fd)
     except OSError as e:
         # EACCES, ENOTDIR...: the path lookup fails before any write check.
         return e.errno or errno.EIO
-    else:
-        try:
-            found = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
-        finally:
-            os.close(fd)
     return refuse_write_errno(d.flags, found)
 
 

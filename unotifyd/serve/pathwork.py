@@ -225,11 +225,18 @@ def _open_parent(target: MapPath, root_fd: int | None) -> tuple[int, bytes]:
     return openat2(dirfd, parent, flags, 0, resolve), name
 
 
-def _look(path: str, root_fd: int | None) -> Found:
-    """What ``path`` (the program's name) is: a file, a dir, missing, or without a parent."""
+def what_is(path: str, root_fd: int | None) -> Found:
+    """What the program's resolved ``path`` is: a file, a dir, missing, or without a parent.
+
+    Looked up as the calling thread's credentials allow (run it acting as
+    the program), in the program's root with ``root_fd``, refusing symlinks
+    on the way (the path was resolved already); a final one counts as a
+    file. Raises OSError for whatever else fails the lookup first (EACCES,
+    ENOTDIR for a file on the way...), the errno the kernel gives then.
+    """
     try:
         dirfd, name = _open_parent(MapPath(path, in_program_root=True, no_symlinks=True), root_fd)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return "no-parent"
     try:
         st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -243,9 +250,9 @@ def _look(path: str, root_fd: int | None) -> Found:
 def _refuse_errno(work: PathWork, d: RefuseChange, root_fd: int | None) -> int:
     """Look at the call's paths and pick the errno a read-only mount gives (see RefuseChange)."""
     others = tuple(
-        _look(p, root_fd) if p is not None and p != d.path else "file" for p in work.resolved
+        what_is(p, root_fd) if p is not None and p != d.path else "file" for p in work.resolved
     )
-    found: Found = "file" if d.exists else _look(d.path, root_fd)
+    found: Found = "file" if d.exists else what_is(d.path, root_fd)
     return refuse_change_errno(work.call.syscall, d.role, found, others)
 
 
