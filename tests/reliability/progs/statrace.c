@@ -15,33 +15,12 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static char path[4096];
-static const char *allowed, *denied;
-static atomic_int stop;
-
-static void *flipper(void *arg)
-{
-	(void)arg;
-	size_t len = strlen(allowed) + 1;
-	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		memcpy((char *)path, denied, len);
-		for (volatile int i = 0; i < 50; i++)
-			;
-		memcpy((char *)path, allowed, len);
-		for (volatile int i = 0; i < 50; i++)
-			;
-	}
-	return NULL;
-}
+#include "flipper.h"
 
 /* The inode of the shared path by the i-th method, or 0 with errno set. */
 static unsigned long long stat_once(long i)
@@ -66,17 +45,13 @@ int main(int argc, char **argv)
 {
 	if (argc != 5 || strlen(argv[1]) != strlen(argv[2]))
 		return 2;
-	allowed = argv[1];
-	denied = argv[2];
 	unsigned long long denied_ino = strtoull(argv[3], NULL, 10);
 	long tries = atol(argv[4]), ok = 0, escaped = 0, refused = 0, other = 0;
 	struct stat st;
-	if (stat(allowed, &st) < 0 || st.st_ino == denied_ino)
+	if (stat(argv[1], &st) < 0 || st.st_ino == denied_ino)
 		return 3;
 	unsigned long long allowed_ino = st.st_ino;
-	strcpy(path, allowed);
-	pthread_t t;
-	pthread_create(&t, NULL, flipper, NULL);
+	pthread_t t = start_flipping(argv[1], argv[2]);
 	for (long i = 0; i < tries; i++) {
 		errno = 0;
 		unsigned long long ino = stat_once(i);
@@ -89,9 +64,6 @@ int main(int argc, char **argv)
 		else
 			other++;
 	}
-	atomic_store(&stop, 1);
-	pthread_join(t, NULL);
-	printf("tries=%ld allowed=%ld escaped=%ld denied=%ld other=%ld\n", tries, ok, escaped,
-	       refused, other);
+	stop_flipping(t, tries, ok, escaped, refused, other);
 	return 0;
 }

@@ -12,42 +12,17 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-static char path[4096];
-static const char *allowed, *denied;
-static atomic_int stop;
-
-static void *flipper(void *arg)
-{
-	(void)arg;
-	size_t len = strlen(allowed) + 1;
-	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		memcpy((char *)path, denied, len);
-		for (volatile int i = 0; i < 50; i++)
-			;
-		memcpy((char *)path, allowed, len);
-		for (volatile int i = 0; i < 50; i++)
-			;
-	}
-	return NULL;
-}
+#include "flipper.h"
 
 int main(int argc, char **argv)
 {
 	if (argc != 4 || strlen(argv[1]) != strlen(argv[2]))
 		return 2;
-	allowed = argv[1];
-	denied = argv[2];
 	long tries = atol(argv[3]), ok = 0, escaped = 0, refused = 0, other = 0;
-	strcpy(path, allowed);
-	pthread_t t;
-	pthread_create(&t, NULL, flipper, NULL);
+	pthread_t t = start_flipping(argv[1], argv[2]);
 	char buf[64];
 	for (long i = 0; i < tries; i++) {
 		int fd = open(path, O_RDONLY);
@@ -66,9 +41,6 @@ int main(int argc, char **argv)
 		else
 			ok++;
 	}
-	atomic_store(&stop, 1);
-	pthread_join(t, NULL);
-	printf("tries=%ld allowed=%ld escaped=%ld denied=%ld other=%ld\n", tries, ok, escaped,
-	       refused, other);
+	stop_flipping(t, tries, ok, escaped, refused, other);
 	return 0;
 }
