@@ -69,6 +69,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "kernel re-read the program's memory (CONTINUE); the same as mode = \"enforce\"",
     )
     launch.add_argument(
+        "--view", choices=("full", "opens"),
+        help="full (the default): every path call follows the rules, so stat, rename, exec... "
+        "agree with open; opens: only the open family does, and nothing else is trapped "
+        "(faster for programs that stat a lot); the same as view = ... in a policy file",
+    )
+    launch.add_argument(
         "--trace", action="store_true", help="one line per intercepted call on stderr"
     )
     launch.add_argument(
@@ -108,7 +114,13 @@ def _add_daemon_commands(
 
 def build_policy(args: argparse.Namespace) -> Policy:
     """The policy from ``--policy`` and the rule options; raises PolicyError."""
-    from .policy import Policy, combine, load_policy, rules_from_options  # noqa: PLC0415
+    from .policy import (  # noqa: PLC0415
+        Policy,
+        PolicyError,
+        combine,
+        load_policy,
+        rules_from_options,
+    )
     from .policy.config import validated  # noqa: PLC0415
 
     file_policy = load_policy(args.policy) if args.policy else None
@@ -117,8 +129,12 @@ def build_policy(args: argparse.Namespace) -> Policy:
         contents=args.content, privates=args.private, execs=args.exec,
     )  # fmt: skip
     policy = combine(file_policy, cli_rules)
-    if args.enforce:
-        policy = Policy(policy.rules, "enforce")
+    if args.enforce or args.view:
+        mode = "enforce" if args.enforce else policy.mode
+        try:
+            policy = Policy(policy.rules, mode, args.view or policy.view)
+        except ValueError as e:  # --view opens with --enforce, or with private rules
+            raise PolicyError("command line", None, str(e)) from None
     # Rule paths are resolved by the supervisor, in the program's own root.
     return validated(policy, args.policy or "the rules")
 

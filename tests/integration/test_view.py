@@ -372,6 +372,20 @@ def test_newer_path_calls_see_the_redirect_target(tmp_path: Path, mode: tuple[st
     assert "b'on the target'" in view.stdout and "inotify True" in view.stdout
 
 
+def test_opens_view_governs_opens_only(files: Files) -> None:
+    """``--view opens``: cat of the redirected path reads the target, but
+    stat, untrapped, describes the file really there; the filter traps the
+    four open calls and nothing else."""
+    script = f"cat {files.src}; stat -c %s {files.src}"
+    proc = run_launch("--view", "opens", "--stats", "--redirect", files.redirect, argv=sh(script))
+    assert proc.returncode == 0 and "(0 gone, 0 internal errors)" in proc.stderr, describe(proc)
+    assert proc.stdout == f"{REDIRECTED}{len(ORIGINAL)}\n", describe(proc)
+    assert "filter traps 4 system calls: creat, open, openat, openat2" in proc.stderr
+    refused = run_launch("--view", "opens", "--enforce", "--redirect", files.redirect,
+                         argv=["true"])  # fmt: skip
+    assert refused.returncode == 2 and "enforcing mode needs the full view" in refused.stderr
+
+
 def test_redirect_ls_l_shows_the_target(files: Files, mode: tuple[str, ...]) -> None:
     files.target.chmod(0o604)
     view = checked(

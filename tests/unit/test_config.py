@@ -386,7 +386,7 @@ ERRORS: list[tuple[str, str, int | None, str]] = [
         "top-key-unknown",
         lines("version = 1", "redirects = []"),
         2,
-        "unknown key 'redirects' (allowed keys: version, mode, redirect, deny, readonly, "
+        "unknown key 'redirects' (allowed keys: version, mode, view, redirect, deny, readonly, "
         "content, private, exec)",
     ),
     ("top-table-unknown", lines("version = 1", "", "[options]", "x = 1"), 3, "'options'"),
@@ -700,7 +700,7 @@ def test_error_points_at_line(text: str, line: int | None, message: str) -> None
 def test_unknown_table_lists_allowed_keys() -> None:
     error = error_of(lines("version = 1", "[options]"))
     assert error.message == (
-        "unknown key 'options' (allowed keys: version, mode, redirect, deny, readonly, "
+        "unknown key 'options' (allowed keys: version, mode, view, redirect, deny, readonly, "
         "content, private, exec)"
     )
 
@@ -1057,3 +1057,37 @@ def test_policy_like_text_raises_only_policy_error(text: str) -> None:
 def test_arbitrary_text_raises_only_policy_error(text: str) -> None:
     with contextlib.suppress(PolicyError):
         parse_policy(text, "fuzz.toml")
+
+
+# --- The view ----------------------------------------------------------------------
+
+
+def test_view_is_read_and_kept_by_combine() -> None:
+    assert parse_policy(lines("version = 1"), "p.toml").view == "full"
+    text = lines("version = 1", 'view = "opens"', "[[deny]]", 'path = "/x"')
+    policy = parse_policy(text, "p.toml")
+    assert policy.view == "opens"
+    merged = combine(policy, rules_from_options(["/a=/b"], [], []))
+    assert merged.view == "opens" and len(merged.rules) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (lines("version = 1", "view = 3"), 2, "'view' must be a string ('full', 'opens')"),
+        (lines("version = 1", 'view = "some"'), 2, "unknown view 'some'"),
+        (lines("version = 1", 'mode = "enforce"', 'view = "opens"'), 3, "enforcing mode needs"),
+        (lines("version = 1", 'view = "opens"', "[[private]]", 'path = "/tmp/**"'), 2,
+         "private rules need the full view"),
+    ],
+    ids=["type", "unknown", "enforce", "private"],
+)  # fmt: skip
+def test_view_errors_point_at_its_line(text: str, line: int, message: str) -> None:
+    error = error_of(text)
+    assert error.line == line and message in error.message, error
+
+
+def test_command_line_private_rule_and_opens_view() -> None:
+    policy = parse_policy(lines("version = 1", 'view = "opens"'), "p.toml")
+    with pytest.raises(PolicyError, match="private rules need the full view"):
+        combine(policy, rules_from_options([], [], [], privates=["/tmp/**"]))

@@ -669,3 +669,33 @@ def test_enforcing_is_made_once_and_keeps_the_rules() -> None:
     assert enforcing == Policy(rules, "enforce")
     assert policy.enforcing() is enforcing
     assert enforcing.enforcing() is enforcing
+
+
+def test_opens_view_traps_the_open_family_only() -> None:
+    rules: list[Rule] = [
+        Redirect(exact("/etc/passwd"), exact("/etc/hostname")),
+        Deny(exact("/x"), errno.ENOENT),
+        ReadOnly(tree("/srv")),
+        Content(exact("/etc/motd"), b"hi"),
+    ]
+    assert Policy(rules, view="opens").syscalls() == OPEN_SYSCALLS
+    with_exec = Policy([*rules, Exec(tree("/usr"))], view="opens")
+    assert with_exec.syscalls() == OPEN_SYSCALLS | {"execve", "execveat"}
+    assert Policy([Exec(tree("/usr"))], view="opens").syscalls() == {"execve", "execveat"}
+    assert Policy(rules, view="opens") != Policy(rules)
+
+
+@pytest.mark.parametrize(
+    ("rules", "mode", "message"),
+    [
+        ([], "enforce", "enforcing mode needs the full view"),
+        ([Private(tree("/tmp"))], "virtualize", "private rules need the full view"),
+    ],
+)
+def test_opens_view_refuses_what_needs_the_full_view(
+    rules: list[Rule], mode: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Policy(rules, mode, "opens")
+    with pytest.raises(ValueError, match="unknown view"):
+        Policy([], "virtualize", "some")

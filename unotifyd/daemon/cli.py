@@ -131,6 +131,7 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ("--private", args.private),
             ("--exec", args.exec),
             ("--enforce", args.enforce),
+            ("--view", args.view),
             ("--stats", args.stats),
             ("--trace", args.trace),
             ("--trace-json", args.trace_json),

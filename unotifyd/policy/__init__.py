@@ -47,6 +47,7 @@ from .paths import (
 from .rules import (
     MODES,
     OPEN_SYSCALLS,
+    VIEWS,
     Content,
     Deny,
     DuplicateRuleError,
@@ -74,6 +75,7 @@ __all__ = [
     "MAX_CONTENT_SIZE",
     "MODES",
     "OPEN_SYSCALLS",
+    "VIEWS",
     "Content",
     "Continue",
     "Decision",

@@ -4,6 +4,8 @@ A policy file is TOML::
 
     version = 1              # required: the format version, must be 1
     mode = "virtualize"      # optional: "virtualize" (the default) or "enforce"
+    view = "full"            # optional: "full" (the default): every path call follows
+                             # the rules; "opens": only the open family does (faster)
 
     [[redirect]]             # opening `from` opens `to` instead
     from = "/etc/passwd"
@@ -66,12 +68,13 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from typing import Any
 
 from .rules import (
     MODES,
+    VIEWS,
     Content,
     Deny,
     DuplicateRuleError,
@@ -119,7 +122,7 @@ _RULE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "private": (("path",), ("path",)),
     "exec": (("path",), ("path",)),
 }
-_TOP_KEYS = ("version", "mode", *_RULE_KEYS)
+_TOP_KEYS = ("version", "mode", "view", *_RULE_KEYS)
 
 #: The largest contents a content rule may give (its ``text`` encoded, or its
 #: ``file``): each sandbox holds its own copy in memory, in a memfd.
@@ -312,9 +315,10 @@ class _Parser(TomlChecker):
         # mean something else, so other complaints would mislead.
         self.check_version(doc, FORMAT_VERSION)
         mode = self.mode(doc)
+        view = self.choice(doc, "view", "full", VIEWS)
         located: list[tuple[int | None, Rule]] = []
         for key, value in doc.items():
-            if key in ("version", "mode"):
+            if key in ("version", "mode", "view"):
                 continue
             if key not in _RULE_KEYS:
                 raise self.error(
@@ -338,19 +342,25 @@ class _Parser(TomlChecker):
             first, second = duplicate
             line = next(line for line, rule in located if rule is second)
             raise self.error(line, str(DuplicateRuleError(first, second)))
-        return Policy(rules, mode)
+        try:
+            return Policy(rules, mode, view)
+        except ValueError as e:  # a view that does not go with the mode or the rules
+            raise self.error(self.where.top("view"), str(e)) from None
 
     def mode(self, doc: Mapping[str, Any]) -> str:
-        mode = doc.get("mode", "virtualize")
-        allowed = ", ".join(repr(m) for m in sorted(MODES))
-        if not isinstance(mode, str):
+        return self.choice(doc, "mode", "virtualize", MODES)
+
+    def choice(self, doc: Mapping[str, Any], key: str, default: str, allowed: Set[str]) -> str:
+        """The top-level string ``key``, one of ``allowed``."""
+        value = doc.get(key, default)
+        names = ", ".join(repr(m) for m in sorted(allowed))
+        if not isinstance(value, str):
             raise self.error(
-                self.where.top("mode"),
-                f"'mode' must be a string ({allowed}), not {toml_type(mode)}",
+                self.where.top(key), f"'{key}' must be a string ({names}), not {toml_type(value)}"
             )
-        if mode not in MODES:
-            raise self.error(self.where.top("mode"), f"unknown mode {mode!r} (allowed: {allowed})")
-        return mode
+        if value not in allowed:
+            raise self.error(self.where.top(key), f"unknown {key} {value!r} (allowed: {names})")
+        return value
 
     def rule(self, kind: str, index: int, table: Mapping[str, Any], header: int | None) -> Rule:
         allowed, required = _RULE_KEYS[kind]
@@ -649,7 +659,7 @@ def combine(file_policy: Policy | None, cli_rules: Sequence[Rule]) -> Policy:
     the kinds of the two -- except that exec rules form an allow-list apart:
     ``--exec`` replaces only an exec rule, and only ``--exec`` replaces one
     (``--readonly /usr/bin/**`` keeps the file's ``[[exec]]`` on it). The mode
-    is the file's. Raises :class:`PolicyError` if ``cli_rules`` themselves
+    and view are the file's. Raises :class:`PolicyError` if ``cli_rules`` themselves
     name a pattern twice.
     """
     if file_policy is None:
@@ -657,6 +667,8 @@ def combine(file_policy: Policy | None, cli_rules: Sequence[Rule]) -> Policy:
     replaced = {_replacement_key(rule) for rule in cli_rules}
     kept = [rule for rule in file_policy.rules if _replacement_key(rule) not in replaced]
     try:
-        return Policy([*kept, *cli_rules], file_policy.mode)
+        return Policy([*kept, *cli_rules], file_policy.mode, file_policy.view)
     except DuplicateRuleError as exc:
         raise PolicyError(exc.second.origin or "command line", None, str(exc)) from exc
+    except ValueError as exc:  # a private rule given to a view = "opens" policy
+        raise PolicyError("command line", None, str(exc)) from exc

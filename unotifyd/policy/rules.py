@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 __all__ = [
     "MODES",
     "OPEN_SYSCALLS",
+    "VIEWS",
     "Content",
     "Deny",
     "DuplicateRuleError",
@@ -77,6 +78,13 @@ OPEN_SYSCALLS: frozenset[str] = frozenset({"open", "openat", "openat2", "creat"}
 #: is no security boundary; "enforce" performs every trapped call in the
 #: supervisor on the path it read once.
 MODES: frozenset[str] = frozenset({"virtualize", "enforce"})
+
+#: Valid values of :attr:`Policy.view`. "full": every path call follows the
+#: rules (stat, rename, exec... agree with open). "opens": only the open
+#: family does, and the filter traps nothing else: the rest of the program's
+#: calls see the real file system, at no cost. For programs that stat a lot
+#: (``git status``: 7x faster) and need no consistent view.
+VIEWS: frozenset[str] = frozenset({"full", "opens"})
 
 _TREE_SUFFIX = "/**"
 
@@ -409,16 +417,24 @@ class Policy:
     :class:`ValueError` for an unknown ``mode``.
     """
 
-    __slots__ = ("_enforcing", "_exact", "_exec", "_trees", "has_private", "mode", "rules")
+    __slots__ = (
+        "_enforcing", "_exact", "_exec", "_trees", "has_private", "mode", "rules", "view",
+    )  # fmt: skip
 
     rules: tuple[Rule, ...]
     mode: str
+    view: str
 
-    def __init__(self, rules: Iterable[Rule] = (), mode: str = "virtualize") -> None:
+    def __init__(
+        self, rules: Iterable[Rule] = (), mode: str = "virtualize", view: str = "full"
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (allowed: {', '.join(sorted(MODES))})")
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r} (allowed: {', '.join(sorted(VIEWS))})")
         self.rules = tuple(rules)
         self.mode = mode
+        self.view = view
         duplicate = find_duplicate(self.rules)
         if duplicate is not None:
             raise DuplicateRuleError(*duplicate)
@@ -426,18 +442,25 @@ class Policy:
         exec_rules = [r for r in self.rules if isinstance(r, Exec)]
         self._exec = _tables(exec_rules) if exec_rules else None
         self.has_private = any(isinstance(r, Private) for r in self.rules)
+        if view == "opens" and mode == "enforce":
+            # A stat or rename let through untrapped is exactly what
+            # enforcing mode promises never happens.
+            raise ValueError("enforcing mode needs the full view (view = \"full\")")
+        if view == "opens" and self.has_private:
+            # mkdir, rename, unlink... would reach the real tree.
+            raise ValueError("private rules need the full view (view = \"full\")")
         self._enforcing: Policy | None = self if mode == "enforce" else None
 
     def __repr__(self) -> str:
-        return f"Policy({list(self.rules)!r}, mode={self.mode!r})"
+        return f"Policy({list(self.rules)!r}, mode={self.mode!r}, view={self.view!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Policy):
             return NotImplemented
-        return self.mode == other.mode and self.rules == other.rules
+        return (self.mode, self.view, self.rules) == (other.mode, other.view, other.rules)
 
     def __hash__(self) -> int:
-        return hash((self.mode, self.rules))
+        return hash((self.mode, self.view, self.rules))
 
     def enforcing(self) -> Policy:
         """These rules in enforcing mode (made once): for paths that must not be CONTINUEd."""
@@ -484,7 +507,7 @@ class Policy:
                 rules.append(replace(rule, source=canonical(rule.source)))
             else:
                 rules.append(replace(rule, pattern=canonical(rule.pattern)))
-        return Policy(rules, self.mode)
+        return Policy(rules, self.mode, self.view)
 
     def bound(self, backing: Callable[[Content | Private], str]) -> Policy:
         """Return this policy with each content and private rule given its ``backing``.
@@ -496,7 +519,7 @@ class Policy:
             replace(rule, backing=backing(rule)) if isinstance(rule, Content | Private) else rule
             for rule in self.rules
         ]
-        return Policy(rules, self.mode)
+        return Policy(rules, self.mode, self.view)
 
     def syscalls(self) -> frozenset[str]:
         """Return the names of the system calls the filter must trap."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from .rules import Content, Deny, Private, ReadOnly, Redirect
+from .rules import Content, Deny, Exec, Private, ReadOnly, Redirect
 
 if TYPE_CHECKING:
     from .rules import Policy
@@ -67,8 +67,17 @@ def needed_syscalls(policy: Policy) -> frozenset[str]:
     * exec rules: ``execve`` and ``execveat``. Only exec rules turn them on,
       so a policy without one never slows ``exec``; with them, redirect and
       deny rules apply to exec as well.
+
+    With ``view = "opens"`` only the open family (and exec, for exec rules).
     """
     needed: set[str] = set()
+    if policy.view == "opens":
+        # Only the open family follows the rules (see VIEWS).
+        if any(not isinstance(rule, Exec) for rule in policy.rules):
+            needed |= OPEN
+        if policy.has_exec_rules:
+            needed |= EXEC
+        return frozenset(needed)
     for rule in policy.rules:
         if isinstance(rule, Redirect | Deny | Content | Private):
             needed |= OPEN | METADATA | CHANGE | CHDIR

@@ -104,7 +104,7 @@ def run_supervisor(
             # programs 35k vs 27k notifications/s. So launch keeps it on.
             on = listener.set_sync_wakeup()
             tracer.note(f"SYNC_WAKE_UP {'on' if on else 'not supported by this kernel (6.6+)'}")
-        tracer.note(f"mode {policy.mode}")
+        tracer.note(f"mode {policy.mode}, view {policy.view}")
         for line in policy.describe():
             tracer.note(f"rule {line}")
         core = Core(tracer, colocate=colocate)
