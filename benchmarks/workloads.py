@@ -40,7 +40,9 @@ STDLIB_PACKAGES = (
     "ctypes", "curses", "collections", "re", "encodings",
 )
 GIT_DIRS, GIT_FILES_PER_DIR = 100, 50
-COLUMNS = ["native", "unotifyd", "C ref -w", "proot"]
+COLUMNS = ["native", "unotifyd", "unotifyd --view opens", "C ref -w", "proot"]
+#: The columns of a supervisor that traps calls (a cost per trapped open).
+_SUPERVISED = ("unotifyd", "unotifyd --view opens", "C ref -w")
 TRUE = "true"
 GIT_LOOP = 'i=0; while [ "$i" -lt "$1" ]; do git status >/dev/null || exit 1; i=$((i+1)); done'
 
@@ -87,9 +89,15 @@ def _git_repo(ctx: Ctx) -> tuple[Path, int]:
 def _tools(ctx: Ctx) -> dict[str, Tool]:
     by_key = tools(ctx, unrelated=True)
     ref = (ctx.bin("ref_unotify"), "-v", "-w", "-f", UNRELATED_FROM, "-t", REDIRECT_TO, "--")
+    rule = f"{UNRELATED_FROM}={REDIRECT_TO}"
+    opens = (*ctx.unotifyd, "launch", "--view", "opens", "--redirect", rule, "--")
+    if "--view" not in ctx.run([*ctx.unotifyd, "launch", "--help"], timeout=30).stdout:
+        # An older unotifyd (--rev): the full view was all it had, and opens only.
+        opens = by_key["unotifyd"].prefix
     return {
         "native": by_key["native"],
         "unotifyd": by_key["unotifyd"],
+        "unotifyd --view opens": Tool("unotifyd --view opens", opens, True),
         "C ref -w": Tool("C ref -w", ref, True),
         "proot": by_key["proot"],
     }
@@ -142,7 +150,7 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     # extra cost per trapped open over native, net of launch
     for w in real:
         n_open = median(opens[w.name])
-        for col in ("unotifyd", "C ref -w"):
+        for col in _SUPERVISED:
             for rnd, net in grid.values[(f"{w.name}:net", col)].items():
                 base = grid.values[(f"{w.name}:net", "native")][rnd]
                 grid.add(f"{w.name}:per-open", col, rnd, (net - base) / n_open * 1e6)
@@ -151,9 +159,11 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     report.out()
     report.out(
         f"Pass-through policy (one rule, `--redirect {UNRELATED_FROM}={REDIRECT_TO}`, matches "
-        "nothing the workloads open). Wall seconds, median over rounds; `trapped opens` is "
-        "counted by the C reference; `net` subtracts `true` under the same tool in the same "
-        "round (the launch)."
+        "nothing the workloads open). `unotifyd` gives the full view: the rule governs every "
+        "path call, so metadata calls (`stat`...) are trapped too; `--view opens` and the C "
+        "reference trap the open family only. Wall seconds, median over rounds; `trapped "
+        "opens` is counted by the C reference; `net` subtracts `true` under the same tool in "
+        "the same round (the launch)."
     )
     report.out()
     rows = [
