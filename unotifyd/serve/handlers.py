@@ -47,6 +47,28 @@ def int_arg(x: int) -> int:
     return x - (1 << 32) if x & 0x80000000 else x
 
 
+def extensible_struct(
+    mem: MemoryReader, n: Notification, arg: int, size_arg: int, known: int
+) -> bytes:
+    """The struct at ``args[arg]`` of ``args[size_arg]`` bytes, read as the kernel reads it.
+
+    ``copy_struct_from_user`` (include/linux/uaccess.h), for extensible
+    structs (``open_how``, ``xattr_args``, ``file_attr``): smaller than
+    version 0 (``known`` bytes here) is EINVAL, larger than a page E2BIG,
+    and bytes beyond what we know must be zero (E2BIG). Returns the
+    ``known`` bytes.
+    """
+    usize = n.args[size_arg]
+    if usize < known:
+        raise BadArgument(errno.EINVAL, "struct argument too small")
+    if usize > abi.PAGE_SIZE:
+        raise BadArgument(errno.E2BIG, "struct argument too large")
+    data = mem.read(n.pid, n.args[arg], usize)
+    if any(data[known:]):
+        raise BadArgument(errno.E2BIG, "unknown fields set in a struct argument")
+    return data[:known]
+
+
 def _mode(flags: int, mode: int) -> int:
     # The mode argument is only read when a file may be created (open(2)).
     return mode & 0o7777 if flags & (os.O_CREAT | os.O_TMPFILE) else 0
@@ -77,14 +99,7 @@ def decode_openat2(mem: MemoryReader, n: Notification) -> OpenCall:
     Unknown flag or resolve bits are EINVAL, and so is a mode without
     O_CREAT/O_TMPFILE (build_open_flags).
     """
-    size = n.args[3]
-    if size < _OPEN_HOW_SIZE_VER0:
-        raise BadArgument(errno.EINVAL, "open_how too small")
-    if size > abi.PAGE_SIZE:
-        raise BadArgument(errno.E2BIG, "open_how too large")
-    raw = mem.read(n.pid, n.args[2], size)
-    if any(raw[_OPEN_HOW_SIZE_VER0:]):
-        raise BadArgument(errno.E2BIG, "unknown open_how fields")
+    raw = extensible_struct(mem, n, 2, 3, _OPEN_HOW_SIZE_VER0)
     flags, mode, resolve = abi.OPEN_HOW_STRUCT.unpack_from(raw)
     if flags & ~VALID_OPEN_FLAGS or resolve & ~_VALID_RESOLVE or flags > 0xFFFFFFFF:
         raise BadArgument(errno.EINVAL, "unknown open_how flags")

@@ -19,7 +19,7 @@ from ..kernel.errors import BadArgument
 from ..kernel.listener import Notification
 from ..kernel.target import MemoryReader
 from ..policy.paths import Role
-from .handlers import int_arg
+from .handlers import extensible_struct, int_arg
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +201,6 @@ XATTR_SIZE_MAX = 65536
 XATTR_ARGS_SIZE = 16  # struct xattr_args (include/uapi/linux/xattr.h)
 FILE_ATTR_SIZE = 24  # struct file_attr, FILE_ATTR_SIZE_VER0 (include/uapi/linux/fs.h)
 MAX_HANDLE_SZ = 128  # include/linux/exportfs.h
-_PAGE_SIZE = 4096
 _W_OK = 2
 #: Where each access call has its mode.
 _ACCESS_MODE_ARG = {"access": 1, "faccessat": 2, "faccessat2": 2}
@@ -220,28 +219,11 @@ def _optional(mem: MemoryReader, n: Notification, arg: int, size: int) -> bytes 
     return None if addr == 0 else mem.read(n.pid, addr, size)
 
 
-def _extensible(mem: MemoryReader, n: Notification, arg: int, size_arg: int, size: int) -> bytes:
-    """An extensible struct argument read as ``copy_struct_from_user`` does.
-
-    Smaller than version 0: EINVAL; larger than a page: E2BIG; larger than
-    we know, the rest must be zero (E2BIG), as the kernel checks.
-    """
-    usize = n.args[size_arg]
-    if usize < size:
-        raise BadArgument(errno.EINVAL, "struct argument too small")
-    if usize > _PAGE_SIZE:
-        raise BadArgument(errno.E2BIG, "struct argument too large")
-    data = mem.read(n.pid, n.args[arg], usize)
-    if any(data[size:]):
-        raise BadArgument(errno.E2BIG, "unknown fields set in a struct argument")
-    return data[:size]
-
-
 def _inputs(mem: MemoryReader, n: Notification, name: str) -> tuple[bytes | None, ...]:
     """What call ``name`` reads from memory besides its paths."""
     a = n.args
     if name in ("getxattrat", "setxattrat"):
-        xargs = _extensible(mem, n, 4, 5, XATTR_ARGS_SIZE)
+        xargs = extensible_struct(mem, n, 4, 5, XATTR_ARGS_SIZE)
         value = None
         if name == "setxattrat":
             addr, size = struct.unpack_from("<QI", xargs)
@@ -252,12 +234,7 @@ def _inputs(mem: MemoryReader, n: Notification, name: str) -> tuple[bytes | None
     if name == "removexattrat":
         return (_xattr_name(mem, n, 3),)
     if name == "file_setattr":
-        usize = a[3]
-        if usize > _PAGE_SIZE:
-            raise BadArgument(errno.E2BIG, "struct file_attr too large")
-        if usize < FILE_ATTR_SIZE:
-            raise BadArgument(errno.EINVAL, "struct file_attr too small")
-        return (mem.read(n.pid, a[2], usize),)
+        return (extensible_struct(mem, n, 2, 3, FILE_ATTR_SIZE),)
     if name == "name_to_handle_at":
         (handle_bytes,) = struct.unpack("<I", mem.read(n.pid, a[2], 4))
         if handle_bytes > MAX_HANDLE_SZ:

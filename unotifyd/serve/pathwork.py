@@ -55,7 +55,6 @@ _STATFS_FLAGS_AT = 80  # f_flags
 _ST_RDONLY = 1
 _XATTR_ARGS = struct.Struct("<QII")  # struct xattr_args: value, size, flags
 _AT_HANDLE_MNT_ID_UNIQUE = 0x001
-_PAGE_SIZE = 4096
 _AT_PLACE_FLAGS = abi.AT_SYMLINK_NOFOLLOW | abi.AT_EMPTY_PATH
 
 
@@ -420,7 +419,7 @@ def _removexattrat(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
 def _file_getattr(call: PathCall, pl: list[_Place], _: Credentials) -> Outcome:
     p = pl[0]
     addr, usize = call.args[2], call.args[3]
-    if usize > _PAGE_SIZE:
+    if usize > abi.PAGE_SIZE:
         return Outcome(-errno.E2BIG)  # fs/file_attr.c, before the lookup
     buf = ctypes.create_string_buffer(max(usize, 1))
     syscall(_N["file_getattr"], p.dirfd, p.name, buf, usize, _flags(call.args[4], p))
