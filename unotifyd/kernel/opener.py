@@ -138,15 +138,7 @@ def open_as(
         if path.startswith(".."):
             raise OSError(errno.EXDEV, f"{path} is not beneath {beneath}")
         resolve |= abi.RESOLVE_BENEATH
-    switch = creds is not None and not creds.same_as_supervisor()
-    if switch:
-        assert creds is not None
-        try:
-            _become(creds)
-        except BaseException:
-            _restore()
-            raise
-    try:
+    with acting_as(creds):
         if beneath is not None and root_fd is None:
             dirfd = os.open(beneath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -156,9 +148,6 @@ def open_as(
         if resolve:
             return openat2(dirfd, path, flags, mode, resolve)
         return os.open(path, flags, mode)
-    finally:
-        if switch:
-            _restore()
 
 
 def runnable_errno(creds: Credentials, path: str, *, directory: bool) -> int | None:
