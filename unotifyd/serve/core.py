@@ -445,8 +445,7 @@ def _fitting_name(d: Rewrite, tid: int, own_root: bool) -> bytes | None:
             raise TargetGone(f"thread {tid} is gone") from None
         if cwd.startswith("/"):  # not "... (deleted)" or unreachable
             names.append(os.path.relpath(d.path, cwd) + slash)
-    room = len(d.arg.path)
-    fitting = [os.fsencode(n) for n in names if len(os.fsencode(n)) <= room]
+    fitting = [b for b in map(os.fsencode, names) if len(b) <= len(d.arg.path)]
     return min(fitting, key=len) + b"\0" if fitting else None
 
 
@@ -887,16 +886,18 @@ class Core:
         """Answer ``d``: write the new path if any, then CONTINUE (see :class:`Rewrite`)."""
         n = p.notif
         listener = s.listener
-        if d.source is not None and d.path is not None:
-            # chdir: when the program's own name is a directory, the kernel
-            # may as well go there: every later lookup from that cwd is
-            # trapped and mapped by the same rules. Preferred for a private
-            # tree; else the fallback when the target's name does not fit.
-            fits = _fitting_name(d, n.pid, p.own_root) is not None
-            if (d.keep_source or not fits) and os.path.isdir(
-                _our_name(d.source, n.pid if p.own_root else None)
-            ):
-                d = Rewrite(d.arg, None, d.reason)
+        name = None if d.path is None else _fitting_name(d, n.pid, p.own_root)
+        # chdir: when the program's own name is a directory, the kernel may
+        # as well go there: every later lookup from that cwd is trapped and
+        # mapped by the same rules. Preferred for a private tree; else the
+        # fallback when the target's name does not fit.
+        if (
+            d.source is not None
+            and d.path is not None
+            and (d.keep_source or name is None)
+            and os.path.isdir(_our_name(d.source, n.pid if p.own_root else None))
+        ):
+            d, name = Rewrite(d.arg, None, d.reason), None
         if d.guard and not _alone_in_memory(n.pid, vfork_ok=True):
             # Checked whether or not we write: another thread could put any
             # name there after us, or after our check of the program's own.
@@ -915,7 +916,6 @@ class Core:
                 listener.send_error(n.id, err)
                 p.decision = Fail(err, f"{d.reason}: {os.strerror(err)}")
                 return
-            name = _fitting_name(d, n.pid, p.own_root)
             if name is None and not d.directory and not p.own_root:
                 name = self._exec_through_fd(listener, p, d, creds)
             if name is None:
