@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import select
 import threading
-import time
 from dataclasses import dataclass, field
 
 from ..kernel.errors import TargetGone
@@ -40,10 +39,8 @@ class Handover:
     deferred: list[tuple[Pending, Job]] = field(default_factory=list)
 
 
-def serve_first(
-    core: Core, s: Served, pid: int, budget: float | None = None, stop_fd: int = -1
-) -> Handover:
-    """Serve ``s`` until done or a call must wait (or ``budget`` seconds, if given).
+def serve_first(core: Core, s: Served, pid: int, stop_fd: int = -1) -> Handover:
+    """Serve ``s`` until done or a call must wait.
 
     ``stop_fd`` (an eventfd, say) becoming readable means: the program is
     gone, stop serving what it left behind (see :class:`StopServing`).
@@ -60,17 +57,10 @@ def serve_first(
     def defer(s: Served, p: Pending, job: Job) -> None:
         out.deferred.append((p, job))
 
-    deadline = None if budget is None else time.monotonic() + budget
     hung_up = False
     try:
         while not out.deferred:
-            timeout = None
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                timeout = left * 1000
-            for fd, _ in poller.poll(timeout):
+            for fd, _ in poller.poll():
                 if fd == stop_fd:
                     # Only sent once the program is gone (ESRCH from its
                     # pidfd): a zombie, so waitpid returns at once.
