@@ -205,6 +205,11 @@ def launch(
     # unotifyd and leaving the program with a listener nobody serves. Every
     # thread started later inherits the mask, so only the forwarder's
     # sigwaitinfo ever receives these signals.
+    # Before the program exists: from its first instruction it must not
+    # be able to reach into us (see forbid_inspection).
+    from .kernel.creds import forbid_inspection  # noqa: PLC0415 - not on the client path
+
+    forbid_inspection()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
         pid, listener_fd, killable_wait = _spawn(policy, argv, old_mask)

@@ -6,7 +6,6 @@ import ctypes
 import errno
 import mmap
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from unotifyd.kernel import abi
 from unotifyd.kernel.errors import BadArgument, TargetGone
-from unotifyd.kernel.target import CredentialReader, MemoryReader, PathResolver, read_credentials
+from unotifyd.kernel.target import MemoryReader, PathResolver
 
 ME = os.getpid()
 
@@ -106,15 +105,6 @@ def test_a_vanished_process_is_target_gone(mem: MemoryReader) -> None:
     os.waitpid(pid, 0)
     with pytest.raises(TargetGone):
         mem.read_path(pid, 4096)
-
-
-def test_credentials_of_this_thread() -> None:
-    full = read_credentials(threading.get_native_id())
-    assert (full.fsuid, full.fsgid) == (os.geteuid(), os.getegid())
-    assert full.umask == os.umask(full.umask)
-    quick = CredentialReader().read(threading.get_native_id(), need_umask=False)
-    assert (quick.fsuid, quick.fsgid) == (full.fsuid, full.fsgid)
-    assert quick.same_as_supervisor()
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import trio
 
+from ..kernel.creds import forbid_inspection
 from ..kernel.errors import Unsupported
 from ..kernel.filter import check_support, compile_filter
 from ..kernel.listener import Listener, is_listener
@@ -133,6 +134,9 @@ class Supervisor:
         self._nursery = await stack.enter_async_context(trio.open_nursery())
         self._stack = stack
         self._umask = os.umask(0)
+        # The programs run as our uid: they must not reach into this process
+        # (its listeners, its memory). It stays non-dumpable afterwards.
+        forbid_inspection()
         return self
 
     async def __aexit__(

@@ -200,6 +200,9 @@ def _serve(args: argparse.Namespace) -> int:
         # Emulated opens apply the *program's* umask to the mode themselves
         # (as in launch.py); ours must not be applied on top.
         os.umask(0)
+        from ..kernel.creds import forbid_inspection  # noqa: PLC0415 - not on the client path
+
+        forbid_inspection()  # before any program is served
         tracer = Tracer(sys.stderr if args.trace else None, trace_json)
         daemon = server.Daemon(
             sock,

@@ -3,46 +3,19 @@
 The supervisor usually runs as root. An emulated open done with root's
 credentials would let a program read, through a rule, files it could never
 open itself (a confused deputy). So an emulated open runs with the
-program's file-system uid and gid, supplementary groups and umask.
-
-Credentials are per *thread* in the kernel, but glibc's ``setgroups`` and
-``setfsuid`` wrappers are not all per thread: ``setgroups`` is broadcast to
-every thread of the process (nptl "setxid" signal). We therefore make the raw
-syscalls, which change only the calling thread, and only from a thread that
-restores its credentials before it serves anything else: a worker thread, or
-the serving thread itself for the few lookups of :func:`runnable_errno`,
-which make no call that can block.
+program's whole credentials (:mod:`unotifyd.kernel.creds`) and its umask.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from . import abi
-from .rawsys import libc_syscall, syscall
-from .target import Credentials, openat2
-
-
-def _setfsuid(uid: int) -> int:
-    # setfsuid(2) returns the previous fsuid and never fails visibly; passing
-    # -1 (an invalid id) changes nothing and so reads the current one.
-    return int(libc_syscall(ctypes.c_long(abi.SYS_SETFSUID), ctypes.c_long(uid)))
-
-
-def _setfsgid(gid: int) -> int:
-    return int(libc_syscall(ctypes.c_long(abi.SYS_SETFSGID), ctypes.c_long(gid)))
-
-
-def _setgroups(groups: tuple[int, ...]) -> None:
-    arr = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
-    if libc_syscall(ctypes.c_long(abi.SYS_SETGROUPS), ctypes.c_long(len(groups)), arr) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setgroups: {os.strerror(err)}")
+from .creds import CredentialError, Credentials, acting_as
+from .rawsys import syscall
+from .target import openat2
 
 
 def may_create(flags: int) -> bool:
@@ -51,50 +24,6 @@ def may_create(flags: int) -> bool:
     ``O_TMPFILE`` includes the ``O_DIRECTORY`` bit, so test for all of it.
     """
     return bool(flags & os.O_CREAT) or flags & os.O_TMPFILE == os.O_TMPFILE
-
-
-class CredentialError(OSError):
-    """This thread could not take on the program's credentials."""
-
-
-def _become(creds: Credentials) -> None:
-    _setfsgid(creds.fsgid)
-    _setgroups(creds.groups)
-    _setfsuid(creds.fsuid)
-    if _setfsuid(-1) != creds.fsuid or _setfsgid(-1) != creds.fsgid:
-        raise CredentialError(1, "cannot switch file-system credentials (needs CAP_SETUID/SETGID)")
-
-
-def _restore() -> None:
-    _setfsuid(os.geteuid())
-    _setgroups(tuple(os.getgroups()))
-    _setfsgid(os.getegid())
-    if _setfsuid(-1) != os.geteuid() or _setfsgid(-1) != os.getegid():
-        # A worker thread left with a program's identity would serve the next
-        # program with it: better to stop everything.
-        os.abort()
-
-
-@contextmanager
-def acting_as(creds: Credentials | None) -> Iterator[None]:
-    """Run the body with ``creds`` as this thread's file-system credentials.
-
-    A no-op for None or credentials equal to ours; otherwise the calling
-    thread must be a worker thread (see the module doc). Raises
-    :class:`CredentialError` if the switch fails.
-    """
-    if creds is None or creds.same_as_supervisor():
-        yield
-        return
-    try:
-        _become(creds)
-    except BaseException:
-        _restore()
-        raise
-    try:
-        yield
-    finally:
-        _restore()
 
 
 def open_as(
@@ -122,6 +51,9 @@ def open_as(
     switches the calling thread's credentials for the duration of the open).
     """
     if creds is not None and may_create(flags):
+        if creds.umask < 0:
+            # A caller's bug; never create with a mode the program did not ask for.
+            raise CredentialError(errno.EPERM, "creating without the program's umask")
         mode &= ~creds.umask
     flags |= os.O_CLOEXEC
     resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if no_symlinks else 0

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import re
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import abi
+from .creds import Credentials, acting_as, as_ourselves, proc_status
 from .errors import BadArgument, TargetGone
 from .rawsys import libc, libc_syscall
 
@@ -156,130 +155,13 @@ class MemoryReader:
         raise BadArgument(errno.ENAMETOOLONG, "path longer than PATH_MAX")
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What the kernel checks when the program opens a file (credentials(7))."""
-
-    fsuid: int
-    fsgid: int
-    groups: tuple[int, ...]
-    umask: int
-    # The real ids: access(2) checks with these, not the fs ones.
-    ruid: int = -1
-    rgid: int = -1
-
-    def real(self) -> Credentials:
-        """These credentials as access(2) uses them: the real ids in the fs ones' place."""
-        return Credentials(self.ruid, self.rgid, self.groups, self.umask, self.ruid, self.rgid)
-
-    def same_as_supervisor(self) -> bool:
-        return (self.fsuid, self.fsgid, frozenset(self.groups)) == _SUPERVISOR_CREDS
-
-
-_SUPERVISOR_CREDS = (os.geteuid(), os.getegid(), frozenset(os.getgroups()))
-
-
-class CredentialReader:
-    """Reads the file-system credentials (and umask) of trapped threads.
-
-    One per supervisor thread: it keeps a preallocated ioctl buffer.
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray(abi.PIDFD_INFO_STRUCT.size)
-        self._pidfd_info_works = True
-
-    def _fs_ids(self, tid: int) -> tuple[int, int, int, int] | None:
-        """The thread's fsuid, fsgid, ruid, rgid through a pidfd (6.13+), or None if unsupported.
-
-        ``PIDFD_GET_INFO`` costs about 1 µs where generating ``/proc/TID/status``
-        costs about 15. A thread pidfd (``PIDFD_THREAD``) is used because
-        credentials belong to threads, not processes.
-        """
-        if not self._pidfd_info_works:
-            return None
-        try:
-            pidfd = os.pidfd_open(tid, abi.PIDFD_THREAD)
-        except ProcessLookupError:
-            raise TargetGone(f"thread {tid} is gone") from None
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            self._pidfd_info_works = False  # Older than 6.9: no thread pidfds.
-            return None
-        try:
-            abi.PIDFD_INFO_STRUCT.pack_into(self._buf, 0, abi.PIDFD_INFO_CREDS, *([0] * 13))
-            fcntl.ioctl(pidfd, abi.PIDFD_GET_INFO, self._buf, True)
-        except OSError as e:
-            if e.errno == errno.ESRCH:
-                raise TargetGone(f"thread {tid} is gone") from None
-            if e.errno not in (errno.ENOTTY, errno.EINVAL):
-                raise
-            self._pidfd_info_works = False  # Older than 6.13: no PIDFD_GET_INFO.
-            return None
-        finally:
-            os.close(pidfd)
-        fields = abi.PIDFD_INFO_STRUCT.unpack(self._buf)
-        return fields[11], fields[12], fields[5], fields[6]
-
-    def read(self, tid: int, *, need_umask: bool = True) -> Credentials:
-        """Read the file-system credentials (and umask) of thread ``tid``.
-
-        When the thread's fsuid and fsgid are the supervisor's and no umask
-        is needed, the cheap pidfd query suffices: the thread's supplementary
-        groups can then differ from ours only if it dropped some, which takes
-        ``CAP_SETGID`` — a root program, for which groups do not limit access.
-        Otherwise see :func:`read_credentials`.
-        """
-        if not need_umask:
-            ids = self._fs_ids(tid)
-            if ids is not None and ids[:2] == _SUPERVISOR_CREDS[:2]:
-                return Credentials(ids[0], ids[1], tuple(_SUPERVISOR_CREDS[2]), 0, *ids[2:])
-        return read_credentials(tid)
-
-
-def _status(tid: int) -> dict[bytes, bytes]:
-    """The fields of ``/proc/TID/status`` (proc(5)), by name; TargetGone if it is gone."""
-    try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            text = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        raise TargetGone(f"thread {tid} is gone") from None
-    fields: dict[bytes, bytes] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(b":")
-        fields[key] = value
-    return fields
-
-
-def read_credentials(tid: int) -> Credentials:
-    """Read the file-system credentials and umask of thread ``tid`` from ``/proc``.
-
-    ``/proc/TID/status`` (proc(5)): ``Uid:``/``Gid:`` list real, effective,
-    saved and file-system ids, the fourth is the one ``open`` uses;
-    ``Umask:`` exists since Linux 4.7.
-    """
-    fields = _status(tid)
-    try:
-        uids = fields[b"Uid"].split()
-        gids = fields[b"Gid"].split()
-        fsuid, ruid = int(uids[3]), int(uids[0])
-        fsgid, rgid = int(gids[3]), int(gids[0])
-        groups = tuple(int(g) for g in fields[b"Groups"].split())
-        umask = int(fields[b"Umask"], 8)
-    except (KeyError, IndexError, ValueError):
-        # A zombie's status lacks most of these: the thread is exiting.
-        raise TargetGone(f"thread {tid} has no credentials (exiting)") from None
-    return Credentials(fsuid, fsgid, groups, umask, ruid, rgid)
-
-
 def read_ids(tid: int, *, innermost: bool) -> tuple[int, int]:
     """The process id and thread id of thread ``tid``: in our pid namespace, or
     with ``innermost`` in its own (the one of its ``/proc``).
 
     ``NStgid:``/``NSpid:`` list them from ours inwards (proc(5), Linux 4.1+).
     """
-    fields = _status(tid)
+    fields = proc_status(tid)
     try:
         if not innermost:
             return int(fields[b"Tgid"]), tid
@@ -358,13 +240,19 @@ class PathResolver:
         follow: bool,
         resolve_flags: int = 0,
         own_root: bool | None = None,
+        creds: Credentials | None = None,
     ) -> str:
         """Resolve ``path`` relative to ``dirfd`` (or the cwd) of thread ``tid``.
 
         ``own_root`` says whether the thread has a root of its own (see
-        :meth:`root_id`; found out when None). Raises OSError with the errno
-        the kernel would give the program for a path that cannot be resolved
-        (``ENOTDIR``, ``ELOOP``, ``EBADF``..., or ``EXDEV``... from openat2
+        :meth:`root_id`; found out when None). With ``creds`` (the
+        program's), every lookup is made with them, so that a directory the
+        program may not search stops the walk as it would stop the
+        program's (EACCES), never telling it what lies beyond; the cwd,
+        dirfd or root it starts from are the program's own and are opened
+        as the supervisor. Raises OSError with the errno the kernel would
+        give the program for a path that cannot be resolved (``ENOTDIR``,
+        ``ELOOP``, ``EBADF``, ``EACCES``..., or ``EXDEV``... from openat2
         ``resolve_flags``), and :class:`TargetGone`.
         """
         spath = os.fsdecode(path)
@@ -382,15 +270,28 @@ class PathResolver:
         if own_root is None:
             own_root = self.root_id(tid) is not None
         if own_root:
-            return self._resolve_in_root(tid, base, spath, follow, resolve_flags)
-        fast = self._fast(base, path, follow, resolve_flags)
-        if fast is not None:
-            return fast
-        start = "/" if absolute else _readlink_base(base)
-        return self._walk(tid, start, spath, follow)
+            return self._resolve_in_root(tid, base, spath, follow, resolve_flags, creds=creds)
+        basefd = abi.AT_FDCWD if base == "/" else _open_base(base)
+        try:
+            with acting_as(creds):
+                fast = self._fast(basefd, path, follow, resolve_flags)
+                if fast is not None:
+                    return fast
+                start = "/" if absolute else self._fd_name(basefd)
+                return self._walk(tid, start, spath, follow, anchor=basefd, creds=creds)
+        finally:
+            if basefd >= 0:
+                os.close(basefd)
 
     def _resolve_in_root(
-        self, tid: int, base: str, path: str, follow: bool, resolve_flags: int
+        self,
+        tid: int,
+        base: str,
+        path: str,
+        follow: bool,
+        resolve_flags: int,
+        *,
+        creds: Credentials | None,
     ) -> str:
         root = f"/proc/{tid}/root"
         try:
@@ -412,49 +313,39 @@ class PathResolver:
         except (FileNotFoundError, ProcessLookupError):
             raise TargetGone(f"thread {tid} is gone") from None
         try:
-            fd = self._openat2(rootfd, path.lstrip("/") or ".", flags, 0, resolve)
-        except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ELOOP):
-                raise  # As for the fast path in our own root.
-            fd = -1
+            with acting_as(creds):
+                try:
+                    fd = self._openat2(rootfd, path.lstrip("/") or ".", flags, 0, resolve)
+                except OSError as e:
+                    if e.errno not in (errno.ENOENT, errno.ELOOP):
+                        raise  # As for the fast path in our own root.
+                    fd = -1
+                if fd >= 0:
+                    try:
+                        resolved = _in_root(prefix, self._fd_name(fd))
+                    finally:
+                        os.close(fd)
+                    if resolved is not None and not (resolved + "/").startswith("/proc/"):
+                        return resolved
+                return self._walk(
+                    tid, "/", path, follow, root=root, prefix=prefix, anchor=rootfd, creds=creds
+                )
         finally:
             os.close(rootfd)
-        if fd >= 0:
-            try:
-                resolved = _in_root(prefix, self._fd_name(fd))
-            finally:
-                os.close(fd)
-            if resolved is not None and not (resolved + "/").startswith("/proc/"):
-                return resolved
-        return self._walk(tid, "/", path, follow, root=root, prefix=prefix)
 
-    def _fast(self, base: str, path: bytes, follow: bool, resolve_flags: int) -> str | None:
+    def _fast(self, basefd: int, path: bytes, follow: bool, resolve_flags: int) -> str | None:
+        """Let the kernel resolve ``path`` from ``basefd``; None where the walk must."""
         flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
-        basefd = abi.AT_FDCWD
         try:
-            if base != "/":
-                # The base itself is a magic link: open it (plain open follows it).
-                basefd = os.open(base, os.O_PATH | os.O_CLOEXEC)
-            try:
-                fd = self._openat2(
-                    basefd, path, flags, 0, resolve_flags | abi.RESOLVE_NO_MAGICLINKS
-                )
-            finally:
-                if basefd >= 0:
-                    os.close(basefd)
+            fd = self._openat2(basefd, path, flags, 0, resolve_flags | abi.RESOLVE_NO_MAGICLINKS)
         except OSError as e:
             if e.errno not in (errno.ENOENT, errno.ELOOP):
-                # ENOTDIR, ENAMETOOLONG, or the program's own RESOLVE_*
-                # restriction (EXDEV, EAGAIN for RESOLVE_CACHED...): the
-                # kernel would fail the program's call the same way. ELOOP
+                # ENOTDIR, EACCES, ENAMETOOLONG, or the program's own
+                # RESOLVE_* restriction (EXDEV, EAGAIN for RESOLVE_CACHED...):
+                # the kernel would fail the program's call the same way. ELOOP
                 # may be our RESOLVE_NO_MAGICLINKS and ENOENT a file still to
                 # be created: the walk sorts those out.
                 raise
-            if base != "/" and e.errno == errno.ENOENT and basefd == abi.AT_FDCWD:
-                # The base (cwd or dirfd) itself does not exist: bad dirfd.
-                if "/fd/" in base:
-                    raise OSError(errno.EBADF, "bad dirfd") from None
-                raise TargetGone("thread is gone") from None
             return None
         try:
             resolved = self._fd_name(fd)
@@ -465,15 +356,68 @@ class PathResolver:
         return resolved
 
     def _walk(
-        self, tid: int, start: str, path: str, follow: bool, *, root: str = "", prefix: str = "/"
+        self,
+        tid: int,
+        start: str,
+        path: str,
+        follow: bool,
+        *,
+        root: str = "",
+        prefix: str = "/",
+        anchor: int = abi.AT_FDCWD,
+        creds: Credentials | None = None,
     ) -> str:
         """Resolve ``path`` from directory ``start`` one component at a time.
 
         Names are the program's; with ``root`` (``/proc/TID/root`` of a
         program with a root of its own) files are looked up under it, and the
         text of magic links, which the kernel writes in our view, is taken
-        back into the program's with ``prefix``.
+        back into the program's with ``prefix``; ``anchor`` is then an fd
+        of that root. Otherwise ``anchor``, an fd of ``start``, is where
+        lookups go from until an absolute link sends the walk to ``/``: a
+        program may look up names below its cwd without the right to
+        search the directories above it.
+
+        Runs with the program's ``creds`` (the caller switched to them), so
+        each lookup makes the permission checks the program's would. A
+        ``..`` is taken lexically (``start`` is free of links), after
+        checking that the directory it leaves may be searched, as the
+        kernel's own lookup of ``..`` does (may_lookup() in fs/namei.c).
+        The program's own ``/proc/PID`` is looked into as the supervisor:
+        see :func:`~unotifyd.kernel.creds.as_ourselves`.
         """
+        own_proc: list[str] = []  # "/proc/PID" of the program, once needed
+
+        def place(name: str) -> tuple[str, int | None]:
+            """How to reach ``name`` (canonical, absolute) as the program would."""
+            if root:
+                return name.lstrip("/") or ".", anchor
+            if anchor != abi.AT_FDCWD:
+                return os.path.relpath(name, start), anchor
+            return name, None
+
+        def in_own_proc(name: str) -> bool:
+            if not name.startswith("/proc/"):
+                return False
+            if not own_proc:
+                own_proc.append(f"/proc/{read_ids(tid, innermost=bool(root))[0]}")
+            return name == own_proc[0] or name.startswith(own_proc[0] + "/")
+
+        def lstat(name: str, suffix: str = "") -> os.stat_result:
+            where, at = place(name)
+            where += suffix
+            if in_own_proc(name):
+                with as_ourselves(creds):
+                    return os.lstat(where, dir_fd=at)
+            return os.lstat(where, dir_fd=at)
+
+        def readlink(name: str) -> str:
+            where, at = place(name)
+            if in_own_proc(name):
+                with as_ourselves(creds):
+                    return os.readlink(where, dir_fd=at)
+            return os.readlink(where, dir_fd=at)
+
         current = start
         pending = path.split("/")
         if path.startswith("/"):
@@ -489,6 +433,8 @@ class PathResolver:
             if c in ("", "."):
                 continue
             if c == "..":
+                # EACCES where the program may not search the directory it leaves.
+                lstat(current, "/.")
                 current = current.rsplit("/", 1)[0] or "/"
                 continue
             cand = current.rstrip("/") + "/" + c
@@ -500,7 +446,7 @@ class PathResolver:
                 cand = f"/proc/{tgid}" if cand == "/proc/self" else f"/proc/{tgid}/task/{ntid}"
             is_last = not any(p not in ("", ".") for p in pending)
             try:
-                st = os.lstat(root + cand)
+                st = lstat(cand)
             except FileNotFoundError:
                 pending.reverse()
                 return _lexical_join(cand, pending)
@@ -512,7 +458,7 @@ class PathResolver:
             links += 1
             if links > _MAX_SYMLINKS:
                 raise OSError(errno.ELOOP, "too many symbolic links", cand)
-            target = os.readlink(root + cand)
+            target = readlink(cand)
             if _MAGIC_LINK.match(cand):
                 in_view = _in_root(prefix, target) if target.startswith("/") else None
                 if in_view is None:
@@ -526,6 +472,7 @@ class PathResolver:
                 target = in_view
             if target.startswith("/"):
                 current = "/"
+                anchor = abi.AT_FDCWD  # from the root on: the program's lookups go there too
             pending.extend(reversed(target.split("/")))
         return current
 
@@ -560,6 +507,21 @@ def _in_root(prefix: str, path: str) -> str | None:
     if path.startswith(prefix + "/"):
         return path[len(prefix) :]
     return None
+
+
+def _open_base(base: str) -> int:
+    """An ``O_PATH`` fd of the program's cwd or dirfd (a magic link of its ``/proc``).
+
+    Opened as the supervisor: these are the program's own, which the kernel
+    lets it use without looking anything up. Raises OSError(EBADF) for a
+    dirfd it does not have, TargetGone if it is gone.
+    """
+    try:
+        return os.open(base, os.O_PATH | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        if "/fd/" in base:
+            raise OSError(errno.EBADF, "bad dirfd") from None
+        raise TargetGone("thread is gone") from None
 
 
 def _readlink_base(base: str) -> str:
@@ -614,6 +576,6 @@ def write_memory(
 def status_field(tid: int, name: bytes) -> bytes:
     """One field of ``/proc/TID/status``; TargetGone if the thread is gone or exiting."""
     try:
-        return _status(tid)[name].strip()
+        return proc_status(tid)[name].strip()
     except KeyError:
         raise TargetGone(f"thread {tid} is exiting") from None

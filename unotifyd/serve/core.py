@@ -24,15 +24,14 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ..kernel import abi
+from ..kernel.creds import CredentialReader, Credentials, acting_as
 from ..kernel.dirents import read_listing, take_fd
 from ..kernel.errors import BadArgument, TargetGone
 from ..kernel.listener import Listener, Notification
-from ..kernel.opener import acting_as, may_create, open_as, runnable_errno
+from ..kernel.opener import may_create, open_as, runnable_errno
 from ..kernel.rawsys import syscall
 from ..kernel.sched import pin_to_our_cpu
 from ..kernel.target import (
-    CredentialReader,
-    Credentials,
     MemoryReader,
     PathResolver,
     status_field,
@@ -95,6 +94,9 @@ class Pending:
     decision: Decision | Rewrite | Listing | PathWork | None = None
     own_root: bool = False  # the program has a root directory of its own (a container)
     policy: Policy | None = None  # the policy it was decided by (rule paths in its root)
+    # The calling thread's credentials, read once: every lookup and act made
+    # for it uses them (kernel/creds.py).
+    creds: Credentials | None = None
 
 
 def _refuse_errno(d: RefuseWrite, creds: Credentials, root_fd: int | None) -> int:
@@ -519,6 +521,9 @@ def _may_block(path: str) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+#: The path calls that apply the program's umask (the open family says so by its flags).
+_USES_UMASK = frozenset({"mkdir", "mkdirat", "mknod", "mknodat"})
+
 #: Hands an emulation that must wait (in a worker thread) to the serving loop.
 Defer = Callable[["Served", "Pending", "Job"], None]
 
@@ -635,6 +640,7 @@ class Core:
             call = p.call = decode(self.mem, n)
             root = self.resolver.root_id(n.pid)
             p.own_root = root is not None
+            creds = p.creds = self.creds.read(n.pid, need_umask=may_create(call.flags))
             p.resolved = self.resolver.resolve(
                 n.pid,
                 abi.AT_FDCWD if call.dirfd is None else call.dirfd,
@@ -642,11 +648,11 @@ class Core:
                 follow=call.follows_last_link,
                 resolve_flags=call.resolve,
                 own_root=p.own_root,
+                creds=creds,
             )
             policy = p.policy = self._policy_in(s, root, n.pid)
             if policy.has_private:
-                seen = self._through_private(policy, p.resolved, n.pid, p.own_root,
-                                             call.follows_last_link)  # fmt: skip
+                seen = self._through_private(policy, p.resolved, p, call.follows_last_link)
                 if seen != p.resolved:
                     # Where a link in a private tree leads: ours to open, never
                     # the kernel's (CONTINUE would look on the real disk).
@@ -670,9 +676,7 @@ class Core:
             flags |= os.O_DIRECTORY
         return decide_open(policy, OpenRequest(call.syscall, p.resolved, flags, call.mode))
 
-    def _through_private(
-        self, policy: Policy, path: str, tid: int, own_root: bool, follow: bool
-    ) -> str:
+    def _through_private(self, policy: Policy, path: str, p: Pending, follow: bool) -> str:
         """``path`` with the symlinks in private trees followed as a tmpfs there would.
 
         A private tree lives in a scratch directory of ours, where the
@@ -705,11 +709,12 @@ class Core:
                 start = text if text.startswith("/") else f"{at or '/'}/{text}"
                 rest = "/".join(parts[i + 1 :])
                 path = self.resolver.resolve(
-                    tid,
+                    p.notif.pid,
                     abi.AT_FDCWD,
                     os.fsencode(f"{start}/{rest}" if rest else start),
                     follow=follow,
-                    own_root=own_root,
+                    own_root=p.own_root,
+                    creds=p.creds,
                 )
                 break
             else:
@@ -744,6 +749,7 @@ class Core:
         n = p.notif
         call = p.path_call = decode_path_call(self.mem, n, name)
         policy = self._program_policy(s, p)
+        creds = p.creds = self.creds.read(n.pid, need_umask=name in _USES_UMASK)
         enforce = policy.mode == "enforce"
         decisions: list[PathDecision] = []
         resolved: list[str | None] = []
@@ -762,10 +768,15 @@ class Core:
             else:
                 try:
                     where = self.resolver.resolve(
-                        n.pid, arg.dirfd, arg.path, follow=arg.follow, own_root=p.own_root
+                        n.pid,
+                        arg.dirfd,
+                        arg.path,
+                        follow=arg.follow,
+                        own_root=p.own_root,
+                        creds=creds,
                     )
                     if policy.has_private:
-                        seen = self._through_private(policy, where, n.pid, p.own_root, arg.follow)
+                        seen = self._through_private(policy, where, p, arg.follow)
                         if seen != where:
                             where, via_private = seen, True
                 except OSError as e:
@@ -786,7 +797,9 @@ class Core:
             first = decisions[0]
             if isinstance(first, Fail) and first.reason == EXEC_NOT_ALLOWED and p.resolved:
                 try:
-                    os.stat(_our_name(p.resolved, n.pid if p.own_root else None))
+                    # As the program: whether it is there is not ours to tell.
+                    with acting_as(creds):
+                        os.stat(_our_name(p.resolved, n.pid if p.own_root else None))
                 except OSError as e:
                     return Fail(e.errno or errno.ENOENT, f"{first.reason} (and it is not there)")
             if via_private and isinstance(first, MapPath) and first.in_program_root:
@@ -910,7 +923,7 @@ class Core:
             # What would make the call fail is answered before anything is
             # written: a failed exec returns to a program whose memory must
             # be as it left it (the shell prints that very path next).
-            creds = self.creds.read(n.pid)
+            creds = p.creds or self.creds.read(n.pid, need_umask=False)
             err = None if p.own_root else runnable_errno(creds, d.path, directory=d.directory)
             if err is not None:
                 listener.send_error(n.id, err)
@@ -1015,10 +1028,10 @@ class Core:
         listener = s.listener
         creates = isinstance(d, EmulateOpen) and may_create(d.flags)
         if isinstance(d, PathWork):
-            # mkdir, mknod use the umask; access the real ids, which the
-            # cheap query gives too.
-            creates = d.call.syscall in ("mkdir", "mkdirat", "mknod", "mknodat")
-        creds = self.creds.read(n.pid, need_umask=creates)
+            creates = d.call.syscall in _USES_UMASK
+        creds = p.creds
+        if creds is None or (creates and creds.umask < 0):
+            creds = p.creds = self.creds.read(n.pid, need_umask=creates)
         # Everything the decision rests on (path, cwd, credentials) was read
         # from a process that may since have died and had its pid reused. An
         # emulated open has effects of its own (O_CREAT, O_TRUNC), so make

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..kernel import abi
+from ..kernel.creds import Credentials, acting_as
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, TargetGone
-from ..kernel.opener import acting_as
 from ..kernel.rawsys import syscall
-from ..kernel.target import Credentials, openat2
+from ..kernel.target import openat2
 from ..policy.paths import Found, MapPath, RefuseChange, refuse_change_errno
 from .handlers import int_arg
 from .pathcalls import IN_DONT_FOLLOW, XATTR_SIZE_MAX, PathArg, PathCall, names_a_directory

@@ -161,16 +161,19 @@ class Supervisor(Core):
                         outcome = e
                 nursery.cancel_scope.cancel()
         finally:
+            # Also when the serving task is cancelled (the last process of
+            # the listener exited just after our answer): the call was
+            # answered and must be counted and traced all the same.
             if outcome is None and handoffs and handoffs[-1].abandon():
                 unblock_fifo(job.decision, job.root_tid)
             if outcome is None or isinstance(outcome, TargetGone):
                 # Abandoned, or cancelled because nobody is left to answer.
                 self._count_gone(s)
                 self._trace(s, p, "gone", None)
-        if isinstance(outcome, int):
-            self._trace(s, p, None, outcome)
-        elif outcome is not None and not isinstance(outcome, TargetGone):
-            self._internal_error(s, p, outcome)
+            elif isinstance(outcome, int):
+                self._trace(s, p, None, outcome)
+            else:
+                self._internal_error(s, p, outcome)
 
     async def _run_job(self, s: Served, job: Job, handoffs: list[Handoff]) -> int:
         """Run ``job`` in a worker thread of the right pool; its fd or ``-errno``.

@@ -1,0 +1,134 @@
+"""The program cannot take over its supervisor.
+
+Under ``unotifyd launch`` the supervisor is the program's parent. A process
+that may ptrace another (same uid, dumpable, no capability it lacks) can
+copy its fds with ``pidfd_getfd`` -- the seccomp listener among them, and
+then answer its own notifications -- and read or write its memory with
+``process_vm_readv``/``process_vm_writev``. The supervisor must refuse both
+to the program, whoever runs it:
+
+* ``nobody`` runs ``unotifyd launch`` for a program of its own (the same
+  uid: only the supervisor being non-dumpable protects it);
+* root runs it for a root program without capabilities (the capability
+  check protects it).
+
+The native control is the same program under a parent of the same identity
+that is an ordinary process (a shell): there it takes the fds and reads the
+memory, which proves the attack works.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from ..integration.helpers import MODES, TIMEOUT, describe, run_launch, run_native
+from .support import IDENTITIES, Report, put
+
+pytestmark = pytest.mark.kernel
+
+#: What the supervisor needs to import (trio's dependencies included).
+_PACKAGES = ("unotifyd", "trio", "sniffio", "outcome", "attr", "attrs", "sortedcontainers",
+             "idna", "pyseccomp")  # fmt: skip
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="module")
+def site(public: Path) -> Path:
+    """unotifyd and its dependencies copied where the user nobody may import them (the
+    test venv may sit under a directory nobody cannot enter), for the system
+    Python, which nobody may run."""
+    proc = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                          capture_output=True, text=True, check=False, timeout=TIMEOUT)  # fmt: skip
+    assert proc.stdout.strip() == "True", f"{SYSTEM_PYTHON} must be Python 3.11 or later"
+    out = public / "site"
+    out.mkdir(mode=0o755)
+    for name in _PACKAGES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        if spec.submodule_search_locations:
+            src = Path(next(iter(spec.submodule_search_locations)))
+            shutil.copytree(src, out / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(spec.origin, out)
+    for dirpath, dirnames, filenames in os.walk(out):
+        for n in dirnames:
+            Path(dirpath, n).chmod(0o755)
+        for n in filenames:
+            Path(dirpath, n).chmod(0o644)
+    return out
+
+
+def _run_as_nobody_supervisor(site: Path, opts: Sequence[str], argv: Sequence[str]
+                              ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``unotifyd launch OPTS -- ARGV`` run by nobody, with the system Python."""
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C"}
+    cmd = [*IDENTITIES["user"].prefix, SYSTEM_PYTHON, "-m", "unotifyd", "launch", *opts, "--",
+           *argv]  # fmt: skip
+    return subprocess.run(cmd, text=True, capture_output=True, stdin=subprocess.DEVNULL,
+                          timeout=TIMEOUT, check=False, env=env, cwd="/")  # fmt: skip
+
+
+def _fields(proc: subprocess.CompletedProcess[str], label: str) -> dict[str, str]:
+    assert proc.returncode == 0, describe(proc)
+    for line in proc.stdout.splitlines():
+        name, _, rest = line.partition(" ")
+        if name == label:
+            return dict(word.split("=", 1) for word in rest.split())
+    raise AssertionError(f"no {label} line\n{describe(proc)}")
+
+
+#: Who runs ``unotifyd launch`` -> who the program runs as.
+PROGRAM_OF = {"nobody": IDENTITIES["user"], "root": IDENTITIES["root-nocaps"]}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("runner", list(PROGRAM_OF))
+def test_the_program_cannot_take_over_its_supervisor(
+    attack_bin: Path, site: Path, report: Report, runner: str, mode: str
+) -> None:
+    """pidfd_getfd of every fd of the supervisor and process_vm_readv of its
+    memory fail with EPERM for the program; natively, against a shell of the
+    same identity, both work. A denied file read in the same run proves that
+    the supervisor was serving the program."""
+    program = PROGRAM_OF[runner]
+    denied = put(attack_bin.parent / f"denied-{runner}-{mode}", "DENIED\n", owner=0)
+    attack = [str(attack_bin), "denied", "read", str(denied), ";", "parent", "parent"]
+
+    native = _fields(
+        run_native([*program.prefix, "sh", "-c", '"$@"; :', "sh", *attack], cwd="/"), "parent"
+    )
+    assert native == {"parent": "other", "getfd": "OK", "listener": "no", "vm": "OK"}, (
+        f"native control: {native}"
+    )
+
+    opts = (*MODES[mode], "--deny", str(denied))
+    if runner == "nobody":
+        proc = _run_as_nobody_supervisor(site, opts, attack)
+    else:
+        proc = run_launch(*opts, argv=[*program.prefix, *attack], cwd="/")
+    assert "denied EACCES\n" in proc.stdout, describe(proc)
+    got = _fields(proc, "parent")
+    assert got["parent"] == "unotifyd", describe(proc)
+    # vm=EFAULT: the access check passed (the address tried was not mapped).
+    escapes = int(got["getfd"] != "EPERM") + int(got["vm"] != "EPERM")
+    report(f"supervisor[{mode}-{runner}]", runs=2, escapes=escapes,
+           getfd=got["getfd"], listener=got["listener"], vm=got["vm"])  # fmt: skip
+    if escapes:
+        pytest.fail(f"the program reached into its supervisor (run by {runner}): getfd="
+                    f"{got['getfd']} (the listener among the fds: {got['listener']}), "
+                    f"process_vm_readv={got['vm']}", pytrace=False)  # fmt: skip
+
+
+def test_system_python_runs_the_supervisor(site: Path) -> None:
+    """The premise of the test above: nobody can run ``unotifyd launch`` from the copy."""
+    proc = _run_as_nobody_supervisor(site, ("--redirect", "/nonexistent=/etc/hostname"),
+                                     ["cat", "/nonexistent"])  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == Path("/etc/hostname").read_text()

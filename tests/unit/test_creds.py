@@ -1,0 +1,195 @@
+"""Acting with a program's whole credentials: on this test process's own threads.
+
+The switch must change the calling thread only, leave it no effective
+capability the program lacks, and give everything back afterwards.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+import pytest
+
+from unotifyd.kernel import creds as kcreds
+from unotifyd.kernel.creds import (
+    CredentialError,
+    CredentialReader,
+    Credentials,
+    acting_as,
+    as_ourselves,
+    read_credentials,
+)
+from unotifyd.kernel.rawsys import syscall
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching credentials needs root")
+
+T = TypeVar("T")
+NOBODY = 65534
+CAP_SETFCAP = 31
+ALL_CAPS = (1 << 41) - 1
+
+
+def _nobody() -> Credentials:
+    return Credentials(
+        NOBODY, NOBODY, NOBODY, NOBODY, NOBODY, NOBODY, NOBODY, NOBODY, (), 0, 0, 0o022
+    )
+
+
+def _thread_state() -> State:
+    eff, _, _ = kcreds._Caps().get(0)
+    return os.getresuid(), os.getresgid(), sorted(os.getgroups()), eff
+
+
+def _in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a fresh thread (as trio's worker threads are) and return its result."""
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:
+            err.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
+State = tuple[tuple[int, int, int], tuple[int, int, int], list[int], int]
+
+
+def test_this_thread_reads_as_the_supervisor() -> None:
+    full = read_credentials(threading.get_native_id())
+    assert (full.fsuid, full.fsgid) == (os.geteuid(), os.getegid())
+    assert full.umask == os.umask(full.umask)
+    assert full.same_as_supervisor()
+    quick = CredentialReader().read(threading.get_native_id(), need_umask=False)
+    assert quick.same_as_supervisor()
+    assert quick.umask == -1  # not read: creating with it is refused (opener.open_as)
+
+
+def test_acting_as_nobody_takes_every_id_and_drops_every_capability() -> None:
+    before = _thread_state()
+
+    def body() -> tuple[State, tuple[int, int]]:
+        with acting_as(_nobody()):
+            return _thread_state(), fsids()
+
+    def fsids() -> tuple[int, int]:
+        # setfsuid(2)/setfsgid(2) with an invalid id change nothing and return the current one.
+        return syscall(122, 0xFFFFFFFF), syscall(123, 0xFFFFFFFF)
+
+    inside, fs = _in_thread(body)
+    # The other threads (this test's main thread) are untouched.
+    assert inside == ((NOBODY,) * 3, (NOBODY,) * 3, [], 0)
+    assert fs == (NOBODY, NOBODY)
+    assert _thread_state() == before
+
+
+def test_the_thread_gets_its_own_credentials_back() -> None:
+    def body() -> tuple[State, State]:
+        before = _thread_state()
+        with acting_as(_nobody()):
+            pass
+        return before, _thread_state()
+
+    before, after = _in_thread(body)
+    assert before == after
+
+
+def test_root_without_capabilities_is_not_the_supervisor() -> None:
+    # fsuid 0 with no capabilities: the case the old fsuid-only switch served inline.
+    capless_root = Credentials(0, 0, 0, 0, 0, 0, 0, 0, (), 0, 0, 0o022)
+    assert not capless_root.same_as_supervisor()
+
+    def body() -> int:
+        with acting_as(capless_root):
+            try:
+                os.chown("/", 1, 1)
+            except OSError as e:
+                return e.errno or 0
+        return 0
+
+    assert _in_thread(body) == errno.EPERM
+
+
+def test_only_the_programs_capabilities_are_effective() -> None:
+    # A root program that kept CAP_SETFCAP only.
+    keeps = Credentials(0, 0, 0, 0, 0, 0, 0, 0, (), 1 << CAP_SETFCAP, 1 << CAP_SETFCAP, 0)
+
+    def body() -> tuple[int, int, int]:
+        with acting_as(keeps):
+            return kcreds._Caps().get(0)
+
+    eff, prm, _ = _in_thread(body)
+    assert eff == 1 << CAP_SETFCAP
+    assert prm == kcreds._SUPERVISOR.cap_prm  # kept, only to switch back
+
+
+def test_as_ourselves_inside_acting_as() -> None:
+    def body() -> tuple[State, State]:
+        with acting_as(_nobody()):
+            with as_ourselves(_nobody()):
+                mid = _thread_state()
+            after = _thread_state()
+        return mid, after
+
+    mid, after = _in_thread(body)
+    assert mid[0] == os.getresuid() and mid[3] == kcreds._SUPERVISOR.cap_eff
+    assert after == ((NOBODY,) * 3, (NOBODY,) * 3, [], 0)
+
+
+def test_nesting_for_someone_else_is_refused() -> None:
+    other = replace(_nobody(), fsuid=1, euid=1, ruid=1, suid=1)
+
+    def body() -> State:
+        with acting_as(_nobody()):
+            with pytest.raises(CredentialError), acting_as(other):
+                pass
+            with acting_as(_nobody()):  # the same: a no-op
+                inner = _thread_state()
+        return inner
+
+    assert _in_thread(body) == ((NOBODY,) * 3, (NOBODY,) * 3, [], 0)
+
+
+def test_access_checks_with_real_ids_and_capabilities() -> None:
+    c = Credentials(1000, 0, 0, 0, 1000, 0, 0, 0, (), ALL_CAPS, ALL_CAPS, 0)
+    r = c.real()
+    assert (r.fsuid, r.fsgid, r.cap_eff) == (1000, 1000, 0)  # access_override_creds()
+    root = replace(c, ruid=0, cap_eff=0).real()
+    assert root.cap_eff == ALL_CAPS  # real root: the permitted set
+
+
+def test_a_program_in_another_user_namespace_gets_no_capabilities() -> None:
+    # A child that unshares its user namespace holds every capability there.
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            ok = ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0  # CLONE_NEWUSER
+            os.write(ready_w, b"1" if ok else b"0")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        for seen in (read_credentials(pid), CredentialReader().read(pid, need_umask=False)):
+            assert (seen.cap_eff, seen.cap_prm) == (0, 0)
+            assert not seen.same_as_supervisor()
+    finally:
+        os.write(done_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)

@@ -1,0 +1,503 @@
+"""A program's whole credentials: reading them, and acting with them.
+
+The supervisor usually runs as root. Whatever it does for a program — look
+up a path, open a file, set an xattr, make a device node — must be
+something the program could have done itself, or the supervisor is a
+confused deputy (capabilities(7), credentials(7)). Switching only the
+file-system uid, gid and groups is not enough: ``setfsuid`` to a non-zero
+id drops only the file-system capabilities, and keeps ``CAP_SETFCAP``
+(``security.capability`` xattrs: a program could make its own binary
+setuid-root), ``CAP_SYS_ADMIN`` (``trusted.*`` xattrs), ``CAP_SYSLOG``
+(``/proc/kallsyms``, ``/dev/kmsg``) and the rest; fsuid 0 keeps them all,
+so a root program that dropped its capabilities would get them back.
+Every act therefore runs with the program's uids, gids, groups *and*
+effective capabilities.
+
+Credentials are per thread in the kernel (``task->cred``). The raw
+``setresuid``, ``setresgid``, ``setgroups``, ``setfsuid``, ``setfsgid``,
+``capset`` and ``prctl(PR_SET_KEEPCAPS)`` system calls change the calling
+thread only; glibc's wrappers of the first five broadcast the change to
+every thread (nptl's "setxid" signal), so only the raw calls are made here.
+A thread switches, acts, and switches back (:func:`acting_as`). To be able
+to switch back without keeping any effective privilege while it acts, the
+thread keeps its *permitted* capabilities (``PR_SET_KEEPCAPS``: changing
+every uid to non-zero would otherwise clear them, capabilities(7) "Effect
+of user ID changes on capabilities"): the kernel checks only effective
+capabilities when it grants an access (``cap_capable()``,
+security/commoncap.c), and an effective set can be raised again only by
+the thread itself, with ``capset``, which it does only to switch back.
+
+A file opened while acting keeps the credentials it was opened with
+(``file->f_cred``): reads of ``/proc/kallsyms``, ``pagemap`` or
+``/proc/PID/maps`` through an fd we inject check those, so they must be
+the program's too — which they are, since the open itself is an act.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from . import abi
+from .errors import TargetGone
+from .rawsys import libc, libc_syscall
+
+_SYS_SETRESUID = 117
+_SYS_SETRESGID = 119
+_SYS_CAPGET = 125
+_SYS_CAPSET = 126
+_PR_SET_KEEPCAPS = 8
+# capget(2)/capset(2): _LINUX_CAPABILITY_VERSION_3, two 32-bit halves.
+_CAP_VERSION_3 = 0x20080522
+
+# The capabilities that make supplementary groups irrelevant to file access:
+# with these, no permission or ownership check falls back on group
+# membership (generic_permission(), inode_owner_or_capable(),
+# setattr_should_drop_sgid(), chown_ok() in fs/).
+_DAC_CAPS = (
+    (1 << 0)  # CAP_CHOWN
+    | (1 << 1)  # CAP_DAC_OVERRIDE
+    | (1 << 2)  # CAP_DAC_READ_SEARCH
+    | (1 << 3)  # CAP_FOWNER
+    | (1 << 4)  # CAP_FSETID
+)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+class _Caps:
+    """Preallocated ``capget``/``capset`` arguments (one instance per thread)."""
+
+    def __init__(self) -> None:
+        self.header = _CapHeader(_CAP_VERSION_3, 0)
+        self.data = (_CapData * 2)()
+        self._header_ref = ctypes.byref(self.header)
+        self._nr_get = ctypes.c_long(_SYS_CAPGET)
+        self._nr_set = ctypes.c_long(_SYS_CAPSET)
+
+    def get(self, tid: int) -> tuple[int, int, int]:
+        """(effective, permitted, inheritable) of thread ``tid`` (0: this one).
+
+        capget(2) of another thread needs no privilege. Raises TargetGone.
+        """
+        self.header.version = _CAP_VERSION_3
+        self.header.pid = tid
+        if libc_syscall(self._nr_get, self._header_ref, self.data) != 0:
+            err = ctypes.get_errno()
+            if err == errno.ESRCH:
+                raise TargetGone(f"thread {tid} is gone")
+            raise OSError(err, f"capget({tid}): {os.strerror(err)}")
+        lo, hi = self.data
+        return (
+            lo.effective | hi.effective << 32,
+            lo.permitted | hi.permitted << 32,
+            lo.inheritable | hi.inheritable << 32,
+        )
+
+    def set(self, effective: int, permitted: int, inheritable: int) -> None:
+        """capset(2) this thread's sets. Raises OSError."""
+        self.header.version = _CAP_VERSION_3
+        self.header.pid = 0
+        lo, hi = self.data
+        lo.effective, hi.effective = effective & 0xFFFFFFFF, effective >> 32
+        lo.permitted, hi.permitted = permitted & 0xFFFFFFFF, permitted >> 32
+        lo.inheritable, hi.inheritable = inheritable & 0xFFFFFFFF, inheritable >> 32
+        if libc_syscall(self._nr_set, self._header_ref, self.data) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the kernel checks when a thread acts on a file (credentials(7), capabilities(7)).
+
+    ``cap_eff``/``cap_prm`` are the thread's effective and permitted
+    capabilities *as they count in our user namespace*: a program in a user
+    namespace of its own holds its capabilities over that namespace only,
+    so they are read as none (see :meth:`CredentialReader.read`).
+    ``umask`` is -1 when it was not read (``need_umask=False``).
+    """
+
+    ruid: int
+    euid: int
+    suid: int
+    fsuid: int
+    rgid: int
+    egid: int
+    sgid: int
+    fsgid: int
+    groups: tuple[int, ...]
+    cap_eff: int
+    cap_prm: int
+    umask: int = -1
+
+    def real(self) -> Credentials:
+        """These credentials as access(2) checks with them.
+
+        access_override_creds() in fs/open.c: the real ids take the place of
+        the file-system ones, and the effective capabilities become the
+        permitted ones for a real uid of 0, none for any other.
+        """
+        return replace(
+            self,
+            fsuid=self.ruid,
+            fsgid=self.rgid,
+            cap_eff=self.cap_prm if self.ruid == 0 else 0,
+        )
+
+    def same_as_supervisor(self) -> bool:
+        """True if acting with these is acting with ours: no switch needed."""
+        return _SUPERVISOR.covers(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ours:
+    """The supervisor's own credentials, taken once at start-up."""
+
+    ids: tuple[int, int, int, int, int, int, int, int]  # r, e, s, fs uid; r, e, s, fs gid
+    groups: frozenset[int]
+    cap_eff: int
+    cap_prm: int
+    cap_inh: int
+    userns: tuple[int, int] | None
+
+    @classmethod
+    def now(cls) -> _Ours:
+        r, e, s = os.getresuid()
+        rg, eg, sg = os.getresgid()
+        eff, prm, inh = _Caps().get(0)
+        fsuid = int(libc_syscall(ctypes.c_long(abi.SYS_SETFSUID), ctypes.c_long(-1)))
+        fsgid = int(libc_syscall(ctypes.c_long(abi.SYS_SETFSGID), ctypes.c_long(-1)))
+        try:
+            st = os.stat("/proc/self/ns/user")
+            userns: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            userns = None
+        return cls(
+            (r, e, s, fsuid, rg, eg, sg, fsgid),
+            frozenset(os.getgroups()),
+            eff,
+            prm,
+            inh,
+            userns,
+        )
+
+    def covers(self, c: Credentials) -> bool:
+        if (c.ruid, c.euid, c.suid, c.fsuid, c.rgid, c.egid, c.sgid, c.fsgid) != self.ids:
+            return False
+        if c.cap_eff != self.cap_eff:
+            return False
+        # Groups only matter to a thread without the capabilities that
+        # override every group check.
+        return self.cap_eff & _DAC_CAPS == _DAC_CAPS or frozenset(c.groups) == self.groups
+
+
+_SUPERVISOR = _Ours.now()
+
+
+def userns_of(tid: int) -> tuple[int, int] | None:
+    """An id of the user namespace of thread ``tid``; TargetGone if it is gone."""
+    try:
+        st = os.stat(f"/proc/{tid}/ns/user")
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(f"thread {tid} is gone") from None
+    return (st.st_dev, st.st_ino)
+
+
+class CredentialReader:
+    """Reads the credentials (and umask) of trapped threads.
+
+    One per supervisor thread: it keeps preallocated buffers. The trapped
+    thread cannot change its own credentials while we hold its call (it is
+    stopped in the kernel, and ``WAIT_KILLABLE_RECV`` keeps signal handlers
+    from running), and no other thread can change them for it, so what is
+    read here holds until we answer.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray(abi.PIDFD_INFO_STRUCT.size)
+        self._pidfd_info_works = True
+        self._caps = _Caps()
+
+    def _ids(self, tid: int) -> tuple[int, int, int, int, int, int, int, int] | None:
+        """The thread's (r, e, s, fs) uids and gids through a pidfd (6.13+), or None.
+
+        ``PIDFD_GET_INFO`` costs about 1 µs where generating ``/proc/TID/status``
+        costs about 15. A thread pidfd (``PIDFD_THREAD``) is used because
+        credentials belong to threads, not processes.
+        """
+        if not self._pidfd_info_works:
+            return None
+        try:
+            pidfd = os.pidfd_open(tid, abi.PIDFD_THREAD)
+        except ProcessLookupError:
+            raise TargetGone(f"thread {tid} is gone") from None
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            self._pidfd_info_works = False  # Older than 6.9: no thread pidfds.
+            return None
+        try:
+            abi.PIDFD_INFO_STRUCT.pack_into(self._buf, 0, abi.PIDFD_INFO_CREDS, *([0] * 13))
+            fcntl.ioctl(pidfd, abi.PIDFD_GET_INFO, self._buf, True)
+        except OSError as e:
+            if e.errno == errno.ESRCH:
+                raise TargetGone(f"thread {tid} is gone") from None
+            if e.errno not in (errno.ENOTTY, errno.EINVAL):
+                raise
+            self._pidfd_info_works = False  # Older than 6.13: no PIDFD_GET_INFO.
+            return None
+        finally:
+            os.close(pidfd)
+        f = abi.PIDFD_INFO_STRUCT.unpack(self._buf)
+        # ruid, euid, suid, fsuid, rgid, egid, sgid, fsgid
+        return (f[5], f[7], f[9], f[11], f[6], f[8], f[10], f[12])
+
+    def read(self, tid: int, *, need_umask: bool = True) -> Credentials:
+        """Read the credentials of thread ``tid`` (and its umask if ``need_umask``).
+
+        The cheap way (a pidfd query and ``capget``, ~3 µs) suffices when the
+        thread acts exactly as we would and no umask is needed; otherwise
+        ``/proc/TID/status`` gives groups and umask. Capabilities are read
+        before the user namespace is compared, so a namespace entered
+        meanwhile can only make us grant less. Raises TargetGone.
+        """
+        ours = _SUPERVISOR
+        if not need_umask:
+            ids = self._ids(tid)
+            if ids == ours.ids:
+                eff, prm, _ = self._caps.get(tid)
+                if eff == ours.cap_eff and (eff == 0 or userns_of(tid) == ours.userns):
+                    # Groups differ from ours only by a CAP_SETGID holder's
+                    # choice, and with our capabilities they do not count
+                    # (see _Ours.covers); without, they cannot differ.
+                    ruid, euid, suid, fsuid, rgid, egid, sgid, fsgid = ids
+                    groups = tuple(ours.groups)
+                    return Credentials(
+                        ruid, euid, suid, fsuid, rgid, egid, sgid, fsgid, groups, eff, prm
+                    )
+        return read_credentials(tid, self._caps)
+
+
+def proc_status(tid: int) -> dict[bytes, bytes]:
+    """The fields of ``/proc/TID/status`` (proc(5)), by name; TargetGone if it is gone."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(f"thread {tid} is gone") from None
+    fields: dict[bytes, bytes] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(b":")
+        fields[key] = value
+    return fields
+
+
+def read_credentials(tid: int, caps: _Caps | None = None) -> Credentials:
+    """Read the credentials and umask of thread ``tid`` from ``/proc/TID/status``.
+
+    proc(5): ``Uid:``/``Gid:`` list the real, effective, saved and
+    file-system ids; ``Groups:``; ``Umask:`` (Linux 4.7+); ``CapEff:`` and
+    ``CapPrm:``. A thread in another user namespace than ours gets no
+    capabilities (see :class:`Credentials`).
+    """
+    fields = proc_status(tid)
+    try:
+        uids = [int(u) for u in fields[b"Uid"].split()]
+        gids = [int(g) for g in fields[b"Gid"].split()]
+        groups = tuple(int(g) for g in fields[b"Groups"].split())
+        umask = int(fields[b"Umask"], 8)
+        eff = int(fields[b"CapEff"], 16)
+        prm = int(fields[b"CapPrm"], 16)
+    except (KeyError, IndexError, ValueError):
+        # A zombie's status lacks most of these: the thread is exiting.
+        raise TargetGone(f"thread {tid} has no credentials (exiting)") from None
+    if len(uids) != 4 or len(gids) != 4:
+        raise TargetGone(f"thread {tid} has no credentials (exiting)")
+    if (eff or prm) and userns_of(tid) != _SUPERVISOR.userns:
+        eff = prm = 0
+    ruid, euid, suid, fsuid = uids
+    rgid, egid, sgid, fsgid = gids
+    return Credentials(
+        ruid, euid, suid, fsuid, rgid, egid, sgid, fsgid, groups, eff, prm, umask
+    )
+
+
+class CredentialError(OSError):
+    """This thread could not take on the program's credentials."""
+
+
+class _Switcher:
+    """The raw calls that switch one thread's credentials (one instance per thread)."""
+
+    def __init__(self) -> None:
+        self.caps = _Caps()
+        self.acting: Credentials | None = None  # whose credentials the thread has now
+        # Keep the permitted set through uid changes (see the module doc).
+        # Set once: it only matters to the uid changes made here.
+        self._check(libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+        self._l = ctypes.c_long
+        self._nr_setresuid = ctypes.c_long(_SYS_SETRESUID)
+        self._nr_setresgid = ctypes.c_long(_SYS_SETRESGID)
+        self._nr_setgroups = ctypes.c_long(abi.SYS_SETGROUPS)
+        self._nr_setfsuid = ctypes.c_long(abi.SYS_SETFSUID)
+        self._nr_setfsgid = ctypes.c_long(abi.SYS_SETFSGID)
+
+    def _check(self, result: int, what: str) -> None:
+        if result != 0:
+            err = ctypes.get_errno()
+            raise CredentialError(err, f"{what}: {os.strerror(err)}")
+
+    def _ids(self, uids: tuple[int, ...], gids: tuple[int, ...], groups: tuple[int, ...]) -> None:
+        """Set groups, then gids, then uids (after the uids change we may lack CAP_SET*ID).
+
+        The groups are left alone when they are already these: setgroups(2)
+        wants CAP_SETGID even then, which an unprivileged supervisor lacks.
+        """
+        l_ = self._l
+        call = libc_syscall
+        if sorted(os.getgroups()) != sorted(groups):  # getgroups(2): this thread's
+            arr = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
+            self._check(call(self._nr_setgroups, l_(len(groups)), arr), "setgroups")
+        self._check(call(self._nr_setresgid, l_(gids[0]), l_(gids[1]), l_(gids[2])), "setresgid")
+        call(self._nr_setfsgid, l_(gids[3]))
+        self._check(call(self._nr_setresuid, l_(uids[0]), l_(uids[1]), l_(uids[2])), "setresuid")
+        call(self._nr_setfsuid, l_(uids[3]))
+        # setfs[ug]id(2) never report failure: read back the ids they left.
+        if call(self._nr_setfsuid, l_(-1)) != uids[3] or call(self._nr_setfsgid, l_(-1)) != gids[3]:
+            raise CredentialError(errno.EPERM, "setfsuid/setfsgid did not take")
+
+    def become(self, c: Credentials) -> None:
+        ours = _SUPERVISOR
+        self.acting = c
+        self._ids(
+            (c.ruid, c.euid, c.suid, c.fsuid), (c.rgid, c.egid, c.sgid, c.fsgid), c.groups
+        )
+        # Last, since the uid changes above adjust the effective set on
+        # their own (capabilities(7)); never more than we hold ourselves.
+        effective = c.cap_eff & ours.cap_prm
+        try:
+            self.caps.set(effective, ours.cap_prm, ours.cap_inh)
+        except OSError as e:
+            raise CredentialError(e.errno, str(e)) from None
+        if self.caps.get(0)[0] != effective:
+            raise CredentialError(errno.EPERM, "capset did not take")
+
+    def restore(self) -> None:
+        """Take our own credentials back; abort the process if that fails.
+
+        A thread left with a program's identity would serve the next
+        program with it, or the supervisor itself: better to stop everything.
+        """
+        ours = _SUPERVISOR
+        try:
+            # CAP_SETUID/CAP_SETGID back in the effective set first.
+            self.caps.set(ours.cap_prm, ours.cap_prm, ours.cap_inh)
+            self._ids(ours.ids[:4], ours.ids[4:], tuple(sorted(ours.groups)))
+            self.caps.set(ours.cap_eff, ours.cap_prm, ours.cap_inh)
+            if self.caps.get(0) != (ours.cap_eff, ours.cap_prm, ours.cap_inh):
+                raise CredentialError(errno.EPERM, "capabilities not restored")
+        except OSError as e:
+            os.write(2, f"unotifyd: cannot restore the supervisor's credentials: {e}\n".encode())
+            os.abort()
+        self.acting = None
+
+
+_local = threading.local()
+
+
+def _switcher() -> _Switcher:
+    """This thread's :class:`_Switcher` (its ctypes arguments are reused)."""
+    sw: _Switcher | None = getattr(_local, "switcher", None)
+    if sw is None:
+        sw = _local.switcher = _Switcher()
+    return sw
+
+
+@contextmanager
+def acting_as(creds: Credentials | None) -> Iterator[None]:
+    """Run the body with ``creds`` as this thread's whole credentials.
+
+    A no-op for None or credentials equal to ours. Only the calling thread
+    changes (see the module doc); the body must not hand control to other
+    work of the supervisor (no trio checkpoint). Raises
+    :class:`CredentialError` if the switch fails; the thread then has its
+    own credentials back.
+    """
+    if creds is None or creds.same_as_supervisor():
+        yield
+        return
+    sw = _switcher()
+    if sw.acting is not None:
+        # Nested: a helper that acts as the program, called by one that does already.
+        if sw.acting != creds:
+            raise CredentialError(errno.EPERM, "already acting for other credentials")
+        yield
+        return
+    try:
+        sw.become(creds)
+    except BaseException:
+        sw.restore()
+        raise
+    try:
+        yield
+    finally:
+        sw.restore()
+
+
+_PR_SET_DUMPABLE = 4
+
+
+def forbid_inspection() -> None:
+    """Make this process non-dumpable, so that its programs cannot reach into it.
+
+    A program of our own uid could otherwise ``ptrace`` the supervisor,
+    read or write its memory (``process_vm_readv``, ``/proc/PID/mem``) or
+    take its listener with ``pidfd_getfd`` and answer its own trapped calls
+    with CONTINUE. All of these pass the kernel's ptrace access check
+    (__ptrace_may_access(), kernel/ptrace.c), which for a non-dumpable
+    process demands ``CAP_SYS_PTRACE`` in its user namespace. Programs we
+    start exec first, which makes them dumpable again (execve(2)); what
+    this does not stop is a program killing us, after which every trapped
+    call fails with ENOSYS (fail-closed). Raises OSError.
+    """
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_DUMPABLE, 0): {os.strerror(err)}")
+
+
+@contextmanager
+def as_ourselves(creds: Credentials | None) -> Iterator[None]:
+    """Inside :func:`acting_as` ``creds``: run the body with our own credentials again.
+
+    For the few lookups the kernel lets a program make whoever it is, but
+    not someone else acting with its credentials: its own ``/proc/PID``
+    magic links (``fd/N``, ``cwd``, ``root``), which pass the ptrace access
+    check only within one thread group (__ptrace_may_access(),
+    kernel/ptrace.c), for a non-dumpable program too.
+    """
+    if creds is None or creds.same_as_supervisor():
+        yield
+        return
+    sw = _switcher()
+    sw.restore()
+    try:
+        yield
+    finally:
+        sw.become(creds)
