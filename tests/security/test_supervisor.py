@@ -132,3 +132,43 @@ def test_system_python_runs_the_supervisor(site: Path) -> None:
                                      ["cat", "/nonexistent"])  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == Path("/etc/hostname").read_text()
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_program_cannot_signal_the_supervisor_acting_for_it(
+    attack_bin: Path, report: Report, mode: str
+) -> None:
+    """A root supervisor parks a thread in a FIFO open it makes for a program
+    of nobody's; the program tries to signal every supervisor thread meanwhile.
+
+    The thread acts with the program's effective and fs ids, but keeps our
+    real and saved uid, which decide who may signal it (kill_ok_by_cred(),
+    kernel/signal.c): otherwise the program could SIGSTOP or SIGKILL it and
+    with it every other program's calls. Natively, a parent shell of the
+    same uid can be signalled (the control: the probe works).
+    """
+    program = IDENTITIES["user"]
+    where = attack_bin.parent / f"signal-{mode}"
+    where.mkdir(mode=0o755)
+    fifo = where / "fifo"
+    os.mkfifo(fifo, 0o666)
+    os.chown(fifo, program.uid, program.uid)
+
+    probe = [str(attack_bin), "signal", "signal"]
+    native = _fields(
+        run_native([*program.prefix, "sh", "-c", '"$@"; :', "sh", *probe, str(fifo)], cwd="/"),
+        "signal",
+    )
+    assert native == {"signal": "OK", "fifo": "OK"}, f"native control: {native}"
+
+    # Through a redirect the supervisor makes the open itself, in every mode.
+    alias = where / "alias"
+    opts = (*MODES[mode], "--redirect", f"{alias}={fifo}")
+    proc = run_launch(*opts, argv=[*program.prefix, *probe, str(alias)], cwd="/")
+    got = _fields(proc, "signal")
+    assert got["fifo"] == "OK", describe(proc)  # the open was made, and waited for a writer
+    escapes = int(got["signal"] == "OK")
+    report(f"signal[{mode}-user]", runs=1, escapes=escapes, signal=got["signal"])
+    if escapes:
+        pytest.fail("a program of nobody's may signal its root supervisor's threads",
+                    pytrace=False)  # fmt: skip

@@ -90,8 +90,10 @@ def test_acting_as_nobody_takes_every_id_and_drops_every_capability() -> None:
         return syscall(122, 0xFFFFFFFF), syscall(123, 0xFFFFFFFF)
 
     inside, fs = _in_thread(body)
-    # The other threads (this test's main thread) are untouched.
-    assert inside == ((NOBODY,) * 3, (NOBODY,) * 3, [], 0)
+    # The other threads (this test's main thread) are untouched. The real
+    # and saved uid stay ours: they decide who may signal the thread.
+    r, _, s = os.getresuid()
+    assert inside == ((r, NOBODY, s), (NOBODY,) * 3, [], 0)
     assert fs == (NOBODY, NOBODY)
     assert _thread_state() == before
 
@@ -139,14 +141,14 @@ def test_only_the_programs_capabilities_are_effective() -> None:
 def test_as_ourselves_inside_acting_as() -> None:
     def body() -> tuple[State, State]:
         with acting_as(_nobody()):
-            with as_ourselves(_nobody()):
+            with as_ourselves():
                 mid = _thread_state()
             after = _thread_state()
         return mid, after
 
     mid, after = _in_thread(body)
     assert mid[0] == os.getresuid() and mid[3] == kcreds._SUPERVISOR.cap_eff
-    assert after == ((NOBODY,) * 3, (NOBODY,) * 3, [], 0)
+    assert after[1:] == ((NOBODY,) * 3, [], 0) and after[0][1] == NOBODY
 
 
 def test_nesting_for_someone_else_is_refused() -> None:
@@ -160,7 +162,46 @@ def test_nesting_for_someone_else_is_refused() -> None:
                 inner = _thread_state()
         return inner
 
-    assert _in_thread(body) == ((NOBODY,) * 3, (NOBODY,) * 3, [], 0)
+    inner = _in_thread(body)
+    assert inner[1:] == ((NOBODY,) * 3, [], 0) and inner[0][1] == NOBODY
+
+
+def test_a_program_cannot_signal_a_thread_acting_for_it() -> None:
+    """kill_ok_by_cred() (kernel/signal.c) compares the sender's uids with the
+    target thread's real and saved uid: those must stay ours while acting."""
+    acting = threading.Event()
+    leave = threading.Event()
+    tids: list[int] = []
+
+    def body() -> None:
+        with acting_as(_nobody()):
+            tids.append(threading.get_native_id())
+            acting.set()
+            leave.wait(30)
+
+    t = threading.Thread(target=body)
+    t.start()
+    try:
+        assert acting.wait(30)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child: becomes nobody and signals
+            code = 3
+            try:
+                os.setgroups([])
+                os.setresgid(NOBODY, NOBODY, NOBODY)
+                os.setresuid(NOBODY, NOBODY, NOBODY)
+                # Signal 0 checks the permission only (kill(2)).
+                syscall(234, os.getppid(), tids[0], 0)  # tgkill
+                code = 0
+            except OSError as e:
+                code = 1 if e.errno == errno.EPERM else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 1  # EPERM
+    finally:
+        leave.set()
+        t.join()
 
 
 def test_access_checks_with_real_ids_and_capabilities() -> None:

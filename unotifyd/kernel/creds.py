@@ -14,18 +14,32 @@ Every act therefore runs with the program's uids, gids, groups *and*
 effective capabilities.
 
 Credentials are per thread in the kernel (``task->cred``). The raw
-``setresuid``, ``setresgid``, ``setgroups``, ``setfsuid``, ``setfsgid``,
-``capset`` and ``prctl(PR_SET_KEEPCAPS)`` system calls change the calling
-thread only; glibc's wrappers of the first five broadcast the change to
+``setresuid``, ``setresgid``, ``setgroups``, ``setfsuid``, ``setfsgid``
+and ``capset`` system calls change the calling thread only; glibc's
+wrappers of the first five broadcast the change to
 every thread (nptl's "setxid" signal), so only the raw calls are made here.
-A thread switches, acts, and switches back (:func:`acting_as`). To be able
-to switch back without keeping any effective privilege while it acts, the
-thread keeps its *permitted* capabilities (``PR_SET_KEEPCAPS``: changing
-every uid to non-zero would otherwise clear them, capabilities(7) "Effect
-of user ID changes on capabilities"): the kernel checks only effective
-capabilities when it grants an access (``cap_capable()``,
-security/commoncap.c), and an effective set can be raised again only by
-the thread itself, with ``capset``, which it does only to switch back.
+A thread switches, acts, and switches back (:func:`acting_as`).
+
+What it switches is what the kernel checks when it grants a file access
+or a privileged act: the effective and file-system uid, every gid, the
+groups and the effective capabilities. The real and saved uids stay ours.
+They decide who may signal the thread (kill_ok_by_cred(),
+kernel/signal.c, compares the sender's uids with the target thread's real
+and saved uid): were they the program's, a program could SIGKILL or
+SIGSTOP a supervisor thread while it acts for it, and stall or kill every
+other program. No check the supervisor makes for a program reads the real
+uid (file-system checks use the fs ids, access(2) is emulated with the
+real ids put in the fs ids, see :meth:`Credentials.real`). Keeping a real
+uid of 0 also keeps the *permitted* capabilities through the switch
+(capabilities(7) "Effect of user ID changes on capabilities" clears them
+only when every one of the real, effective and saved uids becomes
+non-zero), which is what lets the thread switch back; an act is granted
+by the *effective* set only (cap_capable(), security/commoncap.c), which
+holds the program's capabilities and nothing more, and which only the
+thread itself can raise again, with ``capset``, which it does only to
+switch back. One thing is still charged to our real uid's ``user_struct``:
+the buffers of a pipe the supervisor is first to open (a FIFO), counted
+against ``pipe-user-pages-soft`` (fs/pipe.c, account_pipe_buffers()).
 
 A file opened while acting keeps the credentials it was opened with
 (``file->f_cred``): reads of ``/proc/kallsyms``, ``pagemap`` or
@@ -52,7 +66,6 @@ _SYS_SETRESUID = 117
 _SYS_SETRESGID = 119
 _SYS_CAPGET = 125
 _SYS_CAPSET = 126
-_PR_SET_KEEPCAPS = 8
 # capget(2)/capset(2): _LINUX_CAPABILITY_VERSION_3, two 32-bit halves.
 _CAP_VERSION_3 = 0x20080522
 
@@ -349,9 +362,6 @@ class _Switcher:
     def __init__(self) -> None:
         self.caps = _Caps()
         self.acting: Credentials | None = None  # whose credentials the thread has now
-        # Keep the permitted set through uid changes (see the module doc).
-        # Set once: it only matters to the uid changes made here.
-        self._check(libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
         self._l = ctypes.c_long
         self._nr_setresuid = ctypes.c_long(_SYS_SETRESUID)
         self._nr_setresgid = ctypes.c_long(_SYS_SETRESGID)
@@ -364,8 +374,10 @@ class _Switcher:
             err = ctypes.get_errno()
             raise CredentialError(err, f"{what}: {os.strerror(err)}")
 
-    def _ids(self, uids: tuple[int, ...], gids: tuple[int, ...], groups: tuple[int, ...]) -> None:
-        """Set groups, then gids, then uids (after the uids change we may lack CAP_SET*ID).
+    def _ids(self, euid: int, fsuid: int, gids: tuple[int, ...], groups: tuple[int, ...]) -> None:
+        """Set groups, then gids, then the effective and fs uid (after the uid
+        change we may lack CAP_SET*ID); the real and saved uid stay ours
+        (see the module doc).
 
         The groups are left alone when they are already these: setgroups(2)
         wants CAP_SETGID even then, which an unprivileged supervisor lacks.
@@ -377,18 +389,16 @@ class _Switcher:
             self._check(call(self._nr_setgroups, l_(len(groups)), arr), "setgroups")
         self._check(call(self._nr_setresgid, l_(gids[0]), l_(gids[1]), l_(gids[2])), "setresgid")
         call(self._nr_setfsgid, l_(gids[3]))
-        self._check(call(self._nr_setresuid, l_(uids[0]), l_(uids[1]), l_(uids[2])), "setresuid")
-        call(self._nr_setfsuid, l_(uids[3]))
+        self._check(call(self._nr_setresuid, l_(-1), l_(euid), l_(-1)), "setresuid")
+        call(self._nr_setfsuid, l_(fsuid))
         # setfs[ug]id(2) never report failure: read back the ids they left.
-        if call(self._nr_setfsuid, l_(-1)) != uids[3] or call(self._nr_setfsgid, l_(-1)) != gids[3]:
+        if call(self._nr_setfsuid, l_(-1)) != fsuid or call(self._nr_setfsgid, l_(-1)) != gids[3]:
             raise CredentialError(errno.EPERM, "setfsuid/setfsgid did not take")
 
     def become(self, c: Credentials) -> None:
         ours = _SUPERVISOR
         self.acting = c
-        self._ids(
-            (c.ruid, c.euid, c.suid, c.fsuid), (c.rgid, c.egid, c.sgid, c.fsgid), c.groups
-        )
+        self._ids(c.euid, c.fsuid, (c.rgid, c.egid, c.sgid, c.fsgid), c.groups)
         # Last, since the uid changes above adjust the effective set on
         # their own (capabilities(7)); never more than we hold ourselves.
         effective = c.cap_eff & ours.cap_prm
@@ -409,7 +419,7 @@ class _Switcher:
         try:
             # CAP_SETUID/CAP_SETGID back in the effective set first.
             self.caps.set(ours.cap_prm, ours.cap_prm, ours.cap_inh)
-            self._ids(ours.ids[:4], ours.ids[4:], tuple(sorted(ours.groups)))
+            self._ids(ours.ids[1], ours.ids[3], ours.ids[4:], tuple(sorted(ours.groups)))
             self.caps.set(ours.cap_eff, ours.cap_prm, ours.cap_inh)
             if self.caps.get(0) != (ours.cap_eff, ours.cap_prm, ours.cap_inh):
                 raise CredentialError(errno.EPERM, "capabilities not restored")
@@ -483,21 +493,25 @@ def forbid_inspection() -> None:
 
 
 @contextmanager
-def as_ourselves(creds: Credentials | None) -> Iterator[None]:
-    """Inside :func:`acting_as` ``creds``: run the body with our own credentials again.
+def as_ourselves() -> Iterator[None]:
+    """Inside :func:`acting_as`: run the body with our own credentials again.
 
-    For the few lookups the kernel lets a program make whoever it is, but
-    not someone else acting with its credentials: its own ``/proc/PID``
+    For what the kernel lets a program do whoever it is, but not someone
+    else acting with its credentials: looking into its own ``/proc/PID``
     magic links (``fd/N``, ``cwd``, ``root``), which pass the ptrace access
-    check only within one thread group (__ptrace_may_access(),
-    kernel/ptrace.c), for a non-dumpable program too.
+    check only within one thread group, for a non-dumpable program too
+    (__ptrace_may_access(), kernel/ptrace.c); and taking a copy of one of
+    its fds with ``pidfd_getfd``, which checks our *real* uid
+    (PTRACE_MODE_ATTACH_REALCREDS) — ours, see the module doc. A no-op
+    outside :func:`acting_as`.
     """
-    if creds is None or creds.same_as_supervisor():
+    sw: _Switcher | None = getattr(_local, "switcher", None)
+    acting = None if sw is None else sw.acting
+    if sw is None or acting is None:
         yield
         return
-    sw = _switcher()
     sw.restore()
     try:
         yield
     finally:
-        sw.become(creds)
+        sw.become(acting)

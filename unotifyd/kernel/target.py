@@ -407,14 +407,14 @@ class PathResolver:
             where, at = place(name)
             where += suffix
             if in_own_proc(name):
-                with as_ourselves(creds):
+                with as_ourselves():
                     return os.lstat(where, dir_fd=at)
             return os.lstat(where, dir_fd=at)
 
         def readlink(name: str) -> str:
             where, at = place(name)
             if in_own_proc(name):
-                with as_ourselves(creds):
+                with as_ourselves():
                     return os.readlink(where, dir_fd=at)
             return os.readlink(where, dir_fd=at)
 

@@ -310,24 +310,59 @@ def _dispose(result: int | None) -> None:
         os.close(result)
 
 
-def unblock_fifo(d: Work, root_tid: int | None) -> None:
-    """Let an abandoned open of a FIFO return, by opening its other end.
+def unblock_fifo(job: Job) -> None:
+    """Let the abandoned open of ``job`` return, if it waits on a FIFO, by opening its other end.
 
     Opening a FIFO blocks until the other end is opened too (fifo(7)); a
     non-blocking open of the other end never blocks and releases it. The
     released open's fd is closed by :class:`Handoff`. Only a FIFO can be
     released this way; a thread blocked in a device's open stays blocked.
+
+    Both opens are made as the program, as its own open was: the path is
+    the program's to change meanwhile, and whatever it leads to now, we
+    open nothing the program could not have opened itself. The other end
+    is the very file looked at (a reopen of the ``O_PATH`` fd's
+    ``/proc/self/fd`` name), so no swap between the look and the open can
+    make us open a device.
     """
+    d = job.decision
     if not isinstance(d, EmulateOpen):
         return
-    path = _our_name(d.path, root_tid)
     try:
-        if not stat.S_ISFIFO(os.stat(path).st_mode):
-            return
-        other = os.O_RDONLY if d.flags & os.O_ACCMODE == os.O_WRONLY else os.O_WRONLY
-        os.close(os.open(path, other | os.O_NONBLOCK | os.O_CLOEXEC))
+        root_fd = _open_root(job.root_tid) if d.in_program_root else None
+    except TargetGone:
+        return  # Its root went with it; the open stays blocked (see above).
+    try:
+        pinned = open_as(
+            job.creds, d.path, os.O_PATH, 0, no_symlinks=d.no_symlinks, root_fd=root_fd,
+            beneath=d.confine,
+        )  # fmt: skip
+        try:
+            if not stat.S_ISFIFO(os.fstat(pinned).st_mode):
+                return
+            other = os.O_RDONLY if d.flags & os.O_ACCMODE == os.O_WRONLY else os.O_WRONLY
+            os.close(open_as(job.creds, f"/proc/self/fd/{pinned}", other | os.O_NONBLOCK, 0))
+        finally:
+            os.close(pinned)
     except OSError:
         pass  # Gone, or already released (ENXIO: no reader left).
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
+
+
+def _open_root(root_tid: int | None) -> int | None:
+    """An ``O_PATH`` fd of the root directory of thread ``root_tid`` (None: ours, no fd).
+
+    Opened as ourselves: with the program's credentials we might not be
+    allowed to look at its ``/proc`` entry. Raises TargetGone.
+    """
+    if root_tid is None:
+        return None
+    try:
+        return os.open(f"/proc/{root_tid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone("thread is gone") from None
 
 
 def _realpath_parent(path: str) -> str | None:
@@ -1072,14 +1107,7 @@ class Core:
         device. Runs in the trio thread or, to block or to take on the
         program's credentials, in a worker thread. Raises TargetGone.
         """
-        root_fd = None
-        if job.root_tid is not None:
-            try:
-                root_fd = os.open(
-                    f"/proc/{job.root_tid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-                )
-            except (FileNotFoundError, ProcessLookupError):
-                raise TargetGone("thread is gone") from None
+        root_fd = _open_root(job.root_tid)
         try:
             if root_fd is not None and not job.listener.id_valid(job.nid):
                 # The root we hold might be a new process's that got the pid.

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..kernel import abi
-from ..kernel.creds import Credentials, acting_as
+from ..kernel.creds import Credentials, acting_as, as_ourselves
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, TargetGone
 from ..kernel.rawsys import syscall
@@ -143,7 +143,8 @@ class PathWork:
 
     def _take(self, fd: int, stack: contextlib.ExitStack) -> int:
         """Our copy of the trapped thread's ``fd`` (closed with ``stack``)."""
-        ours = take_fd(self.tid, fd)
+        with as_ourselves():  # see there: pidfd_getfd checks our real uid
+            ours = take_fd(self.tid, fd)
         stack.callback(os.close, ours)
         # Our copy is of the trapped thread's fd only if its call is
         # still pending: a tid is not reused while it waits for us.

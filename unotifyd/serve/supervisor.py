@@ -165,7 +165,7 @@ class Supervisor(Core):
             # the listener exited just after our answer): the call was
             # answered and must be counted and traced all the same.
             if outcome is None and handoffs and handoffs[-1].abandon():
-                unblock_fifo(job.decision, job.root_tid)
+                unblock_fifo(job)
             if outcome is None or isinstance(outcome, TargetGone):
                 # Abandoned, or cancelled because nobody is left to answer.
                 self._count_gone(s)

@@ -34,11 +34,17 @@
  *   parent                pidfd_open(getppid()) then pidfd_getfd of each of its fds 0..1023,
  *                         and process_vm_readv of its memory:
  *                         "parent=unotifyd|other getfd=E|OK listener=yes|no vm=E|OK"
+ *   signal FIFO           open FIFO for reading in a second thread (it waits for a writer,
+ *                         under unotifyd in a supervisor thread acting for us), then
+ *                         tgkill(2) with signal 0 every thread of the parent, then open
+ *                         FIFO for writing to release the reader:
+ *                         "signal=OK|E fifo=OK|E" (OK if any thread could be signalled)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -322,6 +328,63 @@ static void do_parent(const char *label)
 	       listener ? "yes" : "no", vm);
 }
 
+struct reader {
+	const char *path;
+	int result; /* the fd, or -errno */
+};
+
+static void *open_reader(void *arg)
+{
+	struct reader *r = arg;
+	int fd = open(r->path, O_RDONLY);
+	r->result = fd < 0 ? -errno : fd;
+	return NULL;
+}
+
+/* Whether a process could signal the threads of its parent while one of them
+ * waits on its behalf. kill_ok_by_cred() compares the sender's uids with the
+ * target thread's real and saved uid: natively a parent of the same uid may
+ * be signalled; a root supervisor acting for us must not become one. Signal
+ * 0 checks the permission and sends nothing (kill(2)). */
+static void do_signal(const char *label, const char *fifo)
+{
+	struct reader r = {fifo, 0};
+	pthread_t t;
+	if (pthread_create(&t, NULL, open_reader, &r) != 0)
+		return fail(label);
+	usleep(300 * 1000);
+	pid_t ppid = getppid();
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/task", (int)ppid);
+	DIR *d = opendir(path);
+	int allowed = 0, err = 0;
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.') {
+			if (syscall(SYS_tgkill, ppid, atoi(e->d_name), 0) == 0)
+				allowed++;
+			else if (!err)
+				err = errno;
+		}
+	if (d)
+		closedir(d);
+	/* A writer releases the reader; the reader may not be there yet. */
+	int w = -1;
+	for (int i = 0; i < 500 && w < 0; i++) {
+		w = open(fifo, O_WRONLY | O_NONBLOCK);
+		if (w < 0)
+			usleep(10 * 1000);
+	}
+	pthread_join(t, NULL);
+	if (w >= 0)
+		close(w);
+	if (r.result >= 0)
+		close(r.result);
+	printf("%s signal=%s fifo=%s\n", label,
+	       allowed ? "OK" : err ? strerrorname_np(err) : "none",
+	       r.result >= 0 ? "OK" : strerrorname_np(-r.result));
+}
+
 static int argc_of(const char *op)
 {
 	static const struct { const char *op; int args; } ops[] = {
@@ -329,7 +392,7 @@ static int argc_of(const char *op)
 		{"stat", 1}, {"access", 1}, {"readlink", 1}, {"chdir", 1}, {"setxattr", 3},
 		{"getxattr", 2}, {"listxattr", 1}, {"chown", 3}, {"chmod", 2}, {"utimes", 1},
 		{"mknod", 1}, {"link", 2}, {"unlink", 1}, {"kallsyms", 0}, {"pagemap", 0},
-		{"kmsg", 0}, {"parent", 0},
+		{"kmsg", 0}, {"parent", 0}, {"signal", 1},
 	};
 	for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
 		if (strcmp(ops[i].op, op) == 0)
@@ -366,6 +429,7 @@ static void run(const char *label, const char *op, char **a)
 	else if (!strcmp(op, "pagemap")) do_pagemap(label);
 	else if (!strcmp(op, "kmsg")) do_kmsg(label);
 	else if (!strcmp(op, "parent")) do_parent(label);
+	else if (!strcmp(op, "signal")) do_signal(label, a[0]);
 }
 
 int main(int argc, char **argv)
