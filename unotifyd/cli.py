@@ -28,6 +28,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="unotifyd",
         description="Supervise the system calls of programs with seccomp user notification.",
     )
+    from . import __version__  # noqa: PLC0415
+
+    parser.add_argument("--version", action="version", version=f"unotifyd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     launch = sub.add_parser(
         "launch",

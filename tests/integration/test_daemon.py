@@ -31,7 +31,7 @@ from unotifyd.daemon.protocol import (
     decode_record,
     encode,
 )
-from unotifyd.daemon.server import MAX_CONVERSATIONS
+from unotifyd.daemon.server import MAX_CONVERSATIONS, MAX_CONVERSATIONS_PER_UID
 
 from .helpers import ATTEMPT, TIMEOUT, describe, env, py, write
 
@@ -370,23 +370,61 @@ def test_bad_clients_get_errors_and_leak_nothing(daemon: Daemon) -> None:
     assert "refused (not-a-listener)" in daemon.log()
 
 
+def _connect_as(uid: int, path: str, n: int) -> tuple[list[socket.socket], int]:
+    """``n`` connections to ``path`` made by a child of uid ``uid`` (their
+    SO_PEERCRED is the child's: taken at connect(2), unix(7)), passed back to us;
+    and the child's exit status."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            ours.close()
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            for _ in range(n):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                c.connect(path)
+                socket.send_fds(theirs, [b"c"], [c.fileno()])
+                c.close()
+            code = 0
+        finally:
+            os._exit(code)
+    theirs.close()
+    got: list[socket.socket] = []
+    with ours:
+        while len(got) < n:
+            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+            if not fds:
+                break
+            got.append(socket.socket(fileno=fds[0]))
+    _, status = os.waitpid(pid, 0)
+    return got, status
+
+
 def test_a_flood_of_connections_is_told_busy_and_leaks_nothing(daemon: Daemon) -> None:
+    """One uid holding idle connections gets "busy" past its own share, with
+    the limit named; another uid's launches go on meanwhile."""
     baseline = daemon.open_fds()
-    flood: list[socket.socket] = []
-    busy = 0
+    extra = 8
+    flood, status = _connect_as(NOBODY, daemon.socket, MAX_CONVERSATIONS_PER_UID + extra)
+    busy: list[str] = []
     try:
-        # More idle connections than the daemon holds conversations for.
-        for _ in range(MAX_CONVERSATIONS + 88):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            s.connect(daemon.socket)
-            flood.append(s)
-        for s in flood[MAX_CONVERSATIONS:]:
+        assert status == 0 and len(flood) == MAX_CONVERSATIONS_PER_UID + extra
+        for s in flood[MAX_CONVERSATIONS_PER_UID:]:
             s.settimeout(TIMEOUT)
             reply = decode_record(s.recv(MAX_FRAME), Direction.REPLY)
             if isinstance(reply, ErrorReply) and reply.code == "busy":
-                busy += 1
-        print(f"RESULT flood: connections={len(flood)} busy={busy}")
-        assert busy == 88
+                busy.append(reply.message)
+        # Root is another uid: served while nobody's connections are held.
+        ok = daemon.launch("red", ["cat", str(daemon.src)])
+        served = int(ok.stdout == "RED\n")
+        print(f"RESULT flood: connections={len(flood)} busy={len(busy)} other_uid_served={served}")
+        assert len(busy) == extra
+        assert f"uid {NOBODY} has {MAX_CONVERSATIONS_PER_UID} conversations" in busy[0]
+        assert f"({MAX_CONVERSATIONS_PER_UID})" in busy[0]
+        assert (ok.returncode, ok.stdout) == (0, "RED\n"), describe(ok)
     finally:
         for s in flood:
             s.close()
@@ -398,6 +436,26 @@ def test_a_flood_of_connections_is_told_busy_and_leaks_nothing(daemon: Daemon) -
     while daemon.open_fds() != baseline and time.monotonic() < deadline:
         time.sleep(0.05)
     assert daemon.open_fds() == baseline
+
+
+def test_the_daemon_holds_at_most_its_number_of_conversations(daemon: Daemon) -> None:
+    """Past MAX_CONVERSATIONS in all, every uid is told "busy" (the limit named)."""
+    uids = range(1000, 1000 + MAX_CONVERSATIONS // MAX_CONVERSATIONS_PER_UID + 1)
+    held: list[socket.socket] = []
+    try:
+        for uid in uids:
+            got, status = _connect_as(uid, daemon.socket, MAX_CONVERSATIONS_PER_UID)
+            held += got
+            assert status == 0
+        over = held[MAX_CONVERSATIONS:]
+        assert len(over) == MAX_CONVERSATIONS_PER_UID
+        over[0].settimeout(TIMEOUT)
+        reply = decode_record(over[0].recv(MAX_FRAME), Direction.REPLY)
+        assert isinstance(reply, ErrorReply) and reply.code == "busy", reply
+        assert f"({MAX_CONVERSATIONS})" in reply.message, reply.message
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_a_slow_client_times_out_without_stalling_others(daemon: Daemon) -> None:

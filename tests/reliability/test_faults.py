@@ -258,6 +258,12 @@ after = os.read(fd, 100).decode().strip()
 os.close(fd)
 print(" ".join(f"{k}={v}" for k, v in sorted(got.items())), f"after={after}", flush=True)
 sys.stdin.readline()
+# A pass-through open: answered only after the supervisor finished with the
+# call before (it closes its copy of an injected fd right after injecting it,
+# and serves one notification after the other), so the test can count then.
+os.close(os.open("/", os.O_RDONLY | os.O_DIRECTORY))
+print("synced", flush=True)
+sys.stdin.readline()
 """
 
 
@@ -278,6 +284,9 @@ def test_full_fd_table_gets_emfile_without_hang_or_leak(
     sup.stdin.flush()
     line = read_line(sup, timeout=60)
     secs = time.monotonic() - t0
+    sup.stdin.write("sync\n")
+    sup.stdin.flush()
+    assert read_line(sup) == "synced\n"
     after = fd_count(sup.pid)
     sup.stdin.write("done\n")
     sup.stdin.flush()

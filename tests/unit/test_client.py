@@ -100,3 +100,9 @@ def test_client_path_imports_no_dataclasses_typing_socket_or_trio() -> None:
     assert "unotifyd.kernel.filter" in imported
     unwanted = imported & CLIENT_MUST_NOT_IMPORT
     assert not unwanted, f"the client path imports {sorted(unwanted)}"
+
+
+def test_version_is_printed() -> None:
+    proc = subprocess.run([sys.executable, "-m", "unotifyd", "--version"],
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, f"unotifyd {unotifyd.__version__}\n")

@@ -1,9 +1,11 @@
 """Serving the listeners of many programs, and releasing them.
 
-Shared by the daemon (``server.py``) and the library API (``api.py``). One
-:class:`~unotifyd.serve.supervisor.Supervisor` serves every program (its
-worker threads and caches are shared), counting each program in a
-:class:`~unotifyd.serve.supervisor.Stats` of its own. Each
+Shared by the daemon (``server.py``) and the library API (``api.py``). In
+the library, one :class:`~unotifyd.serve.supervisor.Supervisor` serves
+every program in the caller's trio loop (its worker threads and caches are
+shared); the daemon serves the programs of each client in a lane of their
+own (:mod:`.lanes`), so that no client can stall another. Each program is
+counted in a :class:`~unotifyd.serve.supervisor.Stats` of its own. Each
 program's serve task owns its listener and closes it exactly once, when
 ``serve`` returns (every process using the filter is gone: ``POLLHUP``) or
 is cancelled (the daemon stops).
@@ -20,7 +22,7 @@ import select
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import trio
@@ -31,6 +33,7 @@ from ..policy import Policy
 from ..serve.core import Stats
 from ..serve.supervisor import Supervisor
 from ..serve.trace import Tracer
+from .lanes import Lanes
 from .protocol import Direction, Message, ProtocolError, decode_record
 
 __all__ = [
@@ -239,6 +242,8 @@ class Program:
     policy: Policy
     listener: PausableListener
     stats: Stats = field(default_factory=Stats)
+    #: Which lane serves it (see :mod:`.lanes`): programs of one client share one.
+    lane: Hashable = None
     started: float = field(default_factory=time.monotonic)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     released: trio.Event = field(default_factory=trio.Event)
@@ -259,9 +264,11 @@ class Program:
 class ProgramTable:
     """Every program being served, and the counters of those that finished."""
 
-    def __init__(self, tracer: Tracer | None = None) -> None:
+    def __init__(self, tracer: Tracer | None = None, *, lanes: bool = False) -> None:
         self.tracer = tracer or Tracer()
         self.supervisor = Supervisor(self.tracer)
+        #: With ``lanes``, each client's programs are served in a thread of their own.
+        self.lanes = Lanes(self.tracer) if lanes else None
         self.running: dict[int, Program] = {}
         self.profiles: dict[str, ProfileCounters] = {}
         self.finished = 0
@@ -282,14 +289,16 @@ class ProgramTable:
         pid: int,
         uid: int,
         command: str = "",
+        lane: Hashable = None,
     ) -> Program:
         """Serve ``listener`` in ``nursery`` from now on; the table owns it from here.
 
         The listener is closed (exactly once) when the program is released.
+        ``lane`` names the client whose lane serves it (default: its uid).
         """
         prog = Program(
             next(self._serials), name, profile, pid, uid, command, policy,
-            PausableListener.take(listener),
+            PausableListener.take(listener), lane=uid if lane is None else lane,
         )
         self.running[prog.serial] = prog
         self.observer.started(prog)
@@ -304,9 +313,17 @@ class ProgramTable:
     async def _serve(self, prog: Program) -> None:
         try:
             with prog.scope:
-                await self.supervisor.serve(
-                    prog.listener, prog.policy, name=prog.name, stats=prog.stats
-                )
+                if self.lanes is None:
+                    await self.supervisor.serve(
+                        prog.listener, prog.policy, name=prog.name, stats=prog.stats
+                    )
+                else:
+                    await self.lanes.run(
+                        prog.lane,
+                        lambda sup: sup.serve(
+                            prog.listener, prog.policy, name=prog.name, stats=prog.stats
+                        ),
+                    )
         finally:
             self._release(prog)
 
@@ -362,3 +379,8 @@ class ProgramTable:
         for prog in list(self.running.values()):
             prog.scope.cancel()
         await self.wait_idle()
+
+    async def close(self) -> None:
+        """End the lanes' threads, once no program is served."""
+        if self.lanes is not None:
+            await trio.to_thread.run_sync(self.lanes.stop)

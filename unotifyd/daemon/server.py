@@ -70,6 +70,10 @@ __all__ = ["Daemon", "LoadedConfig", "Peer", "bind_control_socket", "load"]
 HANDSHAKE_TIMEOUT = 10.0
 #: Conversations in progress at once; more connections are told "busy".
 MAX_CONVERSATIONS = 512
+#: Conversations one uid may have in progress at once, so that one user
+#: (even one not allowed to launch: anyone may connect) cannot take all the
+#: others' (each lasts at most HANDSHAKE_TIMEOUT). A launch needs one.
+MAX_CONVERSATIONS_PER_UID = 32
 def _log(message: str) -> None:
     # The daemon must outlive a closed stderr.
     with contextlib.suppress(OSError, ValueError):
@@ -158,7 +162,7 @@ class Daemon:
             self._socket_id = (st.st_dev, st.st_ino)
         self.config_path = config_path
         self.loaded = loaded
-        self.table = ProgramTable(tracer)
+        self.table = ProgramTable(tracer, lanes=True)
         self.stop_timeout = stop_timeout
         self.handshake_timeout = handshake_timeout
         self.started_wall = time.time()
@@ -167,6 +171,7 @@ class Daemon:
         self.connections = 0
         self.refusals: Counter[str] = Counter()
         self.conversations = 0
+        self._conversations_of: Counter[int] = Counter()
         self._reload_lock = trio.Lock()
         self._stop = trio.Event()
         self._handing_over = False
@@ -212,6 +217,7 @@ class Daemon:
                     with self._grace, trio.move_on_after(self.stop_timeout):
                         await self.table.wait_idle()
                     await self.table.stop()
+                    await self.table.close()
                 outer.cancel_scope.cancel()
         _log("stopped")
 
@@ -305,18 +311,38 @@ class Daemon:
         while True:
             conn = await accept(listen, _log)
             self.connections += 1
-            if self.conversations >= MAX_CONVERSATIONS:
+            try:
+                peer = peer_of(conn)
+            except OSError as e:
+                _log(f"cannot read the credentials of a client: {e.strerror}")
+                conn.close()
+                continue
+            busy = self._busy(peer)
+            if busy is not None:
                 self.refusals["busy"] += 1
-                front.start_soon(self._refuse_busy, conn)
+                front.start_soon(self._refuse_busy, conn, busy)
                 continue
             # Counted here, not when the task starts: a burst of accepts
             # runs before any of the tasks it starts.
             self.conversations += 1
-            front.start_soon(self._connection, conn)
+            self._conversations_of[peer.uid] += 1
+            front.start_soon(self._connection, conn, peer)
 
-    async def _refuse_busy(self, conn: trio.socket.SocketType) -> None:
+    def _busy(self, peer: Peer) -> str | None:
+        """Why a new conversation with ``peer`` must wait, or None."""
+        mine = self._conversations_of[peer.uid]
+        if mine >= MAX_CONVERSATIONS_PER_UID:
+            return (f"uid {peer.uid} has {mine} conversations with the daemon in progress, "
+                    f"the most one uid may have ({MAX_CONVERSATIONS_PER_UID}); "
+                    "try again once some end")  # fmt: skip
+        if self.conversations >= MAX_CONVERSATIONS:
+            return (f"the daemon has {self.conversations} conversations in progress, "
+                    f"the most it holds ({MAX_CONVERSATIONS}); try again")  # fmt: skip
+        return None
+
+    async def _refuse_busy(self, conn: trio.socket.SocketType, why: str) -> None:
         with conn:
-            await self._refuse(conn, ErrorReply("busy", "the daemon is busy; try again"))
+            await self._refuse(conn, ErrorReply("busy", why))
 
     async def _refuse(self, conn: trio.socket.SocketType, msg: ErrorReply) -> None:
         """Send a refusal and let the client read it before the connection closes.
@@ -337,15 +363,10 @@ class Daemon:
 
     # --- One connection --------------------------------------------------------
 
-    async def _connection(self, conn: trio.socket.SocketType) -> None:
+    async def _connection(self, conn: trio.socket.SocketType, peer: Peer) -> None:
         """One conversation; the accept loop counted it in ``conversations``."""
         try:
             with conn:
-                try:
-                    peer = peer_of(conn)
-                except OSError as e:
-                    _log(f"cannot read the credentials of a client: {e.strerror}")
-                    return
                 with trio.move_on_after(self.handshake_timeout) as scope:
                     try:
                         await self._converse(conn, peer)
@@ -363,6 +384,9 @@ class Daemon:
                     )
         finally:
             self.conversations -= 1
+            self._conversations_of[peer.uid] -= 1
+            if not self._conversations_of[peer.uid]:
+                del self._conversations_of[peer.uid]
 
     async def _reply(self, conn: trio.socket.SocketType, msg: Message) -> bool:
         """Send ``msg``; False if the client is gone or does not read."""

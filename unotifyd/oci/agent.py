@@ -236,6 +236,9 @@ class OciAgent:
             pid=state.pid,
             uid=peer.uid,
             command=f"oci container {state.id} {state.bundle}".rstrip(),
+            # One runtime (one uid) starts every tenant's container: each
+            # gets a lane of its own, so that none can stall another.
+            lane=f"container {state.id}",
         )
         self.containers += 1
         _log(f"serving {who} as {name} (profile from {choice.source})")
