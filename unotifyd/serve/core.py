@@ -277,9 +277,13 @@ class Handoff:
     cancelled, and drops whatever it returns later. An fd returned then would
     leak; whichever side comes second — the thread finishing, or the task
     abandoning it — closes it, under a lock so that it happens exactly once.
+    Only an emulated open returns an fd (``fds``); a path call returns the
+    call's own result (a length, a watch descriptor), which is no fd of ours
+    and must never be closed: closing "0" closed the daemon's stdin.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, fds: bool) -> None:
+        self._fds = fds
         self._lock = threading.Lock()
         self._abandoned = False
         self._result: int | None = None
@@ -289,7 +293,7 @@ class Handoff:
         result = fn()
         with self._lock:
             if self._abandoned:
-                _dispose(result)
+                self._dispose(result)
                 return None
             self._done = True
             self._result = result
@@ -300,14 +304,13 @@ class Handoff:
         with self._lock:
             self._abandoned = True
             if self._done:
-                _dispose(self._result)
+                self._dispose(self._result)
                 self._result = None
             return not self._done
 
-
-def _dispose(result: int | None) -> None:
-    if result is not None and result >= 0:
-        os.close(result)
+    def _dispose(self, result: int | None) -> None:
+        if self._fds and result is not None and result >= 0:
+            os.close(result)
 
 
 def unblock_fifo(job: Job) -> None:
@@ -537,6 +540,10 @@ class Served:
     policies: dict[tuple[int, int] | None, Policy] = field(default_factory=dict)
     # Its share of the threads for opens that may block (made in trio).
     blocking: trio.CapacityLimiter | None = None
+    # Calls waiting in worker threads, by notification id: the scope to
+    # cancel once the call is abandoned (see Supervisor._watch_abandoned).
+    waiting: dict[int, trio.CancelScope] = field(default_factory=dict)
+    watching: bool = False  # whether the task that watches them runs
 
 
 def _our_name(path: str, root_tid: int | None) -> str:

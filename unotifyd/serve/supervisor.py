@@ -19,7 +19,7 @@ import trio
 
 from ..kernel.errors import TargetGone
 from ..kernel.listener import Listener
-from ..policy import Policy
+from ..policy import EmulateOpen, Policy
 from .backing import Backing
 from .core import Core, Handoff, Job, Pending, Served, Stats, unblock_fifo
 from .trace import Tracer
@@ -103,7 +103,7 @@ class Supervisor(Core):
         async with trio.open_nursery() as nursery:
 
             def defer(s: Served, p: Pending, job: Job) -> None:
-                nursery.start_soon(self._perform_in_thread, s, p, job)
+                nursery.start_soon(self._perform_in_thread, s, p, job, nursery)
 
             for p, job in deferred:
                 defer(s, p, job)
@@ -131,7 +131,9 @@ class Supervisor(Core):
                     else:
                         break
 
-    async def _perform_in_thread(self, s: Served, p: Pending, job: Job) -> None:
+    async def _perform_in_thread(
+        self, s: Served, p: Pending, job: Job, nursery: trio.Nursery
+    ) -> None:
         """Perform ``job`` in a worker thread and answer, unless the call is abandoned first.
 
         A blocking open (a FIFO waiting for its other end) may outlive the
@@ -144,10 +146,11 @@ class Supervisor(Core):
         handoffs: list[Handoff] = []
         outcome: int | BaseException | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_when_abandoned, job.listener, n.id, nursery.cancel_scope)
-                # Exceptions are caught inside the nursery: from its body trio
-                # would raise them wrapped in an ExceptionGroup.
+            with trio.CancelScope() as scope:
+                s.waiting[n.id] = scope
+                if not s.watching:
+                    s.watching = True
+                    nursery.start_soon(_watch_abandoned, s)
                 try:
                     raw = await self._run_job(s, job, handoffs)
                 except Exception as e:
@@ -159,8 +162,8 @@ class Supervisor(Core):
                         outcome = self._answer(job.listener, n, job.decision, raw)
                     except Exception as e:
                         outcome = e
-                nursery.cancel_scope.cancel()
         finally:
+            s.waiting.pop(n.id, None)
             # Also when the serving task is cancelled (the last process of
             # the listener exited just after our answer): the call was
             # answered and must be counted and traced all the same.
@@ -186,7 +189,7 @@ class Supervisor(Core):
         """
         quick, blocking = self._thread_limiters()
         if not job.may_block:
-            handoffs.append(Handoff())
+            handoffs.append(Handoff(fds=isinstance(job.decision, EmulateOpen)))
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
                 partial(self._perform, job, True),
@@ -197,7 +200,7 @@ class Supervisor(Core):
                 return raw
         if s.blocking is None:
             s.blocking = trio.CapacityLimiter(_MAX_BLOCKED_PER_PROGRAM)
-        handoffs.append(Handoff())
+        handoffs.append(Handoff(fds=isinstance(job.decision, EmulateOpen)))
         async with s.blocking:
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
@@ -221,18 +224,26 @@ class Supervisor(Core):
             )
         return self._limiters
 
-async def _cancel_when_abandoned(listener: Listener, nid: int, scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` once notification ``nid`` is no longer pending.
+async def _watch_abandoned(s: Served) -> None:
+    """Cancel the wait of every call of ``s`` in a worker thread once it is abandoned.
 
     The kernel sends nothing when a waiting program is killed or its call is
     interrupted, so poll ``ID_VALID``; a few times a second is plenty for a
-    call that is blocked anyway.
+    call that is blocked anyway. One task per listener, not one per call: a
+    program with a thousand opens blocked on FIFOs would otherwise keep a
+    thousand tasks waking five times a second, taking CPU (and the GIL) from
+    every other program. Ends once no call waits; started again by the next.
     """
-    while True:
-        await trio.sleep(0.2)
-        try:
-            if listener.fd < 0 or not listener.id_valid(nid):
-                break
-        except Exception:
-            break
-    scope.cancel()
+    listener = s.listener
+    try:
+        while s.waiting:
+            await trio.sleep(0.2)
+            for nid, scope in list(s.waiting.items()):
+                try:
+                    valid = listener.fd >= 0 and listener.id_valid(nid)
+                except Exception:
+                    valid = False
+                if not valid:
+                    scope.cancel()
+    finally:
+        s.watching = False

@@ -1,0 +1,40 @@
+"""Handoff: what a worker thread returns after its call was abandoned is disposed of once."""
+
+from __future__ import annotations
+
+import os
+
+from unotifyd.serve.core import Handoff
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_late_fd_of_an_abandoned_open_is_closed() -> None:
+    fd = os.dup(2)
+    h = Handoff(fds=True)
+    assert h.abandon()  # abandoned before the thread is done
+    assert h.run(lambda: fd) is None
+    assert not _is_open(fd)
+
+
+def test_a_path_calls_result_is_never_taken_for_an_fd() -> None:
+    """truncate() returns 0, readlink() a length: closing those closed the
+    daemon's stdin, or worse, an unrelated fd of ours (a program's listener)."""
+    fd = os.dup(2)
+    try:
+        h = Handoff(fds=False)
+        assert h.run(lambda: fd) == fd
+        assert not h.abandon()  # done already: nothing to dispose of but the result
+        assert _is_open(fd)
+        h = Handoff(fds=False)
+        h.abandon()
+        assert h.run(lambda: fd) is None
+        assert _is_open(fd)
+    finally:
+        os.close(fd)
