@@ -194,7 +194,10 @@ def _perform_in(
         return -_refuse_errno(d, creds, root_fd)
     path, no_symlinks = d.path, d.no_symlinks
     if recheck is not None:
-        resolved = _realpath(d.path)
+        # As the program: following links where it may not look would tell
+        # it (by the errno of the open that follows) what lies there.
+        with acting_as(creds):
+            resolved = _realpath(d.path)
         if resolved is None:
             return -errno.ELOOP
         path, no_symlinks = resolved, True
