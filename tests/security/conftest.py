@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Lab, Report, build_c, collected_results, public_dir
+from .support import Lab, Report, build_c, collected_results, importable_copy, public_dir
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,12 @@ def public() -> Iterator[Path]:
 def attack_bin(public: Path) -> Path:
     """``progs/attack.c``, built once, executable by nobody."""
     return build_c(public, "attack")
+
+
+@pytest.fixture(scope="session")
+def site(public: Path) -> Path:
+    """unotifyd where any uid may run it with the system Python (see ``importable_copy``)."""
+    return importable_copy(public / "site")
 
 
 @pytest.fixture(scope="session")

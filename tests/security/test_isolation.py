@@ -39,11 +39,9 @@ Run as root: the uids need no passwd entry; their clients run
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -56,14 +54,13 @@ from typing import Any
 import pytest
 
 from ..reliability.support import Daemon, Procs, kv, public_dir, read_line, start_daemon
-from .support import Report, build_c
+from .support import SYSTEM_PYTHON, Report, build_c
 
 pytestmark = pytest.mark.kernel
 
 VICTIM = 1001
 ATTACKER = 1002
 PROFILE = "iso"
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 #: Launches of the victim per measurement, and what each may take.
 LAUNCHES = 15
@@ -87,11 +84,6 @@ OPEN_FLOOR_US = 2000.0
 
 VICTIM_TEXT = "VICTIM\n"
 
-#: unotifyd and everything it may import (trio and its dependencies,
-#: pyseccomp), copied for the system Python of the clients.
-_PACKAGES = ("unotifyd", "trio", "sniffio", "outcome", "attr", "attrs", "sortedcontainers",
-             "idna", "pyseccomp")
-
 
 def as_uid(uid: int) -> list[str]:
     return [] if uid == 0 else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
@@ -108,32 +100,6 @@ def procs() -> Iterator[Procs]:
         yield p
     finally:
         p.kill_all()
-
-
-@pytest.fixture(scope="module")
-def site(public: Path) -> Path:
-    """unotifyd and its dependencies where any uid may import them.
-
-    The test venv may live under a directory other uids cannot enter, so
-    the clients of the victim and attacker uids run the system Python on
-    this copy. Taken from the working tree pytest imports.
-    """
-    out = public / "isolation-site"
-    out.mkdir(mode=0o755)
-    for name in _PACKAGES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None, name
-        if spec.submodule_search_locations:
-            src = Path(next(iter(spec.submodule_search_locations)))
-            shutil.copytree(src, out / src.name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(spec.origin, out)
-    for where, dirs, files in os.walk(out):
-        for d in dirs:
-            Path(where, d).chmod(0o755)
-        for f in files:
-            Path(where, f).chmod(0o644)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,7 @@ memory, which proves the attack works.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,41 +27,9 @@ from pathlib import Path
 import pytest
 
 from ..integration.helpers import MODES, TIMEOUT, describe, run_launch, run_native
-from .support import IDENTITIES, Report, put
+from .support import IDENTITIES, SYSTEM_PYTHON, Report, put
 
 pytestmark = pytest.mark.kernel
-
-#: What the supervisor needs to import (trio's dependencies included).
-_PACKAGES = ("unotifyd", "trio", "sniffio", "outcome", "attr", "attrs", "sortedcontainers",
-             "idna", "pyseccomp")  # fmt: skip
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-@pytest.fixture(scope="module")
-def site(public: Path) -> Path:
-    """unotifyd and its dependencies copied where the user nobody may import them (the
-    test venv may sit under a directory nobody cannot enter), for the system
-    Python, which nobody may run."""
-    proc = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 11))"],
-                          capture_output=True, text=True, check=False, timeout=TIMEOUT)  # fmt: skip
-    assert proc.stdout.strip() == "True", f"{SYSTEM_PYTHON} must be Python 3.11 or later"
-    out = public / "site"
-    out.mkdir(mode=0o755)
-    for name in _PACKAGES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None, name
-        if spec.submodule_search_locations:
-            src = Path(next(iter(spec.submodule_search_locations)))
-            shutil.copytree(src, out / src.name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(spec.origin, out)
-    for dirpath, dirnames, filenames in os.walk(out):
-        for n in dirnames:
-            Path(dirpath, n).chmod(0o755)
-        for n in filenames:
-            Path(dirpath, n).chmod(0o644)
-    return out
-
 
 def _run_as_nobody_supervisor(site: Path, opts: Sequence[str], argv: Sequence[str]
                               ) -> subprocess.CompletedProcess[str]:  # fmt: skip
