@@ -170,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"unotifyd: {e}", file=sys.stderr)
             return 2
         from .launch import EXIT_FAILURE, LaunchError, launch  # noqa: PLC0415
+        from .serve.backing import target_warnings  # noqa: PLC0415
+
+        for warning in target_warnings(policy):
+            print(f"unotifyd: {warning}", file=sys.stderr)
 
         trace_json = None
         try:

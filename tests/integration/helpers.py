@@ -7,7 +7,9 @@ fails the test instead of hanging the suite.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -128,3 +130,43 @@ AS_NOBODY: tuple[str, ...] = ("setpriv", "--reuid=65534", "--regid=65534", "--cl
 def sh(script: str) -> list[str]:
     """argv running the (dedented) shell ``script`` with ``sh -c``."""
     return ["sh", "-c", textwrap.dedent(script)]
+
+
+# --- A copy of unotifyd any uid may run --------------------------------------------------
+
+#: The interpreter other users run unotifyd with in tests: the test venv, and
+#: the clone itself, may sit under a directory they cannot enter (a clone in
+#: /root, mode 0700, is where root naturally puts it).
+SYSTEM_PYTHON = "/usr/bin/python3"
+#: What unotifyd imports (trio's dependencies included).
+_PACKAGES = ("unotifyd", "trio", "sniffio", "outcome", "attr", "attrs", "sortedcontainers",
+             "idna", "pyseccomp")  # fmt: skip
+
+
+def importable_copy(out: Path) -> Path:
+    """unotifyd and its dependencies, as the tests import them, copied into the
+    new directory ``out`` (world-readable) for :data:`SYSTEM_PYTHON` with
+    ``PYTHONPATH=out`` (see :func:`env_for_copy`)."""
+    proc = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                          capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert proc.stdout.strip() == "True", f"{SYSTEM_PYTHON} must be Python 3.11 or later"
+    out.mkdir(mode=0o755)
+    for name in _PACKAGES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        if spec.submodule_search_locations:
+            src = Path(next(iter(spec.submodule_search_locations)))
+            shutil.copytree(src, out / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(spec.origin, out)
+    for where, dirs, files in os.walk(out):
+        for d in dirs:
+            Path(where, d).chmod(0o755)
+        for f in files:
+            Path(where, f).chmod(0o644)
+    return out
+
+
+def env_for_copy(copy: Path) -> dict[str, str]:
+    """The environment that runs :data:`SYSTEM_PYTHON` on ``copy`` (see :func:`importable_copy`)."""
+    return {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C"}

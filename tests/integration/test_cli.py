@@ -303,3 +303,32 @@ def test_two_rules_on_one_file_are_refused(tmp_path: Path) -> None:
     proc = run_launch("--deny", str(tmp_path / "link"), "--readonly", str(real), argv=["true"])
     assert proc.returncode == 2, describe(proc)
     assert "unotifyd:" in proc.stderr and proc.stdout == ""
+
+
+def test_a_redirect_to_a_missing_target_is_reported_at_start(tmp_path: Path) -> None:
+    """Likely a typo: said at start-up, naming the rule; the program still runs."""
+    missing = tmp_path / "no" / "such" / "target"
+    proc = run_launch("--redirect", f"/etc/passwd={missing}", argv=["echo", "ran"])
+    assert (proc.returncode, proc.stdout) == (0, "ran\n"), describe(proc)
+    assert (f"unotifyd: warning: redirect /etc/passwd -> {missing} (--redirect): the target "
+            f"file {missing} does not exist") in proc.stderr, describe(proc)  # fmt: skip
+    ok = run_launch("--redirect", "/etc/passwd=/etc/hostname", argv=["true"])
+    assert "warning" not in ok.stderr, describe(ok)
+
+
+def test_an_unknown_errno_name_suggests_the_right_one() -> None:
+    proc = run_launch("--deny", "/etc/shadow:ENOENTT", argv=["true"])
+    assert proc.returncode == 2, describe(proc)
+    assert "unknown errno name 'ENOENTT' (did you mean ENOENT" in proc.stderr, describe(proc)
+
+
+def test_serve_makes_the_sockets_directory_but_not_a_missing_parent(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "version = 1\n")
+    sock = tmp_path / "no" / "such" / "s.sock"
+    proc = subprocess.run(
+        [sys.executable, "-m", "unotifyd", "serve", "--socket", str(sock), "--config",
+         str(config)], env=env(), capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0, describe(proc)
+    assert f"{tmp_path / 'no'} does not exist (a typo?" in proc.stderr, describe(proc)
+    assert not (tmp_path / "no").exists()

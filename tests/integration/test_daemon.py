@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -33,7 +32,17 @@ from unotifyd.daemon.protocol import (
 )
 from unotifyd.daemon.server import MAX_CONVERSATIONS, MAX_CONVERSATIONS_PER_UID
 
-from .helpers import ATTEMPT, TIMEOUT, describe, env, py, write
+from .helpers import (
+    ATTEMPT,
+    SYSTEM_PYTHON,
+    TIMEOUT,
+    describe,
+    env,
+    env_for_copy,
+    importable_copy,
+    py,
+    write,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -270,51 +279,45 @@ def test_unknown_profile_is_refused(daemon: Daemon) -> None:
     assert "unknown profile 'green' (you may use: red, blue)" in proc.stderr
 
 
-def _python_for_nobody() -> str:
-    """An interpreter `nobody` may run (pyenv's may live under /root)."""
-    for candidate in (sys.executable, "/usr/bin/python3"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            probe = subprocess.run(
-                [candidate, "-c", "import sys, tomllib; assert sys.version_info >= (3, 11)"],
-                user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, timeout=TIMEOUT,
-                check=False, cwd="/",
-            )
-            if probe.returncode == 0:
-                return candidate
-    pytest.fail("no Python >= 3.11 that the user nobody may run")
+@pytest.fixture(scope="module")
+def as_nobody() -> Iterator[dict[str, Any]]:
+    """How to run ``python -m unotifyd`` as nobody: the system Python on a
+    world-readable copy (the clone and its venv may sit in /root, mode 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="unotifyd-nobody-"))
+    try:
+        d.chmod(0o755)
+        copy = importable_copy(d / "site")
+        yield {"python": SYSTEM_PYTHON, "user": NOBODY, "group": NOBODY, "extra_groups": [],
+               "cwd": "/", "env": env_for_copy(copy)}  # fmt: skip
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
-def test_an_unauthorized_uid_is_refused(daemon: Daemon) -> None:
-    python = _python_for_nobody()
-    proc = daemon.launch(
-        "red", ["echo", "ran"], python=python,
-        user=NOBODY, group=NOBODY, extra_groups=[], cwd="/",
-    )
+def test_an_unauthorized_uid_is_refused(daemon: Daemon, as_nobody: dict[str, Any]) -> None:
+    proc = daemon.launch("red", ["echo", "ran"], **as_nobody)
     assert proc.returncode == 125, describe(proc)
     assert proc.stdout == ""
     assert f"uid {NOBODY} is not allowed to use this daemon" in proc.stderr
     # status and reload are for admins only.
     status = subprocess.run(
-        [python, "-m", "unotifyd", "status", "--daemon", daemon.socket], user=NOBODY,
-        group=NOBODY, extra_groups=[], cwd="/", env=env(), capture_output=True, text=True,
-        timeout=TIMEOUT, check=False,
+        [SYSTEM_PYTHON, "-m", "unotifyd", "status", "--daemon", daemon.socket], user=NOBODY,
+        group=NOBODY, extra_groups=[], cwd="/", env=as_nobody["env"], capture_output=True,
+        text=True, timeout=TIMEOUT, check=False,
     )
     assert status.returncode == 1
     assert "not allowed" in status.stderr
     assert daemon.status()["refusals"] == {"unauthorized": 2}
 
 
-def test_a_uid_allowed_one_profile_may_not_use_another(daemon: Daemon) -> None:
-    python = _python_for_nobody()
+def test_a_uid_allowed_one_profile_may_not_use_another(
+    daemon: Daemon, as_nobody: dict[str, Any]
+) -> None:
     text = daemon.config.read_text().replace(
         'name = "blue"\npolicy = "blue.toml"\nuids = [0]', f'name = "blue"\npolicy = '
         f'"blue.toml"\nuids = [0, {NOBODY}]'
     )
     daemon.config.write_text(text)
     assert daemon.run("reload").returncode == 0
-    as_nobody: dict[str, Any] = {
-        "python": python, "user": NOBODY, "group": NOBODY, "extra_groups": [], "cwd": "/"
-    }
     red = daemon.launch("red", ["cat", str(daemon.src)], **as_nobody)
     assert red.returncode == 125
     assert f"uid {NOBODY} may not use profile 'red'" in red.stderr

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .support import Lab, Report, build_c, collected_results, importable_copy, public_dir
+from ..integration.helpers import importable_copy
+from .support import Lab, Report, build_c, collected_results, public_dir
 
 
 @pytest.fixture(scope="session")

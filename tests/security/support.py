@@ -27,7 +27,6 @@ Run as root: ``bash tests/run tests/security`` (or, with the venv made,
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -384,36 +383,3 @@ def build_c(out_dir: Path, name: str) -> Path:
     assert proc.returncode == 0, f"gcc {name}.c failed:\n{proc.stderr}"
     exe.chmod(0o755)
     return exe
-
-
-# --- A copy of unotifyd any uid may run --------------------------------------------------
-
-#: The interpreter other uids run unotifyd with: the test venv may sit under
-#: a directory they cannot enter (a clone in /root).
-SYSTEM_PYTHON = "/usr/bin/python3"
-#: What the supervisor imports (trio's dependencies included).
-_PACKAGES = ("unotifyd", "trio", "sniffio", "outcome", "attr", "attrs", "sortedcontainers",
-             "idna", "pyseccomp")  # fmt: skip
-
-
-def importable_copy(out: Path) -> Path:
-    """unotifyd and its dependencies, as pytest imports them, copied into ``out``
-    (world-readable) for :data:`SYSTEM_PYTHON` with ``PYTHONPATH=out``."""
-    proc = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 11))"],
-                          capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
-    assert proc.stdout.strip() == "True", f"{SYSTEM_PYTHON} must be Python 3.11 or later"
-    out.mkdir(mode=0o755)
-    for name in _PACKAGES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None, name
-        if spec.submodule_search_locations:
-            src = Path(next(iter(spec.submodule_search_locations)))
-            shutil.copytree(src, out / src.name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(spec.origin, out)
-    for where, dirs, files in os.walk(out):
-        for d in dirs:
-            Path(where, d).chmod(0o755)
-        for f in files:
-            Path(where, f).chmod(0o644)
-    return out

@@ -53,8 +53,9 @@ from typing import Any
 
 import pytest
 
+from ..integration.helpers import SYSTEM_PYTHON, env_for_copy
 from ..reliability.support import Daemon, Procs, kv, public_dir, read_line, start_daemon
-from .support import SYSTEM_PYTHON, Report, build_c
+from .support import Report, build_c
 
 pytestmark = pytest.mark.kernel
 
@@ -238,8 +239,7 @@ class World:
         return self.dir / "victim-dev"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1",
-                "LC_ALL": "C"}
+        return env_for_copy(self.site)
 
     def client(self, uid: int, argv: Sequence[str]) -> list[str]:
         """``argv`` run by ``uid`` under the daemon (the system Python's client)."""

@@ -26,15 +26,23 @@ from pathlib import Path
 
 import pytest
 
-from ..integration.helpers import MODES, TIMEOUT, describe, run_launch, run_native
-from .support import IDENTITIES, SYSTEM_PYTHON, Report, put
+from ..integration.helpers import (
+    MODES,
+    SYSTEM_PYTHON,
+    TIMEOUT,
+    describe,
+    env_for_copy,
+    run_launch,
+    run_native,
+)
+from .support import IDENTITIES, Report, put
 
 pytestmark = pytest.mark.kernel
 
 def _run_as_nobody_supervisor(site: Path, opts: Sequence[str], argv: Sequence[str]
                               ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """``unotifyd launch OPTS -- ARGV`` run by nobody, with the system Python."""
-    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C"}
+    env = env_for_copy(site)
     cmd = [*IDENTITIES["user"].prefix, SYSTEM_PYTHON, "-m", "unotifyd", "launch", *opts, "--",
            *argv]  # fmt: skip
     return subprocess.run(cmd, text=True, capture_output=True, stdin=subprocess.DEVNULL,

@@ -1091,3 +1091,11 @@ def test_command_line_private_rule_and_opens_view() -> None:
     policy = parse_policy(lines("version = 1", 'view = "opens"'), "p.toml")
     with pytest.raises(PolicyError, match="private rules need the full view"):
         combine(policy, rules_from_options([], [], [], privates=["/tmp/**"]))
+
+
+def test_the_bad_example_is_refused_as_the_readme_shows() -> None:
+    with pytest.raises(PolicyError) as e:
+        load_policy(str(EXAMPLES / "bad.toml"))
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    shown = str(e.value).replace(str(EXAMPLES), "examples")
+    assert f"`{shown}`" in readme, shown

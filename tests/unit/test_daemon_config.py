@@ -163,6 +163,8 @@ def test_errors_name_file_and_line(text: str, expected: str) -> None:
 def test_a_bad_policy_is_reported_in_its_own_file() -> None:
     message = error('version = 1\n[[profile]]\nname = "a"\npolicy = "bad.toml"\n')
     assert message.startswith("/etc/unotifyd/bad.toml:4: unknown key 'erno'")
+    # ...and says which profile of which config uses it.
+    assert message.endswith("(the policy of profile 'a', /etc/unotifyd/unotifyd.toml:4)")
 
 
 def test_load_config_keeps_rule_paths_and_refuses_two_rules_on_one_file(

@@ -227,6 +227,12 @@ class _Parser(TomlChecker):
             raise self.error(
                 policy_line, f"{what}: cannot read the policy {path}: {e.strerror or e}"
             ) from e
+        except PolicyError as e:
+            # Its own file and line first (where to fix it), then who uses it.
+            where = self.source if policy_line is None else f"{self.source}:{policy_line}"
+            raise PolicyError(
+                e.source, e.line, f"{e.message} (the policy of {what}, {where})"
+            ) from e
         origin = self.source if header is None else f"{self.source}:{header}"
         return Profile(name, policy, path, uids, gids, origin)
 
@@ -266,7 +272,7 @@ def parse_config(
     """Parse the daemon config ``text``; ``source`` names it (and locates relative policies).
 
     ``read_policy(path)`` returns the policy of a profile; it may raise
-    :class:`PolicyError` (passed on: it names the policy file) or
+    :class:`PolicyError` (passed on, naming the profile and config line too) or
     :class:`OSError` (reported at the profile's ``policy`` line). The
     lookups raise ``KeyError`` for an unknown name, like :mod:`pwd`.
 

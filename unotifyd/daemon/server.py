@@ -38,6 +38,7 @@ from ..kernel.filter import compile_filter
 from ..kernel.listener import Listener, is_listener
 from ..kernel.peercred import Peer, peer_of
 from ..policy import PolicyError
+from ..serve.backing import target_warnings
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
 from .handover import Continuity
@@ -95,6 +96,8 @@ def load(path: str) -> LoadedConfig:
     by_syscalls: dict[frozenset[str], bytes] = {}
     filters: dict[str, bytes] = {}
     for name, profile in config.profiles.items():
+        for warning in target_warnings(profile.policy):
+            _log(f"{path}: profile {name!r}: {warning}")
         syscalls = profile.policy.syscalls()
         if syscalls not in by_syscalls:
             by_syscalls[syscalls] = compile_filter(syscalls)

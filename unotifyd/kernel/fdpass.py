@@ -26,8 +26,21 @@ def bind_listening(path: str, kind: socket.SocketKind, mode: int, who: str) -> s
     place, so a client that finds ``path`` can connect at once. A stale
     socket (nothing accepts on it: ECONNREFUSED) is replaced; a live one, or
     any other kind of file, is an error (``OSError``) naming ``who`` serves it.
+    The socket's own directory (``/run/unotifyd``) is made if missing, but no
+    more: a missing parent is most likely a typo, better reported than made.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.mkdir(directory, 0o755)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise OSError(
+            errno.ENOENT,
+            f"cannot make the directory {directory} for the socket {path}: "
+            f"{os.path.dirname(directory)} does not exist (a typo? create it, or choose "
+            "another path)",
+        ) from None
     try:
         st = os.lstat(path)
     except FileNotFoundError:

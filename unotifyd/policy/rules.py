@@ -38,6 +38,7 @@ rules for the same pattern would make the outcome depend on their order.
 
 from __future__ import annotations
 
+import difflib
 import errno as errno_module
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -159,14 +160,16 @@ def parse_errno(name: str) -> int:
     # isinstance first: errno also exports non-errno names (errorcode itself).
     if isinstance(value, int) and value in errno_module.errorcode:
         return value
-    hint = ""
-    if name.upper() != name and name.upper().startswith("E"):
-        try:
-            parse_errno(name.upper())
-            hint = f" (did you mean {name.upper()}?)"
-        except ValueError:
-            pass
-    raise ValueError(f"unknown errno name {name!r}{hint}")
+    known = sorted(set(errno_module.errorcode.values()))
+    if name.upper() in known:
+        close = [name.upper()]  # only the case is wrong
+    else:
+        close = difflib.get_close_matches(name.upper(), known, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ValueError(
+        f"unknown errno name {name!r} ({hint}it must be a name of errno(3), such as "
+        "EACCES, ENOENT, EPERM or EROFS)"
+    )
 
 
 def errno_name(number: int) -> str:

@@ -79,7 +79,7 @@ import sys
 import tempfile
 from types import TracebackType
 
-from ..policy import Content, Pattern, Policy, Private, rule_pattern
+from ..policy import Content, Pattern, Policy, Private, Redirect, rule_pattern
 
 __all__ = ["SEALS", "Backing", "BackingError", "default_private_root"]
 
@@ -356,3 +356,23 @@ class Backing:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._fds)} memfds, dir={self._dir!r}"
         return f"<Backing {state}>"
+
+
+def target_warnings(policy: Policy) -> list[str]:
+    """What to tell whoever starts ``policy`` about redirect targets that are not there.
+
+    A redirect to a missing target is legal (the target may appear later),
+    but at start-up it is far more often a typo, which otherwise shows only
+    as the program's ``ENOENT``. One line per such rule, naming it and where
+    it was written.
+    """
+    out = []
+    for rule in policy.rules:
+        if isinstance(rule, Redirect) and not os.path.lexists(rule.target.path):
+            what = "directory" if rule.target.tree else "file"
+            opening = f"anything in {rule.source.path}" if rule.source.tree else rule.source.path
+            out.append(
+                f"warning: {rule}: the target {what} {rule.target.path} does not exist; "
+                f"opening {opening} will fail with ENOENT until it does"
+            )
+    return out
