@@ -219,14 +219,28 @@ def listener_holders(pids: Sequence[int]) -> dict[int, int]:
 
 
 @contextlib.contextmanager
-def public_dir(prefix: str) -> Iterator[Path]:
-    """A temporary directory that any user may enter (pytest's tmp_path is 0700)."""
-    d = Path(tempfile.mkdtemp(prefix=prefix))
+def public_dir(prefix: str, parent: str | None = None) -> Iterator[Path]:
+    """A temporary directory that any user may enter (pytest's tmp_path is 0700),
+    in ``parent`` (default: the system's temporary directory)."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     d.chmod(0o755)
     try:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def setuid_capable_dir() -> str:
+    """A world-writable temporary directory whose file system honours setuid bits.
+
+    Debian 13 mounts /tmp as a tmpfs with ``nosuid`` (systemd's tmp.mount),
+    where a setuid binary runs with the caller's ids (mount(8)): a test of
+    what setuid gains must put its binary elsewhere.
+    """
+    for candidate in (tempfile.gettempdir(), "/var/tmp"):
+        if os.path.isdir(candidate) and not os.statvfs(candidate).f_flag & os.ST_NOSUID:
+            return candidate
+    raise AssertionError("no temporary directory without nosuid (tried /tmp and /var/tmp)")
 
 
 # --- Builds ------------------------------------------------------------------------

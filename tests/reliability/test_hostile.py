@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 
 from ..integration.helpers import run_launch, run_native
-from .support import NOBODY, Report, build_c, describe, kv, public_dir, write
+from .support import (
+    NOBODY,
+    Report,
+    build_c,
+    describe,
+    kv,
+    public_dir,
+    setuid_capable_dir,
+    write,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -313,7 +322,7 @@ def test_setuid_binary_gains_nothing_under_no_new_privs(
     behaves as it does under ``setpriv --no-new-privs``."""
     showid = build_c(bin_dir, "showid")
     as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    with public_dir("unotifyd-rel-suid-") as d:
+    with public_dir("unotifyd-rel-suid-", setuid_capable_dir()) as d:
         suid = d / "showid"
         shutil.copy(showid, suid)
         os.chown(suid, 0, 0)
