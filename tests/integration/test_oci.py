@@ -58,11 +58,28 @@ def _wait_for(what: str, cond: Callable[[], object], timeout: float = TIMEOUT) -
 # --- A root file system and a spec, shared by every test of the module ------------
 
 
+def _root_is_a_mount_point() -> bool:
+    """Whether this process's / is a mount point of its own (proc_pid_mountinfo(5):
+    the fifth field is the mount point, relative to the process's root)."""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == "/" for line in f)
+
+
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
     for tool in ("runc", "crun", "busybox", "unshare", "timeout"):
         # Never skip (tests/conftest.py): tests/run installs these.
         assert shutil.which(tool), f"{tool} is not installed (tests/run installs it)"
+    # What the runtimes need of the machine itself, said once instead of as
+    # one obscure runtime error per test.
+    assert _root_is_a_mount_point(), (
+        "the OCI tests need / to be a mount point (runc and crun pivot_root into the "
+        "container's root): in a chroot, bind-mount its directory onto itself first"
+    )
+    assert os.path.isdir("/sys/fs/cgroup") and os.listdir("/sys/fs/cgroup"), (
+        "the OCI tests need a cgroup tree at /sys/fs/cgroup (v2, or v1 controllers: the "
+        "runtimes make a cgroup per container), e.g. mount -t cgroup2 none /sys/fs/cgroup"
+    )
     d = Path(tempfile.mkdtemp(prefix="unotifyd-oci-"))
     d.chmod(0o755)  # a test connects as nobody
     rootfs = d / "rootfs"
