@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import sys
@@ -116,6 +117,38 @@ class _Refusal(Exception):
 
 class _Gone(Exception):
     """The client closed the connection: nobody to answer."""
+
+
+def _refused_at_once(conn: trio.socket.SocketType, msg: ErrorReply) -> bool:
+    """Refuse a client that has sent nothing yet without a task: send ``msg`` and close.
+
+    A flood of connections from one uid over its limit must cost the daemon
+    little (it shares two CPUs with everyone's programs): most such clients
+    are idle, and with nothing of theirs left unread, closing at once keeps
+    our reply readable (unix_release_sock() resets the peer only when our
+    receive queue holds data, net/unix/af_unix.c). A client that did send
+    (or whose reply does not fit) gets the draining refusal instead: False.
+    """
+    fd = conn.fileno()
+    if _readable(fd):
+        return False
+    try:
+        # One record (SOCK_SEQPACKET): all of it or an error. A fresh
+        # socket has room for it; the socket is non-blocking regardless.
+        os.write(fd, encode(msg))
+    except BlockingIOError:
+        return False
+    except OSError:
+        pass  # The client is gone: nothing to tell it.
+    conn.close()
+    return True
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has data (or a hang-up) to read right now."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))
 
 
 def bind_control_socket(path: str, mode: int = 0o666) -> socket.socket:
@@ -323,7 +356,8 @@ class Daemon:
             busy = self._busy(peer)
             if busy is not None:
                 self.refusals["busy"] += 1
-                front.start_soon(self._refuse_busy, conn, busy)
+                if not _refused_at_once(conn, ErrorReply("busy", busy)):
+                    front.start_soon(self._refuse_busy, conn, busy)
                 continue
             # Counted here, not when the task starts: a burst of accepts
             # runs before any of the tasks it starts.
