@@ -13,7 +13,7 @@ included (cache and TLB misses after each switch count too):
 - ``+resolve``: and the path resolved as the program would (openat2, readlink);
 - ``full``: ``Core._handle``: the same plus decoding, the policy, counters.
 
-The C reference (``ref_unotify -w``) runs in the same rounds. Each figure
+The C reference (``ref_unotify -w``, ``ref_unotify.c`` here) runs in the same rounds. Each figure
 is the median over rounds of openloop's own ns per open+close.
 """
 
@@ -30,6 +30,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+import prepare  # noqa: E402
+from harness import BenchError  # noqa: E402
 
 from unotifyd.kernel.errors import TargetGone  # noqa: E402
 from unotifyd.kernel.listener import Listener  # noqa: E402
@@ -104,8 +107,11 @@ def main() -> int:
     p.add_argument("-n", type=int, default=50_000, help="opens per run")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as build:
-        subprocess.run(["make", "-s", "-C", str(HERE.parent.parent / "shared" / "bench"),
-                        f"BUILD={build}"], check=True, stdout=subprocess.DEVNULL)
+        try:
+            prepare.build(Path(build), ("openloop", "ref_unotify"))
+        except BenchError as e:
+            print(f"breakdown: {e}", file=sys.stderr)
+            return 1
         openloop, ref = f"{build}/openloop", f"{build}/ref_unotify"
         runs: dict[str, list[float]] = {v: [] for v in ("C ref -w", *VARIANTS)}
         for rnd in range(args.rounds):

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +22,6 @@ _COMMANDS = {
     "proot": "proot",
     "bwrap": "bubblewrap",
     "cc": "gcc",
-    "make": "make",
     "git": "git",
 }
 # Section 5 (containers) also needs these; its root file system is a static busybox.
@@ -86,32 +86,23 @@ def install_packages(containers: bool = False) -> None:
         raise BenchError(f"still missing after apt-get: {', '.join(still)}")
 
 
-def shared_bench(repo: Path) -> Path:
-    """``shared/bench``, the sibling of the repository root."""
-    bench = repo.parent / "shared" / "bench"
-    if not (bench / "Makefile").is_file():
-        raise BenchError(
-            f"{bench} not found: the C reference programs live in shared/bench, "
-            f"and shared/ must sit beside the repository root ({repo})"
-        )
-    return bench
+# The C programs of the benchmarks, all in this directory: name -> extra cc flags.
+PROGRAMS = {
+    "openloop": (),  # a loop of opens (or getppid) timed from inside
+    "ref_unotify": ("-pthread",),  # the C reference supervisor
+    "latloop": (),  # every open timed, for latency percentiles
+    "spawnloop": (),  # launches a command N times, each timed
+}
 
 
-def build(repo: Path, into: Path) -> None:
-    """Build openloop and ref_unotify (shared/bench), latloop and spawnloop (here)."""
-    bench = shared_bench(repo)
-    log(f"building the C programs from {bench} and benchmarks/ into {into}")
-    done = subprocess.run(
-        ["make", "-s", "-C", str(bench), f"BUILD={into}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"make -C {bench} failed:\n{done.stdout}{done.stderr}")
+def build(into: Path, names: Iterable[str] = PROGRAMS) -> None:
+    """Compile the C programs ``names`` of this directory into ``into`` (made if missing)."""
     here = Path(__file__).resolve().parent
-    for name in ("latloop", "spawnloop"):
-        cmd = ["cc", "-O2", "-Wall", "-Wextra", "-o", str(into / name), str(here / f"{name}.c")]
+    into.mkdir(parents=True, exist_ok=True)
+    log(f"building the C programs of {here} into {into}")
+    for name in names:
+        cmd = ["cc", "-O2", "-Wall", "-Wextra", *PROGRAMS[name], "-o", str(into / name),
+               str(here / f"{name}.c")]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BenchError(f"{' '.join(cmd)} failed:\n{done.stderr}")

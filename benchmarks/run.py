@@ -145,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     try:
         prepare.install_packages(containers="5" in args.wanted)
-        prepare.shared_bench(repo)
         build = tmp / "bin"
-        prepare.build(repo, build)
+        prepare.build(build)
         snapshot_of = None
         source = None
         if args.rev:
