@@ -1,12 +1,13 @@
 """What acting as the program costs: emulated calls, two versions of unotifyd side by side.
 
-    python3 benchmarks/deputy.py --base REV [--rounds N]
+    python3 benchmarks/deputy.py --base REV [--rounds N] [--calls CALL...]
 
 Not a section of ``run.py``: it compares the work tree with commit ``REV``
 (a ``git archive`` snapshot), both run by the same interpreter, on the calls
 the supervisor performs itself — a redirected open, and ``stat``/``open``
-under enforcing mode — for a program running as root and as ``nobody``
-(whose calls need the credential switch). Each round runs every cell once,
+under enforcing mode — and on a pass-through open (CONTINUE, whose path is
+still resolved as the program), for a program running as root and as
+``nobody`` (whose calls need the credential switch). Each round runs every cell once,
 in a rotating order; a figure is the median over rounds of the µs per call
 that the program's own clock measured, and the ratio is the median of the
 per-round ratios (work tree / base). Run as root.
@@ -56,6 +57,8 @@ int main(int argc, char **argv) {
 """
 
 CALLS = {
+    # No rule: CONTINUE, but the path is still resolved as the program.
+    "pass-through open": (("--redirect", "/etc/passwd=/etc/hostname"), "open", "/etc/hostname"),
     "redirected open": (("--redirect", "/etc/passwd=/etc/hostname"), "open", "/etc/passwd"),
     "enforce open": (("--enforce", "--deny", "/nonexistent"), "open", "/etc/hostname"),
     "enforce stat": (("--enforce", "--deny", "/nonexistent"), "stat", "/etc/hostname"),
@@ -79,6 +82,8 @@ def main() -> None:
     ap.add_argument("--base", required=True, help="the commit to compare the work tree with")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("-n", type=int, default=20000, help="calls per run")
+    ap.add_argument("--calls", nargs="+", choices=list(CALLS), default=list(CALLS),
+                    help="only these calls")  # fmt: skip
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="unotifyd-deputy-bench-") as tmp:
         work = Path(tmp)
@@ -88,7 +93,7 @@ def main() -> None:
         loop = work / "callloop"
         subprocess.run(["gcc", "-O2", "-o", str(loop), str(work / "loop.c")], check=True)
         trees = {f"base {base_hash}": work / "base", "work tree": REPO}
-        cells = [(c, w, t) for c in CALLS for w in AS for t in trees]
+        cells = [(c, w, t) for c in args.calls for w in AS for t in trees]
         got: dict[tuple[str, str, str], list[float]] = {cell: [] for cell in cells}
         for r in range(args.rounds):
             log(f"round {r + 1}/{args.rounds}")
@@ -96,7 +101,7 @@ def main() -> None:
                 got[call, who, tree].append(_run(trees[tree], loop, call, who, args.n))
     base, new = trees
     rows = []
-    for call in CALLS:
+    for call in args.calls:
         for who in AS:
             b, w = got[call, who, base], got[call, who, new]
             ratios = [y / x for x, y in zip(b, w, strict=True)]
