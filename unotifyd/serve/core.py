@@ -441,9 +441,9 @@ class _Restorer(threading.Thread):
     _POLL_S = 0.0002
     _GIVE_UP_S = 10.0
 
-    def __init__(self, child: int, parent: int, addr: int, old: bytes) -> None:
+    def __init__(self, child: int, parent: int, addr: int, old: bytes, new: bytes) -> None:
         super().__init__(name=f"unotifyd-restore-{child}", daemon=True)
-        self.child, self.parent, self.addr, self.old = child, parent, addr, old
+        self.child, self.parent, self.addr, self.old, self.new = child, parent, addr, old, new
         # Opened now, while the parent is suspended in vfork: bound to its memory.
         self.mem = os.open(f"/proc/{parent}/mem", os.O_RDWR | os.O_CLOEXEC)
 
@@ -459,7 +459,8 @@ class _Restorer(threading.Thread):
                     break
                 time.sleep(self._POLL_S)
             with contextlib.suppress(OSError):
-                os.pwrite(self.mem, self.old, self.addr)
+                if os.pread(self.mem, len(self.new), self.addr) == self.new:
+                    os.pwrite(self.mem, self.old, self.addr)
         finally:
             os.close(self.mem)
 
@@ -987,7 +988,7 @@ class Core:
             if vfork_parent is not None:
                 # A vfork child writes into its parent's memory: put the
                 # parent's bytes back once the exec is over (see _Restorer).
-                _Restorer(n.pid, vfork_parent, d.arg.addr, old[0]).start()
+                _Restorer(n.pid, vfork_parent, d.arg.addr, old[0], name).start()
         listener.send_continue(n.id)
 
     def _exec_through_fd(
