@@ -14,9 +14,10 @@ The daemon gives each client uid (and each container of the OCI agent,
 whose runtime is one client for many tenants) a *lane*: an OS thread running a trio
 loop of its own with a :class:`~unotifyd.serve.supervisor.Supervisor` of
 its own, hence its own worker-thread pools (bounded per lane). A program
-that stalls its lane stalls its own user's programs, never another's.
-Python's GIL is no shared bottleneck here: a thread waiting in a system
-call has released it (ctypes and ``os`` calls release it).
+that stalls its lane stalls its own user's programs, never another's: a
+thread waiting in a system call has released the GIL (ctypes and ``os``
+calls release it). Lanes that are busy computing do share the GIL and the
+CPUs; that costs others time in proportion to the work, not a stall.
 
 The daemon's own trio loop keeps everything else (control socket, program
 table, hand-over); it talks to a lane only through the lane's
@@ -54,7 +55,6 @@ class Lane:
         self._registry = registry
         #: Programs handed to this lane and not finished; guarded by the registry's lock.
         self.assigned = 0
-        self.retired = False
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._ready = threading.Event()
@@ -127,7 +127,11 @@ class Lane:
 
 
 class Lanes:
-    """The lanes of a daemon, one per client (a uid, a container), made on demand."""
+    """The lanes of a daemon, one per client (a uid, a container), made on demand.
+
+    :meth:`run` is called from the daemon's own trio loop only; the lanes
+    call :meth:`finished` and :meth:`retire_if_idle` from theirs, hence the lock.
+    """
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
@@ -162,7 +166,6 @@ class Lanes:
         with self._lock:
             if lane.assigned:
                 return False
-            lane.retired = True
             if self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
             return True
