@@ -13,8 +13,11 @@ the victim twice in the same run, without and then with the attack:
 * a long-running program's redirected opens (``progs/isolation.c opens``),
   whose redirect the supervisor performs too.
 
-The victim passes if no run failed or timed out and each p50 and p99 under
-attack is within twice the figure alone plus an absolute floor:
+The victim is measured alone again once the attack is over, and the worse
+of the two baselines that bracket the attack is the reference (the
+machine's own noise drifts). The victim passes if no run failed or timed
+out and each p50 and p99 under attack is within twice that figure plus an
+absolute floor:
 :data:`LAUNCH_FLOOR_MS` (20 ms) for a launch, :data:`OPEN_FLOOR_US` (2 ms)
 for an open -- two CPUs are shared with the attacker, the p99 of 15 launches
 is their slowest, and a few milliseconds of scheduling noise are no stall
@@ -159,6 +162,13 @@ class Figures:
     def of(cls, samples: Sequence[float], **kw: Any) -> Figures:
         s = sorted(samples)
         return cls(s[len(s) // 2], s[int(len(s) * 0.99)], s[-1], **kw)
+
+
+def worse(a: Figures, b: Figures) -> Figures:
+    """Each figure of ``a`` and ``b``, the larger (for two baselines of the same calls)."""
+    if a.note or b.note:
+        return a if a.note else b
+    return Figures(max(a.p50, b.p50), max(a.p99, b.p99), max(a.max, b.max))
 
 
 #: An opens program that timed out, or that failed before its figures.
@@ -380,12 +390,22 @@ def conclude(report: Report, attack: str, w: World, alone: Victim, attacked: Vic
     victim was stalled or the daemon is no longer well."""
     w.stop_attack()
     health = w.health()
-    problems = within("launch", alone.launch, attacked.launch, LAUNCH_FLOOR_MS, "ms")
-    problems += within("open", alone.opens, attacked.opens, OPEN_FLOOR_US, "us")
+    # The victim alone once more, after the attack: the machine's own noise
+    # drifts over a test (two CPUs, other jobs), and a p99 is its worst few
+    # calls. The attack is judged against the worse of the two baselines
+    # that bracket it.
+    after = w.victim() if health == "ok" else alone
+    base = Victim(
+        worse(alone.launch, after.launch), worse(alone.opens, after.opens),
+        None if alone.dev is None or after.dev is None else worse(alone.dev, after.dev),
+        max(alone.daemon_cpu, after.daemon_cpu),
+    )  # fmt: skip
+    problems = within("launch", base.launch, attacked.launch, LAUNCH_FLOOR_MS, "ms")
+    problems += within("open", base.opens, attacked.opens, OPEN_FLOOR_US, "us")
     extra: dict[str, object] = {}
-    if alone.dev is not None and attacked.dev is not None:
-        problems += within("device open", alone.dev, attacked.dev, OPEN_FLOOR_US, "us")
-        extra = {"dev_alone": alone.dev, "dev_attacked": attacked.dev}
+    if base.dev is not None and attacked.dev is not None:
+        problems += within("device open", base.dev, attacked.dev, OPEN_FLOOR_US, "us")
+        extra = {"dev_alone": alone.dev, "dev_after": after.dev, "dev_attacked": attacked.dev}
     fails = attacked.launch.fails + attacked.opens.fails
     timeouts = attacked.launch.timeouts + attacked.opens.timeouts
     if attacked.dev is not None:
@@ -395,12 +415,14 @@ def conclude(report: Report, attack: str, w: World, alone: Victim, attacked: Vic
         f"isolation[{attack}]",
         victim_alone=alone.launch,
         victim_attacked=attacked.launch,
+        victim_after=after.launch,
         fails=fails,
         timeouts=timeouts,
         escapes=int(bool(problems)),
         runs=attacked.launch.runs or LAUNCHES,
         opens_alone=alone.opens,
         opens_attacked=attacked.opens,
+        opens_after=after.opens,
         **extra,
         daemon_cpu_pct=f"{alone.daemon_cpu:.0f}/{attacked.daemon_cpu:.0f}",
         **proof,
