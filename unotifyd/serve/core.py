@@ -335,7 +335,8 @@ def unblock_fifo(job: Job) -> None:
     if not isinstance(d, EmulateOpen):
         return
     try:
-        root_fd = _open_root(job.root_tid) if d.in_program_root else None
+        # Job.root_tid is set only for a name in the program's own root.
+        root_fd = _open_root(job.root_tid)
     except TargetGone:
         return  # Its root went with it; the open stays blocked (see above).
     try:

@@ -188,8 +188,9 @@ class Supervisor(Core):
         turns out to be a FIFO after all moves on to the blocking pool.
         """
         quick, blocking = self._thread_limiters()
+        fds = isinstance(job.decision, EmulateOpen)  # only an open returns an fd of ours
         if not job.may_block:
-            handoffs.append(Handoff(fds=isinstance(job.decision, EmulateOpen)))
+            handoffs.append(Handoff(fds=fds))
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
                 partial(self._perform, job, True),
@@ -200,7 +201,7 @@ class Supervisor(Core):
                 return raw
         if s.blocking is None:
             s.blocking = trio.CapacityLimiter(_MAX_BLOCKED_PER_PROGRAM)
-        handoffs.append(Handoff(fds=isinstance(job.decision, EmulateOpen)))
+        handoffs.append(Handoff(fds=fds))
         async with s.blocking:
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
