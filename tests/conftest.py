@@ -9,10 +9,24 @@ on tests that did not run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from unotifyd.kernel.errors import Unsupported
 from unotifyd.kernel.filter import check_support
+
+from .reliability.support import Procs
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    """Start processes through this; every one of them is killed at teardown."""
+    p = Procs()
+    try:
+        yield p
+    finally:
+        p.kill_all()
 
 
 def _kernel_support() -> str | None:

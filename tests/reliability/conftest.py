@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Procs, Report, collected_results, public_dir
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    """Start processes through this; every one of them is killed at teardown."""
-    p = Procs()
-    try:
-        yield p
-    finally:
-        p.kill_all()
+from .support import Report, collected_results, public_dir
 
 
 @pytest.fixture

@@ -57,6 +57,8 @@ from typing import Any
 
 import pytest
 
+from unotifyd.kernel.target import status_field
+
 from ..integration.helpers import SYSTEM_PYTHON, env_for_copy
 from ..reliability.support import Daemon, Procs, kv, public_dir, read_line, start_daemon
 from .support import Report, build_c
@@ -95,16 +97,6 @@ def as_uid(uid: int) -> list[str]:
 
 
 # --- Fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    """Every process a test starts (attackers above all) is killed at teardown."""
-    p = Procs()
-    try:
-        yield p
-    finally:
-        p.kill_all()
 
 
 @pytest.fixture(scope="module")
@@ -437,11 +429,7 @@ def conclude(report: Report, attack: str, w: World, alone: Victim, attacked: Vic
 
 
 def threads_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no Threads line for {pid}")
+    return int(status_field(pid, b"Threads"))
 
 
 def ready(p: subprocess.Popen[str], timeout: float = 10) -> list[str]:
