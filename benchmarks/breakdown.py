@@ -11,7 +11,7 @@ included (cache and TLB misses after each switch count too):
 - ``+read``: and the path read from the program (process_vm_readv);
 - ``+root``: and the stat of /proc/TID/root (does it have a root of its own?);
 - ``+resolve``: and the path resolved as the program would (openat2, readlink);
-- ``full``: ``Core._handle``: the same plus decoding, the policy, counters.
+- ``full``: ``Dispatcher.handle``: the same plus decoding, the policy, counters.
 
 The C reference (``ref_unotify -w``, ``ref_unotify.c`` here) runs in the same rounds. Each figure
 is the median over rounds of openloop's own ns per open+close.
@@ -39,7 +39,8 @@ from unotifyd.kernel.listener import Listener  # noqa: E402
 from unotifyd.launch import _spawn  # noqa: E402
 from unotifyd.policy import combine, rules_from_options  # noqa: E402
 from unotifyd.policy.config import validated  # noqa: E402
-from unotifyd.serve.core import Core, Served  # noqa: E402
+from unotifyd.serve.dispatch import Dispatcher  # noqa: E402
+from unotifyd.serve.served import Served  # noqa: E402
 
 VARIANTS = ("recv+send", "+read", "+root", "+resolve", "full")
 PATH = "/etc/hostname"
@@ -56,7 +57,7 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
     pid, fd, _ = _spawn(policy, ["sh", "-c", f'exec "$0" "$@" >&{w}', openloop, PATH, str(n)],
                         set())
     os.close(w)
-    core = Core()
+    dispatcher = Dispatcher()
     s = Served(Listener(fd), policy)
     listener = s.listener
     listener.set_sync_wakeup()
@@ -64,7 +65,7 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
     def defer(*_: object) -> None:
         raise AssertionError("a pass-through never waits")
 
-    mem, resolver = core.mem, core.resolver
+    mem, resolver = dispatcher.decider.mem, dispatcher.decider.resolver
     try:
         while True:
             events = listener.poll()
@@ -79,7 +80,7 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
                 continue
             try:
                 if variant == "full":
-                    core._handle(s, notif, defer)
+                    dispatcher.handle(s, notif, defer)
                     continue
                 if variant != "recv+send" and notif.nr == OPENAT:
                     # open(2) from libc is openat(AT_FDCWD, path, ...) here;

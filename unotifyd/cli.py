@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from .daemon.server import Daemon, Service
     from .policy import Policy
 
 
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .daemon import cli as daemon_cli  # noqa: PLC0415
 
     if daemon_cli.handles(args):
-        return daemon_cli.main(args, parser)
+        return daemon_cli.main(args, parser, _oci_agent)
     if args.command == "launch":
         prog = list(args.argv)
         if prog and prog[0] == "--":
@@ -203,3 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _oci_agent(path: str, daemon: Daemon) -> Service:
+    """The OCI seccomp agent on socket ``path``, served by ``daemon`` (``serve --oci-socket``)."""
+    from .oci.agent import OciAgent, bind_oci_socket  # noqa: PLC0415 - only when asked for
+
+    return OciAgent(bind_oci_socket(path), path, daemon)

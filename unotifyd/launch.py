@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import IO
 
+from .calls.registry import trapped
 from .kernel import fdpass
 from .kernel.errors import Unsupported
 from .kernel.filter import FdSender, PreparedFilter, check_support, compile_filter
@@ -103,7 +104,7 @@ def _spawn(policy: Policy, argv: Sequence[str], sigmask: set[int]) -> tuple[int,
     Returns its pid, the listener fd (ours to close) and whether the filter
     has ``WAIT_KILLABLE_RECV``.
     """
-    prepared = PreparedFilter(compile_filter(policy.syscalls()))
+    prepared = PreparedFilter(compile_filter(trapped(policy)))
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()

@@ -264,7 +264,7 @@ def test_a_short_program_is_served_without_importing_trio(files: Files) -> None:
     )  # fmt: skip
     assert (proc.returncode, proc.stdout) == (0, REDIRECTED), describe(proc)
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
-    assert "unotifyd.serve.core" in imported
+    assert "unotifyd.serve.dispatch" in imported
     assert "trio" not in imported
 
 

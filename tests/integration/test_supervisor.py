@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 import trio
 
-import unotifyd.serve.core as core_module
+import unotifyd.serve.decide as decide_module
 from unotifyd.kernel.listener import Listener
 from unotifyd.launch import _spawn
 from unotifyd.policy import Decision, Deny, OpenRequest, Policy, decide_open, parse_pattern
-from unotifyd.serve.supervisor import Supervisor
+from unotifyd.serve.trioserve import TrioServer
 
 pytestmark = pytest.mark.kernel
 
 
-def _serve(policy: Policy, argv: list[str]) -> tuple[int, Supervisor]:
+def _serve(policy: Policy, argv: list[str]) -> tuple[int, TrioServer]:
     """Fork ``argv`` under ``policy`` (before trio runs), serve it to the end."""
     pid, fd, _ = _spawn(policy, argv, set())
-    sup = Supervisor()
+    sup = TrioServer()
     with Listener(fd) as listener:
         trio.run(sup.serve, listener, policy)
     _, status = os.waitpid(pid, 0)
@@ -35,7 +35,7 @@ def test_a_crashing_handler_fails_the_call_and_serving_goes_on(
             raise RuntimeError("injected fault")
         return decide_open(policy, req)
 
-    monkeypatch.setattr(core_module, "decide_open", crash_on_hostname)
+    monkeypatch.setattr(decide_module, "decide_open", crash_on_hostname)
     policy = Policy([Deny(parse_pattern("/nonexistent"))])
     err, out = tmp_path / "err", tmp_path / "out"
     script = f"cat /etc/hostname 2>{err}; echo $? > {out}; cat /etc/os-release >> {out}"

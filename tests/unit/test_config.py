@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from unotifyd.calls.registry import trapped
 from unotifyd.policy import (
     MAX_CONTENT_SIZE,
     Content,
@@ -99,7 +100,7 @@ def test_full_file() -> None:
 def test_minimal_file_has_no_rules() -> None:
     policy = parse_policy("version = 1", "p.toml")
     assert policy == Policy()
-    assert policy.syscalls() == frozenset()
+    assert trapped(policy) == frozenset()
 
 
 def test_inline_tables_and_quoted_keys_are_plain_toml() -> None:
@@ -147,7 +148,7 @@ def test_full_view_example_uses_every_kind() -> None:
     kinds = {type(rule) for rule in policy.rules}
     assert kinds == {Redirect, Deny, ReadOnly, Content, Private, Exec}
     assert policy.has_exec_rules
-    assert policy.syscalls() >= {"openat", "newfstatat", "unlinkat", "execve", "getdents64"}
+    assert trapped(policy) >= {"openat", "newfstatat", "unlinkat", "execve", "getdents64"}
 
 
 # --- Content, private and exec rules -------------------------------------------------

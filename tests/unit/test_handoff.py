@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from unotifyd.serve.core import Handoff
+from unotifyd.calls.ops import Outcome
+from unotifyd.serve.handoff import Handoff
 
 
 def _is_open(fd: int) -> bool:
@@ -17,7 +18,7 @@ def _is_open(fd: int) -> bool:
 
 def test_a_late_fd_of_an_abandoned_open_is_closed() -> None:
     fd = os.dup(2)
-    h = Handoff(fds=True)
+    h = Handoff()
     assert h.abandon()  # abandoned before the thread is done
     assert h.run(lambda: fd) is None
     assert not _is_open(fd)
@@ -25,16 +26,18 @@ def test_a_late_fd_of_an_abandoned_open_is_closed() -> None:
 
 def test_a_path_calls_result_is_never_taken_for_an_fd() -> None:
     """truncate() returns 0, readlink() a length: closing those closed the
-    daemon's stdin, or worse, an unrelated fd of ours (a program's listener)."""
+    daemon's stdin, or worse, an unrelated fd of ours (a program's listener).
+    A path call's result is an Outcome, never an int, so it cannot be taken
+    for one."""
     fd = os.dup(2)
     try:
-        h = Handoff(fds=False)
-        assert h.run(lambda: fd) == fd
+        h = Handoff()
+        assert h.run(lambda: Outcome(fd)) == Outcome(fd)
         assert not h.abandon()  # done already: nothing to dispose of but the result
         assert _is_open(fd)
-        h = Handoff(fds=False)
+        h = Handoff()
         h.abandon()
-        assert h.run(lambda: fd) is None
+        assert h.run(lambda: Outcome(fd)) is None
         assert _is_open(fd)
     finally:
         os.close(fd)

@@ -10,14 +10,14 @@ import trio
 
 from unotifyd.daemon import lanes as lanes_mod
 from unotifyd.daemon.lanes import Lanes
-from unotifyd.serve.supervisor import Supervisor
 from unotifyd.serve.trace import Tracer
+from unotifyd.serve.trioserve import TrioServer
 
 
 async def _thread_of(lanes: Lanes, key: object) -> int:
     seen: list[int] = []
 
-    async def serve(sup: Supervisor) -> None:
+    async def serve(sup: TrioServer) -> None:
         seen.append(threading.get_ident())
         await trio.sleep(0)
 
@@ -43,7 +43,7 @@ async def test_a_stalled_lane_does_not_stall_another() -> None:
     lanes = Lanes(Tracer())
     release = threading.Event()
 
-    async def stuck(sup: Supervisor) -> None:
+    async def stuck(sup: TrioServer) -> None:
         release.wait(30)  # blocks the lane's whole trio loop, on purpose
 
     try:
@@ -62,7 +62,7 @@ async def test_cancelling_the_caller_cancels_the_lanes_task_and_waits_for_it() -
     lanes = Lanes(Tracer())
     ended = threading.Event()
 
-    async def forever(sup: Supervisor) -> None:
+    async def forever(sup: TrioServer) -> None:
         try:
             await trio.sleep_forever()
         finally:
@@ -80,7 +80,7 @@ async def test_cancelling_the_caller_cancels_the_lanes_task_and_waits_for_it() -
 async def test_an_error_in_the_lane_reaches_the_caller() -> None:
     lanes = Lanes(Tracer())
 
-    async def broken(sup: Supervisor) -> None:
+    async def broken(sup: TrioServer) -> None:
         raise ValueError("boom")
 
     try:

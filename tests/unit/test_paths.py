@@ -1,17 +1,12 @@
-"""The decisions for path calls other than opens (unotifyd.policy.paths), and the
-syscall tables they rely on. Pure: no kernel."""
+"""The decisions for path calls other than opens (unotifyd.policy.paths). Pure: no kernel."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import os
 
-import pyseccomp
 import pytest
 
-from unotifyd.kernel import abi, rawsys
-from unotifyd.policy import Deny, Pattern, Policy, ReadOnly, Redirect, syscalls
+from unotifyd.policy import Deny, Pattern, Policy, ReadOnly, Redirect
 from unotifyd.policy.decision import Continue, Fail
 from unotifyd.policy.paths import (
     EXEC_NOT_ALLOWED,
@@ -24,55 +19,6 @@ from unotifyd.policy.paths import (
     refuse_change_errno,
 )
 from unotifyd.policy.rules import Content, Exec, Private
-from unotifyd.serve.pathcalls import SPECS
-
-
-def test_syscall_numbers_agree_with_libseccomp() -> None:
-    unknown = []
-    for name, nr in abi.SYSCALL_NUMBERS.items():
-        known = pyseccomp.resolve_syscall(pyseccomp.Arch.X86_64, name)
-        if known < 0:
-            unknown.append(name)  # newer than this libseccomp: see the next test
-        else:
-            assert known == nr, name
-    assert set(unknown) <= set(NEWER_THAN_LIBSECCOMP)
-
-
-# Calls libseccomp 2.5.4 does not know, with the kernel that brought them.
-NEWER_THAN_LIBSECCOMP = {
-    "setxattrat": (6, 13), "getxattrat": (6, 13), "listxattrat": (6, 13),
-    "removexattrat": (6, 13), "file_getattr": (6, 17), "file_setattr": (6, 17),
-}  # fmt: skip
-
-
-def test_syscall_numbers_newer_than_libseccomp_are_the_kernels() -> None:
-    """Each number is the call its name says: EBADF for a bad dirfd, not ENOSYS."""
-    if tuple(int(x) for x in os.uname().release.split(".")[:2]) < (6, 17):
-        pytest.skip("needs Linux 6.17 (file_getattr) to check these numbers")
-    xattr_args = ctypes.create_string_buffer(16)  # struct xattr_args, all zero
-    file_attr = ctypes.create_string_buffer(24)  # struct file_attr
-    valid_rest: dict[str, tuple[rawsys.Arg, ...]] = {
-        "setxattrat": (0, b"user.x", xattr_args, 16),
-        "getxattrat": (0, b"user.x", xattr_args, 16),
-        "listxattrat": (0, None, 0),
-        "removexattrat": (0, b"user.x"),
-        "file_getattr": (file_attr, 24, 0),
-        "file_setattr": (file_attr, 24, 0),
-    }
-    for name in NEWER_THAN_LIBSECCOMP:
-        # Each takes (dirfd, path, ...): with its other arguments valid,
-        # dirfd -1 and a relative path is EBADF, where another call would
-        # say something else and a missing one ENOSYS.
-        with pytest.raises(OSError) as caught:
-            rawsys.syscall(abi.SYSCALL_NUMBERS[name], -1, b"x", *valid_rest[name])
-        assert caught.value.errno == errno.EBADF, (name, caught.value)
-
-
-def test_every_trapped_path_call_has_a_decoder() -> None:
-
-    families = syscalls.METADATA | syscalls.CHANGE | syscalls.CHDIR | syscalls.EXEC
-    assert families == frozenset(SPECS)
-    assert syscalls.OPEN | families | syscalls.LIST <= frozenset(abi.SYSCALL_NUMBERS)
 
 
 def req(path: str, role: str = "read", syscall: str = "stat") -> PathRequest:

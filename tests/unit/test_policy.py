@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from unotifyd.calls.registry import names, trapped
 from unotifyd.policy import (
     OPEN_SYSCALLS,
     Content,
@@ -39,17 +40,9 @@ from unotifyd.policy import (
     refuse_write_errno,
     rule_pattern,
 )
-from unotifyd.policy.syscalls import (
-    CHANGE,
-    CHDIR,
-    EXEC,
-    LIST,
-    METADATA,
-    OPEN,
-    READ_ONLY_SHOWS,
-    hides,
-    needed_syscalls,
-)
+from unotifyd.policy.syscalls import hides, needed_families
+
+EXEC = names("exec")
 
 
 def exact(path: str) -> Pattern:
@@ -226,37 +219,27 @@ def test_enforce_emulates_what_no_rule_covers_and_rechecks_redirects() -> None:
 def test_policy_equality_and_syscalls() -> None:
     assert Policy() == Policy([])
     assert Policy([ReadOnly(exact("/x"))]) == Policy([ReadOnly(exact("/x"), origin="o")])
-    assert Policy().syscalls() == frozenset()
-    assert Policy([ReadOnly(exact("/x"))]).syscalls() == OPEN_SYSCALLS | CHANGE | READ_ONLY_SHOWS
-    assert Policy([Deny(tree("/"))]).syscalls() == needed_syscalls(Policy([Deny(tree("/"))]))
+    assert trapped(Policy()) == frozenset()
+    readonly = names("open") | names("change") | names("probe")
+    assert trapped(Policy([ReadOnly(exact("/x"))])) == readonly
 
 
 # --- Which system calls a policy traps -------------------------------------------
 
-# Every family of calls a rule can make the filter trap.
-FAMILIES = {"open": OPEN, "metadata": METADATA, "change": CHANGE, "chdir": CHDIR}
-
-
 def families(policy: Policy) -> set[str]:
-    """The names of the families ``policy`` traps; each must be trapped whole."""
-    needed = needed_syscalls(policy)
-    named = {**FAMILIES, "exec": EXEC, "list": LIST, "probes": READ_ONLY_SHOWS}
-    found = {name for name, calls in named.items() if calls <= needed}
-    assert needed == frozenset().union(*(named[name] for name in found)), "a family in part"
-    if "metadata" in found:
-        found.discard("probes")  # a part of metadata, named only when alone
-    return found
+    """The families ``policy`` traps; each is trapped whole."""
+    found = needed_families(policy)
+    assert trapped(policy) == frozenset().union(*(names(f) for f in found))
+    return set(found)
 
 
-def test_families_do_not_overlap() -> None:
-    named = [OPEN, METADATA, CHANGE, CHDIR, EXEC, LIST]
-    assert sum(len(calls) for calls in named) == len(frozenset().union(*named))
-    assert OPEN == OPEN_SYSCALLS
+def test_the_open_family_is_the_open_calls() -> None:
+    assert names("open") == OPEN_SYSCALLS
 
 
 def test_no_rule_traps_nothing() -> None:
-    assert needed_syscalls(Policy()) == frozenset()
-    assert needed_syscalls(Policy(mode="enforce")) == frozenset()
+    assert trapped(Policy()) == frozenset()
+    assert trapped(Policy(mode="enforce")) == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -272,13 +255,13 @@ def test_no_rule_traps_nothing() -> None:
     ids=str,
 )
 def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) -> None:
-    assert families(Policy([rule])) == {"open", "metadata", "change", "chdir"}
-    assert not needed_syscalls(Policy([rule])) & {"execve", "execveat", "getdents64"}
+    assert families(Policy([rule])) == {"open", "metadata", "probe", "change", "chdir"}
+    assert not trapped(Policy([rule])) & {"execve", "execveat", "getdents64"}
 
 
 def test_readonly_alone_traps_opens_changes_and_probes() -> None:
-    assert families(Policy([ReadOnly(tree("/srv"))])) == {"open", "change", "probes"}
-    needed = needed_syscalls(Policy([ReadOnly(exact("/x"))]))
+    assert families(Policy([ReadOnly(tree("/srv"))])) == {"open", "change", "probe"}
+    needed = trapped(Policy([ReadOnly(exact("/x"))]))
     assert {"openat", "unlinkat", "renameat2", "mkdirat", "fchmodat"} <= needed
     # access(W_OK) and statfs answer differently on a read-only mount ...
     assert {"access", "faccessat", "faccessat2", "statfs"} <= needed
@@ -288,8 +271,8 @@ def test_readonly_alone_traps_opens_changes_and_probes() -> None:
 
 def test_deny_with_enoent_hides_from_listings() -> None:
     hidden = Policy([Deny(tree("/home/alice"), errno.ENOENT)])
-    assert families(hidden) == {"open", "metadata", "change", "chdir", "list"}
-    assert "getdents64" in needed_syscalls(hidden)
+    assert families(hidden) == {"open", "metadata", "probe", "change", "chdir", "list"}
+    assert "getdents64" in trapped(hidden)
     assert hides(Deny(exact("/x"), errno.ENOENT))
     assert not hides(Deny(exact("/x"), errno.EACCES))
     assert not hides(ReadOnly(exact("/x")))
@@ -298,11 +281,11 @@ def test_deny_with_enoent_hides_from_listings() -> None:
 def test_exec_rules_trap_exec() -> None:
     only_exec = Policy([Exec(tree("/usr"))])
     assert families(only_exec) == {"exec"}
-    assert needed_syscalls(only_exec) == {"execve", "execveat"}
+    assert trapped(only_exec) == {"execve", "execveat"}
     assert families(Policy([ReadOnly(tree("/usr")), Exec(tree("/usr"))])) == {
         "open",
         "change",
-        "probes",
+        "probe",
         "exec",
     }
     # Without an exec rule, exec is never trapped, whatever else there is.
@@ -315,13 +298,12 @@ def test_exec_rules_trap_exec() -> None:
             Private(tree("/f")),
         ]
     )
-    assert not needed_syscalls(everything_else) & EXEC
+    assert not trapped(everything_else) & EXEC
 
 
-def test_syscalls_is_needed_syscalls_and_mode_does_not_matter() -> None:
+def test_the_mode_does_not_change_what_is_trapped() -> None:
     rules: list[Rule] = [ReadOnly(tree("/srv")), Exec(exact("/bin/sh"))]
-    assert Policy(rules).syscalls() == needed_syscalls(Policy(rules))
-    assert Policy(rules, mode="enforce").syscalls() == Policy(rules).syscalls()
+    assert trapped(Policy(rules, mode="enforce")) == trapped(Policy(rules))
 
 
 def test_most_specific_rule_wins() -> None:
@@ -678,10 +660,10 @@ def test_opens_view_traps_the_open_family_only() -> None:
         ReadOnly(tree("/srv")),
         Content(exact("/etc/motd"), b"hi"),
     ]
-    assert Policy(rules, view="opens").syscalls() == OPEN_SYSCALLS
+    assert trapped(Policy(rules, view="opens")) == OPEN_SYSCALLS
     with_exec = Policy([*rules, Exec(tree("/usr"))], view="opens")
-    assert with_exec.syscalls() == OPEN_SYSCALLS | {"execve", "execveat"}
-    assert Policy([Exec(tree("/usr"))], view="opens").syscalls() == {"execve", "execveat"}
+    assert trapped(with_exec) == OPEN_SYSCALLS | {"execve", "execveat"}
+    assert trapped(Policy([Exec(tree("/usr"))], view="opens")) == {"execve", "execveat"}
     assert Policy(rules, view="opens") != Policy(rules)
 
 

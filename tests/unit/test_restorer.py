@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from unotifyd.serve.core import _Restorer
+from unotifyd.serve.rewrite import _Restorer
 
 
 def _gone_pid() -> int:

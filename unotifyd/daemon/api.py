@@ -37,12 +37,13 @@ from typing import IO, Any
 
 import trio
 
+from ..calls.registry import trapped
 from ..kernel.creds import forbid_inspection
 from ..kernel.errors import Unsupported
 from ..kernel.filter import check_support, compile_filter
 from ..kernel.listener import Listener, is_listener
 from ..policy import Policy
-from ..serve.core import Stats
+from ..serve.served import Stats
 from ..serve.trace import Tracer
 from .programs import Program, ProgramTable, close_fds, recv_message
 from .protocol import (
@@ -153,6 +154,9 @@ class Supervisor:
                 await self._table.stop()
             return await self._stack.__aexit__(exc_type, exc, tb)
         finally:
+            # The trace's writer thread lags serving: the caller's streams
+            # get every event before we return.
+            self._table.tracer.close()
             os.umask(self._umask)
             self._stack = None
             self._nursery = None
@@ -184,7 +188,7 @@ class Supervisor:
             raise RuntimeError("Supervisor.launch outside `async with Supervisor()`")
         if not argv:
             raise ValueError("argv is empty")
-        bpf = await self._filter(policy.syscalls())
+        bpf = await self._filter(trapped(policy))
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             cmd = [

@@ -8,15 +8,19 @@ server is imported only by ``serve``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import resource
 import sys
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .client import DEFAULT_SOCKET, ClientError, call, launch_via_daemon
 from .protocol import ErrorReply, Reloaded, ReloadRequest, StatusReply, StatusRequest
+
+if TYPE_CHECKING:
+    from .server import Daemon, Service
 
 __all__ = ["COMMANDS", "add_commands", "add_launch_options", "format_status", "handles", "main"]
 
@@ -102,11 +106,18 @@ def handles(args: argparse.Namespace) -> bool:
     return args.command == "launch" and (args.daemon is not None or args.profile is not None)
 
 
-def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+#: Makes the OCI agent (``serve --oci-socket``): (socket path, daemon) -> the service.
+#: Given by ``unotifyd.cli``: ``oci/`` builds on ``daemon/``, not the other way round.
+OciFactory = Callable[[str, "Daemon"], "Service"]
+
+
+def main(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, oci: OciFactory | None = None
+) -> int:
     if args.command == "launch":
         return _launch(args, parser)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, oci)
     if args.command == "status":
         return _status(args)
     return _reload(args)
@@ -148,7 +159,7 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return launch_via_daemon(args.daemon, args.profile, prog)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, oci: OciFactory | None) -> int:
     from ..kernel.errors import Unsupported  # noqa: PLC0415
     from ..kernel.filter import check_support  # noqa: PLC0415
     from ..launch import EXIT_FAILURE  # noqa: PLC0415
@@ -189,6 +200,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"unotifyd: cannot serve on {args.socket}: {e.strerror or e}", file=sys.stderr)
             return EXIT_FAILURE
     trace_json = None
+    tracer = None
     try:
         if args.trace_json:
             trace_json = open(args.trace_json, "a", encoding="utf-8")  # noqa: SIM115
@@ -225,9 +237,9 @@ def _serve(args: argparse.Namespace) -> int:
         # served by the same daemon. A bind error is reported below (exit 125).
         oci_path = args.oci_socket or loaded.config.oci_socket
         if oci_path:
-            from ..oci.agent import OciAgent, bind_oci_socket  # noqa: PLC0415
-
-            daemon.oci = OciAgent(bind_oci_socket(oci_path), oci_path, daemon)
+            if oci is None:
+                raise OSError(errno.EOPNOTSUPP, "this build of unotifyd has no OCI agent")
+            daemon.oci = oci(oci_path, daemon)
             print(f"unotifyd: OCI agent on {oci_path}", file=sys.stderr, flush=True)
         profiles = ", ".join(loaded.config.profiles) or "none"
         print(
@@ -241,6 +253,8 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     finally:
         sock.close()
+        if tracer is not None:
+            tracer.close()  # what is queued is written before the sink closes
         if trace_json is not None:
             trace_json.close()
     return 0

@@ -12,7 +12,7 @@ kernel sleeps killably, and only the death of the whole supervisor ends it.
 So no program may share a serving thread with a program of another user.
 The daemon gives each client uid (and each container of the OCI agent,
 whose runtime is one client for many tenants) a *lane*: an OS thread running a trio
-loop of its own with a :class:`~unotifyd.serve.supervisor.Supervisor` of
+loop of its own with a :class:`~unotifyd.serve.trioserve.TrioServer` of
 its own, hence its own worker-thread pools (bounded per lane). A program
 that stalls its lane stalls its own user's programs, never another's: a
 thread waiting in a system call has released the GIL (ctypes and ``os``
@@ -33,8 +33,8 @@ from collections.abc import Awaitable, Callable, Hashable
 
 import trio
 
-from ..serve.supervisor import Supervisor
 from ..serve.trace import Tracer
+from ..serve.trioserve import TrioServer
 
 #: How long a lane with no program waits for the next one before its thread
 #: ends (a burst of short launches by one user reuses it; a new lane costs
@@ -51,7 +51,7 @@ class Lane:
 
     def __init__(self, key: Hashable, tracer: Tracer, registry: Lanes) -> None:
         self.key = key
-        self.supervisor = Supervisor(tracer)
+        self.server = TrioServer(tracer)
         self._registry = registry
         #: Programs handed to this lane and not finished; guarded by the registry's lock.
         self.assigned = 0
@@ -78,8 +78,8 @@ class Lane:
                     break
             nursery.cancel_scope.cancel()
 
-    async def run(self, serve: Callable[[Supervisor], Awaitable[None]]) -> None:
-        """Run ``serve(supervisor)`` in this lane; return (or raise) when it does.
+    async def run(self, serve: Callable[[TrioServer], Awaitable[None]]) -> None:
+        """Run ``serve(server)`` in this lane; return (or raise) when it does.
 
         Cancelling the caller cancels the lane's task, and waits for it to
         end: what the caller does next (closing the listener) must not
@@ -94,7 +94,7 @@ class Lane:
         async def task() -> None:
             try:
                 with scope:
-                    await serve(self.supervisor)
+                    await serve(self.server)
             except BaseException as e:  # handed back to the caller, raised there
                 failure.append(e)
             finally:
@@ -141,7 +141,7 @@ class Lanes:
     def __len__(self) -> int:
         return len(self._lanes)
 
-    async def run(self, key: Hashable, serve: Callable[[Supervisor], Awaitable[None]]) -> None:
+    async def run(self, key: Hashable, serve: Callable[[TrioServer], Awaitable[None]]) -> None:
         """Run ``serve`` in the lane of ``key`` (see :meth:`Lane.run`)."""
         await self._take(key).run(serve)
 

@@ -1,11 +1,11 @@
 """Serving the listeners of many programs, and releasing them.
 
 Shared by the daemon (``server.py``) and the library API (``api.py``). In
-the library, one :class:`~unotifyd.serve.supervisor.Supervisor` serves
+the library, one :class:`~unotifyd.serve.trioserve.TrioServer` serves
 every program in the caller's trio loop (its worker threads and caches are
 shared); the daemon serves the programs of each client in a lane of their
 own (:mod:`.lanes`), so that no client can stall another. Each program is
-counted in a :class:`~unotifyd.serve.supervisor.Stats` of its own. Each
+counted in a :class:`~unotifyd.serve.served.Stats` of its own. Each
 program's serve task owns its listener and closes it exactly once, when
 ``serve`` returns (every process using the filter is gone: ``POLLHUP``) or
 is cancelled (the daemon stops).
@@ -30,9 +30,9 @@ import trio
 from ..kernel.errors import TargetGone
 from ..kernel.listener import Listener, Notification
 from ..policy import Policy
-from ..serve.core import Stats
-from ..serve.supervisor import Supervisor
+from ..serve.served import Stats
 from ..serve.trace import Tracer
+from ..serve.trioserve import TrioServer
 from .lanes import Lanes
 from .protocol import Direction, Message, ProtocolError, decode_record
 
@@ -266,7 +266,7 @@ class ProgramTable:
 
     def __init__(self, tracer: Tracer | None = None, *, lanes: bool = False) -> None:
         self.tracer = tracer or Tracer()
-        self.supervisor = Supervisor(self.tracer)
+        self.server = TrioServer(self.tracer)
         #: With ``lanes``, each client's programs are served in a thread of their own.
         self.lanes = Lanes(self.tracer) if lanes else None
         self.running: dict[int, Program] = {}
@@ -314,7 +314,7 @@ class ProgramTable:
         try:
             with prog.scope:
                 if self.lanes is None:
-                    await self.supervisor.serve(
+                    await self.server.serve(
                         prog.listener, prog.policy, name=prog.name, stats=prog.stats
                     )
                 else:

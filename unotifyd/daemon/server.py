@@ -29,11 +29,12 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from .. import __version__
+from ..calls.registry import trapped
 from ..kernel.fdpass import bind_listening
 from ..kernel.filter import compile_filter
 from ..kernel.listener import Listener, is_listener
@@ -61,9 +62,6 @@ from .protocol import (
     StatusRequest,
     encode,
 )
-
-if TYPE_CHECKING:
-    from ..oci.agent import OciAgent
 
 __all__ = ["Daemon", "LoadedConfig", "Peer", "bind_control_socket", "load"]
 
@@ -99,7 +97,7 @@ def load(path: str) -> LoadedConfig:
     for name, profile in config.profiles.items():
         for warning in target_warnings(profile.policy):
             _log(f"{path}: profile {name!r}: {warning}")
-        syscalls = profile.policy.syscalls()
+        syscalls = trapped(profile.policy)
         if syscalls not in by_syscalls:
             by_syscalls[syscalls] = compile_filter(syscalls)
         filters[name] = by_syscalls[syscalls]
@@ -166,12 +164,23 @@ def bind_control_socket(path: str, mode: int = 0o666) -> socket.socket:
     return bind_listening(path, socket.SOCK_SEQPACKET, mode, "a daemon")
 
 
+class Service(Protocol):
+    """A second front door served next to the control socket (the OCI agent, ``unotifyd.oci``).
+
+    The daemon does not import it (``oci/`` builds on ``daemon/``): the
+    command line hands it in.
+    """
+
+    async def serve(self, programs: trio.Nursery) -> None:
+        """Accept until cancelled; what it accepts is served in ``programs``."""
+
+
 class Daemon:
     """The state of one ``unotifyd serve``: config, programs, counters."""
 
     #: The OCI seccomp agent (``serve --oci-socket``), set before :meth:`run`:
     #: it accepts next to the control socket and stops with it.
-    oci: OciAgent | None = None
+    oci: Service | None = None
     #: Restarts without loss (:mod:`.handover`): the fd store, systemd's
     #: notifications and the SIGUSR2 hand-over. Set before :meth:`run`.
     continuity: Continuity | None = None

@@ -29,8 +29,9 @@ SYS_PIDFD_GETFD: Final = 438
 SYS_GETDENTS64: Final = 217
 SYS_FSTATFS: Final = 138
 
-# Every path-taking call unotifyd may trap, by number (syscall_64.tbl); a
-# unit test checks them against libseccomp's table.
+# Every call unotifyd traps (see unotifyd/calls/registry.py) or makes raw, by
+# number (syscall_64.tbl); tests/unit/test_registry.py checks them against
+# libseccomp's table and the kernel.
 SYSCALL_NUMBERS: Final = {
     "open": SYS_OPEN, "openat": SYS_OPENAT, "openat2": SYS_OPENAT2, "creat": SYS_CREAT,
     "stat": 4, "lstat": 6, "access": 21, "execve": 59, "truncate": 76, "getdents": 78,
@@ -48,7 +49,6 @@ SYSCALL_NUMBERS: Final = {
     "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
     "file_getattr": 468, "file_setattr": 469,
 }  # fmt: skip
-SYSCALL_NAMES: Final = {nr: name for name, nr in SYSCALL_NUMBERS.items()}
 
 # *at flags (include/uapi/linux/fcntl.h)
 AT_SYMLINK_NOFOLLOW: Final = 0x100

@@ -174,6 +174,12 @@ class Credentials:
             cap_eff=self.cap_prm if self.ruid == 0 else 0,
         )
 
+    @classmethod
+    def supervisors(cls, umask: int = -1) -> Credentials:
+        """Our own credentials (as at start), as :class:`CredentialReader` reads a thread's."""
+        o = _SUPERVISOR
+        return cls(*o.ids, tuple(sorted(o.groups)), o.cap_eff, o.cap_prm, umask)
+
     def same_as_supervisor(self) -> bool:
         """True if acting with these is acting with ours: no switch needed."""
         return _SUPERVISOR.covers(self)

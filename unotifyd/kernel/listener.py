@@ -107,6 +107,21 @@ class Listener:
         self._sigmasks = threading.local()
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
+        self._reader = threading.Lock()
+
+    def claim_reader(self) -> None:
+        """Become the listener's one reader (see the class doc), until :meth:`release_reader`.
+
+        Raises RuntimeError if it has one already, as trio's
+        ``ConflictDetector`` does for two tasks sending on one stream: a
+        second serving loop is a bug that would otherwise show only as a
+        call stalled forever.
+        """
+        if not self._reader.acquire(blocking=False):
+            raise RuntimeError(f"seccomp listener {self.fd} is being served already")
+
+    def release_reader(self) -> None:
+        self._reader.release()
 
     def fileno(self) -> int:
         return self.fd

@@ -118,6 +118,38 @@ def refuse_write_errno(flags: int, found: Found) -> int:
     return errno.EROFS
 
 
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Let an ``execve`` or ``chdir`` through, after writing ``path`` over the program's.
+
+    Neither call can be performed by the supervisor for the program: the
+    kernel must run it. A redirect then puts its target's name in place of
+    the program's path, in the program's memory, and answers CONTINUE.
+    ``path`` None writes nothing. ``guard`` (enforcing mode, exec) allows
+    the CONTINUE only if no other thread can rewrite the path after our
+    check (see :mod:`unotifyd.serve.rewrite`).
+    """
+
+    path: str | None
+    reason: str = ""
+    guard: bool = False
+    # chdir only: the program's own name for the directory (resolved), and
+    # whether to rather keep it when it exists (a private tree: the
+    # scratch directory's name is ours, not the program's to see).
+    source: str | None = None
+    keep_source: bool = False
+    directory: bool = False  # chdir: the target must be a directory
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Answer a ``getdents64`` ourselves, leaving out the ``hidden`` names."""
+
+    hidden: frozenset[bytes]
+    reason: str = ""
+
+
+#: What becomes of an open.
 Decision = Continue | Fail | Return | EmulateOpen | RefuseWrite
 
 

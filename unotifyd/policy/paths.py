@@ -101,6 +101,31 @@ class RefuseChange:
 
 PathDecision = Continue | Fail | MapPath | RefuseChange
 
+
+@dataclass(frozen=True, slots=True)
+class OnFd:
+    """The call is about a file the program has open, its ``fd``: made on our copy of it."""
+
+    fd: int
+
+
+Target = MapPath | OnFd
+
+
+@dataclass(frozen=True, slots=True)
+class PerformPath:
+    """Perform a path call here, each of its paths at its ``targets`` entry.
+
+    ``refuse``: rather fail it as a read-only mount would, once its paths
+    (``resolved``) are looked at. ``recheck`` (enforcing mode): where a
+    redirect's target really leads is decided again once it is resolved.
+    """
+
+    targets: tuple[Target, ...]
+    refuse: RefuseChange | None = None
+    resolved: tuple[str | None, ...] = ()
+    recheck: bool = False
+
 #: The reason of an exec that no exec rule allows. Like a ``noexec`` mount,
 #: this is ``EACCES`` only for a file that exists: the kernel layer turns it
 #: into the lookup's own error (``ENOENT``...) otherwise, which ``execvp``'s

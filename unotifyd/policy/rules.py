@@ -524,12 +524,6 @@ class Policy:
         ]
         return Policy(rules, self.mode, self.view)
 
-    def syscalls(self) -> frozenset[str]:
-        """Return the names of the system calls the filter must trap."""
-        from .syscalls import needed_syscalls  # noqa: PLC0415  - syscalls imports us
-
-        return needed_syscalls(self)
-
     def describe(self) -> list[str]:
         """Return one human-readable line per rule, in policy order."""
         return [str(rule) for rule in self.rules]

@@ -10,58 +10,38 @@ per system call, never per path.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .rules import Content, Deny, Exec, Private, ReadOnly, Redirect
 
 if TYPE_CHECKING:
     from .rules import Policy
 
-OPEN: frozenset[str] = frozenset({"open", "openat", "openat2", "creat"})
-#: Calls that read what a path is, without opening it.
-METADATA: frozenset[str] = frozenset(
-    {
-        "stat", "lstat", "newfstatat", "statx",
-        "access", "faccessat", "faccessat2",
-        "readlink", "readlinkat",
-        "getxattr", "lgetxattr", "listxattr", "llistxattr", "getxattrat", "listxattrat",
-        "statfs", "file_getattr", "name_to_handle_at", "inotify_add_watch",
-    }
-)  # fmt: skip
-#: The calls whose answer a read-only mount changes without being asked
-#: for a change: ``access(W_OK)`` says EROFS, ``statfs`` has ``ST_RDONLY``.
-READ_ONLY_SHOWS: frozenset[str] = frozenset({"access", "faccessat", "faccessat2", "statfs"})
-#: Calls that change the file system at a path.
-CHANGE: frozenset[str] = frozenset(
-    {
-        "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "mknod", "mknodat",
-        "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat",
-        "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
-        "truncate", "utimensat", "utime", "utimes", "futimesat",
-        "setxattr", "lsetxattr", "removexattr", "lremovexattr",
-        "setxattrat", "removexattrat", "file_setattr",
-    }
-)  # fmt: skip
-CHDIR: frozenset[str] = frozenset({"chdir"})
-EXEC: frozenset[str] = frozenset({"execve", "execveat"})
-#: Directory listing: trapped to leave hidden names out of it.
-LIST: frozenset[str] = frozenset({"getdents64", "getdents"})
-
+#: What a trapped call does, as far as the rules care; each call of the
+#: registry (:mod:`unotifyd.calls.registry`) belongs to one family.
+Family = Literal[
+    "open",  # open, openat, openat2, creat
+    "metadata",  # reads what a path is without opening it: stat, readlink, getxattr...
+    "probe",  # reads whose answer a read-only mount changes: access (EROFS), statfs (ST_RDONLY)
+    "change",  # changes the file system at a path: unlink, rename, chmod, utimes...
+    "chdir",
+    "exec",  # execve, execveat
+    "list",  # getdents: trapped to leave hidden names out of listings
+]
 
 def hides(rule: object) -> bool:
     """True for a rule that makes its path look absent: a deny with ``ENOENT``."""
     return isinstance(rule, Deny) and rule.errno == errno.ENOENT
 
 
-def needed_syscalls(policy: Policy) -> frozenset[str]:
-    """The system calls the filter must trap for ``policy``.
+def needed_families(policy: Policy) -> frozenset[Family]:
+    """The families of system calls the filter must trap for ``policy``.
 
     * any rule: the open family;
     * a rule that changes what a path *is* (redirect, deny, content,
-      private): metadata, changes and ``chdir`` too, so that ``stat``,
+      private): metadata, probes, changes and ``chdir`` too, so that ``stat``,
       ``ls -l``, ``rm``... agree with ``open``;
-    * read-only trees: changes, and the few reads whose answer a read-only
-      mount changes (``access``, ``statfs``); other reads are left alone;
+    * read-only trees: changes, and the probes; other reads are left alone;
     * a deny with ``ENOENT`` (a hidden path): directory listings, so the
       name is absent from ``ls`` of its parent as well;
     * exec rules: ``execve`` and ``execveat``. Only exec rules turn them on,
@@ -70,21 +50,19 @@ def needed_syscalls(policy: Policy) -> frozenset[str]:
 
     With ``view = "opens"`` only the open family (and exec, for exec rules).
     """
-    needed: set[str] = set()
+    needed: set[Family] = set()
+    if policy.has_exec_rules:
+        needed.add("exec")
     if policy.view == "opens":
         # Only the open family follows the rules (see VIEWS).
         if any(not isinstance(rule, Exec) for rule in policy.rules):
-            needed |= OPEN
-        if policy.has_exec_rules:
-            needed |= EXEC
+            needed.add("open")
         return frozenset(needed)
     for rule in policy.rules:
         if isinstance(rule, Redirect | Deny | Content | Private):
-            needed |= OPEN | METADATA | CHANGE | CHDIR
+            needed |= {"open", "metadata", "probe", "change", "chdir"}
         elif isinstance(rule, ReadOnly):
-            needed |= OPEN | CHANGE | READ_ONLY_SHOWS
+            needed |= {"open", "change", "probe"}
         if hides(rule):
-            needed |= LIST
-    if policy.has_exec_rules:
-        needed |= EXEC
+            needed.add("list")
     return frozenset(needed)

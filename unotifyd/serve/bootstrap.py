@@ -2,11 +2,12 @@
 
 Importing trio costs ~65 ms, and until a program's first trapped call is
 answered it cannot even load its libraries. So ``unotifyd launch`` serves
-with the synchronous :class:`~unotifyd.serve.core.Core`, which answers every
-call that cannot block inline: most programs never need more, and then trio
-is never imported. As soon as a call must wait in a worker thread (a FIFO,
-another program's credentials), serving moves on to the trio supervisor,
-which picks up what was left (:class:`Handover`).
+with the synchronous :class:`~unotifyd.serve.dispatch.Dispatcher`, which
+answers every call that cannot block inline: most programs never need
+more, and then trio is never imported. As soon as a call must wait in a
+worker thread (a FIFO, another program's credentials), serving moves on to
+the :class:`~unotifyd.serve.trioserve.TrioServer`, which picks up what was
+left (:class:`Handover`).
 
 There used to be a time budget (0.2 s) after which trio took over anyway:
 the import then stalled every trapped call of a running program for ~65 ms,
@@ -20,8 +21,11 @@ import select
 import threading
 from dataclasses import dataclass, field
 
-from ..kernel.errors import TargetGone
-from .core import Core, Job, Pending, Served
+from ..kernel.listener import Notification
+from .dispatch import Dispatcher
+from .drain import drain
+from .handoff import Job
+from .served import InFlight, Served
 
 
 @dataclass
@@ -36,10 +40,10 @@ class Handover:
 
     status: int | None = None
     finished: bool = False
-    deferred: list[tuple[Pending, Job]] = field(default_factory=list)
+    deferred: list[tuple[InFlight, Job]] = field(default_factory=list)
 
 
-def serve_first(core: Core, s: Served, pid: int, stop_fd: int = -1) -> Handover:
+def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) -> Handover:
     """Serve ``s`` until done or a call must wait.
 
     ``stop_fd`` (an eventfd, say) becoming readable means: the program is
@@ -54,10 +58,20 @@ def serve_first(core: Core, s: Served, pid: int, stop_fd: int = -1) -> Handover:
     if stop_fd >= 0:
         poller.register(stop_fd, select.POLLIN)
 
-    def defer(s: Served, p: Pending, job: Job) -> None:
+    def defer(s: Served, p: InFlight, job: Job) -> None:
         out.deferred.append((p, job))
 
+    def serve(notif: Notification) -> None:
+        dispatcher.handle(s, notif, defer)
+
+    def gone() -> None:
+        dispatcher.gone(s)
+
+    def must_wait() -> bool:
+        return bool(out.deferred)
+
     hung_up = False
+    listener.claim_reader()
     try:
         while not out.deferred:
             for fd, _ in poller.poll():
@@ -77,26 +91,15 @@ def serve_first(core: Core, s: Served, pid: int, stop_fd: int = -1) -> Handover:
                         out.finished = True
                         return out
                     continue
-                while not out.deferred:
-                    events = listener.poll()
-                    if events & select.POLLIN:
-                        try:
-                            notif = listener.recv()
-                        except TargetGone:
-                            core._count_gone(s)
-                            continue
-                        core._handle(s, notif, defer)
-                    elif events & (select.POLLHUP | select.POLLERR):
-                        if out.status is not None:
-                            out.finished = True
-                            return out
-                        # The program is not reaped yet: its pidfd wakes us.
-                        poller.unregister(listener.fileno())
-                        hung_up = True
-                        break
-                    else:
-                        break
+                if drain(listener, serve, gone, stop=must_wait) == "hangup":
+                    if out.status is not None:
+                        out.finished = True
+                        return out
+                    # The program is not reaped yet: its pidfd wakes us.
+                    poller.unregister(listener.fileno())
+                    hung_up = True
     finally:
+        listener.release_reader()
         os.close(pidfd)
     return out
 

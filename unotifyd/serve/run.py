@@ -13,15 +13,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Protocol
 
+from ..calls.registry import trapped
 from ..kernel.listener import Listener
 from ..policy import Policy
 from .backing import Backing
 from .bootstrap import Handover, StopServing, serve_first
-from .core import Core, Served, Stats
+from .dispatch import Dispatcher
+from .served import Served, Stats
 from .trace import Tracer
 
 if TYPE_CHECKING:
-    from .supervisor import Supervisor
+    from .trioserve import TrioServer
 
 class SignalForwarder(Protocol):
     """What forwards signals to the program (see :class:`unotifyd.launch.SignalForwarder`)."""
@@ -47,7 +49,7 @@ async def _wait_pid(pid: int) -> int:
 
 
 async def _serve_rest(
-    sup: Supervisor,
+    server: TrioServer,
     s: Served,
     pid: int,
     first: Handover,
@@ -60,7 +62,7 @@ async def _serve_rest(
         # Threads, forked children and orphans of the program stay under the
         # filter after it exits: serve until the listener hangs up, which
         # happens once the last of them is gone.
-        nursery.start_soon(sup.serve_served, s, first.deferred)
+        nursery.start_soon(server.serve_served, s, first.deferred)
         if forwarder is not None:
             token = trio.lowlevel.current_trio_token()
             stop = nursery.cancel_scope.cancel
@@ -88,8 +90,8 @@ def run_supervisor(
     forwarder: SignalForwarder | None = None,
 ) -> int:
     """Serve the program's listener (closing it at the end); return the program's wait status."""
-    trapped = sorted(policy.syscalls())
-    traps = f"filter traps {len(trapped)} system calls: {', '.join(trapped) or 'none'}"
+    names = sorted(trapped(policy))
+    traps = f"filter traps {len(names)} system calls: {', '.join(names) or 'none'}"
     if stats is not None:
         print(f"unotifyd: {traps}", file=stats, flush=True)
     tracer = Tracer(trace, trace_json)
@@ -107,32 +109,33 @@ def run_supervisor(
         tracer.note(f"mode {policy.mode}, view {policy.view}")
         for line in policy.describe():
             tracer.note(f"rule {line}")
-        core = Core(tracer, colocate=colocate)
+        dispatcher = Dispatcher(tracer, colocate=colocate)
         backing = Backing(policy)
         s = Served(listener, backing.policy)
         stop = StopServing()
         try:
             if forwarder is not None:
                 forwarder.on_program_gone = stop
-            first = serve_first(core, s, pid, stop_fd=stop.fd)
+            first = serve_first(dispatcher, s, pid, stop_fd=stop.fd)
             if first.finished:
                 assert first.status is not None
                 return first.status
             import trio  # noqa: PLC0415 - see the module docstring
 
-            from .supervisor import Supervisor  # noqa: PLC0415
+            from .trioserve import TrioServer  # noqa: PLC0415
 
-            sup = Supervisor.taking_over(core)
-            status: int = trio.run(_serve_rest, sup, s, pid, first, forwarder)
+            server = TrioServer(dispatcher=dispatcher)
+            status: int = trio.run(_serve_rest, server, s, pid, first, forwarder)
             return status
         finally:
             if forwarder is not None:
                 forwarder.on_program_gone = None
             stop.close()
-            core.close()
+            dispatcher.close()
+            tracer.close()  # what is queued is written before we exit
             backing.close()
             if stats is not None:
-                print_stats(core.stats, stats)
+                print_stats(dispatcher.stats, stats)
 
 
 def print_stats(st: Stats, out: IO[str]) -> None:

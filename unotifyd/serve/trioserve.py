@@ -1,8 +1,9 @@
-"""The trio supervisor: serve every notification of one or more listeners.
+"""Serving with trio: every notification of one or more listeners.
 
 One task reads each listener. When the listener is readable it *drains*
-it: every pending notification is received and answered inline, without a
-trip through the scheduler, as long as answering cannot block. Anything
+it (:func:`~.drain.drain`): every pending notification is received and
+answered inline by the :class:`~.dispatch.Dispatcher`, without a trip
+through the scheduler, as long as answering cannot block. Anything
 that may block (an open of a FIFO or a device, an open that must run with
 another program's credentials) goes to a worker thread, so one slow call
 never stalls the others.
@@ -10,18 +11,22 @@ never stalls the others.
 
 from __future__ import annotations
 
-import select
 import sys
 from collections.abc import Sequence
 from functools import partial
 
 import trio
 
+from ..calls.ops import Outcome
 from ..kernel.errors import TargetGone
-from ..kernel.listener import Listener
+from ..kernel.listener import Listener, Notification
 from ..policy import EmulateOpen, Policy
 from .backing import Backing
-from .core import Core, Handoff, Job, Pending, Served, Stats, unblock_fifo
+from .dispatch import Dispatcher
+from .drain import drain
+from .handoff import Handoff, Job, perform
+from .opens import unblock_fifo
+from .served import InFlight, Served, Stats
 from .trace import Tracer
 
 # How many notifications one listener may answer before yielding to the
@@ -35,24 +40,31 @@ _MAX_BLOCKING_THREADS = 1024
 _MAX_BLOCKED_PER_PROGRAM = 256
 
 
-class Supervisor(Core):
+class TrioServer:
     """Serves listeners with trio, each with its own policy; shares caches between them.
 
-    One task reads each listener and answers inline (see :class:`Core`);
-    emulations that must wait go to worker threads.
+    One task reads each listener and has its :attr:`dispatcher` answer
+    inline; work that must wait goes to worker threads. Given a dispatcher,
+    it goes on where that one served without trio (same caches, counters).
     """
 
-    def __init__(self, tracer: Tracer | None = None, *, colocate: bool = True) -> None:
-        super().__init__(tracer, colocate=colocate)
+    def __init__(
+        self,
+        tracer: Tracer | None = None,
+        *,
+        colocate: bool = True,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher or Dispatcher(tracer, colocate=colocate)
         self._limiters: tuple[trio.CapacityLimiter, trio.CapacityLimiter] | None = None
 
-    @classmethod
-    def taking_over(cls, core: Core) -> Supervisor:
-        """A supervisor going on where ``core`` served without trio: same caches, counters."""
-        sup = cls(core.tracer, colocate=core.colocate)
-        sup.mem, sup.resolver, sup.creds = core.mem, core.resolver, core.creds
-        sup.stats = core.stats
-        return sup
+    @property
+    def stats(self) -> Stats:
+        """The totals of every listener served."""
+        return self.dispatcher.stats
+
+    def close(self) -> None:
+        self.dispatcher.close()
 
     async def serve(
         self,
@@ -96,43 +108,42 @@ class Supervisor(Core):
         with backing:
             await self.serve_served(Served(listener, backing.policy, name, stats))
 
-    async def serve_served(self, s: Served, deferred: Sequence[tuple[Pending, Job]] = ()) -> None:
-        """Serve ``s`` (see :meth:`serve`), first starting ``deferred`` emulations."""
+    async def serve_served(self, s: Served, deferred: Sequence[tuple[InFlight, Job]] = ()) -> None:
+        """Serve ``s`` (see :meth:`serve`), first starting ``deferred`` work."""
         listener = s.listener
         fd = listener.fileno()
-        async with trio.open_nursery() as nursery:
+        dispatcher = self.dispatcher
+        listener.claim_reader()
+        try:
+            async with trio.open_nursery() as nursery:
 
-            def defer(s: Served, p: Pending, job: Job) -> None:
-                nursery.start_soon(self._perform_in_thread, s, p, job, nursery)
+                def defer(s: Served, p: InFlight, job: Job) -> None:
+                    nursery.start_soon(self._perform_in_thread, s, p, job, nursery)
 
-            for p, job in deferred:
-                defer(s, p, job)
-            while True:
-                await trio.lowlevel.wait_readable(fd)
-                served = 0
+                def serve(notif: Notification) -> None:
+                    dispatcher.handle(s, notif, defer)
+
+                def gone() -> None:
+                    dispatcher.gone(s)
+
+                for p, job in deferred:
+                    defer(s, p, job)
                 while True:
-                    events = listener.poll()
-                    if events & select.POLLIN:
-                        try:
-                            notif = listener.recv()
-                        except TargetGone:
-                            self._count_gone(s)
-                            continue
-                        self._handle(s, notif, defer)
-                        served += 1
-                        if served >= _DRAIN_BATCH:
-                            await trio.sleep(0)
-                            served = 0
-                    elif events & (select.POLLHUP | select.POLLERR):
+                    await trio.lowlevel.wait_readable(fd)
+                    drained = drain(listener, serve, gone, limit=_DRAIN_BATCH)
+                    while drained == "limit":
+                        await trio.sleep(0)
+                        drained = drain(listener, serve, gone, limit=_DRAIN_BATCH)
+                    if drained == "hangup":
                         # Nobody is left to answer: give up on opens still
                         # blocked in worker threads (a FIFO without a peer).
                         nursery.cancel_scope.cancel()
                         return
-                    else:
-                        break
+        finally:
+            listener.release_reader()
 
     async def _perform_in_thread(
-        self, s: Served, p: Pending, job: Job, nursery: trio.Nursery
+        self, s: Served, p: InFlight, job: Job, nursery: trio.Nursery
     ) -> None:
         """Perform ``job`` in a worker thread and answer, unless the call is abandoned first.
 
@@ -143,6 +154,7 @@ class Supervisor(Core):
         returns late, since no one will inject it.
         """
         n = p.notif
+        dispatcher = self.dispatcher
         handoffs: list[Handoff] = []
         outcome: int | BaseException | None = None
         try:
@@ -159,7 +171,7 @@ class Supervisor(Core):
                     # No checkpoint between receiving the fd and handing it
                     # over: a cancellation here would leak it.
                     try:
-                        outcome = self._answer(job.listener, n, job.decision, raw)
+                        outcome = dispatcher.answer(job, p, raw)
                     except Exception as e:
                         outcome = e
         finally:
@@ -167,19 +179,19 @@ class Supervisor(Core):
             # Also when the serving task is cancelled (the last process of
             # the listener exited just after our answer): the call was
             # answered and must be counted and traced all the same.
-            if outcome is None and handoffs and handoffs[-1].abandon():
-                unblock_fifo(job)
+            abandoned = outcome is None and handoffs and handoffs[-1].abandon()
+            if abandoned and isinstance(job.decision, EmulateOpen):
+                unblock_fifo(job.decision, job.creds, job.root_tid)
             if outcome is None or isinstance(outcome, TargetGone):
                 # Abandoned, or cancelled because nobody is left to answer.
-                self._count_gone(s)
-                self._trace(s, p, "gone", None)
+                dispatcher.gone(s, p)
             elif isinstance(outcome, int):
-                self._trace(s, p, None, outcome)
+                dispatcher.record(s, p, None, outcome)
             else:
-                self._internal_error(s, p, outcome)
+                dispatcher.internal_error(s, p, outcome)
 
-    async def _run_job(self, s: Served, job: Job, handoffs: list[Handoff]) -> int:
-        """Run ``job`` in a worker thread of the right pool; its fd or ``-errno``.
+    async def _run_job(self, s: Served, job: Job, handoffs: list[Handoff]) -> int | Outcome:
+        """Run ``job`` in a worker thread of the right pool; what it gave (see handoff.Result).
 
         Two pools, so that opens blocked on FIFOs can never starve the
         others: opens that cannot block (regular files, only in a thread to
@@ -188,12 +200,11 @@ class Supervisor(Core):
         turns out to be a FIFO after all moves on to the blocking pool.
         """
         quick, blocking = self._thread_limiters()
-        fds = isinstance(job.decision, EmulateOpen)  # only an open returns an fd of ours
         if not job.may_block:
-            handoffs.append(Handoff(fds=fds))
+            handoffs.append(Handoff())
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
-                partial(self._perform, job, True),
+                partial(perform, job, True),
                 abandon_on_cancel=True,
                 limiter=quick,
             )
@@ -201,11 +212,11 @@ class Supervisor(Core):
                 return raw
         if s.blocking is None:
             s.blocking = trio.CapacityLimiter(_MAX_BLOCKED_PER_PROGRAM)
-        handoffs.append(Handoff(fds=fds))
+        handoffs.append(Handoff())
         async with s.blocking:
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
-                partial(self._perform, job, False),
+                partial(perform, job, False),
                 abandon_on_cancel=True,
                 limiter=blocking,
             )

@@ -1,0 +1,233 @@
+"""Decode -> decide -> answer, without a kernel.
+
+The dispatcher is driven with made-up notifications, a fake memory (the
+program's strings by address), a fake resolver (paths are taken as they
+are) and a fake listener that records each answer, as h11's tests need no
+sockets. Work that is performed (an emulated open) opens real files of the
+test's own; nothing is trapped.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from unotifyd.calls.registry import BY_NAME
+from unotifyd.kernel import abi
+from unotifyd.kernel.creds import Credentials
+from unotifyd.kernel.errors import BadArgument
+from unotifyd.kernel.listener import Listener, Notification
+from unotifyd.policy import Deny, EmulateOpen, Fail, Pattern, Policy, ReadOnly, Redirect
+from unotifyd.serve.decide import Decider
+from unotifyd.serve.dispatch import Dispatcher
+from unotifyd.serve.handoff import Job
+from unotifyd.serve.served import InFlight, Served
+from unotifyd.serve.trace import Tracer
+
+TID = 4242
+
+
+class FakeMemory:
+    """The program's memory: NUL-terminated strings at made-up addresses."""
+
+    def __init__(self) -> None:
+        self.strings: dict[int, bytes] = {}
+
+    def put(self, text: bytes) -> int:
+        addr = 0x1000 * (len(self.strings) + 1)
+        self.strings[addr] = text
+        return addr
+
+    def read(self, tid: int, addr: int, size: int, /) -> bytes:
+        raise BadArgument(errno.EFAULT, "no structs in this fake")
+
+    def read_path(self, tid: int, addr: int, /) -> bytes:
+        try:
+            return self.strings[addr]
+        except KeyError:
+            raise BadArgument(errno.EFAULT, "bad address") from None
+
+
+class FakeResolver:
+    """Every path is absolute and free of links already; the program shares our root."""
+
+    def root_id(self, tid: int, /) -> tuple[int, int] | None:
+        return None
+
+    def resolve(
+        self,
+        tid: int,
+        dirfd: int,
+        path: bytes,
+        /,
+        *,
+        follow: bool,
+        resolve_flags: int = 0,
+        own_root: bool | None = None,
+        creds: Credentials | None = None,
+    ) -> str:
+        assert dirfd == abi.AT_FDCWD and path.startswith(b"/")
+        return os.fsdecode(path)
+
+
+class FakeCreds:
+    """The program runs as we do, so work is done inline."""
+
+    def read(self, tid: int, /, *, need_umask: bool = True) -> Credentials:
+        return Credentials.supervisors(umask=0o022 if need_umask else -1)
+
+
+class FakeListener:
+    """Records every answer; an injected fd is recorded as the bytes it reads."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, object]] = []
+
+    def id_valid(self, nid: int) -> bool:
+        return True
+
+    def send_continue(self, nid: int) -> None:
+        self.answers.append(("continue", None))
+
+    def send_error(self, nid: int, err: int) -> None:
+        self.answers.append(("error", err))
+
+    def send_value(self, nid: int, value: int) -> None:
+        self.answers.append(("value", value))
+
+    def send_fd(self, nid: int, srcfd: int, *, cloexec: bool) -> int:
+        writable = fcntl.fcntl(srcfd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+        self.answers.append(("fd", "writable" if writable else os.pread(srcfd, 100, 0)))
+        return 3
+
+
+class World:
+    def __init__(self, policy: Policy) -> None:
+        self.mem = FakeMemory()
+        self.listener = FakeListener()
+        decider = Decider(Tracer(), mem=self.mem, resolver=FakeResolver(), creds=FakeCreds())
+        self.dispatcher = Dispatcher(colocate=False, decider=decider)
+        self.served = Served(cast(Listener, self.listener), policy)
+        self.deferred: list[Job] = []
+        self._ids = 0
+
+    def call(self, name: str, *args: int | bytes) -> tuple[str, object]:
+        """Make call ``name``; bytes arguments are put in the program's memory."""
+        raw = [self.mem.put(a) if isinstance(a, bytes) else a for a in args]
+        raw += [0] * (6 - len(raw))
+        self._ids += 1
+        nr = BY_NAME[name].nr if name in BY_NAME else 999
+        notif = Notification(self._ids, TID, nr, abi.AUDIT_ARCH_X86_64, tuple(raw))  # type: ignore[arg-type]
+
+        def defer(s: Served, p: InFlight, job: Job) -> None:
+            self.deferred.append(job)
+
+        self.dispatcher.handle(self.served, notif, defer)
+        return self.listener.answers[-1]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("the source\n")
+    dst.write_text("the target\n")
+    return src, dst
+
+
+def test_an_open_no_rule_covers_continues(files: tuple[Path, Path]) -> None:
+    src, dst = files
+    world = World(Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))]))
+    assert world.call("openat", abi.AT_FDCWD, os.fsencode(dst), os.O_RDONLY) == ("continue", None)
+    assert world.dispatcher.stats.decisions == {"continue": 1}
+
+
+def test_a_redirected_open_injects_the_target(files: tuple[Path, Path]) -> None:
+    src, dst = files
+    world = World(Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))]))
+    path = os.fsencode(src)
+    assert world.call("open", path, os.O_RDONLY) == ("fd", b"the target\n")
+    assert world.call("openat", abi.AT_FDCWD, path, os.O_RDONLY) == ("fd", b"the target\n")
+    assert world.dispatcher.stats.decisions == {"redirect": 2}
+    # creat() is open(O_CREAT|O_WRONLY|O_TRUNC): the target is emptied.
+    assert world.call("creat", path, 0o644) == ("fd", "writable")
+    assert dst.read_text() == "" and src.read_text() == "the source\n"
+
+
+def test_a_denied_path_fails_every_call_with_its_errno(files: tuple[Path, Path]) -> None:
+    src, _ = files
+    world = World(Policy([Deny(Pattern(str(src)), errno.ENOENT)]))
+    path = os.fsencode(src)
+    assert world.call("openat", abi.AT_FDCWD, path, os.O_RDONLY) == ("error", errno.ENOENT)
+    # Legacy forms are decided as their *at forms.
+    assert world.call("stat", path, 0x5000) == ("error", errno.ENOENT)
+    assert world.call("unlink", path) == ("error", errno.ENOENT)
+    assert world.call("rename", path, b"/x") == ("error", errno.ENOENT)
+    assert src.exists()
+
+
+def test_a_change_in_a_read_only_tree_is_refused_as_a_read_only_mount(
+    files: tuple[Path, Path],
+) -> None:
+    src, _ = files
+    world = World(Policy([ReadOnly(Pattern(str(src.parent), tree=True))]))
+    # The file exists: unlink says EROFS; mkdir of it EEXIST (the lookup comes first).
+    assert world.call("unlink", os.fsencode(src)) == ("error", errno.EROFS)
+    assert world.call("mkdir", os.fsencode(src), 0o755) == ("error", errno.EEXIST)
+    assert world.call("mkdirat", abi.AT_FDCWD, os.fsencode(src) + b"2", 0o755) == (
+        "error",
+        errno.EROFS,
+    )
+    assert src.exists() and not Path(f"{src}2").exists()
+
+
+def test_a_path_call_is_performed_on_the_target(files: tuple[Path, Path]) -> None:
+    src, dst = files
+    world = World(Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))], mode="enforce"))
+    assert world.call("chmod", os.fsencode(src), 0o600) == ("value", 0)
+    assert dst.stat().st_mode & 0o777 == 0o600
+    assert src.stat().st_mode & 0o777 != 0o600 or src.stat().st_ino == dst.stat().st_ino
+
+
+def test_what_the_program_cannot_pass_fails_as_the_kernel_would() -> None:
+    world = World(Policy([Deny(Pattern("/x"))]))
+    # A path at an address it does not own: EFAULT, before any decision.
+    assert world.call("openat", abi.AT_FDCWD, 0xDEAD, os.O_RDONLY) == ("error", errno.EFAULT)
+    # A call that was never asked for: ENOSYS, fail closed.
+    assert world.call("not-trapped") == ("error", errno.ENOSYS)
+
+
+def test_a_crashing_decision_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(Policy([Deny(Pattern("/x"))]))
+
+    def crash(*_: object) -> Fail:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(world.dispatcher.decider, "decide", crash)
+    assert world.call("openat", abi.AT_FDCWD, b"/y", os.O_RDONLY) == ("error", errno.EPERM)
+    assert world.dispatcher.stats.internal_errors == 1
+
+
+def test_work_for_another_user_is_deferred(files: tuple[Path, Path]) -> None:
+    src, dst = files
+    world = World(Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))]))
+
+    class Nobody(FakeCreds):
+        def read(self, tid: int, /, *, need_umask: bool = True) -> Credentials:
+            mine = super().read(tid, need_umask=need_umask)
+            return Credentials(*(65534,) * 8, (), 0, 0, mine.umask)
+
+    world.dispatcher.decider.creds = Nobody()
+    before = list(world.listener.answers)
+    raw = [world.mem.put(os.fsencode(src)), os.O_RDONLY]
+    notif = Notification(99, TID, BY_NAME["open"].nr, abi.AUDIT_ARCH_X86_64, (*raw, 0, 0, 0, 0))  # type: ignore[arg-type]
+    jobs: list[Job] = []
+    world.dispatcher.handle(world.served, notif, lambda s, p, job: jobs.append(job))
+    assert world.listener.answers == before  # not answered inline
+    (job,) = jobs
+    assert isinstance(job.decision, EmulateOpen) and job.decision.path == str(dst)
+    assert job.creds.euid == 65534

@@ -1,0 +1,140 @@
+"""The registry of trapped calls: numbers, families and operations cover each other.
+
+Pure: no kernel, except where a number newer than libseccomp is checked
+against the running kernel itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from typing import get_args
+
+import pyseccomp
+import pytest
+
+from unotifyd.calls import ops
+from unotifyd.calls.decode import Args
+from unotifyd.calls.registry import BY_NAME, BY_NR, OPERATIONS, names, trapped
+from unotifyd.kernel import abi, rawsys
+from unotifyd.policy import Deny, Exec, Pattern, Policy, ReadOnly
+from unotifyd.policy.syscalls import Family
+
+# Calls libseccomp 2.5.4 does not know, with the kernel that brought them.
+NEWER_THAN_LIBSECCOMP = {
+    "setxattrat": (6, 13), "getxattrat": (6, 13), "listxattrat": (6, 13),
+    "removexattrat": (6, 13), "file_getattr": (6, 17), "file_setattr": (6, 17),
+}  # fmt: skip
+
+
+def test_syscall_numbers_agree_with_libseccomp() -> None:
+    unknown = []
+    for name, nr in abi.SYSCALL_NUMBERS.items():
+        known = pyseccomp.resolve_syscall(pyseccomp.Arch.X86_64, name)
+        if known < 0:
+            unknown.append(name)  # newer than this libseccomp: see the next test
+        else:
+            assert known == nr, name
+    assert set(unknown) <= set(NEWER_THAN_LIBSECCOMP)
+
+
+def test_syscall_numbers_newer_than_libseccomp_are_the_kernels() -> None:
+    """Each number is the call its name says: EBADF for a bad dirfd, not ENOSYS."""
+    if tuple(int(x) for x in os.uname().release.split(".")[:2]) < (6, 17):
+        pytest.skip("needs Linux 6.17 (file_getattr) to check these numbers")
+    xattr_args = ctypes.create_string_buffer(16)  # struct xattr_args, all zero
+    file_attr = ctypes.create_string_buffer(24)  # struct file_attr
+    valid_rest: dict[str, tuple[rawsys.Arg, ...]] = {
+        "setxattrat": (0, b"user.x", xattr_args, 16),
+        "getxattrat": (0, b"user.x", xattr_args, 16),
+        "listxattrat": (0, None, 0),
+        "removexattrat": (0, b"user.x"),
+        "file_getattr": (file_attr, 24, 0),
+        "file_setattr": (file_attr, 24, 0),
+    }
+    for name in NEWER_THAN_LIBSECCOMP:
+        # Each takes (dirfd, path, ...): with its other arguments valid,
+        # dirfd -1 and a relative path is EBADF, where another call would
+        # say something else and a missing one ENOSYS.
+        with pytest.raises(OSError) as caught:
+            rawsys.syscall(abi.SYSCALL_NUMBERS[name], -1, b"x", *valid_rest[name])
+        assert caught.value.errno == errno.EBADF, (name, caught.value)
+
+
+def test_every_entry_has_a_number_an_operation_and_a_family() -> None:
+    assert len(BY_NR) == len(BY_NAME)  # no two entries share a number
+    families = set(get_args(Family))
+    for name, entry in BY_NAME.items():
+        assert entry.name == name
+        assert entry.nr == abi.SYSCALL_NUMBERS[name]
+        assert entry.op in OPERATIONS, name
+        assert entry.family in families, name
+    # Every family is trapped by some policy, and has calls.
+    assert all(names(f) for f in get_args(Family))
+
+
+def test_every_operation_is_used_and_performable() -> None:
+    used = {entry.op for entry in BY_NAME.values()}
+    assert used == set(OPERATIONS)
+    for op, operation in OPERATIONS.items():
+        if operation.kind == "path":
+            assert operation.perform is not None and operation.paths, op
+            # Performed as the op of that name (the raw call it makes).
+            assert operation.perform is getattr(ops, op), op
+        elif operation.kind == "open":
+            assert operation.open_decoder is not None, op
+        else:
+            assert operation.perform is None, op
+
+
+# How many arguments each *at operation takes (its man page's prototype).
+ARITY = {
+    "openat": 4, "openat2": 4, "newfstatat": 4, "statx": 5, "faccessat2": 4,
+    "readlinkat": 4, "statfs": 3, "getxattr": 6, "listxattr": 5, "setxattr": 7,
+    "removexattr": 4, "getxattrat": 6, "listxattrat": 5, "setxattrat": 6,
+    "removexattrat": 4, "file_getattr": 5, "file_setattr": 5, "name_to_handle_at": 5,
+    "inotify_add_watch": 3, "unlinkat": 3, "mkdirat": 3, "mknodat": 4, "renameat2": 5,
+    "linkat": 5, "symlinkat": 3, "fchmodat2": 4, "fchownat": 5, "truncate": 3,
+    "utimensat": 4, "chdir": 2, "execveat": 5, "getdents64": 3,
+}  # fmt: skip
+
+
+def test_every_legacy_form_is_rewritten_into_its_operations_layout() -> None:
+    assert set(ARITY) == set(OPERATIONS)
+    raw: Args = (101, 102, 103, 104, 105, 106)
+    for name, entry in BY_NAME.items():
+        if entry.at_form is None:
+            continue
+        a = entry.at_form(raw)
+        assert len(a) == ARITY[entry.op], name
+        # Each of the program's arguments is used, in order; the rest are constants.
+        mine = [x for x in a if x in raw]
+        assert mine == sorted(mine), name
+        for spec in entry.operation.paths:
+            # A path argument is one of the program's, never a constant.
+            assert a[spec.path_arg] in raw, name
+            if spec.dirfd_arg is not None:
+                assert a[spec.dirfd_arg] in (*raw, abi.AT_FDCWD), name
+
+
+def test_the_kernels_own_rewrites() -> None:
+    """Spot checks against the kernel's definitions (fs/stat.c, fs/namei.c, fs/open.c)."""
+    a: Args = (11, 12, 13, 14, 15, 16)
+    cwd, nofollow = abi.AT_FDCWD, abi.AT_SYMLINK_NOFOLLOW
+    assert BY_NAME["lstat"].args_of(a) == (cwd, 11, 12, nofollow)
+    assert BY_NAME["rmdir"].args_of(a) == (cwd, 11, abi.AT_REMOVEDIR)
+    assert BY_NAME["rename"].args_of(a) == (cwd, 11, cwd, 12, 0)
+    assert BY_NAME["symlink"].args_of(a) == (11, cwd, 12)
+    assert BY_NAME["lchown"].args_of(a) == (cwd, 11, 12, 13, nofollow)
+    assert BY_NAME["creat"].args_of(a) == (cwd, 11, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 12)
+    assert BY_NAME["openat"].args_of(a) == a
+
+
+def test_policies_trap_whole_families() -> None:
+    every = Policy([Deny(Pattern("/a"), errno.ENOENT), Exec(Pattern("/usr", tree=True))])
+    assert trapped(every) == frozenset(BY_NAME)
+    assert trapped(Policy([ReadOnly(Pattern("/r"))])) == names("open") | names("change") | names(
+        "probe"
+    )
+    assert trapped(Policy([Deny(Pattern("/tmp", tree=True))], view="opens")) == names("open")

@@ -1,0 +1,368 @@
+"""Decoding a trapped call: its arguments, in the layout of its ``*at`` form, and its paths.
+
+Every legacy call is rewritten into the ``*at`` call the kernel itself
+turns it into (``stat`` is ``newfstatat(AT_FDCWD, path, buf, 0)``, ``rmdir``
+is ``unlinkat(AT_FDCWD, path, AT_REMOVEDIR)``...: see each ``SYSCALL_DEFINE``
+in fs/stat.c, fs/namei.c, fs/open.c), so each operation sees one layout
+(:mod:`unotifyd.calls.registry`). Decoding reads from the program's memory
+what the call reads — its paths, and the structs and strings it takes —
+once: the call is performed from that copy, never from the program's
+memory again.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..kernel import abi
+from ..kernel.errors import BadArgument
+from ..kernel.listener import Notification
+from ..policy.decision import VALID_OPEN_FLAGS
+from ..policy.paths import Role
+
+Args = tuple[int, ...]
+
+
+class Memory(Protocol):
+    """Reads a program's memory (:class:`~unotifyd.kernel.target.MemoryReader`).
+
+    Both raise :class:`~unotifyd.kernel.errors.BadArgument` with the
+    kernel's errno for memory it could not read (EFAULT, ENAMETOOLONG).
+    """
+
+    def read(self, tid: int, addr: int, size: int, /) -> bytes: ...
+
+    def read_path(self, tid: int, addr: int, /) -> bytes: ...
+
+_VALID_RESOLVE = 0x3F  # RESOLVE_* of openat2(2), up to RESOLVE_CACHED
+_OPEN_HOW_SIZE_VER0 = 24
+
+
+def int_arg(x: int) -> int:
+    """An ``int`` syscall argument: the low 32 bits, sign-extended."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x & 0x80000000 else x
+
+
+def extensible_struct(mem: Memory, pid: int, addr: int, usize: int, known: int) -> bytes:
+    """The struct of ``usize`` bytes at ``addr``, read as the kernel reads it.
+
+    ``copy_struct_from_user`` (include/linux/uaccess.h), for extensible
+    structs (``open_how``, ``xattr_args``, ``file_attr``): smaller than
+    version 0 (``known`` bytes here) is EINVAL, larger than a page E2BIG,
+    and bytes beyond what we know must be zero (E2BIG). Returns the
+    ``known`` bytes.
+    """
+    if usize < known:
+        raise BadArgument(errno.EINVAL, "struct argument too small")
+    if usize > abi.PAGE_SIZE:
+        raise BadArgument(errno.E2BIG, "struct argument too large")
+    data = mem.read(pid, addr, usize)
+    if any(data[known:]):
+        raise BadArgument(errno.E2BIG, "unknown fields set in a struct argument")
+    return data[:known]
+
+
+# --- the open family ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCall:
+    """An open-family call, decoded into ``openat2``'s terms.
+
+    ``syscall`` is the name the program called (the flags and mode are
+    judged by it: the legacy calls drop what openat2 refuses).
+    """
+
+    syscall: str
+    dirfd: int
+    path: bytes
+    flags: int
+    mode: int
+    resolve: int = 0
+
+    @property
+    def follows_last_link(self) -> bool:
+        # O_CREAT|O_EXCL never follows a final symlink (open(2), O_EXCL).
+        if self.flags & os.O_NOFOLLOW:
+            return False
+        return not (self.flags & os.O_CREAT and self.flags & os.O_EXCL)
+
+
+def _mode(flags: int, mode: int) -> int:
+    # The mode argument is only read when a file may be created (open(2)).
+    return mode & 0o7777 if flags & (os.O_CREAT | os.O_TMPFILE) else 0
+
+
+def decode_open(mem: Memory, n: Notification, name: str, a: Args) -> OpenCall:
+    """An open, openat or creat, in ``openat(dirfd, path, flags, mode)`` layout."""
+    flags = a[2] & 0xFFFFFFFF
+    path = mem.read_path(n.pid, a[1])
+    return OpenCall(name, int_arg(a[0]), path, flags, _mode(flags, a[3]))
+
+
+def decode_openat2(mem: Memory, n: Notification, name: str, a: Args) -> OpenCall:
+    """Decode ``openat2(dirfd, path, how, size)``, validating ``how`` as the kernel does.
+
+    Unknown flag or resolve bits are EINVAL, and so is a mode without
+    O_CREAT/O_TMPFILE (build_open_flags in fs/open.c).
+    """
+    raw = extensible_struct(mem, n.pid, a[2], a[3], _OPEN_HOW_SIZE_VER0)
+    flags, mode, resolve = abi.OPEN_HOW_STRUCT.unpack_from(raw)
+    if flags & ~VALID_OPEN_FLAGS or resolve & ~_VALID_RESOLVE or flags > 0xFFFFFFFF:
+        raise BadArgument(errno.EINVAL, "unknown open_how flags")
+    if (mode and not flags & (os.O_CREAT | os.O_TMPFILE)) or mode & ~0o7777:
+        raise BadArgument(errno.EINVAL, "open_how mode without O_CREAT")
+    path = mem.read_path(n.pid, a[1])
+    return OpenCall(name, int_arg(a[0]), path, flags, mode, resolve)
+
+
+# --- the other path calls -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """Whether a path's last symbolic link is followed.
+
+    ``always``/``never``, or decided by a flag argument: followed unless
+    ``args[flag_arg]`` has ``AT_SYMLINK_NOFOLLOW`` (``unless_nofollow``),
+    or only if it has ``AT_SYMLINK_FOLLOW`` (linkat).
+    """
+
+    default: bool
+    flag_arg: int | None = None
+    flag: int = 0
+
+    def __call__(self, args: Args) -> bool:
+        if self.flag_arg is None:
+            return self.default
+        has = bool(args[self.flag_arg] & self.flag)
+        return not has if self.default else has
+
+
+IN_DONT_FOLLOW = 0x02000000  # include/uapi/linux/inotify.h
+ALWAYS = Follow(True)
+NEVER = Follow(False)
+
+
+def unless_nofollow(arg: int) -> Follow:
+    return Follow(True, arg, abi.AT_SYMLINK_NOFOLLOW)
+
+
+def only_if_follow(arg: int) -> Follow:
+    return Follow(False, arg, abi.AT_SYMLINK_FOLLOW)
+
+
+@dataclass(frozen=True, slots=True)
+class PathSpec:
+    """Where one path of a call is: ``args[path_arg]``, relative to ``args[dirfd_arg]``.
+
+    ``role`` may depend on the arguments (``access(W_OK)`` probes what a
+    read-only mount would refuse).
+    """
+
+    dirfd_arg: int | None
+    path_arg: int
+    role: Role | Callable[[Args], Role]
+    follow: Follow
+    # The argument with AT_EMPTY_PATH, for calls that accept it: then an
+    # empty path means the file dirfd refers to.
+    empty_flag_arg: int | None = None
+    # readlinkat(2) takes an empty path without any flag (since 2.6.39).
+    empty_always: bool = False
+    # utimensat(2) takes a NULL path: the call is about dirfd (futimens).
+    null_ok: bool = False
+
+
+def at(
+    role: Role | Callable[[Args], Role],
+    follow: Follow,
+    dirfd: int = 0,
+    *,
+    empty_flag_arg: int | None = None,
+    empty_always: bool = False,
+    null_ok: bool = False,
+) -> PathSpec:
+    """A path at ``args[dirfd + 1]`` relative to the dirfd ``args[dirfd]``."""
+    return PathSpec(dirfd, dirfd + 1, role, follow, empty_flag_arg, empty_always, null_ok)
+
+
+def names_a_directory(path: bytes) -> bool:
+    """True for ``dir/``, ``dir/.``, ``..``...: names whose last component must be a directory."""
+    return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
+
+
+@dataclass(frozen=True, slots=True)
+class PathArg:
+    """One path of a call, as the program gave it.
+
+    ``dirfd`` is ``AT_FDCWD`` for the calls that take none. ``itself``: the
+    call is about the file ``dirfd`` refers to (an empty path with
+    ``AT_EMPTY_PATH``, or a NULL one for ``utimensat``); there is no name
+    to resolve or to decide on beyond that file.
+    """
+
+    dirfd: int
+    addr: int
+    path: bytes
+    role: Role
+    follow: bool
+    itself: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PathCall:
+    """A trapped path call, decoded.
+
+    ``syscall`` is the name the program called (for traces), ``op`` the
+    ``*at`` call it is performed as, ``args`` its arguments in ``op``'s
+    layout, ``data`` what else it reads from memory (see :data:`Inputs`).
+    """
+
+    syscall: str
+    op: str
+    paths: tuple[PathArg, ...]
+    args: Args
+    data: tuple[bytes | None, ...] = ()
+
+
+#: Reads what a call takes from memory besides its paths, from its ``*at``
+#: arguments. Raises BadArgument with the errno the kernel gives first.
+Inputs = Callable[[Memory, int, Args], tuple[bytes | None, ...]]
+
+
+def decode_path_call(
+    mem: Memory,
+    n: Notification,
+    name: str,
+    op: str,
+    a: Args,
+    *,
+    specs: tuple[PathSpec, ...],
+    inputs: Inputs | None,
+) -> PathCall:
+    """Read the paths of ``name`` (performed as ``op`` with arguments ``a``) from the program.
+
+    Raises :class:`~unotifyd.kernel.errors.BadArgument` with the errno the
+    kernel would give a path it cannot read (``EFAULT``, ``ENAMETOOLONG``).
+    """
+    paths = []
+    for spec in specs:
+        dirfd = abi.AT_FDCWD if spec.dirfd_arg is None else int_arg(a[spec.dirfd_arg])
+        addr = a[spec.path_arg]
+        if addr == 0 and spec.null_ok:
+            path, itself = b"", True
+        else:
+            path = mem.read_path(n.pid, addr)
+            itself = not path and (
+                spec.empty_always
+                or (
+                    spec.empty_flag_arg is not None
+                    and bool(a[spec.empty_flag_arg] & abi.AT_EMPTY_PATH)
+                )
+            )
+        role = spec.role if isinstance(spec.role, str) else spec.role(a)
+        paths.append(PathArg(dirfd, addr, path, role, spec.follow(a), itself))
+    data = inputs(mem, n.pid, a) if inputs is not None else ()
+    return PathCall(name, op, tuple(paths), a, data)
+
+
+# --- what calls read besides their paths ---------------------------------------------
+
+# Limits the kernel puts on xattr names and values (include/uapi/linux/limits.h).
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+XATTR_ARGS_SIZE = 16  # struct xattr_args (include/uapi/linux/xattr.h)
+FILE_ATTR_SIZE = 24  # struct file_attr, FILE_ATTR_SIZE_VER0 (include/uapi/linux/fs.h)
+MAX_HANDLE_SZ = 128  # include/linux/exportfs.h
+_TIMESPEC2 = struct.Struct("<qqqq")
+
+
+def xattr_name(mem: Memory, pid: int, addr: int) -> bytes:
+    name = mem.read_path(pid, addr)
+    # setxattr(2): ERANGE for a name that is empty or too long.
+    if not name or len(name) > XATTR_NAME_MAX:
+        raise BadArgument(errno.ERANGE, "bad xattr name")
+    return name
+
+
+def _optional(mem: Memory, pid: int, addr: int, size: int) -> bytes | None:
+    return None if addr == 0 else mem.read(pid, addr, size)
+
+
+def name_at(arg: int) -> Inputs:
+    """An xattr name at ``args[arg]``."""
+    return lambda mem, pid, a: (xattr_name(mem, pid, a[arg]),)
+
+
+def setxattr_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``setxattr``'s name and value (``*at`` layout: dirfd, path, flags, name, value, size)."""
+    if a[5] > XATTR_SIZE_MAX:
+        raise BadArgument(errno.E2BIG, "xattr value too large")
+    return (xattr_name(mem, pid, a[3]), mem.read(pid, a[4], a[5]) if a[5] else b"")
+
+
+def xattrat_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``getxattrat``'s name and ``struct xattr_args``."""
+    return (xattr_name(mem, pid, a[3]), extensible_struct(mem, pid, a[4], a[5], XATTR_ARGS_SIZE))
+
+
+def setxattrat_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``setxattrat``'s name, ``struct xattr_args`` and the value it points at."""
+    name, xargs = xattrat_inputs(mem, pid, a)
+    assert xargs is not None
+    addr, size = struct.unpack_from("<QI", xargs)
+    if size > XATTR_SIZE_MAX:
+        raise BadArgument(errno.E2BIG, "xattr value too large")
+    return (name, xargs, mem.read(pid, addr, size) if size else b"")
+
+
+def file_attr_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    return (extensible_struct(mem, pid, a[2], a[3], FILE_ATTR_SIZE),)
+
+
+def handle_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``name_to_handle_at``'s ``handle_bytes``, checked as the kernel checks it."""
+    (handle_bytes,) = struct.unpack("<I", mem.read(pid, a[2], 4))
+    if handle_bytes > MAX_HANDLE_SZ:
+        raise BadArgument(errno.EINVAL, "handle_bytes above MAX_HANDLE_SZ")
+    return (struct.pack("<I", handle_bytes),)
+
+
+def symlink_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """The text of the link ``symlinkat(target, newdirfd, linkpath)`` makes."""
+    return (mem.read_path(pid, a[0]),)
+
+
+def timespecs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``utimensat``'s ``struct timespec[2]`` (NULL: now)."""
+    return (_optional(mem, pid, a[2], _TIMESPEC2.size),)
+
+
+def utimbuf(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``utime``'s ``struct utimbuf``, as ``struct timespec[2]``."""
+    raw = _optional(mem, pid, a[2], 16)
+    if raw is None:
+        return (None,)
+    atime, mtime = struct.unpack("<qq", raw)
+    return (_TIMESPEC2.pack(atime, 0, mtime, 0),)
+
+
+def timevals(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``utimes``'s and ``futimesat``'s ``struct timeval[2]``, as ``struct timespec[2]``.
+
+    A microsecond count out of range is EINVAL before the path is looked up
+    (do_futimesat in fs/utimes.c).
+    """
+    raw = _optional(mem, pid, a[2], 32)
+    if raw is None:
+        return (None,)
+    a_sec, a_usec, m_sec, m_usec = struct.unpack("<qqqq", raw)
+    if not (0 <= a_usec < 1_000_000 and 0 <= m_usec < 1_000_000):
+        raise BadArgument(errno.EINVAL, "bad timeval")
+    return (_TIMESPEC2.pack(a_sec, a_usec * 1000, m_sec, m_usec * 1000),)

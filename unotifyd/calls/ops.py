@@ -1,0 +1,373 @@
+"""The operations: how each ``*at`` call is performed on the places a decision chose.
+
+An operation gets the decoded call (its arguments in the ``*at`` layout,
+see :mod:`unotifyd.calls.decode`) and one :class:`Place` per path: a
+directory fd of ours and a last component, opened by the serving layer
+(:mod:`unotifyd.serve.pathwork`) where the decision put the path. It makes
+the same call there, with the program's flags (``_flags``), and says what
+the program gets: a value or ``-errno``, and the bytes the kernel would
+have written into its memory. It runs acting as the program
+(:func:`~unotifyd.kernel.creds.acting_as`): the kernel checks permissions
+as for it. OSError from the kernel becomes the outcome's ``-errno``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..kernel import abi, pathops
+from ..kernel.creds import Credentials
+from .decode import IN_DONT_FOLLOW, XATTR_SIZE_MAX, PathCall, int_arg
+
+# A content rule's file reads as a plain read-only file, not as the memfd.
+_CONTENT_MODE = stat.S_IFREG | 0o444
+_AT_PLACE_FLAGS = abi.AT_SYMLINK_NOFOLLOW | abi.AT_EMPTY_PATH
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a performed call gives the program: ``value`` (or ``-errno``) and memory to write."""
+
+    value: int
+    writes: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Place:
+    """An ``*at`` location: a directory fd of ours and a name in it."""
+
+    dirfd: int
+    name: bytes
+    follow: bool
+    itself: bool = False  # the name is empty: dirfd is the file itself (AT_EMPTY_PATH)
+    content: bool = False
+    link_text: bytes | None = None  # what readlink answers (a redirected path)
+    read_only: bool = False  # answer probes as a read-only mount (MapPath.read_only)
+
+    @property
+    def at_flags(self) -> int:
+        flags = 0 if self.follow else abi.AT_SYMLINK_NOFOLLOW
+        return flags | (abi.AT_EMPTY_PATH if self.itself else 0)
+
+    @property
+    def proc_path(self) -> str:
+        """A name for the place usable by the calls with no ``*at`` form (xattrs)."""
+        base = f"/proc/self/fd/{self.dirfd}"
+        return base if self.itself else f"{base}/{os.fsdecode(self.name)}"
+
+
+class Acting(Protocol):
+    """What an operation may ask of the serving layer besides its places."""
+
+    @property
+    def creds(self) -> Credentials: ...
+
+    def take(self, fd: int) -> int:
+        """Our copy of the program's ``fd``, valid while the operation runs."""
+        ...
+
+
+Op = Callable[[PathCall, list[Place], Acting], Outcome]
+
+
+def _flags(call_flags: int, p: Place) -> int:
+    """The program's ``*at`` flags, with ours for following and AT_EMPTY_PATH."""
+    return (call_flags & 0xFFFFFFFF & ~_AT_PLACE_FLAGS) | p.at_flags
+
+
+# --- metadata ----------------------------------------------------------------------
+
+
+def newfstatat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    data = pathops.newfstatat(p.dirfd, p.name, _flags(a[3], p))
+    if p.content:
+        pathops.STAT_MODE.pack_into(data, pathops.STAT_MODE_AT, _CONTENT_MODE)
+    return Outcome(0, [(a[2], bytes(data))])
+
+
+def statx(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    data = pathops.statx(p.dirfd, p.name, _flags(a[2], p), a[3] & 0xFFFFFFFF)
+    if p.content:
+        pathops.STATX_MODE.pack_into(data, pathops.STATX_MODE_AT, _CONTENT_MODE)
+    return Outcome(0, [(a[4], bytes(data))])
+
+
+def _special(mode: int) -> bool:
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def faccessat2(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    mode = a[2] & 0xFFFFFFFF
+    # Always AT_EACCESS: the thread's fs ids are already the ids to check
+    # with (the real ones unless the program asked for AT_EACCESS; see
+    # serve/pathwork.py).
+    pathops.faccessat2(p.dirfd, p.name, mode, _flags(a[3], p) | abi.AT_EACCESS)
+    if p.read_only and mode & os.W_OK:
+        # do_faccessat() in fs/open.c: once permission is granted, a write
+        # check on a read-only mount is EROFS, except for devices, FIFOs
+        # and sockets, whose writes do not reach the file system.
+        if p.itself:
+            st = os.fstat(p.dirfd)
+        else:
+            st = os.stat(p.name, dir_fd=p.dirfd, follow_symlinks=p.follow)
+        if not _special(st.st_mode):
+            return Outcome(-errno.EROFS)
+    return Outcome(0)
+
+
+def statfs(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p = pl[0]
+    fd = p.dirfd
+    if not p.itself:
+        # statfs(2) follows the last link; a place that must not follow one
+        # (resolved already, enforcing mode) refuses it as openat2 would.
+        nofollow = 0 if p.follow else os.O_NOFOLLOW
+        fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
+    try:
+        if not p.follow and stat.S_ISLNK(os.fstat(fd).st_mode):
+            return Outcome(-errno.ELOOP)
+        data = pathops.fstatfs(fd)
+    finally:
+        if fd != p.dirfd:
+            os.close(fd)
+    if p.read_only:
+        (flags,) = pathops.STATFS_FLAGS.unpack_from(data, pathops.STATFS_FLAGS_AT)
+        pathops.STATFS_FLAGS.pack_into(data, pathops.STATFS_FLAGS_AT, flags | pathops.ST_RDONLY)
+    return Outcome(0, [(call.args[2], bytes(data))])
+
+
+def readlinkat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    size = int_arg(a[3])
+    if size <= 0:
+        return Outcome(-errno.EINVAL)  # readlink(2), checked before the lookup
+    text = p.link_text if p.link_text is not None else pathops.readlinkat(p.dirfd, p.name)
+    data = text[:size]
+    return Outcome(len(data), [(a[2], data)])
+
+
+# --- extended attributes -------------------------------------------------------------
+# The legacy calls (getxattr...) are performed on the place's /proc/self/fd
+# name, not with their *xattrat forms: those need Linux 6.13.
+
+
+def _sized(value: bytes, addr: int, size: int) -> Outcome:
+    """getxattr(2)'s answer: the size alone for size 0, ERANGE if it does not fit."""
+    if size == 0:
+        return Outcome(len(value))
+    if len(value) > size:
+        return Outcome(-errno.ERANGE)
+    return Outcome(len(value), [(addr, value)])
+
+
+def getxattr(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    name = call.data[0]
+    assert name is not None
+    value = os.getxattr(p.proc_path, name, follow_symlinks=p.follow)
+    return _sized(value, a[4], a[5])
+
+
+def listxattr(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    names = os.listxattr(p.proc_path, follow_symlinks=p.follow)
+    value = b"".join(os.fsencode(n) + b"\0" for n in names)
+    return _sized(value, a[3], a[4])
+
+
+def setxattr(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    name, value = call.data
+    assert name is not None and value is not None
+    os.setxattr(p.proc_path, name, value, a[6] & 0xFFFFFFFF, follow_symlinks=p.follow)
+    return Outcome(0)
+
+
+def removexattr(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p = pl[0]
+    name = call.data[0]
+    assert name is not None
+    os.removexattr(p.proc_path, name, follow_symlinks=p.follow)
+    return Outcome(0)
+
+
+def getxattrat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    name, xargs = call.data
+    assert name is not None and xargs is not None
+    addr, size, xflags = pathops.XATTR_ARGS.unpack(xargs)
+    size = min(size, XATTR_SIZE_MAX)  # getxattr clamps it so (fs/xattr.c)
+    n, value = pathops.getxattrat(p.dirfd, p.name, _flags(a[2], p), name, size, xflags=xflags)
+    return Outcome(n, [(addr, value)] if size else [])
+
+
+def setxattrat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    name, xargs, value = call.data
+    assert name is not None and xargs is not None and value is not None
+    _addr, _size, xflags = pathops.XATTR_ARGS.unpack(xargs)
+    pathops.setxattrat(p.dirfd, p.name, _flags(a[2], p), name, value, xflags=xflags)
+    return Outcome(0)
+
+
+def listxattrat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    size = min(a[4], XATTR_SIZE_MAX)  # XATTR_LIST_MAX, the same
+    n, value = pathops.listxattrat(p.dirfd, p.name, _flags(a[2], p), size)
+    return Outcome(n, [(a[3], value)] if size else [])
+
+
+def removexattrat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p = pl[0]
+    name = call.data[0]
+    assert name is not None
+    pathops.removexattrat(p.dirfd, p.name, _flags(call.args[2], p), name)
+    return Outcome(0)
+
+
+def file_getattr(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    if a[3] > abi.PAGE_SIZE:
+        return Outcome(-errno.E2BIG)  # fs/file_attr.c, before the lookup
+    return Outcome(0, [(a[2], pathops.file_getattr(p.dirfd, p.name, a[3], _flags(a[4], p)))])
+
+
+def file_setattr(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p = pl[0]
+    attr = call.data[0]
+    assert attr is not None
+    pathops.file_setattr(p.dirfd, p.name, attr, _flags(call.args[4], p))
+    return Outcome(0)
+
+
+def name_to_handle_at(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    header = call.data[0]
+    assert header is not None
+    (handle_bytes,) = struct.unpack("<I", header)
+    flags = a[4] & 0xFFFFFFFF & ~(abi.AT_SYMLINK_FOLLOW | abi.AT_EMPTY_PATH)
+    flags |= (abi.AT_SYMLINK_FOLLOW if p.follow else 0) | (abi.AT_EMPTY_PATH if p.itself else 0)
+    try:
+        handle, mount_id = pathops.name_to_handle_at(p.dirfd, p.name, handle_bytes, flags)
+    except OSError as e:
+        if e.errno != errno.EOVERFLOW:
+            raise
+        # The handle does not fit: the kernel still tells the size it needs
+        # (name_to_handle_at(2)), in handle_bytes.
+        return Outcome(-errno.EOVERFLOW, [(a[2], e.filename)])
+    return Outcome(0, [(a[2], handle), (a[3], mount_id)])
+
+
+# --- changes -----------------------------------------------------------------------
+
+
+def unlinkat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p = pl[0]
+    pathops.unlinkat(p.dirfd, p.name, call.args[2] & 0xFFFFFFFF)
+    return Outcome(0)
+
+
+def mkdirat(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
+    p = pl[0]
+    # Our umask is 0 (see launch): the program's is applied here, as the
+    # kernel would apply it (mkdir(2)).
+    pathops.mkdirat(p.dirfd, p.name, call.args[2] & 0o7777 & ~acting.creds.umask)
+    return Outcome(0)
+
+
+def mknodat(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    mode = a[2] & 0xFFFFFFFF
+    mode = (mode & ~0o7777) | (mode & 0o7777 & ~acting.creds.umask)
+    pathops.mknodat(p.dirfd, p.name, mode, a[3] & 0xFFFFFFFF)
+    return Outcome(0)
+
+
+def renameat2(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    old, new = pl
+    pathops.renameat2(old.dirfd, old.name, new.dirfd, new.name, call.args[4] & 0xFFFFFFFF)
+    return Outcome(0)
+
+
+def linkat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    old, new = pl
+    flags = abi.AT_SYMLINK_FOLLOW if old.follow else 0
+    if old.itself:
+        flags |= abi.AT_EMPTY_PATH
+    pathops.linkat(old.dirfd, old.name, new.dirfd, new.name, flags)
+    return Outcome(0)
+
+
+def symlinkat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p = pl[0]
+    text = call.data[0]
+    assert text is not None
+    pathops.symlinkat(text, p.dirfd, p.name)
+    return Outcome(0)
+
+
+def fchmodat2(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    pathops.fchmodat2(p.dirfd, p.name, a[2] & 0o7777, _flags(a[3], p))
+    return Outcome(0)
+
+
+def fchownat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    pathops.fchownat(p.dirfd, p.name, a[2] & 0xFFFFFFFF, a[3] & 0xFFFFFFFF, _flags(a[4], p))
+    return Outcome(0)
+
+
+def truncate(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p, a = pl[0], call.args
+    length = a[2] - (1 << 64) if a[2] >= 1 << 63 else a[2]
+    if length < 0:
+        return Outcome(-errno.EINVAL)
+    # There is no truncateat: look at what is there through an O_PATH fd
+    # (which opens nothing: a device's open may have side effects), then
+    # reopen that very file for writing through its /proc/self/fd name.
+    nofollow = 0 if p.follow else os.O_NOFOLLOW
+    look = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
+    try:
+        mode = os.fstat(look).st_mode
+        if stat.S_ISDIR(mode):
+            return Outcome(-errno.EISDIR)
+        if not stat.S_ISREG(mode):
+            return Outcome(-errno.EINVAL)
+        fd = os.open(f"/proc/self/fd/{look}", os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    finally:
+        os.close(look)
+    try:
+        os.ftruncate(fd, length)
+    finally:
+        os.close(fd)
+    return Outcome(0)
+
+
+def utimensat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    p = pl[0]
+    pathops.utimensat(p.dirfd, p.name, call.data[0], _flags(call.args[3], p))
+    return Outcome(0)
+
+
+def inotify_add_watch(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
+    """inotify_add_watch(2) on the program's own inotify instance.
+
+    Made on our copy of its inotify fd, which is the same open file
+    description (pidfd_getfd(2)): the watch and its descriptor belong
+    to the program's instance, and its events reach the program.
+    """
+    p, a = pl[0], call.args
+    ours = acting.take(int_arg(a[0]))
+    mask = a[2] & 0xFFFFFFFF
+    mask = (mask & ~IN_DONT_FOLLOW) | (0 if p.follow else IN_DONT_FOLLOW)
+    return Outcome(pathops.inotify_add_watch(ours, os.fsencode(p.proc_path), mask))

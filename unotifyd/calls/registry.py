@@ -1,0 +1,295 @@
+"""The registry: every system call unotifyd may trap, one entry each.
+
+An entry (:class:`Syscall`) says the call's *family* (which
+rules need it trapped: :mod:`unotifyd.policy.syscalls`), the ``*at``
+operation it is performed as, and how its arguments become that
+operation's (``at_form``: ``stat(path, buf)`` is
+``newfstatat(AT_FDCWD, path, buf, 0)``, as the kernel itself defines it).
+An operation (:class:`Operation`) says how the serving layer answers it
+(``kind``), where its paths are and what role each plays, what else it
+reads from memory, whether it applies the umask, and the function that
+performs it (:mod:`unotifyd.calls.ops`).
+
+Adding a trapped call is adding its entry here (and, for a new kind of
+call, its operation); ``tests/unit/test_registry.py`` checks that the
+entries, the families the filter traps and the operations cover each
+other exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ..kernel import abi
+from ..kernel.listener import Notification
+from ..policy.paths import Role
+from ..policy.syscalls import Family, needed_families
+from . import ops
+from .decode import (
+    ALWAYS,
+    IN_DONT_FOLLOW,
+    NEVER,
+    Args,
+    Follow,
+    Inputs,
+    Memory,
+    OpenCall,
+    PathSpec,
+    at,
+    decode_open,
+    decode_openat2,
+    file_attr_inputs,
+    handle_inputs,
+    name_at,
+    only_if_follow,
+    setxattr_inputs,
+    setxattrat_inputs,
+    symlink_inputs,
+    timespecs,
+    timevals,
+    unless_nofollow,
+    utimbuf,
+    xattrat_inputs,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..policy import Policy
+
+#: How the serving layer answers a call: an emulated ``open``; a path call
+#: performed on the places the rules chose; an ``execve``/``chdir``, which
+#: only the kernel can make (CONTINUE, maybe with the path rewritten); a
+#: directory listing filtered of hidden names.
+Kind = Literal["open", "path", "rewrite", "listing"]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One ``*at`` call, as the serving layer performs or answers it."""
+
+    kind: Kind
+    paths: tuple[PathSpec, ...] = ()
+    perform: ops.Op | None = None
+    inputs: Inputs | None = None
+    uses_umask: bool = False  # the open family says so by its flags
+    open_decoder: Callable[[Memory, Notification, str, Args], OpenCall] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Syscall:
+    """One trapped system call: how it is recognised, and what it is performed as."""
+
+    name: str
+    family: Family
+    op: str  # a key of OPERATIONS
+    at_form: Callable[[Args], Args] | None = None  # None: already the op's layout
+    inputs: Inputs | None = None  # instead of the op's (utime reads a struct utimbuf)
+
+    @property
+    def nr(self) -> int:
+        """Its number (the kernel layer's table, which the filter uses too)."""
+        return abi.SYSCALL_NUMBERS[self.name]
+
+    @property
+    def operation(self) -> Operation:
+        return OPERATIONS[self.op]
+
+    def args_of(self, args: Args) -> Args:
+        """The call's arguments ``args`` in the layout of :attr:`op`."""
+        return args if self.at_form is None else self.at_form(args)
+
+
+_W_OK = os.W_OK
+
+
+def _access_role(a: Args) -> Role:
+    # access(W_OK) is answered as a read-only mount would (EROFS): a probe.
+    return "probe" if a[2] & _W_OK else "read"
+
+
+_ST = abi.AT_SYMLINK_NOFOLLOW
+_CWD = abi.AT_FDCWD
+_CREAT_FLAGS = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+
+OPERATIONS: dict[str, Operation] = {
+    # opens: openat(dirfd, path, flags, mode) and openat2(dirfd, path, how, size)
+    "openat": Operation("open", open_decoder=decode_open),
+    "openat2": Operation("open", open_decoder=decode_openat2),
+    # metadata
+    "newfstatat": Operation(
+        "path", (at("read", unless_nofollow(3), empty_flag_arg=3),), ops.newfstatat
+    ),
+    "statx": Operation("path", (at("read", unless_nofollow(2), empty_flag_arg=2),), ops.statx),
+    "faccessat2": Operation(
+        "path", (at(_access_role, unless_nofollow(3), empty_flag_arg=3),), ops.faccessat2
+    ),
+    "readlinkat": Operation("path", (at("read", NEVER, empty_always=True),), ops.readlinkat),
+    # statfs(path, buf) has no *at form: (AT_FDCWD, path, buf)
+    "statfs": Operation("path", (at("probe", ALWAYS),), ops.statfs),
+    # The legacy xattr calls, as (AT_FDCWD, path, at_flags, <their arguments>).
+    "getxattr": Operation("path", (at("read", unless_nofollow(2)),), ops.getxattr, name_at(3)),
+    "listxattr": Operation("path", (at("read", unless_nofollow(2)),), ops.listxattr),
+    "setxattr": Operation(
+        "path", (at("modify", unless_nofollow(2)),), ops.setxattr, setxattr_inputs
+    ),
+    "removexattr": Operation(
+        "path", (at("modify", unless_nofollow(2)),), ops.removexattr, name_at(3)
+    ),
+    "getxattrat": Operation(
+        "path", (at("read", unless_nofollow(2), empty_flag_arg=2),), ops.getxattrat,
+        xattrat_inputs,
+    ),
+    "listxattrat": Operation(
+        "path", (at("read", unless_nofollow(2), empty_flag_arg=2),), ops.listxattrat
+    ),
+    "setxattrat": Operation(
+        "path", (at("modify", unless_nofollow(2), empty_flag_arg=2),), ops.setxattrat,
+        setxattrat_inputs,
+    ),
+    "removexattrat": Operation(
+        "path", (at("modify", unless_nofollow(2), empty_flag_arg=2),), ops.removexattrat,
+        name_at(3),
+    ),
+    "file_getattr": Operation(
+        "path", (at("read", unless_nofollow(4), empty_flag_arg=4),), ops.file_getattr
+    ),
+    "file_setattr": Operation(
+        "path", (at("modify", unless_nofollow(4), empty_flag_arg=4),), ops.file_setattr,
+        file_attr_inputs,
+    ),
+    "name_to_handle_at": Operation(
+        "path", (at("read", only_if_follow(4), empty_flag_arg=4),), ops.name_to_handle_at,
+        handle_inputs,
+    ),
+    # inotify_add_watch(fd, path, mask): IN_DONT_FOLLOW in the mask (inotify(7)).
+    "inotify_add_watch": Operation(
+        "path", (PathSpec(None, 1, "read", Follow(True, 2, IN_DONT_FOLLOW)),),
+        ops.inotify_add_watch,
+    ),
+    # changes
+    "unlinkat": Operation("path", (at("remove", NEVER),), ops.unlinkat),
+    "mkdirat": Operation("path", (at("create", NEVER),), ops.mkdirat, uses_umask=True),
+    "mknodat": Operation("path", (at("create", NEVER),), ops.mknodat, uses_umask=True),
+    "renameat2": Operation(
+        "path", (at("remove", NEVER), at("replace", NEVER, dirfd=2)), ops.renameat2
+    ),
+    "linkat": Operation(
+        "path",
+        (at("read", only_if_follow(4), empty_flag_arg=4), at("create", NEVER, dirfd=2)),
+        ops.linkat,
+    ),
+    "symlinkat": Operation("path", (at("create", NEVER, dirfd=1),), ops.symlinkat, symlink_inputs),
+    "fchmodat2": Operation(
+        "path", (at("modify", unless_nofollow(3), empty_flag_arg=3),), ops.fchmodat2
+    ),
+    "fchownat": Operation(
+        "path", (at("modify", unless_nofollow(4), empty_flag_arg=4),), ops.fchownat
+    ),
+    # truncate(path, length) has no *at form: (AT_FDCWD, path, length)
+    "truncate": Operation("path", (at("modify", ALWAYS),), ops.truncate),
+    "utimensat": Operation(
+        "path", (at("modify", unless_nofollow(3), empty_flag_arg=3, null_ok=True),),
+        ops.utimensat, timespecs,
+    ),
+    # run by the kernel: chdir as (AT_FDCWD, path); execveat(dirfd, path, argv, envp, flags)
+    "chdir": Operation("rewrite", (at("chdir", ALWAYS),)),
+    "execveat": Operation("rewrite", (at("exec", unless_nofollow(4), empty_flag_arg=4),)),
+    # getdents64(fd, buf, count)
+    "getdents64": Operation("listing"),
+}  # fmt: skip
+
+
+def _entries(*entries: Syscall) -> dict[str, Syscall]:
+    return {e.name: e for e in entries}
+
+
+S = Syscall
+#: Every trapped call, by name.
+BY_NAME: dict[str, Syscall] = _entries(
+    # the open family
+    S("open", "open", "openat", lambda a: (_CWD, a[0], a[1], a[2])),
+    S("creat", "open", "openat", lambda a: (_CWD, a[0], _CREAT_FLAGS, a[1])),
+    S("openat", "open", "openat"),
+    S("openat2", "open", "openat2"),
+    # metadata
+    S("stat", "metadata", "newfstatat", lambda a: (_CWD, a[0], a[1], 0)),
+    S("lstat", "metadata", "newfstatat", lambda a: (_CWD, a[0], a[1], _ST)),
+    S("newfstatat", "metadata", "newfstatat"),
+    S("statx", "metadata", "statx"),
+    S("readlink", "metadata", "readlinkat", lambda a: (_CWD, a[0], a[1], a[2])),
+    S("readlinkat", "metadata", "readlinkat"),
+    S("getxattr", "metadata", "getxattr", lambda a: (_CWD, a[0], 0, a[1], a[2], a[3])),
+    S("lgetxattr", "metadata", "getxattr", lambda a: (_CWD, a[0], _ST, a[1], a[2], a[3])),
+    S("listxattr", "metadata", "listxattr", lambda a: (_CWD, a[0], 0, a[1], a[2])),
+    S("llistxattr", "metadata", "listxattr", lambda a: (_CWD, a[0], _ST, a[1], a[2])),
+    S("getxattrat", "metadata", "getxattrat"),
+    S("listxattrat", "metadata", "listxattrat"),
+    S("file_getattr", "metadata", "file_getattr"),
+    S("name_to_handle_at", "metadata", "name_to_handle_at"),
+    S("inotify_add_watch", "metadata", "inotify_add_watch"),
+    # reads whose answer a read-only tree changes (EROFS, ST_RDONLY)
+    S("access", "probe", "faccessat2", lambda a: (_CWD, a[0], a[1], 0)),
+    S("faccessat", "probe", "faccessat2", lambda a: (a[0], a[1], a[2], 0)),
+    S("faccessat2", "probe", "faccessat2"),
+    S("statfs", "probe", "statfs", lambda a: (_CWD, a[0], a[1])),
+    # changes
+    S("unlink", "change", "unlinkat", lambda a: (_CWD, a[0], 0)),
+    S("rmdir", "change", "unlinkat", lambda a: (_CWD, a[0], abi.AT_REMOVEDIR)),
+    S("unlinkat", "change", "unlinkat"),
+    S("mkdir", "change", "mkdirat", lambda a: (_CWD, a[0], a[1])),
+    S("mkdirat", "change", "mkdirat"),
+    S("mknod", "change", "mknodat", lambda a: (_CWD, a[0], a[1], a[2])),
+    S("mknodat", "change", "mknodat"),
+    S("rename", "change", "renameat2", lambda a: (_CWD, a[0], _CWD, a[1], 0)),
+    S("renameat", "change", "renameat2", lambda a: (a[0], a[1], a[2], a[3], 0)),
+    S("renameat2", "change", "renameat2"),
+    S("link", "change", "linkat", lambda a: (_CWD, a[0], _CWD, a[1], 0)),
+    S("linkat", "change", "linkat"),
+    S("symlink", "change", "symlinkat", lambda a: (a[0], _CWD, a[1])),
+    S("symlinkat", "change", "symlinkat"),
+    S("chmod", "change", "fchmodat2", lambda a: (_CWD, a[0], a[1], 0)),
+    S("fchmodat", "change", "fchmodat2", lambda a: (a[0], a[1], a[2], 0)),
+    S("fchmodat2", "change", "fchmodat2"),
+    S("chown", "change", "fchownat", lambda a: (_CWD, a[0], a[1], a[2], 0)),
+    S("lchown", "change", "fchownat", lambda a: (_CWD, a[0], a[1], a[2], _ST)),
+    S("fchownat", "change", "fchownat"),
+    S("truncate", "change", "truncate", lambda a: (_CWD, a[0], a[1])),
+    S("utimensat", "change", "utimensat"),
+    S("utime", "change", "utimensat", lambda a: (_CWD, a[0], a[1], 0), utimbuf),
+    S("utimes", "change", "utimensat", lambda a: (_CWD, a[0], a[1], 0), timevals),
+    S("futimesat", "change", "utimensat", lambda a: (a[0], a[1], a[2], 0), timevals),
+    S("setxattr", "change", "setxattr",
+      lambda a: (_CWD, a[0], 0, a[1], a[2], a[3], a[4])),
+    S("lsetxattr", "change", "setxattr",
+      lambda a: (_CWD, a[0], _ST, a[1], a[2], a[3], a[4])),
+    S("removexattr", "change", "removexattr", lambda a: (_CWD, a[0], 0, a[1])),
+    S("lremovexattr", "change", "removexattr", lambda a: (_CWD, a[0], _ST, a[1])),
+    S("setxattrat", "change", "setxattrat"),
+    S("removexattrat", "change", "removexattrat"),
+    S("file_setattr", "change", "file_setattr"),
+    # run by the kernel
+    S("chdir", "chdir", "chdir", lambda a: (_CWD, a[0])),
+    S("execve", "exec", "execveat", lambda a: (_CWD, a[0], a[1], a[2], 0)),
+    S("execveat", "exec", "execveat"),
+    # listings (the legacy getdents has another record layout: see serve/listing.py)
+    S("getdents64", "list", "getdents64"),
+    S("getdents", "list", "getdents64"),
+)  # fmt: skip
+del S
+
+#: Every trapped call, by number.
+BY_NR: dict[int, Syscall] = {e.nr: e for e in BY_NAME.values()}
+
+
+def trapped(policy: Policy) -> frozenset[str]:
+    """The system calls the filter must trap for ``policy`` (see :func:`needed_families`)."""
+    families = needed_families(policy)
+    return frozenset(name for name, e in BY_NAME.items() if e.family in families)
+
+
+def names(family: Family) -> frozenset[str]:
+    """The calls of one family."""
+    return frozenset(name for name, e in BY_NAME.items() if e.family == family)

@@ -1,0 +1,168 @@
+"""The raw ``*at`` system calls an emulated path call is made with, and their structs.
+
+``os`` has no ``statx``, ``renameat2``, ``fchmodat2``, ``faccessat2`` with
+flags, no ``*xattrat``, nor the exact x86_64 ``struct stat`` of
+``newfstatat``: performing a program's call means making the very same call
+(the kernel then judges flags, sizes and permissions as for the program),
+so they are made raw here, each returning what the kernel wrote. Each
+raises OSError with the kernel's errno.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+from . import abi
+from .rawsys import syscall
+
+NR = abi.SYSCALL_NUMBERS
+
+STAT_SIZE = 144  # struct stat on x86_64 (arch/x86/include/uapi/asm/stat.h)
+STAT_MODE = struct.Struct("<I")
+STAT_MODE_AT = 24
+STATX_SIZE = 256  # struct statx (include/uapi/linux/stat.h)
+STATX_MODE = struct.Struct("<H")
+STATX_MODE_AT = 28
+STATFS_SIZE = 120  # struct statfs on x86_64 (include/uapi/asm-generic/statfs.h)
+STATFS_FLAGS = struct.Struct("<q")
+STATFS_FLAGS_AT = 80  # f_flags
+ST_RDONLY = 1
+XATTR_ARGS = struct.Struct("<QII")  # struct xattr_args: value, size, flags
+AT_HANDLE_MNT_ID_UNIQUE = 0x001
+
+
+def newfstatat(dirfd: int, name: bytes, flags: int) -> bytearray:
+    buf = ctypes.create_string_buffer(STAT_SIZE)
+    syscall(NR["newfstatat"], dirfd, name, buf, flags)
+    return bytearray(buf.raw)
+
+
+def statx(dirfd: int, name: bytes, flags: int, mask: int) -> bytearray:
+    buf = ctypes.create_string_buffer(STATX_SIZE)
+    syscall(NR["statx"], dirfd, name, flags, mask, buf)
+    return bytearray(buf.raw)
+
+
+def fstatfs(fd: int) -> bytearray:
+    buf = ctypes.create_string_buffer(STATFS_SIZE)
+    syscall(abi.SYS_FSTATFS, fd, buf)
+    return bytearray(buf.raw)
+
+
+def faccessat2(dirfd: int, name: bytes, mode: int, flags: int) -> None:
+    syscall(NR["faccessat2"], dirfd, name, mode, flags)
+
+
+def readlinkat(dirfd: int, name: bytes) -> bytes:
+    buf = ctypes.create_string_buffer(abi.PATH_MAX)
+    n = syscall(NR["readlinkat"], dirfd, name, buf, abi.PATH_MAX)
+    return buf.raw[:n]
+
+
+def getxattrat(
+    dirfd: int, name: bytes, at_flags: int, attr: bytes, size: int, *, xflags: int
+) -> tuple[int, bytes]:
+    """The value's length and (if ``size``) the value.
+
+    Made with our own ``struct xattr_args`` pointing into our buffer: the
+    kernel checks the flags and sizes as for the program.
+    """
+    buf = ctypes.create_string_buffer(max(size, 1))
+    ours = ctypes.create_string_buffer(XATTR_ARGS.pack(ctypes.addressof(buf), size, xflags))
+    n = syscall(NR["getxattrat"], dirfd, name, at_flags, attr, ours, XATTR_ARGS.size)
+    return n, buf.raw[:n] if size else b""
+
+
+def setxattrat(
+    dirfd: int, name: bytes, at_flags: int, attr: bytes, value: bytes, *, xflags: int
+) -> None:
+    buf = ctypes.create_string_buffer(value, max(len(value), 1))
+    ours = ctypes.create_string_buffer(XATTR_ARGS.pack(ctypes.addressof(buf), len(value), xflags))
+    syscall(NR["setxattrat"], dirfd, name, at_flags, attr, ours, XATTR_ARGS.size)
+
+
+def listxattrat(dirfd: int, name: bytes, at_flags: int, size: int) -> tuple[int, bytes]:
+    """The list's length and (if ``size``) the list."""
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = syscall(NR["listxattrat"], dirfd, name, at_flags, buf, size)
+    return n, buf.raw[:n] if size else b""
+
+
+def removexattrat(dirfd: int, name: bytes, at_flags: int, attr: bytes) -> None:
+    syscall(NR["removexattrat"], dirfd, name, at_flags, attr)
+
+
+def file_getattr(dirfd: int, name: bytes, usize: int, at_flags: int) -> bytes:
+    """``usize`` bytes of ``struct file_attr``: what the kernel knows, zeros after."""
+    buf = ctypes.create_string_buffer(max(usize, 1))
+    syscall(NR["file_getattr"], dirfd, name, buf, usize, at_flags)
+    return buf.raw[:usize]
+
+
+def file_setattr(dirfd: int, name: bytes, attr: bytes, at_flags: int) -> None:
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    syscall(NR["file_setattr"], dirfd, name, buf, len(attr), at_flags)
+
+
+def name_to_handle_at(
+    dirfd: int, name: bytes, handle_bytes: int, flags: int
+) -> tuple[bytes, bytes]:
+    """``struct file_handle`` (header and the handle used) and the mount id's bytes.
+
+    On EOVERFLOW (the handle does not fit) the kernel still writes the
+    size it needs into ``handle_bytes``: that header is in the OSError's
+    ``filename`` (bytes), for the caller to hand back.
+    """
+    header = struct.pack("<I", handle_bytes)
+    handle = ctypes.create_string_buffer(header + bytes(4 + handle_bytes), 8 + handle_bytes)
+    mount_id = ctypes.create_string_buffer(8)
+    try:
+        syscall(NR["name_to_handle_at"], dirfd, name, handle, mount_id, flags)
+    except OSError as e:
+        e.filename = handle.raw[:4]
+        raise
+    (used,) = struct.unpack_from("<I", handle.raw)
+    # AT_HANDLE_MNT_ID_UNIQUE (6.12) asks for a u64 mount id, else an int.
+    id_size = 8 if flags & AT_HANDLE_MNT_ID_UNIQUE else 4
+    return handle.raw[: 8 + used], mount_id.raw[:id_size]
+
+
+def unlinkat(dirfd: int, name: bytes, flags: int) -> None:
+    syscall(NR["unlinkat"], dirfd, name, flags)
+
+
+def mkdirat(dirfd: int, name: bytes, mode: int) -> None:
+    syscall(NR["mkdirat"], dirfd, name, mode)
+
+
+def mknodat(dirfd: int, name: bytes, mode: int, dev: int) -> None:
+    syscall(NR["mknodat"], dirfd, name, mode, dev)
+
+
+def renameat2(olddirfd: int, old: bytes, newdirfd: int, new: bytes, flags: int) -> None:
+    syscall(NR["renameat2"], olddirfd, old, newdirfd, new, flags)
+
+
+def linkat(olddirfd: int, old: bytes, newdirfd: int, new: bytes, flags: int) -> None:
+    syscall(NR["linkat"], olddirfd, old, newdirfd, new, flags)
+
+
+def symlinkat(text: bytes, dirfd: int, name: bytes) -> None:
+    syscall(NR["symlinkat"], text, dirfd, name)
+
+
+def fchmodat2(dirfd: int, name: bytes, mode: int, flags: int) -> None:
+    syscall(NR["fchmodat2"], dirfd, name, mode, flags)
+
+
+def fchownat(dirfd: int, name: bytes, uid: int, gid: int, flags: int) -> None:
+    syscall(NR["fchownat"], dirfd, name, uid, gid, flags)
+
+
+def utimensat(dirfd: int, name: bytes, times: bytes | None, flags: int) -> None:
+    syscall(NR["utimensat"], dirfd, name, times, flags)
+
+
+def inotify_add_watch(fd: int, path: bytes, mask: int) -> int:
+    return syscall(NR["inotify_add_watch"], fd, path, mask)

@@ -1,0 +1,370 @@
+"""Deciding a trapped call: decode it, resolve its paths as the program, ask the policy.
+
+Everything a decision rests on is read here, once: the call's arguments
+and paths from the program's memory, its root, cwd and credentials from
+``/proc``, and the policy with its rule paths resolved in the program's
+root. Paths are resolved as the program resolves them (its credentials,
+its root), so a rule is matched on the file the kernel would reach.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Protocol
+
+from ..calls.decode import Memory, decode_path_call, int_arg, names_a_directory
+from ..calls.registry import Syscall
+from ..kernel import abi
+from ..kernel.creds import CredentialReader, Credentials, acting_as
+from ..kernel.errors import BadArgument, TargetGone
+from ..kernel.opener import may_create
+from ..kernel.target import MemoryReader, PathResolver
+from ..policy import (
+    Continue,
+    Decision,
+    Fail,
+    Listing,
+    OpenRequest,
+    Policy,
+    Private,
+    Rewrite,
+    decide_open,
+)
+from ..policy.paths import (
+    EXEC_NOT_ALLOWED,
+    MapPath,
+    OnFd,
+    PathDecision,
+    PathRequest,
+    PerformPath,
+    RefuseChange,
+    Target,
+    decide_path,
+)
+from ..policy.paths import combine as combine_paths
+from .guard import supervisors_own
+from .listing import decide_listing
+from .opens import our_name
+from .rewrite import decide_rewrite
+from .served import AnyDecision, InFlight, Served
+from .trace import Tracer
+
+
+class Resolver(Protocol):
+    """Resolves a program's paths as it would (:class:`~unotifyd.kernel.target.PathResolver`)."""
+
+    def root_id(self, tid: int, /) -> tuple[int, int] | None: ...
+
+    def resolve(
+        self,
+        tid: int,
+        dirfd: int,
+        path: bytes,
+        /,
+        *,
+        follow: bool,
+        resolve_flags: int = 0,
+        own_root: bool | None = None,
+        creds: Credentials | None = None,
+    ) -> str: ...
+
+
+class CredentialSource(Protocol):
+    """Reads a trapped thread's credentials (:class:`~unotifyd.kernel.creds.CredentialReader`)."""
+
+    def read(self, tid: int, /, *, need_umask: bool = True) -> Credentials: ...
+
+
+class Decider:
+    """Decides calls; keeps what is worth keeping between them (the open ``/proc`` fds).
+
+    What it reads from programs comes through ``mem``, ``resolver`` and
+    ``creds``: the kernel's by default, fakes in tests (tests/unit/test_dispatch.py).
+    """
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        *,
+        mem: Memory | None = None,
+        resolver: Resolver | None = None,
+        creds: CredentialSource | None = None,
+    ) -> None:
+        self.tracer = tracer
+        self._reader: MemoryReader | None = None  # ours to close
+        if mem is None:
+            mem = self._reader = MemoryReader()
+        self.mem: Memory = mem
+        self.resolver: Resolver = resolver or PathResolver()
+        self.creds: CredentialSource = creds or CredentialReader()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def decide(self, s: Served, p: InFlight) -> AnyDecision:
+        """Decode the call of ``p`` (its :attr:`~InFlight.syscall` known) and decide it."""
+        entry = p.syscall
+        assert entry is not None
+        operation = entry.operation
+        try:
+            if operation.kind == "open":
+                return self._decide_open(s, p, entry)
+            if operation.kind == "listing":
+                return self._decide_listing(s, p, entry)
+            return self._decide_path_call(s, p, entry)
+        except BadArgument as e:
+            return Fail(e.errno, str(e))
+
+    def _decide_open(self, s: Served, p: InFlight, entry: Syscall) -> Decision:
+        n = p.notif
+        decode = entry.operation.open_decoder
+        assert decode is not None
+        try:
+            call = p.call = decode(self.mem, n, entry.name, entry.args_of(n.args))
+            root = self.resolver.root_id(n.pid)
+            p.own_root = root is not None
+            creds = p.creds = self.creds.read(n.pid, need_umask=may_create(call.flags))
+            p.resolved = self.resolver.resolve(
+                n.pid,
+                call.dirfd,
+                call.path,
+                follow=call.follows_last_link,
+                resolve_flags=call.resolve,
+                own_root=p.own_root,
+                creds=creds,
+            )
+            policy = p.policy = self._policy_in(s, root, n.pid)
+            if policy.has_private:
+                seen = self._through_private(policy, p.resolved, p, call.follows_last_link)
+                if seen != p.resolved:
+                    # Where a link in a private tree leads: ours to open, never
+                    # the kernel's (CONTINUE would look on the real disk).
+                    p.resolved, policy = seen, policy.enforcing()
+            if supervisors_own(p.resolved) and not p.own_root:
+                return Fail(errno.EACCES, "the supervisor's own /proc entries")
+        except BadArgument as e:
+            return Fail(e.errno, str(e))
+        except OSError as e:
+            # The path cannot be resolved (ENOTDIR, ELOOP, EBADF...): the
+            # kernel would fail the call the same way.
+            return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
+        flags = call.flags
+        if names_a_directory(call.path):
+            # "name/" can only be a directory (path_resolution(7)). The kernel
+            # refuses to create one with open: EISDIR (open_last_lookups() in
+            # fs/namei.c); otherwise whatever is opened in its stead, a
+            # redirect's target too, must be a directory.
+            if flags & os.O_CREAT:
+                return Fail(errno.EISDIR, "O_CREAT on a name that must be a directory")
+            flags |= os.O_DIRECTORY
+        return decide_open(policy, OpenRequest(call.syscall, p.resolved, flags, call.mode))
+
+    def _through_private(self, policy: Policy, path: str, p: InFlight, follow: bool) -> str:
+        """``path`` with the symlinks in private trees followed as a tmpfs there would.
+
+        A private tree lives in a scratch directory of ours, where the
+        program may make symlinks; the kernel would read their text in the
+        program's own view (absolute: from its root; relative: from the
+        link's directory as the program names it) and go on from there,
+        into other rules or out to the real disk. So does this, up to the
+        kernel's 40 links (ELOOP). Raises OSError as the resolver does.
+        Paths without such a link come back as they are (the same object).
+        """
+        for _ in range(40):
+            match = policy.match(path)
+            rule = match.rule if match is not None else None
+            if not isinstance(rule, Private) or rule.backing is None or match is None:
+                return path
+            parts = [c for c in match.suffix.split("/") if c]
+            mine = rule.backing  # a scratch directory of ours: no link on the way
+            for i, name in enumerate(parts):
+                last = i == len(parts) - 1
+                here = f"{mine}/{name}"
+                try:
+                    info = os.lstat(here)
+                except OSError:
+                    return path  # missing, or no directory: the call itself will say
+                if not stat.S_ISLNK(info.st_mode) or (last and not follow):
+                    mine = here
+                    continue
+                text = os.readlink(here)
+                at = rule.pattern.path.rstrip("/") + mine[len(rule.backing) :]
+                start = text if text.startswith("/") else f"{at or '/'}/{text}"
+                rest = "/".join(parts[i + 1 :])
+                path = self.resolver.resolve(
+                    p.notif.pid,
+                    abi.AT_FDCWD,
+                    os.fsencode(f"{start}/{rest}" if rest else start),
+                    follow=follow,
+                    own_root=p.own_root,
+                    creds=p.creds,
+                )
+                break
+            else:
+                return path
+        raise OSError(errno.ELOOP, "too many levels of symbolic links")
+
+    def _program_policy(self, s: Served, p: InFlight) -> Policy:
+        root = self.resolver.root_id(p.notif.pid)
+        p.own_root = root is not None
+        policy = p.policy = self._policy_in(s, root, p.notif.pid)
+        return policy
+
+    def _fd_path(self, p: InFlight, fd: int) -> str | None:
+        """The program's name for the file its ``fd`` refers to, or None if it has none."""
+        try:
+            return self.resolver.resolve(p.notif.pid, fd, b".", follow=True, own_root=p.own_root)
+        except OSError:
+            pass
+        try:
+            text = os.readlink(f"/proc/{p.notif.pid}/fd/{fd}")
+        except FileNotFoundError:
+            return None  # Not open: the call fails with EBADF by itself.
+        except ProcessLookupError:
+            raise TargetGone("thread is gone") from None
+        # Sockets, pipes, anonymous inodes, deleted files: no path rule applies.
+        if not text.startswith("/") or text.endswith(" (deleted)"):
+            return None
+        return text
+
+    def _decide_path_call(
+        self, s: Served, p: InFlight, entry: Syscall
+    ) -> Continue | Fail | Rewrite | PerformPath:
+        """Decide a path call other than an open (see :mod:`unotifyd.policy.paths`)."""
+        n = p.notif
+        operation = entry.operation
+        inputs = entry.inputs or operation.inputs
+        call = decode_path_call(
+            self.mem,
+            n,
+            entry.name,
+            entry.op,
+            entry.args_of(n.args),
+            specs=operation.paths,
+            inputs=inputs,
+        )
+        p.call = call
+        name = call.op
+        policy = self._program_policy(s, p)
+        creds = p.creds = self.creds.read(n.pid, need_umask=operation.uses_umask)
+        enforce = policy.mode == "enforce"
+        decisions: list[PathDecision] = []
+        resolved: list[str | None] = []
+        for arg in call.paths:
+            where: str | None
+            via_private = False
+            if arg.itself:
+                # The call is about a file the program has open: no name is
+                # looked up, so only the rules on that file's own path apply.
+                if arg.dirfd == abi.AT_FDCWD:
+                    where = self.resolver.resolve(
+                        n.pid, abi.AT_FDCWD, b".", follow=True, own_root=p.own_root
+                    )
+                else:
+                    where = self._fd_path(p, arg.dirfd)
+            else:
+                try:
+                    where = self.resolver.resolve(
+                        n.pid,
+                        arg.dirfd,
+                        arg.path,
+                        follow=arg.follow,
+                        own_root=p.own_root,
+                        creds=creds,
+                    )
+                    if policy.has_private:
+                        seen = self._through_private(policy, where, p, arg.follow)
+                        if seen != where:
+                            where, via_private = seen, True
+                except OSError as e:
+                    # The kernel fails the call the same way (ENOTDIR, ELOOP, EBADF...).
+                    return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
+            if supervisors_own(where, opening=False) and not p.own_root:
+                return Fail(errno.EACCES, "the supervisor's own /proc entries")
+            resolved.append(where)
+            if where is None:
+                decisions.append(Continue("no path"))
+            else:
+                # Where a link in a private tree leads: see _decide.
+                deciding = policy.enforcing() if via_private else policy
+                decisions.append(decide_path(deciding, PathRequest(name, arg.role, where)))
+        p.resolved = next((r for r in resolved if r is not None), None)
+        one = combine_paths(decisions)
+        if operation.kind == "rewrite":
+            first = decisions[0]
+            if isinstance(first, Fail) and first.reason == EXEC_NOT_ALLOWED and p.resolved:
+                try:
+                    # As the program: whether it is there is not ours to tell.
+                    with acting_as(creds):
+                        os.stat(our_name(p.resolved, n.pid if p.own_root else None))
+                except OSError as e:
+                    return Fail(e.errno or errno.ENOENT, f"{first.reason} (and it is not there)")
+            if via_private and isinstance(first, MapPath) and first.in_program_root:
+                # The kernel must be given where the link leads, not the
+                # program's path, which names nothing on the real disk.
+                first = MapPath(first.path, reason="a link in a private tree")
+            return decide_rewrite(call, first, enforce, p.resolved)
+        if isinstance(one, Fail):
+            return one
+        if isinstance(one, RefuseChange):
+            return PerformPath((), refuse=one, resolved=tuple(resolved))
+        if isinstance(one, Continue):
+            return one
+        targets: list[Target] = []
+        for arg, d, where in zip(call.paths, decisions, resolved, strict=True):
+            own = isinstance(d, Continue) or (isinstance(d, MapPath) and d.in_program_root)
+            if arg.itself and own:
+                if arg.addr == 0:
+                    # utimensat(fd, NULL): no path at all, nothing to re-read.
+                    return Continue("no path")
+                targets.append(OnFd(arg.dirfd))
+            elif isinstance(d, MapPath):
+                targets.append(d)
+            else:
+                # One path of a two-path call that no rule covers: the
+                # program's own, as resolved.
+                assert where is not None
+                targets.append(
+                    MapPath(
+                        where, "", in_program_root=True, no_symlinks=not where.startswith("/proc/")
+                    )
+                )
+        return PerformPath(tuple(targets), recheck=enforce)
+
+    def _decide_listing(self, s: Served, p: InFlight, entry: Syscall) -> Continue | Fail | Listing:
+        """A directory listing: answered by us only where the directory holds hidden names."""
+        n = p.notif
+        policy = self._program_policy(s, p)
+        fd = int_arg(n.args[0])
+        where = p.resolved = self._fd_path(p, fd) if fd >= 0 else None
+        return decide_listing(policy, entry.name, where)
+
+    def _policy_in(self, s: Served, root: tuple[int, int] | None, tid: int) -> Policy:
+        """``s.policy`` with its rule paths resolved in the root of ``tid``.
+
+        Programs' paths are matched after resolving their symlinks, so rule
+        paths must be resolved too, and in the same root: ``/etc/resolv.conf``
+        may be a link on the host and a file in a container. Done once per
+        root and kept. A rule path that cannot be resolved stays as written.
+        """
+        policy = s.policies.get(root)
+        if policy is None:
+
+            def in_root(path: str) -> str:
+                try:
+                    return self.resolver.resolve(
+                        tid, abi.AT_FDCWD, os.fsencode(path), follow=True, own_root=True
+                    )
+                except OSError:
+                    return path
+
+            try:
+                policy = s.policy.canonicalized(os.path.realpath if root is None else in_root)
+            except ValueError as e:  # Two rules that name one file there.
+                self.tracer.note(f"{s.name or 'program'}: rules kept as written: {e}")
+                policy = s.policy
+            s.policies[root] = policy
+        return policy

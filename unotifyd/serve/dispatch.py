@@ -1,0 +1,209 @@
+"""Dispatch: one notification from its receipt to its answer, synchronously; no trio.
+
+:class:`Dispatcher` looks the call up in the registry, has it decided
+(:mod:`.decide`) and answers the decision with the function the table
+:data:`_ANSWERS` has for its type. Work that must wait (a FIFO, another
+program's credentials) is handed to a ``defer`` callback: the start-up
+loop of :mod:`.bootstrap` and the trio :class:`~.trioserve.TrioServer`
+each bring theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import sys
+import traceback
+from collections.abc import Callable
+
+from ..calls.ops import Outcome
+from ..calls.registry import BY_NR
+from ..kernel import abi
+from ..kernel.errors import TargetGone
+from ..kernel.listener import Notification
+from ..kernel.opener import may_create
+from ..policy import Continue, EmulateOpen, Fail, Listing, RefuseWrite, Return, Rewrite
+from ..policy.paths import PerformPath
+from .decide import Decider
+from .handoff import Job, Work, answer, perform
+from .listing import answer_listing
+from .opens import may_block, our_name
+from .rewrite import answer_rewrite
+from .served import AnyDecision, InFlight, Served, Stats
+from .trace import Tracer, record
+
+# A handler that crashes fails the call: never CONTINUE on an error.
+_INTERNAL_ERROR_ERRNO = errno.EPERM
+
+#: Hands work that must wait (in a worker thread) to the serving loop.
+Defer = Callable[[Served, InFlight, Job], None]
+
+
+class Deferred(enum.Enum):
+    """An answer left to a worker thread, which traces it then."""
+
+    DEFERRED = enum.auto()
+
+
+#: What answering gives: the call's result as the program sees it (for the
+#: trace), None where the kernel runs the call (CONTINUE), or DEFERRED.
+Answered = int | None | Deferred
+
+
+class Dispatcher:
+    """Decides and answers notifications of any number of listeners.
+
+    ``colocate`` runs a program's thread on our CPU while it takes an
+    injected fd (see :mod:`unotifyd.kernel.sched`).
+    """
+
+    def __init__(
+        self, tracer: Tracer | None = None, *, colocate: bool = True, decider: Decider | None = None
+    ) -> None:
+        self.tracer = tracer or Tracer()
+        self.colocate = colocate
+        self.decider = decider or Decider(self.tracer)
+        self.stats = Stats()
+
+    def close(self) -> None:
+        self.decider.close()
+
+    def handle(self, s: Served, notif: Notification, defer: Defer) -> None:
+        """Decide and answer one notification; never raises, never leaves it pending."""
+        self.stats.notifications += 1
+        if s.stats is not None:
+            s.stats.notifications += 1
+        p = InFlight(notif)
+        try:
+            p.decision = d = self._decide(s, p)
+            result = _ANSWERS[type(d)](self, s, p, d, defer)
+        except TargetGone:
+            self.gone(s, p)
+            return
+        except Exception as e:
+            self.internal_error(s, p, e)
+            return
+        if result is not Deferred.DEFERRED:
+            self.record(s, p, None, result)
+
+    def _decide(self, s: Served, p: InFlight) -> AnyDecision:
+        n = p.notif
+        entry = BY_NR.get(n.nr)
+        if entry is None or n.arch != abi.AUDIT_ARCH_X86_64:
+            # Only syscalls we asked for are trapped; anything else is a bug
+            # or a filter we did not write. Fail closed.
+            return Fail(errno.ENOSYS, f"unexpected syscall {n.nr} (arch {n.arch:#x})")
+        p.syscall = entry
+        self.stats.syscalls[entry.name] += 1
+        if s.stats is not None:
+            s.stats.syscalls[entry.name] += 1
+        return self.decider.decide(s, p)
+
+    # --- answers, one per decision type --------------------------------------------
+
+    def _continue(self, s: Served, p: InFlight, d: Continue, defer: Defer) -> Answered:
+        s.listener.send_continue(p.notif.id)
+        return None
+
+    def _fail(self, s: Served, p: InFlight, d: Fail, defer: Defer) -> Answered:
+        s.listener.send_error(p.notif.id, d.errno)
+        return -d.errno
+
+    def _return(self, s: Served, p: InFlight, d: Return, defer: Defer) -> Answered:
+        s.listener.send_value(p.notif.id, d.value)
+        return d.value
+
+    def _rewrite(self, s: Served, p: InFlight, d: Rewrite, defer: Defer) -> Answered:
+        pid = p.notif.pid
+        answer_rewrite(s.listener, p, d, lambda: self.decider.creds.read(pid, need_umask=False))
+        return None
+
+    def _listing(self, s: Served, p: InFlight, d: Listing, defer: Defer) -> Answered:
+        return answer_listing(s.listener, p.notif, p.notif.args, d)
+
+    def _work(self, s: Served, p: InFlight, d: Work, defer: Defer) -> Answered:
+        """Perform ``d`` and answer; or hand it to ``defer`` (a worker thread).
+
+        Inline only when it cannot block and needs no other credentials.
+        """
+        n = p.notif
+        listener = s.listener
+        if isinstance(d, PerformPath):
+            assert p.syscall is not None
+            creates = p.syscall.operation.uses_umask
+        else:
+            creates = isinstance(d, EmulateOpen) and may_create(d.flags)
+        creds = p.creds
+        if creds is None or (creates and creds.umask < 0):
+            creds = p.creds = self.decider.creds.read(n.pid, need_umask=creates)
+        # Everything the decision rests on (path, cwd, credentials) was read
+        # from a process that may since have died and had its pid reused. An
+        # emulated open has effects of its own (O_CREAT, O_TRUNC), so make
+        # sure the call is still pending before performing it
+        # (seccomp_unotify(2), NOTES). CONTINUE and errno answers skip this
+        # check: notification ids are never reused, so an answer to a dead
+        # call fails with ENOENT and touches nothing.
+        if not listener.id_valid(n.id):
+            raise TargetGone("notification no longer valid")
+        # The program's own names are opened in its root (a container's);
+        # a redirect's target is a path of ours.
+        if isinstance(d, PerformPath):
+            in_root = p.own_root
+        else:
+            in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
+        root_tid = n.pid if in_root else None
+        blocks = isinstance(d, EmulateOpen) and may_block(our_name(d.path, root_tid))
+        call = p.path_call if isinstance(d, PerformPath) else None
+        job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy)
+        if creds.same_as_supervisor() and not blocks:
+            result = perform(job, nonblocking=True)
+            if result is not None:
+                return self.answer(job, p, result)
+            # Raced into a FIFO or a device since our stat: redo it blocking.
+        defer(s, p, job)
+        return Deferred.DEFERRED
+
+    def answer(self, job: Job, p: InFlight, result: int | Outcome) -> int:
+        """Answer ``job``'s call with what performing it gave (see handoff.Result)."""
+        if isinstance(result, Outcome):
+            p.outcome = result
+        return answer(job.listener, job.notif, job.decision, result, self.colocate)
+
+    # --- the end of a call ---------------------------------------------------------
+
+    def gone(self, s: Served, p: InFlight | None = None) -> None:
+        """Count a call whose program (or call) went away before its answer."""
+        self.stats.gone += 1
+        if s.stats is not None:
+            s.stats.gone += 1
+        if p is not None:
+            self.record(s, p, "gone", None)
+
+    def internal_error(self, s: Served, p: InFlight, exc: BaseException) -> None:
+        self.stats.internal_errors += 1
+        if s.stats is not None:
+            s.stats.internal_errors += 1
+        print(f"unotifyd: internal error serving pid {p.notif.pid}:", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+        # Gone already, or the listener itself is broken: nothing more to do.
+        with contextlib.suppress(Exception):
+            s.listener.send_error(p.notif.id, _INTERNAL_ERROR_ERRNO)
+        self.record(s, p, "internal-error", -_INTERNAL_ERROR_ERRNO)
+
+    def record(self, s: Served, p: InFlight, outcome: str | None, result: int | None) -> None:
+        """Count the call's decision and trace it."""
+        record(self.tracer, (self.stats, s.stats), s.name, p, outcome=outcome, result=result)
+
+
+#: How each type of decision is answered: (dispatcher, served, call, decision, defer).
+_ANSWERS: dict[type, Callable[..., Answered]] = {
+    Continue: Dispatcher._continue,
+    Fail: Dispatcher._fail,
+    Return: Dispatcher._return,
+    Rewrite: Dispatcher._rewrite,
+    Listing: Dispatcher._listing,
+    EmulateOpen: Dispatcher._work,
+    RefuseWrite: Dispatcher._work,
+    PerformPath: Dispatcher._work,
+}

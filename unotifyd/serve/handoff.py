@@ -1,0 +1,183 @@
+"""Work performed for a program, inline or in a worker thread, and its answer.
+
+A :class:`Job` is an emulated open or a path call, with everything needed
+to perform it away from the serving thread. :func:`perform` does it;
+:func:`answer` gives the program its result (an injected fd, a value and
+the memory the call writes, or an errno). When a worker thread outlives
+its call, :class:`Handoff` closes the fd it returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from ..calls.decode import PathCall
+from ..calls.ops import Outcome
+from ..kernel.creds import Credentials
+from ..kernel.errors import BadArgument, TargetGone
+from ..kernel.listener import Listener, Notification
+from ..kernel.sched import pin_to_our_cpu
+from ..kernel.target import write_memory
+from ..policy import EmulateOpen, Policy, RefuseWrite
+from ..policy.paths import PerformPath
+from .opens import open_root, perform_open
+from .pathwork import perform_path
+
+#: The decisions that are work: performed here rather than answered at once.
+Work = EmulateOpen | RefuseWrite | PerformPath
+
+#: What performing gives: an fd of ours (>= 0) to inject, or ``-errno``
+#: (opens); the call's outcome (path calls); None: it would block.
+Result = int | Outcome | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A decision to perform, with what it needs in a worker thread."""
+
+    decision: Work
+    call: PathCall | None  # a path call's arguments (None for an open)
+    creds: Credentials
+    root_tid: int | None  # open the program's names in this thread's root
+    listener: Listener
+    notif: Notification
+    may_block: bool  # a FIFO or a device, by a look before the open
+    policy: Policy | None = None  # to decide again where a redirect really leads (recheck)
+
+
+def perform(job: Job, nonblocking: bool) -> Result:
+    """Do the work of ``job``; see :data:`Result`.
+
+    With ``nonblocking``, returns None instead of waiting for a FIFO or a
+    device. Runs in the serving thread or, to block or to take on the
+    program's credentials, in a worker thread. Raises TargetGone.
+    """
+    root_fd = open_root(job.root_tid)
+    n, listener = job.notif, job.listener
+    try:
+        if root_fd is not None and not listener.id_valid(n.id):
+            # The root we hold might be a new process's that got the pid.
+            raise TargetGone("notification no longer valid")
+        d = job.decision
+        if isinstance(d, PerformPath):
+            assert job.call is not None
+            still_valid = partial(listener.id_valid, n.id)
+            return perform_path(
+                job.call, d, job.creds, root_fd, policy=job.policy, tid=n.pid,
+                still_valid=still_valid,
+            )  # fmt: skip
+        recheck = job.policy if isinstance(d, EmulateOpen) and d.recheck else None
+        return perform_open(d, job.creds, root_fd, nonblocking, recheck)
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
+
+
+def answer(
+    listener: Listener, n: Notification, d: Work, result: int | Outcome, colocate: bool
+) -> int:
+    """Answer the call with ``result``; return what the program gets (for the trace).
+
+    A path call's outcome: what it writes into the program's memory is
+    written first (failures may write too: name_to_handle_at's EOVERFLOW
+    tells the handle size it needs). An open's fd is injected and our copy
+    closed.
+    """
+    if isinstance(result, Outcome):
+        if result.writes:
+            try:
+                write_memory(n.pid, result.writes, partial(listener.id_valid, n.id))
+            except BadArgument as e:
+                listener.send_error(n.id, e.errno)
+                return -e.errno
+        result = result.value
+        if result < 0:
+            listener.send_error(n.id, -result)
+        else:
+            listener.send_value(n.id, result)
+        return result
+    if result < 0:
+        listener.send_error(n.id, -result)
+        return result
+    assert isinstance(d, EmulateOpen)
+    return _inject(listener, n, result, d.cloexec, colocate)
+
+
+def _inject(listener: Listener, n: Notification, fd: int, cloexec: bool, colocate: bool) -> int:
+    """Inject our ``fd`` as the call's result and close our copy.
+
+    ``colocate`` runs the program's thread on our CPU while it takes the
+    fd (see :mod:`unotifyd.kernel.sched`).
+    """
+    pinned = pin_to_our_cpu(n.pid) if colocate else None
+    try:
+        if pinned is None:
+            return listener.send_fd(n.id, fd, cloexec=cloexec)
+        # Install, give the thread its own affinity back while it still
+        # waits for the answer (so it never runs with ours), then answer.
+        # Two steps, not ADDFD|SEND: under WAIT_KILLABLE_RECV only a
+        # fatal signal can end the wait in between, and then the fd
+        # goes with the process.
+        newfd = listener.add_fd(n.id, fd, cloexec=cloexec)
+        pinned.release()
+        pinned = None
+        listener.send_value(n.id, newfd)
+        return newfd
+    except OSError as e:
+        # EMFILE (the program's fd table is full) and the like: the call
+        # is still pending and gets the error the kernel would give.
+        err = e.errno or errno.EIO
+        listener.send_error(n.id, err)
+        return -err
+    finally:
+        if pinned is not None:
+            pinned.release()
+        os.close(fd)
+
+
+class Handoff:
+    """Hands a worker thread's result to its trio task, or disposes of it.
+
+    With ``abandon_on_cancel`` trio forgets a thread whose task was
+    cancelled, and drops whatever it returns later. An fd returned then would
+    leak; whichever side comes second — the thread finishing, or the task
+    abandoning it — closes it, under a lock so that it happens exactly once.
+    Only an open's result is an fd (an ``int``); a path call's is an
+    :class:`~unotifyd.calls.ops.Outcome`, whose value (a length, a watch
+    descriptor) is no fd of ours and is never closed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._result: Result = None
+        self._done = False
+
+    def run(self, fn: Callable[[], Result]) -> Result:
+        result = fn()
+        with self._lock:
+            if self._abandoned:
+                self._dispose(result)
+                return None
+            self._done = True
+            self._result = result
+        return result
+
+    def abandon(self) -> bool:
+        """Give up on the result; True if the thread is still running."""
+        with self._lock:
+            self._abandoned = True
+            if self._done:
+                self._dispose(self._result)
+                self._result = None
+            return not self._done
+
+    @staticmethod
+    def _dispose(result: Result) -> None:
+        if isinstance(result, int) and result >= 0:
+            os.close(result)

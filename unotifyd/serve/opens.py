@@ -1,0 +1,200 @@
+"""Emulated opens: the open a decision asked for, made as the program.
+
+An :class:`~unotifyd.policy.EmulateOpen` is opened here, with the
+program's credentials, on the path that was checked (``RESOLVE_*`` flags,
+in the program's root); the serving layer injects the fd. A
+:class:`~unotifyd.policy.RefuseWrite` is answered with the errno a
+read-only mount gives, after a look at what is there.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+
+from ..kernel.creds import Credentials, acting_as
+from ..kernel.errors import TargetGone
+from ..kernel.opener import open_as
+from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
+from ..policy.decision import refuse_write_errno
+from .pathwork import realpath, what_is
+
+
+def refuse_write_errno_as(d: RefuseWrite, creds: Credentials, root_fd: int | None) -> int:
+    """Look at what ``d.path`` is, as the program, and pick a read-only mount's errno."""
+    try:
+        with acting_as(creds):
+            found = what_is(d.path, root_fd)
+    except OSError as e:
+        # EACCES, ENOTDIR...: the path lookup fails before any write check.
+        return e.errno or errno.EIO
+    return refuse_write_errno(d.flags, found)
+
+
+def perform_open(
+    d: EmulateOpen | RefuseWrite,
+    creds: Credentials,
+    root_fd: int | None,
+    nonblocking: bool,
+    recheck: Policy | None = None,
+) -> int | None:
+    """The open (or look) of ``d``: an fd of ours, ``-errno``, or None if it would block.
+
+    With ``recheck`` (enforcing mode, a redirect's target), the target is
+    resolved first and the policy asked again about where it really leads: a
+    symlink in a target tree may point at a denied file. What is then opened
+    is that resolved path, refusing any symlink swapped in since (ELOOP).
+    """
+    if isinstance(d, RefuseWrite):
+        return -refuse_write_errno_as(d, creds, root_fd)
+    path, no_symlinks = d.path, d.no_symlinks
+    if recheck is not None:
+        # As the program: following links where it may not look would tell
+        # it (by the errno of the open that follows) what lies there.
+        with acting_as(creds):
+            resolved = realpath(d.path)
+        if resolved is None:
+            return -errno.ELOOP
+        path, no_symlinks = resolved, True
+        flags = d.flags | (os.O_CLOEXEC if d.cloexec else 0)
+        again = decide_open(recheck, OpenRequest("open", path, flags, d.mode))
+        if isinstance(again, Fail):
+            return -again.errno
+        if isinstance(again, RefuseWrite):
+            return -refuse_write_errno_as(again, creds, None)
+    # O_NONBLOCK guards against a regular file swapped for a FIFO after our
+    # stat: the open then returns at once instead of stalling every program
+    # (fifo(7)). It is cleared again before injection unless the program
+    # asked for it, since the program can see it (F_GETFL).
+    extra = 0
+    if nonblocking and not d.flags & (os.O_NONBLOCK | os.O_PATH):
+        extra = os.O_NONBLOCK
+    root = root_fd if d.in_program_root else None
+    try:
+        fd = open_as(
+            creds,
+            path,
+            d.flags | extra,
+            d.mode,
+            no_symlinks=no_symlinks,
+            root_fd=root,
+            beneath=d.confine,
+        )
+    except OSError as e:
+        if e.errno == errno.ENOENT and d.create_errno:
+            return -d.create_errno
+        if e.errno == errno.ENXIO and extra:
+            return None  # A FIFO without a reader, opened O_WRONLY|O_NONBLOCK.
+        return -(e.errno or errno.EIO)
+    try:
+        if d.exclusive:
+            os.close(fd)
+            return -errno.EEXIST
+        if extra:
+            st_mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):
+                os.close(fd)
+                return None
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        if d.flags & os.O_PATH:
+            return readable_instead(fd, creds)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def readable_instead(path_fd: int, creds: Credentials) -> int:
+    """An fd to inject in place of the ``O_PATH`` fd ``path_fd`` (closed here); or ``-errno``.
+
+    ``SECCOMP_IOCTL_NOTIF_ADDFD`` takes its source fd with ``fget()``,
+    which refuses ``O_PATH`` files (EBADF): such an fd cannot be injected.
+    A regular file or a directory is reopened for reading instead, as the
+    program (through our ``/proc/self/fd`` name for the very same file):
+    the program gets an fd that does all an ``O_PATH`` one does, though it
+    needs read permission and ``F_GETFL`` shows ``O_RDONLY``. Anything
+    else (a device, whose open may have effects) is refused.
+    """
+    try:
+        mode = os.fstat(path_fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return -errno.EOPNOTSUPP
+        flags = os.O_RDONLY | os.O_NOCTTY | (os.O_DIRECTORY if stat.S_ISDIR(mode) else 0)
+        try:
+            return open_as(creds, f"/proc/self/fd/{path_fd}", flags, 0)
+        except OSError as e:
+            return -(e.errno or errno.EACCES)
+    finally:
+        os.close(path_fd)
+
+
+def unblock_fifo(d: EmulateOpen, creds: Credentials, root_tid: int | None) -> None:
+    """Let the abandoned open ``d`` return, if it waits on a FIFO, by opening its other end.
+
+    Opening a FIFO blocks until the other end is opened too (fifo(7)); a
+    non-blocking open of the other end never blocks and releases it. The
+    released open's fd is closed by :class:`Handoff`. Only a FIFO can be
+    released this way; a thread blocked in a device's open stays blocked.
+
+    Both opens are made as the program, as its own open was: the path is
+    the program's to change meanwhile, and whatever it leads to now, we
+    open nothing the program could not have opened itself. The other end
+    is the very file looked at (a reopen of the ``O_PATH`` fd's
+    ``/proc/self/fd`` name), so no swap between the look and the open can
+    make us open a device.
+    """
+    try:
+        # root_tid is set only for a name in the program's own root.
+        root_fd = open_root(root_tid)
+    except TargetGone:
+        return  # Its root went with it; the open stays blocked (see above).
+    try:
+        pinned = open_as(
+            creds, d.path, os.O_PATH, 0, no_symlinks=d.no_symlinks, root_fd=root_fd,
+            beneath=d.confine,
+        )  # fmt: skip
+        try:
+            if not stat.S_ISFIFO(os.fstat(pinned).st_mode):
+                return
+            other = os.O_RDONLY if d.flags & os.O_ACCMODE == os.O_WRONLY else os.O_WRONLY
+            os.close(open_as(creds, f"/proc/self/fd/{pinned}", other | os.O_NONBLOCK, 0))
+        finally:
+            os.close(pinned)
+    except OSError:
+        pass  # Gone, or already released (ENXIO: no reader left).
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
+
+
+def open_root(root_tid: int | None) -> int | None:
+    """An ``O_PATH`` fd of the root directory of thread ``root_tid`` (None: ours, no fd).
+
+    Opened as ourselves: with the program's credentials we might not be
+    allowed to look at its ``/proc`` entry. Raises TargetGone.
+    """
+    if root_tid is None:
+        return None
+    try:
+        return os.open(f"/proc/{root_tid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone("thread is gone") from None
+
+
+def our_name(path: str, root_tid: int | None) -> str:
+    """A name of ours for the program's symlink-free ``path`` in the root of ``root_tid``.
+
+    Good for a look (``stat``) only: opens go through ``RESOLVE_IN_ROOT``.
+    """
+    return path if root_tid is None else f"/proc/{root_tid}/root{path}"
+
+
+def may_block(path: str) -> bool:
+    """True unless ``path`` is a regular file or a directory (opening those never waits)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # The open will fail at once, or create a regular file.
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
