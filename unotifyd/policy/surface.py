@@ -33,8 +33,9 @@ is chosen as seccomp sandboxes choose it:
   and ``posix_spawn`` then use ``clone``, whose flags the filter reads; a
   ``clone3`` takes its flags in memory, which BPF cannot read: Docker and
   flatpak answer it ENOSYS for this reason), io_uring (a kernel built
-  without it answers ENOSYS, and its users -- liburing callers, libuv --
-  then use ordinary system calls, which are trapped), and the new mount
+  without it, ``CONFIG_IO_URING=n``, answers ENOSYS, so programs that use
+  it where available already cope, with ordinary system calls, which are
+  trapped), and the new mount
   API (``fsopen``, ``open_tree`` with ``OPEN_TREE_CLONE``, ``move_mount``...:
   flatpak answers them ENOSYS, and a caller that falls back lands on
   ``mount(2)``, refused with EPERM).
