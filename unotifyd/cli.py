@@ -73,6 +73,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "kernel re-read the program's memory (CONTINUE); the same as mode = \"enforce\"",
     )
     launch.add_argument(
+        "--allow-syscall", metavar="NAME", action="append", default=[],
+        help="let the system call NAME through although the filter would refuse it (see the "
+        "README's threat model: io_uring_setup, ptrace, mount...); a warning says what route "
+        "it reopens; the same as allow_syscalls = [...] in a policy file",
+    )
+    launch.add_argument(
         "--view", choices=("full", "opens"),
         help="full (the default): every path call follows the rules, so stat, rename, exec... "
         "agree with open; opens: only the open family does, and nothing else is trapped "
@@ -125,18 +131,18 @@ def build_policy(args: argparse.Namespace) -> Policy:
         load_policy,
         rules_from_options,
     )
-    from .policy.config import validated  # noqa: PLC0415
+    from .policy.config import parse_allow_syscalls, validated  # noqa: PLC0415
 
     file_policy = load_policy(args.policy) if args.policy else None
     cli_rules = rules_from_options(
         args.redirect, args.deny, args.readonly,
         contents=args.content, privates=args.private, execs=args.exec,
     )  # fmt: skip
-    policy = combine(file_policy, cli_rules)
+    policy = combine(file_policy, cli_rules, parse_allow_syscalls(args.allow_syscall))
     if args.enforce or args.view:
         mode = "enforce" if args.enforce else policy.mode
         try:
-            policy = Policy(policy.rules, mode, args.view or policy.view)
+            policy = Policy(policy.rules, mode, args.view or policy.view, policy.allow_syscalls)
         except ValueError as e:  # --view opens with --enforce, or with private rules
             raise PolicyError("command line", None, str(e)) from None
     # Rule paths are resolved by the supervisor, in the program's own root.
@@ -171,9 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"unotifyd: {e}", file=sys.stderr)
             return 2
         from .launch import EXIT_FAILURE, LaunchError, launch  # noqa: PLC0415
+        from .policy import surface  # noqa: PLC0415
         from .serve.backing import target_warnings  # noqa: PLC0415
 
-        for warning in target_warnings(policy):
+        for warning in [*target_warnings(policy), *surface.warnings(policy)]:
             print(f"unotifyd: {warning}", file=sys.stderr)
 
         trace_json = None

@@ -387,8 +387,8 @@ ERRORS: list[tuple[str, str, int | None, str]] = [
         "top-key-unknown",
         lines("version = 1", "redirects = []"),
         2,
-        "unknown key 'redirects' (allowed keys: version, mode, view, redirect, deny, readonly, "
-        "content, private, exec)",
+        "unknown key 'redirects' (allowed keys: version, mode, view, allow_syscalls, redirect, "
+        "deny, readonly, content, private, exec)",
     ),
     ("top-table-unknown", lines("version = 1", "", "[options]", "x = 1"), 3, "'options'"),
     (
@@ -701,8 +701,8 @@ def test_error_points_at_line(text: str, line: int | None, message: str) -> None
 def test_unknown_table_lists_allowed_keys() -> None:
     error = error_of(lines("version = 1", "[options]"))
     assert error.message == (
-        "unknown key 'options' (allowed keys: version, mode, view, redirect, deny, readonly, "
-        "content, private, exec)"
+        "unknown key 'options' (allowed keys: version, mode, view, allow_syscalls, redirect, deny, "
+        "readonly, content, private, exec)"
     )
 
 

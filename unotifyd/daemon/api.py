@@ -42,7 +42,8 @@ from ..kernel.creds import forbid_inspection
 from ..kernel.errors import Unsupported
 from ..kernel.filter import check_support, compile_filter
 from ..kernel.listener import Listener, is_listener
-from ..policy import Policy
+from ..policy import Policy, surface
+from ..policy.surface import RefusedCall
 from ..serve.served import Stats
 from ..serve.trace import Tracer
 from .programs import Program, ProgramTable, close_fds, recv_message
@@ -121,7 +122,8 @@ class Supervisor:
     ) -> None:
         self._table = ProgramTable(Tracer(trace, trace_json))
         self._timeout = handshake_timeout
-        self._filters: dict[frozenset[str], bytes] = {}
+        # Compiled filters by (trapped calls, refused calls).
+        self._filters: dict[tuple[frozenset[str], tuple[RefusedCall, ...]], bytes] = {}
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._umask = 0
@@ -188,7 +190,7 @@ class Supervisor:
             raise RuntimeError("Supervisor.launch outside `async with Supervisor()`")
         if not argv:
             raise ValueError("argv is empty")
-        bpf = await self._filter(trapped(policy))
+        bpf = await self._filter(trapped(policy), surface.refused_calls(policy))
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             cmd = [
@@ -220,10 +222,13 @@ class Supervisor:
             raise
         return SandboxedProcess(proc, program)
 
-    async def _filter(self, syscalls: frozenset[str]) -> bytes:
-        if syscalls not in self._filters:
-            self._filters[syscalls] = await trio.to_thread.run_sync(compile_filter, syscalls)
-        return self._filters[syscalls]
+    async def _filter(
+        self, syscalls: frozenset[str], refused: tuple[RefusedCall, ...]
+    ) -> bytes:
+        key = (syscalls, refused)
+        if key not in self._filters:
+            self._filters[key] = await trio.to_thread.run_sync(compile_filter, syscalls, refused)
+        return self._filters[key]
 
     async def _hand_over(
         self,

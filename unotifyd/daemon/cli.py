@@ -141,6 +141,7 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ("--content", args.content),
             ("--private", args.private),
             ("--exec", args.exec),
+            ("--allow-syscall", args.allow_syscall),
             ("--enforce", args.enforce),
             ("--view", args.view),
             ("--stats", args.stats),

@@ -39,7 +39,8 @@ from ..kernel.fdpass import bind_listening
 from ..kernel.filter import compile_filter
 from ..kernel.listener import Listener, is_listener
 from ..kernel.peercred import Peer, peer_of
-from ..policy import PolicyError
+from ..policy import PolicyError, surface
+from ..policy.surface import RefusedCall
 from ..serve.backing import target_warnings
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
@@ -92,15 +93,16 @@ class LoadedConfig:
 def load(path: str) -> LoadedConfig:
     """Read the config and compile every profile's filter. Raises PolicyError."""
     config = load_config(path)
-    by_syscalls: dict[frozenset[str], bytes] = {}
+    # Profiles that trap and refuse the same calls share one filter.
+    by_calls: dict[tuple[frozenset[str], tuple[RefusedCall, ...]], bytes] = {}
     filters: dict[str, bytes] = {}
     for name, profile in config.profiles.items():
-        for warning in target_warnings(profile.policy):
+        for warning in [*target_warnings(profile.policy), *surface.warnings(profile.policy)]:
             _log(f"{path}: profile {name!r}: {warning}")
-        syscalls = trapped(profile.policy)
-        if syscalls not in by_syscalls:
-            by_syscalls[syscalls] = compile_filter(syscalls)
-        filters[name] = by_syscalls[syscalls]
+        calls = (trapped(profile.policy), surface.refused_calls(profile.policy))
+        if calls not in by_calls:
+            by_calls[calls] = compile_filter(*calls)
+        filters[name] = by_calls[calls]
     return LoadedConfig(config, filters, time.time())
 
 

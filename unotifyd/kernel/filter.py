@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Literal
 
+    #: ``(argument index, mask, value)``: the argument tested with libseccomp's
+    #: ``SCMP_CMP_MASKED_EQ`` (``args[index] & mask == value``).
+    ArgTest = tuple[int, int, int]
+    #: ``(name, number, errno, tests)``: fail the call with ``errno`` when any
+    #: of ``tests`` holds, or always when there is none.
+    Refused = tuple[str, int, int, tuple[ArgTest, ...]]
+
 _prctl = libc.prctl
 _prctl.restype = ctypes.c_int
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -54,8 +61,16 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-def compile_filter(syscalls: Iterable[str]) -> bytes:
-    """Return a BPF program that notifies ``syscalls`` and allows the rest.
+def compile_filter(syscalls: Iterable[str], refused: Iterable[Refused]) -> bytes:
+    """Return a BPF program that notifies ``syscalls``, fails ``refused`` and allows the rest.
+
+    ``refused`` (from :func:`unotifyd.policy.surface.refused_calls`) fail in
+    the filter with their errno (``SECCOMP_RET_ERRNO``): the kernel never
+    notifies them and never runs them. A call with argument tests gets one
+    rule per test, and libseccomp ORs the rules of one call: it fails when
+    any test holds and is allowed otherwise (seccomp_rule_add(3)). Refusing
+    a call that is also trapped is a :class:`ValueError`: one of the two
+    answers would silently win.
 
     Calls from any other ABI (i386 ``int 0x80``, x32) kill the process: a
     32-bit ``open`` has another number and another argument layout, and
@@ -64,12 +79,23 @@ def compile_filter(syscalls: Iterable[str]) -> bytes:
     """
     import pyseccomp  # noqa: PLC0415  - only the compiling process needs libseccomp
 
+    trapped = sorted(syscalls)
+    refusals = sorted(refused)
+    both = set(trapped) & {name for name, *_ in refusals}
+    if both:
+        raise ValueError(f"calls both trapped and refused: {', '.join(sorted(both))}")
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
-    for name in sorted(syscalls):
+    for name in trapped:
         # By number: libseccomp adds an x86_64 number as it is, including
         # calls newer than its own table (the *xattrat family of 6.13).
         flt.add_rule(pyseccomp.NOTIFY, abi.SYSCALL_NUMBERS[name])
+    for _name, number, err, tests in refusals:
+        action = pyseccomp.ERRNO(err)
+        if not tests:
+            flt.add_rule(action, number)
+        for index, mask, value in tests:
+            flt.add_rule(action, number, pyseccomp.Arg(index, pyseccomp.MASKED_EQ, mask, value))
     fd = os.memfd_create("unotifyd-bpf", os.MFD_CLOEXEC)
     try:
         with os.fdopen(os.dup(fd), "rb") as f:

@@ -29,6 +29,12 @@ A policy file is TOML::
     [[exec]]                 # an allow-list: once there is one, executing
     path = "/usr/bin/**"     # anything no [[exec]] covers fails (EACCES)
 
+    allow_syscalls = ["ptrace"]  # optional: calls of the refused surface
+                             # (unotifyd.policy.surface) to let through after all
+
+(a top-level key such as ``allow_syscalls`` must come before the first
+``[[table]]``, as TOML wants.)
+
 A content rule's ``file`` is read once, when the policy is parsed (a later
 change to the file changes nothing until the policy is loaded again); a
 relative ``file`` is relative to the directory of the policy file. It must be
@@ -68,7 +74,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from typing import Any
 
@@ -93,6 +99,7 @@ from .rules import (
     parse_redirect,
     rule_pattern,
 )
+from .surface import check_allowed
 
 __all__ = [
     "FORMAT_VERSION",
@@ -100,6 +107,7 @@ __all__ = [
     "PolicyError",
     "combine",
     "load_policy",
+    "parse_allow_syscalls",
     "parse_content",
     "parse_exec",
     "parse_policy",
@@ -122,7 +130,7 @@ _RULE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "private": (("path",), ("path",)),
     "exec": (("path",), ("path",)),
 }
-_TOP_KEYS = ("version", "mode", "view", *_RULE_KEYS)
+_TOP_KEYS = ("version", "mode", "view", "allow_syscalls", *_RULE_KEYS)
 
 #: The largest contents a content rule may give (its ``text`` encoded, or its
 #: ``file``): each sandbox holds its own copy in memory, in a memfd.
@@ -283,6 +291,7 @@ class TomlChecker:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
         self.where = Locator(text)
+        self.text = text
 
     def error(self, line: int | None, message: str) -> PolicyError:
         return PolicyError(self.source, line, message)
@@ -316,9 +325,10 @@ class _Parser(TomlChecker):
         self.check_version(doc, FORMAT_VERSION)
         mode = self.mode(doc)
         view = self.choice(doc, "view", "full", VIEWS)
+        allow = self.allow_syscalls(doc)
         located: list[tuple[int | None, Rule]] = []
         for key, value in doc.items():
-            if key in ("version", "mode", "view"):
+            if key in ("version", "mode", "view", "allow_syscalls"):
                 continue
             if key not in _RULE_KEYS:
                 raise self.error(
@@ -343,9 +353,44 @@ class _Parser(TomlChecker):
             line = next(line for line, rule in located if rule is second)
             raise self.error(line, str(DuplicateRuleError(first, second)))
         try:
-            return Policy(rules, mode, view)
+            return Policy(rules, mode, view, allow)
         except ValueError as e:  # a view that does not go with the mode or the rules
             raise self.error(self.where.top("view"), str(e)) from None
+
+    def allow_syscalls(self, doc: Mapping[str, Any]) -> frozenset[str]:
+        """``allow_syscalls``: an array of names of refused calls (surface.SURFACE)."""
+        value = doc.get("allow_syscalls", [])
+        line = self.where.top("allow_syscalls")
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(
+                line,
+                "'allow_syscalls' must be an array of system call names, such as "
+                f'["io_uring_setup"], not {toml_type(value)}',
+            )
+        for name in value:
+            try:
+                check_allowed([name])
+            except ValueError as e:
+                raise self.error(self.element_line(line, name), str(e)) from None
+        return frozenset(value)
+
+    def element_line(self, line: int | None, text: str) -> int | None:
+        """The line of the string ``text`` in the array whose key is on ``line``.
+
+        Best effort, as for :class:`Locator`: the first line from ``line`` on
+        that holds ``text`` quoted, up to the line that closes the array;
+        else ``line`` itself.
+        """
+        if line is None:
+            return None
+        lines = self.text.split("\n")
+        for number in range(line, len(lines) + 1):
+            current = lines[number - 1].split("#", 1)[0]
+            if f'"{text}"' in current or f"'{text}'" in current:
+                return number
+            if "]" in current:
+                break
+        return line
 
     def mode(self, doc: Mapping[str, Any]) -> str:
         return self.choice(doc, "mode", "virtualize", MODES)
@@ -646,28 +691,46 @@ def rules_from_options(
     return rules
 
 
+def parse_allow_syscalls(names: Sequence[str] | None) -> frozenset[str]:
+    """The values of ``--allow-syscall``: names of refused calls.
+
+    Raises :class:`PolicyError` naming the option and the unknown name, with
+    the closest names when some are close.
+    """
+    for name in names or ():
+        try:
+            check_allowed([name])
+        except ValueError as e:
+            raise PolicyError("--allow-syscall", None, str(e)) from None
+    return frozenset(names or ())
+
+
 def _replacement_key(rule: Rule) -> tuple[bool, Pattern]:
     # As find_duplicate() sees rules: an exec rule and another rule on the
     # same pattern do not clash, so neither replaces the other.
     return isinstance(rule, Exec), rule_pattern(rule)
 
 
-def combine(file_policy: Policy | None, cli_rules: Sequence[Rule]) -> Policy:
+def combine(
+    file_policy: Policy | None, cli_rules: Sequence[Rule], allow_syscalls: Iterable[str] = ()
+) -> Policy:
     """Merge command-line rules into a file's policy.
 
     A command-line rule replaces the file's rule on the same pattern, whatever
     the kinds of the two -- except that exec rules form an allow-list apart:
     ``--exec`` replaces only an exec rule, and only ``--exec`` replaces one
     (``--readonly /usr/bin/**`` keeps the file's ``[[exec]]`` on it). The mode
-    and view are the file's. Raises :class:`PolicyError` if ``cli_rules`` themselves
-    name a pattern twice.
+    and view are the file's; ``allow_syscalls`` adds to the file's (``--allow-syscall``,
+    checked by :func:`parse_allow_syscalls`). Raises :class:`PolicyError` if ``cli_rules``
+    themselves name a pattern twice.
     """
     if file_policy is None:
         file_policy = Policy()
     replaced = {_replacement_key(rule) for rule in cli_rules}
     kept = [rule for rule in file_policy.rules if _replacement_key(rule) not in replaced]
+    allow = file_policy.allow_syscalls | frozenset(allow_syscalls)
     try:
-        return Policy([*kept, *cli_rules], file_policy.mode, file_policy.view)
+        return Policy([*kept, *cli_rules], file_policy.mode, file_policy.view, allow)
     except DuplicateRuleError as exc:
         raise PolicyError(exc.second.origin or "command line", None, str(exc)) from exc
     except ValueError as exc:  # a private rule given to a view = "opens" policy

@@ -421,16 +421,26 @@ class Policy:
     """
 
     __slots__ = (
-        "_enforcing", "_exact", "_exec", "_trees", "has_private", "mode", "rules", "view",
+        "_enforcing", "_exact", "_exec", "_trees", "allow_syscalls", "has_private", "mode",
+        "rules", "view",
     )  # fmt: skip
 
     rules: tuple[Rule, ...]
     mode: str
     view: str
+    #: Calls of the refused surface this policy lets through after all
+    #: (``allow_syscalls``; see :mod:`unotifyd.policy.surface`).
+    allow_syscalls: frozenset[str]
 
     def __init__(
-        self, rules: Iterable[Rule] = (), mode: str = "virtualize", view: str = "full"
+        self,
+        rules: Iterable[Rule] = (),
+        mode: str = "virtualize",
+        view: str = "full",
+        allow_syscalls: Iterable[str] = (),
     ) -> None:
+        from .surface import check_allowed  # noqa: PLC0415  - surface imports us
+
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (allowed: {', '.join(sorted(MODES))})")
         if view not in VIEWS:
@@ -438,6 +448,7 @@ class Policy:
         self.rules = tuple(rules)
         self.mode = mode
         self.view = view
+        self.allow_syscalls = check_allowed(allow_syscalls)
         duplicate = find_duplicate(self.rules)
         if duplicate is not None:
             raise DuplicateRuleError(*duplicate)
@@ -455,20 +466,24 @@ class Policy:
         self._enforcing: Policy | None = self if mode == "enforce" else None
 
     def __repr__(self) -> str:
-        return f"Policy({list(self.rules)!r}, mode={self.mode!r}, view={self.view!r})"
+        allow = f", allow_syscalls={sorted(self.allow_syscalls)!r}" if self.allow_syscalls else ""
+        return f"Policy({list(self.rules)!r}, mode={self.mode!r}, view={self.view!r}{allow})"
+
+    def _key(self) -> tuple[str, str, tuple[Rule, ...], frozenset[str]]:
+        return (self.mode, self.view, self.rules, self.allow_syscalls)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Policy):
             return NotImplemented
-        return (self.mode, self.view, self.rules) == (other.mode, other.view, other.rules)
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.mode, self.view, self.rules))
+        return hash(self._key())
 
     def enforcing(self) -> Policy:
         """These rules in enforcing mode (made once): for paths that must not be CONTINUEd."""
         if self._enforcing is None:
-            self._enforcing = Policy(self.rules, "enforce")
+            self._enforcing = Policy(self.rules, "enforce", allow_syscalls=self.allow_syscalls)
         return self._enforcing
 
     @property
@@ -510,7 +525,7 @@ class Policy:
                 rules.append(replace(rule, source=canonical(rule.source)))
             else:
                 rules.append(replace(rule, pattern=canonical(rule.pattern)))
-        return Policy(rules, self.mode, self.view)
+        return Policy(rules, self.mode, self.view, self.allow_syscalls)
 
     def bound(self, backing: Callable[[Content | Private], str]) -> Policy:
         """Return this policy with each content and private rule given its ``backing``.
@@ -522,7 +537,7 @@ class Policy:
             replace(rule, backing=backing(rule)) if isinstance(rule, Content | Private) else rule
             for rule in self.rules
         ]
-        return Policy(rules, self.mode, self.view)
+        return Policy(rules, self.mode, self.view, self.allow_syscalls)
 
     def describe(self) -> list[str]:
         """Return one human-readable line per rule, in policy order."""
