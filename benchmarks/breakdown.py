@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 import prepare  # noqa: E402
 from harness import BenchError  # noqa: E402
 
-from unotifyd.kernel.errors import TargetGone  # noqa: E402
+from unotifyd.kernel.errors import ProgramGone  # noqa: E402
 from unotifyd.kernel.listener import Listener  # noqa: E402
 from unotifyd.launch import _spawn  # noqa: E402
 from unotifyd.policy import combine, rules_from_options  # noqa: E402
@@ -76,7 +76,7 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
                 continue
             try:
                 notif = listener.recv()
-            except TargetGone:
+            except ProgramGone:
                 continue
             try:
                 if variant == "full":
@@ -92,7 +92,7 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
                 if variant == "+resolve" and notif.nr == OPENAT:
                     resolver.resolve(notif.pid, -100, path, follow=True, own_root=False)
                 listener.send_continue(notif.id)
-            except TargetGone:
+            except ProgramGone:
                 pass
     finally:
         listener.close()

@@ -209,12 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f"unknown command {args.command}")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _oci_agent(path: str, daemon: Daemon) -> Service:
     """The OCI seccomp agent on socket ``path``, served by ``daemon`` (``serve --oci-socket``)."""
     from .oci.agent import OciAgent, bind_oci_socket  # noqa: PLC0415 - only when asked for
 
     return OciAgent(bind_oci_socket(path), path, daemon)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -23,11 +23,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from .calls.registry import trapped
+from .calls.registry import filter_spec
 from .kernel import fdpass
 from .kernel.errors import Unsupported
-from .kernel.filter import FdSender, PreparedFilter, check_support, compile_filter
-from .policy import Policy, surface
+from .kernel.filter import FdSender, PreparedFilter, check_support
+from .policy import Policy
 
 # Exit statuses of unotifyd's own failures, as env(1)/chroot(1) and shells use them.
 EXIT_FAILURE = 125  # unotifyd itself failed
@@ -104,7 +104,7 @@ def _spawn(policy: Policy, argv: Sequence[str], sigmask: set[int]) -> tuple[int,
     Returns its pid, the listener fd (ours to close) and whether the filter
     has ``WAIT_KILLABLE_RECV``.
     """
-    prepared = PreparedFilter(compile_filter(trapped(policy), surface.refused_calls(policy)))
+    prepared = PreparedFilter(filter_spec(policy).compile())
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()

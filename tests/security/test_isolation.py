@@ -57,7 +57,7 @@ from typing import Any
 
 import pytest
 
-from unotifyd.kernel.target import status_field
+from unotifyd.kernel.program import status_field
 
 from ..integration.helpers import SYSTEM_PYTHON, env_for_copy
 from ..reliability.support import Daemon, Procs, kv, public_dir, read_line, start_daemon

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unotifyd.kernel.dirents import DIRENT64_HEAD, filter_records, read_listing, take_fd
-from unotifyd.kernel.errors import BadArgument, TargetGone
+from unotifyd.kernel.errors import BadArgument, ProgramGone
 
 ME = os.getpid()
 N_FILES = 300
@@ -217,7 +217,7 @@ def test_take_fd_of_unopened_fd_is_ebadf(fd: int) -> None:
 def test_take_fd_of_gone_process_is_target_gone() -> None:
     p = subprocess.Popen(["true"])
     p.wait()
-    with pytest.raises(TargetGone):
+    with pytest.raises(ProgramGone):
         take_fd(p.pid, 0)
 
 

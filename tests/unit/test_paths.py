@@ -14,8 +14,10 @@ from unotifyd.policy.paths import (
     PathRequest,
     RefuseChange,
     combine,
+    decide_on_fd,
     decide_path,
     hidden_names,
+    link_out_of_read_only,
     refuse_change_errno,
 )
 from unotifyd.policy.rules import Content, Exec, Private
@@ -121,3 +123,32 @@ def test_hidden_names() -> None:
     policy = Policy([Deny(Pattern("/h/secret"), errno.ENOENT), Deny(Pattern("/h/other"))])
     assert hidden_names(policy, "/h") == {b"secret"}
     assert hidden_names(policy, "/") == frozenset()
+
+
+def test_a_call_on_an_open_file_is_about_the_file_not_its_name() -> None:
+
+    deny = Policy([Deny(Pattern("/s"), errno.ENOENT), Redirect(Pattern("/a"), Pattern("/b"))])
+    for role in ("read", "modify"):
+        assert isinstance(decide_on_fd(deny, role, "/s"), Continue)
+        assert isinstance(decide_on_fd(deny, role, "/a"), Continue)
+    ro = Policy([ReadOnly(Pattern("/r", tree=True))])
+    assert isinstance(decide_on_fd(ro, "read", "/r/f"), Continue)
+    changed = decide_on_fd(ro, "modify", "/r/f")
+    assert isinstance(changed, Fail) and changed.errno == errno.EROFS
+    execs = Policy([Exec(Pattern("/usr", tree=True))])
+    assert isinstance(decide_on_fd(execs, "exec", "/usr/bin/true"), Continue)
+    for nameless in (None, "/tmp/x"):
+        refused = decide_on_fd(execs, "exec", nameless)
+        assert isinstance(refused, Fail) and refused.errno == errno.EACCES
+    assert isinstance(decide_on_fd(Policy(), "exec", None), Continue)
+
+
+def test_a_file_of_a_read_only_tree_is_not_linked_out() -> None:
+
+    ro = Policy([ReadOnly(Pattern("/r", tree=True)), ReadOnly(Pattern("/q", tree=True))])
+    out = link_out_of_read_only(ro, "/r/f", "/tmp/f")
+    assert isinstance(out, Fail) and out.errno == errno.EXDEV
+    assert isinstance(link_out_of_read_only(ro, "/r/f", "/q/f"), Fail)  # another tree: EXDEV
+    assert link_out_of_read_only(ro, "/r/f", "/r/g") is None  # within: refused as a change
+    assert link_out_of_read_only(ro, "/tmp/f", "/r/g") is None
+    assert link_out_of_read_only(ro, None, "/tmp/g") is None

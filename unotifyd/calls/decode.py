@@ -29,7 +29,7 @@ Args = tuple[int, ...]
 
 
 class Memory(Protocol):
-    """Reads a program's memory (:class:`~unotifyd.kernel.target.MemoryReader`).
+    """Reads a program's memory (:class:`~unotifyd.kernel.program.MemoryReader`).
 
     Both raise :class:`~unotifyd.kernel.errors.BadArgument` with the
     kernel's errno for memory it could not read (EFAULT, ENAMETOOLONG).
@@ -255,12 +255,17 @@ def decode_path_call(
     for spec in specs:
         dirfd = abi.AT_FDCWD if spec.dirfd_arg is None else int_arg(a[spec.dirfd_arg])
         addr = a[spec.path_arg]
-        if addr == 0 and spec.null_ok:
+        # A NULL path (utimensat) or an empty one without AT_EMPTY_PATH
+        # (readlinkat) means the file dirfd refers to only for a real fd:
+        # with AT_FDCWD the kernel looks the name up and fails, EFAULT or
+        # ENOENT (do_utimes() in fs/utimes.c, do_readlinkat() in fs/stat.c).
+        on_fd = dirfd != abi.AT_FDCWD
+        if addr == 0 and spec.null_ok and on_fd:
             path, itself = b"", True
         else:
             path = mem.read_path(n.pid, addr)
             itself = not path and (
-                spec.empty_always
+                (spec.empty_always and on_fd)
                 or (
                     spec.empty_flag_arg is not None
                     and bool(a[spec.empty_flag_arg] & abi.AT_EMPTY_PATH)
@@ -308,8 +313,10 @@ def setxattr_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
 
 
 def xattrat_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
-    """``getxattrat``'s name and ``struct xattr_args``."""
-    return (xattr_name(mem, pid, a[3]), extensible_struct(mem, pid, a[4], a[5], XATTR_ARGS_SIZE))
+    """``getxattrat``'s name and ``struct xattr_args`` (the struct is checked first, as
+    the kernel checks it)."""
+    xargs = extensible_struct(mem, pid, a[4], a[5], XATTR_ARGS_SIZE)
+    return (xattr_name(mem, pid, a[3]), xargs)
 
 
 def setxattrat_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:

@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..kernel import abi
+from ..kernel.filter import compile_filter
 from ..kernel.listener import Notification
+from ..policy import surface
 from ..policy.paths import Role
+from ..policy.surface import RefusedCall
 from ..policy.syscalls import Family, needed_families
 from . import ops
 from .decode import (
@@ -293,3 +296,52 @@ def trapped(policy: Policy) -> frozenset[str]:
 def names(family: Family) -> frozenset[str]:
     """The calls of one family."""
     return frozenset(name for name, e in BY_NAME.items() if e.family == family)
+
+
+def reads_of_open_files(policy: Policy) -> tuple[tuple[str, int, int], ...]:
+    """The trapped reads to let through in the filter when they are about an open file.
+
+    ``fstat(fd)`` is ``newfstatat(fd, "", AT_EMPTY_PATH)`` in glibc (2.33 and
+    later) and ``statx(fd, "", AT_EMPTY_PATH)`` elsewhere: a third of what
+    programs make trapped, and no rule is about an open file
+    (:func:`~unotifyd.policy.paths.decide_on_fd`), so in virtualize mode a
+    read with ``AT_EMPTY_PATH`` is not notified at all: ``(name, flag
+    argument, AT_EMPTY_PATH)`` for :func:`~unotifyd.kernel.filter.compile_filter`.
+
+    What this relies on: BPF cannot read the path, so a read that has
+    ``AT_EMPTY_PATH`` *and* a non-empty path (which the kernel then looks
+    up) passes untrapped too, and sees the real file where a rule would
+    show another. Nothing enforces a view in virtualize mode (CONTINUE lets
+    a racing thread swap a path just as well); enforcing mode traps every
+    such read, and answers it from our copy of the fd.
+    """
+    if policy.mode == "enforce":
+        return ()
+    out = []
+    for name, entry in BY_NAME.items():
+        operation = entry.operation
+        if entry.at_form is not None or operation.kind != "path" or len(operation.paths) != 1:
+            continue
+        spec = operation.paths[0]
+        if spec.role == "read" and spec.empty_flag_arg is not None:
+            out.append((name, spec.empty_flag_arg, abi.AT_EMPTY_PATH))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSpec:
+    """What the seccomp filter of a policy does with each call (hashable: filters are cached)."""
+
+    trapped: frozenset[str]
+    refused: tuple[RefusedCall, ...]
+    unless: tuple[tuple[str, int, int], ...]
+
+    def compile(self) -> bytes:
+        return compile_filter(self.trapped, self.refused, self.unless)
+
+
+def filter_spec(policy: Policy) -> FilterSpec:
+    """The filter ``policy`` needs: what it traps, refuses, and lets through after all."""
+    trap = trapped(policy)
+    unless = tuple(u for u in reads_of_open_files(policy) if u[0] in trap)
+    return FilterSpec(trap, surface.refused_calls(policy), unless)

@@ -37,13 +37,12 @@ from typing import IO, Any
 
 import trio
 
-from ..calls.registry import trapped
+from ..calls.registry import FilterSpec, filter_spec
 from ..kernel.creds import forbid_inspection
 from ..kernel.errors import Unsupported
-from ..kernel.filter import check_support, compile_filter
+from ..kernel.filter import check_support
 from ..kernel.listener import Listener, is_listener
-from ..policy import Policy, surface
-from ..policy.surface import RefusedCall
+from ..policy import Policy
 from ..serve.served import Stats
 from ..serve.trace import Tracer
 from .programs import Program, ProgramTable, close_fds, recv_message
@@ -122,8 +121,8 @@ class Supervisor:
     ) -> None:
         self._table = ProgramTable(Tracer(trace, trace_json))
         self._timeout = handshake_timeout
-        # Compiled filters by (trapped calls, refused calls).
-        self._filters: dict[tuple[frozenset[str], tuple[RefusedCall, ...]], bytes] = {}
+        # Compiled filters, by what they trap, refuse and let through.
+        self._filters: dict[FilterSpec, bytes] = {}
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._umask = 0
@@ -190,7 +189,7 @@ class Supervisor:
             raise RuntimeError("Supervisor.launch outside `async with Supervisor()`")
         if not argv:
             raise ValueError("argv is empty")
-        bpf = await self._filter(trapped(policy), surface.refused_calls(policy))
+        bpf = await self._filter(filter_spec(policy))
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             cmd = [
@@ -222,13 +221,10 @@ class Supervisor:
             raise
         return SandboxedProcess(proc, program)
 
-    async def _filter(
-        self, syscalls: frozenset[str], refused: tuple[RefusedCall, ...]
-    ) -> bytes:
-        key = (syscalls, refused)
-        if key not in self._filters:
-            self._filters[key] = await trio.to_thread.run_sync(compile_filter, syscalls, refused)
-        return self._filters[key]
+    async def _filter(self, spec: FilterSpec) -> bytes:
+        if spec not in self._filters:
+            self._filters[spec] = await trio.to_thread.run_sync(spec.compile)
+        return self._filters[spec]
 
     async def _hand_over(
         self,

@@ -16,7 +16,7 @@ that the next daemon finds it, knowing which profile it serves:
   every listener over a unix socket, with the same names; the old daemon
   exits only once the successor says it serves them.
 
-Either way the old daemon first stops receiving (:class:`PausableListener`)
+Either way the old daemon first stops receiving (:class:`~unotifyd.serve.served.Gate`)
 and answers whatever it has already received: a received notification is
 invisible to the next reader, and with a copy of the listener alive it
 would never be failed either.
@@ -470,15 +470,15 @@ class Continuity:
 
         running = self.daemon.table.running
         for prog in running.values():
-            prog.listener.pause()
+            prog.gate.pause()
         with trio.move_on_after(timeout):
-            while any(p.listener.in_flight for p in running.values()):
+            while any(p.gate.in_flight for p in running.values()):
                 await trio.sleep(0.002)
-        return sum(p.listener.in_flight for p in running.values())
+        return sum(p.gate.in_flight for p in running.values())
 
     def resume(self) -> None:
         for prog in self.daemon.table.running.values():
-            prog.listener.resume()
+            prog.gate.resume()
 
     # --- SIGUSR2: hand over to a successor --------------------------------------------
 

@@ -27,17 +27,15 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..kernel.errors import TargetGone
-from ..kernel.listener import Listener, Notification
+from ..kernel.listener import Listener
 from ..policy import Policy
-from ..serve.served import Stats
+from ..serve.served import Gate, Stats
 from ..serve.trace import Tracer
 from ..serve.trioserve import TrioServer
 from .lanes import Lanes
 from .protocol import Direction, Message, ProtocolError, decode_record
 
 __all__ = [
-    "PausableListener",
     "ProfileCounters",
     "Program",
     "ProgramObserver",
@@ -114,83 +112,6 @@ async def recv_message(
         raise
 
 
-class PausableListener(Listener):
-    """A listener whose reader can be told to stop receiving, for a hand-over.
-
-    Before the daemon hands its listeners to a successor (or leaves them in
-    systemd's fd store), it must answer every notification it has
-    *received*: a received notification is invisible to any other reader,
-    and while a copy of the listener lives on it is never failed either, so
-    the trapped thread would wait forever. Notifications not yet received
-    stay queued in the kernel for the next reader.
-
-    So :meth:`pause` makes :meth:`poll` hide ``POLLIN`` (the serve loop then
-    receives nothing more) and :attr:`in_flight` counts what was received and
-    not yet answered or found dead, e.g. an open in a worker thread. The
-    serve loop of :mod:`unotifyd.serve` offers no "stop receiving" call, hence
-    this wrapper around the calls it makes.
-    """
-
-    def __init__(self, fd: int) -> None:
-        super().__init__(fd)
-        self.paused = False
-        self._received: set[int] = set()
-
-    @classmethod
-    def take(cls, listener: Listener) -> PausableListener:
-        """``listener`` itself if pausable, else a new owner of its fd (it gives it up)."""
-        if isinstance(listener, PausableListener):
-            return listener
-        fd, listener.fd = listener.fd, -1
-        return cls(fd)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._received)
-
-    def pause(self) -> None:
-        self.paused = True
-
-    def resume(self) -> None:
-        self.paused = False
-
-    def poll(self) -> int:
-        events = super().poll()
-        if self.paused and events & select.POLLIN:
-            # Not POLLHUP either: with a notification pending somebody is
-            # still using the filter.
-            return 0
-        return events
-
-    def recv(self) -> Notification:
-        notif = super().recv()
-        self._received.add(notif.id)
-        return notif
-
-    def id_valid(self, nid: int) -> bool:
-        valid = super().id_valid(nid)
-        if not valid:
-            self._received.discard(nid)
-        return valid
-
-    def _send(self, nid: int, val: int, error: int, flags: int) -> None:
-        try:
-            super()._send(nid, val, error, flags)
-        except TargetGone:
-            self._received.discard(nid)
-            raise
-        self._received.discard(nid)
-
-    def send_fd(self, nid: int, srcfd: int, *, cloexec: bool) -> int:
-        try:
-            newfd = super().send_fd(nid, srcfd, cloexec=cloexec)
-        except TargetGone:
-            self._received.discard(nid)
-            raise
-        self._received.discard(nid)
-        return newfd
-
-
 class ProgramObserver:
     """Told when a program starts being served and when it is released."""
 
@@ -240,13 +161,15 @@ class Program:
     uid: int
     command: str
     policy: Policy
-    listener: PausableListener
+    listener: Listener
     stats: Stats = field(default_factory=Stats)
     #: Which lane serves it (see :mod:`.lanes`): programs of one client share one.
     lane: Hashable = None
     started: float = field(default_factory=time.monotonic)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     released: trio.Event = field(default_factory=trio.Event)
+    #: Stops its serving from receiving, for a hand-over (see Gate).
+    gate: Gate = field(default_factory=Gate)
 
     def to_json(self, now: float) -> dict[str, object]:
         return {
@@ -298,7 +221,7 @@ class ProgramTable:
         """
         prog = Program(
             next(self._serials), name, profile, pid, uid, command, policy,
-            PausableListener.take(listener), lane=uid if lane is None else lane,
+            listener, lane=uid if lane is None else lane,
         )
         self.running[prog.serial] = prog
         self.observer.started(prog)
@@ -315,13 +238,15 @@ class ProgramTable:
             with prog.scope:
                 if self.lanes is None:
                     await self.server.serve(
-                        prog.listener, prog.policy, name=prog.name, stats=prog.stats
+                        prog.listener, prog.policy, name=prog.name, stats=prog.stats,
+                        gate=prog.gate,
                     )
                 else:
                     await self.lanes.run(
                         prog.lane,
                         lambda sup: sup.serve(
-                            prog.listener, prog.policy, name=prog.name, stats=prog.stats
+                            prog.listener, prog.policy, name=prog.name, stats=prog.stats,
+                            gate=prog.gate,
                         ),
                     )
         finally:
@@ -373,8 +298,12 @@ class ProgramTable:
         it, and any call that arrives later, gets ``ENOSYS`` from the kernel
         once the listener closes.
         """
+        def pending(p: Program) -> bool:
+            # A paused listener receives nothing more: what waits is the next reader's.
+            return not p.gate.paused and bool(p.listener.poll() & select.POLLIN)
+
         with trio.move_on_after(drain_timeout):
-            while any(p.listener.poll() & select.POLLIN for p in self.running.values()):
+            while any(pending(p) for p in self.running.values()):
                 await trio.sleep(0.001)
         for prog in list(self.running.values()):
             prog.scope.cancel()

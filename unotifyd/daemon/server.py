@@ -34,13 +34,11 @@ from typing import Protocol
 import trio
 
 from .. import __version__
-from ..calls.registry import trapped
+from ..calls.registry import FilterSpec, filter_spec
 from ..kernel.fdpass import bind_listening
-from ..kernel.filter import compile_filter
 from ..kernel.listener import Listener, is_listener
 from ..kernel.peercred import Peer, peer_of
 from ..policy import PolicyError, surface
-from ..policy.surface import RefusedCall
 from ..serve.backing import target_warnings
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
@@ -94,15 +92,15 @@ def load(path: str) -> LoadedConfig:
     """Read the config and compile every profile's filter. Raises PolicyError."""
     config = load_config(path)
     # Profiles that trap and refuse the same calls share one filter.
-    by_calls: dict[tuple[frozenset[str], tuple[RefusedCall, ...]], bytes] = {}
+    by_spec: dict[FilterSpec, bytes] = {}
     filters: dict[str, bytes] = {}
     for name, profile in config.profiles.items():
         for warning in [*target_warnings(profile.policy), *surface.warnings(profile.policy)]:
             _log(f"{path}: profile {name!r}: {warning}")
-        calls = (trapped(profile.policy), surface.refused_calls(profile.policy))
-        if calls not in by_calls:
-            by_calls[calls] = compile_filter(*calls)
-        filters[name] = by_calls[calls]
+        spec = filter_spec(profile.policy)
+        if spec not in by_spec:
+            by_spec[spec] = spec.compile()
+        filters[name] = by_spec[spec]
     return LoadedConfig(config, filters, time.time())
 
 

@@ -59,7 +59,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from . import abi
-from .errors import TargetGone
+from .errors import ProgramGone
 from .rawsys import libc, libc_syscall
 
 _SYS_SETRESUID = 117
@@ -107,14 +107,14 @@ class _Caps:
     def get(self, tid: int) -> tuple[int, int, int]:
         """(effective, permitted, inheritable) of thread ``tid`` (0: this one).
 
-        capget(2) of another thread needs no privilege. Raises TargetGone.
+        capget(2) of another thread needs no privilege. Raises ProgramGone.
         """
         self.header.version = _CAP_VERSION_3
         self.header.pid = tid
         if libc_syscall(self._nr_get, self._header_ref, self.data) != 0:
             err = ctypes.get_errno()
             if err == errno.ESRCH:
-                raise TargetGone(f"thread {tid} is gone")
+                raise ProgramGone(f"thread {tid} is gone")
             raise OSError(err, f"capget({tid}): {os.strerror(err)}")
         lo, hi = self.data
         return (
@@ -231,11 +231,11 @@ _SUPERVISOR = _Ours.now()
 
 
 def userns_of(tid: int) -> tuple[int, int] | None:
-    """An id of the user namespace of thread ``tid``; TargetGone if it is gone."""
+    """An id of the user namespace of thread ``tid``; ProgramGone if it is gone."""
     try:
         st = os.stat(f"/proc/{tid}/ns/user")
     except (FileNotFoundError, ProcessLookupError):
-        raise TargetGone(f"thread {tid} is gone") from None
+        raise ProgramGone(f"thread {tid} is gone") from None
     return (st.st_dev, st.st_ino)
 
 
@@ -266,7 +266,7 @@ class CredentialReader:
         try:
             pidfd = os.pidfd_open(tid, abi.PIDFD_THREAD)
         except ProcessLookupError:
-            raise TargetGone(f"thread {tid} is gone") from None
+            raise ProgramGone(f"thread {tid} is gone") from None
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
@@ -277,7 +277,7 @@ class CredentialReader:
             fcntl.ioctl(pidfd, abi.PIDFD_GET_INFO, self._buf, True)
         except OSError as e:
             if e.errno == errno.ESRCH:
-                raise TargetGone(f"thread {tid} is gone") from None
+                raise ProgramGone(f"thread {tid} is gone") from None
             if e.errno not in (errno.ENOTTY, errno.EINVAL):
                 raise
             self._pidfd_info_works = False  # Older than 6.13: no PIDFD_GET_INFO.
@@ -295,7 +295,7 @@ class CredentialReader:
         thread acts exactly as we would and no umask is needed; otherwise
         ``/proc/TID/status`` gives groups and umask. Capabilities are read
         before the user namespace is compared, so a namespace entered
-        meanwhile can only make us grant less. Raises TargetGone.
+        meanwhile can only make us grant less. Raises ProgramGone.
         """
         ours = _SUPERVISOR
         if not need_umask:
@@ -315,12 +315,12 @@ class CredentialReader:
 
 
 def proc_status(tid: int) -> dict[bytes, bytes]:
-    """The fields of ``/proc/TID/status`` (proc(5)), by name; TargetGone if it is gone."""
+    """The fields of ``/proc/TID/status`` (proc(5)), by name; ProgramGone if it is gone."""
     try:
         with open(f"/proc/{tid}/status", "rb") as f:
             text = f.read()
     except (FileNotFoundError, ProcessLookupError):
-        raise TargetGone(f"thread {tid} is gone") from None
+        raise ProgramGone(f"thread {tid} is gone") from None
     fields: dict[bytes, bytes] = {}
     for line in text.splitlines():
         key, _, value = line.partition(b":")
@@ -346,9 +346,9 @@ def read_credentials(tid: int, caps: _Caps | None = None) -> Credentials:
         prm = int(fields[b"CapPrm"], 16)
     except (KeyError, IndexError, ValueError):
         # A zombie's status lacks most of these: the thread is exiting.
-        raise TargetGone(f"thread {tid} has no credentials (exiting)") from None
+        raise ProgramGone(f"thread {tid} has no credentials (exiting)") from None
     if len(uids) != 4 or len(gids) != 4:
-        raise TargetGone(f"thread {tid} has no credentials (exiting)")
+        raise ProgramGone(f"thread {tid} has no credentials (exiting)")
     if (eff or prm) and userns_of(tid) != _SUPERVISOR.userns:
         eff = prm = 0
     ruid, euid, suid, fsuid = uids

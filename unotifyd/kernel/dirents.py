@@ -25,9 +25,9 @@ from collections.abc import Callable
 from typing import Final
 
 from . import abi
-from .errors import BadArgument, TargetGone
+from .errors import BadArgument, ProgramGone
+from .program import read_ids
 from .rawsys import libc_syscall
-from .target import read_ids
 
 # struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
 # (getdents(2)). d_name is NUL-terminated and d_reclen padded to 8 bytes.
@@ -57,7 +57,7 @@ def _pidfd(tid: int) -> int:
     try:
         return os.pidfd_open(tid, abi.PIDFD_THREAD)
     except ProcessLookupError:
-        raise TargetGone(f"thread {tid} is gone") from None
+        raise ProgramGone(f"thread {tid} is gone") from None
     except OSError as e:
         if e.errno != errno.EINVAL:
             raise
@@ -65,7 +65,7 @@ def _pidfd(tid: int) -> int:
     try:
         return os.pidfd_open(tgid)
     except ProcessLookupError:
-        raise TargetGone(f"thread {tid} is gone") from None
+        raise ProgramGone(f"thread {tid} is gone") from None
 
 
 def take_fd(tid: int, fd: int) -> int:
@@ -80,7 +80,7 @@ def take_fd(tid: int, fd: int) -> int:
     int`` for getdents64: ``args[0] & 0xFFFFFFFF``); one that is not a
     non-negative int cannot be open.
 
-    Raises :class:`TargetGone` if the thread is gone (``ESRCH``),
+    Raises :class:`ProgramGone` if the thread is gone (``ESRCH``),
     :class:`BadArgument` ``(EBADF)`` if it has no such fd, OSError otherwise
     (``EPERM``: not allowed to ptrace it). An exiting thread has no fd table
     any more and also gives ``EBADF`` (fs/file.c, ``fget_task``): as always,
@@ -97,7 +97,7 @@ def take_fd(tid: int, fd: int) -> int:
     if got >= 0:
         return got
     if err == errno.ESRCH:
-        raise TargetGone(f"thread {tid} is gone")
+        raise ProgramGone(f"thread {tid} is gone")
     if err == errno.EBADF:
         raise BadArgument(errno.EBADF, f"thread {tid} has no fd {fd}")
     raise OSError(err, f"pidfd_getfd({tid}, {fd}): {os.strerror(err)}")

@@ -11,7 +11,7 @@ class Unsupported(KernelError):
     """The running kernel lacks a feature unotifyd needs (named in the message)."""
 
 
-class TargetGone(KernelError):
+class ProgramGone(KernelError):
     """The program behind a notification died, or its call was interrupted.
 
     Normal, not a failure: ``SECCOMP_IOCTL_NOTIF_RECV``, ``SEND``, ``ADDFD`` and

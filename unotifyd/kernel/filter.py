@@ -61,8 +61,16 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-def compile_filter(syscalls: Iterable[str], refused: Iterable[Refused]) -> bytes:
+def compile_filter(
+    syscalls: Iterable[str],
+    refused: Iterable[Refused],
+    unless: Iterable[tuple[str, int, int]] = (),
+) -> bytes:
     """Return a BPF program that notifies ``syscalls``, fails ``refused`` and allows the rest.
+
+    ``unless`` holds ``(name, index, bit)``: that call is notified only when
+    ``args[index]`` lacks ``bit``, and allowed otherwise (a masked compare,
+    seccomp_rule_add(3)).
 
     ``refused`` (from :func:`unotifyd.policy.surface.refused_calls`) fail in
     the filter with their errno (``SECCOMP_RET_ERRNO``): the kernel never
@@ -86,10 +94,17 @@ def compile_filter(syscalls: Iterable[str], refused: Iterable[Refused]) -> bytes
         raise ValueError(f"calls both trapped and refused: {', '.join(sorted(both))}")
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
+    conditions = {name: (index, bit) for name, index, bit in unless}
     for name in trapped:
         # By number: libseccomp adds an x86_64 number as it is, including
         # calls newer than its own table (the *xattrat family of 6.13).
-        flt.add_rule(pyseccomp.NOTIFY, abi.SYSCALL_NUMBERS[name])
+        number = abi.SYSCALL_NUMBERS[name]
+        if name in conditions:
+            index, bit = conditions[name]
+            without = pyseccomp.Arg(index, pyseccomp.MASKED_EQ, bit, 0)
+            flt.add_rule(pyseccomp.NOTIFY, number, without)
+        else:
+            flt.add_rule(pyseccomp.NOTIFY, number)
     for _name, number, err, tests in refusals:
         action = pyseccomp.ERRNO(err)
         if not tests:

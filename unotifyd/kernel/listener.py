@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from . import abi
-from .errors import KernelError, TargetGone
+from .errors import KernelError, ProgramGone
 from .rawsys import libc
 
 _ZERO_NOTIF = bytes(abi.NOTIF_STRUCT.size)
@@ -171,7 +171,7 @@ class Listener:
     def recv(self) -> Notification:
         """Receive one pending notification. Call only after ``POLLIN``.
 
-        Raises :class:`TargetGone` when the thread that made the call died
+        Raises :class:`ProgramGone` when the thread that made the call died
         or was killed between ``poll`` and here (ENOENT).
         """
         buf = self._recv_buf
@@ -185,7 +185,7 @@ class Listener:
                 continue
             except OSError as e:
                 if e.errno == errno.ENOENT:
-                    raise TargetGone("notification vanished before RECV") from None
+                    raise ProgramGone("notification vanished before RECV") from None
                 raise KernelError(f"SECCOMP_IOCTL_NOTIF_RECV: {e.strerror}") from e
             break
         t = _unpack_notif(buf)
@@ -216,7 +216,7 @@ class Listener:
                 continue
             except OSError as e:
                 if e.errno == errno.ENOENT:
-                    raise TargetGone("notification vanished before SEND") from None
+                    raise ProgramGone("notification vanished before SEND") from None
                 raise KernelError(f"SECCOMP_IOCTL_NOTIF_SEND: {e.strerror}") from e
             return
 
@@ -248,7 +248,7 @@ class Listener:
         ``SECCOMP_ADDFD_FLAG_SEND`` injects and answers in one atomic step
         (5.14+), so the target never holds an fd for a call it was told
         failed. Returns the fd number in the target. Raises
-        :class:`TargetGone` (ENOENT) or :class:`OSError` with the errno the
+        :class:`ProgramGone` (ENOENT) or :class:`OSError` with the errno the
         target should see (e.g. ``EMFILE`` when its fd table is full); in
         that case the notification is still pending and must be answered.
 
@@ -273,7 +273,7 @@ class Listener:
             newfd: int = fcntl.ioctl(self.fd, abi.NOTIF_ADDFD, buf, True)
         except OSError as e:
             if e.errno == errno.ENOENT:
-                raise TargetGone("notification vanished before ADDFD") from None
+                raise ProgramGone("notification vanished before ADDFD") from None
             if e.errno in (errno.EINTR, errno.EINPROGRESS):
                 # Only a fatal signal can interrupt us now; nothing left to answer.
                 raise KernelError(f"SECCOMP_IOCTL_NOTIF_ADDFD: {e.strerror}") from e

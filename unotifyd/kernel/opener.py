@@ -14,8 +14,8 @@ import stat
 
 from . import abi
 from .creds import CredentialError, Credentials, acting_as
+from .program import openat2
 from .rawsys import syscall
-from .target import openat2
 
 
 def may_create(flags: int) -> bool:

@@ -245,6 +245,59 @@ def decide_path(policy: Policy, req: PathRequest) -> PathDecision:
     )
 
 
+def decide_on_fd(policy: Policy, role: Role, path: str | None) -> Continue | Fail:
+    """Decide a call about a file the program has open (``AT_EMPTY_PATH``), named ``path``.
+
+    No name is looked up, so no rule about names applies: the program holds
+    the file already (it opened it through the rules, or was given it), and
+    the kernel acts on that very file. ``fstat(fd)`` of a file opened before
+    a deny, or of a file in a private tree's scratch directory, describes
+    the file, as natively. Two things are about the file, not its name, and
+    stay:
+
+    * a read-only tree refuses changes through an fd as a read-only mount
+      does (``fchmod``, ``fchown``, ``futimens``, ``fsetxattr`` on a file of
+      a ``ro`` mount are EROFS: mnt_want_write_file() in fs/namespace.c);
+    * exec rules say which files may run: an fd whose file has no name (a
+      memfd, a deleted file) matches none.
+
+    ``path`` is None for a file without a name. Continue means: the call is
+    made on the program's own fd (in enforcing mode, on our copy of it).
+    """
+    if role == "exec":
+        if not policy.has_exec_rules:
+            return _CONTINUE
+        if path is None:
+            return Fail(errno.EACCES, reason="exec of a file with no name: no exec rule allows it")
+        if policy.exec_match(path) is None:
+            return Fail(errno.EACCES, reason=EXEC_NOT_ALLOWED)
+        return Continue(reason="an exec rule allows it")
+    if role in CHANGING and path is not None:
+        match = policy.match(path)
+        if match is not None and isinstance(match.rule, ReadOnly | Content):
+            return Fail(errno.EROFS, reason=f"{match.rule}: a change through an fd")
+    return Continue(reason="a call on an open file")
+
+
+def link_out_of_read_only(policy: Policy, old: str | None, new: str | None) -> Fail | None:
+    """``link(old, new)`` that would give a file of a read-only tree a name outside it.
+
+    Writing through that name would change the read-only file. A read-only
+    mount cannot be linked out of either: link(2) across mounts is EXDEV
+    (do_linkat() in fs/namei.c), so that is the answer, whatever ``new`` is.
+    Within the tree the new name is a change there, refused as such.
+    """
+    if old is None or new is None:
+        return None
+    match = policy.match(old)
+    if match is None or not isinstance(match.rule, ReadOnly):
+        return None
+    there = policy.match(new)
+    if there is not None and there.rule == match.rule:
+        return None
+    return Fail(errno.EXDEV, reason=f"{match.rule}: a link out of the read-only tree")
+
+
 def combine(decisions: list[PathDecision]) -> PathDecision | None:
     """One answer for a call whose paths were decided one by one, or None.
 

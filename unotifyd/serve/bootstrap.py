@@ -7,7 +7,7 @@ answers every call that cannot block inline: most programs never need
 more, and then trio is never imported. As soon as a call must wait in a
 worker thread (a FIFO, another program's credentials), serving moves on to
 the :class:`~unotifyd.serve.trioserve.TrioServer`, which picks up what was
-left (:class:`Handover`).
+left (:class:`StartupEnd`).
 
 There used to be a time budget (0.2 s) after which trio took over anyway:
 the import then stalled every trapped call of a running program for ~65 ms,
@@ -29,7 +29,7 @@ from .served import InFlight, Served
 
 
 @dataclass
-class Handover:
+class StartupEnd:
     """Where the start-up loop stopped.
 
     ``status`` is the program's wait status once it was reaped; ``finished``
@@ -43,13 +43,13 @@ class Handover:
     deferred: list[tuple[InFlight, Job]] = field(default_factory=list)
 
 
-def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) -> Handover:
+def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) -> StartupEnd:
     """Serve ``s`` until done or a call must wait.
 
     ``stop_fd`` (an eventfd, say) becoming readable means: the program is
     gone, stop serving what it left behind (see :class:`StopServing`).
     """
-    out = Handover()
+    out = StartupEnd()
     listener = s.listener
     pidfd = os.pidfd_open(pid)
     poller = select.poll()

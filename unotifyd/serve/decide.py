@@ -18,9 +18,9 @@ from ..calls.decode import Memory, decode_path_call, int_arg, names_a_directory
 from ..calls.registry import Syscall
 from ..kernel import abi
 from ..kernel.creds import CredentialReader, Credentials, acting_as
-from ..kernel.errors import BadArgument, TargetGone
+from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.opener import may_create
-from ..kernel.target import MemoryReader, PathResolver
+from ..kernel.program import MemoryReader, PathResolver
 from ..policy import (
     Continue,
     Decision,
@@ -41,7 +41,9 @@ from ..policy.paths import (
     PerformPath,
     RefuseChange,
     Target,
+    decide_on_fd,
     decide_path,
+    link_out_of_read_only,
 )
 from ..policy.paths import combine as combine_paths
 from .guard import supervisors_own
@@ -53,7 +55,7 @@ from .trace import Tracer
 
 
 class Resolver(Protocol):
-    """Resolves a program's paths as it would (:class:`~unotifyd.kernel.target.PathResolver`)."""
+    """Resolves a program's paths as it would (:class:`~unotifyd.kernel.program.PathResolver`)."""
 
     def root_id(self, tid: int, /) -> tuple[int, int] | None: ...
 
@@ -224,7 +226,7 @@ class Decider:
         except FileNotFoundError:
             return None  # Not open: the call fails with EBADF by itself.
         except ProcessLookupError:
-            raise TargetGone("thread is gone") from None
+            raise ProgramGone("thread is gone") from None
         # Sockets, pipes, anonymous inodes, deleted files: no path rule applies.
         if not text.startswith("/") or text.endswith(" (deleted)"):
             return None
@@ -256,9 +258,10 @@ class Decider:
         for arg in call.paths:
             where: str | None
             via_private = False
+            on_fd = arg.itself and arg.dirfd != abi.AT_FDCWD
             if arg.itself:
-                # The call is about a file the program has open: no name is
-                # looked up, so only the rules on that file's own path apply.
+                # The call is about a file the program has open (or its cwd):
+                # no name is looked up (see decide_on_fd).
                 if arg.dirfd == abi.AT_FDCWD:
                     where = self.resolver.resolve(
                         n.pid, abi.AT_FDCWD, b".", follow=True, own_root=p.own_root
@@ -285,13 +288,19 @@ class Decider:
             if supervisors_own(where, opening=False) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
             resolved.append(where)
-            if where is None:
+            if on_fd:
+                decisions.append(decide_on_fd(policy, arg.role, where))
+            elif where is None:
                 decisions.append(Continue("no path"))
             else:
                 # Where a link in a private tree leads: see _decide.
                 deciding = policy.enforcing() if via_private else policy
                 decisions.append(decide_path(deciding, PathRequest(name, arg.role, where)))
         p.resolved = next((r for r in resolved if r is not None), None)
+        if name == "linkat":
+            out = link_out_of_read_only(policy, resolved[0], resolved[1])
+            if out is not None:
+                return out
         one = combine_paths(decisions)
         if operation.kind == "rewrite":
             first = decisions[0]
@@ -311,12 +320,17 @@ class Decider:
             return one
         if isinstance(one, RefuseChange):
             return PerformPath((), refuse=one, resolved=tuple(resolved))
-        if isinstance(one, Continue):
+        if isinstance(one, Continue) and (
+            # Enforcing mode never has the kernel read a path again
+            # (CONTINUE): a call on an fd is made on our copy of the fd,
+            # unless it has no path at all (utimensat(fd, NULL)).
+            not enforce or all(a.itself and a.addr == 0 for a in call.paths)
+        ):
             return one
         targets: list[Target] = []
         for arg, d, where in zip(call.paths, decisions, resolved, strict=True):
             own = isinstance(d, Continue) or (isinstance(d, MapPath) and d.in_program_root)
-            if arg.itself and own:
+            if arg.itself and own and arg.dirfd != abi.AT_FDCWD:
                 if arg.addr == 0:
                     # utimensat(fd, NULL): no path at all, nothing to re-read.
                     return Continue("no path")

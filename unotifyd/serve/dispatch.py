@@ -20,7 +20,7 @@ from collections.abc import Callable
 from ..calls.ops import Outcome
 from ..calls.registry import BY_NR
 from ..kernel import abi
-from ..kernel.errors import TargetGone
+from ..kernel.errors import ProgramGone
 from ..kernel.listener import Notification
 from ..kernel.opener import may_create
 from ..policy import Continue, EmulateOpen, Fail, Listing, RefuseWrite, Return, Rewrite
@@ -75,15 +75,20 @@ class Dispatcher:
         if s.stats is not None:
             s.stats.notifications += 1
         p = InFlight(notif)
+        s.gate.received(notif.id)
+        result: Answered = None
         try:
             p.decision = d = self._decide(s, p)
             result = _ANSWERS[type(d)](self, s, p, d, defer)
-        except TargetGone:
+        except ProgramGone:
             self.gone(s, p)
             return
         except Exception as e:
             self.internal_error(s, p, e)
             return
+        finally:
+            if result is not Deferred.DEFERRED:
+                s.gate.settled(notif.id)  # else the worker's answer settles it
         if result is not Deferred.DEFERRED:
             self.record(s, p, None, result)
 
@@ -145,7 +150,7 @@ class Dispatcher:
         # check: notification ids are never reused, so an answer to a dead
         # call fails with ENOENT and touches nothing.
         if not listener.id_valid(n.id):
-            raise TargetGone("notification no longer valid")
+            raise ProgramGone("notification no longer valid")
         # The program's own names are opened in its root (a container's);
         # a redirect's target is a path of ours.
         if isinstance(d, PerformPath):

@@ -11,7 +11,7 @@ import select
 from collections.abc import Callable
 from typing import Literal
 
-from ..kernel.errors import TargetGone
+from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
 
 #: Why :func:`drain` returned: nothing pending; the last process using the
@@ -31,7 +31,7 @@ def drain(
     """Receive and ``serve`` pending notifications until there are none (see :data:`Drained`).
 
     A notification whose program died between POLLIN and RECV makes RECV
-    fail with ENOENT (TargetGone): counted with ``gone``, and draining
+    fail with ENOENT (ProgramGone): counted with ``gone``, and draining
     goes on. ``stop`` is asked before each RECV; ``limit`` (0: none) bounds
     how many are answered in one go.
     """
@@ -43,7 +43,7 @@ def drain(
         if events & select.POLLIN:
             try:
                 notif = listener.recv()
-            except TargetGone:
+            except ProgramGone:
                 gone()
                 continue
             serve(notif)

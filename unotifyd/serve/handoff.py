@@ -4,7 +4,7 @@ A :class:`Job` is an emulated open or a path call, with everything needed
 to perform it away from the serving thread. :func:`perform` does it;
 :func:`answer` gives the program its result (an injected fd, a value and
 the memory the call writes, or an errno). When a worker thread outlives
-its call, :class:`Handoff` closes the fd it returns.
+its call, :class:`WorkerResult` closes the fd it returns.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from functools import partial
 from ..calls.decode import PathCall
 from ..calls.ops import Outcome
 from ..kernel.creds import Credentials
-from ..kernel.errors import BadArgument, TargetGone
+from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.listener import Listener, Notification
+from ..kernel.program import write_memory
 from ..kernel.sched import pin_to_our_cpu
-from ..kernel.target import write_memory
 from ..policy import EmulateOpen, Policy, RefuseWrite
 from ..policy.paths import PerformPath
 from .opens import open_root, perform_open
@@ -55,14 +55,14 @@ def perform(job: Job, nonblocking: bool) -> Result:
 
     With ``nonblocking``, returns None instead of waiting for a FIFO or a
     device. Runs in the serving thread or, to block or to take on the
-    program's credentials, in a worker thread. Raises TargetGone.
+    program's credentials, in a worker thread. Raises ProgramGone.
     """
     root_fd = open_root(job.root_tid)
     n, listener = job.notif, job.listener
     try:
         if root_fd is not None and not listener.id_valid(n.id):
             # The root we hold might be a new process's that got the pid.
-            raise TargetGone("notification no longer valid")
+            raise ProgramGone("notification no longer valid")
         d = job.decision
         if isinstance(d, PerformPath):
             assert job.call is not None
@@ -140,7 +140,7 @@ def _inject(listener: Listener, n: Notification, fd: int, cloexec: bool, colocat
         os.close(fd)
 
 
-class Handoff:
+class WorkerResult:
     """Hands a worker thread's result to its trio task, or disposes of it.
 
     With ``abandon_on_cancel`` trio forgets a thread whose task was

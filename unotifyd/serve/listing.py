@@ -7,9 +7,9 @@ import os
 
 from ..calls.decode import Args, int_arg
 from ..kernel.dirents import read_listing, take_fd
-from ..kernel.errors import TargetGone
+from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
-from ..kernel.target import write_memory
+from ..kernel.program import write_memory
 from ..policy import Continue, Fail, Listing, Policy
 from ..policy.paths import hidden_names
 
@@ -32,7 +32,7 @@ def answer_listing(listener: Listener, n: Notification, a: Args, d: Listing) -> 
         # The fd came from the thread the notification is about only if
         # the call is still pending: a pid is not reused while it is.
         if not listener.id_valid(n.id):
-            raise TargetGone("notification no longer valid")
+            raise ProgramGone("notification no longer valid")
         try:
             data = read_listing(fd, a[2] & 0xFFFFFFFF, d.hidden.__contains__)
         except OSError as e:

@@ -15,7 +15,7 @@ import os
 import stat
 
 from ..kernel.creds import Credentials, acting_as
-from ..kernel.errors import TargetGone
+from ..kernel.errors import ProgramGone
 from ..kernel.opener import open_as
 from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
 from ..policy.decision import refuse_write_errno
@@ -135,7 +135,7 @@ def unblock_fifo(d: EmulateOpen, creds: Credentials, root_tid: int | None) -> No
 
     Opening a FIFO blocks until the other end is opened too (fifo(7)); a
     non-blocking open of the other end never blocks and releases it. The
-    released open's fd is closed by :class:`Handoff`. Only a FIFO can be
+    released open's fd is closed by :class:`WorkerResult`. Only a FIFO can be
     released this way; a thread blocked in a device's open stays blocked.
 
     Both opens are made as the program, as its own open was: the path is
@@ -148,7 +148,7 @@ def unblock_fifo(d: EmulateOpen, creds: Credentials, root_tid: int | None) -> No
     try:
         # root_tid is set only for a name in the program's own root.
         root_fd = open_root(root_tid)
-    except TargetGone:
+    except ProgramGone:
         return  # Its root went with it; the open stays blocked (see above).
     try:
         pinned = open_as(
@@ -173,14 +173,14 @@ def open_root(root_tid: int | None) -> int | None:
     """An ``O_PATH`` fd of the root directory of thread ``root_tid`` (None: ours, no fd).
 
     Opened as ourselves: with the program's credentials we might not be
-    allowed to look at its ``/proc`` entry. Raises TargetGone.
+    allowed to look at its ``/proc`` entry. Raises ProgramGone.
     """
     if root_tid is None:
         return None
     try:
         return os.open(f"/proc/{root_tid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError):
-        raise TargetGone("thread is gone") from None
+        raise ProgramGone("thread is gone") from None
 
 
 def our_name(path: str, root_tid: int | None) -> str:

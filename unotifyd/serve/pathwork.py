@@ -34,8 +34,8 @@ from ..calls.registry import OPERATIONS
 from ..kernel import abi
 from ..kernel.creds import Credentials, acting_as, as_ourselves
 from ..kernel.dirents import take_fd
-from ..kernel.errors import BadArgument, TargetGone
-from ..kernel.target import openat2
+from ..kernel.errors import BadArgument, ProgramGone
+from ..kernel.program import openat2
 from ..policy import Policy
 from ..policy.decision import Fail
 from ..policy.paths import (
@@ -74,7 +74,7 @@ class _Acting:
             ours = take_fd(self._tid, fd)
         self._stack.callback(os.close, ours)
         if not self._still_valid():
-            raise TargetGone("notification no longer valid")
+            raise ProgramGone("notification no longer valid")
         return ours
 
 

@@ -11,7 +11,6 @@ parent's bytes are put back once the exec is over (:class:`_Restorer`).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -23,11 +22,16 @@ from functools import partial
 from ..calls.decode import PathArg, PathCall
 from ..kernel import abi
 from ..kernel.creds import Credentials
-from ..kernel.errors import TargetGone
+from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
 from ..kernel.opener import open_as, runnable_errno
-from ..kernel.rawsys import syscall
-from ..kernel.target import status_field, write_memory
+from ..kernel.program import (
+    HeldMemory,
+    parent_sharing_memory,
+    shares_memory,
+    status_field,
+    write_memory,
+)
 from ..policy import Continue, Fail, Rewrite
 from ..policy.paths import PathDecision, RefuseChange
 from .opens import our_name
@@ -150,7 +154,7 @@ def _exec_through_fd(
         if not stat.S_ISREG(st.st_mode) or os.pread(fd, 2, 0) == b"#!":
             return None
         if not listener.id_valid(n.id):
-            raise TargetGone("notification no longer valid")
+            raise ProgramGone("notification no longer valid")
         number = listener.add_fd(n.id, fd, cloexec=True)
     except OSError:
         return None  # EMFILE and the like: the call fails ENAMETOOLONG.
@@ -179,7 +183,7 @@ def _fitting_name(path: str, arg: PathArg, tid: int, own_root: bool) -> bytes | 
         try:
             cwd = os.readlink(f"/proc/{tid}/cwd")
         except (FileNotFoundError, ProcessLookupError):
-            raise TargetGone(f"thread {tid} is gone") from None
+            raise ProgramGone(f"thread {tid} is gone") from None
         if cwd.startswith("/"):  # not "... (deleted)" or unreachable
             names.append(os.path.relpath(path, cwd) + slash)
     fitting = [b for b in map(os.fsencode, names) if len(b) <= len(arg.path)]
@@ -201,8 +205,8 @@ def _alone_in_memory(tid: int, *, vfork_ok: bool) -> bool:
     if status_field(tid, b"Threads") != b"1":
         return False
     try:
-        parent = _parent_sharing_memory(tid)
-    except (OSError, ValueError):
+        parent = parent_sharing_memory(tid)
+    except ProgramGone:
         return False  # No parent to compare with (reaped, other pid namespace): be strict.
     if parent is None:
         return True
@@ -210,25 +214,15 @@ def _alone_in_memory(tid: int, *, vfork_ok: bool) -> bool:
         return False
     try:
         return status_field(parent, b"Threads") == b"1"
-    except TargetGone:
+    except ProgramGone:
         return False
-
-
-def _parent_sharing_memory(tid: int) -> int | None:
-    """``tid``'s parent if the two share one address space (a vfork child's), else None.
-
-    Raises OSError or ValueError when there is no parent to compare with.
-    """
-    ppid = int(status_field(tid, b"PPid"))
-    # kcmp(2): 0 means the two share one address space.
-    return ppid if syscall(abi.SYS_KCMP, tid, ppid, abi.KCMP_VM, 0, 0) == 0 else None
 
 
 def _vfork_parent(tid: int) -> int | None:
     """The parent whose memory ``tid`` shares (a vfork child's), or None (also if unknown)."""
     try:
-        return _parent_sharing_memory(tid)
-    except (OSError, ValueError):
+        return parent_sharing_memory(tid)
+    except ProgramGone:
         return None
 
 
@@ -251,21 +245,15 @@ class _Restorer(threading.Thread):
         super().__init__(name=f"unotifyd-restore-{child}", daemon=True)
         self.child, self.parent, self.addr, self.old, self.new = child, parent, addr, old, new
         # Opened now, while the parent is suspended in vfork: bound to its memory.
-        self.mem = os.open(f"/proc/{parent}/mem", os.O_RDWR | os.O_CLOEXEC)
+        self.mem = HeldMemory(parent)
 
     def run(self) -> None:
         try:
             deadline = time.monotonic() + self._GIVE_UP_S
-            while time.monotonic() < deadline:
-                try:
-                    same = syscall(abi.SYS_KCMP, self.child, self.parent, abi.KCMP_VM, 0, 0) == 0
-                except OSError:
-                    same = False  # One of them is gone.
-                if not same:
-                    break
+            # Once they differ (or either is gone), the exec is over.
+            while time.monotonic() < deadline and shares_memory(self.child, self.parent):
                 time.sleep(self._POLL_S)
-            with contextlib.suppress(OSError):
-                if os.pread(self.mem, len(self.new), self.addr) == self.new:
-                    os.pwrite(self.mem, self.old, self.addr)
+            if self.mem.holds(self.addr, self.new):
+                self.mem.write(self.addr, self.old)
         finally:
-            os.close(self.mem)
+            self.mem.close()

@@ -17,7 +17,7 @@ from ..calls.registry import trapped
 from ..kernel.listener import Listener
 from ..policy import Policy
 from .backing import Backing
-from .bootstrap import Handover, StopServing, serve_first
+from .bootstrap import StartupEnd, StopServing, serve_first
 from .dispatch import Dispatcher
 from .served import Served, Stats
 from .trace import Tracer
@@ -52,7 +52,7 @@ async def _serve_rest(
     server: TrioServer,
     s: Served,
     pid: int,
-    first: Handover,
+    first: StartupEnd,
     forwarder: SignalForwarder | None,
 ) -> int:
     """Serve with trio from where the start-up loop stopped, until everything is gone."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -29,6 +30,46 @@ class Stats:
     internal_errors: int = 0
 
 
+class Gate:
+    """Lets the owner of a listener stop its serving from receiving, for a hand-over.
+
+    Before a listener goes to another reader (a successor daemon, systemd's
+    fd store), every notification *received* must be answered: a received
+    notification is invisible to any other reader, and while a copy of the
+    listener lives on it is never failed either, so the trapped thread
+    would wait forever. Notifications not yet received stay queued in the
+    kernel for the next reader. So :meth:`pause` stops receiving, and
+    :attr:`in_flight` counts what was received and is not answered yet
+    (an open in a worker thread, say). Used from other threads than the
+    serving one (the daemon's control loop, lanes): under a lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owed: set[int] = set()
+        self.paused = False
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._owed)
+
+    def received(self, nid: int) -> None:
+        with self._lock:
+            self._owed.add(nid)
+
+    def settled(self, nid: int) -> None:
+        """Notification ``nid`` was answered, or is no longer pending."""
+        with self._lock:
+            self._owed.discard(nid)
+
+
 @dataclass(eq=False)
 class Served:
     """One listener being served: its policy, its name in traces, its counters."""
@@ -46,6 +87,7 @@ class Served:
     # cancel once the call is abandoned (see supervisor._watch_abandoned).
     waiting: dict[int, trio.CancelScope] = field(default_factory=dict)
     watching: bool = False  # whether the task that watches them runs
+    gate: Gate = field(default_factory=Gate)
 
 
 #: Every decision the serving layer answers.

@@ -10,6 +10,7 @@ import errno as errno_mod
 import json
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -198,6 +199,10 @@ class Tracer:
         if self.flush(timeout):
             self._queue.put(None)
             self._writer.join(timeout)
+            self._writer = None  # the next event starts a writer again
+        else:
+            print("unotifyd: the trace sink is stuck; the rest of the trace is lost",
+                  file=sys.stderr)
 
     def _write(self) -> None:
         reported = 0
@@ -208,7 +213,12 @@ class Tracer:
                     return
                 if self.dropped != reported:
                     lost, reported = self.dropped - reported, self.dropped
-                    self._line(f"unotifyd: {lost} trace events dropped: the trace sink was stuck")
+                    why = f"unotifyd: {lost} trace events dropped: the trace sink was stuck"
+                    # Said where it is seen: the text trace, else our stderr.
+                    if self.text is not None:
+                        self._line(why)
+                    else:
+                        print(why, file=sys.stderr)
                 entry, when = item
                 if isinstance(entry, str):
                     self._line(f"unotifyd: {entry}")

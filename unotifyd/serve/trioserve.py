@@ -18,20 +18,22 @@ from functools import partial
 import trio
 
 from ..calls.ops import Outcome
-from ..kernel.errors import TargetGone
+from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
 from ..policy import EmulateOpen, Policy
 from .backing import Backing
 from .dispatch import Dispatcher
 from .drain import drain
-from .handoff import Handoff, Job, perform
+from .handoff import Job, WorkerResult, perform
 from .opens import unblock_fifo
-from .served import InFlight, Served, Stats
+from .served import Gate, InFlight, Served, Stats
 from .trace import Tracer
 
 # How many notifications one listener may answer before yielding to the
 # scheduler, so that one busy program cannot starve the others.
 _DRAIN_BATCH = 64
+# How often a paused listener looks whether it may receive again.
+_PAUSED_POLL_S = 0.005
 # Worker threads for emulated opens (see Supervisor._run_job): for opens
 # that cannot block, for opens that may, and how many of those one program
 # may hold.
@@ -74,6 +76,7 @@ class TrioServer:
         name: str = "",
         stats: Stats | None = None,
         sync_wakeup: bool = True,
+        gate: Gate | None = None,
     ) -> None:
         """Serve ``listener`` until every process using its filter is gone.
 
@@ -106,7 +109,10 @@ class TrioServer:
             print(f"unotifyd: {name or 'program'}: cannot prepare its files: {e}", file=sys.stderr)
             return
         with backing:
-            await self.serve_served(Served(listener, backing.policy, name, stats))
+            served = Served(listener, backing.policy, name, stats)
+            if gate is not None:
+                served.gate = gate
+            await self.serve_served(served)
 
     async def serve_served(self, s: Served, deferred: Sequence[tuple[InFlight, Job]] = ()) -> None:
         """Serve ``s`` (see :meth:`serve`), first starting ``deferred`` work."""
@@ -128,12 +134,22 @@ class TrioServer:
 
                 for p, job in deferred:
                     defer(s, p, job)
+                gate = s.gate
+
+                def paused() -> bool:
+                    return gate.paused
+
                 while True:
+                    if gate.paused:
+                        # Receiving nothing until resumed (see Gate); a
+                        # listener that stays readable must not spin us.
+                        await trio.sleep(_PAUSED_POLL_S)
+                        continue
                     await trio.lowlevel.wait_readable(fd)
-                    drained = drain(listener, serve, gone, limit=_DRAIN_BATCH)
+                    drained = drain(listener, serve, gone, limit=_DRAIN_BATCH, stop=paused)
                     while drained == "limit":
                         await trio.sleep(0)
-                        drained = drain(listener, serve, gone, limit=_DRAIN_BATCH)
+                        drained = drain(listener, serve, gone, limit=_DRAIN_BATCH, stop=paused)
                     if drained == "hangup":
                         # Nobody is left to answer: give up on opens still
                         # blocked in worker threads (a FIFO without a peer).
@@ -150,12 +166,12 @@ class TrioServer:
         A blocking open (a FIFO waiting for its other end) may outlive the
         call: the program can be killed, or interrupted by a signal, while
         we wait. The thread is then abandoned, and the open unblocked if it
-        is a FIFO (:func:`unblock_fifo`); :class:`Handoff` closes the fd it
+        is a FIFO (:func:`unblock_fifo`); :class:`WorkerResult` closes the fd it
         returns late, since no one will inject it.
         """
         n = p.notif
         dispatcher = self.dispatcher
-        handoffs: list[Handoff] = []
+        handoffs: list[WorkerResult] = []
         outcome: int | BaseException | None = None
         try:
             with trio.CancelScope() as scope:
@@ -176,13 +192,14 @@ class TrioServer:
                         outcome = e
         finally:
             s.waiting.pop(n.id, None)
+            s.gate.settled(n.id)
             # Also when the serving task is cancelled (the last process of
             # the listener exited just after our answer): the call was
             # answered and must be counted and traced all the same.
             abandoned = outcome is None and handoffs and handoffs[-1].abandon()
             if abandoned and isinstance(job.decision, EmulateOpen):
                 unblock_fifo(job.decision, job.creds, job.root_tid)
-            if outcome is None or isinstance(outcome, TargetGone):
+            if outcome is None or isinstance(outcome, ProgramGone):
                 # Abandoned, or cancelled because nobody is left to answer.
                 dispatcher.gone(s, p)
             elif isinstance(outcome, int):
@@ -190,7 +207,7 @@ class TrioServer:
             else:
                 dispatcher.internal_error(s, p, outcome)
 
-    async def _run_job(self, s: Served, job: Job, handoffs: list[Handoff]) -> int | Outcome:
+    async def _run_job(self, s: Served, job: Job, handoffs: list[WorkerResult]) -> int | Outcome:
         """Run ``job`` in a worker thread of the right pool; what it gave (see handoff.Result).
 
         Two pools, so that opens blocked on FIFOs can never starve the
@@ -201,7 +218,7 @@ class TrioServer:
         """
         quick, blocking = self._thread_limiters()
         if not job.may_block:
-            handoffs.append(Handoff())
+            handoffs.append(WorkerResult())
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
                 partial(perform, job, True),
@@ -212,7 +229,7 @@ class TrioServer:
                 return raw
         if s.blocking is None:
             s.blocking = trio.CapacityLimiter(_MAX_BLOCKED_PER_PROGRAM)
-        handoffs.append(Handoff())
+        handoffs.append(WorkerResult())
         async with s.blocking:
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,

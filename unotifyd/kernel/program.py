@@ -5,7 +5,7 @@ threads, may exit at any time, and whose pid may be reused. Callers must
 check ``SECCOMP_IOCTL_NOTIF_ID_VALID`` after reading, before acting on what
 they read (seccomp_unotify(2), "Caveats regarding blocking system calls" and
 NOTES). ``/proc`` failures that mean "the process is gone" become
-:class:`TargetGone`, at this one boundary.
+:class:`ProgramGone`, at this one boundary.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from . import abi
 from .creds import Credentials, acting_as, as_ourselves, proc_status
-from .errors import BadArgument, TargetGone
-from .rawsys import libc, libc_syscall
+from .errors import BadArgument, ProgramGone
+from .rawsys import libc, libc_syscall, syscall
 
 _MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS (include/linux/namei.h)
 _FIRST_READ = 256  # most paths are short; read more only when no NUL shows up
@@ -109,7 +109,7 @@ class MemoryReader:
             if err == errno.EFAULT:
                 return b""
             if err == errno.ESRCH:
-                raise TargetGone(f"thread {tid} is gone")
+                raise ProgramGone(f"thread {tid} is gone")
             raise OSError(err, f"process_vm_readv({tid}): {os.strerror(err)}")
         return self._buf.raw[:n]
 
@@ -167,7 +167,7 @@ def read_ids(tid: int, *, innermost: bool) -> tuple[int, int]:
             return int(fields[b"Tgid"]), tid
         return int(fields[b"NStgid"].split()[-1]), int(fields[b"NSpid"].split()[-1])
     except (KeyError, IndexError, ValueError):
-        raise TargetGone(f"thread {tid} is exiting") from None
+        raise ProgramGone(f"thread {tid} is exiting") from None
 
 
 def _lexical_join(base: str, rest: list[str]) -> str:
@@ -227,7 +227,7 @@ class PathResolver:
         try:
             st = os.stat(f"/proc/{tid}/root")
         except (FileNotFoundError, ProcessLookupError):
-            raise TargetGone(f"thread {tid} is gone") from None
+            raise ProgramGone(f"thread {tid} is gone") from None
         rid = (st.st_dev, st.st_ino)
         return None if rid == self._root_id else rid
 
@@ -253,7 +253,7 @@ class PathResolver:
         as the supervisor. Raises OSError with the errno the kernel would
         give the program for a path that cannot be resolved (``ENOTDIR``,
         ``ELOOP``, ``EBADF``, ``EACCES``..., or ``EXDEV``... from openat2
-        ``resolve_flags``), and :class:`TargetGone`.
+        ``resolve_flags``), and :class:`ProgramGone`.
         """
         spath = os.fsdecode(path)
         if not spath:
@@ -300,7 +300,7 @@ class PathResolver:
             # directory of ours for a chroot (names read back under it).
             prefix = os.readlink(root)
         except (FileNotFoundError, ProcessLookupError):
-            raise TargetGone(f"thread {tid} is gone") from None
+            raise ProgramGone(f"thread {tid} is gone") from None
         if base != "/":
             start = _in_root(prefix, _readlink_base(base))
             if start is None:
@@ -311,7 +311,7 @@ class PathResolver:
         try:
             rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, ProcessLookupError):
-            raise TargetGone(f"thread {tid} is gone") from None
+            raise ProgramGone(f"thread {tid} is gone") from None
         try:
             with acting_as(creds):
                 try:
@@ -514,14 +514,14 @@ def _open_base(base: str) -> int:
 
     Opened as the supervisor: these are the program's own, which the kernel
     lets it use without looking anything up. Raises OSError(EBADF) for a
-    dirfd it does not have, TargetGone if it is gone.
+    dirfd it does not have, ProgramGone if it is gone.
     """
     try:
         return os.open(base, os.O_PATH | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError):
         if "/fd/" in base:
             raise OSError(errno.EBADF, "bad dirfd") from None
-        raise TargetGone("thread is gone") from None
+        raise ProgramGone("thread is gone") from None
 
 
 def _readlink_base(base: str) -> str:
@@ -530,7 +530,7 @@ def _readlink_base(base: str) -> str:
     except FileNotFoundError:
         if "/fd/" in base:
             raise OSError(errno.EBADF, "bad dirfd") from None
-        raise TargetGone("thread is gone") from None
+        raise ProgramGone("thread is gone") from None
     if not target.startswith("/"):
         raise OSError(errno.ENOTDIR, "dirfd is not a directory")
     return target
@@ -554,10 +554,10 @@ def write_memory(
     try:
         fd = os.open(f"/proc/{tid}/mem", os.O_RDWR | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError):
-        raise TargetGone(f"thread {tid} is gone") from None
+        raise ProgramGone(f"thread {tid} is gone") from None
     try:
         if not still_valid():
-            raise TargetGone("notification no longer valid")
+            raise ProgramGone("notification no longer valid")
         replaced = []
         for addr, data in writes:
             try:
@@ -574,8 +574,69 @@ def write_memory(
 
 
 def status_field(tid: int, name: bytes) -> bytes:
-    """One field of ``/proc/TID/status``; TargetGone if the thread is gone or exiting."""
+    """One field of ``/proc/TID/status``; ProgramGone if the thread is gone or exiting."""
     try:
         return proc_status(tid)[name].strip()
     except KeyError:
-        raise TargetGone(f"thread {tid} is exiting") from None
+        raise ProgramGone(f"thread {tid} is exiting") from None
+
+
+def shares_memory(tid: int, other: int) -> bool:
+    """True if the two threads run in one address space (kcmp(2) ``KCMP_VM``).
+
+    False also when either is gone: they share nothing any more.
+    """
+    try:
+        return syscall(abi.SYS_KCMP, tid, other, abi.KCMP_VM, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def parent_sharing_memory(tid: int) -> int | None:
+    """``tid``'s parent if the two share one address space (a vfork child's), else None.
+
+    Raises :class:`ProgramGone` when there is no parent to compare with
+    (reaped, or in another pid namespace: PPid 0).
+    """
+    try:
+        ppid = int(status_field(tid, b"PPid"))
+    except ValueError:
+        raise ProgramGone(f"thread {tid} has no parent we can see") from None
+    if ppid <= 0:
+        raise ProgramGone(f"thread {tid} has no parent we can see")
+    try:
+        same = syscall(abi.SYS_KCMP, tid, ppid, abi.KCMP_VM, 0, 0) == 0
+    except OSError:
+        raise ProgramGone(f"thread {tid} or its parent is gone") from None
+    return ppid if same else None
+
+
+class HeldMemory:
+    """A process's memory, held open from now on (``/proc/PID/mem``): bound to that
+    address space even after the pid is reused. Reads and writes fail quietly
+    (False, b"") once it is gone. Closed exactly once, by :meth:`close`.
+    """
+
+    def __init__(self, pid: int) -> None:
+        try:
+            self._fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError):
+            raise ProgramGone(f"process {pid} is gone") from None
+
+    def holds(self, addr: int, data: bytes) -> bool:
+        """True if ``data`` is what the memory holds at ``addr``."""
+        try:
+            return os.pread(self._fd, len(data), addr) == data
+        except OSError:
+            return False
+
+    def write(self, addr: int, data: bytes) -> bool:
+        try:
+            return os.pwrite(self._fd, data, addr) == len(data)
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from unotifyd.kernel import abi
-from unotifyd.kernel.errors import BadArgument, TargetGone
-from unotifyd.kernel.target import MemoryReader, PathResolver
+from unotifyd.kernel.errors import BadArgument, ProgramGone
+from unotifyd.kernel.program import MemoryReader, PathResolver
 
 ME = os.getpid()
 
@@ -103,7 +103,7 @@ def test_a_vanished_process_is_target_gone(mem: MemoryReader) -> None:
     if pid == 0:  # pragma: no cover - the child exits at once
         os._exit(0)
     os.waitpid(pid, 0)
-    with pytest.raises(TargetGone):
+    with pytest.raises(ProgramGone):
         mem.read_path(pid, 4096)
 
 

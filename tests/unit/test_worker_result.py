@@ -1,11 +1,11 @@
-"""Handoff: what a worker thread returns after its call was abandoned is disposed of once."""
+"""WorkerResult: what a worker thread returns after its call was abandoned is disposed of once."""
 
 from __future__ import annotations
 
 import os
 
 from unotifyd.calls.ops import Outcome
-from unotifyd.serve.handoff import Handoff
+from unotifyd.serve.handoff import WorkerResult
 
 
 def _is_open(fd: int) -> bool:
@@ -18,7 +18,7 @@ def _is_open(fd: int) -> bool:
 
 def test_a_late_fd_of_an_abandoned_open_is_closed() -> None:
     fd = os.dup(2)
-    h = Handoff()
+    h = WorkerResult()
     assert h.abandon()  # abandoned before the thread is done
     assert h.run(lambda: fd) is None
     assert not _is_open(fd)
@@ -31,11 +31,11 @@ def test_a_path_calls_result_is_never_taken_for_an_fd() -> None:
     for one."""
     fd = os.dup(2)
     try:
-        h = Handoff()
+        h = WorkerResult()
         assert h.run(lambda: Outcome(fd)) == Outcome(fd)
         assert not h.abandon()  # done already: nothing to dispose of but the result
         assert _is_open(fd)
-        h = Handoff()
+        h = WorkerResult()
         h.abandon()
         assert h.run(lambda: Outcome(fd)) is None
         assert _is_open(fd)

@@ -1,0 +1,188 @@
+"""A call on an fd is about the open file, not a name (issue 16), except where the file's
+own nature counts: a read-only tree, and the files exec rules allow (issue 14).
+
+glibc's ``fstat(fd)`` is ``newfstatat(fd, "", AT_EMPTY_PATH)``; each case runs natively
+first (the control), then in both modes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import TIMEOUT, describe, env, launch_cmd, py, run_launch, run_native
+
+pytestmark = pytest.mark.kernel
+
+MODES = {"virtualize": (), "enforce": ("--enforce",)}
+
+
+@pytest.fixture(params=list(MODES))
+def mode(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    return MODES[str(request.param)]
+
+
+def _with_stdout(argv: list[str], out: Path) -> subprocess.CompletedProcess[str]:
+    """``argv > out``, the redirection made by us (outside any sandbox), as a shell does."""
+    with open(out, "w") as f:
+        return subprocess.run(
+            argv, stdout=f, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            timeout=TIMEOUT, env=env(), check=False,
+        )  # fmt: skip
+
+
+def test_output_into_a_denied_tree_opened_before_the_sandbox(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """``unotifyd launch --deny 'D/**' -- cat /etc/hostname > D/out``: the shell opened it."""
+    denied = tmp_path / "D"
+    denied.mkdir()
+    native = _with_stdout(["cat", "/etc/hostname"], denied / "native")
+    assert native.returncode == 0, native.stderr
+    proc = _with_stdout(
+        launch_cmd(*mode, "--deny", f"{denied}/**", argv=["cat", "/etc/hostname"]),
+        denied / "out",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (denied / "out").read_text() == (denied / "native").read_text()
+
+
+FSTAT = """
+import os, sys
+st = os.fstat(int(sys.argv[1]))
+print(st.st_size, oct(st.st_mode))
+"""
+
+
+def test_fstat_of_an_inherited_fd_of_a_denied_file(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("secret\n")
+    fd = os.open(secret, os.O_RDONLY)
+    try:
+        native = run_native(py(FSTAT, str(fd)), pass_fds=(fd,))
+        assert native.returncode == 0, describe(native)
+        proc = run_launch(*mode, "--deny", str(secret), argv=py(FSTAT, str(fd)), pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+
+
+CHANGES = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+AT_EMPTY_PATH = 0x1000
+fd = os.open(sys.argv[1], os.O_RDONLY)
+def report(what, rc):
+    print(what, "OK" if rc == 0 else os.strerror(ctypes.get_errno()))
+report("fchmodat2", libc.syscall(452, fd, b"", 0o600, AT_EMPTY_PATH))
+report("fchownat", libc.syscall(260, fd, b"", os.getuid(), os.getgid(), AT_EMPTY_PATH))
+report("utimensat", libc.syscall(280, fd, None, None, 0))
+os.fstat(fd)
+print("fstat OK")
+"""
+
+
+def test_changes_through_an_fd_in_a_read_only_tree_are_erofs(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """As on a read-only mount (the control: a read-only bind mount in a mount namespace)."""
+    tree = tmp_path / "ro"
+    tree.mkdir()
+    (tree / "f").write_text("x\n")
+    mounted = (
+        f"mount --bind {tree} {tree} && mount -o remount,ro,bind {tree} && "
+        f'exec "$0" "$@"'
+    )
+    native = run_native(["unshare", "-m", "sh", "-c", mounted, *py(CHANGES, str(tree / "f"))])
+    assert native.returncode == 0, describe(native)
+    assert native.stdout.splitlines()[:3] == [
+        "fchmodat2 Read-only file system",
+        "fchownat Read-only file system",
+        "utimensat Read-only file system",
+    ], native.stdout
+    proc = run_launch(*mode, "--readonly", f"{tree}/**", argv=py(CHANGES, str(tree / "f")))
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+    assert (tree / "f").stat().st_mode & 0o777 != 0o600
+
+
+MEMFD_EXEC = """
+import os, sys
+fd = os.memfd_create("payload")
+with open(sys.argv[1], "rb") as f:
+    os.write(fd, f.read())
+try:
+    os.execve(fd, [sys.argv[1], "escaped"], {})
+except OSError as e:
+    print("execveat", e.strerror)
+"""
+
+
+def test_an_exec_allow_list_is_not_escaped_through_a_memfd(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    echo = "/bin/echo"
+    native = run_native(py(MEMFD_EXEC, echo))
+    assert (native.returncode, native.stdout) == (0, "escaped\n"), describe(native)
+    allowed = str(Path(sys.executable).resolve().parent) + "/**"
+    proc = run_launch(*mode, "--exec", allowed, argv=py(MEMFD_EXEC, echo))
+    assert (proc.returncode, proc.stdout) == (0, "execveat Permission denied\n"), describe(proc)
+
+
+LINK_OUT = """
+import ctypes, os, sys
+d = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+def report(what, rc):
+    print(what, "OK" if rc == 0 else os.strerror(ctypes.get_errno()))
+report("link", libc.link(f"{d}/ro/f".encode(), f"{d}/out/by-name".encode()))
+fd = os.open(f"{d}/ro/f", os.O_RDONLY)
+report("linkat-fd", libc.linkat(fd, b"", -100, f"{d}/out/by-fd".encode(), 0x1000))
+"""
+
+
+def test_a_file_of_a_read_only_tree_cannot_be_linked_out(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """Writing through a new name outside would change it; a ro mount says EXDEV (issue 14)."""
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "ro" / "f").write_text("x\n")
+    tree = tmp_path / "ro"
+    mounted = f'mount --bind {tree} {tree} && mount -o remount,ro,bind {tree} && exec "$0" "$@"'
+    native = run_native(["unshare", "-m", "sh", "-c", mounted, *py(LINK_OUT, str(tmp_path))])
+    assert native.stdout == "link Invalid cross-device link\nlinkat-fd Invalid cross-device link\n"
+    proc = run_launch(*mode, "--readonly", f"{tree}/**", argv=py(LINK_OUT, str(tmp_path)))
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+    assert not list((tmp_path / "out").iterdir())
+
+
+NO_NAME = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+buf = ctypes.create_string_buffer(64)
+def report(what, rc):
+    print(what, rc, os.strerror(ctypes.get_errno()) if rc < 0 else "")
+report("readlink", libc.syscall(89, b"", buf, 64))
+report("readlinkat", libc.syscall(267, -100, b"", buf, 64))
+report("utime", libc.syscall(132, None, None))
+report("utimes", libc.syscall(235, None, None))
+report("utimensat", libc.syscall(280, -100, None, None, 0))
+"""
+
+
+def test_no_name_with_at_fdcwd_is_no_file(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """An empty or NULL path means dirfd's file only for a real fd; with AT_FDCWD the kernel
+    fails (ENOENT, EFAULT) rather than acting on the cwd, even a redirected one."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    before = (tmp_path / "b").stat().st_mtime_ns
+    native = run_native(py(NO_NAME), cwd=tmp_path / "a")
+    assert native.stdout.count(" -1 ") == 5 and native.returncode == 0, describe(native)
+    tree = f"{tmp_path}/a/**={tmp_path}/b/**"
+    proc = run_launch(*mode, "--redirect", tree, argv=py(NO_NAME), cwd=tmp_path / "a")
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+    assert (tmp_path / "b").stat().st_mtime_ns == before
