@@ -17,7 +17,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ..kernel import abi
 from ..kernel.errors import BadArgument
@@ -373,3 +373,39 @@ def timevals(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     if not (0 <= a_usec < 1_000_000 and 0 <= m_usec < 1_000_000):
         raise BadArgument(errno.EINVAL, "bad timeval")
     return (_TIMESPEC2.pack(a_sec, a_usec * 1000, m_sec, m_usec * 1000),)
+
+
+# --- the last component of a path that a call creates, removes or renames ------------
+
+LastKind = Literal["name", "dot", "dotdot", "root"]
+
+
+def last_component(path: bytes) -> tuple[LastKind, bool]:
+    """What the last component of ``path`` is, as filename_parentat() (fs/namei.c) sees
+    it: a name, ``.``, ``..`` or none (``/``); and whether a ``/`` follows it."""
+    stripped = path.rstrip(b"/")
+    if not stripped:
+        return "root", False
+    last = stripped.rpartition(b"/")[2]
+    slash = len(stripped) != len(path)
+    if last == b".":
+        return "dot", slash
+    if last == b"..":
+        return "dotdot", slash
+    return "name", slash
+
+
+def not_a_name_errno(op: str, args: Args, kind: LastKind) -> int:
+    """The kernel's answer to a change of ``.``, ``..`` or ``/`` (a ``kind`` other than a name).
+
+    do_rmdir(): EINVAL for ``.``, ENOTEMPTY for ``..``, EBUSY for ``/``;
+    do_unlinkat(): EISDIR; do_renameat2(): EBUSY, either name;
+    filename_create() (mkdir, mknod, symlink, link's new name): EEXIST.
+    """
+    if op == "unlinkat":
+        if args[2] & abi.AT_REMOVEDIR:
+            return {"dot": errno.EINVAL, "dotdot": errno.ENOTEMPTY}.get(kind, errno.EBUSY)
+        return errno.EISDIR
+    if op == "renameat2":
+        return errno.EBUSY
+    return errno.EEXIST

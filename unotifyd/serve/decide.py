@@ -14,7 +14,14 @@ import os
 import stat
 from typing import Protocol
 
-from ..calls.decode import Memory, decode_path_call, int_arg, names_a_directory
+from ..calls.decode import (
+    Memory,
+    decode_path_call,
+    int_arg,
+    last_component,
+    names_a_directory,
+    not_a_name_errno,
+)
 from ..calls.registry import Syscall
 from ..kernel import abi
 from ..kernel.creds import CredentialReader, Credentials, acting_as
@@ -48,10 +55,15 @@ from ..policy.paths import (
 from ..policy.paths import combine as combine_paths
 from .guard import supervisors_own
 from .listing import decide_listing
-from .opens import our_name
+from .opens import open_root, our_name
+from .pathwork import what_is
 from .rewrite import decide_rewrite
 from .served import AnyDecision, InFlight, Served
 from .trace import Tracer
+
+#: The roles of a path whose last component is a directory entry the call makes,
+#: removes or renames (its own, never a link's target).
+_ENTRY_ROLES = frozenset({"create", "remove", "replace"})
 
 
 class Resolver(Protocol):
@@ -269,11 +281,18 @@ class Decider:
                 else:
                     where = self._fd_path(p, arg.dirfd)
             else:
+                kind, slash = (
+                    last_component(arg.path) if arg.role in _ENTRY_ROLES else ("name", False)
+                )
                 try:
                     where = self.resolver.resolve(
                         n.pid,
                         arg.dirfd,
-                        arg.path,
+                        # A call that makes, removes or renames a directory
+                        # entry acts on the entry itself, never on where a
+                        # link there leads, trailing "/" or not (the kernel
+                        # then checks the entry: see _place in pathwork.py).
+                        arg.path.rstrip(b"/") or arg.path if slash else arg.path,
                         follow=arg.follow,
                         own_root=p.own_root,
                         creds=creds,
@@ -288,6 +307,20 @@ class Decider:
             if supervisors_own(where, opening=False) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
             resolved.append(where)
+            if not arg.itself and arg.role in _ENTRY_ROLES and where is not None:
+                kind = last_component(arg.path)[0]
+                if kind != "name" and not isinstance(
+                    decide_path(policy, PathRequest(name, "read", where)), Fail
+                ):
+                    # "dir/.", "a/..", "/": the kernel looks the directory up,
+                    # then refuses (do_rmdir()...); made on the resolved
+                    # directory, the call would remove or move it. A deny of
+                    # that directory answers first, telling nothing of it.
+                    try:
+                        self._must_be_directory(p, where, creds)
+                    except OSError as e:
+                        return Fail(e.errno or errno.ENOENT, "no directory there")
+                    return Fail(not_a_name_errno(call.op, call.args, kind), "not a name")
             if on_fd:
                 decisions.append(decide_on_fd(policy, arg.role, where))
             elif where is None:
@@ -347,6 +380,21 @@ class Decider:
                     )
                 )
         return PerformPath(tuple(targets), recheck=enforce)
+
+    def _must_be_directory(self, p: InFlight, path: str, creds: Credentials) -> None:
+        """Raise OSError (ENOENT, ENOTDIR...) unless ``path`` is a directory, looked at as
+        the program looks."""
+        root_fd = open_root(p.notif.pid if p.own_root else None)
+        try:
+            with acting_as(creds):
+                found = what_is(path, root_fd)
+        finally:
+            if root_fd is not None:
+                os.close(root_fd)
+        if found in ("missing", "no-parent"):
+            raise OSError(errno.ENOENT, "no such file or directory")
+        if found != "dir":
+            raise OSError(errno.ENOTDIR, "not a directory")
 
     def _decide_listing(self, s: Served, p: InFlight, entry: Syscall) -> Continue | Fail | Listing:
         """A directory listing: answered by us only where the directory holds hidden names."""
