@@ -81,6 +81,10 @@ def report(what, rc):
 report("fchmodat2", libc.syscall(452, fd, b"", 0o600, AT_EMPTY_PATH))
 report("fchownat", libc.syscall(260, fd, b"", os.getuid(), os.getgid(), AT_EMPTY_PATH))
 report("utimensat", libc.syscall(280, fd, None, None, 0))
+report("fchmod", libc.fchmod(fd, 0o600))
+report("fchown", libc.fchown(fd, os.getuid(), os.getgid()))
+report("fsetxattr", libc.fsetxattr(fd, b"user.x", b"1", 1, 0))
+report("fremovexattr", libc.fremovexattr(fd, b"user.x"))
 os.fstat(fd)
 print("fstat OK")
 """
@@ -99,10 +103,10 @@ def test_changes_through_an_fd_in_a_read_only_tree_are_erofs(
     )
     native = run_native(["unshare", "-m", "sh", "-c", mounted, *py(CHANGES, str(tree / "f"))])
     assert native.returncode == 0, describe(native)
-    assert native.stdout.splitlines()[:3] == [
-        "fchmodat2 Read-only file system",
-        "fchownat Read-only file system",
-        "utimensat Read-only file system",
+    assert native.stdout.splitlines()[:7] == [
+        f"{call} Read-only file system"
+        for call in ("fchmodat2", "fchownat", "utimensat", "fchmod", "fchown", "fsetxattr",
+                     "fremovexattr")
     ], native.stdout
     proc = run_launch(*mode, "--readonly", f"{tree}/**", argv=py(CHANGES, str(tree / "f")))
     assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
@@ -186,3 +190,33 @@ def test_no_name_with_at_fdcwd_is_no_file(tmp_path: Path, mode: tuple[str, ...])
     proc = run_launch(*mode, "--redirect", tree, argv=py(NO_NAME), cwd=tmp_path / "a")
     assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
     assert (tmp_path / "b").stat().st_mtime_ns == before
+
+
+RUN_SCRIPT = """
+import os, sys
+try:
+    os.execv(sys.argv[1], [sys.argv[1]])
+except OSError as e:
+    print("exec", e.strerror)
+"""
+
+
+def test_a_scripts_interpreter_must_be_allowed_too(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """``#!INTERP`` runs INTERP: an exec rule on the script alone must not let it run (issue 14)."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "scripts").mkdir()
+    echo = tmp_path / "bin" / "echo"
+    echo.write_bytes(Path("/bin/echo").read_bytes())
+    echo.chmod(0o755)
+    script = tmp_path / "scripts" / "hello"
+    script.write_text(f"#!{echo} interpreted\n")
+    script.chmod(0o755)
+    native = run_native(py(RUN_SCRIPT, str(script)))
+    assert native.stdout == f"interpreted {script}\n", describe(native)
+    here = str(Path(sys.executable).resolve().parent)
+    allowed = ("--exec", f"{here}/**", "--exec", f"{tmp_path}/scripts/**")
+    proc = run_launch(*mode, *allowed, argv=py(RUN_SCRIPT, str(script)))
+    assert (proc.returncode, proc.stdout) == (0, "exec Permission denied\n"), describe(proc)
+    # With its interpreter allowed too, it runs.
+    proc = run_launch(*mode, *allowed, "--exec", str(echo), argv=py(RUN_SCRIPT, str(script)))
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)

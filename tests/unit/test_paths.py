@@ -18,6 +18,7 @@ from unotifyd.policy.paths import (
     decide_path,
     hidden_names,
     link_out_of_read_only,
+    moves_a_rule,
     refuse_change_errno,
 )
 from unotifyd.policy.rules import Content, Exec, Private
@@ -152,3 +153,17 @@ def test_a_file_of_a_read_only_tree_is_not_linked_out() -> None:
     assert link_out_of_read_only(ro, "/r/f", "/r/g") is None  # within: refused as a change
     assert link_out_of_read_only(ro, "/tmp/f", "/r/g") is None
     assert link_out_of_read_only(ro, None, "/tmp/g") is None
+
+
+def test_a_rename_that_would_carry_a_rule_along_is_exdev() -> None:
+    policy = Policy(
+        [Deny(Pattern("/home/a/secret")), ReadOnly(Pattern("/srv/ro", tree=True)),
+         Exec(Pattern("/usr", tree=True))]
+    )  # fmt: skip
+    for moved in ("/home/a", "/home", "/", "/srv"):
+        out = moves_a_rule(policy, moved)
+        assert isinstance(out, Fail) and out.errno == errno.EXDEV, moved
+    # The rule's own path is the rules' to answer (deny, EROFS); others move freely.
+    for free in ("/home/a/secret", "/srv/ro", "/srv/ro/x", "/home/b", "/usr/lib", "/home/ab"):
+        assert moves_a_rule(policy, free) is None, free
+    assert moves_a_rule(policy, None) is None

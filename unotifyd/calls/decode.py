@@ -39,6 +39,7 @@ class Memory(Protocol):
 
     def read_path(self, tid: int, addr: int, /) -> bytes: ...
 
+
 _VALID_RESOLVE = 0x3F  # RESOLVE_* of openat2(2), up to RESOLVE_CACHED
 _OPEN_HOW_SIZE_VER0 = 24
 
@@ -177,6 +178,14 @@ class PathSpec:
     empty_always: bool = False
     # utimensat(2) takes a NULL path: the call is about dirfd (futimens).
     null_ok: bool = False
+    # No path at all: the call is about the file args[dirfd_arg] refers to
+    # (fchmod, fchown, fsetxattr); path_arg is then not read.
+    fd_only: bool = False
+
+
+def the_fd(role: Role, fd_arg: int = 0) -> PathSpec:
+    """No path: the call is about the file the fd ``args[fd_arg]`` refers to."""
+    return PathSpec(fd_arg, fd_arg, role, ALWAYS, fd_only=True)
 
 
 def at(
@@ -260,6 +269,20 @@ def decode_path_call(
         # with AT_FDCWD the kernel looks the name up and fails, EFAULT or
         # ENOENT (do_utimes() in fs/utimes.c, do_readlinkat() in fs/stat.c).
         on_fd = dirfd != abi.AT_FDCWD
+        if spec.fd_only:
+            if dirfd < 0:
+                raise BadArgument(errno.EBADF, "not an fd")  # fchmod(2) and the like
+            paths.append(
+                PathArg(
+                    dirfd,
+                    0,
+                    b"",
+                    spec.role if isinstance(spec.role, str) else spec.role(a),
+                    False,
+                    itself=True,
+                )
+            )
+            continue
         if addr == 0 and spec.null_ok and on_fd:
             path, itself = b"", True
         else:

@@ -51,6 +51,7 @@ from .decode import (
     setxattr_inputs,
     setxattrat_inputs,
     symlink_inputs,
+    the_fd,
     timespecs,
     timevals,
     unless_nofollow,
@@ -90,6 +91,7 @@ class Syscall:
     op: str  # a key of OPERATIONS
     at_form: Callable[[Args], Args] | None = None  # None: already the op's layout
     inputs: Inputs | None = None  # instead of the op's (utime reads a struct utimbuf)
+    paths: tuple[PathSpec, ...] | None = None  # instead of the op's (fchmod names no path)
 
     @property
     def nr(self) -> int:
@@ -114,6 +116,8 @@ def _access_role(a: Args) -> Role:
 
 
 _ST = abi.AT_SYMLINK_NOFOLLOW
+_EMPTY = abi.AT_EMPTY_PATH
+_FD = (the_fd("modify"),)
 _CWD = abi.AT_FDCWD
 _CREAT_FLAGS = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
 
@@ -273,6 +277,13 @@ BY_NAME: dict[str, Syscall] = _entries(
     S("setxattrat", "change", "setxattrat"),
     S("removexattrat", "change", "removexattrat"),
     S("file_setattr", "change", "file_setattr"),
+    # changes through an fd, made as their *at forms on that fd (AT_EMPTY_PATH):
+    # rules about names do not apply, a read-only tree does (decide_on_fd)
+    S("fchmod", "change", "fchmodat2", lambda a: (a[0], 0, a[1], _EMPTY), paths=_FD),
+    S("fchown", "change", "fchownat", lambda a: (a[0], 0, a[1], a[2], _EMPTY), paths=_FD),
+    S("fsetxattr", "change", "setxattr", lambda a: (a[0], 0, 0, a[1], a[2], a[3], a[4]),
+      paths=_FD),
+    S("fremovexattr", "change", "removexattr", lambda a: (a[0], 0, 0, a[1]), paths=_FD),
     # run by the kernel
     S("chdir", "chdir", "chdir", lambda a: (_CWD, a[0])),
     S("execve", "exec", "execveat", lambda a: (_CWD, a[0], a[1], a[2], 0)),

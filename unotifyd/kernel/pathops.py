@@ -11,6 +11,9 @@ raises OSError with the kernel's errno.
 from __future__ import annotations
 
 import ctypes
+import errno
+import os
+import stat
 import struct
 
 from . import abi
@@ -153,7 +156,31 @@ def symlinkat(text: bytes, dirfd: int, name: bytes) -> None:
 
 
 def fchmodat2(dirfd: int, name: bytes, mode: int, flags: int) -> None:
-    syscall(NR["fchmodat2"], dirfd, name, mode, flags)
+    """fchmodat2(2) (Linux 6.6), or what it does made another way on older kernels.
+
+    fchmodat(2) has no flags: a name that must not be followed is looked at
+    through an ``O_PATH|O_NOFOLLOW`` fd (a symlink's mode cannot be changed:
+    EOPNOTSUPP, as glibc's lchmod says), and a file given by fd is changed
+    through its ``/proc/self/fd`` name (``fchmod`` refuses ``O_PATH`` fds).
+    """
+    try:
+        syscall(NR["fchmodat2"], dirfd, name, mode, flags)
+        return
+    except OSError as e:
+        if e.errno != errno.ENOSYS:
+            raise
+    if flags & abi.AT_EMPTY_PATH and not name:
+        os.chmod(f"/proc/self/fd/{dirfd}", mode)
+    elif flags & abi.AT_SYMLINK_NOFOLLOW:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        try:
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+        finally:
+            os.close(fd)
+    else:
+        syscall(NR["fchmodat"], dirfd, name, mode)
 
 
 def fchownat(dirfd: int, name: bytes, uid: int, gid: int, flags: int) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .decision import Continue, Fail
-from .rules import Content, Deny, Match, Policy, Private, ReadOnly, Redirect
+from .rules import Content, Deny, Exec, Match, Policy, Private, ReadOnly, Redirect, rule_pattern
 
 Role = Literal[
     "read",  # stat, access, readlink, getxattr: looks at the path
@@ -277,6 +277,26 @@ def decide_on_fd(policy: Policy, role: Role, path: str | None) -> Continue | Fai
         if match is not None and isinstance(match.rule, ReadOnly | Content):
             return Fail(errno.EROFS, reason=f"{match.rule}: a change through an fd")
     return Continue(reason="a call on an open file")
+
+
+def moves_a_rule(policy: Policy, path: str | None) -> Fail | None:
+    """A rename of ``path`` (either name) that would carry a rule's path along: EXDEV.
+
+    Rules name paths, so moving a directory above one would leave the rule
+    naming nothing while its files live on under the new name (a denied file
+    readable, a read-only tree writable). EXDEV is what rename(2) says when
+    it cannot move something there (Landlock answers reparenting so too),
+    and ``mv`` then copies and removes, file by file, through the rules.
+    """
+    if path is None:
+        return None
+    below = "/" if path == "/" else path.rstrip("/") + "/"
+    for rule in policy.rules:
+        if isinstance(rule, Exec):
+            continue
+        if rule_pattern(rule).path.startswith(below):
+            return Fail(errno.EXDEV, reason=f"{rule}: the rename would move it")
+    return None
 
 
 def link_out_of_read_only(policy: Policy, old: str | None, new: str | None) -> Fail | None:
