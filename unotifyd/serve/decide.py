@@ -282,9 +282,7 @@ class Decider:
                 else:
                     where = self._fd_path(p, arg.dirfd)
             else:
-                kind, slash = (
-                    last_component(arg.path) if arg.role in _ENTRY_ROLES else ("name", False)
-                )
+                slash = arg.role in _ENTRY_ROLES and last_component(arg.path)[1]
                 try:
                     where = self.resolver.resolve(
                         n.pid,
@@ -293,7 +291,7 @@ class Decider:
                         # entry acts on the entry itself, never on where a
                         # link there leads, trailing "/" or not (the kernel
                         # then checks the entry: see _place in pathwork.py).
-                        arg.path.rstrip(b"/") or arg.path if slash else arg.path,
+                        (arg.path.rstrip(b"/") or arg.path) if slash else arg.path,
                         follow=arg.follow,
                         own_root=p.own_root,
                         creds=creds,
@@ -331,14 +329,6 @@ class Decider:
                 deciding = policy.enforcing() if via_private else policy
                 decisions.append(decide_path(deciding, PathRequest(name, arg.role, where)))
         p.resolved = next((r for r in resolved if r is not None), None)
-        if name == "linkat":
-            out = link_out_of_read_only(policy, resolved[0], resolved[1])
-            if out is not None:
-                return out
-        if name == "renameat2":
-            moved = moves_a_rule(policy, resolved[0]) or moves_a_rule(policy, resolved[1])
-            if moved is not None:
-                return moved
         one = combine_paths(decisions)
         if operation.kind == "rewrite":
             first = decisions[0]
@@ -365,6 +355,16 @@ class Decider:
             return one
         if isinstance(one, RefuseChange):
             return PerformPath((), refuse=one, resolved=tuple(resolved))
+        # What the rules say about each path answers first; then what the
+        # call as a whole would do to the rules' paths.
+        if name == "linkat":
+            out = link_out_of_read_only(policy, resolved[0], resolved[1])
+            if out is not None:
+                return out
+        if name == "renameat2":
+            moved = moves_a_rule(policy, resolved[0]) or moves_a_rule(policy, resolved[1])
+            if moved is not None:
+                return moved
         if isinstance(one, Continue) and (
             # Enforcing mode never has the kernel read a path again
             # (CONTINUE): a call on an fd is made on our copy of the fd,
