@@ -34,11 +34,11 @@ sys.path.insert(0, str(HERE.parent))
 import prepare  # noqa: E402
 from harness import BenchError  # noqa: E402
 
+from unotifyd.files import validated  # noqa: E402
 from unotifyd.kernel.errors import ProgramGone  # noqa: E402
 from unotifyd.kernel.listener import Listener  # noqa: E402
 from unotifyd.launch import _spawn  # noqa: E402
 from unotifyd.policy import combine, rules_from_options  # noqa: E402
-from unotifyd.policy.config import validated  # noqa: E402
 from unotifyd.serve.dispatch import Dispatcher  # noqa: E402
 from unotifyd.serve.served import Served  # noqa: E402
 

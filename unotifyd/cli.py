@@ -124,19 +124,15 @@ def _add_daemon_commands(
 
 def build_policy(args: argparse.Namespace) -> Policy:
     """The policy from ``--policy`` and the rule options; raises PolicyError."""
-    from .policy import (  # noqa: PLC0415
-        Policy,
-        PolicyError,
-        combine,
-        load_policy,
-        rules_from_options,
-    )
-    from .policy.config import parse_allow_syscalls, validated  # noqa: PLC0415
+    from .files import load_policy, read_content_file, validated  # noqa: PLC0415
+    from .policy import Policy, PolicyError, combine, rules_from_options  # noqa: PLC0415
+    from .policy.config import parse_allow_syscalls  # noqa: PLC0415
 
     file_policy = load_policy(args.policy) if args.policy else None
     cli_rules = rules_from_options(
         args.redirect, args.deny, args.readonly,
         contents=args.content, privates=args.private, execs=args.exec,
+        read_file=read_content_file,
     )  # fmt: skip
     policy = combine(file_policy, cli_rules, parse_allow_syscalls(args.allow_syscall))
     if args.enforce or args.view:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unotifyd.calls.registry import trapped
+from unotifyd.files import load_policy, read_content_file
 from unotifyd.policy import (
     MAX_CONTENT_SIZE,
     Content,
@@ -26,12 +27,10 @@ from unotifyd.policy import (
     Redirect,
     Rule,
     combine,
-    load_policy,
     parse_content,
     parse_exec,
     parse_policy,
     parse_private,
-    read_content_file,
     rules_from_options,
 )
 from unotifyd.policy import config as config_module
@@ -46,7 +45,7 @@ def lines(*text: str) -> str:
 
 def error_of(text: str, source: str = "p.toml") -> PolicyError:
     with pytest.raises(PolicyError) as info:
-        parse_policy(text, source)
+        parse_policy(text, source, read_file=read_content_file)
     return info.value
 
 
@@ -262,7 +261,9 @@ def test_content_file_is_read_once(tmp_path: Path) -> None:
     source = tmp_path / "motd.txt"
     source.write_bytes(b"before")
     policy = parse_policy(
-        lines("version = 1", "[[content]]", 'path = "/m"', f'file = "{source}"'), "p.toml"
+        lines("version = 1", "[[content]]", 'path = "/m"', f'file = "{source}"'),
+        "p.toml",
+        read_file=read_content_file,
     )
     source.write_bytes(b"after, and longer")
     assert policy.rules == (Content(Pattern("/m"), b"before"),)
@@ -848,9 +849,12 @@ def test_rules_from_options_new_kinds(tmp_path: Path) -> None:
         "--exec",
     ]
     # The real reader, and a relative FILE: relative to the working directory.
-    assert rules_from_options(None, None, None, contents=[f"/m={motd}"]) == [
-        Content(Pattern("/m"), b"hello\n")
-    ]
+    assert rules_from_options(
+        None, None, None, contents=[f"/m={motd}"], read_file=read_content_file
+    ) == [Content(Pattern("/m"), b"hello\n")]
+    # This layer reads no file itself: without a reader, a content file is an error.
+    with pytest.raises(PolicyError, match="no reader of content files"):
+        rules_from_options(None, None, None, contents=[f"/m={motd}"])
 
 
 @pytest.mark.parametrize(
@@ -887,6 +891,7 @@ def test_rules_from_options_new_kinds_errors(
             contents=options.get("contents"),
             privates=options.get("privates"),
             execs=options.get("execs"),
+            read_file=read_content_file,
         )
     assert (info.value.source, info.value.line) == (source, None)
     assert message in info.value.message

@@ -37,12 +37,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..policy import Policy, PolicyError, parse_policy
-
 # The helpers that give policy files their file:line errors. They are
 # private to unotifyd.policy.config; the daemon's config has the same shape
 # (top-level keys and [[tables]]), so it reuses them instead of a copy.
-from ..policy.config import TomlChecker, read_toml_text, toml_decode_error, toml_type, validated
+from ..files import read_content_file, read_toml_text, validated
+from ..policy import Policy, PolicyError, parse_policy
+from ..policy.config import TomlChecker, toml_decode_error, toml_type
 
 __all__ = [
     "CONFIG_VERSION",
@@ -300,7 +300,7 @@ def read_policy_file(path: str) -> Policy:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise PolicyError(path, line, "not UTF-8 text (TOML files must be)") from exc
-    return validated(parse_policy(text, path), path)
+    return validated(parse_policy(text, path, read_file=read_content_file), path)
 
 
 def load_config(path: str) -> DaemonConfig:

@@ -1,11 +1,10 @@
 """The policy layer: rules, path matching, policy files and decisions.
 
-Pure Python with no I/O (except :func:`load_policy`, which reads the policy
-file, and :func:`read_content_file`, which reads the files content rules
-name) and no trio: everything here is a function of its arguments, so it is
-tested in milliseconds without a kernel. The kernel layer decodes a trapped
-system call into a request, asks a ``decide_*`` function, and applies the
-returned :data:`Decision`.
+Pure Python with no I/O (reading policy files and the files content rules
+name is :mod:`unotifyd.files`'s) and no trio: everything here is a function
+of its arguments, so it is tested in milliseconds without a kernel. The
+serving layer decodes a trapped system call into a request, asks a
+``decide_*`` function, and answers the returned decision.
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ from .config import (
     MAX_CONTENT_SIZE,
     PolicyError,
     combine,
-    load_policy,
     parse_content,
     parse_exec,
     parse_policy,
     parse_private,
-    read_content_file,
     rules_from_options,
 )
 from .decision import (
@@ -116,7 +113,6 @@ __all__ = [
     "decide_open",
     "decide_path",
     "errno_name",
-    "load_policy",
     "needed_families",
     "normalize_path",
     "parse_content",
@@ -128,7 +124,6 @@ __all__ = [
     "parse_private",
     "parse_readonly",
     "parse_redirect",
-    "read_content_file",
     "refuse_change_errno",
     "refuse_write_errno",
     "rule_pattern",

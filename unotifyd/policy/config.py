@@ -61,9 +61,9 @@ file: a command-line rule replaces the file's rule on the same pattern, so a
 policy can be adjusted for one run without editing it (an ``--exec`` replaces
 only an exec rule, and only an ``--exec`` replaces one).
 
-The I/O done here is reading the policy file (:func:`load_policy`) and the
-files content rules name (:func:`read_content_file`, injectable into
-:func:`parse_policy` and :func:`rules_from_options` for tests).
+No I/O is done here: the policy file is read by :mod:`unotifyd.files`, and the
+files content rules name are read through the ``read_file`` the caller gives
+:func:`parse_policy` and :func:`rules_from_options`.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ import datetime
 import errno
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
@@ -106,13 +105,11 @@ __all__ = [
     "MAX_CONTENT_SIZE",
     "PolicyError",
     "combine",
-    "load_policy",
     "parse_allow_syscalls",
     "parse_content",
     "parse_exec",
     "parse_policy",
     "parse_private",
-    "read_content_file",
     "rules_from_options",
 ]
 
@@ -136,7 +133,7 @@ _TOP_KEYS = ("version", "mode", "view", "allow_syscalls", *_RULE_KEYS)
 #: ``file``): each sandbox holds its own copy in memory, in a memfd.
 MAX_CONTENT_SIZE = 16 * 1024 * 1024
 
-#: Reads a content rule's file: :func:`read_content_file` or a stand-in.
+#: Reads a content rule's file: :func:`unotifyd.files.read_content_file` or a stand-in.
 #: Raises :class:`ValueError` (or :class:`OSError`) with a message for humans.
 ReadFile = Callable[[str], bytes]
 
@@ -471,7 +468,7 @@ class _Parser(TomlChecker):
         if "text" in values:
             with self.blame("content", index, "text"):
                 data = values["text"].encode("utf-8")
-                _check_size(len(data), "'text'")
+                check_content_size(len(data), "'text'")
             return Content(pattern, data, origin)
         if "file" not in values:
             raise self.error(
@@ -497,9 +494,9 @@ class _Parser(TomlChecker):
 def parse_policy(text: str, source: str, *, read_file: ReadFile | None = None) -> Policy:
     """Parse the policy file contents ``text``; ``source`` names it in errors.
 
-    A content rule's ``file`` is read with ``read_file`` (by default
-    :func:`read_content_file`), relative to the directory of ``source``: the
-    only I/O a policy text can cause.
+    A content rule's ``file`` is read with ``read_file``
+    (:func:`unotifyd.files.read_content_file`; without one, such a rule is
+    an error), relative to the directory of ``source``.
 
     Raises :class:`PolicyError` and nothing else, whatever ``text`` is.
     """
@@ -510,96 +507,20 @@ def parse_policy(text: str, source: str, *, read_file: ReadFile | None = None) -
     except RecursionError as exc:
         # tomllib recurses once per nested array or inline table.
         raise PolicyError(source, None, "invalid TOML: nested too deeply") from exc
-    return _Parser(text, source, read_file or read_content_file).policy(doc)
+    return _Parser(text, source, read_file or _no_files).policy(doc)
 
 
-def load_policy(path: str) -> Policy:
-    """Read and parse the policy file at ``path``.
-
-    With :func:`read_content_file`, this is the policy layer's only I/O.
-    Raises :class:`PolicyError`, also when the file (or a file a content rule
-    names) cannot be read or is not UTF-8.
-    """
-    return parse_policy(read_toml_text(path, "policy"), path)
-
-
-def validated(policy: Policy, source: str) -> Policy:
-    """``policy`` itself, once checked that no two rules name one file here.
-
-    Rule paths stay as written: the supervisor resolves them in each
-    program's own root (a container's may differ from ours), where programs'
-    paths are resolved too. Resolving them here too catches two rules that
-    would name the same file (a link and its target) while nothing runs yet.
-    Raises :class:`PolicyError`.
-    """
-    try:
-        policy.canonicalized(os.path.realpath)
-    except ValueError as e:
-        raise PolicyError(source, None, str(e)) from e
-    return policy
-
-
-def read_toml_text(path: str, what: str) -> str:
-    """The text of the TOML file at ``path`` (a ``what``: "policy", "config").
-
-    Raises :class:`PolicyError` when it cannot be read or is not UTF-8 (TOML
-    files must be), with the line of the first bad byte.
-    """
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise PolicyError(path, None, f"cannot read the {what}: {exc.strerror or exc}") from exc
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise PolicyError(path, line, "not UTF-8 text (TOML files must be)") from exc
-
-
-def read_content_file(path: str) -> bytes:
-    """The bytes of the regular file at ``path``, for a content rule.
-
-    The file is read once, whole. Raises :class:`ValueError` with a message
-    for humans when it cannot be read, is not a regular file (a FIFO or a
-    device could block the reader or never end), or holds more than
-    :data:`MAX_CONTENT_SIZE` bytes.
-    """
-    try:
-        # stat() first: opening a device may do something (rewind a tape).
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        # O_NONBLOCK: should a FIFO be swapped in since, opening it must not
-        # wait for a writer; fstat() below refuses it.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        _check_size(info.st_size, path)
-        data = bytearray()
-        # One byte more than allowed tells a file that grew since fstat().
-        while len(data) <= MAX_CONTENT_SIZE:
-            chunk = os.read(fd, MAX_CONTENT_SIZE + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        _check_size(len(data), path)
-        return bytes(data)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-
-
-def _check_size(size: int, what: str) -> None:
+def check_content_size(size: int, what: str) -> None:
     limit = MAX_CONTENT_SIZE
     if size > limit:
         mib, rest = divmod(limit, 1024 * 1024)
         most = f"{mib} MiB" if mib and not rest else f"{limit} bytes"
         raise ValueError(f"{what} holds {size} bytes, more than the {most} a content rule may hold")
+
+
+def _no_files(path: str) -> bytes:
+    """The reader of a parse given none: this layer reads no file (see unotifyd.files)."""
+    raise ValueError(f"cannot read {path}: no reader of content files was given")
 
 
 def _read_content(read_file: ReadFile, path: str) -> bytes:
@@ -608,7 +529,7 @@ def _read_content(read_file: ReadFile, path: str) -> bytes:
         data = read_file(path)
     except OSError as exc:  # an injected reader may let one through
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    _check_size(len(data), path)
+    check_content_size(len(data), path)
     return data
 
 
@@ -629,7 +550,7 @@ def parse_content(
         raise ValueError(f"content is given for one file, not a tree: {pattern}")
     if not file:
         raise ValueError("FILE is empty")
-    return Content(pattern, _read_content(read_file or read_content_file, file), origin)
+    return Content(pattern, _read_content(read_file or _no_files, file), origin)
 
 
 def parse_private(text: str, origin: str | None = None) -> Private:
@@ -657,7 +578,7 @@ def rules_from_options(
 
     ``None`` counts as no value, as argparse leaves an ``append`` option that
     was never given. The files of ``--content`` are read at once with
-    ``read_file`` (by default :func:`read_content_file`).
+    ``read_file`` (:func:`unotifyd.files.read_content_file`).
 
     Raises :class:`PolicyError` whose ``source`` is the option at fault, for a
     bad value, a content file that cannot be read, or for two options on the
