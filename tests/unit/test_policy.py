@@ -255,7 +255,7 @@ def test_no_rule_traps_nothing() -> None:
     ids=str,
 )
 def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) -> None:
-    assert families(Policy([rule])) == {"open", "metadata", "probe", "change", "chdir"}
+    assert families(Policy([rule])) == {"open", "metadata", "probe", "change", "chdir", "socket"}
     assert not trapped(Policy([rule])) & {"execve", "execveat", "getdents64"}
 
 
@@ -271,7 +271,7 @@ def test_readonly_alone_traps_opens_changes_and_probes() -> None:
 
 def test_deny_with_enoent_hides_from_listings() -> None:
     hidden = Policy([Deny(tree("/home/alice"), errno.ENOENT)])
-    assert families(hidden) == {"open", "metadata", "probe", "change", "chdir", "list"}
+    assert families(hidden) == {"open", "metadata", "probe", "change", "chdir", "socket", "list"}
     assert "getdents64" in trapped(hidden)
     assert hides(Deny(exact("/x"), errno.ENOENT))
     assert not hides(Deny(exact("/x"), errno.EACCES))

@@ -96,7 +96,7 @@ ARITY = {
     "removexattrat": 4, "file_getattr": 5, "file_setattr": 5, "name_to_handle_at": 5,
     "inotify_add_watch": 3, "unlinkat": 3, "mkdirat": 3, "mknodat": 4, "renameat2": 5,
     "linkat": 5, "symlinkat": 3, "fchmodat2": 4, "fchownat": 5, "truncate": 3,
-    "utimensat": 4, "chdir": 2, "execveat": 5, "getdents64": 3,
+    "utimensat": 4, "chdir": 2, "execveat": 5, "getdents64": 3, "connect": 3,
 }  # fmt: skip
 
 

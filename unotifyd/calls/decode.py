@@ -181,11 +181,46 @@ class PathSpec:
     # No path at all: the call is about the file args[dirfd_arg] refers to
     # (fchmod, fchown, fsetxattr); path_arg is then not read.
     fd_only: bool = False
+    # The path is in a struct sockaddr_un at args[path_arg] of args[this]
+    # bytes (connect); args[dirfd_arg] is then the socket.
+    sockaddr_len_arg: int | None = None
 
 
 def the_fd(role: Role, fd_arg: int = 0) -> PathSpec:
     """No path: the call is about the file the fd ``args[fd_arg]`` refers to."""
     return PathSpec(fd_arg, fd_arg, role, ALWAYS, fd_only=True)
+
+
+def socket_address(role: Role, follow: Follow) -> PathSpec:
+    """``(sockfd, struct sockaddr *addr, socklen_t addrlen)``: an AF_UNIX path in ``addr``."""
+    return PathSpec(0, 1, role, follow, sockaddr_len_arg=2)
+
+
+#: struct sockaddr_un (include/uapi/linux/un.h): sa_family_t, then 108 bytes of path.
+AF_UNIX = 1
+SUN_PATH_MAX = 108
+_SUN_PATH_AT = 2
+
+
+def unix_path(address: bytes) -> bytes | None:
+    """The file an address names: the path of an AF_UNIX one; None for anything else.
+
+    An abstract address (a NUL first byte) or an unnamed one (the family
+    alone), and every other family, name no file (unix(7)). The path ends
+    at its first NUL, or at the end of the address (the kernel adds one).
+    """
+    if len(address) <= _SUN_PATH_AT or int.from_bytes(address[:2], "little") != AF_UNIX:
+        return None
+    path = address[_SUN_PATH_AT:].split(b"\0", 1)[0]
+    return path or None
+
+
+def sockaddr_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """The address a socket call takes, read once (at most a ``sockaddr_storage``)."""
+    size = a[2] & 0xFFFFFFFF
+    if size > 128:
+        raise BadArgument(errno.EINVAL, "address too long")  # move_addr_to_kernel()
+    return (mem.read(pid, a[1], size) if size else b"",)
 
 
 def at(
@@ -261,6 +296,9 @@ def decode_path_call(
     kernel would give a path it cannot read (``EFAULT``, ``ENAMETOOLONG``).
     """
     paths = []
+    # What the call reads besides its paths comes first: a socket call's path
+    # is in the address it reads.
+    data = inputs(mem, n.pid, a) if inputs is not None else ()
     for spec in specs:
         dirfd = abi.AT_FDCWD if spec.dirfd_arg is None else int_arg(a[spec.dirfd_arg])
         addr = a[spec.path_arg]
@@ -269,6 +307,16 @@ def decode_path_call(
         # with AT_FDCWD the kernel looks the name up and fails, EFAULT or
         # ENOENT (do_utimes() in fs/utimes.c, do_readlinkat() in fs/stat.c).
         on_fd = dirfd != abi.AT_FDCWD
+        if spec.sockaddr_len_arg is not None:
+            address = data[0] if data else None
+            named = unix_path(address) if address is not None else None
+            role = spec.role if isinstance(spec.role, str) else spec.role(a)
+            if named is None:
+                # No file: the call is about the socket alone (see PathArg.itself).
+                paths.append(PathArg(dirfd, 0, b"", role, False, itself=True))
+            else:
+                paths.append(PathArg(abi.AT_FDCWD, a[spec.path_arg], named, role, spec.follow(a)))
+            continue
         if spec.fd_only:
             if dirfd < 0:
                 raise BadArgument(errno.EBADF, "not an fd")  # fchmod(2) and the like
@@ -296,7 +344,6 @@ def decode_path_call(
             )
         role = spec.role if isinstance(spec.role, str) else spec.role(a)
         paths.append(PathArg(dirfd, addr, path, role, spec.follow(a), itself))
-    data = inputs(mem, n.pid, a) if inputs is not None else ()
     return PathCall(name, op, tuple(paths), a, data)
 
 

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from ..kernel import abi, pathops
 from ..kernel.creds import Credentials
-from .decode import IN_DONT_FOLLOW, XATTR_SIZE_MAX, PathCall, int_arg
+from .decode import AF_UNIX, IN_DONT_FOLLOW, XATTR_SIZE_MAX, PathCall, int_arg
 
 # A content rule's file reads as a plain read-only file, not as the memfd.
 _CONTENT_MODE = stat.S_IFREG | 0o444
@@ -371,3 +371,36 @@ def inotify_add_watch(call: PathCall, pl: list[Place], acting: Acting) -> Outcom
     mask = a[2] & 0xFFFFFFFF
     mask = (mask & ~IN_DONT_FOLLOW) | (0 if p.follow else IN_DONT_FOLLOW)
     return Outcome(pathops.inotify_add_watch(ours, os.fsencode(p.proc_path), mask))
+
+
+def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
+    """connect(2) the program's own socket (our copy of it, the same open file).
+
+    A socket file is connected to through an ``O_PATH`` fd of it, opened
+    where the decision put the path (``O_NOFOLLOW`` where a link must not
+    be followed), then named ``/proc/self/fd/N``: the kernel follows that
+    magic link to the very inode looked at (unix_find_bsd() in
+    net/unix/af_unix.c checks write permission on it, as the program).
+    Any other address (an abstract or IP one) is passed as the program gave
+    it, from the copy read once.
+    """
+    p, a = pl[0], call.args
+    if p.itself:  # no file named: p.dirfd is our copy of the socket
+        address = call.data[0]
+        assert address is not None
+        pathops.connect(p.dirfd, address)
+        return Outcome(0)
+    sock = acting.take(int_arg(a[0]))
+    nofollow = 0 if p.follow else os.O_NOFOLLOW
+    fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            # A symlink found where none may be followed, or no socket at all.
+            return Outcome(
+                -(errno.ELOOP if stat.S_ISLNK(os.fstat(fd).st_mode) else errno.ECONNREFUSED)
+            )
+        name = f"/proc/self/fd/{fd}".encode()
+        pathops.connect(sock, AF_UNIX.to_bytes(2, "little") + name + b"\0")
+    finally:
+        os.close(fd)
+    return Outcome(0)

@@ -50,6 +50,8 @@ from .decode import (
     only_if_follow,
     setxattr_inputs,
     setxattrat_inputs,
+    sockaddr_inputs,
+    socket_address,
     symlink_inputs,
     the_fd,
     timespecs,
@@ -79,6 +81,7 @@ class Operation:
     perform: ops.Op | None = None
     inputs: Inputs | None = None
     uses_umask: bool = False  # the open family says so by its flags
+    may_block: bool = False  # performed in a worker thread (the open family: by a look)
     open_decoder: Callable[[Memory, Notification, str, Args], OpenCall] | None = None
 
 
@@ -206,6 +209,11 @@ OPERATIONS: dict[str, Operation] = {
     "execveat": Operation("rewrite", (at("exec", unless_nofollow(4), empty_flag_arg=4),)),
     # getdents64(fd, buf, count)
     "getdents64": Operation("listing"),
+    # connect(sockfd, addr, addrlen): a socket file's path in an AF_UNIX
+    # address; a stream connect waits for the listener's backlog.
+    "connect": Operation(
+        "path", (socket_address("read", ALWAYS),), ops.connect, sockaddr_inputs, may_block=True
+    ),
 }  # fmt: skip
 
 
@@ -291,6 +299,8 @@ BY_NAME: dict[str, Syscall] = _entries(
     # listings (the legacy getdents has another record layout: see serve/listing.py)
     S("getdents64", "list", "getdents64"),
     S("getdents", "list", "getdents64"),
+    # sockets named by a path
+    S("connect", "socket", "connect"),
 )  # fmt: skip
 del S
 

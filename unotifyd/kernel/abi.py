@@ -48,7 +48,7 @@ SYSCALL_NUMBERS: Final = {
     # against a 6.18 kernel instead, see tests/unit/test_paths.py.
     "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
     "file_getattr": 468, "file_setattr": 469,
-    "fchmod": 91, "fchown": 93, "fsetxattr": 190, "fremovexattr": 199,
+    "fchmod": 91, "fchown": 93, "fsetxattr": 190, "fremovexattr": 199, "connect": 42,
 }  # fmt: skip
 
 # *at flags (include/uapi/linux/fcntl.h)

@@ -193,3 +193,9 @@ def utimensat(dirfd: int, name: bytes, times: bytes | None, flags: int) -> None:
 
 def inotify_add_watch(fd: int, path: bytes, mask: int) -> int:
     return syscall(NR["inotify_add_watch"], fd, path, mask)
+
+
+def connect(sock: int, address: bytes) -> None:
+    """connect(2) ``sock`` to the raw ``struct sockaddr`` ``address``."""
+    buf = ctypes.create_string_buffer(address, max(len(address), 1))
+    syscall(NR["connect"], sock, buf, len(address))

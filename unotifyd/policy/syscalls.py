@@ -27,6 +27,7 @@ Family = Literal[
     "chdir",
     "exec",  # execve, execveat
     "list",  # getdents: trapped to leave hidden names out of listings
+    "socket",  # connect: an AF_UNIX socket is a file named by a path
 ]
 
 def hides(rule: object) -> bool:
@@ -60,7 +61,7 @@ def needed_families(policy: Policy) -> frozenset[Family]:
         return frozenset(needed)
     for rule in policy.rules:
         if isinstance(rule, Redirect | Deny | Content | Private):
-            needed |= {"open", "metadata", "probe", "change", "chdir"}
+            needed |= {"open", "metadata", "probe", "change", "chdir", "socket"}
         elif isinstance(rule, ReadOnly):
             needed |= {"open", "change", "probe"}
         if hides(rule):

@@ -158,7 +158,11 @@ class Dispatcher:
         else:
             in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
         root_tid = n.pid if in_root else None
-        blocks = isinstance(d, EmulateOpen) and may_block(our_name(d.path, root_tid))
+        if isinstance(d, PerformPath):
+            assert p.syscall is not None
+            blocks = p.syscall.operation.may_block
+        else:
+            blocks = isinstance(d, EmulateOpen) and may_block(our_name(d.path, root_tid))
         call = p.path_call if isinstance(d, PerformPath) else None
         job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy)
         if creds.same_as_supervisor() and not blocks:

@@ -1,0 +1,97 @@
+"""A Unix socket is a file: connect(2) to one by its path follows the rules (issue 14).
+
+Natively, connecting to a socket in a tree works (the control); under unotifyd a deny
+there refuses it with its errno, a redirect connects to the target socket, and addresses
+that name no file (abstract, TCP) connect as natively, in both modes.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .helpers import describe, py, run_launch, run_native
+
+pytestmark = pytest.mark.kernel
+
+MODES = {"virtualize": (), "enforce": ("--enforce",)}
+
+CONNECT = """
+import errno, socket, sys
+family = {"unix": socket.AF_UNIX, "tcp": socket.AF_INET}[sys.argv[1]]
+address = sys.argv[2] if family == socket.AF_UNIX else ("127.0.0.1", int(sys.argv[2]))
+s = socket.socket(family, socket.SOCK_STREAM)
+try:
+    s.connect(address.replace("@", "\\0") if isinstance(address, str) else address)
+    s.sendall(b"ping")
+    print("connected", s.recv(10).decode())
+except OSError as e:
+    print("connect", errno.errorcode[e.errno])
+"""
+
+
+def _serve(sock: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(10)
+            conn.sendall(b"pong")
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A listening socket at tmp/d/sock, an abstract one, and a TCP one."""
+    (tmp_path / "d").mkdir()
+    socks = []
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(tmp_path / "d" / "sock"))
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    name = f"unotifyd-test-{tmp_path.name}"
+    abstract.bind("\0" + name)
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", 0))
+    for s in (unix, abstract, tcp):
+        s.listen(16)
+        socks.append(s)
+        threading.Thread(target=_serve, args=(s,), daemon=True).start()
+    yield {"unix": str(tmp_path / "d" / "sock"), "abstract": "@" + name,
+           "tcp": str(tcp.getsockname()[1])}  # fmt: skip
+    for s in socks:
+        s.close()
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_connect_to_a_socket_path_follows_the_rules(
+    tmp_path: Path, servers: dict[str, str], mode: str
+) -> None:
+    sock = servers["unix"]
+    native = run_native(py(CONNECT, "unix", sock))
+    assert native.stdout == "connected pong\n", describe(native)
+    denied = run_launch(*MODES[mode], "--deny", f"{tmp_path}/d/**", argv=py(CONNECT, "unix", sock))
+    assert (denied.returncode, denied.stdout) == (0, "connect EACCES\n"), describe(denied)
+    alias = str(tmp_path / "alias")
+    redirected = run_launch(
+        *MODES[mode], "--redirect", f"{alias}={sock}", argv=py(CONNECT, "unix", alias)
+    )
+    assert (redirected.returncode, redirected.stdout) == (0, "connected pong\n"), describe(
+        redirected
+    )
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("kind", ["abstract", "tcp", "unix"])
+def test_other_connects_are_made_as_natively(
+    tmp_path: Path, servers: dict[str, str], mode: str, kind: str
+) -> None:
+    family = "tcp" if kind == "tcp" else "unix"
+    argv = py(CONNECT, family, servers[kind])
+    assert run_native(argv).stdout == "connected pong\n"
+    proc = run_launch(*MODES[mode], "--deny", f"{tmp_path}/elsewhere/**", argv=argv)
+    assert (proc.returncode, proc.stdout) == (0, "connected pong\n"), describe(proc)
