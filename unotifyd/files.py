@@ -50,6 +50,12 @@ def read_toml_text(path: str, what: str) -> str:
             data = file.read()
     except OSError as exc:
         raise PolicyError(path, None, f"cannot read the {what}: {exc.strerror or exc}") from exc
+    return toml_text(data, path)
+
+
+def toml_text(data: bytes, path: str) -> str:
+    """``data``, read from the TOML file ``path``, as text; PolicyError if it is not UTF-8
+    (TOML files must be), with the line of the first bad byte."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -40,7 +40,7 @@ from typing import Any
 # The helpers that give policy files their file:line errors. They are
 # private to unotifyd.policy.config; the daemon's config has the same shape
 # (top-level keys and [[tables]]), so it reuses them instead of a copy.
-from ..files import read_content_file, read_toml_text, validated
+from ..files import read_content_file, read_toml_text, toml_text, validated
 from ..policy import Policy, PolicyError, parse_policy
 from ..policy.config import TomlChecker, toml_decode_error, toml_type
 
@@ -295,11 +295,7 @@ def read_policy_file(path: str) -> Policy:
     """
     with open(path, "rb") as f:  # OSError: reported at the config's line
         data = f.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise PolicyError(path, line, "not UTF-8 text (TOML files must be)") from exc
+    text = toml_text(data, path)
     return validated(parse_policy(text, path, read_file=read_content_file), path)
 
 

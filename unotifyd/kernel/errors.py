@@ -20,6 +20,11 @@ class ProgramGone(KernelError):
     """
 
 
+class WouldBlock(KernelError):
+    """An open the supervisor made non-blocking would have waited: a FIFO with no
+    reader, opened ``O_WRONLY|O_NONBLOCK``, is ENXIO (fifo(7))."""
+
+
 class BadArgument(KernelError):
     """A syscall argument the kernel itself would reject.
 

@@ -14,6 +14,7 @@ import stat
 
 from . import abi
 from .creds import CredentialError, Credentials, acting_as
+from .errors import WouldBlock
 from .program import openat2
 from .rawsys import syscall
 
@@ -35,6 +36,7 @@ def open_as(
     no_symlinks: bool = False,
     root_fd: int | None = None,
     beneath: str | None = None,
+    probing: bool = False,
 ) -> int:
     """Open ``path`` as the program with ``creds`` would; return our own fd.
 
@@ -49,6 +51,8 @@ def open_as(
     its root (``RESOLVE_IN_ROOT``). ``creds=None`` or credentials equal to
     ours open directly; otherwise this must run in a worker thread (it
     switches the calling thread's credentials for the duration of the open).
+    ``probing`` says the ``O_NONBLOCK`` in ``flags`` is ours, not the
+    program's: an open that would have waited raises :class:`WouldBlock`.
     """
     if creds is not None and may_create(flags):
         if creds.umask < 0:
@@ -77,9 +81,14 @@ def open_as(
                 return openat2(dirfd, path, flags, mode, resolve)
             finally:
                 os.close(dirfd)
-        if resolve:
-            return openat2(dirfd, path, flags, mode, resolve)
-        return os.open(path, flags, mode)
+        try:
+            if resolve:
+                return openat2(dirfd, path, flags, mode, resolve)
+            return os.open(path, flags, mode)
+        except OSError as e:
+            if probing and e.errno == errno.ENXIO:
+                raise WouldBlock(f"{path}: a FIFO with no reader") from None
+            raise
 
 
 def runnable_errno(creds: Credentials, path: str, *, directory: bool) -> int | None:

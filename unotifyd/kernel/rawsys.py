@@ -8,6 +8,7 @@ program's call means making the very same call, so these are made raw.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 #: The C library, loaded once for every module of the kernel layer (errno kept
@@ -41,3 +42,14 @@ def syscall(nr: int, *args: Arg) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return result
+
+
+def memfd_create(name: str, flags: int, *, optional: int = 0) -> int:
+    """memfd_create(2), without the ``optional`` flags on a kernel that does not know
+    them (EINVAL: ``MFD_NOEXEC_SEAL`` came with Linux 6.3)."""
+    try:
+        return os.memfd_create(name, flags)
+    except OSError as e:
+        if e.errno != errno.EINVAL or not flags & optional:
+            raise
+    return os.memfd_create(name, flags & ~optional)

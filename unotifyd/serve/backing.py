@@ -79,6 +79,7 @@ import sys
 import tempfile
 from types import TracebackType
 
+from ..kernel.rawsys import memfd_create
 from ..policy import Content, Pattern, Policy, Private, Redirect, rule_pattern
 
 __all__ = ["SEALS", "Backing", "BackingError", "default_private_root"]
@@ -218,12 +219,7 @@ def _sealed_memfd(pattern: Pattern, data: bytes) -> int:
     """A new memfd holding ``data``, sealed and mode 0444. The caller owns the fd."""
     name = _memfd_name(pattern)
     flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
-    try:
-        fd = os.memfd_create(name, flags | _MFD_NOEXEC_SEAL)
-    except OSError as e:
-        if e.errno != errno.EINVAL:
-            raise
-        fd = os.memfd_create(name, flags)  # before 6.3: no such flag
+    fd = memfd_create(name, flags | _MFD_NOEXEC_SEAL, optional=_MFD_NOEXEC_SEAL)
     try:
         view = memoryview(data)
         while view:

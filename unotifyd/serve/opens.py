@@ -15,7 +15,7 @@ import os
 import stat
 
 from ..kernel.creds import Credentials, acting_as
-from ..kernel.errors import ProgramGone
+from ..kernel.errors import ProgramGone, WouldBlock
 from ..kernel.opener import open_as
 from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
 from ..policy.decision import refuse_write_errno
@@ -81,12 +81,15 @@ def perform_open(
             no_symlinks=no_symlinks,
             root_fd=root,
             beneath=d.confine,
+            probing=bool(extra),
         )
+    except WouldBlock:
+        return None  # To be made again in a worker thread, blocking.
+    except FileNotFoundError:
+        # A read-only path opened with O_CREAT: what a read-only mount says
+        # instead of creating it (EmulateOpen.create_errno).
+        return -(d.create_errno or errno.ENOENT)
     except OSError as e:
-        if e.errno == errno.ENOENT and d.create_errno:
-            return -d.create_errno
-        if e.errno == errno.ENXIO and extra:
-            return None  # A FIFO without a reader, opened O_WRONLY|O_NONBLOCK.
         return -(e.errno or errno.EIO)
     try:
         if d.exclusive:
