@@ -95,3 +95,15 @@ def test_other_connects_are_made_as_natively(
     assert run_native(argv).stdout == "connected pong\n"
     proc = run_launch(*MODES[mode], "--deny", f"{tmp_path}/elsewhere/**", argv=argv)
     assert (proc.returncode, proc.stdout) == (0, "connected pong\n"), describe(proc)
+
+
+def test_enforce_makes_a_connect_from_the_address_it_read(
+    tmp_path: Path, servers: dict[str, str]
+) -> None:
+    """CONTINUE would let the kernel read the address again, which another thread of the
+    program could have changed to a denied socket's path since our look: never in enforce."""
+    argv = py(CONNECT, "unix", servers["abstract"])
+    proc = run_launch("--enforce", "--trace", "--deny", f"{tmp_path}/d/**", argv=argv)
+    assert proc.stdout == "connected pong\n", describe(proc)
+    connects = [line for line in proc.stderr.splitlines() if " connect(" in line]
+    assert connects and all(": emulate" in line for line in connects), proc.stderr

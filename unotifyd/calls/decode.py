@@ -313,7 +313,9 @@ def decode_path_call(
             role = spec.role if isinstance(spec.role, str) else spec.role(a)
             if named is None:
                 # No file: the call is about the socket alone (see PathArg.itself).
-                paths.append(PathArg(dirfd, 0, b"", role, False, itself=True))
+                # The address's own pointer, not NULL: the enforce mode makes the
+                # call from the copy read once, and CONTINUE would read it again.
+                paths.append(PathArg(dirfd, a[spec.path_arg], b"", role, False, itself=True))
             else:
                 paths.append(PathArg(abi.AT_FDCWD, a[spec.path_arg], named, role, spec.follow(a)))
             continue
