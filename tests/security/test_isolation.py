@@ -18,7 +18,7 @@ of the two baselines that bracket the attack is the reference (the
 machine's own noise drifts). The victim passes if no run failed or timed
 out and each p50 and p99 under attack is within twice that figure plus an
 absolute floor:
-:data:`LAUNCH_FLOOR_MS` (20 ms) for a launch, :data:`OPEN_FLOOR_US` (2 ms)
+:data:`LAUNCH_FLOOR_MS` (20 ms) for a launch, :data:`OPEN_FLOOR_US` (10 ms)
 for an open -- two CPUs are shared with the attacker, the p99 of 15 launches
 is their slowest, and a few milliseconds of scheduling noise are no stall
 (the stalls these attacks cause are seconds, or forever). Each test also proves that its attack
@@ -85,9 +85,12 @@ OPENS_SECONDS = 1.5
 BREAK_TIME = 3
 #: An open queued behind the attacker's truncates may wait out two breaks.
 OPENS_TIMEOUT = OPENS_SECONDS + 2 * BREAK_TIME + 2
-#: Absolute slack above twice the figure alone.
+#: Absolute slack above twice the figure alone. The p99 of 400 opens is their
+#: fourth slowest: on this 2-CPU machine it reached 6.5 ms under the idle-
+#: connections attack once in five clean runs (1.3-1.5 ms in the others, 1-2 ms
+#: alone): scheduling noise, some 460 times shorter than the 3 s a lease break stalls.
 LAUNCH_FLOOR_MS = 20.0
-OPEN_FLOOR_US = 2000.0
+OPEN_FLOOR_US = 10000.0
 
 VICTIM_TEXT = "VICTIM\n"
 
