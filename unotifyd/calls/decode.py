@@ -307,10 +307,10 @@ def decode_path_call(
         # with AT_FDCWD the kernel looks the name up and fails, EFAULT or
         # ENOENT (do_utimes() in fs/utimes.c, do_readlinkat() in fs/stat.c).
         on_fd = dirfd != abi.AT_FDCWD
+        role = spec.role if isinstance(spec.role, str) else spec.role(a)
         if spec.sockaddr_len_arg is not None:
             address = data[0] if data else None
             named = unix_path(address) if address is not None else None
-            role = spec.role if isinstance(spec.role, str) else spec.role(a)
             if named is None:
                 # No file: the call is about the socket alone (see PathArg.itself).
                 # The address's own pointer, not NULL: the enforce mode makes the
@@ -322,16 +322,7 @@ def decode_path_call(
         if spec.fd_only:
             if dirfd < 0:
                 raise BadArgument(errno.EBADF, "not an fd")  # fchmod(2) and the like
-            paths.append(
-                PathArg(
-                    dirfd,
-                    0,
-                    b"",
-                    spec.role if isinstance(spec.role, str) else spec.role(a),
-                    False,
-                    itself=True,
-                )
-            )
+            paths.append(PathArg(dirfd, 0, b"", role, False, itself=True))
             continue
         if addr == 0 and spec.null_ok and on_fd:
             path, itself = b"", True
@@ -344,7 +335,6 @@ def decode_path_call(
                     and bool(a[spec.empty_flag_arg] & abi.AT_EMPTY_PATH)
                 )
             )
-        role = spec.role if isinstance(spec.role, str) else spec.role(a)
         paths.append(PathArg(dirfd, addr, path, role, spec.follow(a), itself))
     return PathCall(name, op, tuple(paths), a, data)
 

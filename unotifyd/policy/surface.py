@@ -151,6 +151,10 @@ _IO_URING += "the filter: they open, stat, rename and unlink past every rule"
 _NEW_ROOT = "a new user or mount namespace lets the program chroot or mount, and then paths "
 _NEW_ROOT += "name other files than the rules do"
 _MOUNT = "mounts change what paths name (a denied file bind-mounted where no rule covers it)"
+_TREE_CLONE = (
+    "a detached copy of a mount tree (OPEN_TREE_CLONE) reaches its files through an fd "
+    "no rule path names"
+)
 _OTHER_PROCESS = "a process of the same uid outside the sandbox can be made to do anything, "
 _OTHER_PROCESS += "opening denied files included"
 
@@ -198,8 +202,7 @@ _TABLE: tuple[Refusal, ...] = (
         "open_tree",
         428,
         errno.ENOSYS,
-        "a detached copy of a mount tree (OPEN_TREE_CLONE) reaches its files through an fd "
-        "no rule path names",
+        _TREE_CLONE,
         when=((2, OPEN_TREE_CLONE, OPEN_TREE_CLONE),),
         condition="with OPEN_TREE_CLONE",
     ),
@@ -207,8 +210,7 @@ _TABLE: tuple[Refusal, ...] = (
         "open_tree_attr",
         467,
         errno.ENOSYS,
-        "a detached copy of a mount tree (OPEN_TREE_CLONE) reaches its files through an fd "
-        "no rule path names",
+        _TREE_CLONE,
         when=((2, OPEN_TREE_CLONE, OPEN_TREE_CLONE),),
         condition="with OPEN_TREE_CLONE",
     ),

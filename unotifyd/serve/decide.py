@@ -271,6 +271,8 @@ class Decider:
         for arg in call.paths:
             where: str | None
             via_private = False
+            names_entry = arg.role in _ENTRY_ROLES and not arg.itself
+            kind, slash = last_component(arg.path) if names_entry else ("name", False)
             on_fd = arg.itself and arg.dirfd != abi.AT_FDCWD
             if arg.itself:
                 # The call is about a file the program has open (or its cwd):
@@ -282,7 +284,6 @@ class Decider:
                 else:
                     where = self._fd_path(p, arg.dirfd)
             else:
-                slash = arg.role in _ENTRY_ROLES and last_component(arg.path)[1]
                 try:
                     where = self.resolver.resolve(
                         n.pid,
@@ -306,20 +307,20 @@ class Decider:
             if supervisors_own(where, opening=False) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
             resolved.append(where)
-            if not arg.itself and arg.role in _ENTRY_ROLES and where is not None:
-                kind = last_component(arg.path)[0]
-                if kind != "name" and not isinstance(
-                    decide_path(policy, PathRequest(name, "read", where)), Fail
-                ):
-                    # "dir/.", "a/..", "/": the kernel looks the directory up,
-                    # then refuses (do_rmdir()...); made on the resolved
-                    # directory, the call would remove or move it. A deny of
-                    # that directory answers first, telling nothing of it.
-                    try:
-                        self._must_be_directory(p, where, creds)
-                    except OSError as e:
-                        return Fail(e.errno or errno.ENOENT, "no directory there")
-                    return Fail(not_a_name_errno(call.op, call.args, kind), "not a name")
+            # "dir/.", "a/..", "/": the kernel looks the directory up, then
+            # refuses (do_rmdir()...); made on the resolved directory, the
+            # call would remove or move it. A deny of that directory answers
+            # first, telling nothing of it.
+            if (
+                kind != "name"
+                and where is not None
+                and not isinstance(decide_path(policy, PathRequest(name, "read", where)), Fail)
+            ):
+                try:
+                    self._must_be_directory(p, where, creds)
+                except OSError as e:
+                    return Fail(e.errno or errno.ENOENT, "no directory there")
+                return Fail(not_a_name_errno(call.op, call.args, kind), "not a name")
             if on_fd:
                 decisions.append(decide_on_fd(policy, arg.role, where))
             elif where is None:

@@ -134,11 +134,17 @@ class Dispatcher:
         """
         n = p.notif
         listener = s.listener
+        # A path call's operation says whether it applies the umask and may
+        # wait; an open's flags and a look at its file say it. The program's
+        # own names are opened in its root (a container's); a redirect's
+        # target is a path of ours.
         if isinstance(d, PerformPath):
             assert p.syscall is not None
-            creates = p.syscall.operation.uses_umask
+            creates, in_root = p.syscall.operation.uses_umask, p.own_root
         else:
             creates = isinstance(d, EmulateOpen) and may_create(d.flags)
+            in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
+        root_tid = n.pid if in_root else None
         creds = p.creds
         if creds is None or (creates and creds.umask < 0):
             creds = p.creds = self.decider.creds.read(n.pid, need_umask=creates)
@@ -151,19 +157,12 @@ class Dispatcher:
         # call fails with ENOENT and touches nothing.
         if not listener.id_valid(n.id):
             raise ProgramGone("notification no longer valid")
-        # The program's own names are opened in its root (a container's);
-        # a redirect's target is a path of ours.
-        if isinstance(d, PerformPath):
-            in_root = p.own_root
-        else:
-            in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
-        root_tid = n.pid if in_root else None
         if isinstance(d, PerformPath):
             assert p.syscall is not None
-            blocks = p.syscall.operation.may_block
+            call, blocks = p.path_call, p.syscall.operation.may_block
         else:
+            call = None
             blocks = isinstance(d, EmulateOpen) and may_block(our_name(d.path, root_tid))
-        call = p.path_call if isinstance(d, PerformPath) else None
         job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy)
         if creds.same_as_supervisor() and not blocks:
             result = perform(job, nonblocking=True)
