@@ -172,11 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PolicyError as e:
             print(f"unotifyd: {e}", file=sys.stderr)
             return 2
-        from .launch import EXIT_FAILURE, LaunchError, launch  # noqa: PLC0415
+        from .launch import EXIT_FAILURE, LaunchError, landlock_warnings, launch  # noqa: PLC0415
         from .policy import surface  # noqa: PLC0415
         from .serve.backing import target_warnings  # noqa: PLC0415
 
-        for warning in [*target_warnings(policy), *surface.warnings(policy)]:
+        warnings = [*target_warnings(policy), *surface.warnings(policy), *landlock_warnings(policy)]
+        for warning in warnings:
             print(f"unotifyd: {warning}", file=sys.stderr)
 
         trace_json = None

@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import IO
 
 from .calls.registry import filter_spec
-from .kernel import fdpass
+from .kernel import fdpass, landlock
 from .kernel.errors import Unsupported
 from .kernel.filter import FdSender, PreparedFilter, check_support
 from .policy import Policy
+from .policy.backstop import backstop
 
 # Exit statuses of unotifyd's own failures, as env(1)/chroot(1) and shells use them.
 EXIT_FAILURE = 125  # unotifyd itself failed
@@ -104,25 +105,44 @@ def _spawn(policy: Policy, argv: Sequence[str], sigmask: set[int]) -> tuple[int,
     Returns its pid, the listener fd (ours to close) and whether the filter
     has ``WAIT_KILLABLE_RECV``.
     """
-    prepared = PreparedFilter(filter_spec(policy).compile())
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    wanted = backstop(policy)
     try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child execs or exits
+        ruleset = landlock.ruleset_for(wanted.exec_allowed, wanted.scope_signals)
+    except OSError as e:
+        raise LaunchError(f"cannot build the Landlock ruleset: {e.strerror}") from None
+    try:
+        prepared = PreparedFilter(filter_spec(policy).compile(), ruleset)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child execs or exits
+                parent_sock.close()
+                _child(prepared, child_sock, argv, sigmask)
+            child_sock.close()
+            data, fd = fdpass.recv_fd(parent_sock)
+        finally:
             parent_sock.close()
-            _child(prepared, child_sock, argv, sigmask)
-        child_sock.close()
-        data, fd = fdpass.recv_fd(parent_sock)
+            child_sock.close()
     finally:
-        parent_sock.close()
-        child_sock.close()
+        if ruleset >= 0:
+            os.close(ruleset)
     if fd is None:
         os.waitpid(pid, 0)
         if data.startswith(b"E"):
             err = int(data[1:] or errno.EINVAL)
-            raise LaunchError(f"cannot install the seccomp filter: {os.strerror(err)}")
+            raise LaunchError(f"cannot install the sandbox: {os.strerror(err)}")
         raise LaunchError("the child exited before handing over the seccomp listener")
     return pid, fd, data == b"L"
+
+
+def landlock_warnings(policy: Policy) -> list[str]:
+    """One line for each part of the policy's backstop that this kernel lacks."""
+    wanted = backstop(policy)
+    if not wanted:
+        return []
+    return landlock.unavailable(
+        wanted.exec_allowed is not None, wanted.scope_signals, landlock.abi_version()
+    )
 
 
 class SignalForwarder:

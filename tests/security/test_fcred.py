@@ -37,10 +37,14 @@ def build(ws: Workspace, who: Identity, native: bool) -> None:
     """Nothing: these attacks read the kernel's files, not the workspace."""
 
 
-def _proc(label: str, name: str, root: str, unprivileged: str = "EACCES", **kw: str) -> Attack:
+def _proc(
+    label: str, name: str, root: str, unprivileged: str = "EACCES", *,
+    nocaps: str | None = None, in_domain: str | None = None,
+) -> Attack:  # fmt: skip
     """Open and read ``/proc/SLEEPER/NAME``, the file of a root process."""
     return Attack(label, ("peek", f"/proc/{{sleeper}}/{name}"),
-                  natively(root, unprivileged, **kw), opens=True)  # fmt: skip
+                  natively(root, unprivileged, nocaps=nocaps), opens=True,
+                  in_domain=in_domain)  # fmt: skip
 
 
 ATTACKS = (
@@ -57,7 +61,9 @@ ATTACKS = (
     _proc("mem", "mem", "OK read=EIO"),
     # Mode 0400: root without capabilities opens it (it is the owner), and the
     # read checks CAP_SYS_ADMIN in the opener's credentials.
-    _proc("stack", "stack", "OK nonempty", nocaps="OK read=EACCES"),
+    # Read, it checks ptrace access again, for the reader: Landlock refuses
+    # it to a program in a domain (enforcing mode) for a process outside.
+    _proc("stack", "stack", "OK nonempty", nocaps="OK read=EACCES", in_domain="OK read=EPERM"),
 )  # fmt: skip
 
 FCRED = Family("fcred", ATTACKS, build)

@@ -34,6 +34,9 @@ from unotifyd.daemon.protocol import (
     encode,
 )
 
+#: The version every well-formed frame of these tests carries.
+V = PROTOCOL_VERSION
+
 REQUESTS: list[Message] = [
     LaunchRequest("build", "make"),
     HandOver(),
@@ -104,17 +107,17 @@ def test_a_direction_only_accepts_its_own_messages() -> None:
         (frame(b"[" * 100_000 + b"]" * 100_000), "invalid JSON"),
         (frame_json({"type": "status"}), "missing protocol version"),
         (frame_json({"v": "1", "type": "status"}), "missing protocol version"),
-        (frame_json({"v": 2, "type": "status"}), "unsupported protocol version 2"),
-        (frame_json({"v": 1}), "unknown request type None"),
-        (frame_json({"v": 1, "type": "shutdown"}), "unknown request type 'shutdown'"),
-        (frame_json({"v": 1, "type": "status", "x": 1}), "status: unknown field 'x'"),
-        (frame_json({"v": 1, "type": "launch", "profile": "a"}), "missing field 'program'"),
+        (frame_json({"v": 99, "type": "status"}), "unsupported protocol version 99"),
+        (frame_json({"v": V}), "unknown request type None"),
+        (frame_json({"v": V, "type": "shutdown"}), "unknown request type 'shutdown'"),
+        (frame_json({"v": V, "type": "status", "x": 1}), "status: unknown field 'x'"),
+        (frame_json({"v": V, "type": "launch", "profile": "a"}), "missing field 'program'"),
         (
-            frame_json({"v": 1, "type": "launch", "profile": 1, "program": "x"}),
+            frame_json({"v": V, "type": "launch", "profile": 1, "program": "x"}),
             "field 'profile' must be a string",
         ),
-        (frame_json({"v": 1, "type": "abort", "errno": True}), "must be an integer"),
-        (frame_json({"v": 1, "type": "abort", "errno": 1.5}), "must be an integer"),
+        (frame_json({"v": V, "type": "abort", "errno": True}), "must be an integer"),
+        (frame_json({"v": V, "type": "abort", "errno": 1.5}), "must be an integer"),
     ],
 )
 def test_bad_records_are_refused_with_a_reason(record: bytes, error: str) -> None:
@@ -130,7 +133,10 @@ def test_version_errors_have_their_own_code() -> None:
 
 
 def test_bad_base64_is_refused() -> None:
-    record = frame_json({"v": 1, "type": "filter", "program": "p", "bpf": "not base64!"})
+    record = frame_json({
+        "v": V, "type": "filter", "program": "p", "bpf": "not base64!",
+        "exec_allowed": None, "scope_signals": False,
+    })  # fmt: skip
     with pytest.raises(ProtocolError, match="'bpf' must be a base64 string"):
         decode_record(record, Direction.REPLY)
 
@@ -177,8 +183,11 @@ def test_messages_are_immutable_values() -> None:
     assert hash(msg) == hash(LaunchRequest("build", "make"))
     assert msg != LaunchRequest("build", "cc")
     assert HandOver() != StatusRequest()  # no fields either, but another message
-    assert FilterReply("p", b"\x00").FIELDS == ("program", "bpf")  # the JSON order
-    assert repr(FilterReply("p", b"\x00")) == "FilterReply(program='p', bpf=b'\\x00')"
+    # The JSON order:
+    assert FilterReply("p", b"\x00").FIELDS == ("program", "bpf", "exec_allowed", "scope_signals")
+    assert repr(FilterReply("p", b"\x00", ("/usr",), True)) == (
+        "FilterReply(program='p', bpf=b'\\x00', exec_allowed=('/usr',), scope_signals=True)"
+    )
     with pytest.raises(AttributeError, match="immutable"):
         msg.profile = "other"
     assert msg.profile == "build"
@@ -197,7 +206,13 @@ _messages = st.one_of(
     st.just(ReloadRequest()),
 )
 _replies = st.one_of(
-    st.builds(FilterReply, _text, st.binary(max_size=200)),
+    st.builds(
+        FilterReply,
+        _text,
+        st.binary(max_size=200),
+        st.none() | st.lists(_text, max_size=3).map(tuple),
+        st.booleans(),
+    ),
     st.builds(Ack, _text),
     st.builds(ErrorReply, _text, _text),
     st.builds(Reloaded, st.lists(_text, max_size=5).map(tuple)),
@@ -237,7 +252,7 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes) -> None:
     st.sampled_from(["launch", "listener", "abort", "status", "reload", "filter", "x", None]),
 )
 def test_arbitrary_json_objects_raise_only_protocol_errors(value: object, kind: object) -> None:
-    for obj in ({"v": 1, "type": kind, "profile": value, "program": value, "errno": value},
+    for obj in ({"v": V, "type": kind, "profile": value, "program": value, "errno": value},
                 {"v": value, "type": kind}, value):
         record = frame(json.dumps(obj).encode())
         try:
@@ -262,3 +277,21 @@ def test_stream_chunking_does_not_matter(msgs: list[Message], cuts: list[int]) -
         while (msg := decoder.next_message()) is not None:
             out.append(msg)
     assert out == msgs
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("exec_allowed", "/usr", "'exec_allowed' must be null or an array of strings"),
+        ("exec_allowed", [1], "'exec_allowed' must be null or an array of strings"),
+        ("scope_signals", 1, "'scope_signals' must be true or false"),
+    ],
+)
+def test_the_backstop_fields_are_checked(field: str, value: object, error: str) -> None:
+    obj: dict[str, object] = {
+        "v": V, "type": "filter", "program": "p", "bpf": "",
+        "exec_allowed": None, "scope_signals": False,
+    }  # fmt: skip
+    obj[field] = value
+    with pytest.raises(ProtocolError, match=error):
+        decode_record(frame_json(obj), Direction.REPLY)

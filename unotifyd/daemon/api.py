@@ -43,6 +43,7 @@ from ..kernel.errors import Unsupported
 from ..kernel.filter import check_support
 from ..kernel.listener import Listener, is_listener
 from ..policy import Policy
+from ..policy.backstop import backstop
 from ..serve.served import Stats
 from ..serve.trace import Tracer
 from .programs import Program, ProgramTable, close_fds, recv_message
@@ -240,7 +241,9 @@ class Supervisor:
         if not isinstance(first[0], LaunchRequest):
             raise LaunchError(f"helper sent {first[0].TYPE!r}, not a launch request")
         name = name or f"{os.path.basename(command)}:{proc.pid}"
-        await conn.send(encode(FilterReply(name, bpf)), socket.MSG_NOSIGNAL)
+        wanted = backstop(policy)
+        reply = FilterReply(name, bpf, wanted.exec_allowed, wanted.scope_signals)
+        await conn.send(encode(reply), socket.MSG_NOSIGNAL)
         msg, fds = await self._recv(conn)
         try:
             if isinstance(msg, Abort):

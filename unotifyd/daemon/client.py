@@ -168,7 +168,7 @@ def exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> i
 
 def _exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> int:
     # Imported here, not at the top: ctypes is needed only on this path.
-    from ..kernel.filter import FdSender, PreparedFilter  # noqa: PLC0415
+    from ..kernel.landlock import ruleset_for  # noqa: PLC0415
 
     try:
         reply = _request(sock, LaunchRequest(profile, argv[0][:_PROGRAM_NAME_MAX]))
@@ -182,7 +182,24 @@ def _exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> 
         _say(f"unexpected {reply.TYPE!r} answer from the daemon")
         return EXIT_FAILURE
     try:
-        prepared = PreparedFilter(reply.bpf)
+        ruleset = ruleset_for(reply.exec_allowed, reply.scope_signals)
+    except OSError as e:
+        _say(f"cannot build the Landlock ruleset: {e.strerror}")
+        return EXIT_FAILURE
+    try:
+        return _install_and_exec(sock, reply, ruleset, argv)
+    finally:
+        if ruleset >= 0:
+            os.close(ruleset)
+
+
+def _install_and_exec(
+    sock: _socket.socket, reply: FilterReply, ruleset: int, argv: Sequence[str]
+) -> int:
+    from ..kernel.filter import FdSender, PreparedFilter  # noqa: PLC0415
+
+    try:
+        prepared = PreparedFilter(reply.bpf, ruleset)
     except ValueError as e:
         _say(f"the daemon sent an invalid filter: {e}")
         return EXIT_FAILURE

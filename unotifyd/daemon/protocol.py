@@ -36,7 +36,8 @@ Conversations (one per connection)
 ============================================  =====================================
 client                                        daemon
 ============================================  =====================================
-``launch`` {profile, program}                 ``filter`` {program, bpf} or ``error``
+``launch`` {profile, program}                 ``filter`` {program, bpf, exec_allowed,
+                                              scope_signals} or ``error``
 ``listener`` {} + 1 fd (or ``abort`` {errno}) ``ack`` {program} or ``error``
 ``status`` {}                                 ``status`` {report} or ``error``
 ``reload`` {}                                 ``reloaded`` {profiles} or ``error``
@@ -85,7 +86,8 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION = 1
+# 2: ``filter`` carries the Landlock backstop (exec_allowed, scope_signals).
+PROTOCOL_VERSION = 2
 
 #: The largest frame anyone may send (header included). A status report of a
 #: few thousand programs fits; the kernel's socket buffer bounds a
@@ -226,17 +228,32 @@ class ReloadRequest(Message):
 
 
 class FilterReply(Message):
-    """Daemon: install this BPF program; you will be known as ``program``."""
+    """Daemon: install this BPF program; you will be known as ``program``.
 
-    __slots__ = ("bpf", "program")
+    Before it, restrict yourself with Landlock (:mod:`unotifyd.policy.backstop`):
+    exec only beneath ``exec_allowed`` (null: exec is not restricted) and, if
+    ``scope_signals``, no signals to processes outside the sandbox.
+    """
+
+    __slots__ = ("bpf", "exec_allowed", "program", "scope_signals")
     TYPE = "filter"
     DIRECTION = Direction.REPLY
     program: str
     bpf: bytes
+    exec_allowed: tuple[str, ...] | None
+    scope_signals: bool
 
-    def __init__(self, program: str, bpf: bytes) -> None:
+    def __init__(
+        self,
+        program: str,
+        bpf: bytes,
+        exec_allowed: tuple[str, ...] | None = None,
+        scope_signals: bool = False,
+    ) -> None:
         _set_field(self, "program", program)
         _set_field(self, "bpf", bpf)
+        _set_field(self, "exec_allowed", exec_allowed)
+        _set_field(self, "scope_signals", scope_signals)
 
 
 class Ack(Message):
@@ -353,6 +370,25 @@ def _strings_from(v: object) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _optional_strings_to(v: object) -> list[str] | None:
+    return None if v is None else _strings_to(v)
+
+
+def _optional_strings_from(v: object) -> tuple[str, ...] | None:
+    if v is None:
+        return None
+    try:
+        return _strings_from(v)
+    except ValueError:
+        raise ValueError("null or an array of strings") from None
+
+
+def _bool_from(v: object) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("true or false")
+    return v
+
+
 def _same(v: object) -> object:
     return v
 
@@ -363,6 +399,8 @@ _KINDS: dict[str, tuple[Any, Any]] = {
     "bytes": (_bytes_to, _bytes_from),
     "dict[str, Any]": (_same, _object_from),
     "tuple[str, ...]": (_strings_to, _strings_from),
+    "tuple[str, ...] | None": (_optional_strings_to, _optional_strings_from),
+    "bool": (_same, _bool_from),
 }
 
 

@@ -38,7 +38,9 @@ from ..calls.registry import FilterSpec, filter_spec
 from ..kernel.fdpass import bind_listening
 from ..kernel.listener import Listener, is_listener
 from ..kernel.peercred import Peer, peer_of
+from ..launch import landlock_warnings
 from ..policy import PolicyError, surface
+from ..policy.backstop import backstop
 from ..serve.backing import target_warnings
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
@@ -95,7 +97,10 @@ def load(path: str) -> LoadedConfig:
     by_spec: dict[FilterSpec, bytes] = {}
     filters: dict[str, bytes] = {}
     for name, profile in config.profiles.items():
-        for warning in [*target_warnings(profile.policy), *surface.warnings(profile.policy)]:
+        policy = profile.policy
+        for warning in [
+            *target_warnings(policy), *surface.warnings(policy), *landlock_warnings(policy)
+        ]:
             _log(f"{path}: profile {name!r}: {warning}")
         spec = filter_spec(profile.policy)
         if spec not in by_spec:
@@ -507,7 +512,11 @@ class Daemon:
         if not (admin or profile.allows(peer.uid, peer.groups)):
             raise _Refusal("forbidden", f"uid {peer.uid} may not use profile {profile.name!r}")
         name = f"{profile.name}:{peer.pid}"
-        if not await self._reply(conn, FilterReply(name, loaded.filters[profile.name])):
+        wanted = backstop(profile.policy)
+        reply = FilterReply(
+            name, loaded.filters[profile.name], wanted.exec_allowed, wanted.scope_signals
+        )
+        if not await self._reply(conn, reply):
             raise _Gone
         msg, fds = await self._receive(conn)
         try:

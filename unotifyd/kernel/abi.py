@@ -28,6 +28,9 @@ SYS_KCMP: Final = 312
 SYS_PIDFD_GETFD: Final = 438
 SYS_GETDENTS64: Final = 217
 SYS_FSTATFS: Final = 138
+SYS_LANDLOCK_CREATE_RULESET: Final = 444
+SYS_LANDLOCK_ADD_RULE: Final = 445
+SYS_LANDLOCK_RESTRICT_SELF: Final = 446
 
 # Every call unotifyd traps (see unotifyd/calls/registry.py) or makes raw, by
 # number (syscall_64.tbl); tests/unit/test_registry.py checks them against
@@ -49,6 +52,9 @@ SYSCALL_NUMBERS: Final = {
     "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
     "file_getattr": 468, "file_setattr": 469,
     "fchmod": 91, "fchown": 93, "fsetxattr": 190, "fremovexattr": 199, "connect": 42,
+    "landlock_create_ruleset": SYS_LANDLOCK_CREATE_RULESET,
+    "landlock_add_rule": SYS_LANDLOCK_ADD_RULE,
+    "landlock_restrict_self": SYS_LANDLOCK_RESTRICT_SELF,
 }  # fmt: skip
 
 # *at flags (include/uapi/linux/fcntl.h)

@@ -23,6 +23,7 @@ import sys
 
 from . import abi
 from .errors import Unsupported
+from .landlock import restrict_self
 from .rawsys import libc, libc_syscall
 
 # ``launch --daemon`` imports this module: no typing or dataclasses at run
@@ -174,7 +175,7 @@ class PreparedFilter:
     would block forever waiting for a supervisor that has no listener yet.
     """
 
-    def __init__(self, bpf: bytes) -> None:
+    def __init__(self, bpf: bytes, ruleset: int = -1) -> None:
         if len(bpf) % 8 or not bpf:
             raise ValueError("a BPF program is a non-empty array of 8-byte instructions")
         self._buf = ctypes.create_string_buffer(bpf, len(bpf))
@@ -192,10 +193,17 @@ class PreparedFilter:
             for flags in (killable, base)
         )
         self._get_errno = ctypes.get_errno
+        self._restrict = restrict_self
+        #: A Landlock ruleset to make the process's before the filter, or -1.
+        self.ruleset = ruleset
         self.killable_wait = True
 
     def install(self) -> int:
-        """Set NO_NEW_PRIVS, load the filter, return the listener fd or ``-errno``.
+        """Set NO_NEW_PRIVS, apply the ruleset, load the filter: the listener fd, or ``-errno``.
+
+        NO_NEW_PRIVS comes first: both ``landlock_restrict_self`` and an
+        unprivileged ``seccomp`` need it. The ruleset goes in before the
+        filter, so that no trapped call can happen before the hand-over.
 
         ``WAIT_KILLABLE_RECV`` (5.19+) keeps non-fatal signals from
         interrupting a call the supervisor already received, which would
@@ -208,6 +216,10 @@ class PreparedFilter:
         """
         if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return -self._get_errno()
+        if self.ruleset >= 0:
+            refused = self._restrict(self.ruleset)
+            if refused < 0:
+                return refused
         for args in self._attempts:
             fd: int = libc_syscall(*args)
             if fd >= 0:

@@ -37,6 +37,7 @@ from ..daemon.programs import ProgramTable, accept, close_fds
 from ..kernel.fdpass import bind_listening
 from ..kernel.listener import Listener, is_listener
 from ..kernel.peercred import Peer, peer_of
+from ..policy.backstop import backstop
 from .state import ContainerState, StateError, StateReader, choose_profile
 
 __all__ = ["OciAgent", "bind_oci_socket"]
@@ -242,3 +243,9 @@ class OciAgent:
         )
         self.containers += 1
         _log(f"serving {who} as {name} (profile from {choice.source})")
+        if backstop(profile.policy):
+            # The runtime made the container's process and its filter; a
+            # Landlock ruleset is the runtime's to add (OCI has no field).
+            _log(f"{name}: no Landlock backstop in a container: profile {profile.name!r}'s "
+                 "exec rules are checked by the supervisor alone (a racing exec can get past "
+                 "them) and its signals are not kept inside")

@@ -1,0 +1,135 @@
+"""The kernel's backstop under the rules (Landlock): exec races, and signals out of the sandbox.
+
+**Exec races.** An exec is never performed by the supervisor: it checks the
+path and the kernel reads it again. ``progs/execrace.c`` flips the path
+between an allowed binary (``true``) and one no exec rule allows (a copy of
+``false`` in the workspace) while execve runs, three ways: a second thread
+rewriting the bytes, another process rewriting a ``MAP_SHARED`` page, and
+another process renaming symlinks. For each way and identity:
+
+1. natively (no rules) the forbidden binary runs (the control: the flips
+   happen, and the binary is runnable by that identity);
+2. under ``unotifyd launch --enforce --exec ...`` it never runs in
+   ``TRIES`` tries, and the allowed one still does (but for the thread
+   race: enforcing mode refuses an exec whose path another thread can
+   rewrite, see ``serve/rewrite.py``).
+
+Before the Landlock ruleset, the shared-page and symlink races ran the
+forbidden binary ~5% and ~20% of the time (issue 14's figures).
+
+**Signals.** Under ``--enforce`` a program may not signal a process of its
+own uid outside the sandbox (``LANDLOCK_SCOPE_SIGNAL``, Landlock ABI 6).
+
+Each test prints a ``RESULT`` line.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from unotifyd.kernel import landlock
+
+from ..integration.helpers import describe, run_native
+from .support import IDENTITIES, Identity, Report, Workspace, build_c, directory
+
+pytestmark = pytest.mark.kernel
+
+#: Tries under enforcing mode (the issue asks for at least 10 000), and natively,
+#: where a few hundred show that the race is real.
+TRIES = 10_000
+NATIVE_TRIES = 500
+ALLOWED = "/usr/bin/true"
+
+
+@pytest.fixture(scope="session")
+def execrace_bin(public: Path) -> Path:
+    """``progs/execrace.c``, alone in a directory the exec rules allow."""
+    return build_c(directory(public / "execrace", owner=0), "execrace")
+
+
+@pytest.fixture
+def lab_dir(public: Path) -> Path:
+    scratch = public / "backstop-ws"
+    scratch.mkdir(mode=0o755, exist_ok=True)
+    return scratch
+
+
+def _needs(version: int) -> None:
+    have = landlock.abi_version()
+    if have < version:
+        pytest.skip(f"needs Landlock ABI {version} (this kernel has {have})")
+
+
+def _race(
+    racer: Path, kind: str, tries: int, who: Identity, ws: Path, *, options: tuple[str, ...] = ()
+) -> dict[str, int]:
+    forbidden = ws / "forbidden" / "false"
+    argv = [*who.prefix, str(racer), kind, str(tries), ALLOWED, str(forbidden), str(ws / "work")]
+    if options:
+        argv = ["unotifyd", "launch", *options, "--", *argv]
+    proc = run_native(argv, cwd="/", timeout=600)
+    match = re.fullmatch(r"(forbidden=\d+ allowed=\d+ refused=\d+ other=\d+ tries=\d+)\n",
+                         proc.stdout)  # fmt: skip
+    assert proc.returncode == 0 and match, describe(proc)
+    return {k: int(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+
+
+@pytest.mark.parametrize("who", ["root", "user"])
+@pytest.mark.parametrize("kind", ["thread", "shared", "symlink"])
+def test_a_racing_exec_never_runs_a_forbidden_binary(
+    lab_dir: Path, execrace_bin: Path, report: Report, kind: str, who: str
+) -> None:
+    _needs(1)
+    identity = IDENTITIES[who]
+    ws = Workspace.make(lab_dir).real
+    directory(ws / "forbidden", owner=0)
+    shutil.copy("/usr/bin/false", ws / "forbidden" / "false")
+    directory(ws / "work", owner=identity.uid)
+    options = ("--enforce", "--exec", "/usr/**", "--exec", f"{execrace_bin.parent}/**")
+
+    native = _race(execrace_bin, kind, NATIVE_TRIES, identity, ws)
+    enforced = _race(execrace_bin, kind, TRIES, identity, ws, options=options)
+    report(
+        f"exec-race[{kind}-{who}]",
+        native=f"{native['forbidden']}/{NATIVE_TRIES}",
+        enforce=f"{enforced['forbidden']}/{TRIES}",
+        allowed=enforced["allowed"],
+        escapes=enforced["forbidden"],
+    )
+    assert native["forbidden"] > 0, f"the race never ran the binary natively: {native}"
+    assert enforced["forbidden"] == 0
+    assert enforced["other"] == 0, enforced
+    if kind != "thread":
+        assert enforced["allowed"] > 0, f"the allowed binary never ran: {enforced}"
+
+
+#: Signals the process whose pid is $1, and says how it went.
+_SIGNAL = 'kill -0 "$1" 2>/dev/null && echo sent || echo refused'
+
+
+@pytest.mark.parametrize("who", ["root", "user"])
+def test_enforce_keeps_signals_inside_the_sandbox(report: Report, who: str) -> None:
+    _needs(landlock.SCOPE_ABI)
+    identity = IDENTITIES[who]
+    outside = subprocess.Popen([*identity.prefix, "sleep", "60"], stdin=subprocess.DEVNULL)
+    try:
+        # An own child is inside: it may be signalled.
+        script = f'{_SIGNAL}; sleep 5 & set -- "$!"; {_SIGNAL}; kill "$1"'
+        argv = [*identity.prefix, "sh", "-c", script, "sh", str(outside.pid)]
+        native = run_native(argv, cwd="/")
+        enforced = run_native(["unotifyd", "launch", "--enforce", "--", *argv], cwd="/")
+        virtualized = run_native(["unotifyd", "launch", "--", *argv], cwd="/")
+    finally:
+        outside.kill()
+        outside.wait()
+    report(f"signal-scope[{who}]", native=native.stdout.split(), enforce=enforced.stdout.split(),
+           escapes=int(enforced.stdout.startswith("sent")))  # fmt: skip
+    assert native.stdout == "sent\nsent\n", describe(native)
+    assert enforced.stdout == "refused\nsent\n", describe(enforced)
+    # Virtualize mode is a view, not a boundary: it leaves signals alone.
+    assert virtualized.stdout == "sent\nsent\n", describe(virtualized)
