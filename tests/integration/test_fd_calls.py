@@ -85,6 +85,17 @@ report("fchmod", libc.fchmod(fd, 0o600))
 report("fchown", libc.fchown(fd, os.getuid(), os.getgid()))
 report("fsetxattr", libc.fsetxattr(fd, b"user.x", b"1", 1, 0))
 report("fremovexattr", libc.fremovexattr(fd, b"user.x"))
+# chattr: the flags it has, set again (FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS);
+# then with junk in the command's upper half, which the kernel drops; then
+# FS_IOC_FSSETXATTR with what FS_IOC_FSGETXATTR gave.
+flags = ctypes.c_long(0)
+libc.ioctl(fd, ctypes.c_ulong(0x80086601), ctypes.byref(flags))
+report("setflags", libc.syscall(16, fd, ctypes.c_ulong(0x40086602), ctypes.byref(flags)))
+junk = ctypes.c_ulong(0x40086602 | 1 << 32)
+report("setflags-junk", libc.syscall(16, fd, junk, ctypes.byref(flags)))
+fsx = ctypes.create_string_buffer(28)
+libc.ioctl(fd, ctypes.c_ulong(0x801C581F), fsx)
+report("fssetxattr", libc.syscall(16, fd, ctypes.c_ulong(0x401C5820), fsx))
 os.fstat(fd)
 print("fstat OK")
 """
@@ -93,7 +104,8 @@ print("fstat OK")
 def test_changes_through_an_fd_in_a_read_only_tree_are_erofs(
     tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
-    """As on a read-only mount (the control: a read-only bind mount in a mount namespace)."""
+    """As on a read-only mount (the control: a read-only bind mount in a mount namespace);
+    outside the tree, each change is made (the same flags set again)."""
     tree = tmp_path / "ro"
     tree.mkdir()
     (tree / "f").write_text("x\n")
@@ -103,14 +115,20 @@ def test_changes_through_an_fd_in_a_read_only_tree_are_erofs(
     )
     native = run_native(["unshare", "-m", "sh", "-c", mounted, *py(CHANGES, str(tree / "f"))])
     assert native.returncode == 0, describe(native)
-    assert native.stdout.splitlines()[:7] == [
+    assert native.stdout.splitlines()[:10] == [
         f"{call} Read-only file system"
         for call in ("fchmodat2", "fchownat", "utimensat", "fchmod", "fchown", "fsetxattr",
-                     "fremovexattr")
+                     "fremovexattr", "setflags", "setflags-junk", "fssetxattr")
     ], native.stdout
     proc = run_launch(*mode, "--readonly", f"{tree}/**", argv=py(CHANGES, str(tree / "f")))
     assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
     assert (tree / "f").stat().st_mode & 0o777 != 0o600
+
+    (tmp_path / "rw").write_text("x\n")
+    native = run_native(py(CHANGES, str(tmp_path / "rw")))
+    assert native.stdout.count(" OK\n") == 11, describe(native)
+    proc = run_launch(*mode, "--readonly", f"{tree}/**", argv=py(CHANGES, str(tmp_path / "rw")))
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
 
 
 MEMFD_EXEC = """
@@ -220,3 +238,22 @@ def test_a_scripts_interpreter_must_be_allowed_too(tmp_path: Path, mode: tuple[s
     # With its interpreter allowed too, it runs.
     proc = run_launch(*mode, *allowed, "--exec", str(echo), argv=py(RUN_SCRIPT, str(script)))
     assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+
+
+FIONREAD = """
+import fcntl, os, termios
+r, w = os.pipe()
+os.write(w, b"abc")
+print(int.from_bytes(fcntl.ioctl(r, termios.FIONREAD, b"\\0" * 4), "little"))
+"""
+
+
+def test_only_the_ioctls_that_change_a_file_are_trapped(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """The filter compares ioctl's command: a pipe's FIONREAD is never notified."""
+    opts = (*mode, "--readonly", f"{tmp_path}/**", "--trace")
+    proc = run_launch(*opts, argv=py(FIONREAD))
+    assert (proc.returncode, proc.stdout) == (0, "3\n"), describe(proc)
+    assert "ioctl" in proc.stderr.split("\n", 1)[0], describe(proc)  # the filter traps some
+    assert "] ioctl(" not in proc.stderr, describe(proc)

@@ -7,7 +7,9 @@ that name no file (abstract, TCP) connect as natively, in both modes.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +109,77 @@ def test_enforce_makes_a_connect_from_the_address_it_read(
     assert proc.stdout == "connected pong\n", describe(proc)
     connects = [line for line in proc.stderr.splitlines() if " connect(" in line]
     assert connects and all(": emulate" in line for line in connects), proc.stderr
+
+
+# --- bind ------------------------------------------------------------------------------
+
+BIND = """
+import errno, os, socket, stat, sys
+os.umask(0o027)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.bind(sys.argv[1].replace("@", "\\0"))
+    print("bind OK", end="")
+    if not sys.argv[1].startswith("@"):
+        st = os.lstat(sys.argv[1])
+        print(f" mode={stat.filemode(st.st_mode)} uid={st.st_uid}", end="")
+    # The socket itself is as it was (its inode's mode is what bind masks).
+    print(f" sock={stat.filemode(os.fstat(s.fileno()).st_mode)}")
+except OSError as e:
+    print("bind", errno.errorcode[e.errno])
+"""
+
+AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--")
+
+
+@pytest.fixture
+def public() -> Iterator[Path]:
+    """A scratch directory nobody may enter (pytest's tmp_path is 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="unotifyd-bind-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_bind_to_a_socket_path_follows_the_rules(public: Path, mode: str, who: str) -> None:
+    """bind(2) makes a file: natively it is made (with the umask and the caller's
+    uid; nobody may not in root's directory); under unotifyd a deny refuses it,
+    a read-only tree says EROFS, a redirect makes it at the target."""
+    tmp_path = public
+    prefix = AS_NOBODY if who == "nobody" else ()
+    for name in ("d", "ro", "denied", "target"):
+        (tmp_path / name).mkdir(mode=0o777)
+        (tmp_path / name).chmod(0o777)
+    (tmp_path / "roots").mkdir()  # root's alone: nobody may not make a file there
+    native = run_native([*prefix, *py(BIND, str(tmp_path / "d" / "s"))])
+    uid = 65534 if who == "nobody" else 0
+    assert native.stdout == f"bind OK mode=srwxr-x--- uid={uid} sock=srwxrwxrwx\n", describe(native)
+    theirs = run_native([*prefix, *py(BIND, str(tmp_path / "roots" / "s"))])
+    assert theirs.stdout == ("bind EACCES\n" if who == "nobody" else native.stdout)
+    (tmp_path / "d" / "s").unlink()
+    (tmp_path / "roots" / "s").unlink(missing_ok=True)
+
+    opts = (
+        *MODES[mode], "--readonly", f"{tmp_path}/ro/**", "--deny", f"{tmp_path}/denied/**",
+        "--redirect", f"{tmp_path}/view/**={tmp_path}/target/**",
+    )  # fmt: skip
+    expected = {
+        "d": native.stdout,
+        "roots": theirs.stdout,
+        "ro": "bind EROFS\n",
+        "denied": "bind EACCES\n",
+        "view": native.stdout,
+        "@abstract": "bind OK sock=srwxrwxrwx\n",
+    }
+    for name, want in expected.items():
+        path = name.replace("@", f"@unotifyd-{tmp_path.name}-") if name[0] == "@" else (
+            str(tmp_path / name / "s")
+        )
+        proc = run_launch(*opts, argv=[*prefix, *py(BIND, path)])
+        assert proc.stdout == want, f"{name}: {describe(proc)}"
+    assert (tmp_path / "target" / "s").is_socket()
+    assert not (tmp_path / "ro" / "s").exists() and not (tmp_path / "denied" / "s").exists()

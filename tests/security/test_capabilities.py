@@ -43,7 +43,7 @@ def build(ws: Workspace, who: Identity, native: bool) -> None:
     """``mine/`` (the program's, with its files) and ``theirs/`` (another
     user's: a 0600 secret and files to take over)."""
     mine = directory(ws.real / "mine", owner=who.uid)
-    for name in ("setcap", "trusted", "marked"):
+    for name in ("setcap", "trusted", "marked", "chattr"):
         put(mine / name, f"{name}\n", owner=who.uid)
     os.setxattr(mine / "marked", "trusted.secret", TRUSTED_SECRET)
     theirs = directory(ws.real / "theirs", owner=who.other)
@@ -79,6 +79,8 @@ ATTACKS = (
            natively("OK", "EPERM"), writes=True),
     Attack("unlink-theirs", ("unlink", "{w}/theirs/victim"),
            natively("OK", "EACCES"), writes=True),
+    # Append-only (FS_IOC_SETFLAGS) needs CAP_LINUX_IMMUTABLE, even on one's own file.
+    Attack("chattr-mine", ("chattr", "{w}/mine/chattr"), natively("OK", "EPERM"), writes=True),
 )  # fmt: skip
 
 CAPABILITIES = Family("capabilities", ATTACKS, build)

@@ -98,6 +98,7 @@ ROUTES = (
           native=READ, feature="userns"),
     Route("tree-clone", ("tree-clone", "direct", "{w}", "secret"), "open_tree=ENOSYS",
           who=("root",), native=READ),
+    Route("tree-open", ("tree-open", "{w}/secret"), "open_tree=ENOSYS", native="OK size=7"),
     Route("move-mount", ("move-mount", "direct", "{w}", "secret", "{w}/to"),
           "open_tree=ENOSYS", who=("root",), native=READ, setup="mountns"),
     Route("userns-fsmount", ("fsmount", "unshare"), "unshare=EPERM", feature="userns"),
@@ -292,7 +293,7 @@ ORDINARY = (
 
 @pytest.mark.parametrize("who", ["root", "user"])
 def test_ordinary_programs_still_work(lab_dir: Path, surface_bin: Path, who: str) -> None:
-    """fork, threads, pipes, unshare(CLONE_FILES) and a plain open_tree keep
+    """fork, threads, pipes, unshare(CLONE_FILES) and an O_PATH open keep
     working under --enforce: only namespace flags and clone3 are refused."""
     identity = IDENTITIES[who]
     ws = Workspace.make(lab_dir)

@@ -220,7 +220,7 @@ def test_policy_equality_and_syscalls() -> None:
     assert Policy() == Policy([])
     assert Policy([ReadOnly(exact("/x"))]) == Policy([ReadOnly(exact("/x"), origin="o")])
     assert trapped(Policy()) == frozenset()
-    readonly = names("open") | names("change") | names("probe")
+    readonly = names("open") | names("change") | names("probe") | names("socket")
     assert trapped(Policy([ReadOnly(exact("/x"))])) == readonly
 
 
@@ -260,7 +260,8 @@ def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) 
 
 
 def test_readonly_alone_traps_opens_changes_and_probes() -> None:
-    assert families(Policy([ReadOnly(tree("/srv"))])) == {"open", "change", "probe"}
+    # "socket": bind makes a socket file, EROFS in a read-only tree.
+    assert families(Policy([ReadOnly(tree("/srv"))])) == {"open", "change", "probe", "socket"}
     needed = trapped(Policy([ReadOnly(exact("/x"))]))
     assert {"openat", "unlinkat", "renameat2", "mkdirat", "fchmodat"} <= needed
     # access(W_OK) and statfs answer differently on a read-only mount ...
@@ -286,6 +287,7 @@ def test_exec_rules_trap_exec() -> None:
         "open",
         "change",
         "probe",
+        "socket",
         "exec",
     }
     # Without an exec rule, exec is never trapped, whatever else there is.

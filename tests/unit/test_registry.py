@@ -96,7 +96,8 @@ ARITY = {
     "removexattrat": 4, "file_getattr": 5, "file_setattr": 5, "name_to_handle_at": 5,
     "inotify_add_watch": 3, "unlinkat": 3, "mkdirat": 3, "mknodat": 4, "renameat2": 5,
     "linkat": 5, "symlinkat": 3, "fchmodat2": 4, "fchownat": 5, "truncate": 3,
-    "utimensat": 4, "chdir": 2, "execveat": 5, "getdents64": 3, "connect": 3,
+    "utimensat": 4, "chdir": 2, "execveat": 5, "getdents64": 3, "connect": 3, "bind": 3,
+    "ioctl": 3,
 }  # fmt: skip
 
 
@@ -137,7 +138,7 @@ def test_the_kernels_own_rewrites() -> None:
 def test_policies_trap_whole_families() -> None:
     every = Policy([Deny(Pattern("/a"), errno.ENOENT), Exec(Pattern("/usr", tree=True))])
     assert trapped(every) == frozenset(BY_NAME)
-    assert trapped(Policy([ReadOnly(Pattern("/r"))])) == names("open") | names("change") | names(
-        "probe"
+    assert trapped(Policy([ReadOnly(Pattern("/r"))])) == (
+        names("open") | names("change") | names("probe") | names("socket")
     )
     assert trapped(Policy([Deny(Pattern("/tmp", tree=True))], view="opens")) == names("open")

@@ -408,6 +408,17 @@ def symlink_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     return (mem.read_path(pid, a[0]),)
 
 
+def ioctl_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """What ``ioctl(fd, cmd, arg)`` reads at ``arg``: an ``int`` of flags, or a
+    ``struct fsxattr``; None where it cannot be read (EFAULT, once the fd is
+    known good: the kernel looks at the fd first)."""
+    size = abi.FSXATTR_SIZE if a[1] & 0xFFFFFFFF == abi.FS_IOC_FSSETXATTR else 4
+    try:
+        return (mem.read(pid, a[2], size),)
+    except BadArgument:
+        return (None,)
+
+
 def timespecs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     """``utimensat``'s ``struct timespec[2]`` (NULL: now)."""
     return (_optional(mem, pid, a[2], _TIMESPEC2.size),)

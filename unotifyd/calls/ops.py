@@ -14,6 +14,7 @@ as for it. OSError from the kernel becomes the outcome's ``-errno``.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import struct
@@ -23,7 +24,7 @@ from typing import Protocol
 
 from ..kernel import abi, pathops
 from ..kernel.creds import Credentials
-from .decode import AF_UNIX, IN_DONT_FOLLOW, XATTR_SIZE_MAX, PathCall, int_arg
+from .decode import AF_UNIX, IN_DONT_FOLLOW, SUN_PATH_MAX, XATTR_SIZE_MAX, PathCall, int_arg
 
 # A content rule's file reads as a plain read-only file, not as the memfd.
 _CONTENT_MODE = stat.S_IFREG | 0o444
@@ -371,6 +372,47 @@ def inotify_add_watch(call: PathCall, pl: list[Place], acting: Acting) -> Outcom
     mask = a[2] & 0xFFFFFFFF
     mask = (mask & ~IN_DONT_FOLLOW) | (0 if p.follow else IN_DONT_FOLLOW)
     return Outcome(pathops.inotify_add_watch(ours, os.fsencode(p.proc_path), mask))
+
+
+def bind(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
+    """bind(2) the program's own socket (our copy of it) where the decision put the path.
+
+    The socket file is made in the directory ``p.dirfd`` pins, named
+    ``/proc/self/fd/N/NAME`` (bind has no ``*at`` form). Its mode is the
+    socket inode's, less the umask (unix_bind_bsd() in net/unix/af_unix.c):
+    ours is 0, so the socket's mode is set to what the program's umask
+    leaves for the bind, then put back.
+    """
+    p, a = pl[0], call.args
+    if p.itself:  # no file named: p.dirfd is our copy of the socket
+        address = call.data[0]
+        assert address is not None
+        pathops.bind(p.dirfd, address)
+        return Outcome(0)
+    name = b"/proc/self/fd/%d/%s" % (p.dirfd, p.name)
+    if len(name) >= SUN_PATH_MAX:
+        # The program's own name fitted; ours does not.
+        return Outcome(-errno.ENAMETOOLONG)
+    sock = acting.take(int_arg(a[0]))
+    mode = stat.S_IMODE(os.fstat(sock).st_mode)
+    os.fchmod(sock, mode & ~acting.creds.umask)
+    try:
+        pathops.bind(sock, AF_UNIX.to_bytes(2, "little") + name + b"\0")
+    finally:
+        os.fchmod(sock, mode)
+    return Outcome(0)
+
+
+def ioctl(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    """The program's ``ioctl`` on our copy of its fd (the same open file), with
+    the argument read once: flags set by the owner, ``CAP_FOWNER``, and
+    ``CAP_LINUX_IMMUTABLE`` for the immutable and append-only ones, checked
+    against the credentials we act with (fileattr_set_prepare in fs/ioctl.c)."""
+    arg = call.data[0]
+    if arg is None:
+        return Outcome(-errno.EFAULT)
+    fcntl.ioctl(pl[0].dirfd, call.args[1] & 0xFFFFFFFF, arg)
+    return Outcome(0)
 
 
 def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:

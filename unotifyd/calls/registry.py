@@ -46,6 +46,7 @@ from .decode import (
     decode_openat2,
     file_attr_inputs,
     handle_inputs,
+    ioctl_inputs,
     name_at,
     only_if_follow,
     setxattr_inputs,
@@ -209,6 +210,12 @@ OPERATIONS: dict[str, Operation] = {
     "execveat": Operation("rewrite", (at("exec", unless_nofollow(4), empty_flag_arg=4),)),
     # getdents64(fd, buf, count)
     "getdents64": Operation("listing"),
+    # bind(sockfd, addr, addrlen): makes the socket file an AF_UNIX path names
+    "bind": Operation(
+        "path", (socket_address("create", NEVER),), ops.bind, sockaddr_inputs, uses_umask=True
+    ),
+    # ioctl(fd, cmd, arg) that sets a file's flags (chattr): about the fd's file
+    "ioctl": Operation("path", (the_fd("modify"),), ops.ioctl, ioctl_inputs),
     # connect(sockfd, addr, addrlen): a socket file's path in an AF_UNIX
     # address; a stream connect waits for the listener's backlog.
     "connect": Operation(
@@ -292,6 +299,8 @@ BY_NAME: dict[str, Syscall] = _entries(
     S("fsetxattr", "change", "setxattr", lambda a: (a[0], 0, 0, a[1], a[2], a[3], a[4]),
       paths=_FD),
     S("fremovexattr", "change", "removexattr", lambda a: (a[0], 0, 0, a[1]), paths=_FD),
+    # ioctl(fd, cmd, arg): trapped only for FS_IOC_SETFLAGS and FS_IOC_FSSETXATTR (ONLY_WHEN)
+    S("ioctl", "change", "ioctl"),
     # run by the kernel
     S("chdir", "chdir", "chdir", lambda a: (_CWD, a[0])),
     S("execve", "exec", "execveat", lambda a: (_CWD, a[0], a[1], a[2], 0)),
@@ -301,8 +310,17 @@ BY_NAME: dict[str, Syscall] = _entries(
     S("getdents", "list", "getdents64"),
     # sockets named by a path
     S("connect", "socket", "connect"),
+    S("bind", "socket", "bind"),
 )  # fmt: skip
 del S
+
+#: Calls trapped only when an argument says so, as ``(name, (index, mask, value))``:
+#: of all ioctls, those that change a file's attributes through an fd (the
+#: kernel reads the command as 32 bits, so only those are compared).
+ONLY_WHEN: tuple[tuple[str, tuple[int, int, int]], ...] = tuple(
+    ("ioctl", (1, 0xFFFFFFFF, cmd))
+    for cmd in (abi.FS_IOC_SETFLAGS, abi.FS_IOC32_SETFLAGS, abi.FS_IOC_FSSETXATTR)
+)
 
 #: Every trapped call, by number.
 BY_NR: dict[int, Syscall] = {e.nr: e for e in BY_NAME.values()}
@@ -356,13 +374,15 @@ class FilterSpec:
     trapped: frozenset[str]
     refused: tuple[RefusedCall, ...]
     unless: tuple[tuple[str, int, int], ...]
+    only: tuple[tuple[str, tuple[int, int, int]], ...] = ()
 
     def compile(self) -> bytes:
-        return compile_filter(self.trapped, self.refused, self.unless)
+        return compile_filter(self.trapped, self.refused, self.unless, self.only)
 
 
 def filter_spec(policy: Policy) -> FilterSpec:
     """The filter ``policy`` needs: what it traps, refuses, and lets through after all."""
     trap = trapped(policy)
     unless = tuple(u for u in reads_of_open_files(policy) if u[0] in trap)
-    return FilterSpec(trap, surface.refused_calls(policy), unless)
+    only = tuple((name, test) for name, test in ONLY_WHEN if name in trap)
+    return FilterSpec(trap, surface.refused_calls(policy), unless, only)

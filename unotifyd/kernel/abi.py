@@ -52,10 +52,20 @@ SYSCALL_NUMBERS: Final = {
     "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
     "file_getattr": 468, "file_setattr": 469,
     "fchmod": 91, "fchown": 93, "fsetxattr": 190, "fremovexattr": 199, "connect": 42,
+    "ioctl": 16, "bind": 49,
     "landlock_create_ruleset": SYS_LANDLOCK_CREATE_RULESET,
     "landlock_add_rule": SYS_LANDLOCK_ADD_RULE,
     "landlock_restrict_self": SYS_LANDLOCK_RESTRICT_SELF,
 }  # fmt: skip
+
+# The ioctls that change a file's attributes through an fd (include/uapi/linux/fs.h):
+# _IOW('f', 2, long), its 32-bit twin _IOW('f', 2, int), _IOW('X', 32, struct fsxattr).
+# The kernel reads the command as an unsigned int (ksys_ioctl), so a filter
+# compares only the low 32 bits of the argument.
+FS_IOC_SETFLAGS: Final = 0x40086602
+FS_IOC32_SETFLAGS: Final = 0x40046602
+FS_IOC_FSSETXATTR: Final = 0x401C5820
+FSXATTR_SIZE: Final = 28  # struct fsxattr: five __u32 and 8 bytes of padding
 
 # *at flags (include/uapi/linux/fcntl.h)
 AT_SYMLINK_NOFOLLOW: Final = 0x100

@@ -66,12 +66,15 @@ def compile_filter(
     syscalls: Iterable[str],
     refused: Iterable[Refused],
     unless: Iterable[tuple[str, int, int]] = (),
+    only: Iterable[tuple[str, ArgTest]] = (),
 ) -> bytes:
     """Return a BPF program that notifies ``syscalls``, fails ``refused`` and allows the rest.
 
     ``unless`` holds ``(name, index, bit)``: that call is notified only when
     ``args[index]`` lacks ``bit``, and allowed otherwise (a masked compare,
-    seccomp_rule_add(3)).
+    seccomp_rule_add(3)). ``only`` holds ``(name, test)``: that call is
+    notified only when one of its tests holds (``ioctl`` only for the
+    commands that change a file), and allowed otherwise.
 
     ``refused`` (from :func:`unotifyd.policy.surface.refused_calls`) fail in
     the filter with their errno (``SECCOMP_RET_ERRNO``): the kernel never
@@ -96,11 +99,19 @@ def compile_filter(
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
     conditions = {name: (index, bit) for name, index, bit in unless}
+    when: dict[str, list[ArgTest]] = {}
+    for name, test in only:
+        when.setdefault(name, []).append(test)
     for name in trapped:
         # By number: libseccomp adds an x86_64 number as it is, including
         # calls newer than its own table (the *xattrat family of 6.13).
         number = abi.SYSCALL_NUMBERS[name]
-        if name in conditions:
+        if name in when:
+            # One rule per test: libseccomp ORs the rules of a call.
+            for index, mask, value in when[name]:
+                arg = pyseccomp.Arg(index, pyseccomp.MASKED_EQ, mask, value)
+                flt.add_rule(pyseccomp.NOTIFY, number, arg)
+        elif name in conditions:
             index, bit = conditions[name]
             without = pyseccomp.Arg(index, pyseccomp.MASKED_EQ, bit, 0)
             flt.add_rule(pyseccomp.NOTIFY, number, without)

@@ -199,3 +199,9 @@ def connect(sock: int, address: bytes) -> None:
     """connect(2) ``sock`` to the raw ``struct sockaddr`` ``address``."""
     buf = ctypes.create_string_buffer(address, max(len(address), 1))
     syscall(NR["connect"], sock, buf, len(address))
+
+
+def bind(sock: int, address: bytes) -> None:
+    """bind(2) ``sock`` to the raw ``struct sockaddr`` ``address``."""
+    buf = ctypes.create_string_buffer(address, max(len(address), 1))
+    syscall(NR["bind"], sock, buf, len(address))

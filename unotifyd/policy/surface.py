@@ -36,16 +36,17 @@ is chosen as seccomp sandboxes choose it:
   without it, ``CONFIG_IO_URING=n``, answers ENOSYS, so programs that use
   it where available already cope, with ordinary system calls, which are
   trapped), and the new mount
-  API (``fsopen``, ``open_tree`` with ``OPEN_TREE_CLONE``, ``move_mount``...:
+  API (``fsopen``, ``open_tree``, ``move_mount``...:
   flatpak answers them ENOSYS, and a caller that falls back lands on
   ``mount(2)``, refused with EPERM).
 
 ``clone`` and ``unshare`` are refused only when their flags ask for a new
 namespace (any ``CLONE_NEW*`` bit): ``fork``, threads and
-``unshare(CLONE_FILES)`` keep working. ``open_tree`` is refused only with
-``OPEN_TREE_CLONE``, which makes a detached copy of a mount tree; a plain
-``open_tree(path, 0)`` is an ``O_PATH`` open, governed by the path rules like
-one (a trapped call: not this module's business).
+``unshare(CLONE_FILES)`` keep working. ``open_tree`` is refused whatever its
+flags: with ``OPEN_TREE_CLONE`` it makes a detached copy of a mount tree, and
+without it an ``O_PATH`` fd of a path the filter never shows us. Governing the
+plain form as an open would serve only mount tools (its fd's use is
+``move_mount``, refused here too), which fall back to ``mount(2)`` on ENOSYS.
 
 Modes
 -----
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLONE_NAMESPACES",
-    "OPEN_TREE_CLONE",
     "SURFACE",
     "UNSHARE_NAMESPACES",
     "ArgTest",
@@ -107,7 +107,6 @@ CLONE_NAMESPACES: tuple[int, ...] = (
 #: Every namespace ``unshare`` can create.
 UNSHARE_NAMESPACES: tuple[int, ...] = (*CLONE_NAMESPACES, CLONE_NEWTIME)
 # include/uapi/linux/mount.h
-OPEN_TREE_CLONE = 1
 
 #: ``(argument index, mask, value)``: true when ``args[index] & mask == value``,
 #: as libseccomp's ``SCMP_CMP_MASKED_EQ`` compares (seccomp_rule_add(3)).
@@ -151,9 +150,10 @@ _IO_URING += "the filter: they open, stat, rename and unlink past every rule"
 _NEW_ROOT = "a new user or mount namespace lets the program chroot or mount, and then paths "
 _NEW_ROOT += "name other files than the rules do"
 _MOUNT = "mounts change what paths name (a denied file bind-mounted where no rule covers it)"
-_TREE_CLONE = (
-    "a detached copy of a mount tree (OPEN_TREE_CLONE) reaches its files through an fd "
-    "no rule path names"
+_TREE = (
+    "an fd of a path the rules never see (fstat on it tells a hidden file's size and "
+    "inode), and with OPEN_TREE_CLONE a detached copy of a mount tree, whose files no "
+    "rule path names"
 )
 _OTHER_PROCESS = "a process of the same uid outside the sandbox can be made to do anything, "
 _OTHER_PROCESS += "opening denied files included"
@@ -197,23 +197,8 @@ _TABLE: tuple[Refusal, ...] = (
     Refusal("fspick", 433, errno.ENOSYS, _MOUNT),
     Refusal("move_mount", 429, errno.ENOSYS, _MOUNT),
     Refusal("mount_setattr", 442, errno.ENOSYS, _MOUNT),
-    # open_tree(dfd, path, flags): flags is the third argument.
-    Refusal(
-        "open_tree",
-        428,
-        errno.ENOSYS,
-        _TREE_CLONE,
-        when=((2, OPEN_TREE_CLONE, OPEN_TREE_CLONE),),
-        condition="with OPEN_TREE_CLONE",
-    ),
-    Refusal(
-        "open_tree_attr",
-        467,
-        errno.ENOSYS,
-        _TREE_CLONE,
-        when=((2, OPEN_TREE_CLONE, OPEN_TREE_CLONE),),
-        condition="with OPEN_TREE_CLONE",
-    ),
+    Refusal("open_tree", 428, errno.ENOSYS, _TREE),
+    Refusal("open_tree_attr", 467, errno.ENOSYS, _TREE),
     Refusal(
         "open_by_handle_at",
         304,

@@ -27,7 +27,7 @@ Family = Literal[
     "chdir",
     "exec",  # execve, execveat
     "list",  # getdents: trapped to leave hidden names out of listings
-    "socket",  # connect: an AF_UNIX socket is a file named by a path
+    "socket",  # connect, bind: an AF_UNIX socket is a file named by a path
 ]
 
 def hides(rule: object) -> bool:
@@ -63,7 +63,8 @@ def needed_families(policy: Policy) -> frozenset[Family]:
         if isinstance(rule, Redirect | Deny | Content | Private):
             needed |= {"open", "metadata", "probe", "change", "chdir", "socket"}
         elif isinstance(rule, ReadOnly):
-            needed |= {"open", "change", "probe"}
+            # "socket": bind makes a socket file (EROFS in a read-only tree).
+            needed |= {"open", "change", "probe", "socket"}
         if hides(rule):
             needed.add("list")
     return frozenset(needed)

@@ -50,6 +50,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -150,6 +152,30 @@ static void do_setxattr(const char *label, const char *path, const char *name, c
 		check(label, setxattr(path, name, cap_blob, sizeof cap_blob, 0));
 	else
 		check(label, setxattr(path, name, v, strlen(v), 0));
+}
+
+/* chattr +a through an fd (FS_IOC_SETFLAGS), which needs CAP_LINUX_IMMUTABLE
+ * and ownership; undone at once, so that the workspace can be removed. */
+static void do_chattr(const char *label, const char *path)
+{
+	long flags = 0;
+	int fd = open(path, O_RDONLY);
+	if (fd < 0) {
+		fail(label);
+		return;
+	}
+	if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) {
+		fail(label);
+	} else {
+		long appended = flags | FS_APPEND_FL;
+		if (ioctl(fd, FS_IOC_SETFLAGS, &appended) < 0) {
+			fail(label);
+		} else {
+			ioctl(fd, FS_IOC_SETFLAGS, &flags);
+			ok(label, NULL);
+		}
+	}
+	close(fd);
 }
 
 static void do_getxattr(const char *label, const char *path, const char *name)
@@ -389,7 +415,7 @@ static int argc_of(const char *op)
 {
 	static const struct { const char *op; int args; } ops[] = {
 		{"read", 1}, {"peek", 1}, {"write", 1}, {"create", 1}, {"opendir", 1},
-		{"stat", 1}, {"access", 1}, {"readlink", 1}, {"chdir", 1}, {"setxattr", 3},
+		{"stat", 1}, {"access", 1}, {"readlink", 1}, {"chdir", 1}, {"setxattr", 3}, {"chattr", 1},
 		{"getxattr", 2}, {"listxattr", 1}, {"chown", 3}, {"chmod", 2}, {"utimes", 1},
 		{"mknod", 1}, {"link", 2}, {"unlink", 1}, {"kallsyms", 0}, {"pagemap", 0},
 		{"kmsg", 0}, {"parent", 0}, {"signal", 1},
@@ -417,6 +443,7 @@ static void run(const char *label, const char *op, char **a)
 	}
 	else if (!strcmp(op, "setxattr")) do_setxattr(label, a[0], a[1], a[2]);
 	else if (!strcmp(op, "getxattr")) do_getxattr(label, a[0], a[1]);
+	else if (!strcmp(op, "chattr")) do_chattr(label, a[0]);
 	else if (!strcmp(op, "listxattr")) do_listxattr(label, a[0]);
 	else if (!strcmp(op, "chown"))
 		check(label, chown(a[0], (uid_t)atoi(a[1]), (gid_t)atoi(a[2])));

@@ -33,8 +33,9 @@
  *   userfaultfd                userfaultfd(UFFD_USER_MODE_ONLY)
  *   bpf                        bpf(BPF_MAP_CREATE) of a one-entry array
  *   clone3                     clone3 of a child that exits
- *   ordinary PATH              fork, a thread, unshare(CLONE_FILES|CLONE_FS) and a plain
- *                              open_tree(PATH, 0): what must keep working
+ *   tree-open PATH             open_tree(PATH, 0), then fstat the fd: "OK size=N"
+ *   ordinary PATH              fork, a thread, unshare(CLONE_FILES|CLONE_FS) and an
+ *                              O_PATH open of PATH: what must keep working
  *   victim                     print "ADDR" of a buffer, then wait for a signal
  */
 #define _GNU_SOURCE
@@ -54,6 +55,7 @@
 #include <string.h>
 #include <sys/fanotify.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/swap.h>
@@ -360,9 +362,11 @@ static _Noreturn void ordinary(const char *path)
 	pthread_join(thread, NULL);
 	if (unshare(CLONE_FILES | CLONE_FS) < 0)
 		failed("unshare");
-	/* open_tree without OPEN_TREE_CLONE: an O_PATH open of the path. */
-	if (syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLOEXEC) < 0)
-		failed("open_tree");
+	/* An O_PATH open, the plain open_tree's way. */
+	int fd = open(path, O_PATH | O_CLOEXEC);
+	if (fd < 0)
+		failed("open");
+	close(fd);
 	ok(NULL);
 }
 
@@ -424,6 +428,18 @@ int main(int argc, char **argv)
 		if (fanotify_mark(fd, FAN_MARK_ADD, FAN_OPEN | FAN_CLOSE_NOWRITE, AT_FDCWD, arg[0]) < 0)
 			failed("fanotify_mark");
 		ok(NULL);
+	}
+	if (!strcmp(op, "tree-open") && nargs == 1) {
+		/* Without OPEN_TREE_CLONE: an O_PATH fd of the path, which fstat reads. */
+		int fd = syscall(SYS_open_tree, AT_FDCWD, arg[0], OPEN_TREE_CLOEXEC);
+		struct stat st;
+		if (fd < 0)
+			failed("open_tree");
+		if (fstat(fd, &st) < 0)
+			failed("fstat");
+		char what[64];
+		snprintf(what, sizeof what, "size=%lld", (long long)st.st_size);
+		ok(what);
 	}
 	if (!strcmp(op, "acct") && nargs == 1) {
 		if (acct(arg[0]) < 0)
