@@ -136,13 +136,25 @@ def _spawn(policy: Policy, argv: Sequence[str], sigmask: set[int]) -> tuple[int,
 
 
 def landlock_warnings(policy: Policy) -> list[str]:
-    """One line for each part of the policy's backstop that this kernel lacks."""
+    """One line for each part of the policy's backstop that will not be kept."""
     wanted = backstop(policy)
+    lines = []
+    if wanted.exec_unkept:
+        lines.append(
+            f"the exec allow-list has no kernel backstop: {wanted.exec_unkept}; a program "
+            "that races its own exec can run a binary the list forbids"
+        )
     if not wanted:
-        return []
-    return landlock.unavailable(
-        wanted.exec_allowed is not None, wanted.scope_signals, landlock.abi_version()
-    )
+        return lines
+    version = landlock.abi_version()
+    lines += landlock.unavailable(wanted.exec_allowed is not None, wanted.scope_signals, version)
+    if wanted.exec_allowed is not None and version >= 1:
+        lines += [
+            f"warning: exec is allowed for {pattern}, which names no such file now: the "
+            "kernel's rules name files as they are at start, so nothing there may run"
+            for pattern in landlock.missing(wanted.exec_allowed)
+        ]
+    return lines
 
 
 class SignalForwarder:

@@ -41,6 +41,7 @@ from .helpers import (
     env_for_copy,
     importable_copy,
     py,
+    run_native,
     write,
 )
 
@@ -653,3 +654,22 @@ def test_launch_daemon_refuses_local_rules(daemon: Daemon) -> None:
     )
     assert proc.returncode == 2
     assert "--redirect cannot be used" in proc.stderr
+
+
+def test_the_daemon_gives_its_programs_the_kernels_backstop(daemon: Daemon) -> None:
+    """A profile's Landlock ruleset is built by the client and holds: an enforcing
+    profile's program may not signal its parent outside the sandbox, and with an
+    exec allow-list a binary outside it does not run."""
+    copy = daemon.dir / "true-copy"
+    shutil.copy("/usr/bin/true", copy)
+    write(daemon.dir / "locked.toml", 'version = 1\nmode = "enforce"\n'
+          '[[exec]]\npath = "/usr/**"\n')  # fmt: skip
+    daemon.config.write_text(
+        _config(daemon.dir, {"red": "red.toml", "blue": "blue.toml", "locked": "locked.toml"})
+    )
+    assert daemon.run("reload").returncode == 0
+    script = f'kill -0 "$PPID" 2>/dev/null && echo sent || echo refused; {copy}; echo rc=$?'
+    native = run_native(["sh", "-c", script])
+    assert native.stdout == "sent\nrc=0\n", describe(native)
+    proc = daemon.launch("locked", ["sh", "-c", script])
+    assert proc.stdout == "refused\nrc=126\n", describe(proc)

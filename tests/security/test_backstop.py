@@ -28,13 +28,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from unotifyd.kernel import landlock
 
-from ..integration.helpers import describe, run_native
+from ..integration.helpers import describe, run_launch, run_native
 from .support import IDENTITIES, Identity, Report, Workspace, build_c, directory
 
 pytestmark = pytest.mark.kernel
@@ -108,6 +109,18 @@ def test_a_racing_exec_never_runs_a_forbidden_binary(
         assert enforced["allowed"] > 0, f"the allowed binary never ran: {enforced}"
 
 
+def _wait_until_it_runs(pid: int, comm: str, uid: int) -> None:
+    """Until ``pid`` runs ``comm`` as ``uid`` (setpriv changes its uid, then execs)."""
+    deadline = time.monotonic() + 10
+    status = Path(f"/proc/{pid}/status")
+    while time.monotonic() < deadline:
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        if fields["Name"].strip() == comm and int(fields["Uid"].split()[1]) == uid:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never ran {comm} as uid {uid}")
+
+
 #: Signals the process whose pid is $1, and says how it went.
 _SIGNAL = 'kill -0 "$1" 2>/dev/null && echo sent || echo refused'
 
@@ -118,6 +131,7 @@ def test_enforce_keeps_signals_inside_the_sandbox(report: Report, who: str) -> N
     identity = IDENTITIES[who]
     outside = subprocess.Popen([*identity.prefix, "sleep", "60"], stdin=subprocess.DEVNULL)
     try:
+        _wait_until_it_runs(outside.pid, "sleep", identity.uid)
         # An own child is inside: it may be signalled.
         script = f'{_SIGNAL}; sleep 5 & set -- "$!"; {_SIGNAL}; kill "$1"'
         argv = [*identity.prefix, "sh", "-c", script, "sh", str(outside.pid)]
@@ -133,3 +147,25 @@ def test_enforce_keeps_signals_inside_the_sandbox(report: Report, who: str) -> N
     assert enforced.stdout == "refused\nsent\n", describe(enforced)
     # Virtualize mode is a view, not a boundary: it leaves signals alone.
     assert virtualized.stdout == "sent\nsent\n", describe(virtualized)
+
+
+@pytest.mark.parametrize("mode", [(), ("--enforce",)], ids=["virtualize", "enforce"])
+def test_the_ruleset_grants_what_the_rules_name_and_no_more(
+    lab_dir: Path, mode: tuple[str, ...]
+) -> None:
+    """A rule path that names nothing grants nothing (never the directory above:
+    that would let anything there run); an exec through a redirect the exec
+    rules allow runs the target, which is granted too."""
+    _needs(1)
+    ws = Workspace.make(lab_dir).real
+    mine = ws / "true-copy"
+    shutil.copy("/usr/bin/true", mine)
+    assert run_native([str(mine)]).returncode == 0  # the control: it runs natively
+    missing = run_launch(*mode, "--exec", "/usr/**", "--exec", f"{ws}/later/x", argv=[str(mine)])
+    assert missing.returncode == 126, describe(missing)
+    assert f"exec is allowed for {ws}/later/x, which names no such file now" in missing.stderr
+    redirected = run_launch(
+        *mode, "--exec", "/usr/**", "--redirect", f"/usr/bin/unotifyd-test-tool={mine}",
+        argv=["/usr/bin/unotifyd-test-tool"],
+    )  # fmt: skip
+    assert redirected.returncode == 0, describe(redirected)

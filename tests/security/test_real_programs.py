@@ -5,7 +5,8 @@ supervisor performing every trapped call must not cost an ordinary program
 anything. Each program runs twice in fresh copies of one workspace, as root
 and as an unprivileged user: natively (the control: it works here, and gives
 the reference), then under ``unotifyd launch --enforce --deny SECRET/**``
-with SECRET a directory beside the work. Both runs must succeed and leave the
+with SECRET a directory beside the work, and an exec allow-list of ``/usr``,
+the workspace and the venv (so Landlock is in force). Both runs must succeed and leave the
 same files with the same contents behind.
 
 - ``pip``: ``python3 -m pip install --target`` of a local wheel (offline);
@@ -177,8 +178,11 @@ def test_a_real_program_works_under_enforce(
     assert native.returncode == 0 and native.stdout == expected, describe(native)
 
     ws = _workspace(top, "enforced", identity, program)
+    # An exec allow-list too, so that the kernel's backstop (Landlock) is in
+    # force: the system's programs, the workspace's, and the venv's python.
     proc = run_launch(
-        "--enforce", "--deny", f"{top}/enforced-secret/**",
+        "--enforce", "--deny", f"{top}/enforced-secret/**", "--exec", "/usr/**",
+        "--exec", f"{ws}/**", "--exec", f"{pip_python.parent.parent}/**",
         argv=argv, cwd=ws, timeout=TIMEOUT, env=env(extra),
     )  # fmt: skip
     assert proc.returncode == 0 and proc.stdout == expected, describe(proc)

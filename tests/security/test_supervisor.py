@@ -152,3 +152,30 @@ def test_a_program_cannot_signal_the_supervisor_acting_for_it(
     if escapes:
         pytest.fail("a program of nobody's may signal its root supervisor's threads",
                     pytrace=False)  # fmt: skip
+
+
+UNDUMPABLE = """
+import ctypes, os
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0, as ssh-agent does
+for _ in range(3):
+    try:
+        open("/etc/hostname").close()
+        print("open OK")
+    except OSError as e:
+        print("open", e.strerror)
+"""
+
+
+def test_an_undumpable_program_is_told_once_not_per_call(site: Path) -> None:
+    """An unprivileged supervisor may not read the memory of a program that made
+    itself non-dumpable: each trapped call fails with EPERM (never let through),
+    and unotifyd says why in one line, with no traceback."""
+    proc = _run_as_nobody_supervisor(
+        site, ("--deny", "/nonexistent"), [SYSTEM_PYTHON, "-c", UNDUMPABLE]
+    )
+    assert proc.stdout == "open Operation not permitted\n" * 3, describe(proc)
+    assert proc.stderr.count("made itself non-dumpable") == 1, describe(proc)
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    # The control: the same program under a root supervisor is served.
+    native = run_launch("--deny", "/nonexistent", argv=[SYSTEM_PYTHON, "-c", UNDUMPABLE])
+    assert native.stdout == "open OK\n" * 3, describe(native)

@@ -26,6 +26,7 @@ that gets through never reaches the host.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from ..integration.helpers import describe, run_launch, run_native
+from ..integration.helpers import describe, py, run_launch, run_native
 from .support import IDENTITIES, Identity, Report, Workspace, build_c, directory, put
 
 pytestmark = pytest.mark.kernel
@@ -372,3 +373,34 @@ def test_policy_file_allow_syscalls(lab_dir: Path) -> None:
         f"unotifyd: {policy}:4: 'io_uring_setpu' is not a system call unotifyd refuses "
         "(did you mean io_uring_setup"
     ), describe(proc)
+
+
+TIOCSTI = """
+import fcntl, os, sys, termios
+tty = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)
+try:
+    fcntl.ioctl(tty, termios.TIOCSTI, b"X")
+    print("TIOCSTI OK")
+except OSError as e:
+    print("TIOCSTI", e.strerror)
+"""
+
+
+def test_enforce_types_nothing_into_a_terminal() -> None:
+    """TIOCSTI pushes a byte into a terminal's input, which a shell outside reads as
+    typed. Natively root may (it holds CAP_SYS_ADMIN); under --enforce the filter
+    says EPERM, as the kernel does without the capability, and nothing arrives."""
+    master, slave = os.openpty()
+    try:
+        name = os.ttyname(slave)
+        native = run_native(py(TIOCSTI, name))
+        assert native.stdout == "TIOCSTI OK\n", describe(native)
+        assert os.read(master, 10) == b"X"  # the control: it did reach the terminal
+        enforced = run_launch("--enforce", argv=py(TIOCSTI, name))
+        assert enforced.stdout == "TIOCSTI Operation not permitted\n", describe(enforced)
+        os.set_blocking(master, False)
+        with pytest.raises(BlockingIOError):
+            os.read(master, 10)
+    finally:
+        os.close(master)
+        os.close(slave)

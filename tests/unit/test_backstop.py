@@ -6,7 +6,7 @@ import os
 import sys
 
 from unotifyd.kernel import landlock
-from unotifyd.policy import Deny, Exec, Policy, parse_pattern
+from unotifyd.policy import Deny, Exec, Policy, Private, Redirect, parse_pattern
 from unotifyd.policy.backstop import Backstop, backstop
 
 
@@ -20,7 +20,32 @@ def test_exec_rules_become_the_paths_exec_is_allowed_beneath() -> None:
         Exec(parse_pattern("/usr/**")), Exec(parse_pattern("/opt/tool")),
         Deny(parse_pattern("/usr/bin/su")),
     ])  # fmt: skip
-    assert backstop(policy) == Backstop(("/opt/tool", "/usr"), scope_signals=False)
+    assert backstop(policy) == Backstop(("/opt/tool", "/usr/**"), scope_signals=False)
+
+
+def test_an_exec_through_a_redirect_runs_the_target_so_it_is_allowed_too() -> None:
+    def allowed(*rules: Exec | Redirect) -> tuple[str, ...] | None:
+        return backstop(Policy(list(rules))).exec_allowed
+
+    usr = Exec(parse_pattern("/usr/**"))
+    tool = Redirect(parse_pattern("/usr/bin/tool"), parse_pattern("/opt/tool"))
+    tree = Redirect(parse_pattern("/usr/local/**"), parse_pattern("/srv/local/**"))
+    assert allowed(usr, tool, tree) == ("/opt/tool", "/srv/local/**", "/usr/**")
+    # An exec rule inside a redirected tree allows its image in the target.
+    inside = Exec(parse_pattern("/data/bin/**"))
+    data = Redirect(parse_pattern("/data/**"), parse_pattern("/srv/data/**"))
+    assert allowed(inside, data) == ("/data/bin/**", "/srv/data/bin/**")
+    # A redirect no exec rule allows grants nothing.
+    elsewhere = Redirect(parse_pattern("/etc/x"), parse_pattern("/tmp/x"))
+    assert allowed(usr, elsewhere) == ("/usr/**",)
+
+
+def test_no_exec_backstop_over_a_private_tree_rather_than_a_wrong_one() -> None:
+    policy = Policy([Exec(parse_pattern("/usr/**")), Exec(parse_pattern("/tmp/p/**")),
+                     Private(parse_pattern("/tmp/p/**"))])  # fmt: skip
+    kept = backstop(policy)
+    assert kept.exec_allowed is None
+    assert "private tree /tmp/p/**" in kept.exec_unkept
 
 
 def test_enforcing_mode_keeps_signals_inside() -> None:

@@ -45,7 +45,7 @@ REQUESTS: list[Message] = [
     ReloadRequest(),
 ]
 REPLIES: list[Message] = [
-    FilterReply("build:12", b"\x06\x00\x00\x00\x00\x00\xff\x7f"),
+    FilterReply("build:12", b"\x06\x00\x00\x00\x00\x00\xff\x7f", ("/usr/**",), True),
     Ack("build:12"),
     ErrorReply("unknown-profile", "unknown profile 'x'"),
     StatusReply({"programs_running": 3, "profiles": {"a": {"started": 1}}}),
@@ -81,13 +81,13 @@ def test_wire_format_is_length_then_json() -> None:
 
 
 def test_bpf_travels_as_base64() -> None:
-    data = encode(FilterReply("p", b"\x00\x01\x02\xff"))
+    data = encode(FilterReply("p", b"\x00\x01\x02\xff", None, False))
     assert json.loads(data[4:])["bpf"] == "AAEC/w=="
 
 
 def test_a_direction_only_accepts_its_own_messages() -> None:
     with pytest.raises(ProtocolError, match="unknown request type 'filter'"):
-        decode_record(encode(FilterReply("p", b"")), Direction.REQUEST)
+        decode_record(encode(FilterReply("p", b"", None, False)), Direction.REQUEST)
     with pytest.raises(ProtocolError, match="unknown reply type 'launch'"):
         decode_record(encode(LaunchRequest("a", "b")), Direction.REPLY)
 
@@ -184,7 +184,8 @@ def test_messages_are_immutable_values() -> None:
     assert msg != LaunchRequest("build", "cc")
     assert HandOver() != StatusRequest()  # no fields either, but another message
     # The JSON order:
-    assert FilterReply("p", b"\x00").FIELDS == ("program", "bpf", "exec_allowed", "scope_signals")
+    fields = FilterReply("p", b"\x00", None, False).FIELDS
+    assert fields == ("program", "bpf", "exec_allowed", "scope_signals")
     assert repr(FilterReply("p", b"\x00", ("/usr",), True)) == (
         "FilterReply(program='p', bpf=b'\\x00', exec_allowed=('/usr',), scope_signals=True)"
     )

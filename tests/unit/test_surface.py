@@ -10,10 +10,19 @@ import os
 import pyseccomp
 import pytest
 
-from unotifyd.calls.registry import BY_NAME
-from unotifyd.kernel import abi, rawsys
+from unotifyd.calls.registry import BY_NAME, ONLY_WHEN, filter_spec
+from unotifyd.kernel import rawsys
 from unotifyd.kernel.filter import compile_filter
-from unotifyd.policy import Deny, Policy, PolicyError, combine, parse_pattern, parse_policy, surface
+from unotifyd.policy import (
+    Deny,
+    Policy,
+    PolicyError,
+    ReadOnly,
+    combine,
+    parse_pattern,
+    parse_policy,
+    surface,
+)
 from unotifyd.policy.config import parse_allow_syscalls
 
 #: Refused calls libseccomp 2.5.4 does not know, with the kernel that brought them.
@@ -44,9 +53,25 @@ def test_open_tree_attr_is_the_kernels() -> None:
     assert ctypes.get_errno() == errno.EBADF
 
 
-def test_refused_calls_are_never_trapped() -> None:
-    assert not set(BY_NAME) & set(surface.SURFACE)
-    assert not set(abi.SYSCALL_NUMBERS) & set(surface.SURFACE)
+def test_refused_calls_are_trapped_only_for_other_arguments() -> None:
+    """ioctl alone is both: trapped for the commands that change a file,
+    refused for those that type into the terminal, never for the same one."""
+    assert set(BY_NAME) & set(surface.SURFACE) == {"ioctl"}
+    trapped_for = {value for name, (_, _, value) in ONLY_WHEN if name == "ioctl"}
+    refused_for = {value for _, _, value in surface.SURFACE["ioctl"].when}
+    assert trapped_for and refused_for and not trapped_for & refused_for
+    # The filter of an enforcing policy with a read-only tree has both.
+    spec = filter_spec(Policy([ReadOnly(parse_pattern("/r/**"))], "enforce"))
+    assert "ioctl" in spec.trapped and "ioctl" in {name for name, *_ in spec.refused}
+    assert spec.compile()
+
+
+def test_a_call_trapped_and_refused_for_the_same_arguments_is_an_error() -> None:
+    test = (1, 0xFFFFFFFF, 0x5412)
+    with pytest.raises(ValueError, match="both trapped and refused: ioctl"):
+        compile_filter({"ioctl"}, [("ioctl", 16, errno.EPERM, (test,))], only=[("ioctl", test)])
+    with pytest.raises(ValueError, match="both trapped and refused: ioctl"):
+        compile_filter({"ioctl"}, [("ioctl", 16, errno.EPERM, (test,))])
 
 
 def test_each_refusal_has_an_errno_a_route_and_a_condition() -> None:

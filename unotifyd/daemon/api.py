@@ -247,7 +247,7 @@ class Supervisor:
         msg, fds = await self._recv(conn)
         try:
             if isinstance(msg, Abort):
-                raise LaunchError(f"cannot install the seccomp filter: {os.strerror(msg.errno)}")
+                raise LaunchError(f"cannot install the sandbox: {os.strerror(msg.errno)}")
             if not isinstance(msg, HandOver) or len(fds) != 1 or not is_listener(fds[0]):
                 raise LaunchError("the helper did not hand over a seccomp listener")
             listener = Listener(fds.pop())

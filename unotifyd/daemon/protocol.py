@@ -247,8 +247,8 @@ class FilterReply(Message):
         self,
         program: str,
         bpf: bytes,
-        exec_allowed: tuple[str, ...] | None = None,
-        scope_signals: bool = False,
+        exec_allowed: tuple[str, ...] | None,
+        scope_signals: bool,
     ) -> None:
         _set_field(self, "program", program)
         _set_field(self, "bpf", bpf)

@@ -35,3 +35,19 @@ class BadArgument(KernelError):
     def __init__(self, errno: int, message: str) -> None:
         super().__init__(message)
         self.errno = errno
+
+
+class MemoryDenied(KernelError):
+    """The kernel refused us a program's memory (``process_vm_readv``: EPERM).
+
+    An unprivileged supervisor passes the ptrace check only for a dumpable
+    program: one that made itself non-dumpable (``PR_SET_DUMPABLE 0``, as
+    ssh-agent and gpg-agent do) needs ``CAP_SYS_PTRACE`` to be read
+    (__ptrace_may_access() in kernel/ptrace.c). Not an OSError: no handler
+    of a path error may take it for the kernel's answer to the call; the
+    dispatcher answers EPERM and tells the user once.
+    """
+
+    def __init__(self, tid: int) -> None:
+        super().__init__(f"process_vm_readv({tid}): Operation not permitted")
+        self.tid = tid

@@ -93,15 +93,24 @@ def compile_filter(
 
     trapped = sorted(syscalls)
     refusals = sorted(refused)
-    both = set(trapped) & {name for name, *_ in refusals}
+    when: dict[str, list[ArgTest]] = {}
+    for name, test in only:
+        when.setdefault(name, []).append(test)
+    # A call may be both only for other argument values (ioctl: trapped for
+    # FS_IOC_SETFLAGS, refused for TIOCSTI); else one answer would silently win.
+    refused_tests = {name: set(tests) for name, _, _, tests in refusals}
+    both = {
+        name
+        for name in set(trapped) & set(refused_tests)
+        if not when.get(name)
+        or not refused_tests[name]
+        or _overlap(when[name], refused_tests[name])
+    }
     if both:
         raise ValueError(f"calls both trapped and refused: {', '.join(sorted(both))}")
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
     conditions = {name: (index, bit) for name, index, bit in unless}
-    when: dict[str, list[ArgTest]] = {}
-    for name, test in only:
-        when.setdefault(name, []).append(test)
     for name in trapped:
         # By number: libseccomp adds an x86_64 number as it is, including
         # calls newer than its own table (the *xattrat family of 6.13).
@@ -131,6 +140,17 @@ def compile_filter(
         return os.pread(fd, size, 0)
     finally:
         os.close(fd)
+
+
+def _overlap(trap: Iterable[ArgTest], refuse: Iterable[ArgTest]) -> bool:
+    """Whether some argument values could pass a test of both sets (same argument
+    and mask, same value; tests of other shapes are taken to overlap)."""
+    refused = set(refuse)
+    for index, mask, value in trap:
+        for r_index, r_mask, r_value in refused:
+            if (index, mask) != (r_index, r_mask) or value == r_value:
+                return True
+    return False
 
 
 class NotifSizes:

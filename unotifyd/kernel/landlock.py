@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 
 from . import abi
 from .rawsys import libc_syscall
@@ -74,23 +75,32 @@ def abi_version() -> int:
     return max(version, 0)
 
 
-def _add_beneath(ruleset: int, path: str, access: int) -> None:
-    """Grant ``access`` beneath ``path``, or beneath its nearest existing ancestor.
+def _split(pattern: str) -> tuple[str, bool]:
+    """``/t/**`` -> (``/t``, tree); ``/p`` -> (``/p``, exact)."""
+    if pattern == "/**":
+        return "/", True
+    if pattern.endswith("/**"):
+        return pattern[:-3], True
+    return pattern, False
 
-    A rule names a file, not a path: one for a path that is not there yet
-    is made on the closest directory above it, which allows more than the
-    rule, never less (the seccomp check still holds the rule itself).
+
+def _add_beneath(ruleset: int, path: str, access: int, *, file_only: bool) -> bool:
+    """Grant ``access`` beneath ``path`` (the file itself if ``file_only``); False if
+    there is nothing there to grant.
+
+    A rule names a file, not a path: a path with nothing there yet grants
+    nothing (never the directory above it, which would allow more than the
+    rule: :func:`missing` says so at start). Only an absolute path counts.
     """
-    while True:
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            if path == "/":
-                raise
-            path = os.path.dirname(path)
-            continue
-        break
+    if not path.startswith("/"):
+        return False
     try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if file_only and not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False  # an exact rule or a loader on a directory: not a tree
         attr = _PathBeneathAttr(access, fd)
         err = _sys(
             abi.SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
@@ -101,6 +111,22 @@ def _add_beneath(ruleset: int, path: str, access: int) -> None:
             raise OSError(e, f"landlock_add_rule {path}: {os.strerror(e)}")
     finally:
         os.close(fd)
+    return True
+
+
+def missing(exec_allowed: Sequence[str]) -> list[str]:
+    """The patterns of ``exec_allowed`` that name nothing now (so no exec there)."""
+    out = []
+    for pattern in exec_allowed:
+        path, tree = _split(pattern)
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(pattern)
+            continue
+        if not tree and not stat.S_ISREG(st.st_mode):
+            out.append(pattern)
+    return out
 
 
 def _elf_interpreter(path: str) -> str | None:
@@ -153,15 +179,15 @@ def loaders(exact: Iterable[str]) -> list[str]:
     found = {
         e.path for d in dirs for e in _entries(d) if e.name.startswith("ld") and ".so" in e.name
     }
-    found.update(i for i in map(_elf_interpreter, exact) if i is not None)
+    found.update(i for i in map(_elf_interpreter, exact) if i is not None and i.startswith("/"))
     return sorted(found)
 
 
 def make_ruleset(exec_allowed: Sequence[str] | None, scope_signals: bool, version: int) -> int:
     """Build the ruleset; return its fd (close-on-exec, the caller's to close).
 
-    ``exec_allowed``: the paths beneath which exec is allowed (None: exec is
-    not restricted); ``scope_signals``: the program may not signal a process
+    ``exec_allowed``: the patterns (``/tree/**``, ``/file``) exec is allowed
+    for (None: exec is not restricted); ``scope_signals``: the program may not signal a process
     outside its domain (ABI 6). ``version`` is :func:`abi_version`; asking
     for what it lacks is the caller's mistake (:func:`unavailable` says what
     to drop). Raises OSError.
@@ -180,8 +206,14 @@ def make_ruleset(exec_allowed: Sequence[str] | None, scope_signals: bool, versio
         raise OSError(e, f"landlock_create_ruleset: {os.strerror(e)}")
     try:
         if exec_allowed is not None:
-            for path in [*exec_allowed, *loaders(exec_allowed)]:
-                _add_beneath(fd, path, ACCESS_FS_EXECUTE)
+            exact = []
+            for pattern in exec_allowed:
+                path, tree = _split(pattern)
+                _add_beneath(fd, path, ACCESS_FS_EXECUTE, file_only=not tree)
+                if not tree:
+                    exact.append(path)
+            for loader in loaders(exact):
+                _add_beneath(fd, loader, ACCESS_FS_EXECUTE, file_only=True)
     except BaseException:
         os.close(fd)
         raise

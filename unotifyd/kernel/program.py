@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from . import abi
 from .creds import Credentials, acting_as, as_ourselves, proc_status
-from .errors import BadArgument, ProgramGone
+from .errors import BadArgument, MemoryDenied, ProgramGone
 from .rawsys import libc, libc_syscall, syscall
 
 _MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS (include/linux/namei.h)
@@ -110,6 +110,8 @@ class MemoryReader:
                 return b""
             if err == errno.ESRCH:
                 raise ProgramGone(f"thread {tid} is gone")
+            if err == errno.EPERM:
+                raise MemoryDenied(tid)
             raise OSError(err, f"process_vm_readv({tid}): {os.strerror(err)}")
         return self._buf.raw[:n]
 

@@ -243,9 +243,13 @@ class OciAgent:
         )
         self.containers += 1
         _log(f"serving {who} as {name} (profile from {choice.source})")
-        if backstop(profile.policy):
-            # The runtime made the container's process and its filter; a
-            # Landlock ruleset is the runtime's to add (OCI has no field).
-            _log(f"{name}: no Landlock backstop in a container: profile {profile.name!r}'s "
-                 "exec rules are checked by the supervisor alone (a racing exec can get past "
-                 "them) and its signals are not kept inside")
+        wanted = backstop(profile.policy)
+        # The runtime made the container's process and its filter; a Landlock
+        # ruleset is the runtime's to add (OCI has no field for one).
+        if wanted.exec_allowed is not None or wanted.exec_unkept:
+            _log(f"{name}: no Landlock backstop in a container: the exec rules of profile "
+                 f"{profile.name!r} are checked by the supervisor alone (a racing exec can "
+                 "get past them)")
+        if wanted.scope_signals:
+            _log(f"{name}: no Landlock backstop in a container: signals of profile "
+                 f"{profile.name!r}'s programs may leave the container")

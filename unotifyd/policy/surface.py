@@ -226,6 +226,18 @@ _TABLE: tuple[Refusal, ...] = (
         "a page fault the program answers can stall the supervisor's reads of its memory",
     ),
     Refusal("bpf", 321, errno.EPERM, "BPF programs read and write any process's memory"),
+    # ioctl(fd, cmd, arg): the kernel reads cmd as 32 bits. Linux 6.2 made
+    # TIOCSTI need CAP_SYS_ADMIN unless dev.tty.legacy_tiocsti = 1, and 6.7
+    # TIOCLINUX's paste: EPERM is what they answer then.
+    Refusal(
+        "ioctl",
+        16,
+        errno.EPERM,
+        "TIOCSTI and TIOCLINUX put keystrokes into the terminal's input, which the shell "
+        "outside the sandbox then reads as typed",
+        when=((1, 0xFFFFFFFF, 0x5412), (1, 0xFFFFFFFF, 0x541C)),
+        condition="TIOCSTI, TIOCLINUX",
+    ),
 )
 
 #: The refused calls by name, in the order of the table.

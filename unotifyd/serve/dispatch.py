@@ -20,7 +20,7 @@ from collections.abc import Callable
 from ..calls.ops import Outcome
 from ..calls.registry import BY_NR
 from ..kernel import abi
-from ..kernel.errors import ProgramGone
+from ..kernel.errors import MemoryDenied, ProgramGone
 from ..kernel.listener import Notification
 from ..kernel.opener import may_create
 from ..policy import Continue, EmulateOpen, Fail, Listing, RefuseWrite, Return, Rewrite
@@ -103,7 +103,22 @@ class Dispatcher:
         self.stats.syscalls[entry.name] += 1
         if s.stats is not None:
             s.stats.syscalls[entry.name] += 1
-        return self.decider.decide(s, p)
+        try:
+            return self.decider.decide(s, p)
+        except MemoryDenied as e:
+            return self._memory_denied(s, e)
+
+    def _memory_denied(self, s: Served, e: MemoryDenied) -> Fail:
+        """EPERM for a call whose arguments we may not read; said once per program."""
+        if not s.told_undumpable:
+            s.told_undumpable = True
+            self.tracer.warn(
+                f"{s.name or 'the program'} (pid {e.tid}) made itself non-dumpable "
+                "(PR_SET_DUMPABLE 0, as ssh-agent and gpg-agent do): a supervisor without "
+                "CAP_SYS_PTRACE may not read its memory, so its trapped calls fail with "
+                "EPERM; run unotifyd as root to serve it"
+            )
+        return Fail(errno.EPERM, f"{e}: the program is not dumpable")
 
     # --- answers, one per decision type --------------------------------------------
 

@@ -88,6 +88,9 @@ class Served:
     waiting: dict[int, trio.CancelScope] = field(default_factory=dict)
     watching: bool = False  # whether the task that watches them runs
     gate: Gate = field(default_factory=Gate)
+    # Whether the user was told that the program's memory is closed to us
+    # (it made itself non-dumpable): once, not once per call.
+    told_undumpable: bool = False
 
 
 #: Every decision the serving layer answers.

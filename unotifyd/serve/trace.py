@@ -166,6 +166,13 @@ class Tracer:
         if self.text is not None:
             self._put(message)
 
+    def warn(self, message: str) -> None:
+        """A line the user must see, traced or not: to the text trace, else our stderr."""
+        if self.text is not None:
+            self._put(message)
+        else:
+            print(f"unotifyd: {message}", file=sys.stderr, flush=True)
+
     def _put(self, item: TraceEvent | str) -> None:
         if not self.enabled:
             return
