@@ -46,10 +46,6 @@ _ISSUE_3_GAPS = {
     },
     "test_private_tree_that_does_not_exist_on_disk": "chdir into a private tree missing on "
     "disk needs the scratch directory's name, longer than the program's (mkdir -p chdirs)",
-    "test_nobody_cannot_read_shadow_through_any_rule[enforce]": "a /proc/PID magic link "
-    "(fd/N, cwd) is followed to its target's name, which is then opened as the program, "
-    "where the kernel fails its ptrace check with EACCES (no file the program could not "
-    "open by name; the answer differs)",
 }
 
 

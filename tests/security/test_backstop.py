@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -169,3 +170,71 @@ def test_the_ruleset_grants_what_the_rules_name_and_no_more(
         argv=["/usr/bin/unotifyd-test-tool"],
     )  # fmt: skip
     assert redirected.returncode == 0, describe(redirected)
+
+
+#: Opens (and reads a byte of) /proc/$1/ENTRY, and reads the links, for a process
+#: outside the sandbox; then the same for a child of its own.
+PROC_PEEK = """
+import errno, os, subprocess, sys
+def peek(pid):
+    out = []
+    for e in ["environ", "maps", "mem", "stack", "syscall", "io", "personality", "timers",
+              "fdinfo/0", "fd/0", "status"]:
+        try:
+            with open(f"/proc/{pid}/{e}", "rb") as f:
+                f.read(1)
+            out.append(e + "=OK")
+        except OSError as ex:
+            out.append(f"{e}={errno.errorcode[ex.errno]}")
+    for e in ["cwd", "exe", "root", "fd/0", "ns/mnt"]:
+        try:
+            os.readlink(f"/proc/{pid}/{e}")
+            out.append("readlink-" + e + "=OK")
+        except OSError as ex:
+            out.append(f"readlink-{e}={errno.errorcode[ex.errno]}")
+    return " ".join(out)
+child = subprocess.Popen(["sleep", "30"])
+print("outside", peek(sys.argv[1]))
+print("child", peek(child.pid))
+child.kill()
+"""
+
+
+@pytest.mark.parametrize("who", list(IDENTITIES))
+def test_the_deputy_opens_no_proc_file_the_programs_domain_refuses(
+    report: Report, who: str
+) -> None:
+    """In its Landlock domain (enforcing mode) a program may not open ``mem`` or
+    follow the fd links of a process outside the sandbox. When a rule makes the
+    supervisor perform its opens, the supervisor, outside any domain, must not
+    open them for it either: the answers are those of the kernel alone (no rule,
+    nothing trapped), entry for entry; its own child stays within reach."""
+    _needs(landlock.SCOPE_ABI)
+    identity = IDENTITIES[who]
+    outside = subprocess.Popen([*identity.prefix, "sleep", "60"], stdin=subprocess.DEVNULL)
+    try:
+        _wait_until_it_runs(outside.pid, "sleep", identity.uid)
+        argv = [*identity.prefix, sys.executable, "-c", PROC_PEEK, str(outside.pid)]
+        native = run_native(argv, cwd="/")
+        kernel = run_launch("--enforce", argv=argv, cwd="/")
+        deputy = run_launch("--enforce", "--deny", "/nonexistent/**", argv=argv, cwd="/")
+    finally:
+        outside.kill()
+        outside.wait()
+    lines = {name: _fields(proc) for name, proc in
+             (("native", native), ("kernel", kernel), ("deputy", deputy))}  # fmt: skip
+    report(f"proc-reach[{who}]", native_mem=lines["native"]["mem"],
+           kernel_mem=lines["kernel"]["mem"], deputy_mem=lines["deputy"]["mem"],
+           escapes=int(deputy.stdout != kernel.stdout))  # fmt: skip
+    # The control: natively mem opens (a read at 0 is EIO: nothing mapped there).
+    assert lines["native"]["mem"] == "EIO", describe(native)
+    assert lines["kernel"]["mem"] == "EACCES", describe(kernel)
+    assert deputy.returncode == 0 and deputy.stdout == kernel.stdout, describe(deputy)
+    child = deputy.stdout.splitlines()[1]
+    assert child.startswith("child environ=OK") and "readlink-fd/0=OK" in child, child
+
+
+def _fields(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """``ENTRY=ANSWER`` of the first line (the process outside)."""
+    first = proc.stdout.splitlines()[0].split()
+    return dict(kv.split("=", 1) for kv in first[1:])

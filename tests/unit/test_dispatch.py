@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -70,6 +71,7 @@ class FakeResolver:
         resolve_flags: int = 0,
         own_root: bool | None = None,
         creds: Credentials | None = None,
+        reach: Callable[[str], bool] | None = None,
     ) -> str:
         assert dirfd == abi.AT_FDCWD and path.startswith(b"/")
         return os.fsdecode(path)

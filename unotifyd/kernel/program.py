@@ -243,6 +243,7 @@ class PathResolver:
         resolve_flags: int = 0,
         own_root: bool | None = None,
         creds: Credentials | None = None,
+        reach: Callable[[str], bool] | None = None,
     ) -> str:
         """Resolve ``path`` relative to ``dirfd`` (or the cwd) of thread ``tid``.
 
@@ -255,7 +256,9 @@ class PathResolver:
         as the supervisor. Raises OSError with the errno the kernel would
         give the program for a path that cannot be resolved (``ENOTDIR``,
         ``ELOOP``, ``EBADF``, ``EACCES``..., or ``EXDEV``... from openat2
-        ``resolve_flags``), and :class:`ProgramGone`.
+        ``resolve_flags``), and :class:`ProgramGone`. ``reach``, if given,
+        is asked about each ``/proc`` magic link before it is followed: False
+        fails the lookup with EACCES, as the kernel's ptrace check would.
         """
         spath = os.fsdecode(path)
         if not spath:
@@ -272,7 +275,9 @@ class PathResolver:
         if own_root is None:
             own_root = self.root_id(tid) is not None
         if own_root:
-            return self._resolve_in_root(tid, base, spath, follow, resolve_flags, creds=creds)
+            return self._resolve_in_root(
+                tid, base, spath, follow, resolve_flags, creds=creds, reach=reach
+            )
         basefd = abi.AT_FDCWD if base == "/" else _open_base(base)
         try:
             with acting_as(creds):
@@ -280,7 +285,9 @@ class PathResolver:
                 if fast is not None:
                     return fast
                 start = "/" if absolute else self._fd_name(basefd)
-                return self._walk(tid, start, spath, follow, anchor=basefd, creds=creds)
+                return self._walk(
+                    tid, start, spath, follow, anchor=basefd, creds=creds, reach=reach
+                )
         finally:
             if basefd >= 0:
                 os.close(basefd)
@@ -294,6 +301,7 @@ class PathResolver:
         resolve_flags: int,
         *,
         creds: Credentials | None,
+        reach: Callable[[str], bool] | None,
     ) -> str:
         root = f"/proc/{tid}/root"
         try:
@@ -330,8 +338,9 @@ class PathResolver:
                     if resolved is not None and not (resolved + "/").startswith("/proc/"):
                         return resolved
                 return self._walk(
-                    tid, "/", path, follow, root=root, prefix=prefix, anchor=rootfd, creds=creds
-                )
+                    tid, "/", path, follow, root=root, prefix=prefix, anchor=rootfd,
+                    creds=creds, reach=reach,
+                )  # fmt: skip
         finally:
             os.close(rootfd)
 
@@ -368,6 +377,7 @@ class PathResolver:
         prefix: str = "/",
         anchor: int = abi.AT_FDCWD,
         creds: Credentials | None = None,
+        reach: Callable[[str], bool] | None = None,
     ) -> str:
         """Resolve ``path`` from directory ``start`` one component at a time.
 
@@ -460,8 +470,11 @@ class PathResolver:
             links += 1
             if links > _MAX_SYMLINKS:
                 raise OSError(errno.ELOOP, "too many symbolic links", cand)
+            magic = _MAGIC_LINK.match(cand)
+            if magic and reach is not None and not reach(cand):
+                raise OSError(errno.EACCES, "a process beyond the program's reach", cand)
             target = readlink(cand)
-            if _MAGIC_LINK.match(cand):
+            if magic:
                 in_view = _in_root(prefix, target) if target.startswith("/") else None
                 if in_view is None:
                     # pipe:[N], socket:[N], anon_inode:..., or a file outside

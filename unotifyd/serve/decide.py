@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from typing import Protocol
 
 from ..calls.decode import (
@@ -54,7 +55,7 @@ from ..policy.paths import (
     moves_a_rule,
 )
 from ..policy.paths import combine as combine_paths
-from .guard import supervisors_own
+from .guard import beyond_reach, supervisors_own
 from .listing import decide_listing
 from .opens import open_root, our_name
 from .pathwork import what_is
@@ -65,6 +66,33 @@ from .trace import Tracer
 #: The roles of a path whose last component is a directory entry the call makes,
 #: removes or renames (its own, never a link's target).
 _ENTRY_ROLES = frozenset({"create", "remove", "replace"})
+
+
+_BEYOND_REACH = (
+    "a process outside the sandbox: in its Landlock domain the program would fail the "
+    "kernel's ptrace check"
+)
+
+
+class _Reach:
+    """Whether ``/proc`` names are within the reach of thread ``tid`` in enforcing mode
+    (see :func:`~unotifyd.serve.guard.beyond_reach`); called as the resolver's
+    ``reach`` (magic links, never opened) and on the resolved name."""
+
+    __slots__ = ("capabilities", "tid")
+
+    def __init__(self, tid: int, capabilities: int) -> None:
+        self.tid = tid
+        self.capabilities = capabilities
+
+    def __call__(self, name: str | None, opening: bool = False) -> bool:
+        return not beyond_reach(name, self.tid, opening=opening, capabilities=self.capabilities)
+
+
+def _reach(s: Served, tid: int, creds: Credentials) -> _Reach | None:
+    # Only a program in a Landlock domain has the kernel refuse it processes
+    # outside; enforcing mode always makes one (policy/backstop.py).
+    return _Reach(tid, creds.cap_eff) if s.policy.mode == "enforce" else None
 
 
 class Resolver(Protocol):
@@ -83,6 +111,7 @@ class Resolver(Protocol):
         resolve_flags: int = 0,
         own_root: bool | None = None,
         creds: Credentials | None = None,
+        reach: Callable[[str], bool] | None = None,
     ) -> str: ...
 
 
@@ -142,6 +171,7 @@ class Decider:
             root = self.resolver.root_id(n.pid)
             p.own_root = root is not None
             creds = p.creds = self.creds.read(n.pid, need_umask=may_create(call.flags))
+            reach = _reach(s, n.pid, creds)
             p.resolved = self.resolver.resolve(
                 n.pid,
                 call.dirfd,
@@ -150,6 +180,7 @@ class Decider:
                 resolve_flags=call.resolve,
                 own_root=p.own_root,
                 creds=creds,
+                reach=reach,
             )
             policy = p.policy = self._policy_in(s, root, n.pid)
             if policy.has_private:
@@ -160,6 +191,8 @@ class Decider:
                     p.resolved, policy = seen, policy.enforcing()
             if supervisors_own(p.resolved) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
+            if reach is not None and not reach(p.resolved, True):
+                return Fail(errno.EACCES, _BEYOND_REACH)
         except BadArgument as e:
             return Fail(e.errno, str(e))
         except OSError as e:
@@ -266,6 +299,7 @@ class Decider:
         policy = self._program_policy(s, p)
         creds = p.creds = self.creds.read(n.pid, need_umask=operation.uses_umask)
         enforce = policy.mode == "enforce"
+        reach = _reach(s, n.pid, creds)
         decisions: list[PathDecision] = []
         resolved: list[str | None] = []
         for arg in call.paths:
@@ -296,6 +330,7 @@ class Decider:
                         follow=arg.follow,
                         own_root=p.own_root,
                         creds=creds,
+                        reach=reach,
                     )
                     if policy.has_private:
                         seen = self._through_private(policy, where, p, arg.follow)
@@ -306,6 +341,8 @@ class Decider:
                     return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
             if supervisors_own(where, opening=False) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
+            if reach is not None and not reach(where, False):
+                return Fail(errno.EACCES, _BEYOND_REACH)
             resolved.append(where)
             # "dir/.", "a/..", "/": the kernel looks the directory up, then
             # refuses (do_rmdir()...); made on the resolved directory, the

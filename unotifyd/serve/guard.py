@@ -1,4 +1,4 @@
-"""The guard on the supervisor's own ``/proc`` entries."""
+"""The guards on /proc: the supervisor's own entries, and processes beyond the program's reach."""
 
 from __future__ import annotations
 
@@ -43,3 +43,86 @@ _PTRACE_GUARDED = frozenset(
     }
 )  # fmt: skip
 _PTRACE_GUARDED_LOOKUPS = frozenset({"fd", "fdinfo", "cwd", "root", "exe", "map_files", "ns"})
+# Those a program in a Landlock domain may not *open* for a process outside it,
+# as measured on Linux 6.18 (a domain with signal scoping only): mem
+# (PTRACE_MODE_ATTACH), timers and the fd links; stack, syscall, personality
+# and io check when read, by the reader (the program, in its domain, reading
+# the fd we gave it), so the kernel answers those itself.
+_OUT_OF_DOMAIN = frozenset(
+    {"mem", "timers", "fdinfo", "fd", "cwd", "root", "exe", "ns", "map_files"}
+)
+# And those whose open asks for the process's memory map in read mode, which
+# perfmon_capable() grants past the ptrace check (may_access_mm() in
+# kernel/fork.c): open to a program with CAP_PERFMON or CAP_SYS_ADMIN.
+_OUT_OF_DOMAIN_READ = frozenset(
+    {"environ", "maps", "smaps", "smaps_rollup", "numa_maps", "auxv", "pagemap"}
+)
+_CAP_SYS_ADMIN = 21
+_CAP_PERFMON = 38
+
+
+def _process_of(tid: int) -> int | None:
+    """The process (thread group) thread ``tid`` belongs to; None if it is gone."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # "PID (COMM) STATE PPID ...": COMM may hold anything, ")" included.
+    return int(stat[stat.rindex(b")") + 2 :].split()[1])
+
+
+def beyond_reach(
+    path: str | None, caller: int, *, opening: bool = True, capabilities: int = 0
+) -> bool:
+    """True for ``/proc/PID/...`` behind a ptrace check, of a process that is neither
+    the calling thread's own nor one of its descendants.
+
+    A program under enforcing mode is in a Landlock domain, where the kernel's
+    ptrace access check (the one that guards ``/proc/PID/mem``, ``environ``,
+    ``fd/N``...) refuses every process outside the domain (hook_ptrace_access_check
+    in security/landlock/task.c). We act outside any domain, with the program's
+    credentials only, so that check would pass for a process of the same uid
+    outside the sandbox, and the program could write into its memory. Which
+    processes share the program's domain cannot be asked; its descendants do
+    (a domain is inherited), so those and the program itself are allowed, and
+    any other process is refused, as the kernel refuses one outside the domain.
+    A sandboxed sibling is refused too: less than the kernel would allow, never
+    more. ``capabilities``: the program's effective set (see _OUT_OF_DOMAIN_READ).
+    """
+    if path is None or not path.startswith("/proc/"):
+        return False
+    parts = path[6:].split("/")
+    if len(parts) >= 4 and parts[1] == "task":
+        parts = [parts[0], *parts[3:]]
+    if not opening:
+        guarded = _PTRACE_GUARDED_LOOKUPS
+    elif capabilities & (1 << _CAP_PERFMON | 1 << _CAP_SYS_ADMIN):
+        guarded = _OUT_OF_DOMAIN
+    else:
+        guarded = _OUT_OF_DOMAIN | _OUT_OF_DOMAIN_READ
+    if len(parts) < 2 or not parts[0].isdigit() or parts[1] not in guarded:
+        return False
+    target, me = int(parts[0]), _process_of(caller)
+    if me is None:
+        return True
+    pid: int | None = target
+    for _ in range(4096):
+        if pid == me:
+            return False
+        if pid is None or pid <= 1:
+            break
+        pid = _parent_of(pid)
+    # Gone meanwhile: the kernel then says ENOENT, which the open will.
+    return os.path.exists(f"/proc/{target}")
