@@ -24,6 +24,7 @@ from typing import Protocol
 
 from ..kernel import abi, pathops
 from ..kernel.creds import Credentials
+from ..kernel.opener import umask_applies
 from .decode import AF_UNIX, IN_DONT_FOLLOW, SUN_PATH_MAX, XATTR_SIZE_MAX, PathCall, int_arg
 
 # A content rule's file reads as a plain read-only file, not as the memfd.
@@ -280,15 +281,20 @@ def unlinkat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
 def mkdirat(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     p = pl[0]
     # Our umask is 0 (see launch): the program's is applied here, as the
-    # kernel would apply it (mkdir(2)).
-    pathops.mkdirat(p.dirfd, p.name, call.args[2] & 0o7777 & ~acting.creds.umask)
+    # kernel would apply it (mkdir(2)), unless a default ACL rules instead.
+    pathops.mkdirat(p.dirfd, p.name, call.args[2] & 0o7777 & ~_umask(p, acting))
     return Outcome(0)
+
+
+def _umask(p: Place, acting: Acting) -> int:
+    """The program's umask for a file made in ``p.dirfd``; 0 where a default ACL rules."""
+    return acting.creds.umask if umask_applies(f"/proc/self/fd/{p.dirfd}") else 0
 
 
 def mknodat(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     p, a = pl[0], call.args
     mode = a[2] & 0xFFFFFFFF
-    mode = (mode & ~0o7777) | (mode & 0o7777 & ~acting.creds.umask)
+    mode = (mode & ~0o7777) | (mode & 0o7777 & ~_umask(p, acting))
     pathops.mknodat(p.dirfd, p.name, mode, a[3] & 0xFFFFFFFF)
     return Outcome(0)
 

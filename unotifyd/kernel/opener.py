@@ -27,6 +27,24 @@ def may_create(flags: int) -> bool:
     return bool(flags & os.O_CREAT) or flags & os.O_TMPFILE == os.O_TMPFILE
 
 
+_DEFAULT_ACL = "system.posix_acl_default"
+
+
+def umask_applies(directory: str) -> bool:
+    """Whether a file made in ``directory`` gets the creator's umask.
+
+    Not where the directory has a default ACL: the new file's mode is then
+    the requested mode masked by that ACL, and the umask is ignored
+    (posix_acl_create() in fs/posix_acl.c; acl(5)). Our own umask is 0, so
+    with the program's left out of the mode the kernel does exactly that.
+    ``directory`` may be a ``/proc/self/fd/N`` name of a directory fd.
+    """
+    try:
+        return not os.getxattr(directory, _DEFAULT_ACL)
+    except OSError:
+        return True  # ENODATA: no default ACL; ENOTSUP: no ACLs on this file system
+
+
 def open_as(
     creds: Credentials | None,
     path: str,
@@ -58,7 +76,8 @@ def open_as(
         if creds.umask < 0:
             # A caller's bug; never create with a mode the program did not ask for.
             raise CredentialError(errno.EPERM, "creating without the program's umask")
-        mode &= ~creds.umask
+        if umask_applies(_parent(path, root_fd, beneath)):
+            mode &= ~creds.umask
     flags |= os.O_CLOEXEC
     resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if no_symlinks else 0
     dirfd = abi.AT_FDCWD
@@ -89,6 +108,15 @@ def open_as(
             if probing and e.errno == errno.ENXIO:
                 raise WouldBlock(f"{path}: a FIFO with no reader") from None
             raise
+
+
+def _parent(path: str, root_fd: int | None, beneath: str | None) -> str:
+    """The directory an open of ``path`` (see :func:`open_as`) makes its file in."""
+    if root_fd is not None:
+        return f"/proc/self/fd/{root_fd}/{os.path.dirname(path.lstrip('/'))}"
+    if beneath is not None and not path.startswith("/"):
+        return os.path.join(beneath, os.path.dirname(path))
+    return os.path.dirname(path) or "."
 
 
 def runnable_errno(creds: Credentials, path: str, *, directory: bool) -> int | None:
