@@ -7,13 +7,15 @@ fails the test instead of hanging the suite.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,17 @@ def importable_copy(out: Path) -> Path:
         for f in files:
             Path(where, f).chmod(0o644)
     return out
+
+
+@contextlib.contextmanager
+def public_dir(prefix: str) -> Iterator[Path]:
+    """A scratch directory any user may enter (pytest's tmp_path is 0700), removed after."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def env_for_copy(copy: Path) -> dict[str, str]:

@@ -7,16 +7,14 @@ that name no file (abstract, TCP) connect as natively, in both modes.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import describe, py, run_launch, run_native
+from .helpers import AS_NOBODY, describe, public_dir, py, run_launch, run_native
 
 pytestmark = pytest.mark.kernel
 
@@ -129,18 +127,10 @@ except OSError as e:
     print("bind", errno.errorcode[e.errno])
 """
 
-AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--")
-
-
 @pytest.fixture
 def public() -> Iterator[Path]:
-    """A scratch directory nobody may enter (pytest's tmp_path is 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="unotifyd-bind-"))
-    d.chmod(0o755)
-    try:
+    with public_dir("unotifyd-bind-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.parametrize("who", ["root", "nobody"])
@@ -150,7 +140,7 @@ def test_bind_to_a_socket_path_follows_the_rules(public: Path, mode: str, who: s
     uid; nobody may not in root's directory); under unotifyd a deny refuses it,
     a read-only tree says EROFS, a redirect makes it at the target."""
     tmp_path = public
-    prefix = AS_NOBODY if who == "nobody" else ()
+    prefix = (*AS_NOBODY, "--") if who == "nobody" else ()
     for name in ("d", "ro", "denied", "target"):
         (tmp_path / name).mkdir(mode=0o777)
         (tmp_path / name).chmod(0o777)

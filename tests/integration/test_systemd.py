@@ -8,14 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import REPO, TIMEOUT, describe, env, write
+from .helpers import REPO, TIMEOUT, describe, env, public_dir, write
 
 pytestmark = pytest.mark.kernel
 
@@ -28,12 +27,8 @@ INSTALLED = "/opt/unotifyd/bin/unotifyd"
 def workdir() -> Iterator[Path]:
     # Not tmp_path (0700): nothing here needs it, but keep the layout of
     # test_daemon.py, whose clients may run as another user.
-    d = Path(tempfile.mkdtemp(prefix="unotifyd-systemd-"))
-    d.chmod(0o755)
-    try:
+    with public_dir("unotifyd-systemd-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_systemd_analyze_verify_passes_every_unit_without_a_warning(workdir: Path) -> None:

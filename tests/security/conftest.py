@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ..integration.helpers import importable_copy
-from .support import Lab, Report, build_c, collected_results, public_dir
+from ..integration.helpers import importable_copy, public_dir
+from .support import Lab, Report, build_c, collected_results
 
 
 @pytest.fixture(scope="session")

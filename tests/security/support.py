@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -369,16 +368,6 @@ class Lab:
 
 # --- Builds and scratch space ---------------------------------------------------------------
 
-
-@contextlib.contextmanager
-def public_dir(prefix: str) -> Iterator[Path]:
-    """A temporary directory any user may enter (pytest's tmp_path is 0700)."""
-    d = Path(tempfile.mkdtemp(prefix=prefix))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def build_c(out_dir: Path, name: str) -> Path:

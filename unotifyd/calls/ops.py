@@ -380,6 +380,15 @@ def inotify_add_watch(call: PathCall, pl: list[Place], acting: Acting) -> Outcom
     return Outcome(pathops.inotify_add_watch(ours, os.fsencode(p.proc_path), mask))
 
 
+def _address_as_read(call: PathCall, p: Place, make: Callable[[int, bytes], None]) -> Outcome:
+    """bind or connect to an address that names no file (abstract, IP...), from the
+    copy read once; ``p.dirfd`` is then our copy of the program's socket."""
+    address = call.data[0]
+    assert address is not None
+    make(p.dirfd, address)
+    return Outcome(0)
+
+
 def bind(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     """bind(2) the program's own socket (our copy of it) where the decision put the path.
 
@@ -390,11 +399,8 @@ def bind(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     leaves for the bind, then put back.
     """
     p, a = pl[0], call.args
-    if p.itself:  # no file named: p.dirfd is our copy of the socket
-        address = call.data[0]
-        assert address is not None
-        pathops.bind(p.dirfd, address)
-        return Outcome(0)
+    if p.itself:
+        return _address_as_read(call, p, pathops.bind)
     name = b"/proc/self/fd/%d/%s" % (p.dirfd, p.name)
     if len(name) >= SUN_PATH_MAX:
         # The program's own name fitted; ours does not.
@@ -433,11 +439,8 @@ def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     it, from the copy read once.
     """
     p, a = pl[0], call.args
-    if p.itself:  # no file named: p.dirfd is our copy of the socket
-        address = call.data[0]
-        assert address is not None
-        pathops.connect(p.dirfd, address)
-        return Outcome(0)
+    if p.itself:
+        return _address_as_read(call, p, pathops.connect)
     sock = acting.take(int_arg(a[0]))
     nofollow = 0 if p.follow else os.O_NOFOLLOW
     fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)

@@ -187,8 +187,8 @@ def make_ruleset(exec_allowed: Sequence[str] | None, scope_signals: bool, versio
     """Build the ruleset; return its fd (close-on-exec, the caller's to close).
 
     ``exec_allowed``: the patterns (``/tree/**``, ``/file``) exec is allowed
-    for (None: exec is not restricted); ``scope_signals``: the program may not signal a process
-    outside its domain (ABI 6). ``version`` is :func:`abi_version`; asking
+    for (None: exec is not restricted); ``scope_signals``: the program may
+    not signal a process outside its domain (ABI 6). ``version`` is :func:`abi_version`; asking
     for what it lacks is the caller's mistake (:func:`unavailable` says what
     to drop). Raises OSError.
     """
@@ -236,7 +236,8 @@ def ruleset_for(exec_allowed: Sequence[str] | None, scope_signals: bool) -> int:
 
 
 def restrict_self(ruleset: int) -> int:
-    """``landlock_restrict_self``: 0, or ``-errno``. For the forked child: no allocation."""
+    """``landlock_restrict_self``: 0, or ``-errno``, never an exception: it runs in the
+    forked child, between NO_NEW_PRIVS and the filter (see PreparedFilter.install)."""
     if _sys(abi.SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) < 0:
         return -ctypes.get_errno()
     return 0
@@ -257,5 +258,3 @@ def unavailable(exec_restricted: bool, scope_signals: bool, version: int) -> lis
             "signal processes outside the sandbox, the supervisor included"
         )
     return lines
-
-

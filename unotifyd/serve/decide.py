@@ -89,10 +89,14 @@ class _Reach:
         return not beyond_reach(name, self.tid, opening=opening, capabilities=self.capabilities)
 
 
-def _reach(s: Served, tid: int, creds: Credentials) -> _Reach | None:
+def _reach(s: Served, p: InFlight, creds: Credentials) -> _Reach | None:
     # Only a program in a Landlock domain has the kernel refuse it processes
-    # outside; enforcing mode always makes one (policy/backstop.py).
-    return _Reach(tid, creds.cap_eff) if s.policy.mode == "enforce" else None
+    # outside; enforcing mode always makes one (policy/backstop.py), but not
+    # in a container (the runtime starts it), whose /proc numbers its own pid
+    # namespace anyway.
+    if s.policy.mode != "enforce" or p.own_root:
+        return None
+    return _Reach(p.notif.pid, creds.cap_eff)
 
 
 class Resolver(Protocol):
@@ -171,7 +175,7 @@ class Decider:
             root = self.resolver.root_id(n.pid)
             p.own_root = root is not None
             creds = p.creds = self.creds.read(n.pid, need_umask=may_create(call.flags))
-            reach = _reach(s, n.pid, creds)
+            reach = _reach(s, p, creds)
             p.resolved = self.resolver.resolve(
                 n.pid,
                 call.dirfd,
@@ -299,7 +303,7 @@ class Decider:
         policy = self._program_policy(s, p)
         creds = p.creds = self.creds.read(n.pid, need_umask=operation.uses_umask)
         enforce = policy.mode == "enforce"
-        reach = _reach(s, n.pid, creds)
+        reach = _reach(s, p, creds)
         decisions: list[PathDecision] = []
         resolved: list[str | None] = []
         for arg in call.paths:
