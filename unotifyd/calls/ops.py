@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
 import stat
 import struct
 from collections.abc import Callable
@@ -69,6 +70,11 @@ class Acting(Protocol):
 
     @property
     def creds(self) -> Credentials: ...
+
+    @property
+    def tid(self) -> int:
+        """The trapped thread, for what the kernel would do to it (a signal)."""
+        ...
 
     def take(self, fd: int) -> int:
         """Our copy of the program's ``fd``, valid while the operation runs."""
@@ -334,7 +340,7 @@ def fchownat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
     return Outcome(0)
 
 
-def truncate(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+def truncate(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     p, a = pl[0], call.args
     length = a[2] - (1 << 64) if a[2] >= 1 << 63 else a[2]
     if length < 0:
@@ -354,10 +360,30 @@ def truncate(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
     finally:
         os.close(look)
     try:
+        if length > os.fstat(fd).st_size and length > _file_size_limit(acting.tid):
+            # Growing a file past the caller's RLIMIT_FSIZE: SIGXFSZ to its
+            # process, and EFBIG (inode_newsize_ok() in fs/attr.c). Ours may
+            # be another limit; the program's is the one that counts.
+            os.kill(acting.tid, signal.SIGXFSZ)
+            return Outcome(-errno.EFBIG)
         os.ftruncate(fd, length)
     finally:
         os.close(fd)
     return Outcome(0)
+
+
+def _file_size_limit(tid: int) -> int:
+    """The soft RLIMIT_FSIZE of thread ``tid``'s process, from ``/proc/TID/limits``.
+
+    Not prlimit(2): it wants our *real* uid to be the program's, and the
+    thread acting for it keeps ours (see unotifyd.kernel.creds).
+    """
+    with open(f"/proc/{tid}/limits", "rb") as f:
+        for line in f:
+            if line.startswith(b"Max file size"):
+                soft = line.split()[3]
+                return (1 << 64) if soft == b"unlimited" else int(soft)
+    return 1 << 64
 
 
 def utimensat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:

@@ -66,12 +66,12 @@ class _Acting:
         still_valid: Callable[[], bool],
         stack: contextlib.ExitStack,
     ) -> None:
-        self.creds, self._tid, self._still_valid, self._stack = creds, tid, still_valid, stack
+        self.creds, self.tid, self._still_valid, self._stack = creds, tid, still_valid, stack
 
     def take(self, fd: int) -> int:
         """Our copy of the trapped thread's ``fd`` (closed with the stack)."""
         with as_ourselves():  # see there: pidfd_getfd checks our real uid
-            ours = take_fd(self._tid, fd)
+            ours = take_fd(self.tid, fd)
         self._stack.callback(os.close, ours)
         if not self._still_valid():
             raise ProgramGone("notification no longer valid")
