@@ -20,7 +20,15 @@ forbidden binary ~5% and ~20% of the time (issue 14's figures).
 **Signals.** Under ``--enforce`` a program may not signal a process of its
 own uid outside the sandbox (``LANDLOCK_SCOPE_SIGNAL``, Landlock ABI 6).
 
-Each test prints a ``RESULT`` line.
+**What the ruleset grants**: what the rules name and no more (a rule path with
+nothing there grants nothing), and the target of an exec through a redirect.
+
+**/proc of processes outside**: in its domain the program may not open
+``mem`` of a process outside, nor follow its fd links; the supervisor, which
+acts outside any domain, must not do it for the program either (the answers
+with a rule that makes it act equal those of the kernel alone).
+
+The race, signal and /proc tests print a ``RESULT`` line.
 """
 
 from __future__ import annotations
