@@ -471,11 +471,10 @@ def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     nofollow = 0 if p.follow else os.O_NOFOLLOW
     fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
     try:
-        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISSOCK(mode):
             # A symlink found where none may be followed, or no socket at all.
-            return Outcome(
-                -(errno.ELOOP if stat.S_ISLNK(os.fstat(fd).st_mode) else errno.ECONNREFUSED)
-            )
+            return Outcome(-(errno.ELOOP if stat.S_ISLNK(mode) else errno.ECONNREFUSED))
         name = f"/proc/self/fd/{fd}".encode()
         pathops.connect(sock, AF_UNIX.to_bytes(2, "little") + name + b"\0")
     finally:

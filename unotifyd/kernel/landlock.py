@@ -29,7 +29,7 @@ import os
 import stat
 
 from . import abi
-from .rawsys import libc_syscall
+from .rawsys import libc_syscall, syscall
 
 # ``launch --daemon`` imports this module: no typing at run time.
 TYPE_CHECKING = False
@@ -61,18 +61,12 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
 
 
-def _sys(nr: int, *args: object) -> int:
-    result: int = libc_syscall(ctypes.c_long(nr), *args)
-    return result
-
-
 def abi_version() -> int:
     """The running kernel's Landlock ABI version; 0 if it has none or it is disabled."""
-    version = _sys(
-        abi.SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
-        ctypes.c_uint32(_CREATE_RULESET_VERSION),
-    )  # fmt: skip
-    return max(version, 0)
+    try:
+        return syscall(abi.SYS_LANDLOCK_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION)
+    except OSError:
+        return 0  # ENOSYS, or EOPNOTSUPP when Landlock is not among the LSMs
 
 
 def _split(pattern: str) -> tuple[str, bool]:
@@ -102,13 +96,10 @@ def _add_beneath(ruleset: int, path: str, access: int, *, file_only: bool) -> bo
         if file_only and not stat.S_ISREG(os.fstat(fd).st_mode):
             return False  # an exact rule or a loader on a directory: not a tree
         attr = _PathBeneathAttr(access, fd)
-        err = _sys(
-            abi.SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-            ctypes.byref(attr), ctypes.c_uint32(0),
-        )  # fmt: skip
-        if err < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"landlock_add_rule {path}: {os.strerror(e)}")
+        try:
+            syscall(abi.SYS_LANDLOCK_ADD_RULE, ruleset, _RULE_PATH_BENEATH, bytes(attr), 0)
+        except OSError as e:
+            raise OSError(e.errno, f"landlock_add_rule {path}: {e.strerror}") from None
     finally:
         os.close(fd)
     return True
@@ -197,13 +188,10 @@ def make_ruleset(exec_allowed: Sequence[str] | None, scope_signals: bool, versio
         0,
         SCOPE_SIGNAL if scope_signals and version >= SCOPE_ABI else 0,
     )
-    fd = _sys(
-        abi.SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-        ctypes.c_uint32(0),
-    )  # fmt: skip
-    if fd < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"landlock_create_ruleset: {os.strerror(e)}")
+    try:
+        fd = syscall(abi.SYS_LANDLOCK_CREATE_RULESET, bytes(attr), ctypes.sizeof(attr), 0)
+    except OSError as e:
+        raise OSError(e.errno, f"landlock_create_ruleset: {e.strerror}") from None
     try:
         if exec_allowed is not None:
             exact = []
@@ -238,7 +226,8 @@ def ruleset_for(exec_allowed: Sequence[str] | None, scope_signals: bool) -> int:
 def restrict_self(ruleset: int) -> int:
     """``landlock_restrict_self``: 0, or ``-errno``, never an exception: it runs in the
     forked child, between NO_NEW_PRIVS and the filter (see PreparedFilter.install)."""
-    if _sys(abi.SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) < 0:
+    nr = ctypes.c_long(abi.SYS_LANDLOCK_RESTRICT_SELF)
+    if libc_syscall(nr, ctypes.c_long(ruleset), ctypes.c_long(0)) < 0:
         return -ctypes.get_errno()
     return 0
 

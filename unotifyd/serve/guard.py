@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from ..kernel.errors import ProgramGone
+from ..kernel.program import read_ids, status_field
+
 _OUR_PID = os.getpid()
 
 
@@ -21,16 +24,25 @@ def supervisors_own(path: str | None, *, opening: bool = True) -> bool:
     lookup is what the kernel guards; ``stat`` of ``environ`` or ``mem``
     works for anyone, and only opening them needs the ptrace check.
     """
-    if path is None or not path.startswith("/proc/"):
+    entry = _proc_entry(path)
+    guarded = _PTRACE_GUARDED if opening else _PTRACE_GUARDED_LOOKUPS
+    if entry is None or entry[1] not in guarded:
         return False
+    pid = entry[0]
+    return pid == _OUR_PID or os.path.exists(f"/proc/{_OUR_PID}/task/{pid}")
+
+
+def _proc_entry(path: str | None) -> tuple[int, str] | None:
+    """``(PID, ENTRY)`` for ``/proc/PID/ENTRY...`` or ``/proc/PID/task/TID/ENTRY...``
+    (a thread's entries are its process's); None for any other path."""
+    if path is None or not path.startswith("/proc/"):
+        return None
     parts = path[6:].split("/")
     if len(parts) >= 4 and parts[1] == "task":
-        parts = parts[2:]  # /proc/PID/task/TID/...: the thread's own entries
-    guarded = _PTRACE_GUARDED if opening else _PTRACE_GUARDED_LOOKUPS
-    if len(parts) < 2 or not parts[0].isdigit() or parts[1] not in guarded:
-        return False
-    pid = int(parts[0])
-    return pid == _OUR_PID or os.path.exists(f"/proc/{_OUR_PID}/task/{pid}")
+        parts = [parts[0], *parts[3:]]
+    if len(parts) < 2 or not parts[0].isdigit():
+        return None
+    return int(parts[0]), parts[1]
 
 
 # The /proc/PID entries behind a ptrace access check (proc(5)); the others
@@ -61,26 +73,11 @@ _CAP_SYS_ADMIN = 21
 _CAP_PERFMON = 38
 
 
-def _process_of(tid: int) -> int | None:
-    """The process (thread group) thread ``tid`` belongs to; None if it is gone."""
-    try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _parent_of(pid: int) -> int | None:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+        return int(status_field(pid, b"PPid"))
+    except (ProgramGone, ValueError):
         return None
-    # "PID (COMM) STATE PPID ...": COMM may hold anything, ")" included.
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
 
 
 def beyond_reach(
@@ -101,22 +98,17 @@ def beyond_reach(
     A sandboxed sibling is refused too: less than the kernel would allow, never
     more. ``capabilities``: the program's effective set (see _OUT_OF_DOMAIN_READ).
     """
-    if path is None or not path.startswith("/proc/"):
-        return False
-    parts = path[6:].split("/")
-    if len(parts) >= 4 and parts[1] == "task":
-        parts = [parts[0], *parts[3:]]
+    entry = _proc_entry(path)
     if not opening:
         guarded = _PTRACE_GUARDED_LOOKUPS
     elif capabilities & (1 << _CAP_PERFMON | 1 << _CAP_SYS_ADMIN):
         guarded = _OUT_OF_DOMAIN
     else:
         guarded = _OUT_OF_DOMAIN | _OUT_OF_DOMAIN_READ
-    if len(parts) < 2 or not parts[0].isdigit() or parts[1] not in guarded:
+    if entry is None or entry[1] not in guarded:
         return False
-    target, me = int(parts[0]), _process_of(caller)
-    if me is None:
-        return True
+    target = entry[0]
+    me, _ = read_ids(caller, innermost=False)  # ProgramGone: the call is abandoned
     pid: int | None = target
     for _ in range(4096):
         if pid == me:
