@@ -14,7 +14,7 @@ import fcntl
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -233,3 +233,60 @@ def test_work_for_another_user_is_deferred(files: tuple[Path, Path]) -> None:
     (job,) = jobs
     assert isinstance(job.decision, EmulateOpen) and job.decision.path == str(dst)
     assert job.creds.euid == 65534
+
+
+class _Counted(FakeCreds):
+    """Runs as nobody; counts how often credentials are read."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self, tid: int, /, *, need_umask: bool = True) -> Credentials:
+        self.reads += 1
+        return Credentials(*(65534,) * 8, (), 0, 0, 0o022 if need_umask else -1)
+
+
+class _Recording(FakeResolver):
+    """Records the credentials each lookup was made with (None: ours)."""
+
+    def __init__(self) -> None:
+        self.lookups: list[tuple[str, int | None]] = []
+
+    def resolve(self, tid: int, dirfd: int, path: bytes, /, **kw: Any) -> str:
+        creds = kw.get("creds")
+        self.lookups.append((os.fsdecode(path), None if creds is None else creds.euid))
+        return super().resolve(tid, dirfd, path, **kw)
+
+
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+@pytest.mark.parametrize("call", ["openat", "newfstatat"])
+def test_a_path_no_rule_governs_needs_no_credentials_in_virtualize_mode(
+    files: tuple[Path, Path], mode: str, call: str
+) -> None:
+    """Virtualize mode lets the kernel make a call no rule governs, as the program:
+    decided on a lookup of ours, without reading its credentials. A path a rule
+    takes is looked up again as the program (its credentials decide what it may
+    learn), and enforcing mode always acts as the program."""
+    src, dst = files
+    policy = Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))], mode=mode)
+    world = World(policy)
+    creds, resolver = _Counted(), _Recording()
+    world.dispatcher.decider.creds, world.dispatcher.decider.resolver = creds, resolver
+    other = str(dst.parent / "elsewhere")
+
+    def make(path: str) -> None:
+        raw = (abi.AT_FDCWD, world.mem.put(os.fsencode(path)), 0x1000, 0, 0, 0)
+        nr = BY_NAME[call].nr
+        notif = Notification(len(world.mem.strings), TID, nr, abi.AUDIT_ARCH_X86_64, raw)
+        world.dispatcher.handle(world.served, notif, lambda s, p, job: None)
+
+    make(other)
+    if mode == "virtualize":
+        assert world.listener.answers[-1] == ("continue", None)
+        assert (creds.reads, resolver.lookups) == (0, [(other, None)])
+    else:
+        assert creds.reads == 1 and resolver.lookups == [(other, 65534)]
+    resolver.lookups.clear()
+    make(str(src))
+    assert creds.reads == (1 if mode == "virtualize" else 2)
+    assert resolver.lookups[-1] == (str(src), 65534)  # the one the decision rests on

@@ -280,10 +280,18 @@ class PathResolver:
             )
         basefd = abi.AT_FDCWD if base == "/" else _open_base(base)
         try:
-            with acting_as(creds):
+            # Most lookups need no switch of credentials: spare them the
+            # context manager, whose cost is that of a system call here.
+            switch = creds is not None and not creds.same_as_supervisor()
+            if not switch:
                 fast = self._fast(basefd, path, follow, resolve_flags)
                 if fast is not None:
                     return fast
+            with acting_as(creds):
+                if switch:
+                    fast = self._fast(basefd, path, follow, resolve_flags)
+                    if fast is not None:
+                        return fast
                 start = "/" if absolute else self._fd_name(basefd)
                 return self._walk(
                     tid, start, spath, follow, anchor=basefd, creds=creds, reach=reach

@@ -17,6 +17,8 @@ from typing import Protocol
 
 from ..calls.decode import (
     Memory,
+    OpenCall,
+    PathCall,
     decode_path_call,
     int_arg,
     last_component,
@@ -72,6 +74,20 @@ _BEYOND_REACH = (
     "a process outside the sandbox: in its Landlock domain the program would fail the "
     "kernel's ptrace check"
 )
+
+
+def _open_decision(policy: Policy, call: OpenCall, resolved: str) -> Decision:
+    """What ``policy`` says of ``call``, whose path resolved to ``resolved``."""
+    flags = call.flags
+    if names_a_directory(call.path):
+        # "name/" can only be a directory (path_resolution(7)). The kernel
+        # refuses to create one with open: EISDIR (open_last_lookups() in
+        # fs/namei.c); otherwise whatever is opened in its stead, a
+        # redirect's target too, must be a directory.
+        if flags & os.O_CREAT:
+            return Fail(errno.EISDIR, "O_CREAT on a name that must be a directory")
+        flags |= os.O_DIRECTORY
+    return decide_open(policy, OpenRequest(call.syscall, resolved, flags, call.mode))
 
 
 class _Reach:
@@ -174,9 +190,13 @@ class Decider:
             call = p.call = decode(self.mem, n, entry.name, entry.args_of(n.args))
             root = self.resolver.root_id(n.pid)
             p.own_root = root is not None
+            if s.policy.mode != "enforce":
+                quick = self._quick_open(s, p, call, root)
+                if quick is not None:
+                    return quick
             creds = p.creds = self.creds.read(n.pid, need_umask=may_create(call.flags))
             reach = _reach(s, p, creds)
-            p.resolved = self.resolver.resolve(
+            resolved = p.resolved = self.resolver.resolve(
                 n.pid,
                 call.dirfd,
                 call.path,
@@ -188,14 +208,15 @@ class Decider:
             )
             policy = p.policy = self._policy_in(s, root, n.pid)
             if policy.has_private:
-                seen = self._through_private(policy, p.resolved, p, call.follows_last_link)
-                if seen != p.resolved:
+                seen = self._through_private(policy, resolved, p, call.follows_last_link)
+                if seen != resolved:
                     # Where a link in a private tree leads: ours to open, never
                     # the kernel's (CONTINUE would look on the real disk).
-                    p.resolved, policy = seen, policy.enforcing()
-            if supervisors_own(p.resolved) and not p.own_root:
+                    resolved = p.resolved = seen
+                    policy = policy.enforcing()
+            if supervisors_own(resolved) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
-            if reach is not None and not reach(p.resolved, True):
+            if reach is not None and not reach(resolved, True):
                 return Fail(errno.EACCES, _BEYOND_REACH)
         except BadArgument as e:
             return Fail(e.errno, str(e))
@@ -203,16 +224,44 @@ class Decider:
             # The path cannot be resolved (ENOTDIR, ELOOP, EBADF...): the
             # kernel would fail the call the same way.
             return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
-        flags = call.flags
-        if names_a_directory(call.path):
-            # "name/" can only be a directory (path_resolution(7)). The kernel
-            # refuses to create one with open: EISDIR (open_last_lookups() in
-            # fs/namei.c); otherwise whatever is opened in its stead, a
-            # redirect's target too, must be a directory.
-            if flags & os.O_CREAT:
-                return Fail(errno.EISDIR, "O_CREAT on a name that must be a directory")
-            flags |= os.O_DIRECTORY
-        return decide_open(policy, OpenRequest(call.syscall, p.resolved, flags, call.mode))
+        return _open_decision(policy, call, resolved)
+
+    def _quick_open(
+        self, s: Served, p: InFlight, call: OpenCall, root: tuple[int, int] | None
+    ) -> Continue | None:
+        """CONTINUE for an open no rule governs, decided without the program's credentials.
+
+        Virtualizing mode only, where CONTINUE lets the kernel make the call
+        as the program. The path is resolved as ourselves; credentials only
+        ever make a lookup fail (EACCES, or ENOENT in a /proc the program
+        may not see), never lead it elsewhere, so the program's own lookup
+        reaches the same file or fails, and the kernel fails it just as the
+        program's credentials would make us. What takes a rule, a private
+        tree, or a path we cannot resolve ourselves goes the full way
+        (None): then the program's credentials decide what it may learn.
+        Saves reading them (a pidfd query, capget, a stat) and switching to
+        them, on every call that most programs make.
+        """
+        n = p.notif
+        try:
+            resolved = self.resolver.resolve(
+                n.pid,
+                call.dirfd,
+                call.path,
+                follow=call.follows_last_link,
+                resolve_flags=call.resolve,
+                own_root=p.own_root,
+            )
+        except OSError:
+            return None
+        policy = self._policy_in(s, root, n.pid)
+        if policy.has_private or (supervisors_own(resolved) and not p.own_root):
+            return None
+        d = _open_decision(policy, call, resolved)
+        if not isinstance(d, Continue):
+            return None
+        p.policy, p.resolved = policy, resolved
+        return d
 
     def _through_private(self, policy: Policy, path: str, p: InFlight, follow: bool) -> str:
         """``path`` with the symlinks in private trees followed as a tmpfs there would.
@@ -301,6 +350,10 @@ class Decider:
         p.call = call
         name = call.op
         policy = self._program_policy(s, p)
+        if policy.mode != "enforce" and operation.kind == "path" and not policy.has_private:
+            quick = self._quick_path_call(p, call, policy)
+            if quick is not None:
+                return quick
         creds = p.creds = self.creds.read(n.pid, need_umask=operation.uses_umask)
         enforce = policy.mode == "enforce"
         reach = _reach(s, p, creds)
@@ -434,6 +487,58 @@ class Decider:
                     )
                 )
         return PerformPath(tuple(targets), recheck=enforce)
+
+    def _quick_path_call(self, p: InFlight, call: PathCall, policy: Policy) -> Continue | None:
+        """CONTINUE for a path call no rule governs, decided without the program's
+        credentials (virtualizing mode only; see :meth:`_quick_open`).
+
+        Anything beyond a plain name (``.``, ``..``, ``/`` as the entry a call
+        makes or removes), a path we cannot resolve ourselves or one a rule
+        takes goes the full way (None).
+        """
+        n = p.notif
+        resolved: list[str | None] = []
+        decisions: list[PathDecision] = []
+        for arg in call.paths:
+            where: str | None
+            if arg.itself:
+                if arg.dirfd == abi.AT_FDCWD:
+                    return None
+                where = self._fd_path(p, arg.dirfd)
+                d: PathDecision = decide_on_fd(policy, arg.role, where)
+            else:
+                names_entry = arg.role in _ENTRY_ROLES
+                kind, slash = last_component(arg.path) if names_entry else ("name", False)
+                if kind != "name":
+                    return None
+                try:
+                    where = self.resolver.resolve(
+                        n.pid,
+                        arg.dirfd,
+                        (arg.path.rstrip(b"/") or arg.path) if slash else arg.path,
+                        follow=arg.follow,
+                        own_root=p.own_root,
+                    )
+                except OSError:
+                    return None
+                if supervisors_own(where, opening=False) and not p.own_root:
+                    return None
+                d = decide_path(policy, PathRequest(call.op, arg.role, where))
+            if not isinstance(d, Continue):
+                return None
+            resolved.append(where)
+            decisions.append(d)
+        if call.op == "linkat" and link_out_of_read_only(policy, resolved[0], resolved[1]):
+            return None
+        if call.op == "renameat2" and (
+            moves_a_rule(policy, resolved[0]) or moves_a_rule(policy, resolved[1])
+        ):
+            return None
+        one = combine_paths(decisions)
+        if not isinstance(one, Continue):
+            return None
+        p.resolved = next((r for r in resolved if r is not None), None)
+        return one
 
     def _interpreter_refused(
         self, p: InFlight, policy: Policy, path: str, creds: Credentials, *, ours: bool
