@@ -380,7 +380,10 @@ def test_opens_view_governs_opens_only(files: Files) -> None:
     proc = run_launch("--view", "opens", "--stats", "--redirect", files.redirect, argv=sh(script))
     assert proc.returncode == 0 and "(0 gone, 0 internal errors)" in proc.stderr, describe(proc)
     assert proc.stdout == f"{REDIRECTED}{len(ORIGINAL)}\n", describe(proc)
-    assert "filter traps 4 system calls: creat, open, openat, openat2" in proc.stderr
+    assert (
+        "filter traps 7 system calls: chroot, creat, open, openat, openat2, pivot_root, setns"
+        in proc.stderr
+    )
     refused = run_launch("--view", "opens", "--enforce", "--redirect", files.redirect,
                          argv=["true"])  # fmt: skip
     assert refused.returncode == 2 and "enforcing mode needs the full view" in refused.stderr

@@ -43,6 +43,7 @@ from unotifyd.policy import (
 from unotifyd.policy.syscalls import hides, needed_families
 
 EXEC = names("exec")
+ROOT = names("root")
 
 
 def exact(path: str) -> Pattern:
@@ -220,11 +221,12 @@ def test_policy_equality_and_syscalls() -> None:
     assert Policy() == Policy([])
     assert Policy([ReadOnly(exact("/x"))]) == Policy([ReadOnly(exact("/x"), origin="o")])
     assert trapped(Policy()) == frozenset()
-    readonly = names("open") | names("change") | names("probe") | names("socket")
+    readonly = names("open") | names("change") | names("probe") | names("socket") | names("root")
     assert trapped(Policy([ReadOnly(exact("/x"))])) == readonly
 
 
 # --- Which system calls a policy traps -------------------------------------------
+
 
 def families(policy: Policy) -> set[str]:
     """The families ``policy`` traps; each is trapped whole."""
@@ -255,13 +257,17 @@ def test_no_rule_traps_nothing() -> None:
     ids=str,
 )
 def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) -> None:
-    assert families(Policy([rule])) == {"open", "metadata", "probe", "change", "chdir", "socket"}
+    assert families(Policy([rule])) == {
+        "open", "metadata", "probe", "change", "chdir", "socket", "root"
+    }  # fmt: skip
     assert not trapped(Policy([rule])) & {"execve", "execveat", "getdents64"}
 
 
 def test_readonly_alone_traps_opens_changes_and_probes() -> None:
     # "socket": bind makes a socket file, EROFS in a read-only tree.
-    assert families(Policy([ReadOnly(tree("/srv"))])) == {"open", "change", "probe", "socket"}
+    assert families(Policy([ReadOnly(tree("/srv"))])) == {
+        "open", "change", "probe", "socket", "root"
+    }  # fmt: skip
     needed = trapped(Policy([ReadOnly(exact("/x"))]))
     assert {"openat", "unlinkat", "renameat2", "mkdirat", "fchmodat"} <= needed
     # access(W_OK) and statfs answer differently on a read-only mount ...
@@ -272,7 +278,9 @@ def test_readonly_alone_traps_opens_changes_and_probes() -> None:
 
 def test_deny_with_enoent_hides_from_listings() -> None:
     hidden = Policy([Deny(tree("/home/alice"), errno.ENOENT)])
-    assert families(hidden) == {"open", "metadata", "probe", "change", "chdir", "socket", "list"}
+    assert families(hidden) == {
+        "open", "metadata", "probe", "change", "chdir", "socket", "list", "root"
+    }  # fmt: skip
     assert "getdents64" in trapped(hidden)
     assert hides(Deny(exact("/x"), errno.ENOENT))
     assert not hides(Deny(exact("/x"), errno.EACCES))
@@ -281,14 +289,15 @@ def test_deny_with_enoent_hides_from_listings() -> None:
 
 def test_exec_rules_trap_exec() -> None:
     only_exec = Policy([Exec(tree("/usr"))])
-    assert families(only_exec) == {"exec"}
-    assert trapped(only_exec) == {"execve", "execveat"}
+    assert families(only_exec) == {"exec", "root"}
+    assert trapped(only_exec) == {"execve", "execveat"} | ROOT
     assert families(Policy([ReadOnly(tree("/usr")), Exec(tree("/usr"))])) == {
         "open",
         "change",
         "probe",
         "socket",
         "exec",
+        "root",
     }
     # Without an exec rule, exec is never trapped, whatever else there is.
     everything_else = Policy(
@@ -303,9 +312,15 @@ def test_exec_rules_trap_exec() -> None:
     assert not trapped(everything_else) & EXEC
 
 
-def test_the_mode_does_not_change_what_is_trapped() -> None:
+def test_the_mode_changes_what_is_trapped_only_by_what_it_refuses() -> None:
+    """Enforcing mode refuses the calls that change a root; virtualize mode traps them
+    (the "root" family), so that the supervisor may keep a listener's root."""
     rules: list[Rule] = [ReadOnly(tree("/srv")), Exec(exact("/bin/sh"))]
-    assert trapped(Policy(rules, mode="enforce")) == trapped(Policy(rules))
+    assert trapped(Policy(rules, mode="enforce")) == trapped(Policy(rules)) - ROOT
+    assert trapped(Policy(rules)) >= ROOT
+    # Re-allowed, a call is trapped again: seen, it stops the keeping.
+    allowed = Policy(rules, mode="enforce", allow_syscalls=frozenset({"chroot"}))
+    assert trapped(allowed) & ROOT == {"chroot"}
 
 
 def test_most_specific_rule_wins() -> None:
@@ -662,10 +677,10 @@ def test_opens_view_traps_the_open_family_only() -> None:
         ReadOnly(tree("/srv")),
         Content(exact("/etc/motd"), b"hi"),
     ]
-    assert trapped(Policy(rules, view="opens")) == OPEN_SYSCALLS
+    assert trapped(Policy(rules, view="opens")) == OPEN_SYSCALLS | ROOT
     with_exec = Policy([*rules, Exec(tree("/usr"))], view="opens")
-    assert trapped(with_exec) == OPEN_SYSCALLS | {"execve", "execveat"}
-    assert trapped(Policy([Exec(tree("/usr"))], view="opens")) == {"execve", "execveat"}
+    assert trapped(with_exec) == OPEN_SYSCALLS | {"execve", "execveat"} | ROOT
+    assert trapped(Policy([Exec(tree("/usr"))], view="opens")) == {"execve", "execveat"} | ROOT
     assert Policy(rules, view="opens") != Policy(rules)
 
 

@@ -10,7 +10,7 @@ import os
 import pyseccomp
 import pytest
 
-from unotifyd.calls.registry import BY_NAME, ONLY_WHEN, filter_spec
+from unotifyd.calls.registry import BY_NAME, ONLY_WHEN, filter_spec, names
 from unotifyd.kernel import rawsys
 from unotifyd.kernel.filter import compile_filter
 from unotifyd.policy import (
@@ -56,7 +56,12 @@ def test_open_tree_attr_is_the_kernels() -> None:
 def test_refused_calls_are_trapped_only_for_other_arguments() -> None:
     """ioctl alone is both: trapped for the commands that change a file,
     refused for those that type into the terminal, never for the same one."""
-    assert set(BY_NAME) & set(surface.SURFACE) == {"ioctl"}
+    # The calls that change a root: refused in enforcing mode, else trapped (and so
+    # seen): never both in one filter (see trapped()).
+    assert set(BY_NAME) & set(surface.SURFACE) == {"ioctl"} | names("root")
+    enforcing = filter_spec(Policy([ReadOnly(parse_pattern("/r/**"))], "enforce"))
+    assert not enforcing.trapped & names("root")
+    assert names("root") <= {name for name, *_ in enforcing.refused}
     trapped_for = {value for name, (_, _, value) in ONLY_WHEN if name == "ioctl"}
     refused_for = {value for _, _, value in surface.SURFACE["ioctl"].when}
     assert trapped_for and refused_for and not trapped_for & refused_for

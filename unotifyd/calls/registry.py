@@ -69,8 +69,9 @@ if TYPE_CHECKING:
 #: How the serving layer answers a call: an emulated ``open``; a path call
 #: performed on the places the rules chose; an ``execve``/``chdir``, which
 #: only the kernel can make (CONTINUE, maybe with the path rewritten); a
-#: directory listing filtered of hidden names.
-Kind = Literal["open", "path", "rewrite", "listing"]
+#: directory listing filtered of hidden names; a call that may give the
+#: program another root directory, only noted (see Served.root_pinned).
+Kind = Literal["open", "path", "rewrite", "listing", "root"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,9 @@ OPERATIONS: dict[str, Operation] = {
     "execveat": Operation("rewrite", (at("exec", unless_nofollow(4), empty_flag_arg=4),)),
     # getdents64(fd, buf, count)
     "getdents64": Operation("listing"),
+    # chroot(path), pivot_root(new, old), setns(fd, nstype): let through as
+    # they are; seeing one tells the serving layer roots may differ now.
+    "rootchange": Operation("root"),
     # bind(sockfd, addr, addrlen): makes the socket file an AF_UNIX path names
     "bind": Operation(
         "path", (socket_address("create", NEVER),), ops.bind, sockaddr_inputs, uses_umask=True
@@ -311,6 +315,10 @@ BY_NAME: dict[str, Syscall] = _entries(
     # sockets named by a path
     S("connect", "socket", "connect"),
     S("bind", "socket", "bind"),
+    # calls that give the program another root directory (where not refused)
+    S("chroot", "root", "rootchange"),
+    S("pivot_root", "root", "rootchange"),
+    S("setns", "root", "rootchange"),
 )  # fmt: skip
 del S
 
@@ -327,9 +335,16 @@ BY_NR: dict[int, Syscall] = {e.nr: e for e in BY_NAME.values()}
 
 
 def trapped(policy: Policy) -> frozenset[str]:
-    """The system calls the filter must trap for ``policy`` (see :func:`needed_families`)."""
+    """The system calls the filter must trap for ``policy`` (see :func:`needed_families`).
+
+    Not those the filter refuses whatever their arguments (enforcing mode
+    refuses ``chroot``...): the kernel never notifies them.
+    """
     families = needed_families(policy)
-    return frozenset(name for name, e in BY_NAME.items() if e.family in families)
+    refused = {name for name, _, _, when in surface.refused_calls(policy) if not when}
+    return frozenset(
+        name for name, e in BY_NAME.items() if e.family in families and name not in refused
+    )
 
 
 def names(family: Family) -> frozenset[str]:

@@ -257,6 +257,7 @@ class Supervisor:
         program = self._table.start(
             self._nursery, listener, policy,
             name=name, profile="api", pid=proc.pid, uid=os.getuid(), command=command,
+            root_pinned=True,
         )
         # The program is served whatever happens to the ack: if the helper
         # is gone, its listener hangs up and is released.

@@ -170,6 +170,9 @@ class Program:
     released: trio.Event = field(default_factory=trio.Event)
     #: Stops its serving from receiving, for a hand-over (see Gate).
     gate: Gate = field(default_factory=Gate)
+    #: Its filter was made by this daemon (see Served.root_pinned); not one
+    #: taken over from a predecessor, which may be another version.
+    root_pinned: bool = False
 
     def to_json(self, now: float) -> dict[str, object]:
         return {
@@ -213,6 +216,7 @@ class ProgramTable:
         uid: int,
         command: str = "",
         lane: Hashable = None,
+        root_pinned: bool = False,
     ) -> Program:
         """Serve ``listener`` in ``nursery`` from now on; the table owns it from here.
 
@@ -221,7 +225,7 @@ class ProgramTable:
         """
         prog = Program(
             next(self._serials), name, profile, pid, uid, command, policy,
-            listener, lane=uid if lane is None else lane,
+            listener, lane=uid if lane is None else lane, root_pinned=root_pinned,
         )
         self.running[prog.serial] = prog
         self.observer.started(prog)
@@ -239,14 +243,14 @@ class ProgramTable:
                 if self.lanes is None:
                     await self.server.serve(
                         prog.listener, prog.policy, name=prog.name, stats=prog.stats,
-                        gate=prog.gate,
+                        gate=prog.gate, root_pinned=prog.root_pinned,
                     )
                 else:
                     await self.lanes.run(
                         prog.lane,
                         lambda sup: sup.serve(
                             prog.listener, prog.policy, name=prog.name, stats=prog.stats,
-                            gate=prog.gate,
+                            gate=prog.gate, root_pinned=prog.root_pinned,
                         ),
                     )
         finally:

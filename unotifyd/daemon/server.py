@@ -542,6 +542,7 @@ class Daemon:
             pid=peer.pid,
             uid=peer.uid,
             command=req.program,
+            root_pinned=True,  # the filter sent above, made from this policy
         )
         # Started before the ack: the program may trap its first call right
         # after exec, and it is served from now on whatever becomes of the

@@ -28,6 +28,7 @@ Family = Literal[
     "exec",  # execve, execveat
     "list",  # getdents: trapped to leave hidden names out of listings
     "socket",  # connect, bind: an AF_UNIX socket is a file named by a path
+    "root",  # chroot, pivot_root, setns: noted, so that roots may be cached until one
 ]
 
 def hides(rule: object) -> bool:
@@ -50,6 +51,10 @@ def needed_families(policy: Policy) -> frozenset[Family]:
       deny rules apply to exec as well.
 
     With ``view = "opens"`` only the open family (and exec, for exec rules).
+    Whatever is trapped, the calls that give a program another root too
+    (``root``; enforcing mode refuses them instead): each trapped call
+    resolves its paths in the program's root, which the serving layer
+    looks up once and keeps until one of them is seen (Served.root_pinned).
     """
     needed: set[Family] = set()
     if policy.has_exec_rules:
@@ -58,7 +63,7 @@ def needed_families(policy: Policy) -> frozenset[Family]:
         # Only the open family follows the rules (see VIEWS).
         if any(not isinstance(rule, Exec) for rule in policy.rules):
             needed.add("open")
-        return frozenset(needed)
+        return frozenset(needed | ({"root"} if needed else set()))
     for rule in policy.rules:
         if isinstance(rule, Redirect | Deny | Content | Private):
             needed |= {"open", "metadata", "probe", "change", "chdir", "socket"}
@@ -67,4 +72,4 @@ def needed_families(policy: Policy) -> frozenset[Family]:
             needed |= {"open", "change", "probe", "socket"}
         if hides(rule):
             needed.add("list")
-    return frozenset(needed)
+    return frozenset(needed | ({"root"} if needed else set()))

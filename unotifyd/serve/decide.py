@@ -174,6 +174,10 @@ class Decider:
         assert entry is not None
         operation = entry.operation
         try:
+            if operation.kind == "root":
+                # Let through; roots are looked up for every call from now on.
+                s.root_pinned = False
+                return Continue("a call that may change the program's root")
             if operation.kind == "open":
                 return self._decide_open(s, p, entry)
             if operation.kind == "listing":
@@ -188,7 +192,7 @@ class Decider:
         assert decode is not None
         try:
             call = p.call = decode(self.mem, n, entry.name, entry.args_of(n.args))
-            root = self.resolver.root_id(n.pid)
+            root = self._root_id(s, n.pid)
             p.own_root = root is not None
             if s.policy.mode != "enforce":
                 quick = self._quick_open(s, p, call, root)
@@ -308,8 +312,21 @@ class Decider:
                 return path
         raise OSError(errno.ELOOP, "too many levels of symbolic links")
 
+    def _root_id(self, s: Served, tid: int) -> tuple[int, int] | None:
+        """The root directory of ``tid`` (:meth:`Resolver.root_id`), kept while pinned.
+
+        Looked up once per listener while ``s.root_pinned`` holds (see
+        Served): a stat of ``/proc/TID/root`` per call otherwise.
+        """
+        if not s.root_pinned:
+            return self.resolver.root_id(tid)
+        root = s.root
+        if root == "unknown":
+            root = s.root = self.resolver.root_id(tid)
+        return root
+
     def _program_policy(self, s: Served, p: InFlight) -> Policy:
-        root = self.resolver.root_id(p.notif.pid)
+        root = self._root_id(s, p.notif.pid)
         p.own_root = root is not None
         policy = p.policy = self._policy_in(s, root, p.notif.pid)
         return policy

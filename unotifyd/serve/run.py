@@ -111,7 +111,9 @@ def run_supervisor(
             tracer.note(f"rule {line}")
         dispatcher = Dispatcher(tracer, colocate=colocate)
         backing = Backing(policy)
-        s = Served(listener, backing.policy)
+        # Our filter, made from this policy: it traps or refuses every call
+        # that changes a root (see Served.root_pinned).
+        s = Served(listener, backing.policy, root_pinned=True)
         stop = StopServing()
         try:
             if forwarder is not None:

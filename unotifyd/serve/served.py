@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..calls.decode import OpenCall, PathCall
 from ..calls.ops import Outcome
@@ -91,6 +91,17 @@ class Served:
     # Whether the user was told that the program's memory is closed to us
     # (it made itself non-dumpable): once, not once per call.
     told_undumpable: bool = False
+    # Whether every process of the listener has the root directory its
+    # first trapped call finds: true of a filter of ours, which refuses or
+    # traps every call that changes a root (chroot, pivot_root, setns: the
+    # "root" family of policy/syscalls.py), until such a call is seen. Its
+    # processes all descend from the one that installed the filter, and
+    # inherit its root (clone(2) without CLONE_FS copies it). Not of a
+    # filter made by others (a container runtime's): False. What it does
+    # not see: a pivot_root made outside the sandbox, by a process with
+    # CAP_SYS_ADMIN over its mount namespace (README, threat model).
+    root_pinned: bool = False
+    root: tuple[int, int] | Literal["unknown"] | None = "unknown"
 
 
 #: Every decision the serving layer answers.

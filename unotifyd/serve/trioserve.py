@@ -77,11 +77,14 @@ class TrioServer:
         stats: Stats | None = None,
         sync_wakeup: bool = True,
         gate: Gate | None = None,
+        root_pinned: bool = False,
     ) -> None:
         """Serve ``listener`` until every process using its filter is gone.
 
         ``name`` tags its trace events; ``stats``, if given, counts its
         notifications besides :attr:`stats`, the supervisor's totals.
+        ``root_pinned``: the listener's filter is one this version made
+        (see :attr:`Served.root_pinned`).
         Returns on ``POLLHUP`` without ``POLLIN``: after that RECV fails with
         ``ENOENT`` at once forever, so waiting for more would spin. The
         listener stays open; its owner closes it.
@@ -109,7 +112,7 @@ class TrioServer:
             print(f"unotifyd: {name or 'program'}: cannot prepare its files: {e}", file=sys.stderr)
             return
         with backing:
-            served = Served(listener, backing.policy, name, stats)
+            served = Served(listener, backing.policy, name, stats, root_pinned=root_pinned)
             if gate is not None:
                 served.gate = gate
             await self.serve_served(served)
