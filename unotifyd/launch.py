@@ -26,7 +26,7 @@ from typing import IO
 from .calls.registry import filter_spec
 from .kernel import fdpass, landlock
 from .kernel.errors import Unsupported
-from .kernel.filter import FdSender, PreparedFilter, check_support
+from .kernel.filter import FdSender, PreparedFilter, UnfilteredSender, check_support
 from .policy import Policy
 from .policy.backstop import backstop
 
@@ -67,6 +67,11 @@ def _child(
     execs or exits, so it never comes back on).
     """
     senders = {True: FdSender(sock, b"L"), False: FdSender(sock, b"l")}
+    def send(fd: int) -> None:
+        # Which sender, install() tells: whether it got WAIT_KILLABLE_RECV.
+        senders[prepared.killable_wait](fd)
+
+    handover = UnfilteredSender(send)  # before the filter: see there
     close = os.close
     exit_ = os._exit
     gc.disable()
@@ -81,9 +86,10 @@ def _child(
         signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
         fd = prepared.install()
         if fd < 0:
+            handover.cancel()
             sock.send(b"E%d" % -fd)
             exit_(EXIT_FAILURE)
-        senders[prepared.killable_wait](fd)  # Learnt by install(): say which.
+        handover(fd)  # Says whether install() got WAIT_KILLABLE_RECV.
         close(fd)
         sock.close()
     except BaseException:

@@ -258,7 +258,7 @@ def test_no_rule_traps_nothing() -> None:
 )
 def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) -> None:
     assert families(Policy([rule])) == {
-        "open", "metadata", "probe", "change", "chdir", "socket", "root"
+        "open", "metadata", "probe", "change", "chdir", "socket", "root", "sendto"
     }  # fmt: skip
     assert not trapped(Policy([rule])) & {"execve", "execveat", "getdents64"}
 
@@ -279,7 +279,7 @@ def test_readonly_alone_traps_opens_changes_and_probes() -> None:
 def test_deny_with_enoent_hides_from_listings() -> None:
     hidden = Policy([Deny(tree("/home/alice"), errno.ENOENT)])
     assert families(hidden) == {
-        "open", "metadata", "probe", "change", "chdir", "socket", "list", "root"
+        "open", "metadata", "probe", "change", "chdir", "socket", "list", "root", "sendto"
     }  # fmt: skip
     assert "getdents64" in trapped(hidden)
     assert hides(Deny(exact("/x"), errno.ENOENT))

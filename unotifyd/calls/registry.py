@@ -30,7 +30,7 @@ from ..policy import surface
 from ..policy.paths import Role
 from ..policy.surface import RefusedCall
 from ..policy.syscalls import Family, needed_families
-from . import ops
+from . import ops, sends
 from .decode import (
     ALWAYS,
     IN_DONT_FOLLOW,
@@ -211,6 +211,21 @@ OPERATIONS: dict[str, Operation] = {
     "execveat": Operation("rewrite", (at("exec", unless_nofollow(4), empty_flag_arg=4),)),
     # getdents64(fd, buf, count)
     "getdents64": Operation("listing"),
+    # sendto(fd, buf, len, flags, addr, addrlen), sendmsg(fd, msg, flags),
+    # sendmmsg(fd, msgvec, vlen, flags): a datagram's address may name a socket
+    # file (calls/sends.py); a send may wait for room at the receiver.
+    "sendto": Operation(
+        "path", (PathSpec(0, 4, "read", ALWAYS, sockaddr_len_arg=5),), sends.sendto,
+        sends.sendto_inputs, may_block=True,
+    ),
+    "sendmsg": Operation(
+        "path", (PathSpec(0, 1, "read", ALWAYS, sockaddr_len_arg=1),), sends.sendmsg,
+        sends.sendmsg_inputs, may_block=True,
+    ),
+    "sendmmsg": Operation(
+        "path", (PathSpec(0, 1, "read", ALWAYS, sockaddr_len_arg=1),), sends.sendmmsg,
+        sends.sendmmsg_inputs, may_block=True,
+    ),
     # chroot(path), pivot_root(new, old), setns(fd, nstype): let through as
     # they are; seeing one tells the serving layer roots may differ now.
     "rootchange": Operation("root"),
@@ -315,6 +330,10 @@ BY_NAME: dict[str, Syscall] = _entries(
     # sockets named by a path
     S("connect", "socket", "connect"),
     S("bind", "socket", "bind"),
+    # datagrams to an address: sendto only with one (ONLY_IF_SET)
+    S("sendto", "sendto", "sendto"),
+    S("sendmsg", "sendmsg", "sendmsg"),
+    S("sendmmsg", "sendmsg", "sendmmsg"),
     # calls that give the program another root directory (where not refused)
     S("chroot", "root", "rootchange"),
     S("pivot_root", "root", "rootchange"),
@@ -329,6 +348,10 @@ ONLY_WHEN: tuple[tuple[str, tuple[int, int, int]], ...] = tuple(
     ("ioctl", (1, 0xFFFFFFFF, cmd))
     for cmd in (abi.FS_IOC_SETFLAGS, abi.FS_IOC32_SETFLAGS, abi.FS_IOC_FSSETXATTR)
 )
+
+#: Calls trapped only when an argument is not 0, as ``(name, index)``: sendto
+#: with an address (with NULL it is send(2), which names no file).
+ONLY_IF_SET: tuple[tuple[str, int], ...] = (("sendto", 4),)
 
 #: Every trapped call, by number.
 BY_NR: dict[int, Syscall] = {e.nr: e for e in BY_NAME.values()}
@@ -390,9 +413,12 @@ class FilterSpec:
     refused: tuple[RefusedCall, ...]
     unless: tuple[tuple[str, int, int], ...]
     only: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+    only_if_set: tuple[tuple[str, int], ...] = ()
 
     def compile(self) -> bytes:
-        return compile_filter(self.trapped, self.refused, self.unless, self.only)
+        return compile_filter(
+            self.trapped, self.refused, self.unless, self.only, self.only_if_set
+        )
 
 
 def filter_spec(policy: Policy) -> FilterSpec:
@@ -400,4 +426,5 @@ def filter_spec(policy: Policy) -> FilterSpec:
     trap = trapped(policy)
     unless = tuple(u for u in reads_of_open_files(policy) if u[0] in trap)
     only = tuple((name, test) for name, test in ONLY_WHEN if name in trap)
-    return FilterSpec(trap, surface.refused_calls(policy), unless, only)
+    only_if_set = tuple((name, index) for name, index in ONLY_IF_SET if name in trap)
+    return FilterSpec(trap, surface.refused_calls(policy), unless, only, only_if_set)

@@ -196,7 +196,7 @@ def _exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> 
 def _install_and_exec(
     sock: _socket.socket, reply: FilterReply, ruleset: int, argv: Sequence[str]
 ) -> int:
-    from ..kernel.filter import FdSender, PreparedFilter  # noqa: PLC0415
+    from ..kernel.filter import FdSender, PreparedFilter, UnfilteredSender  # noqa: PLC0415
 
     try:
         prepared = PreparedFilter(reply.bpf, ruleset)
@@ -205,7 +205,8 @@ def _install_and_exec(
         return EXIT_FAILURE
 
     # Everything the critical section touches is bound now.
-    send_listener = FdSender(sock, encode(HandOver()))
+    # A thread the filter does not cover sends the listener: see UnfilteredSender.
+    send_listener = UnfilteredSender(FdSender(sock, encode(HandOver())))
     recv = sock.recv
     close = os.close
     nosignal = _socket.MSG_NOSIGNAL
@@ -217,6 +218,7 @@ def _install_and_exec(
         fd = prepared.install()
         if fd < 0:
             # No filter is in place, so nothing can deadlock from here on.
+            send_listener.cancel()
             err = -fd
             # Not contextlib.suppress: nothing else on this path imports contextlib.
             try:  # noqa: SIM105

@@ -230,6 +230,11 @@ class _Ours:
 _SUPERVISOR = _Ours.now()
 
 
+def supervisor_has(capability: int) -> bool:
+    """Whether the supervisor's own effective set holds ``capability`` (capabilities(7))."""
+    return bool(_SUPERVISOR.cap_eff >> capability & 1)
+
+
 def userns_of(tid: int) -> tuple[int, int] | None:
     """An id of the user namespace of thread ``tid``; ProgramGone if it is gone."""
     try:

@@ -20,6 +20,8 @@ import ctypes
 import errno
 import os
 import sys
+import threading
+from collections.abc import Callable
 
 from . import abi
 from .errors import Unsupported
@@ -67,6 +69,7 @@ def compile_filter(
     refused: Iterable[Refused],
     unless: Iterable[tuple[str, int, int]] = (),
     only: Iterable[tuple[str, ArgTest]] = (),
+    only_if_set: Iterable[tuple[str, int]] = (),
 ) -> bytes:
     """Return a BPF program that notifies ``syscalls``, fails ``refused`` and allows the rest.
 
@@ -74,7 +77,9 @@ def compile_filter(
     ``args[index]`` lacks ``bit``, and allowed otherwise (a masked compare,
     seccomp_rule_add(3)). ``only`` holds ``(name, test)``: that call is
     notified only when one of its tests holds (``ioctl`` only for the
-    commands that change a file), and allowed otherwise.
+    commands that change a file), and allowed otherwise. ``only_if_set``
+    holds ``(name, index)``: that call is notified only when ``args[index]``
+    is not 0 (``sendto`` with an address), and allowed otherwise.
 
     ``refused`` (from :func:`unotifyd.policy.surface.refused_calls`) fail in
     the filter with their errno (``SECCOMP_RET_ERRNO``): the kernel never
@@ -111,6 +116,7 @@ def compile_filter(
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
     conditions = {name: (index, bit) for name, index, bit in unless}
+    nonzero = dict(only_if_set)
     for name in trapped:
         # By number: libseccomp adds an x86_64 number as it is, including
         # calls newer than its own table (the *xattrat family of 6.13).
@@ -120,6 +126,8 @@ def compile_filter(
             for index, mask, value in when[name]:
                 arg = pyseccomp.Arg(index, pyseccomp.MASKED_EQ, mask, value)
                 flt.add_rule(pyseccomp.NOTIFY, number, arg)
+        elif name in nonzero:
+            flt.add_rule(pyseccomp.NOTIFY, number, pyseccomp.Arg(nonzero[name], pyseccomp.NE, 0))
         elif name in conditions:
             index, bit = conditions[name]
             without = pyseccomp.Arg(index, pyseccomp.MASKED_EQ, bit, 0)
@@ -282,3 +290,49 @@ class FdSender:
     def __call__(self, fd: int) -> None:
         rights = fd.to_bytes(4, self._byteorder, signed=True)
         self._sendmsg(self._data, [(self._level, self._type, rights)], self._flags)
+
+
+class UnfilteredSender:
+    """Hands a listener over from a thread the new filter does not cover.
+
+    A filter goes on the thread that installs it, and on no other thread
+    already running (seccomp(2): only ``SECCOMP_FILTER_FLAG_TSYNC`` would
+    spread it). The hand-over is a ``sendmsg``, which an enforcing filter
+    traps (calls/sends.py): made by the filtered thread, it would wait for
+    a supervisor that has no listener yet, forever. So a thread is started
+    *before* the filter goes in, waits, sends the fd once told to, and
+    ends; the filtered thread only releases and joins it (futexes, never
+    trapped). Nothing of the program runs meanwhile: the exec comes after,
+    and an exec ends every other thread anyway (execve(2)).
+    """
+
+    def __init__(self, send: Callable[[int], None]) -> None:
+        self._send = send
+        self._fd = -1
+        self._errno = 0
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._thread = threading.Thread(target=self._run, name="unotifyd-handover", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._go.acquire()
+        if self._fd < 0:
+            return  # Not needed after all (see cancel).
+        try:
+            self._send(self._fd)
+        except OSError as e:
+            self._errno = e.errno or errno.EIO
+
+    def __call__(self, fd: int) -> None:
+        """Send ``fd`` from the thread; raises OSError as the send did."""
+        self._fd = fd
+        self._go.release()
+        self._thread.join()
+        if self._errno:
+            raise OSError(self._errno, os.strerror(self._errno))
+
+    def cancel(self) -> None:
+        """End the thread without sending (the filter could not be installed)."""
+        self._go.release()
+        self._thread.join()

@@ -29,6 +29,8 @@ Family = Literal[
     "list",  # getdents: trapped to leave hidden names out of listings
     "socket",  # connect, bind: an AF_UNIX socket is a file named by a path
     "root",  # chroot, pivot_root, setns: noted, so that roots may be cached until one
+    "sendto",  # sendto with an address: a datagram to a socket file named by a path
+    "sendmsg",  # sendmsg, sendmmsg: the same, with the address in memory (enforcing mode)
 ]
 
 def hides(rule: object) -> bool:
@@ -46,6 +48,10 @@ def needed_families(policy: Policy) -> frozenset[Family]:
     * read-only trees: changes, and the probes; other reads are left alone;
     * a deny with ``ENOENT`` (a hidden path): directory listings, so the
       name is absent from ``ls`` of its parent as well;
+    * a rule that changes what a path is also traps ``sendto`` with an
+      address (the filter looks whether there is one), and in enforcing
+      mode ``sendmsg`` and ``sendmmsg``: a datagram may name a socket file
+      (calls/sends.py); a read-only tree changes nothing of a send;
     * exec rules: ``execve`` and ``execveat``. Only exec rules turn them on,
       so a policy without one never slows ``exec``; with them, redirect and
       deny rules apply to exec as well.
@@ -66,7 +72,11 @@ def needed_families(policy: Policy) -> frozenset[Family]:
         return frozenset(needed | ({"root"} if needed else set()))
     for rule in policy.rules:
         if isinstance(rule, Redirect | Deny | Content | Private):
-            needed |= {"open", "metadata", "probe", "change", "chdir", "socket"}
+            needed |= {"open", "metadata", "probe", "change", "chdir", "socket", "sendto"}
+            if policy.mode == "enforce":
+                # The address of a sendmsg is in memory, where BPF cannot see
+                # whether there is one: every send is made by us (calls/sends.py).
+                needed.add("sendmsg")
         elif isinstance(rule, ReadOnly):
             # "socket": bind makes a socket file (EROFS in a read-only tree).
             needed |= {"open", "change", "probe", "socket"}

@@ -1,0 +1,193 @@
+"""A datagram may name its destination: sendto(2), sendmsg(2), sendmmsg(2) to a socket file.
+
+The path in the address is looked up like connect's, so the rules govern it
+(issue 14): a deny refuses it, a redirect delivers to the target socket. The
+control: natively every datagram arrives. ``sendto`` with an address is
+trapped in both modes (the filter sees whether there is one); ``sendmsg`` and
+``sendmmsg`` keep their address in memory, so only enforcing mode traps them,
+and it makes every such send itself, from what it read once — then the
+receiver must still see the program as the sender (``SCM_CREDENTIALS``: its
+pid, uid and gid), and the fds it passes (``SCM_RIGHTS``) must be its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .helpers import AS_NOBODY, describe, public_dir, py, run_launch, run_native
+
+pytestmark = pytest.mark.kernel
+
+# Sends one datagram per way to each path given: prints "WAY NAME RESULT", then
+# "me PID UID GID". sendmsg also passes the read end of a pipe holding "piped".
+SEND = r"""
+import ctypes, errno, os, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(f):
+    try:
+        return str(f())
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def sendmmsg(s, path, payloads):
+    addr = struct.pack("H", socket.AF_UNIX) + path.encode() + b"\0"
+    abuf = ctypes.create_string_buffer(addr, len(addr))
+    bufs = [ctypes.create_string_buffer(p, len(p)) for p in payloads]
+    iovs = [(ctypes.c_uint64 * 2)(ctypes.addressof(b), len(p)) for b, p in zip(bufs, payloads)]
+    vec = ctypes.create_string_buffer(64 * len(payloads))
+    for i, iov in enumerate(iovs):
+        struct.pack_into("QI4xQQQQi4xI4x", vec, 64 * i, ctypes.addressof(abuf), len(addr),
+                         ctypes.addressof(iov), 1, 0, 0, 0, 0)
+    n = libc.syscall(307, s.fileno(), vec, len(payloads), 0)
+    if n < 0:
+        raise OSError(ctypes.get_errno(), "sendmmsg")
+    return f"{n}:" + ",".join(str(struct.unpack_from("I", vec, 64 * i + 56)[0]) for i in range(n))
+for path in sys.argv[1:]:
+    name = os.path.basename(os.path.dirname(path))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    print("sendto", name, attempt(lambda: s.sendto(b"to " + name.encode(), path)))
+    r, w = os.pipe()
+    os.write(w, b"piped")
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", r))]
+    print("sendmsg", name, attempt(lambda: s.sendmsg([b"msg ", name.encode()], rights, 0, path)))
+    print("sendmmsg", name, attempt(lambda: sendmmsg(s, path, [b"mm1 " + name.encode(), b"mm2"])))
+print("me", os.getpid(), os.getuid(), os.getgid())
+"""
+
+WAYS = ("sendto", "sendmsg", "sendmmsg")
+
+
+def _ok(way: str, payload: str) -> str:
+    return f"2:{len(payload)},3" if way == "sendmmsg" else str(len(payload))
+
+
+@pytest.fixture
+def tree() -> Iterator[Path]:
+    with public_dir("unotifyd-dgram-") as d:
+        for name in ("open", "denied", "target"):
+            (d / name).mkdir()
+            (d / name).chmod(0o777)
+        yield d
+
+
+def _receivers(tree: Path) -> dict[str, socket.socket]:
+    out = {}
+    for name in ("open", "denied", "target"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        path = tree / name / "s"
+        path.unlink(missing_ok=True)
+        s.bind(str(path))
+        path.chmod(0o777)  # anyone may send to it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        s.setblocking(False)
+        out[name] = s
+    return out
+
+
+def _received(s: socket.socket) -> list[tuple[bytes, tuple[int, int, int], bytes]]:
+    """(data, (pid, uid, gid), what a passed fd reads) of each datagram waiting."""
+    got: list[tuple[bytes, tuple[int, int, int], bytes]] = []
+    while True:
+        try:
+            data, anc, _, _ = s.recvmsg(100, 256)
+        except BlockingIOError:
+            return got
+        creds, piped = (0, -1, -1), b""
+        for level, kind, body in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                creds = struct.unpack("iII", body)
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                (fd,) = struct.unpack("i", body[:4])
+                piped = os.read(fd, 10)
+                os.close(fd)
+        got.append((data, creds, piped))
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+@pytest.mark.parametrize("mode", ["native", "virtualize", "enforce"])
+def test_datagrams_to_a_socket_path_follow_the_rules(tree: Path, mode: str, who: str) -> None:
+    prefix = (*AS_NOBODY, "--") if who == "nobody" else ()
+    socks = _receivers(tree)
+    try:
+        paths = [str(tree / "open" / "s"), str(tree / "denied" / "s"), str(tree / "view" / "s")]
+        argv = [*prefix, *py(SEND, *paths)]
+        opts = ("--deny", f"{tree}/denied/**", "--redirect", f"{tree}/view/**={tree}/target/**")
+        if mode == "native":
+            proc = run_native(argv)
+        else:
+            proc = run_launch(*(("--enforce",) if mode == "enforce" else ()), *opts, argv=argv)
+        lines = proc.stdout.splitlines()
+        assert lines and lines[-1].startswith("me "), describe(proc)
+        pid, uid, gid = map(int, lines[-1].split()[1:])
+        results = {tuple(line.split()[:2]): line.split()[2] for line in lines[:-1]}
+        received = {name: _received(s) for name, s in socks.items()}
+    finally:
+        for s in socks.values():
+            s.close()
+    sent = {"sendto": "to ", "sendmsg": "msg ", "sendmmsg": "mm1 "}
+
+    def answer(way: str, name: str) -> str:
+        """What the program is told: natively, or as the rules say."""
+        payload = sent[way] + name
+        if name == "view" and (mode == "native" or (mode == "virtualize" and way != "sendto")):
+            return "ENOENT"  # no such socket natively; virtualize governs sendto only
+        if name == "denied" and (mode == "enforce" or (mode == "virtualize" and way == "sendto")):
+            return "EACCES"
+        return _ok(way, payload)
+
+    for way in WAYS:
+        for name in ("open", "denied", "view"):
+            assert results[(way, name)] == answer(way, name), f"{way} {name}: {describe(proc)}"
+    # What each receiver got: the datagrams the program was told were sent, with the
+    # program's own credentials, and a working copy of the fd it passed.
+    expected: dict[str, list[bytes]] = {"open": [], "denied": [], "target": []}
+    for way in WAYS:
+        for name, at in (("open", "open"), ("denied", "denied"), ("view", "target")):
+            if answer(way, name)[0].isdigit():
+                expected[at] += [(sent[way] + name).encode()] + (
+                    [b"mm2"] if way == "sendmmsg" else []
+                )
+    for at, want in expected.items():
+        assert sorted(d for d, _, _ in received[at]) == sorted(want), f"{at}: {received[at]}"
+        for data, creds, piped in received[at]:
+            assert creds == (pid, uid, gid), f"{at} {data!r}: {creds} != {(pid, uid, gid)}"
+            assert piped == (b"piped" if data.startswith(b"msg ") else b""), data
+    if mode != "native":
+        assert received["open"], "the control of the run: allowed datagrams arrive"
+
+
+SEND_CONNECTED = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(sys.argv[1])
+for _ in range(5):  # net.unix.max_dgram_qlen is 10 here: more would wait, natively too
+    s.send(b"x")  # sendto(fd, buf, len, flags, NULL, 0): names no file
+print("sent")
+"""
+
+
+def test_a_send_without_an_address_is_not_trapped(tree: Path) -> None:
+    """The filter traps sendto only with an address (send(2) is sendto with NULL):
+    five sends on a connected socket make no notification."""
+    socks = _receivers(tree)
+    try:
+        proc = run_launch(
+            "--stats",
+            "--deny",
+            f"{tree}/denied/**",
+            argv=py(SEND_CONNECTED, str(tree / "open" / "s")),
+        )
+        got = _received(socks["open"])
+    finally:
+        for s in socks.values():
+            s.close()
+    assert proc.stdout == "sent\n", describe(proc)
+    assert len(got) == 5
+    by_call = next(line for line in proc.stderr.splitlines() if "by system call" in line)
+    assert "sendto" not in by_call and "connect 1" in by_call, by_call
+    assert "sendto" in next(line for line in proc.stderr.splitlines() if "filter traps" in line)

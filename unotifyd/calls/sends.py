@@ -1,0 +1,337 @@
+"""Datagrams sent to an address: ``sendto``, ``sendmsg`` and ``sendmmsg`` with an AF_UNIX path.
+
+A datagram socket may name its destination in each send (unix(7)): a path
+there is a socket file, looked up like ``connect``'s (unix_find_bsd() in
+net/unix/af_unix.c), so the rules govern it as they govern ``connect``.
+Only ``SOCK_DGRAM`` sockets look that address up: a stream socket refuses
+one and a seqpacket socket ignores it (unix_stream_sendmsg(),
+unix_seqpacket_sendmsg()).
+
+In enforcing mode a send is never let through with CONTINUE, whatever its
+address: the kernel would read the ``msghdr``, the address and the fd number
+again, and another thread could change any of them in between. It is made
+on our copy of the program's socket (pidfd_getfd(2): the same open file,
+so its flags and its peer are the program's), from the copy of everything
+read once. What the receiver learns of the sender must still be the
+program: a socket file's write permission is checked as the program
+(unix_find_bsd()), but the credentials a receiver with ``SO_PASSCRED``
+gets (``SCM_CREDENTIALS``) would be ours — the kernel takes the *real*
+uid (maybe_add_creds(), scm_send()), and the thread acting for a program
+keeps ours (kernel/creds.py). So the send carries the program's own
+credentials explicitly, as the program would have sent them: its process
+id, real uid and real gid, or what it attached itself once checked as the
+kernel checks them for it (scm_check_creds() in net/core/scm.c). Naming
+another process needs ``CAP_SYS_ADMIN``: a supervisor without it (an
+unprivileged one) sends without, and the receiver sees the supervisor's
+pid with the program's uid (README, threat model).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import stat
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..kernel import abi
+from ..kernel.creds import Credentials, as_ourselves, supervisor_has
+from ..kernel.errors import BadArgument
+from ..kernel.program import read_ids
+from ..kernel.rawsys import syscall
+from .decode import AF_UNIX, Args, Memory, PathCall, int_arg, unix_path
+from .ops import Acting, Outcome, Place
+
+# struct msghdr (include/linux/socket.h, x86_64): name, namelen, iov, iovlen,
+# control, controllen, flags; struct mmsghdr adds msg_len (and padding).
+_MSGHDR = struct.Struct("<QI4xQQQQi4x")
+MMSGHDR_SIZE = 64
+_MSG_LEN_AT = 56
+_IOVEC = struct.Struct("<QQ")
+_CMSGHDR = struct.Struct("<QII")  # cmsg_len, cmsg_level, cmsg_type
+_UCRED = struct.Struct("<Iii")  # pid, uid, gid
+_SOCKADDR_STORAGE = 128
+_UIO_MAXIOV = 1024
+# More than any datagram (net.core.wmem_max is far below); a stream send of
+# more is made in part, as the kernel may make it too (send(2)).
+_PAYLOAD_MAX = 8 << 20
+_CONTROL_MAX = 1 << 16  # above net.core.optmem_max: ENOBUFS (sock_kmalloc)
+
+SOL_SOCKET = 1
+SCM_RIGHTS = 1
+SCM_CREDENTIALS = 2
+SOCK_STREAM = 1
+SO_TYPE = 3
+SO_DOMAIN = 39
+MSG_NOSIGNAL = 0x4000
+CAP_SETUID = 7
+CAP_SETGID = 6
+CAP_SYS_ADMIN = 21
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message, read once: its address, data, control and the length asked for."""
+
+    address: bytes
+    payload: bytes
+    control: bytes
+    length: int  # what the iovecs add up to (payload may be the first _PAYLOAD_MAX of it)
+
+
+def _flatten(messages: Sequence[Message]) -> tuple[bytes | None, ...]:
+    out: list[bytes | None] = []
+    for m in messages:
+        out += [m.address, m.payload, m.control, m.length.to_bytes(8, "little")]
+    return tuple(out)
+
+
+def messages_of(call: PathCall) -> list[Message]:
+    """The messages the inputs below read, back from the call's ``data``."""
+    d = call.data
+    return [
+        Message(
+            d[i] or b"", d[i + 1] or b"", d[i + 2] or b"", int.from_bytes(d[i + 3] or b"", "little")
+        )
+        for i in range(0, len(d), 4)
+    ]
+
+
+def _gather(mem: Memory, pid: int, iov: int, iovlen: int) -> tuple[bytes, int]:
+    """The bytes ``iovlen`` iovecs at ``iov`` point to (at most _PAYLOAD_MAX), and their sum."""
+    if iovlen > _UIO_MAXIOV:
+        raise BadArgument(errno.EMSGSIZE, "too many iovecs")  # import_iovec()
+    table = mem.read(pid, iov, iovlen * _IOVEC.size) if iovlen else b""
+    chunks, total, kept = [], 0, 0
+    for base, length in _IOVEC.iter_unpack(table):
+        if length >> 63:
+            raise BadArgument(errno.EINVAL, "negative iovec length")
+        total += length
+        want = min(length, _PAYLOAD_MAX - kept)
+        if want:
+            chunks.append(mem.read(pid, base, want))
+            kept += want
+    return b"".join(chunks), total
+
+
+def _read_msghdr(mem: Memory, pid: int, addr: int) -> Message:
+    """A ``struct msghdr`` and what it points to, read as ___sys_sendmsg() reads them."""
+    name, namelen, iov, iovlen, control, controllen, _ = _MSGHDR.unpack(
+        mem.read(pid, addr, _MSGHDR.size)
+    )
+    # __copy_msghdr(): a NULL name has no length; a longer one is cut.
+    namelen = 0 if name == 0 else min(namelen, _SOCKADDR_STORAGE)
+    address = mem.read(pid, name, namelen) if namelen else b""
+    if controllen > _CONTROL_MAX:
+        raise BadArgument(errno.ENOBUFS, "control data too long")
+    payload, total = _gather(mem, pid, iov, iovlen)
+    cmsgs = mem.read(pid, control, controllen) if controllen else b""
+    return Message(address, payload, cmsgs, total)
+
+
+def sendto_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``sendto(fd, buf, len, flags, addr, addrlen)``: the address first, then the data."""
+    size = a[5] & 0xFFFFFFFF
+    if size > _SOCKADDR_STORAGE:
+        raise BadArgument(errno.EINVAL, "address too long")  # move_addr_to_kernel()
+    address = mem.read(pid, a[4], size) if size and a[4] else b""
+    length = a[2]
+    payload = mem.read(pid, a[1], min(length, _PAYLOAD_MAX)) if length else b""
+    return _flatten([Message(address, payload, b"", length)])
+
+
+def sendmsg_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``sendmsg(fd, msg, flags)``: one message."""
+    return _flatten([_read_msghdr(mem, pid, a[1])])
+
+
+def sendmmsg_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``sendmmsg(fd, msgvec, vlen, flags)``: the messages up to the next that names
+    another file.
+
+    Only the first message's address is decided on (the call's one path),
+    and holds for the later ones with the very same address. One that names
+    another socket file ends the batch there, and the call answers the number
+    sent so far, which sendmmsg(2) allows: its caller sends the rest with
+    another call, whose first message it is then.
+    """
+    vlen = min(a[2] & 0xFFFFFFFF, _UIO_MAXIOV)  # __sys_sendmmsg() caps it
+    out: list[Message] = []
+    for i in range(vlen):
+        m = _read_msghdr(mem, pid, a[1] + i * MMSGHDR_SIZE)
+        if out and unix_path(m.address) is not None and m.address != out[0].address:
+            break
+        out.append(m)
+    return _flatten(out)
+
+
+# --- performing --------------------------------------------------------------------
+
+
+def _send(sock: int, address: bytes, payload: bytes, control: bytes, flags: int) -> int:
+    """sendmsg(2) of one message on our ``sock``, all of it given as raw bytes."""
+    data = ctypes.create_string_buffer(payload, max(len(payload), 1))
+    name = ctypes.create_string_buffer(address, max(len(address), 1))
+    ctl = ctypes.create_string_buffer(control, max(len(control), 1))
+    iov = (ctypes.c_uint64 * 2)(ctypes.addressof(data), len(payload))
+    header = _MSGHDR.pack(
+        ctypes.addressof(name) if address else 0, len(address),
+        ctypes.addressof(iov), 1,
+        ctypes.addressof(ctl) if control else 0, len(control), 0,
+    )  # fmt: skip
+    msg = ctypes.create_string_buffer(header, len(header))
+    return syscall(abi.SYSCALL_NUMBERS["sendmsg"], sock, msg, flags)
+
+
+def _cmsg(level: int, kind: int, data: bytes) -> bytes:
+    body = _CMSGHDR.pack(_CMSGHDR.size + len(data), level, kind) + data
+    return body + b"\0" * (-len(body) % 8)
+
+
+def _controls(control: bytes) -> list[tuple[int, int, bytes]]:
+    """The control messages of ``control``, as __scm_send() walks them; EINVAL if malformed."""
+    out, at = [], 0
+    while at + _CMSGHDR.size <= len(control):
+        length, level, kind = _CMSGHDR.unpack_from(control, at)
+        if length < _CMSGHDR.size or at + length > len(control):
+            raise OSError(errno.EINVAL, "bad control message")
+        out.append((level, kind, control[at + _CMSGHDR.size : at + length]))
+        at += length + (-length % 8)
+    return out
+
+
+def _credentials_allowed(c: Credentials, tgid: int, pid: int, uid: int, gid: int) -> bool:
+    """Whether the program may claim ``pid``/``uid``/``gid``: scm_check_creds() for it."""
+    caps = c.cap_eff
+    return (
+        (pid == tgid or bool(caps >> CAP_SYS_ADMIN & 1))
+        and (uid in (c.ruid, c.euid, c.suid) or bool(caps >> CAP_SETUID & 1))
+        and (gid in (c.rgid, c.egid, c.sgid) or bool(caps >> CAP_SETGID & 1))
+    )
+
+
+def _translate(
+    control: bytes, unix: bool, acting: Acting, tgid: int
+) -> tuple[bytes, tuple[int, int, int] | None]:
+    """The program's control data with its fds made ours, and the credentials it claims.
+
+    ``SCM_RIGHTS`` names fds of the program: each becomes our copy of it
+    (the same open file); one it has not open fails the send with EBADF,
+    as scm_fp_copy() does. ``SCM_CREDENTIALS`` is checked here as the
+    kernel checks it for the program, and re-attached by the caller.
+    """
+    out, creds = [], None
+    for level, kind, data in _controls(control):
+        if unix and level == SOL_SOCKET and kind == SCM_RIGHTS:
+            count = len(data) // 4
+            ours = [acting.take(fd) for fd in struct.unpack(f"<{count}i", data[: count * 4])]
+            out.append(_cmsg(level, kind, struct.pack(f"<{count}i", *ours)))
+        elif unix and level == SOL_SOCKET and kind == SCM_CREDENTIALS:
+            if len(data) != _UCRED.size:
+                raise OSError(errno.EINVAL, "bad SCM_CREDENTIALS")
+            pid, uid, gid = _UCRED.unpack(data)
+            if not _credentials_allowed(acting.creds, tgid, pid, uid, gid):
+                raise OSError(errno.EPERM, "credentials the program may not claim")
+            creds = (pid, uid, gid)
+        else:
+            out.append(_cmsg(level, kind, data))
+    return b"".join(out), creds
+
+
+def _socket_file(p: Place) -> bytes:
+    """The address of the socket file ``p`` names, once it is known to be one the
+    program may write to: ``/proc/self/fd/N`` of an ``O_PATH`` fd of it (see ops.connect).
+
+    Returns the fd's number inside the address; the caller closes it.
+    """
+    nofollow = 0 if p.follow else os.O_NOFOLLOW
+    fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISSOCK(mode):
+            # A symlink found where none may be followed, or no socket at all.
+            raise OSError(errno.ELOOP if stat.S_ISLNK(mode) else errno.ECONNREFUSED, "no socket")
+        # The one check unix_find_bsd() makes as the sender: we are acting as
+        # the program here (AT_EACCESS: its effective ids, as the kernel's).
+        if not os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
+            raise OSError(errno.EACCES, "the program may not write to the socket")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd.to_bytes(4, "little")
+
+
+def _send_messages(
+    call: PathCall, p: Place, acting: Acting, flags: int, *, tgid: int
+) -> tuple[int, list[int]]:
+    """Send the call's messages on our copy of its socket; (first errno or 0, lengths sent)."""
+    sock = acting.take(int_arg(call.args[0]))
+    unix = _sockopt(sock, SO_DOMAIN) == AF_UNIX
+    stream = _sockopt(sock, SO_TYPE) == SOCK_STREAM
+    sent: list[int] = []
+    messages = messages_of(call)
+    for m in messages:
+        address, pinned = m.address, -1
+        if not p.itself and m.address == messages[0].address:
+            # The socket file the decision is about (see sendmmsg_inputs).
+            pinned = int.from_bytes(_socket_file(p), "little")
+            address = AF_UNIX.to_bytes(2, "little") + f"/proc/self/fd/{pinned}\0".encode()
+        try:
+            if m.length > len(m.payload) and not stream:
+                raise OSError(errno.EMSGSIZE, "message too long")  # a datagram is whole
+            control, claimed = _translate(m.control, unix, acting, tgid)
+            with as_ourselves():
+                # Ours, never the program's: see the module doc.
+                if unix and supervisor_has(CAP_SYS_ADMIN):
+                    c = acting.creds
+                    pid, uid, gid = claimed or (tgid, c.ruid, c.rgid)
+                    control += _cmsg(SOL_SOCKET, SCM_CREDENTIALS, _UCRED.pack(pid, uid, gid))
+                sent.append(_send(sock, address, m.payload, control, flags))
+        except OSError as e:
+            if e.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:
+                os.kill(acting.tid, signal.SIGPIPE)  # as the kernel sends it (sk_stream_error)
+            return e.errno or errno.EIO, sent
+        finally:
+            if pinned >= 0:
+                os.close(pinned)
+    return 0, sent
+
+
+def _sockopt(sock: int, option: int) -> int:
+    """An ``int`` socket option of our ``sock`` (getsockopt(2) at SOL_SOCKET)."""
+    value = ctypes.create_string_buffer(4)
+    size = ctypes.create_string_buffer((4).to_bytes(4, "little"), 4)
+    syscall(abi.SYSCALL_NUMBERS["getsockopt"], sock, SOL_SOCKET, option, value, size)
+    return int.from_bytes(value.raw, "little", signed=True)
+
+
+def _tgid(acting: Acting) -> int:
+    return read_ids(acting.tid, innermost=False)[0]
+
+
+def sendto(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
+    """sendto(2) with an address: the bytes sent, or the error."""
+    err, sent = _send_messages(call, pl[0], acting, call.args[3] & 0xFFFFFFFF, tgid=_tgid(acting))
+    return Outcome(-err if err else sent[0])
+
+
+def sendmsg(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
+    """sendmsg(2): the bytes sent, or the error."""
+    err, sent = _send_messages(call, pl[0], acting, call.args[2] & 0xFFFFFFFF, tgid=_tgid(acting))
+    return Outcome(-err if err else sent[0])
+
+
+def sendmmsg(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
+    """sendmmsg(2): how many messages were sent, each one's ``msg_len`` written back;
+    the error only if none was (__sys_sendmmsg())."""
+    err, sent = _send_messages(call, pl[0], acting, call.args[3] & 0xFFFFFFFF, tgid=_tgid(acting))
+    if not sent:
+        return Outcome(-err if err else 0)
+    vec = call.args[1]
+    writes = [
+        (vec + i * MMSGHDR_SIZE + _MSG_LEN_AT, n.to_bytes(4, "little")) for i, n in enumerate(sent)
+    ]
+    return Outcome(len(sent), writes)
