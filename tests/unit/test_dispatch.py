@@ -236,14 +236,17 @@ def test_work_for_another_user_is_deferred(files: tuple[Path, Path]) -> None:
 
 
 class _Counted(FakeCreds):
-    """Runs as nobody; counts how often credentials are read."""
+    """Runs as ``uid`` (None: as we do); counts how often credentials are read."""
 
-    def __init__(self) -> None:
+    def __init__(self, uid: int | None) -> None:
         self.reads = 0
+        self.uid = uid
 
     def read(self, tid: int, /, *, need_umask: bool = True) -> Credentials:
         self.reads += 1
-        return Credentials(*(65534,) * 8, (), 0, 0, 0o022 if need_umask else -1)
+        if self.uid is None:
+            return super().read(tid, need_umask=need_umask)
+        return Credentials(*(self.uid,) * 8, (), 0, 0, 0o022 if need_umask else -1)
 
 
 class _Recording(FakeResolver):
@@ -260,19 +263,29 @@ class _Recording(FakeResolver):
 
 @pytest.mark.parametrize("mode", ["virtualize", "enforce"])
 @pytest.mark.parametrize("call", ["openat", "newfstatat"])
-def test_a_path_no_rule_governs_needs_no_credentials_in_virtualize_mode(
-    files: tuple[Path, Path], mode: str, call: str
+@pytest.mark.parametrize(
+    "who", ["same-as-privileged", "other-than-privileged", "under-unprivileged"]
+)
+def test_a_path_no_rule_governs_is_decided_on_a_lookup_as_the_program_would_make_it(
+    files: tuple[Path, Path], mode: str, call: str, who: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Virtualize mode lets the kernel make a call no rule governs, as the program:
-    decided on a lookup of ours, without reading its credentials. A path a rule
-    takes is looked up again as the program (its credentials decide what it may
-    learn), and enforcing mode always acts as the program."""
+    """Virtualize mode lets the kernel make a call no rule governs, as the program: decided
+    on a lookup of ours where ours is the program's — its credentials are ours, or we hold
+    no capability (then they are not even read). A privileged supervisor looks as the
+    program otherwise: a lookup that succeeds as root where the program's would fail
+    would let it time what lies beyond a directory it may not search. A path a rule takes
+    is looked up as the program, and enforcing mode always acts as the program."""
     src, dst = files
     policy = Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))], mode=mode)
     world = World(policy)
-    creds, resolver = _Counted(), _Recording()
+    creds = _Counted(None if who == "same-as-privileged" else 65534)
+    resolver = _Recording()
     world.dispatcher.decider.creds, world.dispatcher.decider.resolver = creds, resolver
+    privileged = who != "under-unprivileged"
+    monkeypatch.setattr("unotifyd.serve.decide.supervisor_privileged", lambda: privileged)
     other = str(dst.parent / "elsewhere")
+    # The full way passes the program's credentials (ours: no switch is made).
+    as_program = 0 if who == "same-as-privileged" else 65534
 
     def make(path: str) -> None:
         raw = (abi.AT_FDCWD, world.mem.put(os.fsencode(path)), 0x1000, 0, 0, 0)
@@ -281,12 +294,16 @@ def test_a_path_no_rule_governs_needs_no_credentials_in_virtualize_mode(
         world.dispatcher.handle(world.served, notif, lambda s, p, job: None)
 
     make(other)
+    if mode == "virtualize" and who == "under-unprivileged":
+        assert (creds.reads, resolver.lookups) == (0, [(other, None)])
+    elif mode == "virtualize" and who == "same-as-privileged":
+        assert (creds.reads, resolver.lookups) == (1, [(other, None)])
+    else:
+        assert creds.reads == 1 and resolver.lookups == [(other, as_program)]
     if mode == "virtualize":
         assert world.listener.answers[-1] == ("continue", None)
-        assert (creds.reads, resolver.lookups) == (0, [(other, None)])
-    else:
-        assert creds.reads == 1 and resolver.lookups == [(other, 65534)]
     resolver.lookups.clear()
+    reads = creds.reads
     make(str(src))
-    assert creds.reads == (1 if mode == "virtualize" else 2)
-    assert resolver.lookups[-1] == (str(src), 65534)  # the one the decision rests on
+    assert creds.reads == reads + 1
+    assert resolver.lookups[-1] == (str(src), as_program)  # the one the decision rests on

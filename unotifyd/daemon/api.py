@@ -257,7 +257,7 @@ class Supervisor:
         program = self._table.start(
             self._nursery, listener, policy,
             name=name, profile="api", pid=proc.pid, uid=os.getuid(), command=command,
-            root_pinned=True,
+            root_pinned=True,  # our own helper installed the filter we sent
         )
         # The program is served whatever happens to the ack: if the helper
         # is gone, its listener hangs up and is released.

@@ -542,7 +542,10 @@ class Daemon:
             pid=peer.pid,
             uid=peer.uid,
             command=req.program,
-            root_pinned=True,  # the filter sent above, made from this policy
+            # Not pinned: the client installs the filter, and nothing says it
+            # installed ours, which traps or refuses every call that changes
+            # a root (see Served.root_pinned).
+            root_pinned=False,
         )
         # Started before the ack: the program may trap its first call right
         # after exec, and it is served from now on whatever becomes of the

@@ -230,6 +230,11 @@ class _Ours:
 _SUPERVISOR = _Ours.now()
 
 
+def supervisor_privileged() -> bool:
+    """Whether the supervisor holds any capability in its effective set."""
+    return _SUPERVISOR.cap_eff != 0
+
+
 def supervisor_has(capability: int) -> bool:
     """Whether the supervisor's own effective set holds ``capability`` (capabilities(7))."""
     return bool(_SUPERVISOR.cap_eff >> capability & 1)

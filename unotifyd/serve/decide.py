@@ -27,7 +27,7 @@ from ..calls.decode import (
 )
 from ..calls.registry import Syscall
 from ..kernel import abi
-from ..kernel.creds import CredentialReader, Credentials, acting_as
+from ..kernel.creds import CredentialReader, Credentials, acting_as, supervisor_privileged
 from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.opener import may_create
 from ..kernel.program import MemoryReader, PathResolver
@@ -192,13 +192,13 @@ class Decider:
         assert decode is not None
         try:
             call = p.call = decode(self.mem, n, entry.name, entry.args_of(n.args))
-            root = self._root_id(s, n.pid)
+            root = self._root_id(s, p)
             p.own_root = root is not None
-            if s.policy.mode != "enforce":
+            if s.policy.mode != "enforce" and self._looks_as_the_program(p):
                 quick = self._quick_open(s, p, call, root)
                 if quick is not None:
                     return quick
-            creds = p.creds = self.creds.read(n.pid, need_umask=may_create(call.flags))
+            creds = p.creds = self._creds(p, need_umask=may_create(call.flags))
             reach = _reach(s, p, creds)
             resolved = p.resolved = self.resolver.resolve(
                 n.pid,
@@ -233,18 +233,14 @@ class Decider:
     def _quick_open(
         self, s: Served, p: InFlight, call: OpenCall, root: tuple[int, int] | None
     ) -> Continue | None:
-        """CONTINUE for an open no rule governs, decided without the program's credentials.
+        """CONTINUE for an open no rule governs, decided on a lookup of ours.
 
         Virtualizing mode only, where CONTINUE lets the kernel make the call
-        as the program. The path is resolved as ourselves; credentials only
-        ever make a lookup fail (EACCES, or ENOENT in a /proc the program
-        may not see), never lead it elsewhere, so the program's own lookup
-        reaches the same file or fails, and the kernel fails it just as the
-        program's credentials would make us. What takes a rule, a private
-        tree, or a path we cannot resolve ourselves goes the full way
-        (None): then the program's credentials decide what it may learn.
-        Saves reading them (a pidfd query, capget, a stat) and switching to
-        them, on every call that most programs make.
+        as the program, and only where our lookup is the program's
+        (:meth:`_looks_as_the_program`). What takes a rule, a private tree,
+        or a path we cannot resolve goes the full way (None). Spares the
+        rest of the full way, which an unprivileged supervisor can skip
+        without reading the program's credentials at all.
         """
         n = p.notif
         try:
@@ -312,21 +308,54 @@ class Decider:
                 return path
         raise OSError(errno.ELOOP, "too many levels of symbolic links")
 
-    def _root_id(self, s: Served, tid: int) -> tuple[int, int] | None:
-        """The root directory of ``tid`` (:meth:`Resolver.root_id`), kept while pinned.
+    def _looks_as_the_program(self, p: InFlight) -> bool:
+        """Whether a lookup of ours succeeds or fails exactly where the program's would.
+
+        Credentials only ever make a lookup fail (EACCES, or ENOENT in a
+        /proc the program may not see), never lead it elsewhere; the
+        question is whether ours could succeed where the program's fails.
+        Not if they are the same credentials. Nor if we hold no capability:
+        the programs of an unprivileged supervisor are its own user's, and
+        without capabilities (NO_NEW_PRIVS) they cannot become stronger than
+        it. A privileged supervisor must read the program's credentials to
+        know: answering CONTINUE after a lookup as root, but the full way
+        after one the program could not make, would let the program time
+        what lies in directories it may not search (an audit found it).
+        """
+        if not supervisor_privileged():
+            return True
+        return self._creds(p, need_umask=False).same_as_supervisor()
+
+    def _creds(self, p: InFlight, *, need_umask: bool) -> Credentials:
+        """The program's credentials (with its umask if ``need_umask``), read once per call."""
+        creds = p.creds
+        if creds is None or (need_umask and creds.umask < 0):
+            creds = p.creds = self.creds.read(p.notif.pid, need_umask=need_umask)
+        return creds
+
+    def _root_id(self, s: Served, p: InFlight) -> tuple[int, int] | None:
+        """The root directory of the calling thread (:meth:`Resolver.root_id`), kept
+        while pinned.
 
         Looked up once per listener while ``s.root_pinned`` holds (see
-        Served): a stat of ``/proc/TID/root`` per call otherwise.
+        Served): a stat of ``/proc/TID/root`` per call otherwise. Kept only
+        if the call is still pending after the look: else the thread may
+        have died and its tid gone to a process with another root, whose
+        root would then stand for every program of the listener.
         """
+        tid = p.notif.pid
         if not s.root_pinned:
             return self.resolver.root_id(tid)
         root = s.root
         if root == "unknown":
-            root = s.root = self.resolver.root_id(tid)
+            root = self.resolver.root_id(tid)
+            if not s.listener.id_valid(p.notif.id):
+                raise ProgramGone("notification no longer valid")
+            s.root = root
         return root
 
     def _program_policy(self, s: Served, p: InFlight) -> Policy:
-        root = self._root_id(s, p.notif.pid)
+        root = self._root_id(s, p)
         p.own_root = root is not None
         policy = p.policy = self._policy_in(s, root, p.notif.pid)
         return policy
@@ -367,11 +396,16 @@ class Decider:
         p.call = call
         name = call.op
         policy = self._program_policy(s, p)
-        if policy.mode != "enforce" and operation.kind == "path" and not policy.has_private:
+        if (
+            policy.mode != "enforce"
+            and operation.kind == "path"
+            and not policy.has_private
+            and self._looks_as_the_program(p)
+        ):
             quick = self._quick_path_call(p, call, policy)
             if quick is not None:
                 return quick
-        creds = p.creds = self.creds.read(n.pid, need_umask=operation.uses_umask)
+        creds = p.creds = self._creds(p, need_umask=operation.uses_umask)
         enforce = policy.mode == "enforce"
         reach = _reach(s, p, creds)
         decisions: list[PathDecision] = []
@@ -506,8 +540,8 @@ class Decider:
         return PerformPath(tuple(targets), recheck=enforce)
 
     def _quick_path_call(self, p: InFlight, call: PathCall, policy: Policy) -> Continue | None:
-        """CONTINUE for a path call no rule governs, decided without the program's
-        credentials (virtualizing mode only; see :meth:`_quick_open`).
+        """CONTINUE for a path call no rule governs, decided on lookups of ours
+        (virtualizing mode only; see :meth:`_quick_open`).
 
         Anything beyond a plain name (``.``, ``..``, ``/`` as the entry a call
         makes or removes), a path we cannot resolve ourselves or one a rule
