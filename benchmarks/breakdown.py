@@ -9,7 +9,8 @@ included (cache and TLB misses after each switch count too):
 
 - ``recv+send``: RECV and CONTINUE, nothing else (what any supervisor pays);
 - ``+read``: and the path read from the program (process_vm_readv);
-- ``+root``: and the stat of /proc/TID/root (does it have a root of its own?);
+- ``+root``: and the stat of /proc/TID/root (does it have a root of its own?), which
+  ``full`` makes once per listener, as launch does (``Served.root_pinned``);
 - ``+resolve``: and the path resolved as the program would (openat2, readlink);
 - ``full``: ``Dispatcher.handle``: the same plus decoding, the policy, counters.
 
@@ -58,7 +59,7 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
                         set())
     os.close(w)
     dispatcher = Dispatcher()
-    s = Served(Listener(fd), policy)
+    s = Served(Listener(fd), policy, root_pinned=True)  # as launch serves it
     listener = s.listener
     listener.set_sync_wakeup()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,6 +26,7 @@ from unotifyd.kernel.creds import (
     as_ourselves,
     read_credentials,
 )
+from unotifyd.kernel.errors import ProgramGone
 from unotifyd.kernel.rawsys import syscall
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching credentials needs root")
@@ -239,3 +241,34 @@ def test_a_program_in_another_user_namespace_gets_no_capabilities() -> None:
         os.waitpid(pid, 0)
         for fd in (ready_r, ready_w, done_r, done_w):
             os.close(fd)
+
+
+def test_the_reader_keeps_pidfds_of_threads_and_drops_those_that_are_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pidfd refers to a thread, not to a number: once the thread is gone, the one
+    kept answers ESRCH and the reader looks the tid up afresh (it may be another's now).
+    It keeps a bounded number: the oldest goes first."""
+    monkeypatch.setattr(kcreds, "_PIDFDS_KEPT", 1)
+    reader = CredentialReader()
+    try:
+        me = threading.get_native_id()
+        reader.read(me, need_umask=False)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child only waits to be killed
+            signal.pause()
+            os._exit(0)
+        try:
+            first = reader.read(pid, need_umask=False)
+            assert list(reader._pidfds) == [pid]  # ours went: one is kept
+            again = reader.read(pid, need_umask=False)
+            assert again == first and list(reader._pidfds) == [pid]
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        with pytest.raises(ProgramGone):
+            reader.read(pid, need_umask=False)
+        assert pid not in reader._pidfds
+    finally:
+        reader.close()
+    assert reader._pidfds == {}

@@ -167,6 +167,9 @@ class Decider:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+        close_creds = getattr(self.creds, "close", None)  # the kernel's reader keeps pidfds
+        if close_creds is not None:
+            close_creds()
 
     def decide(self, s: Served, p: InFlight) -> AnyDecision:
         """Decode the call of ``p`` (its :attr:`~InFlight.syscall` known) and decide it."""
