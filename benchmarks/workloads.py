@@ -40,9 +40,11 @@ STDLIB_PACKAGES = (
     "ctypes", "curses", "collections", "re", "encodings",
 )
 GIT_DIRS, GIT_FILES_PER_DIR = 100, 50
-COLUMNS = ["native", "unotifyd", "unotifyd --view opens", "C ref -w", "proot"]
+COLUMNS = [
+    "native", "unotifyd", "unotifyd --enforce", "unotifyd --view opens", "C ref -w", "proot",
+]  # fmt: skip
 #: The columns of a supervisor that traps calls (a cost per trapped open).
-_SUPERVISED = ("unotifyd", "unotifyd --view opens", "C ref -w")
+_SUPERVISED = ("unotifyd", "unotifyd --enforce", "unotifyd --view opens", "C ref -w")
 TRUE = "true"
 GIT_LOOP = 'i=0; while [ "$i" -lt "$1" ]; do git status >/dev/null || exit 1; i=$((i+1)); done'
 
@@ -91,12 +93,17 @@ def _tools(ctx: Ctx) -> dict[str, Tool]:
     ref = (ctx.bin("ref_unotify"), "-v", "-w", "-f", UNRELATED_FROM, "-t", REDIRECT_TO, "--")
     rule = f"{UNRELATED_FROM}={REDIRECT_TO}"
     opens = (*ctx.unotifyd, "launch", "--view", "opens", "--redirect", rule, "--")
-    if "--view" not in ctx.run([*ctx.unotifyd, "launch", "--help"], timeout=30).stdout:
+    enforce = (*ctx.unotifyd, "launch", "--enforce", "--redirect", rule, "--")
+    usage = ctx.run([*ctx.unotifyd, "launch", "--help"], timeout=30).stdout
+    if "--view" not in usage:
         # An older unotifyd (--rev): the full view was all it had, and opens only.
         opens = by_key["unotifyd"].prefix
+    if "--enforce" not in usage:
+        enforce = by_key["unotifyd"].prefix
     return {
         "native": by_key["native"],
         "unotifyd": by_key["unotifyd"],
+        "unotifyd --enforce": Tool("unotifyd --enforce", enforce, True),
         "unotifyd --view opens": Tool("unotifyd --view opens", opens, True),
         "C ref -w": Tool("C ref -w", ref, True),
         "proot": by_key["proot"],
@@ -160,7 +167,8 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     report.out(
         f"Pass-through policy (one rule, `--redirect {UNRELATED_FROM}={REDIRECT_TO}`, matches "
         "nothing the workloads open). `unotifyd` gives the full view: the rule governs every "
-        "path call, so metadata calls (`stat`...) are trapped too; `--view opens` and the C "
+        "path call, so metadata calls (`stat`...) are trapped too; `unotifyd --enforce` the "
+        "same in enforcing mode, which makes every trapped call itself; `--view opens` and the C "
         "reference trap the open family only. Wall seconds, median over rounds; `trapped "
         "opens` is counted by the C reference; `net` subtracts `true` under the same tool in "
         "the same round (the launch)."
@@ -187,4 +195,6 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     for w in real:
         out[f"{w.key}_unotifyd"] = grid.ratio(w.name, "unotifyd", "native")
         out[f"{w.key}_proot"] = grid.ratio(w.name, "proot", "native")
+        out[f"{w.key}_net_unotifyd"] = grid.ratio(f"{w.name}:net", "unotifyd", "native")
+        out[f"{w.key}_net_enforce"] = grid.ratio(f"{w.name}:net", "unotifyd --enforce", "native")
     return out
