@@ -241,11 +241,10 @@ def _translate(
     return b"".join(out), creds
 
 
-def _socket_file(p: Place) -> bytes:
-    """The address of the socket file ``p`` names, once it is known to be one the
-    program may write to: ``/proc/self/fd/N`` of an ``O_PATH`` fd of it (see ops.connect).
-
-    Returns the fd's number inside the address; the caller closes it.
+def _socket_file(p: Place) -> int:
+    """An ``O_PATH`` fd of the socket file ``p`` names, once it is known to be one the
+    program may write to; named ``/proc/self/fd/N`` in the address (see ops.connect).
+    The caller closes it.
     """
     nofollow = 0 if p.follow else os.O_NOFOLLOW
     fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
@@ -261,7 +260,7 @@ def _socket_file(p: Place) -> bytes:
     except BaseException:
         os.close(fd)
         raise
-    return fd.to_bytes(4, "little")
+    return fd
 
 
 def _send_messages(
@@ -277,7 +276,7 @@ def _send_messages(
         address, pinned = m.address, -1
         if not p.itself and m.address == messages[0].address:
             # The socket file the decision is about (see sendmmsg_inputs).
-            pinned = int.from_bytes(_socket_file(p), "little")
+            pinned = _socket_file(p)
             address = AF_UNIX.to_bytes(2, "little") + f"/proc/self/fd/{pinned}\0".encode()
         try:
             if m.length > len(m.payload) and not stream:
