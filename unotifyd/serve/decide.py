@@ -167,7 +167,11 @@ class Decider:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
-        close_creds = getattr(self.creds, "close", None)  # the kernel's reader keeps pidfds
+        self.forget_threads()
+
+    def forget_threads(self) -> None:
+        """Close what is kept of programs' threads (the kernel's reader keeps pidfds)."""
+        close_creds = getattr(self.creds, "close", None)
         if close_creds is not None:
             close_creds()
 

@@ -115,7 +115,12 @@ class TrioServer:
             served = Served(listener, backing.policy, name, stats, root_pinned=root_pinned)
             if gate is not None:
                 served.gate = gate
-            await self.serve_served(served)
+            try:
+                await self.serve_served(served)
+            finally:
+                # The pidfds kept of its threads go with it (kernel/creds.py):
+                # a daemon must hold nothing of a program it no longer serves.
+                self.dispatcher.decider.forget_threads()
 
     async def serve_served(self, s: Served, deferred: Sequence[tuple[InFlight, Job]] = ()) -> None:
         """Serve ``s`` (see :meth:`serve`), first starting ``deferred`` work."""
