@@ -18,6 +18,7 @@ from typing import Protocol
 from ..calls.decode import (
     Memory,
     OpenCall,
+    PathArg,
     PathCall,
     decode_path_call,
     int_arg,
@@ -207,16 +208,7 @@ class Decider:
                     return quick
             creds = p.creds = self._creds(p, need_umask=may_create(call.flags))
             reach = _reach(s, p, creds)
-            resolved = p.resolved = self.resolver.resolve(
-                n.pid,
-                call.dirfd,
-                call.path,
-                follow=call.follows_last_link,
-                resolve_flags=call.resolve,
-                own_root=p.own_root,
-                creds=creds,
-                reach=reach,
-            )
+            resolved = p.resolved = self._look_up_open(p, call, creds=creds, reach=reach)
             policy = p.policy = self._policy_in(s, root, n.pid)
             if policy.has_private:
                 seen = self._through_private(policy, resolved, p, call.follows_last_link)
@@ -237,6 +229,20 @@ class Decider:
             return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
         return _open_decision(policy, call, resolved)
 
+    def _look_up_open(
+        self,
+        p: InFlight,
+        call: OpenCall,
+        *,
+        creds: Credentials | None = None,
+        reach: Callable[[str], bool] | None = None,
+    ) -> str:
+        """Resolve an open's path as the program would (with ``creds``; ours if None)."""
+        return self.resolver.resolve(
+            p.notif.pid, call.dirfd, call.path, follow=call.follows_last_link,
+            resolve_flags=call.resolve, own_root=p.own_root, creds=creds, reach=reach,
+        )  # fmt: skip
+
     def _quick_open(
         self, s: Served, p: InFlight, call: OpenCall, root: tuple[int, int] | None
     ) -> Continue | None:
@@ -249,19 +255,11 @@ class Decider:
         rest of the full way, which an unprivileged supervisor can skip
         without reading the program's credentials at all.
         """
-        n = p.notif
         try:
-            resolved = self.resolver.resolve(
-                n.pid,
-                call.dirfd,
-                call.path,
-                follow=call.follows_last_link,
-                resolve_flags=call.resolve,
-                own_root=p.own_root,
-            )
+            resolved = self._look_up_open(p, call)
         except OSError:
             return None
-        policy = self._policy_in(s, root, n.pid)
+        policy = self._policy_in(s, root, p.notif.pid)
         if policy.has_private or (supervisors_own(resolved) and not p.own_root):
             return None
         d = _open_decision(policy, call, resolved)
@@ -434,19 +432,7 @@ class Decider:
                     where = self._fd_path(p, arg.dirfd)
             else:
                 try:
-                    where = self.resolver.resolve(
-                        n.pid,
-                        arg.dirfd,
-                        # A call that makes, removes or renames a directory
-                        # entry acts on the entry itself, never on where a
-                        # link there leads, trailing "/" or not (the kernel
-                        # then checks the entry: see _place in pathwork.py).
-                        (arg.path.rstrip(b"/") or arg.path) if slash else arg.path,
-                        follow=arg.follow,
-                        own_root=p.own_root,
-                        creds=creds,
-                        reach=reach,
-                    )
+                    where = self._look_up(p, arg, slash, creds=creds, reach=reach)
                     if policy.has_private:
                         seen = self._through_private(policy, where, p, arg.follow)
                         if seen != where:
@@ -546,6 +532,28 @@ class Decider:
                 )
         return PerformPath(tuple(targets), recheck=enforce)
 
+    def _look_up(
+        self,
+        p: InFlight,
+        arg: PathArg,
+        slash: bool,
+        *,
+        creds: Credentials | None = None,
+        reach: Callable[[str], bool] | None = None,
+    ) -> str:
+        """Resolve the path ``arg`` as the program would (with ``creds``; ours if None).
+
+        A call that makes, removes or renames a directory entry acts on the
+        entry itself, never on where a link there leads, trailing "/" or not
+        (the kernel then checks the entry: see _place in pathwork.py): with
+        ``slash``, the trailing "/" is left out of the lookup.
+        """
+        path = (arg.path.rstrip(b"/") or arg.path) if slash else arg.path
+        return self.resolver.resolve(
+            p.notif.pid, arg.dirfd, path, follow=arg.follow, own_root=p.own_root, creds=creds,
+            reach=reach,
+        )  # fmt: skip
+
     def _quick_path_call(self, p: InFlight, call: PathCall, policy: Policy) -> Continue | None:
         """CONTINUE for a path call no rule governs, decided on lookups of ours
         (virtualizing mode only; see :meth:`_quick_open`).
@@ -554,7 +562,6 @@ class Decider:
         makes or removes), a path we cannot resolve ourselves or one a rule
         takes goes the full way (None).
         """
-        n = p.notif
         resolved: list[str | None] = []
         decisions: list[PathDecision] = []
         for arg in call.paths:
@@ -570,13 +577,7 @@ class Decider:
                 if kind != "name":
                     return None
                 try:
-                    where = self.resolver.resolve(
-                        n.pid,
-                        arg.dirfd,
-                        (arg.path.rstrip(b"/") or arg.path) if slash else arg.path,
-                        follow=arg.follow,
-                        own_root=p.own_root,
-                    )
+                    where = self._look_up(p, arg, slash)
                 except OSError:
                     return None
                 if supervisors_own(where, opening=False) and not p.own_root:
