@@ -144,7 +144,9 @@ def test_datagrams_to_a_socket_path_follow_the_rules(tree: Path, mode: str, who:
         for name in ("open", "denied", "view"):
             assert results[(way, name)] == answer(way, name), f"{way} {name}: {describe(proc)}"
     # What each receiver got: the datagrams the program was told were sent, with the
-    # program's own credentials, and a working copy of the fd it passed.
+    # program's uid and gid, and a working copy of the fd it passed. Its pid too, where
+    # the kernel sent them, or the supervisor did for a program that may name its pid
+    # (CAP_SYS_ADMIN: root); else the supervisor's (the kernel wants the sender's).
     expected: dict[str, list[bytes]] = {"open": [], "denied": [], "target": []}
     for way in WAYS:
         for name, at in (("open", "open"), ("denied", "denied"), ("view", "target")):
@@ -154,8 +156,13 @@ def test_datagrams_to_a_socket_path_follow_the_rules(tree: Path, mode: str, who:
                 )
     for at, want in expected.items():
         assert sorted(d for d, _, _ in received[at]) == sorted(want), f"{at}: {received[at]}"
+        made_by_us = mode == "enforce" or (mode == "virtualize" and at == "target")
         for data, creds, piped in received[at]:
-            assert creds == (pid, uid, gid), f"{at} {data!r}: {creds} != {(pid, uid, gid)}"
+            assert creds[1:] == (uid, gid), f"{at} {data!r}: {creds} for {(pid, uid, gid)}"
+            if made_by_us and who == "nobody":
+                assert creds[0] not in (0, pid), f"{at} {data!r}: pid {creds[0]}"
+            else:
+                assert creds[0] == pid, f"{at} {data!r}: pid {creds[0]} != {pid}"
             assert piped == (b"piped" if data.startswith(b"msg ") else b""), data
     if mode != "native":
         assert received["open"], "the control of the run: allowed datagrams arrive"
@@ -191,3 +198,29 @@ def test_a_send_without_an_address_is_not_trapped(tree: Path) -> None:
     by_call = next(line for line in proc.stderr.splitlines() if "by system call" in line)
     assert "sendto" not in by_call and "connect 1" in by_call, by_call
     assert "sendto" in next(line for line in proc.stderr.splitlines() if "filter traps" in line)
+
+
+MARKED_SEND = r"""
+import errno, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    # SO_MARK (36) in a control message: CAP_NET_RAW or CAP_NET_ADMIN (sock_cmsg_send()).
+    s.sendmsg([b"x"], [(socket.SOL_SOCKET, 36, struct.pack("I", 7))], 0, ("127.0.0.1", 9))
+    print("sent")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+def test_a_send_made_for_the_program_lends_it_no_privilege(tree: Path, who: str) -> None:
+    """Enforcing mode makes every sendmsg itself, acting as the program: a control
+    message that needs a capability the program lacks fails as natively (an audit
+    found the sends made as root)."""
+    prefix = (*AS_NOBODY, "--") if who == "nobody" else ()
+    argv = [*prefix, *py(MARKED_SEND)]
+    native = run_native(argv)
+    assert native.stdout == ("sent\n" if who == "root" else "EPERM\n"), describe(native)
+    proc = run_launch("--enforce", "--deny", f"{tree}/denied/**", "--trace", argv=argv)
+    assert proc.stdout == native.stdout, describe(proc)
+    assert " sendmsg(" in proc.stderr, "the send was made by the supervisor"

@@ -13,17 +13,18 @@ again, and another thread could change any of them in between. It is made
 on our copy of the program's socket (pidfd_getfd(2): the same open file,
 so its flags and its peer are the program's), from the copy of everything
 read once. What the receiver learns of the sender must still be the
-program: a socket file's write permission is checked as the program
-(unix_find_bsd()), but the credentials a receiver with ``SO_PASSCRED``
-gets (``SCM_CREDENTIALS``) would be ours — the kernel takes the *real*
-uid (maybe_add_creds(), scm_send()), and the thread acting for a program
-keeps ours (kernel/creds.py). So the send carries the program's own
-credentials explicitly, as the program would have sent them: its process
-id, real uid and real gid, or what it attached itself once checked as the
-kernel checks them for it (scm_check_creds() in net/core/scm.c). Naming
-another process needs ``CAP_SYS_ADMIN``: a supervisor without it (an
-unprivileged one) sends without, and the receiver sees the supervisor's
-pid with the program's uid (README, threat model).
+program: the send is made acting as the program (its credentials and
+capabilities: every check the kernel makes on the way, ``SO_MARK``,
+netlink groups, the fds in flight, sees the program). But the credentials a
+receiver with ``SO_PASSCRED`` gets (``SCM_CREDENTIALS``; netlink's too) would
+be ours in part: the kernel takes the *real* uid (maybe_add_creds(),
+scm_send()), and the thread acting for a program keeps ours, 0
+(kernel/creds.py). So the send carries the program's uid and gid
+explicitly, as the program would have sent them — its real ids, or what it
+attached itself once checked as the kernel checks it for it
+(scm_check_creds() in net/core/scm.c). The process id in them must be the
+sender's unless the sender holds ``CAP_SYS_ADMIN``: a program that holds it
+is named, any other gets the supervisor's pid there (README, threat model).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..kernel import abi
-from ..kernel.creds import Credentials, as_ourselves, supervisor_has
+from ..kernel.creds import Credentials
 from ..kernel.errors import BadArgument
 from ..kernel.program import read_ids
 from ..kernel.rawsys import syscall
@@ -60,6 +61,7 @@ _UIO_MAXIOV = 1024
 _PAYLOAD_MAX = 8 << 20
 _CONTROL_MAX = 1 << 16  # above net.core.optmem_max: ENOBUFS (sock_kmalloc)
 
+AF_NETLINK = 16
 SOL_SOCKET = 1
 SCM_RIGHTS = 1
 SCM_CREDENTIALS = 2
@@ -67,6 +69,15 @@ SOCK_STREAM = 1
 SO_TYPE = 3
 SO_DOMAIN = 39
 MSG_NOSIGNAL = 0x4000
+# The kernel would send from our buffer's pages after the call returns and
+# they are freed: never ours to promise. Without it the data is copied, as
+# it is natively on a socket without SO_ZEROCOPY (msg_zerocopy docs).
+MSG_ZEROCOPY = 0x4000000
+SCM_MAX_FD = 253  # include/net/scm.h: more fds in one message is EINVAL
+_SUN_PATH_END = 110  # sizeof(struct sockaddr_un): a longer AF_UNIX address is EINVAL
+# At most this many messages, and this many bytes of data, are read for one
+# sendmmsg (what is left is sent by the caller's next call, sendmmsg(2)).
+_MMSG_BATCH = 64
 CAP_SETUID = 7
 CAP_SETGID = 6
 CAP_SYS_ADMIN = 21
@@ -122,6 +133,8 @@ def _read_msghdr(mem: Memory, pid: int, addr: int) -> Message:
     name, namelen, iov, iovlen, control, controllen, _ = _MSGHDR.unpack(
         mem.read(pid, addr, _MSGHDR.size)
     )
+    if namelen >= 1 << 31 and name:
+        raise BadArgument(errno.EINVAL, "negative address length")  # __copy_msghdr()
     # __copy_msghdr(): a NULL name has no length; a longer one is cut.
     namelen = 0 if name == 0 else min(namelen, _SOCKADDR_STORAGE)
     address = mem.read(pid, name, namelen) if namelen else b""
@@ -160,11 +173,20 @@ def sendmmsg_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     """
     vlen = min(a[2] & 0xFFFFFFFF, _UIO_MAXIOV)  # __sys_sendmmsg() caps it
     out: list[Message] = []
-    for i in range(vlen):
-        m = _read_msghdr(mem, pid, a[1] + i * MMSGHDR_SIZE)
+    size = 0
+    for i in range(min(vlen, _MMSG_BATCH)):
+        try:
+            m = _read_msghdr(mem, pid, a[1] + i * MMSGHDR_SIZE)
+        except BadArgument:
+            if not out:
+                raise
+            break  # The ones before are sent; this one fails the next call.
         if out and unix_path(m.address) is not None and m.address != out[0].address:
             break
         out.append(m)
+        size += len(m.payload)
+        if size >= _PAYLOAD_MAX:
+            break
     return _flatten(out)
 
 
@@ -203,18 +225,30 @@ def _controls(control: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
-def _credentials_allowed(c: Credentials, tgid: int, pid: int, uid: int, gid: int) -> bool:
-    """Whether the program may claim ``pid``/``uid``/``gid``: scm_check_creds() for it."""
+def _claimed_pid(c: Credentials, tgids: tuple[int, int], pid: int, uid: int, gid: int) -> int:
+    """The pid (ours to name) of credentials the program claims; EPERM if it may not.
+
+    scm_check_creds() for the program: its own process id (as its pid
+    namespace numbers it, ``tgids[1]``; ``tgids[0]`` in ours) unless it holds
+    ``CAP_SYS_ADMIN``; one of its uids and gids unless it holds ``CAP_SETUID``
+    and ``CAP_SETGID``. Another process is named only from our pid namespace,
+    where the number means the same process to the kernel as to the program.
+    """
     caps = c.cap_eff
-    return (
-        (pid == tgid or bool(caps >> CAP_SYS_ADMIN & 1))
-        and (uid in (c.ruid, c.euid, c.suid) or bool(caps >> CAP_SETUID & 1))
-        and (gid in (c.rgid, c.egid, c.sgid) or bool(caps >> CAP_SETGID & 1))
-    )
+    ours, its = tgids
+    if pid in tgids:
+        pid = ours
+    elif not (caps >> CAP_SYS_ADMIN & 1 and ours == its):
+        raise OSError(errno.EPERM, "a process id the program may not claim")
+    if not (uid in (c.ruid, c.euid, c.suid) or caps >> CAP_SETUID & 1) or not (
+        gid in (c.rgid, c.egid, c.sgid) or caps >> CAP_SETGID & 1
+    ):
+        raise OSError(errno.EPERM, "ids the program may not claim")
+    return pid
 
 
 def _translate(
-    control: bytes, unix: bool, acting: Acting, tgid: int
+    control: bytes, unix: bool, acting: Acting, tgids: tuple[int, int]
 ) -> tuple[bytes, tuple[int, int, int] | None]:
     """The program's control data with its fds made ours, and the credentials it claims.
 
@@ -227,15 +261,15 @@ def _translate(
     for level, kind, data in _controls(control):
         if unix and level == SOL_SOCKET and kind == SCM_RIGHTS:
             count = len(data) // 4
+            if count > SCM_MAX_FD:
+                raise OSError(errno.EINVAL, "too many fds in one message")  # scm_fp_copy()
             ours = [acting.take(fd) for fd in struct.unpack(f"<{count}i", data[: count * 4])]
             out.append(_cmsg(level, kind, struct.pack(f"<{count}i", *ours)))
         elif unix and level == SOL_SOCKET and kind == SCM_CREDENTIALS:
             if len(data) != _UCRED.size:
                 raise OSError(errno.EINVAL, "bad SCM_CREDENTIALS")
             pid, uid, gid = _UCRED.unpack(data)
-            if not _credentials_allowed(acting.creds, tgid, pid, uid, gid):
-                raise OSError(errno.EPERM, "credentials the program may not claim")
-            creds = (pid, uid, gid)
+            creds = (_claimed_pid(acting.creds, tgids, pid, uid, gid), uid, gid)
         else:
             out.append(_cmsg(level, kind, data))
     return b"".join(out), creds
@@ -263,35 +297,44 @@ def _socket_file(p: Place) -> int:
     return fd
 
 
-def _send_messages(
-    call: PathCall, p: Place, acting: Acting, flags: int, *, tgid: int
-) -> tuple[int, list[int]]:
-    """Send the call's messages on our copy of its socket; (first errno or 0, lengths sent)."""
+def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tuple[int, list[int]]:
+    """Send the call's messages on our copy of its socket; (first errno or 0, lengths sent).
+
+    Runs acting as the program (see the module doc): every check on the way
+    is the kernel's for the program.
+    """
+    tgids = (read_ids(acting.tid, innermost=False)[0], read_ids(acting.tid, innermost=True)[0])
+    tgid = tgids[0]
     sock = acting.take(int_arg(call.args[0]))
-    unix = _sockopt(sock, SO_DOMAIN) == AF_UNIX
+    domain = _sockopt(sock, SO_DOMAIN)
+    unix = domain == AF_UNIX
     stream = _sockopt(sock, SO_TYPE) == SOCK_STREAM
+    c = acting.creds
+    names_itself = bool(c.cap_eff >> CAP_SYS_ADMIN & 1)  # may name its own pid (see doc)
+    sender = tgid if names_itself else os.getpid()
     sent: list[int] = []
     messages = messages_of(call)
     for m in messages:
         address, pinned = m.address, -1
-        if not p.itself and m.address == messages[0].address:
-            # The socket file the decision is about (see sendmmsg_inputs).
-            pinned = _socket_file(p)
-            address = AF_UNIX.to_bytes(2, "little") + f"/proc/self/fd/{pinned}\0".encode()
         try:
+            if not p.itself and m.address == messages[0].address:
+                if len(m.address) > _SUN_PATH_END:
+                    raise OSError(errno.EINVAL, "address too long")  # unix_validate_addr()
+                # The socket file the decision is about (see sendmmsg_inputs).
+                pinned = _socket_file(p)
+                address = AF_UNIX.to_bytes(2, "little") + f"/proc/self/fd/{pinned}\0".encode()
             if m.length > len(m.payload) and not stream:
                 raise OSError(errno.EMSGSIZE, "message too long")  # a datagram is whole
-            control, claimed = _translate(m.control, unix, acting, tgid)
-            with as_ourselves():
-                # Ours, never the program's: see the module doc.
-                if unix and supervisor_has(CAP_SYS_ADMIN):
-                    c = acting.creds
-                    pid, uid, gid = claimed or (tgid, c.ruid, c.rgid)
-                    control += _cmsg(SOL_SOCKET, SCM_CREDENTIALS, _UCRED.pack(pid, uid, gid))
-                sent.append(_send(sock, address, m.payload, control, flags))
+            control, claimed = _translate(m.control, unix, acting, tgids)
+            if unix or domain == AF_NETLINK:
+                pid, uid, gid = claimed or (tgid, c.ruid, c.rgid)
+                pid = pid if names_itself else sender
+                control += _cmsg(SOL_SOCKET, SCM_CREDENTIALS, _UCRED.pack(pid, uid, gid))
+            sent.append(_send(sock, address, m.payload, control, flags & ~MSG_ZEROCOPY))
         except OSError as e:
             if e.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:
-                os.kill(acting.tid, signal.SIGPIPE)  # as the kernel sends it (sk_stream_error)
+                # To the thread, as the kernel sends it (sk_stream_error()).
+                syscall(abi.SYSCALL_NUMBERS["tgkill"], tgid, acting.tid, signal.SIGPIPE)
             return e.errno or errno.EIO, sent
         finally:
             if pinned >= 0:
@@ -307,26 +350,22 @@ def _sockopt(sock: int, option: int) -> int:
     return int.from_bytes(value.raw, "little", signed=True)
 
 
-def _tgid(acting: Acting) -> int:
-    return read_ids(acting.tid, innermost=False)[0]
-
-
 def sendto(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     """sendto(2) with an address: the bytes sent, or the error."""
-    err, sent = _send_messages(call, pl[0], acting, call.args[3] & 0xFFFFFFFF, tgid=_tgid(acting))
+    err, sent = _send_messages(call, pl[0], acting, call.args[3] & 0xFFFFFFFF)
     return Outcome(-err if err else sent[0])
 
 
 def sendmsg(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     """sendmsg(2): the bytes sent, or the error."""
-    err, sent = _send_messages(call, pl[0], acting, call.args[2] & 0xFFFFFFFF, tgid=_tgid(acting))
+    err, sent = _send_messages(call, pl[0], acting, call.args[2] & 0xFFFFFFFF)
     return Outcome(-err if err else sent[0])
 
 
 def sendmmsg(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     """sendmmsg(2): how many messages were sent, each one's ``msg_len`` written back;
     the error only if none was (__sys_sendmmsg())."""
-    err, sent = _send_messages(call, pl[0], acting, call.args[3] & 0xFFFFFFFF, tgid=_tgid(acting))
+    err, sent = _send_messages(call, pl[0], acting, call.args[3] & 0xFFFFFFFF)
     if not sent:
         return Outcome(-err if err else 0)
     vec = call.args[1]
