@@ -248,24 +248,26 @@ def _claimed_pid(c: Credentials, tgids: tuple[int, int], pid: int, uid: int, gid
 
 
 def _translate(
-    control: bytes, unix: bool, acting: Acting, tgids: tuple[int, int]
+    control: bytes, passes_creds: bool, acting: Acting, tgids: tuple[int, int]
 ) -> tuple[bytes, tuple[int, int, int] | None]:
     """The program's control data with its fds made ours, and the credentials it claims.
 
     ``SCM_RIGHTS`` names fds of the program: each becomes our copy of it
     (the same open file); one it has not open fails the send with EBADF,
     as scm_fp_copy() does. ``SCM_CREDENTIALS`` is checked here as the
-    kernel checks it for the program, and re-attached by the caller.
+    kernel checks it for the program, and re-attached by the caller. Both
+    only for the families that take them (``passes_creds``: AF_UNIX; netlink,
+    which takes credentials only); others keep their control data as it is.
     """
     out, creds = [], None
     for level, kind, data in _controls(control):
-        if unix and level == SOL_SOCKET and kind == SCM_RIGHTS:
+        if passes_creds and level == SOL_SOCKET and kind == SCM_RIGHTS:
             count = len(data) // 4
             if count > SCM_MAX_FD:
                 raise OSError(errno.EINVAL, "too many fds in one message")  # scm_fp_copy()
             ours = [acting.take(fd) for fd in struct.unpack(f"<{count}i", data[: count * 4])]
             out.append(_cmsg(level, kind, struct.pack(f"<{count}i", *ours)))
-        elif unix and level == SOL_SOCKET and kind == SCM_CREDENTIALS:
+        elif passes_creds and level == SOL_SOCKET and kind == SCM_CREDENTIALS:
             if len(data) != _UCRED.size:
                 raise OSError(errno.EINVAL, "bad SCM_CREDENTIALS")
             pid, uid, gid = _UCRED.unpack(data)
@@ -306,8 +308,7 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
     tgids = (read_ids(acting.tid, innermost=False)[0], read_ids(acting.tid, innermost=True)[0])
     tgid = tgids[0]
     sock = acting.take(int_arg(call.args[0]))
-    domain = _sockopt(sock, SO_DOMAIN)
-    unix = domain == AF_UNIX
+    passes_creds = _sockopt(sock, SO_DOMAIN) in (AF_UNIX, AF_NETLINK)
     stream = _sockopt(sock, SO_TYPE) == SOCK_STREAM
     c = acting.creds
     names_itself = bool(c.cap_eff >> CAP_SYS_ADMIN & 1)  # may name its own pid (see doc)
@@ -325,8 +326,8 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
                 address = AF_UNIX.to_bytes(2, "little") + f"/proc/self/fd/{pinned}\0".encode()
             if m.length > len(m.payload) and not stream:
                 raise OSError(errno.EMSGSIZE, "message too long")  # a datagram is whole
-            control, claimed = _translate(m.control, unix, acting, tgids)
-            if unix or domain == AF_NETLINK:
+            control, claimed = _translate(m.control, passes_creds, acting, tgids)
+            if passes_creds:
                 pid, uid, gid = claimed or (tgid, c.ruid, c.rgid)
                 pid = pid if names_itself else sender
                 control += _cmsg(SOL_SOCKET, SCM_CREDENTIALS, _UCRED.pack(pid, uid, gid))
