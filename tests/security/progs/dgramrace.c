@@ -83,6 +83,10 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* Only once the flipper is seen flipping: natively the sends take microseconds
+     * in all, and a flipper not yet scheduled would make the control show nothing. */
+    while (*(volatile char *)&addr->sun_path[at] == good)
+        ;
     int s = socket(AF_UNIX, SOCK_DGRAM, 0);
     if (s < 0)
         return perror("socket"), 2;
