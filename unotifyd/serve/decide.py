@@ -206,7 +206,7 @@ class Decider:
                 quick = self._quick_open(s, p, call, root)
                 if quick is not None:
                     return quick
-            creds = p.creds = self._creds(p, need_umask=may_create(call.flags))
+            creds = p.creds = self.program_creds(p, need_umask=may_create(call.flags))
             reach = _reach(s, p, creds)
             resolved = p.resolved = self._look_up_open(p, call, creds=creds, reach=reach)
             policy = p.policy = self._policy_in(s, root, n.pid)
@@ -329,9 +329,9 @@ class Decider:
         """
         if not supervisor_privileged():
             return True
-        return self._creds(p, need_umask=False).same_as_supervisor()
+        return self.program_creds(p, need_umask=False).same_as_supervisor()
 
-    def _creds(self, p: InFlight, *, need_umask: bool) -> Credentials:
+    def program_creds(self, p: InFlight, *, need_umask: bool) -> Credentials:
         """The program's credentials (with its umask if ``need_umask``), read once per call."""
         creds = p.creds
         if creds is None or (need_umask and creds.umask < 0):
@@ -410,7 +410,7 @@ class Decider:
             quick = self._quick_path_call(p, call, policy)
             if quick is not None:
                 return quick
-        creds = p.creds = self._creds(p, need_umask=operation.uses_umask)
+        creds = p.creds = self.program_creds(p, need_umask=operation.uses_umask)
         enforce = policy.mode == "enforce"
         reach = _reach(s, p, creds)
         decisions: list[PathDecision] = []

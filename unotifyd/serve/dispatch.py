@@ -160,9 +160,7 @@ class Dispatcher:
             creates = isinstance(d, EmulateOpen) and may_create(d.flags)
             in_root = p.own_root and (isinstance(d, RefuseWrite) or d.in_program_root)
         root_tid = n.pid if in_root else None
-        creds = p.creds
-        if creds is None or (creates and creds.umask < 0):
-            creds = p.creds = self.decider.creds.read(n.pid, need_umask=creates)
+        creds = self.decider.program_creds(p, need_umask=creates)
         # Everything the decision rests on (path, cwd, credentials) was read
         # from a process that may since have died and had its pid reused. An
         # emulated open has effects of its own (O_CREAT, O_TRUNC), so make
