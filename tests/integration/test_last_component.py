@@ -1,6 +1,7 @@
 """Calls that make, remove or rename a directory entry, on odd last components.
 
-``.``, ``..``, ``/``, a trailing ``/`` after a symlink (issue 16): each case runs on a
+``.``, ``..``, ``/``, a trailing ``/`` after a symlink, ``..`` after a missing name
+(issue 16): each case runs on a
 fresh tree natively (the oracle), then under unotifyd in each mode; the errno and the
 tree afterwards must be the same. Before, enforcing mode removed or renamed the directory
 the path led to (``rmdir dir/.``, ``rmdir lnk/``...).
@@ -49,6 +50,10 @@ CASES = [
     ("mkdir", "new/", 0o755), ("mkdir", "a/.", 0o755),
     ("symlink", "x", "f/"), ("symlink", "x", "dang/"), ("symlink", "x", "new/"),
     ("link", "f", "a/f/"), ("link", "f", "new/"), ("mknod", "f/", 0o10644, 0),
+    # ".." after a name that is not there: ENOENT, never the name without them.
+    ("open", "a/x/../f2", os.O_CREAT | os.O_WRONLY, 0o644), ("rmdir", "a/x/.."),
+    ("mkdir", "a/x/../y", 0o755), ("unlink", "a/x/../../f"), ("rename", "f", "a/x/../g"),
+    ("symlink", "t", "a/x/../s"), ("link", "f", "a/x/../h"), ("rmdir", "a/b/x/../../b"),
 ]
 for case in CASES:
     fresh()
@@ -70,6 +75,7 @@ def test_odd_last_components_answer_as_natively(tmp_path: Path, mode: str) -> No
     assert "('rmdir', 'empty/.') EINVAL" in native.stdout
     assert "('rmdir', 'lnk/') ENOTDIR" in native.stdout
     assert "('rename', 'a/b/..', 'y') EBUSY" in native.stdout
+    assert "('unlink', 'a/x/../../f') ENOENT" in native.stdout
     opts = (*MODES[mode], "--deny", str(tmp_path / "elsewhere"))
     proc = run_launch(*opts, argv=py(CASES, str(tmp_path / "native")))
     assert proc.returncode == 0, describe(proc)

@@ -197,6 +197,20 @@ def test_tree_redirect_file_missing_in_target_is_enoent(trees: tuple[Path, Path]
     assert proc.stdout == "ENOENT\n"
 
 
+def test_dotdot_in_a_tree_redirect_whose_source_is_not_on_disk(
+    trees: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``..`` after a missing name is ENOENT (the kernel's), except where a
+    tree the rules make shows that name as a directory (issue 16)."""
+    _, dst = trees
+    ghost = tmp_path / "ghost" / "v"
+    code = "import sys" + ATTEMPT + "[print(attempt(p, os.O_RDONLY)) for p in sys.argv[1:]]"
+    paths = [f"{ghost}/a/../top", f"{ghost}/../v/top", f"{tmp_path}/nowhere/../outside"]
+    proc = run_launch("--redirect", f"{ghost}/**={dst}/**", argv=py(code, *paths))
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "DST top\n\nDST top\n\nENOENT\n", describe(proc)
+
+
 def test_tree_redirect_leaves_siblings_alone(trees: tuple[Path, Path]) -> None:
     src, dst = trees
     root = src.parent

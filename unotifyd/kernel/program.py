@@ -172,6 +172,23 @@ def read_ids(tid: int, *, innermost: bool) -> tuple[int, int]:
         raise ProgramGone(f"thread {tid} is exiting") from None
 
 
+class ThroughMissing(FileNotFoundError):
+    """A path that goes on with ``..`` after a name that does not exist.
+
+    The kernel fails it with ENOENT: it looks every name up in turn, and a
+    missing one is no directory to go back up from (path_resolution(7)), so
+    ``a/x/../f`` never reaches ``a/f`` while ``x`` is missing. ``lexical`` is
+    the name the path would have if ``missing`` were a directory: a tree of
+    the policy that is not on disk (a redirect or private tree's source)
+    makes it one in the program's view, and only the caller knows the rules.
+    """
+
+    def __init__(self, missing: str, lexical: str) -> None:
+        super().__init__(errno.ENOENT, "no such directory before '..'", missing)
+        self.missing = missing
+        self.lexical = lexical
+
+
 def _lexical_join(base: str, rest: list[str]) -> str:
     """Append path components to an absolute canonical ``base`` lexically."""
     parts = [p for p in base.split("/") if p]
@@ -191,8 +208,9 @@ class PathResolver:
 
     The result is the absolute, symlink-free name of what the path refers to
     in the program's own view of the file system (or would refer to, for
-    components that do not exist yet: those are appended lexically), so rules
-    match a file however the program names it.
+    components that do not exist yet: those are appended lexically, but a
+    ``..`` after one raises :class:`ThroughMissing`), so rules match a file
+    however the program names it.
 
     Fast path: let the kernel resolve it for us with an ``O_PATH`` open and
     read the name back from ``/proc/self/fd``. That resolution happens in the
@@ -469,6 +487,8 @@ class PathResolver:
                 st = lstat(cand)
             except FileNotFoundError:
                 pending.reverse()
+                if ".." in pending:
+                    raise ThroughMissing(cand, _lexical_join(cand, pending)) from None
                 return _lexical_join(cand, pending)
             if not stat.S_ISLNK(st.st_mode) or (is_last and not follow_last):
                 if (not is_last or path.endswith("/")) and not stat.S_ISDIR(st.st_mode):

@@ -31,7 +31,7 @@ from ..kernel import abi
 from ..kernel.creds import CredentialReader, Credentials, acting_as, supervisor_privileged
 from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.opener import may_create
-from ..kernel.program import MemoryReader, PathResolver
+from ..kernel.program import MemoryReader, PathResolver, ThroughMissing
 from ..policy import (
     Continue,
     Decision,
@@ -40,6 +40,7 @@ from ..policy import (
     OpenRequest,
     Policy,
     Private,
+    Redirect,
     Rewrite,
     decide_open,
 )
@@ -114,6 +115,33 @@ def _reach(s: Served, p: InFlight, creds: Credentials) -> _Reach | None:
     if s.policy.mode != "enforce" or p.own_root:
         return None
     return _Reach(p.notif.pid, creds.cap_eff)
+
+
+def _in_a_virtual_tree(policy: Policy, e: ThroughMissing) -> str:
+    """The lexical name of a path with ``..`` after a missing name, where a
+    rule's tree makes that name a directory in the program's view; else
+    raise ``e`` (ENOENT, as the kernel fails it: see ThroughMissing).
+
+    A tree redirect or private tree whose source is not on disk (only
+    scratch or the target holds it) is such a directory, and so is each
+    directory above its root, which the program must name to reach it: the
+    path is then taken as text in that tree, as before this check (its
+    '..' is not looked up in the target: an xfail of
+    tests/security/test_resolution.py).
+    """
+    missing = e.missing
+    for rule in policy.rules:
+        if isinstance(rule, Redirect) and rule.source.tree and rule.target.tree:
+            root = rule.source.path
+        elif isinstance(rule, Private) and rule.pattern.tree:
+            root = rule.pattern.path
+        else:
+            continue
+        if root == missing or (root + "/").startswith(missing + "/") or (
+            missing.startswith(root.rstrip("/") + "/")
+        ):
+            return e.lexical
+    raise e
 
 
 class Resolver(Protocol):
@@ -208,8 +236,10 @@ class Decider:
                     return quick
             creds = p.creds = self.program_creds(p, need_umask=may_create(call.flags))
             reach = _reach(s, p, creds)
-            resolved = p.resolved = self._look_up_open(p, call, creds=creds, reach=reach)
             policy = p.policy = self._policy_in(s, root, n.pid)
+            resolved = p.resolved = self._look_up_open(
+                p, call, policy, creds=creds, reach=reach
+            )  # fmt: skip
             if policy.has_private:
                 seen = self._through_private(policy, resolved, p, call.follows_last_link)
                 if seen != resolved:
@@ -233,15 +263,19 @@ class Decider:
         self,
         p: InFlight,
         call: OpenCall,
+        policy: Policy,
         *,
         creds: Credentials | None = None,
         reach: Callable[[str], bool] | None = None,
     ) -> str:
         """Resolve an open's path as the program would (with ``creds``; ours if None)."""
-        return self.resolver.resolve(
-            p.notif.pid, call.dirfd, call.path, follow=call.follows_last_link,
-            resolve_flags=call.resolve, own_root=p.own_root, creds=creds, reach=reach,
-        )  # fmt: skip
+        try:
+            return self.resolver.resolve(
+                p.notif.pid, call.dirfd, call.path, follow=call.follows_last_link,
+                resolve_flags=call.resolve, own_root=p.own_root, creds=creds, reach=reach,
+            )  # fmt: skip
+        except ThroughMissing as e:
+            return _in_a_virtual_tree(policy, e)
 
     def _quick_open(
         self, s: Served, p: InFlight, call: OpenCall, root: tuple[int, int] | None
@@ -255,11 +289,11 @@ class Decider:
         rest of the full way, which an unprivileged supervisor can skip
         without reading the program's credentials at all.
         """
+        policy = self._policy_in(s, root, p.notif.pid)
         try:
-            resolved = self._look_up_open(p, call)
+            resolved = self._look_up_open(p, call, policy)
         except OSError:
             return None
-        policy = self._policy_in(s, root, p.notif.pid)
         if policy.has_private or (supervisors_own(resolved) and not p.own_root):
             return None
         d = _open_decision(policy, call, resolved)
@@ -300,14 +334,18 @@ class Decider:
                 at = rule.pattern.path.rstrip("/") + mine[len(rule.backing) :]
                 start = text if text.startswith("/") else f"{at or '/'}/{text}"
                 rest = "/".join(parts[i + 1 :])
-                path = self.resolver.resolve(
-                    p.notif.pid,
-                    abi.AT_FDCWD,
-                    os.fsencode(f"{start}/{rest}" if rest else start),
-                    follow=follow,
-                    own_root=p.own_root,
-                    creds=p.creds,
-                )
+                try:
+                    path = self.resolver.resolve(
+                        p.notif.pid,
+                        abi.AT_FDCWD,
+                        os.fsencode(f"{start}/{rest}" if rest else start),
+                        follow=follow,
+                        own_root=p.own_root,
+                        creds=p.creds,
+                    )
+                except ThroughMissing as e:
+                    # "../x" from a link in a private tree not on disk.
+                    path = _in_a_virtual_tree(policy, e)
                 break
             else:
                 return path
@@ -432,7 +470,7 @@ class Decider:
                     where = self._fd_path(p, arg.dirfd)
             else:
                 try:
-                    where = self._look_up(p, arg, slash, creds=creds, reach=reach)
+                    where = self._look_up(p, arg, slash, policy, creds=creds, reach=reach)
                     if policy.has_private:
                         seen = self._through_private(policy, where, p, arg.follow)
                         if seen != where:
@@ -537,6 +575,7 @@ class Decider:
         p: InFlight,
         arg: PathArg,
         slash: bool,
+        policy: Policy,
         *,
         creds: Credentials | None = None,
         reach: Callable[[str], bool] | None = None,
@@ -549,10 +588,13 @@ class Decider:
         ``slash``, the trailing "/" is left out of the lookup.
         """
         path = (arg.path.rstrip(b"/") or arg.path) if slash else arg.path
-        return self.resolver.resolve(
-            p.notif.pid, arg.dirfd, path, follow=arg.follow, own_root=p.own_root, creds=creds,
-            reach=reach,
-        )  # fmt: skip
+        try:
+            return self.resolver.resolve(
+                p.notif.pid, arg.dirfd, path, follow=arg.follow, own_root=p.own_root,
+                creds=creds, reach=reach,
+            )  # fmt: skip
+        except ThroughMissing as e:
+            return _in_a_virtual_tree(policy, e)
 
     def _quick_path_call(self, p: InFlight, call: PathCall, policy: Policy) -> Continue | None:
         """CONTINUE for a path call no rule governs, decided on lookups of ours
@@ -577,7 +619,7 @@ class Decider:
                 if kind != "name":
                     return None
                 try:
-                    where = self._look_up(p, arg, slash)
+                    where = self._look_up(p, arg, slash, policy)
                 except OSError:
                     return None
                 if supervisors_own(where, opening=False) and not p.own_root:
