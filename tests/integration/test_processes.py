@@ -411,6 +411,55 @@ def test_program_exiting_during_a_pending_fifo_open_does_not_hang_unotifyd(
     assert time.monotonic() - start < 5
 
 
+INTERRUPTED_FIFO_OPENS = """
+    import ctypes, errno, os, signal, subprocess, sys, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    fifo = sys.argv[1].encode()
+
+    def fifo_open(*, restart, helper):
+        # The helper is another process: this one keeps a single thread.
+        signal.siginterrupt(signal.SIGALRM, not restart)
+        side = subprocess.Popen(["sh", "-c", helper])
+        t = time.monotonic()
+        ctypes.set_errno(0)
+        fd = libc.open(fifo, os.O_RDONLY)
+        err = ctypes.get_errno()
+        if fd < 0:
+            side.kill()  # its writer would wait for a reader forever
+        side.wait()
+        took = "soon" if time.monotonic() - t < 1.2 else "late"
+        return ("fd" if fd >= 0 else errno.errorcode[err]) + " " + took
+
+    signal.signal(signal.SIGALRM, lambda *a: None)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    print("alarm", fifo_open(restart=False, helper="sleep 1.5; exec 3>%s" % sys.argv[1]))
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    print("alarm+SA_RESTART", fifo_open(restart=True, helper="sleep 0.8; exec 3>%s" % sys.argv[1]))
+    # Stopped and continued while it waits: the open goes on waiting after.
+    me = os.getpid()
+    stop = (f"sleep 0.3; kill -TSTP {me}; sleep 0.3; cut -d' ' -f3 /proc/{me}/stat >&2;"
+            f" kill -CONT {me}; sleep 0.3; exec 3>{sys.argv[1]}")
+    print("stopped", fifo_open(restart=True, helper=stop))
+"""
+
+
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_a_signal_ends_a_waiting_fifo_open_as_natively(tmp_path: Path, mode: str) -> None:
+    """A FIFO open waiting for a writer, performed by the supervisor (a
+    redirect), ends as the program's own would (issue 16): a handler
+    without SA_RESTART gets EINTR at once, one with it waits on, and a stop
+    stops the program. Before, ``WAIT_KILLABLE_RECV`` kept the program
+    waiting for our open: it hung until killed."""
+    fifo, src = tmp_path / "fifo", tmp_path / "src"
+    os.mkfifo(fifo)
+    native = run_native(py(INTERRUPTED_FIFO_OPENS, str(fifo)), timeout=20)
+    want = "alarm EINTR soon\nalarm+SA_RESTART fd soon\nstopped fd soon\n"
+    assert (native.stdout, native.stderr) == (want, "T\n"), describe(native)
+    opts = ["--redirect", f"{src}={fifo}"] + (["--enforce"] if mode == "enforce" else [])
+    proc = run_launch(*opts, argv=py(INTERRUPTED_FIFO_OPENS, str(src)), timeout=20)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, want, "T\n"), describe(proc)
+
+
 def test_many_concurrent_processes(files: Files) -> None:
     script = f"for i in $(seq 40); do cat {files.src} & done; wait"
     proc = run_launch("--redirect", files.redirect, argv=["sh", "-c", script], timeout=60)

@@ -90,6 +90,10 @@ SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: Final = 1 << 5
 
 SECCOMP_RET_USER_NOTIF: Final = 0x7FC00000
 
+#: The kernel's own "interrupted, restart if the handler allows" (include/linux/errno.h):
+#: never seen by programs, the signal code turns it into a restart or EINTR.
+ERESTARTSYS: Final = 512
+
 SECCOMP_USER_NOTIF_FLAG_CONTINUE: Final = 1 << 0
 SECCOMP_ADDFD_FLAG_SETFD: Final = 1 << 0
 SECCOMP_ADDFD_FLAG_SEND: Final = 1 << 1

@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import re
+import signal
 import stat
 from collections.abc import Callable
 
@@ -622,6 +623,43 @@ def status_field(tid: int, name: bytes) -> bytes:
         return proc_status(tid)[name].strip()
     except KeyError:
         raise ProgramGone(f"thread {tid} is exiting") from None
+
+
+#: Signals that stop a process unless caught or ignored (signal(7)).
+_STOP_SIGNALS = sum(
+    1 << (sig - 1) for sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+)
+
+
+def signal_ends_wait(tid: int) -> bool:
+    """Whether thread ``tid`` has a signal pending that would end an
+    interruptible wait of its, and will take it once back from its call.
+
+    A thread asleep interruptibly in the kernel (a FIFO's open waiting for
+    its other end, fifo(7)) is woken by a pending signal it does not block
+    and does not ignore, if it has a handler or the signal stops it; its
+    call then ends with ``-ERESTARTSYS``, which the signal code turns into
+    EINTR, or a restart under ``SA_RESTART`` or after a stop (signal(7),
+    "Interruption of system calls"). Under ``WAIT_KILLABLE_RECV`` its wait
+    for our answer is not so woken, so the supervisor looks for itself.
+
+    Answering ``-ERESTARTSYS`` is only safe if the thread will look at its
+    signals on the way out: a signal sent to the thread itself makes it so,
+    and one sent to the process does when the thread is its only one (the
+    kernel picks one thread to wake: complete_signal() in kernel/signal.c).
+    Otherwise the raw 512 would reach the program; a process-wide signal
+    to a multi-threaded program is therefore left alone (False).
+    """
+    f = proc_status(tid)
+    try:
+        blocked = int(f[b"SigBlk"], 16)
+        takes = int(f[b"SigCgt"], 16) | (_STOP_SIGNALS & ~int(f[b"SigIgn"], 16))
+        mine = int(f[b"SigPnd"], 16)
+        if int(f[b"Threads"]) == 1:
+            mine |= int(f[b"ShdPnd"], 16)
+    except (KeyError, ValueError):
+        return False  # Exiting: its status has no signal lines left.
+    return bool(mine & ~blocked & takes)
 
 
 def shares_memory(tid: int, other: int) -> bool:

@@ -70,6 +70,21 @@ class Gate:
             self._owed.discard(nid)
 
 
+@dataclass(eq=False, slots=True)
+class Waiting:
+    """A call waiting in a worker thread, and how its wait may end early.
+
+    ``scope`` is cancelled once the call is abandoned (its thread ``tid``
+    was killed) or, for an ``interruptible`` one, once a signal would have
+    ended the program's own wait (``interrupted``).
+    """
+
+    scope: trio.CancelScope
+    tid: int
+    interruptible: bool
+    interrupted: bool = False
+
+
 @dataclass(eq=False)
 class Served:
     """One listener being served: its policy, its name in traces, its counters."""
@@ -83,9 +98,9 @@ class Served:
     policies: dict[tuple[int, int] | None, Policy] = field(default_factory=dict)
     # Its share of the threads for opens that may block (made in trio).
     blocking: trio.CapacityLimiter | None = None
-    # Calls waiting in worker threads, by notification id: the scope to
-    # cancel once the call is abandoned (see supervisor._watch_abandoned).
-    waiting: dict[int, trio.CancelScope] = field(default_factory=dict)
+    # Calls waiting in worker threads, by notification id (see
+    # trioserve._watch_waiting).
+    waiting: dict[int, Waiting] = field(default_factory=dict)
     watching: bool = False  # whether the task that watches them runs
     gate: Gate = field(default_factory=Gate)
     # Whether the user was told that the program's memory is closed to us

@@ -18,15 +18,17 @@ from functools import partial
 import trio
 
 from ..calls.ops import Outcome
+from ..kernel import abi
 from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
+from ..kernel.program import signal_ends_wait
 from ..policy import EmulateOpen, Policy
 from .backing import Backing
 from .dispatch import Dispatcher
 from .drain import drain
 from .handoff import Job, WorkerResult, perform
 from .opens import unblock_fifo
-from .served import Gate, InFlight, Served, Stats
+from .served import Gate, InFlight, Served, Stats, Waiting
 from .trace import Tracer
 
 # How many notifications one listener may answer before yielding to the
@@ -175,18 +177,23 @@ class TrioServer:
         call: the program can be killed, or interrupted by a signal, while
         we wait. The thread is then abandoned, and the open unblocked if it
         is a FIFO (:func:`unblock_fifo`); :class:`WorkerResult` closes the fd it
-        returns late, since no one will inject it.
+        returns late, since no one will inject it. An interrupted call is
+        answered ``-ERESTARTSYS``, as the kernel ends the program's own wait
+        (see :func:`_watch_waiting`).
         """
         n = p.notif
         dispatcher = self.dispatcher
         handoffs: list[WorkerResult] = []
         outcome: int | BaseException | None = None
+        waiting: Waiting | None = None
         try:
             with trio.CancelScope() as scope:
-                s.waiting[n.id] = scope
+                waiting = s.waiting[n.id] = Waiting(
+                    scope, n.pid, interruptible=isinstance(job.decision, EmulateOpen)
+                )
                 if not s.watching:
                     s.watching = True
-                    nursery.start_soon(_watch_abandoned, s)
+                    nursery.start_soon(_watch_waiting, s)
                 try:
                     raw = await self._run_job(s, job, handoffs)
                 except Exception as e:
@@ -207,7 +214,11 @@ class TrioServer:
             abandoned = outcome is None and handoffs and handoffs[-1].abandon()
             if abandoned and isinstance(job.decision, EmulateOpen):
                 unblock_fifo(job.decision, job.creds, job.root_tid)
-            if outcome is None or isinstance(outcome, ProgramGone):
+            if outcome is None and waiting is not None and waiting.interrupted and (
+                _restart(s.listener, n)
+            ):
+                dispatcher.record(s, p, "interrupted", None)
+            elif outcome is None or isinstance(outcome, ProgramGone):
                 # Abandoned, or cancelled because nobody is left to answer.
                 dispatcher.gone(s, p)
             elif isinstance(outcome, int):
@@ -261,12 +272,32 @@ class TrioServer:
             )
         return self._limiters
 
-async def _watch_abandoned(s: Served) -> None:
-    """Cancel the wait of every call of ``s`` in a worker thread once it is abandoned.
+def _restart(listener: Listener, n: Notification) -> bool:
+    """Answer a call whose wait a signal ended as the kernel would have
+    ended it: ``-ERESTARTSYS``, which becomes EINTR or a restart of the
+    call on the program's way out (see :func:`signal_ends_wait`).
+    False if the call is gone after all."""
+    try:
+        listener.send_error(n.id, abi.ERESTARTSYS)
+    except OSError:
+        return False
+    return True
 
-    The kernel sends nothing when a waiting program is killed or its call is
-    interrupted, so poll ``ID_VALID``; a few times a second is plenty for a
-    call that is blocked anyway. One task per listener, not one per call: a
+
+async def _watch_waiting(s: Served) -> None:
+    """Cancel the wait of every call of ``s`` in a worker thread once it is
+    abandoned, or interrupted by a signal.
+
+    The kernel sends nothing when a waiting program is killed, so poll
+    ``ID_VALID``; a few times a second is plenty for a call that is blocked
+    anyway. Nor does it end the program's wait for a signal that would have
+    interrupted the call natively: ``WAIT_KILLABLE_RECV`` (kernel/filter.py)
+    makes that wait end only for a fatal one once we received the call. So
+    for an open (a FIFO's, waiting for its other end) the thread's pending
+    signals are looked at too (:func:`signal_ends_wait`); the open is then
+    given up and answered as the kernel would. Other calls performed in a
+    worker (a connect, a send) cannot be taken back once under way, and
+    are left to finish. One task per listener, not one per call: a
     program with a thousand opens blocked on FIFOs would otherwise keep a
     thousand tasks waking five times a second, taking CPU (and the GIL) from
     every other program. Ends once no call waits; started again by the next.
@@ -275,12 +306,13 @@ async def _watch_abandoned(s: Served) -> None:
     try:
         while s.waiting:
             await trio.sleep(0.2)
-            for nid, scope in list(s.waiting.items()):
+            for nid, w in list(s.waiting.items()):
                 try:
                     valid = listener.fd >= 0 and listener.id_valid(nid)
+                    w.interrupted = valid and w.interruptible and signal_ends_wait(w.tid)
                 except Exception:
                     valid = False
-                if not valid:
-                    scope.cancel()
+                if not valid or w.interrupted:
+                    w.scope.cancel()
     finally:
         s.watching = False
