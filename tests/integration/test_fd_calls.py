@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import TIMEOUT, describe, env, launch_cmd, py, run_launch, run_native
+from .helpers import (
+    AS_NOBODY,
+    SYSTEM_PYTHON,
+    TIMEOUT,
+    describe,
+    env,
+    launch_cmd,
+    public_dir,
+    py,
+    run_launch,
+    run_native,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -257,3 +268,69 @@ def test_only_the_ioctls_that_change_a_file_are_trapped(
     assert (proc.returncode, proc.stdout) == (0, "3\n"), describe(proc)
     assert "ioctl" in proc.stderr.split("\n", 1)[0], describe(proc)  # the filter traps some
     assert "] ioctl(" not in proc.stderr, describe(proc)
+
+
+NAMELESS = """
+import errno, os, sys
+base = sys.argv[1]
+
+def r(what, fn):
+    try:
+        out = fn()
+    except OSError as e:
+        out = errno.errorcode[e.errno]
+    print(what, out)
+
+os.chdir(base)
+fd = os.open("del", os.O_CREAT | os.O_RDWR, 0o644)
+os.write(fd, b"deleted")
+os.unlink("del")
+m = os.memfd_create("m")
+os.write(m, b"memfd")
+t = os.open(base, os.O_TMPFILE | os.O_RDWR, 0o600)
+os.write(t, b"tmpfile")
+for name, n in (("deleted", fd), ("memfd", m), ("tmpfile", t)):
+    link = f"/proc/self/fd/{n}"
+    r(name + " open", lambda: os.read(os.open(link, os.O_RDONLY), 16))
+    r(name + " stat", lambda: os.stat(link).st_size)
+    r(name + " chmod", lambda: os.chmod(link, 0o640))
+    r(name + " access", lambda: os.access(link, os.R_OK | os.W_OK))
+# A removed cwd: what names it is ".", "./." or nothing at all.
+os.mkdir("gone")
+os.chdir("gone")
+os.rmdir("../gone")
+r("cwd stat .", lambda: os.stat(".").st_nlink)
+r("cwd listdir .", lambda: os.listdir("./."))
+r("cwd open .", lambda: os.close(os.open(".", os.O_RDONLY | os.O_DIRECTORY)))
+r("cwd access .", lambda: os.access(".", os.X_OK))
+r("cwd create", lambda: os.open("x", os.O_CREAT | os.O_WRONLY))
+r("cwd mkdir", lambda: os.mkdir("d"))
+r("cwd stat ..", lambda: os.stat("..").st_nlink > 1)
+"""
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+def test_files_without_a_name_answer_as_natively(
+    tmp_path: Path, mode: tuple[str, ...], who: str
+) -> None:
+    """Files reached through ``/proc/self/fd/N`` that have no name (a deleted
+    file, a memfd, an ``O_TMPFILE``) and a cwd that was removed (issue 16):
+    under enforce every one of these was ENOENT (the supervisor looked them
+    up by ``/proc``'s text, ``"X (deleted)"``)."""
+    with public_dir("unotifyd-nameless-") as d:
+        base = d / "w"
+        base.mkdir()
+        prefix: tuple[str, ...] = ()
+        if who == "nobody":
+            os.chown(base, 65534, 65534)
+            prefix = AS_NOBODY
+        argv = [*prefix, SYSTEM_PYTHON, "-c", NAMELESS, str(base)]
+        native = run_native(argv)
+        assert native.returncode == 0, describe(native)
+        assert "deleted open b'deleted'" in native.stdout, describe(native)
+        assert "cwd stat . 0" in native.stdout, describe(native)
+        for leftover in base.iterdir():
+            leftover.unlink()
+        proc = run_launch(*mode, "--deny", str(d / "elsewhere"), argv=argv)
+        assert proc.returncode == 0, describe(proc)
+        assert proc.stdout.splitlines() == native.stdout.splitlines()

@@ -31,6 +31,33 @@ _FIRST_READ = 256  # most paths are short; read more only when no NUL shows up
 _MAGIC_LINK = re.compile(r"^/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe|map_files/[^/]+)$")
 
 
+def is_magic_link(path: str) -> bool:
+    """Whether ``path`` is a ``/proc`` magic link (``/proc/PID/fd/N``, ``cwd``...).
+
+    Such a link leads to whatever the process holds there when it is
+    followed, not to a name: what it leads to may change between two
+    lookups (a ``dup2`` onto the fd), so an act through one must judge the
+    file it got (see :func:`opened_name`).
+    """
+    return _MAGIC_LINK.match(path) is not None
+
+
+def opened_name(fd: int, root_fd: int | None) -> str | None:
+    """The name, in the program's view, of the file our ``fd`` refers to.
+
+    What ``/proc/self/fd/N`` reads: the file's path, ``" (deleted)"``
+    appended once it has none; None for what no path names (a pipe, a
+    socket, a memfd, an anonymous inode) or a file outside the program's
+    root (``root_fd``, an fd of it; None: ours).
+    """
+    name = os.readlink(str(fd), dir_fd=_fd_dir())
+    if not name.startswith("/") or name.startswith("/memfd:"):
+        return None
+    if root_fd is None:
+        return name
+    return _in_root(os.readlink(str(root_fd), dir_fd=_fd_dir()), name)
+
+
 class Openat2:
     """``openat2(2)``, which Python's ``os`` lacks, with preallocated arguments.
 
@@ -303,12 +330,12 @@ class PathResolver:
             # context manager, whose cost is that of a system call here.
             switch = creds is not None and not creds.same_as_supervisor()
             if not switch:
-                fast = self._fast(basefd, path, follow, resolve_flags)
+                fast = self._fast(basefd, path, follow, resolve_flags, base=base)
                 if fast is not None:
                     return fast
             with acting_as(creds):
                 if switch:
-                    fast = self._fast(basefd, path, follow, resolve_flags)
+                    fast = self._fast(basefd, path, follow, resolve_flags, base=base)
                     if fast is not None:
                         return fast
                 start = "/" if absolute else self._fd_name(basefd)
@@ -371,8 +398,18 @@ class PathResolver:
         finally:
             os.close(rootfd)
 
-    def _fast(self, basefd: int, path: bytes, follow: bool, resolve_flags: int) -> str | None:
-        """Let the kernel resolve ``path`` from ``basefd``; None where the walk must."""
+    def _fast(
+        self, basefd: int, path: bytes, follow: bool, resolve_flags: int, *, base: str
+    ) -> str | None:
+        """Let the kernel resolve ``path`` from ``basefd``; None where the walk must.
+
+        A path that leads back to the cwd or dirfd it starts from (``base``)
+        when that directory was removed has no name any more: ``/proc``
+        reads ``"DIR (deleted)"``, which names nothing (or another file).
+        Its name is then the magic link itself, as for a pipe (see _walk):
+        acts on it go through the link, judged by what they get there
+        (pathwork._pin_through_magic_link, opens._judge_opened).
+        """
         flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         try:
             fd = self._openat2(basefd, path, flags, 0, resolve_flags | abi.RESOLVE_NO_MAGICLINKS)
@@ -387,6 +424,12 @@ class PathResolver:
             return None
         try:
             resolved = self._fd_name(fd)
+            if resolved.endswith(" (deleted)") and basefd != abi.AT_FDCWD:
+                st = os.fstat(fd)
+                if st.st_nlink == 0:
+                    here = os.fstat(basefd)
+                    same = (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
+                    return base if same else None
         finally:
             os.close(fd)
         if resolved.startswith("/proc/") or resolved == "/proc" or not resolved.startswith("/"):
@@ -457,6 +500,20 @@ class PathResolver:
                     return os.readlink(where, dir_fd=at)
             return os.readlink(where, dir_fd=at)
 
+        def same_file(link: str, name: str) -> bool:
+            """Whether the magic ``link`` leads to the file at ``name``."""
+            where, at = place(link)
+            try:
+                if in_own_proc(link):
+                    with as_ourselves():
+                        there = os.stat(where, dir_fd=at)
+                else:
+                    there = os.stat(where, dir_fd=at)
+                named = lstat(name)
+            except OSError:
+                return False
+            return (there.st_dev, there.st_ino) == (named.st_dev, named.st_ino)
+
         current = start
         pending = path.split("/")
         if path.startswith("/"):
@@ -505,6 +562,10 @@ class PathResolver:
             target = readlink(cand)
             if magic:
                 in_view = _in_root(prefix, target) if target.startswith("/") else None
+                if in_view is not None and not same_file(cand, in_view):
+                    # A deleted file, a memfd, a removed directory: its
+                    # text ("X (deleted)") names nothing, or another file.
+                    in_view = None
                 if in_view is None:
                     # pipe:[N], socket:[N], anon_inode:..., or a file outside
                     # the program's root: not a path it could name. The link

@@ -65,6 +65,10 @@ class EmulateOpen:
     than a path of the supervisor's, such as a redirect's target.
     ``confine`` is a directory the open must not leave (a private tree's
     scratch directory, where the program may have planted symlinks).
+    ``judge_opened`` (enforcing mode, a ``/proc`` path): the open may follow
+    a magic link (``/proc/PID/fd/N``), which leads to whatever the process
+    holds there by then, so the rules are asked again about the file the
+    open gave, by its name.
     """
 
     path: str
@@ -78,6 +82,7 @@ class EmulateOpen:
     in_program_root: bool = False
     recheck: bool = False
     confine: str | None = None
+    judge_opened: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,15 +262,18 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
         # Enforcing: open the very path that was checked, as the program,
         # instead of letting the kernel re-read its memory (CONTINUE). No
         # symlink may appear on it since (it was resolved), except in /proc,
-        # whose magic links (/proc/PID/fd/N) are how such paths work.
+        # whose magic links (/proc/PID/fd/N) are how such paths work: what
+        # one of those gives is judged once opened.
+        in_proc = req.path.startswith("/proc/")
         return EmulateOpen(
             path=req.path,
             flags=flags,
             mode=mode,
             cloexec=cloexec,
             reason=reason,
-            no_symlinks=not req.path.startswith("/proc/"),
+            no_symlinks=not in_proc,
             in_program_root=True,
+            judge_opened=in_proc,
         )
     rule = match.rule
 

@@ -71,7 +71,8 @@ def perform(job: Job, nonblocking: bool) -> Result:
                 job.call, d, job.creds, root_fd, policy=job.policy, tid=n.pid,
                 still_valid=still_valid,
             )  # fmt: skip
-        recheck = job.policy if isinstance(d, EmulateOpen) and d.recheck else None
+        judging = isinstance(d, EmulateOpen) and (d.recheck or d.judge_opened)
+        recheck = job.policy if judging else None
         return perform_open(d, job.creds, root_fd, nonblocking, recheck)
     finally:
         if root_fd is not None:

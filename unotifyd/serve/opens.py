@@ -17,6 +17,7 @@ import stat
 from ..kernel.creds import Credentials, acting_as
 from ..kernel.errors import ProgramGone, WouldBlock
 from ..kernel.opener import open_as
+from ..kernel.program import opened_name
 from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
 from ..policy.decision import refuse_write_errno
 from .pathwork import realpath, what_is
@@ -46,11 +47,13 @@ def perform_open(
     resolved first and the policy asked again about where it really leads: a
     symlink in a target tree may point at a denied file. What is then opened
     is that resolved path, refusing any symlink swapped in since (ELOOP).
+    With ``recheck`` and ``d.judge_opened``, the file the open gave is judged
+    by that policy (see :func:`_judge_opened`).
     """
     if isinstance(d, RefuseWrite):
         return -refuse_write_errno_as(d, creds, root_fd)
     path, no_symlinks = d.path, d.no_symlinks
-    if recheck is not None:
+    if recheck is not None and d.recheck:
         # As the program: following links where it may not look would tell
         # it (by the errno of the open that follows) what lies there.
         with acting_as(creds):
@@ -92,6 +95,11 @@ def perform_open(
     except OSError as e:
         return -(e.errno or errno.EIO)
     try:
+        if recheck is not None and d.judge_opened:
+            refused = _judge_opened(recheck, d, fd, root)
+            if refused:
+                os.close(fd)
+                return -refused
         if d.exclusive:
             os.close(fd)
             return -errno.EEXIST
@@ -107,6 +115,33 @@ def perform_open(
         os.close(fd)
         raise
     return fd
+
+
+def _judge_opened(policy: Policy, d: EmulateOpen, fd: int, root_fd: int | None) -> int:
+    """0 if the rules let the program have the file ``fd`` as ``d`` opened
+    it, else the errno to answer.
+
+    ``d.path`` is a ``/proc`` path decided on as such, where no rule names
+    anything: it went through a magic link to a file without a name (a
+    pipe, a deleted file). The program may ``dup2`` another fd onto that
+    number before our open follows the link, and a file of a read-only
+    tree would then be opened for writing. So the file opened is asked
+    about by its name now: a read-only or denied one is refused as an open
+    of that name would be (an open in place, of a read-only tree's file
+    for reading, is as good as ours).
+    """
+    name = opened_name(fd, root_fd)
+    if name is None or name.startswith("/proc/"):
+        return 0  # Still nameless, or /proc's own file: what was decided on.
+    flags = d.flags | (os.O_CLOEXEC if d.cloexec else 0)
+    again = decide_open(policy, OpenRequest("open", name, flags, d.mode))
+    if isinstance(again, Fail):
+        return again.errno
+    if isinstance(again, RefuseWrite):
+        return refuse_write_errno(again.flags, "file")
+    if isinstance(again, EmulateOpen) and again.path == name:
+        return 0
+    return errno.EACCES  # A rule sends that name elsewhere: not this file.
 
 
 def readable_instead(path_fd: int, creds: Credentials) -> int:

@@ -35,7 +35,7 @@ from ..kernel import abi
 from ..kernel.creds import Credentials, acting_as, as_ourselves
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
-from ..kernel.program import openat2
+from ..kernel.program import is_magic_link, openat2, opened_name
 from ..policy import Policy
 from ..policy.decision import Fail
 from ..policy.paths import (
@@ -134,6 +134,10 @@ def _place(
         target = replace(_recheck(recheck, op, arg, target.path), link_text=target.link_text)
     dirfd, name = _open_parent(target, root_fd)
     stack.callback(os.close, dirfd)
+    if recheck is not None and arg.follow and is_magic_link(target.path):
+        pinned = _pin_through_magic_link(recheck, op, arg, dirfd, name, root_fd=root_fd)
+        stack.callback(os.close, pinned)
+        return Place(pinned, b"", True, itself=True)
     # A resolved path's last component is no link (it was followed, or
     # the call acts on the link): one found now was swapped in since.
     follow = arg.follow and not target.no_symlinks
@@ -153,6 +157,39 @@ def _place(
         link_text=text,
         read_only=target.read_only or target.content,
     )
+
+
+def _pin_through_magic_link(
+    policy: Policy, op: str, arg: PathArg, dirfd: int, name: bytes, *, root_fd: int | None
+) -> int:
+    """An ``O_PATH`` fd of the file the magic link ``name`` leads to now, if
+    the rules let the call act on that file (enforcing mode); raises
+    OSError with their errno otherwise.
+
+    The path was decided on as the link itself (the file had no name:
+    a pipe, a deleted file), but the program may ``dup2`` another fd onto
+    that number before we follow it: a file of a read-only tree would then
+    be changed through its own fd's magic link. So the file is pinned and
+    the rules asked about it by its name now; the call is then made on
+    the pinned fd (``AT_EMPTY_PATH``), never through the link again.
+    """
+    pinned = openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC, 0, 0)
+    try:
+        now = opened_name(pinned, root_fd)
+        if now is not None:
+            again = decide_path(policy, PathRequest(op, arg.role, now))
+            if isinstance(again, Fail):
+                raise OSError(again.errno, os.strerror(again.errno))
+            if isinstance(again, RefuseChange):
+                err = refuse_change_errno(op, again.role, "file")
+                raise OSError(err, os.strerror(err))
+            if isinstance(again, MapPath) and again.path != now:
+                # A rule sends that name elsewhere: not the file the link gives.
+                raise OSError(errno.EACCES, "a file the rules send elsewhere")
+    except BaseException:
+        os.close(pinned)
+        raise
+    return pinned
 
 
 def _recheck(policy: Policy, op: str, arg: PathArg, path: str) -> MapPath:
