@@ -440,7 +440,33 @@ INTERRUPTED_FIFO_OPENS = """
     stop = (f"sleep 0.3; kill -TSTP {me}; sleep 0.3; cut -d' ' -f3 /proc/{me}/stat >&2;"
             f" kill -CONT {me}; sleep 0.3; exec 3>{sys.argv[1]}")
     print("stopped", fifo_open(restart=True, helper=stop))
+    # Interrupted while another process waits on the same FIFO, outside:
+    # that one must go on waiting (no reader came for it).
+    signal.siginterrupt(signal.SIGALRM, True)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    ctypes.set_errno(0)
+    fd = libc.open(sys.argv[2].encode(), os.O_WRONLY)
+    print("writer", "fd" if fd >= 0 else errno.errorcode[ctypes.get_errno()])
 """
+
+
+def _waiting_writer(fifo: Path) -> subprocess.Popen[bytes]:
+    """A process outside any sandbox that waits to open ``fifo`` for writing."""
+    writer = subprocess.Popen(["sh", "-c", f"exec 3>{fifo}"])
+    time.sleep(0.2)
+    assert writer.poll() is None
+    return writer
+
+
+def _release(writer: subprocess.Popen[bytes], fifo: Path) -> bool:
+    """Whether ``writer`` still waited; it is released (a reader comes) either way."""
+    waited = writer.poll() is None
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        writer.wait(5)
+    finally:
+        os.close(fd)
+    return waited
 
 
 @pytest.mark.parametrize("mode", ["virtualize", "enforce"])
@@ -448,16 +474,23 @@ def test_a_signal_ends_a_waiting_fifo_open_as_natively(tmp_path: Path, mode: str
     """A FIFO open waiting for a writer, performed by the supervisor (a
     redirect), ends as the program's own would (issue 16): a handler
     without SA_RESTART gets EINTR at once, one with it waits on, and a stop
-    stops the program. Before, ``WAIT_KILLABLE_RECV`` kept the program
-    waiting for our open: it hung until killed."""
-    fifo, src = tmp_path / "fifo", tmp_path / "src"
+    stops the program; another process waiting on the same FIFO waits on.
+    Before, ``WAIT_KILLABLE_RECV`` kept the program waiting for our open:
+    it hung until killed."""
+    fifo, src, other, alias = (tmp_path / n for n in ("fifo", "src", "other", "alias"))
     os.mkfifo(fifo)
-    native = run_native(py(INTERRUPTED_FIFO_OPENS, str(fifo)), timeout=20)
-    want = "alarm EINTR soon\nalarm+SA_RESTART fd soon\nstopped fd soon\n"
+    os.mkfifo(other)
+    writer = _waiting_writer(other)
+    native = run_native(py(INTERRUPTED_FIFO_OPENS, str(fifo), str(other)), timeout=20)
+    want = "alarm EINTR soon\nalarm+SA_RESTART fd soon\nstopped fd soon\nwriter EINTR\n"
     assert (native.stdout, native.stderr) == (want, "T\n"), describe(native)
-    opts = ["--redirect", f"{src}={fifo}"] + (["--enforce"] if mode == "enforce" else [])
-    proc = run_launch(*opts, argv=py(INTERRUPTED_FIFO_OPENS, str(src)), timeout=20)
+    assert _release(writer, other), "natively, the other writer went on waiting"
+    opts = ["--redirect", f"{src}={fifo}", "--redirect", f"{alias}={other}"]
+    opts += ["--enforce"] if mode == "enforce" else []
+    writer = _waiting_writer(other)
+    proc = run_launch(*opts, argv=py(INTERRUPTED_FIFO_OPENS, str(src), str(alias)), timeout=20)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, want, "T\n"), describe(proc)
+    assert _release(writer, other), "the program's signal released another process's open"
 
 
 def test_many_concurrent_processes(files: Files) -> None:

@@ -248,6 +248,9 @@ def _serve(args: argparse.Namespace, oci: OciFactory | None) -> int:
         )
         import trio  # noqa: PLC0415
 
+        from ..kernel import kick  # noqa: PLC0415
+
+        kick.install()  # The lanes' servers run in threads of their own: see kick.py.
         trio.run(daemon.run)
     except OSError as e:
         print(f"unotifyd: {e}", file=sys.stderr)

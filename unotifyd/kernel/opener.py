@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 
 from . import abi
 from .creds import CredentialError, Credentials, acting_as
@@ -55,6 +56,7 @@ def open_as(
     root_fd: int | None = None,
     beneath: str | None = None,
     probing: bool = False,
+    stop: threading.Event | None = None,
 ) -> int:
     """Open ``path`` as the program with ``creds`` would; return our own fd.
 
@@ -71,6 +73,9 @@ def open_as(
     switches the calling thread's credentials for the duration of the open).
     ``probing`` says the ``O_NONBLOCK`` in ``flags`` is ours, not the
     program's: an open that would have waited raises :class:`WouldBlock`.
+    With ``stop``, the open may be kicked out of its wait (kernel/kick.py):
+    it then raises InterruptedError once ``stop`` is set, and is made again
+    after any other signal.
     """
     if creds is not None and may_create(flags):
         if creds.umask < 0:
@@ -97,17 +102,36 @@ def open_as(
         if beneath is not None and root_fd is None:
             dirfd = os.open(beneath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                return openat2(dirfd, path, flags, mode, resolve)
+                return _openat2_until(stop, dirfd, path, flags, mode, resolve=resolve)
             finally:
                 os.close(dirfd)
         try:
-            if resolve:
-                return openat2(dirfd, path, flags, mode, resolve)
+            if resolve or stop is not None:
+                return _openat2_until(stop, dirfd, path, flags, mode, resolve=resolve)
             return os.open(path, flags, mode)
         except OSError as e:
             if probing and e.errno == errno.ENXIO:
                 raise WouldBlock(f"{path}: a FIFO with no reader") from None
             raise
+
+
+def _openat2_until(
+    stop: threading.Event | None, dirfd: int, path: str, flags: int, mode: int, *, resolve: int
+) -> int:
+    """``openat2``, made again after EINTR unless ``stop`` is set.
+
+    A raw call: ``os.open`` would retry EINTR itself (PEP 475), and a kick
+    (kernel/kick.py) could never end its wait. Other signals that reach
+    the thread (the supervisor's own) only make it try again.
+    """
+    if not may_create(flags):
+        mode = 0  # openat2 refuses a mode it would not use (EINVAL), unlike open
+    while True:
+        try:
+            return openat2(dirfd, path, flags, mode, resolve)
+        except InterruptedError:
+            if stop is not None and stop.is_set():
+                raise
 
 
 def _parent(path: str, root_fd: int | None, beneath: str | None) -> str:

@@ -20,6 +20,7 @@ from ..calls.decode import PathCall
 from ..calls.ops import Outcome
 from ..kernel.creds import Credentials
 from ..kernel.errors import BadArgument, ProgramGone
+from ..kernel.kick import kick
 from ..kernel.listener import Listener, Notification
 from ..kernel.program import write_memory
 from ..kernel.sched import pin_to_our_cpu
@@ -50,12 +51,13 @@ class Job:
     policy: Policy | None = None  # to decide again where a redirect really leads (recheck)
 
 
-def perform(job: Job, nonblocking: bool) -> Result:
+def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) -> Result:
     """Do the work of ``job``; see :data:`Result`.
 
     With ``nonblocking``, returns None instead of waiting for a FIFO or a
-    device. Runs in the serving thread or, to block or to take on the
-    program's credentials, in a worker thread. Raises ProgramGone.
+    device; else ``stop`` may end the wait of an open (see
+    :class:`WorkerResult`). Runs in the serving thread or, to block or to
+    take on the program's credentials, in a worker thread. Raises ProgramGone.
     """
     root_fd = open_root(job.root_tid)
     n, listener = job.notif, job.listener
@@ -73,7 +75,7 @@ def perform(job: Job, nonblocking: bool) -> Result:
             )  # fmt: skip
         judging = isinstance(d, EmulateOpen) and (d.recheck or d.judge_opened)
         recheck = job.policy if judging else None
-        return perform_open(d, job.creds, root_fd, nonblocking, recheck)
+        return perform_open(d, job.creds, root_fd, nonblocking, recheck, stop=stop)
     finally:
         if root_fd is not None:
             os.close(root_fd)
@@ -151,6 +153,9 @@ class WorkerResult:
     Only an open's result is an fd (an ``int``); a path call's is an
     :class:`~unotifyd.calls.ops.Outcome`, whose value (a length, a watch
     descriptor) is no fd of ours and is never closed.
+
+    :meth:`interrupt` ends the wait of a blocking open in the thread (given
+    ``stop``): the open then gives ``-EINTR``, unless it got its file first.
     """
 
     def __init__(self) -> None:
@@ -158,9 +163,15 @@ class WorkerResult:
         self._abandoned = False
         self._result: Result = None
         self._done = False
+        self.stop = threading.Event()
+        self._tid = 0  # the worker thread's, once it runs
 
     def run(self, fn: Callable[[], Result]) -> Result:
-        result = fn()
+        self._tid = threading.get_native_id()
+        try:
+            result = fn()
+        finally:
+            self._tid = 0
         with self._lock:
             if self._abandoned:
                 self._dispose(result)
@@ -168,6 +179,14 @@ class WorkerResult:
             self._done = True
             self._result = result
         return result
+
+    def interrupt(self) -> None:
+        """Kick the thread out of its wait (again: a kick may land before it
+        waits, and is then lost)."""
+        self.stop.set()
+        tid = self._tid
+        if tid:
+            kick(tid)
 
     def abandon(self) -> bool:
         """Give up on the result; True if the thread is still running."""

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 
 from ..kernel.creds import Credentials, acting_as
 from ..kernel.errors import ProgramGone, WouldBlock
@@ -40,6 +41,8 @@ def perform_open(
     root_fd: int | None,
     nonblocking: bool,
     recheck: Policy | None = None,
+    *,
+    stop: threading.Event | None = None,
 ) -> int | None:
     """The open (or look) of ``d``: an fd of ours, ``-errno``, or None if it would block.
 
@@ -48,7 +51,9 @@ def perform_open(
     symlink in a target tree may point at a denied file. What is then opened
     is that resolved path, refusing any symlink swapped in since (ELOOP).
     With ``recheck`` and ``d.judge_opened``, the file the open gave is judged
-    by that policy (see :func:`_judge_opened`).
+    by that policy (see :func:`_judge_opened`). ``stop`` (a blocking open):
+    see :func:`~unotifyd.kernel.opener.open_as`; the open then answers
+    ``-EINTR`` once kicked.
     """
     if isinstance(d, RefuseWrite):
         return -refuse_write_errno_as(d, creds, root_fd)
@@ -85,6 +90,7 @@ def perform_open(
             root_fd=root,
             beneath=d.confine,
             probing=bool(extra),
+            stop=None if nonblocking else stop,
         )
     except WouldBlock:
         return None  # To be made again in a worker thread, blocking.

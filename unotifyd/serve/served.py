@@ -18,6 +18,8 @@ from ..policy.paths import PerformPath
 if TYPE_CHECKING:
     import trio
 
+    from .handoff import WorkerResult
+
 
 @dataclass
 class Stats:
@@ -75,13 +77,15 @@ class Waiting:
     """A call waiting in a worker thread, and how its wait may end early.
 
     ``scope`` is cancelled once the call is abandoned (its thread ``tid``
-    was killed) or, for an ``interruptible`` one, once a signal would have
-    ended the program's own wait (``interrupted``).
+    was killed). An ``interruptible`` one (an open that may block) is
+    ``interrupted`` once a signal would have ended the program's own wait:
+    its worker, the last of ``handoffs``, is then kicked out of the open.
     """
 
     scope: trio.CancelScope
     tid: int
     interruptible: bool
+    handoffs: list[WorkerResult]
     interrupted: bool = False
 
 

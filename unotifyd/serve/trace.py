@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 
 from ..calls.decode import OpenCall, PathCall
 from ..calls.registry import BY_NAME
+from ..kernel.abi import ERESTARTSYS
 from ..policy import Continue, EmulateOpen, Fail, Listing, RefuseWrite, Return, Rewrite
 from ..policy.paths import MapPath, PerformPath
 
@@ -61,6 +62,8 @@ def format_open_flags(flags: int) -> str:
 
 
 def errno_name(err: int) -> str:
+    if err == ERESTARTSYS:
+        return "ERESTARTSYS"  # interrupted: EINTR, or restarted (serve/trioserve.py)
     return errno_mod.errorcode.get(err, str(err))
 
 
@@ -122,7 +125,8 @@ class TraceEvent:
         if self.result is None:
             outcome = ""
         elif self.result < 0:
-            outcome = f" = -1 {errno_name(-self.result)} ({os.strerror(-self.result)})"
+            why = "interrupted" if -self.result == ERESTARTSYS else os.strerror(-self.result)
+            outcome = f" = -1 {errno_name(-self.result)} ({why})"
         else:
             outcome = f" = {self.result}"
         why = f"  [{self.reason}]" if self.reason else ""

@@ -11,6 +11,7 @@ never stalls the others.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -18,7 +19,7 @@ from functools import partial
 import trio
 
 from ..calls.ops import Outcome
-from ..kernel import abi
+from ..kernel import abi, kick
 from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
 from ..kernel.program import signal_ends_wait
@@ -42,6 +43,10 @@ _PAUSED_POLL_S = 0.005
 _MAX_QUICK_THREADS = 64
 _MAX_BLOCKING_THREADS = 1024
 _MAX_BLOCKED_PER_PROGRAM = 256
+#: How many waiting calls' signals the watcher of a listener reads per round
+#: (five rounds a second): a signal reaches one of 64 waiting opens within
+#: 0.2 s, one of a thousand within 3 s.
+_SIGNAL_LOOKS = 64
 
 
 class TrioServer:
@@ -61,6 +66,9 @@ class TrioServer:
     ) -> None:
         self.dispatcher = dispatcher or Dispatcher(tracer, colocate=colocate)
         self._limiters: tuple[trio.CapacityLimiter, trio.CapacityLimiter] | None = None
+        # Made in the main thread (launch, the library's caller), this
+        # installs the kick; a daemon installs it at start (daemon/cli.py).
+        kick.install()
 
     @property
     def stats(self) -> Stats:
@@ -188,8 +196,9 @@ class TrioServer:
         waiting: Waiting | None = None
         try:
             with trio.CancelScope() as scope:
+                interruptible = job.may_block and isinstance(job.decision, EmulateOpen)
                 waiting = s.waiting[n.id] = Waiting(
-                    scope, n.pid, interruptible=isinstance(job.decision, EmulateOpen)
+                    scope, n.pid, interruptible and kick.installed(), handoffs
                 )
                 if not s.watching:
                     s.watching = True
@@ -199,6 +208,9 @@ class TrioServer:
                 except Exception as e:
                     outcome = e
                 else:
+                    if waiting.interrupted and raw == -errno.EINTR:
+                        # Kicked out of its open: a signal for the program.
+                        raw = -abi.ERESTARTSYS
                     # No checkpoint between receiving the fd and handing it
                     # over: a cancellation here would leak it.
                     try:
@@ -214,11 +226,7 @@ class TrioServer:
             abandoned = outcome is None and handoffs and handoffs[-1].abandon()
             if abandoned and isinstance(job.decision, EmulateOpen):
                 unblock_fifo(job.decision, job.creds, job.root_tid)
-            if outcome is None and waiting is not None and waiting.interrupted and (
-                _restart(s.listener, n)
-            ):
-                dispatcher.record(s, p, "interrupted", None)
-            elif outcome is None or isinstance(outcome, ProgramGone):
+            if outcome is None or isinstance(outcome, ProgramGone):
                 # Abandoned, or cancelled because nobody is left to answer.
                 dispatcher.gone(s, p)
             elif isinstance(outcome, int):
@@ -252,7 +260,7 @@ class TrioServer:
         async with s.blocking:
             raw = await trio.to_thread.run_sync(
                 handoffs[-1].run,
-                partial(perform, job, False),
+                partial(perform, job, False, handoffs[-1].stop),
                 abandon_on_cancel=True,
                 limiter=blocking,
             )
@@ -272,18 +280,6 @@ class TrioServer:
             )
         return self._limiters
 
-def _restart(listener: Listener, n: Notification) -> bool:
-    """Answer a call whose wait a signal ended as the kernel would have
-    ended it: ``-ERESTARTSYS``, which becomes EINTR or a restart of the
-    call on the program's way out (see :func:`signal_ends_wait`).
-    False if the call is gone after all."""
-    try:
-        listener.send_error(n.id, abi.ERESTARTSYS)
-    except OSError:
-        return False
-    return True
-
-
 async def _watch_waiting(s: Served) -> None:
     """Cancel the wait of every call of ``s`` in a worker thread once it is
     abandoned, or interrupted by a signal.
@@ -293,26 +289,47 @@ async def _watch_waiting(s: Served) -> None:
     anyway. Nor does it end the program's wait for a signal that would have
     interrupted the call natively: ``WAIT_KILLABLE_RECV`` (kernel/filter.py)
     makes that wait end only for a fatal one once we received the call. So
-    for an open (a FIFO's, waiting for its other end) the thread's pending
-    signals are looked at too (:func:`signal_ends_wait`); the open is then
-    given up and answered as the kernel would. Other calls performed in a
-    worker (a connect, a send) cannot be taken back once under way, and
-    are left to finish. One task per listener, not one per call: a
+    for an open that may block (a FIFO's, waiting for its other end) the
+    thread's pending signals are looked at too (:func:`signal_ends_wait`):
+    the worker is then kicked out of its open (kernel/kick.py), and the
+    call answered ``-ERESTARTSYS`` as the kernel ends the program's own
+    wait: the signal code on its way out makes that EINTR, or a restart
+    under ``SA_RESTART`` or after a stop. An open that got its file first
+    is answered with it. Other calls performed in a worker (a connect, a
+    send) cannot be taken back once under way, and are left to finish.
+    One task per listener, not one per call: a
     program with a thousand opens blocked on FIFOs would otherwise keep a
     thousand tasks waking five times a second, taking CPU (and the GIL) from
     every other program. Ends once no call waits; started again by the next.
     """
     listener = s.listener
+    turn = 0
     try:
         while s.waiting:
             await trio.sleep(0.2)
-            for nid, w in list(s.waiting.items()):
+            waits = list(s.waiting.items())
+            if not waits:
+                break
+            # Reading a thread's signals costs ~30 us: a program with a
+            # thousand opens waiting would hold the GIL for 30 ms a round.
+            # So at most _SIGNAL_LOOKS a round, taking turns.
+            turn %= len(waits)
+            waits = waits[turn:] + waits[:turn]
+            looks = 0
+            for nid, w in waits:
                 try:
                     valid = listener.fd >= 0 and listener.id_valid(nid)
-                    w.interrupted = valid and w.interruptible and signal_ends_wait(w.tid)
+                    if valid and w.interruptible and w.handoffs and not w.interrupted and (
+                        looks < _SIGNAL_LOOKS
+                    ):
+                        looks += 1
+                        w.interrupted = signal_ends_wait(w.tid)
                 except Exception:
                     valid = False
-                if not valid or w.interrupted:
+                if not valid:
                     w.scope.cancel()
+                elif w.interrupted:
+                    w.handoffs[-1].interrupt()  # again: see WorkerResult.interrupt
+            turn += looks
     finally:
         s.watching = False
