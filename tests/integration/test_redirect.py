@@ -202,13 +202,16 @@ def test_dotdot_in_a_tree_redirect_whose_source_is_not_on_disk(
 ) -> None:
     """``..`` after a missing name is ENOENT (the kernel's), except where a
     tree the rules make shows that name as a directory (issue 16)."""
-    _, dst = trees
+    src, dst = trees
     ghost = tmp_path / "ghost" / "v"
     code = "import sys" + ATTEMPT + "[print(attempt(p, os.O_RDONLY)) for p in sys.argv[1:]]"
-    paths = [f"{ghost}/a/../top", f"{ghost}/../v/top", f"{tmp_path}/nowhere/../outside"]
-    proc = run_launch("--redirect", f"{ghost}/**={dst}/**", argv=py(code, *paths))
+    # Missing on disk, and where a '..' leaves it, in the target too: ENOENT.
+    paths = [f"{ghost}/a/../top", f"{ghost}/../v/top", f"{tmp_path}/nowhere/../outside",
+             f"{ghost}/nothere/../top", f"{src}/nothere/../top"]  # fmt: skip
+    proc = run_launch("--redirect", f"{ghost}/**={dst}/**", "--redirect", f"{src}/**={dst}/**",
+                      argv=py(code, *paths))  # fmt: skip
     assert proc.returncode == 0, describe(proc)
-    assert proc.stdout == "DST top\n\nDST top\n\nENOENT\n", describe(proc)
+    assert proc.stdout == "DST top\n\nDST top\n\nENOENT\nENOENT\nENOENT\n", describe(proc)
 
 
 def test_tree_redirect_leaves_siblings_alone(trees: tuple[Path, Path]) -> None:

@@ -206,15 +206,17 @@ class ThroughMissing(FileNotFoundError):
     The kernel fails it with ENOENT: it looks every name up in turn, and a
     missing one is no directory to go back up from (path_resolution(7)), so
     ``a/x/../f`` never reaches ``a/f`` while ``x`` is missing. ``lexical`` is
-    the name the path would have if ``missing`` were a directory: a tree of
+    the name the path would have if ``missing`` were a directory, and the
+    ones after it (``rest``) were too where a ``..`` leaves them: a tree of
     the policy that is not on disk (a redirect or private tree's source)
-    makes it one in the program's view, and only the caller knows the rules.
+    makes them so in the program's view, and only the caller knows the rules.
     """
 
-    def __init__(self, missing: str, lexical: str) -> None:
+    def __init__(self, missing: str, rest: list[str]) -> None:
         super().__init__(errno.ENOENT, "no such directory before '..'", missing)
         self.missing = missing
-        self.lexical = lexical
+        self.rest = rest
+        self.lexical = _lexical_join(missing, rest)
 
 
 def _lexical_join(base: str, rest: list[str]) -> str:
@@ -546,7 +548,7 @@ class PathResolver:
             except FileNotFoundError:
                 pending.reverse()
                 if ".." in pending:
-                    raise ThroughMissing(cand, _lexical_join(cand, pending)) from None
+                    raise ThroughMissing(cand, pending) from None
                 return _lexical_join(cand, pending)
             if not stat.S_ISLNK(st.st_mode) or (is_last and not follow_last):
                 if (not is_last or path.endswith("/")) and not stat.S_ISDIR(st.st_mode):

@@ -117,19 +117,36 @@ def _reach(s: Served, p: InFlight, creds: Credentials) -> _Reach | None:
     return _Reach(p.notif.pid, creds.cap_eff)
 
 
-def _in_a_virtual_tree(policy: Policy, e: ThroughMissing) -> str:
-    """The lexical name of a path with ``..`` after a missing name, where a
-    rule's tree makes that name a directory in the program's view; else
-    raise ``e`` (ENOENT, as the kernel fails it: see ThroughMissing).
+def _in_a_virtual_tree(policy: Policy, e: ThroughMissing, creds: Credentials | None) -> str:
+    """The lexical name of a path with ``..`` after a missing name, where the
+    rules' trees make every name a ``..`` leaves a directory in the
+    program's view; else raise ``e`` (ENOENT, as the kernel fails it: see
+    ThroughMissing).
 
-    A tree redirect or private tree whose source is not on disk (only
-    scratch or the target holds it) is such a directory, and so is each
-    directory above its root, which the program must name to reach it: the
-    path is then taken as text in that tree, as before this check (its
-    '..' is not looked up in the target: an xfail of
-    tests/security/test_resolution.py).
+    The path is then taken as text in that tree (its '..' is not looked up
+    in the target: an xfail of tests/security/test_resolution.py).
     """
-    missing = e.missing
+    current = e.missing
+    for c in e.rest:
+        if c in ("", "."):
+            continue
+        if c != "..":
+            current = current.rstrip("/") + "/" + c
+        elif _directory_in_view(policy, current, creds):
+            current = current.rsplit("/", 1)[0] or "/"
+        else:
+            raise e
+    return e.lexical
+
+
+def _directory_in_view(policy: Policy, name: str, creds: Credentials | None) -> bool:
+    """Whether ``name``, missing on disk, is a directory in the program's view.
+
+    It is where a tree redirect's target or a private tree's scratch holds
+    a directory at that place (looked at as the program for a target, which
+    it could look at itself; a scratch directory is the program's own), and
+    above such a tree's root, which the program names to reach it.
+    """
     for rule in policy.rules:
         if isinstance(rule, Redirect) and rule.source.tree and rule.target.tree:
             root = rule.source.path
@@ -137,11 +154,21 @@ def _in_a_virtual_tree(policy: Policy, e: ThroughMissing) -> str:
             root = rule.pattern.path
         else:
             continue
-        if root == missing or (root + "/").startswith(missing + "/") or (
-            missing.startswith(root.rstrip("/") + "/")
-        ):
-            return e.lexical
-    raise e
+        if root != name and root.startswith(name.rstrip("/") + "/"):
+            return True
+    match = policy.match(name)
+    if match is None:
+        return False
+    shown = match.rule
+    try:
+        if isinstance(shown, Redirect) and shown.source.tree and shown.target.tree:
+            with acting_as(creds):
+                return stat.S_ISDIR(os.stat(shown.target.join(match.suffix)).st_mode)
+        if isinstance(shown, Private) and shown.pattern.tree and shown.backing is not None:
+            return stat.S_ISDIR(os.stat(shown.backing + match.suffix).st_mode)
+    except OSError:
+        pass
+    return False
 
 
 class Resolver(Protocol):
@@ -275,7 +302,7 @@ class Decider:
                 resolve_flags=call.resolve, own_root=p.own_root, creds=creds, reach=reach,
             )  # fmt: skip
         except ThroughMissing as e:
-            return _in_a_virtual_tree(policy, e)
+            return _in_a_virtual_tree(policy, e, creds)
 
     def _quick_open(
         self, s: Served, p: InFlight, call: OpenCall, root: tuple[int, int] | None
@@ -345,7 +372,7 @@ class Decider:
                     )
                 except ThroughMissing as e:
                     # "../x" from a link in a private tree not on disk.
-                    path = _in_a_virtual_tree(policy, e)
+                    path = _in_a_virtual_tree(policy, e, p.creds)
                 break
             else:
                 return path
@@ -594,7 +621,7 @@ class Decider:
                 creds=creds, reach=reach,
             )  # fmt: skip
         except ThroughMissing as e:
-            return _in_a_virtual_tree(policy, e)
+            return _in_a_virtual_tree(policy, e, creds)
 
     def _quick_path_call(self, p: InFlight, call: PathCall, policy: Policy) -> Continue | None:
         """CONTINUE for a path call no rule governs, decided on lookups of ours
