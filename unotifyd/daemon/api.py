@@ -38,6 +38,7 @@ from typing import IO, Any
 import trio
 
 from ..calls.registry import FilterSpec, filter_spec
+from ..kernel import kick
 from ..kernel.creds import forbid_inspection
 from ..kernel.errors import Unsupported
 from ..kernel.filter import check_support
@@ -140,6 +141,9 @@ class Supervisor:
         # The programs run as our uid: they must not reach into this process
         # (its listeners, its memory). It stays non-dumpable afterwards.
         forbid_inspection()
+        # Lets a program's signal end a FIFO open we wait in for it; only
+        # from the main thread, and never over a handler of the caller's.
+        kick.install()
         return self
 
     async def __aexit__(
