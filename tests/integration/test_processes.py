@@ -436,8 +436,10 @@ INTERRUPTED_FIFO_OPENS = """
     signal.setitimer(signal.ITIMER_REAL, 0.3)
     print("alarm+SA_RESTART", fifo_open(restart=True, helper="sleep 0.8; exec 3>%s" % sys.argv[1]))
     # Stopped and continued while it waits: the open goes on waiting after.
+    # SIGSTOP: a SIGTSTP to a process of an orphaned process group (a test
+    # runner's, often) is discarded (signal(7)).
     me = os.getpid()
-    stop = (f"sleep 0.3; kill -TSTP {me}; sleep 0.3; cut -d' ' -f3 /proc/{me}/stat >&2;"
+    stop = (f"sleep 0.3; kill -STOP {me}; sleep 0.3; cut -d' ' -f3 /proc/{me}/stat >&2;"
             f" kill -CONT {me}; sleep 0.3; exec 3>{sys.argv[1]}")
     print("stopped", fifo_open(restart=True, helper=stop))
     # Interrupted while another process waits on the same FIFO, outside:

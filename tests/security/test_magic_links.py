@@ -3,12 +3,14 @@
 A path through a magic link to a file without a name (a pipe) is decided on
 as the link itself: no rule can name it. ``progs/fdswap.c`` keeps flipping
 fd N between a pipe and a file of a read-only tree, and meanwhile opens the
-link for writing or changes its mode. Natively (the control) many of those
-reach the file. Under ``--enforce --readonly TREE`` none may: what the
-supervisor reaches through the link is judged by its name then
-(serve/opens._judge_opened, serve/pathwork._pin_through_magic_link).
-Before, 1 296 of 5 000 opens gave a writable fd of the read-only file and
-1 530 of 3 000 chmods changed it. Prints a ``RESULT`` line per case.
+link for writing (or with ``O_TRUNC``), changes its mode or links it out of
+the tree. Natively (the control) many of those reach the file. Under
+``--enforce --readonly TREE`` none may: what the supervisor reaches through
+the link is judged by its name then, as a whole call (serve/opens._judge_opened,
+serve/pathwork._judge). Before, 2 485 of 10 000 opens gave a writable fd of
+the read-only file and 5 113 of 10 000 chmods changed it; an audit then
+found ``O_TRUNC`` emptying it before the judgement and ``linkat`` giving it
+a name outside the tree. Prints a ``RESULT`` line per case.
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ def _race(argv: list[str], options: tuple[str, ...]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("who", ["root", "user"])
-@pytest.mark.parametrize("act", ["open", "chmod"])
+@pytest.mark.parametrize("act", ["open", "chmod", "trunc", "link"])
 def test_a_raced_magic_link_never_changes_a_read_only_file(
     public: Path, fdswap_bin: Path, report: Report, act: str, who: str
 ) -> None:
     identity = IDENTITIES[who]
-    ws = directory(public / f"fdswap-{act}-{who}", owner=0)
+    ws = directory(public / f"fdswap-{act}-{who}", owner=identity.uid)
     tree = directory(ws / "ro", owner=identity.uid)
     target = tree / "file"
     target.write_text("original\n")
@@ -70,3 +72,4 @@ def test_a_raced_magic_link_never_changes_a_read_only_file(
     assert enforced["other"] == 0, enforced
     assert enforced["refused"] > 0, enforced  # the flip did reach the file under us too
     assert target.read_text() == "original\n" and target.stat().st_mode & 0o7777 == 0o666
+    assert target.stat().st_nlink == 1

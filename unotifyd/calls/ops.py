@@ -349,7 +349,10 @@ def truncate(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     # (which opens nothing: a device's open may have side effects), then
     # reopen that very file for writing through its /proc/self/fd name.
     nofollow = 0 if p.follow else os.O_NOFOLLOW
-    look = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
+    if p.itself:  # the place is a file of ours already (AT_EMPTY_PATH): no name
+        look = os.open(p.proc_path, os.O_PATH | os.O_CLOEXEC)
+    else:
+        look = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
     try:
         mode = os.fstat(look).st_mode
         if stat.S_ISDIR(mode):

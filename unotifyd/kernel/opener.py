@@ -106,13 +106,18 @@ def open_as(
             finally:
                 os.close(dirfd)
         try:
-            if resolve or stop is not None:
+            if resolve or stop is not None or len(path) >= _SHORT:
                 return _openat2_until(stop, dirfd, path, flags, mode, resolve=resolve)
             return os.open(path, flags, mode)
         except OSError as e:
             if probing and e.errno == errno.ENXIO:
                 raise WouldBlock(f"{path}: a FIFO with no reader") from None
             raise
+
+
+#: Paths at least this long may be longer than the kernel takes in one
+#: string: openat2() opens them in pieces.
+_SHORT = 1024
 
 
 def _openat2_until(

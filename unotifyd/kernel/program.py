@@ -42,20 +42,29 @@ def is_magic_link(path: str) -> bool:
     return _MAGIC_LINK.match(path) is not None
 
 
-def opened_name(fd: int, root_fd: int | None) -> str | None:
-    """The name, in the program's view, of the file our ``fd`` refers to.
+_DELETED = " (deleted)"
 
-    What ``/proc/self/fd/N`` reads: the file's path, ``" (deleted)"``
-    appended once it has none; None for what no path names (a pipe, a
-    socket, a memfd, an anonymous inode) or a file outside the program's
-    root (``root_fd``, an fd of it; None: ours).
+
+def opened_names(fd: int, root_fd: int | None) -> list[str]:
+    """The names, in the program's view, the file our ``fd`` refers to goes by.
+
+    What ``/proc/self/fd/N`` reads: the file's path; for a file removed
+    since, that path with ``" (deleted)"`` appended, and the path it had
+    (rules name files by the path they had; judge by both). None for what
+    no path names (a pipe, a socket, a memfd, an anonymous inode) or a file
+    outside the program's root (``root_fd``, an fd of it; None: ours).
     """
-    name = os.readlink(str(fd), dir_fd=_fd_dir())
+    name: str | None = os.readlink(str(fd), dir_fd=_fd_dir())
+    assert name is not None
     if not name.startswith("/") or name.startswith("/memfd:"):
-        return None
-    if root_fd is None:
-        return name
-    return _in_root(os.readlink(str(root_fd), dir_fd=_fd_dir()), name)
+        return []
+    if root_fd is not None:
+        name = _in_root(os.readlink(str(root_fd), dir_fd=_fd_dir()), name)
+        if name is None:
+            return []
+    if name.endswith(_DELETED) and os.fstat(fd).st_nlink == 0:
+        return [name, name[: -len(_DELETED)] or "/"]
+    return [name]
 
 
 class Openat2:
@@ -87,8 +96,57 @@ class Openat2:
 
 
 def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    """``openat2(2)`` for occasional calls from any thread. Raises OSError."""
-    return Openat2()(dirfd, path, flags, mode, resolve)
+    """``openat2(2)`` for occasional calls from any thread, of a path of any
+    length (see :func:`_open_long`). Raises OSError."""
+    data = os.fsencode(path)
+    if len(data) >= _PIECE:
+        return _open_long(dirfd, data, flags, mode, resolve)
+    return Openat2()(dirfd, data, flags, mode, resolve)
+
+
+#: The kernel takes a path of at most PATH_MAX (4096) bytes in one string
+#: (ENAMETOOLONG); longer ones are opened in pieces of at most this many.
+_PIECE = 2048
+
+
+def _open_long(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
+    """``openat2`` of a path longer than the kernel takes, a piece at a time.
+
+    A program reaches such a path with a short name relative to a deep
+    cwd; we name what it reaches from the root. Each piece but the last is
+    opened ``O_PATH | O_DIRECTORY`` from the one before, with the same
+    ``resolve`` flags, except that the pieces after the first stay beneath
+    the one before where the first was in a root (``RESOLVE_IN_ROOT``): a
+    name of ours is free of ``..``, and with ``RESOLVE_NO_SYMLINKS`` of
+    links, so the pieces lead where the whole would.
+    """
+    parts = path.split(b"/")
+    pieces: list[bytes] = []
+    for part in parts:
+        if pieces and len(pieces[-1]) + len(part) + 1 <= _PIECE:
+            pieces[-1] += b"/" + part
+        else:
+            pieces.append(part)
+    if pieces[0] == b"":
+        pieces[0] = b"/"  # an absolute path's first piece is its root
+    opener = Openat2()
+    later = resolve & ~abi.RESOLVE_IN_ROOT
+    if resolve & abi.RESOLVE_IN_ROOT:
+        later |= abi.RESOLVE_BENEATH
+    here, owned = dirfd, False
+    try:
+        for i, piece in enumerate(pieces[:-1]):
+            step = opener(
+                here, piece, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+                resolve if i == 0 else later,
+            )  # fmt: skip
+            if owned:
+                os.close(here)
+            here, owned = step, True
+        return opener(here, pieces[-1] or b".", flags, mode, later if owned else resolve)
+    finally:
+        if owned:
+            os.close(here)
 
 
 _process_vm_readv = libc.process_vm_readv
@@ -219,6 +277,68 @@ class ThroughMissing(FileNotFoundError):
         self.lexical = _lexical_join(missing, rest)
 
 
+def long_name(fd: int) -> str:
+    """The name of our directory ``fd``, whose path is longer than ``/proc``
+    reads back: ``readlink`` of its ``/proc/self/fd`` link fails with
+    ENAMETOOLONG past a page (PATH_MAX), while the kernel looks up a relative
+    name from such a directory like any other.
+
+    Found as getcwd(3) finds a cwd that deep: up ``..`` one directory at a
+    time, looking for each one's entry in its parent, until an ancestor
+    whose name can be read. Raises OSError (ENAMETOOLONG if a directory on
+    the way cannot be listed).
+    """
+    names: list[str] = []
+    child = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    try:
+        while True:
+            parent = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=child)
+            try:
+                names.append(_entry_of(child, parent))
+            except BaseException:
+                os.close(parent)
+                raise
+            os.close(child)
+            child = parent
+            try:
+                top = os.readlink(str(child), dir_fd=_fd_dir())
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                continue
+            names.reverse()
+            return top.rstrip("/") + "/" + "/".join(names)
+    finally:
+        os.close(child)
+
+
+def _entry_of(child: int, parent: int) -> str:
+    """The name of directory ``child`` in directory ``parent``.
+
+    An entry's inode number is the one below a mount point, not the mounted
+    root's, so each candidate is stat'ed as a whole (dev and inode), cheap
+    ones (the same inode number) first.
+    """
+    want = os.fstat(child)
+    try:
+        listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+    except OSError:
+        raise OSError(errno.ENAMETOOLONG, "a directory above cannot be listed") from None
+    try:
+        entries = [e for e in os.scandir(listing) if e.is_dir(follow_symlinks=False)]
+    finally:
+        os.close(listing)
+    entries.sort(key=lambda e: e.inode() != want.st_ino)
+    for entry in entries:
+        try:
+            st = os.stat(entry.name, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+            return entry.name
+    raise OSError(errno.ENAMETOOLONG, "a directory not found in its parent")
+
+
 def _lexical_join(base: str, rest: list[str]) -> str:
     """Append path components to an absolute canonical ``base`` lexically."""
     parts = [p for p in base.split("/") if p]
@@ -268,9 +388,16 @@ class PathResolver:
     def _fd_name(self, fd: int) -> str:
         """What our ``fd`` names: ``readlink("/proc/self/fd/N")``, a third cheaper.
 
-        See :func:`_fd_dir`.
+        See :func:`_fd_dir`. A directory deeper than ``/proc`` can read back
+        (ENAMETOOLONG) gets its name from :func:`long_name`.
         """
-        return os.readlink(str(fd), dir_fd=_fd_dir())
+        try:
+            return os.readlink(str(fd), dir_fd=_fd_dir())
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG or not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise
+        with as_ourselves():
+            return long_name(fd)
 
     def root_id(self, tid: int) -> tuple[int, int] | None:
         """None if ``tid`` shares our root directory, else an id of its root."""
@@ -341,6 +468,16 @@ class PathResolver:
                     if fast is not None:
                         return fast
                 start = "/" if absolute else self._fd_name(basefd)
+                if (
+                    start.endswith(_DELETED)
+                    and ".." not in spath.split("/")
+                    and os.fstat(basefd).st_nlink == 0
+                ):
+                    # A removed cwd or dirfd: its text names another
+                    # directory, or none. What is made in it is named
+                    # through its magic link (see _fast); a ".." leads
+                    # to its parent, which the text does name.
+                    start = base
                 return self._walk(
                     tid, start, spath, follow, anchor=basefd, creds=creds, reach=reach
                 )
@@ -425,7 +562,12 @@ class PathResolver:
                 raise
             return None
         try:
-            resolved = self._fd_name(fd)
+            try:
+                resolved = self._fd_name(fd)
+            except OSError as e:
+                if e.errno == errno.ENAMETOOLONG:
+                    return None  # A file deeper than PATH_MAX: the walk names it.
+                raise
             if resolved.endswith(" (deleted)") and basefd != abi.AT_FDCWD:
                 st = os.fstat(fd)
                 if st.st_nlink == 0:
@@ -502,19 +644,28 @@ class PathResolver:
                     return os.readlink(where, dir_fd=at)
             return os.readlink(where, dir_fd=at)
 
-        def same_file(link: str, name: str) -> bool:
-            """Whether the magic ``link`` leads to the file at ``name``."""
+        def led_to(link: str) -> os.stat_result | None:
+            """What the magic ``link`` leads to (None if nothing we may look at)."""
             where, at = place(link)
             try:
                 if in_own_proc(link):
                     with as_ourselves():
-                        there = os.stat(where, dir_fd=at)
-                else:
-                    there = os.stat(where, dir_fd=at)
-                named = lstat(name)
+                        return os.stat(where, dir_fd=at)
+                return os.stat(where, dir_fd=at)
+            except OSError:
+                return None
+
+        def named(name: str, st: os.stat_result) -> bool:
+            """Whether ``name`` is the file ``st`` describes."""
+            try:
+                there = lstat(name)
             except OSError:
                 return False
-            return (there.st_dev, there.st_ino) == (named.st_dev, named.st_ino)
+            return (there.st_dev, there.st_ino) == (st.st_dev, st.st_ino)
+
+        # The parent of each removed directory the walk went into through
+        # its magic link: its text's (see below).
+        parent_of: dict[str, str] = {}
 
         current = start
         pending = path.split("/")
@@ -533,7 +684,7 @@ class PathResolver:
             if c == "..":
                 # EACCES where the program may not search the directory it leaves.
                 lstat(current, "/.")
-                current = current.rsplit("/", 1)[0] or "/"
+                current = parent_of.get(current) or current.rsplit("/", 1)[0] or "/"
                 continue
             cand = current.rstrip("/") + "/" + c
             if cand in ("/proc/self", "/proc/thread-self"):
@@ -564,9 +715,17 @@ class PathResolver:
             target = readlink(cand)
             if magic:
                 in_view = _in_root(prefix, target) if target.startswith("/") else None
-                if in_view is not None and not same_file(cand, in_view):
+                led = led_to(cand) if in_view is not None else None
+                if in_view is not None and (led is None or not named(in_view, led)):
                     # A deleted file, a memfd, a removed directory: its
                     # text ("X (deleted)") names nothing, or another file.
+                    removed_dir = led is not None and stat.S_ISDIR(led.st_mode)
+                    if removed_dir and not is_last and in_view.endswith(_DELETED):
+                        # Names in a removed directory go through its link;
+                        # its ".." is its old parent, which the text names.
+                        parent_of[cand] = in_view.rsplit("/", 1)[0] or "/"
+                        current = cand
+                        continue
                     in_view = None
                 if in_view is None:
                     # pipe:[N], socket:[N], anon_inode:..., or a file outside

@@ -44,6 +44,12 @@ Role = Literal[
 #: Roles that change the file system.
 CHANGING: frozenset[Role] = frozenset({"create", "replace", "remove", "modify"})
 
+#: The name given to a file the program holds whose name cannot be read
+#: back (deeper than PATH_MAX: ``/proc`` fails with ENAMETOOLONG, and a
+#: file, unlike a directory, has no ``..`` to climb). Under ``/`` but no
+#: other rule's path (a NUL is in no path): see decide_on_fd.
+TOO_DEEP = "/\0a file too deep to name"
+
 
 @dataclass(frozen=True, slots=True)
 class PathRequest:
@@ -261,7 +267,9 @@ def decide_on_fd(policy: Policy, role: Role, path: str | None) -> Continue | Fai
     * exec rules say which files may run: an fd whose file has no name (a
       memfd, a deleted file) matches none.
 
-    ``path`` is None for a file without a name. Continue means: the call is
+    ``path`` is None for a file without a name, :data:`TOO_DEEP` for one
+    whose name we cannot tell: a change through its fd is refused where a
+    read-only tree might hold it (fail closed). Continue means: the call is
     made on the program's own fd (in enforcing mode, on our copy of it).
     """
     if role == "exec":
@@ -272,6 +280,12 @@ def decide_on_fd(policy: Policy, role: Role, path: str | None) -> Continue | Fai
         if policy.exec_match(path) is None:
             return Fail(errno.EACCES, reason=EXEC_NOT_ALLOWED)
         return Continue(reason="an exec rule allows it")
+    if (
+        role in CHANGING
+        and path == TOO_DEEP
+        and any(isinstance(r, ReadOnly | Content) for r in policy.rules)
+    ):
+        return Fail(errno.EROFS, reason="a change through an fd of a file too deep to name")
     if role in CHANGING and path is not None:
         match = policy.match(path)
         if match is not None and isinstance(match.rule, ReadOnly | Content):

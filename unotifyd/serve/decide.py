@@ -46,6 +46,7 @@ from ..policy import (
 )
 from ..policy.paths import (
     EXEC_NOT_ALLOWED,
+    TOO_DEEP,
     MapPath,
     OnFd,
     PathDecision,
@@ -442,6 +443,10 @@ class Decider:
             return None  # Not open: the call fails with EBADF by itself.
         except ProcessLookupError:
             raise ProgramGone("thread is gone") from None
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                return TOO_DEEP  # A file below PATH_MAX's reach (a directory has a name).
+            raise
         # Sockets, pipes, anonymous inodes, deleted files: no path rule applies.
         if not text.startswith("/") or text.endswith(" (deleted)"):
             return None

@@ -18,7 +18,7 @@ import threading
 from ..kernel.creds import Credentials, acting_as
 from ..kernel.errors import ProgramGone, WouldBlock
 from ..kernel.opener import open_as
-from ..kernel.program import opened_name
+from ..kernel.program import opened_names
 from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
 from ..policy.decision import refuse_write_errno
 from .pathwork import realpath, what_is
@@ -80,11 +80,14 @@ def perform_open(
     if nonblocking and not d.flags & (os.O_NONBLOCK | os.O_PATH):
         extra = os.O_NONBLOCK
     root = root_fd if d.in_program_root else None
+    # A file to be judged once opened is not truncated by the open: that
+    # would be done before the judgement (see _judge_opened).
+    truncate = bool(recheck is not None and d.judge_opened and d.flags & os.O_TRUNC)
     try:
         fd = open_as(
             creds,
             path,
-            d.flags | extra,
+            (d.flags & ~os.O_TRUNC if truncate else d.flags) | extra,
             d.mode,
             no_symlinks=no_symlinks,
             root_fd=root,
@@ -106,6 +109,12 @@ def perform_open(
             if refused:
                 os.close(fd)
                 return -refused
+            if truncate and stat.S_ISREG(os.fstat(fd).st_mode):
+                # As the open would have (O_TRUNC needs write permission,
+                # whatever the access mode: build_open_flags() in fs/open.c),
+                # as the program, on the very file judged.
+                with acting_as(creds):
+                    os.truncate(f"/proc/self/fd/{fd}", 0)
         if d.exclusive:
             os.close(fd)
             return -errno.EEXIST
@@ -136,18 +145,18 @@ def _judge_opened(policy: Policy, d: EmulateOpen, fd: int, root_fd: int | None) 
     of that name would be (an open in place, of a read-only tree's file
     for reading, is as good as ours).
     """
-    name = opened_name(fd, root_fd)
-    if name is None or name.startswith("/proc/"):
-        return 0  # Still nameless, or /proc's own file: what was decided on.
     flags = d.flags | (os.O_CLOEXEC if d.cloexec else 0)
-    again = decide_open(policy, OpenRequest("open", name, flags, d.mode))
-    if isinstance(again, Fail):
-        return again.errno
-    if isinstance(again, RefuseWrite):
-        return refuse_write_errno(again.flags, "file")
-    if isinstance(again, EmulateOpen) and again.path == name:
-        return 0
-    return errno.EACCES  # A rule sends that name elsewhere: not this file.
+    for name in opened_names(fd, root_fd):
+        if name.startswith("/proc/"):
+            continue  # /proc's own file: what was decided on.
+        again = decide_open(policy, OpenRequest("open", name, flags, d.mode))
+        if isinstance(again, Fail):
+            return again.errno
+        if isinstance(again, RefuseWrite):
+            return refuse_write_errno(again.flags, "file")
+        if not (isinstance(again, EmulateOpen) and again.path == name):
+            return errno.EACCES  # A rule sends that name elsewhere: not this file.
+    return 0  # Nameless still, or a name the rules let it have so.
 
 
 def readable_instead(path_fd: int, creds: Credentials) -> int:

@@ -35,7 +35,7 @@ from ..kernel import abi
 from ..kernel.creds import Credentials, acting_as, as_ourselves
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
-from ..kernel.program import is_magic_link, openat2, opened_name
+from ..kernel.program import is_magic_link, openat2, opened_names
 from ..policy import Policy
 from ..policy.decision import Fail
 from ..policy.paths import (
@@ -45,8 +45,11 @@ from ..policy.paths import (
     PathRequest,
     PerformPath,
     RefuseChange,
+    Role,
     Target,
     decide_path,
+    link_out_of_read_only,
+    moves_a_rule,
     refuse_change_errno,
 )
 
@@ -105,9 +108,21 @@ def perform_path(
             with contextlib.ExitStack() as stack:
                 acting = _Acting(creds, tid, still_valid, stack)
                 recheck = policy if d.recheck else None
+                # A link's new name, for the judgement of a source reached
+                # through a magic link (see _judge).
+                link_to = _program_name(d.targets[1]) if call.op == "linkat" else None
                 places = [
-                    _place(call.op, arg, t, root_fd, recheck=recheck, acting=acting, stack=stack)
-                    for arg, t in zip(call.paths, d.targets, strict=True)
+                    _place(
+                        call.op,
+                        arg,
+                        t,
+                        root_fd,
+                        recheck=recheck,
+                        acting=acting,
+                        stack=stack,
+                        link_to=link_to if i == 0 else None,
+                    )
+                    for i, (arg, t) in enumerate(zip(call.paths, d.targets, strict=True))
                 ]
                 perform = OPERATIONS[call.op].perform
                 assert perform is not None
@@ -127,6 +142,7 @@ def _place(
     recheck: Policy | None,
     acting: _Acting,
     stack: contextlib.ExitStack,
+    link_to: str | None = None,
 ) -> Place:
     if isinstance(target, OnFd):
         return Place(acting.take(target.fd), b"", arg.follow, itself=True)
@@ -134,10 +150,17 @@ def _place(
         target = replace(_recheck(recheck, op, arg, target.path), link_text=target.link_text)
     dirfd, name = _open_parent(target, root_fd)
     stack.callback(os.close, dirfd)
-    if recheck is not None and arg.follow and is_magic_link(target.path):
-        pinned = _pin_through_magic_link(recheck, op, arg, dirfd, name, root_fd=root_fd)
-        stack.callback(os.close, pinned)
-        return Place(pinned, b"", True, itself=True)
+    if recheck is not None and target.in_program_root and target.path.startswith("/proc/"):
+        # Through a magic link (/proc/PID/fd/N, a removed cwd's
+        # /proc/PID/cwd): what it leads to now is judged, not the name
+        # decided on (see _judge).
+        if arg.follow and is_magic_link(target.path):
+            pinned = openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC, 0, 0)
+            stack.callback(os.close, pinned)
+            _judge(recheck, op, arg.role, pinned, b"", root_fd=root_fd, link_to=link_to)
+            return Place(pinned, b"", True, itself=True)
+        if is_magic_link(target.path.rpartition("/")[0]):
+            _judge(recheck, op, arg.role, dirfd, name, root_fd=root_fd, link_to=link_to)
     # A resolved path's last component is no link (it was followed, or
     # the call acts on the link): one found now was swapped in since.
     follow = arg.follow and not target.no_symlinks
@@ -159,37 +182,51 @@ def _place(
     )
 
 
-def _pin_through_magic_link(
-    policy: Policy, op: str, arg: PathArg, dirfd: int, name: bytes, *, root_fd: int | None
-) -> int:
-    """An ``O_PATH`` fd of the file the magic link ``name`` leads to now, if
-    the rules let the call act on that file (enforcing mode); raises
-    OSError with their errno otherwise.
+def _judge(
+    policy: Policy,
+    op: str,
+    role: Role,
+    fd: int,
+    name: bytes,
+    *,
+    root_fd: int | None,
+    link_to: str | None,
+) -> None:
+    """Raise OSError with the rules' errno unless they let call ``op`` act
+    on ``name`` in our directory ``fd`` (or, with no name, on the file
+    ``fd``) by the names it has now (enforcing mode).
 
-    The path was decided on as the link itself (the file had no name:
-    a pipe, a deleted file), but the program may ``dup2`` another fd onto
-    that number before we follow it: a file of a read-only tree would then
-    be changed through its own fd's magic link. So the file is pinned and
-    the rules asked about it by its name now; the call is then made on
-    the pinned fd (``AT_EMPTY_PATH``), never through the link again.
+    The path was decided on as a magic link, or below one: the file had
+    no name (a pipe, a deleted file, a removed cwd). But what the link
+    leads to is the program's to change before we follow it (a ``dup2``
+    onto N, an ``fchdir``): a file of a read-only tree would then be
+    changed through its own fd's link. So what we opened is asked about,
+    as a whole call: a link's source (``link_to`` its new name) may not
+    leave a read-only tree, nor a rename carry a rule's path along.
     """
-    pinned = openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC, 0, 0)
-    try:
-        now = opened_name(pinned, root_fd)
-        if now is not None:
-            again = decide_path(policy, PathRequest(op, arg.role, now))
-            if isinstance(again, Fail):
-                raise OSError(again.errno, os.strerror(again.errno))
-            if isinstance(again, RefuseChange):
-                err = refuse_change_errno(op, again.role, "file")
-                raise OSError(err, os.strerror(err))
-            if isinstance(again, MapPath) and again.path != now:
-                # A rule sends that name elsewhere: not the file the link gives.
-                raise OSError(errno.EACCES, "a file the rules send elsewhere")
-    except BaseException:
-        os.close(pinned)
-        raise
-    return pinned
+    for base in opened_names(fd, root_fd):
+        now = base if not name else base.rstrip("/") + "/" + os.fsdecode(name)
+        again = decide_path(policy, PathRequest(op, role, now))
+        if isinstance(again, Fail):
+            raise OSError(again.errno, os.strerror(again.errno))
+        if isinstance(again, RefuseChange):
+            err = refuse_change_errno(op, again.role, "file")
+            raise OSError(err, os.strerror(err))
+        if isinstance(again, MapPath) and again.path != now:
+            # A rule sends that name elsewhere: not the file the link gives.
+            raise OSError(errno.EACCES, "a file the rules send elsewhere")
+        refused = (
+            link_out_of_read_only(policy, now, link_to) if link_to is not None else None
+        ) or (moves_a_rule(policy, now) if op == "renameat2" else None)
+        if refused is not None:
+            raise OSError(refused.errno, os.strerror(refused.errno))
+
+
+def _program_name(target: Target) -> str | None:
+    """The program's name for what ``target`` acts on, if it is one of its own."""
+    if isinstance(target, MapPath) and target.in_program_root:
+        return target.path
+    return None
 
 
 def _recheck(policy: Policy, op: str, arg: PathArg, path: str) -> MapPath:

@@ -1,13 +1,15 @@
 /* A magic link raced: /proc/self/fd/N flips between a pipe and a file.
  *
- * usage: fdswap open|chmod FILE TRIES
+ * usage: fdswap open|chmod|trunc|link FILE TRIES
  *
  * A second thread keeps dup2()ing, onto fd N, a pipe (no name: a supervisor
  * decides on the link itself) and then FILE (opened read-only). The main
  * thread meanwhile acts through /proc/self/fd/N: "open" opens it for
- * writing, "chmod" changes its mode. Natively many acts reach FILE; under
- * --enforce with FILE in a read-only tree, none may: each is judged by the
- * file it reaches, not the name it was decided on.
+ * writing, "chmod" changes its mode, "trunc" opens it O_TRUNC, "link" gives
+ * it a second name (FILE.out, linkat AT_SYMLINK_FOLLOW) outside FILE's
+ * directory. Natively many acts reach FILE; under --enforce with FILE in a
+ * read-only tree, none may: each is judged by the file it reaches, as a
+ * whole call, not by the name it was decided on.
  *
  * Prints: reached=R refused=E other=O tries=T
  */
@@ -41,8 +43,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: fdswap open|chmod FILE TRIES\n");
         return 2;
     }
-    int do_open = strcmp(argv[1], "open") == 0, tries = atoi(argv[3]);
+    const char *act = argv[1];
+    int tries = atoi(argv[3]);
     file_fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+    /* Natively, to undo what a "trunc" did (under --enforce: -1, refused). */
+    int restore_fd = open(argv[2], O_WRONLY | O_CLOEXEC);
+    char out[4200];
+    snprintf(out, sizeof out, "%s.out", argv[2]);
+    char *slash = strrchr(out, '/');
+    if (slash != NULL && slash > out) { /* FILE.out one directory up: out of the tree */
+        char *prev = slash - 1;
+        while (prev > out && *prev != '/')
+            prev--;
+        memmove(prev + 1, slash + 1, strlen(slash + 1) + 1);
+    }
     if (file_fd < 0 || pipe(pipe_fds) < 0 || dup2(pipe_fds[0], N) < 0) {
         perror("setup");
         return 2;
@@ -58,7 +72,30 @@ int main(int argc, char **argv) {
     snprintf(link, sizeof link, "/proc/self/fd/%d", N);
     int reached = 0, refused = 0, other = 0;
     for (int i = 0; i < tries; i++) {
-        if (do_open) {
+        if (strcmp(act, "trunc") == 0) {
+            int fd = open(link, O_WRONLY | O_TRUNC | O_NONBLOCK | O_CLOEXEC);
+            if (fd < 0) {
+                errno == EROFS ? refused++ : other++;
+            } else {
+                close(fd);
+            }
+            struct stat now;
+            fstat(file_fd, &now);
+            if (now.st_size != want.st_size) {
+                reached++;
+                if (restore_fd >= 0 && pwrite(restore_fd, "original\n", 9, 0) != 9)
+                    perror("restore");
+            }
+        } else if (strcmp(act, "link") == 0) {
+            if (linkat(AT_FDCWD, link, AT_FDCWD, out, AT_SYMLINK_FOLLOW) < 0) {
+                errno == EXDEV ? refused++ : other++;
+                continue;
+            }
+            struct stat got;
+            if (stat(out, &got) == 0 && got.st_dev == want.st_dev && got.st_ino == want.st_ino)
+                reached++;
+            unlink(out);
+        } else if (strcmp(act, "open") == 0) {
             int fd = open(link, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
             if (fd < 0) {
                 errno == EROFS ? refused++ : other++;
