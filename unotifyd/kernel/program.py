@@ -45,6 +45,19 @@ def is_magic_link(path: str) -> bool:
 _DELETED = " (deleted)"
 
 
+def below_a_magic_link(path: str) -> str | None:
+    """The magic link ``path`` lies strictly below (``/proc/PID/fd/N`` of
+    ``/proc/PID/fd/N/x``), or None."""
+    if not path.startswith("/proc/"):
+        return None
+    cut = path.find("/", 6)
+    while cut > 0:
+        if _MAGIC_LINK.match(path[:cut]):
+            return path[:cut]
+        cut = path.find("/", cut + 1)
+    return None
+
+
 def opened_names(fd: int, root_fd: int | None) -> list[str]:
     """The names, in the program's view, the file our ``fd`` refers to goes by.
 

@@ -28,10 +28,22 @@ from ..calls.decode import (
 )
 from ..calls.registry import Syscall
 from ..kernel import abi
-from ..kernel.creds import CredentialReader, Credentials, acting_as, supervisor_privileged
+from ..kernel.creds import (
+    CredentialReader,
+    Credentials,
+    acting_as,
+    as_ourselves,
+    supervisor_privileged,
+)
 from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.opener import may_create
-from ..kernel.program import MemoryReader, PathResolver, ThroughMissing
+from ..kernel.program import (
+    MemoryReader,
+    PathResolver,
+    ThroughMissing,
+    below_a_magic_link,
+    is_magic_link,
+)
 from ..policy import (
     Continue,
     Decision,
@@ -250,6 +262,87 @@ class Decider:
         except BadArgument as e:
             return Fail(e.errno, str(e))
 
+    def _creating_a_directory_name(
+        self, p: InFlight, call: OpenCall, policy: Policy, creds: Credentials
+    ) -> Fail | None:
+        """The kernel's answer to ``O_CREAT`` on a name that can only be a
+        directory; None for any other name.
+
+        open_last_lookups() and do_open() (fs/namei.c): a name followed by
+        ``/`` is EISDIR once its parent is found, without a look at the
+        name itself; ``.``, ``..`` and ``/`` are looked up as any path, then
+        ``O_EXCL`` says EEXIST, and anything else EISDIR. What the lookup
+        meets first (ENOENT, ENOTDIR, EACCES) answers before either.
+        """
+        kind, slash = last_component(call.path)
+        if kind == "name" and not slash:
+            return None
+        path = call.path
+        if kind == "name":
+            parent = call.path.rstrip(b"/").rpartition(b"/")[0]
+            path = parent or (b"/" if call.path.startswith(b"/") else b".")
+        try:
+            where = self.resolver.resolve(
+                p.notif.pid, call.dirfd, path, follow=True, resolve_flags=call.resolve,
+                own_root=p.own_root, creds=creds,
+            )  # fmt: skip
+        except ThroughMissing as e:
+            try:
+                where = _in_a_virtual_tree(policy, e, creds)
+            except OSError as missing:
+                return Fail(missing.errno or errno.ENOENT, "cannot resolve path")
+        except OSError as e:
+            return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
+        denied = decide_open(policy, OpenRequest(call.syscall, where, os.O_RDONLY, 0))
+        if isinstance(denied, Fail):
+            return denied  # A deny answers first, telling nothing of what is there.
+        if kind == "name":
+            return Fail(errno.EISDIR, "O_CREAT on a name followed by '/'")
+        try:
+            self._must_be_directory(p, where, creds)  # "missing/." is ENOENT
+        except OSError as e:
+            return Fail(e.errno or errno.ENOENT, "no directory there")
+        if call.flags & os.O_EXCL:
+            return Fail(errno.EEXIST, "O_CREAT | O_EXCL on '.', '..' or '/'")
+        return Fail(errno.EISDIR, "O_CREAT on '.', '..' or '/'")
+
+    def _below_a_nameless_link(self, p: InFlight, path: str) -> Fail | None:
+        """The kernel's answer for a name inside a file without a name, or None.
+
+        The resolver names what lies in a removed directory (a removed cwd
+        or dirfd) through its magic link, ``/proc/PID/cwd/x``; and a file
+        without a name can be nothing but a removed directory or no
+        directory at all. A removed directory holds no names, and none can
+        be made in it (IS_DEADDIR: ENOENT, fs/namei.c); anything else is no
+        directory (ENOTDIR). So the answer is known without an act, and
+        none is made: what the link leads to is the program's to change
+        (``fchdir``, ``dup2``) before an act of ours could follow it.
+        """
+        link = below_a_magic_link(path)
+        if link is None:
+            return None
+        root_tid = p.notif.pid if p.own_root else None
+        try:
+            with as_ourselves():
+                directory = stat.S_ISDIR(os.stat(our_name(link, root_tid)).st_mode)
+        except OSError as e:
+            return Fail(e.errno or errno.ENOENT, "nothing behind the link")
+        if directory:
+            return Fail(errno.ENOENT, "in a removed directory")
+        return Fail(errno.ENOTDIR, "not a directory")
+
+    def _must_exist(self, p: InFlight, path: str, creds: Credentials) -> None:
+        """Raise OSError (ENOENT...) unless ``path`` exists, looked at as the program looks."""
+        root_fd = open_root(p.notif.pid if p.own_root else None)
+        try:
+            with acting_as(creds):
+                found = what_is(path, root_fd)
+        finally:
+            if root_fd is not None:
+                os.close(root_fd)
+        if found in ("missing", "no-parent"):
+            raise OSError(errno.ENOENT, "no such file or directory")
+
     def _decide_open(self, s: Served, p: InFlight, entry: Syscall) -> Decision:
         n = p.notif
         decode = entry.operation.open_decoder
@@ -265,9 +358,16 @@ class Decider:
             creds = p.creds = self.program_creds(p, need_umask=may_create(call.flags))
             reach = _reach(s, p, creds)
             policy = p.policy = self._policy_in(s, root, n.pid)
+            if call.flags & os.O_CREAT and names_a_directory(call.path):
+                odd = self._creating_a_directory_name(p, call, policy, creds)
+                if odd is not None:
+                    return odd
             resolved = p.resolved = self._look_up_open(
                 p, call, policy, creds=creds, reach=reach
             )  # fmt: skip
+            below = self._below_a_nameless_link(p, resolved)
+            if below is not None:
+                return below
             if policy.has_private:
                 seen = self._through_private(policy, resolved, p, call.follows_last_link)
                 if seen != resolved:
@@ -485,6 +585,11 @@ class Decider:
         reach = _reach(s, p, creds)
         decisions: list[PathDecision] = []
         resolved: list[str | None] = []
+        # rename(2) refuses ".", ".." or "/" as either name before it looks
+        # either up (do_renameat2(): EBUSY).
+        odd_rename = name == "renameat2" and any(
+            last_component(a.path)[0] != "name" for a in call.paths
+        )
         for arg in call.paths:
             where: str | None
             via_private = False
@@ -514,6 +619,9 @@ class Decider:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
             if reach is not None and not reach(where, False):
                 return Fail(errno.EACCES, _BEYOND_REACH)
+            below = None if on_fd or where is None else self._below_a_nameless_link(p, where)
+            if below is not None and not odd_rename:
+                return below
             resolved.append(where)
             # "dir/.", "a/..", "/": the kernel looks the directory up, then
             # refuses (do_rmdir()...); made on the resolved directory, the
@@ -525,6 +633,9 @@ class Decider:
                 and not isinstance(decide_path(policy, PathRequest(name, "read", where)), Fail)
             ):
                 try:
+                    if name == "linkat" and resolved[0] is not None and len(resolved) == 2:
+                        # link(2) looks its existing name up first.
+                        self._must_exist(p, resolved[0], creds)
                     self._must_be_directory(p, where, creds)
                 except OSError as e:
                     return Fail(e.errno or errno.ENOENT, "no directory there")
@@ -733,6 +844,14 @@ class Decider:
     def _must_be_directory(self, p: InFlight, path: str, creds: Credentials) -> None:
         """Raise OSError (ENOENT, ENOTDIR...) unless ``path`` is a directory, looked at as
         the program looks."""
+        if is_magic_link(path):
+            # A removed cwd or dirfd (see the resolver): the directory the
+            # link leads to. Its own /proc, looked into as ourselves.
+            root_tid = p.notif.pid if p.own_root else None
+            with acting_as(creds), as_ourselves():
+                if not stat.S_ISDIR(os.stat(our_name(path, root_tid)).st_mode):
+                    raise OSError(errno.ENOTDIR, "not a directory")
+            return
         root_fd = open_root(p.notif.pid if p.own_root else None)
         try:
             with acting_as(creds):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,7 +36,7 @@ from ..kernel import abi
 from ..kernel.creds import Credentials, acting_as, as_ourselves
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
-from ..kernel.program import is_magic_link, openat2, opened_names
+from ..kernel.program import is_magic_link, openat2, opened_names, read_ids
 from ..policy import Policy
 from ..policy.decision import Fail
 from ..policy.paths import (
@@ -126,6 +127,9 @@ def perform_path(
                 ]
                 perform = OPERATIONS[call.op].perform
                 assert perform is not None
+                if _in_own_fd_directory(call, d, tid, root_fd):
+                    with as_ourselves():
+                        return perform(call, places, acting)
                 return perform(call, places, acting)
         except OSError as e:
             return Outcome(-(e.errno or errno.EIO))
@@ -150,17 +154,15 @@ def _place(
         target = replace(_recheck(recheck, op, arg, target.path), link_text=target.link_text)
     dirfd, name = _open_parent(target, root_fd)
     stack.callback(os.close, dirfd)
-    if recheck is not None and target.in_program_root and target.path.startswith("/proc/"):
+    if recheck is not None and arg.follow and is_magic_link(target.path):
         # Through a magic link (/proc/PID/fd/N, a removed cwd's
         # /proc/PID/cwd): what it leads to now is judged, not the name
-        # decided on (see _judge).
-        if arg.follow and is_magic_link(target.path):
-            pinned = openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC, 0, 0)
-            stack.callback(os.close, pinned)
-            _judge(recheck, op, arg.role, pinned, b"", root_fd=root_fd, link_to=link_to)
-            return Place(pinned, b"", True, itself=True)
-        if is_magic_link(target.path.rpartition("/")[0]):
-            _judge(recheck, op, arg.role, dirfd, name, root_fd=root_fd, link_to=link_to)
+        # decided on (see _judge). Nothing below one is ever acted on: see
+        # Decider._below_a_nameless_link.
+        pinned = openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC, 0, 0)
+        stack.callback(os.close, pinned)
+        _judge(recheck, op, arg.role, pinned, b"", root_fd=root_fd, link_to=link_to)
+        return Place(pinned, b"", True, itself=True)
     # A resolved path's last component is no link (it was followed, or
     # the call acts on the link): one found now was swapped in since.
     follow = arg.follow and not target.no_symlinks
@@ -196,8 +198,8 @@ def _judge(
     on ``name`` in our directory ``fd`` (or, with no name, on the file
     ``fd``) by the names it has now (enforcing mode).
 
-    The path was decided on as a magic link, or below one: the file had
-    no name (a pipe, a deleted file, a removed cwd). But what the link
+    The path was decided on as a magic link: the file had no name (a
+    pipe, a deleted file, a removed cwd). But what the link
     leads to is the program's to change before we follow it (a ``dup2``
     onto N, an ``fchdir``): a file of a read-only tree would then be
     changed through its own fd's link. So what we opened is asked about,
@@ -220,6 +222,31 @@ def _judge(
         ) or (moves_a_rule(policy, now) if op == "renameat2" else None)
         if refused is not None:
             raise OSError(refused.errno, os.strerror(refused.errno))
+
+
+_FD_ENTRY = re.compile(r"^/proc/(\d+)(?:/task/\d+)?/fd/[^/]+$")
+
+
+def _in_own_fd_directory(call: PathCall, d: PerformPath, tid: int, root_fd: int | None) -> bool:
+    """Whether ``call`` makes, removes or renames an entry of the program's
+    own ``/proc/PID/fd`` directory: then it is made as ourselves.
+
+    The kernel lets a process write there as the directory's owner
+    (proc_fd_permission() in fs/proc/fd.c: its own thread group), which a
+    thread of ours acting with its credentials is not; the call would fail
+    with EACCES where the program's own fails later, EPERM or ENOTDIR. No
+    credentials can change anything there: the directory has no create,
+    unlink, rename, link or mkdir operations at all.
+    """
+    changing = any(a.role in ("create", "remove", "replace") for a in call.paths)
+    if root_fd is not None or not changing:
+        return False
+    tgid = read_ids(tid, innermost=False)[0]
+    for t in d.targets:
+        match = _FD_ENTRY.match(t.path) if isinstance(t, MapPath) and t.in_program_root else None
+        if match is None or int(match.group(1)) != tgid:
+            return False
+    return True
 
 
 def _program_name(target: Target) -> str | None:

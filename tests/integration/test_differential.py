@@ -1,0 +1,211 @@
+"""A differential table: system calls x path shapes, natively and under each mode (issue 16).
+
+Each case runs on a fresh tree: one call (``stat``, ``open``, ``mkdir``,
+``rename``...) on one shape of path (a plain name, ``d/.``, ``d/..``, a
+trailing ``/``, a symlink to a directory followed by ``/``, a dangling
+symlink, ``..`` after a missing name, the empty path, a name deeper than
+PATH_MAX, a deleted file through ``/proc/self/fd/N``, a removed cwd...). What
+it answers (the errno, or for a ``stat`` the file's type and size) and the
+whole tree afterwards are printed. The table runs natively (the oracle),
+then under ``unotifyd launch`` in virtualize mode, ``--enforce`` and
+``--view opens``, with a rule elsewhere (so that every call is trapped and
+performed or let through as the mode does, and none is governed), as root;
+and as an unprivileged user under ``--enforce``, where every call is
+performed with its credentials. Every line must be the same. Prints a
+``RESULT`` line per run with the number of cases and of differences.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import pytest
+
+from ..security.support import Report
+from .helpers import AS_NOBODY, SYSTEM_PYTHON, describe, public_dir, run_launch, run_native
+
+pytestmark = pytest.mark.kernel
+
+MODES = {"virtualize": (), "enforce": ("--enforce",), "opens": ("--view", "opens")}
+
+TABLE = r'''
+import ctypes, errno, os, shutil, stat, sys
+libc = ctypes.CDLL(None, use_errno=True)
+base = sys.argv[1]
+DEEP = "/".join(["n" * 200] * 22)  # a name deeper than PATH_MAX, made a level at a time
+
+def fresh():
+    os.chdir("/")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base + "/d/sub")
+    os.mkdir(base + "/e")
+    for name, text in (("f", "file"), ("d/f", "in d"), ("g", "other")):
+        with open(os.path.join(base, name), "w") as out:
+            out.write(text)
+    os.symlink("d", base + "/ld")
+    os.symlink("f", base + "/lf")
+    os.symlink("missing", base + "/dang")
+    os.chdir(base)
+
+def tree():
+    st = os.lstat(base)
+    out = [f".:{oct(st.st_mode & 0o7777)}"]
+    for top, dirs, files in os.walk(base):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            p = os.path.join(top, name)
+            st = os.lstat(p)
+            kind = "l" if stat.S_ISLNK(st.st_mode) else "d" if stat.S_ISDIR(st.st_mode) else "f"
+            size = st.st_size if kind == "f" else ""
+            out.append(f"{os.path.relpath(p, base)}:{kind}{oct(st.st_mode & 0o7777)}{size}")
+    return " ".join(out)
+
+def errname():
+    return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+
+def raw(name, *args):
+    ctypes.set_errno(0)
+    args = [a.encode() if isinstance(a, str) else a for a in args]
+    rc = getattr(libc, name)(*args)
+    return rc, ("0" if rc >= 0 else errname())
+
+def kind_of(p, follow):
+    try:
+        st = os.stat(p) if follow else os.lstat(p)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    return stat.filemode(st.st_mode)[0] + (str(st.st_size) if stat.S_ISREG(st.st_mode) else "")
+
+def opened(p, flags, mode=0o640):
+    rc, res = raw("open", p, flags, mode)
+    if rc >= 0:
+        os.close(rc)
+    return res
+
+def chdir_and_back(p):
+    rc, res = raw("chdir", p)
+    os.chdir(base)
+    return res
+
+CALLS = {
+    "stat": lambda p: kind_of(p, True),
+    "lstat": lambda p: kind_of(p, False),
+    "open": lambda p: opened(p, os.O_RDONLY),
+    "open-dir": lambda p: opened(p, os.O_RDONLY | os.O_DIRECTORY),
+    "creat": lambda p: opened(p, os.O_CREAT | os.O_WRONLY),
+    "creat-excl": lambda p: opened(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY),
+    "trunc": lambda p: opened(p, os.O_WRONLY | os.O_TRUNC),
+    "access": lambda p: raw("access", p, os.R_OK)[1],
+    "readlink": lambda p: raw("readlink", p, ctypes.create_string_buffer(64), 64)[1],
+    "mkdir": lambda p: raw("mkdir", p, 0o750)[1],
+    "rmdir": lambda p: raw("rmdir", p)[1],
+    "unlink": lambda p: raw("unlink", p)[1],
+    "rename-from": lambda p: raw("rename", p, "moved")[1],
+    "rename-onto": lambda p: raw("rename", "g", p)[1],
+    "link-onto": lambda p: raw("link", "g", p)[1],
+    "symlink-onto": lambda p: raw("symlink", "t", p)[1],
+    "chmod": lambda p: raw("chmod", p, 0o700)[1],  # its owner can still list it
+    "truncate": lambda p: raw("truncate", p, ctypes.c_long(1))[1],
+    "utime": lambda p: raw("utimes", p, None)[1],
+    "chdir": chdir_and_back,
+}
+
+SHAPES = [
+    "f", "d", "d/", "d/.", "d/..", "d/sub/..", "e/.", ".", "ld", "ld/", "lf", "lf/",
+    "dang", "dang/", "missing", "missing/", "missing/.", "missing/..", "d/missing/../f",
+    "f/", "f/.", "", "/proc/self/fd/DELETED", "DEEP", "DEEP/f", "CWD-GONE", "CWD-GONE/x",
+]
+# Calls that would change something above the tree through these shapes.
+UNSAFE = {("chmod", "d/.."), ("chmod", "d/sub/.."), ("utime", "d/.."), ("truncate", "d/..")}
+
+def shaped(shape):
+    """The path to pass for ``shape``, after whatever it needs is set up."""
+    if shape == "/proc/self/fd/DELETED":
+        fd = os.open("gone-file", os.O_CREAT | os.O_RDWR, 0o640)
+        os.write(fd, b"deleted")
+        os.unlink("gone-file")
+        return f"/proc/self/fd/{fd}"
+    if shape.startswith("DEEP"):
+        for part in DEEP.split("/"):
+            os.mkdir(part)
+            os.chdir(part)
+        with open("f", "w") as out:
+            out.write("deep")
+        os.chdir(base)
+        # From a cwd deep inside: a short name there, deeper than PATH_MAX from /.
+        for part in DEEP.split("/")[:-1]:
+            os.chdir(part)
+        return DEEP.rsplit("/", 1)[1] + shape[4:]
+    if shape.startswith("CWD-GONE"):
+        os.mkdir("cwd-gone")
+        os.chdir("cwd-gone")
+        os.rmdir("../cwd-gone")
+        return "." + shape[8:]
+    return shape
+
+fresh()
+pristine = tree()
+for call, fn in CALLS.items():
+    for shape in SHAPES:
+        if (call, shape) in UNSAFE:
+            continue
+        try:
+            result = fn(shaped(shape))
+        finally:
+            os.chdir(base)
+        # The deep tree is left out of the listing (its names are long),
+        # but what is at its bottom is in it.
+        there = None
+        if os.path.isdir(DEEP.split("/")[0]):
+            for part in DEEP.split("/")[:-1]:
+                os.chdir(part)
+            last = DEEP.rsplit("/", 1)[1]
+            there = [n if n != last else "DEEP" for n in sorted(os.listdir("."))]
+            if os.path.isdir(last):
+                there += sorted(os.listdir(last))
+            os.chdir(base)
+            shutil.rmtree(DEEP.split("/")[0])
+        after = tree()
+        print(call, repr(shape), result, there, after)
+        if after != pristine:
+            fresh()  # else the next case finds it as it was made
+'''
+
+
+def _table(argv: list[str], opts: tuple[str, ...] | None) -> list[str]:
+    proc = run_native(argv, timeout=300) if opts is None else run_launch(*opts, argv=argv,
+                                                                            timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", describe(proc)
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+def test_every_call_on_every_path_shape_answers_as_natively(
+    request: pytest.FixtureRequest, who: str
+) -> None:
+    report = Report(request.config)
+    with public_dir("unotifyd-diff-") as d:
+        base = d / "t"
+        prefix: tuple[str, ...] = AS_NOBODY if who == "nobody" else ()
+        if who == "nobody":
+            os.chown(d, 65534, 65534)
+        argv = [*prefix, SYSTEM_PYTHON, "-c", TABLE, str(base)]
+        native = _table(argv, None)
+        # The control: the odd shapes are refused natively, and the tree stays.
+        assert "rmdir 'd/.' EINVAL" in " ".join(native)
+        assert any(line.startswith("stat 'DEEP/f' -4 ") for line in native)  # 4 bytes, deep
+        assert len(native) > 500
+        differences: dict[str, int] = {}
+        failures: list[str] = []
+        # As nobody, the mode that acts with the program's credentials
+        # (and whose run takes longest): the others let the kernel act.
+        for mode, opts in MODES.items() if who == "root" else [("enforce", MODES["enforce"])]:
+            got = _table(argv, (*opts, "--deny", str(d / "elsewhere")))
+            diff = [line for line in difflib.unified_diff(native, got, lineterm="", n=0)
+                    if line[:1] in "+-" and line[:3] not in ("+++", "---")]  # fmt: skip
+            failures += [f"{mode}: {line}" for line in diff[:30]]
+            differences[mode] = sum(1 for line in diff if line.startswith("-"))
+            report(f"differential[{mode}-{who}]", cases=len(native),
+                   differences=differences[mode])  # fmt: skip
+        assert not any(differences.values()), failures
