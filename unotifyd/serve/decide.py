@@ -331,8 +331,9 @@ class Decider:
             return Fail(errno.ENOENT, "in a removed directory")
         return Fail(errno.ENOTDIR, "not a directory")
 
-    def _must_exist(self, p: InFlight, path: str, creds: Credentials) -> None:
-        """Raise OSError (ENOENT...) unless ``path`` exists, looked at as the program looks."""
+    def _must_exist(self, p: InFlight, path: str, creds: Credentials) -> str:
+        """What ``path`` is ("file" or "dir"), looked at as the program looks;
+        raises OSError (ENOENT...) if nothing is there."""
         root_fd = open_root(p.notif.pid if p.own_root else None)
         try:
             with acting_as(creds):
@@ -342,6 +343,7 @@ class Decider:
                 os.close(root_fd)
         if found in ("missing", "no-parent"):
             raise OSError(errno.ENOENT, "no such file or directory")
+        return found
 
     def _decide_open(self, s: Served, p: InFlight, entry: Syscall) -> Decision:
         n = p.notif
@@ -852,16 +854,7 @@ class Decider:
                 if not stat.S_ISDIR(os.stat(our_name(path, root_tid)).st_mode):
                     raise OSError(errno.ENOTDIR, "not a directory")
             return
-        root_fd = open_root(p.notif.pid if p.own_root else None)
-        try:
-            with acting_as(creds):
-                found = what_is(path, root_fd)
-        finally:
-            if root_fd is not None:
-                os.close(root_fd)
-        if found in ("missing", "no-parent"):
-            raise OSError(errno.ENOENT, "no such file or directory")
-        if found != "dir":
+        if self._must_exist(p, path, creds) != "dir":
             raise OSError(errno.ENOTDIR, "not a directory")
 
     def _decide_listing(self, s: Served, p: InFlight, entry: Syscall) -> Continue | Fail | Listing:

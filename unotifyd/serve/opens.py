@@ -113,8 +113,12 @@ def perform_open(
                 # As the open would have (O_TRUNC needs write permission,
                 # whatever the access mode: build_open_flags() in fs/open.c),
                 # as the program, on the very file judged.
-                with acting_as(creds):
-                    os.truncate(f"/proc/self/fd/{fd}", 0)
+                try:
+                    with acting_as(creds):
+                        os.truncate(f"/proc/self/fd/{fd}", 0)
+                except OSError as e:
+                    os.close(fd)
+                    return -(e.errno or errno.EIO)
         if d.exclusive:
             os.close(fd)
             return -errno.EEXIST
