@@ -69,8 +69,8 @@ def open_as(
     opened beforehand: with the program's credentials we might not be
     allowed to) ``path`` is the program's name for the file, looked up in
     its root (``RESOLVE_IN_ROOT``). ``creds=None`` or credentials equal to
-    ours open directly; otherwise this must run in a worker thread (it
-    switches the calling thread's credentials for the duration of the open).
+    ours open directly; otherwise the calling thread alone takes them on for
+    the duration of the open (:func:`~unotifyd.kernel.creds.acting_as`).
     ``probing`` says the ``O_NONBLOCK`` in ``flags`` is ours, not the
     program's: an open that would have waited raises :class:`WouldBlock`.
     With ``stop``, the open may be kicked out of its wait (kernel/kick.py):
