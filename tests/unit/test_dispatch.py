@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -20,7 +21,7 @@ import pytest
 
 from unotifyd.calls.registry import BY_NAME
 from unotifyd.kernel import abi
-from unotifyd.kernel.creds import Credentials
+from unotifyd.kernel.creds import Credentials, proc_status
 from unotifyd.kernel.errors import BadArgument
 from unotifyd.kernel.listener import Listener, Notification
 from unotifyd.policy import Deny, Fail, Pattern, Policy, ReadOnly, Redirect
@@ -214,6 +215,7 @@ def test_a_crashing_decision_fails_closed(monkeypatch: pytest.MonkeyPatch) -> No
     assert world.dispatcher.stats.internal_errors == 1
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="taking on another uid needs root")
 def test_work_for_another_user_is_performed_inline_as_that_user(
     files: tuple[Path, Path],
 ) -> None:
@@ -229,6 +231,8 @@ def test_work_for_another_user_is_performed_inline_as_that_user(
 
     world.dispatcher.decider.creds = Nobody()
     before = list(world.listener.answers)
+    groups_before = os.getgroups()
+    caps_before = proc_status(threading.get_native_id())[b"CapEff"].strip()
     raw = [world.mem.put(os.fsencode(src)), os.O_RDONLY]
     notif = Notification(99, TID, BY_NAME["open"].nr, abi.AUDIT_ARCH_X86_64, (*raw, 0, 0, 0, 0))  # type: ignore[arg-type]
     jobs: list[Job] = []
@@ -237,7 +241,13 @@ def test_work_for_another_user_is_performed_inline_as_that_user(
     # Made as nobody, to whom pytest's temporary directories are closed
     # (as root, the open would have succeeded).
     assert world.listener.answers[len(before):] == [("error", errno.EACCES)]
-    assert os.geteuid() == 0 and os.getegid() == 0  # and we are ourselves again
+    assert dst.parent.stat().st_mode & 0o005 == 0, "the test needs a directory nobody can't search"
+    # And this thread is ourselves again: every id (real, effective, saved,
+    # file system), the groups and the capabilities.
+    after = proc_status(threading.get_native_id())
+    assert after[b"Uid"].split() == [b"0"] * 4 and after[b"Gid"].split() == [b"0"] * 4
+    assert os.getgroups() == groups_before
+    assert after[b"CapEff"].strip() == caps_before
 
 
 class _Counted(FakeCreds):

@@ -201,7 +201,10 @@ OPERATIONS: dict[str, Operation] = {
         "path", (at("modify", unless_nofollow(4), empty_flag_arg=4),), ops.fchownat
     ),
     # truncate(path, length) has no *at form: (AT_FDCWD, path, length)
-    "truncate": Operation("path", (at("modify", ALWAYS),), ops.truncate),
+    # A worker's: opening the file for writing breaks a lease on it, which
+    # waits up to lease-break-time (fcntl(2)) for a holder who may be any
+    # user, never the program's lane.
+    "truncate": Operation("path", (at("modify", ALWAYS),), ops.truncate, may_block=True),
     "utimensat": Operation(
         "path", (at("modify", unless_nofollow(3), empty_flag_arg=3, null_ok=True),),
         ops.utimensat, timespecs,

@@ -5,7 +5,7 @@ answered it cannot even load its libraries. So ``unotifyd launch`` serves
 with the synchronous :class:`~unotifyd.serve.dispatch.Dispatcher`, which
 answers every call that cannot block inline: most programs never need
 more, and then trio is never imported. As soon as a call must wait in a
-worker thread (a FIFO, another program's credentials), serving moves on to
+worker thread (a FIFO, a device, a connect), serving moves on to
 the :class:`~unotifyd.serve.trioserve.TrioServer`, which picks up what was
 left (:class:`StartupEnd`).
 

@@ -2,8 +2,8 @@
 
 :class:`Dispatcher` looks the call up in the registry, has it decided
 (:mod:`.decide`) and answers the decision with the function the table
-:data:`_ANSWERS` has for its type. Work that must wait (a FIFO, another
-program's credentials) is handed to a ``defer`` callback: the start-up
+:data:`_ANSWERS` has for its type. Work that may wait (a FIFO, a device, a
+connect) is handed to a ``defer`` callback: the start-up
 loop of :mod:`.bootstrap` and the trio :class:`~.trioserve.TrioServer`
 each bring theirs.
 """

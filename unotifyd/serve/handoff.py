@@ -56,8 +56,9 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
 
     With ``nonblocking``, returns None instead of waiting for a FIFO or a
     device; else ``stop`` may end the wait of an open (see
-    :class:`WorkerResult`). Runs in the serving thread or, to block or to
-    take on the program's credentials, in a worker thread. Raises ProgramGone.
+    :class:`WorkerResult`). Runs in the serving thread, or in a worker
+    thread where it may block; either takes on the program's credentials
+    for the work (kernel/creds.acting_as). Raises ProgramGone.
     """
     root_fd = open_root(job.root_tid)
     n, listener = job.notif, job.listener

@@ -180,9 +180,14 @@ def readable_instead(path_fd: int, creds: Credentials) -> int:
             return -errno.EOPNOTSUPP
         flags = os.O_RDONLY | os.O_NOCTTY | (os.O_DIRECTORY if stat.S_ISDIR(mode) else 0)
         try:
-            return open_as(creds, f"/proc/self/fd/{path_fd}", flags, 0)
+            # O_NONBLOCK: a write lease on the file would make the open wait
+            # for its holder (fcntl(2), "Leases"): EAGAIN instead, as for
+            # every open made inline (see perform_open). Cleared after.
+            fd = open_as(creds, f"/proc/self/fd/{path_fd}", flags | os.O_NONBLOCK, 0)
         except OSError as e:
             return -(e.errno or errno.EACCES)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return fd
     finally:
         os.close(path_fd)
 

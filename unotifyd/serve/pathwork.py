@@ -13,8 +13,8 @@ is made on the last component relative to it: the ``*at`` form of every
 call. A symbolic link swapped in after the decision then fails the call
 (``ELOOP``) or is acted on itself, never followed somewhere no rule allowed.
 
-Runs in the serving thread, or in a worker thread that has taken on the
-program's credentials (:func:`~unotifyd.kernel.opener.acting_as`), so the
+Runs in the serving thread, or in a worker thread where it may block,
+acting with the program's credentials (:func:`~unotifyd.kernel.creds.acting_as`), so the
 kernel checks permissions as for the program: a root supervisor never
 stats, changes or lists for a program what it could not itself.
 """

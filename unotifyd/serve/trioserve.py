@@ -4,9 +4,9 @@ One task reads each listener. When the listener is readable it *drains*
 it (:func:`~.drain.drain`): every pending notification is received and
 answered inline by the :class:`~.dispatch.Dispatcher`, without a trip
 through the scheduler, as long as answering cannot block. Anything
-that may block (an open of a FIFO or a device, an open that must run with
-another program's credentials) goes to a worker thread, so one slow call
-never stalls the others.
+that may block (an open of a FIFO or a device, a connect, a truncate that
+may break a lease) goes to a worker thread, so one slow call never stalls
+the others.
 """
 
 from __future__ import annotations
@@ -238,10 +238,11 @@ class TrioServer:
         """Run ``job`` in a worker thread of the right pool; what it gave (see handoff.Result).
 
         Two pools, so that opens blocked on FIFOs can never starve the
-        others: opens that cannot block (regular files, only in a thread to
-        take on the program's credentials) have threads of their own, and
-        blocking ones are also capped per program. A "regular" file that
-        turns out to be a FIFO after all moves on to the blocking pool.
+        others: work that should not block (an open that raced into a FIFO
+        after our look, which is tried without waiting first) has threads
+        of its own, and blocking work is also capped per program. A
+        "regular" file that turns out to be a FIFO moves on to the
+        blocking pool.
         """
         quick, blocking = self._thread_limiters()
         if not job.may_block:
