@@ -37,7 +37,7 @@ def is_magic_link(path: str) -> bool:
     Such a link leads to whatever the process holds there when it is
     followed, not to a name: what it leads to may change between two
     lookups (a ``dup2`` onto the fd), so an act through one must judge the
-    file it got (see :func:`opened_name`).
+    file it got (see :func:`opened_names`).
     """
     return _MAGIC_LINK.match(path) is not None
 
@@ -67,14 +67,14 @@ def opened_names(fd: int, root_fd: int | None) -> list[str]:
     no path names (a pipe, a socket, a memfd, an anonymous inode) or a file
     outside the program's root (``root_fd``, an fd of it; None: ours).
     """
-    name: str | None = os.readlink(str(fd), dir_fd=_fd_dir())
-    assert name is not None
+    name = os.readlink(str(fd), dir_fd=_fd_dir())
     if not name.startswith("/") or name.startswith("/memfd:"):
         return []
     if root_fd is not None:
-        name = _in_root(os.readlink(str(root_fd), dir_fd=_fd_dir()), name)
-        if name is None:
+        in_view = _in_root(os.readlink(str(root_fd), dir_fd=_fd_dir()), name)
+        if in_view is None:
             return []
+        name = in_view
     if name.endswith(_DELETED) and os.fstat(fd).st_nlink == 0:
         return [name, name[: -len(_DELETED)] or "/"]
     return [name]
@@ -140,8 +140,6 @@ def _open_long(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> 
             pieces[-1] += b"/" + part
         else:
             pieces.append(part)
-    if pieces[0] == b"":
-        pieces[0] = b"/"  # an absolute path's first piece is its root
     opener = Openat2()
     later = resolve & ~abi.RESOLVE_IN_ROOT
     if resolve & abi.RESOLVE_IN_ROOT:
