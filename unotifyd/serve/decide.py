@@ -282,15 +282,9 @@ class Decider:
             parent = call.path.rstrip(b"/").rpartition(b"/")[0]
             path = parent or (b"/" if call.path.startswith(b"/") else b".")
         try:
-            where = self.resolver.resolve(
-                p.notif.pid, call.dirfd, path, follow=True, resolve_flags=call.resolve,
-                own_root=p.own_root, creds=creds,
-            )  # fmt: skip
-        except ThroughMissing as e:
-            try:
-                where = _in_a_virtual_tree(policy, e, creds)
-            except OSError as missing:
-                return Fail(missing.errno or errno.ENOENT, "cannot resolve path")
+            where = self._resolve(
+                p, call.dirfd, path, policy, follow=True, resolve_flags=call.resolve, creds=creds
+            )
         except OSError as e:
             return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
         denied = decide_open(policy, OpenRequest(call.syscall, where, os.O_RDONLY, 0))
@@ -321,15 +315,21 @@ class Decider:
         link = below_a_magic_link(path)
         if link is None:
             return None
-        root_tid = p.notif.pid if p.own_root else None
         try:
-            with as_ourselves():
-                directory = stat.S_ISDIR(os.stat(our_name(link, root_tid)).st_mode)
+            directory = self._leads_to_a_directory(p, link)
         except OSError as e:
             return Fail(e.errno or errno.ENOENT, "nothing behind the link")
         if directory:
             return Fail(errno.ENOENT, "in a removed directory")
         return Fail(errno.ENOTDIR, "not a directory")
+
+    @staticmethod
+    def _leads_to_a_directory(p: InFlight, link: str) -> bool:
+        """Whether the program's magic ``link`` leads to a directory. Its own
+        ``/proc``, looked into as ourselves (see as_ourselves). Raises OSError."""
+        root_tid = p.notif.pid if p.own_root else None
+        with as_ourselves():
+            return stat.S_ISDIR(os.stat(our_name(link, root_tid)).st_mode)
 
     def _must_exist(self, p: InFlight, path: str, creds: Credentials) -> str:
         """What ``path`` is ("file" or "dir"), looked at as the program looks;
@@ -399,10 +399,30 @@ class Decider:
         reach: Callable[[str], bool] | None = None,
     ) -> str:
         """Resolve an open's path as the program would (with ``creds``; ours if None)."""
+        return self._resolve(
+            p, call.dirfd, call.path, policy, follow=call.follows_last_link,
+            resolve_flags=call.resolve, creds=creds, reach=reach,
+        )  # fmt: skip
+
+    def _resolve(
+        self,
+        p: InFlight,
+        dirfd: int,
+        path: bytes,
+        policy: Policy,
+        *,
+        follow: bool,
+        resolve_flags: int = 0,
+        creds: Credentials | None = None,
+        reach: Callable[[str], bool] | None = None,
+    ) -> str:
+        """``path`` resolved as the program would (with ``creds``; ours if
+        None), in its view: a ``..`` after a missing name is looked at in
+        the rules' trees (see _in_a_virtual_tree). Raises OSError."""
         try:
             return self.resolver.resolve(
-                p.notif.pid, call.dirfd, call.path, follow=call.follows_last_link,
-                resolve_flags=call.resolve, own_root=p.own_root, creds=creds, reach=reach,
+                p.notif.pid, dirfd, path, follow=follow, resolve_flags=resolve_flags,
+                own_root=p.own_root, creds=creds, reach=reach,
             )  # fmt: skip
         except ThroughMissing as e:
             return _in_a_virtual_tree(policy, e, creds)
@@ -464,18 +484,14 @@ class Decider:
                 at = rule.pattern.path.rstrip("/") + mine[len(rule.backing) :]
                 start = text if text.startswith("/") else f"{at or '/'}/{text}"
                 rest = "/".join(parts[i + 1 :])
-                try:
-                    path = self.resolver.resolve(
-                        p.notif.pid,
-                        abi.AT_FDCWD,
-                        os.fsencode(f"{start}/{rest}" if rest else start),
-                        follow=follow,
-                        own_root=p.own_root,
-                        creds=p.creds,
-                    )
-                except ThroughMissing as e:
-                    # "../x" from a link in a private tree not on disk.
-                    path = _in_a_virtual_tree(policy, e, p.creds)
+                path = self._resolve(
+                    p,
+                    abi.AT_FDCWD,
+                    os.fsencode(f"{start}/{rest}" if rest else start),
+                    policy,
+                    follow=follow,
+                    creds=p.creds,
+                )
                 break
             else:
                 return path
@@ -733,13 +749,9 @@ class Decider:
         ``slash``, the trailing "/" is left out of the lookup.
         """
         path = (arg.path.rstrip(b"/") or arg.path) if slash else arg.path
-        try:
-            return self.resolver.resolve(
-                p.notif.pid, arg.dirfd, path, follow=arg.follow, own_root=p.own_root,
-                creds=creds, reach=reach,
-            )  # fmt: skip
-        except ThroughMissing as e:
-            return _in_a_virtual_tree(policy, e, creds)
+        return self._resolve(
+            p, arg.dirfd, path, policy, follow=arg.follow, creds=creds, reach=reach
+        )
 
     def _quick_path_call(self, p: InFlight, call: PathCall, policy: Policy) -> Continue | None:
         """CONTINUE for a path call no rule governs, decided on lookups of ours
@@ -847,12 +859,9 @@ class Decider:
         """Raise OSError (ENOENT, ENOTDIR...) unless ``path`` is a directory, looked at as
         the program looks."""
         if is_magic_link(path):
-            # A removed cwd or dirfd (see the resolver): the directory the
-            # link leads to. Its own /proc, looked into as ourselves.
-            root_tid = p.notif.pid if p.own_root else None
-            with acting_as(creds), as_ourselves():
-                if not stat.S_ISDIR(os.stat(our_name(path, root_tid)).st_mode):
-                    raise OSError(errno.ENOTDIR, "not a directory")
+            # A removed cwd or dirfd (see the resolver): the directory the link leads to.
+            if not self._leads_to_a_directory(p, path):
+                raise OSError(errno.ENOTDIR, "not a directory")
             return
         if self._must_exist(p, path, creds) != "dir":
             raise OSError(errno.ENOTDIR, "not a directory")
