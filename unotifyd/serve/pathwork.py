@@ -161,7 +161,7 @@ def _place(
         # Decider._below_a_nameless_link.
         pinned = openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC, 0, 0)
         stack.callback(os.close, pinned)
-        _judge(recheck, op, arg.role, pinned, b"", root_fd=root_fd, link_to=link_to)
+        _judge(recheck, op, arg.role, pinned, root_fd=root_fd, link_to=link_to)
         return Place(pinned, b"", True, itself=True)
     # A resolved path's last component is no link (it was followed, or
     # the call acts on the link): one found now was swapped in since.
@@ -189,14 +189,12 @@ def _judge(
     op: str,
     role: Role,
     fd: int,
-    name: bytes,
     *,
     root_fd: int | None,
     link_to: str | None,
 ) -> None:
     """Raise OSError with the rules' errno unless they let call ``op`` act
-    on ``name`` in our directory ``fd`` (or, with no name, on the file
-    ``fd``) by the names it has now (enforcing mode).
+    on the file ``fd`` (ours) by the names it has now (enforcing mode).
 
     The path was decided on as a magic link: the file had no name (a
     pipe, a deleted file, a removed cwd). But what the link
@@ -206,8 +204,7 @@ def _judge(
     as a whole call: a link's source (``link_to`` its new name) may not
     leave a read-only tree, nor a rename carry a rule's path along.
     """
-    for base in opened_names(fd, root_fd):
-        now = base if not name else base.rstrip("/") + "/" + os.fsdecode(name)
+    for now in opened_names(fd, root_fd):
         again = decide_path(policy, PathRequest(op, role, now))
         if isinstance(again, Fail):
             raise OSError(again.errno, os.strerror(again.errno))
