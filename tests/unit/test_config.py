@@ -377,6 +377,13 @@ ERRORS: list[tuple[str, str, int | None, str]] = [
     ("version-unsupported", lines("# v2", "version = 2"), 2, "unsupported version 2"),
     ("version-string", lines("", 'version = "1"'), 2, "must be the integer 1, not a string"),
     ("version-bool", lines("version = true"), 1, "must be the integer 1, not a boolean"),
+    ("version-date", lines("version = 1979-05-27"), 1, "must be the integer 1, not a date"),
+    (
+        "version-date-time",
+        lines("version = 1979-05-27T07:32:00Z"),
+        1,
+        "must be the integer 1, not a date-time",
+    ),
     (
         "mode-unknown",
         lines("version = 1", 'mode = "strict"'),

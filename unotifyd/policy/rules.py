@@ -38,7 +38,6 @@ rules for the same pattern would make the outcome depend on their order.
 
 from __future__ import annotations
 
-import difflib
 import errno as errno_module
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -164,6 +163,8 @@ def parse_errno(name: str) -> int:
     if name.upper() in known:
         close = [name.upper()]  # only the case is wrong
     else:
+        import difflib  # noqa: PLC0415 - for a mistake's hint only, not every launch
+
         close = difflib.get_close_matches(name.upper(), known, n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise ValueError(

@@ -66,7 +66,6 @@ for each, saying which route it reopens.
 
 from __future__ import annotations
 
-import difflib
 import errno
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -254,6 +253,8 @@ def check_allowed(names: Iterable[str]) -> frozenset[str]:
     for name in sorted(allowed):
         if name in SURFACE:
             continue
+        import difflib  # noqa: PLC0415 - for a mistake's hint only, not every launch
+
         close = difflib.get_close_matches(name.lower(), list(SURFACE), n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise ValueError(
