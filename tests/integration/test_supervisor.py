@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 import trio
 
 import unotifyd.serve.decide as decide_module
+import unotifyd.serve.dispatch as dispatch_module
 from unotifyd.kernel.listener import Listener
 from unotifyd.launch import _spawn
-from unotifyd.policy import Decision, Deny, OpenRequest, Policy, decide_open, parse_pattern
+from unotifyd.policy import (
+    Decision,
+    Deny,
+    OpenRequest,
+    Policy,
+    decide_open,
+    parse_pattern,
+    rules_from_options,
+)
 from unotifyd.serve.trioserve import TrioServer
 
 pytestmark = pytest.mark.kernel
@@ -48,3 +61,56 @@ def test_a_crashing_handler_fails_the_call_and_serving_goes_on(
     # ...and the next call was served as usual.
     assert any(line.startswith("ID=") for line in lines[1:])
     assert sup.stats.internal_errors == 1
+
+
+_FIFO_OPEN_WITH_ALARM = """
+import ctypes, errno, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+signal.signal(signal.SIGALRM, lambda *a: None)
+signal.siginterrupt(signal.SIGALRM, True)  # no SA_RESTART
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+ctypes.set_errno(0)
+fd = libc.open(sys.argv[1].encode(), os.O_RDONLY)
+print("fd" if fd >= 0 else errno.errorcode[ctypes.get_errno()], flush=True)
+"""
+
+
+def test_a_fifo_that_replaced_a_file_after_our_look_is_interrupted_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An open our look took for a regular file's that meets a FIFO put
+    there since (``may_block`` is that look, made to say "regular file")
+    waits in a worker all the same, and a signal must end that wait as it
+    ends the program's own (issue 16). Before, only opens the look had
+    called FIFOs could be interrupted: this one hung until killed."""
+    fifo, src = tmp_path / "fifo", tmp_path / "src"
+    os.mkfifo(fifo)
+    native = subprocess.run(
+        [sys.executable, "-c", _FIFO_OPEN_WITH_ALARM, str(fifo)],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert native.stdout == "EINTR\n", native
+
+    monkeypatch.setattr(dispatch_module, "may_block", lambda path: False)
+    policy = Policy(rules_from_options([f"{src}={fifo}"], [], []), "enforce")
+    out = tmp_path / "out"
+    argv = ["/bin/sh", "-c", f'exec "$0" -c "$1" "$2" > {out}',
+            sys.executable, _FIFO_OPEN_WITH_ALARM, str(src)]  # fmt: skip
+    pid, fd, _ = _spawn(policy, argv, set())
+    hung = threading.Event()
+
+    def watchdog() -> None:
+        if not done.wait(15):
+            hung.set()
+            os.kill(pid, signal.SIGKILL)
+
+    done = threading.Event()
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        with Listener(fd) as listener:
+            trio.run(TrioServer().serve, listener, policy)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        done.set()
+    assert not hung.is_set(), "the open went on waiting after the signal"
+    assert (os.waitstatus_to_exitcode(status), out.read_text()) == (0, "EINTR\n")

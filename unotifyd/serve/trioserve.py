@@ -255,6 +255,12 @@ class TrioServer:
             )
             if raw is not None:
                 return raw
+            waiting = s.waiting.get(job.notif.id)
+            if waiting is not None and isinstance(job.decision, EmulateOpen):
+                # A FIFO took the file's place since our look: the open may
+                # wait now, and a signal must end that wait as it would the
+                # program's own (see _watch_waiting).
+                waiting.interruptible = kick.installed()
         if s.blocking is None:
             s.blocking = trio.CapacityLimiter(_MAX_BLOCKED_PER_PROGRAM)
         handoffs.append(WorkerResult())
