@@ -6,12 +6,14 @@ goes as deep as it likes one relative name at a time (``mkdir d; cd d``), and
 ``/proc`` cannot read back a name that long (ENAMETOOLONG), so the supervisor
 finds a deep directory's name as getcwd(3) does (kernel/program.long_name)
 and opens long names in pieces (kernel/program._open_long). Before, every
-trapped call there failed with ENAMETOOLONG, in every mode. Each case runs
+trapped call there failed with ENAMETOOLONG, in every mode, and so did
+those in a removed cwd that deep, which has no name at all. Each case runs
 natively first; the answers and the tree afterwards must be the same.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,22 @@ r("listdir", lambda: sorted(os.listdir(".")))
 r("unlink", lambda: os.unlink("g"))
 r("open ../missing", lambda: os.open("../missing", os.O_RDONLY))
 r("rmdir", lambda: os.rmdir("sub"))
+# A removed cwd that deep: /proc cannot read back even "X (deleted)".
+os.mkdir("gone")
+os.chdir("gone")
+os.rmdir("../gone")
+r("removed: stat .", lambda: os.stat(".").st_nlink)
+r("removed: listdir .", lambda: os.listdir("."))
+r("removed: open .", lambda: os.close(os.open(".", os.O_RDONLY)))
+r("removed: access .", lambda: os.access(".", os.R_OK))
+r("removed: create", lambda: os.open("x", os.O_CREAT | os.O_WRONLY, 0o644))
+r("removed: mkdir", lambda: os.mkdir("x"))
+r("removed: rmdir .", lambda: os.rmdir("."))
+r("removed: stat ../missing", lambda: os.stat("../missing"))
+r("removed: create ../new", lambda: os.close(os.open("../new", os.O_CREAT | os.O_WRONLY)))
+r("removed: mkdir ../nd", lambda: os.mkdir("../nd"))
+r("removed: rename ../new", lambda: os.rename("../new", "../nd/moved"))
+r("removed: parent", lambda: sorted(os.listdir("..")) + sorted(os.listdir("../nd")))
 """
 
 TOOLS = r"""
@@ -93,3 +111,44 @@ def test_tools_walk_a_tree_deeper_than_path_max(tmp_path: Path, mode: str) -> No
     proc = run_launch(*MODES[mode], "--deny", str(tmp_path / "elsewhere"),
                       argv=["bash", "-c", TOOLS, "tools", str(tmp_path)])  # fmt: skip
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, native.stdout, ""), describe(proc)
+
+
+REOPEN = """
+import errno, os, sys
+os.chdir(sys.argv[1])
+for _ in range(25):
+    os.chdir("d" * 200)
+fd = os.open("f", os.O_RDONLY)
+
+def reopen(flags):
+    try:
+        os.close(os.open(f"/proc/self/fd/{fd}", flags))
+        return "OK"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+print("read", reopen(os.O_RDONLY), "write", reopen(os.O_WRONLY))
+"""
+
+
+def test_a_file_too_deep_to_name_is_judged_through_its_magic_link(tmp_path: Path) -> None:
+    """Reopening a file deeper than PATH_MAX through ``/proc/self/fd/N``
+    (a magic link, decided on as such, then judged by the name of what it
+    reached): the name cannot be read back, so a write is refused where a
+    read-only tree might hold it, as for a change through the fd itself.
+    Before, the judge failed on ENAMETOOLONG (EPERM and a traceback)."""
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(25):  # one name at a time: the whole path is too long
+        os.mkdir("d" * 200, dir_fd=fd)
+        step = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = step
+    os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    os.close(fd)
+    native = run_native(py(REOPEN, str(tmp_path)))
+    assert native.stdout == "read OK write OK\n", describe(native)
+    proc = run_launch("--enforce", "--readonly", f"{tmp_path}/**",
+                      argv=py(REOPEN, str(tmp_path)))  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "read OK write EROFS\n", ""), (
+        describe(proc)
+    )

@@ -10,6 +10,7 @@ NOTES). ``/proc`` failures that mean "the process is gone" become
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -64,10 +65,21 @@ def opened_names(fd: int, root_fd: int | None) -> list[str]:
     What ``/proc/self/fd/N`` reads: the file's path; for a file removed
     since, that path with ``" (deleted)"`` appended, and the path it had
     (rules name files by the path they had; judge by both). None for what
-    no path names (a pipe, a socket, a memfd, an anonymous inode) or a file
-    outside the program's root (``root_fd``, an fd of it; None: ours).
+    no path names (a pipe, a socket, a memfd, an anonymous inode, a removed
+    directory) or a file outside the program's root (``root_fd``, an fd of
+    it; None: ours). Raises OSError: ENAMETOOLONG for a file (not a
+    directory) deeper than ``/proc`` reads back.
     """
-    name = os.readlink(str(fd), dir_fd=_fd_dir())
+    try:
+        name = os.readlink(str(fd), dir_fd=_fd_dir())
+    except OSError as e:
+        st = os.fstat(fd)
+        if e.errno != errno.ENAMETOOLONG or not stat.S_ISDIR(st.st_mode):
+            raise
+        if st.st_nlink == 0:
+            return []  # A removed directory: no name to read, none to judge.
+        with as_ourselves():
+            name = long_name(fd)
     if not name.startswith("/") or name.startswith("/memfd:"):
         return []
     if root_fd is not None:
@@ -478,23 +490,42 @@ class PathResolver:
                     fast = self._fast(basefd, path, follow, resolve_flags, base=base)
                     if fast is not None:
                         return fast
-                start = "/" if absolute else self._fd_name(basefd)
-                if (
-                    start.endswith(_DELETED)
-                    and ".." not in spath.split("/")
-                    and os.fstat(basefd).st_nlink == 0
-                ):
-                    # A removed cwd or dirfd: its text names another
-                    # directory, or none. What is made in it is named
-                    # through its magic link (see _fast); a ".." leads
-                    # to its parent, which the text does name.
-                    start = base
+                start = "/" if absolute else self._start_name(basefd, base, spath)
                 return self._walk(
                     tid, start, spath, follow, anchor=basefd, creds=creds, reach=reach
                 )
         finally:
             if basefd >= 0:
                 os.close(basefd)
+
+    def _start_name(self, basefd: int, base: str, path: str) -> str:
+        """The name of the cwd or dirfd ``basefd`` (the magic link ``base``)
+        to walk ``path`` from.
+
+        A removed one has none: its text ("X (deleted)") names another
+        directory, or none, and one deeper than PATH_MAX cannot even be
+        read back (ENAMETOOLONG). What is made in it is named through its
+        magic link (see _fast); a ".." leads to its parent, which a text
+        that can be read does name. A text too long to read is made up
+        of its parent's name the same way: the walk places each name
+        relative to ``basefd`` by it, and every name below the removed
+        directory is missing. Raises OSError.
+        """
+        dotdot = ".." in path.split("/")
+        try:
+            start = self._fd_name(basefd)
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG or os.fstat(basefd).st_nlink != 0:
+                raise
+            if not dotdot:
+                return base
+            parent = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=basefd)
+            try:
+                return self._fd_name(parent).rstrip("/") + "/" + _DELETED
+            finally:
+                os.close(parent)
+        removed = start.endswith(_DELETED) and os.fstat(basefd).st_nlink == 0
+        return base if removed and not dotdot else start
 
     def _resolve_in_root(
         self,
@@ -576,20 +607,29 @@ class PathResolver:
             try:
                 resolved = self._fd_name(fd)
             except OSError as e:
-                if e.errno == errno.ENAMETOOLONG:
-                    return None  # A file deeper than PATH_MAX: the walk names it.
-                raise
-            if resolved.endswith(" (deleted)") and basefd != abi.AT_FDCWD:
-                st = os.fstat(fd)
-                if st.st_nlink == 0:
-                    here = os.fstat(basefd)
-                    same = (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
-                    return base if same else None
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                # A file deeper than PATH_MAX: the walk names it, unless it
+                # is the removed cwd or dirfd itself, which has no name.
+                return base if self._is_removed_base(fd, basefd) else None
+            if resolved.endswith(_DELETED) and basefd != abi.AT_FDCWD and not os.fstat(fd).st_nlink:
+                return base if self._is_removed_base(fd, basefd) else None
         finally:
             os.close(fd)
         if resolved.startswith("/proc/") or resolved == "/proc" or not resolved.startswith("/"):
             return None
         return resolved
+
+    @staticmethod
+    def _is_removed_base(fd: int, basefd: int) -> bool:
+        """Whether ``fd`` is the cwd or dirfd ``basefd`` it was opened from, removed."""
+        if basefd == abi.AT_FDCWD:
+            return False
+        st = os.fstat(fd)
+        if st.st_nlink != 0:
+            return False
+        here = os.fstat(basefd)
+        return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
 
     def _walk(
         self,
@@ -674,6 +714,19 @@ class PathResolver:
                 return False
             return (there.st_dev, there.st_ino) == (st.st_dev, st.st_ino)
 
+        def deep_name(link: str) -> str | None:
+            """The name of the directory the magic ``link`` leads to, too
+            long to read back (ENAMETOOLONG); None if it is no directory."""
+            where, at = place(link)
+            with as_ourselves() if in_own_proc(link) else contextlib.nullcontext():
+                fd = os.open(where, os.O_PATH | os.O_CLOEXEC, dir_fd=at)
+                try:
+                    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                        return None
+                    return long_name(fd)
+                finally:
+                    os.close(fd)
+
         # The parent of each removed directory the walk went into through
         # its magic link: its text's (see below).
         parent_of: dict[str, str] = {}
@@ -723,7 +776,21 @@ class PathResolver:
             magic = _MAGIC_LINK.match(cand)
             if magic and reach is not None and not reach(cand):
                 raise OSError(errno.EACCES, "a process beyond the program's reach", cand)
-            target = readlink(cand)
+            try:
+                target = readlink(cand)
+            except OSError as e:
+                if not (magic and e.errno == errno.ENAMETOOLONG):
+                    raise
+                # What it leads to lies deeper than /proc reads back: a
+                # directory is named as getcwd(3) would; a file has no
+                # name we can read, and goes by the link's (see above).
+                deep = deep_name(cand)
+                if deep is None:
+                    if not is_last:
+                        raise OSError(errno.ENOTDIR, "not a directory", cand) from None
+                    current = cand
+                    continue
+                target = deep
             if magic:
                 in_view = _in_root(prefix, target) if target.startswith("/") else None
                 led = led_to(cand) if in_view is not None else None

@@ -222,7 +222,7 @@ def _open_how(req: OpenRequest) -> tuple[int, int] | str:
     return flags, (mode & _S_IALLUGO if _creates(flags) else 0)
 
 
-def _writes(flags: int) -> bool:
+def writes(flags: int) -> bool:
     # O_ACCMODE == 3 is no typo in a program: Linux treats it as read+write
     # for permission checks, so it counts as a write too.
     return (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
@@ -302,7 +302,7 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
         # Content: a read-only file that always exists.
         if flags & os.O_CREAT and flags & os.O_EXCL:
             return Fail(errno.EEXIST, reason=reason)
-        if _writes(flags) or flags & os.O_TMPFILE == os.O_TMPFILE:
+        if writes(flags) or flags & os.O_TMPFILE == os.O_TMPFILE:
             return Fail(errno.EROFS, reason=reason)
         if flags & os.O_DIRECTORY:
             return Fail(errno.ENOTDIR, reason=reason)
@@ -319,7 +319,7 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
     # lookup, which is I/O, and EROFS reveals nothing a read could not.
     create = bool(flags & os.O_CREAT)
     exclusive = create and bool(flags & os.O_EXCL)
-    if _writes(flags):
+    if writes(flags):
         return RefuseWrite(path=req.path, flags=flags, reason=reason)
     if create:
         # O_EXCL is only dropped along with O_CREAT: alone it keeps its meaning

@@ -20,7 +20,8 @@ from ..kernel.errors import ProgramGone, WouldBlock
 from ..kernel.opener import open_as
 from ..kernel.program import opened_names
 from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
-from ..policy.decision import refuse_write_errno
+from ..policy.decision import refuse_write_errno, writes
+from ..policy.paths import TOO_DEEP, decide_on_fd
 from .pathwork import realpath, what_is
 
 
@@ -150,7 +151,16 @@ def _judge_opened(policy: Policy, d: EmulateOpen, fd: int, root_fd: int | None) 
     for reading, is as good as ours).
     """
     flags = d.flags | (os.O_CLOEXEC if d.cloexec else 0)
-    for name in opened_names(fd, root_fd):
+    try:
+        names = opened_names(fd, root_fd)
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        # A file too deep to name: refused for writing where a read-only
+        # tree might hold it (see decide_on_fd).
+        deep = decide_on_fd(policy, "modify" if writes(flags) else "read", TOO_DEEP)
+        return deep.errno if isinstance(deep, Fail) else 0
+    for name in names:
         if name.startswith("/proc/"):
             continue  # /proc's own file: what was decided on.
         again = decide_open(policy, OpenRequest("open", name, flags, d.mode))

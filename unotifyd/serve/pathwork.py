@@ -40,6 +40,7 @@ from ..kernel.program import is_magic_link, openat2, opened_names, read_ids
 from ..policy import Policy
 from ..policy.decision import Fail
 from ..policy.paths import (
+    TOO_DEEP,
     Found,
     MapPath,
     OnFd,
@@ -48,6 +49,7 @@ from ..policy.paths import (
     RefuseChange,
     Role,
     Target,
+    decide_on_fd,
     decide_path,
     link_out_of_read_only,
     moves_a_rule,
@@ -204,7 +206,16 @@ def _judge(
     as a whole call: a link's source (``link_to`` its new name) may not
     leave a read-only tree, nor a rename carry a rule's path along.
     """
-    for now in opened_names(fd, root_fd):
+    try:
+        names = opened_names(fd, root_fd)
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        deep = decide_on_fd(policy, role, TOO_DEEP)  # A file too deep to name.
+        if isinstance(deep, Fail):
+            raise OSError(deep.errno, os.strerror(deep.errno)) from None
+        return
+    for now in names:
         again = decide_path(policy, PathRequest(op, role, now))
         if isinstance(again, Fail):
             raise OSError(again.errno, os.strerror(again.errno))
