@@ -120,22 +120,23 @@ for _ in range(25):
     os.chdir("d" * 200)
 fd = os.open("f", os.O_RDONLY)
 
-def reopen(flags):
+def attempt(fn):
     try:
-        os.close(os.open(f"/proc/self/fd/{fd}", flags))
+        fn()
         return "OK"
     except OSError as e:
         return errno.errorcode[e.errno]
 
-print("read", reopen(os.O_RDONLY), "write", reopen(os.O_WRONLY))
+print("read", attempt(lambda: os.close(os.open(f"/proc/self/fd/{fd}", os.O_RDONLY))),
+      "write", attempt(lambda: os.close(os.open(f"/proc/self/fd/{fd}", os.O_WRONLY))))
 """
 
 
 def test_a_file_too_deep_to_name_is_judged_through_its_magic_link(tmp_path: Path) -> None:
-    """Reopening a file deeper than PATH_MAX through ``/proc/self/fd/N``
-    (a magic link, decided on as such, then judged by the name of what it
-    reached): the name cannot be read back, so a write is refused where a
-    read-only tree might hold it, as for a change through the fd itself.
+    """Reopening a file deeper than PATH_MAX through
+    ``/proc/self/fd/N``: a magic link, decided on as such, then judged by
+    the name of what it reached, which cannot be read back. So it fails
+    closed wherever a rule might name the file (policy.paths.judge_too_deep).
     Before, the judge failed on ENAMETOOLONG (EPERM and a traceback)."""
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     for _ in range(25):  # one name at a time: the whole path is too long
@@ -145,10 +146,15 @@ def test_a_file_too_deep_to_name_is_judged_through_its_magic_link(tmp_path: Path
         fd = step
     os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
     os.close(fd)
-    native = run_native(py(REOPEN, str(tmp_path)))
+    argv = py(REOPEN, str(tmp_path))
+    native = run_native(argv)
     assert native.stdout == "read OK write OK\n", describe(native)
-    proc = run_launch("--enforce", "--readonly", f"{tmp_path}/**",
-                      argv=py(REOPEN, str(tmp_path)))  # fmt: skip
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "read OK write EROFS\n", ""), (
-        describe(proc)
-    )
+    expect = {
+        # Only read-only rules: a read is as good as the fd the program holds.
+        ("--readonly", f"{tmp_path}/**"): "read OK write EROFS\n",
+        # Any rule that might name the file, anywhere: fail closed.
+        ("--deny", f"{tmp_path}-elsewhere"): "read EACCES write EACCES\n",
+    }
+    for rule, want in expect.items():
+        proc = run_launch("--enforce", *rule, argv=argv)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, want, ""), describe(proc)

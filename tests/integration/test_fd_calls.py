@@ -334,3 +334,40 @@ def test_files_without_a_name_answer_as_natively(
         proc = run_launch(*mode, "--deny", str(d / "elsewhere"), argv=argv)
         assert proc.returncode == 0, describe(proc)
         assert proc.stdout.splitlines() == native.stdout.splitlines()
+
+
+THROUGH_THE_PARENT = """
+import errno, os, sys
+secret, work = sys.argv[1], sys.argv[2]
+os.chdir(work)
+os.mkdir("w")
+os.chdir("w")
+os.rmdir("../w")
+# In the old parent, a link whose name is /proc's text for the removed
+# cwd, leading through a magic link (our fast lookup cannot follow it).
+os.symlink("/proc/self/root" + secret, "../w (deleted)")
+try:
+    with open("../w (deleted)") as f:
+        print("read", f.read())
+except OSError as e:
+    print("read", errno.errorcode[e.errno])
+"""
+
+
+def test_a_name_in_a_removed_cwds_parent_is_not_the_cwd(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """``../X (deleted)`` from a removed cwd ``X`` is an entry of its old
+    parent, whatever its name: here a link to a denied file. The supervisor
+    once walked from ``/proc``'s text for the cwd and took that entry for
+    the cwd itself, so in virtualize mode no rule saw the file the kernel
+    then read (an audit found it)."""
+    secret = tmp_path / "secret"
+    secret.write_text("secret")
+    (tmp_path / "work").mkdir()
+    argv = py(THROUGH_THE_PARENT, str(secret), str(tmp_path / "work"))
+    native = run_native(argv)
+    assert native.stdout == "read secret\n", describe(native)
+    (tmp_path / "work" / "w (deleted)").unlink()
+    proc = run_launch(*mode, "--deny", str(secret), argv=argv)
+    assert (proc.returncode, proc.stdout) == (0, "read EACCES\n"), describe(proc)

@@ -17,6 +17,7 @@ from unotifyd.policy.paths import (
     decide_on_fd,
     decide_path,
     hidden_names,
+    judge_too_deep,
     link_out_of_read_only,
     moves_a_rule,
     refuse_change_errno,
@@ -142,6 +143,20 @@ def test_a_call_on_an_open_file_is_about_the_file_not_its_name() -> None:
         refused = decide_on_fd(execs, "exec", nameless)
         assert isinstance(refused, Fail) and refused.errno == errno.EACCES
     assert isinstance(decide_on_fd(Policy(), "exec", None), Continue)
+
+
+def test_a_file_too_deep_to_name_fails_closed_where_a_rule_might_name_it() -> None:
+    # Reached anew through a magic link, its name unread (judge_too_deep).
+    ro = Policy([ReadOnly(Pattern("/r", tree=True))])
+    assert judge_too_deep(ro, "read") is None
+    refused = judge_too_deep(ro, "modify")
+    assert refused is not None and refused.errno == errno.EROFS
+    refused = judge_too_deep(ro, "read", link_out=True)
+    assert refused is not None and refused.errno == errno.EXDEV
+    for rule in (Deny(Pattern("/s")), Redirect(Pattern("/a"), Pattern("/b"))):
+        refused = judge_too_deep(Policy([rule, ReadOnly(Pattern("/r", tree=True))]), "read")
+        assert refused is not None and refused.errno == errno.EACCES
+    assert judge_too_deep(Policy([Exec(Pattern("/usr", tree=True))]), "modify") is None
 
 
 def test_a_file_of_a_read_only_tree_is_not_linked_out() -> None:

@@ -10,7 +10,6 @@ NOTES). ``/proc`` failures that mean "the process is gone" become
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -65,10 +64,12 @@ def opened_names(fd: int, root_fd: int | None) -> list[str]:
     What ``/proc/self/fd/N`` reads: the file's path; for a file removed
     since, that path with ``" (deleted)"`` appended, and the path it had
     (rules name files by the path they had; judge by both). None for what
-    no path names (a pipe, a socket, a memfd, an anonymous inode, a removed
-    directory) or a file outside the program's root (``root_fd``, an fd of
-    it; None: ours). Raises OSError: ENAMETOOLONG for a file (not a
-    directory) deeper than ``/proc`` reads back.
+    no path names (a pipe, a socket, a memfd, an anonymous inode) or a file
+    outside the program's root (``root_fd``, an fd of it; None: ours).
+    A directory deeper than ``/proc`` reads back is named as getcwd(3)
+    would, and has none once removed: no name can ever be made in it
+    (IS_DEADDIR), and no rule can be about its dead inode. Raises OSError:
+    ENAMETOOLONG for another file that deep.
     """
     try:
         name = os.readlink(str(fd), dir_fd=_fd_dir())
@@ -77,7 +78,7 @@ def opened_names(fd: int, root_fd: int | None) -> list[str]:
         if e.errno != errno.ENAMETOOLONG or not stat.S_ISDIR(st.st_mode):
             raise
         if st.st_nlink == 0:
-            return []  # A removed directory: no name to read, none to judge.
+            return []
         with as_ourselves():
             name = long_name(fd)
     if not name.startswith("/") or name.startswith("/memfd:"):
@@ -490,42 +491,54 @@ class PathResolver:
                     fast = self._fast(basefd, path, follow, resolve_flags, base=base)
                     if fast is not None:
                         return fast
-                start = "/" if absolute else self._start_name(basefd, base, spath)
-                return self._walk(
-                    tid, start, spath, follow, anchor=basefd, creds=creds, reach=reach
-                )
+                if absolute:
+                    start, rest, anchor = "/", spath, basefd
+                else:
+                    start, rest, anchor = self._start_of(basefd, base, spath)
+                try:
+                    return self._walk(
+                        tid, start, rest, follow, anchor=anchor, creds=creds, reach=reach
+                    )
+                finally:
+                    if anchor != basefd:
+                        os.close(anchor)
         finally:
             if basefd >= 0:
                 os.close(basefd)
 
-    def _start_name(self, basefd: int, base: str, path: str) -> str:
-        """The name of the cwd or dirfd ``basefd`` (the magic link ``base``)
-        to walk ``path`` from.
+    def _start_of(self, basefd: int, base: str, path: str) -> tuple[str, str, int]:
+        """Where to walk ``path`` from, given the cwd or dirfd ``basefd`` (the
+        magic link ``base``): (its name, the path, an fd to look names up from).
 
-        A removed one has none: its text ("X (deleted)") names another
-        directory, or none, and one deeper than PATH_MAX cannot even be
-        read back (ENAMETOOLONG). What is made in it is named through its
-        magic link (see _fast); a ".." leads to its parent, which a text
-        that can be read does name. A text too long to read is made up
-        of its parent's name the same way: the walk places each name
-        relative to ``basefd`` by it, and every name below the removed
-        directory is missing. Raises OSError.
+        A removed one has no name: its text ("X (deleted)") names another
+        directory, or none, and one deeper than PATH_MAX cannot even be read
+        back (ENAMETOOLONG). It holds no names either, so a path in it either
+        stays in it, named through its magic link (see _fast), or leaves it
+        by a first ".." for its old parent, which is looked up as the program
+        would (the search right on the removed directory: may_lookup() in
+        fs/namei.c) and walked from by its own name and fd. Never by a text
+        made up for the removed directory: a name of the program's in the
+        parent could then pass for it. The caller closes an fd that is not
+        ``basefd``. Raises OSError.
         """
-        dotdot = ".." in path.split("/")
         try:
-            start = self._fd_name(basefd)
+            name: str | None = self._fd_name(basefd)
         except OSError as e:
             if e.errno != errno.ENAMETOOLONG or os.fstat(basefd).st_nlink != 0:
                 raise
-            if not dotdot:
-                return base
-            parent = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=basefd)
-            try:
-                return self._fd_name(parent).rstrip("/") + "/" + _DELETED
-            finally:
-                os.close(parent)
-        removed = start.endswith(_DELETED) and os.fstat(basefd).st_nlink == 0
-        return base if removed and not dotdot else start
+            name = None
+        if name is not None and not (name.endswith(_DELETED) and os.fstat(basefd).st_nlink == 0):
+            return name, path, basefd
+        parts = path.split("/")
+        first = next((i for i, c in enumerate(parts) if c not in ("", ".")), None)
+        if first is None or parts[first] != "..":
+            return base, path, basefd
+        parent = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=basefd)
+        try:
+            return self._fd_name(parent), "/".join(parts[first + 1 :]), parent
+        except BaseException:
+            os.close(parent)
+            raise
 
     def _resolve_in_root(
         self,
@@ -714,19 +727,6 @@ class PathResolver:
                 return False
             return (there.st_dev, there.st_ino) == (st.st_dev, st.st_ino)
 
-        def deep_name(link: str) -> str | None:
-            """The name of the directory the magic ``link`` leads to, too
-            long to read back (ENAMETOOLONG); None if it is no directory."""
-            where, at = place(link)
-            with as_ourselves() if in_own_proc(link) else contextlib.nullcontext():
-                fd = os.open(where, os.O_PATH | os.O_CLOEXEC, dir_fd=at)
-                try:
-                    if not stat.S_ISDIR(os.fstat(fd).st_mode):
-                        return None
-                    return long_name(fd)
-                finally:
-                    os.close(fd)
-
         # The parent of each removed directory the walk went into through
         # its magic link: its text's (see below).
         parent_of: dict[str, str] = {}
@@ -781,16 +781,17 @@ class PathResolver:
             except OSError as e:
                 if not (magic and e.errno == errno.ENAMETOOLONG):
                     raise
-                # What it leads to lies deeper than /proc reads back: a
-                # directory is named as getcwd(3) would; a file has no
-                # name we can read, and goes by the link's (see above).
-                deep = deep_name(cand)
-                if deep is None:
-                    if not is_last:
-                        raise OSError(errno.ENOTDIR, "not a directory", cand) from None
-                    current = cand
-                    continue
-                target = deep
+                # It leads deeper than /proc reads back. Its name goes
+                # unread: the link is its name, and what is opened or acted
+                # on through it is judged by what it is, as for a pipe (see
+                # below). Names below it cannot be walked by name at all.
+                if not is_last:
+                    led = led_to(cand)
+                    deep_dir = led is not None and stat.S_ISDIR(led.st_mode)
+                    err = errno.ENAMETOOLONG if deep_dir else errno.ENOTDIR
+                    raise OSError(err, os.strerror(err), cand) from None
+                current = cand
+                continue
             if magic:
                 in_view = _in_root(prefix, target) if target.startswith("/") else None
                 led = led_to(cand) if in_view is not None else None

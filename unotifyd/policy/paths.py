@@ -251,6 +251,28 @@ def decide_path(policy: Policy, req: PathRequest) -> PathDecision:
     )
 
 
+def judge_too_deep(policy: Policy, role: Role, *, link_out: bool = False) -> Fail | None:
+    """The rules' answer for a file reached through a magic link (``/proc/PID/fd/N``)
+    whose name is too deep to read back (:data:`TOO_DEEP`); None: no rule can object.
+
+    Unlike a call on the program's own fd (:func:`decide_on_fd`), such an
+    open or call gets at the file anew, maybe another process's and with
+    more access than any fd the program holds, and the rules about names
+    cannot be asked which one governs it. So it fails closed where any
+    could: EACCES if the policy denies, redirects or makes private any
+    name, EROFS for a change (EXDEV for a link to ``link_out``, as a
+    ``ro`` mount says) if it has read-only or content rules.
+    """
+    if any(isinstance(r, Deny | Redirect | Private) for r in policy.rules):
+        return Fail(errno.EACCES, reason="a file too deep to name: a rule might name it")
+    if (role in CHANGING or link_out) and any(
+        isinstance(r, ReadOnly | Content) for r in policy.rules
+    ):
+        err = errno.EXDEV if link_out else errno.EROFS
+        return Fail(err, reason="a file too deep to name: it might be read-only")
+    return None
+
+
 def decide_on_fd(policy: Policy, role: Role, path: str | None) -> Continue | Fail:
     """Decide a call about a file the program has open (``AT_EMPTY_PATH``), named ``path``.
 

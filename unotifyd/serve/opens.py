@@ -21,7 +21,7 @@ from ..kernel.opener import open_as
 from ..kernel.program import opened_names
 from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
 from ..policy.decision import refuse_write_errno, writes
-from ..policy.paths import TOO_DEEP, decide_on_fd
+from ..policy.paths import judge_too_deep
 from .pathwork import realpath, what_is
 
 
@@ -156,10 +156,8 @@ def _judge_opened(policy: Policy, d: EmulateOpen, fd: int, root_fd: int | None) 
     except OSError as e:
         if e.errno != errno.ENAMETOOLONG:
             raise
-        # A file too deep to name: refused for writing where a read-only
-        # tree might hold it (see decide_on_fd).
-        deep = decide_on_fd(policy, "modify" if writes(flags) else "read", TOO_DEEP)
-        return deep.errno if isinstance(deep, Fail) else 0
+        deep = judge_too_deep(policy, "modify" if writes(flags) else "read")
+        return deep.errno if deep is not None else 0
     for name in names:
         if name.startswith("/proc/"):
             continue  # /proc's own file: what was decided on.

@@ -40,7 +40,6 @@ from ..kernel.program import is_magic_link, openat2, opened_names, read_ids
 from ..policy import Policy
 from ..policy.decision import Fail
 from ..policy.paths import (
-    TOO_DEEP,
     Found,
     MapPath,
     OnFd,
@@ -49,8 +48,8 @@ from ..policy.paths import (
     RefuseChange,
     Role,
     Target,
-    decide_on_fd,
     decide_path,
+    judge_too_deep,
     link_out_of_read_only,
     moves_a_rule,
     refuse_change_errno,
@@ -211,8 +210,8 @@ def _judge(
     except OSError as e:
         if e.errno != errno.ENAMETOOLONG:
             raise
-        deep = decide_on_fd(policy, role, TOO_DEEP)  # A file too deep to name.
-        if isinstance(deep, Fail):
+        deep = judge_too_deep(policy, role, link_out=link_to is not None)
+        if deep is not None:
             raise OSError(deep.errno, os.strerror(deep.errno)) from None
         return
     for now in names:
