@@ -22,7 +22,7 @@ import os
 
 import pytest
 
-from ..security.support import Report
+from ..security.support import NO_CAPS, Report
 from .helpers import AS_NOBODY, SYSTEM_PYTHON, describe, public_dir, run_launch, run_native
 
 pytestmark = pytest.mark.kernel
@@ -180,14 +180,14 @@ def _table(argv: list[str], opts: tuple[str, ...] | None) -> list[str]:
     return proc.stdout.splitlines()
 
 
-@pytest.mark.parametrize("who", ["root", "nobody"])
+@pytest.mark.parametrize("who", ["root", "root-nocaps", "nobody"])
 def test_every_call_on_every_path_shape_answers_as_natively(
     request: pytest.FixtureRequest, who: str
 ) -> None:
     report = Report(request.config)
     with public_dir("unotifyd-diff-") as d:
         base = d / "t"
-        prefix: tuple[str, ...] = AS_NOBODY if who == "nobody" else ()
+        prefix = {"root": (), "root-nocaps": NO_CAPS, "nobody": (*AS_NOBODY, "--")}[who]
         if who == "nobody":
             os.chown(d, 65534, 65534)
         argv = [*prefix, SYSTEM_PYTHON, "-c", TABLE, str(base)]
@@ -198,8 +198,9 @@ def test_every_call_on_every_path_shape_answers_as_natively(
         assert len(native) > 500
         differences: dict[str, int] = {}
         failures: list[str] = []
-        # As nobody, the mode that acts with the program's credentials
-        # (and whose run takes longest): the others let the kernel act.
+        # As nobody and as root without capabilities, the mode that acts
+        # with the program's credentials (and whose run takes longest): the
+        # others let the kernel act.
         for mode, opts in MODES.items() if who == "root" else [("enforce", MODES["enforce"])]:
             got = _table(argv, (*opts, "--deny", str(d / "elsewhere")))
             diff = [line for line in difflib.unified_diff(native, got, lineterm="", n=0)
