@@ -224,3 +224,61 @@ def test_a_send_made_for_the_program_lends_it_no_privilege(tree: Path, who: str)
     proc = run_launch("--enforce", "--deny", f"{tree}/denied/**", "--trace", argv=argv)
     assert proc.stdout == native.stdout, describe(proc)
     assert " sendmsg(" in proc.stderr, "the send was made by the supervisor"
+
+
+# A datagram send and a stream connect that wait (the receiver's queue is
+# full; the listener's backlog is), ended by SIGALRM without SA_RESTART.
+WAITS_ENDED_BY_A_SIGNAL = r"""
+import ctypes, errno, signal, socket, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+signal.signal(signal.SIGALRM, lambda *a: None)
+signal.siginterrupt(signal.SIGALRM, True)
+
+def ended(what, call, *, stream):
+    address = struct.pack("H", socket.AF_UNIX) + sys.argv[2 if stream else 1].encode() + b"\0"
+    buf = ctypes.create_string_buffer(address, len(address))
+    done = 0
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    start = time.monotonic()
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) if stream else dgram
+        ctypes.set_errno(0)
+        if call(s.fileno(), buf, len(address)) < 0:
+            took = "soon" if time.monotonic() - start < 3 else "late"
+            print(what, done, errno.errorcode[ctypes.get_errno()], took, flush=True)
+            return
+        done += 1
+
+dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+ended("sendto", lambda fd, a, n: libc.sendto(fd, b"x", 1, 0, a, n), stream=False)
+ended("connect", libc.connect, stream=True)
+"""
+
+
+def test_a_send_or_connect_that_waits_ends_for_a_signal_as_natively(tmp_path: Path) -> None:
+    """Under --enforce the supervisor makes the send (and the connect) on its
+    copy of the program's socket, in a worker thread: a signal to the
+    program must end that wait as it ends the program's own, EINTR without
+    SA_RESTART (issue 14). Before, it waited on until the receiver made room;
+    a ``timeout`` could not end it either."""
+    dgram_path, stream_path = tmp_path / "dgram", tmp_path / "stream"
+
+    def run(opts: tuple[str, ...] | None) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver, socket.socket(
+            socket.AF_UNIX, socket.SOCK_STREAM
+        ) as listener:
+            receiver.bind(str(dgram_path))
+            listener.bind(str(stream_path))
+            listener.listen(0)
+            argv = py(WAITS_ENDED_BY_A_SIGNAL, str(dgram_path), str(stream_path))
+            proc = run_native(argv) if opts is None else run_launch(*opts, argv=argv)
+            for path in (dgram_path, stream_path):
+                path.unlink()
+        assert proc.returncode == 0 and proc.stderr == "", describe(proc)
+        return proc.stdout
+
+    native = run(None)
+    lines = native.splitlines()
+    assert [line.split()[2:] for line in lines] == [["EINTR", "soon"]] * 2, native
+    assert int(lines[0].split()[1]) > 0, native  # some datagrams went first
+    assert run(("--enforce", "--deny", str(tmp_path / "elsewhere"))) == native

@@ -21,7 +21,7 @@ import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..kernel import abi, pathops
 from ..kernel.creds import Credentials
@@ -80,8 +80,34 @@ class Acting(Protocol):
         """Our copy of the program's ``fd``, valid while the operation runs."""
         ...
 
+    def interrupted(self) -> bool:
+        """Whether a signal to the program ended the wait of the call made for it
+        (serve/trioserve._watch_waiting, kernel/kick.py)."""
+        ...
+
 
 Op = Callable[[PathCall, list[Place], Acting], Outcome]
+
+T = TypeVar("T")
+
+
+def until_interrupted(acting: Acting, make: Callable[[], T]) -> T:
+    """``make()``, a raw system call that may wait (a connect, a send), made
+    again after EINTR unless a signal to the program was meant to end it.
+
+    Made on our copy of the program's socket, the same open file: an
+    interrupted connect or send has done nothing, and the call is then
+    answered ``-ERESTARTSYS``, which the program's own signal handling turns
+    into EINTR or a restart, as for its own call (see _watch_waiting). Any
+    other signal that reaches this thread is one of the supervisor's: the
+    program, which got none, must not see EINTR for it.
+    """
+    while True:
+        try:
+            return make()
+        except InterruptedError:
+            if acting.interrupted():
+                raise
 
 
 def _flags(call_flags: int, p: Place) -> int:
@@ -469,7 +495,11 @@ def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     """
     p, a = pl[0], call.args
     if p.itself:
-        return _address_as_read(call, p, pathops.connect)
+        return _address_as_read(
+            call, p, lambda sock, address: until_interrupted(
+                acting, lambda: pathops.connect(sock, address)
+            ),
+        )  # fmt: skip
     sock = acting.take(int_arg(a[0]))
     nofollow = 0 if p.follow else os.O_NOFOLLOW
     fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
@@ -479,7 +509,8 @@ def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
             # A symlink found where none may be followed, or no socket at all.
             return Outcome(-(errno.ELOOP if stat.S_ISLNK(mode) else errno.ECONNREFUSED))
         name = f"/proc/self/fd/{fd}".encode()
-        pathops.connect(sock, AF_UNIX.to_bytes(2, "little") + name + b"\0")
+        address = AF_UNIX.to_bytes(2, "little") + name + b"\0"
+        until_interrupted(acting, lambda: pathops.connect(sock, address))
     finally:
         os.close(fd)
     return Outcome(0)

@@ -84,6 +84,9 @@ class Operation:
     inputs: Inputs | None = None
     uses_umask: bool = False  # the open family says so by its flags
     may_block: bool = False  # performed in a worker thread (the open family: by a look)
+    # A wait in it ends for a signal to the program, with nothing done (see
+    # ops.until_interrupted): a connect's, a send's.
+    interruptible: bool = False
     open_decoder: Callable[[Memory, Notification, str, Args], OpenCall] | None = None
 
 
@@ -219,15 +222,15 @@ OPERATIONS: dict[str, Operation] = {
     # file (calls/sends.py); a send may wait for room at the receiver.
     "sendto": Operation(
         "path", (PathSpec(0, 4, "read", ALWAYS, sockaddr_len_arg=5),), sends.sendto,
-        sends.sendto_inputs, may_block=True,
+        sends.sendto_inputs, may_block=True, interruptible=True,
     ),
     "sendmsg": Operation(
         "path", (PathSpec(0, 1, "read", ALWAYS, sockaddr_len_arg=1),), sends.sendmsg,
-        sends.sendmsg_inputs, may_block=True,
+        sends.sendmsg_inputs, may_block=True, interruptible=True,
     ),
     "sendmmsg": Operation(
         "path", (PathSpec(0, 1, "read", ALWAYS, sockaddr_len_arg=1),), sends.sendmmsg,
-        sends.sendmmsg_inputs, may_block=True,
+        sends.sendmmsg_inputs, may_block=True, interruptible=True,
     ),
     # chroot(path), pivot_root(new, old), setns(fd, nstype): let through as
     # they are; seeing one tells the serving layer roots may differ now.
@@ -241,7 +244,8 @@ OPERATIONS: dict[str, Operation] = {
     # connect(sockfd, addr, addrlen): a socket file's path in an AF_UNIX
     # address; a stream connect waits for the listener's backlog.
     "connect": Operation(
-        "path", (socket_address("read", ALWAYS),), ops.connect, sockaddr_inputs, may_block=True
+        "path", (socket_address("read", ALWAYS),), ops.connect, sockaddr_inputs, may_block=True,
+        interruptible=True,
     ),
 }  # fmt: skip
 

@@ -37,6 +37,7 @@ import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from ..kernel import abi
 from ..kernel.creds import Credentials
@@ -44,7 +45,7 @@ from ..kernel.errors import BadArgument
 from ..kernel.program import read_ids
 from ..kernel.rawsys import syscall
 from .decode import AF_UNIX, Args, Memory, PathCall, int_arg, unix_path
-from .ops import Acting, Outcome, Place
+from .ops import Acting, Outcome, Place, until_interrupted
 
 # struct msghdr (include/linux/socket.h, x86_64): name, namelen, iov, iovlen,
 # control, controllen, flags; struct mmsghdr adds msg_len (and padding).
@@ -331,7 +332,9 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
                 pid, uid, gid = claimed or (tgid, c.ruid, c.rgid)
                 pid = pid if names_itself else sender
                 control += _cmsg(SOL_SOCKET, SCM_CREDENTIALS, _UCRED.pack(pid, uid, gid))
-            sent.append(_send(sock, address, m.payload, control, flags & ~MSG_ZEROCOPY))
+            sent.append(until_interrupted(
+                acting, partial(_send, sock, address, m.payload, control, flags & ~MSG_ZEROCOPY)
+            ))  # fmt: skip
         except OSError as e:
             if e.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:
                 # To the thread, as the kernel sends it (sk_stream_error()).

@@ -72,7 +72,7 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
             still_valid = partial(listener.id_valid, n.id)
             return perform_path(
                 job.call, d, job.creds, root_fd, policy=job.policy, tid=n.pid,
-                still_valid=still_valid,
+                still_valid=still_valid, stop=stop,
             )  # fmt: skip
         judging = isinstance(d, EmulateOpen) and (d.recheck or d.judge_opened)
         recheck = job.policy if judging else None

@@ -26,6 +26,7 @@ import errno
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -70,8 +71,13 @@ class _Acting:
         tid: int,
         still_valid: Callable[[], bool],
         stack: contextlib.ExitStack,
+        stop: threading.Event | None = None,
     ) -> None:
         self.creds, self.tid, self._still_valid, self._stack = creds, tid, still_valid, stack
+        self._stop = stop
+
+    def interrupted(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     def take(self, fd: int) -> int:
         """Our copy of the trapped thread's ``fd`` (closed with the stack)."""
@@ -95,10 +101,12 @@ def perform_path(
     policy: Policy | None,
     tid: int,
     still_valid: Callable[[], bool],
+    stop: threading.Event | None = None,
 ) -> Outcome:
     """Perform ``call`` as ``d`` says, with ``creds``; OSErrors become ``-errno`` outcomes.
 
-    ``policy`` is what a redirect's target is decided again by (``d.recheck``).
+    ``policy`` is what a redirect's target is decided again by (``d.recheck``);
+    once ``stop`` is set, a wait interrupted ends the call (ops.until_interrupted).
     """
     # access(2) checks with the real ids unless asked for AT_EACCESS: the
     # acting thread's fs ids become the real ones (see creds.real()).
@@ -108,7 +116,7 @@ def perform_path(
             if d.refuse is not None:
                 return Outcome(-_refuse_errno(call, d.refuse, d.resolved, root_fd))
             with contextlib.ExitStack() as stack:
-                acting = _Acting(creds, tid, still_valid, stack)
+                acting = _Acting(creds, tid, still_valid, stack, stop)
                 recheck = policy if d.recheck else None
                 # A link's new name, for the judgement of a source reached
                 # through a magic link (see _judge).

@@ -19,6 +19,7 @@ from functools import partial
 import trio
 
 from ..calls.ops import Outcome
+from ..calls.registry import OPERATIONS
 from ..kernel import abi, kick
 from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
@@ -196,7 +197,10 @@ class TrioServer:
         waiting: Waiting | None = None
         try:
             with trio.CancelScope() as scope:
-                interruptible = job.may_block and isinstance(job.decision, EmulateOpen)
+                interruptible = job.may_block and (
+                    isinstance(job.decision, EmulateOpen)
+                    or (job.call is not None and OPERATIONS[job.call.op].interruptible)
+                )
                 waiting = s.waiting[n.id] = Waiting(
                     scope, n.pid, interruptible and kick.installed(), handoffs
                 )
@@ -211,6 +215,10 @@ class TrioServer:
                     if waiting.interrupted and raw == -errno.EINTR:
                         # Kicked out of its open: a signal for the program.
                         raw = -abi.ERESTARTSYS
+                    elif waiting.interrupted and isinstance(raw, Outcome) and (
+                        raw.value == -errno.EINTR
+                    ):
+                        raw = Outcome(-abi.ERESTARTSYS)  # a connect's or a send's
                     # No checkpoint between receiving the fd and handing it
                     # over: a cancellation here would leak it.
                     try:
@@ -302,8 +310,11 @@ async def _watch_waiting(s: Served) -> None:
     call answered ``-ERESTARTSYS`` as the kernel ends the program's own
     wait: the signal code on its way out makes that EINTR, or a restart
     under ``SA_RESTART`` or after a stop. An open that got its file first
-    is answered with it. Other calls performed in a worker (a connect, a
-    send) cannot be taken back once under way, and are left to finish.
+    is answered with it. A connect or a send waiting (for the listener's
+    backlog, the receiver's queue) is ended the same way: made on our copy
+    of the program's socket, the same open file, it has done nothing when
+    interrupted (calls/ops.until_interrupted), and a restart goes on from
+    the socket's state as the program's own restart would.
     One task per listener, not one per call: a
     program with a thousand opens blocked on FIFOs would otherwise keep a
     thousand tasks waking five times a second, taking CPU (and the GIL) from
