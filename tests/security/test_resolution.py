@@ -75,26 +75,11 @@ ATTACKS = (
 RESOLUTION = Family("resolution", ATTACKS, build)
 
 
-# Through a tree redirect (the program's names are a view, not on the disk),
-# "closed/../x" is resolved as text in the view, to "x", before the redirect
-# maps it: the program reaches what it reaches by the shorter name anyway, no
-# file more, but natively the lookup of ".." in "closed" fails with EACCES.
-# Resolving across a redirect as across a mount point belongs to issue 16
-# ("`..` after a missing name is resolved as text").
-_DOTDOT_IN_A_VIEW = pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: '..' in a tree redirect's view is taken as text before the redirect "
-    "maps the path, not looked up in the target (no file beyond the program's reach)",
-)
-
-
 def _variants() -> list[object]:
     out: list[object] = []
     for mode in (ENFORCE, VIRTUALIZE, VIRTUALIZE_RO, OPENS):
         for who in IDENTITIES:
-            gap = mode in (VIRTUALIZE, OPENS) and who != "root"
-            marks = [_DOTDOT_IN_A_VIEW] if gap else []
-            out.append(pytest.param(mode, who, id=f"{mode.name}-{who}", marks=marks))
+            out.append(pytest.param(mode, who, id=f"{mode.name}-{who}"))
     return out
 
 

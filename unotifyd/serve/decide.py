@@ -136,8 +136,12 @@ def _in_a_virtual_tree(policy: Policy, e: ThroughMissing, creds: Credentials | N
     program's view; else raise ``e`` (ENOENT, as the kernel fails it: see
     ThroughMissing).
 
-    The path is then taken as text in that tree (its '..' is not looked up
-    in the target: an xfail of tests/security/test_resolution.py).
+    The path is then taken as text in that tree, once each directory a
+    ``..`` leaves is one the program may search: the kernel's lookup of
+    ``..`` checks that right on the directory it leaves (may_lookup() in
+    fs/namei.c), so ``closed/../x`` is EACCES where ``closed`` is closed
+    to the program, in a tree redirect's target as on any disk. Raises
+    OSError (EACCES) then.
     """
     current = e.missing
     for c in e.rest:
@@ -158,7 +162,8 @@ def _directory_in_view(policy: Policy, name: str, creds: Credentials | None) -> 
     It is where a tree redirect's target or a private tree's scratch holds
     a directory at that place (looked at as the program for a target, which
     it could look at itself; a scratch directory is the program's own), and
-    above such a tree's root, which the program names to reach it.
+    above such a tree's root, which the program names to reach it. A
+    target's directory the program may not search raises PermissionError.
     """
     for rule in policy.rules:
         if isinstance(rule, Redirect) and rule.source.tree and rule.target.tree:
@@ -175,10 +180,16 @@ def _directory_in_view(policy: Policy, name: str, creds: Credentials | None) -> 
     shown = match.rule
     try:
         if isinstance(shown, Redirect) and shown.source.tree and shown.target.tree:
+            there = shown.target.join(match.suffix)
             with acting_as(creds):
-                return stat.S_ISDIR(os.stat(shown.target.join(match.suffix)).st_mode)
+                if not stat.S_ISDIR(os.stat(there).st_mode):
+                    return False
+                os.stat(os.path.join(there, "."))  # searching it: EACCES where closed
+                return True
         if isinstance(shown, Private) and shown.pattern.tree and shown.backing is not None:
             return stat.S_ISDIR(os.stat(shown.backing + match.suffix).st_mode)
+    except PermissionError:
+        raise
     except OSError:
         pass
     return False
