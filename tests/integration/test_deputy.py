@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -363,3 +364,36 @@ def test_nobody_cannot_exec_through_a_redirect_what_it_cannot_exec(
     assert "Permission denied" in proc.stderr
     native = run_native(nobody(sh(f"{pub}/closed/echo RAN; echo rc=$?")))
     assert native.stdout == "rc=126\n", describe(native)
+
+
+def test_a_program_that_dropped_a_group_does_not_get_it_back(tmp_path: Path) -> None:
+    """A supervisor without the capabilities that override file permissions
+    acts with its groups where the program's are the same: but a program of
+    its uid may have dropped one (here with ``setgroups``, which the
+    capabilities it shares with us allow). Under --enforce the read of a
+    file of that group (an emulated open: a read-only tree) must fail as
+    natively. Before, the groups were taken to be ours: it read the file
+    (an audit found it)."""
+    secret = write(tmp_path / "tree" / "secret", "GROUP SECRET\n")
+    os.chown(secret, 1234, 4242)  # not ours: the group decides
+    secret.chmod(0o640)
+    tmp_path.chmod(0o755)
+    (tmp_path / "tree").chmod(0o755)
+    # Root without the DAC capabilities, in group 4242: it reads the file by its group.
+    weaker = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+              "--bounding-set=-dac_override,-dac_read_search", "--groups=4242", "--"]  # fmt: skip
+    prog = py("""
+        import os, sys
+        os.setgroups([])
+        try:
+            print(open(sys.argv[1]).read(), end="")
+        except OSError as e:
+            print(e.strerror)
+    """, str(secret))  # fmt: skip
+    native = run_native([*weaker, *prog])
+    assert native.stdout == "Permission denied\n", describe(native)
+    proc = run_native(
+        [*weaker, sys.executable, "-m", "unotifyd", "launch", "--enforce", "--readonly",
+         f"{tmp_path}/tree/**", "--", *prog]
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, "Permission denied\n"), describe(proc)

@@ -348,14 +348,16 @@ class CredentialReader:
         meanwhile can only make us grant less. Raises ProgramGone.
         """
         ours = _SUPERVISOR
-        if not need_umask:
+        # Only the status file tells supplementary groups, and they count
+        # unless we hold every capability that overrides file permissions
+        # (see _Ours.covers): a program of our uid may have others (a
+        # daemon's client from another login, or a CAP_SETGID holder's
+        # setgroups), and acting with ours would lend it theirs.
+        if not need_umask and ours.cap_eff & _DAC_CAPS == _DAC_CAPS:
             ids = self._ids(tid)
             if ids == ours.ids:
                 eff, prm, _ = self._caps.get(tid)
-                if eff == ours.cap_eff and (eff == 0 or userns_of(tid) == ours.userns):
-                    # Groups differ from ours only by a CAP_SETGID holder's
-                    # choice, and with our capabilities they do not count
-                    # (see _Ours.covers); without, they cannot differ.
+                if eff == ours.cap_eff and userns_of(tid) == ours.userns:
                     if prm == ours.cap_prm:
                         return _OURS
                     ruid, euid, suid, fsuid, rgid, egid, sgid, fsgid = ids
