@@ -12,9 +12,13 @@ pid, uid and gid), and the fds it passes (``SCM_RIGHTS``) must be its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,12 +236,12 @@ WAITS_ENDED_BY_A_SIGNAL = r"""
 import ctypes, errno, signal, socket, struct, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 signal.signal(signal.SIGALRM, lambda *a: None)
-signal.siginterrupt(signal.SIGALRM, True)
 
-def ended(what, call, *, stream):
+def ended(what, call, *, stream, restart=False):
     address = struct.pack("H", socket.AF_UNIX) + sys.argv[2 if stream else 1].encode() + b"\0"
     buf = ctypes.create_string_buffer(address, len(address))
     done = 0
+    signal.siginterrupt(signal.SIGALRM, not restart)
     signal.setitimer(signal.ITIMER_REAL, 0.5)
     start = time.monotonic()
     while True:
@@ -250,8 +254,12 @@ def ended(what, call, *, stream):
         done += 1
 
 dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-ended("sendto", lambda fd, a, n: libc.sendto(fd, b"x", 1, 0, a, n), stream=False)
+send = lambda fd, a, n: libc.sendto(fd, b"x", 1, 0, a, n)
+ended("sendto", send, stream=False)
 ended("connect", libc.connect, stream=True)
+# With a send timeout, an interrupted wait is EINTR even under SA_RESTART.
+dgram.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 3, 0))
+ended("sendto with SO_SNDTIMEO, SA_RESTART", send, stream=False, restart=True)
 """
 
 
@@ -279,6 +287,110 @@ def test_a_send_or_connect_that_waits_ends_for_a_signal_as_natively(tmp_path: Pa
 
     native = run(None)
     lines = native.splitlines()
-    assert [line.split()[2:] for line in lines] == [["EINTR", "soon"]] * 2, native
+    assert [line.split()[-2:] for line in lines] == [["EINTR", "soon"]] * 3, native
     assert int(lines[0].split()[1]) > 0, native  # some datagrams went first
     assert run(("--enforce", "--deny", str(tmp_path / "elsewhere"))) == native
+
+
+KILLED_WHILE_SENDING = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+while True:
+    s.sendto(b"x", sys.argv[1])  # until the receiver's queue is full: then it waits
+"""
+
+
+def test_a_send_for_a_program_killed_meanwhile_is_never_made(tmp_path: Path) -> None:
+    """The program is killed while the supervisor's send for it waits for room:
+    once the receiver makes room, nothing more may arrive than natively (the
+    program sent nothing more). Before, the abandoned worker's send went on
+    and delivered one more datagram, from a dead program (an audit found it)."""
+    path, dead = tmp_path / "dgram", tmp_path / "dead"
+    # The program is killed once its sends wait; the receiver makes room a
+    # second after it is dead, while its shell (and so the supervisor)
+    # lives on.
+    script = f'"$0" -c "$1" {path} & sleep 2; kill -9 $!; wait; touch {dead}; sleep 2'
+
+    def delivered(opts: tuple[str, ...] | None) -> int:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+            receiver.bind(str(path))
+            receiver.settimeout(0.1)
+            count, done = [0], threading.Event()
+
+            def drain() -> None:
+                while not dead.exists() and not done.wait(0.05):
+                    pass
+                time.sleep(1)
+                while not done.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        receiver.recv(16)
+                        count[0] += 1
+
+            drainer = threading.Thread(target=drain)
+            drainer.start()
+            try:
+                argv = ["sh", "-c", script, sys.executable, KILLED_WHILE_SENDING]
+                proc = run_native(argv) if opts is None else run_launch(*opts, argv=argv)
+            finally:
+                done.set()
+                drainer.join()
+            assert proc.returncode == 0, describe(proc)
+            path.unlink()
+            dead.unlink()
+            return count[0]
+
+    native = delivered(None)
+    assert native > 0
+    assert delivered(("--enforce", "--deny", str(tmp_path / "elsewhere"))) == native
+
+
+# Sends naming a socket path on sockets that never look it up: a connected
+# stream socket refuses any address, a connected seqpacket one ignores it.
+UNLOOKED = r"""
+import errno, socket, sys
+def attempt(f):
+    try:
+        return str(f())
+    except OSError as e:
+        return errno.errorcode[e.errno]
+for kind, name in ((socket.SOCK_STREAM, "stream"), (socket.SOCK_SEQPACKET, "seqpacket")):
+    s = socket.socket(socket.AF_UNIX, kind)
+    s.connect(sys.argv[1] if kind == socket.SOCK_STREAM else sys.argv[2])
+    for target in sys.argv[3:]:
+        print(name, target.rsplit("/", 1)[1], attempt(lambda: s.sendto(b"x", target)))
+"""
+
+
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_a_socket_that_never_looks_its_address_up_ignores_the_rules(
+    tmp_path: Path, mode: str
+) -> None:
+    """A stream or seqpacket socket given a socket path as ``sendto``'s
+    address never looks it up (unix_stream_sendmsg(): EISCONN;
+    unix_seqpacket_sendmsg(): ignored), so no rule about that path applies
+    and the answer is the kernel's. Before, a denied path gave the deny's
+    EACCES, and under --enforce a missing one ENOENT."""
+    stream, seqpacket = tmp_path / "stream", tmp_path / "seqpacket"
+    denied, missing = tmp_path / "denied", tmp_path / "missing"
+
+    def run(opts: tuple[str, ...] | None) -> str:
+        with contextlib.ExitStack() as stack:
+            for path, kind in ((stream, socket.SOCK_STREAM), (seqpacket, socket.SOCK_SEQPACKET),
+                               (denied, socket.SOCK_DGRAM)):  # fmt: skip
+                s = stack.enter_context(socket.socket(socket.AF_UNIX, kind))
+                s.bind(str(path))
+                if kind != socket.SOCK_DGRAM:
+                    s.listen(4)
+                stack.callback(path.unlink)
+            argv = py(UNLOOKED, str(stream), str(seqpacket), str(denied), str(missing))
+            proc = run_native(argv) if opts is None else run_launch(*opts, argv=argv)
+        assert proc.returncode == 0 and proc.stderr == "", describe(proc)
+        return proc.stdout
+
+    native = run(None)
+    assert native.splitlines() == [
+        "stream denied EISCONN", "stream missing EISCONN", "seqpacket denied 1",
+        "seqpacket missing 1",
+    ], native  # fmt: skip
+    opts = ("--deny", str(denied)) + (("--enforce",) if mode == "enforce" else ())
+    assert run(opts) == native

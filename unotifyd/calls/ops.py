@@ -91,23 +91,31 @@ Op = Callable[[PathCall, list[Place], Acting], Outcome]
 T = TypeVar("T")
 
 
-def until_interrupted(acting: Acting, make: Callable[[], T]) -> T:
-    """``make()``, a raw system call that may wait (a connect, a send), made
-    again after EINTR unless a signal to the program was meant to end it.
+def until_interrupted(acting: Acting, sock: int, make: Callable[[], T]) -> T:
+    """``make()``, a raw system call on our copy ``sock`` of the program's
+    socket that may wait (a connect, a send), made again after EINTR unless
+    a signal to the program was meant to end it.
 
-    Made on our copy of the program's socket, the same open file: an
-    interrupted connect or send has done nothing, and the call is then
-    answered ``-ERESTARTSYS``, which the program's own signal handling turns
-    into EINTR or a restart, as for its own call (see _watch_waiting). Any
-    other signal that reaches this thread is one of the supervisor's: the
-    program, which got none, must not see EINTR for it.
+    Our copy is the same open file: an interrupted connect or send has done
+    nothing, and ends as the kernel ends the program's own
+    (sock_intr_errno() in include/net/sock.h): ``-ERESTARTSYS``, which the
+    program's signal handling turns into EINTR or a restart, or plain EINTR
+    on a socket with a send timeout. Any other signal that reaches this
+    thread is one of the supervisor's: the program, which got none, must
+    not see EINTR for it. Raises OSError.
     """
     while True:
         try:
+            if acting.interrupted():
+                # Ended before it could wait (the kick that ends a wait
+                # would be lost before it): the same answer.
+                raise InterruptedError(errno.EINTR, "interrupted")
             return make()
         except InterruptedError:
             if acting.interrupted():
-                raise
+                if pathops.has_send_timeout(sock):
+                    raise
+                raise OSError(abi.ERESTARTSYS, "interrupted: the program's call restarts") from None
 
 
 def _flags(call_flags: int, p: Place) -> int:
@@ -497,7 +505,7 @@ def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
     if p.itself:
         return _address_as_read(
             call, p, lambda sock, address: until_interrupted(
-                acting, lambda: pathops.connect(sock, address)
+                acting, sock, lambda: pathops.connect(sock, address)
             ),
         )  # fmt: skip
     sock = acting.take(int_arg(a[0]))
@@ -510,7 +518,7 @@ def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
             return Outcome(-(errno.ELOOP if stat.S_ISLNK(mode) else errno.ECONNREFUSED))
         name = f"/proc/self/fd/{fd}".encode()
         address = AF_UNIX.to_bytes(2, "little") + name + b"\0"
-        until_interrupted(acting, lambda: pathops.connect(sock, address))
+        until_interrupted(acting, sock, lambda: pathops.connect(sock, address))
     finally:
         os.close(fd)
     return Outcome(0)

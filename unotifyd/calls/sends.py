@@ -67,6 +67,7 @@ SOL_SOCKET = 1
 SCM_RIGHTS = 1
 SCM_CREDENTIALS = 2
 SOCK_STREAM = 1
+SOCK_DGRAM = 2
 SO_TYPE = 3
 SO_DOMAIN = 39
 MSG_NOSIGNAL = 0x4000
@@ -309,8 +310,10 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
     tgids = (read_ids(acting.tid, innermost=False)[0], read_ids(acting.tid, innermost=True)[0])
     tgid = tgids[0]
     sock = acting.take(int_arg(call.args[0]))
-    passes_creds = _sockopt(sock, SO_DOMAIN) in (AF_UNIX, AF_NETLINK)
-    stream = _sockopt(sock, SO_TYPE) == SOCK_STREAM
+    domain, kind = _sockopt(sock, SO_DOMAIN), _sockopt(sock, SO_TYPE)
+    passes_creds = domain in (AF_UNIX, AF_NETLINK)
+    stream = kind == SOCK_STREAM
+    looks_up = domain == AF_UNIX and kind == SOCK_DGRAM
     c = acting.creds
     names_itself = bool(c.cap_eff >> CAP_SYS_ADMIN & 1)  # may name its own pid (see doc)
     sender = tgid if names_itself else os.getpid()
@@ -319,7 +322,12 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
     for m in messages:
         address, pinned = m.address, -1
         try:
-            if not p.itself and m.address == messages[0].address:
+            if p.itself and looks_up and unix_path(m.address) is not None:
+                # Decided on as the address of a socket that never looks one
+                # up (see looks_up_addresses); a dup2 onto the fd since put
+                # one that does in its place: no rule was asked.
+                raise OSError(errno.EACCES, "the socket changed since the decision")
+            if looks_up and not p.itself and m.address == messages[0].address:
                 if len(m.address) > _SUN_PATH_END:
                     raise OSError(errno.EINVAL, "address too long")  # unix_validate_addr()
                 # The socket file the decision is about (see sendmmsg_inputs).
@@ -333,7 +341,8 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
                 pid = pid if names_itself else sender
                 control += _cmsg(SOL_SOCKET, SCM_CREDENTIALS, _UCRED.pack(pid, uid, gid))
             sent.append(until_interrupted(
-                acting, partial(_send, sock, address, m.payload, control, flags & ~MSG_ZEROCOPY)
+                acting, sock,
+                partial(_send, sock, address, m.payload, control, flags & ~MSG_ZEROCOPY),
             ))  # fmt: skip
         except OSError as e:
             if e.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:
@@ -344,6 +353,18 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
             if pinned >= 0:
                 os.close(pinned)
     return 0, sent
+
+
+def looks_up_addresses(sock: int) -> bool:
+    """Whether our ``sock`` looks up the AF_UNIX path a send names: only a
+    datagram socket does (unix(7)). A stream socket refuses any address
+    (EISCONN, EOPNOTSUPP: unix_stream_sendmsg()), a seqpacket one ignores it
+    (unix_seqpacket_sendmsg()), another family fails it, and an fd that is
+    no socket fails the call (ENOTSOCK), all without a lookup."""
+    try:
+        return _sockopt(sock, SO_DOMAIN) == AF_UNIX and _sockopt(sock, SO_TYPE) == SOCK_DGRAM
+    except OSError:
+        return False
 
 
 def _sockopt(sock: int, option: int) -> int:

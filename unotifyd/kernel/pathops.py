@@ -205,3 +205,17 @@ def bind(sock: int, address: bytes) -> None:
     """bind(2) ``sock`` to the raw ``struct sockaddr`` ``address``."""
     buf = ctypes.create_string_buffer(address, max(len(address), 1))
     syscall(NR["bind"], sock, buf, len(address))
+
+
+_SOL_SOCKET = 1
+_SO_SNDTIMEO = 21  # SO_SNDTIMEO_OLD: a struct timeval (asm-generic/socket.h)
+
+
+def has_send_timeout(sock: int) -> bool:
+    """Whether ``sock`` has a send timeout (``SO_SNDTIMEO``, socket(7)), which
+    a connect's and a send's waits use: interrupted, they then end with
+    EINTR, never a restart (sock_intr_errno() in include/net/sock.h)."""
+    value = ctypes.create_string_buffer(16)
+    size = ctypes.create_string_buffer((16).to_bytes(4, "little"), 4)
+    syscall(NR["getsockopt"], sock, _SOL_SOCKET, _SO_SNDTIMEO, value, size)
+    return value.raw != bytes(16)

@@ -27,6 +27,7 @@ from ..calls.decode import (
     not_a_name_errno,
 )
 from ..calls.registry import Syscall
+from ..calls.sends import looks_up_addresses
 from ..kernel import abi
 from ..kernel.creds import (
     CredentialReader,
@@ -35,6 +36,7 @@ from ..kernel.creds import (
     as_ourselves,
     supervisor_privileged,
 )
+from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.opener import may_create
 from ..kernel.program import (
@@ -79,6 +81,9 @@ from .pathwork import what_is
 from .rewrite import decide_rewrite
 from .served import AnyDecision, InFlight, Served
 from .trace import Tracer
+
+#: The calls that may name the socket file they send to.
+_SENDS = frozenset({"sendto", "sendmsg", "sendmmsg"})
 
 #: The roles of a path whose last component is a directory entry the call makes,
 #: removes or renames (its own, never a link's target).
@@ -679,6 +684,18 @@ class Decider:
                 decisions.append(decide_path(deciding, PathRequest(name, arg.role, where)))
         p.resolved = next((r for r in resolved if r is not None), None)
         one = combine_paths(decisions)
+        if (
+            call.op in _SENDS
+            and not isinstance(one, Continue)
+            and not call.paths[0].itself
+            and not self._looks_up_addresses(p, int_arg(call.args[0]))
+        ):
+            # No lookup of the path will be made, so no rule about it applies:
+            # the kernel refuses or ignores the address (see looks_up_addresses).
+            if not enforce:
+                return Continue("a socket that never looks its address up")
+            # Made on our copy, which the decision holds to (sends.py).
+            return PerformPath((OnFd(int_arg(call.args[0])),), recheck=True)
         if operation.kind == "rewrite":
             first = decisions[0]
             if isinstance(first, Fail) and first.reason == EXEC_NOT_ALLOWED and p.resolved:
@@ -808,6 +825,21 @@ class Decider:
             return None
         p.resolved = next((r for r in resolved if r is not None), None)
         return one
+
+    @staticmethod
+    def _looks_up_addresses(p: InFlight, fd: int) -> bool:
+        """Whether the program's ``fd`` is a socket that looks up the path a send
+        names (sends.looks_up_addresses), on our copy of it; True where we
+        cannot tell (no such fd: the rules decide, failing closed)."""
+        try:
+            with as_ourselves():  # pidfd_getfd checks our real uid (creds.as_ourselves)
+                ours = take_fd(p.notif.pid, fd)
+        except OSError:
+            return True
+        try:
+            return looks_up_addresses(ours)
+        finally:
+            os.close(ours)
 
     def _interpreter_refused(
         self, p: InFlight, policy: Policy, path: str, creds: Credentials, *, ours: bool

@@ -144,6 +144,12 @@ def _inject(listener: Listener, n: Notification, fd: int, cloexec: bool, colocat
         os.close(fd)
 
 
+#: How often :meth:`WorkerResult.end` kicks a thread that is not out yet, and
+#: how long it waits for work not yet given a thread to get one.
+_KICK_AGAIN_S = 0.1
+_WAIT_FOR_A_THREAD_S = 5.0
+
+
 class WorkerResult:
     """Hands a worker thread's result to its trio task, or disposes of it.
 
@@ -166,6 +172,7 @@ class WorkerResult:
         self._done = False
         self.stop = threading.Event()
         self._tid = 0  # the worker thread's, once it runs
+        self._finished = threading.Event()
 
     def run(self, fn: Callable[[], Result]) -> Result:
         self._tid = threading.get_native_id()
@@ -173,6 +180,7 @@ class WorkerResult:
             result = fn()
         finally:
             self._tid = 0
+            self._finished.set()
         with self._lock:
             if self._abandoned:
                 self._dispose(result)
@@ -188,6 +196,32 @@ class WorkerResult:
         tid = self._tid
         if tid:
             kick(tid)
+
+    def end(self) -> None:
+        """Stop the work for good (its call is abandoned): kick the thread
+        out of its wait until it is out. A connect or a send made for a
+        program that is gone must not go on when the receiver makes room:
+        the program would have sent or connected nothing (ops.until_interrupted).
+        Kicked again and again, from a thread of its own, since a kick may
+        land before the wait and be lost; the watcher that does so for a
+        waiting call no longer looks at an abandoned one.
+        """
+        self.stop.set()
+
+        def again() -> None:
+            idle = 0.0
+            while not self._finished.wait(_KICK_AGAIN_S):
+                tid = self._tid
+                if tid:
+                    kick(tid)
+                    continue
+                # Not given a thread (yet): one that comes later finds
+                # ``stop`` set before it waits; one cancelled never comes.
+                idle += _KICK_AGAIN_S
+                if idle > _WAIT_FOR_A_THREAD_S:
+                    return
+
+        threading.Thread(target=again, name="unotifyd-end-work", daemon=True).start()
 
     def abandon(self) -> bool:
         """Give up on the result; True if the thread is still running."""

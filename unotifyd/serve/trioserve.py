@@ -195,11 +195,12 @@ class TrioServer:
         handoffs: list[WorkerResult] = []
         outcome: int | BaseException | None = None
         waiting: Waiting | None = None
+        # A connect or a send (an open is ended by unblock_fifo, below).
+        interruptible_call = job.call is not None and OPERATIONS[job.call.op].interruptible
         try:
             with trio.CancelScope() as scope:
                 interruptible = job.may_block and (
-                    isinstance(job.decision, EmulateOpen)
-                    or (job.call is not None and OPERATIONS[job.call.op].interruptible)
+                    isinstance(job.decision, EmulateOpen) or interruptible_call
                 )
                 waiting = s.waiting[n.id] = Waiting(
                     scope, n.pid, interruptible and kick.installed(), handoffs
@@ -214,11 +215,9 @@ class TrioServer:
                 else:
                     if waiting.interrupted and raw == -errno.EINTR:
                         # Kicked out of its open: a signal for the program.
+                        # (A connect or a send says how it ends itself:
+                        # calls/ops.until_interrupted.)
                         raw = -abi.ERESTARTSYS
-                    elif waiting.interrupted and isinstance(raw, Outcome) and (
-                        raw.value == -errno.EINTR
-                    ):
-                        raw = Outcome(-abi.ERESTARTSYS)  # a connect's or a send's
                     # No checkpoint between receiving the fd and handing it
                     # over: a cancellation here would leak it.
                     try:
@@ -234,6 +233,8 @@ class TrioServer:
             abandoned = outcome is None and handoffs and handoffs[-1].abandon()
             if abandoned and isinstance(job.decision, EmulateOpen):
                 unblock_fifo(job.decision, job.creds, job.root_tid)
+            elif abandoned and interruptible_call:
+                handoffs[-1].end()
             if outcome is None or isinstance(outcome, ProgramGone):
                 # Abandoned, or cancelled because nobody is left to answer.
                 dispatcher.gone(s, p)
