@@ -522,7 +522,10 @@ class Decider:
         Not if they are the same credentials. Nor if we hold no capability:
         the programs of an unprivileged supervisor are its own user's, and
         without capabilities (NO_NEW_PRIVS) they cannot become stronger than
-        it. A privileged supervisor must read the program's credentials to
+        it. (A daemon's client of our uid from another login may have other
+        groups: then its answer is the same, only sooner or later; nothing is
+        ever done with ours for it, see CredentialReader.read.) A privileged
+        supervisor must read the program's credentials to
         know: answering CONTINUE after a lookup as root, but the full way
         after one the program could not make, would let the program time
         what lies in directories it may not search (an audit found it).
