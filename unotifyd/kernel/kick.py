@@ -58,6 +58,13 @@ def installed() -> bool:
 
 
 def kick(tid: int) -> None:
-    """Send :data:`KICK` to our thread ``tid`` (nothing if it has ended)."""
+    """Send :data:`KICK` to our thread ``tid`` (nothing if it has ended).
+
+    Nothing either where the handler is not installed: the signal's default
+    action would end the supervisor (signal(7)), and the wait goes on as it
+    would have (see the module doc).
+    """
+    if not _INSTALLED:
+        return
     with contextlib.suppress(ProcessLookupError):
         syscall(abi.SYSCALL_NUMBERS["tgkill"], os.getpid(), tid, KICK)
