@@ -368,8 +368,9 @@ def test_a_socket_that_never_looks_its_address_up_ignores_the_rules(
     """A stream or seqpacket socket given a socket path as ``sendto``'s
     address never looks it up (unix_stream_sendmsg(): EISCONN;
     unix_seqpacket_sendmsg(): ignored), so no rule about that path applies
-    and the answer is the kernel's. Before, a denied path gave the deny's
-    EACCES, and under --enforce a missing one ENOENT."""
+    and the answer is the kernel's, even for a path no lookup could get
+    through (``denied/through``: ENOTDIR). Before, a denied path gave the
+    deny's EACCES, and under --enforce a missing one ENOENT."""
     stream, seqpacket = tmp_path / "stream", tmp_path / "seqpacket"
     denied, missing = tmp_path / "denied", tmp_path / "missing"
 
@@ -382,15 +383,16 @@ def test_a_socket_that_never_looks_its_address_up_ignores_the_rules(
                 if kind != socket.SOCK_DGRAM:
                     s.listen(4)
                 stack.callback(path.unlink)
-            argv = py(UNLOOKED, str(stream), str(seqpacket), str(denied), str(missing))
+            argv = py(UNLOOKED, str(stream), str(seqpacket), str(denied), str(missing),
+                      f"{denied}/through")  # fmt: skip
             proc = run_native(argv) if opts is None else run_launch(*opts, argv=argv)
         assert proc.returncode == 0 and proc.stderr == "", describe(proc)
         return proc.stdout
 
     native = run(None)
     assert native.splitlines() == [
-        "stream denied EISCONN", "stream missing EISCONN", "seqpacket denied 1",
-        "seqpacket missing 1",
+        "stream denied EISCONN", "stream missing EISCONN", "stream through EISCONN",
+        "seqpacket denied 1", "seqpacket missing 1", "seqpacket through 1",
     ], native  # fmt: skip
     opts = ("--deny", str(denied)) + (("--enforce",) if mode == "enforce" else ())
     assert run(opts) == native

@@ -272,3 +272,24 @@ def test_the_reader_keeps_pidfds_of_threads_and_drops_those_that_are_gone(
     finally:
         reader.close()
     assert reader._pidfds == {}
+
+
+def test_our_groups_stand_for_a_thread_only_where_they_lend_it_nothing() -> None:
+    """Acting with our groups for a thread of our ids and capabilities is
+    acting as it could, and no more, only if our groups never count (every
+    DAC-overriding capability, in the initial user namespace) or it has them
+    all (a daemon's client with more groups may be refused, never lent)."""
+    ids = (1000,) * 4 + (1000,) * 4
+    weak = kcreds._Ours(ids, frozenset({5, 6}), 0, 0, 0, kcreds._INITIAL_USERNS)
+
+    def thread(*groups: int, caps: int = 0) -> Credentials:
+        return Credentials(*ids, groups, caps, caps, -1)
+
+    assert weak.covers(thread(5, 6)) and weak.covers(thread(5, 6, 7))
+    assert not weak.covers(thread(5)) and not weak.covers(thread())
+    dac = kcreds._DAC_CAPS
+    strong = kcreds._Ours(ids, frozenset({5}), dac, dac, 0, kcreds._INITIAL_USERNS)
+    assert strong.groups_never_count and strong.covers(thread(caps=dac))
+    # In another user namespace, files it does not map are checked by group.
+    nested = kcreds._Ours(ids, frozenset({5}), dac, dac, 0, "user:[4026532000]")
+    assert not nested.groups_never_count and not nested.covers(thread(caps=dac))

@@ -82,7 +82,11 @@ class Acting(Protocol):
 
     def interrupted(self) -> bool:
         """Whether a signal to the program ended the wait of the call made for it
-        (serve/trioserve._watch_waiting, kernel/kick.py)."""
+        (serve/trioserve._watch_waiting, kernel/kick.py), or the call was abandoned."""
+        ...
+
+    def abandoned(self) -> bool:
+        """Whether the call was abandoned: the program is gone."""
         ...
 
 
@@ -91,7 +95,9 @@ Op = Callable[[PathCall, list[Place], Acting], Outcome]
 T = TypeVar("T")
 
 
-def until_interrupted(acting: Acting, sock: int, make: Callable[[], T]) -> T:
+def until_interrupted(
+    acting: Acting, sock: int, make: Callable[[], T], at_once: Callable[[], T] | None = None
+) -> T:
     """``make()``, a raw system call on our copy ``sock`` of the program's
     socket that may wait (a connect, a send), made again after EINTR unless
     a signal to the program was meant to end it.
@@ -102,14 +108,20 @@ def until_interrupted(acting: Acting, sock: int, make: Callable[[], T]) -> T:
     program's signal handling turns into EINTR or a restart, or plain EINTR
     on a socket with a send timeout. Any other signal that reaches this
     thread is one of the supervisor's: the program, which got none, must
-    not see EINTR for it. Raises OSError.
+    not see EINTR for it. A call abandoned before it began is not made; one
+    interrupted before it began is made as ``at_once`` (the same without
+    waiting: natively what needs no wait is done despite a pending signal),
+    or waits to be kicked. Raises OSError.
     """
     while True:
         try:
-            if acting.interrupted():
-                # Ended before it could wait (the kick that ends a wait
-                # would be lost before it): the same answer.
-                raise InterruptedError(errno.EINTR, "interrupted")
+            if acting.abandoned():
+                raise InterruptedError(errno.EINTR, "abandoned")
+            if acting.interrupted() and at_once is not None:
+                try:
+                    return at_once()
+                except BlockingIOError:
+                    raise InterruptedError(errno.EINTR, "interrupted") from None
             return make()
         except InterruptedError:
             if acting.interrupted():

@@ -71,6 +71,7 @@ SOCK_DGRAM = 2
 SO_TYPE = 3
 SO_DOMAIN = 39
 MSG_NOSIGNAL = 0x4000
+MSG_DONTWAIT = 0x40
 # The kernel would send from our buffer's pages after the call returns and
 # they are freed: never ours to promise. Without it the data is copied, as
 # it is natively on a socket without SO_ZEROCOPY (msg_zerocopy docs).
@@ -340,9 +341,11 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
                 pid, uid, gid = claimed or (tgid, c.ruid, c.rgid)
                 pid = pid if names_itself else sender
                 control += _cmsg(SOL_SOCKET, SCM_CREDENTIALS, _UCRED.pack(pid, uid, gid))
+            how = flags & ~MSG_ZEROCOPY
             sent.append(until_interrupted(
                 acting, sock,
-                partial(_send, sock, address, m.payload, control, flags & ~MSG_ZEROCOPY),
+                partial(_send, sock, address, m.payload, control, how),
+                partial(_send, sock, address, m.payload, control, how | MSG_DONTWAIT),
             ))  # fmt: skip
         except OSError as e:
             if e.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:

@@ -216,15 +216,30 @@ class _Ours:
             userns,
         )
 
+    @property
+    def groups_never_count(self) -> bool:
+        """Whether our supplementary groups never decide an access of ours: we
+        hold every capability that overrides file permissions, and in the
+        initial user namespace, where they apply to every file (in another,
+        not to a file whose owner or group it does not map:
+        capable_wrt_inode_uidgid() in kernel/capability.c)."""
+        return self.cap_eff & _DAC_CAPS == _DAC_CAPS and self.userns == _INITIAL_USERNS
+
     def covers(self, c: Credentials) -> bool:
+        """Whether acting with ours is acting as ``c`` could, and no more."""
         if (c.ruid, c.euid, c.suid, c.fsuid, c.rgid, c.egid, c.sgid, c.fsgid) != self.ids:
             return False
         if c.cap_eff != self.cap_eff:
             return False
-        # Groups only matter to a thread without the capabilities that
-        # override every group check.
-        return self.cap_eff & _DAC_CAPS == _DAC_CAPS or frozenset(c.groups) == self.groups
+        # Our groups lend nothing if they never count, or if the thread has
+        # them all (then it may only be refused where it would not be: a
+        # daemon's client of our uid from a login with more groups).
+        return self.groups_never_count or frozenset(c.groups) >= self.groups
 
+
+#: The initial user namespace, as /proc/PID/ns/user names it (its inode is
+#: fixed: PROC_USER_INIT_INO in include/linux/proc_ns.h).
+_INITIAL_USERNS = f"user:[{0xEFFFFFFD}]"
 
 _SUPERVISOR = _Ours.now()
 #: Our credentials as a program's are read (no umask): what most reads of a
@@ -353,7 +368,7 @@ class CredentialReader:
         # (see _Ours.covers): a program of our uid may have others (a
         # daemon's client from another login, or a CAP_SETGID holder's
         # setgroups), and acting with ours would lend it theirs.
-        if not need_umask and ours.cap_eff & _DAC_CAPS == _DAC_CAPS:
+        if not need_umask and ours.groups_never_count:
             ids = self._ids(tid)
             if ids == ours.ids:
                 eff, prm, _ = self._caps.get(tid)

@@ -45,12 +45,23 @@ def install() -> bool:
         return True
     if threading.current_thread() is not threading.main_thread():
         return False
-    if signal.getsignal(KICK) not in (signal.SIG_DFL, None):
-        return False  # Someone else's signal.
+    if signal.getsignal(KICK) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return False  # Someone else's signal (ignored is nobody's: inherited).
     signal.signal(KICK, _nothing)
     signal.siginterrupt(KICK, True)
+    # An inherited mask may block it: threads made from now on (the
+    # workers) inherit this thread's mask, and a blocked kick never lands.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {KICK})
     _INSTALLED.append(True)
     return True
+
+
+class Stop(threading.Event):
+    """Set to end a worker's wait along with a kick: a signal for the
+    program interrupts it; ``ended``, its call was abandoned (the program is
+    gone), and nothing more is to be done for it (calls/ops.until_interrupted)."""
+
+    ended = False
 
 
 def installed() -> bool:

@@ -609,6 +609,18 @@ class Decider:
         name = call.op
         policy = self._program_policy(s, p)
         if (
+            name in _SENDS
+            and not call.paths[0].itself
+            and not self._looks_up_addresses(p, int_arg(call.args[0]))
+        ):
+            # No lookup of the path will be made, so neither the rules nor
+            # our lookup have a say: the kernel refuses or ignores the
+            # address, or fails the call first (see looks_up_addresses).
+            if policy.mode != "enforce":
+                return Continue("a socket that never looks its address up")
+            # Made on our copy, which the decision holds to (sends.py).
+            return PerformPath((OnFd(int_arg(call.args[0])),), recheck=True)
+        if (
             policy.mode != "enforce"
             and operation.kind == "path"
             and not policy.has_private
@@ -687,18 +699,6 @@ class Decider:
                 decisions.append(decide_path(deciding, PathRequest(name, arg.role, where)))
         p.resolved = next((r for r in resolved if r is not None), None)
         one = combine_paths(decisions)
-        if (
-            call.op in _SENDS
-            and not isinstance(one, Continue)
-            and not call.paths[0].itself
-            and not self._looks_up_addresses(p, int_arg(call.args[0]))
-        ):
-            # No lookup of the path will be made, so no rule about it applies:
-            # the kernel refuses or ignores the address (see looks_up_addresses).
-            if not enforce:
-                return Continue("a socket that never looks its address up")
-            # Made on our copy, which the decision holds to (sends.py).
-            return PerformPath((OnFd(int_arg(call.args[0])),), recheck=True)
         if operation.kind == "rewrite":
             first = decisions[0]
             if isinstance(first, Fail) and first.reason == EXEC_NOT_ALLOWED and p.resolved:
@@ -832,11 +832,14 @@ class Decider:
     @staticmethod
     def _looks_up_addresses(p: InFlight, fd: int) -> bool:
         """Whether the program's ``fd`` is a socket that looks up the path a send
-        names (sends.looks_up_addresses), on our copy of it; True where we
-        cannot tell (no such fd: the rules decide, failing closed)."""
+        names (sends.looks_up_addresses), on our copy of it. Not if it has no
+        such fd: the kernel fails the call with EBADF first (sockfd_lookup_light()
+        in net/socket.c). True where we cannot tell: the rules decide."""
         try:
             with as_ourselves():  # pidfd_getfd checks our real uid (creds.as_ourselves)
                 ours = take_fd(p.notif.pid, fd)
+        except BadArgument:
+            return False  # EBADF
         except OSError:
             return True
         try:

@@ -20,7 +20,7 @@ from ..calls.decode import PathCall
 from ..calls.ops import Outcome
 from ..kernel.creds import Credentials
 from ..kernel.errors import BadArgument, ProgramGone
-from ..kernel.kick import kick
+from ..kernel.kick import Stop, installed, kick
 from ..kernel.listener import Listener, Notification
 from ..kernel.program import write_memory
 from ..kernel.sched import pin_to_our_cpu
@@ -145,9 +145,9 @@ def _inject(listener: Listener, n: Notification, fd: int, cloexec: bool, colocat
 
 
 #: How often :meth:`WorkerResult.end` kicks a thread that is not out yet, and
-#: how long it waits for work not yet given a thread to get one.
+#: for how long at most (a thread still in its wait then is a bug's).
 _KICK_AGAIN_S = 0.1
-_WAIT_FOR_A_THREAD_S = 5.0
+_KICK_FOR_S = 30.0
 
 
 class WorkerResult:
@@ -170,7 +170,7 @@ class WorkerResult:
         self._abandoned = False
         self._result: Result = None
         self._done = False
-        self.stop = threading.Event()
+        self.stop = Stop()
         self._tid = 0  # the worker thread's, once it runs
         self._finished = threading.Event()
 
@@ -206,20 +206,20 @@ class WorkerResult:
         land before the wait and be lost; the watcher that does so for a
         waiting call no longer looks at an abandoned one.
         """
+        self.stop.ended = True
         self.stop.set()
+        if not installed():
+            return  # No kick to give: the wait goes on (kernel/kick.py).
 
         def again() -> None:
-            idle = 0.0
-            while not self._finished.wait(_KICK_AGAIN_S):
+            waited = 0.0
+            while not self._finished.wait(_KICK_AGAIN_S) and waited < _KICK_FOR_S:
+                waited += _KICK_AGAIN_S
                 tid = self._tid
                 if tid:
                     kick(tid)
-                    continue
                 # Not given a thread (yet): one that comes later finds
-                # ``stop`` set before it waits; one cancelled never comes.
-                idle += _KICK_AGAIN_S
-                if idle > _WAIT_FOR_A_THREAD_S:
-                    return
+                # ``stop`` ended before it waits; one cancelled never comes.
 
         threading.Thread(target=again, name="unotifyd-end-work", daemon=True).start()
 

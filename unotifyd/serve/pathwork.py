@@ -37,6 +37,7 @@ from ..kernel import abi
 from ..kernel.creds import Credentials, acting_as, as_ourselves
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
+from ..kernel.kick import Stop
 from ..kernel.program import is_magic_link, openat2, opened_names, read_ids
 from ..policy import Policy
 from ..policy.decision import Fail
@@ -78,6 +79,9 @@ class _Acting:
 
     def interrupted(self) -> bool:
         return self._stop is not None and self._stop.is_set()
+
+    def abandoned(self) -> bool:
+        return isinstance(self._stop, Stop) and self._stop.ended
 
     def take(self, fd: int) -> int:
         """Our copy of the trapped thread's ``fd`` (closed with the stack)."""
