@@ -277,16 +277,18 @@ def test_the_reader_keeps_pidfds_of_threads_and_drops_those_that_are_gone(
 def test_our_groups_stand_for_a_thread_only_where_they_lend_it_nothing() -> None:
     """Acting with our groups for a thread of our ids and capabilities is
     acting as it could, and no more, only if our groups never count (every
-    DAC-overriding capability, in the initial user namespace) or it has them
-    all (a daemon's client with more groups may be refused, never lent)."""
+    DAC-overriding capability, in the initial user namespace) or are its
+    own: fewer would lend it one, and so would more, where a group is
+    refused what others may do (a 0604 file of that group)."""
     ids = (1000,) * 4 + (1000,) * 4
     weak = kcreds._Ours(ids, frozenset({5, 6}), 0, 0, 0, kcreds._INITIAL_USERNS)
 
     def thread(*groups: int, caps: int = 0) -> Credentials:
         return Credentials(*ids, groups, caps, caps, -1)
 
-    assert weak.covers(thread(5, 6)) and weak.covers(thread(5, 6, 7))
-    assert not weak.covers(thread(5)) and not weak.covers(thread())
+    assert weak.covers(thread(6, 5))
+    for other in (thread(5, 6, 7), thread(5), thread()):
+        assert not weak.covers(other)
     dac = kcreds._DAC_CAPS
     strong = kcreds._Ours(ids, frozenset({5}), dac, dac, 0, kcreds._INITIAL_USERNS)
     assert strong.groups_never_count and strong.covers(thread(caps=dac))

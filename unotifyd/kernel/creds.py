@@ -231,10 +231,11 @@ class _Ours:
             return False
         if c.cap_eff != self.cap_eff:
             return False
-        # Our groups lend nothing if they never count, or if the thread has
-        # them all (then it may only be refused where it would not be: a
-        # daemon's client of our uid from a login with more groups).
-        return self.groups_never_count or frozenset(c.groups) >= self.groups
+        # Our groups stand for the thread's only if they never count, or are
+        # the same: with fewer, acting with ours would lend it one; with
+        # more, too, where a group is refused what others may do (a 0604
+        # file of its group: POSIX checks the group bits, not the others').
+        return self.groups_never_count or frozenset(c.groups) == self.groups
 
 
 #: The initial user namespace, as /proc/PID/ns/user names it (its inode is
