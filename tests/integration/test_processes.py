@@ -150,7 +150,11 @@ def test_death_by_sigkill_is_137() -> None:
 
 
 def _start(argv: list[str]) -> subprocess.Popen[str]:
-    """Start unotifyd on ``argv``, which prints "ready" once it may be signalled."""
+    """Start unotifyd on ``argv``, which prints "ready" once it may be signalled.
+
+    In a process group of its own, so that a failure can end the program too
+    (see _finish).
+    """
     p = subprocess.Popen(
         launch_cmd("--deny", "/nonexistent", argv=argv),
         stdin=subprocess.DEVNULL,
@@ -159,6 +163,7 @@ def _start(argv: list[str]) -> subprocess.Popen[str]:
         text=True,
         env=env(),
         close_fds=True,
+        process_group=0,
     )
     assert p.stdout is not None
     line = p.stdout.readline()
@@ -173,9 +178,12 @@ def _finish(p: subprocess.Popen[str]) -> tuple[int, str, str]:
     try:
         out, err = p.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        pytest.fail(f"unotifyd did not exit after the signal: {out} {err}")
+        # The whole group: a program left behind (unotifyd gone first)
+        # would hold the pipes open, and the wait for their end forever.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=TIMEOUT)
+        pytest.fail(f"unotifyd or its program did not exit after the signal: {out} {err}")
     return p.returncode, out, err
 
 

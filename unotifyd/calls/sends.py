@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import signal
 import stat
@@ -315,6 +316,7 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
     passes_creds = domain in (AF_UNIX, AF_NETLINK)
     stream = kind == SOCK_STREAM
     looks_up = domain == AF_UNIX and kind == SOCK_DGRAM
+    waits = not fcntl.fcntl(sock, fcntl.F_GETFL) & os.O_NONBLOCK
     c = acting.creds
     names_itself = bool(c.cap_eff >> CAP_SYS_ADMIN & 1)  # may name its own pid (see doc)
     sender = tgid if names_itself else os.getpid()
@@ -342,16 +344,23 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
                 pid = pid if names_itself else sender
                 control += _cmsg(SOL_SOCKET, SCM_CREDENTIALS, _UCRED.pack(pid, uid, gid))
             how = flags & ~MSG_ZEROCOPY
+            # A send that never waits needs no second try without waiting
+            # (see until_interrupted): its EAGAIN is the kernel's answer.
+            at_once = None if not waits or how & MSG_DONTWAIT else partial(
+                _send, sock, address, m.payload, control, how | MSG_DONTWAIT
+            )  # fmt: skip
             sent.append(until_interrupted(
-                acting, sock,
-                partial(_send, sock, address, m.payload, control, how),
-                partial(_send, sock, address, m.payload, control, how | MSG_DONTWAIT),
+                acting, sock, partial(_send, sock, address, m.payload, control, how), at_once
             ))  # fmt: skip
         except OSError as e:
             if e.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:
                 # To the thread, as the kernel sends it (sk_stream_error()).
                 syscall(abi.SYSCALL_NUMBERS["tgkill"], tgid, acting.tid, signal.SIGPIPE)
             return e.errno or errno.EIO, sent
+        except BadArgument as e:
+            # An fd it passes that it does not have (EBADF), in a later
+            # message: the ones before are sent, and the count says so.
+            return e.errno, sent
         finally:
             if pinned >= 0:
                 os.close(pinned)

@@ -836,6 +836,17 @@ class Decider:
         such fd: the kernel fails the call with EBADF first (sockfd_lookup_light()
         in net/socket.c). True where we cannot tell: the rules decide."""
         try:
+            # What it is first: a copy of anything else would be ours to
+            # close, and the last close of a file can wait (a FUSE flush).
+            with as_ourselves():
+                what = os.readlink(f"/proc/{p.notif.pid}/fd/{fd}")
+        except FileNotFoundError:
+            return False  # EBADF
+        except OSError:
+            return True
+        if not what.startswith("socket:"):
+            return False  # ENOTSOCK
+        try:
             with as_ourselves():  # pidfd_getfd checks our real uid (creds.as_ourselves)
                 ours = take_fd(p.notif.pid, fd)
         except BadArgument:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from ..calls.decode import PathCall
 from ..calls.ops import Outcome
 from ..kernel.creds import Credentials
 from ..kernel.errors import BadArgument, ProgramGone
-from ..kernel.kick import Stop, installed, kick
+from ..kernel.kick import KICK, Stop, installed, kick
 from ..kernel.listener import Listener, Notification
 from ..kernel.program import write_memory
 from ..kernel.sched import pin_to_our_cpu
@@ -144,6 +145,9 @@ def _inject(listener: Listener, n: Notification, fd: int, cloexec: bool, colocat
         os.close(fd)
 
 
+#: Per worker thread: whether it lets a kick through (see WorkerResult.run).
+_THREAD = threading.local()
+
 #: How often :meth:`WorkerResult.end` kicks a thread that is not out yet, and
 #: for how long at most (a thread still in its wait then is a bug's).
 _KICK_AGAIN_S = 0.1
@@ -172,9 +176,16 @@ class WorkerResult:
         self._done = False
         self.stop = Stop()
         self._tid = 0  # the worker thread's, once it runs
+        self._started = False
         self._finished = threading.Event()
 
     def run(self, fn: Callable[[], Result]) -> Result:
+        if installed() and not getattr(_THREAD, "kickable", False):
+            # A worker made before the kick's handler was installed (a library
+            # Supervisor's trio caches threads) may block it (see kick.install).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {KICK})
+            _THREAD.kickable = True
+        self._started = True
         self._tid = threading.get_native_id()
         try:
             result = fn()
@@ -208,8 +219,10 @@ class WorkerResult:
         """
         self.stop.ended = True
         self.stop.set()
-        if not installed():
-            return  # No kick to give: the wait goes on (kernel/kick.py).
+        if not installed() or not self._started:
+            # No kick to give (the wait goes on: kernel/kick.py); or no thread
+            # yet, and one that comes finds the call ended before it waits.
+            return
 
         def again() -> None:
             waited = 0.0
