@@ -149,6 +149,37 @@ def test_death_by_sigkill_is_137() -> None:
     assert proc.returncode == 128 + signal.SIGKILL, describe(proc)
 
 
+def _default_signals() -> None:
+    """HUP and INT unblocked, with their default action, whatever the runner
+    left: one under ``nohup`` ignores HUP, and an ignored signal stays
+    ignored across exec, where a shell may not even trap it (POSIX, ``trap``),
+    natively too; a blocked one stays blocked."""
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP, signal.SIGINT})
+
+
+def _signal_states(pgid: int) -> str:
+    """The signal state of each process of group ``pgid`` and its threads, for a
+    failure's message (proc(5): pending, blocked, ignored, caught)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    fields = dict(line.split(":\t", 1) for line in f.read().splitlines()
+                                  if ":\t" in line)  # fmt: skip
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    name = f.read().strip()
+                keys = ("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+                out.append(f"{pid}/{tid} {name}: " + " ".join(f"{k}={fields.get(k)}" for k in keys))
+        except OSError:
+            continue
+    return "\n".join(out)
+
+
 def _start(argv: list[str]) -> subprocess.Popen[str]:
     """Start unotifyd on ``argv``, which prints "ready" once it may be signalled.
 
@@ -164,6 +195,7 @@ def _start(argv: list[str]) -> subprocess.Popen[str]:
         env=env(),
         close_fds=True,
         process_group=0,
+        preexec_fn=_default_signals,  # noqa: PLW1509 - two sigactions and a sigprocmask, no lock
     )
     assert p.stdout is not None
     line = p.stdout.readline()
@@ -180,10 +212,11 @@ def _finish(p: subprocess.Popen[str]) -> tuple[int, str, str]:
     except subprocess.TimeoutExpired:
         # The whole group: a program left behind (unotifyd gone first)
         # would hold the pipes open, and the wait for their end forever.
+        states = _signal_states(p.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate(timeout=TIMEOUT)
-        pytest.fail(f"unotifyd or its program did not exit after the signal: {out} {err}")
+        pytest.fail(f"unotifyd or its program did not exit after the signal: {out} {err}\n{states}")
     return p.returncode, out, err
 
 

@@ -41,10 +41,9 @@ REDIRECTED_OPENS = 10_000
 PASS_OPENS = 5_625
 #: Seconds the full run may take, estimated from a short calibration round
 #: first; beyond it both counts are scaled down, and the output says so.
-#: A minute and a half: on CI's two CPUs that is ~340 000 notifications,
-#: plenty to see memory or fds grow, and it leaves the suite room in its 15
-#: minutes.
-BUDGET = 90.0
+#: A minute: on CI's two CPUs that is ~150 000 notifications, plenty to see
+#: memory or fds grow, and it leaves the suite room in its 15 minutes.
+BUDGET = 60.0
 
 
 @dataclass
