@@ -66,6 +66,8 @@ def _child(
     garbage collector, which could run any ``__del__``, is off (the process
     execs or exits, so it never comes back on).
     """
+    from .kernel.creds import allow_inspection  # noqa: PLC0415 - imported by launch() already
+
     senders = {True: FdSender(sock, b"L"), False: FdSender(sock, b"l")}
     def send(fd: int) -> None:
         # Which sender, install() tells: whether it got WAIT_KILLABLE_RECV.
@@ -96,6 +98,7 @@ def _child(
         exit_(EXIT_FAILURE)
     # From here on trapped calls are served: ordinary Python is fine again.
     try:
+        allow_inspection()  # the exec is trapped too: see there
         os.execvp(argv[0], list(argv))
     except OSError as e:
         code = EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC

@@ -1,8 +1,9 @@
 """Exec, chdir, content and private rules in the file-system view (issue 3).
 
-* ``execve``/``execveat`` are trapped once the policy has an ``--exec``
-  rule: then redirects and denies apply to running a program, and only
-  what an exec rule covers may run (EACCES otherwise, as on ``noexec``).
+* ``execve``/``execveat`` are trapped for an ``--exec`` rule, and for any
+  rule that changes what a path is: redirects and denies apply to running a
+  program (``tests/security/test_exec_rules.py``), and with exec rules only
+  what one covers may run (EACCES otherwise, as on ``noexec``).
 * ``chdir`` into a redirected directory goes to its target; into a denied
   one fails with the rule's errno.
 * ``--content PATH=FILE`` serves FILE's contents (read once at start) at
@@ -20,11 +21,12 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from .helpers import MODES, describe, py, run_launch, sh, write
+from .helpers import MODES, describe, py, run_launch, run_native, sh, write
 
 pytestmark = pytest.mark.kernel
 
@@ -460,6 +462,44 @@ def test_private_tree_that_does_not_exist_on_disk(tmp_path: Path, mode: tuple[st
         f"{ghost}/a/b/f",
     ], describe(proc)
     assert not ghost.exists()
+
+
+def test_a_binary_made_in_a_private_tree_runs(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """Running a file made in a private tree runs it, from the scratch
+    directory (natively, from the directory the tree stands for); the real
+    disk has no such file. The scratch name does not fit in the program's
+    path, so the file is run as ``/dev/fd/N``: a binary named by 11 bytes or
+    more (see the next test for the rest)."""
+    p = tmp_path / "p"
+    script = f"cp /bin/echo {p}/echo && {p}/echo ran; echo rc=$?"
+    p.mkdir()
+    native = run_native(sh(script))
+    assert native.stdout == "ran\nrc=0\n", describe(native)
+    shutil.rmtree(p)
+    proc = ok(run_launch(*mode, "--private", f"{p}/**", argv=sh(script)))
+    assert proc.stdout == "ran\nrc=0\n", describe(proc)
+    assert not p.exists()
+
+
+def test_a_script_made_in_a_private_tree_runs(mode: tuple[str, ...]) -> None:
+    """A gap (conftest): where the scratch name is longer than the program's
+    (a short name such as ``/tmp/x/s`` or ``./e``, the tree on the disk as
+    ``/tmp`` is), a script, or a name shorter than ``/dev/fd/N``, cannot be
+    run from a private tree: ENAMETOOLONG."""
+    p = Path(tempfile.mkdtemp(dir="/tmp", prefix="u"))  # a short name, on the disk
+    try:
+        script = (
+            f"printf '#!/bin/sh\\necho script-ran\\n' > {p}/s && chmod +x {p}/s && {p}/s;"
+            f" cp /bin/echo {p}/e && cd {p} && ./e short-name"
+        )
+        native = run_native(sh(script))
+        assert native.stdout == "script-ran\nshort-name\n", describe(native)
+        for name in ("s", "e"):
+            (p / name).unlink()
+        proc = run_launch(*mode, "--private", f"{p}/**", argv=sh(script))
+        assert proc.stdout == native.stdout, describe(proc)
+    finally:
+        shutil.rmtree(p)
 
 
 def test_private_tree_from_a_policy_file(tmp_path: Path, mode: tuple[str, ...]) -> None:

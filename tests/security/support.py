@@ -370,11 +370,12 @@ class Lab:
 
 
 
-def build_c(out_dir: Path, name: str) -> Path:
-    """Compile ``progs/NAME.c`` into ``out_dir`` and return the (world-executable) binary."""
+def build_c(out_dir: Path, name: str, *flags: str) -> Path:
+    """Compile ``progs/NAME.c`` (with gcc ``flags``) into ``out_dir`` and return the
+    (world-executable) binary."""
     exe = out_dir / name
     proc = subprocess.run(
-        ["gcc", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o", str(exe),
+        ["gcc", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror", *flags, "-o", str(exe),
          str(PROGS / f"{name}.c")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -568,6 +568,20 @@ def forbid_inspection() -> None:
         raise OSError(err, f"prctl(PR_SET_DUMPABLE, 0): {os.strerror(err)}")
 
 
+def allow_inspection() -> None:
+    """Undo :func:`forbid_inspection` in a child about to exec its program.
+
+    The exec would make it dumpable anyway (execve(2)), but the exec is
+    itself a trapped call: a supervisor without ``CAP_SYS_PTRACE`` must read
+    its path from this very process, which the ptrace access check lets it
+    do only if the process is dumpable. Called once the child holds nothing
+    of ours (the listener handed over and closed). Raises OSError.
+    """
+    if libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_DUMPABLE, 1): {os.strerror(err)}")
+
+
 @contextmanager
 def as_ourselves() -> Iterator[None]:
     """Inside :func:`acting_as`: run the body with our own credentials again.

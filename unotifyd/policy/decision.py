@@ -130,9 +130,9 @@ class Rewrite:
     Neither call can be performed by the supervisor for the program: the
     kernel must run it. A redirect then puts its target's name in place of
     the program's path, in the program's memory, and answers CONTINUE.
-    ``path`` None writes nothing. ``guard`` (enforcing mode, exec) allows
-    the CONTINUE only if no other thread can rewrite the path after our
-    check (see :mod:`unotifyd.serve.rewrite`).
+    ``path`` None writes nothing. ``guard`` (an exec under enforce with an
+    exec allow-list) allows the CONTINUE only if no other thread can
+    rewrite the path after our check (see :mod:`unotifyd.serve.rewrite`).
     """
 
     path: str | None

@@ -52,9 +52,10 @@ def needed_families(policy: Policy) -> frozenset[Family]:
       address (the filter looks whether there is one), and in enforcing
       mode ``sendmsg`` and ``sendmmsg``: a datagram may name a socket file
       (calls/sends.py); a read-only tree changes nothing of a send;
-    * exec rules: ``execve`` and ``execveat``. Only exec rules turn them on,
-      so a policy without one never slows ``exec``; with them, redirect and
-      deny rules apply to exec as well.
+    * ``execve`` and ``execveat``: for exec rules, and in the full view for
+      a rule that changes what a path is, since running a path is one more
+      way to use it (a denied binary must not run, a redirected one runs
+      its target). A policy of read-only trees alone never slows ``exec``.
 
     With ``view = "opens"`` only the open family (and exec, for exec rules).
     Whatever is trapped, the calls that give a program another root too
@@ -72,7 +73,9 @@ def needed_families(policy: Policy) -> frozenset[Family]:
         return frozenset(needed | ({"root"} if needed else set()))
     for rule in policy.rules:
         if isinstance(rule, Redirect | Deny | Content | Private):
-            needed |= {"open", "metadata", "probe", "change", "chdir", "socket", "sendto"}
+            needed |= {
+                "open", "metadata", "probe", "change", "chdir", "socket", "sendto", "exec"
+            }  # fmt: skip
             if policy.mode == "enforce":
                 # The address of a sendmsg is in memory, where BPF cannot see
                 # whether there is one: every send is made by us (calls/sends.py).

@@ -28,7 +28,7 @@ from ..calls.decode import (
 )
 from ..calls.registry import Syscall
 from ..calls.sends import looks_up_addresses
-from ..kernel import abi
+from ..kernel import abi, binfmt
 from ..kernel.creds import (
     CredentialReader,
     Credentials,
@@ -77,7 +77,7 @@ from ..policy.paths import combine as combine_paths
 from .guard import beyond_reach, supervisors_own
 from .listing import decide_listing
 from .opens import open_root, our_name
-from .pathwork import what_is
+from .pathwork import realpath, what_is
 from .rewrite import decide_rewrite
 from .served import AnyDecision, InFlight, Served
 from .trace import Tracer
@@ -224,6 +224,19 @@ class CredentialSource(Protocol):
     """Reads a trapped thread's credentials (:class:`~unotifyd.kernel.creds.CredentialReader`)."""
 
     def read(self, tid: int, /, *, need_umask: bool = True) -> Credentials: ...
+
+
+def _is_o_path(tid: int, fd: int) -> bool:
+    """Whether the program's ``fd`` is an ``O_PATH`` file (its ``flags:`` in
+    ``/proc/TID/fdinfo/N``, proc(5)); False if that cannot be told."""
+    try:
+        with as_ourselves(), open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"flags:"):
+                    return bool(int(line.split()[1], 8) & os.O_PATH)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 class Decider:
@@ -595,6 +608,21 @@ class Decider:
         """Decide a path call other than an open (see :mod:`unotifyd.policy.paths`)."""
         n = p.notif
         operation = entry.operation
+        looks_up = True
+        if entry.op in _SENDS:
+            # The kernel finds the socket before it reads anything of the call
+            # (sockfd_lookup_light() in __sys_sendto()/___sys_sendmsg(),
+            # net/socket.c): EBADF and ENOTSOCK answer before any EFAULT.
+            found = self._sends_through(p, int_arg(entry.args_of(n.args)[0]))
+            if not isinstance(found, bool):
+                return Fail(found, "not an open socket")
+            looks_up = found
+            if not looks_up and self._program_policy(s, p).mode != "enforce":
+                # No lookup of the path will be made, so neither the rules
+                # nor our lookup have a say: the kernel refuses or ignores
+                # the address, in its own order (a stream socket's
+                # EOPNOTSUPP before a bad buffer's EFAULT).
+                return Continue("a socket that never looks its address up")
         inputs = entry.inputs or operation.inputs
         call = decode_path_call(
             self.mem,
@@ -608,17 +636,9 @@ class Decider:
         p.call = call
         name = call.op
         policy = self._program_policy(s, p)
-        if (
-            name in _SENDS
-            and not call.paths[0].itself
-            and not self._looks_up_addresses(p, int_arg(call.args[0]))
-        ):
-            # No lookup of the path will be made, so neither the rules nor
-            # our lookup have a say: the kernel refuses or ignores the
-            # address, or fails the call first (see looks_up_addresses).
-            if policy.mode != "enforce":
-                return Continue("a socket that never looks its address up")
-            # Made on our copy, which the decision holds to (sends.py).
+        if name in _SENDS and not looks_up and not call.paths[0].itself:
+            # Enforcing mode (see above): made on our copy, which the
+            # decision holds to (sends.py), from what we read.
             return PerformPath((OnFd(int_arg(call.args[0])),), recheck=True)
         if (
             policy.mode != "enforce"
@@ -712,14 +732,20 @@ class Decider:
                 # The kernel must be given where the link leads, not the
                 # program's path, which names nothing on the real disk.
                 first = MapPath(first.path, reason="a link in a private tree")
-            if policy.has_exec_rules and call.op == "execveat" and not call.paths[0].itself:
+            if call.op == "execveat" and not call.paths[0].itself and not isinstance(first, Fail):
                 ran = first.path if isinstance(first, MapPath) else p.resolved
                 ours = isinstance(first, MapPath) and not first.in_program_root
-                if ran is not None and not isinstance(first, Fail):
-                    refused = self._interpreter_refused(p, policy, ran, creds, ours=ours)
+                if ran is not None:
+                    refused = self._runs_what_the_rules_refuse(p, policy, ran, creds, ours=ours)
                     if refused is not None:
                         return refused
-            return decide_rewrite(call, first, enforce, p.resolved)
+            # The guard refuses an exec made while another thread shares the
+            # program's memory: a Go program, or any threaded one that
+            # vforks, could not run anything. That is the price of an exec
+            # allow-list under enforce, which the policy asked for; a deny
+            # without one keeps a program from running a denied binary
+            # without racing (README, "The limits of enforcing mode").
+            return decide_rewrite(call, first, enforce and policy.has_exec_rules, p.resolved)
         if isinstance(one, Fail):
             return one
         if isinstance(one, RefuseChange):
@@ -830,27 +856,31 @@ class Decider:
         return one
 
     @staticmethod
-    def _looks_up_addresses(p: InFlight, fd: int) -> bool:
+    def _sends_through(p: InFlight, fd: int) -> bool | int:
         """Whether the program's ``fd`` is a socket that looks up the path a send
-        names (sends.looks_up_addresses), on our copy of it. Not if it has no
-        such fd: the kernel fails the call with EBADF first (sockfd_lookup_light()
-        in net/socket.c). True where we cannot tell: the rules decide."""
+        names (sends.looks_up_addresses), on our copy of it; or the errno the
+        kernel fails the send with before anything else, EBADF or ENOTSOCK
+        (sockfd_lookup_light() in net/socket.c). True where we cannot tell:
+        the rules decide."""
         try:
             # What it is first: a copy of anything else would be ours to
             # close, and the last close of a file can wait (a FUSE flush).
             with as_ourselves():
                 what = os.readlink(f"/proc/{p.notif.pid}/fd/{fd}")
         except FileNotFoundError:
-            return False  # EBADF
+            return errno.EBADF
+        except ProcessLookupError:
+            raise ProgramGone("thread is gone") from None
         except OSError:
             return True
         if not what.startswith("socket:"):
-            return False  # ENOTSOCK
+            # An O_PATH file is no file to fdget(): EBADF before ENOTSOCK.
+            return errno.EBADF if _is_o_path(p.notif.pid, fd) else errno.ENOTSOCK
         try:
             with as_ourselves():  # pidfd_getfd checks our real uid (creds.as_ourselves)
                 ours = take_fd(p.notif.pid, fd)
         except BadArgument:
-            return False  # EBADF
+            return errno.EBADF
         except OSError:
             return True
         try:
@@ -858,45 +888,77 @@ class Decider:
         finally:
             os.close(ours)
 
-    def _interpreter_refused(
+    def _runs_what_the_rules_refuse(
         self, p: InFlight, policy: Policy, path: str, creds: Credentials, *, ours: bool
     ) -> Fail | None:
-        """EACCES if ``path`` is a script whose interpreter no exec rule allows.
+        """The failure for an exec of ``path`` that would run a file the rules refuse; or None.
 
-        Executing a ``#!`` script runs its interpreter (binfmt_script,
-        fs/binfmt_script.c, up to four levels deep): an allow-list that
-        checked only the script would let ``#!/usr/bin/env python3`` run
-        anything. The first line is read as the program reads it; a script
-        it cannot read is no script its interpreter could run, and is left
-        to the kernel. The file can change between this look and the exec
-        (a writable script): README's threat model says so.
+        The kernel opens more than the file named: a ``#!`` script's
+        interpreter (binfmt_script, up to four levels deep) and a dynamic
+        binary's loader (``PT_INTERP``, binfmt_elf), by their names, with no
+        call of the program's to trap (see :mod:`unotifyd.kernel.binfmt`).
+        So each is looked up as the program's exec would look it up and
+        decided as an exec of its own: a denied one fails the exec with the
+        deny's errno, an interpreter no exec rule allows with EACCES (a
+        loader is exempt: every dynamic binary needs one, and the Landlock
+        ruleset grants the system's), and under ``--enforce`` so does one a
+        rule shows as another file, since the kernel would run the real one.
+        Under ``--enforce`` a redirect's target itself is decided again
+        first, by where it really leads (a symlink planted in a target
+        tree), as opens are (opens.open_decided).
+
+        The files are read as the program reads them; one it cannot read is
+        left to the kernel. A file can change between this look and the
+        exec (a script the program may write, a symlink swapped): README's
+        "The limits of enforcing mode" says so.
         """
         root_tid = p.notif.pid if p.own_root else None
-        for _ in range(4):
+        if policy.mode == "enforce" and ours:
+            with acting_as(creds):
+                real = realpath(path)
+            if real is None:
+                return Fail(errno.ELOOP, "exec: a redirect's target is a symlink loop")
+            # As for opens, a target is not redirected again: only what would
+            # deny it counts (and exec rules grant the targets of what they allow).
+            d = decide_path(policy, PathRequest("execveat", "exec", real))
+            if isinstance(d, Fail) and d.reason != EXEC_NOT_ALLOWED:
+                return Fail(d.errno, f"exec: the redirect's target {real}: {d.reason}")
+        for _ in range(5):
             # A redirect's target is a path of ours; interpreters are the program's.
-            line = self._first_line(path if ours else our_name(path, root_tid), creds)
+            found = self._interpreter_of(path if ours else our_name(path, root_tid), creds)
             ours = False
-            if line is None or not line.startswith(b"#!"):
+            if found is None:
                 return None
-            words = line[2:].split()
-            if not words:
-                return None  # ENOEXEC from the kernel
+            kind, name = found
             try:
                 path = self.resolver.resolve(
-                    p.notif.pid, abi.AT_FDCWD, words[0], follow=True, own_root=p.own_root,
+                    p.notif.pid, abi.AT_FDCWD, name, follow=True, own_root=p.own_root,
                     creds=creds,
                 )  # fmt: skip
             except OSError:
                 return None  # the kernel fails the exec itself (ENOENT...)
-            if policy.exec_match(path) is None:
-                return Fail(
-                    errno.EACCES, f"exec: the interpreter {path} of a script: {EXEC_NOT_ALLOWED}"
-                )
+            refused = self._interpreter_refused(policy, kind, path)
+            if refused is not None or kind == "loader":
+                return refused  # A loader is a static binary: it names nothing further.
         return None
 
     @staticmethod
-    def _first_line(path: str, creds: Credentials) -> bytes | None:
-        """The start of the regular file ``path``, read as the program; None if it cannot."""
+    def _interpreter_refused(policy: Policy, kind: binfmt.Kind, path: str) -> Fail | None:
+        """How the rules fail an exec whose interpreter or loader is ``path`` (see above)."""
+        d = decide_path(policy, PathRequest("execveat", "exec", path))
+        what = "the interpreter of a script" if kind == "script" else "the loader"
+        if isinstance(d, Fail):
+            if kind == "loader" and d.reason == EXEC_NOT_ALLOWED:
+                return None
+            return Fail(d.errno, f"exec: {what}, {path}: {d.reason}")
+        if policy.mode == "enforce" and isinstance(d, MapPath) and not d.in_program_root:
+            return Fail(errno.EACCES, f"exec: {what}, {path}: the rules show another file")
+        return None
+
+    @staticmethod
+    def _interpreter_of(path: str, creds: Credentials) -> tuple[binfmt.Kind, bytes] | None:
+        """The interpreter the regular file ``path`` names (binfmt.interpreter), read as
+        the program; None if it names none or cannot be read."""
         try:
             with acting_as(creds):
                 look = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -909,7 +971,7 @@ class Decider:
                 finally:
                     os.close(look)
             try:
-                return os.pread(fd, 256, 0).split(b"\n", 1)[0]
+                return binfmt.interpreter(fd)
             finally:
                 os.close(fd)
         except OSError:

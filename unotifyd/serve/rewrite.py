@@ -39,15 +39,16 @@ from .served import InFlight
 
 
 def decide_rewrite(
-    call: PathCall, d: PathDecision, enforce: bool, source: str | None
+    call: PathCall, d: PathDecision, guard_exec: bool, source: str | None
 ) -> Fail | Rewrite:
     """``chdir`` and ``execve`` run in the kernel: CONTINUE, maybe with the path rewritten.
 
     A ``chdir`` is let through even in enforcing mode: the cwd it sets
     only ever serves as the start of later lookups, and every later
     trapped call is resolved and decided in full, whatever the cwd is.
-    An exec, though, runs the file the kernel finds: see
-    :func:`_alone_in_memory`.
+    An exec, though, runs the file the kernel finds: with ``guard_exec``
+    (enforcing mode with an exec allow-list), only when no other thread
+    can change the path meanwhile (:func:`_alone_in_memory`).
     """
     arg = call.paths[0]
     is_exec = call.op != "chdir"
@@ -55,7 +56,7 @@ def decide_rewrite(
         return d
     if isinstance(d, RefuseChange):  # Not a changing role: cannot happen.
         return Fail(errno.EROFS, d.reason)
-    guard = enforce and is_exec
+    guard = guard_exec and is_exec
     if isinstance(d, Continue) or d.in_program_root:
         return Rewrite(None, d.reason, guard)
     if d.content:

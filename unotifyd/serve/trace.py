@@ -309,6 +309,9 @@ def _event(program: str, p: InFlight, kind: str, result: int | None) -> TraceEve
         reason=getattr(d, "reason", "") if d is not None else "",
         target=d.path if isinstance(d, EmulateOpen) else None,
         result=result,
+        # Answered before its arguments were read (a send on no socket):
+        # strace's "..." rather than an empty path and made-up flags.
+        detail=None if call else "...",
     )
 
 

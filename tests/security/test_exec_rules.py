@@ -1,0 +1,233 @@
+"""Running a path is one more way to use it: deny and redirect rules govern exec
+without any exec rule.
+
+Issue 14 saw a ``--deny`` on a binary not stop an ``execve`` of it when the
+policy had no exec rule (the filter trapped exec for exec rules only). A
+program, as each identity, runs a denied binary (``progs/ran.c``, static:
+it prints RAN) every way it can name it (:data:`_WAYS`), and every way the
+kernel runs it without being named to a call: as a ``#!`` script's
+interpreter (two scripts deep too) and as another binary's loader
+(``PT_INTERP`` patched into a copy of ``true``). Natively (no rules) each
+way runs it, which is the control that the ways are real and the identity
+may run the file; under a deny, in virtualize and enforcing mode, none
+does, and each answers the deny's errno (an audit found the interpreter and
+loader ways open at first). ``launch`` itself is refused the denied program
+the same way (126, as for a program it may not run). An exec through a
+redirect runs its target, as an open of the same name opens it; under
+``--enforce`` not a denied one, nor one a symlink in the target tree leads
+to.
+
+Without an ``--exec`` list a deny is kept against a program that names the
+file, not against one that races its own exec (a thread flipping the path
+after our check, or a symlink swapped): that is the allow-list's job, which
+Landlock keeps (``test_backstop.py``; README, "The limits of enforcing mode").
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ..integration.helpers import MODES, describe, run_launch, run_native
+from .support import IDENTITIES, Identity, Report, Workspace, build_c, directory
+
+pytestmark = pytest.mark.kernel
+
+#: The interpreter of the program: the system's, which every identity may run.
+PYTHON = "/usr/bin/python3"
+
+#: Runs $1 (a binary that prints RAN) each way, each in a child of its own,
+#: from the working directory $2; prints "WAY: RAN" when it ran, else "WAY:
+#: ERRNAME" for the exec (or the open it needs) that failed, or "WAY: nothing".
+_WAYS = r"""
+import errno, os, shutil, struct, sys
+target, work = sys.argv[1], sys.argv[2]
+parent, name = os.path.split(target)
+os.symlink(target, f"{work}/link")
+ARGS = ["x", "arg"]
+
+def script(path, interpreter):
+    with open(path, "w") as f:
+        f.write(f"#!{interpreter}\n")
+    os.chmod(path, 0o755)
+    return path
+
+def with_loader(path, loader):
+    # A copy of true whose PT_INTERP names `loader` (no longer than the old name).
+    shutil.copy("/usr/bin/true", path)
+    with open(path, "r+b") as f:
+        elf = f.read()
+        phoff, = struct.unpack_from("<Q", elf, 32)
+        phnum, = struct.unpack_from("<H", elf, 56)
+        for i in range(phnum):
+            kind, _, offset, _, _, size = struct.unpack_from("<IIQQQQ", elf, phoff + 56 * i)
+            if kind == 3:
+                f.seek(offset)
+                f.write(loader.encode().ljust(size, b"\0"))
+    return path
+
+def in_parent(path):
+    os.chdir(parent)
+    os.execv(path, ARGS)
+
+short = f"/tmp/.u{os.getpid()}"  # fits in true's PT_INTERP
+os.symlink(target, short)
+ways = {
+    "direct": lambda: os.execv(target, ARGS),
+    "symlink": lambda: os.execv(f"{work}/link", ARGS),
+    "relative": lambda: in_parent(f"./{name}"),
+    "dotdot": lambda: os.execv(f"{parent}/../{os.path.basename(parent)}/{name}", ARGS),
+    "proc-cwd": lambda: in_parent(f"/proc/self/cwd/{name}"),
+    "path-search": lambda: os.execvpe(name, ARGS, {"PATH": parent}),
+    "fexecve": lambda: os.execve(os.open(target, os.O_PATH), ARGS, {}),
+    "shebang": lambda: os.execv(script(f"{work}/s1", target), ARGS),
+    "shebang-link": lambda: os.execv(script(f"{work}/s2", f"{work}/link"), ARGS),
+    "nested-shebang": lambda: os.execv(script(f"{work}/s3", script(f"{work}/s4", target)), ARGS),
+    "loader": lambda: os.execv(with_loader(f"{work}/t", short), ARGS),
+}
+try:
+    for way, run in ways.items():
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            os.dup2(w, 1)
+            try:
+                run()
+            except OSError as e:
+                os.write(1, errno.errorcode[e.errno].encode())
+            os._exit(0)
+        os.close(w)
+        out = b""
+        while chunk := os.read(r, 4096):
+            out += chunk
+        os.close(r)
+        os.waitpid(pid, 0)
+        said = out.decode().strip()
+        print(f"{way}: {'RAN' if 'RAN' in said else said or 'nothing'}", flush=True)
+finally:
+    os.unlink(short)
+"""
+WAYS = (
+    "direct", "symlink", "relative", "dotdot", "proc-cwd", "path-search", "fexecve", "shebang",
+    "shebang-link", "nested-shebang", "loader",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ran_bin(public: Path) -> Path:
+    """``progs/ran.c``, static."""
+    return build_c(directory(public / "ran", owner=0), "ran", "-static-pie", "-nostdlib")
+
+
+@pytest.fixture
+def ws(public: Path) -> Path:
+    scratch = public / "exec-rules-ws"
+    scratch.mkdir(mode=0o755, exist_ok=True)
+    return Workspace.make(scratch).real
+
+
+def _run_each_way(who: Identity, target: Path, work: Path, options: tuple[str, ...] | None) -> (
+    dict[str, str]
+):
+    argv = [*who.prefix, PYTHON, "-c", _WAYS, str(target), str(work)]
+    proc = run_launch(*options, argv=argv) if options is not None else run_native(argv)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, describe(proc)
+    found = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert sorted(found) == sorted(WAYS), describe(proc)
+    return found
+
+
+@pytest.mark.parametrize("who", list(IDENTITIES))
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_a_denied_binary_runs_no_way_it_is_named(
+    ws: Path, ran_bin: Path, report: Report, mode: str, who: str
+) -> None:
+    identity = IDENTITIES[who]
+    bin_dir = directory(ws / "bin", owner=0)
+    target = bin_dir / "denied"
+    shutil.copy(ran_bin, target)
+    native_work = directory(ws / "native", owner=identity.uid)
+    work = directory(ws / "work", owner=identity.uid)
+
+    native = _run_each_way(identity, target, native_work, None)
+    assert native == dict.fromkeys(WAYS, "RAN"), native
+    options = (*MODES[mode], "--deny", str(target))
+    got = _run_each_way(identity, target, work, options)
+    ran = [way for way, out in got.items() if out == "RAN"]
+    report(f"deny-exec[{mode}-{who}]", native=f"{len(WAYS)}/{len(WAYS)}",
+           ran=f"{len(ran)}/{len(WAYS)}", escapes=len(ran))  # fmt: skip
+    assert got == dict.fromkeys(WAYS, "EACCES"), got
+
+    # ENOENT hides it: every way answers as if nothing were there.
+    hidden = _run_each_way(identity, target, directory(ws / "w2", owner=identity.uid),
+                           (*MODES[mode], "--deny", f"{target}:ENOENT"))  # fmt: skip
+    assert hidden == dict.fromkeys(WAYS, "ENOENT"), hidden
+
+
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_launch_does_not_start_a_denied_program(ws: Path, mode: str) -> None:
+    target = ws / "denied-echo"
+    shutil.copy("/usr/bin/echo", target)
+    native = run_native([str(target), "RAN"])
+    assert native.stdout == "RAN\n", describe(native)
+    proc = run_launch(*MODES[mode], "--deny", str(target), argv=[str(target), "RAN"])
+    assert proc.returncode == 126 and proc.stdout == "", describe(proc)
+    assert f"{target}: Permission denied" in proc.stderr, describe(proc)
+
+
+@pytest.mark.parametrize("who", ["root", "user"])
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_an_exec_through_a_redirect_runs_its_target_without_exec_rules(
+    ws: Path, mode: str, who: str
+) -> None:
+    identity = IDENTITIES[who]
+    alias = ws / "alias"  # nothing there on the disk
+    target = ws / "real-echo"
+    shutil.copy("/usr/bin/echo", target)
+    argv = [*identity.prefix, "sh", "-c", f'{alias} RAN; echo "rc=$?"']
+    native = run_native(argv)
+    assert native.stdout == "rc=127\n", describe(native)  # the control: not found
+    proc = run_launch(*MODES[mode], "--redirect", f"{alias}={target}", argv=argv)
+    assert proc.stdout == "RAN\nrc=0\n", describe(proc)
+    assert not alias.exists()
+
+
+@pytest.mark.parametrize("who", ["root", "user"])
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_a_redirect_runs_no_denied_file_under_enforce(
+    ws: Path, ran_bin: Path, report: Report, mode: str, who: str
+) -> None:
+    """A redirect whose target is denied, or whose target tree holds a link
+    the program made to a denied file: under --enforce the exec fails as
+    the open of the same name does (EACCES); in virtualize mode both run it,
+    as the open reads it (the view maps names, the deny is on the target's).
+    The control: natively the link runs it."""
+    identity = IDENTITIES[who]
+    denied = ws / "denied"
+    shutil.copy(ran_bin, denied)
+    alias, source_tree = ws / "alias", ws / "a"
+    target_tree = directory(ws / "b", owner=identity.uid)
+    # The link named first: after an exec through the redirect, dash's next
+    # command can reuse the memory the target's name was written in, and get
+    # the redirected name back (README: the vfork parent's bytes).
+    script = f"""
+        ln -s {denied} {target_tree}/link
+        {target_tree}/link >/dev/null 2>&1; echo "named $?"
+        {alias} >/dev/null 2>&1; echo "alias $?"
+        {source_tree}/link >/dev/null 2>&1; echo "planted $?"
+    """
+    argv = [*identity.prefix, "sh", "-c", script]
+    native = run_native(argv)
+    assert "named 0" in native.stdout.splitlines(), describe(native)  # the control
+    (target_tree / "link").unlink()
+    rules = ("--redirect", f"{alias}={denied}", "--redirect", f"{source_tree}/**={target_tree}/**",
+             "--deny", str(denied))  # fmt: skip
+    proc = run_launch(*MODES[mode], *rules, argv=argv)
+    got = dict(line.split() for line in proc.stdout.splitlines())
+    report(f"redirect-exec[{mode}-{who}]", **got)
+    # 126: the shell's answer to EACCES; the denied name itself never runs.
+    want = "126" if mode == "enforce" else "0"
+    assert got == {"alias": want, "planted": want, "named": "126"}, describe(proc)
