@@ -755,6 +755,47 @@ def test_hidden_names_are_absent_from_listings(tmp_path: Path, mode: tuple[str, 
     assert "cannot access" in view.stderr, describe(view)
 
 
+# Calls through a name and after it: "NAME CALL ERRNAME" (or OK).
+_THROUGH = r"""
+import errno, os, sys
+def attempt(f):
+    try:
+        f()
+        return "OK"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+base = sys.argv[1]
+for name in ("/", "/.", "/x", "/x/y", "/.."):
+    p = base + name
+    calls = [("stat", lambda: os.stat(p)), ("lstat", lambda: os.lstat(p)),
+             ("open", lambda: os.close(os.open(p, os.O_RDONLY))), ("chdir", lambda: os.chdir(p)),
+             ("exec", lambda: os.execv(p, ["x"]))]
+    if "x" in name:  # never makes anything: there is no directory to make it in
+        calls += [("creat", lambda: os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))),
+                  ("mkdir", lambda: os.mkdir(p))]
+    for call, f in calls:
+        print(name, call, attempt(f))
+"""
+
+
+def test_a_hidden_file_is_absent_through_its_name_too(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """``hidden/``, ``hidden/x``...: natively, with nothing at ``hidden``, every
+    call through the name is ENOENT; with the file there, ENOTDIR, which told
+    the program the hidden file exists (an audit found it). The control: the
+    answers differ natively with and without the file."""
+    hidden = tmp_path / "hidden"
+    argv = py(_THROUGH, str(hidden))
+    absent = run_native(argv)
+    write(hidden, "H\n")
+    present = run_native(argv)
+    assert absent.returncode == present.returncode == 0, describe(present)
+    assert "/x stat ENOENT" in absent.stdout and "/x stat ENOTDIR" in present.stdout
+    view = run_launch(*mode, "--deny", f"{hidden}:ENOENT", argv=argv)
+    assert view.stdout == absent.stdout, describe(view)
+
+
 _GETDENTS = r"""
 import ctypes, json, os, struct, sys
 libc = ctypes.CDLL(None, use_errno=True)

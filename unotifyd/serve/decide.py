@@ -74,6 +74,7 @@ from ..policy.paths import (
     moves_a_rule,
 )
 from ..policy.paths import combine as combine_paths
+from ..policy.syscalls import hides
 from .guard import beyond_reach, supervisors_own
 from .listing import decide_listing
 from .opens import open_root, our_name
@@ -455,6 +456,35 @@ class Decider:
             )  # fmt: skip
         except ThroughMissing as e:
             return _in_a_virtual_tree(policy, e, creds)
+        except OSError as e:
+            if e.errno == errno.ENOTDIR and any(hides(r) for r in policy.rules):
+                self._hidden_on_the_way(p, dirfd, path, policy, creds)
+            raise
+
+    def _hidden_on_the_way(
+        self, p: InFlight, dirfd: int, path: bytes, policy: Policy, creds: Credentials | None
+    ) -> None:
+        """Raise ENOENT where ``path`` failed with ENOTDIR on a name a deny with
+        ENOENT hides (``hidden/``, ``hidden/x``).
+
+        Natively nothing is there, so a lookup through the name finds
+        nothing (ENOENT); ours found the file the rule hides and failed as
+        for a file (ENOTDIR), which would tell the program it exists. Each
+        prefix that a ``/`` follows is looked up as the program's walk
+        would, until one fails or one is hidden.
+        """
+        for i in range(1, len(path)):
+            if path[i] != ord("/") or path[i - 1] == ord("/"):
+                continue
+            try:
+                where = self.resolver.resolve(
+                    p.notif.pid, dirfd, path[:i], follow=True, own_root=p.own_root, creds=creds
+                )
+            except OSError:
+                return  # The walk fails before: as it does.
+            match = policy.match(where)
+            if match is not None and hides(match.rule):
+                raise OSError(errno.ENOENT, "no such file or directory (hidden)")
 
     def _quick_open(
         self, s: Served, p: InFlight, call: OpenCall, root: tuple[int, int] | None
