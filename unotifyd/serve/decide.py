@@ -49,6 +49,7 @@ from ..kernel.program import (
 from ..policy import (
     Continue,
     Decision,
+    Deny,
     Fail,
     Listing,
     OpenRequest,
@@ -225,6 +226,16 @@ class CredentialSource(Protocol):
     """Reads a trapped thread's credentials (:class:`~unotifyd.kernel.creds.CredentialReader`)."""
 
     def read(self, tid: int, /, *, need_umask: bool = True) -> Credentials: ...
+
+
+def _may_refuse_what_runs(policy: Policy) -> bool:
+    """Whether any rule could refuse an interpreter or loader (see
+    Decider._runs_what_the_rules_refuse): else an exec needs no look at its file."""
+    return (
+        policy.mode == "enforce"
+        or policy.has_exec_rules
+        or any(isinstance(r, Deny) for r in policy.rules)
+    )
 
 
 def _is_o_path(tid: int, fd: int) -> bool:
@@ -942,6 +953,8 @@ class Decider:
         exec (a script the program may write, a symlink swapped): README's
         "The limits of enforcing mode" says so.
         """
+        if not _may_refuse_what_runs(policy):
+            return None
         root_tid = p.notif.pid if p.own_root else None
         if policy.mode == "enforce" and ours:
             with acting_as(creds):
