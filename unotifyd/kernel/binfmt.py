@@ -30,6 +30,8 @@ _PHDR_SIZE = 64 - 8  # sizeof(Elf64_Phdr): the six fields above and p_memsz, p_a
 _PHDRS_MAX = 4096
 _PATH_MAX = 4096
 _BLANKS = b" \t"
+#: Offsets past this are no file's (loff_t is signed): os.pread would raise.
+_OFF_MAX = (1 << 63) - 1
 
 Kind = Literal["script", "loader"]
 
@@ -46,12 +48,14 @@ def interpreter(fd: int) -> tuple[Kind, bytes] | None:
     phoff, phentsize, phnum = _EHDR.unpack_from(head)
     if phentsize != _PHDR_SIZE or not 0 < phnum * phentsize <= _PHDRS_MAX:
         return None  # ENOEXEC (elf_read_phdrs())
+    if phoff > _OFF_MAX - phnum * phentsize:
+        return None  # no such offset: the kernel's read comes back short (ENOEXEC)
     table = os.pread(fd, phnum * phentsize, phoff)
     for i in range(len(table) // phentsize):
         p_type, _, offset, _, _, size = _PHDR.unpack_from(table, i * phentsize)
         if p_type != _PT_INTERP:
             continue
-        if not 2 <= size <= _PATH_MAX:
+        if not 2 <= size <= _PATH_MAX or offset > _OFF_MAX - size:
             return None  # ENOEXEC
         name = os.pread(fd, size, offset)
         if len(name) != size or name[-1] != 0:
