@@ -316,6 +316,24 @@ def test_a_redirect_to_a_missing_target_is_reported_at_start(tmp_path: Path) -> 
     assert "warning" not in ok.stderr, describe(ok)
 
 
+def test_an_exact_deny_or_read_only_rule_on_a_directory_is_reported_at_start(
+    tmp_path: Path,
+) -> None:
+    """An exact rule covers a directory alone, so its files stay readable and
+    writable: likely a missing ``/**``, said at start naming the rule; the
+    program still runs, under the rule as written."""
+    d = tmp_path / "d"
+    write(d / "f", "F\n")
+    proc = run_launch("--deny", str(d), "--readonly", f"{d}/f", argv=["cat", f"{d}/f"])
+    assert (proc.returncode, proc.stdout) == (0, "F\n"), describe(proc)
+    assert (f"unotifyd: warning: deny {d} with EACCES (--deny): {d} is a directory, and an "
+            f"exact rule covers the directory alone: what lies below it is not covered; "
+            f"write {d}/** for the whole tree") in proc.stderr, describe(proc)  # fmt: skip
+    assert proc.stderr.count("warning") == 1, describe(proc)  # not for the file
+    tree = run_launch("--deny", f"{d}/**", "--readonly", str(d), argv=["true"])
+    assert "is a directory" in tree.stderr and tree.stderr.count("warning") == 1, describe(tree)
+
+
 def test_an_unknown_errno_name_suggests_the_right_one() -> None:
     proc = run_launch("--deny", "/etc/shadow:ENOENTT", argv=["true"])
     assert proc.returncode == 2, describe(proc)

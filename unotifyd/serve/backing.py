@@ -77,7 +77,7 @@ import sys
 from types import TracebackType
 
 from ..kernel.rawsys import memfd_create
-from ..policy import Content, Pattern, Policy, Private, Redirect, rule_pattern
+from ..policy import Content, Deny, Pattern, Policy, Private, ReadOnly, Redirect, rule_pattern
 
 __all__ = ["SEALS", "Backing", "BackingError", "default_private_root"]
 
@@ -357,14 +357,15 @@ class Backing:
 
 
 def target_warnings(policy: Policy) -> list[str]:
-    """What to tell whoever starts ``policy`` about redirect targets that are not there.
+    """What to tell whoever starts ``policy`` about rule paths as they are on the disk:
+    redirect targets that are not there, and directories that exact rules name.
 
     A redirect to a missing target is legal (the target may appear later),
     but at start-up it is far more often a typo, which otherwise shows only
     as the program's ``ENOENT``. One line per such rule, naming it and where
     it was written.
     """
-    out = []
+    out = _exact_directory_warnings(policy)
     for rule in policy.rules:
         if isinstance(rule, Redirect) and not os.path.lexists(rule.target.path):
             what = "directory" if rule.target.tree else "file"
@@ -372,5 +373,26 @@ def target_warnings(policy: Policy) -> list[str]:
             out.append(
                 f"warning: {rule}: the target {what} {rule.target.path} does not exist; "
                 f"opening {opening} will fail with ENOENT until it does"
+            )
+    return out
+
+
+def _exact_directory_warnings(policy: Policy) -> list[str]:
+    """A line per deny or read-only rule whose exact path is a directory.
+
+    An exact rule covers the directory alone (README, "Rules and paths"):
+    what lies below it stays reachable by name, where a mode-000 directory
+    or a read-only mount would cover it too. Legal, and meant for a
+    directory's own entry (hiding it from a listing, say), but more often
+    a missing ``/**``.
+    """
+    out = []
+    for rule in policy.rules:
+        pattern = rule_pattern(rule)
+        if isinstance(rule, Deny | ReadOnly) and not pattern.tree and os.path.isdir(pattern.path):
+            out.append(
+                f"warning: {rule}: {pattern.path} is a directory, and an exact rule covers "
+                f"the directory alone: what lies below it is not covered; write "
+                f"{pattern.path.rstrip('/')}/** for the whole tree"
             )
     return out
