@@ -10,12 +10,15 @@ interpreter (two scripts deep too) and as another binary's loader
 (``PT_INTERP`` patched into a copy of ``true``). Natively (no rules) each
 way runs it, which is the control that the ways are real and the identity
 may run the file; under a deny, in virtualize and enforcing mode, none
-does, and each answers the deny's errno (an audit found the interpreter and
-loader ways open at first). ``launch`` itself is refused the denied program
-the same way (126, as for a program it may not run). An exec through a
-redirect runs its target, as an open of the same name opens it; under
-``--enforce`` not a denied one, nor one a symlink in the target tree leads
-to.
+does, and each answers the deny's errno. Audits found the interpreter and
+loader ways open at first, then those through an fd (``fexecve`` of the
+program's own script or binary naming the denied one), five scripts deep,
+an execute-only binary and a binary whose ``EI_CLASS`` says 32-bit.
+``launch`` itself is refused the denied program the same way (126, as for a
+program it may not run). An exec through a redirect runs its target, as an
+open of the same name opens it; under ``--enforce`` not a denied one, nor
+one a symlink in the target tree leads to. Under ``--enforce`` no
+interpreter can be registered with binfmt_misc.
 
 Without an ``--exec`` list a deny is kept against a program that names the
 file, not against one that races its own exec (a thread flipping the path
@@ -25,7 +28,10 @@ Landlock keeps (``test_backstop.py``; README, "The limits of enforcing mode").
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,6 +78,26 @@ def in_parent(path):
     os.chdir(parent)
     os.execv(path, ARGS)
 
+def run_fd(path):  # fexecve: the interpreter opens /dev/fd/N, so N must stay open
+    fd = os.open(path, os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    os.execve(fd, ARGS, {})
+
+def chain(last, n):  # n scripts, each the interpreter of the next
+    for i in range(n):
+        last = script(f"{work}/c{i}", last)
+    return last
+
+def exec_only(path):
+    os.chmod(path, 0o111)
+    return path
+
+def class32(path):  # binfmt_elf reads e_machine, not EI_CLASS
+    with open(path, "r+b") as f:
+        f.seek(4)
+        f.write(b"\1")
+    return path
+
 short = f"/tmp/.u{os.getpid()}"  # fits in true's PT_INTERP
 os.symlink(target, short)
 ways = {
@@ -86,6 +112,11 @@ ways = {
     "shebang-link": lambda: os.execv(script(f"{work}/s2", f"{work}/link"), ARGS),
     "nested-shebang": lambda: os.execv(script(f"{work}/s3", script(f"{work}/s4", target)), ARGS),
     "loader": lambda: os.execv(with_loader(f"{work}/t", short), ARGS),
+    "fexecve-script": lambda: run_fd(script(f"{work}/s5", target)),
+    "fexecve-loader": lambda: run_fd(with_loader(f"{work}/t2", short)),
+    "chain5-loader": lambda: os.execv(chain(with_loader(f"{work}/t3", short), 5), ARGS),
+    "exec-only-loader": lambda: os.execv(exec_only(with_loader(f"{work}/t4", short)), ARGS),
+    "class32-loader": lambda: os.execv(class32(with_loader(f"{work}/t5", short)), ARGS),
 }
 try:
     for way, run in ways.items():
@@ -112,7 +143,8 @@ finally:
 """
 WAYS = (
     "direct", "symlink", "relative", "dotdot", "proc-cwd", "path-search", "fexecve", "shebang",
-    "shebang-link", "nested-shebang", "loader",
+    "shebang-link", "nested-shebang", "loader", "fexecve-script", "fexecve-loader",
+    "chain5-loader", "exec-only-loader", "class32-loader",
 )  # fmt: skip
 
 
@@ -231,3 +263,60 @@ def test_a_redirect_runs_no_denied_file_under_enforce(
     # 126: the shell's answer to EACCES; the denied name itself never runs.
     want = "126" if mode == "enforce" else "0"
     assert got == {"alias": want, "planted": want, "named": "126"}, describe(proc)
+
+
+BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
+
+
+@pytest.fixture
+def binfmt_misc() -> Iterator[Path]:
+    """binfmt_misc mounted where systemd mounts it (unmounted after, if we mounted it)."""
+    mounted = (BINFMT_MISC / "register").exists()
+    if not mounted:
+        proc = subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_MISC)],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        if proc.returncode != 0:
+            pytest.skip(f"binfmt_misc cannot be mounted here: {proc.stderr.strip()}")
+    try:
+        yield BINFMT_MISC
+    finally:
+        if not mounted:
+            subprocess.run(["umount", str(BINFMT_MISC)], check=False)
+
+
+def test_enforce_refuses_registering_a_binfmt_misc_interpreter(
+    ws: Path, ran_bin: Path, binfmt_misc: Path, report: Report
+) -> None:
+    """binfmt_misc runs a registered interpreter for every file it matches,
+    with no call of the program's to trap: root without capabilities may
+    register one (the kernel asks only for write permission on
+    ``register``) and run a denied binary through it (audit helper-20).
+    The control: natively the entry is made and the denied binary runs; under
+    ``--enforce`` the write is refused and nothing is registered."""
+    denied = ws / "denied"
+    shutil.copy(ran_bin, denied)
+    magic = ws / "magic"
+    magic.write_bytes(b"UNOTIFYDMAGIC\n")
+    magic.chmod(0o755)
+    entry = binfmt_misc / f"unotifyd-test-{os.getpid()}"
+    script = f"""
+        echo ':{entry.name}:M::UNOTIFYDMAGIC::{denied}:' > {binfmt_misc}/register
+        echo "register $?"
+        {magic} >/dev/null 2>&1; echo "magic $?"
+    """
+    argv = [*IDENTITIES["root-nocaps"].prefix, "sh", "-c", script]
+    try:
+        native = run_native(argv)
+        assert native.stdout.split() == ["register", "0", "magic", "0"], describe(native)
+    finally:
+        if entry.exists():
+            entry.write_text("-1")
+    proc = run_launch("--enforce", "--deny", str(denied), argv=argv)
+    made = entry.exists()
+    if made:
+        entry.write_text("-1")
+    report("binfmt-misc[enforce-root-nocaps]", native="ran", registered=int(made),
+           escapes=int("magic 0" in proc.stdout))  # fmt: skip
+    lines = proc.stdout.split("\n")
+    assert not made and "register 0" not in lines and "magic 0" not in lines, describe(proc)
+    assert "register: Permission denied" in proc.stderr, describe(proc)

@@ -5,26 +5,24 @@ An ``execve`` of a ``#!`` script runs the interpreter its first line names
 ``PT_INTERP`` program header names (load_elf_binary() in fs/binfmt_elf.c).
 The kernel opens either by that name itself, with no system call a filter
 could trap, so whoever decides what a program may run must read the name
-where the kernel reads it. Only the formats the filter lets run are read:
-a 32-bit binary is killed at its first system call (``kernel/filter.py``),
-before its loader could do anything.
+where the kernel reads it (binfmt_misc, whose interpreters are registered
+in ``/proc/sys/fs/binfmt_misc``, is left to the README's limits).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from typing import Literal
 
 #: binfmt_script reads the first line from a buffer of this size (BINPRM_BUF_SIZE).
 _SCRIPT_HEAD = 256
-# Elf64_Ehdr: e_phoff at 32, e_phentsize and e_phnum at 54 (include/uapi/linux/elf.h).
-_EHDR = struct.Struct("<32xQ14xHH")
-# Elf64_Phdr: p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz.
-_PHDR = struct.Struct("<IIQQQQ")
 _PT_INTERP = 3
-_ELF64_LE = b"\x7fELF\x02\x01"  # ELFMAG, ELFCLASS64, ELFDATA2LSB
-_PHDR_SIZE = 64 - 8  # sizeof(Elf64_Phdr): the six fields above and p_memsz, p_align
+#: e_machine, at the same offset in both classes; the kernel reads the header
+#: in its own byte order (little-endian here) whatever EI_DATA says.
+_MACHINE = struct.Struct("<18xH")
+_EM_386, _EM_486, _EM_X86_64 = 3, 6, 62
 #: elf_read_phdrs() refuses a program header table larger than a page, and
 #: load_elf_binary() a PT_INTERP longer than PATH_MAX.
 _PHDRS_MAX = 4096
@@ -36,35 +34,71 @@ _OFF_MAX = (1 << 63) - 1
 Kind = Literal["script", "loader"]
 
 
-def interpreter(fd: int) -> tuple[Kind, bytes] | None:
-    """The interpreter the kernel would run for the file open at ``fd``, and
-    which kind of one; None for a file that names none (a static binary,
-    or one the kernel will refuse: ENOEXEC). Raises OSError."""
+@dataclass(frozen=True)
+class _Layout:
+    """Where an ELF class keeps what binfmt_elf reads (include/uapi/linux/elf.h)."""
+
+    ehdr: struct.Struct  # e_phoff, e_phentsize, e_phnum
+    phdr: struct.Struct  # p_type, p_offset, p_filesz
+    phentsize: int
+
+
+_ELF64 = _Layout(struct.Struct("<32xQ14xHH"), struct.Struct("<I4xQ16xQ"), 56)
+_ELF32 = _Layout(struct.Struct("<28xI10xHH"), struct.Struct("<II8xI"), 32)
+
+
+def interpreters(fd: int) -> list[tuple[Kind, bytes]]:
+    """The interpreters the kernel could run for the file open at ``fd``, each
+    with its kind; none for a file that names none (a static binary, or one
+    the kernel refuses: ENOEXEC). Raises OSError.
+
+    A script names one. An ELF file is read as every handler that may take
+    it would read it: binfmt_elf checks the magic and ``e_machine``, not
+    ``EI_CLASS`` or ``EI_DATA``, and the compat handler takes 32-bit
+    binaries (``EM_386``, and x32's ``EM_X86_64``). A 32-bit loader runs
+    before any system call, and may switch to 64-bit code and make calls
+    the filter takes for x86_64 ones: it must be read too.
+    """
     head = os.pread(fd, _SCRIPT_HEAD, 0)
     if head.startswith(b"#!"):
-        return _script_interpreter(head)
-    if not head.startswith(_ELF64_LE) or len(head) < _EHDR.size:
+        script = _script_interpreter(head)
+        return [("script", script)] if script is not None else []
+    if not head.startswith(b"\x7fELF") or len(head) < 64:
+        return []
+    (machine,) = _MACHINE.unpack_from(head)
+    layouts: tuple[_Layout, ...]
+    if machine == _EM_X86_64:
+        layouts = (_ELF64, _ELF32)
+    elif machine in (_EM_386, _EM_486):
+        layouts = (_ELF32,)
+    else:
+        return []
+    found = (_loader(fd, head, layout) for layout in layouts)
+    return [("loader", name) for name in dict.fromkeys(found) if name is not None]
+
+
+def _loader(fd: int, head: bytes, layout: _Layout) -> bytes | None:
+    """The first PT_INTERP name of the ELF file at ``fd`` read with ``layout``, as
+    load_elf_binary() reads it; None where it names none or would fail (ENOEXEC)."""
+    phoff, phentsize, phnum = layout.ehdr.unpack_from(head)
+    size = phnum * phentsize
+    if phentsize != layout.phentsize or not 0 < size <= _PHDRS_MAX or phoff > _OFF_MAX - size:
         return None
-    phoff, phentsize, phnum = _EHDR.unpack_from(head)
-    if phentsize != _PHDR_SIZE or not 0 < phnum * phentsize <= _PHDRS_MAX:
-        return None  # ENOEXEC (elf_read_phdrs())
-    if phoff > _OFF_MAX - phnum * phentsize:
-        return None  # no such offset: the kernel's read comes back short (ENOEXEC)
-    table = os.pread(fd, phnum * phentsize, phoff)
+    table = os.pread(fd, size, phoff)
     for i in range(len(table) // phentsize):
-        p_type, _, offset, _, _, size = _PHDR.unpack_from(table, i * phentsize)
+        p_type, offset, length = layout.phdr.unpack_from(table, i * phentsize)
         if p_type != _PT_INTERP:
             continue
-        if not 2 <= size <= _PATH_MAX or offset > _OFF_MAX - size:
-            return None  # ENOEXEC
-        name = os.pread(fd, size, offset)
-        if len(name) != size or name[-1] != 0:
-            return None  # ENOEXEC: the name must end with its NUL
-        return ("loader", name[:-1].split(b"\0", 1)[0])
+        if not 2 <= length <= _PATH_MAX or offset > _OFF_MAX - length:
+            return None
+        name = os.pread(fd, length, offset)
+        if len(name) != length or name[-1] != 0:
+            return None  # the name must end with its NUL
+        return name[:-1].split(b"\0", 1)[0]
     return None
 
 
-def _script_interpreter(head: bytes) -> tuple[Kind, bytes] | None:
+def _script_interpreter(head: bytes) -> bytes | None:
     """The interpreter a ``#!`` line names, split as load_script() splits it.
 
     Only spaces and tabs separate words there, and a NUL ends the name: a
@@ -83,4 +117,4 @@ def _script_interpreter(head: bytes) -> tuple[Kind, bytes] | None:
     if not ends and not whole:
         return None  # ENOEXEC: the name may be cut short
     name = name[: min(ends)] if ends else name
-    return ("script", name) if name else None
+    return name or None

@@ -228,6 +228,69 @@ class CredentialSource(Protocol):
     def read(self, tid: int, /, *, need_umask: bool = True) -> Credentials: ...
 
 
+def _interpreter_of(path: str) -> list[tuple[binfmt.Kind, bytes]]:
+    """The interpreters the file ``path`` names (binfmt.interpreters), read as
+    ourselves; none for a file that is not regular. Raises OSError where it
+    cannot be read."""
+    with as_ourselves():
+        look = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        try:
+            return _interpreter_of_opened(look)
+        finally:
+            os.close(look)
+
+
+def _interpreter_of_fd(tid: int, fd: int) -> list[tuple[binfmt.Kind, bytes]]:
+    """:func:`_interpreter_of` the file behind the program's ``fd`` (an ``fexecve``)."""
+    with as_ourselves():  # pidfd_getfd checks our real uid (creds.as_ourselves)
+        try:
+            look = take_fd(tid, fd)
+        except BadArgument:
+            return []  # no such fd: the kernel says EBADF
+        try:
+            return _interpreter_of_opened(look)
+        finally:
+            os.close(look)
+
+
+def _interpreter_of_opened(look: int) -> list[tuple[binfmt.Kind, bytes]]:
+    """binfmt.interpreters of our fd ``look`` (perhaps ``O_PATH``), reopened for
+    reading; the caller runs this as ourselves and closes ``look``."""
+    if not stat.S_ISREG(os.fstat(look).st_mode):
+        return []
+    # O_NONBLOCK: a mandatory lease must not stall the serving thread.
+    fd = os.open(f"/proc/self/fd/{look}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        return binfmt.interpreters(fd)
+    finally:
+        os.close(fd)
+
+
+#: Errors of a look at a file that say there is no file to run there: the
+#: exec fails as well, by itself (every other error fails it closed, EACCES).
+_NOTHING_TO_RUN = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG})
+
+#: Where binfmt_misc is mounted (systemd's proc-sys-fs-binfmt_misc.mount).
+_BINFMT_MISC = "/proc/sys/fs/binfmt_misc/"
+_BINFMT_MISC_REFUSED = (
+    "enforce: binfmt_misc: an interpreter registered there would run files with no exec check"
+)
+
+
+def _registers_an_interpreter(path: str, flags: int) -> bool:
+    """Whether an open of ``path`` with ``flags`` may change binfmt_misc.
+
+    Writing ``register`` adds an interpreter the kernel runs for every file
+    it matches, system-wide and after the program (binfmt_misc.rst); the
+    kernel asks only for write permission on the file, which uid 0 has as
+    its owner with no capability at all. That interpreter would run with no
+    check of ours (see Decider._runs_what_the_rules_refuse), so enforcing
+    mode refuses, as it refuses ``mount``; writing ``status`` or an entry
+    (enable, disable, remove) changes what runs too.
+    """
+    return path.startswith(_BINFMT_MISC) and (flags & os.O_ACCMODE) != os.O_RDONLY
+
+
 def _may_refuse_what_runs(policy: Policy) -> bool:
     """Whether any rule could refuse an interpreter or loader (see
     Decider._runs_what_the_rules_refuse): else an exec needs no look at its file."""
@@ -422,6 +485,8 @@ class Decider:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
             if reach is not None and not reach(resolved, True):
                 return Fail(errno.EACCES, _BEYOND_REACH)
+            if policy.mode == "enforce" and _registers_an_interpreter(resolved, call.flags):
+                return Fail(errno.EACCES, _BINFMT_MISC_REFUSED)
         except BadArgument as e:
             return Fail(e.errno, str(e))
         except OSError as e:
@@ -773,11 +838,16 @@ class Decider:
                 # The kernel must be given where the link leads, not the
                 # program's path, which names nothing on the real disk.
                 first = MapPath(first.path, reason="a link in a private tree")
-            if call.op == "execveat" and not call.paths[0].itself and not isinstance(first, Fail):
+            if call.op == "execveat" and not isinstance(first, Fail):
+                arg = call.paths[0]
                 ran = first.path if isinstance(first, MapPath) else p.resolved
                 ours = isinstance(first, MapPath) and not first.in_program_root
-                if ran is not None:
-                    refused = self._runs_what_the_rules_refuse(p, policy, ran, creds, ours=ours)
+                on_fd = arg.itself and arg.dirfd != abi.AT_FDCWD
+                if ran is not None or on_fd:
+                    refused = self._runs_what_the_rules_refuse(
+                        p, policy, None if on_fd else ran, creds, ours=ours and not on_fd,
+                        fd=arg.dirfd if on_fd else None,
+                    )  # fmt: skip
                     if refused is not None:
                         return refused
             # The guard refuses an exec made while another thread shares the
@@ -930,33 +1000,45 @@ class Decider:
             os.close(ours)
 
     def _runs_what_the_rules_refuse(
-        self, p: InFlight, policy: Policy, path: str, creds: Credentials, *, ours: bool
+        self,
+        p: InFlight,
+        policy: Policy,
+        path: str | None,
+        creds: Credentials,
+        *,
+        ours: bool,
+        fd: int | None = None,
     ) -> Fail | None:
-        """The failure for an exec of ``path`` that would run a file the rules refuse; or None.
+        """The failure for an exec of ``path`` (or of the program's ``fd``) that would
+        run a file the rules refuse; or None.
 
         The kernel opens more than the file named: a ``#!`` script's
-        interpreter (binfmt_script, up to four levels deep) and a dynamic
-        binary's loader (``PT_INTERP``, binfmt_elf), by their names, with no
-        call of the program's to trap (see :mod:`unotifyd.kernel.binfmt`).
-        So each is looked up as the program's exec would look it up and
-        decided as an exec of its own: a denied one fails the exec with the
-        deny's errno, an interpreter no exec rule allows with EACCES (a
-        loader is exempt: every dynamic binary needs one, and the Landlock
-        ruleset grants the system's), and under ``--enforce`` so does one a
-        rule shows as another file, since the kernel would run the real one.
-        Under ``--enforce`` a redirect's target itself is decided again
-        first, by where it really leads (a symlink planted in a target
-        tree), as opens are (opens.open_decided).
+        interpreter (binfmt_script) and a dynamic binary's loader
+        (``PT_INTERP``, binfmt_elf), by their names, with no call of the
+        program's to trap (see :mod:`unotifyd.kernel.binfmt`). exec_binprm()
+        (fs/exec.c) lets five such rewrites happen and then maps the last
+        binary's loader, so up to six files are read. Each name is looked up
+        as the program's exec would look it up and decided as an exec of its
+        own: a denied one fails the exec with the deny's errno, an
+        interpreter no exec rule allows with EACCES (a loader is exempt:
+        every dynamic binary needs one, and the Landlock ruleset grants the
+        system's), and under ``--enforce`` so does one a rule shows as
+        another file, since the kernel would run the real one. Under
+        ``--enforce`` a redirect's target itself is decided again first, by
+        where it really leads (a symlink planted in a target tree), as opens
+        are (opens.open_decided). A file run through its fd (``fexecve``) is
+        the program's own, but what it names is not: it is read too.
 
-        The files are read as the program reads them; one it cannot read is
-        left to the kernel. A file can change between this look and the
-        exec (a script the program may write, a symlink swapped): README's
-        "The limits of enforcing mode" says so.
+        The files are read as ourselves: the kernel reads a file it runs
+        whether or not the program may (an execute-only binary), and a file
+        we cannot read fails the exec closed (EACCES). A file can change
+        between this look and the exec (a script the program may write, a
+        symlink swapped): README's "The limits of enforcing mode" says so.
         """
         if not _may_refuse_what_runs(policy):
             return None
         root_tid = p.notif.pid if p.own_root else None
-        if policy.mode == "enforce" and ours:
+        if policy.mode == "enforce" and ours and path is not None:
             with acting_as(creds):
                 real = realpath(path)
             if real is None:
@@ -966,23 +1048,36 @@ class Decider:
             d = decide_path(policy, PathRequest("execveat", "exec", real))
             if isinstance(d, Fail) and d.reason != EXEC_NOT_ALLOWED:
                 return Fail(d.errno, f"exec: the redirect's target {real}: {d.reason}")
-        for _ in range(5):
-            # A redirect's target is a path of ours; interpreters are the program's.
-            found = self._interpreter_of(path if ours else our_name(path, root_tid), creds)
-            ours = False
-            if found is None:
-                return None
-            kind, name = found
+        for _ in range(6):
             try:
-                path = self.resolver.resolve(
-                    p.notif.pid, abi.AT_FDCWD, name, follow=True, own_root=p.own_root,
-                    creds=creds,
-                )  # fmt: skip
-            except OSError:
-                return None  # the kernel fails the exec itself (ENOENT...)
-            refused = self._interpreter_refused(policy, kind, path)
-            if refused is not None or kind == "loader":
-                return refused  # A loader is a static binary: it names nothing further.
+                if fd is not None:
+                    found = _interpreter_of_fd(p.notif.pid, fd)
+                    fd = None
+                else:
+                    assert path is not None
+                    # A redirect's target is a path of ours; interpreters are the program's.
+                    found = _interpreter_of(path if ours else our_name(path, root_tid))
+            except OSError as e:
+                if e.errno in _NOTHING_TO_RUN:
+                    return None  # the kernel fails the exec itself, with that errno
+                return Fail(errno.EACCES, f"exec: cannot read what the exec runs: {e.strerror}")
+            ours = False
+            path = None
+            for kind, name in found:
+                try:
+                    where = self.resolver.resolve(
+                        p.notif.pid, abi.AT_FDCWD, name, follow=True, own_root=p.own_root,
+                        creds=creds,
+                    )  # fmt: skip
+                except OSError:
+                    continue  # the kernel fails the exec itself (ENOENT...)
+                refused = self._interpreter_refused(policy, kind, where)
+                if refused is not None:
+                    return refused
+                if kind == "script":
+                    path = where
+            if path is None:
+                return None  # A loader is a static binary: it names nothing further.
         return None
 
     @staticmethod
@@ -997,28 +1092,6 @@ class Decider:
         if policy.mode == "enforce" and isinstance(d, MapPath) and not d.in_program_root:
             return Fail(errno.EACCES, f"exec: {what}, {path}: the rules show another file")
         return None
-
-    @staticmethod
-    def _interpreter_of(path: str, creds: Credentials) -> tuple[binfmt.Kind, bytes] | None:
-        """The interpreter the regular file ``path`` names (binfmt.interpreter), read as
-        the program; None if it names none or cannot be read."""
-        try:
-            with acting_as(creds):
-                look = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                try:
-                    if not stat.S_ISREG(os.fstat(look).st_mode):
-                        return None
-                    fd = os.open(
-                        f"/proc/self/fd/{look}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-                    )
-                finally:
-                    os.close(look)
-            try:
-                return binfmt.interpreter(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            return None
 
     def _must_be_directory(self, p: InFlight, path: str, creds: Credentials) -> None:
         """Raise OSError (ENOENT, ENOTDIR...) unless ``path`` is a directory, looked at as
