@@ -796,6 +796,52 @@ def test_a_hidden_file_is_absent_through_its_name_too(
     assert view.stdout == absent.stdout, describe(view)
 
 
+def test_a_hidden_directory_is_absent_through_its_dotdot(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """``hidden/..`` names the parent only if ``hidden`` is there: natively
+    ENOENT without it, so the view must say ENOENT too, not take the ``..``
+    back out of the directory it hides (audit helper-20). The control: OK
+    natively with the directory there."""
+    hidden = tmp_path / "hidden"
+    argv = py(_THROUGH, str(hidden))
+    absent = run_native(argv)
+    (hidden / "sub").mkdir(parents=True)
+    present = run_native(argv)
+    assert "/.. stat ENOENT" in absent.stdout and "/.. stat OK" in present.stdout
+    view = run_launch(*mode, "--deny", f"{hidden}/**:ENOENT", argv=argv)
+    assert view.stdout == absent.stdout, describe(view)
+
+
+_DANGLING = r"""
+import errno, os, sys
+def attempt(f):
+    try:
+        f()
+        return "OK"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+for name in ("/.", "/.."):
+    p = sys.argv[1] + name
+    for call, f in (("stat", lambda: os.stat(p)), ("unlink", lambda: os.unlink(p)),
+                    ("rmdir", lambda: os.rmdir(p)), ("mkdir", lambda: os.mkdir(p)),
+                    ("rename", lambda: os.rename(p, sys.argv[1] + "-moved"))):
+        print(name, call, attempt(f))
+"""
+
+
+def test_a_dangling_link_followed_by_a_dot_is_enoent(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """``link/.``: the link is no last component, so every call follows it,
+    and a dangling one is ENOENT; the view said ENOTDIR for the calls that
+    make or remove an entry (audit helper-20)."""
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "nothing")
+    native = run_native(py(_DANGLING, str(link)))
+    assert native.stdout.count("ENOENT") == 10, describe(native)  # the control
+    view = run_launch(*mode, "--deny", str(tmp_path / "elsewhere"), argv=py(_DANGLING, str(link)))
+    assert view.stdout == native.stdout, describe(view)
+
+
 _GETDENTS = r"""
 import ctypes, json, os, struct, sys
 libc = ctypes.CDLL(None, use_errno=True)

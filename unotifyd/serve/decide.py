@@ -526,7 +526,7 @@ class Decider:
         None), in its view: a ``..`` after a missing name is looked at in
         the rules' trees (see _in_a_virtual_tree). Raises OSError."""
         try:
-            return self.resolver.resolve(
+            resolved = self.resolver.resolve(
                 p.notif.pid, dirfd, path, follow=follow, resolve_flags=resolve_flags,
                 own_root=p.own_root, creds=creds, reach=reach,
             )  # fmt: skip
@@ -536,16 +536,21 @@ class Decider:
             if e.errno == errno.ENOTDIR and any(hides(r) for r in policy.rules):
                 self._hidden_on_the_way(p, dirfd, path, policy, creds)
             raise
+        if b".." in path and any(hides(r) for r in policy.rules):
+            # "hidden/..": the name is taken back, not what it leads to.
+            self._hidden_on_the_way(p, dirfd, path, policy, creds)
+        return resolved
 
     def _hidden_on_the_way(
         self, p: InFlight, dirfd: int, path: bytes, policy: Policy, creds: Credentials | None
     ) -> None:
-        """Raise ENOENT where ``path`` failed with ENOTDIR on a name a deny with
-        ENOENT hides (``hidden/``, ``hidden/x``).
+        """Raise ENOENT where ``path`` goes through a name a deny with ENOENT
+        hides (``hidden/``, ``hidden/x``, ``hidden/..``).
 
         Natively nothing is there, so a lookup through the name finds
-        nothing (ENOENT); ours found the file the rule hides and failed as
-        for a file (ENOTDIR), which would tell the program it exists. Each
+        nothing (ENOENT); ours found what the rule hides, and failed as for
+        a file (ENOTDIR) or took ``..`` back out of it, which would tell the
+        program it exists. Each
         prefix that a ``/`` follows is looked up as the program's walk
         would, until one fails or one is hidden.
         """
@@ -782,7 +787,11 @@ class Decider:
                     where = self._fd_path(p, arg.dirfd)
             else:
                 try:
-                    where = self._look_up(p, arg, slash, policy, creds=creds, reach=reach)
+                    # "x/." and "x/..": x is no last component, so a link
+                    # there is followed whatever the call (a dangling one: ENOENT).
+                    where = self._look_up(
+                        p, arg, slash, policy, creds=creds, reach=reach, follow=kind != "name"
+                    )
                     if policy.has_private:
                         seen = self._through_private(policy, where, p, arg.follow)
                         if seen != where:
@@ -908,17 +917,19 @@ class Decider:
         *,
         creds: Credentials | None = None,
         reach: Callable[[str], bool] | None = None,
+        follow: bool = False,
     ) -> str:
         """Resolve the path ``arg`` as the program would (with ``creds``; ours if None).
 
         A call that makes, removes or renames a directory entry acts on the
         entry itself, never on where a link there leads, trailing "/" or not
         (the kernel then checks the entry: see _place in pathwork.py): with
-        ``slash``, the trailing "/" is left out of the lookup.
+        ``slash``, the trailing "/" is left out of the lookup. ``follow``
+        follows a last link even where the call would not.
         """
         path = (arg.path.rstrip(b"/") or arg.path) if slash else arg.path
         return self._resolve(
-            p, arg.dirfd, path, policy, follow=arg.follow, creds=creds, reach=reach
+            p, arg.dirfd, path, policy, follow=arg.follow or follow, creds=creds, reach=reach
         )
 
     def _quick_path_call(self, p: InFlight, call: PathCall, policy: Policy) -> Continue | None:
