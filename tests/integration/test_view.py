@@ -755,8 +755,8 @@ def test_hidden_names_are_absent_from_listings(tmp_path: Path, mode: tuple[str, 
     assert "cannot access" in view.stderr, describe(view)
 
 
-# Calls through a name and after it: "NAME CALL ERRNAME" (or OK).
-_THROUGH = r"""
+#: The start of a test program: attempt(f) is "OK" or the errno name f raised.
+_ATTEMPT = r"""
 import errno, os, sys
 def attempt(f):
     try:
@@ -764,6 +764,9 @@ def attempt(f):
         return "OK"
     except OSError as e:
         return errno.errorcode[e.errno]
+"""
+# Calls through a name and after it: "NAME CALL ERRNAME" (or OK).
+_THROUGH = _ATTEMPT + r"""
 base = sys.argv[1]
 for name in ("/", "/.", "/x", "/x/y", "/.."):
     p = base + name
@@ -813,14 +816,7 @@ def test_a_hidden_directory_is_absent_through_its_dotdot(
     assert view.stdout == absent.stdout, describe(view)
 
 
-_DANGLING = r"""
-import errno, os, sys
-def attempt(f):
-    try:
-        f()
-        return "OK"
-    except OSError as e:
-        return errno.errorcode[e.errno]
+_DANGLING = _ATTEMPT + r"""
 for name in ("/.", "/.."):
     p = sys.argv[1] + name
     for call, f in (("stat", lambda: os.stat(p)), ("unlink", lambda: os.unlink(p)),
