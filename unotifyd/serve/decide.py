@@ -550,9 +550,8 @@ class Decider:
         Natively nothing is there, so a lookup through the name finds
         nothing (ENOENT); ours found what the rule hides, and failed as for
         a file (ENOTDIR) or took ``..`` back out of it, which would tell the
-        program it exists. Each
-        prefix that a ``/`` follows is looked up as the program's walk
-        would, until one fails or one is hidden.
+        program it exists. Each prefix that a ``/`` follows is looked up as
+        the program's walk would, until one fails or one is hidden.
         """
         for i in range(1, len(path)):
             if path[i] != ord("/") or path[i - 1] == ord("/"):
@@ -1037,7 +1036,7 @@ class Decider:
         another file, since the kernel would run the real one. Under
         ``--enforce`` a redirect's target itself is decided again first, by
         where it really leads (a symlink planted in a target tree), as opens
-        are (opens.open_decided). A file run through its fd (``fexecve``) is
+        are (opens.perform_open). A file run through its fd (``fexecve``) is
         the program's own, but what it names is not: it is read too.
 
         The files are read as ourselves: the kernel reads a file it runs
