@@ -40,7 +40,8 @@ from unotifyd.policy import (
     refuse_write_errno,
     rule_pattern,
 )
-from unotifyd.policy.syscalls import hides, needed_families
+from unotifyd.policy.rules import hides
+from unotifyd.policy.syscalls import needed_families
 
 EXEC = names("exec")
 ROOT = names("root")

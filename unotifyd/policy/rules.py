@@ -220,6 +220,11 @@ class Deny:
         return _describe(f"deny {self.pattern} with {errno_name(self.errno)}", self.origin)
 
 
+def hides(rule: object) -> bool:
+    """True for a rule that makes its path look absent: a deny with ``ENOENT``."""
+    return isinstance(rule, Deny) and rule.errno == errno_module.ENOENT
+
+
 @dataclass(frozen=True, slots=True)
 class ReadOnly:
     """Paths ``pattern`` covers may be read but not written (``EROFS``)."""
@@ -422,8 +427,8 @@ class Policy:
     """
 
     __slots__ = (
-        "_enforcing", "_exact", "_exec", "_trees", "allow_syscalls", "has_private", "mode",
-        "rules", "view",
+        "_enforcing", "_exact", "_exec", "_trees", "allow_syscalls", "has_hidden", "has_private",
+        "mode", "rules", "view",
     )  # fmt: skip
 
     rules: tuple[Rule, ...]
@@ -457,6 +462,7 @@ class Policy:
         exec_rules = [r for r in self.rules if isinstance(r, Exec)]
         self._exec = _tables(exec_rules) if exec_rules else None
         self.has_private = any(isinstance(r, Private) for r in self.rules)
+        self.has_hidden = any(hides(r) for r in self.rules)
         if view == "opens" and mode == "enforce":
             # A stat or rename let through untrapped is exactly what
             # enforcing mode promises never happens.

@@ -9,10 +9,9 @@ per system call, never per path.
 
 from __future__ import annotations
 
-import errno
 from typing import TYPE_CHECKING, Literal
 
-from .rules import Content, Deny, Exec, Private, ReadOnly, Redirect
+from .rules import Content, Deny, Exec, Private, ReadOnly, Redirect, hides
 
 if TYPE_CHECKING:
     from .rules import Policy
@@ -32,11 +31,6 @@ Family = Literal[
     "sendto",  # sendto with an address: a datagram to a socket file named by a path
     "sendmsg",  # sendmsg, sendmmsg: the same, with the address in memory (enforcing mode)
 ]
-
-def hides(rule: object) -> bool:
-    """True for a rule that makes its path look absent: a deny with ``ENOENT``."""
-    return isinstance(rule, Deny) and rule.errno == errno.ENOENT
-
 
 def needed_families(policy: Policy) -> frozenset[Family]:
     """The families of system calls the filter must trap for ``policy``.

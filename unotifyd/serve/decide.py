@@ -75,7 +75,7 @@ from ..policy.paths import (
     moves_a_rule,
 )
 from ..policy.paths import combine as combine_paths
-from ..policy.syscalls import hides
+from ..policy.rules import hides
 from .guard import beyond_reach, supervisors_own
 from .listing import decide_listing
 from .opens import open_root, our_name
@@ -533,10 +533,10 @@ class Decider:
         except ThroughMissing as e:
             return _in_a_virtual_tree(policy, e, creds)
         except OSError as e:
-            if e.errno == errno.ENOTDIR and any(hides(r) for r in policy.rules):
+            if e.errno == errno.ENOTDIR and policy.has_hidden:
                 self._hidden_on_the_way(p, dirfd, path, policy, creds)
             raise
-        if b".." in path and any(hides(r) for r in policy.rules):
+        if policy.has_hidden and b".." in path:
             # "hidden/..": the name is taken back, not what it leads to.
             self._hidden_on_the_way(p, dirfd, path, policy, creds)
         return resolved
@@ -718,6 +718,7 @@ class Decider:
         """Decide a path call other than an open (see :mod:`unotifyd.policy.paths`)."""
         n = p.notif
         operation = entry.operation
+        policy = self._program_policy(s, p)
         looks_up = True
         if entry.op in _SENDS:
             # The kernel finds the socket before it reads anything of the call
@@ -727,7 +728,7 @@ class Decider:
             if not isinstance(found, bool):
                 return Fail(found, "not an open socket")
             looks_up = found
-            if not looks_up and self._program_policy(s, p).mode != "enforce":
+            if not looks_up and policy.mode != "enforce":
                 # No lookup of the path will be made, so neither the rules
                 # nor our lookup have a say: the kernel refuses or ignores
                 # the address, in its own order (a stream socket's
@@ -745,7 +746,6 @@ class Decider:
         )
         p.call = call
         name = call.op
-        policy = self._program_policy(s, p)
         if name in _SENDS and not looks_up and not call.paths[0].itself:
             # Enforcing mode (see above): made on our copy, which the
             # decision holds to (sends.py), from what we read.
