@@ -12,7 +12,10 @@ included (cache and TLB misses after each switch count too):
 - ``+root``: and the stat of /proc/TID/root (does it have a root of its own?), which
   ``full`` makes once per listener, as launch does (``Served.root_pinned``);
 - ``+resolve``: and the path resolved as the program would (openat2, readlink);
-- ``full``: ``Dispatcher.handle``: the same plus decoding, the policy, counters.
+- ``full``: ``Dispatcher.handle``: the same plus decoding, the policy, counters;
+- ``lane``: the compiled pass-through lane (unotifyd/kernel/passthrough.c) answers what it
+  may and forwards the rest to ``Dispatcher.handle``, as launch serves by default (not a
+  step: the whole of another way; its row's step column compares it with ``full``).
 
 The C reference (``ref_unotify -w``, ``ref_unotify.c`` here) runs in the same rounds. Each figure
 is the median over rounds of openloop's own ns per open+close.
@@ -43,7 +46,7 @@ from unotifyd.policy import combine, rules_from_options  # noqa: E402
 from unotifyd.serve.dispatch import Dispatcher  # noqa: E402
 from unotifyd.serve.served import Served  # noqa: E402
 
-VARIANTS = ("recv+send", "+read", "+root", "+resolve", "full")
+VARIANTS = ("recv+send", "+read", "+root", "+resolve", "full", "lane")
 PATH = "/etc/hostname"
 OPENAT = 257  # x86_64
 
@@ -67,6 +70,21 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
         raise AssertionError("a pass-through never waits")
 
     mem, resolver = dispatcher.decider.mem, dispatcher.decider.resolver
+    if variant == "lane":
+        lane = dispatcher.pass_through(s)
+        if lane is None:
+            raise BenchError("no pass-through lane: is it built (pip install -e .)?")
+        lane.start()
+        try:
+            while lane.take(lambda notif: dispatcher.handle(s, notif, defer)) is None:
+                select.select([lane.fileno()], [], [], 1)
+        finally:
+            lane.finish(lambda notif: dispatcher.handle(s, notif, defer))
+            listener.close()
+            os.waitpid(pid, 0)
+        out = os.read(r, 4096).decode()
+        os.close(r)
+        return float(out.split("ns_per_iter=")[1].split()[0])
     try:
         while True:
             events = listener.poll()

@@ -23,11 +23,21 @@ import os
 import pytest
 
 from ..security.support import NO_CAPS, Report
-from .helpers import AS_NOBODY, SYSTEM_PYTHON, describe, public_dir, run_launch, run_native
+from .helpers import (
+    AS_NOBODY,
+    SYSTEM_PYTHON,
+    describe,
+    env,
+    public_dir,
+    run_launch,
+    run_native,
+)
 
 pytestmark = pytest.mark.kernel
 
 MODES = {"virtualize": (), "enforce": ("--enforce",), "opens": ("--view", "opens")}
+#: Virtualize mode again without the compiled pass-through lane: Python answers every call.
+PYTHON_ONLY = {"UNOTIFYD_PASSTHROUGH": "0"}
 
 TABLE = r'''
 import ctypes, errno, os, shutil, stat, sys
@@ -173,9 +183,12 @@ for call, fn in CALLS.items():
 '''
 
 
-def _table(argv: list[str], opts: tuple[str, ...] | None) -> list[str]:
-    proc = run_native(argv, timeout=300) if opts is None else run_launch(*opts, argv=argv,
-                                                                            timeout=300)
+def _table(
+    argv: list[str], opts: tuple[str, ...] | None, extra_env: dict[str, str] | None = None
+) -> list[str]:
+    proc = run_native(argv, timeout=300) if opts is None else run_launch(
+        *opts, argv=argv, timeout=300, env=env(extra_env)
+    )
     assert proc.returncode == 0 and proc.stderr == "", describe(proc)
     return proc.stdout.splitlines()
 
@@ -201,8 +214,11 @@ def test_every_call_on_every_path_shape_answers_as_natively(
         # As nobody and as root without capabilities, the mode that acts
         # with the program's credentials (and whose run takes longest): the
         # others let the kernel act.
-        for mode, opts in MODES.items() if who == "root" else [("enforce", MODES["enforce"])]:
-            got = _table(argv, (*opts, "--deny", str(d / "elsewhere")))
+        runs = [(m, o, None) for m, o in MODES.items()] + [
+            ("virtualize-python", MODES["virtualize"], PYTHON_ONLY)
+        ]
+        for mode, opts, extra in runs if who == "root" else [("enforce", MODES["enforce"], None)]:
+            got = _table(argv, (*opts, "--deny", str(d / "elsewhere")), extra)
             diff = [line for line in difflib.unified_diff(native, got, lineterm="", n=0)
                     if line[:1] in "+-" and line[:3] not in ("+++", "---")]  # fmt: skip
             failures += [f"{mode}: {line}" for line in diff[:30]]

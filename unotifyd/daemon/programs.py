@@ -132,12 +132,14 @@ class ProfileCounters:
     decisions: Counter[str] = field(default_factory=Counter)
     gone: int = 0
     internal_errors: int = 0
+    passed_through: int = 0
 
     def add(self, stats: Stats) -> None:
         self.notifications += stats.notifications
         self.decisions.update(stats.decisions)
         self.gone += stats.gone
         self.internal_errors += stats.internal_errors
+        self.passed_through += stats.passed_through
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -147,6 +149,7 @@ class ProfileCounters:
             "decisions": dict(sorted(self.decisions.items())),
             "gone": self.gone,
             "internal_errors": self.internal_errors,
+            "passed_through": self.passed_through,
         }
 
 
@@ -287,6 +290,7 @@ class ProgramTable:
             total.decisions = Counter(done.decisions)
             total.gone = done.gone
             total.internal_errors = done.internal_errors
+            total.passed_through = done.passed_through
             out[name] = total
         for prog in self.running.values():
             out[prog.profile].add(prog.stats)

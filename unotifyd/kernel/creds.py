@@ -252,6 +252,11 @@ _OURS = Credentials.supervisors()
 _PIDFDS_KEPT = 256
 
 
+def supervisor_credentials() -> _Ours:
+    """The supervisor's own credentials, as taken at start-up."""
+    return _SUPERVISOR
+
+
 def supervisor_privileged() -> bool:
     """Whether the supervisor holds any capability in its effective set."""
     return _SUPERVISOR.cap_eff != 0

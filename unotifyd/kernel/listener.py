@@ -91,6 +91,12 @@ class Notification(NamedTuple):
 _new_notification = tuple.__new__
 
 
+def notification_from(buf: bytes | bytearray) -> Notification:
+    """A ``struct seccomp_notif`` as RECV fills it (the pass-through lane forwards those)."""
+    t = _unpack_notif(buf)
+    return _new_notification(Notification, (t[0], t[1], t[3], t[4], t[6:]))
+
+
 class Listener:
     """Owner of one listener fd. The fd is closed exactly once, by :meth:`close`.
 
@@ -188,8 +194,7 @@ class Listener:
                     raise ProgramGone("notification vanished before RECV") from None
                 raise KernelError(f"SECCOMP_IOCTL_NOTIF_RECV: {e.strerror}") from e
             break
-        t = _unpack_notif(buf)
-        return _new_notification(Notification, (t[0], t[1], t[3], t[4], t[6:]))
+        return notification_from(buf)
 
     def id_valid(self, nid: int) -> bool:
         """True if notification ``nid`` is still pending.

@@ -71,8 +71,17 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
         return bool(out.deferred)
 
     hung_up = False
+    lane = None
     listener.claim_reader()
     try:
+        # The compiled lane answers what no rule concerns (see .passthrough)
+        # and forwards the rest through its socket, which is watched instead
+        # of the listener while it runs.
+        lane = dispatcher.pass_through(s)
+        if lane is not None:
+            poller.unregister(listener.fileno())
+            poller.register(lane.fileno(), select.POLLIN)
+            lane.start()
         while not out.deferred:
             for fd, _ in poller.poll():
                 if fd == stop_fd:
@@ -91,6 +100,22 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
                         out.finished = True
                         return out
                     continue
+                if lane is not None and fd == lane.fileno():
+                    ended = lane.take(serve)
+                    if ended is None:
+                        continue
+                    poller.unregister(fd)
+                    lane.finish(serve)
+                    dispatcher.lane_ended(s, lane)
+                    lane = None
+                    if ended != "hangup":  # It failed: serve here from now on.
+                        poller.register(listener.fileno(), select.POLLIN)
+                        continue
+                    if out.status is not None:
+                        out.finished = True
+                        return out
+                    hung_up = True
+                    continue
                 if drain(listener, serve, gone, stop=must_wait) == "hangup":
                     if out.status is not None:
                         out.finished = True
@@ -99,6 +124,11 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
                     poller.unregister(listener.fileno())
                     hung_up = True
     finally:
+        if lane is not None:
+            # What it forwarded until it stopped is served too (work that
+            # must wait goes to trio with the rest of out.deferred).
+            lane.finish(serve)
+            dispatcher.lane_ended(s, lane)
         listener.release_reader()
         os.close(pidfd)
     return out

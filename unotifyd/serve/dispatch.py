@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -23,12 +24,14 @@ from ..kernel import abi
 from ..kernel.errors import MemoryDenied, ProgramGone
 from ..kernel.listener import Notification
 from ..kernel.opener import may_create
+from ..kernel.passthrough import Lane
 from ..policy import Continue, EmulateOpen, Fail, Listing, RefuseWrite, Return, Rewrite
 from ..policy.paths import PerformPath
 from .decide import Decider
 from .handoff import Job, Work, answer, perform
 from .listing import answer_listing
 from .opens import may_block, our_name
+from .passthrough import count, open_lane
 from .rewrite import answer_rewrite
 from .served import AnyDecision, InFlight, Served, Stats
 from .trace import Tracer, record
@@ -68,6 +71,26 @@ class Dispatcher:
 
     def close(self) -> None:
         self.decider.close()
+
+    def pass_through(self, s: Served) -> Lane | None:
+        """A compiled lane for ``s``'s calls no rule concerns, not started; None
+        where every call must be decided here (see :mod:`.passthrough`)."""
+        return open_lane(s, self.decider.policy_in_our_root(s), self.tracer.enabled)
+
+    def lane_counted(self, s: Served, lane: Lane) -> None:
+        """Count what ``lane`` answered by itself so far."""
+        count(lane, (self.stats, s.stats))
+
+    def lane_ended(self, s: Served, lane: Lane) -> None:
+        """Count what ``lane`` answered; say why if it failed (serving goes on here)."""
+        count(lane, (self.stats, s.stats))
+        if lane.ended == "failed":
+            err = -(lane.result or 0)
+            self.tracer.warn(
+                f"{s.name or 'the program'}: the pass-through lane stopped "
+                f"({os.strerror(err) if err > 0 else 'no reason given'}); "
+                "every call is decided in Python from now on"
+            )
 
     def handle(self, s: Served, notif: Notification, defer: Defer) -> None:
         """Decide and answer one notification; never raises, never leaves it pending."""

@@ -146,9 +146,11 @@ def print_stats(st: Stats, out: IO[str]) -> None:
     def counts(c: Counter[str]) -> str:
         return ", ".join(f"{k} {v}" for k, v in c.most_common()) or "none"
 
+    passed = st.passed_through
+    lane = f"; {passed} let through by the pass-through lane" if passed else ""
     print(
         f"unotifyd: stats: {st.notifications} notifications "
-        f"({st.gone} gone, {st.internal_errors} internal errors)\n"
+        f"({st.gone} gone, {st.internal_errors} internal errors){lane}\n"
         f"unotifyd: stats: by system call: {counts(st.syscalls)}\n"
         f"unotifyd: stats: by decision: {counts(st.decisions)}",
         file=out,

@@ -30,6 +30,8 @@ class Stats:
     syscalls: Counter[str] = field(default_factory=Counter)
     gone: int = 0
     internal_errors: int = 0
+    #: Of the notifications, those the compiled lane let through (serve/passthrough.py).
+    passed_through: int = 0
 
 
 class Gate:

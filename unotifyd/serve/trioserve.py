@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Literal
 
 import trio
 
@@ -38,6 +39,14 @@ from .trace import Tracer
 _DRAIN_BATCH = 64
 # How often a paused listener looks whether it may receive again.
 _PAUSED_POLL_S = 0.005
+# How often a listener served by the pass-through lane looks whether it was
+# paused: the lane answers most calls, so its socket may stay quiet.
+_LANE_PAUSE_POLL_S = 0.02
+# How often what the lane answered is added to the counters while it runs.
+_LANE_COUNT_S = 1.0
+#: The pass-through lane in a Gate's count of calls in flight (notification
+#: ids are unsigned: none is negative).
+_LANE_IN_FLIGHT = -1
 # Worker threads for emulated opens (see Supervisor._run_job): for opens
 # that cannot block, for opens that may, and how many of those one program
 # may hold.
@@ -158,6 +167,9 @@ class TrioServer:
                 def paused() -> bool:
                     return gate.paused
 
+                if await self._serve_with_lane(s, serve) == "hangup":
+                    nursery.cancel_scope.cancel()
+                    return
                 while True:
                     if gate.paused:
                         # Receiving nothing until resumed (see Gate); a
@@ -176,6 +188,62 @@ class TrioServer:
                         return
         finally:
             listener.release_reader()
+
+    async def _serve_with_lane(
+        self, s: Served, serve: Callable[[Notification], None]
+    ) -> Literal["hangup", "python"]:
+        """Serve ``s`` through the compiled pass-through lane while it may
+        (see :mod:`.passthrough`): "hangup" once every process using the
+        filter is gone, "python" where the loop of :meth:`serve_served`
+        must go on (no lane for this policy, or it failed).
+
+        A paused gate stops the lane, for a lane holds a notification
+        between its RECV and its answer that nobody else can see: the lane
+        counts as one call in flight (:data:`_LANE_IN_FLIGHT`) from start
+        to end, so that a hand-over waits for it (Gate).
+        """
+        dispatcher = self.dispatcher
+        gate = s.gate
+        lane = None
+        counted_at = trio.current_time()
+        try:
+            while True:
+                if gate.paused:
+                    if lane is not None:
+                        lane.finish(serve)
+                        dispatcher.lane_ended(s, lane)
+                        gate.settled(_LANE_IN_FLIGHT)
+                        lane = None
+                    await trio.sleep(_PAUSED_POLL_S)
+                    continue
+                if lane is None:
+                    lane = dispatcher.pass_through(s)
+                    if lane is None:
+                        return "python"
+                    gate.received(_LANE_IN_FLIGHT)
+                    lane.start()
+                # A pause must be seen while nothing is forwarded.
+                with trio.move_on_after(_LANE_PAUSE_POLL_S):
+                    await trio.lowlevel.wait_readable(lane.fileno())
+                ended = lane.take(serve, limit=_DRAIN_BATCH)
+                if trio.current_time() >= counted_at + _LANE_COUNT_S:
+                    # A daemon's status shows them while the program runs.
+                    dispatcher.lane_counted(s, lane)
+                    counted_at = trio.current_time()
+                if ended is not None:
+                    lane.finish(serve)
+                    dispatcher.lane_ended(s, lane)
+                    gate.settled(_LANE_IN_FLIGHT)
+                    lane = None
+                    return "hangup" if ended == "hangup" else "python"
+        finally:
+            if lane is not None:
+                # Cancelled: what the lane forwarded meanwhile is served as
+                # the loop would have (work that must wait is abandoned with
+                # the nursery, and fails with ENOSYS once the listener closes).
+                lane.finish(serve)
+                dispatcher.lane_ended(s, lane)
+                gate.settled(_LANE_IN_FLIGHT)
 
     async def _perform_in_thread(
         self, s: Served, p: InFlight, job: Job, nursery: trio.Nursery

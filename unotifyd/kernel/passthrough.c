@@ -1,0 +1,496 @@
+/*
+ * The pass-through lane: a compiled loop that answers, without Python, the
+ * trapped calls no rule can concern, and hands every other one to Python.
+ *
+ * Most of what a program makes under the full view is a stat or an open of
+ * a file far from every rule (git status: 3 000 lstat()s of its work tree).
+ * Python answers each in ~70 us; this loop in ~5, on a thread of its own
+ * that holds no GIL (ctypes releases it for the whole call of pt_run).
+ *
+ * It answers CONTINUE only where Python's quick path would (serve/decide.py,
+ * Decider._quick_open and _quick_path_call), and only on facts it checks
+ * itself for each call; any doubt forwards the notification, untouched, to
+ * Python over a SOCK_SEQPACKET socket (one struct seccomp_notif per
+ * message), which decides and answers it as if it had received it:
+ *
+ *  - virtualizing mode only (Python configures no lane otherwise): CONTINUE
+ *    lets the kernel make the call as the program, and decides nothing that
+ *    enforcing mode would have to hold to;
+ *  - x86_64 and one of the call shapes below, whose path is only read
+ *    (no call that makes, removes or renames a name); no AT_EMPTY_PATH, no
+ *    O_CREAT or O_TMPFILE, no flag we do not know;
+ *  - the thread's root is ours (a stat of /proc/TID/root per call, so a
+ *    chroot or setns answered meanwhile is seen at the next call);
+ *  - its credentials act as ours (same ids, same effective capabilities,
+ *    same user namespace), or we hold no capability at all: then a lookup of
+ *    ours succeeds exactly where the program's would (Decider
+ *    ._looks_as_the_program: otherwise the program could time what lies in
+ *    directories it may not search);
+ *  - its path is read in full (no EFAULT, shorter than PATH_MAX), is not
+ *    empty, has no ".." component and no trailing "/";
+ *  - the kernel resolves it for us (openat2 with RESOLVE_NO_MAGICLINKS from
+ *    the program's cwd or dirfd, as PathResolver._fast does), or only its
+ *    last name is missing with nothing there, not even a dangling link
+ *    (then the name is its directory's plus that name, as the resolver
+ *    appends missing names);
+ *  - the name it resolves to is absolute, outside /proc, not "(deleted)",
+ *    and neither is nor lies below any path a rule names ("watched").
+ *
+ * Every fd opened here is closed before the next call is looked at; the
+ * thread blocks every signal, so none is delivered to it (a process-wide
+ * signal goes to another thread) and no handler runs between RECV and SEND.
+ * Errors of ours (ENOMEM, EMFILE...) only ever forward a call.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define PT_VERSION 1
+#define PT_MAX_NR 512
+#define PT_PATH_MAX 4096
+#define PT_PAGE 4096
+/* Calls after which a lane that let through fewer than an eighth gives up. */
+#define PT_WINDOW 1024
+#define AUDIT_ARCH_X86_64_ 0xC000003Eu
+#define PIDFD_THREAD_ O_EXCL
+/* include/uapi/linux/pidfd.h, 6.13+: absent from older headers. */
+#define PIDFD_GET_INFO_ 0xC040FF0Bu
+#define PIDFD_INFO_CREDS_ (1ull << 1)
+
+struct pidfd_info_ {
+    uint64_t mask, cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code;
+};
+
+/* The call shapes: where the dirfd, path and flags are (kernel/passthrough.py). */
+enum shape {
+    SH_NONE, SH_OPEN, SH_OPENAT, SH_STAT, SH_LSTAT, SH_NEWFSTATAT, SH_STATX,
+    SH_ACCESS, SH_FACCESSAT, SH_FACCESSAT2, SH_READLINK, SH_READLINKAT,
+};
+
+/* Shared with Python (kernel/passthrough.py, _Config): keep in step. */
+struct pt_config {
+    uint32_t version;
+    uint32_t check_creds; /* compare each thread's credentials with ours */
+    uint64_t root_dev, root_ino;
+    uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
+    uint64_t cap_eff;
+    char userns[64]; /* our /proc/self/ns/user text */
+    const char *watched; /* the rules' paths, each NUL-ended, then one more NUL */
+    uint8_t shape[PT_MAX_NR];
+    /* Written by the lane alone; read by Python once it has returned. */
+    uint64_t continued[PT_MAX_NR];
+    uint64_t forwarded, gone;
+};
+
+/*
+ * A thread's /proc directory and pidfd, kept between its calls: opening
+ * them costs as much as the checks made through them. Both refer to the
+ * thread itself, not to its number (the /proc inode holds its struct pid,
+ * and so does a pidfd): once it is gone, lookups through the one fail
+ * (ENOENT, ESRCH) and the other answers ESRCH, never for another thread
+ * that got the number since. Such a call is forwarded and the entry
+ * dropped. Direct-mapped by tid; a collision replaces the older entry.
+ */
+#define PT_THREADS 64
+struct thread {
+    pid_t tid; /* 0: empty */
+    int proc, pidfd;
+};
+
+struct lane {
+    struct pt_config *cfg;
+    int listener, forward, fddir;
+    struct thread threads[PT_THREADS];
+    char path[PT_PATH_MAX + 1];
+    char name[PT_PATH_MAX + 2];
+};
+
+static void forget(struct thread *t)
+{
+    if (t->tid == 0)
+        return;
+    close(t->proc);
+    if (t->pidfd >= 0)
+        close(t->pidfd);
+    t->tid = 0;
+}
+
+static struct thread *thread_of(struct lane *l, pid_t tid)
+{
+    struct thread *t = &l->threads[(unsigned)tid % PT_THREADS];
+    if (t->tid == tid)
+        return t;
+    forget(t);
+    char proc[32];
+    snprintf(proc, sizeof proc, "/proc/%d", tid);
+    int fd = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    int pidfd = -1;
+    if (l->cfg->check_creds) {
+        pidfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD_);
+        if (pidfd < 0) {
+            close(fd);
+            return NULL;
+        }
+    }
+    *t = (struct thread){.tid = tid, .proc = fd, .pidfd = pidfd};
+    return t;
+}
+
+static int sys_openat2(int dirfd, const char *path, uint64_t flags)
+{
+    struct open_how how = {.flags = flags, .resolve = RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+/* The path at addr in thread tid, as getname() reads it; 0, or -1 to forward. */
+static int read_path(struct lane *l, pid_t tid, uint64_t addr)
+{
+    size_t total = 0, want = PT_PAGE - addr % PT_PAGE;
+    if (addr == 0)
+        return -1;
+    if (want > 256)
+        want = 256; /* most paths are short; a page at a time after that */
+    while (total < PT_PATH_MAX) {
+        if (want > PT_PATH_MAX - total)
+            want = PT_PATH_MAX - total;
+        struct iovec local = {l->path + total, want};
+        struct iovec remote = {(void *)(uintptr_t)(addr + total), want};
+        ssize_t n = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+        if (n <= 0)
+            return -1;
+        char *nul = memchr(l->path + total, 0, (size_t)n);
+        if (nul != NULL)
+            return 0;
+        if ((size_t)n < want)
+            return -1; /* an unreadable byte before the NUL: EFAULT, Python's to say */
+        total += (size_t)n;
+        want = PT_PAGE - (addr + total) % PT_PAGE;
+    }
+    return -1; /* ENAMETOOLONG: Python's to say */
+}
+
+/* Whether the path is one this lane may look up: not empty, no ".." component,
+ * no trailing "/" (which makes the last name a directory's). */
+static int plain_path(const char *p)
+{
+    size_t len = strlen(p);
+    if (len == 0 || p[len - 1] == '/')
+        return 0;
+    for (const char *c = p; (c = strstr(c, "..")) != NULL; c += 2) {
+        if ((c == p || c[-1] == '/') && (c[2] == '/' || c[2] == 0))
+            return 0;
+    }
+    return 1;
+}
+
+/* What our fd names (readlink of /proc/self/fd/N) into l->name; 0, or -1. */
+static int fd_name(struct lane *l, int fd, size_t *len)
+{
+    char num[16];
+    snprintf(num, sizeof num, "%d", fd);
+    ssize_t n = readlinkat(l->fddir, num, l->name, PT_PATH_MAX);
+    if (n <= 0 || n >= PT_PATH_MAX || l->name[0] != '/')
+        return -1;
+    l->name[n] = 0;
+    *len = (size_t)n;
+    static const char deleted[] = " (deleted)";
+    if ((size_t)n >= sizeof deleted - 1 && !strcmp(l->name + n - (sizeof deleted - 1), deleted))
+        return -1; /* A removed file: its name is its magic link (see _fast). */
+    return 0;
+}
+
+/* Resolve l->path from basefd as the kernel would, into l->name; 0, or -1. */
+static int resolve(struct lane *l, int basefd, int follow)
+{
+    size_t len;
+    int fd = sys_openat2(basefd, l->path, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    if (fd >= 0) {
+        int r = fd_name(l, fd, &len);
+        close(fd);
+        return r;
+    }
+    if (errno != ENOENT)
+        return -1;
+    /* Only the last name may be missing, and nothing may be there at all:
+     * a dangling link would be followed to where a rule may be. */
+    char *slash = strrchr(l->path, '/');
+    const char *last = slash ? slash + 1 : l->path;
+    if (!strcmp(last, "."))
+        return -1;
+    int parent;
+    if (slash == NULL) {
+        parent = sys_openat2(basefd, ".", O_PATH | O_CLOEXEC | O_DIRECTORY);
+    } else if (slash == l->path) {
+        parent = sys_openat2(basefd, "/", O_PATH | O_CLOEXEC | O_DIRECTORY);
+    } else {
+        *slash = 0;
+        parent = sys_openat2(basefd, l->path, O_PATH | O_CLOEXEC | O_DIRECTORY);
+        *slash = '/';
+    }
+    if (parent < 0)
+        return -1;
+    struct stat st;
+    int r = -1;
+    if (fstatat(parent, last, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
+        fd_name(l, parent, &len) == 0) {
+        size_t need = strlen(last) + (len > 1 ? 1 : 0);
+        if (len + need < PT_PATH_MAX) {
+            if (len > 1)
+                l->name[len++] = '/';
+            strcpy(l->name + len, last);
+            r = 0;
+        }
+    }
+    close(parent);
+    return r;
+}
+
+/* Whether name is under /proc, or is or lies below a path a rule names. */
+static int watched(const struct pt_config *cfg, const char *name)
+{
+    if (!strncmp(name, "/proc", 5) && (name[5] == 0 || name[5] == '/'))
+        return 1;
+    for (const char *w = cfg->watched; *w; w += strlen(w) + 1) {
+        size_t n = strlen(w);
+        if (!strncmp(name, w, n) && (name[n] == 0 || name[n] == '/'))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether thread t acts as we do, and has our root. */
+static int as_ourselves(struct lane *l, const struct thread *t)
+{
+    const struct pt_config *cfg = l->cfg;
+    struct stat st;
+    if (fstatat(t->proc, "root", &st, 0) < 0 || st.st_dev != cfg->root_dev ||
+        st.st_ino != cfg->root_ino)
+        return 0;
+    if (!cfg->check_creds)
+        return 1;
+    struct pidfd_info_ info = {.mask = PIDFD_INFO_CREDS_};
+    if (ioctl(t->pidfd, PIDFD_GET_INFO_, &info) < 0)
+        return 0;
+    uint32_t ids[8] = {info.ruid, info.euid, info.suid, info.fsuid,
+                       info.rgid, info.egid, info.sgid, info.fsgid};
+    if (memcmp(ids, cfg->ids, sizeof ids))
+        return 0;
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, t->tid};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        return 0;
+    if ((data[0].effective | (uint64_t)data[1].effective << 32) != cfg->cap_eff)
+        return 0;
+    char ns[64];
+    ssize_t n = readlinkat(t->proc, "ns/user", ns, sizeof ns - 1);
+    if (n <= 0)
+        return 0;
+    ns[n] = 0;
+    return !strcmp(ns, cfg->userns);
+}
+
+/* Whether the call of n may be answered CONTINUE here. */
+static int passes(struct lane *l, const struct seccomp_notif *n)
+{
+    const __u64 *a = n->data.args;
+    int dirfd = AT_FDCWD, follow = 1;
+    uint64_t addr, flags;
+    if (n->data.arch != AUDIT_ARCH_X86_64_ || n->data.nr < 0 || n->data.nr >= PT_MAX_NR)
+        return 0;
+    switch (l->cfg->shape[n->data.nr]) {
+    case SH_OPEN:
+    case SH_OPENAT:
+        if (l->cfg->shape[n->data.nr] == SH_OPEN) {
+            addr = a[0], flags = a[1];
+        } else {
+            dirfd = (int)(uint32_t)a[0], addr = a[1], flags = a[2];
+        }
+        /* A new file (O_CREAT follows a dangling link to make its target;
+         * O_TMPFILE makes one in a directory) is Python's to decide. */
+        if (flags & (O_CREAT | __O_TMPFILE))
+            return 0;
+        follow = !(flags & O_NOFOLLOW);
+        break;
+    case SH_STAT:
+    case SH_ACCESS:
+        addr = a[0];
+        break;
+    case SH_LSTAT:
+    case SH_READLINK:
+        addr = a[0], follow = 0;
+        break;
+    case SH_NEWFSTATAT:
+    case SH_STATX:
+    case SH_FACCESSAT2: {
+        int sh = l->cfg->shape[n->data.nr];
+        uint64_t known = AT_SYMLINK_NOFOLLOW |
+                         (sh == SH_FACCESSAT2 ? AT_EACCESS : AT_NO_AUTOMOUNT) |
+                         (sh == SH_STATX ? AT_STATX_SYNC_TYPE : 0);
+        flags = (uint32_t)(sh == SH_STATX ? a[2] : a[3]);
+        if (flags & ~known)
+            return 0; /* AT_EMPTY_PATH, or what the kernel refuses (EINVAL) */
+        dirfd = (int)(uint32_t)a[0], addr = a[1], follow = !(flags & AT_SYMLINK_NOFOLLOW);
+        break;
+    }
+    case SH_FACCESSAT:
+        dirfd = (int)(uint32_t)a[0], addr = a[1];
+        break;
+    case SH_READLINKAT:
+        dirfd = (int)(uint32_t)a[0], addr = a[1], follow = 0;
+        break;
+    default:
+        return 0;
+    }
+    pid_t tid = (pid_t)n->pid;
+    struct thread *t = thread_of(l, tid);
+    if (t == NULL)
+        return 0;
+    if (!as_ourselves(l, t)) {
+        forget(t); /* gone, or changed: looked at afresh next time */
+        return 0;
+    }
+    if (read_path(l, tid, addr) < 0 || !plain_path(l->path))
+        return 0;
+    int basefd = AT_FDCWD;
+    if (l->path[0] != '/') {
+        char base[32];
+        if (dirfd == AT_FDCWD)
+            snprintf(base, sizeof base, "cwd");
+        else if (dirfd >= 0)
+            snprintf(base, sizeof base, "fd/%d", dirfd);
+        else
+            return 0;
+        basefd = openat(t->proc, base, O_PATH | O_CLOEXEC);
+        if (basefd < 0)
+            return 0;
+    }
+    int ok = resolve(l, basefd, follow) == 0 && !watched(l->cfg, l->name);
+    if (basefd >= 0)
+        close(basefd);
+    return ok;
+}
+
+static int tell(struct lane *l, char what)
+{
+    return send(l->forward, &what, 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+}
+
+/* Hand n to Python; 0, or -errno after failing it closed. */
+static int forward_one(struct lane *l, const struct seccomp_notif *n)
+{
+    l->cfg->forwarded++;
+    if (send(l->forward, n, sizeof *n, MSG_NOSIGNAL) == sizeof *n)
+        return 0;
+    /* Nobody to decide it: fail it closed (EPERM, as a handler that
+     * crashes), never leave it waiting or let it through. */
+    int err = -errno;
+    struct seccomp_notif_resp r = {.id = n->id, .error = -EPERM};
+    while (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
+        ;
+    return err;
+}
+
+/*
+ * Serve listener until stop is readable (returns 0 after sending "S"),
+ * every process using the filter is gone (0 after "H"), or it lets through
+ * too little to be worth its hop (0 after "F"); -errno on an error of
+ * ours, after "E" if the socket still takes it.
+ */
+int pt_run(int listener, int forward, int stop, struct pt_config *cfg)
+{
+    struct lane l = {.cfg = cfg, .listener = listener, .forward = forward};
+    if (cfg->version != PT_VERSION) {
+        tell(&l, 'E');
+        return -EINVAL;
+    }
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* this thread's alone: ended with it */
+    l.fddir = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (l.fddir < 0) {
+        int err = -errno;
+        tell(&l, 'E');
+        return err;
+    }
+    struct pollfd fds[2] = {{.fd = listener, .events = POLLIN}, {.fd = stop, .events = POLLIN}};
+    int result = 0;
+    unsigned window = 0, passed = 0;
+    for (;;) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            result = -errno;
+            break;
+        }
+        if (fds[1].revents) {
+            result = tell(&l, 'S');
+            goto out;
+        }
+        if (!(fds[0].revents & POLLIN)) {
+            if (fds[0].revents & (POLLHUP | POLLERR)) {
+                result = tell(&l, 'H');
+                goto out;
+            }
+            continue;
+        }
+        struct seccomp_notif n;
+        memset(&n, 0, sizeof n); /* the kernel refuses a non-zeroed buffer (EINVAL) */
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &n) < 0) {
+            if (errno == ENOENT) { /* the thread died between poll and RECV */
+                cfg->gone++;
+                continue;
+            }
+            if (errno == EINTR)
+                continue;
+            result = -errno;
+            break;
+        }
+        /* A lane that lets through almost nothing only adds a hop to every
+         * call (a container's, whose root is not ours; a program of
+         * another user): it hands the listener back to Python for good. */
+        if (++window == PT_WINDOW) {
+            if (passed * 8 < window) {
+                int err = forward_one(&l, &n);
+                result = err ? err : tell(&l, 'F');
+                goto out;
+            }
+            window = passed = 0;
+        }
+        if (passes(&l, &n)) {
+            passed++;
+            struct seccomp_notif_resp r = {.id = n.id, .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+            while (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
+                ;
+            /* ENOENT: the thread died meanwhile; its call needs no answer. */
+            cfg->continued[n.data.nr]++;
+            continue;
+        }
+        result = forward_one(&l, &n);
+        if (result < 0)
+            break;
+    }
+    tell(&l, 'E');
+out:
+    for (int i = 0; i < PT_THREADS; i++)
+        forget(&l.threads[i]);
+    close(l.fddir);
+    return result;
+}

@@ -1,0 +1,209 @@
+"""The pass-through lane: ``passthrough.c``, run on a thread of its own through ctypes.
+
+What the lane answers by itself, and why that is what Python would answer,
+is said at the top of ``passthrough.c``. This module loads the library
+(built with the package when a C compiler is there, see ``setup.py``; none
+means no lane, and Python serves every call as before), fills its
+configuration and runs it: :class:`Lane` owns a thread blocked in
+``pt_run`` (ctypes releases the GIL for the whole call), the socket its
+forwarded notifications come through, and the eventfd that stops it.
+
+``UNOTIFYD_PASSTHROUGH=0`` in the environment serves without the lane,
+whatever is built: the tests run both ways.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Final, Literal
+
+from . import abi
+from .listener import Notification, notification_from
+
+#: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
+_VERSION: Final = 1
+_MAX_NR: Final = 512
+#: The calls the lane knows how to read, by name (their arguments' layout).
+SHAPES: Final = {
+    "open": 1, "openat": 2, "stat": 3, "lstat": 4, "newfstatat": 5, "statx": 6,
+    "access": 7, "faccessat": 8, "faccessat2": 9, "readlink": 10, "readlinkat": 11,
+}  # fmt: skip
+_NOTIF_SIZE: Final = abi.NOTIF_STRUCT.size
+_END_POLL_S: Final = 0.1
+
+
+class Config(ctypes.Structure):
+    """``struct pt_config``: what the lane may pass, and its counters."""
+
+    _fields_ = (
+        ("version", ctypes.c_uint32),
+        ("check_creds", ctypes.c_uint32),
+        ("root_dev", ctypes.c_uint64),
+        ("root_ino", ctypes.c_uint64),
+        ("ids", ctypes.c_uint32 * 8),
+        ("cap_eff", ctypes.c_uint64),
+        ("userns", ctypes.c_char * 64),
+        ("watched", ctypes.c_char_p),
+        ("shape", ctypes.c_uint8 * _MAX_NR),
+        ("continued", ctypes.c_uint64 * _MAX_NR),
+        ("forwarded", ctypes.c_uint64),
+        ("gone", ctypes.c_uint64),
+    )
+
+
+def _load() -> ctypes.CDLL | None:
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_passthrough{suffix}"
+        if path.exists():
+            lib = ctypes.CDLL(str(path), use_errno=True)
+            lib.pt_run.argtypes = (
+                ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(Config)
+            )  # fmt: skip
+            lib.pt_run.restype = ctypes.c_int
+            return lib
+    return None
+
+
+_LIB: list[ctypes.CDLL | None] = []
+
+
+def library() -> ctypes.CDLL | None:
+    """The built lane, loaded once; None if it is not built or is turned off."""
+    if os.environ.get("UNOTIFYD_PASSTHROUGH", "1") == "0":
+        return None
+    if not _LIB:
+        _LIB.append(_load())
+    return _LIB[0]
+
+
+def config(
+    shapes: Iterable[tuple[int, int]],
+    watched: Iterable[str],
+    *,
+    check_creds: bool,
+    ids: tuple[int, ...],
+    cap_eff: int,
+    userns: str,
+) -> Config:
+    """A lane's configuration: ``shapes`` as (syscall nr, shape); ``watched``
+    the paths whose names (and everything below) go to Python."""
+    c = Config()
+    c.version = _VERSION
+    c.check_creds = int(check_creds)
+    st = os.stat("/")
+    c.root_dev, c.root_ino = st.st_dev, st.st_ino
+    for i, v in enumerate(ids):
+        c.ids[i] = v
+    c.cap_eff = cap_eff
+    c.userns = os.fsencode(userns)
+    # One NUL after each, a last one to end: the buffer outlives the lane
+    # (Config keeps a reference to the bytes object it was given).
+    c.watched = b"".join(os.fsencode(w) + b"\0" for w in watched) + b"\0"
+    for nr, shape in shapes:
+        c.shape[nr] = shape
+    return c
+
+
+#: Why a lane ended: every process using the filter is gone; we stopped it;
+#: it let through too few calls to be worth its hop (a container's, whose
+#: root is not ours); it failed (an error of ours). Python serves on after
+#: the last two.
+Ended = Literal["hangup", "stopped", "fruitless", "failed"]
+_ENDS: Final[dict[bytes, Ended]] = {
+    b"H": "hangup", b"S": "stopped", b"F": "fruitless", b"E": "failed"
+}  # fmt: skip
+
+
+class Lane:
+    """One run of the lane on listener ``fd``, from :meth:`start` to :meth:`finish`.
+
+    The listener is the caller's and must stay open until :meth:`finish`
+    returned. Every notification the lane does not answer comes out of
+    :meth:`take` (or :meth:`finish`), and must be answered.
+    """
+
+    def __init__(self, lib: ctypes.CDLL, fd: int, cfg: Config) -> None:
+        self.config = cfg
+        self._run = lib.pt_run
+        self._fd = fd
+        self._ours, self._theirs = socket.socketpair(
+            socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC
+        )
+        self._stop = os.eventfd(0, os.EFD_CLOEXEC)
+        self.result: int | None = None
+        self.ended: Ended | None = None
+        #: What of the counters was counted already (serve/passthrough.count), by nr.
+        self.counted: dict[int, int] = {}
+        self._started = False
+        self._thread = threading.Thread(
+            target=self._main, name="unotifyd pass-through", daemon=True
+        )
+
+    def _main(self) -> None:
+        self.result = self._run(self._fd, self._theirs.fileno(), self._stop, self.config)
+
+    def start(self) -> None:
+        """Run the lane; :meth:`finish` must follow, once."""
+        self._thread.start()
+        self._started = True
+
+    def fileno(self) -> int:
+        """Readable when the lane forwarded something (or ended)."""
+        return self._ours.fileno()
+
+    def take(self, serve: Callable[[Notification], None], limit: int = 0) -> Ended | None:
+        """Serve what was forwarded until none is left (None), ``limit``
+        were served (None), or the lane ended (why)."""
+        served = 0
+        while self.ended is None:
+            try:
+                msg = self._ours.recv(_NOTIF_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+            if len(msg) != _NOTIF_SIZE:
+                self._end(msg)
+                break
+            serve(notification_from(msg))
+            served += 1
+            if served == limit:
+                return None
+        return self.ended
+
+    def finish(self, serve: Callable[[Notification], None]) -> Ended:
+        """Stop the lane, serve what it forwarded until it ended, and release it
+        (one that never started only releases)."""
+        if not self._started:
+            self.ended = "stopped"
+        elif self.ended is None:
+            os.eventfd_write(self._stop, 1)
+        # The lane ends at once: it waits on nothing but the listener and
+        # the eventfd. A lane that ended without a word (it cannot, but
+        # waiting forever for one would hang the supervisor) is "failed".
+        self._ours.settimeout(_END_POLL_S)
+        while self.ended is None:
+            try:
+                msg = self._ours.recv(_NOTIF_SIZE)
+            except TimeoutError:
+                if not self._thread.is_alive():
+                    self.ended = "failed"
+                continue
+            if len(msg) != _NOTIF_SIZE:
+                self._end(msg)
+            else:
+                serve(notification_from(msg))
+        if self._started:
+            self._thread.join()
+        self._ours.close()
+        self._theirs.close()
+        os.close(self._stop)
+        return self.ended
+
+    def _end(self, msg: bytes) -> None:
+        self.ended = _ENDS.get(msg, "failed")
