@@ -154,6 +154,8 @@ def tools(ctx: Ctx, *, unrelated: bool = False) -> dict[str, Tool]:
     all_tools = [
         Tool("native", (), False),
         Tool("unotifyd", (*uno, "--"), True),
+        # Python alone: the compiled pass-through lane turned off.
+        Tool("unotifyd no lane", ("env", "UNOTIFYD_PASSTHROUGH=0", *uno, "--"), True),
         Tool("unotifyd no-sync", (*uno, "--no-sync-wakeup", "--"), True),
         Tool("C ref", (*ref, "--"), True),
         Tool("C ref -w", (*ref, "-w", "--"), True),

@@ -45,6 +45,7 @@ COLUMNS = [
     "native",
     FLOOR,
     "unotifyd",
+    "unotifyd no lane",
     "unotifyd no-sync",
     "C ref",
     "C ref -w",

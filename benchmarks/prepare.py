@@ -132,6 +132,17 @@ def snapshot(repo: Path, rev: str, into: Path) -> str:
     into.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(into, filter="data")
+    lane = into / "unotifyd" / "kernel" / "passthrough.c"
+    if lane.exists():
+        # What setup.py builds at install (same flags); the ".so" suffix is
+        # one every interpreter's loader tries (kernel/passthrough.py).
+        built = subprocess.run(
+            ["gcc", "-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-o",
+             str(lane.with_name("_passthrough.so")), str(lane)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if built.returncode != 0:
+            raise BenchError(f"building the pass-through lane of {rev} failed:\n{built.stderr}")
     return short.stdout.strip()
 
 

@@ -78,7 +78,7 @@ static void die(const char *what)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: ref_unotify [-w] [-v] [-f FROM] [-t TO] -- PROGRAM [ARG...]\n");
+	fprintf(stderr, "usage: ref_unotify [-w] [-s] [-v] [-f FROM] [-t TO] -- PROGRAM [ARG...]\n");
 	exit(2);
 }
 
@@ -95,12 +95,30 @@ static const unsigned int trapped[] = {
 };
 #define N_TRAPPED (sizeof trapped / sizeof trapped[0])
 
+/* With -s, the metadata calls too (what unotifyd's full view traps of a
+ * git status): the floor of a supervisor that gets a notification for each
+ * of them and lets it through. */
+static const unsigned int metadata[] = {
+	SYS_newfstatat, SYS_statx, SYS_faccessat, SYS_faccessat2, SYS_readlinkat,
+#ifdef SYS_stat
+	SYS_stat, SYS_lstat, SYS_access, SYS_readlink,
+#endif
+};
+#define N_METADATA (sizeof metadata / sizeof metadata[0])
+static int trap_metadata;
+
 /* USER_NOTIF for the trapped calls, ALLOW for the rest; a call made through
  * another ABI (i386 on x86_64, x32) would number its calls differently and
  * slip past the list, so it kills the process instead (seccomp(2)). */
 static void install_filter_and_send(int sock)
 {
-	struct sock_filter f[8 + N_TRAPPED];
+	unsigned int nrs[N_TRAPPED + N_METADATA];
+	size_t n = 0;
+	for (size_t i = 0; i < N_TRAPPED; i++)
+		nrs[n++] = trapped[i];
+	for (size_t i = 0; trap_metadata && i < N_METADATA; i++)
+		nrs[n++] = metadata[i];
+	struct sock_filter f[8 + N_TRAPPED + N_METADATA];
 	unsigned short k = 0;
 
 	f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
@@ -110,15 +128,15 @@ static void install_filter_and_send(int sock)
 	f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
 					      offsetof(struct seccomp_data, nr));
 	/* The layout after the checks: ALLOW at a, USER_NOTIF at a + 1, KILL at a + 2. */
-	unsigned short a = (unsigned short)(k + N_TRAPPED);
+	unsigned short a = (unsigned short)(k + n);
 #ifdef __x86_64__
 	a++;
 	f[k] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000 /* x32 */,
 					    (unsigned char)(a + 2 - k - 1), 0);
 	k++;
 #endif
-	for (size_t i = 0; i < N_TRAPPED; i++, k++)
-		f[k] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, trapped[i],
+	for (size_t i = 0; i < n; i++, k++)
+		f[k] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nrs[i],
 						    (unsigned char)(a + 1 - k - 1), 0);
 	f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
 	f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF);
@@ -324,9 +342,10 @@ static void *reaper(void *unused)
 int main(int argc, char *argv[])
 {
 	int sync_wakeup = 0, opt;
-	while ((opt = getopt(argc, argv, "+wvf:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "+wsvf:t:")) != -1) {
 		switch (opt) {
 		case 'w': sync_wakeup = 1; break;
+		case 's': trap_metadata = 1; break;
 		case 'v': verbose = 1; break;
 		case 'f': from = optarg; break;
 		case 't': to = optarg; break;

@@ -37,7 +37,7 @@ from harness import (
     tools,
 )
 
-COLUMNS = ["unotifyd", "unotifyd no-sync", "C ref -w", "C ref"]
+COLUMNS = ["unotifyd", "unotifyd no lane", "unotifyd no-sync", "C ref -w", "C ref"]
 PROGRAMS = (1, 4, 16, 64)
 # sh -c SCRIPT sh K LATLOOP START DIR PATH M
 SCRIPT = 'i=0; while [ "$i" -lt "$1" ]; do "$2" -t "$3" -d "$4" "$5" "$6" & i=$((i+1)); done; wait'

@@ -41,10 +41,14 @@ STDLIB_PACKAGES = (
 )
 GIT_DIRS, GIT_FILES_PER_DIR = 100, 50
 COLUMNS = [
-    "native", "unotifyd", "unotifyd --enforce", "unotifyd --view opens", "C ref -w", "proot",
+    "native", "unotifyd", "unotifyd no lane", "unotifyd --enforce", "unotifyd --view opens",
+    "C ref -w", "C ref -w -s", "proot",
 ]  # fmt: skip
 #: The columns of a supervisor that traps calls (a cost per trapped open).
-_SUPERVISED = ("unotifyd", "unotifyd --enforce", "unotifyd --view opens", "C ref -w")
+_SUPERVISED = (
+    "unotifyd", "unotifyd no lane", "unotifyd --enforce", "unotifyd --view opens", "C ref -w",
+    "C ref -w -s",
+)  # fmt: skip
 TRUE = "true"
 GIT_LOOP = 'i=0; while [ "$i" -lt "$1" ]; do git status >/dev/null || exit 1; i=$((i+1)); done'
 
@@ -103,9 +107,13 @@ def _tools(ctx: Ctx) -> dict[str, Tool]:
     return {
         "native": by_key["native"],
         "unotifyd": by_key["unotifyd"],
+        "unotifyd no lane": by_key["unotifyd no lane"],
         "unotifyd --enforce": Tool("unotifyd --enforce", enforce, True),
         "unotifyd --view opens": Tool("unotifyd --view opens", opens, True),
         "C ref -w": Tool("C ref -w", ref, True),
+        # Trapping the metadata calls too, as the full view does: what a
+        # notification per call costs, answered in C with nothing looked up.
+        "C ref -w -s": Tool("C ref -w -s", (ref[0], "-s", *ref[1:]), True),
         "proot": by_key["proot"],
     }
 
@@ -167,7 +175,11 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     report.out(
         f"Pass-through policy (one rule, `--redirect {UNRELATED_FROM}={REDIRECT_TO}`, matches "
         "nothing the workloads open). `unotifyd` gives the full view: the rule governs every "
-        "path call, so metadata calls (`stat`...) are trapped too; `unotifyd --enforce` the "
+        "path call, so metadata calls (`stat`...) are trapped too, and the compiled pass-through "
+        "lane lets through those no rule concerns (`no lane`: Python answers every one); "
+        "`C ref -w -s` traps the calls the full view traps of these (the `stat` family, "
+        "`access`, `readlink`) and lets them through, the floor of a notification per call; "
+        "`unotifyd --enforce` the "
         "same in enforcing mode, which makes every trapped call itself; `--view opens` and the C "
         "reference trap the open family only. Wall seconds, median over rounds; `trapped "
         "opens` is counted by the C reference; `net` subtracts `true` under the same tool in "
@@ -197,4 +209,6 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
         out[f"{w.key}_proot"] = grid.ratio(w.name, "proot", "native")
         out[f"{w.key}_net_unotifyd"] = grid.ratio(f"{w.name}:net", "unotifyd", "native")
         out[f"{w.key}_net_enforce"] = grid.ratio(f"{w.name}:net", "unotifyd --enforce", "native")
+        out[f"{w.key}_net_ref_s"] = grid.ratio(f"{w.name}:net", "C ref -w -s", "native")
+        out[f"{w.key}_net_nolane"] = grid.ratio(f"{w.name}:net", "unotifyd no lane", "native")
     return out

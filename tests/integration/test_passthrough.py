@@ -20,8 +20,10 @@ let through (it really ran).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,20 @@ for name in NR:
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
             print(name, "in", d, repr(path), call(name, fd, path))
             os.close(fd)
+# Opens that make a file: where it is made (or which one is opened) shows
+# in the listing that ends the run.
+for path in ("newfile", "dir/newfile", "tree/newfile", "l-only", "l-new", "src", "nodir/x",
+             "l-src", "tree/a"):
+    for flags in (os.O_CREAT | os.O_WRONLY, os.O_CREAT | os.O_EXCL | os.O_WRONLY):
+        for name in ("open", "openat"):
+            print(name, "create", flags, repr(path), call(name, AT_FDCWD, path, flags))
+for top, dirs, files in sorted(os.walk(".")):
+    for f in sorted(dirs + files):
+        p = os.path.join(top, f)
+        try:
+            print("there", p, os.readlink(p) if os.path.islink(p) else os.lstat(p).st_size)
+        except OSError as e:
+            print("there", p, errno.errorcode[e.errno])
 # A removed cwd: its names are gone, and it has none of its own.
 os.mkdir("gone")
 os.chdir("gone")
@@ -131,6 +147,8 @@ RULES = (
 
 
 def _tree(b: Path, owner: int) -> None:
+    """The files of PROGRAM, made afresh (a run makes files)."""
+    shutil.rmtree(b, ignore_errors=True)
     for d in ("dir", "tree", "other", "hidden"):
         (b / d).mkdir(parents=True)
     for name, text in (("plain", "plain text"), ("dir/f", "in dir"), ("src", "src"),
@@ -139,7 +157,7 @@ def _tree(b: Path, owner: int) -> None:
                        ("hidden/x", "hidden x"), ("ro", "read-only")):  # fmt: skip
         (b / name).write_text(text)
     links = (("l-src", "src"), ("l-dir", "dir"), ("l-tree", "tree"), ("l-only", "tree/only"),
-             ("l-secret", "secret"), ("l-hidden", "hidden"))  # fmt: skip
+             ("l-secret", "secret"), ("l-hidden", "hidden"), ("l-new", "made"))  # fmt: skip
     for link, to in links:
         (b / link).symlink_to(to)
     for p in (b, *b.rglob("*")):
@@ -147,6 +165,8 @@ def _tree(b: Path, owner: int) -> None:
 
 
 def _run(argv: list[str], lane: bool | None, rules: tuple[str, ...]) -> tuple[list[str], str]:
+    """What ``argv`` prints and the supervisor's stderr: natively (``lane`` None), or
+    under the rules with the lane or without."""
     if lane is None:
         proc = run_native(argv, timeout=120)
     else:
@@ -168,15 +188,20 @@ def test_the_lane_answers_every_call_as_python_does(
     report = Report(request.config)
     with public_dir("unotifyd-lane-") as d:
         b = d / "t"
-        _tree(b, 65534 if who == "nobody" else 0)
+        owner = 65534 if who == "nobody" else 0
         prefix = {"root": (), "root-nocaps": NO_CAPS, "nobody": (*AS_NOBODY, "--")}[who]
         argv = [*prefix, SYSTEM_PYTHON, "-c", PROGRAM, str(b)]
         rules = tuple(r.format(b=b) for r in RULES)
+        _tree(b, owner)
         native, _ = _table_and_check(argv, None, rules)
+        _tree(b, owner)
         python, _ = _table_and_check(argv, False, rules)
+        _tree(b, owner)
         lane, stderr = _table_and_check(argv, True, rules)
-        governed = sum(1 for a, n in zip(python, native, strict=True) if a != n)
-        differ = [f"python: {a}\n  lane: {c}" for a, c in zip(python, lane, strict=True) if a != c]
+        governed = len(set(python) ^ set(native))
+        differ = [line for line in difflib.unified_diff(python, lane, "python", "lane", n=0,
+                                                        lineterm="")
+                  if line[:1] in "+-" and line[:3] not in ("+++", "---")]  # fmt: skip
         passed = _let_through(stderr)
         report(f"pass-through-lane[{who}]", cases=len(python), governed=governed,
                differences=len(differ), let_through=passed)  # fmt: skip
@@ -184,6 +209,7 @@ def test_the_lane_answers_every_call_as_python_does(
         # otherwise), and the lane ran.
         assert "newfstatat 'src' size=15" in python and "newfstatat 'src' size=3" in native
         assert "statx 'l-only' size=13" in python and "statx 'l-only' ENOENT" in native
+        assert "there ./other/newfile 0" in python and "there ./tree/newfile 0" in native
         assert governed > 100
         if who == "root":
             assert passed > 200, stderr

@@ -17,8 +17,9 @@
  *    lets the kernel make the call as the program, and decides nothing that
  *    enforcing mode would have to hold to;
  *  - x86_64 and one of the call shapes below, whose path is only read
- *    (no call that makes, removes or renames a name); no AT_EMPTY_PATH, no
- *    O_CREAT or O_TMPFILE, no flag we do not know;
+ *    (no call that removes or renames a name; of those that make one, only
+ *    an open with O_CREAT); no AT_EMPTY_PATH, no O_TMPFILE, no flag we do
+ *    not know;
  *  - the thread's root is ours (a stat of /proc/TID/root per call, so a
  *    chroot or setns answered meanwhile is seen at the next call);
  *  - its credentials act as ours (same ids, same effective capabilities,
@@ -323,11 +324,14 @@ static int passes(struct lane *l, const struct seccomp_notif *n)
         } else {
             dirfd = (int)(uint32_t)a[0], addr = a[1], flags = a[2];
         }
-        /* A new file (O_CREAT follows a dangling link to make its target;
-         * O_TMPFILE makes one in a directory) is Python's to decide. */
-        if (flags & (O_CREAT | __O_TMPFILE))
+        /* O_TMPFILE names a directory to make a file in: Python's to decide.
+         * O_CREAT makes a missing name, whose name resolve() finds only
+         * where nothing at all is there (a dangling link, which O_CREAT
+         * follows to make its target, goes to Python); with O_EXCL it
+         * follows no last link (open(2); OpenCall.follows_last_link). */
+        if (flags & __O_TMPFILE)
             return 0;
-        follow = !(flags & O_NOFOLLOW);
+        follow = !(flags & O_NOFOLLOW) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
         break;
     case SH_STAT:
     case SH_ACCESS:
