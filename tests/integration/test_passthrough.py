@@ -3,7 +3,8 @@
 The lane (unotifyd/kernel/passthrough.c) lets through, without Python, the
 reads of paths no rule can concern. Each of its call shapes (the raw
 system calls: open, openat, stat, lstat, newfstatat, statx, access,
-faccessat, faccessat2, readlink, readlinkat) runs on paths that a rule
+faccessat, faccessat2, readlink, readlinkat, getxattr, lgetxattr,
+listxattr, llistxattr) runs on paths that a rule
 governs in every way a name can reach one (the name itself, a link to it,
 a link to its tree, a dangling link into a redirected tree, a name only the
 redirect's target has, a dirfd inside the tree, ``..``, ``/proc``
@@ -41,7 +42,8 @@ base = sys.argv[1]
 os.chdir(base)
 AT_FDCWD = -100
 NR = {"open": 2, "stat": 4, "lstat": 6, "access": 21, "readlink": 89, "readlinkat": 267,
-      "openat": 257, "newfstatat": 262, "faccessat": 269, "statx": 332, "faccessat2": 439}
+      "openat": 257, "newfstatat": 262, "faccessat": 269, "statx": 332, "faccessat2": 439,
+      "getxattr": 191, "lgetxattr": 192, "listxattr": 194, "llistxattr": 195}
 
 def sys_call(name, *args):
     ctypes.set_errno(0)
@@ -84,6 +86,12 @@ def call(name, dirfd, path, flags=0):
         return sys_call(name, d, p, ctypes.c_long(os.R_OK))[1]
     if name == "faccessat2":
         return sys_call(name, d, p, ctypes.c_long(os.R_OK), f)[1]
+    if name in ("getxattr", "lgetxattr"):
+        rc, e = sys_call(name, p, ctypes.c_char_p(b"user.k"), buf, ctypes.c_long(255))
+        return e if rc < 0 else "xattr=" + buf.raw[:rc].decode()
+    if name in ("listxattr", "llistxattr"):
+        rc, e = sys_call(name, p, buf, ctypes.c_long(255))
+        return e if rc < 0 else "names=" + repr(buf.raw[:rc])
     if name in ("readlink", "readlinkat"):
         args = (p,) if name == "readlink" else (d, p)
         rc, e = sys_call(name, *args, buf, ctypes.c_long(255))
@@ -160,6 +168,9 @@ def _tree(b: Path, owner: int) -> None:
              ("l-secret", "secret"), ("l-hidden", "hidden"), ("l-new", "made"))  # fmt: skip
     for link, to in links:
         (b / link).symlink_to(to)
+    for name in ("dst", "other/a", "plain"):
+        # Which file answers shows in its value (tmpfs keeps user.* since 6.6).
+        os.setxattr(b / name, "user.k", name.encode())
     for p in (b, *b.rglob("*")):
         os.lchown(p, owner, owner)
 
@@ -210,6 +221,7 @@ def test_the_lane_answers_every_call_as_python_does(
         assert "newfstatat 'src' size=15" in python and "newfstatat 'src' size=3" in native
         assert "statx 'l-only' size=13" in python and "statx 'l-only' ENOENT" in native
         assert "there ./other/newfile 0" in python and "there ./tree/newfile 0" in native
+        assert "getxattr 'src' xattr=dst" in python and "getxattr 'src' ENODATA" in native
         assert governed > 100
         if who == "root":
             assert passed > 200, stderr

@@ -16,7 +16,7 @@
  *  - virtualizing mode only (Python configures no lane otherwise): CONTINUE
  *    lets the kernel make the call as the program, and decides nothing that
  *    enforcing mode would have to hold to;
- *  - x86_64 and one of the call shapes below, whose path is only read
+ *  - x86_64 and one of the call shapes of enum shape, whose path is only read
  *    (no call that removes or renames a name; of those that make one, only
  *    an open with O_CREAT); no AT_EMPTY_PATH, no O_TMPFILE, no flag we do
  *    not know;
@@ -82,6 +82,7 @@ struct pidfd_info_ {
 enum shape {
     SH_NONE, SH_OPEN, SH_OPENAT, SH_STAT, SH_LSTAT, SH_NEWFSTATAT, SH_STATX,
     SH_ACCESS, SH_FACCESSAT, SH_FACCESSAT2, SH_READLINK, SH_READLINKAT,
+    SH_GETXATTR, SH_LGETXATTR, SH_LISTXATTR, SH_LLISTXATTR,
 };
 
 /* Shared with Python (kernel/passthrough.py, _Config): keep in step. */
@@ -335,10 +336,14 @@ static int passes(struct lane *l, const struct seccomp_notif *n)
         break;
     case SH_STAT:
     case SH_ACCESS:
+    case SH_GETXATTR:
+    case SH_LISTXATTR:
         addr = a[0];
         break;
     case SH_LSTAT:
     case SH_READLINK:
+    case SH_LGETXATTR:
+    case SH_LLISTXATTR:
         addr = a[0], follow = 0;
         break;
     case SH_NEWFSTATAT:
