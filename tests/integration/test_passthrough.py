@@ -43,7 +43,10 @@ os.chdir(base)
 AT_FDCWD = -100
 NR = {"open": 2, "stat": 4, "lstat": 6, "access": 21, "readlink": 89, "readlinkat": 267,
       "openat": 257, "newfstatat": 262, "faccessat": 269, "statx": 332, "faccessat2": 439,
-      "getxattr": 191, "lgetxattr": 192, "listxattr": 194, "llistxattr": 195}
+      "getxattr": 191, "lgetxattr": 192, "listxattr": 194, "llistxattr": 195,
+      "mkdir": 83, "rmdir": 84, "unlink": 87, "rename": 82, "mkdirat": 258, "unlinkat": 263,
+      "renameat": 264, "renameat2": 316}
+READS = [name for name in NR if NR[name] not in (82, 83, 84, 87, 258, 263, 264, 316)]
 
 def sys_call(name, *args):
     ctypes.set_errno(0)
@@ -110,7 +113,7 @@ PATHS = [
 def shown(path):
     return repr(path.replace(f"/proc/{os.getpid()}/", "/proc/PID/"))
 
-for name in NR:
+for name in READS:
     for path in PATHS:
         print(name, shown(path), call(name, AT_FDCWD, path))
         if name in NOFOLLOW:
@@ -128,13 +131,45 @@ for path in ("newfile", "dir/newfile", "tree/newfile", "l-only", "l-new", "src",
     for flags in (os.O_CREAT | os.O_WRONLY, os.O_CREAT | os.O_EXCL | os.O_WRONLY):
         for name in ("open", "openat"):
             print(name, "create", flags, repr(path), call(name, AT_FDCWD, path, flags))
-for top, dirs, files in sorted(os.walk(".")):
-    for f in sorted(dirs + files):
-        p = os.path.join(top, f)
-        try:
-            print("there", p, os.readlink(p) if os.path.islink(p) else os.lstat(p).st_size)
-        except OSError as e:
-            print("there", p, errno.errorcode[e.errno])
+def listing():
+    for top, dirs, files in sorted(os.walk(".")):
+        for f in sorted(dirs + files):
+            p = os.path.join(top, f)
+            try:
+                print("there", p, os.readlink(p) if os.path.islink(p) else os.lstat(p).st_size)
+            except OSError as e:
+                print("there", p, errno.errorcode[e.errno])
+
+listing()
+# Calls that make, remove or rename names, in an order whose every step
+# depends on the ones before.
+def entry(name, *args):
+    args = [ctypes.c_char_p(a.encode()) if isinstance(a, str) else ctypes.c_long(a)
+            for a in args]
+    return sys_call(name, *args)[1]
+
+tree_fd = os.open("tree", os.O_RDONLY | os.O_DIRECTORY)
+CHANGES = [
+    ("mkdir", "newdir", 0o750), ("mkdir", "tree/newdir", 0o750), ("mkdir", "l-new", 0o750),
+    ("mkdir", "dir/f/x", 0o750), ("mkdir", "src", 0o750), ("mkdir", "hidden/x", 0o750),
+    ("mkdir", "dir/.", 0o750), ("mkdir", "secret", 0o750), ("mkdirat", tree_fd, "sub", 0o750),
+    ("mkdirat", AT_FDCWD, "dir/sub", 0o750), ("rmdir", "newdir"), ("rmdir", "tree/newdir"),
+    ("rmdir", "dir"), ("rmdir", "l-dir"), ("rmdir", "e"), ("rmdir", "dir/sub"),
+    ("unlink", "dir/f"), ("unlink", "tree/a"), ("unlink", "l-src"), ("unlink", "secret"),
+    ("unlink", "ro"), ("unlink", "dir"), ("unlinkat", tree_fd, "sub", 0x200),
+    ("unlinkat", AT_FDCWD, "g2", 0), ("unlinkat", AT_FDCWD, "g1", 0x1),
+    ("rename", "g1", "g3"), ("rename", "g3", "tree/g3"), ("rename", "tree/only", "only2"),
+    ("rename", "l-tree", "l-tree2"), ("rename", "anc", "anc2"), ("rename", "anc/deep", "deep2"),
+    ("rename", "plain", "ro"), ("rename", "dir", "tree/moved"), ("rename", "x/.", "y"),
+    ("renameat", AT_FDCWD, "g3", tree_fd, "g4"), ("renameat2", AT_FDCWD, "g2", AT_FDCWD, "dst", 1),
+    ("renameat2", AT_FDCWD, "g2", AT_FDCWD, "g5", 0), ("renameat2", AT_FDCWD, "g5", AT_FDCWD,
+                                                        "l-dir", 2),
+    ("rename", "gone-nowhere/x", "y"), ("rename", "g5", "nodir/x"),
+]
+for change in CHANGES:
+    print("change", change, entry(*change))
+os.close(tree_fd)
+listing()
 # A removed cwd: its names are gone, and it has none of its own.
 os.mkdir("gone")
 os.chdir("gone")
@@ -151,18 +186,20 @@ RULES = (
     "--deny", "{b}/secret",
     "--deny", "{b}/hidden:ENOENT",
     "--readonly", "{b}/ro",
+    "--deny", "{b}/anc/deep/file",
 )  # fmt: skip
 
 
 def _tree(b: Path, owner: int) -> None:
     """The files of PROGRAM, made afresh (a run makes files)."""
     shutil.rmtree(b, ignore_errors=True)
-    for d in ("dir", "tree", "other", "hidden"):
+    for d in ("dir", "tree", "other", "hidden", "e", "anc/deep"):
         (b / d).mkdir(parents=True)
     for name, text in (("plain", "plain text"), ("dir/f", "in dir"), ("src", "src"),
                        ("dst", "the destination"), ("tree/a", "tree a"), ("other/a", "other a!"),
                        ("other/only", "only in other"), ("secret", "secret"),
-                       ("hidden/x", "hidden x"), ("ro", "read-only")):  # fmt: skip
+                       ("hidden/x", "hidden x"), ("ro", "read-only"), ("g1", "g1"),
+                       ("g2", "g2"), ("anc/deep/file", "deep")):  # fmt: skip
         (b / name).write_text(text)
     links = (("l-src", "src"), ("l-dir", "dir"), ("l-tree", "tree"), ("l-only", "tree/only"),
              ("l-secret", "secret"), ("l-hidden", "hidden"), ("l-new", "made"))  # fmt: skip
@@ -222,6 +259,9 @@ def test_the_lane_answers_every_call_as_python_does(
         assert "statx 'l-only' size=13" in python and "statx 'l-only' ENOENT" in native
         assert "there ./other/newfile 0" in python and "there ./tree/newfile 0" in native
         assert "getxattr 'src' xattr=dst" in python and "getxattr 'src' ENODATA" in native
+        # A rename that would carry a rule's path along is refused (EXDEV).
+        assert "change ('rename', 'anc', 'anc2') EXDEV" in python
+        assert "change ('rename', 'anc', 'anc2') 0" in native
         assert governed > 100
         if who == "root":
             assert passed > 200, stderr

@@ -16,10 +16,11 @@
  *  - virtualizing mode only (Python configures no lane otherwise): CONTINUE
  *    lets the kernel make the call as the program, and decides nothing that
  *    enforcing mode would have to hold to;
- *  - x86_64 and one of the call shapes of enum shape, whose path is only read
- *    (no call that removes or renames a name; of those that make one, only
- *    an open with O_CREAT); no AT_EMPTY_PATH, no O_TMPFILE, no flag we do
- *    not know;
+ *  - x86_64 and one of the call shapes of enum shape: opens, reads, and
+ *    the calls that make, remove or rename a name (mkdir, rmdir, unlink,
+ *    rename: their last name is taken as it is, link or not, and must not
+ *    be "."; a rename must not carry a rule path along, see above_watched);
+ *    no AT_EMPTY_PATH, no O_TMPFILE, no flag we do not know;
  *  - the thread's root is ours (a stat of /proc/TID/root per call, so a
  *    chroot or setns answered meanwhile is seen at the next call);
  *  - its credentials act as ours (same ids, same effective capabilities,
@@ -52,6 +53,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <linux/fs.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -83,6 +85,7 @@ enum shape {
     SH_NONE, SH_OPEN, SH_OPENAT, SH_STAT, SH_LSTAT, SH_NEWFSTATAT, SH_STATX,
     SH_ACCESS, SH_FACCESSAT, SH_FACCESSAT2, SH_READLINK, SH_READLINKAT,
     SH_GETXATTR, SH_LGETXATTR, SH_LISTXATTR, SH_LLISTXATTR,
+    SH_MKDIR, SH_MKDIRAT, SH_RMDIR, SH_UNLINK, SH_UNLINKAT, SH_RENAME, SH_RENAMEAT, SH_RENAMEAT2,
 };
 
 /* Shared with Python (kernel/passthrough.py, _Config): keep in step. */
@@ -278,6 +281,18 @@ static int watched(const struct pt_config *cfg, const char *name)
     return 0;
 }
 
+/* Whether a rule path lies below name: renaming name would move the rule's
+ * files out from under it (moves_a_rule() in Python: EXDEV). */
+static int above_watched(const struct pt_config *cfg, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *w = cfg->watched; *w; w += strlen(w) + 1) {
+        if (!strncmp(w, name, n) && (w[n] == '/' || n == 1))
+            return 1;
+    }
+    return 0;
+}
+
 /* Whether thread t acts as we do, and has our root. */
 static int as_ourselves(struct lane *l, const struct thread *t)
 {
@@ -309,21 +324,64 @@ static int as_ourselves(struct lane *l, const struct thread *t)
     return !strcmp(ns, cfg->userns);
 }
 
+/* One path of a call: where it is, where it starts, how its last name is taken. */
+struct target {
+    int dirfd;
+    uint64_t addr;
+    int follow; /* the last link is followed */
+    int entry;  /* the call makes, removes or renames the last name itself */
+    int moves;  /* it renames it: a rule path below it would move along */
+};
+
+/* Whether the path of t resolves, in thread th's view, where no rule is. */
+static int passes_target(struct lane *l, const struct thread *th, const struct target *t)
+{
+    if (read_path(l, th->tid, t->addr) < 0 || !plain_path(l->path))
+        return 0;
+    if (t->entry) {
+        /* "x/.": no name to make or remove (the kernel refuses it, as
+         * last_component() and not_a_name_errno() in Python say). */
+        const char *slash = strrchr(l->path, '/');
+        if (!strcmp(slash ? slash + 1 : l->path, "."))
+            return 0;
+    }
+    int basefd = AT_FDCWD;
+    if (l->path[0] != '/') {
+        char base[32];
+        if (t->dirfd == AT_FDCWD)
+            snprintf(base, sizeof base, "cwd");
+        else if (t->dirfd >= 0)
+            snprintf(base, sizeof base, "fd/%d", t->dirfd);
+        else
+            return 0;
+        basefd = openat(th->proc, base, O_PATH | O_CLOEXEC);
+        if (basefd < 0)
+            return 0;
+    }
+    int ok = resolve(l, basefd, t->follow) == 0 && !watched(l->cfg, l->name) &&
+             !(t->moves && above_watched(l->cfg, l->name));
+    if (basefd >= 0)
+        close(basefd);
+    return ok;
+}
+
 /* Whether the call of n may be answered CONTINUE here. */
 static int passes(struct lane *l, const struct seccomp_notif *n)
 {
     const __u64 *a = n->data.args;
-    int dirfd = AT_FDCWD, follow = 1;
-    uint64_t addr, flags;
+    struct target t[2] = {{.dirfd = AT_FDCWD, .follow = 1}, {.dirfd = AT_FDCWD, .follow = 1}};
+    int paths = 1;
+    uint64_t flags;
     if (n->data.arch != AUDIT_ARCH_X86_64_ || n->data.nr < 0 || n->data.nr >= PT_MAX_NR)
         return 0;
-    switch (l->cfg->shape[n->data.nr]) {
+    int sh = l->cfg->shape[n->data.nr];
+    switch (sh) {
     case SH_OPEN:
     case SH_OPENAT:
-        if (l->cfg->shape[n->data.nr] == SH_OPEN) {
-            addr = a[0], flags = a[1];
+        if (sh == SH_OPEN) {
+            t[0].addr = a[0], flags = a[1];
         } else {
-            dirfd = (int)(uint32_t)a[0], addr = a[1], flags = a[2];
+            t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1], flags = a[2];
         }
         /* O_TMPFILE names a directory to make a file in: Python's to decide.
          * O_CREAT makes a missing name, whose name resolve() finds only
@@ -332,69 +390,87 @@ static int passes(struct lane *l, const struct seccomp_notif *n)
          * follows no last link (open(2); OpenCall.follows_last_link). */
         if (flags & __O_TMPFILE)
             return 0;
-        follow = !(flags & O_NOFOLLOW) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
+        t[0].follow =
+            !(flags & O_NOFOLLOW) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
         break;
     case SH_STAT:
     case SH_ACCESS:
     case SH_GETXATTR:
     case SH_LISTXATTR:
-        addr = a[0];
+        t[0].addr = a[0];
         break;
     case SH_LSTAT:
     case SH_READLINK:
     case SH_LGETXATTR:
     case SH_LLISTXATTR:
-        addr = a[0], follow = 0;
+        t[0].addr = a[0], t[0].follow = 0;
         break;
     case SH_NEWFSTATAT:
     case SH_STATX:
     case SH_FACCESSAT2: {
-        int sh = l->cfg->shape[n->data.nr];
         uint64_t known = AT_SYMLINK_NOFOLLOW |
                          (sh == SH_FACCESSAT2 ? AT_EACCESS : AT_NO_AUTOMOUNT) |
                          (sh == SH_STATX ? AT_STATX_SYNC_TYPE : 0);
         flags = (uint32_t)(sh == SH_STATX ? a[2] : a[3]);
         if (flags & ~known)
             return 0; /* AT_EMPTY_PATH, or what the kernel refuses (EINVAL) */
-        dirfd = (int)(uint32_t)a[0], addr = a[1], follow = !(flags & AT_SYMLINK_NOFOLLOW);
+        t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1];
+        t[0].follow = !(flags & AT_SYMLINK_NOFOLLOW);
         break;
     }
     case SH_FACCESSAT:
-        dirfd = (int)(uint32_t)a[0], addr = a[1];
+        t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1];
         break;
     case SH_READLINKAT:
-        dirfd = (int)(uint32_t)a[0], addr = a[1], follow = 0;
+        t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1], t[0].follow = 0;
+        break;
+    /* The calls that make, remove or rename a name act on the entry, never
+     * on where a link there leads. */
+    case SH_MKDIR:
+    case SH_RMDIR:
+    case SH_UNLINK:
+        t[0].addr = a[0], t[0].follow = 0, t[0].entry = 1;
+        break;
+    case SH_MKDIRAT:
+        t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1], t[0].follow = 0, t[0].entry = 1;
+        break;
+    case SH_UNLINKAT:
+        if ((uint32_t)a[2] & ~(uint32_t)AT_REMOVEDIR)
+            return 0; /* the kernel refuses other flags (EINVAL) */
+        t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1], t[0].follow = 0, t[0].entry = 1;
+        break;
+    case SH_RENAME:
+    case SH_RENAMEAT:
+    case SH_RENAMEAT2:
+        if (sh == SH_RENAME) {
+            t[0].addr = a[0], t[1].addr = a[1];
+        } else {
+            t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1];
+            t[1].dirfd = (int)(uint32_t)a[2], t[1].addr = a[3];
+            if (sh == SH_RENAMEAT2 && (uint32_t)a[4] & ~(uint32_t)(RENAME_NOREPLACE |
+                                                                 RENAME_EXCHANGE |
+                                                                 RENAME_WHITEOUT))
+                return 0;
+        }
+        paths = 2;
+        for (int i = 0; i < 2; i++)
+            t[i].follow = 0, t[i].entry = 1, t[i].moves = 1;
         break;
     default:
         return 0;
     }
     pid_t tid = (pid_t)n->pid;
-    struct thread *t = thread_of(l, tid);
-    if (t == NULL)
+    struct thread *th = thread_of(l, tid);
+    if (th == NULL)
         return 0;
-    if (!as_ourselves(l, t)) {
-        forget(t); /* gone, or changed: looked at afresh next time */
+    if (!as_ourselves(l, th)) {
+        forget(th); /* gone, or changed: looked at afresh next time */
         return 0;
     }
-    if (read_path(l, tid, addr) < 0 || !plain_path(l->path))
-        return 0;
-    int basefd = AT_FDCWD;
-    if (l->path[0] != '/') {
-        char base[32];
-        if (dirfd == AT_FDCWD)
-            snprintf(base, sizeof base, "cwd");
-        else if (dirfd >= 0)
-            snprintf(base, sizeof base, "fd/%d", dirfd);
-        else
+    for (int i = 0; i < paths; i++)
+        if (!passes_target(l, th, &t[i]))
             return 0;
-        basefd = openat(t->proc, base, O_PATH | O_CLOEXEC);
-        if (basefd < 0)
-            return 0;
-    }
-    int ok = resolve(l, basefd, follow) == 0 && !watched(l->cfg, l->name);
-    if (basefd >= 0)
-        close(basefd);
-    return ok;
+    return 1;
 }
 
 static int tell(struct lane *l, char what)

@@ -34,6 +34,8 @@ SHAPES: Final = {
     "open": 1, "openat": 2, "stat": 3, "lstat": 4, "newfstatat": 5, "statx": 6,
     "access": 7, "faccessat": 8, "faccessat2": 9, "readlink": 10, "readlinkat": 11,
     "getxattr": 12, "lgetxattr": 13, "listxattr": 14, "llistxattr": 15,
+    "mkdir": 16, "mkdirat": 17, "rmdir": 18, "unlink": 19, "unlinkat": 20,
+    "rename": 21, "renameat": 22, "renameat2": 23,
 }  # fmt: skip
 _NOTIF_SIZE: Final = abi.NOTIF_STRUCT.size
 _END_POLL_S: Final = 0.1
