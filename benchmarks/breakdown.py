@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,10 +41,11 @@ from harness import BenchError  # noqa: E402
 
 from unotifyd.files import validated  # noqa: E402
 from unotifyd.kernel.errors import ProgramGone  # noqa: E402
-from unotifyd.kernel.listener import Listener  # noqa: E402
+from unotifyd.kernel.listener import Listener, Notification  # noqa: E402
 from unotifyd.launch import _spawn  # noqa: E402
 from unotifyd.policy import combine, rules_from_options  # noqa: E402
 from unotifyd.serve.dispatch import Dispatcher  # noqa: E402
+from unotifyd.serve.drain import drain  # noqa: E402
 from unotifyd.serve.served import Served  # noqa: E402
 
 VARIANTS = ("recv+send", "+read", "+root", "+resolve", "full", "lane")
@@ -71,17 +73,9 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
 
     mem, resolver = dispatcher.decider.mem, dispatcher.decider.resolver
     if variant == "lane":
-        lane = dispatcher.pass_through(s)
-        if lane is None:
-            raise BenchError("no pass-through lane: is it built (pip install -e .)?")
-        lane.start()
-        try:
-            while lane.take(lambda notif: dispatcher.handle(s, notif, defer)) is None:
-                select.select([lane.fileno()], [], [], 1)
-        finally:
-            lane.finish(lambda notif: dispatcher.handle(s, notif, defer))
-            listener.close()
-            os.waitpid(pid, 0)
+        _serve_with_lane(dispatcher, s, defer)
+        listener.close()
+        os.waitpid(pid, 0)
         out = os.read(r, 4096).decode()
         os.close(r)
         return float(out.split("ns_per_iter=")[1].split()[0])
@@ -119,6 +113,36 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
     out = os.read(r, 4096).decode()
     os.close(r)
     return float(out.split("ns_per_iter=")[1].split()[0])
+
+
+def _serve_with_lane(dispatcher: Dispatcher, s: Served, defer: Callable[..., None]) -> None:
+    """Serve as launch does: Python first, the lane once it is due, until hang-up."""
+    def serve(notif: Notification) -> None:
+        dispatcher.handle(s, notif, defer)
+
+    listener = s.listener
+    while True:
+        lane = dispatcher.pass_through(s)
+        if lane is not None and lane.start():
+            try:
+                while (ended := lane.take(serve)) is None:
+                    select.select([lane.fileno()], [], [], 1)
+            finally:
+                lane.finish(serve)
+                dispatcher.lane_ended(s, lane)
+            if ended == "hangup":
+                return
+            if ended != "idle":
+                raise BenchError(f"the pass-through lane ended: {ended}")
+            continue
+        if lane is not None:
+            lane.finish(serve)
+            raise BenchError("the pass-through lane could not start")
+        if s.lane_refused:
+            raise BenchError("no pass-through lane: is it built (pip install -e .)?")
+        select.select([listener.fileno()], [], [], 1)
+        if drain(listener, serve, lambda: None) == "hangup":
+            return
 
 
 def main() -> int:

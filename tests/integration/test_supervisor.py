@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+import unotifyd.kernel.passthrough as passthrough_module
 import unotifyd.serve.decide as decide_module
 import unotifyd.serve.dispatch as dispatch_module
 from unotifyd.kernel.listener import Listener
@@ -117,3 +118,48 @@ def test_a_fifo_that_replaced_a_file_after_our_look_is_interrupted_too(
         done.set()
     assert not hung.is_set(), "the open went on waiting after the signal"
     assert (os.waitstatus_to_exitcode(status), out.read_text()) == (0, "EINTR\n")
+
+
+_BUSY = 'i=0; while [ $i -lt 200 ]; do test -e /etc/hostname; i=$((i+1)); done; echo done'
+
+
+@pytest.mark.parametrize("why", ["no-slot", "no-thread"])
+def test_a_lane_that_cannot_start_leaves_python_to_serve(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, why: str
+) -> None:
+    """No pass-through lane to be had (every slot taken; or no thread, as
+    under a pids limit, which used to end the whole daemon): Python serves
+    every call, and tries again later. The control: with a lane, most calls
+    are the lane's."""
+    out = tmp_path / "out"
+    policy = Policy(rules_from_options([f"{tmp_path}/nothing={out}"], [], []))
+    argv = ["sh", "-c", f"{_BUSY} > {out}"]
+    status, sup = _serve(policy, argv)
+    assert status == 0 and out.read_text() == "done\n"
+    assert sup.stats.passed_through > 150, sup.stats
+
+    tries = []
+    if why == "no-slot":
+        monkeypatch.setattr(passthrough_module, "_SLOTS", threading.BoundedSemaphore(1))
+        passthrough_module._SLOTS.acquire()
+        real_acquire = passthrough_module._SLOTS.acquire
+
+        def acquire(blocking: bool = True) -> bool:
+            tries.append(1)
+            return real_acquire(blocking)
+
+        monkeypatch.setattr(passthrough_module._SLOTS, "acquire", acquire)
+    else:
+        real_start = threading.Thread.start
+
+        def start(self: threading.Thread) -> None:
+            if self.name == "unotifyd pass-through":
+                tries.append(1)
+                raise RuntimeError("can't start new thread")
+            real_start(self)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+    status, sup = _serve(policy, argv)
+    assert status == 0 and out.read_text() == "done\n"
+    assert sup.stats.passed_through == 0 and sup.stats.notifications > 200, sup.stats
+    assert len(tries) > 5  # tried again, every START_AFTER calls

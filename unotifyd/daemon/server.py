@@ -45,7 +45,7 @@ from ..serve.backing import target_warnings
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
 from .handover import Continuity
-from .programs import ProgramTable, accept, close_fds, recv_message
+from .programs import ProfileCounters, ProgramTable, accept, close_fds, recv_message
 from .protocol import (
     MAX_REQUEST,
     Abort,
@@ -588,10 +588,7 @@ class Daemon:
             if name in profiles:
                 continue
             c = counters.get(name)
-            entry = c.to_json() if c is not None else {
-                "started": 0, "running": 0, "notifications": 0, "decisions": {},
-                "gone": 0, "internal_errors": 0,
-            }
+            entry = (c or ProfileCounters()).to_json()
             entry["configured"] = name in self.loaded.config.profiles
             profiles[name] = entry
         running = sorted(self.table.running.values(), key=lambda p: p.serial)

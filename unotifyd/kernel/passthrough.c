@@ -38,8 +38,11 @@
  *  - the name it resolves to is absolute, outside /proc, not "(deleted)",
  *    and neither is nor lies below any path a rule names ("watched").
  *
- * Every fd opened here is closed before the next call is looked at; the
- * thread blocks every signal, so none is delivered to it (a process-wide
+ * The fds opened for a call are closed before the next call is looked at,
+ * but for the cache of struct thread (64 /proc/TID directories and as many
+ * pidfds, of threads that may have exited since, until replaced or the
+ * lane ends; an idle lane ends after idle_ms, see pt_run). The thread
+ * blocks every signal, so none is delivered to it (a process-wide
  * signal goes to another thread) and no handler runs between RECV and SEND.
  * Errors of ours (ENOMEM, EMFILE...) only ever forward a call.
  */
@@ -62,7 +65,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 1
+#define PT_VERSION 2
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -92,6 +95,8 @@ enum shape {
 struct pt_config {
     uint32_t version;
     uint32_t check_creds; /* compare each thread's credentials with ours */
+    int32_t idle_ms;      /* end ("I") after this long without a call; -1: never */
+    uint32_t unused;
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
     uint64_t cap_eff;
@@ -138,6 +143,8 @@ static void forget(struct thread *t)
 
 static struct thread *thread_of(struct lane *l, pid_t tid)
 {
+    if (tid <= 0)
+        return NULL; /* a caller outside our pid namespace: seccomp says 0 */
     struct thread *t = &l->threads[(unsigned)tid % PT_THREADS];
     if (t->tid == tid)
         return t;
@@ -495,9 +502,10 @@ static int forward_one(struct lane *l, const struct seccomp_notif *n)
 
 /*
  * Serve listener until stop is readable (returns 0 after sending "S"),
- * every process using the filter is gone (0 after "H"), or it lets through
- * too little to be worth its hop (0 after "F"); -errno on an error of
- * ours, after "E" if the socket still takes it.
+ * every process using the filter is gone (0 after "H"), it lets through
+ * too little to be worth its hop (0 after "F"), or no call came for
+ * idle_ms (0 after "I"); -errno on an error of ours, after "E" if the
+ * socket still takes it.
  */
 int pt_run(int listener, int forward, int stop, struct pt_config *cfg)
 {
@@ -519,10 +527,19 @@ int pt_run(int listener, int forward, int stop, struct pt_config *cfg)
     int result = 0;
     unsigned window = 0, passed = 0;
     for (;;) {
-        if (poll(fds, 2, -1) < 0) {
+        int ready = poll(fds, 2, cfg->idle_ms);
+        if (ready < 0) {
             if (errno == EINTR)
                 continue;
             result = -errno;
+            break;
+        }
+        if (ready == 0) { /* idle: the thread and its fds go until calls come again */
+            result = tell(&l, 'I');
+            goto out;
+        }
+        if ((fds[0].revents | fds[1].revents) & POLLNVAL) {
+            result = -EBADF; /* an fd closed under us: a bug of the caller's */
             break;
         }
         if (fds[1].revents) {

@@ -27,7 +27,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 1
+_VERSION: Final = 2
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -47,6 +47,8 @@ class Config(ctypes.Structure):
     _fields_ = (
         ("version", ctypes.c_uint32),
         ("check_creds", ctypes.c_uint32),
+        ("idle_ms", ctypes.c_int32),
+        ("unused", ctypes.c_uint32),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("ids", ctypes.c_uint32 * 8),
@@ -61,15 +63,19 @@ class Config(ctypes.Structure):
 
 
 def _load() -> ctypes.CDLL | None:
+    """The library built next to this file; None if there is none, or it will
+    not load (another architecture, a stale build): Python then serves alone."""
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = here / f"_passthrough{suffix}"
         if path.exists():
-            lib = ctypes.CDLL(str(path), use_errno=True)
-            lib.pt_run.argtypes = (
-                ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(Config)
-            )  # fmt: skip
-            lib.pt_run.restype = ctypes.c_int
+            try:
+                lib = ctypes.CDLL(str(path), use_errno=True)
+                run = lib.pt_run
+            except (OSError, AttributeError):
+                return None
+            run.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(Config))
+            run.restype = ctypes.c_int
             return lib
     return None
 
@@ -90,6 +96,7 @@ def config(
     shapes: Iterable[tuple[int, int]],
     watched: Iterable[str],
     *,
+    idle_s: float,
     check_creds: bool,
     ids: tuple[int, ...],
     cap_eff: int,
@@ -100,6 +107,7 @@ def config(
     c = Config()
     c.version = _VERSION
     c.check_creds = int(check_creds)
+    c.idle_ms = int(idle_s * 1000)
     st = os.stat("/")
     c.root_dev, c.root_ino = st.st_dev, st.st_ino
     for i, v in enumerate(ids):
@@ -115,13 +123,20 @@ def config(
 
 
 #: Why a lane ended: every process using the filter is gone; we stopped it;
-#: it let through too few calls to be worth its hop (a container's, whose
-#: root is not ours); it failed (an error of ours). Python serves on after
-#: the last two.
-Ended = Literal["hangup", "stopped", "fruitless", "failed"]
+#: no call came for a while (its thread and fds are given back until calls
+#: come again); it let through too few calls to be worth its hop (a
+#: container's, whose root is not ours); it failed (an error of ours).
+#: Python serves on after each but the first, alone after the last two.
+Ended = Literal["hangup", "stopped", "idle", "fruitless", "failed"]
 _ENDS: Final[dict[bytes, Ended]] = {
-    b"H": "hangup", b"S": "stopped", b"F": "fruitless", b"E": "failed"
+    b"H": "hangup", b"S": "stopped", b"I": "idle", b"F": "fruitless", b"E": "failed"
 }  # fmt: skip
+
+#: How many lanes may run at once in this process: each is a thread and a
+#: few fds (more in its cache), and a daemon serves many programs. Beyond
+#: that, Python serves alone; lanes of idle programs end (see Ended).
+MAX_LANES: Final = 32
+_SLOTS = threading.BoundedSemaphore(MAX_LANES)
 
 
 class Lane:
@@ -140,6 +155,9 @@ class Lane:
             socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC
         )
         self._stop = os.eventfd(0, os.EFD_CLOEXEC)
+        # stop_soon() may come from another thread (a Gate's pause): never
+        # after finish() closed the eventfd, whose number may be reused.
+        self._stop_lock = threading.Lock()
         self.result: int | None = None
         self.ended: Ended | None = None
         #: What of the counters was counted already (serve/passthrough.count), by nr.
@@ -152,14 +170,29 @@ class Lane:
     def _main(self) -> None:
         self.result = self._run(self._fd, self._theirs.fileno(), self._stop, self.config)
 
-    def start(self) -> None:
-        """Run the lane; :meth:`finish` must follow, once."""
-        self._thread.start()
+    def start(self) -> bool:
+        """Run the lane; False if no more may run (:data:`MAX_LANES`) or no
+        thread can be made (a pids limit): Python serves. :meth:`finish`
+        must follow, once, either way."""
+        if not _SLOTS.acquire(blocking=False):
+            return False
+        try:
+            self._thread.start()
+        except RuntimeError:  # "can't start new thread"
+            _SLOTS.release()
+            return False
         self._started = True
+        return True
 
     def fileno(self) -> int:
         """Readable when the lane forwarded something (or ended)."""
         return self._ours.fileno()
+
+    def stop_soon(self) -> None:
+        """Ask the lane to end (it says "stopped" through :meth:`take`); any thread."""
+        with self._stop_lock:
+            if self._stop >= 0:
+                os.eventfd_write(self._stop, 1)
 
     def take(self, serve: Callable[[Notification], None], limit: int = 0) -> Ended | None:
         """Serve what was forwarded until none is left (None), ``limit``
@@ -169,7 +202,15 @@ class Lane:
             try:
                 msg = self._ours.recv(_NOTIF_SIZE, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return None
+                if self._thread.is_alive() or not self._started:
+                    return None
+                # It always says why before it returns: read once more, in
+                # case it did so since; else it ended without a word.
+                try:
+                    msg = self._ours.recv(_NOTIF_SIZE, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    self.ended = "failed"
+                    break
             if len(msg) != _NOTIF_SIZE:
                 self._end(msg)
                 break
@@ -185,7 +226,7 @@ class Lane:
         if not self._started:
             self.ended = "stopped"
         elif self.ended is None:
-            os.eventfd_write(self._stop, 1)
+            self.stop_soon()
         # The lane ends at once: it waits on nothing but the listener and
         # the eventfd. A lane that ended without a word (it cannot, but
         # waiting forever for one would hang the supervisor) is "failed".
@@ -203,9 +244,12 @@ class Lane:
                 serve(notification_from(msg))
         if self._started:
             self._thread.join()
+            _SLOTS.release()
         self._ours.close()
         self._theirs.close()
-        os.close(self._stop)
+        with self._stop_lock:
+            os.close(self._stop)
+            self._stop = -1
         return self.ended
 
     def _end(self, msg: bytes) -> None:

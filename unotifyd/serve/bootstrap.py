@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..kernel.listener import Notification
+from ..kernel.passthrough import Lane
 from .dispatch import Dispatcher
 from .drain import drain
 from .handoff import Job
@@ -68,21 +69,28 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
         dispatcher.gone(s)
 
     def must_wait() -> bool:
-        return bool(out.deferred)
+        # Or a lane is due: a busy program keeps the listener readable, and
+        # draining would go on for as long as it runs.
+        return bool(out.deferred) or dispatcher.lane_due(s)
 
     hung_up = False
-    lane = None
+    lane: Lane | None = None
     listener.claim_reader()
     try:
-        # The compiled lane answers what no rule concerns (see .passthrough)
-        # and forwards the rest through its socket, which is watched instead
-        # of the listener while it runs.
-        lane = dispatcher.pass_through(s)
-        if lane is not None:
-            poller.unregister(listener.fileno())
-            poller.register(lane.fileno(), select.POLLIN)
-            lane.start()
         while not out.deferred:
+            if lane is None and not hung_up:
+                # The compiled lane, once due, answers what no rule concerns
+                # (see .passthrough) and forwards the rest through its
+                # socket, which is watched instead of the listener while it
+                # runs.
+                lane = dispatcher.pass_through(s)
+                if lane is not None and lane.start():
+                    poller.unregister(listener.fileno())
+                    poller.register(lane.fileno(), select.POLLIN)
+                elif lane is not None:
+                    lane.finish(serve)
+                    lane = None
+                    s.python_served = 0  # tried again later
             for fd, _ in poller.poll():
                 if fd == stop_fd:
                     # Only sent once the program is gone (ESRCH from its
@@ -108,7 +116,7 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
                     lane.finish(serve)
                     dispatcher.lane_ended(s, lane)
                     lane = None
-                    if ended != "hangup":  # It failed: serve here from now on.
+                    if ended != "hangup":  # Idle, or failed: served here again.
                         poller.register(listener.fileno(), select.POLLIN)
                         continue
                     if out.status is not None:

@@ -1122,10 +1122,6 @@ class Decider:
         where = p.resolved = self._fd_path(p, fd) if fd >= 0 else None
         return decide_listing(policy, entry.name, where)
 
-    def policy_in_our_root(self, s: Served) -> Policy:
-        """``s.policy`` with its rule paths resolved in our root (see :meth:`_policy_in`)."""
-        return self._policy_in(s, None, 0)
-
     def _policy_in(self, s: Served, root: tuple[int, int] | None, tid: int) -> Policy:
         """``s.policy`` with its rule paths resolved in the root of ``tid``.
 

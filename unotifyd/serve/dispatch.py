@@ -31,7 +31,7 @@ from .decide import Decider
 from .handoff import Job, Work, answer, perform
 from .listing import answer_listing
 from .opens import may_block, our_name
-from .passthrough import count, open_lane
+from .passthrough import START_AFTER, count, open_lane
 from .rewrite import answer_rewrite
 from .served import AnyDecision, InFlight, Served, Stats
 from .trace import Tracer, record
@@ -72,18 +72,34 @@ class Dispatcher:
     def close(self) -> None:
         self.decider.close()
 
+    @staticmethod
+    def lane_due(s: Served) -> bool:
+        """Whether a serving loop should stop draining and try a lane for ``s``:
+        :data:`~.passthrough.START_AFTER` calls answered here since the last."""
+        return not s.lane_refused and s.python_served >= START_AFTER
+
     def pass_through(self, s: Served) -> Lane | None:
-        """A compiled lane for ``s``'s calls no rule concerns, not started; None
-        where every call must be decided here (see :mod:`.passthrough`)."""
-        return open_lane(s, self.decider.policy_in_our_root(s), self.tracer.enabled)
+        """A compiled lane for ``s``'s calls no rule concerns, not started, if
+        one is due and may run (see :mod:`.passthrough`); else None, and the
+        count starts again (a lane that could not start is tried later)."""
+        if not self.lane_due(s):
+            return None
+        lane = open_lane(s, self.tracer.enabled)
+        if lane is None:
+            s.python_served = 0
+        return lane
 
     def lane_counted(self, s: Served, lane: Lane) -> None:
         """Count what ``lane`` answered by itself so far."""
         count(lane, (self.stats, s.stats))
 
     def lane_ended(self, s: Served, lane: Lane) -> None:
-        """Count what ``lane`` answered; say why if it failed (serving goes on here)."""
+        """Count what ``lane`` answered; say why if it failed (serving goes on here,
+        alone for good after a failure or a fruitless run)."""
         count(lane, (self.stats, s.stats))
+        s.python_served = 0
+        if lane.ended in ("fruitless", "failed"):
+            s.lane_refused = True
         if lane.ended == "failed":
             err = -(lane.result or 0)
             self.tracer.warn(
@@ -95,6 +111,7 @@ class Dispatcher:
     def handle(self, s: Served, notif: Notification, defer: Defer) -> None:
         """Decide and answer one notification; never raises, never leaves it pending."""
         self.stats.notifications += 1
+        s.python_served += 1
         if s.stats is not None:
             s.stats.notifications += 1
         p = InFlight(notif)

@@ -17,8 +17,14 @@ lookup of ours (``Decider._quick_open``, ``_quick_path_call``):
   (see ``CredentialReader.read``, whose quick path is the same).
 
 "Watched" are the paths the rules name, as written and as resolved in our
-root (the policy Python matches against, :meth:`Decider.policy_in_our_root`):
-a call whose path resolves to one of them or below goes to Python.
+root (the policy Python matches against, made at the first call and kept:
+``Served.policies``): a call whose path resolves to one of them or below
+goes to Python.
+
+A lane starts after Python answered a few calls (:data:`START_AFTER`) and
+ends after a second without one (:data:`IDLE_S`), so that idle programs
+hold no thread; at most :data:`~unotifyd.kernel.passthrough.MAX_LANES` run
+at once, and one that cannot start leaves Python to serve.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ from ..policy import Policy
 from ..policy.rules import Exec, Private, rule_pattern
 from .served import Served, Stats
 
+#: How many calls Python answers before a lane is started (again): a
+#: program that makes few calls, or has gone quiet, holds no thread of ours.
+START_AFTER = 16
+#: How long a lane waits for a call before it ends (its thread and fds go).
+IDLE_S = 1.0
 #: The numbers of the calls the lane may answer (the others it only forwards).
 _SHAPED_NRS = tuple(BY_NAME[name].nr for name in passthrough.SHAPES)
 
@@ -48,32 +59,50 @@ def _watched(policies: tuple[Policy, ...]) -> list[str] | None:
     return sorted(out)
 
 
-def open_lane(s: Served, in_our_root: Policy, tracing: bool) -> passthrough.Lane | None:
-    """A lane for ``s`` (not started), or None where Python must serve every call."""
-    lib = passthrough.library()
-    policy = s.policy
-    if lib is None or tracing or policy.mode != "virtualize":
+def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
+    """A lane for ``s`` (not started), or None: not now, or never (then
+    ``s.lane_refused`` says so).
+
+    Not before Python has resolved the rule paths in our root, at a call of
+    the program's (:meth:`Decider._policy_in` keeps them from then on), so
+    that the lane leaves to Python what that policy matches, as it was
+    made: the same paths lane or not, however the files change later.
+    """
+    in_our_root = s.policies.get(None)
+    if in_our_root is None:
+        s.lane_refused = not _may_run(s, tracing)
         return None
-    if any(isinstance(r, Private) for r in policy.rules):
+    lib = passthrough.library() if _may_run(s, tracing) else None
+    watched = _watched((s.policy, in_our_root)) if lib is not None else None
+    if lib is None or watched is None:
+        s.lane_refused = True
         return None
     ours = supervisor_credentials()
-    if ours.cap_eff != 0 and not ours.groups_never_count:
-        return None
-    if ours.userns is None:
-        return None
-    watched = _watched((policy, in_our_root))
-    if watched is None:
-        return None
+    assert ours.userns is not None  # see _may_run
     shapes = list(zip(_SHAPED_NRS, passthrough.SHAPES.values(), strict=True))
     cfg = passthrough.config(
         shapes,
         watched,
+        idle_s=IDLE_S,
         check_creds=ours.cap_eff != 0,
         ids=ours.ids,
         cap_eff=ours.cap_eff,
         userns=ours.userns,
     )
     return passthrough.Lane(lib, s.listener.fileno(), cfg)
+
+
+def _may_run(s: Served, tracing: bool) -> bool:
+    """Whether a lane may ever serve ``s`` (see the module doc)."""
+    policy = s.policy
+    if passthrough.library() is None or tracing or policy.mode != "virtualize":
+        return False
+    if any(isinstance(r, Private) for r in policy.rules):
+        return False
+    ours = supervisor_credentials()
+    if ours.cap_eff != 0 and not ours.groups_never_count:
+        return False
+    return ours.userns is not None
 
 
 def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:

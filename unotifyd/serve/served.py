@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -52,9 +53,20 @@ class Gate:
         self._lock = threading.Lock()
         self._owed: set[int] = set()
         self.paused = False
+        self._on_pause: Callable[[], None] | None = None
 
     def pause(self) -> None:
-        self.paused = True
+        with self._lock:
+            self.paused = True
+            on_pause = self._on_pause
+        if on_pause is not None:
+            on_pause()
+
+    def on_pause(self, callback: Callable[[], None] | None) -> None:
+        """Have :meth:`pause` call ``callback`` (from its thread): a pass-through
+        lane is stopped by it, for it receives calls of its own."""
+        with self._lock:
+            self._on_pause = callback
 
     def resume(self) -> None:
         self.paused = False
@@ -123,6 +135,12 @@ class Served:
     # CAP_SYS_ADMIN over its mount namespace (README, threat model).
     root_pinned: bool = False
     root: tuple[int, int] | Literal["unknown"] | None = "unknown"
+    # The compiled pass-through lane (serve/passthrough.py): whether it may
+    # never serve this listener, and how many calls Python answered since
+    # it last ran (it starts again after a few: an idle program holds no
+    # thread of ours).
+    lane_refused: bool = False
+    python_served: int = 0
 
 
 #: Every decision the serving layer answers.

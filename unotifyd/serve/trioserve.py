@@ -15,7 +15,6 @@ import errno
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Literal
 
 import trio
 
@@ -39,9 +38,6 @@ from .trace import Tracer
 _DRAIN_BATCH = 64
 # How often a paused listener looks whether it may receive again.
 _PAUSED_POLL_S = 0.005
-# How often a listener served by the pass-through lane looks whether it was
-# paused: the lane answers most calls, so its socket may stay quiet.
-_LANE_PAUSE_POLL_S = 0.02
 # How often what the lane answered is added to the counters while it runs.
 _LANE_COUNT_S = 1.0
 #: The pass-through lane in a Gate's count of calls in flight (notification
@@ -165,17 +161,20 @@ class TrioServer:
                 gate = s.gate
 
                 def paused() -> bool:
-                    return gate.paused
+                    # Or a lane is due: a busy program keeps the listener
+                    # readable, and draining would never end.
+                    return gate.paused or dispatcher.lane_due(s)
 
-                if await self._serve_with_lane(s, serve) == "hangup":
-                    nursery.cancel_scope.cancel()
-                    return
                 while True:
                     if gate.paused:
                         # Receiving nothing until resumed (see Gate); a
                         # listener that stays readable must not spin us.
                         await trio.sleep(_PAUSED_POLL_S)
                         continue
+                    if await self._serve_with_lane(s, serve):
+                        # Nobody is left to answer (as below).
+                        nursery.cancel_scope.cancel()
+                        return
                     await trio.lowlevel.wait_readable(fd)
                     drained = drain(listener, serve, gone, limit=_DRAIN_BATCH, stop=paused)
                     while drained == "limit":
@@ -189,61 +188,54 @@ class TrioServer:
         finally:
             listener.release_reader()
 
-    async def _serve_with_lane(
-        self, s: Served, serve: Callable[[Notification], None]
-    ) -> Literal["hangup", "python"]:
-        """Serve ``s`` through the compiled pass-through lane while it may
-        (see :mod:`.passthrough`): "hangup" once every process using the
-        filter is gone, "python" where the loop of :meth:`serve_served`
-        must go on (no lane for this policy, or it failed).
+    async def _serve_with_lane(self, s: Served, serve: Callable[[Notification], None]) -> bool:
+        """Serve ``s`` through the compiled pass-through lane while it runs, if
+        one is due (see :mod:`.passthrough`); True once every process using
+        the filter is gone, False when serving goes on here.
 
-        A paused gate stops the lane, for a lane holds a notification
-        between its RECV and its answer that nobody else can see: the lane
-        counts as one call in flight (:data:`_LANE_IN_FLIGHT`) from start
-        to end, so that a hand-over waits for it (Gate).
+        A lane holds a notification between its RECV and its answer that
+        nobody else can see, so it counts as one call in flight
+        (:data:`_LANE_IN_FLIGHT`) from before it starts, before the gate is
+        looked at, to after it ended: a hand-over's pause waits for it, and
+        stops it at once (``Gate.on_pause``).
         """
         dispatcher = self.dispatcher
         gate = s.gate
+        if s.lane_refused:
+            return False
+        gate.received(_LANE_IN_FLIGHT)
         lane = None
-        counted_at = trio.current_time()
         try:
+            lane = dispatcher.pass_through(s)
+            if lane is None:
+                return False
+            if not lane.start():
+                s.python_served = 0  # tried again later
+                return False
+            gate.on_pause(lane.stop_soon)
+            if gate.paused:  # paused since the caller looked, before on_pause
+                lane.stop_soon()
+            counted_at = trio.current_time()
             while True:
-                if gate.paused:
-                    if lane is not None:
-                        lane.finish(serve)
-                        dispatcher.lane_ended(s, lane)
-                        gate.settled(_LANE_IN_FLIGHT)
-                        lane = None
-                    await trio.sleep(_PAUSED_POLL_S)
-                    continue
-                if lane is None:
-                    lane = dispatcher.pass_through(s)
-                    if lane is None:
-                        return "python"
-                    gate.received(_LANE_IN_FLIGHT)
-                    lane.start()
-                # A pause must be seen while nothing is forwarded.
-                with trio.move_on_after(_LANE_PAUSE_POLL_S):
+                with trio.move_on_after(_LANE_COUNT_S):
                     await trio.lowlevel.wait_readable(lane.fileno())
                 ended = lane.take(serve, limit=_DRAIN_BATCH)
+                if ended is not None:
+                    return ended == "hangup"
                 if trio.current_time() >= counted_at + _LANE_COUNT_S:
                     # A daemon's status shows them while the program runs.
                     dispatcher.lane_counted(s, lane)
                     counted_at = trio.current_time()
-                if ended is not None:
-                    lane.finish(serve)
-                    dispatcher.lane_ended(s, lane)
-                    gate.settled(_LANE_IN_FLIGHT)
-                    lane = None
-                    return "hangup" if ended == "hangup" else "python"
         finally:
+            gate.on_pause(None)
             if lane is not None:
-                # Cancelled: what the lane forwarded meanwhile is served as
-                # the loop would have (work that must wait is abandoned with
-                # the nursery, and fails with ENOSYS once the listener closes).
+                # What the lane forwarded until it stopped is served as the
+                # loop would have (on cancellation, work that must wait is
+                # abandoned with the nursery, and fails with ENOSYS once
+                # the listener closes).
                 lane.finish(serve)
                 dispatcher.lane_ended(s, lane)
-                gate.settled(_LANE_IN_FLIGHT)
+            gate.settled(_LANE_IN_FLIGHT)
 
     async def _perform_in_thread(
         self, s: Served, p: InFlight, job: Job, nursery: trio.Nursery
