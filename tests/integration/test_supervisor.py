@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,8 @@ from unotifyd.policy import (
     parse_pattern,
     rules_from_options,
 )
+from unotifyd.serve.dispatch import Dispatcher
+from unotifyd.serve.served import Gate, Served
 from unotifyd.serve.trioserve import TrioServer
 
 pytestmark = pytest.mark.kernel
@@ -123,14 +128,14 @@ def test_a_fifo_that_replaced_a_file_after_our_look_is_interrupted_too(
 _BUSY = 'i=0; while [ $i -lt 200 ]; do test -e /etc/hostname; i=$((i+1)); done; echo done'
 
 
-@pytest.mark.parametrize("why", ["no-slot", "no-thread"])
+@pytest.mark.parametrize("why", ["no-slot", "no-thread", "no-fd"])
 def test_a_lane_that_cannot_start_leaves_python_to_serve(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, why: str
 ) -> None:
-    """No pass-through lane to be had (every slot taken; or no thread, as
-    under a pids limit, which used to end the whole daemon): Python serves
-    every call, and tries again later. The control: with a lane, most calls
-    are the lane's."""
+    """No pass-through lane to be had (every slot taken; no thread, as under
+    a pids limit, or no fd for its socket: either used to end the whole
+    daemon): Python serves every call, and tries again later. The control:
+    with a lane, most calls are the lane's."""
     out = tmp_path / "out"
     policy = Policy(rules_from_options([f"{tmp_path}/nothing={out}"], [], []))
     argv = ["sh", "-c", f"{_BUSY} > {out}"]
@@ -149,6 +154,16 @@ def test_a_lane_that_cannot_start_leaves_python_to_serve(
             return real_acquire(blocking)
 
         monkeypatch.setattr(passthrough_module._SLOTS, "acquire", acquire)
+    elif why == "no-fd":
+        real_socketpair = socket.socketpair
+
+        def socketpair(*args: int) -> tuple[socket.socket, socket.socket]:
+            if sys._getframe(1).f_globals["__name__"] == passthrough_module.__name__:
+                tries.append(1)
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real_socketpair(*args)
+
+        monkeypatch.setattr(socket, "socketpair", socketpair)
     else:
         real_start = threading.Thread.start
 
@@ -163,3 +178,42 @@ def test_a_lane_that_cannot_start_leaves_python_to_serve(
     assert status == 0 and out.read_text() == "done\n"
     assert sup.stats.passed_through == 0 and sup.stats.notifications > 200, sup.stats
     assert len(tries) > 5  # tried again, every START_AFTER calls
+
+
+def test_a_pause_that_comes_as_a_lane_is_due_keeps_it_from_receiving(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A hand-over's pause that lands after the serving loop looked at the
+    gate, but before the lane counted itself in flight (the window an audit
+    forced open): the hand-over may already be on its way, so the lane must
+    not start, hence not receive, until resumed; then it serves."""
+    gate = Gate()
+    starts: list[bool] = []
+    paused: list[bool] = []
+    real_pass_through, real_start = Dispatcher.pass_through, passthrough_module.Lane.start
+
+    def pass_through(self: Dispatcher, s: Served) -> passthrough_module.Lane | None:
+        lane = real_pass_through(self, s)
+        if lane is not None and not paused:
+            # As quiesce would, from another thread, just as the lane was made.
+            paused.append(True)
+            gate.pause()
+            threading.Timer(0.3, gate.resume).start()
+        return lane
+
+    def start(self: passthrough_module.Lane) -> bool:
+        starts.append(gate.paused)
+        return real_start(self)
+
+    monkeypatch.setattr(Dispatcher, "pass_through", pass_through)
+    monkeypatch.setattr(passthrough_module.Lane, "start", start)
+    out = tmp_path / "out"
+    policy = Policy(rules_from_options([f"{tmp_path}/nothing={out}"], [], []))
+    pid, fd, _ = _spawn(policy, ["sh", "-c", f"{_BUSY} > {out}"], set())
+    sup = TrioServer()
+    with Listener(fd) as listener:
+        trio.run(partial(sup.serve, listener, policy, gate=gate))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and out.read_text() == "done\n"
+    assert starts and not any(starts), starts
+    assert sup.stats.passed_through > 0

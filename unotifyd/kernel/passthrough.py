@@ -151,58 +151,68 @@ class Lane:
         self.config = cfg
         self._run = lib.pt_run
         self._fd = fd
-        self._ours, self._theirs = socket.socketpair(
-            socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC
-        )
-        self._stop = os.eventfd(0, os.EFD_CLOEXEC)
+        # Made by start(), once a slot is had: a lane that cannot run holds nothing.
+        self._ours: socket.socket | None = None
+        self._theirs: socket.socket | None = None
+        self._stop = -1
         # stop_soon() may come from another thread (a Gate's pause): never
         # after finish() closed the eventfd, whose number may be reused.
         self._stop_lock = threading.Lock()
+        self._stop_asked = False
+        self._thread: threading.Thread | None = None
         self.result: int | None = None
         self.ended: Ended | None = None
         #: What of the counters was counted already (serve/passthrough.count), by nr.
         self.counted: dict[int, int] = {}
-        self._started = False
-        self._thread = threading.Thread(
-            target=self._main, name="unotifyd pass-through", daemon=True
-        )
 
     def _main(self) -> None:
+        assert self._theirs is not None
         self.result = self._run(self._fd, self._theirs.fileno(), self._stop, self.config)
 
     def start(self) -> bool:
-        """Run the lane; False if no more may run (:data:`MAX_LANES`) or no
-        thread can be made (a pids limit): Python serves. :meth:`finish`
-        must follow, once, either way."""
+        """Run the lane; False if no more may run (:data:`MAX_LANES`), or its
+        socket, eventfd or thread cannot be made (EMFILE, a pids limit):
+        Python serves. :meth:`finish` must follow, once, either way."""
         if not _SLOTS.acquire(blocking=False):
             return False
         try:
-            self._thread.start()
-        except RuntimeError:  # "can't start new thread"
+            self._ours, self._theirs = socket.socketpair(
+                socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC
+            )
+            with self._stop_lock:
+                self._stop = os.eventfd(1 if self._stop_asked else 0, os.EFD_CLOEXEC)
+            thread = threading.Thread(target=self._main, name="unotifyd pass-through", daemon=True)
+            thread.start()
+        except (OSError, RuntimeError):  # RuntimeError: "can't start new thread"
+            self._release()
             _SLOTS.release()
             return False
-        self._started = True
+        self._thread = thread
         return True
 
     def fileno(self) -> int:
-        """Readable when the lane forwarded something (or ended)."""
+        """Readable when the lane forwarded something (or ended); once started."""
+        assert self._ours is not None
         return self._ours.fileno()
 
     def stop_soon(self) -> None:
-        """Ask the lane to end (it says "stopped" through :meth:`take`); any thread."""
+        """Ask the lane to end (it says "stopped" through :meth:`take`); any
+        thread, before or after it started."""
         with self._stop_lock:
+            self._stop_asked = True
             if self._stop >= 0:
                 os.eventfd_write(self._stop, 1)
 
     def take(self, serve: Callable[[Notification], None], limit: int = 0) -> Ended | None:
         """Serve what was forwarded until none is left (None), ``limit``
         were served (None), or the lane ended (why)."""
+        assert self._ours is not None and self._thread is not None
         served = 0
         while self.ended is None:
             try:
                 msg = self._ours.recv(_NOTIF_SIZE, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                if self._thread.is_alive() or not self._started:
+                if self._thread.is_alive():
                     return None
                 # It always says why before it returns: read once more, in
                 # case it did so since; else it ended without a word.
@@ -222,35 +232,47 @@ class Lane:
 
     def finish(self, serve: Callable[[Notification], None]) -> Ended:
         """Stop the lane, serve what it forwarded until it ended, and release it
-        (one that never started only releases)."""
-        if not self._started:
-            self.ended = "stopped"
-        elif self.ended is None:
+        (one that never started only says "stopped").
+
+        It ends as soon as it is back in its poll. A RECV it lost to another
+        reader, or a lookup in a FUSE mount or a userfaultfd page the
+        program controls, holds it until that returns, as either would hold
+        a Python serving thread.
+        """
+        thread, ours = self._thread, self._ours
+        if thread is None or ours is None:
+            self.ended = self.ended or "stopped"
+            return self.ended
+        if self.ended is None:
             self.stop_soon()
-        # The lane ends at once: it waits on nothing but the listener and
-        # the eventfd. A lane that ended without a word (it cannot, but
-        # waiting forever for one would hang the supervisor) is "failed".
-        self._ours.settimeout(_END_POLL_S)
+        # A lane that ended without a word (it cannot, but waiting forever
+        # for one would hang the supervisor) is "failed".
+        ours.settimeout(_END_POLL_S)
         while self.ended is None:
             try:
-                msg = self._ours.recv(_NOTIF_SIZE)
+                msg = ours.recv(_NOTIF_SIZE)
             except TimeoutError:
-                if not self._thread.is_alive():
+                if not thread.is_alive():
                     self.ended = "failed"
                 continue
             if len(msg) != _NOTIF_SIZE:
                 self._end(msg)
             else:
                 serve(notification_from(msg))
-        if self._started:
-            self._thread.join()
-            _SLOTS.release()
-        self._ours.close()
-        self._theirs.close()
-        with self._stop_lock:
-            os.close(self._stop)
-            self._stop = -1
+        thread.join()
+        self._thread = None
+        self._release()
+        _SLOTS.release()
         return self.ended
+
+    def _release(self) -> None:
+        for sock in (self._ours, self._theirs):
+            if sock is not None:
+                sock.close()
+        with self._stop_lock:
+            if self._stop >= 0:
+                os.close(self._stop)
+                self._stop = -1
 
     def _end(self, msg: bytes) -> None:
         self.ended = _ENDS.get(msg, "failed")

@@ -91,7 +91,9 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
                     lane.finish(serve)
                     lane = None
                     s.python_served = 0  # tried again later
-            for fd, _ in poller.poll():
+            # While a lane runs, look at it now and then even if it says
+            # nothing: one that ended without a word is then seen (take()).
+            for fd, _ in poller.poll(None if lane is None else _LANE_LOOK_MS) or [(-1, 0)]:
                 if fd == stop_fd:
                     # Only sent once the program is gone (ESRCH from its
                     # pidfd): a zombie, so waitpid returns at once.
@@ -108,8 +110,8 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
                         out.finished = True
                         return out
                     continue
-                if lane is not None and fd == lane.fileno():
-                    ended = lane.take(serve)
+                if lane is not None and fd in (lane.fileno(), -1):
+                    ended = lane.take(serve, limit=_LANE_BATCH)
                     if ended is None:
                         continue
                     poller.unregister(fd)
@@ -140,6 +142,13 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
         listener.release_reader()
         os.close(pidfd)
     return out
+
+
+#: While a lane runs: how long the loop waits for its word before it looks
+#: whether it still runs, and how many forwarded calls it serves before it
+#: looks whether one must wait (and trio take over).
+_LANE_LOOK_MS = 1000
+_LANE_BATCH = 64
 
 
 class StopServing:

@@ -114,10 +114,11 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
     """
     cfg, seen = lane.config, lane.counted
     for nr in _SHAPED_NRS:
-        n = cfg.continued[nr] - seen.get(nr, 0)
+        now = cfg.continued[nr]  # read once: the lane may add to it meanwhile
+        n = now - seen.get(nr, 0)
         if not n:
             continue
-        seen[nr] = cfg.continued[nr]
+        seen[nr] = now
         name = BY_NR[nr].name
         for stats in counters:
             if stats is not None:
@@ -125,9 +126,10 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
                 stats.passed_through += n
                 stats.syscalls[name] += n
                 stats.decisions["continue"] += n
-    gone = cfg.gone - seen.get(-1, 0)
+    now = cfg.gone
+    gone = now - seen.get(-1, 0)
     if gone:
-        seen[-1] = cfg.gone
+        seen[-1] = now
         for stats in counters:
             if stats is not None:
                 stats.gone += gone

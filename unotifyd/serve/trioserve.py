@@ -209,12 +209,17 @@ class TrioServer:
             lane = dispatcher.pass_through(s)
             if lane is None:
                 return False
+            # In this order: a pause before received() is seen below (and a
+            # hand-over that read no call in flight may already be under
+            # way: no RECV of ours may come); one after on_pause() stops
+            # the lane, before its first poll if need be (the eventfd is
+            # then made readable: see Lane.start).
+            gate.on_pause(lane.stop_soon)
+            if gate.paused:
+                return False
             if not lane.start():
                 s.python_served = 0  # tried again later
                 return False
-            gate.on_pause(lane.stop_soon)
-            if gate.paused:  # paused since the caller looked, before on_pause
-                lane.stop_soon()
             counted_at = trio.current_time()
             while True:
                 with trio.move_on_after(_LANE_COUNT_S):
