@@ -75,6 +75,7 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
     if variant == "lane":
         _serve_with_lane(dispatcher, s, defer)
         listener.close()
+        dispatcher.close()  # its kept pidfds: the next run's pipe must get a one-digit fd (sh)
         os.waitpid(pid, 0)
         out = os.read(r, 4096).decode()
         os.close(r)
@@ -109,6 +110,7 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
                 pass
     finally:
         listener.close()
+        dispatcher.close()
         os.waitpid(pid, 0)
     out = os.read(r, 4096).decode()
     os.close(r)

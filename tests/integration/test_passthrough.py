@@ -11,7 +11,7 @@ redirect's target has, a dirfd inside the tree, ``..``, ``/proc``
 magic links, a trailing ``/``, a removed cwd) and on paths no rule
 governs. Every answer is printed (errno, size, or what was read), under
 the lane and under Python alone (``UNOTIFYD_PASSTHROUGH=0``), as root, as
-root without capabilities and as nobody (whom a root supervisor's lane must
+root without capabilities and as nobody ("user": whom a root supervisor's lane must
 leave to Python: their lookups are not ours): every line must be the same.
 
 The controls: natively the governed cases answer otherwise (the rules
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from ..security.support import NO_CAPS, Report
-from .helpers import AS_NOBODY, SYSTEM_PYTHON, describe, env, public_dir, run_launch, run_native
+from ..security.support import IDENTITIES, Report
+from .helpers import SYSTEM_PYTHON, describe, env, public_dir, run_launch, run_native
 
 pytestmark = pytest.mark.kernel
 
@@ -230,16 +230,15 @@ def _let_through(stderr: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-@pytest.mark.parametrize("who", ["root", "root-nocaps", "nobody"])
+@pytest.mark.parametrize("who", IDENTITIES)
 def test_the_lane_answers_every_call_as_python_does(
     request: pytest.FixtureRequest, who: str
 ) -> None:
     report = Report(request.config)
     with public_dir("unotifyd-lane-") as d:
         b = d / "t"
-        owner = 65534 if who == "nobody" else 0
-        prefix = {"root": (), "root-nocaps": NO_CAPS, "nobody": (*AS_NOBODY, "--")}[who]
-        argv = [*prefix, SYSTEM_PYTHON, "-c", PROGRAM, str(b)]
+        owner = IDENTITIES[who].uid
+        argv = [*IDENTITIES[who].prefix, SYSTEM_PYTHON, "-c", PROGRAM, str(b)]
         rules = tuple(r.format(b=b) for r in RULES)
         _tree(b, owner)
         native, _ = _table_and_check(argv, None, rules)

@@ -1,7 +1,8 @@
 """When a listener gets the compiled pass-through lane, and what it is told.
 
 The lane (``kernel/passthrough.c``) answers CONTINUE, without Python, for
-the reads of a path no rule can concern, and forwards everything else to
+the calls on paths no rule can concern (opens, reads, and the making,
+removing and renaming of names), and forwards everything else to
 the serving loop, which answers it as if it had received it. It runs only
 where Python's own answer to those calls would be CONTINUE decided on a
 lookup of ours (``Decider._quick_open``, ``_quick_path_call``):

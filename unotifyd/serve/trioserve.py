@@ -201,8 +201,8 @@ class TrioServer:
         """
         dispatcher = self.dispatcher
         gate = s.gate
-        if s.lane_refused:
-            return False
+        if not dispatcher.lane_due(s):
+            return False  # most wake-ups: nothing to take or give back
         gate.received(_LANE_IN_FLIGHT)
         lane = None
         try:
