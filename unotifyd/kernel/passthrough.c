@@ -4,8 +4,9 @@
  *
  * Most of what a program makes under the full view is a stat or an open of
  * a file far from every rule (git status: 3 000 lstat()s of its work tree).
- * Python answers each in ~70 us; this loop in ~5, on a thread of its own
- * that holds no GIL (ctypes releases it for the whole call of pt_run).
+ * Python answers each in ~60-80 us; this loop in about twice what a C
+ * supervisor that looks at nothing takes (benchmarks/README.md), on a thread
+ * of its own that holds no GIL (ctypes releases it for the whole pt_run).
  *
  * It answers CONTINUE only where Python's quick path would (serve/decide.py,
  * Decider._quick_open and _quick_path_call), and only on facts it checks
@@ -21,8 +22,8 @@
  *    rename: their last name is taken as it is, link or not, and must not
  *    be "."; a rename must not carry a rule path along, see above_watched);
  *    no AT_EMPTY_PATH, no O_TMPFILE, no flag we do not know;
- *  - the thread's root is ours (a stat of /proc/TID/root per call, so a
- *    chroot or setns answered meanwhile is seen at the next call);
+ *  - the thread's root is ours (a stat of its /proc/TID/root per call, so
+ *    a chroot or setns answered meanwhile is seen at the next call);
  *  - its credentials act as ours (same ids, same effective capabilities,
  *    same user namespace), or we hold no capability at all: then a lookup of
  *    ours succeeds exactly where the program's would (Decider
@@ -36,7 +37,8 @@
  *    (then the name is its directory's plus that name, as the resolver
  *    appends missing names);
  *  - the name it resolves to is absolute, outside /proc, not "(deleted)",
- *    and neither is nor lies below any path a rule names ("watched").
+ *    and neither is nor lies below any path a rule names ("watched": as
+ *    written, and as Python resolved them at the program's first call).
  *
  * The fds opened for a call are closed before the next call is looked at,
  * but for the cache of struct thread (64 /proc/TID directories and as many
@@ -50,13 +52,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/fs.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <linux/fs.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -91,7 +93,7 @@ enum shape {
     SH_MKDIR, SH_MKDIRAT, SH_RMDIR, SH_UNLINK, SH_UNLINKAT, SH_RENAME, SH_RENAMEAT, SH_RENAMEAT2,
 };
 
-/* Shared with Python (kernel/passthrough.py, _Config): keep in step. */
+/* Shared with Python (kernel/passthrough.py, Config): keep in step. */
 struct pt_config {
     uint32_t version;
     uint32_t check_creds; /* compare each thread's credentials with ours */
@@ -103,7 +105,8 @@ struct pt_config {
     char userns[64]; /* our /proc/self/ns/user text */
     const char *watched; /* the rules' paths, each NUL-ended, then one more NUL */
     uint8_t shape[PT_MAX_NR];
-    /* Written by the lane alone; read by Python once it has returned. */
+    /* Written by the lane alone; Python reads them while it runs too
+     * (aligned 64-bit words: a read sees one whole, if late). */
     uint64_t continued[PT_MAX_NR];
     uint64_t forwarded, gone;
 };
