@@ -88,9 +88,9 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
                     poller.unregister(listener.fileno())
                     poller.register(lane.fileno(), select.POLLIN)
                 elif lane is not None:
-                    lane.finish(serve)
+                    lane.finish(serve)  # it never ran: tried again later (lane_ended)
+                    dispatcher.lane_ended(s, lane)
                     lane = None
-                    s.python_served = 0  # tried again later
             # While a lane runs, look at it now and then even if it says
             # nothing: one that ended without a word is then seen (take()).
             for fd, _ in poller.poll(None if lane is None else _LANE_LOOK_MS) or [(-1, 0)]:
@@ -114,7 +114,7 @@ def serve_first(dispatcher: Dispatcher, s: Served, pid: int, stop_fd: int = -1) 
                     ended = lane.take(serve, limit=_LANE_BATCH)
                     if ended is None:
                         continue
-                    poller.unregister(fd)
+                    poller.unregister(lane.fileno())  # fd is -1 after a silent second
                     lane.finish(serve)
                     dispatcher.lane_ended(s, lane)
                     lane = None

@@ -218,8 +218,7 @@ class TrioServer:
             if gate.paused:
                 return False
             if not lane.start():
-                s.python_served = 0  # tried again later
-                return False
+                return False  # tried again later (lane_ended, below)
             counted_at = trio.current_time()
             while True:
                 with trio.move_on_after(_LANE_COUNT_S):
