@@ -387,7 +387,12 @@ def test_private_tree(tmp_path: Path, mode: tuple[str, ...]) -> None:
     write there is visible to them during the run; the real directory is
     untouched, and the scratch directory that held the writes is gone
     after exit."""
-    real = tmp_path / "real"
+    # Named long enough for the scratch directory's name to fit over it:
+    # `cd` into a directory made in the tree is a chdir to a name that
+    # exists only there (issue 3's gap, test_private_tree_that_does_not_
+    # exist_on_disk), and that name holds the supervisor's pid and start
+    # time, whose digits grow with the machine's uptime.
+    real = tmp_path / ("real" + "-" * 32)
     write(real / "real-file", "REAL\n")
     write(real / "sub" / "deep", "DEEP\n")
     before = listing(real)

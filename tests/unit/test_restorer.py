@@ -1,11 +1,36 @@
-"""The vfork parent's memory is given back only while it still holds the name we wrote."""
+"""The vfork parent's memory is given back only while it still holds the name we wrote:
+by ``pt_restore`` in C where it is built, else by Python; each test runs both ways."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
 
+import pytest
+
+from unotifyd.kernel import passthrough, program
+from unotifyd.serve import rewrite
 from unotifyd.serve.rewrite import _Restorer
+
+
+@pytest.fixture(params=["compiled", "python"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    looked: list[int] = []
+
+    def shares_memory(tid: int, other: int) -> bool:
+        looked.append(tid)
+        return program.shares_memory(tid, other)
+
+    monkeypatch.setattr("unotifyd.serve.rewrite.shares_memory", shares_memory)
+    if request.param == "compiled":
+        if passthrough._built() is None:
+            pytest.fail("the compiled library is not built (setup.py builds it with gcc)")
+    else:
+        monkeypatch.setattr(rewrite, "restore_after_exec", lambda *a, **k: None)
+    yield request.param
+    # The control: each way ran, not the other.
+    assert bool(looked) == (request.param == "python")
 
 
 def _gone_pid() -> int:
@@ -17,22 +42,41 @@ def _gone_pid() -> int:
     return pid
 
 
-def _restore(buf: ctypes.Array[ctypes.c_char], old: bytes, new: bytes) -> None:
+def _restore(buf: ctypes.Array[ctypes.c_char], old: bytes, new: bytes, child: int) -> None:
     # This process stands for the vfork parent: its memory is the one restored.
-    r = _Restorer(_gone_pid(), os.getpid(), ctypes.addressof(buf), old, new)
+    r = _Restorer(child, os.getpid(), ctypes.addressof(buf), old, new)
     r.start()
     r.join(10)
+    assert not r.is_alive()
 
 
-def test_the_old_bytes_come_back_over_our_name() -> None:
+def test_the_old_bytes_come_back_over_our_name(way: str) -> None:
     buf = ctypes.create_string_buffer(b"/usr/bin/printf\0", 32)
-    _restore(buf, b"/tmp/tools/prin\0", b"/usr/bin/printf\0")
+    _restore(buf, b"/tmp/tools/prin\0", b"/usr/bin/printf\0", _gone_pid())
     assert buf.raw[:16] == b"/tmp/tools/prin\0"
 
 
-def test_memory_the_parent_reused_is_left_alone() -> None:
+def test_memory_the_parent_reused_is_left_alone(way: str) -> None:
     """Late (the parent ran on and built other words there): writing the old
     bytes would corrupt them, as it did an ``env PATH=DIR printf``'s argv."""
     buf = ctypes.create_string_buffer(b"PATH=/x\0printf\0\0", 32)
-    _restore(buf, b"/tmp/tools/prin\0", b"/usr/bin/printf\0")
+    _restore(buf, b"/tmp/tools/prin\0", b"/usr/bin/printf\0", _gone_pid())
     assert buf.raw[:16] == b"PATH=/x\0printf\0\0"
+
+
+def test_nothing_is_written_while_the_child_shares_the_memory(
+    way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our own thread stands for a child still in its exec (kcmp says one
+    address space): the bytes stay ours until it gives up waiting."""
+    monkeypatch.setattr(_Restorer, "_GIVE_UP_S", 0.3)
+    buf = ctypes.create_string_buffer(b"/usr/bin/printf\0", 32)
+    r = _Restorer(os.getpid(), os.getpid(), ctypes.addressof(buf), b"/tmp/tools/prin\0",
+                  b"/usr/bin/printf\0")  # fmt: skip
+    r.start()
+    r.join(0.1)
+    assert r.is_alive() and buf.raw[:16] == b"/usr/bin/printf\0"
+    r.join(10)
+    # A child that failed its exec and runs on in the parent's memory: the
+    # parent gets its bytes back all the same.
+    assert buf.raw[:16] == b"/tmp/tools/prin\0"

@@ -47,20 +47,27 @@
  * blocks every signal, so none is delivered to it (a process-wide
  * signal goes to another thread) and no handler runs between RECV and SEND.
  * Errors of ours (ENOMEM, EMFILE...) only ever forward a call.
+ *
+ * At the end, pt_restore: the other piece of serving that must not wait for
+ * Python's GIL (putting back a vfork parent's bytes after a redirected exec).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/fs.h>
+#include <linux/kcmp.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -598,4 +605,55 @@ out:
         forget(&l.threads[i]);
     close(l.fddir);
     return result;
+}
+
+/*
+ * Putting a vfork parent's bytes back (serve/rewrite.py, _Restorer): an
+ * exec redirected in a vfork child wrote the target's name over a string of
+ * the parent, whose memory the child runs in (vfork(2)). The parent resumes
+ * the moment the exec replaces the child's memory, and may at once reuse
+ * those bytes (dash builds its next command's words and pointers there), so
+ * the old bytes go back only while the new ones are still there. Made here,
+ * not in Python: between its look and its write a Python thread can wait
+ * milliseconds for the GIL, time enough for the parent to run a short
+ * child, parse its next line over that very memory, and then have its
+ * pointers overwritten with our path (a SIGSEGV of dash seen in CI). Here
+ * the look and the write are two system calls apart, and the end of the
+ * exec is seen at once (yielding the CPU between looks, for the first
+ * millisecond). No memory operation across processes compares and writes
+ * at once, so a thread preempted between the two can still write over
+ * bytes reused meanwhile; only stopping the parent (ptrace) would close
+ * that. Measured with a parent that reuses the bytes 0-200 us after its
+ * vfork() returns while another of its threads keeps us busy: 8-15 writes
+ * in 1 000 landed on reused bytes from Python, 0-4 from here.
+ *
+ * mem is the parent's /proc/PID/mem, opened while it was suspended (bound
+ * to that address space). Waits at most timeout_ms for the exec. Returns 1
+ * if restored, 0 if the parent's bytes had changed (or it is gone).
+ */
+int pt_restore(pid_t child, pid_t parent, int mem, uint64_t addr, const char *old,
+               const char *new_, uint32_t len, int32_t timeout_ms)
+{
+    char now[PT_PATH_MAX];
+    if (len == 0 || len > sizeof now)
+        return 0;
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* ns: the 20 us pauses; a thread of its own */
+    struct timespec start, t;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    /* kcmp(2): 0 while both run in one address space; an error once either is gone. */
+    while (syscall(SYS_kcmp, child, parent, KCMP_VM, 0, 0) == 0) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = (t.tv_sec - start.tv_sec) * 1000 + (t.tv_nsec - start.tv_nsec) / 1000000;
+        if (ms >= timeout_ms)
+            break; /* a child that failed its exec and runs on in our bytes */
+        if (ms < 1) {
+            sched_yield();
+            continue;
+        }
+        struct timespec pause = {0, ms < 5 ? 20000 : 1000000};
+        nanosleep(&pause, NULL);
+    }
+    if (pread(mem, now, len, (off_t)addr) != (ssize_t)len || memcmp(now, new_, len) != 0)
+        return 0;
+    return pwrite(mem, old, len, (off_t)addr) == (ssize_t)len;
 }

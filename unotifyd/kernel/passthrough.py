@@ -10,6 +10,9 @@ forwarded notifications come through, and the eventfd that stops it.
 
 ``UNOTIFYD_PASSTHROUGH=0`` in the environment serves without the lane,
 whatever is built: the tests run both ways.
+
+The library also puts a vfork parent's bytes back after a redirected exec
+(:func:`restore_after_exec`), which must not wait for the GIL either.
 """
 
 from __future__ import annotations
@@ -71,11 +74,16 @@ def _load() -> ctypes.CDLL | None:
         if path.exists():
             try:
                 lib = ctypes.CDLL(str(path), use_errno=True)
-                run = lib.pt_run
+                run, restore = lib.pt_run, lib.pt_restore
             except (OSError, AttributeError):
                 return None
             run.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(Config))
             run.restype = ctypes.c_int
+            restore.argtypes = (
+                ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
+                ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_int32,
+            )  # fmt: skip
+            restore.restype = ctypes.c_int
             return lib
     return None
 
@@ -83,13 +91,39 @@ def _load() -> ctypes.CDLL | None:
 _LIB: list[ctypes.CDLL | None] = []
 
 
+def _built() -> ctypes.CDLL | None:
+    """The library, loaded once (None: not built, or will not load)."""
+    if not _LIB:
+        _LIB.append(_load())
+    return _LIB[0]
+
+
 def library() -> ctypes.CDLL | None:
     """The built lane, loaded once; None if it is not built or is turned off."""
     if os.environ.get("UNOTIFYD_PASSTHROUGH", "1") == "0":
         return None
-    if not _LIB:
-        _LIB.append(_load())
-    return _LIB[0]
+    return _built()
+
+
+def restore_after_exec(
+    child: int, parent: int, *, mem: int, addr: int, old: bytes, new: bytes, timeout_s: float
+) -> bool | None:
+    """Put ``old`` back at ``addr`` in the vfork parent's memory (``mem``, its
+    /proc/PID/mem) once ``child`` no longer runs in it, if ``new`` is still
+    there; after ``timeout_s`` even if the child still does (its exec failed
+    and it runs on). ``pt_restore`` in passthrough.c, which says why in C.
+    True if restored, False if not (the parent's bytes changed, or it is
+    gone); None if the library is not built: the caller does it itself, with
+    a wider window. Not turned off by UNOTIFYD_PASSTHROUGH=0, which is about
+    the lane alone."""
+    lib = _built()
+    if lib is None:
+        return None
+    assert len(old) == len(new)
+    done: int = lib.pt_restore(
+        child, parent, mem, addr, old, new, len(new), int(timeout_s * 1000)
+    )
+    return done == 1
 
 
 def config(

@@ -1005,6 +1005,10 @@ class HeldMemory:
         except (FileNotFoundError, ProcessLookupError):
             raise ProgramGone(f"process {pid} is gone") from None
 
+    def fileno(self) -> int:
+        """The open ``/proc/PID/mem``; -1 once closed."""
+        return self._fd
+
     def holds(self, addr: int, data: bytes) -> bool:
         """True if ``data`` is what the memory holds at ``addr``."""
         try:

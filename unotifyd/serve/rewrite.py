@@ -25,6 +25,7 @@ from ..kernel.creds import Credentials
 from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
 from ..kernel.opener import open_as, runnable_errno
+from ..kernel.passthrough import restore_after_exec
 from ..kernel.program import (
     HeldMemory,
     parent_sharing_memory,
@@ -234,9 +235,12 @@ class _Restorer(threading.Thread):
     (vfork(2)), so the path we rewrote for its exec is the parent's string.
     The parent stays suspended until then; once the child's memory is no
     longer the parent's (kcmp(2) KCMP_VM) — or the child is gone — the old
-    bytes are written back. The parent resumes at that same moment, so
-    there is a window of microseconds in which it could read the new
-    path; shells and posix_spawn do not read that string again.
+    bytes are written back, if the new ones are still there. The parent
+    resumes at that same moment, so there is a window of microseconds in
+    which it could read the new path; shells and posix_spawn do not read
+    that string again. The look and the write are made in C where it is
+    built (``pt_restore``, which says why); else here, where this thread
+    may wait for the GIL between the two.
     """
 
     _POLL_S = 0.0002
@@ -250,6 +254,12 @@ class _Restorer(threading.Thread):
 
     def run(self) -> None:
         try:
+            restored = restore_after_exec(
+                self.child, self.parent, mem=self.mem.fileno(), addr=self.addr,
+                old=self.old, new=self.new, timeout_s=self._GIVE_UP_S,
+            )  # fmt: skip
+            if restored is not None:
+                return
             deadline = time.monotonic() + self._GIVE_UP_S
             # Once they differ (or either is gone), the exec is over.
             while time.monotonic() < deadline and shares_memory(self.child, self.parent):
