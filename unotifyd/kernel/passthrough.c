@@ -619,8 +619,9 @@ out:
  * child, parse its next line over that very memory, and then have its
  * pointers overwritten with our path (a SIGSEGV of dash seen in CI). Here
  * the look and the write are two system calls apart, and the end of the
- * exec is seen at once (yielding the CPU between looks, for the first
- * millisecond). No memory operation across processes compares and writes
+ * exec is seen at once in its first millisecond (yielding the CPU between
+ * looks: ~1.4 ms of CPU per such exec), within 20 us up to 5 ms, within
+ * 200 us after (as the Python loop looks). No memory operation across processes compares and writes
  * at once, so a thread preempted between the two can still write over
  * bytes reused meanwhile; only stopping the parent (ptrace) would close
  * that. Measured with a parent that reuses the bytes 0-200 us after its
@@ -628,8 +629,11 @@ out:
  * in 1 000 landed on reused bytes from Python, 0-4 from here.
  *
  * mem is the parent's /proc/PID/mem, opened while it was suspended (bound
- * to that address space). Waits at most timeout_ms for the exec. Returns 1
- * if restored, 0 if the parent's bytes had changed (or it is gone).
+ * to that address space). Waits at most timeout_ms for the exec (or less:
+ * a kcmp error, the child gone or one we may not compare, ends the wait).
+ * Returns 1 if restored; 0 if not: the parent's bytes had changed, it is
+ * gone, or len is out of range. Sets this thread's timer slack: call it
+ * from a thread of its own.
  */
 int pt_restore(pid_t child, pid_t parent, int mem, uint64_t addr, const char *old,
                const char *new_, uint32_t len, int32_t timeout_ms)
@@ -643,14 +647,15 @@ int pt_restore(pid_t child, pid_t parent, int mem, uint64_t addr, const char *ol
     /* kcmp(2): 0 while both run in one address space; an error once either is gone. */
     while (syscall(SYS_kcmp, child, parent, KCMP_VM, 0, 0) == 0) {
         clock_gettime(CLOCK_MONOTONIC, &t);
-        long ms = (t.tv_sec - start.tv_sec) * 1000 + (t.tv_nsec - start.tv_nsec) / 1000000;
+        int64_t ms = ((int64_t)(t.tv_sec - start.tv_sec) * 1000000000 +
+                      (t.tv_nsec - start.tv_nsec)) / 1000000;
         if (ms >= timeout_ms)
             break; /* a child that failed its exec and runs on in our bytes */
         if (ms < 1) {
             sched_yield();
             continue;
         }
-        struct timespec pause = {0, ms < 5 ? 20000 : 1000000};
+        struct timespec pause = {0, ms < 5 ? 20000 : 200000};
         nanosleep(&pause, NULL);
     }
     if (pread(mem, now, len, (off_t)addr) != (ssize_t)len || memcmp(now, new_, len) != 0)

@@ -74,16 +74,20 @@ def _load() -> ctypes.CDLL | None:
         if path.exists():
             try:
                 lib = ctypes.CDLL(str(path), use_errno=True)
-                run, restore = lib.pt_run, lib.pt_restore
+                run = lib.pt_run
             except (OSError, AttributeError):
                 return None
             run.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(Config))
             run.restype = ctypes.c_int
-            restore.argtypes = (
-                ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
-                ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_int32,
-            )  # fmt: skip
-            restore.restype = ctypes.c_int
+            # Absent from a build older than the source (an in-place build
+            # left by a pull): the lane runs, restores are Python's.
+            restore = getattr(lib, "pt_restore", None)
+            if restore is not None:
+                restore.argtypes = (
+                    ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
+                    ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_int32,
+                )  # fmt: skip
+                restore.restype = ctypes.c_int
             return lib
     return None
 
@@ -115,14 +119,14 @@ def restore_after_exec(
     True if restored, False if not (the parent's bytes changed, or it is
     gone); None if the library is not built: the caller does it itself, with
     a wider window. Not turned off by UNOTIFYD_PASSTHROUGH=0, which is about
-    the lane alone."""
+    the lane alone. Blocks for up to ``timeout_s`` and sets the calling
+    thread's timer slack: call it from a thread of its own."""
     lib = _built()
-    if lib is None:
+    restore = None if lib is None else getattr(lib, "pt_restore", None)
+    if restore is None:
         return None
     assert len(old) == len(new)
-    done: int = lib.pt_restore(
-        child, parent, mem, addr, old, new, len(new), int(timeout_s * 1000)
-    )
+    done: int = restore(child, parent, mem, addr, old, new, len(new), int(timeout_s * 1000))
     return done == 1
 
 

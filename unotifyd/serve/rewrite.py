@@ -236,11 +236,11 @@ class _Restorer(threading.Thread):
     The parent stays suspended until then; once the child's memory is no
     longer the parent's (kcmp(2) KCMP_VM) — or the child is gone — the old
     bytes are written back, if the new ones are still there. The parent
-    resumes at that same moment, so there is a window of microseconds in
-    which it could read the new path; shells and posix_spawn do not read
-    that string again. The look and the write are made in C where it is
-    built (``pt_restore``, which says why); else here, where this thread
-    may wait for the GIL between the two.
+    resumes at that same moment, so there is a window (microseconds, up to
+    200 for an exec slower than 5 ms) in which it could read the new path;
+    shells and posix_spawn do not read that string again. The look and the
+    write are made in C where it is built (``pt_restore``, which says why);
+    else here, where this thread may wait for the GIL between the two.
     """
 
     _POLL_S = 0.0002
