@@ -621,10 +621,10 @@ out:
  * the look and the write are two system calls apart, and the end of the
  * exec is seen at once in its first millisecond (yielding the CPU between
  * looks: ~1.4 ms of CPU per such exec), within 20 us up to 5 ms, within
- * 200 us after (as the Python loop looks). No memory operation across processes compares and writes
- * at once, so a thread preempted between the two can still write over
- * bytes reused meanwhile; only stopping the parent (ptrace) would close
- * that. Measured with a parent that reuses the bytes 0-200 us after its
+ * 200 us after (as the Python loop looks). No memory operation across
+ * processes compares and writes at once, so a thread preempted between the
+ * two can still write over bytes reused meanwhile; only stopping the parent
+ * (ptrace) would close that. Measured with a parent that reuses the bytes 0-200 us after its
  * vfork() returns while another of its threads keeps us busy: 8-15 writes
  * in 1 000 landed on reused bytes from Python, 0-4 from here.
  *
