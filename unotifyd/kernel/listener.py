@@ -113,6 +113,11 @@ class Listener:
         self._sigmasks = threading.local()
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
+        # One select.poll object may not poll in two threads at once
+        # (RuntimeError "concurrent poll() invocation", Modules/selectmodule.c),
+        # and the daemon's stop looks at every listener from trio's thread
+        # while serving threads drain them (daemon/programs.py, stop).
+        self._polling = threading.Lock()
         self._reader = threading.Lock()
 
     def claim_reader(self) -> None:
@@ -137,7 +142,8 @@ class Listener:
         programs that use it then fail with ``ENOSYS`` (seccomp_unotify(2))."""
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
-            self._poll.unregister(fd)
+            with self._polling:
+                self._poll.unregister(fd)
             os.close(fd)
 
     def __enter__(self) -> Listener:
@@ -169,7 +175,8 @@ class Listener:
         """
         while True:
             try:
-                ready = self._poll.poll(0)
+                with self._polling:  # poll(0) never blocks: held for microseconds
+                    ready = self._poll.poll(0)
             except InterruptedError:
                 continue
             return ready[0][1] if ready else 0
