@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -85,6 +86,37 @@ class Report:
 
 def collected_results(config: pytest.Config) -> list[str]:
     return config.stash.get(_RESULTS_KEY, [])
+
+
+#: How a race runs under ``--enforce``: answered by the compiled lane where
+#: it may (the default), or by Python alone. Both must hold the line.
+SERVING = ("lane", "python")
+
+
+def serving_env(serving: str) -> dict[str, str]:
+    """The launch environment for one of :data:`SERVING`."""
+    return env({"UNOTIFYD_PASSTHROUGH": "0"} if serving == "python" else None)
+
+
+def check_served(serving: str, proc: subprocess.CompletedProcess[str]) -> int:
+    """How many calls the lane answered, by ``--stats``; and the control: the
+    way asked for really served (the lane is built wherever the tests run:
+    the README's test command installs gcc)."""
+    assert re.search(r"\(\d+ gone, 0 internal errors\)", proc.stderr), describe(proc)
+    found = re.search(r"(\d+) answered by the pass-through lane", proc.stderr)
+    answered = int(found.group(1)) if found else 0
+    if serving == "lane":
+        assert answered > 1000, describe(proc)
+    else:
+        assert answered == 0, describe(proc)
+    return answered
+
+
+def without_stats(stderr: str) -> str:
+    """``stderr`` without the ``--stats`` lines (which count "internal errors")."""
+    return "".join(
+        line for line in stderr.splitlines(keepends=True) if not line.startswith("unotifyd: stats:")
+    )
 
 
 def kv(line: str) -> dict[str, str]:

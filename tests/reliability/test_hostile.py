@@ -20,12 +20,16 @@ import pytest
 from ..integration.helpers import run_launch, run_native
 from .support import (
     NOBODY,
+    SERVING,
     Report,
     build_c,
+    check_served,
     describe,
     kv,
     public_dir,
+    serving_env,
     setuid_capable_dir,
+    without_stats,
     write,
 )
 
@@ -61,25 +65,29 @@ def test_toctou_path_rewrite_under_virtualize_is_counted(
     assert "internal error" not in proc.stderr
 
 
+@pytest.mark.parametrize("serving", SERVING)
 def test_toctou_path_rewrite_under_enforce_never_escapes(
-    bin_dir: Path, tmp_path: Path, report: Report
+    bin_dir: Path, tmp_path: Path, report: Report, serving: str
 ) -> None:
     """The same race under ``--enforce``: the supervisor opens the name it
-    checked, so the denied file is never opened, whatever the thread writes."""
+    checked, so the denied file is never opened, whatever the thread writes;
+    whether the compiled lane or Python makes the open."""
     exe = build_c(bin_dir, "toctou")
     allowed = write(tmp_path / "allow" / "file", "ALLOWED\n")
     denied = write(tmp_path / "denyd" / "file", "SECRET\n")
-    proc = run_launch("--enforce", "--deny", f"{denied.parent}/**",
-                      argv=[str(exe), str(allowed), str(denied), str(TRIES)], timeout=180)
+    proc = run_launch("--enforce", "--stats", "--deny", f"{denied.parent}/**",
+                      argv=[str(exe), str(allowed), str(denied), str(TRIES)], timeout=180,
+                      env=serving_env(serving))  # fmt: skip
     assert proc.returncode == 0, describe(proc)
+    lane = check_served(serving, proc)
     r = {k: int(v) for k, v in kv(proc.stdout).items()}
-    report("toctou[enforce]", tries=r["tries"], allowed=r["allowed"], escaped=r["escaped"],
-           denied=r["denied"], other=r["other"])
+    report(f"toctou[enforce,{serving}]", tries=r["tries"], allowed=r["allowed"],
+           escaped=r["escaped"], denied=r["denied"], other=r["other"], lane=lane)
     assert r["tries"] == TRIES
     assert r["allowed"] + r["escaped"] + r["denied"] + r["other"] == TRIES
     assert r["escaped"] == 0
     assert r["allowed"] > 0 and r["denied"] > 0
-    assert "internal error" not in proc.stderr
+    assert "internal error" not in without_stats(proc.stderr)
 
 
 # --- paths the kernel must refuse -------------------------------------------------------
@@ -177,11 +185,13 @@ def test_symlink_race_against_a_tree_rule_is_counted(
     assert "internal error" not in proc.stderr
 
 
+@pytest.mark.parametrize("serving", SERVING)
 def test_symlink_race_against_a_tree_rule_under_enforce_never_escapes(
-    bin_dir: Path, report: Report
+    bin_dir: Path, report: Report, serving: str
 ) -> None:
     """The same race under ``--enforce``: the path is resolved once and opened
-    refusing any symlink swapped in since, so the secret is never read."""
+    refusing any symlink swapped in since (the lane: opened again through the
+    fd it resolved), so the secret is never read."""
     exe = build_c(bin_dir, "symrace")
     tries = 20_000
     with public_dir("unotifyd-rel-syme-") as d:
@@ -189,16 +199,18 @@ def test_symlink_race_against_a_tree_rule_under_enforce_never_escapes(
         swap = d / "jail" / "sw"
         write(swap / rel, "DECOY\n")
         (d / "jail" / "sw.link").symlink_to("/")
-        proc = run_launch("--enforce", "--deny", f"{secret.parent}/**",
-                          argv=[str(exe), str(swap), f"{swap}/{rel}", str(tries)], timeout=180)
+        proc = run_launch("--enforce", "--stats", "--deny", f"{secret.parent}/**",
+                          argv=[str(exe), str(swap), f"{swap}/{rel}", str(tries)], timeout=180,
+                          env=serving_env(serving))  # fmt: skip
     assert proc.returncode == 0, describe(proc)
+    lane = check_served(serving, proc)
     r = {k: int(v) for k, v in kv(proc.stdout).items()}
-    report("symlink-race[deny-tree,enforce]", tries=tries, decoy=r["decoy"],
-           escaped=r["secret"], denied_or_error=r["errors"], enoent=r["enoent"])
+    report(f"symlink-race[deny-tree,enforce,{serving}]", tries=tries, decoy=r["decoy"],
+           escaped=r["secret"], denied_or_error=r["errors"], enoent=r["enoent"], lane=lane)
     assert sum(r[k] for k in ("decoy", "secret", "errors", "enoent")) == tries
     assert r["secret"] == 0
     assert r["decoy"] > 0
-    assert "internal error" not in proc.stderr
+    assert "internal error" not in without_stats(proc.stderr)
 
 
 def test_symlink_in_a_redirect_target_tree_is_counted(bin_dir: Path, report: Report) -> None:

@@ -21,7 +21,17 @@ from pathlib import Path
 import pytest
 
 from ..integration.helpers import run_launch
-from .support import Report, build_c, describe, kv, write
+from .support import (
+    SERVING,
+    Report,
+    build_c,
+    check_served,
+    describe,
+    kv,
+    serving_env,
+    without_stats,
+    write,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -31,21 +41,27 @@ TRIES = 100_000
 # --- stat TOCTOU ------------------------------------------------------------------------
 
 
-def _stat_race(bin_dir: Path, tmp_path: Path, *opts: str) -> dict[str, int]:
+def _stat_race(
+    bin_dir: Path, tmp_path: Path, *opts: str, serving: str | None = None
+) -> tuple[dict[str, int], int]:
+    """The race's counts, and how many calls the lane answered (``serving``:
+    checked to be the way that served, see support.check_served)."""
     exe = build_c(bin_dir, "statrace")
     allowed = write(tmp_path / "allow" / "file", "ALLOWED\n")
     denied = write(tmp_path / "denyd" / "file", "SECRET\n")
-    proc = run_launch(*opts, "--deny", f"{denied.parent}/**",
+    proc = run_launch(*opts, "--stats", "--deny", f"{denied.parent}/**",
                       argv=[str(exe), str(allowed), str(denied), str(denied.stat().st_ino),
-                            str(TRIES)], timeout=180)  # fmt: skip
+                            str(TRIES)], timeout=180,
+                      env=serving_env(serving or "lane"))  # fmt: skip
     assert proc.returncode == 0, describe(proc)
-    assert "internal error" not in proc.stderr, describe(proc)
+    lane = check_served(serving, proc) if serving else 0
+    assert "internal error" not in without_stats(proc.stderr), describe(proc)
     r = {k: int(v) for k, v in kv(proc.stdout).items()}
     assert r["tries"] == TRIES, describe(proc)
     assert r["allowed"] + r["escaped"] + r["denied"] + r["other"] == TRIES
     # The rule does apply whenever the check sees the denied name.
     assert r["allowed"] > 0 and r["denied"] > 0, r
-    return r
+    return r, lane
 
 
 def test_stat_toctou_under_virtualize_is_counted(
@@ -54,20 +70,22 @@ def test_stat_toctou_under_virtualize_is_counted(
     """Stats that returned the denied file's inode are counted, not
     asserted: CONTINUE lets the kernel re-read the path (see the enforce
     variant)."""
-    r = _stat_race(bin_dir, tmp_path)
+    r, _ = _stat_race(bin_dir, tmp_path)
     report("stat-toctou[virtualize]", tries=r["tries"], allowed=r["allowed"],
            escaped=r["escaped"], denied=r["denied"], other=r["other"],
            note="see-the-enforce-variant")  # fmt: skip
 
 
+@pytest.mark.parametrize("serving", SERVING)
 def test_stat_toctou_under_enforce_never_escapes(
-    bin_dir: Path, tmp_path: Path, report: Report
+    bin_dir: Path, tmp_path: Path, report: Report, serving: str
 ) -> None:
     """Under ``--enforce`` the supervisor stats the name it checked: never
-    the denied file, whatever the other thread writes."""
-    r = _stat_race(bin_dir, tmp_path, "--enforce")
-    report("stat-toctou[enforce]", tries=r["tries"], allowed=r["allowed"], escaped=r["escaped"],
-           denied=r["denied"], other=r["other"])  # fmt: skip
+    the denied file, whatever the other thread writes; whether the compiled
+    lane or Python makes the stat."""
+    r, lane = _stat_race(bin_dir, tmp_path, "--enforce", serving=serving)
+    report(f"stat-toctou[enforce,{serving}]", tries=r["tries"], allowed=r["allowed"],
+           escaped=r["escaped"], denied=r["denied"], other=r["other"], lane=lane)  # fmt: skip
     # "other": a path read half-rewritten names no file (ENOENT), natively too.
     assert r["escaped"] == 0
 

@@ -14,14 +14,18 @@
  * Python over a SOCK_SEQPACKET socket (one struct seccomp_notif per
  * message), which decides and answers it as if it had received it:
  *
- *  - virtualizing mode only (Python configures no lane otherwise): CONTINUE
- *    lets the kernel make the call as the program, and decides nothing that
- *    enforcing mode would have to hold to;
+ *  - virtualizing mode: CONTINUE lets the kernel make the call as the
+ *    program, and decides nothing that enforcing mode would have to hold
+ *    to. In enforcing mode (cfg->emulate) it never answers CONTINUE: it
+ *    makes the calls Python would make for such a path itself, on the file
+ *    its lookup pinned, and answers with their result (see emulate); there
+ *    it also wants the thread in our mount namespace, and Python gives it
+ *    the shapes it makes and no other (kernel/passthrough.py, EMULATED);
  *  - x86_64 and one of the call shapes of enum shape: opens, reads, and
  *    the calls that make, remove or rename a name (mkdir, rmdir, unlink,
  *    rename: their last name is taken as it is, link or not, and must not
  *    be "."; a rename must not carry a rule path along, see above_watched);
- *    no AT_EMPTY_PATH, no O_TMPFILE, no flag we do not know;
+ *    no AT_EMPTY_PATH (but see emulate), no O_TMPFILE, no flag we do not know;
  *  - the thread's root is ours (a stat of its /proc/TID/root per call, so
  *    a chroot or setns answered meanwhile is seen at the next call);
  *  - its credentials act as ours (same ids, same effective capabilities,
@@ -30,7 +34,7 @@
  *    ._looks_as_the_program: otherwise the program could time what lies in
  *    directories it may not search);
  *  - its path is read in full (no EFAULT, shorter than PATH_MAX), is not
- *    empty, has no ".." component and no trailing "/";
+ *    empty, has no ".." component, and no trailing "/" if it names an entry;
  *  - the kernel resolves it for us (openat2 with RESOLVE_NO_MAGICLINKS from
  *    the program's cwd or dirfd, as PathResolver._fast does), or only its
  *    last name is missing with nothing there, not even a dangling link
@@ -74,7 +78,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 2
+#define PT_VERSION 3
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -105,11 +109,12 @@ struct pt_config {
     uint32_t version;
     uint32_t check_creds; /* compare each thread's credentials with ours */
     int32_t idle_ms;      /* end ("I") after this long without a call; -1: never */
-    uint32_t unused;
+    uint32_t emulate;     /* enforcing mode: make the calls here, never CONTINUE */
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
     uint64_t cap_eff;
     char userns[64]; /* our /proc/self/ns/user text */
+    char mntns[64];  /* our /proc/self/ns/mnt text (compared when emulating) */
     const char *watched; /* the rules' paths, each NUL-ended, then one more NUL */
     uint8_t shape[PT_MAX_NR];
     /* Written by the lane alone; Python reads them while it runs too
@@ -209,12 +214,16 @@ static int read_path(struct lane *l, pid_t tid, uint64_t addr)
     return -1; /* ENAMETOOLONG: Python's to say */
 }
 
-/* Whether the path is one this lane may look up: not empty, no ".." component,
- * no trailing "/" (which makes the last name a directory's). */
-static int plain_path(const char *p)
+/* Whether the path is one this lane may look up: not empty, no ".."
+ * component, and no trailing "/" on the name of an entry (which makes it a
+ * directory's: "x/." and mkdir("x/") are Python's). Elsewhere the kernel
+ * reads a trailing "/" in its own lookup as it does in the program's
+ * (follow a last link, want a directory: path_resolution(7)), so it only
+ * must not meet the missing-name case (see resolve). */
+static int plain_path(const char *p, int entry)
 {
     size_t len = strlen(p);
-    if (len == 0 || p[len - 1] == '/')
+    if (len == 0 || (entry && p[len - 1] == '/'))
         return 0;
     for (const char *c = p; (c = strstr(c, "..")) != NULL; c += 2) {
         if ((c == p || c[-1] == '/') && (c[2] == '/' || c[2] == 0))
@@ -239,18 +248,25 @@ static int fd_name(struct lane *l, int fd, size_t *len)
     return 0;
 }
 
-/* Resolve l->path from basefd as the kernel would, into l->name; 0, or -1. */
-static int resolve(struct lane *l, int basefd, int follow)
+/*
+ * Resolve l->path from basefd as the kernel would, into l->name; 0, or -1.
+ * With pinned (enforcing mode), what it resolved to stays open there, an
+ * O_PATH fd the call is then made on (-1: only the last name is missing).
+ */
+static int resolve(struct lane *l, int basefd, int follow, int *pinned)
 {
     size_t len;
     int fd = sys_openat2(basefd, l->path, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd >= 0) {
         int r = fd_name(l, fd, &len);
-        close(fd);
+        if (r == 0 && pinned != NULL)
+            *pinned = fd;
+        else
+            close(fd);
         return r;
     }
-    if (errno != ENOENT)
-        return -1;
+    if (errno != ENOENT || l->path[strlen(l->path) - 1] == '/')
+        return -1; /* "x/": no last name to take as missing */
     /* Only the last name may be missing, and nothing may be there at all:
      * a dangling link would be followed to where a rule may be. */
     char *slash = strrchr(l->path, '/');
@@ -279,6 +295,8 @@ static int resolve(struct lane *l, int basefd, int follow)
                 l->name[len++] = '/';
             strcpy(l->name + len, last);
             r = 0;
+            if (pinned != NULL)
+                *pinned = -1;
         }
     }
     close(parent);
@@ -338,7 +356,18 @@ static int as_ourselves(struct lane *l, const struct thread *t)
     if (n <= 0)
         return 0;
     ns[n] = 0;
-    return !strcmp(ns, cfg->userns);
+    if (strcmp(ns, cfg->userns))
+        return 0;
+    if (!cfg->emulate)
+        return 1;
+    /* Made here, a call resolves its absolute paths in our mount namespace:
+     * the program's must be the same one (its mounts, not ours, are what it
+     * may see; the same root inode says nothing of the mounts below it). */
+    n = readlinkat(t->proc, "ns/mnt", ns, sizeof ns - 1);
+    if (n <= 0)
+        return 0;
+    ns[n] = 0;
+    return !strcmp(ns, cfg->mntns);
 }
 
 /* One path of a call: where it is, where it starts, how its last name is taken. */
@@ -346,14 +375,20 @@ struct target {
     int dirfd;
     uint64_t addr;
     int follow; /* the last link is followed */
+    int on_fd;  /* AT_EMPTY_PATH (enforcing mode): an empty path is the dirfd's file */
     int entry;  /* the call makes, removes or renames the last name itself */
     int moves;  /* it renames it: a rule path below it would move along */
 };
 
-/* Whether the path of t resolves, in thread th's view, where no rule is. */
-static int passes_target(struct lane *l, const struct thread *th, const struct target *t)
+/* Whether the path of t resolves, in thread th's view, where no rule is;
+ * with pinned, what it resolves to is left open there (see resolve). */
+static int passes_target(struct lane *l, const struct thread *th, const struct target *t,
+                         int *pinned)
 {
-    if (read_path(l, th->tid, t->addr) < 0 || !plain_path(l->path))
+    if (read_path(l, th->tid, t->addr) < 0)
+        return 0;
+    int on_fd = t->on_fd && l->path[0] == 0 && pinned != NULL;
+    if (!on_fd && !plain_path(l->path, t->entry))
         return 0;
     if (t->entry) {
         /* "x/.": no name to make or remove (the kernel refuses it, as
@@ -363,7 +398,7 @@ static int passes_target(struct lane *l, const struct thread *th, const struct t
             return 0;
     }
     int basefd = AT_FDCWD;
-    if (l->path[0] != '/') {
+    if (on_fd || l->path[0] != '/') {
         char base[32];
         if (t->dirfd == AT_FDCWD)
             snprintf(base, sizeof base, "cwd");
@@ -375,22 +410,226 @@ static int passes_target(struct lane *l, const struct thread *th, const struct t
         if (basefd < 0)
             return 0;
     }
-    int ok = resolve(l, basefd, t->follow) == 0 && !watched(l->cfg, l->name) &&
-             !(t->moves && above_watched(l->cfg, l->name));
+    if (on_fd) {
+        /* No name is looked up: the call is about the file the program
+         * holds, whatever its name (decide_on_fd() in policy/paths.py:
+         * a read of it is always the program's to make). Our own open of
+         * its /proc/TID/fd/N is that file. */
+        *pinned = basefd;
+        return 1;
+    }
+    int fd = -1;
+    int ok = resolve(l, basefd, t->follow, pinned ? &fd : NULL) == 0 &&
+             !watched(l->cfg, l->name) && !(t->moves && above_watched(l->cfg, l->name));
     if (basefd >= 0)
         close(basefd);
+    if (pinned != NULL) {
+        if (ok)
+            *pinned = fd;
+        else if (fd >= 0)
+            close(fd);
+    }
     return ok;
 }
 
-/* Whether the call of n may be answered CONTINUE here. */
-static int passes(struct lane *l, const struct seccomp_notif *n)
+/* What becomes of a call: handed to Python, let through, or answered here
+ * (r holds the answer), or needing no answer (its thread is gone). */
+enum verdict { PT_FORWARD, PT_CONTINUE, PT_ANSWER, PT_SENT, PT_GONE };
+
+/* The flags of an open made here (enforcing mode): a read, none that
+ * creates, truncates or changes how the file is written; the others go to
+ * Python. open(2) ignores flags it does not know; we do not. */
+#define PT_OPEN_FLAGS                                                                    \
+    (O_NONBLOCK | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW | O_LARGEFILE | O_NOCTTY | O_NOATIME)
+
+/*
+ * Enforcing mode: open for n the file pinned (an O_PATH fd of ours,
+ * resolved and checked), as its flags say, and give it the fd (answered
+ * with SECCOMP_ADDFD_FLAG_SEND, its number the call's result, at once).
+ * As perform_open() in serve/opens.py: a regular file or a directory only
+ * (a device's open acts, a FIFO's waits for its other end), opened
+ * O_NONBLOCK so that a lease (fcntl(2), F_SETLEASE) another holds makes it
+ * fail (EWOULDBLOCK) rather than wait up to lease-break-time with every
+ * other call of the listener behind it: Python then makes it in a thread
+ * of its own; O_NONBLOCK is then cleared again unless asked for (F_GETFL
+ * shows it). Opened again through our /proc/self/fd/N, the file keeps the
+ * inode that was checked, and the open makes its permission checks anew
+ * (do_open(), may_open() in fs/namei.c), with our credentials, which are
+ * the program's (see as_ourselves). Any failure goes to Python, which says
+ * the errno (ours, EMFILE, are not the program's to see).
+ */
+static enum verdict open_for(struct lane *l, const struct seccomp_notif *n, int pinned,
+                             uint64_t flags)
+{
+    char num[16];
+    snprintf(num, sizeof num, "%d", pinned);
+    int fd = openat(l->fddir, num, (int)(flags & ~(uint64_t)O_NOFOLLOW) | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return PT_FORWARD;
+    if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        close(fd);
+        return PT_FORWARD;
+    }
+    struct seccomp_notif_addfd add = {
+        .id = n->id,
+        .flags = SECCOMP_ADDFD_FLAG_SEND,
+        .srcfd = (uint32_t)fd,
+        .newfd_flags = (uint32_t)(flags & O_CLOEXEC),
+    };
+    /* Every signal is blocked in this thread: the wait for the program to
+     * take the fd is not interrupted (see Listener.send_fd). */
+    int got = ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+    int err = errno;
+    close(fd);
+    if (got >= 0)
+        return PT_SENT;
+    return err == ENOENT ? PT_GONE : PT_FORWARD;
+}
+
+/*
+ * Write len bytes at addr in the memory of thread th, whose call n waits:
+ * 0, -EFAULT where the program's own call would have failed to, or -ESRCH
+ * once it is gone. As write_memory() in kernel/program.py, and for the
+ * same reasons: /proc/TID/mem is opened through th->proc, which names that
+ * thread and no other, and ID_VALID asked after, so that the file is bound
+ * to the memory of the thread whose call still waits (a tid is not reused
+ * while its call waits for us, seccomp_unotify(2) NOTES). Like that
+ * function's, the write goes through page protections (FOLL_FORCE), where
+ * the kernel's copy_to_user() would fail with EFAULT.
+ */
+static int write_out(struct lane *l, const struct thread *th, const struct seccomp_notif *n,
+                     uint64_t addr, const void *data, size_t len)
+{
+    int mem = openat(th->proc, "mem", O_RDWR | O_CLOEXEC);
+    if (mem < 0)
+        return -ESRCH;
+    __u64 id = n->id;
+    int r = -ESRCH;
+    if (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0)
+        r = addr <= INT64_MAX && pwrite(mem, data, len, (off_t)addr) == (ssize_t)len ? 0 : -EFAULT;
+    close(mem);
+    return r;
+}
+
+/*
+ * Enforcing mode: make the call n (shape sh) on pinned, what its path
+ * resolved to (-1: nothing is there), and put its answer in r.
+ *
+ * Python makes these calls on fds too (serve/pathwork.py, calls/ops.py),
+ * so that the kernel never reads the program's path a second time, which
+ * another of its threads may have changed since it was decided on. Made
+ * on the file itself (AT_EMPTY_PATH), they give what the call would have
+ * given on it: the same struct stat, struct statx or link text, to the
+ * byte. Two lookups differ from the kernel's own and go to Python: an
+ * automount point reached as the last name of a call that would have
+ * mounted it (lstat(2) does; an O_PATH lookup without LOOKUP_FOLLOW does
+ * not, follow_automount() in fs/namei.c), and a link reached as the last
+ * name of a call that follows links but not automounts (AT_NO_AUTOMOUNT):
+ * resolve() looked it up without following, so as to mount nothing.
+ */
+static enum verdict emulate(struct lane *l, const struct thread *th,
+                            const struct seccomp_notif *n, int sh, int pinned, int follow,
+                            int no_automount, uint64_t flags, struct seccomp_notif_resp *r)
+{
+    const __u64 *a = n->data.args;
+    if (pinned < 0) {
+        r->error = -ENOENT;
+        return PT_ANSWER;
+    }
+    struct statx stx;
+    uint32_t mask = sh == SH_STATX ? (uint32_t)a[3] : STATX_TYPE;
+    int sync = sh == SH_STATX ? (int)(flags & AT_STATX_SYNC_TYPE) : 0;
+    if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH | sync, mask, &stx) < 0)
+        return PT_FORWARD;
+    if (!follow && S_ISDIR(stx.stx_mode) && (stx.stx_attributes & STATX_ATTR_AUTOMOUNT))
+        return PT_FORWARD;
+    if (follow && no_automount && S_ISLNK(stx.stx_mode))
+        return PT_FORWARD;
+    struct stat st;
+    const void *data = &st;
+    uint64_t addr;
+    size_t len = sizeof st;
+    switch (sh) {
+    case SH_OPEN:
+    case SH_OPENAT:
+        if (!S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode))
+            return PT_FORWARD;
+        return open_for(l, n, pinned, flags);
+    case SH_STAT:
+    case SH_LSTAT:
+    case SH_NEWFSTATAT:
+        /* The layout the kernel copies out (cp_new_stat(), x86_64: struct stat). */
+        if (syscall(SYS_newfstatat, pinned, "", &st, AT_EMPTY_PATH) < 0)
+            return PT_FORWARD;
+        addr = sh == SH_NEWFSTATAT ? a[2] : a[1];
+        break;
+    case SH_STATX:
+        data = &stx, len = sizeof stx, addr = a[4]; /* all of it: cp_statx() */
+        break;
+    case SH_READLINK:
+    case SH_READLINKAT: {
+        /* do_readlinkat() in fs/stat.c: EINVAL for anything but a link. */
+        if (!S_ISLNK(stx.stx_mode)) {
+            r->error = -EINVAL;
+            return PT_ANSWER;
+        }
+        ssize_t got = readlinkat(pinned, "", l->name, PT_PATH_MAX);
+        if (got < 0)
+            return PT_FORWARD;
+        uint64_t size = (uint32_t)(int)(sh == SH_READLINK ? a[2] : a[3]); /* an int */
+        data = l->name, addr = sh == SH_READLINK ? a[1] : a[2];
+        len = (uint64_t)got < size ? (size_t)got : (size_t)size; /* readlink(2): truncated */
+        break;
+    }
+    default:
+        return PT_FORWARD;
+    }
+    int err = write_out(l, th, n, addr, data, len);
+    if (err == -ESRCH)
+        return PT_GONE;
+    if (err < 0)
+        r->error = err;
+    else
+        r->val = sh == SH_READLINK || sh == SH_READLINKAT ? (int64_t)len : 0;
+    return PT_ANSWER;
+}
+
+/* Whether the call of n may be made here (enforcing mode) and how: its
+ * flags and sizes are ones the kernel takes (an EINVAL it would answer
+ * before any lookup is Python's to give), and it is a read. */
+static int emulable(int sh, const __u64 *a, uint64_t flags)
+{
+    switch (sh) {
+    case SH_OPEN:
+    case SH_OPENAT:
+        return (flags & O_ACCMODE) == O_RDONLY && !(flags & ~(uint64_t)(PT_OPEN_FLAGS));
+    case SH_STAT:
+    case SH_LSTAT:
+    case SH_NEWFSTATAT:
+        return 1;
+    case SH_STATX:
+        /* do_statx(): a reserved mask bit, or both sync types, is EINVAL. */
+        return !((uint32_t)a[3] & STATX__RESERVED) &&
+               (flags & AT_STATX_SYNC_TYPE) != AT_STATX_SYNC_TYPE;
+    case SH_READLINK:
+        return (int)a[2] > 0; /* do_readlinkat(): bufsiz <= 0 is EINVAL */
+    case SH_READLINKAT:
+        return (int)a[3] > 0;
+    default:
+        return 0;
+    }
+}
+
+/* What may become of the call of n here (see enum verdict). */
+static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
+                           struct seccomp_notif_resp *r)
 {
     const __u64 *a = n->data.args;
     struct target t[2] = {{.dirfd = AT_FDCWD, .follow = 1}, {.dirfd = AT_FDCWD, .follow = 1}};
     int paths = 1;
-    uint64_t flags;
+    uint64_t flags = 0;
     if (n->data.arch != AUDIT_ARCH_X86_64_ || n->data.nr < 0 || n->data.nr >= PT_MAX_NR)
-        return 0;
+        return PT_FORWARD;
     int sh = l->cfg->shape[n->data.nr];
     switch (sh) {
     case SH_OPEN:
@@ -406,7 +645,7 @@ static int passes(struct lane *l, const struct seccomp_notif *n)
          * follows to make its target, goes to Python); with O_EXCL it
          * follows no last link (open(2); OpenCall.follows_last_link). */
         if (flags & __O_TMPFILE)
-            return 0;
+            return PT_FORWARD;
         t[0].follow =
             !(flags & O_NOFOLLOW) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
         break;
@@ -429,8 +668,13 @@ static int passes(struct lane *l, const struct seccomp_notif *n)
                          (sh == SH_FACCESSAT2 ? AT_EACCESS : AT_NO_AUTOMOUNT) |
                          (sh == SH_STATX ? AT_STATX_SYNC_TYPE : 0);
         flags = (uint32_t)(sh == SH_STATX ? a[2] : a[3]);
+        /* AT_EMPTY_PATH: what the lane may CONTINUE must be a path it
+         * looked up; made here, the call can be made on the file itself. */
+        if (l->cfg->emulate && sh != SH_FACCESSAT2)
+            known |= AT_EMPTY_PATH;
         if (flags & ~known)
-            return 0; /* AT_EMPTY_PATH, or what the kernel refuses (EINVAL) */
+            return PT_FORWARD; /* AT_EMPTY_PATH, or what the kernel refuses (EINVAL) */
+        t[0].on_fd = (flags & AT_EMPTY_PATH) != 0;
         t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1];
         t[0].follow = !(flags & AT_SYMLINK_NOFOLLOW);
         break;
@@ -453,7 +697,7 @@ static int passes(struct lane *l, const struct seccomp_notif *n)
         break;
     case SH_UNLINKAT:
         if ((uint32_t)a[2] & ~(uint32_t)AT_REMOVEDIR)
-            return 0; /* the kernel refuses other flags (EINVAL) */
+            return PT_FORWARD; /* the kernel refuses other flags (EINVAL) */
         t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1], t[0].follow = 0, t[0].entry = 1;
         break;
     case SH_RENAME:
@@ -467,27 +711,45 @@ static int passes(struct lane *l, const struct seccomp_notif *n)
             if (sh == SH_RENAMEAT2 && (uint32_t)a[4] & ~(uint32_t)(RENAME_NOREPLACE |
                                                                  RENAME_EXCHANGE |
                                                                  RENAME_WHITEOUT))
-                return 0;
+                return PT_FORWARD;
         }
         paths = 2;
         for (int i = 0; i < 2; i++)
             t[i].follow = 0, t[i].entry = 1, t[i].moves = 1;
         break;
     default:
-        return 0;
+        return PT_FORWARD;
     }
+    int emulating = l->cfg->emulate;
+    if (emulating && !emulable(sh, a, flags))
+        return PT_FORWARD;
     pid_t tid = (pid_t)n->pid;
     struct thread *th = thread_of(l, tid);
     if (th == NULL)
-        return 0;
+        return PT_FORWARD;
     if (!as_ourselves(l, th)) {
         forget(th); /* gone, or changed: looked at afresh next time */
-        return 0;
+        return PT_FORWARD;
     }
-    for (int i = 0; i < paths; i++)
-        if (!passes_target(l, th, &t[i]))
-            return 0;
-    return 1;
+    if (!emulating) {
+        for (int i = 0; i < paths; i++)
+            if (!passes_target(l, th, &t[i], NULL))
+                return PT_FORWARD;
+        return PT_CONTINUE;
+    }
+    /* A call that follows links but mounts nothing looks its last name up
+     * without following (see emulate). */
+    int follow = t[0].follow;
+    int no_automount = (sh == SH_NEWFSTATAT || sh == SH_STATX) && (flags & AT_NO_AUTOMOUNT);
+    if (no_automount)
+        t[0].follow = 0;
+    int pinned;
+    if (!passes_target(l, th, &t[0], &pinned))
+        return PT_FORWARD;
+    enum verdict v = emulate(l, th, n, sh, pinned, follow, no_automount, flags, r);
+    if (pinned >= 0)
+        close(pinned);
+    return v;
 }
 
 static int tell(struct lane *l, char what)
@@ -586,10 +848,18 @@ int pt_run(int listener, int forward, int stop, struct pt_config *cfg)
             }
             window = passed = 0;
         }
-        if (passes(&l, &n)) {
+        struct seccomp_notif_resp r = {.id = n.id};
+        enum verdict v = passes(&l, &n, &r);
+        if (v == PT_GONE) {
+            cfg->gone++;
+            continue;
+        }
+        if (v != PT_FORWARD) {
             passed++;
-            struct seccomp_notif_resp r = {.id = n.id, .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
-            while (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
+            if (v == PT_CONTINUE)
+                r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            while (v != PT_SENT && ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 &&
+                   errno == EINTR)
                 ;
             /* ENOENT: the thread died meanwhile; its call needs no answer. */
             cfg->continued[n.data.nr]++;

@@ -30,7 +30,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 2
+_VERSION: Final = 3
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -40,6 +40,11 @@ SHAPES: Final = {
     "mkdir": 16, "mkdirat": 17, "rmdir": 18, "unlink": 19, "unlinkat": 20,
     "rename": 21, "renameat": 22, "renameat2": 23,
 }  # fmt: skip
+#: Those it makes itself in enforcing mode (``emulate`` in passthrough.c):
+#: the stat family and readlink, and the opens that only read.
+EMULATED: Final = frozenset(
+    ("open", "openat", "stat", "lstat", "newfstatat", "statx", "readlink", "readlinkat")
+)
 _NOTIF_SIZE: Final = abi.NOTIF_STRUCT.size
 _END_POLL_S: Final = 0.1
 
@@ -51,12 +56,13 @@ class Config(ctypes.Structure):
         ("version", ctypes.c_uint32),
         ("check_creds", ctypes.c_uint32),
         ("idle_ms", ctypes.c_int32),
-        ("unused", ctypes.c_uint32),
+        ("emulate", ctypes.c_uint32),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("ids", ctypes.c_uint32 * 8),
         ("cap_eff", ctypes.c_uint64),
         ("userns", ctypes.c_char * 64),
+        ("mntns", ctypes.c_char * 64),
         ("watched", ctypes.c_char_p),
         ("shape", ctypes.c_uint8 * _MAX_NR),
         ("continued", ctypes.c_uint64 * _MAX_NR),
@@ -139,12 +145,17 @@ def config(
     ids: tuple[int, ...],
     cap_eff: int,
     userns: str,
+    emulate: bool = False,
 ) -> Config:
     """A lane's configuration: ``shapes`` as (syscall nr, shape); ``watched``
-    the paths whose names (and everything below) go to Python."""
+    the paths whose names (and everything below) go to Python. ``emulate``
+    (enforcing mode): the lane makes its calls itself, never CONTINUE, and
+    only for a thread of our mount namespace."""
     c = Config()
     c.version = _VERSION
     c.check_creds = int(check_creds)
+    c.emulate = int(emulate)
+    c.mntns = os.fsencode(os.readlink("/proc/self/ns/mnt"))
     c.idle_ms = int(idle_s * 1000)
     st = os.stat("/")
     c.root_dev, c.root_ino = st.st_dev, st.st_ino

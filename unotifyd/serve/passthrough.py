@@ -7,7 +7,12 @@ the serving loop, which answers it as if it had received it. It runs only
 where Python's own answer to those calls would be CONTINUE decided on a
 lookup of ours (``Decider._quick_open``, ``_quick_path_call``):
 
-- virtualizing mode: enforcing mode never lets the kernel re-read a path;
+- virtualizing mode; or enforcing mode, where the lane never lets the
+  kernel re-read a path: it makes the stat family and readlink itself, on
+  the file it resolved (as ``perform_path`` makes every call there), and
+  hands every other call to Python; and only when we hold every
+  capability that overrides file permissions (below), for a thread of our
+  mount namespace;
 - no private tree: a link inside one leads where only Python follows;
 - no trace: every traced call must be seen, so tracing turns the lane off;
 - credentials that let a lookup of ours stand for the program's: we hold
@@ -80,7 +85,12 @@ def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
         return None
     ours = supervisor_credentials()
     assert ours.userns is not None  # see _may_run
-    shapes = list(zip(_SHAPED_NRS, passthrough.SHAPES.values(), strict=True))
+    emulate = s.policy.mode == "enforce"
+    shapes = [
+        (nr, shape)
+        for nr, (name, shape) in zip(_SHAPED_NRS, passthrough.SHAPES.items(), strict=True)
+        if not emulate or name in passthrough.EMULATED
+    ]
     cfg = passthrough.config(
         shapes,
         watched,
@@ -89,6 +99,7 @@ def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
         ids=ours.ids,
         cap_eff=ours.cap_eff,
         userns=ours.userns,
+        emulate=emulate,
     )
     return passthrough.Lane(lib, s.listener.fileno(), cfg)
 
@@ -96,12 +107,21 @@ def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
 def _may_run(s: Served, tracing: bool) -> bool:
     """Whether a lane may ever serve ``s`` (see the module doc)."""
     policy = s.policy
-    if passthrough.library() is None or tracing or policy.mode != "virtualize":
+    if passthrough.library() is None or tracing:
         return False
     if any(isinstance(r, Private) for r in policy.rules):
         return False
     ours = supervisor_credentials()
-    if ours.cap_eff != 0 and not ours.groups_never_count:
+    if policy.mode == "enforce":
+        # Made as ourselves, a call must be one the program could make: a
+        # thread of ours with fewer groups could not (our lookup would
+        # succeed where its own fails), so we must be one whose groups
+        # never count, and the lane serves only threads whose ids,
+        # capabilities and namespaces are ours (CredentialReader.read: the
+        # credentials Python would act with are then ours, groups aside).
+        if not ours.groups_never_count:
+            return False
+    elif policy.mode != "virtualize" or (ours.cap_eff != 0 and not ours.groups_never_count):
         return False
     return ours.userns is not None
 
@@ -114,6 +134,7 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
     whole, if a little late.
     """
     cfg, seen = lane.config, lane.counted
+    decision = "emulate" if cfg.emulate else "continue"
     for nr in _SHAPED_NRS:
         now = cfg.continued[nr]  # read once: the lane may add to it meanwhile
         n = now - seen.get(nr, 0)
@@ -126,7 +147,7 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
                 stats.notifications += n
                 stats.passed_through += n
                 stats.syscalls[name] += n
-                stats.decisions["continue"] += n
+                stats.decisions[decision] += n
     now = cfg.gone
     gone = now - seen.get(-1, 0)
     if gone:

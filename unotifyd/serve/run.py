@@ -147,7 +147,7 @@ def print_stats(st: Stats, out: IO[str]) -> None:
         return ", ".join(f"{k} {v}" for k, v in c.most_common()) or "none"
 
     passed = st.passed_through
-    lane = f"; {passed} let through by the pass-through lane" if passed else ""
+    lane = f"; {passed} answered by the pass-through lane" if passed else ""
     print(
         f"unotifyd: stats: {st.notifications} notifications "
         f"({st.gone} gone, {st.internal_errors} internal errors){lane}\n"

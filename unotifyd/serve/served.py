@@ -31,7 +31,8 @@ class Stats:
     syscalls: Counter[str] = field(default_factory=Counter)
     gone: int = 0
     internal_errors: int = 0
-    #: Of the notifications, those the compiled lane let through (serve/passthrough.py).
+    #: Of the notifications, those the compiled lane answered (serve/passthrough.py):
+    #: let through, or in enforcing mode made by it.
     passed_through: int = 0
 
 
