@@ -21,9 +21,11 @@ let through (it really ran).
 
 from __future__ import annotations
 
+import ctypes
 import difflib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -390,3 +392,95 @@ def test_rule_paths_are_resolved_at_the_first_call_lane_or_not(tmp_path: Path) -
         proc = run_launch("--view", "opens", "--deny", str(tmp_path / "x/secret"), argv=argv,
                           env=env(extra))  # fmt: skip
         assert proc.returncode == 1 and "Permission denied" in proc.stderr, describe(proc)
+
+
+_BUSY = r"""
+import os, sys
+plain, src, want_plain, want_src = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+wrong = 0
+for i in range(4000):
+    wrong += os.stat(plain).st_size != want_plain
+    if i % 50 == 0:  # a rule's path among them: Python's, the same answer every time
+        wrong += os.stat(src).st_size != want_src
+print("wrong", wrong)
+"""
+
+
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_a_second_thread_serves_only_while_calls_wait(tmp_path: Path, mode: str) -> None:
+    """The lane's second thread (pt_run, struct shared) answers while the
+    first holds a call and another waits: eight programs at once keep it
+    busy, one program making one call at a time never wakes it. Every
+    answer stays right (a redirect among the calls: Python's to answer)."""
+    plain = tmp_path / "plain"
+    plain.write_text("12345")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("s")
+    dst.write_text("the target")
+    args = [str(plain), str(src), "5", "10"]
+    one = [SYSTEM_PYTHON, "-c", _BUSY, *args]
+    many = ["sh", "-c", " ".join(f"{shlex.join(one)} &" for _ in range(8)) + " wait"]
+    rules = ("--redirect", f"{src}={dst}", *(("--enforce",) if mode == "enforce" else ()))
+    cpus = len(os.sched_getaffinity(0))
+    for argv, programs in ((one, 1), (many, 8)):
+        out, stderr = _run(argv, True, rules)
+        assert out == ["wrong 0"] * programs, stderr
+        assert _let_through(stderr) > 2000 * programs, stderr
+        found = re.search(r"answered by the pass-through lane \((\d+) by its second", stderr)
+        second = int(found.group(1)) if found else 0
+        if programs == 1 or cpus == 1:
+            assert second == 0, stderr
+        else:
+            assert second > 1000, stderr
+
+
+_NAMED = r"""
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+for _ in range(300):  # the lane starts (after Python answered a few)
+    os.stat("/")
+buf = ctypes.create_string_buffer(256)
+def show(what, rc):
+    print(what, errno.errorcode.get(ctypes.get_errno(), "?") if rc < 0 else "ok")
+ctypes.set_errno(0)
+# newfstatat(AT_FDCWD, "", AT_EMPTY_PATH): the cwd itself
+show("cwd", libc.syscall(262, ctypes.c_long(-100), b"", buf, ctypes.c_long(0x1000)))
+if len(sys.argv) > 1:
+    ctypes.set_errno(0)
+    fd = libc.syscall(257, ctypes.c_long(int(sys.argv[1])), b"secret/f", ctypes.c_long(0))
+    show("in a detached mount", fd)
+"""
+
+
+def test_a_file_is_judged_by_its_name_in_our_tree_lane_or_not(tmp_path: Path) -> None:
+    """Two cases an audit found the enforcing lane got wrong: a stat of the
+    cwd itself (``AT_EMPTY_PATH``), which the rules judge by the cwd's name;
+    and a file reached through a mount detached from our tree, handed to
+    the program (``open_tree``), which the kernel names from that mount's
+    root, so that its name says nothing of where the rules are."""
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "f").write_text("hidden")
+    tree = int(
+        ctypes.CDLL(None, use_errno=True).syscall(
+            ctypes.c_long(428), ctypes.c_int(-100), str(tmp_path).encode(), ctypes.c_uint(1)
+        )
+    )  # open_tree(AT_FDCWD, path, OPEN_TREE_CLONE)
+    assert tree >= 0, os.strerror(ctypes.get_errno())
+    try:
+        argv = [SYSTEM_PYTHON, "-c", _NAMED, str(tree)]
+        cwd, fds = str(tmp_path / "secret"), (tree,)
+        native = run_native(argv, cwd=cwd, pass_fds=fds)
+        assert native.stdout.splitlines() == ["cwd ok", "in a detached mount ok"], describe(native)
+        rules = ("--enforce", "--stats", "--deny", str(tmp_path / "secret"),
+                 "--deny", f"{tmp_path}/secret/**")  # fmt: skip
+        for lane in (True, False):
+            extra = {} if lane else {"UNOTIFYD_PASSTHROUGH": "0"}
+            proc = run_launch(*rules, argv=argv, env=env(extra), cwd=cwd, pass_fds=fds)
+            assert proc.returncode == 0, describe(proc)
+            assert proc.stdout.splitlines() == ["cwd EACCES", "in a detached mount ENOENT"], (
+                describe(proc)
+            )
+            assert (_let_through(proc.stderr) > 200) == lane, proc.stderr
+    finally:
+        os.close(tree)

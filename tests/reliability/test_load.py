@@ -160,9 +160,10 @@ def test_64_programs_10000_opens_each_nothing_lost_and_flat_memory(
     # Flat: no growth with the number of notifications served.
     assert last[1] - start[1] < 16 * 1024, samples
     # A pass-through lane starts for a program once it is busy and holds a
-    # few fds while it runs: its socket pair, eventfd and /proc/self/fd, and
-    # the /proc/TID directory and pidfd of each thread it served (these
+    # few fds while it runs: its socket pair and eventfd; for each of its two
+    # threads (pt_run: the follower's wake and end eventfds) /proc/self/fd,
+    # and the /proc/TID directory and pidfd of each thread it served (these
     # programs have one). At most MAX_LANES run at once, whatever is served.
-    lane_fds = MAX_LANES * (4 + 2)
+    lane_fds = MAX_LANES * (3 + 2 + 2 * (1 + 2))
     assert max(s[2] for s in samples) <= start[2] + 4 + lane_fds, samples
     assert fds_after_lanes == fds_idle

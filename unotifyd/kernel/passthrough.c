@@ -42,7 +42,9 @@
  *    appends missing names);
  *  - the name it resolves to is absolute, outside /proc, not "(deleted)",
  *    and neither is nor lies below any path a rule names ("watched": as
- *    written, and as Python resolved them at the program's first call).
+ *    written, and as Python resolved them at the program's first call);
+ *    in enforcing mode, that name looked up again from our root is the
+ *    very file (named_so: not one of a detached mount, not renamed since).
  *
  * The fds opened for a call are closed before the next call is looked at,
  * but for the cache of struct thread (64 /proc/TID directories and as many
@@ -64,21 +66,26 @@
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 3
+#define PT_VERSION 4
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -110,6 +117,8 @@ struct pt_config {
     uint32_t check_creds; /* compare each thread's credentials with ours */
     int32_t idle_ms;      /* end ("I") after this long without a call; -1: never */
     uint32_t emulate;     /* enforcing mode: make the calls here, never CONTINUE */
+    uint32_t threads;     /* 1, or 2: a second thread serves beside the first */
+    uint32_t unused;
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
     uint64_t cap_eff;
@@ -121,6 +130,7 @@ struct pt_config {
      * (aligned 64-bit words: a read sees one whole, if late). */
     uint64_t continued[PT_MAX_NR];
     uint64_t forwarded, gone;
+    uint64_t second; /* of the calls answered, those the follower answered */
 };
 
 /*
@@ -141,6 +151,7 @@ struct thread {
 struct lane {
     struct pt_config *cfg;
     int listener, forward, fddir;
+    int follower; /* the lane's second thread (see struct shared) */
     struct thread threads[PT_THREADS];
     char path[PT_PATH_MAX + 1];
     char name[PT_PATH_MAX + 2];
@@ -249,6 +260,36 @@ static int fd_name(struct lane *l, int fd, size_t *len)
 }
 
 /*
+ * Enforcing mode: whether the first len bytes of l->name, looked up again
+ * from our root following no link, name the very file fd is. What a name
+ * says is what the rules are asked about; but the kernel names a file of
+ * a mount detached or of another namespace (which a program can be handed)
+ * from that mount's own root (prepend_path() in fs/d_path.c), so that a
+ * denied file there would pass as another; and a file renamed after our
+ * lookup has a name it did not have then. Python acts on the name itself
+ * (perform_path, RESOLVE_NO_SYMLINKS), so such files are its to answer.
+ */
+static int named_so(struct lane *l, int fd, size_t len)
+{
+    char keep = l->name[len];
+    l->name[len] = 0;
+    struct open_how how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS};
+    int again = (int)syscall(SYS_openat2, AT_FDCWD, l->name, &how, sizeof how);
+    l->name[len] = keep;
+    if (again < 0)
+        return 0;
+    struct statx a, b;
+    unsigned want = STATX_INO | STATX_MNT_ID;
+    int same = syscall(SYS_statx, fd, "", AT_EMPTY_PATH, want, &a) == 0 &&
+               syscall(SYS_statx, again, "", AT_EMPTY_PATH, want, &b) == 0 &&
+               (a.stx_mask & b.stx_mask & want) == want && a.stx_ino == b.stx_ino &&
+               a.stx_dev_major == b.stx_dev_major && a.stx_dev_minor == b.stx_dev_minor &&
+               a.stx_mnt_id == b.stx_mnt_id;
+    close(again);
+    return same;
+}
+
+/*
  * Resolve l->path from basefd as the kernel would, into l->name; 0, or -1.
  * With pinned (enforcing mode), what it resolved to stays open there, an
  * O_PATH fd the call is then made on (-1: only the last name is missing).
@@ -259,6 +300,8 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
     int fd = sys_openat2(basefd, l->path, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd >= 0) {
         int r = fd_name(l, fd, &len);
+        if (r == 0 && pinned != NULL && !named_so(l, fd, len))
+            r = -1;
         if (r == 0 && pinned != NULL)
             *pinned = fd;
         else
@@ -288,7 +331,7 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
     struct stat st;
     int r = -1;
     if (fstatat(parent, last, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
-        fd_name(l, parent, &len) == 0) {
+        fd_name(l, parent, &len) == 0 && (pinned == NULL || named_so(l, parent, len))) {
         size_t need = strlen(last) + (len > 1 ? 1 : 0);
         if (len + need < PT_PATH_MAX) {
             if (len > 1)
@@ -438,9 +481,11 @@ enum verdict { PT_FORWARD, PT_CONTINUE, PT_ANSWER, PT_SENT, PT_GONE };
 
 /* The flags of an open made here (enforcing mode): a read, none that
  * creates, truncates or changes how the file is written; the others go to
- * Python. open(2) ignores flags it does not know; we do not. */
-#define PT_OPEN_FLAGS                                                                    \
-    (O_NONBLOCK | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW | O_LARGEFILE | O_NOCTTY | O_NOATIME)
+ * Python. open(2) ignores flags it does not know; we do not. Not O_NOFOLLOW:
+ * the file keeps it (F_GETFL shows it), and an open again through
+ * /proc/self/fd/N cannot carry it. 0100000 is the kernel's O_LARGEFILE
+ * (glibc's is 0 on x86_64; musl passes it). */
+#define PT_OPEN_FLAGS (O_NONBLOCK | O_CLOEXEC | O_DIRECTORY | 0100000 | O_NOCTTY | O_NOATIME)
 
 /*
  * Enforcing mode: open for n the file pinned (an O_PATH fd of ours,
@@ -463,7 +508,7 @@ static enum verdict open_for(struct lane *l, const struct seccomp_notif *n, int 
 {
     char num[16];
     snprintf(num, sizeof num, "%d", pinned);
-    int fd = openat(l->fddir, num, (int)(flags & ~(uint64_t)O_NOFOLLOW) | O_NONBLOCK | O_CLOEXEC);
+    int fd = openat(l->fddir, num, (int)flags | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return PT_FORWARD;
     if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
@@ -483,13 +528,14 @@ static enum verdict open_for(struct lane *l, const struct seccomp_notif *n, int 
     close(fd);
     if (got >= 0)
         return PT_SENT;
-    return err == ENOENT ? PT_GONE : PT_FORWARD;
+    return err == ENOENT || err == ESRCH ? PT_GONE : PT_FORWARD;
 }
 
 /*
  * Write len bytes at addr in the memory of thread th, whose call n waits:
- * 0, -EFAULT where the program's own call would have failed to, or -ESRCH
- * once it is gone. As write_memory() in kernel/program.py, and for the
+ * 0, -EFAULT where the program's own call would have failed to, -ESRCH
+ * once it is gone, or -EAGAIN if we cannot (the call must then go to Python:
+ * a call is never left without an answer while its thread waits). As write_memory() in kernel/program.py, and for the
  * same reasons: /proc/TID/mem is opened through th->proc, which names that
  * thread and no other, and ID_VALID asked after, so that the file is bound
  * to the memory of the thread whose call still waits (a tid is not reused
@@ -501,8 +547,8 @@ static int write_out(struct lane *l, const struct thread *th, const struct secco
                      uint64_t addr, const void *data, size_t len)
 {
     int mem = openat(th->proc, "mem", O_RDWR | O_CLOEXEC);
-    if (mem < 0)
-        return -ESRCH;
+    if (mem < 0) /* gone; or not ours to open (EMFILE, EACCES...): Python's, still waiting */
+        return errno == ENOENT || errno == ESRCH ? -ESRCH : -EAGAIN;
     __u64 id = n->id;
     int r = -ESRCH;
     if (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0)
@@ -520,16 +566,18 @@ static int write_out(struct lane *l, const struct thread *th, const struct secco
  * another of its threads may have changed since it was decided on. Made
  * on the file itself (AT_EMPTY_PATH), they give what the call would have
  * given on it: the same struct stat, struct statx or link text, to the
- * byte. Two lookups differ from the kernel's own and go to Python: an
- * automount point reached as the last name of a call that would have
- * mounted it (lstat(2) does; an O_PATH lookup without LOOKUP_FOLLOW does
- * not, follow_automount() in fs/namei.c), and a link reached as the last
- * name of a call that follows links but not automounts (AT_NO_AUTOMOUNT):
- * resolve() looked it up without following, so as to mount nothing.
+ * byte. One lookup differs from the kernel's own: an O_PATH lookup never
+ * mounts an automount point at its last name (follow_automount() in
+ * fs/namei.c wants LOOKUP_OPEN, _DIRECTORY, _AUTOMOUNT...), nor does the
+ * stat family (vfs_fstatat() adds AT_NO_AUTOMOUNT), but an open and a
+ * statx without AT_NO_AUTOMOUNT do: such a call that finds a directory that
+ * is one (STATX_ATTR_AUTOMOUNT: a referral of NFS, CIFS, AFS; or a
+ * directory of autofs, whose triggers are its directories) goes to Python,
+ * which looks the name up as the call does.
  */
 static enum verdict emulate(struct lane *l, const struct thread *th,
-                            const struct seccomp_notif *n, int sh, int pinned, int follow,
-                            int no_automount, uint64_t flags, struct seccomp_notif_resp *r)
+                            const struct seccomp_notif *n, int sh, int pinned, uint64_t flags,
+                            struct seccomp_notif_resp *r)
 {
     const __u64 *a = n->data.args;
     if (pinned < 0) {
@@ -541,10 +589,13 @@ static enum verdict emulate(struct lane *l, const struct thread *th,
     int sync = sh == SH_STATX ? (int)(flags & AT_STATX_SYNC_TYPE) : 0;
     if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH | sync, mask, &stx) < 0)
         return PT_FORWARD;
-    if (!follow && S_ISDIR(stx.stx_mode) && (stx.stx_attributes & STATX_ATTR_AUTOMOUNT))
-        return PT_FORWARD;
-    if (follow && no_automount && S_ISLNK(stx.stx_mode))
-        return PT_FORWARD;
+    int mounts = sh == SH_OPEN || sh == SH_OPENAT || (sh == SH_STATX && !(flags & AT_NO_AUTOMOUNT));
+    if (mounts && S_ISDIR(stx.stx_mode)) {
+        struct statfs fs;
+        if ((stx.stx_attributes & STATX_ATTR_AUTOMOUNT) || fstatfs(pinned, &fs) < 0 ||
+            fs.f_type == AUTOFS_SUPER_MAGIC)
+            return PT_FORWARD;
+    }
     struct stat st;
     const void *data = &st;
     uint64_t addr;
@@ -587,6 +638,8 @@ static enum verdict emulate(struct lane *l, const struct thread *th,
     int err = write_out(l, th, n, addr, data, len);
     if (err == -ESRCH)
         return PT_GONE;
+    if (err == -EAGAIN)
+        return PT_FORWARD;
     if (err < 0)
         r->error = err;
     else
@@ -644,7 +697,7 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
          * where nothing at all is there (a dangling link, which O_CREAT
          * follows to make its target, goes to Python); with O_EXCL it
          * follows no last link (open(2); OpenCall.follows_last_link). */
-        if (flags & __O_TMPFILE)
+        if ((flags & __O_TMPFILE) == __O_TMPFILE) /* it holds O_DIRECTORY's bit too */
             return PT_FORWARD;
         t[0].follow =
             !(flags & O_NOFOLLOW) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
@@ -674,8 +727,9 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
             known |= AT_EMPTY_PATH;
         if (flags & ~known)
             return PT_FORWARD; /* AT_EMPTY_PATH, or what the kernel refuses (EINVAL) */
-        t[0].on_fd = (flags & AT_EMPTY_PATH) != 0;
         t[0].dirfd = (int)(uint32_t)a[0], t[0].addr = a[1];
+        /* Not the cwd's: Python decides on its name (rules apply to a cwd). */
+        t[0].on_fd = (flags & AT_EMPTY_PATH) != 0 && t[0].dirfd >= 0;
         t[0].follow = !(flags & AT_SYMLINK_NOFOLLOW);
         break;
     }
@@ -737,30 +791,27 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
                 return PT_FORWARD;
         return PT_CONTINUE;
     }
-    /* A call that follows links but mounts nothing looks its last name up
-     * without following (see emulate). */
-    int follow = t[0].follow;
-    int no_automount = (sh == SH_NEWFSTATAT || sh == SH_STATX) && (flags & AT_NO_AUTOMOUNT);
-    if (no_automount)
-        t[0].follow = 0;
     int pinned;
     if (!passes_target(l, th, &t[0], &pinned))
         return PT_FORWARD;
-    enum verdict v = emulate(l, th, n, sh, pinned, follow, no_automount, flags, r);
+    enum verdict v = emulate(l, th, n, sh, pinned, flags, r);
     if (pinned >= 0)
         close(pinned);
     return v;
 }
 
-static int tell(struct lane *l, char what)
+/* A counter of cfg, which both threads of a lane add to (and Python reads). */
+#define COUNT(x) __atomic_add_fetch(&(x), 1, __ATOMIC_RELAXED)
+
+static int tell(int forward, char what)
 {
-    return send(l->forward, &what, 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+    return send(forward, &what, 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
 }
 
 /* Hand n to Python; 0, or -errno after failing it closed. */
 static int forward_one(struct lane *l, const struct seccomp_notif *n)
 {
-    l->cfg->forwarded++;
+    COUNT(l->cfg->forwarded);
     if (send(l->forward, n, sizeof *n, MSG_NOSIGNAL) == sizeof *n)
         return 0;
     /* Nobody to decide it: fail it closed (EPERM, as a handler that
@@ -773,108 +824,298 @@ static int forward_one(struct lane *l, const struct seccomp_notif *n)
 }
 
 /*
+ * What the two threads of one lane share (cfg->threads 2). The leader is
+ * pt_run's caller: it polls the listener, and RECVs. RECV blocks, and
+ * nothing but a signal would end one that lost its notification to another
+ * reader (seccomp_notify_recv(): a semaphore, kernel/seccomp.c), so the
+ * poll and the RECV are made under a lock, by one thread at a time, after
+ * poll said a notification waits: no thread ever blocks in RECV, and the
+ * stop eventfd reaches the leader's poll. The follower sleeps (on wake)
+ * until the leader, holding a notification, sees another one wait: then it
+ * takes what waits while the leader answers, and goes back to sleep as soon
+ * as nothing waits or the leader is at the listener. A program that makes
+ * one call at a time so never wakes it (each hand-over between threads
+ * costs a wake-up: ~9 us per call when both took turns at every call),
+ * and many programs, or one with many threads, get both CPUs.
+ *
+ * The first reason to end is kept (end); the leader says it once the
+ * follower is out (pt_run), so that a notification the follower still
+ * holds is forwarded or answered before Python reads that the lane ended
+ * and stops reading what it forwards.
+ */
+struct shared {
+    pthread_mutex_t lock; /* held over a poll and its RECV */
+    struct pt_config *cfg;
+    int listener, stop;
+    int wake;    /* eventfd: the follower's sleep ends (calls wait, or the lane ends) */
+    int ended;   /* eventfd: the follower ended the lane (the leader's poll sees it) */
+    int asleep;  /* the follower sleeps on wake (atomic) */
+    /* Set once, by whichever thread first has a reason (never under the
+     * leader's lock, which it holds through its poll). */
+    int end;     /* 'S', 'H', 'I', 'F', 'E' (see pt_run); 0 while serving (atomic) */
+    int result;  /* what pt_run returns: 0, or the first -errno */
+};
+
+/* End the lane, for the first reason given; any thread. */
+static void end_lane(struct shared *s, char why, int result)
+{
+    int none = 0;
+    if (__atomic_compare_exchange_n(&s->end, &none, why, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        __atomic_store_n(&s->result, result, __ATOMIC_RELEASE);
+}
+
+static int ending(struct shared *s)
+{
+    return __atomic_load_n(&s->end, __ATOMIC_ACQUIRE) != 0;
+}
+
+static void bump(int efd)
+{
+    uint64_t one = 1;
+    if (efd >= 0 && write(efd, &one, sizeof one) < 0) {
+        /* an eventfd's counter does not fill up with ones */
+    }
+}
+
+/*
+ * Answer n, received by thread l; 0, or 1 once the lane is to end (s->end
+ * set). window and passed: this thread's count of calls (see PT_WINDOW).
+ */
+static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *n,
+                  unsigned *window, unsigned *passed)
+{
+    struct pt_config *cfg = s->cfg;
+    /* A lane that lets through almost nothing only adds a hop to every
+     * call (a container's, whose root is not ours; a program of another
+     * user): it hands the listener back to Python for good. */
+    if (++*window == PT_WINDOW) {
+        if (*passed * 8 < *window) {
+            int err = forward_one(l, n);
+            end_lane(s, err ? 'E' : 'F', err);
+            return 1;
+        }
+        *window = *passed = 0;
+    }
+    struct seccomp_notif_resp r = {.id = n->id};
+    enum verdict v = passes(l, n, &r);
+    if (v == PT_GONE) {
+        COUNT(cfg->gone);
+        return 0;
+    }
+    if (v != PT_FORWARD) {
+        ++*passed;
+        if (v == PT_CONTINUE)
+            r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        while (v != PT_SENT && ioctl(s->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 &&
+               errno == EINTR)
+            ;
+        /* ENOENT: the thread died meanwhile; its call needs no answer. */
+        COUNT(cfg->continued[n->data.nr]);
+        if (l->follower)
+            COUNT(cfg->second);
+        return 0;
+    }
+    int err = forward_one(l, n);
+    if (err == 0)
+        return 0;
+    end_lane(s, 'E', err);
+    return 1;
+}
+
+/* RECV into n, under s->lock, after poll said one waits: 1 if received,
+ * 0 if not (the thread died between poll and RECV), -1 if the lane ends. */
+static int receive(struct shared *s, struct seccomp_notif *n)
+{
+    memset(n, 0, sizeof *n); /* the kernel refuses a non-zeroed buffer (EINVAL) */
+    if (ioctl(s->listener, SECCOMP_IOCTL_NOTIF_RECV, n) == 0)
+        return 1;
+    if (errno == ENOENT) {
+        COUNT(s->cfg->gone);
+        return 0;
+    }
+    if (errno == EINTR)
+        return 0;
+    end_lane(s, 'E', -errno);
+    return -1;
+}
+
+/* Whether a notification waits on the listener now. */
+static int waiting(int listener)
+{
+    struct pollfd p = {.fd = listener, .events = POLLIN};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+/* The leader's turns at the listener, until the lane ends. */
+static void lead(struct shared *s, struct lane *l, int two)
+{
+    struct pt_config *cfg = s->cfg;
+    struct pollfd fds[3] = {{.fd = s->listener, .events = POLLIN},
+                            {.fd = s->stop, .events = POLLIN},
+                            {.fd = two ? s->ended : -1, .events = POLLIN}};
+    unsigned window = 0, passed = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        if (ending(s))
+            break;
+        int ready = poll(fds, 3, cfg->idle_ms);
+        if (ready <= 0) {
+            if (ready < 0 && errno == EINTR) {
+                pthread_mutex_unlock(&s->lock);
+                continue;
+            }
+            /* idle: the threads and their fds go until calls come again */
+            end_lane(s, ready == 0 ? 'I' : 'E', ready == 0 ? 0 : -errno);
+            break;
+        }
+        if ((fds[0].revents | fds[1].revents) & POLLNVAL) {
+            end_lane(s, 'E', -EBADF); /* an fd closed under us: a bug of the caller's */
+            break;
+        }
+        if (fds[1].revents)
+            end_lane(s, 'S', 0);
+        else if (!(fds[0].revents & POLLIN) && (fds[0].revents & (POLLHUP | POLLERR)))
+            end_lane(s, 'H', 0);
+        if (ending(s))
+            break; /* also the follower's end (fds[2]) */
+        if (!(fds[0].revents & POLLIN)) {
+            pthread_mutex_unlock(&s->lock);
+            continue;
+        }
+        struct seccomp_notif n;
+        int got = receive(s, &n);
+        if (got < 0)
+            break;
+        /* Another call waits while we hold this one: the follower takes it. */
+        if (got && two && __atomic_load_n(&s->asleep, __ATOMIC_ACQUIRE) &&
+            waiting(s->listener) && __atomic_exchange_n(&s->asleep, 0, __ATOMIC_ACQ_REL))
+            bump(s->wake);
+        pthread_mutex_unlock(&s->lock);
+        if (got && answer(s, l, &n, &window, &passed))
+            return;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The follower's turns, while calls wait that the leader has not taken. */
+static void follow_calls(struct shared *s, struct lane *l)
+{
+    unsigned window = 0, passed = 0;
+    for (;;) {
+        __atomic_store_n(&s->asleep, 1, __ATOMIC_RELEASE);
+        uint64_t count;
+        if (!ending(s) && read(s->wake, &count, sizeof count) < 0 &&
+            errno != EINTR)
+            return;
+        for (;;) {
+            if (pthread_mutex_trylock(&s->lock) != 0)
+                break; /* the leader is at the listener: back to sleep */
+            if (ending(s)) {
+                pthread_mutex_unlock(&s->lock);
+                return;
+            }
+            struct seccomp_notif n;
+            int got = waiting(s->listener) ? receive(s, &n) : 0;
+            pthread_mutex_unlock(&s->lock);
+            if (got < 0) {
+                bump(s->ended);
+                return;
+            }
+            if (!got)
+                break; /* nothing waits */
+            if (answer(s, l, &n, &window, &passed)) {
+                bump(s->ended);
+                return;
+            }
+        }
+    }
+}
+
+struct follower {
+    struct shared *s;
+    struct lane l;
+};
+
+static void *follow(void *arg)
+{
+    struct follower *f = arg;
+    follow_calls(f->s, &f->l);
+    return NULL;
+}
+
+static int lane_open(struct lane *l, struct shared *s, int forward)
+{
+    *l = (struct lane){.cfg = s->cfg, .listener = s->listener, .forward = forward};
+    l->fddir = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return l->fddir < 0 ? -errno : 0;
+}
+
+static void lane_close(struct lane *l)
+{
+    for (int i = 0; i < PT_THREADS; i++)
+        forget(&l->threads[i]);
+    close(l->fddir);
+}
+
+/*
  * Serve listener until stop is readable (returns 0 after sending "S"),
  * every process using the filter is gone (0 after "H"), it lets through
  * too little to be worth its hop (0 after "F"), or no call came for
  * idle_ms (0 after "I"); -errno on an error of ours, after "E" if the
- * socket still takes it.
+ * socket still takes it. With cfg->threads 2, a second thread serves
+ * beside the caller's (struct shared); one that cannot start leaves one.
  */
 int pt_run(int listener, int forward, int stop, struct pt_config *cfg)
 {
-    struct lane l = {.cfg = cfg, .listener = listener, .forward = forward};
     if (cfg->version != PT_VERSION) {
-        tell(&l, 'E');
+        tell(forward, 'E');
         return -EINVAL;
     }
     sigset_t all;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* this thread's alone: ended with it */
-    l.fddir = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (l.fddir < 0) {
-        int err = -errno;
-        tell(&l, 'E');
+    /* This thread's alone (ended with it), and inherited by the follower:
+     * no handler runs between a RECV and its answer, and none interrupts
+     * the wait of an ADDFD (see Listener.send_fd). */
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    struct shared s = {.cfg = cfg, .listener = listener, .stop = stop, .wake = -1, .ended = -1};
+    struct lane *l = malloc(sizeof *l);
+    int err = l == NULL ? -ENOMEM : lane_open(l, &s, forward);
+    if (err < 0) {
+        free(l);
+        tell(forward, 'E');
         return err;
     }
-    struct pollfd fds[2] = {{.fd = listener, .events = POLLIN}, {.fd = stop, .events = POLLIN}};
-    int result = 0;
-    unsigned window = 0, passed = 0;
-    for (;;) {
-        int ready = poll(fds, 2, cfg->idle_ms);
-        if (ready < 0) {
-            if (errno == EINTR)
-                continue;
-            result = -errno;
-            break;
+    pthread_mutex_init(&s.lock, NULL);
+    /* The follower, if it may run: any failure to make it leaves one thread. */
+    pthread_t other;
+    int two = 0;
+    struct follower *f = cfg->threads > 1 ? malloc(sizeof *f) : NULL;
+    if (f != NULL) {
+        s.wake = eventfd(0, EFD_CLOEXEC);
+        s.ended = eventfd(0, EFD_CLOEXEC);
+        f->s = &s;
+        if (s.wake >= 0 && s.ended >= 0 && lane_open(&f->l, &s, forward) == 0) {
+            f->l.follower = 1;
+            two = pthread_create(&other, NULL, follow, f) == 0;
+            if (!two)
+                lane_close(&f->l);
         }
-        if (ready == 0) { /* idle: the thread and its fds go until calls come again */
-            result = tell(&l, 'I');
-            goto out;
-        }
-        if ((fds[0].revents | fds[1].revents) & POLLNVAL) {
-            result = -EBADF; /* an fd closed under us: a bug of the caller's */
-            break;
-        }
-        if (fds[1].revents) {
-            result = tell(&l, 'S');
-            goto out;
-        }
-        if (!(fds[0].revents & POLLIN)) {
-            if (fds[0].revents & (POLLHUP | POLLERR)) {
-                result = tell(&l, 'H');
-                goto out;
-            }
-            continue;
-        }
-        struct seccomp_notif n;
-        memset(&n, 0, sizeof n); /* the kernel refuses a non-zeroed buffer (EINVAL) */
-        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &n) < 0) {
-            if (errno == ENOENT) { /* the thread died between poll and RECV */
-                cfg->gone++;
-                continue;
-            }
-            if (errno == EINTR)
-                continue;
-            result = -errno;
-            break;
-        }
-        /* A lane that lets through almost nothing only adds a hop to every
-         * call (a container's, whose root is not ours; a program of
-         * another user): it hands the listener back to Python for good. */
-        if (++window == PT_WINDOW) {
-            if (passed * 8 < window) {
-                int err = forward_one(&l, &n);
-                result = err ? err : tell(&l, 'F');
-                goto out;
-            }
-            window = passed = 0;
-        }
-        struct seccomp_notif_resp r = {.id = n.id};
-        enum verdict v = passes(&l, &n, &r);
-        if (v == PT_GONE) {
-            cfg->gone++;
-            continue;
-        }
-        if (v != PT_FORWARD) {
-            passed++;
-            if (v == PT_CONTINUE)
-                r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-            while (v != PT_SENT && ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 &&
-                   errno == EINTR)
-                ;
-            /* ENOENT: the thread died meanwhile; its call needs no answer. */
-            cfg->continued[n.data.nr]++;
-            continue;
-        }
-        result = forward_one(&l, &n);
-        if (result < 0)
-            break;
     }
-    tell(&l, 'E');
-out:
-    for (int i = 0; i < PT_THREADS; i++)
-        forget(&l.threads[i]);
-    close(l.fddir);
-    return result;
+    lead(&s, l, two);
+    if (two) {
+        bump(s.wake); /* it sees the end, whether asleep or at a call */
+        pthread_join(other, NULL);
+        lane_close(&f->l);
+    }
+    if (s.wake >= 0)
+        close(s.wake);
+    if (s.ended >= 0)
+        close(s.ended);
+    lane_close(l);
+    free(l), free(f);
+    pthread_mutex_destroy(&s.lock);
+    int told = tell(forward, s.end ? (char)s.end : 'E');
+    return s.result ? s.result : told;
 }
 
 /*

@@ -30,7 +30,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 3
+_VERSION: Final = 4
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -57,6 +57,8 @@ class Config(ctypes.Structure):
         ("check_creds", ctypes.c_uint32),
         ("idle_ms", ctypes.c_int32),
         ("emulate", ctypes.c_uint32),
+        ("threads", ctypes.c_uint32),
+        ("unused", ctypes.c_uint32),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("ids", ctypes.c_uint32 * 8),
@@ -68,6 +70,7 @@ class Config(ctypes.Structure):
         ("continued", ctypes.c_uint64 * _MAX_NR),
         ("forwarded", ctypes.c_uint64),
         ("gone", ctypes.c_uint64),
+        ("second", ctypes.c_uint64),
     )
 
 
@@ -155,6 +158,9 @@ def config(
     c.version = _VERSION
     c.check_creds = int(check_creds)
     c.emulate = int(emulate)
+    # Two threads take turns at the listener where two CPUs may run them
+    # (pt_run, struct shared): one answers while the other receives.
+    c.threads = min(2, len(os.sched_getaffinity(0)))
     c.mntns = os.fsencode(os.readlink("/proc/self/ns/mnt"))
     c.idle_ms = int(idle_s * 1000)
     st = os.stat("/")

@@ -148,6 +148,13 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
                 stats.passed_through += n
                 stats.syscalls[name] += n
                 stats.decisions[decision] += n
+    now = cfg.second
+    second = now - seen.get(-2, 0)
+    if second:
+        seen[-2] = now
+        for stats in counters:
+            if stats is not None:
+                stats.lane_second += second
     now = cfg.gone
     gone = now - seen.get(-1, 0)
     if gone:

@@ -147,7 +147,8 @@ def print_stats(st: Stats, out: IO[str]) -> None:
         return ", ".join(f"{k} {v}" for k, v in c.most_common()) or "none"
 
     passed = st.passed_through
-    lane = f"; {passed} answered by the pass-through lane" if passed else ""
+    second = f" ({st.lane_second} by its second thread)" if st.lane_second else ""
+    lane = f"; {passed} answered by the pass-through lane{second}" if passed else ""
     print(
         f"unotifyd: stats: {st.notifications} notifications "
         f"({st.gone} gone, {st.internal_errors} internal errors){lane}\n"

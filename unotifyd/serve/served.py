@@ -34,6 +34,8 @@ class Stats:
     #: Of the notifications, those the compiled lane answered (serve/passthrough.py):
     #: let through, or in enforcing mode made by it.
     passed_through: int = 0
+    #: Of those, the ones its second thread answered (while the first held another).
+    lane_second: int = 0
 
 
 class Gate:
