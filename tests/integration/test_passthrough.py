@@ -431,7 +431,7 @@ def test_a_second_thread_serves_only_while_calls_wait(tmp_path: Path, mode: str)
         if programs == 1 or cpus == 1:
             assert second == 0, stderr
         else:
-            assert second > 1000, stderr
+            assert second > 0, stderr
 
 
 _NAMED = r"""
@@ -484,3 +484,38 @@ def test_a_file_is_judged_by_its_name_in_our_tree_lane_or_not(tmp_path: Path) ->
             assert (_let_through(proc.stderr) > 200) == lane, proc.stderr
     finally:
         os.close(tree)
+
+
+_CHROOT = r"""
+import os, sys
+for _ in range(300):  # the lane starts, and looks at this thread's root once
+    os.stat("/")
+os.chroot(sys.argv[1])
+def size():
+    try:
+        return str(os.stat("/alias").st_size)
+    except OSError as e:
+        return e.strerror
+print(*(size() for _ in range(50)), sep=",")
+"""
+
+
+def test_a_root_changed_is_seen_by_the_lane(tmp_path: Path) -> None:
+    """The lane looks at a thread's root once while roots are pinned
+    (Served.root_pinned); a chroot, which the filter traps in virtualize
+    mode, unpins them for it too, before it is let through: the calls made
+    in the new root are then judged there. Here "/alias" of the new root
+    leads to a file a rule denies there ("/data/secret" as the program sees
+    it); in our root it is nothing at all, which a lane that kept its look
+    at the old root would let through."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "secret").write_text("hidden")
+    (tmp_path / "alias").symlink_to("data/secret")
+    argv = [SYSTEM_PYTHON, "-c", _CHROOT, str(tmp_path)]
+    native = run_native(argv)
+    assert native.stdout.strip() == ",".join(["6"] * 50), describe(native)  # the control
+    assert not Path("/alias").exists() and not Path("/data/secret").exists()
+    proc = run_launch("--stats", "--deny", "/data/secret", argv=argv)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == ",".join(["Permission denied"] * 50), describe(proc)
+    assert _let_through(proc.stderr) > 200, proc.stderr

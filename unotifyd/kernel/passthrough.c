@@ -85,7 +85,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 4
+#define PT_VERSION 5
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -118,7 +118,10 @@ struct pt_config {
     int32_t idle_ms;      /* end ("I") after this long without a call; -1: never */
     uint32_t emulate;     /* enforcing mode: make the calls here, never CONTINUE */
     uint32_t threads;     /* 1, or 2: a second thread serves beside the first */
-    uint32_t unused;
+    /* Python's Served.root_pinned: no process of the listener can change its
+     * root unseen (the filter refuses or traps chroot, pivot_root, setns),
+     * and none did; Python clears it, while the lane runs, on seeing one. */
+    uint32_t root_pinned;
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
     uint64_t cap_eff;
@@ -146,6 +149,7 @@ struct pt_config {
 struct thread {
     pid_t tid; /* 0: empty */
     int proc, pidfd;
+    int root_ok; /* its root was ours at a call made while roots were pinned */
 };
 
 struct lane {
@@ -372,13 +376,20 @@ static int above_watched(const struct pt_config *cfg, const char *name)
 }
 
 /* Whether thread t acts as we do, and has our root. */
-static int as_ourselves(struct lane *l, const struct thread *t)
+static int as_ourselves(struct lane *l, struct thread *t)
 {
     const struct pt_config *cfg = l->cfg;
+    /* A root that cannot change unseen is looked at once per thread, the
+     * root_pinned flag read before the look (Python clears it before it
+     * lets a chroot through, so a look made after is made afresh). */
+    int pinned = __atomic_load_n(&cfg->root_pinned, __ATOMIC_ACQUIRE);
     struct stat st;
-    if (fstatat(t->proc, "root", &st, 0) < 0 || st.st_dev != cfg->root_dev ||
-        st.st_ino != cfg->root_ino)
-        return 0;
+    if (!(pinned && t->root_ok)) {
+        if (fstatat(t->proc, "root", &st, 0) < 0 || st.st_dev != cfg->root_dev ||
+            st.st_ino != cfg->root_ino)
+            return 0;
+        t->root_ok = pinned;
+    }
     if (!cfg->check_creds)
         return 1;
     struct pidfd_info_ info = {.mask = PIDFD_INFO_CREDS_};
@@ -547,9 +558,13 @@ static int write_out(struct lane *l, const struct thread *th, const struct secco
                      uint64_t addr, const void *data, size_t len)
 {
     int mem = openat(th->proc, "mem", O_RDWR | O_CLOEXEC);
-    if (mem < 0) /* gone; or not ours to open (EMFILE, EACCES...): Python's, still waiting */
-        return errno == ENOENT || errno == ESRCH ? -ESRCH : -EAGAIN;
     __u64 id = n->id;
+    if (mem < 0) {
+        /* Gone, if its call is: else not ours to open (EMFILE, EACCES...),
+         * or th is of a thread gone whose number the caller has now, and
+         * the call goes to Python, which still owes it an answer. */
+        return ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0 ? -ESRCH : -EAGAIN;
+    }
     int r = -ESRCH;
     if (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0)
         r = addr <= INT64_MAX && pwrite(mem, data, len, (off_t)addr) == (ssize_t)len ? 0 : -EFAULT;
@@ -850,8 +865,9 @@ struct shared {
     int wake;    /* eventfd: the follower's sleep ends (calls wait, or the lane ends) */
     int ended;   /* eventfd: the follower ended the lane (the leader's poll sees it) */
     int asleep;  /* the follower sleeps on wake (atomic) */
-    /* Set once, by whichever thread first has a reason (never under the
-     * leader's lock, which it holds through its poll). */
+    /* Set once, by whichever thread first has a reason: with atomics, since
+     * the follower must not wait for the lock, which the leader holds
+     * through its poll. */
     int end;     /* 'S', 'H', 'I', 'F', 'E' (see pt_run); 0 while serving (atomic) */
     int result;  /* what pt_run returns: 0, or the first -errno */
 };
@@ -923,7 +939,8 @@ static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *
 }
 
 /* RECV into n, under s->lock, after poll said one waits: 1 if received,
- * 0 if not (the thread died between poll and RECV), -1 if the lane ends. */
+ * 0 if not (the thread died between poll and RECV; EINTR, which blocked
+ * signals make unlikely), -1 if the lane ends. */
 static int receive(struct shared *s, struct seccomp_notif *n)
 {
     memset(n, 0, sizeof *n); /* the kernel refuses a non-zeroed buffer (EINVAL) */
@@ -968,7 +985,7 @@ static void lead(struct shared *s, struct lane *l, int two)
             end_lane(s, ready == 0 ? 'I' : 'E', ready == 0 ? 0 : -errno);
             break;
         }
-        if ((fds[0].revents | fds[1].revents) & POLLNVAL) {
+        if ((fds[0].revents | fds[1].revents | fds[2].revents) & POLLNVAL) {
             end_lane(s, 'E', -EBADF); /* an fd closed under us: a bug of the caller's */
             break;
         }
@@ -986,11 +1003,13 @@ static void lead(struct shared *s, struct lane *l, int two)
         int got = receive(s, &n);
         if (got < 0)
             break;
-        /* Another call waits while we hold this one: the follower takes it. */
+        pthread_mutex_unlock(&s->lock);
+        /* Another call waits while we hold this one: the follower takes it.
+         * Looked at once the lock is let go: a follower that failed to take
+         * it a moment ago is asleep by now, and is woken. */
         if (got && two && __atomic_load_n(&s->asleep, __ATOMIC_ACQUIRE) &&
             waiting(s->listener) && __atomic_exchange_n(&s->asleep, 0, __ATOMIC_ACQ_REL))
             bump(s->wake);
-        pthread_mutex_unlock(&s->lock);
         if (got && answer(s, l, &n, &window, &passed))
             return;
     }

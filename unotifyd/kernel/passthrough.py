@@ -30,7 +30,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 4
+_VERSION: Final = 5
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -58,7 +58,7 @@ class Config(ctypes.Structure):
         ("idle_ms", ctypes.c_int32),
         ("emulate", ctypes.c_uint32),
         ("threads", ctypes.c_uint32),
-        ("unused", ctypes.c_uint32),
+        ("root_pinned", ctypes.c_uint32),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("ids", ctypes.c_uint32 * 8),
@@ -149,15 +149,18 @@ def config(
     cap_eff: int,
     userns: str,
     emulate: bool = False,
+    root_pinned: bool = False,
 ) -> Config:
     """A lane's configuration: ``shapes`` as (syscall nr, shape); ``watched``
     the paths whose names (and everything below) go to Python. ``emulate``
     (enforcing mode): the lane makes its calls itself, never CONTINUE, and
-    only for a thread of our mount namespace."""
+    only for a thread of our mount namespace. ``root_pinned``: see
+    ``Served.root_pinned``; cleared with :func:`unpin_root` while it runs."""
     c = Config()
     c.version = _VERSION
     c.check_creds = int(check_creds)
     c.emulate = int(emulate)
+    c.root_pinned = int(root_pinned)
     # Two threads take turns at the listener where two CPUs may run them
     # (pt_run, struct shared): one answers while the other receives.
     c.threads = min(2, len(os.sched_getaffinity(0)))
@@ -175,6 +178,13 @@ def config(
     for nr, shape in shapes:
         c.shape[nr] = shape
     return c
+
+
+def unpin_root(cfg: Config) -> None:
+    """Tell a lane, running or not, that roots may change from now on: each
+    thread's root is looked at again for each of its calls. A store of one
+    aligned 32-bit word, which the lane reads before each look."""
+    cfg.root_pinned = 0
 
 
 #: Why a lane ended: every process using the filter is gone; we stopped it;
@@ -308,7 +318,11 @@ class Lane:
                 msg = ours.recv(_NOTIF_SIZE)
             except TimeoutError:
                 if not thread.is_alive():
-                    self.ended = "failed"
+                    # It may have forwarded calls and ended between our
+                    # wait's end and this look (audit helper-25): what it
+                    # sent is read to the end before it is called "failed",
+                    # or a call it received would never be answered.
+                    self._drain(ours, serve)
                 continue
             if len(msg) != _NOTIF_SIZE:
                 self._end(msg)
@@ -319,6 +333,20 @@ class Lane:
         self._release()
         _SLOTS.release()
         return self.ended
+
+    def _drain(self, ours: socket.socket, serve: Callable[[Notification], None]) -> None:
+        """Serve what a lane whose thread has ended left in its socket, and
+        take its last word; "failed" if it had none."""
+        while self.ended is None:
+            try:
+                msg = ours.recv(_NOTIF_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self.ended = "failed"
+                return
+            if len(msg) != _NOTIF_SIZE:
+                self._end(msg)
+            else:
+                serve(notification_from(msg))
 
     def _release(self) -> None:
         for sock in (self._ours, self._theirs):

@@ -39,6 +39,7 @@ from ..kernel.creds import (
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.opener import may_create
+from ..kernel.passthrough import unpin_root
 from ..kernel.program import (
     MemoryReader,
     PathResolver,
@@ -355,8 +356,11 @@ class Decider:
         operation = entry.operation
         try:
             if operation.kind == "root":
-                # Let through; roots are looked up for every call from now on.
+                # Let through; roots are looked up for every call from now on,
+                # by the lane too (before the call is let through).
                 s.root_pinned = False
+                if s.lane_config is not None:
+                    unpin_root(s.lane_config)
                 return Continue("a call that may change the program's root")
             if operation.kind == "open":
                 return self._decide_open(s, p, entry)

@@ -100,7 +100,9 @@ def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
         cap_eff=ours.cap_eff,
         userns=ours.userns,
         emulate=emulate,
+        root_pinned=s.root_pinned,
     )
+    s.lane_config = cfg
     return passthrough.Lane(lib, s.listener.fileno(), cfg)
 
 
@@ -130,8 +132,8 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
     """Add what ``lane`` answered by itself since the last count to ``counters``.
 
     Read while it runs too (a daemon's status): each counter is an aligned
-    64-bit word that only the lane's thread writes, so a read sees it
-    whole, if a little late.
+    64-bit word that only the lane's threads write (atomically), so a read
+    sees it whole, if a little late.
     """
     cfg, seen = lane.config, lane.counted
     decision = "emulate" if cfg.emulate else "continue"

@@ -13,6 +13,7 @@ from ..calls.ops import Outcome
 from ..calls.registry import Syscall
 from ..kernel.creds import Credentials
 from ..kernel.listener import Listener, Notification
+from ..kernel.passthrough import Config
 from ..policy import Decision, Listing, Policy, Rewrite
 from ..policy.paths import PerformPath
 
@@ -143,6 +144,9 @@ class Served:
     # it last ran (it starts again after a few: an idle program holds no
     # thread of ours).
     lane_refused: bool = False
+    # The configuration of the last lane made for it (see serve/passthrough.py):
+    # a call that may change a root unpins it there too (Decider.decide).
+    lane_config: Config | None = None
     python_served: int = 0
 
 
