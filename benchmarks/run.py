@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                   env=env, quick=quick)
         mode = "quick" if quick else "full"
         for line in prepare.header(repo, how, mode, snapshot_of):
-            report.out(line)
+            # The work tree's own path says nothing to a reader of the report.
+            report.out(line.replace(str(repo), "."))
         report.out(f"- command: `{shlex.join(['python3', 'benchmarks/run.py', *sys.argv[1:]])}`")
         report.out()
         metrics: dict[str, float] = {}
