@@ -431,7 +431,7 @@ def test_a_second_thread_serves_only_while_calls_wait(tmp_path: Path, mode: str)
         if programs == 1 or cpus == 1:
             assert second == 0, stderr
         else:
-            assert second > 0, stderr
+            assert second > 100, stderr
 
 
 _NAMED = r"""
@@ -500,6 +500,7 @@ print(*(size() for _ in range(50)), sep=",")
 """
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot(2) needs CAP_SYS_CHROOT")
 def test_a_root_changed_is_seen_by_the_lane(tmp_path: Path) -> None:
     """The lane looks at a thread's root once while roots are pinned
     (Served.root_pinned); a chroot, which the filter traps in virtualize

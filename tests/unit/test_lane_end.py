@@ -61,3 +61,29 @@ def test_finish_serves_what_came_as_the_thread_ended() -> None:
     served: list[Notification] = []
     assert lane.finish(served.append) == "stopped"
     assert [n.id for n in served] == [7]
+
+
+def test_finish_says_failed_of_a_lane_that_ended_without_a_word() -> None:
+    """The same look at a dead thread that sent nothing: "failed", and the
+    lane's slot and socket given back (a TimeoutError escaped here once)."""
+    lane = passthrough.Lane(types.SimpleNamespace(pt_run=None), -1, passthrough.Config())  # type: ignore[arg-type]
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    class Dead:
+        def is_alive(self) -> bool:
+            return False
+
+        def join(self) -> None:
+            pass
+
+    lane._ours, lane._theirs = ours, theirs
+    lane._thread = Dead()  # type: ignore[assignment]
+    assert passthrough._SLOTS.acquire(blocking=False)
+    assert lane.finish(lambda n: None) == "failed"
+    assert ours.fileno() == -1 and lane._thread is None
+    # Its slot came back: all MAX_LANES can be taken again.
+    taken = [passthrough._SLOTS.acquire(blocking=False) for _ in range(passthrough.MAX_LANES)]
+    for ok in taken:
+        if ok:
+            passthrough._SLOTS.release()
+    assert all(taken)

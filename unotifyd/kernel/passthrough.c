@@ -26,8 +26,9 @@
  *    rename: their last name is taken as it is, link or not, and must not
  *    be "."; a rename must not carry a rule path along, see above_watched);
  *    no AT_EMPTY_PATH (but see emulate), no O_TMPFILE, no flag we do not know;
- *  - the thread's root is ours (a stat of its /proc/TID/root per call, so
- *    a chroot or setns answered meanwhile is seen at the next call);
+ *  - the thread's root is ours (a stat of its /proc/TID/root: per call, so
+ *    that a chroot or setns answered meanwhile is seen at the next call;
+ *    once per thread while Python says roots are pinned, see as_ourselves);
  *  - its credentials act as ours (same ids, same effective capabilities,
  *    same user namespace), or we hold no capability at all: then a lookup of
  *    ours succeeds exactly where the program's would (Decider
@@ -142,8 +143,12 @@ struct pt_config {
  * thread itself, not to its number (the /proc inode holds its struct pid,
  * and so does a pidfd): once it is gone, lookups through the one fail
  * (ENOENT, ESRCH) and the other answers ESRCH, never for another thread
- * that got the number since. Such a call is forwarded and the entry
- * dropped. Direct-mapped by tid; a collision replaces the older entry.
+ * that got the number since. Such a call is forwarded, and the entry
+ * dropped where a check through it fails (the credentials'; while roots
+ * are pinned and we hold no capability, none may look: its calls by a
+ * relative name then go to Python until the entry is replaced, and by an
+ * absolute one are judged in our root, as Python judges them while pinned).
+ * Direct-mapped by tid; a collision replaces the older entry.
  */
 #define PT_THREADS 64
 struct thread {

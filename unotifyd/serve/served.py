@@ -136,7 +136,11 @@ class Served:
     # inherit its root (clone(2) without CLONE_FS copies it). Not of a
     # filter made by others (a container runtime's): False. What it does
     # not see: a pivot_root made outside the sandbox, by a process with
-    # CAP_SYS_ADMIN over its mount namespace (README, threat model).
+    # CAP_SYS_ADMIN over its mount namespace (README, threat model); nor a
+    # root call a program's own filter stacked on ours answers first (the
+    # kernel hands a call to the newest filter that notifies: a nested launch
+    # does so, audit helper-26), which Python and the lane both judge in the
+    # root kept.
     root_pinned: bool = False
     root: tuple[int, int] | Literal["unknown"] | None = "unknown"
     # The compiled pass-through lane (serve/passthrough.py): whether it may
