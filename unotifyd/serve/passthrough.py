@@ -137,30 +137,24 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
     """
     cfg, seen = lane.config, lane.counted
     decision = "emulate" if cfg.emulate else "continue"
+
+    def since(key: int, now: int) -> int:
+        """How much a counter (read once: the lane may add to it meanwhile) grew."""
+        n = now - seen.get(key, 0)
+        seen[key] = now
+        return n
+
+    live = [stats for stats in counters if stats is not None]
     for nr in _SHAPED_NRS:
-        now = cfg.continued[nr]  # read once: the lane may add to it meanwhile
-        n = now - seen.get(nr, 0)
-        if not n:
-            continue
-        seen[nr] = now
-        name = BY_NR[nr].name
-        for stats in counters:
-            if stats is not None:
+        n = since(nr, cfg.continued[nr])
+        if n:
+            name = BY_NR[nr].name
+            for stats in live:
                 stats.notifications += n
                 stats.passed_through += n
                 stats.syscalls[name] += n
                 stats.decisions[decision] += n
-    now = cfg.second
-    second = now - seen.get(-2, 0)
-    if second:
-        seen[-2] = now
-        for stats in counters:
-            if stats is not None:
-                stats.lane_second += second
-    now = cfg.gone
-    gone = now - seen.get(-1, 0)
-    if gone:
-        seen[-1] = now
-        for stats in counters:
-            if stats is not None:
-                stats.gone += gone
+    second, gone = since(-2, cfg.second), since(-1, cfg.gone)
+    for stats in live:
+        stats.lane_second += second
+        stats.gone += gone
