@@ -130,8 +130,8 @@ struct pt_config {
     char mntns[64];  /* our /proc/self/ns/mnt text (compared when emulating) */
     const char *watched; /* the rules' paths, each NUL-ended, then one more NUL */
     uint8_t shape[PT_MAX_NR];
-    /* Written by the lane alone; Python reads them while it runs too
-     * (aligned 64-bit words: a read sees one whole, if late). */
+    /* Written by the lane's threads alone (atomically); Python reads them
+     * while it runs too (aligned 64-bit words: a read sees one whole, if late). */
     uint64_t continued[PT_MAX_NR];
     uint64_t forwarded, gone;
     uint64_t second; /* of the calls answered, those the follower answered */

@@ -8,8 +8,9 @@ where Python's own answer to those calls would be CONTINUE decided on a
 lookup of ours (``Decider._quick_open``, ``_quick_path_call``):
 
 - virtualizing mode; or enforcing mode, where the lane never lets the
-  kernel re-read a path: it makes the stat family and readlink itself, on
-  the file it resolved (as ``perform_path`` makes every call there), and
+  kernel re-read a path: it makes the stat family, readlink and the opens
+  that only read itself, on the file it resolved (as ``perform_path`` and
+  ``perform_open`` make every call there), and
   hands every other call to Python; and only when we hold every
   capability that overrides file permissions (below), for a thread of our
   mount namespace;
