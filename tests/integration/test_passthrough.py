@@ -402,7 +402,9 @@ for i in range(4000):
     wrong += os.stat(plain).st_size != want_plain
     if i % 50 == 0:  # a rule's path among them: Python's, the same answer every time
         wrong += os.stat(src).st_size != want_src
-print("wrong", wrong)
+# One write(2) of a few bytes to the pipe the eight share: never cut into
+# by another's (pipe(7), PIPE_BUF); print() may write in pieces.
+os.write(1, f"wrong {wrong}\n".encode())
 """
 
 
