@@ -104,6 +104,16 @@ class Daemon:
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
+    def fd_names(self) -> list[str]:
+        """What each of the daemon's fds is (for a failure's message)."""
+        names = []
+        for fd in sorted(os.listdir(f"/proc/{self.proc.pid}/fd"), key=int):
+            try:
+                names.append(f"{fd}:{os.readlink(f'/proc/{self.proc.pid}/fd/{fd}')}")
+            except OSError:
+                names.append(f"{fd}:?")  # closed meanwhile
+        return names
+
     def log(self) -> str:
         """The daemon's stderr so far (it goes to a file)."""
         return (self.dir / "daemon.log").read_text()
@@ -410,7 +420,7 @@ def _connect_as(uid: int, path: str, n: int) -> tuple[list[socket.socket], int]:
 def test_a_flood_of_connections_is_told_busy_and_leaks_nothing(daemon: Daemon) -> None:
     """One uid holding idle connections gets "busy" past its own share, with
     the limit named; another uid's launches go on meanwhile."""
-    baseline = daemon.open_fds()
+    baseline, before = daemon.open_fds(), daemon.fd_names()
     extra = 8
     flood, status = _connect_as(NOBODY, daemon.socket, MAX_CONVERSATIONS_PER_UID + extra)
     busy: list[str] = []
@@ -439,7 +449,7 @@ def test_a_flood_of_connections_is_told_busy_and_leaks_nothing(daemon: Daemon) -
     deadline = time.monotonic() + TIMEOUT
     while daemon.open_fds() != baseline and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert daemon.open_fds() == baseline
+    assert daemon.open_fds() == baseline, f"before: {before}; now: {daemon.fd_names()}"
 
 
 def test_the_daemon_holds_at_most_its_number_of_conversations(daemon: Daemon) -> None:

@@ -7,6 +7,7 @@ that name no file (abstract, TCP) connect as natively, in both modes.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -53,7 +54,9 @@ def servers(tmp_path: Path) -> Iterator[dict[str, str]]:
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind(str(tmp_path / "d" / "sock"))
     abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    name = f"unotifyd-test-{tmp_path.name}"
+    # Abstract names are per network namespace, not per session: the pid
+    # keeps another pytest (or what a killed one left) from holding ours.
+    name = f"unotifyd-test-{os.getpid()}-{tmp_path.name}"
     abstract.bind("\0" + name)
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.bind(("127.0.0.1", 0))

@@ -18,9 +18,10 @@ of the two baselines that bracket the attack is the reference (the
 machine's own noise drifts). The victim passes if no run failed or timed
 out and each p50 and p99 under attack is within twice that figure plus an
 absolute floor:
-:data:`LAUNCH_FLOOR_MS` (20 ms) for a launch, :data:`OPEN_FLOOR_US` (10 ms)
-for an open -- two CPUs are shared with the attacker, the p99 of 15 launches
-is their slowest, and a few milliseconds of scheduling noise are no stall
+:data:`LAUNCH_FLOOR_MS` (20 ms) for a launch (:data:`LAUNCH_TAIL_FLOOR_MS`,
+100 ms, for its p99: the p99 of 15 launches is their slowest),
+:data:`OPEN_FLOOR_US` (10 ms) for an open -- two CPUs are shared with the
+attacker, and scheduling noise is no stall
 (the stalls these attacks cause are seconds, or forever). Each test also proves that its attack
 is real (the attacker's own calls do block), so that an attack that broke
 cannot pass for isolation.
@@ -92,6 +93,12 @@ OPENS_TIMEOUT = OPENS_SECONDS + 2 * BREAK_TIME + 2
 #: connections attack once in five clean runs (1.3-1.5 ms in the others, 1-2 ms
 #: alone): scheduling noise, some 460 times shorter than the 3 s a lease break stalls.
 LAUNCH_FLOOR_MS = 20.0
+#: The p99 of 15 launches is their slowest, a single sample: one launch of
+#: 193 ms among launches of 71 ms (p50), under the idle-connections attack,
+#: failed a CI run whose other nine runs put it at 60-87 ms. The stalls these
+#: attacks cause are seconds (a lease break, a handshake timeout) or forever,
+#: so the slowest launch gets a floor ten times shorter than the shortest.
+LAUNCH_TAIL_FLOOR_MS = 100.0
 OPEN_FLOOR_US = 10000.0
 
 VICTIM_TEXT = "VICTIM\n"
@@ -173,8 +180,10 @@ HUNG = Figures(math.inf, math.inf, math.inf, timeouts=1, note="hung")
 FAILED = Figures(math.inf, math.inf, math.inf, fails=1, note="failed")
 
 
-def within(what: str, alone: Figures, attacked: Figures, floor: float, unit: str) -> list[str]:
-    """Why ``attacked`` is not within 2x ``alone`` plus ``floor``; [] if it is."""
+def within(what: str, alone: Figures, attacked: Figures, floor: float, unit: str, *,
+           tail_floor: float | None = None) -> list[str]:
+    """Why ``attacked`` is not within 2x ``alone`` plus ``floor`` (the p99
+    plus ``tail_floor``, if given); [] if it is."""
     problems = []
     if attacked.fails:
         problems.append(f"{what}: {attacked.fails} run(s) failed")
@@ -184,7 +193,7 @@ def within(what: str, alone: Figures, attacked: Figures, floor: float, unit: str
         problems.append(f"{what}: only {attacked.runs} runs within {SERIES_BUDGET:g}s")
     for name in ("p50", "p99"):
         a, b = getattr(alone, name), getattr(attacked, name)
-        bound = 2 * a + floor
+        bound = 2 * a + (tail_floor if name == "p99" and tail_floor is not None else floor)
         if b > bound:
             problems.append(f"{what} {name}: {b:.0f}{unit} attacked > {bound:.0f}{unit} "
                             f"allowed ({a:.0f}{unit} alone)")
@@ -416,7 +425,8 @@ def conclude(report: Report, attack: str, w: World, alone: Victim, attacked: Vic
         None if alone.dev is None or after.dev is None else worse(alone.dev, after.dev),
         max(alone.daemon_cpu, after.daemon_cpu),
     )  # fmt: skip
-    problems = within("launch", base.launch, attacked.launch, LAUNCH_FLOOR_MS, "ms")
+    problems = within("launch", base.launch, attacked.launch, LAUNCH_FLOOR_MS, "ms",
+                      tail_floor=LAUNCH_TAIL_FLOOR_MS)
     problems += within("open", base.opens, attacked.opens, OPEN_FLOOR_US, "us")
     extra: dict[str, object] = {}
     if base.dev is not None and attacked.dev is not None:
