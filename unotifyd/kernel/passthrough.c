@@ -86,7 +86,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 5
+#define PT_VERSION 6
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -123,6 +123,10 @@ struct pt_config {
      * root unseen (the filter refuses or traps chroot, pivot_root, setns),
      * and none did; Python clears it, while the lane runs, on seeing one. */
     uint32_t root_pinned;
+    /* Python's Served.namespaces_pinned: no thread of the listener can move
+     * to another user or mount namespace (the filter refuses every call
+     * that could); set once, before the lane runs. */
+    uint32_t ns_pinned;
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
     uint64_t cap_eff;
@@ -155,6 +159,7 @@ struct thread {
     pid_t tid; /* 0: empty */
     int proc, pidfd;
     int root_ok; /* its root was ours at a call made while roots were pinned */
+    int ns_ok;   /* its namespaces were ours, and cannot change (cfg->ns_pinned) */
 };
 
 struct lane {
@@ -162,6 +167,10 @@ struct lane {
     int listener, forward, fddir;
     int follower; /* the lane's second thread (see struct shared) */
     struct thread threads[PT_THREADS];
+    /* What named_so found the file of named_fd to be (type, inode, mount):
+     * emulate's, for the fd it pinned; -1 at the start of each call. */
+    int named_fd;
+    struct statx named;
     char path[PT_PATH_MAX + 1];
     char name[PT_PATH_MAX + 2];
 };
@@ -287,14 +296,15 @@ static int named_so(struct lane *l, int fd, size_t len)
     l->name[len] = keep;
     if (again < 0)
         return 0;
-    struct statx a, b;
+    struct statx *a = &l->named, b;
     unsigned want = STATX_INO | STATX_MNT_ID;
-    int same = syscall(SYS_statx, fd, "", AT_EMPTY_PATH, want, &a) == 0 &&
+    int same = syscall(SYS_statx, fd, "", AT_EMPTY_PATH, want | STATX_TYPE, a) == 0 &&
                syscall(SYS_statx, again, "", AT_EMPTY_PATH, want, &b) == 0 &&
-               (a.stx_mask & b.stx_mask & want) == want && a.stx_ino == b.stx_ino &&
-               a.stx_dev_major == b.stx_dev_major && a.stx_dev_minor == b.stx_dev_minor &&
-               a.stx_mnt_id == b.stx_mnt_id;
+               (a->stx_mask & b.stx_mask & want) == want && a->stx_ino == b.stx_ino &&
+               a->stx_dev_major == b.stx_dev_major && a->stx_dev_minor == b.stx_dev_minor &&
+               a->stx_mnt_id == b.stx_mnt_id;
     close(again);
+    l->named_fd = same ? fd : -1;
     return same;
 }
 
@@ -410,6 +420,11 @@ static int as_ourselves(struct lane *l, struct thread *t)
         return 0;
     if ((data[0].effective | (uint64_t)data[1].effective << 32) != cfg->cap_eff)
         return 0;
+    /* Looked at once per thread where they cannot change: an entry whose
+     * thread is gone fails the credentials' look just above (its pidfd
+     * answers ESRCH), so a number reused is looked at afresh. */
+    if (t->ns_ok)
+        return 1;
     char ns[64];
     ssize_t n = readlinkat(t->proc, "ns/user", ns, sizeof ns - 1);
     if (n <= 0)
@@ -417,8 +432,10 @@ static int as_ourselves(struct lane *l, struct thread *t)
     ns[n] = 0;
     if (strcmp(ns, cfg->userns))
         return 0;
-    if (!cfg->emulate)
+    if (!cfg->emulate) {
+        t->ns_ok = cfg->ns_pinned;
         return 1;
+    }
     /* Made here, a call resolves its absolute paths in our mount namespace:
      * the program's must be the same one (its mounts, not ours, are what it
      * may see; the same root inode says nothing of the mounts below it). */
@@ -426,7 +443,10 @@ static int as_ourselves(struct lane *l, struct thread *t)
     if (n <= 0)
         return 0;
     ns[n] = 0;
-    return !strcmp(ns, cfg->mntns);
+    if (strcmp(ns, cfg->mntns))
+        return 0;
+    t->ns_ok = cfg->ns_pinned;
+    return 1;
 }
 
 /* One path of a call: where it is, where it starts, how its last name is taken. */
@@ -604,11 +624,19 @@ static enum verdict emulate(struct lane *l, const struct thread *th,
         r->error = -ENOENT;
         return PT_ANSWER;
     }
-    struct statx stx;
-    uint32_t mask = sh == SH_STATX ? (uint32_t)a[3] : STATX_TYPE;
-    int sync = sh == SH_STATX ? (int)(flags & AT_STATX_SYNC_TYPE) : 0;
-    if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH | sync, mask, &stx) < 0)
-        return PT_FORWARD;
+    /* The file's type and attributes, for all but the stat family: from
+     * named_so's statx of this very fd where it made one, else asked. */
+    struct statx stx = {0};
+    if (sh == SH_STATX) {
+        int sync = (int)(flags & AT_STATX_SYNC_TYPE);
+        if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH | sync, (uint32_t)a[3], &stx) < 0)
+            return PT_FORWARD;
+    } else if (sh != SH_STAT && sh != SH_LSTAT && sh != SH_NEWFSTATAT) {
+        if (l->named_fd == pinned)
+            stx = l->named;
+        else if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH, STATX_TYPE, &stx) < 0)
+            return PT_FORWARD;
+    }
     int mounts = sh == SH_OPEN || sh == SH_OPENAT || (sh == SH_STATX && !(flags & AT_NO_AUTOMOUNT));
     if (mounts && S_ISDIR(stx.stx_mode)) {
         struct statfs fs;
@@ -812,6 +840,7 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
         return PT_CONTINUE;
     }
     int pinned;
+    l->named_fd = -1;
     if (!passes_target(l, th, &t[0], &pinned))
         return PT_FORWARD;
     enum verdict v = emulate(l, th, n, sh, pinned, flags, r);
@@ -968,6 +997,10 @@ static int waiting(int listener)
     return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
+/* At most this many calls between two looks of the leader's for a call
+ * that waits while it holds one (see lead). */
+#define PT_LOOK_MAX 16
+
 /* The leader's turns at the listener, until the lane ends. */
 static void lead(struct shared *s, struct lane *l, int two)
 {
@@ -976,6 +1009,7 @@ static void lead(struct shared *s, struct lane *l, int two)
                             {.fd = s->stop, .events = POLLIN},
                             {.fd = two ? s->ended : -1, .events = POLLIN}};
     unsigned window = 0, passed = 0;
+    unsigned gap = 1, since = 0; /* calls between looks for another waiting */
     for (;;) {
         pthread_mutex_lock(&s->lock);
         if (ending(s))
@@ -1011,10 +1045,22 @@ static void lead(struct shared *s, struct lane *l, int two)
         pthread_mutex_unlock(&s->lock);
         /* Another call waits while we hold this one: the follower takes it.
          * Looked at once the lock is let go: a follower that failed to take
-         * it a moment ago is asleep by now, and is woken. */
-        if (got && two && __atomic_load_n(&s->asleep, __ATOMIC_ACQUIRE) &&
-            waiting(s->listener) && __atomic_exchange_n(&s->asleep, 0, __ATOMIC_ACQ_REL))
-            bump(s->wake);
+         * it a moment ago is asleep by now, and is woken. A look is a
+         * poll(2), some 1 us of a call's 20: where looks find nothing (a
+         * program that makes one call at a time), they are made ever more
+         * seldom, down to one call in PT_LOOK_MAX, and at each call again
+         * once one finds a call waiting; the follower then starts at most
+         * PT_LOOK_MAX calls late. */
+        if (got && two && __atomic_load_n(&s->asleep, __ATOMIC_ACQUIRE) && ++since >= gap) {
+            since = 0;
+            if (!waiting(s->listener)) {
+                gap = gap < PT_LOOK_MAX ? gap * 2 : PT_LOOK_MAX;
+            } else {
+                gap = 1;
+                if (__atomic_exchange_n(&s->asleep, 0, __ATOMIC_ACQ_REL))
+                    bump(s->wake);
+            }
+        }
         if (got && answer(s, l, &n, &window, &passed))
             return;
     }

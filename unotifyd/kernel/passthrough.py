@@ -30,7 +30,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 5
+_VERSION: Final = 6
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -59,6 +59,7 @@ class Config(ctypes.Structure):
         ("emulate", ctypes.c_uint32),
         ("threads", ctypes.c_uint32),
         ("root_pinned", ctypes.c_uint32),
+        ("ns_pinned", ctypes.c_uint32),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("ids", ctypes.c_uint32 * 8),
@@ -150,17 +151,20 @@ def config(
     userns: str,
     emulate: bool = False,
     root_pinned: bool = False,
+    namespaces_pinned: bool = False,
 ) -> Config:
     """A lane's configuration: ``shapes`` as (syscall nr, shape); ``watched``
     the paths whose names (and everything below) go to Python. ``emulate``
     (enforcing mode): the lane makes its calls itself, never CONTINUE, and
     only for a thread of our mount namespace. ``root_pinned``: see
-    ``Served.root_pinned``; cleared with :func:`unpin_root` while it runs."""
+    ``Served.root_pinned``; cleared with :func:`unpin_root` while it runs.
+    ``namespaces_pinned``: see ``Served.namespaces_pinned``."""
     c = Config()
     c.version = _VERSION
     c.check_creds = int(check_creds)
     c.emulate = int(emulate)
     c.root_pinned = int(root_pinned)
+    c.ns_pinned = int(namespaces_pinned)
     # Two threads take turns at the listener where two CPUs may run them
     # (pt_run, struct shared): one answers while the other receives.
     c.threads = min(2, len(os.sched_getaffinity(0)))

@@ -102,6 +102,7 @@ def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
         userns=ours.userns,
         emulate=emulate,
         root_pinned=s.root_pinned,
+        namespaces_pinned=s.namespaces_pinned,
     )
     s.lane_config = cfg
     return passthrough.Lane(lib, s.listener.fileno(), cfg)

@@ -16,6 +16,7 @@ from ..kernel.listener import Listener, Notification
 from ..kernel.passthrough import Config
 from ..policy import Decision, Listing, Policy, Rewrite
 from ..policy.paths import PerformPath
+from ..policy.surface import namespaces_fixed
 
 if TYPE_CHECKING:
     import trio
@@ -142,6 +143,13 @@ class Served:
     # does so, audit helper-26), which Python and the lane both judge in the
     # root kept.
     root_pinned: bool = False
+    # Whether no thread of the listener can move to another user or mount
+    # namespace: our filter (root_pinned, as given) made for a policy whose
+    # filter refuses every call that could (surface.namespaces_fixed). A
+    # refused call is never let through, so unlike root_pinned this holds
+    # for as long as the listener is served. The lane then compares a
+    # thread's namespaces with ours once, at its first call.
+    namespaces_pinned: bool = field(init=False, default=False)
     root: tuple[int, int] | Literal["unknown"] | None = "unknown"
     # The compiled pass-through lane (serve/passthrough.py): whether it may
     # never serve this listener, and how many calls Python answered since
@@ -152,6 +160,9 @@ class Served:
     # a call that may change a root unpins it there too (Decider.decide).
     lane_config: Config | None = None
     python_served: int = 0
+
+    def __post_init__(self) -> None:
+        self.namespaces_pinned = self.root_pinned and namespaces_fixed(self.policy)
 
 
 #: Every decision the serving layer answers.
