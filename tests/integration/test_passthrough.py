@@ -579,3 +579,78 @@ def test_a_thread_that_moves_to_another_mount_namespace_is_left_to_python(
         assert (200 < served < 1000) if lane else served == 0, proc.stderr
         answers[lane] = proc.stdout.strip()
     assert answers[True] == answers[False], answers
+
+
+_REDIRECTED = r"""
+import ctypes, fcntl, os, stat, sys
+libc = ctypes.CDLL(None, use_errno=True)
+d = sys.argv[1]
+os.chdir(d)
+for _ in range(300):  # the lane starts
+    os.close(os.open("src", os.O_RDONLY))
+def show(path, flags):
+    fd = libc.open(path.encode(), flags)  # not os.open, which adds O_CLOEXEC
+    if fd < 0:
+        return f"{path} {flags:o} {os.strerror(ctypes.get_errno())}"
+    try:
+        fl = fcntl.fcntl(fd, fcntl.F_GETFL) & ~0o100000  # O_LARGEFILE: 0 in glibc's flags
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            data = "dir" if stat.S_ISDIR(mode) else "fifo" if stat.S_ISFIFO(mode) else "other"
+        else:
+            try:
+                data = repr(os.read(fd, 64).decode())
+            except OSError as e:
+                data = e.strerror
+        return f"{path} {flags:o} fl={fl:o} cloexec={fcntl.fcntl(fd, fcntl.F_GETFD)} {data}"
+    finally:
+        os.close(fd)
+for path in ("src", f"{d}/src", "./src", "l-src", "src/", "to-dir", "to-fifo", "to-none"):
+    for flags in (os.O_RDONLY, os.O_NONBLOCK, os.O_CLOEXEC, os.O_NOATIME, os.O_DIRECTORY,
+                  os.O_NOFOLLOW, os.O_APPEND, os.O_WRONLY):
+        print(show(path, flags))
+"""
+
+
+def test_a_redirected_open_is_made_by_the_lane_as_python_makes_it(tmp_path: Path) -> None:
+    """In virtualizing mode, as root with every capability, the lane makes
+    the opens that only read of an exact redirect's source itself
+    (``redirect`` in passthrough.c): the target opened with the program's
+    flags, as Python's perform_open opens it. What the program sees of each
+    (the bytes, F_GETFL, FD_CLOEXEC, the errno) must be Python's, for every
+    flag the lane takes and the ones it leaves to Python (O_APPEND,
+    O_WRONLY, "src/"), for a target that is a directory, a FIFO (left to
+    Python, which opens it in a thread of its own: it would block) and
+    missing. The control: natively ``src`` is the original; and the lane
+    made the redirects (counted as ``redirect``, answered by the lane)."""
+    (tmp_path / "src").write_text("ORIGINAL")
+    (tmp_path / "dst").write_text("REDIRECTED")
+    (tmp_path / "l-src").symlink_to("src")
+    (tmp_path / "to-dir").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    argv = [SYSTEM_PYTHON, "-c", _REDIRECTED, str(tmp_path)]
+    native = run_native(argv)
+    assert "src 0 fl=0 cloexec=0 'ORIGINAL'" in native.stdout.splitlines(), describe(native)
+    rules = ("--stats", "--redirect", f"{tmp_path}/src={tmp_path}/dst",
+             "--redirect", f"{tmp_path}/to-dir={tmp_path}/a-dir",
+             "--redirect", f"{tmp_path}/to-fifo={tmp_path}/fifo",
+             "--redirect", f"{tmp_path}/to-none={tmp_path}/none")  # fmt: skip
+    seen = {}
+    for lane in (True, False):
+        extra = {} if lane else {"UNOTIFYD_PASSTHROUGH": "0"}
+        # The FIFO's other end: an open of it blocks until a writer comes.
+        other_end = os.open(tmp_path / "fifo", os.O_RDWR | os.O_NONBLOCK)
+        try:
+            proc = run_launch(*rules, argv=argv, env=env(extra))
+        finally:
+            os.close(other_end)
+        assert proc.returncode == 0, describe(proc)
+        seen[lane] = proc.stdout.splitlines()
+        redirects = re.search(r"by decision: .*redirect (\d+)", proc.stderr)
+        assert redirects is not None and int(redirects.group(1)) > 300, proc.stderr
+        assert (_let_through(proc.stderr) > 300) == lane, proc.stderr
+    assert "src 0 fl=0 cloexec=0 'REDIRECTED'" in seen[False], seen[False]
+    assert seen[True] == seen[False], "\n".join(
+        difflib.unified_diff(seen[False], seen[True], "python", "lane", lineterm="")
+    )

@@ -30,7 +30,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 6
+_VERSION: Final = 7
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -67,11 +67,13 @@ class Config(ctypes.Structure):
         ("userns", ctypes.c_char * 64),
         ("mntns", ctypes.c_char * 64),
         ("watched", ctypes.c_char_p),
+        ("redirects", ctypes.c_char_p),
         ("shape", ctypes.c_uint8 * _MAX_NR),
         ("continued", ctypes.c_uint64 * _MAX_NR),
         ("forwarded", ctypes.c_uint64),
         ("gone", ctypes.c_uint64),
         ("second", ctypes.c_uint64),
+        ("redirected", ctypes.c_uint64),
     )
 
 
@@ -152,13 +154,16 @@ def config(
     emulate: bool = False,
     root_pinned: bool = False,
     namespaces_pinned: bool = False,
+    redirects: Iterable[tuple[str, str]] = (),
 ) -> Config:
     """A lane's configuration: ``shapes`` as (syscall nr, shape); ``watched``
     the paths whose names (and everything below) go to Python. ``emulate``
     (enforcing mode): the lane makes its calls itself, never CONTINUE, and
     only for a thread of our mount namespace. ``root_pinned``: see
     ``Served.root_pinned``; cleared with :func:`unpin_root` while it runs.
-    ``namespaces_pinned``: see ``Served.namespaces_pinned``."""
+    ``namespaces_pinned``: see ``Served.namespaces_pinned``. ``redirects``
+    (virtualizing mode): the (source, target) of the exact redirects whose
+    opens the lane makes itself (``redirect`` in passthrough.c)."""
     c = Config()
     c.version = _VERSION
     c.check_creds = int(check_creds)
@@ -179,6 +184,8 @@ def config(
     # One NUL after each, a last one to end: the buffer outlives the lane
     # (Config keeps a reference to the bytes object it was given).
     c.watched = b"".join(os.fsencode(w) + b"\0" for w in watched) + b"\0"
+    pairs = b"".join(os.fsencode(a) + b"\0" + os.fsencode(b) + b"\0" for a, b in redirects)
+    c.redirects = pairs + b"\0" if pairs else None
     for nr, shape in shapes:
         c.shape[nr] = shape
     return c

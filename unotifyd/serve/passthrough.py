@@ -14,6 +14,10 @@ lookup of ours (``Decider._quick_open``, ``_quick_path_call``):
   hands every other call to Python; and only when we hold every
   capability that overrides file permissions (below), for a thread of our
   mount namespace;
+- in virtualizing mode, the opens that only read of an exact redirect's
+  source too (:func:`_redirects`), which it makes as Python does, only
+  where our groups never count (acting as ourselves is then acting as the
+  program);
 - no private tree: a link inside one leads where only Python follows;
 - no trace: every traced call must be seen, so tracing turns the lane off;
 - credentials that let a lookup of ours stand for the program's: we hold
@@ -40,7 +44,7 @@ from ..calls.registry import BY_NAME, BY_NR
 from ..kernel import passthrough
 from ..kernel.creds import supervisor_credentials
 from ..policy import Policy
-from ..policy.rules import Exec, Private, rule_pattern
+from ..policy.rules import Exec, Private, Redirect, rule_pattern
 from .served import Served, Stats
 
 #: How many calls Python answers before a lane is started (again): a
@@ -64,6 +68,26 @@ def _watched(policies: tuple[Policy, ...]) -> list[str] | None:
                 return None
             out.add(path)
     return sorted(out)
+
+
+def _in_proc(path: str) -> bool:
+    return path == "/proc" or path.startswith("/proc/")
+
+
+def _redirects(policy: Policy) -> list[tuple[str, str]]:
+    """The (source, target) of each exact redirect of ``policy`` that decides
+    its own source (no other rule takes that name first), neither in
+    ``/proc``, whose names Python looks at (``supervisors_own``): the opens
+    the lane may make itself (``redirect`` in kernel/passthrough.c)."""
+    out = []
+    for rule in policy.rules:
+        if not isinstance(rule, Redirect) or rule.source.tree:
+            continue
+        source, target = rule.source.path, rule.target.path
+        match = policy.match(source)
+        if match is not None and match.rule is rule and not (_in_proc(source) or _in_proc(target)):
+            out.append((source, target))
+    return out
 
 
 def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
@@ -103,6 +127,10 @@ def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
         emulate=emulate,
         root_pinned=s.root_pinned,
         namespaces_pinned=s.namespaces_pinned,
+        # Opened by the lane as ourselves, which is as the program only where
+        # our groups never count (see _may_run); Python's decisions are made
+        # on the rules as resolved in our root, and so are the lane's.
+        redirects=_redirects(in_our_root) if not emulate and ours.groups_never_count else (),
     )
     s.lane_config = cfg
     return passthrough.Lane(lib, s.listener.fileno(), cfg)
@@ -157,6 +185,11 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
                 stats.syscalls[name] += n
                 stats.decisions[decision] += n
     second, gone = since(-2, cfg.second), since(-1, cfg.gone)
+    # Counted above with the calls of their shape; a redirect, as Python says.
+    redirected = since(-3, cfg.redirected)
     for stats in live:
         stats.lane_second += second
         stats.gone += gone
+        if redirected:
+            stats.decisions[decision] -= redirected
+            stats.decisions["redirect"] += redirected
