@@ -33,7 +33,7 @@ from .rawsys import libc, libc_syscall
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from typing import Literal
+    from typing import Any, Literal
 
     #: ``(argument index, mask, value)``: the argument tested with libseccomp's
     #: ``SCMP_CMP_MASKED_EQ`` (``args[index] & mask == value``).
@@ -62,6 +62,44 @@ def _sys(nr: int, *args: object) -> int:
 
 class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+#: The libraries pyseccomp loads, by the sonames the dynamic loader finds on
+#: its own (ld.so.cache): glibc's and libseccomp 2's.
+_SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+
+def _import_pyseccomp() -> Any:  # the module: pyseccomp has no type information
+    """pyseccomp, imported without running ``ldconfig -p`` twice.
+
+    pyseccomp finds libc and libseccomp with ``ctypes.util.find_library``
+    at import, which on Linux runs ``/sbin/ldconfig -p`` (and, failing
+    that, gcc) and reads its output: two processes, ~10 ms of every
+    launch. While it imports, a name whose soname the loader can load
+    (dlopen(3) searches ld.so.cache itself) answers that soname, the very
+    name ``ldconfig -p`` would give; any other goes the usual way.
+    """
+    import ctypes.util  # noqa: PLC0415
+
+    usual = ctypes.util.find_library
+
+    def find(name: str) -> str | None:
+        soname = _SONAMES.get(name)
+        if soname is not None:
+            try:
+                ctypes.CDLL(soname)
+            except OSError:
+                pass
+            else:
+                return soname
+        return usual(name)
+
+    ctypes.util.find_library = find
+    try:
+        import pyseccomp  # noqa: PLC0415  - only the compiling process needs libseccomp
+    finally:
+        ctypes.util.find_library = usual
+    return pyseccomp
 
 
 def compile_filter(
@@ -94,8 +132,7 @@ def compile_filter(
     letting it through would bypass every rule (libseccomp's default
     ``SCMP_FLTATR_ACT_BADARCH``, made explicit here).
     """
-    import pyseccomp  # noqa: PLC0415  - only the compiling process needs libseccomp
-
+    pyseccomp = _import_pyseccomp()
     trapped = sorted(syscalls)
     refusals = sorted(refused)
     when: dict[str, list[ArgTest]] = {}

@@ -1,0 +1,38 @@
+"""pyseccomp is imported without the processes its own import would start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# A child interpreter in which starting a process fails: pyseccomp's own
+# import (ctypes.util.find_library) runs `ldconfig -p` for libc and libseccomp.
+_CHILD = """
+import ctypes.util, subprocess, sys
+def refused(*args, **kwargs):
+    raise AssertionError("a process was started: " + repr(args[:1]))
+subprocess.Popen = refused
+usual = ctypes.util.find_library
+if sys.argv[1] == "plain":
+    import pyseccomp
+else:
+    from unotifyd.kernel.filter import _import_pyseccomp, compile_filter
+    _import_pyseccomp()
+    assert ctypes.util.find_library is usual, "find_library left replaced"
+    assert len(compile_filter(["openat"], [])) > 0
+print("ok")
+"""
+
+
+def _child(how: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _CHILD, how], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_pyseccomp_is_imported_without_starting_a_process() -> None:
+    # The control: its plain import does start one.
+    plain = _child("plain")
+    assert plain.returncode != 0 and "a process was started" in plain.stderr, plain
+    ours = _child("ours")
+    assert (ours.returncode, ours.stdout) == (0, "ok\n"), ours.stderr
