@@ -8,11 +8,13 @@ affinity as it left it, and a program restricted to one CPU stays there.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 
 import pytest
 
 from .conftest import Files
-from .helpers import REDIRECTED, describe, py, run_launch
+from .helpers import REDIRECTED, describe, env, py, run_launch
 
 pytestmark = pytest.mark.kernel
 
@@ -28,20 +30,42 @@ print(sorted(before), sorted(contents))
 """
 
 
-def test_affinity_is_as_the_program_left_it(files: Files) -> None:
+#: Python alone injects, or (as root) mostly the pass-through lane, which
+#: makes the opens of an exact redirect itself and pins as Python does.
+SERVING = {"python": {"UNOTIFYD_PASSTHROUGH": "0"}, "lane": {}}
+
+
+def _served_by(serving: str, proc: subprocess.CompletedProcess[str]) -> None:
+    found = re.search(r"(\d+) answered by the pass-through lane", proc.stderr)
+    by_lane = int(found.group(1)) if found else 0
+    if serving == "python":
+        assert by_lane == 0, proc.stderr
+    elif os.geteuid() == 0:
+        assert by_lane > 200, proc.stderr
+
+
+@pytest.mark.parametrize("serving", SERVING)
+def test_affinity_is_as_the_program_left_it(files: Files, serving: str) -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    proc = run_launch("--redirect", files.redirect, argv=py(PROGRAM, str(files.src)))
+    proc = run_launch(
+        "--stats", "--redirect", files.redirect, argv=py(PROGRAM, str(files.src)),
+        env=env(SERVING[serving]),
+    )  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == f"{cpus} {[REDIRECTED]}\n", describe(proc)
+    _served_by(serving, proc)
 
 
-def test_a_program_bound_to_one_cpu_stays_on_it(files: Files) -> None:
+@pytest.mark.parametrize("serving", SERVING)
+def test_a_program_bound_to_one_cpu_stays_on_it(files: Files, serving: str) -> None:
     cpu = max(os.sched_getaffinity(0))
     proc = run_launch(
-        "--redirect", files.redirect, argv=["taskset", "-c", str(cpu), *py(PROGRAM, str(files.src))]
-    )
+        "--stats", "--redirect", files.redirect,
+        argv=["taskset", "-c", str(cpu), *py(PROGRAM, str(files.src))], env=env(SERVING[serving]),
+    )  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == f"{[cpu]} {[REDIRECTED]}\n", describe(proc)
+    _served_by(serving, proc)
 
 
 def test_no_colocate_leaves_affinity_alone(files: Files) -> None:

@@ -89,7 +89,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 7
+#define PT_VERSION 8
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -130,6 +130,8 @@ struct pt_config {
      * to another user or mount namespace (the filter refuses every call
      * that could); set once, before the lane runs. */
     uint32_t ns_pinned;
+    /* Run a thread on our CPU while it takes an injected fd (see inject). */
+    uint32_t colocate;
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
     uint64_t cap_eff;
@@ -615,6 +617,46 @@ static enum verdict open_for(struct lane *l, const struct seccomp_notif *n, int 
     return inject(l, n, fd, flags);
 }
 
+/* A thread's affinity while it runs only on our CPU (see inject). */
+struct pin {
+    pid_t tid;
+    int cpu;
+    cpu_set_t old;
+};
+
+/*
+ * Narrow thread tid's affinity to the CPU we run on; 0 if not done: where
+ * it may not run there or may run on one CPU only anyway, or where it may
+ * not be changed. As pin_to_our_cpu() in kernel/sched.py, which says why:
+ * the fd's ADDFD round trip then wakes the thread and us on one CPU
+ * (~70 us of cross-CPU wake-ups otherwise, on virtual CPUs).
+ */
+static int pin_here(pid_t tid, struct pin *p)
+{
+    int cpu = sched_getcpu();
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(tid, sizeof p->old, &p->old) < 0 ||
+        !CPU_ISSET(cpu, &p->old) || CPU_COUNT(&p->old) == 1)
+        return 0;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(tid, sizeof one, &one) < 0)
+        return 0;
+    p->tid = tid, p->cpu = cpu;
+    return 1;
+}
+
+/* Give the thread its affinity back, if the one it has is still ours: the
+ * program may have set one meanwhile (Pinned.release). */
+static void unpin(const struct pin *p)
+{
+    cpu_set_t now;
+    if (sched_getaffinity(p->tid, sizeof now, &now) == 0 && CPU_COUNT(&now) == 1 &&
+        CPU_ISSET(p->cpu, &now) && sched_setaffinity(p->tid, sizeof p->old, &p->old) < 0) {
+        /* gone meanwhile: nothing to give back */
+    }
+}
+
 /* Give fd, opened with O_NONBLOCK added to the program's flags, to the
  * program as the result of its open n (see open_for); fd is closed. */
 static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd,
@@ -637,12 +679,30 @@ static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd
     };
     /* Every signal is blocked in this thread: the wait for the program to
      * take the fd is not interrupted (see Listener.send_fd). */
+    struct pin pin;
+    int pinned = l->cfg->colocate && pin_here((pid_t)n->pid, &pin);
+    if (pinned) {
+        /* Install, give the thread its own affinity back while it still
+         * waits for the answer (so it never runs with ours), then answer:
+         * two steps, as _inject() in serve/handoff.py makes them, since
+         * under WAIT_KILLABLE_RECV only a fatal signal ends the program's
+         * wait in between, and the fd then goes with the process. */
+        add.flags = 0;
+    }
     int got = ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
     int err = errno;
+    if (pinned)
+        unpin(&pin);
     close(fd);
-    if (got >= 0)
-        return PT_SENT;
-    return err == ENOENT || err == ESRCH ? PT_GONE : PT_FORWARD;
+    if (got < 0)
+        return err == ENOENT || err == ESRCH ? PT_GONE : PT_FORWARD;
+    if (pinned) {
+        struct seccomp_notif_resp r = {.id = n->id, .val = got};
+        while (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
+            ;
+        /* ENOENT: the thread was killed meanwhile, with the fd it took. */
+    }
+    return PT_SENT;
 }
 
 /*

@@ -30,7 +30,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 7
+_VERSION: Final = 8
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -60,6 +60,7 @@ class Config(ctypes.Structure):
         ("threads", ctypes.c_uint32),
         ("root_pinned", ctypes.c_uint32),
         ("ns_pinned", ctypes.c_uint32),
+        ("colocate", ctypes.c_uint32),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("ids", ctypes.c_uint32 * 8),
@@ -155,6 +156,7 @@ def config(
     root_pinned: bool = False,
     namespaces_pinned: bool = False,
     redirects: Iterable[tuple[str, str]] = (),
+    colocate: bool = True,
 ) -> Config:
     """A lane's configuration: ``shapes`` as (syscall nr, shape); ``watched``
     the paths whose names (and everything below) go to Python. ``emulate``
@@ -163,13 +165,16 @@ def config(
     ``Served.root_pinned``; cleared with :func:`unpin_root` while it runs.
     ``namespaces_pinned``: see ``Served.namespaces_pinned``. ``redirects``
     (virtualizing mode): the (source, target) of the exact redirects whose
-    opens the lane makes itself (``redirect`` in passthrough.c)."""
+    opens the lane makes itself (``redirect`` in passthrough.c). ``colocate``:
+    a program's thread runs on our CPU while it takes an injected fd, as
+    :func:`~unotifyd.kernel.sched.pin_to_our_cpu` has it."""
     c = Config()
     c.version = _VERSION
     c.check_creds = int(check_creds)
     c.emulate = int(emulate)
     c.root_pinned = int(root_pinned)
     c.ns_pinned = int(namespaces_pinned)
+    c.colocate = int(colocate)
     # Two threads take turns at the listener where two CPUs may run them
     # (pt_run, struct shared): one answers while the other receives.
     c.threads = min(2, len(os.sched_getaffinity(0)))

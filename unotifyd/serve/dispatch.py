@@ -84,7 +84,7 @@ class Dispatcher:
         count starts again (a lane that could not start is tried later)."""
         if not self.lane_due(s):
             return None
-        lane = open_lane(s, self.tracer.enabled)
+        lane = open_lane(s, self.tracer.enabled, colocate=self.colocate)
         if lane is None:
             s.python_served = 0
         return lane

@@ -90,7 +90,7 @@ def _redirects(policy: Policy) -> list[tuple[str, str]]:
     return out
 
 
-def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
+def open_lane(s: Served, tracing: bool, *, colocate: bool = True) -> passthrough.Lane | None:
     """A lane for ``s`` (not started), or None: not now, or never (then
     ``s.lane_refused`` says so).
 
@@ -131,6 +131,7 @@ def open_lane(s: Served, tracing: bool) -> passthrough.Lane | None:
         # our groups never count (see _may_run); Python's decisions are made
         # on the rules as resolved in our root, and so are the lane's.
         redirects=_redirects(in_our_root) if not emulate and ours.groups_never_count else (),
+        colocate=colocate,
     )
     s.lane_config = cfg
     return passthrough.Lane(lib, s.listener.fileno(), cfg)
