@@ -146,8 +146,38 @@ def snapshot(repo: Path, rev: str, into: Path) -> str:
     return short.stdout.strip()
 
 
+def _without_editable_hook(python: str, scratch: Path) -> tuple[str, str]:
+    """``python``, or an interpreter that imports what it does without its
+    editable-install hook, and a note of which.
+
+    ``pip install -e .`` (the test suite's ``.venv``) leaves a ``.pth`` file
+    whose import hook every start of that interpreter runs: ~15 ms here
+    (pathlib, importlib.util...), which the installed unotifyd of the README
+    (``pip install .``) never pays, and which a launch would measure. The
+    other interpreter is a venv of the same base Python whose only ``.pth``
+    names ``python``'s site-packages as a plain path: the packages are the
+    same, but the ``.pth`` files in there are not run (site.addpackage()
+    runs those of site directories only).
+    """
+    where = subprocess.run(
+        [python, "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    packages = Path(where.stdout.strip())
+    if where.returncode != 0 or not any(packages.glob("__editable__*unotifyd*.pth")):
+        return python, ""
+    venv = scratch / "venv"
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    made = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (Path(made.stdout.strip()) / "unotifyd-deps.pth").write_text(f"{packages}\n")
+    return str(venv / "bin" / "python"), f"; {python}'s packages without its editable hook"
+
+
 def unotifyd_command(
-    repo: Path, source: Path | None = None
+    repo: Path, source: Path | None = None, scratch: Path | None = None
 ) -> tuple[tuple[str, ...], dict[str, str], str]:
     """(argv that runs unotifyd, environment for every command, how it was chosen).
 
@@ -155,8 +185,10 @@ def unotifyd_command(
     script if one is on PATH; else ``python3 -m unotifyd`` from this
     checkout. ``-m`` runs with the source on PYTHONPATH and the first
     interpreter that has unotifyd's dependencies: this one, then the test
-    suite's ``.venv``. Every command of the benchmarks gets the same
-    environment, so native runs see the same PYTHONPATH as supervised ones.
+    suite's ``.venv`` (given ``scratch``, a directory, without the hook of
+    its editable install: see :func:`_without_editable_hook`). Every command
+    of the benchmarks gets the same environment, so native runs see the same
+    PYTHONPATH as supervised ones.
     """
     env = dict(os.environ)
     script = None if source else shutil.which("unotifyd")
@@ -176,12 +208,17 @@ def unotifyd_command(
     # run where PYTHONDONTWRITEBYTECODE is set would compile every module at
     # every launch (~60 ms here) and measure that instead.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    for python in (sys.executable, str(repo / ".venv" / "bin" / "python")):
-        if Path(python).exists() and _imports_deps(python, env):
+    for candidate in (sys.executable, str(repo / ".venv" / "bin" / "python")):
+        if Path(candidate).exists() and _imports_deps(candidate, env):
+            python, note = candidate, ""
+            if scratch is not None:
+                python, note = _without_editable_hook(candidate, scratch)
+                if not _imports_deps(python, env):
+                    raise BenchError(f"{python} cannot import unotifyd's dependencies")
             subprocess.run(
                 [python, "-m", "compileall", "-q", str(src / "unotifyd")], env=env, check=True
             )  # fmt: skip
-            how = f"{python} -m unotifyd (PYTHONPATH={src}, bytecode compiled)"
+            how = f"{python} -m unotifyd (PYTHONPATH={src}, bytecode compiled{note})"
             return (python, "-m", "unotifyd"), env, how
     raise BenchError(
         "no interpreter can import unotifyd's dependencies (trio, pyseccomp): "

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rev:
             source = tmp / "src"
             snapshot_of = prepare.snapshot(repo, args.rev, source)
-        uno, env, how = prepare.unotifyd_command(repo, source)
+        uno, env, how = prepare.unotifyd_command(repo, source, tmp)
         work = tmp / "work"
         work.mkdir()
         ctx = Ctx(repo=repo, build=build, work=work, python=sys.executable, unotifyd=uno,
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         mode = "quick" if quick else "full"
         for line in prepare.header(repo, how, mode, snapshot_of):
             # The work tree's own path says nothing to a reader of the report.
-            report.out(line.replace(str(repo), "."))
+            report.out(line.replace(str(repo), ".").replace(str(tmp), "<scratch>"))
         report.out(f"- command: `{shlex.join(['python3', 'benchmarks/run.py', *sys.argv[1:]])}`")
         report.out()
         metrics: dict[str, float] = {}
