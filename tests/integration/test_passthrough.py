@@ -28,6 +28,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -654,3 +655,115 @@ def test_a_redirected_open_is_made_by_the_lane_as_python_makes_it(tmp_path: Path
     assert seen[True] == seen[False], "\n".join(
         difflib.unified_diff(seen[False], seen[True], "python", "lane", lineterm="")
     )
+
+
+_OPEN_SRC = r"""
+import os, sys
+d = sys.argv[1]
+for _ in range(300):  # the lane starts
+    os.stat(d + "/warm")
+fd = os.open(d + "/src", os.O_RDONLY | int(sys.argv[2]))
+print(os.read(fd, 64).decode() if sys.argv[3] == "read" else "opened")
+"""
+
+_INOTIFY_OPENS = r"""
+import ctypes, os, select, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+# IN_OPEN and IN_CLOSE_NOWRITE: two opens in a row would be one event
+# (inotify(7): identical successive events are coalesced).
+assert libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x20 | 0x10) >= 0
+print("watching", flush=True)
+sys.stdin.readline()  # the program has run
+opens = 0
+while select.select([fd], [], [], 0.2)[0]:
+    buf = os.read(fd, 4096)
+    for at in range(0, len(buf), 16):  # a file's own events: no name
+        opens += struct.unpack_from("iIII", buf, at)[1] & 0x20 != 0
+print(opens)
+"""
+
+
+@pytest.mark.parametrize("serving", ["lane", "python"])
+def test_a_redirect_to_a_fifo_opens_it_once(tmp_path: Path, serving: str) -> None:
+    """A FIFO's open acts (it lets a blocked writer go), so the target of a
+    redirect must be opened once per open of the program's, as natively:
+    Python looks at the target before it opens it (may_block), and so does
+    the lane, which leaves a FIFO to Python. Counted with inotify
+    (IN_OPEN, between IN_CLOSE_NOWRITE), natively first."""
+    (tmp_path / "warm").write_text("")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def opens_of(run: Callable[[], subprocess.CompletedProcess[str]]) -> int:
+        watcher = subprocess.Popen(
+            [SYSTEM_PYTHON, "-c", _INOTIFY_OPENS, str(fifo)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert watcher.stdout is not None and watcher.stdout.readline() == "watching\n"
+        proc = run()
+        assert proc.returncode == 0 and proc.stdout == "opened\n", describe(proc)
+        out, _ = watcher.communicate("done\n", timeout=30)
+        return int(out)
+
+    nonblock = str(os.O_NONBLOCK)  # a FIFO opened to read, without waiting for a writer
+    native = opens_of(lambda: run_native(
+        [SYSTEM_PYTHON, "-c", _OPEN_SRC.replace('"/src"', '"/fifo"'), str(tmp_path), nonblock,
+         "open"]))  # fmt: skip
+    assert native == 1
+    extra = {} if serving == "lane" else {"UNOTIFYD_PASSTHROUGH": "0"}
+    argv = [SYSTEM_PYTHON, "-c", _OPEN_SRC, str(tmp_path), nonblock, "open"]
+    assert opens_of(lambda: run_launch(
+        "--redirect", f"{tmp_path}/src={fifo}", argv=argv, env=env(extra))) == 1  # fmt: skip
+
+
+_LEASE = r"""
+import fcntl, os, signal, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+def release(signum, frame):
+    time.sleep(0.3)  # the open that broke the lease waits meanwhile
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    print("released", flush=True)
+signal.signal(signal.SIGIO, release)
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+print("held", flush=True)
+signal.pause()
+time.sleep(0.1)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a lease on a file of ours needs CAP_LEASE")
+@pytest.mark.parametrize("serving", ["lane", "python"])
+def test_an_open_of_a_leased_redirect_target_waits_for_the_lease(
+    tmp_path: Path, serving: str
+) -> None:
+    """A write lease another process holds makes an open wait until the
+    lease is given up (fcntl(2), "Leases"), as natively: not EAGAIN, which
+    is what the supervisor's own O_NONBLOCK open of the target gets (it is
+    made again, blocking, in a worker thread)."""
+    (tmp_path / "warm").write_text("")
+    target = tmp_path / "target"
+    target.write_text("TARGET")
+
+    def under_lease(run: Callable[[], subprocess.CompletedProcess[str]]) -> str:
+        holder = subprocess.Popen([SYSTEM_PYTHON, "-c", _LEASE, str(target)],
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            proc = run()
+            assert proc.returncode == 0, describe(proc)
+            assert holder.stdout.readline() == "released\n"  # the lease was broken
+            return proc.stdout
+        finally:
+            holder.kill()
+            holder.wait()
+
+    native = under_lease(lambda: run_native(
+        [SYSTEM_PYTHON, "-c", _OPEN_SRC.replace('"/src"', '"/target"'), str(tmp_path), "0",
+         "read"]))  # fmt: skip
+    assert native == "TARGET\n"  # the control: natively the open waits, then reads
+    extra = {} if serving == "lane" else {"UNOTIFYD_PASSTHROUGH": "0"}
+    argv = [SYSTEM_PYTHON, "-c", _OPEN_SRC, str(tmp_path), "0", "read"]
+    got = under_lease(lambda: run_launch(
+        "--redirect", f"{tmp_path}/src={target}", argv=argv, env=env(extra)))  # fmt: skip
+    assert got == "TARGET\n"

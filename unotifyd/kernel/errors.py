@@ -22,7 +22,8 @@ class ProgramGone(KernelError):
 
 class WouldBlock(KernelError):
     """An open the supervisor made non-blocking would have waited: a FIFO with no
-    reader, opened ``O_WRONLY|O_NONBLOCK``, is ENXIO (fifo(7))."""
+    reader, opened ``O_WRONLY|O_NONBLOCK``, is ENXIO (fifo(7)); a file on which
+    another holds a conflicting lease is EWOULDBLOCK (fcntl(2), "Leases")."""
 
 
 class BadArgument(KernelError):

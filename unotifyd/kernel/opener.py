@@ -112,6 +112,10 @@ def open_as(
         except OSError as e:
             if probing and e.errno == errno.ENXIO:
                 raise WouldBlock(f"{path}: a FIFO with no reader") from None
+            if probing and e.errno == errno.EWOULDBLOCK:
+                # A lease another holds: a blocking open waits for its break
+                # (open(2), EWOULDBLOCK; fcntl(2), "Leases").
+                raise WouldBlock(f"{path}: a lease is held on it") from None
             raise
 
 

@@ -322,44 +322,6 @@ static int named_so(struct lane *l, int fd, size_t len)
 }
 
 /*
- * An absolute l->path, looked up from our root with no link on the way
- * (RESOLVE_NO_SYMLINKS), names the file it reaches: that path, its "."
- * components and repeated "/" taken out (plain_path lets no ".." by), is
- * what fd_name would read of it (d_path() in fs/d_path.c: the names of its
- * dentries up to our root, across the mounts on the way), and it was the
- * file's name at the moment of the lookup, which named_so checks with a
- * lookup of its own. Such a path needs neither: one readlink less per
- * call in virtualize mode, five calls less in enforcing mode. The file's
- * O_PATH fd with its name in l->name; -1 where a link is on the way
- * (ELOOP), or on any other failure: the general way then decides.
- */
-static int direct(struct lane *l, int follow)
-{
-    struct open_how how = {.flags = O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW),
-                           .resolve = RESOLVE_NO_SYMLINKS};
-    int fd = (int)syscall(SYS_openat2, AT_FDCWD, l->path, &how, sizeof how);
-    if (fd < 0)
-        return -1;
-    size_t n = 0; /* never more than the path's own length */
-    for (const char *p = l->path; *p;) {
-        while (*p == '/')
-            p++;
-        const char *end = strchrnul(p, '/');
-        size_t len = (size_t)(end - p);
-        if (len > 0 && !(len == 1 && *p == '.')) {
-            l->name[n++] = '/';
-            memcpy(l->name + n, p, len);
-            n += len;
-        }
-        p = end;
-    }
-    if (n == 0)
-        l->name[n++] = '/';
-    l->name[n] = 0;
-    return fd;
-}
-
-/*
  * Resolve l->path from basefd as the kernel would, into l->name; 0, or -1.
  * With pinned (enforcing mode), what it resolved to stays open there, an
  * O_PATH fd the call is then made on (-1: only the last name is missing).
@@ -367,15 +329,7 @@ static int direct(struct lane *l, int follow)
 static int resolve(struct lane *l, int basefd, int follow, int *pinned)
 {
     size_t len;
-    int fd = l->path[0] == '/' ? direct(l, follow) : -1;
-    if (fd >= 0) {
-        if (pinned != NULL)
-            *pinned = fd;
-        else
-            close(fd);
-        return 0;
-    }
-    fd = sys_openat2(basefd, l->path, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    int fd = sys_openat2(basefd, l->path, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd >= 0) {
         int r = fd_name(l, fd, &len);
         if (r == 0 && pinned != NULL && !named_so(l, fd, len))
@@ -899,10 +853,17 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
     }
     if (to == NULL)
         return PT_FORWARD;
+    /* Looked at before it is opened, as Python looks (may_block() in
+     * serve/opens.py): an open of a FIFO or a device acts (a FIFO's
+     * writer is let go, a device does what its open does), so such a
+     * target is Python's to open, once; and again once opened, in case
+     * one was swapped in meanwhile. */
+    struct stat st;
+    if (stat(to, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
+        return PT_FORWARD;
     int fd = open(to, (int)flags | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return PT_FORWARD;
-    struct stat st;
     if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
         close(fd);
         return PT_FORWARD;
