@@ -1002,7 +1002,6 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
     return v;
 }
 
-
 static int tell(int forward, char what)
 {
     return send(forward, &what, 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
