@@ -280,6 +280,7 @@ def launch(
             stats=stats,
             sync_wakeup=sync_wakeup,
             colocate=colocate,
+            killable_wait=killable_wait,
             notes=notes,
             forwarder=forwarder,
         )

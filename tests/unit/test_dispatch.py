@@ -25,6 +25,7 @@ from unotifyd.kernel.creds import Credentials, proc_status
 from unotifyd.kernel.errors import BadArgument
 from unotifyd.kernel.listener import Listener, Notification
 from unotifyd.policy import Deny, Fail, Pattern, Policy, ReadOnly, Redirect
+from unotifyd.serve import handoff
 from unotifyd.serve.decide import Decider
 from unotifyd.serve.dispatch import Dispatcher
 from unotifyd.serve.handoff import Job
@@ -108,13 +109,18 @@ class FakeListener:
         self.answers.append(("fd", "writable" if writable else os.pread(srcfd, 100, 0)))
         return 3
 
+    def add_fd(self, nid: int, srcfd: int, *, cloexec: bool) -> int:
+        """ADDFD without SEND: installed, the call still waits."""
+        self.answers.append(("added", os.pread(srcfd, 100, 0)))
+        return 3
+
 
 class World:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, colocate: bool = False) -> None:
         self.mem = FakeMemory()
         self.listener = FakeListener()
         decider = Decider(Tracer(), mem=self.mem, resolver=FakeResolver(), creds=FakeCreds())
-        self.dispatcher = Dispatcher(colocate=False, decider=decider)
+        self.dispatcher = Dispatcher(colocate=colocate, decider=decider)
         self.served = Served(cast(Listener, self.listener), policy)
         self.deferred: list[Job] = []
         self._ids = 0
@@ -159,6 +165,38 @@ def test_a_redirected_open_injects_the_target(files: tuple[Path, Path]) -> None:
     # creat() is open(O_CREAT|O_WRONLY|O_TRUNC): the target is emptied.
     assert world.call("creat", path, 0o644) == ("fd", "writable")
     assert dst.read_text() == "" and src.read_text() == "the source\n"
+
+
+@pytest.mark.parametrize("killable", [False, True])
+def test_a_thread_takes_an_fd_on_our_cpu_only_where_its_wait_is_killable(
+    files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, killable: bool
+) -> None:
+    """Moved onto our CPU, the thread takes the fd in two steps (ADDFD, its
+    affinity given back, then SEND): only where a signal cannot end its wait
+    in between (WAIT_KILLABLE_RECV, Served.killable_wait). Elsewhere the fd
+    would stay installed and the call be interrupted (an audit made a runc
+    container leak 244 fds so): one step, ADDFD|SEND, and no pinning."""
+    src, dst = files
+    seen: list[object] = []
+
+    class Pin:
+        def release(self) -> None:
+            seen.append("released")
+
+    def pin(tid: int) -> Pin:
+        seen.append(tid)
+        return Pin()
+
+    monkeypatch.setattr(handoff, "pin_to_our_cpu", pin)
+    world = World(Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))]), colocate=True)
+    world.served.killable_wait = killable
+    last = world.call("openat", abi.AT_FDCWD, os.fsencode(src), os.O_RDONLY)
+    if killable:
+        assert seen == [TID, "released"]
+        assert world.listener.answers[-2:] == [("added", b"the target\n"), ("value", 3)]
+    else:
+        assert seen == []
+        assert last == ("fd", b"the target\n")
 
 
 def test_a_denied_path_fails_every_call_with_its_errno(files: tuple[Path, Path]) -> None:

@@ -81,7 +81,21 @@ def _import_pyseccomp() -> Any:  # the module: pyseccomp has no type information
     """
     import ctypes.util  # noqa: PLC0415
 
-    usual = ctypes.util.find_library
+    with _IMPORTING:
+        if "pyseccomp" in sys.modules:
+            return sys.modules["pyseccomp"]
+        return _import_with(ctypes.util)
+
+
+#: Held while find_library is replaced: the daemon compiles filters in
+#: several threads, and a second thread must not save our replacement as
+#: the function to put back.
+_IMPORTING = threading.Lock()
+
+
+def _import_with(util: Any) -> Any:
+    """pyseccomp, imported while ``util.find_library`` answers sonames."""
+    usual: Callable[[str], str | None] = util.find_library
 
     def find(name: str) -> str | None:
         soname = _SONAMES.get(name)
@@ -94,11 +108,11 @@ def _import_pyseccomp() -> Any:  # the module: pyseccomp has no type information
                 return soname
         return usual(name)
 
-    ctypes.util.find_library = find
+    util.find_library = find
     try:
         import pyseccomp  # noqa: PLC0415  - only the compiling process needs libseccomp
     finally:
-        ctypes.util.find_library = usual
+        util.find_library = usual
     return pyseccomp
 
 

@@ -130,7 +130,8 @@ struct pt_config {
      * to another user or mount namespace (the filter refuses every call
      * that could); set once, before the lane runs. */
     uint32_t ns_pinned;
-    /* Run a thread on our CPU while it takes an injected fd (see inject). */
+    /* Run a thread on our CPU while it takes an injected fd (see inject):
+     * only for a listener with WAIT_KILLABLE_RECV (Served.killable_wait). */
     uint32_t colocate;
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
@@ -638,9 +639,12 @@ static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd
     if (pinned) {
         /* Install, give the thread its own affinity back while it still
          * waits for the answer (so it never runs with ours), then answer:
-         * two steps, as _inject() in serve/handoff.py makes them, since
-         * under WAIT_KILLABLE_RECV only a fatal signal ends the program's
-         * wait in between, and the fd then goes with the process. */
+         * two steps, as _inject() in serve/handoff.py makes them. Python
+         * sets colocate only for a listener with WAIT_KILLABLE_RECV
+         * (Served.killable_wait), under which only a fatal signal ends the
+         * program's wait in between, and the fd then goes with the process;
+         * without it a signal would leave the fd installed and the call
+         * interrupted. */
         add.flags = 0;
     }
     int got = ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);

@@ -58,7 +58,8 @@ class Dispatcher:
     """Decides and answers notifications of any number of listeners.
 
     ``colocate`` runs a program's thread on our CPU while it takes an
-    injected fd (see :mod:`unotifyd.kernel.sched`).
+    injected fd (see :mod:`unotifyd.kernel.sched`), where the listener's
+    wait is killable (:attr:`Served.killable_wait`).
     """
 
     def __init__(
@@ -84,7 +85,7 @@ class Dispatcher:
         count starts again (a lane that could not start is tried later)."""
         if not self.lane_due(s):
             return None
-        lane = open_lane(s, self.tracer.enabled, colocate=self.colocate)
+        lane = open_lane(s, self.tracer.enabled, colocate=self.colocate and s.killable_wait)
         if lane is None:
             s.python_served = 0
         return lane
@@ -220,7 +221,8 @@ class Dispatcher:
         else:
             call = None
             blocks = isinstance(d, EmulateOpen) and may_block(our_name(d.path, root_tid))
-        job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy)
+        colocate = self.colocate and s.killable_wait
+        job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy, colocate)
         if not blocks:
             result = perform(job, nonblocking=True)
             if result is not None:
@@ -233,7 +235,7 @@ class Dispatcher:
         """Answer ``job``'s call with what performing it gave (see handoff.Result)."""
         if isinstance(result, Outcome):
             p.outcome = result
-        return answer(job.listener, job.notif, job.decision, result, self.colocate)
+        return answer(job.listener, job.notif, job.decision, result, job.colocate)
 
     # --- the end of a call ---------------------------------------------------------
 

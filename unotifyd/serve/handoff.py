@@ -50,6 +50,9 @@ class Job:
     notif: Notification
     may_block: bool  # a FIFO or a device, by a look before the open
     policy: Policy | None = None  # to decide again where a redirect really leads (recheck)
+    # Run the thread on our CPU while it takes an injected fd (see _inject):
+    # asked for, and the listener's wait is killable (Served.killable_wait).
+    colocate: bool = False
 
 
 def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) -> Result:

@@ -86,10 +86,14 @@ def run_supervisor(
     stats: IO[str] | None = None,
     sync_wakeup: bool = True,
     colocate: bool = True,
+    killable_wait: bool = False,
     notes: Sequence[str] = (),
     forwarder: SignalForwarder | None = None,
 ) -> int:
-    """Serve the program's listener (closing it at the end); return the program's wait status."""
+    """Serve the program's listener (closing it at the end); return the program's wait status.
+
+    ``killable_wait``: its filter has WAIT_KILLABLE_RECV (see Served.killable_wait).
+    """
     names = sorted(trapped(policy))
     traps = f"filter traps {len(names)} system calls: {', '.join(names) or 'none'}"
     if stats is not None:
@@ -113,7 +117,7 @@ def run_supervisor(
         backing = Backing(policy)
         # Our filter, made from this policy: it traps or refuses every call
         # that changes a root (see Served.root_pinned).
-        s = Served(listener, backing.policy, root_pinned=True)
+        s = Served(listener, backing.policy, root_pinned=True, killable_wait=killable_wait)
         stop = StopServing()
         try:
             if forwarder is not None:

@@ -143,6 +143,15 @@ class Served:
     # does so, audit helper-26), which Python and the lane both judge in the
     # root kept.
     root_pinned: bool = False
+    # Whether the listener's filter has WAIT_KILLABLE_RECV, which only a
+    # fatal signal interrupts once a call is received: known only of one
+    # launch installed (5.19+); not of a daemon's client's, nor of a
+    # container runtime's (runc and crun set no such flag). An injected fd
+    # is given in two steps (ADDFD, then SEND) only then: elsewhere a signal
+    # in between would leave the fd installed and the call interrupted, so
+    # the thread is not moved onto our CPU for it (handoff._inject, the
+    # lane's inject) and the fd goes with ADDFD|SEND, in one step.
+    killable_wait: bool = False
     # Whether no thread of the listener can move to another user or mount
     # namespace: our filter (root_pinned, as given) made for a policy whose
     # filter refuses every call that could (surface.namespaces_fixed). A
