@@ -193,14 +193,15 @@ def run(ctx: Ctx, report: Report, rounds: Rounds, launches: int) -> dict[str, fl
     per_round = max(1, launches // rounds.count)
     per_round_true = max(1, launches // 10 // rounds.count)
     per_round_step = 3 if ctx.quick else 5
-    python = ctx.unotifyd[0]
+    # The interpreter, and -P if unotifyd runs with it (see prepare.unotifyd_command).
+    python = ctx.unotifyd[:2] if ctx.unotifyd[1:2] == ("-P",) else ctx.unotifyd[:1]
     entries = [Entry(k, tuple(by_key[k].wrap([cat, REDIRECT_FROM])), per_round) for k in PEERS]
     daemon = Daemon(ctx)
     through_daemon = daemon.start(cat)
     if through_daemon is not None:
         entries.append(Entry(DAEMON_ROW, (*through_daemon, cat, REDIRECT_FROM), per_round))
     entries.append(Entry(TRUE_ROW, (*ctx.unotifyd, "launch", "--", true), per_round_true))
-    entries += [Entry(row, (python, "-c", code), per_round_step) for row, code in STEPS.items()]
+    entries += [Entry(row, (*python, "-c", code), per_round_step) for row, code in STEPS.items()]
 
     grid = Grid()
     try:

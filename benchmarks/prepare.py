@@ -218,8 +218,13 @@ def unotifyd_command(
             subprocess.run(
                 [python, "-m", "compileall", "-q", str(src / "unotifyd")], env=env, check=True
             )  # fmt: skip
-            how = f"{python} -m unotifyd (PYTHONPATH={src}, bytecode compiled{note})"
-            return (python, "-m", "unotifyd"), env, how
+            # -P: no directory of ours first on sys.path. Run from a checkout,
+            # ``-m`` would put the current directory there, and a --rev run
+            # would measure the work tree's unotifyd, not the snapshot's.
+            safe = subprocess.run([python, "-P", "-c", "pass"], check=False).returncode == 0
+            how = f"{python}{' -P' if safe else ''} -m unotifyd (PYTHONPATH={src}, "
+            how += f"bytecode compiled{note})"
+            return (python, *(("-P",) if safe else ()), "-m", "unotifyd"), env, how
     raise BenchError(
         "no interpreter can import unotifyd's dependencies (trio, pyseccomp): "
         "run `bash tests/run` once (it makes .venv) or `pip install -e .`"
