@@ -872,10 +872,7 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
         close(fd);
         return PT_FORWARD;
     }
-    enum verdict v = inject(l, n, fd, flags);
-    if (v == PT_SENT)
-        COUNT(l->cfg->redirected);
-    return v;
+    return inject(l, n, fd, flags);
 }
 
 /* What may become of the call of n here (see enum verdict). */
@@ -1115,6 +1112,11 @@ static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *
             ;
         /* ENOENT: the thread died meanwhile; its call needs no answer. */
         COUNT(cfg->continued[n->data.nr]);
+        /* In virtualizing mode an fd is sent for a redirect alone. Counted
+         * after the call's shape, and read before it (serve/passthrough.py,
+         * count), so that a read never finds more redirects than calls. */
+        if (v == PT_SENT && !cfg->emulate)
+            COUNT(cfg->redirected);
         if (l->follower)
             COUNT(cfg->second);
         return 0;

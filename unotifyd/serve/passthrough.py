@@ -176,6 +176,10 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
         return n
 
     live = [stats for stats in counters if stats is not None]
+    # The redirects are among the calls of their shape (below): counted after
+    # them in C (answer), read before them here, so that none is taken out
+    # of its shape's count before it is in it.
+    redirected = since(-3, cfg.redirected)
     for nr in _SHAPED_NRS:
         n = since(nr, cfg.continued[nr])
         if n:
@@ -186,8 +190,6 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
                 stats.syscalls[name] += n
                 stats.decisions[decision] += n
     second, gone = since(-2, cfg.second), since(-1, cfg.gone)
-    # Counted above with the calls of their shape; a redirect, as Python says.
-    redirected = since(-3, cfg.redirected)
     for stats in live:
         stats.lane_second += second
         stats.gone += gone
