@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     if args.save:
-        Path(args.save).write_text(report.text(), encoding="utf-8")
+        # The scratch directory is gone by now, and says nothing to a reader.
+        saved = report.text().replace(str(tmp), "<scratch>")
+        Path(args.save).write_text(saved, encoding="utf-8")
         log(f"report written to {args.save}")
     return 0
 
