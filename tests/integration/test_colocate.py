@@ -13,8 +13,9 @@ import subprocess
 
 import pytest
 
+from ..reliability.support import SERVING, serving_env
 from .conftest import Files
-from .helpers import REDIRECTED, describe, env, py, run_launch
+from .helpers import REDIRECTED, describe, py, run_launch
 
 pytestmark = pytest.mark.kernel
 
@@ -30,12 +31,9 @@ print(sorted(before), sorted(contents))
 """
 
 
-#: Python alone injects, or (as root) mostly the pass-through lane, which
-#: makes the opens of an exact redirect itself and pins as Python does.
-SERVING = {"python": {"UNOTIFYD_PASSTHROUGH": "0"}, "lane": {}}
-
-
 def _served_by(serving: str, proc: subprocess.CompletedProcess[str]) -> None:
+    """Python alone injects, or (as root) mostly the pass-through lane, which
+    makes the opens of an exact redirect itself and pins as Python does."""
     found = re.search(r"(\d+) answered by the pass-through lane", proc.stderr)
     by_lane = int(found.group(1)) if found else 0
     if serving == "python":
@@ -49,7 +47,7 @@ def test_affinity_is_as_the_program_left_it(files: Files, serving: str) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     proc = run_launch(
         "--stats", "--redirect", files.redirect, argv=py(PROGRAM, str(files.src)),
-        env=env(SERVING[serving]),
+        env=serving_env(serving),
     )  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == f"{cpus} {[REDIRECTED]}\n", describe(proc)
@@ -61,7 +59,7 @@ def test_a_program_bound_to_one_cpu_stays_on_it(files: Files, serving: str) -> N
     cpu = max(os.sched_getaffinity(0))
     proc = run_launch(
         "--stats", "--redirect", files.redirect,
-        argv=["taskset", "-c", str(cpu), *py(PROGRAM, str(files.src))], env=env(SERVING[serving]),
+        argv=["taskset", "-c", str(cpu), *py(PROGRAM, str(files.src))], env=serving_env(serving),
     )  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == f"{[cpu]} {[REDIRECTED]}\n", describe(proc)

@@ -85,7 +85,7 @@ class Dispatcher:
         count starts again (a lane that could not start is tried later)."""
         if not self.lane_due(s):
             return None
-        lane = open_lane(s, self.tracer.enabled, colocate=self.colocate and s.killable_wait)
+        lane = open_lane(s, self.tracer.enabled, colocate=self.colocates(s))
         if lane is None:
             s.python_served = 0
         return lane
@@ -221,8 +221,7 @@ class Dispatcher:
         else:
             call = None
             blocks = isinstance(d, EmulateOpen) and may_block(our_name(d.path, root_tid))
-        colocate = self.colocate and s.killable_wait
-        job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy, colocate)
+        job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy, self.colocates(s))
         if not blocks:
             result = perform(job, nonblocking=True)
             if result is not None:
@@ -230,6 +229,10 @@ class Dispatcher:
             # Raced into a FIFO or a device since our stat: redo it blocking.
         defer(s, p, job)
         return Deferred.DEFERRED
+
+    def colocates(self, s: Served) -> bool:
+        """Whether a thread of ``s`` takes an injected fd on our CPU (see the class doc)."""
+        return self.colocate and s.killable_wait
 
     def answer(self, job: Job, p: InFlight, result: int | Outcome) -> int:
         """Answer ``job``'s call with what performing it gave (see handoff.Result)."""
