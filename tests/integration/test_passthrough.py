@@ -34,7 +34,16 @@ from pathlib import Path
 import pytest
 
 from ..security.support import IDENTITIES, Report
-from .helpers import SYSTEM_PYTHON, describe, env, public_dir, run_launch, run_native
+from .helpers import (
+    SYSTEM_PYTHON,
+    describe,
+    env,
+    launch_cmd,
+    public_dir,
+    run_launch,
+    run_native,
+)
+from .test_creation_modes import DEFAULT_ACL_RWX
 
 pytestmark = pytest.mark.kernel
 
@@ -346,6 +355,151 @@ def test_the_lane_can_be_turned_off_and_says_what_it_let_through() -> None:
         assert out_on == out_off == ["x"]
         assert _let_through(on) >= 30, on
         assert "pass-through" not in off, off
+
+
+def test_a_lane_comes_back_after_a_phase_it_could_not_answer() -> None:
+    """A lane that let almost nothing through (here: 3 000 ``chdir``, which
+    only Python answers) hands the listener back to Python for a while, not
+    for good: the stats that follow are the lane's again."""
+    with public_dir("unotifyd-lane-") as d:
+        (d / "f").write_text("x")
+        program = (f"import os\nfor _ in range(3000): os.chdir('.')\n"
+                   f"for _ in range(6000): os.stat({str(d / 'f')!r})\nprint('done')")  # fmt: skip
+        out, stats = _run([SYSTEM_PYTHON, "-c", program], True, ("--deny", f"{d}/nothing"))
+        assert out == ["done"]
+        assert re.search(r"by system call:.*chdir 300\d", stats), stats  # the phase was trapped
+        assert _let_through(stats) >= 3000, stats
+
+
+_MAKES = r"""
+import ctypes, fcntl, os, stat, sys
+libc = ctypes.CDLL(None, use_errno=True)
+base = sys.argv[1]
+os.chdir(base)
+
+libc.syscall.restype = ctypes.c_long
+
+def access(path, mode):
+    if libc.access(path.encode(), mode) != 0:
+        raise OSError(ctypes.get_errno(), "")
+
+def create(path, flags):
+    # open(2) itself, which nothing else here makes: --stats tells these apart.
+    fd = libc.syscall(2, path.encode(), flags | os.O_CREAT | os.O_EXCL, 0o666)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "")
+    print("made", path, oct(fcntl.fcntl(fd, fcntl.F_GETFL)), os.write(fd, b"x"),
+          os.lseek(fd, 0, os.SEEK_CUR), os.get_inheritable(fd))
+    os.close(fd)
+
+def answer(fn, *args):
+    try:
+        fn(*args)
+        return "0"
+    except OSError as e:
+        return os.strerror(e.errno)
+
+for _ in range(200):
+    os.stat(".")  # the lane runs from here on (START_AFTER)
+for mask in (0o022, 0o077, 0o002):
+    os.umask(mask)
+    for kind in ("plain", "acl", "setgid", "sticky", "ro-mount"):
+        # Each kind of call first after a change of umask, once (the lane
+        # must take the umask for either).
+        made = [answer(create, f"{kind}/f{mask:o}", os.O_WRONLY)] if mask != 0o002 else []
+        made.append(answer(os.mkdir, f"{kind}/d{mask:o}", 0o777))
+        if mask == 0o002:
+            made.append(answer(create, f"{kind}/f{mask:o}", os.O_WRONLY))
+        print(kind, oct(mask), *made)
+for flags in (os.O_RDWR | os.O_APPEND, os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC,
+              os.O_WRONLY | os.O_CLOEXEC, os.O_RDONLY):
+    print(answer(create, f"plain/n{flags:o}", flags))
+print(answer(create, "g1", os.O_WRONLY), answer(create, "dang", os.O_WRONLY),
+      answer(create, "missing/x", os.O_WRONLY), answer(create, "plain/", os.O_WRONLY),
+      answer(create, "exe/x", os.O_WRONLY))
+print(answer(os.mkdir, "plain/d22", 0o777), answer(os.mkdir, "plain/f", 0o700))
+print(answer(os.rmdir, "plain"), answer(os.rmdir, "plain/f"), answer(os.unlink, "plain"))
+print(answer(os.unlink, "plain/f"), answer(os.unlink, "plain/f"), answer(os.rmdir, "acl/d22"))
+print(answer(os.rename, "g1", "plain/d77"), answer(os.rename, "g1", "plain/g"))
+print(answer(os.rename, "plain/d77", "plain/moved"), answer(os.rename, "g2", "/proc/self/x"))
+print(answer(os.rename, "exe", "ro-mount/x"), answer(os.unlink, "ro-mount/f"))
+for mode in (os.F_OK, os.R_OK, os.W_OK, os.X_OK, os.R_OK | os.X_OK, 8):
+    print([answer(access, p, mode) for p in ("g2", "exe", "none", "plain", "ro-mount",
+                                              "ro-mount/f", "g2/")])
+for dirpath, dirs, files in sorted(os.walk(".")):
+    for name in sorted(dirs + files):
+        st = os.lstat(os.path.join(dirpath, name))
+        print(os.path.join(dirpath, name), oct(st.st_mode), st.st_gid)
+"""
+
+
+def _makes_tree(b: Path) -> None:
+    shutil.rmtree(b, ignore_errors=True)
+    for kind in ("plain", "acl", "setgid", "sticky", "ro-mount"):
+        (b / kind).mkdir(parents=True)
+    os.setxattr(b / "acl", "system.posix_acl_default", DEFAULT_ACL_RWX)
+    os.chown(b / "setgid", 0, 65534)
+    (b / "setgid").chmod(0o2775)
+    (b / "sticky").chmod(0o1777)
+    (b / "dang").symlink_to("nowhere")
+    for name, mode in (("g1", 0o644), ("g2", 0o600), ("exe", 0o700), ("plain/f", 0o644),
+                       ("ro-mount/f", 0o644)):  # fmt: skip
+        (b / name).write_text(name)
+        (b / name).chmod(mode)
+
+
+def test_the_enforcing_lane_makes_names_as_the_kernel_would() -> None:
+    """Under --enforce the lane makes mkdir, rmdir, unlink, rename and access
+    itself: the umask the program has at each call (or a directory's default
+    ACL instead), a setgid directory's group, every errno, the same as
+    natively and as Python makes them."""
+    with public_dir("unotifyd-lane-") as d:
+        b = d / "t"
+        outs: dict[str, list[str]] = {}
+        by_lane = ""
+        # ro-mount is a read-only bind mount in a mount namespace of the
+        # run's own, the supervisor's too (the lane serves only threads of
+        # its mount namespace).
+        ro = b / "ro-mount"
+        script = f'mount --bind {ro} {ro} && mount -o remount,ro,bind {ro} && exec "$@"'
+        for how in ("native", "lane", "python"):
+            _makes_tree(b)
+            argv = [SYSTEM_PYTHON, "-c", _MAKES, str(b)]
+            if how != "native":
+                argv = launch_cmd("--stats", "--enforce", "--deny", f"{d}/x", argv=argv)
+            proc = run_native(["unshare", "-m", "sh", "-c", script, "sh", *argv],
+                              env=env({} if how != "python" else {"UNOTIFYD_PASSTHROUGH": "0"}))
+            assert proc.returncode == 0, describe(proc)
+            outs[how] = proc.stdout.splitlines()
+            if how == "lane":
+                by_lane = proc.stderr
+        native = outs["native"]
+        # The controls: the umask, the ACL, the setgid group, the read-only
+        # mount and the errnos all show natively.
+        for line in ("./plain/d22 0o40755 0", "./plain/moved 0o40700 0",
+                     "./plain/d2 0o40775 0", "./acl/d77 0o40777 0",
+                     "./setgid/d22 0o42755 65534",
+                     "ro-mount 0o22 Read-only file system Read-only file system",
+                     "File exists File exists",
+                     "Directory not empty Not a directory Is a directory",
+                     "0 No such file or directory 0",
+                     "Invalid cross-device link Read-only file system",
+                     "made plain/n2002 0o102002 1 1 True", "made plain/n2000001 0o100001 1 1 False",
+                     "File exists File exists No such file or directory Is a directory "
+                     "Not a directory", "./setgid/f22 0o100644 65534", "./acl/f77 0o100666 0",
+                     "./plain/f77 0o100600 0",
+                     "['0', '0', 'No such file or directory', '0', 'Read-only file system', "
+                     "'Read-only file system', 'Not a directory']"):  # fmt: skip
+            assert line in native, (line, native)
+        assert outs["lane"] == native, "\n".join(
+            difflib.unified_diff(native, outs["lane"], lineterm=""))
+        assert outs["python"] == native
+        # The lane made them (its own count, by system call).
+        made = dict(re.findall(r"(\w+) (\d+)", by_lane.split("by the lane:")[1].split("\n")[0]))
+        # (A rename into /proc, a trailing "/" or a mode the kernel refuses: Python's.)
+        for call, least in (("mkdir", 17), ("rmdir", 3), ("unlink", 4), ("rename", 4),
+                            ("access", 30), ("open", 20)):  # fmt: skip
+            assert int(made.get(call, 0)) >= least, (call, by_lane)
 
 
 _LATE_LINK = r"""

@@ -367,6 +367,18 @@ def name_at(arg: int) -> Inputs:
     return lambda mem, pid, a: (xattr_name(mem, pid, a[arg]),)
 
 
+_ACCESS_FLAGS = abi.AT_EACCESS | abi.AT_SYMLINK_NOFOLLOW | abi.AT_EMPTY_PATH
+
+
+def access_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """Nothing to read; ``faccessat2``'s mode and flags are checked first:
+    do_faccessat() (fs/open.c) answers EINVAL for a mode beyond ``S_IRWXO``
+    or an unknown flag before it looks the path up."""
+    if a[2] & 0xFFFFFFFF & ~0o7 or a[3] & 0xFFFFFFFF & ~_ACCESS_FLAGS:
+        raise BadArgument(errno.EINVAL, "access: mode or flags the kernel refuses")
+    return ()
+
+
 def setxattr_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     """``setxattr``'s name and value (``*at`` layout: dirfd, path, flags, name, value, size)."""
     if a[5] > XATTR_SIZE_MAX:

@@ -41,6 +41,7 @@ from .decode import (
     Memory,
     OpenCall,
     PathSpec,
+    access_inputs,
     at,
     decode_open,
     decode_openat2,
@@ -139,7 +140,8 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "statx": Operation("path", (at("read", unless_nofollow(2), empty_flag_arg=2),), ops.statx),
     "faccessat2": Operation(
-        "path", (at(_access_role, unless_nofollow(3), empty_flag_arg=3),), ops.faccessat2
+        "path", (at(_access_role, unless_nofollow(3), empty_flag_arg=3),), ops.faccessat2,
+        access_inputs,
     ),
     "readlinkat": Operation("path", (at("read", NEVER, empty_always=True),), ops.readlinkat),
     # statfs(path, buf) has no *at form: (AT_FDCWD, path, buf)

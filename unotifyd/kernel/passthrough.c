@@ -89,7 +89,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 8
+#define PT_VERSION 9
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -135,7 +135,7 @@ struct pt_config {
     uint32_t colocate;
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
-    uint64_t cap_eff;
+    uint64_t cap_eff, cap_prm;
     char userns[64]; /* our /proc/self/ns/user text */
     char mntns[64];  /* our /proc/self/ns/mnt text (compared when emulating) */
     const char *watched; /* the rules' paths, each NUL-ended, then one more NUL */
@@ -182,6 +182,9 @@ struct lane {
      * emulate's, for the fd it pinned; -1 at the start of each call. */
     int named_fd;
     struct statx named;
+    /* Enforcing mode: this thread's fs_struct is its own (unshare
+     * CLONE_FS), its umask then umask_now (see take_umask); -1 before. */
+    int umask_now;
     /* The last path passes_target looked at resolved to l->name, which a
      * rule watches: a redirect's source, maybe (see redirect). */
     int watched_name;
@@ -435,7 +438,11 @@ static int as_ourselves(struct lane *l, struct thread *t)
     struct __user_cap_data_struct data[2];
     if (syscall(SYS_capget, &hdr, data) < 0)
         return 0;
-    if ((data[0].effective | (uint64_t)data[1].effective << 32) != cfg->cap_eff)
+    /* Enforcing mode, the permitted set too: access(2), made here, checks a
+     * root caller's real ids with its permitted capabilities
+     * (access_override_creds() in fs/open.c). */
+    if ((data[0].effective | (uint64_t)data[1].effective << 32) != cfg->cap_eff ||
+        (cfg->emulate && (data[0].permitted | (uint64_t)data[1].permitted << 32) != cfg->cap_prm))
         return 0;
     /* Looked at once per thread where they cannot change: an entry whose
      * thread is gone fails the credentials' look just above (its pidfd
@@ -476,6 +483,20 @@ struct target {
     int moves;  /* it renames it: a rule path below it would move along */
 };
 
+/* Where thread th looks a relative path of t up from: our O_PATH fd of its
+ * cwd or of its dirfd (through its /proc directory, which names it alone); -1. */
+static int base_of(const struct thread *th, const struct target *t)
+{
+    char base[32];
+    if (t->dirfd == AT_FDCWD)
+        snprintf(base, sizeof base, "cwd");
+    else if (t->dirfd >= 0)
+        snprintf(base, sizeof base, "fd/%d", t->dirfd);
+    else
+        return -1;
+    return openat(th->proc, base, O_PATH | O_CLOEXEC);
+}
+
 /* Whether the path of t resolves, in thread th's view, where no rule is;
  * with pinned, what it resolves to is left open there (see resolve). */
 static int passes_target(struct lane *l, const struct thread *th, const struct target *t,
@@ -495,18 +516,8 @@ static int passes_target(struct lane *l, const struct thread *th, const struct t
             return 0;
     }
     int basefd = AT_FDCWD;
-    if (on_fd || l->path[0] != '/') {
-        char base[32];
-        if (t->dirfd == AT_FDCWD)
-            snprintf(base, sizeof base, "cwd");
-        else if (t->dirfd >= 0)
-            snprintf(base, sizeof base, "fd/%d", t->dirfd);
-        else
-            return 0;
-        basefd = openat(th->proc, base, O_PATH | O_CLOEXEC);
-        if (basefd < 0)
-            return 0;
-    }
+    if ((on_fd || l->path[0] != '/') && (basefd = base_of(th, t)) < 0)
+        return 0;
     if (on_fd) {
         /* No name is looked up: the call is about the file the program
          * holds, whatever its name (decide_on_fd() in policy/paths.py:
@@ -534,6 +545,195 @@ static int passes_target(struct lane *l, const struct thread *th, const struct t
  * (r holds the answer), or needing no answer (its thread is gone). */
 enum verdict { PT_FORWARD, PT_CONTINUE, PT_ANSWER, PT_SENT, PT_GONE };
 
+/* Give an fd of ours to the program as its open's result (defined below). */
+static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd,
+                           uint64_t flags, int made);
+
+/*
+ * Enforcing mode, a call that makes, removes or renames the last name of t
+ * (t->entry): pin the directory that name is in (its links followed, as the
+ * kernel's own lookup of a parent follows them), an O_PATH fd left in
+ * *pinned, and copy the last name, a plain one, to last (NAME_MAX + 1
+ * bytes). 1 if the name there is one no rule watches (nor one below which
+ * a rule lies, for a rename: see above_watched); 0 to forward. As
+ * perform_path() in serve/pathwork.py makes these calls (_open_parent):
+ * on the directory checked, never on a path the kernel would read again.
+ */
+static int pin_parent(struct lane *l, const struct thread *th, const struct target *t,
+                      int *pinned, char *last)
+{
+    if (read_path(l, th->tid, t->addr) < 0 || !plain_path(l->path, 1))
+        return 0;
+    char *slash = strrchr(l->path, '/');
+    const char *name = slash ? slash + 1 : l->path;
+    /* "x/.": no name to make or remove; "/": none at all (plain_path). */
+    size_t n = strlen(name);
+    if (n == 0 || n > NAME_MAX || !strcmp(name, "."))
+        return 0;
+    memcpy(last, name, n + 1);
+    int basefd = AT_FDCWD;
+    if (l->path[0] != '/' && (basefd = base_of(th, t)) < 0)
+        return 0;
+    const char *dir = ".";
+    if (slash == l->path)
+        dir = "/";
+    else if (slash != NULL)
+        *slash = 0, dir = l->path;
+    int fd = sys_openat2(basefd, dir, O_PATH | O_CLOEXEC | O_DIRECTORY);
+    if (basefd >= 0)
+        close(basefd);
+    size_t len;
+    if (fd < 0 || fd_name(l, fd, &len) < 0 || !named_so(l, fd, len) ||
+        len + 1 + n >= PT_PATH_MAX) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    if (len > 1)
+        l->name[len++] = '/';
+    memcpy(l->name + len, last, n + 1);
+    if (watched(l->cfg, l->name) || (t->moves && above_watched(l->cfg, l->name))) {
+        close(fd);
+        return 0;
+    }
+    *pinned = fd;
+    return 1;
+}
+
+/* The umask of thread th (its fs_struct's: proc(5), "Umask:"), or -1. */
+static int umask_of(const struct thread *th)
+{
+    char buf[4096];
+    int fd = openat(th->proc, "status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t got = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (got <= 0)
+        return -1;
+    buf[got] = 0;
+    const char *at = strstr(buf, "\nUmask:");
+    if (at == NULL)
+        return -1;
+    char *end;
+    long mask = strtol(at + 8, &end, 8);
+    return end == at + 8 || mask < 0 || mask > 0777 ? -1 : (int)mask;
+}
+
+/*
+ * Take thread th's umask, for a file or directory made here as it would
+ * make it: 0, or -1 to forward. The kernel applies the umask itself, or
+ * the directory's default ACL instead (mode_strip_umask(),
+ * posix_acl_create()), from the fs_struct of the thread making the call:
+ * so this thread gets one of its own once (unshare(2), CLONE_FS: our cwd,
+ * root and umask, copied; the lane uses neither cwd nor root) and takes
+ * the program's umask. Python has no such thread and applies the umask
+ * itself where no default ACL is (ops.mkdirat, opener.umask_applies); here
+ * the kernel decides between the two, at the call. The umask is read per
+ * call: any thread of the program may change it (the threads of a process
+ * share one), untrapped.
+ */
+static int take_umask(struct lane *l, const struct thread *th)
+{
+    int mask = umask_of(th);
+    if (mask < 0)
+        return -1;
+    if (l->umask_now < 0) {
+        if (unshare(CLONE_FS) < 0)
+            return -1;
+        l->umask_now = (int)umask(0);
+    }
+    if (mask != l->umask_now)
+        umask((mode_t)mask), l->umask_now = mask;
+    return 0;
+}
+
+/* The flags of a file made here (enforcing mode): O_CREAT with O_EXCL (a
+ * new regular file: no link followed, no FIFO or device opened, no lease
+ * to wait for), and none that asks more of the open than the kernel's
+ * open of a new file gives by itself. */
+#define PT_MAKE_FLAGS (O_ACCMODE | O_CREAT | O_EXCL | O_CLOEXEC | O_TRUNC | O_APPEND | \
+                       O_NONBLOCK | O_NOCTTY | O_NOFOLLOW | 0100000)
+
+/*
+ * Make the new file name in dirfd for the open n with flags and mode, as
+ * thread th would (its umask: see take_umask), and give it to the program
+ * (inject). An errno the kernel answers is the program's, but for those of
+ * our own fd table (EMFILE, ENFILE), which go to Python, as does anything
+ * but a plain new file.
+ */
+static enum verdict make_file(struct lane *l, const struct thread *th,
+                              const struct seccomp_notif *n, int dirfd, const char *name,
+                              uint64_t flags, mode_t mode, struct seccomp_notif_resp *r)
+{
+    if (take_umask(l, th) < 0)
+        return PT_FORWARD;
+    int fd = openat(dirfd, name, (int)flags | O_CLOEXEC, mode);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM)
+            return PT_FORWARD;
+        r->error = -errno;
+        return PT_ANSWER;
+    }
+    return inject(l, n, fd, flags, 1);
+}
+
+/*
+ * Enforcing mode: make the call n (shape sh) that makes, removes or
+ * renames names, on the directories pinned (see pin_parent), and put its
+ * answer in r. Made as ourselves, which is as the program (as_ourselves):
+ * whatever the kernel answers is the program's answer, errno and all (but
+ * for a new file's open, which makes an fd of ours: see make_file).
+ */
+static enum verdict emulate_entry(struct lane *l, const struct thread *th,
+                                  const struct seccomp_notif *n, int sh, struct target *t,
+                                  int paths, uint64_t flags, struct seccomp_notif_resp *r)
+{
+    const __u64 *a = n->data.args;
+    int dir[2] = {-1, -1};
+    char last[2][NAME_MAX + 1];
+    enum verdict v = PT_FORWARD;
+    for (int i = 0; i < paths; i++)
+        if (!pin_parent(l, th, &t[i], &dir[i], last[i]))
+            goto out;
+    int err;
+    switch (sh) {
+    case SH_OPEN:
+    case SH_OPENAT:
+        v = make_file(l, th, n, dir[0], last[0], flags,
+                      (mode_t)(sh == SH_OPEN ? a[2] : a[3]) & 07777, r);
+        goto out;
+    case SH_MKDIR:
+    case SH_MKDIRAT:
+        if (take_umask(l, th) < 0)
+            goto out;
+        err = mkdirat(dir[0], last[0], (mode_t)(sh == SH_MKDIR ? a[1] : a[2])) < 0 ? -errno : 0;
+        break;
+    case SH_RMDIR:
+        err = unlinkat(dir[0], last[0], AT_REMOVEDIR) < 0 ? -errno : 0;
+        break;
+    case SH_UNLINK:
+    case SH_UNLINKAT:
+        err = unlinkat(dir[0], last[0], sh == SH_UNLINK ? 0 : (int)(uint32_t)a[2]) < 0 ? -errno : 0;
+        break;
+    case SH_RENAME:
+    case SH_RENAMEAT:
+    case SH_RENAMEAT2:
+        err = syscall(SYS_renameat2, dir[0], last[0], dir[1], last[1],
+                      sh == SH_RENAMEAT2 ? (unsigned)a[4] : 0u) < 0 ? -errno : 0;
+        break;
+    default:
+        goto out;
+    }
+    r->error = err;
+    v = PT_ANSWER;
+out:
+    for (int i = 0; i < paths; i++)
+        if (dir[i] >= 0)
+            close(dir[i]);
+    return v;
+}
+
 /* The flags of an open made here (enforcing mode): a read, none that
  * creates, truncates or changes how the file is written; the others go to
  * Python. open(2) ignores flags it does not know; we do not. Not O_NOFOLLOW:
@@ -558,8 +758,6 @@ enum verdict { PT_FORWARD, PT_CONTINUE, PT_ANSWER, PT_SENT, PT_GONE };
  * the program's (see as_ourselves). Any failure goes to Python, which says
  * the errno (ours, EMFILE, are not the program's to see).
  */
-static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd,
-                           uint64_t flags);
 
 static enum verdict open_for(struct lane *l, const struct seccomp_notif *n, int pinned,
                              uint64_t flags)
@@ -569,7 +767,7 @@ static enum verdict open_for(struct lane *l, const struct seccomp_notif *n, int 
     int fd = openat(l->fddir, num, (int)flags | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return PT_FORWARD;
-    return inject(l, n, fd, flags);
+    return inject(l, n, fd, flags, 0);
 }
 
 /* A thread's affinity while it runs only on our CPU (see inject). */
@@ -613,16 +811,20 @@ static void unpin(const struct pin *p)
 }
 
 /* Give fd, opened with O_NONBLOCK added to the program's flags, to the
- * program as the result of its open n (see open_for); fd is closed. */
+ * program as the result of its open n (see open_for); fd is closed. made:
+ * fd was opened with the program's flags alone, and made the file (see
+ * make_file): the call cannot be made again, so a failure to give it
+ * (EMFILE: the program's table is full) is the call's answer, as Python's
+ * _inject answers it. */
 static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd,
-                           uint64_t flags)
+                           uint64_t flags, int made)
 {
     /* Given the program's flags, F_SETFL changes only those it knows
      * (O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME, O_NONBLOCK: setfl() in
      * fs/fcntl.c) and ignores the others. Of those, only O_NOATIME can be
      * among the program's (PT_OPEN_FLAGS), and the open set it already: the
      * one change is O_NONBLOCK cleared, in one call instead of a get and a set. */
-    if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, (int)flags) < 0) {
+    if (!made && !(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, (int)flags) < 0) {
         close(fd);
         return PT_FORWARD;
     }
@@ -652,8 +854,17 @@ static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd
     if (pinned)
         unpin(&pin);
     close(fd);
-    if (got < 0)
-        return err == ENOENT || err == ESRCH ? PT_GONE : PT_FORWARD;
+    if (got < 0 && (err == ENOENT || err == ESRCH))
+        return PT_GONE;
+    if (got < 0 && !made)
+        return PT_FORWARD;
+    if (got < 0) {
+        /* Still pending (both ways: ADDFD failed before it answered). */
+        struct seccomp_notif_resp r = {.id = n->id, .error = -err};
+        while (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
+            ;
+        return PT_SENT;
+    }
     if (pinned) {
         struct seccomp_notif_resp r = {.id = n->id, .val = got};
         while (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
@@ -727,7 +938,8 @@ static enum verdict emulate(struct lane *l, const struct thread *th,
         int sync = (int)(flags & AT_STATX_SYNC_TYPE);
         if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH | sync, (uint32_t)a[3], &stx) < 0)
             return PT_FORWARD;
-    } else if (sh != SH_STAT && sh != SH_LSTAT && sh != SH_NEWFSTATAT) {
+    } else if (sh != SH_STAT && sh != SH_LSTAT && sh != SH_NEWFSTATAT && sh != SH_ACCESS &&
+               sh != SH_FACCESSAT && sh != SH_FACCESSAT2) {
         if (l->named_fd == pinned)
             stx = l->named;
         else if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH, STATX_TYPE, &stx) < 0)
@@ -776,6 +988,19 @@ static enum verdict emulate(struct lane *l, const struct thread *th,
         len = (uint64_t)got < size ? (size_t)got : (size_t)size; /* readlink(2): truncated */
         break;
     }
+    case SH_ACCESS:
+    case SH_FACCESSAT:
+    case SH_FACCESSAT2: {
+        /* On the file itself, with the program's mode and its AT_EACCESS:
+         * the check is made with our real or effective ids and capabilities
+         * as it asks, which are its own (as_ourselves: all eight ids, the
+         * effective and permitted sets). A write check on a read-only mount
+         * is EROFS there too (do_faccessat() in fs/open.c). */
+        uint32_t mode = (uint32_t)(sh == SH_ACCESS ? a[1] : a[2]);
+        int how = AT_EMPTY_PATH | (int)(flags & AT_EACCESS);
+        r->error = syscall(SYS_faccessat2, pinned, "", mode, how) < 0 ? -errno : 0;
+        return PT_ANSWER;
+    }
     default:
         return PT_FORWARD;
     }
@@ -799,6 +1024,8 @@ static int emulable(int sh, const __u64 *a, uint64_t flags)
     switch (sh) {
     case SH_OPEN:
     case SH_OPENAT:
+        if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL))
+            return (flags & O_ACCMODE) != O_ACCMODE && !(flags & ~(uint64_t)PT_MAKE_FLAGS);
         return (flags & O_ACCMODE) == O_RDONLY && !(flags & ~(uint64_t)(PT_OPEN_FLAGS));
     case SH_STAT:
     case SH_LSTAT:
@@ -812,6 +1039,20 @@ static int emulable(int sh, const __u64 *a, uint64_t flags)
         return (int)a[2] > 0; /* do_readlinkat(): bufsiz <= 0 is EINVAL */
     case SH_READLINKAT:
         return (int)a[3] > 0;
+    case SH_ACCESS:
+        return !((uint32_t)a[1] & ~(uint32_t)S_IRWXO); /* do_faccessat(): else EINVAL */
+    case SH_FACCESSAT:
+    case SH_FACCESSAT2:
+        return !((uint32_t)a[2] & ~(uint32_t)S_IRWXO);
+    case SH_MKDIR:
+    case SH_MKDIRAT:
+    case SH_RMDIR:
+    case SH_UNLINK:
+    case SH_UNLINKAT: /* its flags are looked at in passes */
+    case SH_RENAME:
+    case SH_RENAMEAT:
+    case SH_RENAMEAT2:
+        return 1;
     default:
         return 0;
     }
@@ -872,7 +1113,7 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
         close(fd);
         return PT_FORWARD;
     }
-    return inject(l, n, fd, flags);
+    return inject(l, n, fd, flags, 0);
 }
 
 /* What may become of the call of n here (see enum verdict). */
@@ -903,6 +1144,9 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
             return PT_FORWARD;
         t[0].follow =
             !(flags & O_NOFOLLOW) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
+        /* Enforcing mode: a new file is made in the directory of its name
+         * (make_file), which is then the name's entry. */
+        t[0].entry = l->cfg->emulate && (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
         break;
     case SH_STAT:
     case SH_ACCESS:
@@ -993,8 +1237,10 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
                 return sh == SH_OPEN || sh == SH_OPENAT ? redirect(l, n, flags) : PT_FORWARD;
         return PT_CONTINUE;
     }
-    int pinned;
     l->named_fd = -1;
+    if (t[0].entry)
+        return emulate_entry(l, th, n, sh, t, paths, flags, r);
+    int pinned;
     if (!passes_target(l, th, &t[0], &pinned))
         return PT_FORWARD;
     enum verdict v = emulate(l, th, n, sh, pinned, flags, r);
@@ -1088,7 +1334,8 @@ static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *
     struct pt_config *cfg = s->cfg;
     /* A lane that lets through almost nothing only adds a hop to every
      * call (a container's, whose root is not ours; a program of another
-     * user): it hands the listener back to Python for good. */
+     * user): it hands the listener back to Python, which tries a lane
+     * again ever later (lane_due in serve/passthrough.py). */
     if (++*window == PT_WINDOW) {
         if (*passed * 8 < *window) {
             int err = forward_one(l, n);
@@ -1271,7 +1518,7 @@ static void *follow(void *arg)
 
 static int lane_open(struct lane *l, struct shared *s, int forward)
 {
-    *l = (struct lane){.cfg = s->cfg, .listener = s->listener, .forward = forward};
+    *l = (struct lane){.cfg = s->cfg, .listener = s->listener, .forward = forward, .umask_now = -1};
     l->fddir = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
     return l->fddir < 0 ? -errno : 0;
 }

@@ -30,7 +30,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 8
+_VERSION: Final = 9
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -40,11 +40,14 @@ SHAPES: Final = {
     "mkdir": 16, "mkdirat": 17, "rmdir": 18, "unlink": 19, "unlinkat": 20,
     "rename": 21, "renameat": 22, "renameat2": 23,
 }  # fmt: skip
-#: Those it makes itself in enforcing mode (``emulate`` in passthrough.c):
-#: the stat family and readlink, and the opens that only read.
-EMULATED: Final = frozenset(
-    ("open", "openat", "stat", "lstat", "newfstatat", "statx", "readlink", "readlinkat")
-)
+#: Those it makes itself in enforcing mode (``emulate`` and ``emulate_entry``
+#: in passthrough.c): the stat family, readlink, access and the opens that
+#: only read or make a new file, and the making, removing and renaming of names.
+EMULATED: Final = frozenset((
+    "open", "openat", "stat", "lstat", "newfstatat", "statx", "readlink", "readlinkat",
+    "access", "faccessat", "faccessat2", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat",
+    "rename", "renameat", "renameat2",
+))  # fmt: skip
 _NOTIF_SIZE: Final = abi.NOTIF_STRUCT.size
 _END_POLL_S: Final = 0.1
 
@@ -65,6 +68,7 @@ class Config(ctypes.Structure):
         ("root_ino", ctypes.c_uint64),
         ("ids", ctypes.c_uint32 * 8),
         ("cap_eff", ctypes.c_uint64),
+        ("cap_prm", ctypes.c_uint64),
         ("userns", ctypes.c_char * 64),
         ("mntns", ctypes.c_char * 64),
         ("watched", ctypes.c_char_p),
@@ -151,6 +155,7 @@ def config(
     check_creds: bool,
     ids: tuple[int, ...],
     cap_eff: int,
+    cap_prm: int,
     userns: str,
     emulate: bool = False,
     root_pinned: bool = False,
@@ -184,7 +189,7 @@ def config(
     c.root_dev, c.root_ino = st.st_dev, st.st_ino
     for i, v in enumerate(ids):
         c.ids[i] = v
-    c.cap_eff = cap_eff
+    c.cap_eff, c.cap_prm = cap_eff, cap_prm
     c.userns = os.fsencode(userns)
     # One NUL after each, a last one to end: the buffer outlives the lane
     # (Config keeps a reference to the bytes object it was given).

@@ -31,7 +31,7 @@ from .decide import Decider
 from .handoff import Job, Work, answer, perform
 from .listing import answer_listing
 from .opens import may_block, our_name
-from .passthrough import START_AFTER, count, open_lane
+from .passthrough import count, lane_due, open_lane
 from .rewrite import answer_rewrite
 from .served import AnyDecision, InFlight, Served, Stats
 from .trace import Tracer, record
@@ -76,8 +76,9 @@ class Dispatcher:
     @staticmethod
     def lane_due(s: Served) -> bool:
         """Whether a serving loop should stop draining and try a lane for ``s``:
-        :data:`~.passthrough.START_AFTER` calls answered here since the last."""
-        return not s.lane_refused and s.python_served >= START_AFTER
+        :data:`~.passthrough.START_AFTER` calls answered here since the last
+        (more after fruitless runs: :func:`.passthrough.lane_due`)."""
+        return lane_due(s)
 
     def pass_through(self, s: Served) -> Lane | None:
         """A compiled lane for ``s``'s calls no rule concerns, not started, if
@@ -96,10 +97,11 @@ class Dispatcher:
 
     def lane_ended(self, s: Served, lane: Lane) -> None:
         """Count what ``lane`` answered; say why if it failed (serving goes on here,
-        alone for good after a failure or a fruitless run)."""
+        alone for good after a failure; for longer after a fruitless run)."""
         count(lane, (self.stats, s.stats))
         s.python_served = 0
-        if lane.ended in ("fruitless", "failed"):
+        s.lane_fruitless = s.lane_fruitless + 1 if lane.ended == "fruitless" else 0
+        if lane.ended == "failed":
             s.lane_refused = True
         if lane.ended == "failed":
             err = -(lane.result or 0)

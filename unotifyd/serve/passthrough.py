@@ -8,10 +8,12 @@ where Python's own answer to those calls would be CONTINUE decided on a
 lookup of ours (``Decider._quick_open``, ``_quick_path_call``):
 
 - virtualizing mode; or enforcing mode, where the lane never lets the
-  kernel re-read a path: it makes the stat family, readlink and the opens
-  that only read itself, on the file it resolved (as ``perform_path`` and
-  ``perform_open`` make every call there), and
-  hands every other call to Python; and only when we hold every
+  kernel re-read a path: it makes the stat family, readlink, access and
+  the opens that only read itself, on the file it resolved, and mkdir,
+  rmdir, unlink, rename and the opens that make a new file (``O_CREAT |
+  O_EXCL``) on the directory of the name, resolved so, with the program's
+  umask (as ``perform_path`` and ``perform_open`` make every call there),
+  and hands every other call to Python; and only when we hold every
   capability that overrides file permissions (below), for a thread of our
   mount namespace;
 - in virtualizing mode, the opens that only read of an exact redirect's
@@ -50,10 +52,29 @@ from .served import Served, Stats
 #: How many calls Python answers before a lane is started (again): a
 #: program that makes few calls, or has gone quiet, holds no thread of ours.
 START_AFTER = 16
+#: After a run that let almost nothing through ("fruitless": the lane ends
+#: itself after 1 024 calls of which under an eighth passed, PT_WINDOW in
+#: passthrough.c), how many Python answers before the next try; doubled
+#: after each such run in a row (at most 2**FRUITLESS_MAX times). A
+#: program whose calls no lane can answer (a container's, whose root is
+#: not ours) then pays the lane's extra hop on ever fewer of them, and one
+#: that only went through such a phase (making directories, under
+#: --enforce) gets the lane back.
+AFTER_FRUITLESS = 1024
+FRUITLESS_MAX = 10
 #: How long a lane waits for a call before it ends (its thread and fds go).
 IDLE_S = 1.0
 #: The numbers of the calls the lane may answer (the others it only forwards).
 _SHAPED_NRS = tuple(BY_NAME[name].nr for name in passthrough.SHAPES)
+
+
+def lane_due(s: Served) -> bool:
+    """Whether a lane should be tried for ``s`` now (see :data:`AFTER_FRUITLESS`)."""
+    if s.lane_refused:
+        return False
+    if s.lane_fruitless == 0:
+        return s.python_served >= START_AFTER
+    return s.python_served >= AFTER_FRUITLESS << min(s.lane_fruitless - 1, FRUITLESS_MAX)
 
 
 def _watched(policies: tuple[Policy, ...]) -> list[str] | None:
@@ -123,6 +144,7 @@ def open_lane(s: Served, tracing: bool, *, colocate: bool = True) -> passthrough
         check_creds=ours.cap_eff != 0,
         ids=ours.ids,
         cap_eff=ours.cap_eff,
+        cap_prm=ours.cap_prm,
         userns=ours.userns,
         emulate=emulate,
         root_pinned=s.root_pinned,
@@ -188,6 +210,7 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
                 stats.notifications += n
                 stats.passed_through += n
                 stats.syscalls[name] += n
+                stats.lane_syscalls[name] += n
                 stats.decisions[decision] += n
     second, gone = since(-2, cfg.second), since(-1, cfg.gone)
     for stats in live:

@@ -145,7 +145,8 @@ def run_supervisor(
 
 
 def print_stats(st: Stats, out: IO[str]) -> None:
-    """The ``--stats`` lines: notifications by system call and by decision."""
+    """The ``--stats`` lines: notifications by system call (all, and those the
+    pass-through lane answered) and by decision."""
 
     def counts(c: Counter[str]) -> str:
         return ", ".join(f"{k} {v}" for k, v in c.most_common()) or "none"
@@ -157,7 +158,8 @@ def print_stats(st: Stats, out: IO[str]) -> None:
         f"unotifyd: stats: {st.notifications} notifications "
         f"({st.gone} gone, {st.internal_errors} internal errors){lane}\n"
         f"unotifyd: stats: by system call: {counts(st.syscalls)}\n"
-        f"unotifyd: stats: by decision: {counts(st.decisions)}",
+        + (f"unotifyd: stats: by the lane: {counts(st.lane_syscalls)}\n" if passed else "")
+        + f"unotifyd: stats: by decision: {counts(st.decisions)}",
         file=out,
         flush=True,
     )

@@ -36,6 +36,8 @@ class Stats:
     #: Of the notifications, those the compiled lane answered (serve/passthrough.py):
     #: let through, or in enforcing mode made by it.
     passed_through: int = 0
+    #: The same by system call.
+    lane_syscalls: Counter[str] = field(default_factory=Counter)
     #: Of those, the ones its second thread answered (while the first held another).
     lane_second: int = 0
 
@@ -163,8 +165,10 @@ class Served:
     # The compiled pass-through lane (serve/passthrough.py): whether it may
     # never serve this listener, and how many calls Python answered since
     # it last ran (it starts again after a few: an idle program holds no
-    # thread of ours).
+    # thread of ours), and how many runs in a row let almost nothing
+    # through (the next waits the longer: see passthrough.lane_due).
     lane_refused: bool = False
+    lane_fruitless: int = 0
     # The configuration of the last lane made for it (see serve/passthrough.py):
     # a call that may change a root unpins it there too (Decider.decide).
     lane_config: Config | None = None
