@@ -40,7 +40,7 @@ MODES = {"virtualize": (), "enforce": ("--enforce",), "opens": ("--view", "opens
 PYTHON_ONLY = {"UNOTIFYD_PASSTHROUGH": "0"}
 
 TABLE = r'''
-import ctypes, errno, os, shutil, stat, sys
+import ctypes, errno, fcntl, os, shutil, stat, sys
 libc = ctypes.CDLL(None, use_errno=True)
 base = sys.argv[1]
 DEEP = "/".join(["n" * 200] * 22)  # a name deeper than PATH_MAX, made a level at a time
@@ -90,6 +90,7 @@ def kind_of(p, follow):
 def opened(p, flags, mode=0o640):
     rc, res = raw("open", p, flags, mode)
     if rc >= 0:
+        res += ":" + oct(fcntl.fcntl(rc, fcntl.F_GETFL))  # the file's flags, as kept
         os.close(rc)
     return res
 
@@ -207,6 +208,7 @@ def test_every_call_on_every_path_shape_answers_as_natively(
         native = _table(argv, None)
         # The control: the odd shapes are refused natively, and the tree stays.
         assert "rmdir 'd/.' EINVAL" in " ".join(native)
+        assert any(line.startswith("open 'd/' 0:0o100000 ") for line in native)  # no O_DIRECTORY
         assert any(line.startswith("stat 'DEEP/f' -4 ") for line in native)  # 4 bytes, deep
         assert len(native) > 500
         differences: dict[str, int] = {}

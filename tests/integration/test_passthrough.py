@@ -33,11 +33,11 @@ from pathlib import Path
 
 import pytest
 
+from ..reliability.support import SERVING, serving_env
 from ..security.support import IDENTITIES, Report
 from .helpers import (
     SYSTEM_PYTHON,
     describe,
-    env,
     launch_cmd,
     public_dir,
     run_launch,
@@ -275,10 +275,14 @@ def _run(argv: list[str], lane: bool | None, rules: tuple[str, ...]) -> tuple[li
     if lane is None:
         proc = run_native(argv, timeout=120)
     else:
-        extra = {} if lane else {"UNOTIFYD_PASSTHROUGH": "0"}
-        proc = run_launch("--stats", *rules, argv=argv, timeout=120, env=env(extra))
+        proc = run_launch("--stats", *rules, argv=argv, timeout=120, env=_env(lane))
     assert proc.returncode == 0, describe(proc)
     return proc.stdout.splitlines(), proc.stderr
+
+
+def _env(lane: bool) -> dict[str, str]:
+    """The launch environment: served by the lane, or by Python alone."""
+    return serving_env(SERVING[0] if lane else SERVING[1])
 
 
 def _let_through(stderr: str) -> int:
@@ -468,7 +472,7 @@ def test_the_enforcing_lane_makes_names_as_the_kernel_would() -> None:
             if how != "native":
                 argv = launch_cmd("--stats", "--enforce", "--deny", f"{d}/x", argv=argv)
             proc = run_native(["unshare", "-m", "sh", "-c", script, "sh", *argv],
-                              env=env({} if how != "python" else {"UNOTIFYD_PASSTHROUGH": "0"}))
+                              env=_env(how != "python"))
             assert proc.returncode == 0, describe(proc)
             outs[how] = proc.stdout.splitlines()
             if how == "lane":
@@ -542,10 +546,10 @@ def test_rule_paths_are_resolved_at_the_first_call_lane_or_not(tmp_path: Path) -
     argv = [str(exe), str(tmp_path / "x"), str(tmp_path / "real"), str(tmp_path / "x/secret")]
     native = run_native(argv)
     assert native.stdout == "read: TOPSECRET\n", describe(native)  # the control
-    for extra in ({}, {"UNOTIFYD_PASSTHROUGH": "0"}):
+    for lane in (True, False):
         (tmp_path / "x").unlink(missing_ok=True)
         proc = run_launch("--view", "opens", "--deny", str(tmp_path / "x/secret"), argv=argv,
-                          env=env(extra))  # fmt: skip
+                          env=_env(lane))  # fmt: skip
         assert proc.returncode == 1 and "Permission denied" in proc.stderr, describe(proc)
 
 
@@ -632,8 +636,7 @@ def test_a_file_is_judged_by_its_name_in_our_tree_lane_or_not(tmp_path: Path) ->
         rules = ("--enforce", "--stats", "--deny", str(tmp_path / "secret"),
                  "--deny", f"{tmp_path}/secret/**")  # fmt: skip
         for lane in (True, False):
-            extra = {} if lane else {"UNOTIFYD_PASSTHROUGH": "0"}
-            proc = run_launch(*rules, argv=argv, env=env(extra), cwd=cwd, pass_fds=fds)
+            proc = run_launch(*rules, argv=argv, env=_env(lane), cwd=cwd, pass_fds=fds)
             assert proc.returncode == 0, describe(proc)
             assert proc.stdout.splitlines() == ["cwd EACCES", "in a detached mount ENOENT"], (
                 describe(proc)
@@ -726,8 +729,7 @@ def test_a_thread_that_moves_to_another_mount_namespace_is_left_to_python(
              "--deny", "/nonexistent/unotifyd-test")  # fmt: skip
     answers = {}
     for lane in (True, False):
-        extra = {} if lane else {"UNOTIFYD_PASSTHROUGH": "0"}
-        proc = run_launch(*rules, argv=argv, env=env(extra))
+        proc = run_launch(*rules, argv=argv, env=_env(lane))
         assert proc.returncode == 0, describe(proc)
         # Those made before the move, not the 1 000 after it.
         served = _let_through(proc.stderr)
@@ -793,11 +795,10 @@ def test_a_redirected_open_is_made_by_the_lane_as_python_makes_it(tmp_path: Path
              "--redirect", f"{tmp_path}/to-none={tmp_path}/none")  # fmt: skip
     seen = {}
     for lane in (True, False):
-        extra = {} if lane else {"UNOTIFYD_PASSTHROUGH": "0"}
         # The FIFO's other end: an open of it blocks until a writer comes.
         other_end = os.open(tmp_path / "fifo", os.O_RDWR | os.O_NONBLOCK)
         try:
-            proc = run_launch(*rules, argv=argv, env=env(extra))
+            proc = run_launch(*rules, argv=argv, env=_env(lane))
         finally:
             os.close(other_end)
         assert proc.returncode == 0, describe(proc)
@@ -838,7 +839,7 @@ print(opens)
 """
 
 
-@pytest.mark.parametrize("serving", ["lane", "python"])
+@pytest.mark.parametrize("serving", SERVING)
 def test_a_redirect_to_a_fifo_opens_it_once(tmp_path: Path, serving: str) -> None:
     """A FIFO's open acts (it lets a blocked writer go), so the target of a
     redirect must be opened once per open of the program's, as natively:
@@ -865,10 +866,10 @@ def test_a_redirect_to_a_fifo_opens_it_once(tmp_path: Path, serving: str) -> Non
         [SYSTEM_PYTHON, "-c", _OPEN_SRC.replace('"/src"', '"/fifo"'), str(tmp_path), nonblock,
          "open"]))  # fmt: skip
     assert native == 1
-    extra = {} if serving == "lane" else {"UNOTIFYD_PASSTHROUGH": "0"}
     argv = [SYSTEM_PYTHON, "-c", _OPEN_SRC, str(tmp_path), nonblock, "open"]
+    redirect = f"{tmp_path}/src={fifo}"
     assert opens_of(lambda: run_launch(
-        "--redirect", f"{tmp_path}/src={fifo}", argv=argv, env=env(extra))) == 1  # fmt: skip
+        "--redirect", redirect, argv=argv, env=serving_env(serving))) == 1  # fmt: skip
 
 
 _LEASE = r"""
@@ -887,7 +888,7 @@ time.sleep(0.1)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a lease on a file of ours needs CAP_LEASE")
-@pytest.mark.parametrize("serving", ["lane", "python"])
+@pytest.mark.parametrize("serving", SERVING)
 def test_an_open_of_a_leased_redirect_target_waits_for_the_lease(
     tmp_path: Path, serving: str
 ) -> None:
@@ -916,8 +917,7 @@ def test_an_open_of_a_leased_redirect_target_waits_for_the_lease(
         [SYSTEM_PYTHON, "-c", _OPEN_SRC.replace('"/src"', '"/target"'), str(tmp_path), "0",
          "read"]))  # fmt: skip
     assert native == "TARGET\n"  # the control: natively the open waits, then reads
-    extra = {} if serving == "lane" else {"UNOTIFYD_PASSTHROUGH": "0"}
     argv = [SYSTEM_PYTHON, "-c", _OPEN_SRC, str(tmp_path), "0", "read"]
     got = under_lease(lambda: run_launch(
-        "--redirect", f"{tmp_path}/src={target}", argv=argv, env=env(extra)))  # fmt: skip
+        "--redirect", f"{tmp_path}/src={target}", argv=argv, env=serving_env(serving)))  # fmt: skip
     assert got == "TARGET\n"

@@ -696,6 +696,16 @@ static enum verdict emulate_entry(struct lane *l, const struct thread *th,
     for (int i = 0; i < paths; i++)
         if (!pin_parent(l, th, &t[i], &dir[i], last[i]))
             goto out;
+    /* The paths were read by the thread's number (process_vm_readv): that
+     * they were its own, and not another's that got the number after it
+     * died, holds only if its call still waits (seccomp_unotify(2), NOTES:
+     * a waiting thread keeps its number). Checked before anything is made,
+     * removed or renamed, which no later answer could undo. */
+    __u64 id = n->id;
+    if (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
+        v = errno == ENOENT ? PT_GONE : PT_FORWARD;
+        goto out;
+    }
     int err;
     switch (sh) {
     case SH_OPEN:

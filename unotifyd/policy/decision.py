@@ -69,6 +69,9 @@ class EmulateOpen:
     a magic link (``/proc/PID/fd/N``), which leads to whatever the process
     holds there by then, so the rules are asked again about the file the
     open gave, by its name.
+    ``directory_added``: ``O_DIRECTORY`` is in ``flags`` because the name
+    ends in ``/`` (path_resolution(7)), not because the program asked; its
+    file must not show it (``F_GETFL``).
     """
 
     path: str
@@ -83,6 +86,7 @@ class EmulateOpen:
     recheck: bool = False
     confine: str | None = None
     judge_opened: bool = False
+    directory_added: bool = False
 
 
 @dataclass(frozen=True, slots=True)

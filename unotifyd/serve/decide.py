@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from ..calls.decode import (
@@ -51,6 +52,7 @@ from ..policy import (
     Continue,
     Decision,
     Deny,
+    EmulateOpen,
     Fail,
     Listing,
     OpenRequest,
@@ -110,7 +112,10 @@ def _open_decision(policy: Policy, call: OpenCall, resolved: str) -> Decision:
         if flags & os.O_CREAT:
             return Fail(errno.EISDIR, "O_CREAT on a name that must be a directory")
         flags |= os.O_DIRECTORY
-    return decide_open(policy, OpenRequest(call.syscall, resolved, flags, call.mode))
+    d = decide_open(policy, OpenRequest(call.syscall, resolved, flags, call.mode))
+    if isinstance(d, EmulateOpen) and flags & ~call.flags & os.O_DIRECTORY:
+        return replace(d, directory_added=True)
+    return d
 
 
 class _Reach:

@@ -131,6 +131,21 @@ def perform_open(
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         if d.flags & os.O_PATH:
             return readable_instead(fd, creds)
+        if d.directory_added and not d.flags & os.O_NOFOLLOW:
+            # The program's file keeps the flags it gave, which F_GETFL
+            # shows (do_dentry_open() keeps O_DIRECTORY in f_flags): the
+            # directory is opened again without it, through our fd's magic
+            # link, which reaches that very directory whatever its name is
+            # by now. (O_NOFOLLOW would refuse the link: such a file keeps it.)
+            try:
+                with acting_as(creds):
+                    reopened = os.open(f"/proc/self/fd/{fd}",
+                                       (d.flags & ~os.O_DIRECTORY) | os.O_CLOEXEC)  # fmt: skip
+            except OSError as e:
+                os.close(fd)
+                return -(e.errno or errno.EIO)
+            os.close(fd)
+            fd = reopened
     except BaseException:
         os.close(fd)
         raise
