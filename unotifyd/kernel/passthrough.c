@@ -648,34 +648,67 @@ static int take_umask(struct lane *l, const struct thread *th)
     return 0;
 }
 
-/* The flags of a file made here (enforcing mode): O_CREAT with O_EXCL (a
- * new regular file: no link followed, no FIFO or device opened, no lease
- * to wait for), and none that asks more of the open than the kernel's
- * open of a new file gives by itself. */
+/* The flags of an open with O_CREAT made here (enforcing mode): none that
+ * asks more of the open than the kernel's open of a regular file gives by
+ * itself (not O_DIRECTORY, O_TMPFILE, O_PATH, O_DIRECT, O_SYNC...). */
 #define PT_MAKE_FLAGS (O_ACCMODE | O_CREAT | O_EXCL | O_CLOEXEC | O_TRUNC | O_APPEND | \
                        O_NONBLOCK | O_NOCTTY | O_NOFOLLOW | 0100000)
 
 /*
- * Make the new file name in dirfd for the open n with flags and mode, as
- * thread th would (its umask: see take_umask), and give it to the program
- * (inject). An errno the kernel answers is the program's, but for those of
- * our own fd table (EMFILE, ENFILE), which go to Python, as does anything
- * but a plain new file.
+ * The open n with O_CREAT of name in dirfd (flags, mode), as thread th
+ * would make it, its fd given to the program (inject). Where nothing is
+ * there, the file is made, with O_EXCL (a new regular file: no link
+ * followed, nothing else opened), and the thread's umask (take_umask);
+ * without the program's O_EXCL, a regular file there is opened, following
+ * no link (RESOLVE_NO_SYMLINKS, which unlike O_NOFOLLOW leaves no trace in
+ * F_GETFL) and with O_NONBLOCK (a lease another holds: EWOULDBLOCK, before
+ * any O_TRUNC; cleared again by inject), and looked at again once opened,
+ * as open_for opens. Anything else goes to Python: a link there (O_CREAT
+ * follows a dangling one to make its target), a FIFO or a device (whose
+ * open acts), a directory, or a race that changed what was there. An errno
+ * the kernel answers is the program's, but for those of our own fd table
+ * (EMFILE, ENFILE), and ELOOP, ENXIO and EWOULDBLOCK, which may be ours.
  */
 static enum verdict make_file(struct lane *l, const struct thread *th,
                               const struct seccomp_notif *n, int dirfd, const char *name,
                               uint64_t flags, mode_t mode, struct seccomp_notif_resp *r)
 {
-    if (take_umask(l, th) < 0)
-        return PT_FORWARD;
-    int fd = openat(dirfd, name, (int)flags | O_CLOEXEC, mode);
+    int fd, made = 1;
+    struct stat st;
+    if (!(flags & O_EXCL)) {
+        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (!S_ISREG(st.st_mode))
+                return PT_FORWARD;
+            made = 0;
+        } else if (errno != ENOENT) {
+            return PT_FORWARD; /* EACCES...: Python says which errno comes first */
+        }
+    }
+    if (made) {
+        if (take_umask(l, th) < 0)
+            return PT_FORWARD;
+        fd = openat(dirfd, name, (int)flags | O_EXCL | O_CLOEXEC, mode);
+        if (fd < 0 && errno == EEXIST && !(flags & O_EXCL))
+            return PT_FORWARD; /* made meanwhile: not ours to say */
+    } else {
+        /* Not O_CREAT: a file removed meanwhile is not made here without
+         * the umask taken (ENOENT: Python's). */
+        struct open_how how = {.flags = (flags | O_NONBLOCK | O_CLOEXEC) & ~(uint64_t)O_CREAT,
+                               .resolve = RESOLVE_NO_SYMLINKS};
+        fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+    }
     if (fd < 0) {
-        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM)
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ELOOP ||
+            errno == ENXIO || errno == EWOULDBLOCK || errno == ENOENT)
             return PT_FORWARD;
         r->error = -errno;
         return PT_ANSWER;
     }
-    return inject(l, n, fd, flags, 1);
+    if (!made && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        return PT_FORWARD;
+    }
+    return inject(l, n, fd, flags, made);
 }
 
 /*
@@ -822,8 +855,8 @@ static void unpin(const struct pin *p)
 
 /* Give fd, opened with O_NONBLOCK added to the program's flags, to the
  * program as the result of its open n (see open_for); fd is closed. made:
- * fd was opened with the program's flags alone, and made the file (see
- * make_file): the call cannot be made again, so a failure to give it
+ * fd was opened with the program's flags and O_EXCL, and made the file
+ * (see make_file): the call cannot be made again, so a failure to give it
  * (EMFILE: the program's table is full) is the call's answer, as Python's
  * _inject answers it. */
 static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd,
@@ -1034,7 +1067,7 @@ static int emulable(int sh, const __u64 *a, uint64_t flags)
     switch (sh) {
     case SH_OPEN:
     case SH_OPENAT:
-        if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL))
+        if (flags & O_CREAT)
             return (flags & O_ACCMODE) != O_ACCMODE && !(flags & ~(uint64_t)PT_MAKE_FLAGS);
         return (flags & O_ACCMODE) == O_RDONLY && !(flags & ~(uint64_t)(PT_OPEN_FLAGS));
     case SH_STAT:
@@ -1154,9 +1187,9 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
             return PT_FORWARD;
         t[0].follow =
             !(flags & O_NOFOLLOW) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
-        /* Enforcing mode: a new file is made in the directory of its name
-         * (make_file), which is then the name's entry. */
-        t[0].entry = l->cfg->emulate && (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
+        /* Enforcing mode: an open that may make a file is made in the
+         * directory of its name (make_file), which is then the name's entry. */
+        t[0].entry = l->cfg->emulate && (flags & O_CREAT);
         break;
     case SH_STAT:
     case SH_ACCESS:

@@ -42,7 +42,7 @@ SHAPES: Final = {
 }  # fmt: skip
 #: Those it makes itself in enforcing mode (``emulate`` and ``emulate_entry``
 #: in passthrough.c): the stat family, readlink, access and the opens that
-#: only read or make a new file, and the making, removing and renaming of names.
+#: only read or have O_CREAT, and the making, removing and renaming of names.
 EMULATED: Final = frozenset((
     "open", "openat", "stat", "lstat", "newfstatat", "statx", "readlink", "readlinkat",
     "access", "faccessat", "faccessat2", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat",

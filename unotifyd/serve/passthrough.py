@@ -10,9 +10,9 @@ lookup of ours (``Decider._quick_open``, ``_quick_path_call``):
 - virtualizing mode; or enforcing mode, where the lane never lets the
   kernel re-read a path: it makes the stat family, readlink, access and
   the opens that only read itself, on the file it resolved, and mkdir,
-  rmdir, unlink, rename and the opens that make a new file (``O_CREAT |
-  O_EXCL``) on the directory of the name, resolved so, with the program's
-  umask (as ``perform_path`` and ``perform_open`` make every call there),
+  rmdir, unlink, rename and the opens with ``O_CREAT`` on the directory of
+  the name, resolved so, with the program's umask (as ``perform_path``
+  and ``perform_open`` make every call there),
   and hands every other call to Python; and only when we hold every
   capability that overrides file permissions (below), for a thread of our
   mount namespace;
