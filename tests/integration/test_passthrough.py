@@ -21,6 +21,7 @@ let through (it really ran).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import difflib
 import os
@@ -435,9 +436,9 @@ for mode in (os.F_OK, os.R_OK, os.W_OK, os.X_OK, os.R_OK | os.X_OK, 8):
 os.umask(0o027)
 for name, flags in (("g1", os.O_WRONLY | os.O_TRUNC), ("exe", os.O_RDWR | os.O_APPEND),
                     ("plain/w", os.O_WRONLY | os.O_TRUNC), ("lg", os.O_WRONLY),
-                    ("dang", os.O_WRONLY), ("plain", os.O_WRONLY), ("fifo", os.O_RDWR),
-                    ("ro-mount/f", os.O_WRONLY), ("ro-mount/new", os.O_WRONLY),
-                    ("exe", os.O_RDONLY | os.O_NONBLOCK)):
+                    ("dang", os.O_WRONLY), ("plain", os.O_WRONLY), ("ro-mount/f", os.O_WRONLY),
+                    ("ro-mount/new", os.O_WRONLY), ("exe", os.O_RDONLY | os.O_NONBLOCK),
+                    ("sticky/other", os.O_WRONLY), ("fifo", os.O_RDWR)):
     print(name, answer(create, name, flags, 0))
 for dirpath, dirs, files in sorted(os.walk(".")):
     for name in sorted(dirs + files):
@@ -454,6 +455,8 @@ def _makes_tree(b: Path) -> None:
     os.chown(b / "setgid", 0, 65534)
     (b / "setgid").chmod(0o2775)
     (b / "sticky").chmod(0o1777)
+    (b / "sticky" / "other").write_text("another user's")
+    os.chown(b / "sticky" / "other", 65534, 65534)
     (b / "dang").symlink_to("nowhere")
     (b / "lg").symlink_to("g2")
     os.mkfifo(b / "fifo")
@@ -468,7 +471,13 @@ def test_the_enforcing_lane_makes_names_as_the_kernel_would() -> None:
     itself: the umask the program has at each call (or a directory's default
     ACL instead), a setgid directory's group, every errno, the same as
     natively and as Python makes them."""
-    with public_dir("unotifyd-lane-") as d:
+    # fs.protected_regular (proc_sys_fs(5)): an O_CREAT open of another
+    # user's file in a sticky, world-writable directory is EACCES, root's too.
+    protected = Path("/proc/sys/fs/protected_regular")
+    was = protected.read_text()
+    with public_dir("unotifyd-lane-") as d, contextlib.ExitStack() as restore:
+        protected.write_text("2")
+        restore.callback(protected.write_text, was)
         b = d / "t"
         outs: dict[str, list[str]] = {}
         by_lane = ""
@@ -502,7 +511,7 @@ def test_the_enforcing_lane_makes_names_as_the_kernel_would() -> None:
                      "made plain/n2002 0o102002 1 1 True", "made plain/n2000001 0o100001 1 1 False",
                      "File exists File exists No such file or directory Is a directory "
                      "Not a directory", "./setgid/f22 0o100644 65534", "./acl/f77 0o100666 0",
-                     "./plain/f77 0o100600 0",
+                     "./plain/f77 0o100600 0", "sticky/other Permission denied",
                      "['0', '0', 'No such file or directory', '0', 'Read-only file system', "
                      "'Read-only file system', 'Not a directory']"):  # fmt: skip
             assert line in native, (line, native)

@@ -656,18 +656,22 @@ static int take_umask(struct lane *l, const struct thread *th)
 
 /*
  * The open n with O_CREAT of name in dirfd (flags, mode), as thread th
- * would make it, its fd given to the program (inject). Where nothing is
- * there, the file is made, with O_EXCL (a new regular file: no link
- * followed, nothing else opened), and the thread's umask (take_umask);
- * without the program's O_EXCL, a regular file there is opened, following
+ * would make it, its fd given to the program (inject); with the thread's
+ * umask (take_umask) for a file it makes. Where nothing is there, the file
+ * is made with O_EXCL (a new regular file: no link followed, nothing else
+ * opened); without the program's O_EXCL, a regular file there is opened
+ * with the program's flags, O_CREAT kept (the kernel's checks of an O_CREAT
+ * open of a file that exists, fs.protected_regular's in sticky
+ * directories, may_create_in_sticky() in fs/namei.c, are made), following
  * no link (RESOLVE_NO_SYMLINKS, which unlike O_NOFOLLOW leaves no trace in
- * F_GETFL) and with O_NONBLOCK (a lease another holds: EWOULDBLOCK, before
- * any O_TRUNC; cleared again by inject), and looked at again once opened,
- * as open_for opens. Anything else goes to Python: a link there (O_CREAT
+ * F_GETFL), with O_NONBLOCK (a lease another holds: EWOULDBLOCK, before any
+ * O_TRUNC; cleared again by inject), and looked at again once opened, as
+ * open_for opens. Anything else goes to Python: a link there (O_CREAT
  * follows a dangling one to make its target), a FIFO or a device (whose
  * open acts), a directory, or a race that changed what was there. An errno
  * the kernel answers is the program's, but for those of our own fd table
- * (EMFILE, ENFILE), and ELOOP, ENXIO and EWOULDBLOCK, which may be ours.
+ * (EMFILE, ENFILE), and ELOOP, ENXIO, EWOULDBLOCK and ENOENT, which may be
+ * ours.
  */
 static enum verdict make_file(struct lane *l, const struct thread *th,
                               const struct seccomp_notif *n, int dirfd, const char *name,
@@ -684,16 +688,18 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
             return PT_FORWARD; /* EACCES...: Python says which errno comes first */
         }
     }
+    if (take_umask(l, th) < 0)
+        return PT_FORWARD;
     if (made) {
-        if (take_umask(l, th) < 0)
-            return PT_FORWARD;
         fd = openat(dirfd, name, (int)flags | O_EXCL | O_CLOEXEC, mode);
         if (fd < 0 && errno == EEXIST && !(flags & O_EXCL))
             return PT_FORWARD; /* made meanwhile: not ours to say */
     } else {
-        /* Not O_CREAT: a file removed meanwhile is not made here without
-         * the umask taken (ENOENT: Python's). */
-        struct open_how how = {.flags = (flags | O_NONBLOCK | O_CLOEXEC) & ~(uint64_t)O_CREAT,
+        /* A file removed meanwhile is made again here as the program's
+         * own open would have made it: this one's fd is then given all the
+         * same (not made: a failure to give it leaves Python to open the
+         * file that is there). */
+        struct open_how how = {.flags = flags | O_NONBLOCK | O_CLOEXEC, .mode = mode,
                                .resolve = RESOLVE_NO_SYMLINKS};
         fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
     }
