@@ -84,6 +84,13 @@ def open_as(
         if umask_applies(_parent(path, root_fd, beneath)):
             mode &= ~creds.umask
     flags |= os.O_CLOEXEC
+    if not flags & os.O_PATH:
+        # Never a terminal of ours: a supervisor that leads a session without
+        # one would take a terminal it opens for a program (a device swapped
+        # in after our look) as its controlling terminal (open(2), O_NOCTTY).
+        # The file does not keep the flag (F_GETFL never shows it); openat2
+        # refuses it beside O_PATH.
+        flags |= os.O_NOCTTY
     resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if no_symlinks else 0
     dirfd = abi.AT_FDCWD
     if root_fd is not None:

@@ -699,7 +699,7 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
          * own open would have made it: this one's fd is then given all the
          * same (not made: a failure to give it leaves Python to open the
          * file that is there). */
-        struct open_how how = {.flags = flags | O_NONBLOCK | O_CLOEXEC, .mode = mode,
+        struct open_how how = {.flags = flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, .mode = mode,
                                .resolve = RESOLVE_NO_SYMLINKS};
         fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
     }
@@ -811,9 +811,12 @@ out:
 static enum verdict open_for(struct lane *l, const struct seccomp_notif *n, int pinned,
                              uint64_t flags)
 {
+    /* O_NOCTTY on every open of ours, as open_as() in kernel/opener.py
+     * says why: a terminal swapped in after our look never becomes the
+     * controlling terminal of a supervisor that leads a session. */
     char num[16];
     snprintf(num, sizeof num, "%d", pinned);
-    int fd = openat(l->fddir, num, (int)flags | O_NONBLOCK | O_CLOEXEC);
+    int fd = openat(l->fddir, num, (int)flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return PT_FORWARD;
     return inject(l, n, fd, flags, 0);
@@ -1155,7 +1158,7 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
     struct stat st;
     if (stat(to, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
         return PT_FORWARD;
-    int fd = open(to, (int)flags | O_NONBLOCK | O_CLOEXEC);
+    int fd = open(to, (int)flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return PT_FORWARD;
     if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
