@@ -103,7 +103,6 @@ class Dispatcher:
         s.lane_fruitless = s.lane_fruitless + 1 if lane.ended == "fruitless" else 0
         if lane.ended == "failed":
             s.lane_refused = True
-        if lane.ended == "failed":
             err = -(lane.result or 0)
             self.tracer.warn(
                 f"{s.name or 'the program'}: the pass-through lane stopped "
