@@ -233,6 +233,14 @@ static int sys_openat2(int dirfd, const char *path, uint64_t flags)
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
+/* Answer a call with r. ENOENT: its thread died meanwhile, and the call
+ * needs no answer any more. */
+static void send_answer(int listener, struct seccomp_notif_resp *r)
+{
+    while (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, r) < 0 && errno == EINTR)
+        ;
+}
+
 /* The path at addr in thread tid, as getname() reads it; 0, or -1 to forward. */
 static int read_path(struct lane *l, pid_t tid, uint64_t addr)
 {
@@ -325,6 +333,33 @@ static int named_so(struct lane *l, int fd, size_t len)
     return same;
 }
 
+/* An O_PATH fd of the directory that holds the last name of path, from
+ * basefd (slash: the last '/' of path, or NULL); -1. */
+static int open_parent(int basefd, char *path, char *slash)
+{
+    if (slash == NULL)
+        return sys_openat2(basefd, ".", O_PATH | O_CLOEXEC | O_DIRECTORY);
+    if (slash == path)
+        return sys_openat2(basefd, "/", O_PATH | O_CLOEXEC | O_DIRECTORY);
+    *slash = 0;
+    int fd = sys_openat2(basefd, path, O_PATH | O_CLOEXEC | O_DIRECTORY);
+    *slash = '/';
+    return fd;
+}
+
+/* Put last after the directory's name, the first len bytes of l->name; 0,
+ * or -1 if the whole would not fit. */
+static int join_last(struct lane *l, size_t len, const char *last)
+{
+    size_t need = strlen(last) + (len > 1 ? 1 : 0);
+    if (len + need >= PT_PATH_MAX)
+        return -1;
+    if (len > 1)
+        l->name[len++] = '/';
+    strcpy(l->name + len, last);
+    return 0;
+}
+
 /*
  * Resolve l->path from basefd as the kernel would, into l->name; 0, or -1.
  * With pinned (enforcing mode), what it resolved to stays open there, an
@@ -352,31 +387,17 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
     const char *last = slash ? slash + 1 : l->path;
     if (!strcmp(last, "."))
         return -1;
-    int parent;
-    if (slash == NULL) {
-        parent = sys_openat2(basefd, ".", O_PATH | O_CLOEXEC | O_DIRECTORY);
-    } else if (slash == l->path) {
-        parent = sys_openat2(basefd, "/", O_PATH | O_CLOEXEC | O_DIRECTORY);
-    } else {
-        *slash = 0;
-        parent = sys_openat2(basefd, l->path, O_PATH | O_CLOEXEC | O_DIRECTORY);
-        *slash = '/';
-    }
+    int parent = open_parent(basefd, l->path, slash);
     if (parent < 0)
         return -1;
     struct stat st;
     int r = -1;
     if (fstatat(parent, last, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
-        fd_name(l, parent, &len) == 0 && (pinned == NULL || named_so(l, parent, len))) {
-        size_t need = strlen(last) + (len > 1 ? 1 : 0);
-        if (len + need < PT_PATH_MAX) {
-            if (len > 1)
-                l->name[len++] = '/';
-            strcpy(l->name + len, last);
-            r = 0;
-            if (pinned != NULL)
-                *pinned = -1;
-        }
+        fd_name(l, parent, &len) == 0 && (pinned == NULL || named_so(l, parent, len)) &&
+        join_last(l, len, last) == 0) {
+        r = 0;
+        if (pinned != NULL)
+            *pinned = -1;
     }
     close(parent);
     return r;
@@ -574,24 +595,16 @@ static int pin_parent(struct lane *l, const struct thread *th, const struct targ
     int basefd = AT_FDCWD;
     if (l->path[0] != '/' && (basefd = base_of(th, t)) < 0)
         return 0;
-    const char *dir = ".";
-    if (slash == l->path)
-        dir = "/";
-    else if (slash != NULL)
-        *slash = 0, dir = l->path;
-    int fd = sys_openat2(basefd, dir, O_PATH | O_CLOEXEC | O_DIRECTORY);
+    int fd = open_parent(basefd, l->path, slash);
     if (basefd >= 0)
         close(basefd);
     size_t len;
     if (fd < 0 || fd_name(l, fd, &len) < 0 || !named_so(l, fd, len) ||
-        len + 1 + n >= PT_PATH_MAX) {
+        join_last(l, len, last) < 0) {
         if (fd >= 0)
             close(fd);
         return 0;
     }
-    if (len > 1)
-        l->name[len++] = '/';
-    memcpy(l->name + len, last, n + 1);
     if (watched(l->cfg, l->name) || (t->moves && above_watched(l->cfg, l->name))) {
         close(fd);
         return 0;
@@ -913,15 +926,12 @@ static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd
     if (got < 0) {
         /* Still pending (both ways: ADDFD failed before it answered). */
         struct seccomp_notif_resp r = {.id = n->id, .error = -err};
-        while (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
-            ;
+        send_answer(l->listener, &r);
         return PT_SENT;
     }
     if (pinned) {
         struct seccomp_notif_resp r = {.id = n->id, .val = got};
-        while (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
-            ;
-        /* ENOENT: the thread was killed meanwhile, with the fd it took. */
+        send_answer(l->listener, &r); /* the thread killed meanwhile took the fd along */
     }
     return PT_SENT;
 }
@@ -983,15 +993,15 @@ static enum verdict emulate(struct lane *l, const struct thread *th,
         r->error = -ENOENT;
         return PT_ANSWER;
     }
-    /* The file's type and attributes, for all but the stat family: from
-     * named_so's statx of this very fd where it made one, else asked. */
+    /* The file's type and attributes, which the opens and readlink look
+     * at: from named_so's statx of this very fd where it made one, else
+     * asked (statx asks for its own, below). */
     struct statx stx = {0};
     if (sh == SH_STATX) {
         int sync = (int)(flags & AT_STATX_SYNC_TYPE);
         if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH | sync, (uint32_t)a[3], &stx) < 0)
             return PT_FORWARD;
-    } else if (sh != SH_STAT && sh != SH_LSTAT && sh != SH_NEWFSTATAT && sh != SH_ACCESS &&
-               sh != SH_FACCESSAT && sh != SH_FACCESSAT2) {
+    } else if (sh == SH_OPEN || sh == SH_OPENAT || sh == SH_READLINK || sh == SH_READLINKAT) {
         if (l->named_fd == pinned)
             stx = l->named;
         else if (syscall(SYS_statx, pinned, "", AT_EMPTY_PATH, STATX_TYPE, &stx) < 0)
@@ -1316,8 +1326,7 @@ static int forward_one(struct lane *l, const struct seccomp_notif *n)
      * crashes), never leave it waiting or let it through. */
     int err = -errno;
     struct seccomp_notif_resp r = {.id = n->id, .error = -EPERM};
-    while (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 && errno == EINTR)
-        ;
+    send_answer(l->listener, &r);
     return err;
 }
 
@@ -1406,10 +1415,8 @@ static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *
         ++*passed;
         if (v == PT_CONTINUE)
             r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-        while (v != PT_SENT && ioctl(s->listener, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 &&
-               errno == EINTR)
-            ;
-        /* ENOENT: the thread died meanwhile; its call needs no answer. */
+        if (v != PT_SENT)
+            send_answer(s->listener, &r);
         COUNT(cfg->continued[n->data.nr]);
         /* In virtualizing mode an fd is sent for a redirect alone. Counted
          * after the call's shape, and read before it (serve/passthrough.py,
