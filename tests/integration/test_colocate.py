@@ -8,12 +8,11 @@ affinity as it left it, and a program restricted to one CPU stays there.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 
 import pytest
 
-from ..reliability.support import SERVING, serving_env
+from ..reliability.support import SERVING, lane_answered, serving_env
 from .conftest import Files
 from .helpers import REDIRECTED, describe, py, run_launch
 
@@ -34,8 +33,7 @@ print(sorted(before), sorted(contents))
 def _served_by(serving: str, proc: subprocess.CompletedProcess[str]) -> None:
     """Python alone injects, or (as root) mostly the pass-through lane, which
     makes the opens of an exact redirect itself and pins as Python does."""
-    found = re.search(r"(\d+) answered by the pass-through lane", proc.stderr)
-    by_lane = int(found.group(1)) if found else 0
+    by_lane = lane_answered(proc.stderr)
     if serving == "python":
         assert by_lane == 0, proc.stderr
     elif os.geteuid() == 0:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from ..reliability.support import SERVING, serving_env
+from ..reliability.support import SERVING, lane_answered, serving_env
 from ..security.support import IDENTITIES, Report
 from .helpers import (
     SYSTEM_PYTHON,
@@ -286,11 +286,6 @@ def _env(lane: bool) -> dict[str, str]:
     return serving_env(SERVING[0] if lane else SERVING[1])
 
 
-def _let_through(stderr: str) -> int:
-    found = re.search(r"(\d+) answered by the pass-through lane", stderr)
-    return int(found.group(1)) if found else 0
-
-
 @pytest.mark.parametrize("who", IDENTITIES)
 @pytest.mark.parametrize("mode", ["virtualize", "enforce"])
 def test_the_lane_answers_every_call_as_python_does(
@@ -316,7 +311,7 @@ def test_the_lane_answers_every_call_as_python_does(
         differ = [line for line in difflib.unified_diff(python, lane, "python", "lane", n=0,
                                                         lineterm="")
                   if line[:1] in "+-" and line[:3] not in ("+++", "---")]  # fmt: skip
-        passed = _let_through(stderr)
+        passed = lane_answered(stderr)
         report(f"pass-through-lane[{mode}-{who}]", cases=len(python), governed=governed,
                differences=len(differ), let_through=passed)  # fmt: skip
         # The control: the rules are in play (natively those cases answer
@@ -347,7 +342,7 @@ def _table_and_check(
     return lines, stderr
 
 
-def test_the_lane_can_be_turned_off_and_says_what_it_let_through() -> None:
+def test_the_lane_can_be_turned_off_and_says_what_itlane_answered() -> None:
     """``--stats`` says how many calls the lane let through; none once turned off."""
     with public_dir("unotifyd-lane-") as d:
         (d / "f").write_text("x")
@@ -358,7 +353,7 @@ def test_the_lane_can_be_turned_off_and_says_what_it_let_through() -> None:
         out_on, on = _run(argv, True, rules)
         out_off, off = _run(argv, False, rules)
         assert out_on == out_off == ["x"]
-        assert _let_through(on) >= 30, on
+        assert lane_answered(on) >= 30, on
         assert "pass-through" not in off, off
 
 
@@ -373,7 +368,7 @@ def test_a_lane_comes_back_after_a_phase_it_could_not_answer() -> None:
         out, stats = _run([SYSTEM_PYTHON, "-c", program], True, ("--deny", f"{d}/nothing"))
         assert out == ["done"]
         assert re.search(r"by system call:.*chdir 300\d", stats), stats  # the phase was trapped
-        assert _let_through(stats) >= 3000, stats
+        assert lane_answered(stats) >= 3000, stats
 
 
 _MAKES = r"""
@@ -606,7 +601,7 @@ def test_a_second_thread_serves_only_while_calls_wait(tmp_path: Path, mode: str)
     for argv, programs in ((one, 1), (many, 8)):
         out, stderr = _run(argv, True, rules)
         assert out == ["wrong 0"] * programs, stderr
-        assert _let_through(stderr) > 2000 * programs, stderr
+        assert lane_answered(stderr) > 2000 * programs, stderr
         found = re.search(r"answered by the pass-through lane \((\d+) by its second", stderr)
         second = int(found.group(1)) if found else 0
         if programs == 1 or cpus == 1:
@@ -661,7 +656,7 @@ def test_a_file_is_judged_by_its_name_in_our_tree_lane_or_not(tmp_path: Path) ->
             assert proc.stdout.splitlines() == ["cwd EACCES", "in a detached mount ENOENT"], (
                 describe(proc)
             )
-            assert (_let_through(proc.stderr) > 200) == lane, proc.stderr
+            assert (lane_answered(proc.stderr) > 200) == lane, proc.stderr
     finally:
         os.close(tree)
 
@@ -699,7 +694,7 @@ def test_a_root_changed_is_seen_by_the_lane(tmp_path: Path) -> None:
     proc = run_launch("--stats", "--deny", "/data/secret", argv=argv)
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout.strip() == ",".join(["Permission denied"] * 50), describe(proc)
-    assert _let_through(proc.stderr) > 200, proc.stderr
+    assert lane_answered(proc.stderr) > 200, proc.stderr
 
 
 _MOUNTNS = r"""
@@ -752,7 +747,7 @@ def test_a_thread_that_moves_to_another_mount_namespace_is_left_to_python(
         proc = run_launch(*rules, argv=argv, env=_env(lane))
         assert proc.returncode == 0, describe(proc)
         # Those made before the move, not the 1 000 after it.
-        served = _let_through(proc.stderr)
+        served = lane_answered(proc.stderr)
         assert (200 < served < 1000) if lane else served == 0, proc.stderr
         answers[lane] = proc.stdout.strip()
     assert answers[True] == answers[False], answers
@@ -825,7 +820,7 @@ def test_a_redirected_open_is_made_by_the_lane_as_python_makes_it(tmp_path: Path
         seen[lane] = proc.stdout.splitlines()
         redirects = re.search(r"by decision: .*redirect (\d+)", proc.stderr)
         assert redirects is not None and int(redirects.group(1)) > 300, proc.stderr
-        assert (_let_through(proc.stderr) > 300) == lane, proc.stderr
+        assert (lane_answered(proc.stderr) > 300) == lane, proc.stderr
     assert "src 0 fl=0 cloexec=0 'REDIRECTED'" in seen[False], seen[False]
     assert seen[True] == seen[False], "\n".join(
         difflib.unified_diff(seen[False], seen[True], "python", "lane", lineterm="")

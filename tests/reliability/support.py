@@ -98,13 +98,18 @@ def serving_env(serving: str) -> dict[str, str]:
     return env({"UNOTIFYD_PASSTHROUGH": "0"} if serving == "python" else None)
 
 
+def lane_answered(stderr: str) -> int:
+    """How many calls the pass-through lane answered, by ``--stats`` (0 if none)."""
+    found = re.search(r"(\d+) answered by the pass-through lane", stderr)
+    return int(found.group(1)) if found else 0
+
+
 def check_served(serving: str, proc: subprocess.CompletedProcess[str]) -> int:
     """How many calls the lane answered, by ``--stats``; and the control: the
     way asked for really served (the lane is built wherever the tests run:
     the README's test command installs gcc)."""
     assert re.search(r"\(\d+ gone, 0 internal errors\)", proc.stderr), describe(proc)
-    found = re.search(r"(\d+) answered by the pass-through lane", proc.stderr)
-    answered = int(found.group(1)) if found else 0
+    answered = lane_answered(proc.stderr)
     if serving == "lane":
         assert answered > 1000, describe(proc)
     else:
