@@ -148,11 +148,14 @@ def build_policy(args: argparse.Namespace) -> Policy:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    from .daemon import client  # noqa: PLC0415 - light: no policy, no argparse, no trio
+    # Only a command line that names --daemon imports the client (its
+    # protocol costs a standalone launch ~3 ms).
+    if any(arg.startswith("--daemon") for arg in argv):
+        from .daemon import client  # noqa: PLC0415 - light: no policy, no argparse, no trio
 
-    quick = client.parse_daemon_launch(argv)
-    if quick is not None:
-        return client.launch_via_daemon(*quick)
+        quick = client.parse_daemon_launch(argv)
+        if quick is not None:
+            return client.launch_via_daemon(*quick)
     from .policy import PolicyError  # noqa: PLC0415
 
     parser = _build_parser()

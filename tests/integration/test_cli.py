@@ -350,3 +350,46 @@ def test_serve_makes_the_sockets_directory_but_not_a_missing_parent(tmp_path: Pa
     assert proc.returncode != 0, describe(proc)
     assert f"{tmp_path / 'no'} does not exist (a typo?" in proc.stderr, describe(proc)
     assert not (tmp_path / "no").exists()
+
+
+# --- start-up ----------------------------------------------------------------------
+
+#: Modules a standalone launch has no use for. Each cost it milliseconds
+#: before the program could make its first trapped call (benchmarks/README.md,
+#: "Where a standalone launch goes"): dataclasses ~9 ms with inspect (ast,
+#: dis, tokenize) and ~0.8 ms per class it made (unotifyd/record.py),
+#: pathlib ~7 ms (urllib.parse, ipaddress), traceback ~3 ms (linecache,
+#: tokenize), ctypes.util ~6 ms (shutil's archive modules, subprocess,
+#: tempfile), the daemon's protocol ~3 ms.
+LAUNCH_MUST_NOT_IMPORT = frozenset(
+    {"dataclasses", "inspect", "ast", "pathlib", "traceback", "ctypes.util", "tempfile",
+     "subprocess", "unotifyd.daemon.protocol"}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_a_launch_imports_only_what_it_serves_with(files: Files, mode: str) -> None:
+    # -S: the imports of unotifyd and of what it uses, not those of the
+    # site hooks of the environment that runs the tests (an editable
+    # install's finder imports pathlib); its packages go on PYTHONPATH.
+    import site  # noqa: PLC0415
+
+    path = os.pathsep.join([str(REPO), *site.getsitepackages()])
+    opts = ["--enforce"] if mode == "enforce" else []
+    proc = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-m", "unotifyd", "launch", *opts,
+         "--redirect", files.redirect, "--", "cat", str(files.src)],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        env=env({"PYTHONPATH": path}), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    # The control: the supervisor served the open, so every module it
+    # serves with was imported, and the import lines are read.
+    assert (proc.returncode, proc.stdout) == (0, REDIRECTED), describe(proc)
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"unotifyd.launch", "unotifyd.serve.run", "pyseccomp", "argparse"} <= imported
+    unwanted = imported & LAUNCH_MUST_NOT_IMPORT
+    assert not unwanted, f"a standalone launch imports {sorted(unwanted)}"

@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TypeVar
 
 import pytest
@@ -28,6 +27,7 @@ from unotifyd.kernel.creds import (
 )
 from unotifyd.kernel.errors import ProgramGone
 from unotifyd.kernel.rawsys import syscall
+from unotifyd.record import replace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching credentials needs root")
 

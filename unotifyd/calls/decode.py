@@ -16,7 +16,6 @@ import errno
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ..kernel import abi
@@ -24,6 +23,7 @@ from ..kernel.errors import BadArgument
 from ..kernel.listener import Notification
 from ..policy.decision import VALID_OPEN_FLAGS
 from ..policy.paths import Role
+from ..record import record
 
 Args = tuple[int, ...]
 
@@ -72,7 +72,7 @@ def extensible_struct(mem: Memory, pid: int, addr: int, usize: int, known: int) 
 # --- the open family ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class OpenCall:
     """An open-family call, decoded into ``openat2``'s terms.
 
@@ -126,7 +126,7 @@ def decode_openat2(mem: Memory, n: Notification, name: str, a: Args) -> OpenCall
 # --- the other path calls -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Follow:
     """Whether a path's last symbolic link is followed.
 
@@ -159,7 +159,7 @@ def only_if_follow(arg: int) -> Follow:
     return Follow(False, arg, abi.AT_SYMLINK_FOLLOW)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PathSpec:
     """Where one path of a call is: ``args[path_arg]``, relative to ``args[dirfd_arg]``.
 
@@ -241,7 +241,7 @@ def names_a_directory(path: bytes) -> bool:
     return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PathArg:
     """One path of a call, as the program gave it.
 
@@ -259,7 +259,7 @@ class PathArg:
     itself: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PathCall:
     """A trapped path call, decoded.
 

@@ -20,12 +20,12 @@ import signal
 import stat
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ..kernel import abi, pathops
 from ..kernel.creds import Credentials
 from ..kernel.opener import umask_applies
+from ..record import field, record
 from .decode import AF_UNIX, IN_DONT_FOLLOW, SUN_PATH_MAX, XATTR_SIZE_MAX, PathCall, int_arg
 
 # A content rule's file reads as a plain read-only file, not as the memfd.
@@ -33,7 +33,7 @@ _CONTENT_MODE = stat.S_IFREG | 0o444
 _AT_PLACE_FLAGS = abi.AT_SYMLINK_NOFOLLOW | abi.AT_EMPTY_PATH
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Outcome:
     """What a performed call gives the program: ``value`` (or ``-errno``) and memory to write."""
 
@@ -41,7 +41,7 @@ class Outcome:
     writes: list[tuple[int, bytes]] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Place:
     """An ``*at`` location: a directory fd of ours and a name in it."""
 

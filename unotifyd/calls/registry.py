@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from ..kernel import abi
@@ -30,6 +29,7 @@ from ..policy import surface
 from ..policy.paths import Role
 from ..policy.surface import RefusedCall
 from ..policy.syscalls import Family, needed_families
+from ..record import record
 from . import ops, sends
 from .decode import (
     ALWAYS,
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 Kind = Literal["open", "path", "rewrite", "listing", "root"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Operation:
     """One ``*at`` call, as the serving layer performs or answers it."""
 
@@ -91,7 +91,7 @@ class Operation:
     open_decoder: Callable[[Memory, Notification, str, Args], OpenCall] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Syscall:
     """One trapped system call: how it is recognised, and what it is performed as."""
 
@@ -414,7 +414,7 @@ def reads_of_open_files(policy: Policy) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class FilterSpec:
     """What the seccomp filter of a policy does with each call (hashable: filters are cached)."""
 

@@ -37,7 +37,6 @@ import signal
 import stat
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 
 from ..kernel import abi
@@ -45,6 +44,7 @@ from ..kernel.creds import Credentials
 from ..kernel.errors import BadArgument
 from ..kernel.program import read_ids
 from ..kernel.rawsys import syscall
+from ..record import record
 from .decode import AF_UNIX, Args, Memory, PathCall, int_arg, unix_path
 from .ops import Acting, Outcome, Place, until_interrupted
 
@@ -87,7 +87,7 @@ CAP_SETGID = 6
 CAP_SYS_ADMIN = 21
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Message:
     """One message, read once: its address, data, control and the length asked for."""
 

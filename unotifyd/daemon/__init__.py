@@ -17,3 +17,6 @@ Layout (dependencies point down)::
 Only ``server.py``, ``api.py`` and ``programs.py`` import trio: a program
 started with ``launch --daemon`` must not pay ~70 ms for it.
 """
+
+#: Where ``serve`` listens and its clients connect, unless told otherwise.
+DEFAULT_SOCKET = "/run/unotifyd/unotifyd.sock"

@@ -16,10 +16,12 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .client import DEFAULT_SOCKET, ClientError, call, launch_via_daemon
-from .protocol import ErrorReply, Reloaded, ReloadRequest, StatusReply, StatusRequest
+# client and protocol are imported where used: the parser of every command
+# line imports this module, and a standalone launch needs neither (~3 ms).
+from . import DEFAULT_SOCKET
 
 if TYPE_CHECKING:
+    from .protocol import Reloaded, ReloadRequest, StatusReply, StatusRequest
     from .server import Daemon, Service
 
 __all__ = ["COMMANDS", "add_commands", "add_launch_options", "format_status", "handles", "main"]
@@ -157,6 +159,8 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"launch --daemon: {', '.join(local)} cannot be used: the daemon's profile "
             "decides the rules (and the daemon traces)"
         )
+    from .client import launch_via_daemon  # noqa: PLC0415
+
     return launch_via_daemon(args.daemon, args.profile, prog)
 
 
@@ -264,13 +268,16 @@ def _serve(args: argparse.Namespace, oci: OciFactory | None) -> int:
     return 0
 
 
-_Reply = TypeVar("_Reply", StatusReply, Reloaded)
+_Reply = TypeVar("_Reply", "StatusReply", "Reloaded")
 
 
 def _ask(
     args: argparse.Namespace, request: StatusRequest | ReloadRequest, want: type[_Reply]
 ) -> _Reply | None:
     """Send ``request`` to the daemon; the reply, or None after saying why not."""
+    from .client import ClientError, call  # noqa: PLC0415
+    from .protocol import ErrorReply  # noqa: PLC0415
+
     try:
         reply = call(args.daemon, request)
     except ClientError as e:
@@ -286,6 +293,8 @@ def _ask(
 
 
 def _status(args: argparse.Namespace) -> int:
+    from .protocol import StatusReply, StatusRequest  # noqa: PLC0415
+
     reply = _ask(args, StatusRequest(), StatusReply)
     if reply is None:
         return _EXIT_REFUSED
@@ -297,6 +306,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
+    from .protocol import Reloaded, ReloadRequest  # noqa: PLC0415
+
     reply = _ask(args, ReloadRequest(), Reloaded)
     if reply is None:
         return _EXIT_REFUSED

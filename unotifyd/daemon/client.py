@@ -33,6 +33,7 @@ import os
 import signal
 from collections.abc import Sequence
 
+from . import DEFAULT_SOCKET
 from .protocol import (
     MAX_FRAME,
     Abort,
@@ -65,7 +66,6 @@ EXIT_FAILURE = 125
 EXIT_CANNOT_EXEC = 126
 EXIT_NOT_FOUND = 127
 
-DEFAULT_SOCKET = "/run/unotifyd/unotifyd.sock"
 #: Seconds to wait for each reply of the daemon before giving up.
 REPLY_TIMEOUT = 30.0
 _PROGRAM_NAME_MAX = 256

@@ -34,7 +34,6 @@ import pwd
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 # The helpers that give policy files their file:line errors. They are
@@ -43,6 +42,7 @@ from typing import Any
 from ..files import read_content_file, read_toml_text, toml_text, validated
 from ..policy import Policy, PolicyError, parse_policy
 from ..policy.config import TomlChecker, toml_decode_error, toml_type
+from ..record import field, record
 
 __all__ = [
     "CONFIG_VERSION",
@@ -62,7 +62,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_ID = 2**32 - 2
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Profile:
     """A named policy and the users and groups who may run programs under it."""
 
@@ -77,7 +77,7 @@ class Profile:
         return uid in self.uids or not self.gids.isdisjoint(gids)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DaemonConfig:
     source: str
     profiles: Mapping[str, Profile] = field(default_factory=dict)

@@ -50,11 +50,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..kernel.listener import Listener, is_listener
 from ..policy import Policy, parse_deny
+from ..record import field, record
 from .systemd import (
     CONTROL_FD_NAME,
     ListenFd,
@@ -148,7 +148,7 @@ def decode_record(data: bytes) -> tuple[str, dict[str, Any]]:
 # --- What a new daemon inherits -----------------------------------------------------
 
 
-@dataclass
+@record
 class Inherited:
     """The fds a starting daemon got from systemd or from its predecessor."""
 

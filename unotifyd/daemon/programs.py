@@ -23,12 +23,12 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 
 import trio
 
 from ..kernel.listener import Listener
 from ..policy import Policy
+from ..record import field, record
 from ..serve.served import Gate, Stats
 from ..serve.trace import Tracer
 from ..serve.trioserve import TrioServer
@@ -122,7 +122,7 @@ class ProgramObserver:
         """Called before its listener is closed."""
 
 
-@dataclass
+@record
 class ProfileCounters:
     """Counters of every program that ran (or runs) under one profile."""
 
@@ -153,7 +153,7 @@ class ProfileCounters:
         }
 
 
-@dataclass
+@record
 class Program:
     """One sandboxed program (with its threads and children) being served."""
 

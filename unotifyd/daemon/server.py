@@ -28,7 +28,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -41,6 +40,7 @@ from ..kernel.peercred import Peer, peer_of
 from ..launch import landlock_warnings
 from ..policy import PolicyError, surface
 from ..policy.backstop import backstop
+from ..record import record
 from ..serve.backing import target_warnings
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
@@ -81,7 +81,7 @@ def _log(message: str) -> None:
         print(f"unotifyd: {message}", file=sys.stderr, flush=True)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LoadedConfig:
     """A config with every profile's filter compiled, ready to hand out."""
 

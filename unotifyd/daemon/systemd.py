@@ -34,7 +34,8 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+
+from ..record import record
 
 __all__ = [
     "CONTROL_FD_NAME",
@@ -159,7 +160,7 @@ def fdstore_enabled(environ: Mapping[str, str]) -> bool:
 # --- LISTEN_FDS (pure) --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ListenFd:
     """One fd passed by the service manager, and its name (``unknown`` if none)."""
 
@@ -198,7 +199,7 @@ _PROFILE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TOKEN = re.compile(r"[0-9a-f]{1,32}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StoredProgram:
     """What a stored listener's fd name says about its program.
 

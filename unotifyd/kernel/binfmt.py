@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 from typing import Literal
+
+from ..record import record
 
 #: binfmt_script reads the first line from a buffer of this size (BINPRM_BUF_SIZE).
 _SCRIPT_HEAD = 256
@@ -34,7 +35,7 @@ _OFF_MAX = (1 << 63) - 1
 Kind = Literal["script", "loader"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Layout:
     """Where an ELF class keeps what binfmt_elf reads (include/uapi/linux/elf.h)."""
 

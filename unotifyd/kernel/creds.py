@@ -56,8 +56,8 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 
+from ..record import record, replace
 from . import abi
 from .errors import ProgramGone
 from .rawsys import libc, libc_syscall
@@ -136,7 +136,7 @@ class _Caps:
             raise OSError(err, f"capset: {os.strerror(err)}")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Credentials:
     """What the kernel checks when a thread acts on a file (credentials(7), capabilities(7)).
 
@@ -185,7 +185,7 @@ class Credentials:
         return self is _OURS or _SUPERVISOR.covers(self)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class _Ours:
     """The supervisor's own credentials, taken once at start-up."""
 

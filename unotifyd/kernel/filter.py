@@ -21,6 +21,7 @@ import errno
 import os
 import sys
 import threading
+import types
 from collections.abc import Callable
 
 from . import abi
@@ -75,44 +76,60 @@ def _import_pyseccomp() -> Any:  # the module: pyseccomp has no type information
     pyseccomp finds libc and libseccomp with ``ctypes.util.find_library``
     at import, which on Linux runs ``/sbin/ldconfig -p`` (and, failing
     that, gcc) and reads its output: two processes, ~10 ms of every
-    launch. While it imports, a name whose soname the loader can load
-    (dlopen(3) searches ld.so.cache itself) answers that soname, the very
-    name ``ldconfig -p`` would give; any other goes the usual way.
+    launch; and importing :mod:`ctypes.util` imports shutil, subprocess
+    and tempfile, ~6 ms more. So while it imports, pyseccomp finds a
+    stand-in ``ctypes.util`` whose ``find_library`` answers the soname of
+    each library (the very name ``ldconfig -p`` would give) once the
+    dynamic loader has loaded it from that name: dlopen(3) searches
+    ld.so.cache, ``LD_LIBRARY_PATH`` and the default directories itself,
+    every place ``ldconfig -p`` lists. A library it cannot load gets None,
+    the answer of the real ``find_library`` when it finds nothing; pyseccomp
+    then raises "Unable to find libseccomp".
     """
-    import ctypes.util  # noqa: PLC0415
-
     with _IMPORTING:
-        if "pyseccomp" in sys.modules:
-            return sys.modules["pyseccomp"]
-        return _import_with(ctypes.util)
+        module = sys.modules.get("pyseccomp")
+        if module is None:
+            module = _import_with_stand_in()
+        return module
 
 
-#: Held while find_library is replaced: the daemon compiles filters in
-#: several threads, and a second thread must not save our replacement as
-#: the function to put back.
+#: Held while the stand-in is in place: the daemon compiles filters in
+#: several threads, and a second thread must not save the stand-in as the
+#: module to put back.
 _IMPORTING = threading.Lock()
 
 
-def _import_with(util: Any) -> Any:
-    """pyseccomp, imported while ``util.find_library`` answers sonames."""
-    usual: Callable[[str], str | None] = util.find_library
+def _find_soname(name: str) -> str | None:
+    soname = _SONAMES.get(name)
+    if soname is None:
+        return None
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        return None
+    return soname
 
-    def find(name: str) -> str | None:
-        soname = _SONAMES.get(name)
-        if soname is not None:
-            try:
-                ctypes.CDLL(soname)
-            except OSError:
-                pass
-            else:
-                return soname
-        return usual(name)
 
-    util.find_library = find
+def _import_with_stand_in() -> Any:
+    """pyseccomp, imported while ``ctypes.util`` is a stand-in (see above)."""
+    stand_in = types.ModuleType("ctypes.util", "find_library for pyseccomp (kernel/filter.py)")
+    stand_in.find_library = _find_soname  # type: ignore[attr-defined]
+    # `import ctypes.util` reads sys.modules, then the package's attribute.
+    saved_module = sys.modules.get("ctypes.util")
+    saved_attribute = ctypes.__dict__.get("util")
+    sys.modules["ctypes.util"] = stand_in
+    ctypes.util = stand_in  # type: ignore[attr-defined]
     try:
         import pyseccomp  # noqa: PLC0415  - only the compiling process needs libseccomp
     finally:
-        util.find_library = usual
+        if saved_module is None:
+            del sys.modules["ctypes.util"]
+        else:
+            sys.modules["ctypes.util"] = saved_module
+        if saved_attribute is None:
+            del ctypes.util  # type: ignore[attr-defined]
+        else:
+            ctypes.util = saved_attribute  # type: ignore[attr-defined]
     return pyseccomp
 
 

@@ -6,8 +6,9 @@ import array
 import errno
 import socket
 import struct
-from dataclasses import dataclass
 from typing import Protocol
+
+from ..record import record
 
 # SO_PEERGROUPS (Linux 4.13, asm-generic/socket.h): the peer's supplementary
 # groups at connect() time. Python's socket module does not name it.
@@ -20,7 +21,7 @@ class _HasSockopt(Protocol):
     def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Peer:
     """Who is on the other end of a connection, as the kernel saw it at connect()."""
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from ..record import field, record
 
 __all__ = [
     "MAX_STATE",
@@ -61,7 +62,7 @@ class StateError(ValueError):
     """The runtime's message is malformed, or names no usable profile."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerState:
     """The fields of the state message that the agent uses."""
 
@@ -217,7 +218,7 @@ def parse_state(data: bytes) -> ContainerState:
     )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProfileChoice:
     """The profile a container asked for, and where the name came from (for logs)."""
 

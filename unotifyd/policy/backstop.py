@@ -25,12 +25,11 @@ files live in a scratch directory made when the sandbox starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..record import record
 from .rules import Exec, Pattern, Policy, Private, Redirect
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Backstop:
     """The parts of a policy the kernel enforces (see the module doc)."""
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 from typing import Literal
 
+from ..record import record
 from .rules import Content, Deny, Policy, Private, Redirect
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Continue:
     """Let the kernel run the call as if it had not been trapped.
 
@@ -26,7 +26,7 @@ class Continue:
     reason: str = "no rule"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Fail:
     """Fail the call with ``errno`` without running it."""
 
@@ -34,7 +34,7 @@ class Fail:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Return:
     """Complete the call with ``value`` without running it."""
 
@@ -42,7 +42,7 @@ class Return:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class EmulateOpen:
     """Open ``path`` in the supervisor and inject the fd into the program.
 
@@ -89,7 +89,7 @@ class EmulateOpen:
     directory_added: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class RefuseWrite:
     """An open for writing of a read-only path: fail it as a read-only mount would.
 
@@ -127,7 +127,7 @@ def refuse_write_errno(flags: int, found: Found) -> int:
     return errno.EROFS
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Rewrite:
     """Let an ``execve`` or ``chdir`` through, after writing ``path`` over the program's.
 
@@ -150,7 +150,7 @@ class Rewrite:
     directory: bool = False  # chdir: the target must be a directory
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Listing:
     """Answer a ``getdents64`` ourselves, leaving out the ``hidden`` names."""
 
@@ -162,7 +162,7 @@ class Listing:
 Decision = Continue | Fail | Return | EmulateOpen | RefuseWrite
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class OpenRequest:
     """One trapped ``open``, ``openat``, ``openat2`` or ``creat``, decoded.
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 from typing import Literal
 
+from ..record import record
 from .decision import Continue, Fail
 from .rules import Content, Deny, Exec, Match, Policy, Private, ReadOnly, Redirect, rule_pattern
 
@@ -51,7 +51,7 @@ CHANGING: frozenset[Role] = frozenset({"create", "replace", "remove", "modify"})
 TOO_DEEP = "/\0a file too deep to name"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PathRequest:
     """One path of a trapped call: its role and its resolved, absolute name."""
 
@@ -60,7 +60,7 @@ class PathRequest:
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class MapPath:
     """Perform the call on ``path`` instead (or on the path itself, in enforcing mode).
 
@@ -88,7 +88,7 @@ class MapPath:
     read_only: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class RefuseChange:
     """A change in a read-only place: fail it as a read-only mount would.
 
@@ -108,7 +108,7 @@ class RefuseChange:
 PathDecision = Continue | Fail | MapPath | RefuseChange
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class OnFd:
     """The call is about a file the program has open, its ``fd``: made on our copy of it."""
 
@@ -118,7 +118,7 @@ class OnFd:
 Target = MapPath | OnFd
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PerformPath:
     """Perform a path call here, each of its paths at its ``targets`` entry.
 

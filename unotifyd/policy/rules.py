@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import errno as errno_module
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+
+from ..record import field, record, replace
 
 __all__ = [
     "MODES",
@@ -114,7 +115,7 @@ def normalize_path(text: str) -> str:
     return "/" + "/".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Pattern:
     """An absolute, normalized ``path``; ``tree`` adds everything below it."""
 
@@ -182,7 +183,7 @@ def _describe(text: str, origin: str | None) -> str:
     return f"{text} ({origin})" if origin else text
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Redirect:
     """Opening ``source`` opens ``target`` instead.
 
@@ -208,7 +209,7 @@ class Redirect:
         return _describe(f"redirect {self.source} -> {self.target}", self.origin)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Deny:
     """Opening a path ``pattern`` covers fails with ``errno``."""
 
@@ -225,7 +226,7 @@ def hides(rule: object) -> bool:
     return isinstance(rule, Deny) and rule.errno == errno_module.ENOENT
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ReadOnly:
     """Paths ``pattern`` covers may be read but not written (``EROFS``)."""
 
@@ -236,7 +237,7 @@ class ReadOnly:
         return _describe(f"readonly {self.pattern}", self.origin)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Content:
     """The file at ``pattern`` has contents ``data``, given by the policy.
 
@@ -260,7 +261,7 @@ class Content:
         return _describe(f"content {self.pattern} ({len(self.data)} bytes)", self.origin)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Private:
     """The tree ``pattern`` is private to each sandbox, like a tmpfs mounted there.
 
@@ -282,7 +283,7 @@ class Private:
         return _describe(f"private {self.pattern}", self.origin)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Exec:
     """Programs at ``pattern`` may be executed.
 
@@ -345,7 +346,7 @@ def parse_readonly(text: str, origin: str | None = None) -> ReadOnly:
     return ReadOnly(parse_pattern(text), origin)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Match:
     """The rule that covers a path.
 

@@ -68,8 +68,9 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ..record import record
 
 if TYPE_CHECKING:
     from .rules import Policy
@@ -116,7 +117,7 @@ ArgTest = tuple[int, int, int]
 RefusedCall = tuple[str, int, int, tuple[ArgTest, ...]]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Refusal:
     """One refused system call.
 

@@ -19,17 +19,17 @@ from __future__ import annotations
 import os
 import select
 import threading
-from dataclasses import dataclass, field
 
 from ..kernel.listener import Notification
 from ..kernel.passthrough import Lane
+from ..record import field, record
 from .dispatch import Dispatcher
 from .drain import drain
 from .handoff import Job
 from .served import InFlight, Served
 
 
-@dataclass
+@record
 class StartupEnd:
     """Where the start-up loop stopped.
 

@@ -13,7 +13,6 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Protocol
 
 from ..calls.decode import (
@@ -79,6 +78,7 @@ from ..policy.paths import (
 )
 from ..policy.paths import combine as combine_paths
 from ..policy.rules import hides
+from ..record import replace
 from .guard import beyond_reach, supervisors_own
 from .listing import decide_listing
 from .opens import open_root, our_name

@@ -15,7 +15,6 @@ import enum
 import errno
 import os
 import sys
-import traceback
 from collections.abc import Callable
 
 from ..calls.ops import Outcome
@@ -256,6 +255,8 @@ class Dispatcher:
         if s.stats is not None:
             s.stats.internal_errors += 1
         print(f"unotifyd: internal error serving pid {p.notif.pid}:", file=sys.stderr)
+        import traceback  # noqa: PLC0415 - with linecache and tokenize, ~3 ms of every launch
+
         traceback.print_exception(exc, file=sys.stderr)
         # Gone already, or the listener itself is broken: nothing more to do.
         with contextlib.suppress(Exception):

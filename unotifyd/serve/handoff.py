@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 from ..calls.decode import PathCall
@@ -27,6 +26,7 @@ from ..kernel.program import write_memory
 from ..kernel.sched import pin_to_our_cpu
 from ..policy import EmulateOpen, Policy, RefuseWrite
 from ..policy.paths import PerformPath
+from ..record import record
 from .opens import open_root, perform_open
 from .pathwork import perform_path
 
@@ -38,7 +38,7 @@ Work = EmulateOpen | RefuseWrite | PerformPath
 Result = int | Outcome | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Job:
     """A decision to perform, with what it needs in a worker thread."""
 

@@ -28,7 +28,6 @@ import re
 import stat
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 
 from ..calls.decode import PathArg, PathCall, names_a_directory
 from ..calls.ops import Outcome, Place
@@ -56,6 +55,7 @@ from ..policy.paths import (
     moves_a_rule,
     refuse_change_errno,
 )
+from ..record import replace
 
 
 class _Acting:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from ..calls.decode import OpenCall, PathCall
@@ -17,6 +16,7 @@ from ..kernel.passthrough import Config
 from ..policy import Decision, Listing, Policy, Rewrite
 from ..policy.paths import PerformPath
 from ..policy.surface import namespaces_fixed
+from ..record import field, record
 
 if TYPE_CHECKING:
     import trio
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .handoff import WorkerResult
 
 
-@dataclass
+@record
 class Stats:
     """Counters of one served program (or of the whole supervisor)."""
 
@@ -93,7 +93,7 @@ class Gate:
             self._owed.discard(nid)
 
 
-@dataclass(eq=False, slots=True)
+@record(eq=False, slots=True)
 class Waiting:
     """A call waiting in a worker thread, and how its wait may end early.
 
@@ -110,7 +110,7 @@ class Waiting:
     interrupted: bool = False
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class Served:
     """One listener being served: its policy, its name in traces, its counters."""
 
@@ -182,7 +182,7 @@ class Served:
 AnyDecision = Decision | Rewrite | Listing | PerformPath
 
 
-@dataclass
+@record
 class InFlight:
     """One call from its receipt to its answer: what was read, decided and done.
 

@@ -13,9 +13,9 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
+from .. import record as records
 from ..calls.decode import OpenCall, PathCall
 from ..calls.registry import BY_NAME
 from ..kernel.abi import ERESTARTSYS
@@ -67,7 +67,7 @@ def errno_name(err: int) -> str:
     return errno_mod.errorcode.get(err, str(err))
 
 
-@dataclass(slots=True)
+@records.record(slots=True)
 class TraceEvent:
     """What happened to one trapped call.
 
