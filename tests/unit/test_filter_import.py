@@ -44,3 +44,30 @@ def test_pyseccomp_is_imported_without_starting_a_process() -> None:
     assert plain.returncode != 0 and "a process was started" in plain.stderr, plain
     ours = _child("ours")
     assert (ours.returncode, ours.stdout) == (0, "ok\n"), ours.stderr
+
+
+# Where libseccomp is not installed: a soname that does not load, and a
+# find_library that finds nothing (what it answers where ldconfig -p and gcc
+# know no such library).
+_MISSING = """
+import ctypes.util
+from unotifyd.kernel import filter
+filter._SONAMES["seccomp"] = "libseccomp.so.99"
+usual = ctypes.util.find_library
+ctypes.util.find_library = lambda name: None if name == "seccomp" else usual(name)
+try:
+    filter._import_pyseccomp()
+except OSError as e:
+    print(e)
+"""
+
+
+def test_a_missing_libseccomp_is_said_in_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _MISSING], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    assert proc.stdout == (
+        "cannot load libseccomp (Unable to find libseccomp): install libseccomp 2 "
+        "(Debian: apt-get install libseccomp2)\n"
+    )

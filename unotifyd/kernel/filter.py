@@ -71,35 +71,53 @@ _SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
 
 
 def _import_pyseccomp() -> Any:  # the module: pyseccomp has no type information
-    """pyseccomp, imported without running ``ldconfig -p`` twice.
+    """pyseccomp, imported without running ``ldconfig -p`` twice. Raises OSError.
 
     pyseccomp finds libc and libseccomp with ``ctypes.util.find_library``
     at import, which on Linux runs ``/sbin/ldconfig -p`` (and, failing
     that, gcc) and reads its output: two processes, ~10 ms of every
-    launch; and importing :mod:`ctypes.util` imports shutil, subprocess
-    and tempfile, ~6 ms more. So while it imports, pyseccomp finds a
-    stand-in ``ctypes.util`` whose ``find_library`` answers the soname of
-    each library (the very name ``ldconfig -p`` would give) once the
-    dynamic loader has loaded it from that name: dlopen(3) searches
-    ld.so.cache, ``LD_LIBRARY_PATH`` and the default directories itself,
-    every place ``ldconfig -p`` lists. A library it cannot load gets None,
-    the answer of the real ``find_library`` when it finds nothing; pyseccomp
-    then raises "Unable to find libseccomp".
+    launch. While it imports, ``find_library`` answers the soname of each
+    (the very name ``ldconfig -p`` would give) once the dynamic loader has
+    loaded it from that name: dlopen(3) searches ld.so.cache,
+    ``LD_LIBRARY_PATH`` and the default directories itself, every place
+    ``ldconfig -p`` lists. Any other name, or one that does not load, is
+    looked up the usual way.
+
+    Importing :mod:`ctypes.util` itself costs ~6 ms more (shutil,
+    subprocess, tempfile). Where nothing has imported it yet and no other
+    thread runs that could (``unotifyd launch``), pyseccomp is given a
+    stand-in ``ctypes.util`` instead, whose ``find_library`` answers only
+    sonames that load; should the import fail with it, it is made again the
+    usual way, which says what the loader found.
     """
     with _IMPORTING:
         module = sys.modules.get("pyseccomp")
-        if module is None:
-            module = _import_with_stand_in()
-        return module
+        if module is not None:
+            return module
+        if "ctypes.util" not in sys.modules and threading.active_count() == 1:
+            try:
+                return _import_with_stand_in()
+            except Exception:  # made again below, to say why
+                sys.modules.pop("pyseccomp", None)
+        import ctypes.util  # noqa: PLC0415
+
+        try:
+            return _import_with(ctypes.util)
+        except RuntimeError as e:  # "Unable to find libseccomp"
+            raise OSError(
+                f"cannot load libseccomp ({e}): install libseccomp 2 "
+                "(Debian: apt-get install libseccomp2)"
+            ) from None
 
 
-#: Held while the stand-in is in place: the daemon compiles filters in
-#: several threads, and a second thread must not save the stand-in as the
-#: module to put back.
+#: Held while pyseccomp imports: the daemon compiles filters in several
+#: threads, and a second thread must not save our find_library as the one
+#: to put back.
 _IMPORTING = threading.Lock()
 
 
-def _find_soname(name: str) -> str | None:
+def _loads(name: str) -> str | None:
+    """The soname of library ``name`` (``c``, ``seccomp``) if the loader loads it."""
     soname = _SONAMES.get(name)
     if soname is None:
         return None
@@ -110,26 +128,34 @@ def _find_soname(name: str) -> str | None:
     return soname
 
 
-def _import_with_stand_in() -> Any:
-    """pyseccomp, imported while ``ctypes.util`` is a stand-in (see above)."""
-    stand_in = types.ModuleType("ctypes.util", "find_library for pyseccomp (kernel/filter.py)")
-    stand_in.find_library = _find_soname  # type: ignore[attr-defined]
-    # `import ctypes.util` reads sys.modules, then the package's attribute.
-    saved_module = sys.modules.get("ctypes.util")
-    saved_attribute = ctypes.__dict__.get("util")
-    sys.modules["ctypes.util"] = stand_in
-    ctypes.util = stand_in  # type: ignore[attr-defined]
+def _import_with(util: Any) -> Any:
+    """pyseccomp, imported while ``util.find_library`` answers sonames that load."""
+    usual: Callable[[str], str | None] = util.find_library
+
+    def find(name: str) -> str | None:
+        return _loads(name) or usual(name)
+
+    util.find_library = find
     try:
         import pyseccomp  # noqa: PLC0415  - only the compiling process needs libseccomp
     finally:
-        if saved_module is None:
-            del sys.modules["ctypes.util"]
-        else:
-            sys.modules["ctypes.util"] = saved_module
-        if saved_attribute is None:
-            del ctypes.util  # type: ignore[attr-defined]
-        else:
-            ctypes.util = saved_attribute  # type: ignore[attr-defined]
+        util.find_library = usual
+    return pyseccomp
+
+
+def _import_with_stand_in() -> Any:
+    """pyseccomp, imported while ``ctypes.util`` is a stand-in (see above)."""
+    stand_in = types.ModuleType("ctypes.util", "find_library for pyseccomp (kernel/filter.py)")
+    stand_in.find_library = _loads  # type: ignore[attr-defined]
+    # `import ctypes.util` reads sys.modules, then the package's attribute;
+    # neither held it (the caller checked), and neither does after.
+    sys.modules["ctypes.util"] = stand_in
+    ctypes.util = stand_in
+    try:
+        import pyseccomp  # noqa: PLC0415  - only the compiling process needs libseccomp
+    finally:
+        del sys.modules["ctypes.util"]
+        del ctypes.util
     return pyseccomp
 
 

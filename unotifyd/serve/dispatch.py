@@ -254,14 +254,20 @@ class Dispatcher:
         self.stats.internal_errors += 1
         if s.stats is not None:
             s.stats.internal_errors += 1
-        print(f"unotifyd: internal error serving pid {p.notif.pid}:", file=sys.stderr)
-        import traceback  # noqa: PLC0415 - with linecache and tokenize, ~3 ms of every launch
-
-        traceback.print_exception(exc, file=sys.stderr)
         # Gone already, or the listener itself is broken: nothing more to do.
         with contextlib.suppress(Exception):
             s.listener.send_error(p.notif.id, _INTERNAL_ERROR_ERRNO)
         self.record(s, p, "internal-error", -_INTERNAL_ERROR_ERRNO)
+        # Said once the call is answered: traceback is imported only now
+        # (with linecache and tokenize it cost every launch ~3 ms), and an
+        # import can fail where the error came from (EMFILE, ENOMEM).
+        print(f"unotifyd: internal error serving pid {p.notif.pid}:", file=sys.stderr)
+        try:
+            import traceback  # noqa: PLC0415
+
+            traceback.print_exception(exc, file=sys.stderr)
+        except Exception:  # the error is said, if not in full
+            print(f"unotifyd: {exc!r}", file=sys.stderr)
 
     def record(self, s: Served, p: InFlight, outcome: str | None, result: int | None) -> None:
         """Count the call's decision and trace it."""
