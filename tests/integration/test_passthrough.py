@@ -936,3 +936,61 @@ def test_an_open_of_a_leased_redirect_target_waits_for_the_lease(
     got = under_lease(lambda: run_launch(
         "--redirect", f"{tmp_path}/src={target}", argv=argv, env=serving_env(serving)))  # fmt: skip
     assert got == "TARGET\n"
+
+
+_EXECS = r"""
+import errno, os, sys
+base = sys.argv[1]
+os.chdir(base)
+for _ in range(200):
+    os.stat(".")  # the lane runs from here on (START_AFTER)
+names = ["missing", "missing/x", "missing/", "dangling", "dangling/", "file/x", "dir",
+         "not-executable", "denied", f"{base}/missing", "", "..//missing", "sub/../missing"]
+for round in range(50):
+    for name in names:
+        try:
+            os.execv(name, ["never"])
+        except OSError as e:
+            if round == 0:
+                print(repr(name), errno.errorcode[e.errno])
+"""
+
+
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+@pytest.mark.parametrize("exec_rule", [False, True])
+def test_the_lane_fails_an_exec_of_no_file_as_the_kernel_does(mode: str, exec_rule: bool) -> None:
+    """A shell or execvp(3) tries each directory of PATH until one holds the
+    program: the lane answers the misses (ENOENT) itself, with the kernel's
+    errno, and leaves every other exec to Python: a name where something
+    is, a dangling link, a missing directory, a name a rule watches, and
+    every exec when the policy has exec rules."""
+    with public_dir("unotifyd-exec-") as d:
+        (d / "file").write_text("x")
+        (d / "not-executable").write_text("x")
+        (d / "dir").mkdir()
+        (d / "sub").mkdir()
+        (d / "dangling").symlink_to(d / "nowhere")
+        argv = [SYSTEM_PYTHON, "-c", _EXECS, str(d)]
+        rules: tuple[str, ...] = ("--deny", f"{d}/denied")
+        if exec_rule:
+            rules += ("--exec", "/**")
+        if mode == "enforce":
+            rules = ("--enforce", *rules)
+        native, _ = _run(argv, None, rules)
+        lane, lane_stats = _run(argv, True, rules)
+        alone, alone_stats = _run(argv, False, rules)
+        # The control: natively every name fails, and "denied" is missing too.
+        assert len(native) == 13 and "'denied' ENOENT" in native, native
+        assert lane == alone, "\n".join(difflib.unified_diff(alone, lane, "python", "lane"))
+        assert [line for line in lane if not line.startswith("'denied'")] == [
+            line for line in native if not line.startswith("'denied'")
+        ]
+        assert lane_answered(alone_stats) == 0, alone_stats
+        by_lane = re.search(r"by the lane:.*\bexecve (\d+)", lane_stats)
+        if exec_rule:
+            assert by_lane is None, lane_stats
+        else:
+            # "missing", its absolute name, "..//missing" and "sub/../missing"
+            # reach the lane; ".." sends the last two to Python.
+            assert by_lane is not None and int(by_lane.group(1)) >= 2 * 50, lane_stats
+            assert re.search(r"by decision:.*\bfail \d+", lane_stats), lane_stats

@@ -49,6 +49,9 @@
  *
  * One call on a watched name is made here too, in virtualizing mode: an
  * open that only reads of the source of an exact redirect (see redirect).
+ * And one call is never let through, in either mode: an execve, answered
+ * ENOENT where its name has nothing there (see exec_missing), and else
+ * forwarded.
  *
  * The fds opened for a call are closed before the next call is looked at,
  * but for the cache of struct thread (64 /proc/TID directories and as many
@@ -89,7 +92,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 9
+#define PT_VERSION 10
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -113,6 +116,7 @@ enum shape {
     SH_ACCESS, SH_FACCESSAT, SH_FACCESSAT2, SH_READLINK, SH_READLINKAT,
     SH_GETXATTR, SH_LGETXATTR, SH_LISTXATTR, SH_LLISTXATTR,
     SH_MKDIR, SH_MKDIRAT, SH_RMDIR, SH_UNLINK, SH_UNLINKAT, SH_RENAME, SH_RENAMEAT, SH_RENAMEAT2,
+    SH_EXECVE,
 };
 
 /* Shared with Python (kernel/passthrough.py, Config): keep in step. */
@@ -150,6 +154,7 @@ struct pt_config {
     uint64_t forwarded, gone;
     uint64_t second; /* of the calls answered, those the follower answered */
     uint64_t redirected; /* of the calls answered, the opens redirected */
+    uint64_t missing;    /* of the calls answered, the execs of no file (exec_missing) */
 };
 
 /*
@@ -1115,6 +1120,8 @@ static int emulable(int sh, const __u64 *a, uint64_t flags)
     case SH_RENAMEAT:
     case SH_RENAMEAT2:
         return 1;
+    case SH_EXECVE: /* only ever answered where nothing is (exec_missing) */
+        return 1;
     default:
         return 0;
     }
@@ -1179,6 +1186,41 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
 }
 
 /* What may become of the call of n here (see enum verdict). */
+/*
+ * An execve whose name has nothing at all there (no file, no link), in
+ * thread th's view, where no rule looks: answered ENOENT here, in either
+ * mode. A shell or execvp(3) tries each directory of PATH in turn until
+ * one holds the program, and each miss made a round trip through Python
+ * (~100 us, against ~2 natively) only to be let through and fail.
+ *
+ * The kernel's answer is the same: do_execveat_common() opens the file
+ * (alloc_bprm(), do_open_execat()) before it reads argv or envp or looks
+ * at the file, so ENOENT wins over their EFAULT or E2BIG. One check comes
+ * before that open: a process that set*uid() past RLIMIT_NPROC has its
+ * next execve fail with EAGAIN (PF_NPROC_EXCEEDED), and here keeps that
+ * for the exec that finds a file, which Python lets through (execvp(3)
+ * still stops on that EAGAIN, at the file instead of the first miss).
+ *
+ * Everything else goes to Python, which decides every exec that can run:
+ * a name where something is, a dangling link (followed to where a rule
+ * may be), a lookup that fails otherwise, a name a rule watches (a
+ * redirect's source need not exist), and, when the policy has exec rules,
+ * every execve (its shape is then not given: serve/passthrough.py).
+ */
+static enum verdict exec_missing(struct lane *l, const struct thread *th, const struct target *t,
+                                 struct seccomp_notif_resp *r)
+{
+    int pinned = -1;
+    if (!passes_target(l, th, t, &pinned))
+        return PT_FORWARD;
+    if (pinned >= 0) {
+        close(pinned);
+        return PT_FORWARD;
+    }
+    r->error = -ENOENT;
+    return PT_ANSWER;
+}
+
 static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
                            struct seccomp_notif_resp *r)
 {
@@ -1279,6 +1321,9 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
         for (int i = 0; i < 2; i++)
             t[i].follow = 0, t[i].entry = 1, t[i].moves = 1;
         break;
+    case SH_EXECVE:
+        t[0].addr = a[0]; /* followed to the end, as do_open_execat() does */
+        break;
     default:
         return PT_FORWARD;
     }
@@ -1293,6 +1338,8 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
         forget(th); /* gone, or changed: looked at afresh next time */
         return PT_FORWARD;
     }
+    if (sh == SH_EXECVE)
+        return exec_missing(l, th, &t[0], r);
     if (!emulating) {
         for (int i = 0; i < paths; i++)
             if (!passes_target(l, th, &t[i], NULL))
@@ -1423,6 +1470,9 @@ static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *
          * count), so that a read never finds more redirects than calls. */
         if (v == PT_SENT && !cfg->emulate)
             COUNT(cfg->redirected);
+        /* Likewise: an execve answered is one of no file. */
+        if (cfg->shape[n->data.nr] == SH_EXECVE)
+            COUNT(cfg->missing);
         if (l->follower)
             COUNT(cfg->second);
         return 0;

@@ -29,7 +29,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 9
+_VERSION: Final = 10
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -37,15 +37,16 @@ SHAPES: Final = {
     "access": 7, "faccessat": 8, "faccessat2": 9, "readlink": 10, "readlinkat": 11,
     "getxattr": 12, "lgetxattr": 13, "listxattr": 14, "llistxattr": 15,
     "mkdir": 16, "mkdirat": 17, "rmdir": 18, "unlink": 19, "unlinkat": 20,
-    "rename": 21, "renameat": 22, "renameat2": 23,
+    "rename": 21, "renameat": 22, "renameat2": 23, "execve": 24,
 }  # fmt: skip
 #: Those it makes itself in enforcing mode (``emulate`` and ``emulate_entry``
 #: in passthrough.c): the stat family, readlink, access and the opens that
-#: only read or have O_CREAT, and the making, removing and renaming of names.
+#: only read or have O_CREAT, and the making, removing and renaming of names;
+#: and in both modes an execve of a name where nothing is (``exec_missing``).
 EMULATED: Final = frozenset((
     "open", "openat", "stat", "lstat", "newfstatat", "statx", "readlink", "readlinkat",
     "access", "faccessat", "faccessat2", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat",
-    "rename", "renameat", "renameat2",
+    "rename", "renameat", "renameat2", "execve",
 ))  # fmt: skip
 _NOTIF_SIZE: Final = abi.NOTIF_STRUCT.size
 _END_POLL_S: Final = 0.1
@@ -78,6 +79,7 @@ class Config(ctypes.Structure):
         ("gone", ctypes.c_uint64),
         ("second", ctypes.c_uint64),
         ("redirected", ctypes.c_uint64),
+        ("missing", ctypes.c_uint64),
     )
 
 

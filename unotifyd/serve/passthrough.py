@@ -83,7 +83,7 @@ def _watched(policies: tuple[Policy, ...]) -> list[str] | None:
     for policy in policies:
         for rule in policy.rules:
             if isinstance(rule, Exec):
-                continue  # Exec rules are about execve alone, which the lane never passes.
+                continue  # About execs that run, which the lane never lets run (open_lane).
             path = rule_pattern(rule).path
             if path == "/":
                 return None
@@ -132,10 +132,14 @@ def open_lane(s: Served, tracing: bool, *, colocate: bool = True) -> passthrough
     ours = supervisor_credentials()
     assert ours.userns is not None  # see _may_run
     emulate = s.policy.mode == "enforce"
+    # With exec rules (an allow-list), every execve is Python's: the lane
+    # answers only the execs of no file, which such a policy may refuse first.
+    exec_rules = any(isinstance(rule, Exec) for rule in s.policy.rules)
     shapes = [
         (nr, shape)
         for nr, (name, shape) in zip(_SHAPED_NRS, passthrough.SHAPES.items(), strict=True)
-        if not emulate or name in passthrough.EMULATED
+        if (not emulate or name in passthrough.EMULATED)
+        and not (name == "execve" and exec_rules)
     ]
     cfg = passthrough.config(
         shapes,
@@ -202,6 +206,7 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
     # them in C (answer), read before them here, so that none is taken out
     # of its shape's count before it is in it.
     redirected = since(-3, cfg.redirected)
+    missing = since(-4, cfg.missing)  # execs of no file, answered ENOENT: Python's "fail"
     for nr in _SHAPED_NRS:
         n = since(nr, cfg.continued[nr])
         if n:
@@ -219,3 +224,6 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
         if redirected:
             stats.decisions[decision] -= redirected
             stats.decisions["redirect"] += redirected
+        if missing:
+            stats.decisions[decision] -= missing
+            stats.decisions["fail"] += missing
