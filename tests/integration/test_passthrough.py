@@ -125,6 +125,10 @@ PATHS = [
     "secret", "l-secret", "hidden", "hidden/x", "l-hidden/x", "ro",
     "/proc/self/cwd/src", "/proc/self/cwd/plain", f"/proc/{os.getpid()}/root{base}/src", "",
     "hidden/out/f", "l-dir", "l-dangling", "dir/f/x", "l-dir/", "plain/", "l-dangling/",
+    # Missing directories: a rule's source below one, and names near it.
+    "gone/deep/src", "gone/deep/other", "gone/x", "gone/./deep/src", "gone//deep/src",
+    f"{base}/gone/deep/src", "gone/deep/src/x", "nodir/deeper/missing", "nodir/./x",
+    "nodir//x", "l-dangling/x", "dir/f/x/y",
 ]
 def shown(path):
     return repr(path.replace(f"/proc/{os.getpid()}/", "/proc/PID/"))
@@ -244,6 +248,7 @@ RULES = (
     "--deny", "{b}/hidden:ENOENT",
     "--readonly", "{b}/ro",
     "--deny", "{b}/anc/deep/file",
+    "--redirect", "{b}/gone/deep/src={b}/dst",
 )  # fmt: skip
 
 
@@ -320,6 +325,11 @@ def test_the_lane_answers_every_call_as_python_does(
         assert "statx 'l-only' size=13" in python and "statx 'l-only' ENOENT" in native
         assert "there ./other/newfile 0" in python and "there ./tree/newfile 0" in native
         assert "getxattr 'src' xattr=dst" in python and "getxattr 'src' ENODATA" in native
+        # A rule's source in a directory that is not there: each spelling of
+        # it is the rule's (the lane must not take it for a missing name).
+        for spelling in ("gone/deep/src", "gone/./deep/src", "gone//deep/src"):
+            assert f"stat {spelling!r} size=15" in python, spelling
+            assert f"stat {spelling!r} ENOENT" in native, spelling
         # A rename that would carry a rule's path along is refused (EXDEV).
         assert "change ('rename', 'anc', 'anc2') EXDEV" in python
         assert "change ('rename', 'anc', 'anc2') 0" in native

@@ -37,10 +37,10 @@
  *  - its path is read in full (no EFAULT, shorter than PATH_MAX), is not
  *    empty, has no ".." component, and no trailing "/" if it names an entry;
  *  - the kernel resolves it for us (openat2 with RESOLVE_NO_MAGICLINKS from
- *    the program's cwd or dirfd, as PathResolver._fast does), or only its
- *    last name is missing with nothing there, not even a dangling link
- *    (then the name is its directory's plus that name, as the resolver
- *    appends missing names);
+ *    the program's cwd or dirfd, as PathResolver._fast does), or its names
+ *    are missing from some name on, with nothing at all at the first, not
+ *    even a dangling link (then the name is the deepest directory's plus
+ *    the missing names, as the resolver appends missing names);
  *  - the name it resolves to is absolute, outside /proc, not "(deleted)",
  *    and neither is nor lies below any path a rule names ("watched": as
  *    written, and as Python resolved them at the program's first call);
@@ -365,10 +365,34 @@ static int join_last(struct lane *l, size_t len, const char *last)
     return 0;
 }
 
+/* Put the names of rest (missing ones: see resolve), without empty and "."
+ * names, after the directory's name, the first len bytes of l->name; 0, or
+ * -1 if the whole would not fit. */
+static int join_missing(struct lane *l, size_t len, const char *rest)
+{
+    while (*rest) {
+        size_t n = strcspn(rest, "/");
+        if (n > 0 && !(n == 1 && rest[0] == '.')) {
+            size_t need = n + (len > 1 ? 1 : 0);
+            if (len + need >= PT_PATH_MAX)
+                return -1;
+            if (len > 1)
+                l->name[len++] = '/';
+            memcpy(l->name + len, rest, n);
+            len += n;
+            l->name[len] = 0;
+        }
+        rest += n;
+        if (*rest == '/')
+            rest++;
+    }
+    return 0;
+}
+
 /*
  * Resolve l->path from basefd as the kernel would, into l->name; 0, or -1.
  * With pinned (enforcing mode), what it resolved to stays open there, an
- * O_PATH fd the call is then made on (-1: only the last name is missing).
+ * O_PATH fd the call is then made on (-1: nothing is there, see below).
  */
 static int resolve(struct lane *l, int basefd, int follow, int *pinned)
 {
@@ -386,23 +410,47 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
     }
     if (errno != ENOENT || l->path[strlen(l->path) - 1] == '/')
         return -1; /* "x/": no last name to take as missing */
-    /* Only the last name may be missing, and nothing may be there at all:
-     * a dangling link would be followed to where a rule may be. */
-    char *slash = strrchr(l->path, '/');
-    const char *last = slash ? slash + 1 : l->path;
-    if (!strcmp(last, "."))
+    const char *last = strrchr(l->path, '/');
+    if (!strcmp(last ? last + 1 : l->path, "."))
         return -1;
-    int parent = open_parent(basefd, l->path, slash);
-    if (parent < 0)
-        return -1;
+    /* Names are missing from some name on: the deepest directory of the
+     * path that is there, then the rest, each of which must be missing.
+     * Only the first can be looked at, and nothing may be there at all (a
+     * dangling link would be followed to where a rule may be); the others
+     * are below it. The name is that directory's plus the rest, empty and
+     * "." names left out, as PathResolver appends missing names (plain_path
+     * let no ".." through). A program probing for what is not there (a
+     * locale's directories, PATH, an interpreter's search path) often
+     * misses a directory, not just a file. */
+    char *cut = strrchr(l->path, '/');
+    int parent;
+    while ((parent = open_parent(basefd, l->path, cut)) < 0) {
+        if (errno != ENOENT || cut == NULL || cut == l->path)
+            return -1;
+        *cut = 0;
+        char *before = strrchr(l->path, '/');
+        *cut = '/';
+        cut = before;
+    }
+    /* Its first name (empty and "." names before it would be the
+     * directory's own, and are skipped: the cut is past them). */
+    const char *rest = cut ? cut + 1 : l->path;
+    while (*rest == '/' || (rest[0] == '.' && rest[1] == '/'))
+        rest += *rest == '/' ? 1 : 2;
+    size_t first = strcspn(rest, "/");
     struct stat st;
     int r = -1;
-    if (fstatat(parent, last, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
-        fd_name(l, parent, &len) == 0 && (pinned == NULL || named_so(l, parent, len)) &&
-        join_last(l, len, last) == 0) {
-        r = 0;
-        if (pinned != NULL)
-            *pinned = -1;
+    if (first > 0 && first <= NAME_MAX) {
+        char name[NAME_MAX + 1];
+        memcpy(name, rest, first);
+        name[first] = 0;
+        if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
+            fd_name(l, parent, &len) == 0 && (pinned == NULL || named_so(l, parent, len)) &&
+            join_missing(l, len, rest) == 0) {
+            r = 0;
+            if (pinned != NULL)
+                *pinned = -1;
+        }
     }
     close(parent);
     return r;
