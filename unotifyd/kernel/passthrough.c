@@ -389,6 +389,28 @@ static int join_missing(struct lane *l, size_t len, const char *rest)
     return 0;
 }
 
+/* At most this many directories are looked for before a missing name
+ * (see resolve): probes miss one or two. */
+#define PT_MISSING_LOOKS 8
+
+/* The '/' that ends the directory above the last name of path before cut
+ * (a '/' of path), past empty and "." names, which are that directory
+ * itself; path itself ('/' first) or NULL (a relative path's first name). */
+static char *name_before(char *path, char *cut)
+{
+    for (;;) {
+        *cut = 0;
+        char *before = strrchr(path, '/');
+        *cut = '/';
+        if (before == NULL || before == path)
+            return before;
+        size_t n = (size_t)(cut - before - 1);
+        if (n > 1 || (n == 1 && before[1] != '.'))
+            return before;
+        cut = before;
+    }
+}
+
 /*
  * Resolve l->path from basefd as the kernel would, into l->name; 0, or -1.
  * With pinned (enforcing mode), what it resolved to stays open there, an
@@ -423,14 +445,13 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
      * locale's directories, PATH, an interpreter's search path) often
      * misses a directory, not just a file. */
     char *cut = strrchr(l->path, '/');
-    int parent;
+    int parent, looks = 0;
     while ((parent = open_parent(basefd, l->path, cut)) < 0) {
-        if (errno != ENOENT || cut == NULL || cut == l->path)
+        /* Each look costs a lookup of the whole prefix: a path of many
+         * missing names goes to Python rather than cost us n^2. */
+        if (errno != ENOENT || cut == NULL || cut == l->path || ++looks == PT_MISSING_LOOKS)
             return -1;
-        *cut = 0;
-        char *before = strrchr(l->path, '/');
-        *cut = '/';
-        cut = before;
+        cut = name_before(l->path, cut);
     }
     /* Its first name (empty and "." names before it would be the
      * directory's own, and are skipped: the cut is past them). */
@@ -1252,12 +1273,25 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
  * Everything else goes to Python, which decides every exec that can run:
  * a name where something is, a dangling link (followed to where a rule
  * may be), a lookup that fails otherwise, a name a rule watches (a
- * redirect's source need not exist), and, when the policy has exec rules,
- * every execve (its shape is then not given: serve/passthrough.py).
+ * redirect's source need not exist), a thread in another mount namespace,
+ * and, when the policy has exec rules, every execve (its shape is then not
+ * given: serve/passthrough.py). A name below a directory that is not there
+ * is missing too (see resolve).
  */
 static enum verdict exec_missing(struct lane *l, const struct thread *th, const struct target *t,
                                  struct seccomp_notif_resp *r)
 {
+    /* Our lookup is the program's only in its mount namespace: in
+     * virtualizing mode (as_ourselves compares namespaces only when we make
+     * calls) a program may have mounts of its own (unshare -m, a daemon's
+     * client under PrivateTmp=), where the name may well be there. */
+    char ns[64];
+    ssize_t n = readlinkat(th->proc, "ns/mnt", ns, sizeof ns - 1);
+    if (n <= 0)
+        return PT_FORWARD;
+    ns[n] = 0;
+    if (strcmp(ns, l->cfg->mntns))
+        return PT_FORWARD;
     int pinned = -1;
     if (!passes_target(l, th, t, &pinned))
         return PT_FORWARD;
