@@ -81,6 +81,9 @@ def _goals(report: Report, m: dict[str, float]) -> None:
         return f"{v:.2f}x"
 
     goal("git status, full view: <= 4x native, net of the launch", "git_net_unotifyd", 4, x)
+    if "shell_net_unotifyd" in m:
+        rows.append(["sh running commands (env true), info: full view / enforcing mode, net",
+                     f"{m['shell_net_unotifyd']:.2f}x / {m['shell_net_enforce']:.2f}x", "-"])
     for key, name in (("git", "git status"), ("compileall", "compileall")):
         if f"{key}_net_ref_s" in m:
             rows.append([f"{name}, full view, info: Python alone / the floor (C ref -w -s)",

@@ -51,6 +51,15 @@ _SUPERVISED = (
 )  # fmt: skip
 TRUE = "true"
 GIT_LOOP = 'i=0; while [ "$i" -lt "$1" ]; do git status >/dev/null || exit 1; i=$((i+1)); done'
+# A shell running small commands, as a configure script or a Makefile does:
+# each found by a search of PATH (dash tries an execve in each directory, env
+# an execvp), each loading its libraries and its locale (glibc probes the
+# locale's directories in turn). Debian's PATH for root and C.UTF-8, so that
+# every machine makes the same misses.
+SHELL_LOOP = (
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; LANG=C.UTF-8; "
+    'export PATH LANG; i=0; while [ "$i" -lt "$1" ]; do env true || exit 1; i=$((i+1)); done'
+)
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,7 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     src, n_py = _stdlib_copy(ctx)
     repo, n_files = _git_repo(ctx)
     repeats = 5 if ctx.quick else 10
+    commands = 100 if ctx.quick else 200
     workloads = [
         Workload(
             "compileall",
@@ -137,6 +147,11 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
             f"git status x{repeats} ({n_files} files)",
             ("sh", "-c", GIT_LOOP, "sh", str(repeats)),
             repo,
+        ),
+        Workload(
+            "shell",
+            f"sh: env true x{commands}",
+            ("sh", "-c", SHELL_LOOP, "sh", str(commands)),
         ),
         Workload(TRUE, TRUE, (str(shutil.which("true") or "/bin/true"),)),
     ]

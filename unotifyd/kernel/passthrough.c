@@ -1254,7 +1254,6 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
     return inject(l, n, fd, flags, 0);
 }
 
-/* What may become of the call of n here (see enum verdict). */
 /*
  * An execve whose name has nothing at all there (no file, no link), in
  * thread th's view, where no rule looks: answered ENOENT here, in either
@@ -1303,6 +1302,7 @@ static enum verdict exec_missing(struct lane *l, const struct thread *th, const 
     return PT_ANSWER;
 }
 
+/* What may become of the call of n here (see enum verdict). */
 static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
                            struct seccomp_notif_resp *r)
 {
