@@ -77,7 +77,7 @@ def _is_classvar(annotation: object) -> bool:
     return annotation is ClassVar or get_origin(annotation) is ClassVar
 
 
-def _refused(cls: type, name: str, annotation: object, value: object) -> str | None:
+def _refused(name: str, annotation: object, value: object) -> str | None:
     """Why field ``name`` is one a record would get wrong, or None."""
     if name.startswith("_record_"):
         return "its name is the generated __init__'s"
@@ -140,7 +140,7 @@ def _build(cls: type[T], frozen: bool, slots: bool, eq: bool) -> type[T]:
         if _is_classvar(annotation):
             continue
         value = own.get(name, _MISSING)
-        why = _refused(cls, name, annotation, value)
+        why = _refused(name, annotation, value)
         if why is not None:
             raise TypeError(f"{cls.__name__}.{name}: {why}")
         spec = value if isinstance(value, Field) else Field(value, _MISSING, True, True)

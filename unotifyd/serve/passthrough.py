@@ -206,7 +206,8 @@ def count(lane: passthrough.Lane, counters: tuple[Stats, Stats | None]) -> None:
     # them in C (answer), read before them here, so that none is taken out
     # of its shape's count before it is in it.
     redirected = since(-3, cfg.redirected)
-    missing = since(-4, cfg.missing)  # execs of no file, answered ENOENT: Python's "fail"
+    # The execs of no file, answered ENOENT, not let through: a "fail".
+    missing = since(-4, cfg.missing)
     for nr in _SHAPED_NRS:
         n = since(nr, cfg.continued[nr])
         if n:
