@@ -352,23 +352,10 @@ static int open_parent(int basefd, char *path, char *slash)
     return fd;
 }
 
-/* Put last after the directory's name, the first len bytes of l->name; 0,
- * or -1 if the whole would not fit. */
-static int join_last(struct lane *l, size_t len, const char *last)
-{
-    size_t need = strlen(last) + (len > 1 ? 1 : 0);
-    if (len + need >= PT_PATH_MAX)
-        return -1;
-    if (len > 1)
-        l->name[len++] = '/';
-    strcpy(l->name + len, last);
-    return 0;
-}
-
-/* Put the names of rest (missing ones: see resolve), without empty and "."
- * names, after the directory's name, the first len bytes of l->name; 0, or
- * -1 if the whole would not fit. */
-static int join_missing(struct lane *l, size_t len, const char *rest)
+/* Put the names of rest (a last name, or missing ones: see resolve),
+ * without empty and "." names, after the directory's name, the first len
+ * bytes of l->name; 0, or -1 if the whole would not fit. */
+static int join_names(struct lane *l, size_t len, const char *rest)
 {
     while (*rest) {
         size_t n = strcspn(rest, "/");
@@ -432,8 +419,8 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
     }
     if (errno != ENOENT || l->path[strlen(l->path) - 1] == '/')
         return -1; /* "x/": no last name to take as missing */
-    const char *last = strrchr(l->path, '/');
-    if (!strcmp(last ? last + 1 : l->path, "."))
+    char *cut = strrchr(l->path, '/');
+    if (!strcmp(cut ? cut + 1 : l->path, "."))
         return -1;
     /* Names are missing from some name on: the deepest directory of the
      * path that is there, then the rest, each of which must be missing.
@@ -444,7 +431,6 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
      * let no ".." through). A program probing for what is not there (a
      * locale's directories, PATH, an interpreter's search path) often
      * misses a directory, not just a file. */
-    char *cut = strrchr(l->path, '/');
     int parent, looks = 0;
     while ((parent = open_parent(basefd, l->path, cut)) < 0) {
         /* Each look costs a lookup of the whole prefix: a path of many
@@ -453,11 +439,9 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
             return -1;
         cut = name_before(l->path, cut);
     }
-    /* Its first name (empty and "." names before it would be the
-     * directory's own, and are skipped: the cut is past them). */
+    /* Its first name: name_before leaves the cut past empty and "." names
+     * (were one first, first would be 0, and the call forwarded). */
     const char *rest = cut ? cut + 1 : l->path;
-    while (*rest == '/' || (rest[0] == '.' && rest[1] == '/'))
-        rest += *rest == '/' ? 1 : 2;
     size_t first = strcspn(rest, "/");
     struct stat st;
     int r = -1;
@@ -467,7 +451,7 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
         name[first] = 0;
         if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
             fd_name(l, parent, &len) == 0 && (pinned == NULL || named_so(l, parent, len)) &&
-            join_missing(l, len, rest) == 0) {
+            join_names(l, len, rest) == 0) {
             r = 0;
             if (pinned != NULL)
                 *pinned = -1;
@@ -506,6 +490,17 @@ static int above_watched(const struct pt_config *cfg, const char *name)
 }
 
 /* Whether thread t acts as we do, and has our root. */
+/* Whether thread t is in our mount namespace. */
+static int in_our_mounts(const struct thread *t, const struct pt_config *cfg)
+{
+    char ns[64];
+    ssize_t n = readlinkat(t->proc, "ns/mnt", ns, sizeof ns - 1);
+    if (n <= 0)
+        return 0;
+    ns[n] = 0;
+    return !strcmp(ns, cfg->mntns);
+}
+
 static int as_ourselves(struct lane *l, struct thread *t)
 {
     const struct pt_config *cfg = l->cfg;
@@ -558,11 +553,7 @@ static int as_ourselves(struct lane *l, struct thread *t)
     /* Made here, a call resolves its absolute paths in our mount namespace:
      * the program's must be the same one (its mounts, not ours, are what it
      * may see; the same root inode says nothing of the mounts below it). */
-    n = readlinkat(t->proc, "ns/mnt", ns, sizeof ns - 1);
-    if (n <= 0)
-        return 0;
-    ns[n] = 0;
-    if (strcmp(ns, cfg->mntns))
+    if (!in_our_mounts(t, cfg))
         return 0;
     t->ns_ok = cfg->ns_pinned;
     return 1;
@@ -674,7 +665,7 @@ static int pin_parent(struct lane *l, const struct thread *th, const struct targ
         close(basefd);
     size_t len;
     if (fd < 0 || fd_name(l, fd, &len) < 0 || !named_so(l, fd, len) ||
-        join_last(l, len, last) < 0) {
+        join_names(l, len, last) < 0) {
         if (fd >= 0)
             close(fd);
         return 0;
@@ -1284,12 +1275,7 @@ static enum verdict exec_missing(struct lane *l, const struct thread *th, const 
      * virtualizing mode (as_ourselves compares namespaces only when we make
      * calls) a program may have mounts of its own (unshare -m, a daemon's
      * client under PrivateTmp=), where the name may well be there. */
-    char ns[64];
-    ssize_t n = readlinkat(th->proc, "ns/mnt", ns, sizeof ns - 1);
-    if (n <= 0)
-        return PT_FORWARD;
-    ns[n] = 0;
-    if (strcmp(ns, l->cfg->mntns))
+    if (!in_our_mounts(th, l->cfg))
         return PT_FORWARD;
     int pinned = -1;
     if (!passes_target(l, th, t, &pinned))
