@@ -138,9 +138,7 @@ def perform_open(
             # link, which reaches that very directory whatever its name is
             # by now. (O_NOFOLLOW would refuse the link: such a file keeps it.)
             try:
-                with acting_as(creds):
-                    reopened = os.open(f"/proc/self/fd/{fd}",
-                                       (d.flags & ~os.O_DIRECTORY) | os.O_CLOEXEC)  # fmt: skip
+                reopened = open_as(creds, f"/proc/self/fd/{fd}", d.flags & ~os.O_DIRECTORY, 0)
             except OSError as e:
                 os.close(fd)
                 return -(e.errno or errno.EIO)
