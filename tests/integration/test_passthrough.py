@@ -967,26 +967,31 @@ for round in range(50):
 """
 
 
-@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+@pytest.mark.parametrize("who", IDENTITIES)
+@pytest.mark.parametrize("mode", ["virtualize", "enforce", "opens"])
 @pytest.mark.parametrize("exec_rule", [False, True])
-def test_the_lane_fails_an_exec_of_no_file_as_the_kernel_does(mode: str, exec_rule: bool) -> None:
+def test_the_lane_fails_an_exec_of_no_file_as_the_kernel_does(
+    who: str, mode: str, exec_rule: bool
+) -> None:
     """A shell or execvp(3) tries each directory of PATH until one holds the
     program: the lane answers the misses (ENOENT) itself, with the kernel's
     errno, a name below a directory that is not there too, and leaves every
     other exec to Python: a name where something is, a dangling link, a name
-    a rule watches, and every exec when the policy has exec rules."""
+    a rule watches, and every exec when the policy has exec rules. A program
+    whose credentials are not ours (as root without capabilities, another
+    user) is Python's alone; under --view opens no exec is trapped."""
     with public_dir("unotifyd-exec-") as d:
         (d / "file").write_text("x")
         (d / "not-executable").write_text("x")
         (d / "dir").mkdir()
         (d / "sub").mkdir()
         (d / "dangling").symlink_to(d / "nowhere")
-        argv = [SYSTEM_PYTHON, "-c", _EXECS, str(d)]
+        argv = [*IDENTITIES[who].prefix, SYSTEM_PYTHON, "-c", _EXECS, str(d)]
         rules: tuple[str, ...] = ("--deny", f"{d}/denied")
         if exec_rule:
             rules += ("--exec", "/**")
-        if mode == "enforce":
-            rules = ("--enforce", *rules)
+        if mode != "virtualize":
+            rules = ("--enforce" if mode == "enforce" else "--view=opens", *rules)
         native, _ = _run(argv, None, rules)
         lane, lane_stats = _run(argv, True, rules)
         alone, alone_stats = _run(argv, False, rules)
@@ -998,7 +1003,9 @@ def test_the_lane_fails_an_exec_of_no_file_as_the_kernel_does(mode: str, exec_ru
         ]
         assert lane_answered(alone_stats) == 0, alone_stats
         by_lane = re.search(r"by the lane:.*\bexecve (\d+)", lane_stats)
-        if exec_rule:
+        if mode == "opens" and not exec_rule:
+            assert "'denied' ENOENT" in lane  # execve not trapped: the rule is about opens
+        if exec_rule or mode == "opens" or who != "root":
             assert by_lane is None, lane_stats
         else:
             # "missing", "missing/x" and the absolute name reach the lane;
