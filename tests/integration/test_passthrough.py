@@ -764,6 +764,88 @@ def test_a_thread_that_moves_to_another_mount_namespace_is_left_to_python(
     assert answers[True] == answers[False], answers
 
 
+_USERNS = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+d, how = sys.argv[1], sys.argv[2]
+for _ in range(300):  # the lane starts, and looks at this thread's namespaces once
+    os.stat(d + "/f")
+status = dict(line.split(":\t") for line in open("/proc/self/status").read().splitlines())
+eff, prm = int(status["CapEff"], 16), int(status["CapPrm"], 16)
+def check(ok, what):
+    if not ok:
+        sys.exit(f"{what}: {os.strerror(ctypes.get_errno())}")
+if how == "unshare":
+    check(libc.unshare(0x10000000) == 0, "unshare(CLONE_NEWUSER)")
+elif how == "setns":  # one made outside the sandbox: no unshare of it is seen
+    check(libc.setns(int(sys.argv[3]), 0x10000000) == 0, "setns(CLONE_NEWUSER)")
+if how != "stay":
+    # In its new namespace it holds every capability; give up those we lack,
+    # so that only the namespace tells it from us (capset(2), version 3).
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)(eff & 0xFFFFFFFF, prm & 0xFFFFFFFF, 0,
+                                 eff >> 32, prm >> 32, 0)
+    check(libc.capset(header, data) == 0, "capset")
+print(open("/proc/self/uid_map").read().split()[:2],
+      sum(os.stat(d + "/f").st_size for _ in range(1000)))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lane looks at namespaces only as root")
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+@pytest.mark.parametrize("how", ["stay", "unshare", "setns"])
+def test_a_thread_that_moves_to_another_user_namespace_is_left_to_python(
+    tmp_path: Path, how: str, mode: str
+) -> None:
+    """As root the lane serves only a thread that acts as we do, in our user
+    namespace: its capabilities there are not ours. It compares the
+    namespace once per thread while no thread can move unseen
+    (Served.namespaces_pinned: virtualizing mode traps setns and unshare
+    into a new user or mount namespace, enforcing mode refuses them unless
+    a policy re-allows them, and then traps them too), and at each call once
+    one has. Here the program's thread, once the lane has served it (300
+    calls), moves to a user namespace of its own, by unshare or by setns
+    into one made outside the sandbox, and stats a file 1 000 times: the
+    lane leaves those to Python. The control ("stay") makes no move, and
+    the lane answers them too; native shows the move is real (the new
+    namespace maps no ids)."""
+    (tmp_path / "f").write_text("abc")
+    holder = None
+    ns = -1
+    if how == "setns":
+        holder = subprocess.Popen(["unshare", "-U", "sleep", "600"])
+    try:
+        if holder is not None:  # its namespace is made once unshare has exec'd sleep
+            for _ in range(200):
+                if os.readlink(f"/proc/{holder.pid}/exe").endswith("sleep"):
+                    break
+                subprocess.run(["sleep", "0.01"], check=True)
+            # Handed to the program: in enforcing mode it may not look into
+            # /proc of a process outside the sandbox.
+            ns = os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY)
+        argv = [SYSTEM_PYTHON, "-c", _USERNS, str(tmp_path), how, str(ns)]
+        fds = (ns,) if ns >= 0 else ()
+        native = run_native(argv, pass_fds=fds)
+        moved = how != "stay"
+        expected = ("[]" if moved else "['0', '0']") + " 3000"
+        assert native.stdout.strip() == expected, describe(native)  # the control
+        rules: tuple[str, ...] = ("--stats", "--deny", "/nonexistent/unotifyd-test")
+        if mode == "enforce":
+            rules = ("--enforce", "--allow-syscall", "unshare", "--allow-syscall", "setns", *rules)
+        proc = run_launch(*rules, argv=argv, env=_env(True), pass_fds=fds)
+        assert proc.returncode == 0, describe(proc)
+        assert proc.stdout.strip() == expected, describe(proc)
+        served = lane_answered(proc.stderr)
+        # Those made before the move, not the 1 000 after it.
+        assert (200 < served < 1000) if moved else served > 1200, proc.stderr
+    finally:
+        if ns >= 0:
+            os.close(ns)
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+
+
 _REDIRECTED = r"""
 import ctypes, fcntl, os, stat, sys
 libc = ctypes.CDLL(None, use_errno=True)

@@ -375,15 +375,13 @@ def test_newer_path_calls_see_the_redirect_target(tmp_path: Path, mode: tuple[st
 def test_opens_view_governs_opens_only(files: Files) -> None:
     """``--view opens``: cat of the redirected path reads the target, but
     stat, untrapped, describes the file really there; the filter traps the
-    four open calls and nothing else."""
+    four open calls, and those that change a root or a namespace, nothing else."""
     script = f"cat {files.src}; stat -c %s {files.src}"
     proc = run_launch("--view", "opens", "--stats", "--redirect", files.redirect, argv=sh(script))
     assert proc.returncode == 0 and "(0 gone, 0 internal errors)" in proc.stderr, describe(proc)
     assert proc.stdout == f"{REDIRECTED}{len(ORIGINAL)}\n", describe(proc)
-    assert (
-        "filter traps 7 system calls: chroot, creat, open, openat, openat2, pivot_root, setns"
-        in proc.stderr
-    )
+    traps = "chroot, creat, open, openat, openat2, pivot_root, setns, unshare"
+    assert f"filter traps 8 system calls: {traps}" in proc.stderr, describe(proc)
     refused = run_launch("--view", "opens", "--enforce", "--redirect", files.redirect,
                          argv=["true"])  # fmt: skip
     assert refused.returncode == 2 and "enforcing mode needs the full view" in refused.stderr

@@ -10,7 +10,7 @@ import os
 import pyseccomp
 import pytest
 
-from unotifyd.calls.registry import BY_NAME, ONLY_WHEN, filter_spec, names
+from unotifyd.calls.registry import BY_NAME, ONLY_WHEN, filter_spec, names, namespaces_seen
 from unotifyd.kernel import rawsys
 from unotifyd.kernel.filter import compile_filter
 from unotifyd.policy import (
@@ -180,3 +180,31 @@ def test_compile_filter_refuses_a_call_both_trapped_and_refused() -> None:
     bpf = compile_filter({"openat"}, surface.refused_calls(Policy([DENY], "enforce")))
     assert len(bpf) % 8 == 0
     assert len(bpf) > len(compile_filter({"openat"}, ()))
+
+
+def test_unshare_is_trapped_for_a_new_user_or_mount_namespace_where_not_refused() -> None:
+    """Served.namespaces_pinned holds only while no thread can move itself to
+    another user or mount namespace unseen: virtualizing mode traps unshare
+    for those flags (and no other), enforcing mode refuses it (no rule of
+    its filter notifies what is refused), and a policy that re-allows it
+    gets the trap back."""
+    rules = [ReadOnly(parse_pattern("/r/**"))]
+    unshare_only = {test for name, test in ONLY_WHEN if name == "unshare"}
+    new_namespaces = (surface.CLONE_NEWUSER, surface.CLONE_NEWNS)
+    assert unshare_only == {(0, flag, flag) for flag in new_namespaces}
+    for mode, allow, trapped_too in (
+        ("virtualize", (), True),
+        ("enforce", (), False),
+        ("enforce", ("unshare",), True),
+    ):
+        policy = Policy(rules, mode, allow_syscalls=frozenset(allow))
+        spec = filter_spec(policy)
+        assert ("unshare" in spec.trapped) == trapped_too, (mode, allow)
+        assert {test for name, test in spec.only if name == "unshare"} == (
+            unshare_only if trapped_too else set()
+        )
+        assert "setns" in spec.trapped or "setns" in {name for name, *_ in spec.refused}
+        assert namespaces_seen(policy)
+        assert spec.compile()
+    # A filter that traps nothing sees nothing (a policy with no rules).
+    assert not namespaces_seen(Policy([], "virtualize"))

@@ -234,8 +234,9 @@ OPERATIONS: dict[str, Operation] = {
         "path", (PathSpec(0, 1, "read", ALWAYS, sockaddr_len_arg=1),), sends.sendmmsg,
         sends.sendmmsg_inputs, may_block=True, interruptible=True,
     ),
-    # chroot(path), pivot_root(new, old), setns(fd, nstype): let through as
-    # they are; seeing one tells the serving layer roots may differ now.
+    # chroot(path), pivot_root(new, old), setns(fd, nstype), unshare(flags):
+    # let through as they are; seeing one tells the serving layer roots and
+    # namespaces may differ now.
     "rootchange": Operation("root"),
     # bind(sockfd, addr, addrlen): makes the socket file an AF_UNIX path names
     "bind": Operation(
@@ -343,19 +344,27 @@ BY_NAME: dict[str, Syscall] = _entries(
     S("sendto", "sendto", "sendto"),
     S("sendmsg", "sendmsg", "sendmsg"),
     S("sendmmsg", "sendmsg", "sendmmsg"),
-    # calls that give the program another root directory (where not refused)
+    # calls that give the program another root directory, or move a thread
+    # to another user or mount namespace (where not refused): unshare only
+    # for a new user or mount namespace (ONLY_WHEN)
     S("chroot", "root", "rootchange"),
     S("pivot_root", "root", "rootchange"),
     S("setns", "root", "rootchange"),
+    S("unshare", "root", "rootchange"),
 )  # fmt: skip
 del S
 
 #: Calls trapped only when an argument says so, as ``(name, (index, mask, value))``:
 #: of all ioctls, those that change a file's attributes through an fd (the
-#: kernel reads the command as 32 bits, so only those are compared).
-ONLY_WHEN: tuple[tuple[str, tuple[int, int, int]], ...] = tuple(
-    ("ioctl", (1, 0xFFFFFFFF, cmd))
-    for cmd in (abi.FS_IOC_SETFLAGS, abi.FS_IOC32_SETFLAGS, abi.FS_IOC_FSSETXATTR)
+#: kernel reads the command as 32 bits, so only those are compared); of all
+#: unshares, those that move the thread to a new user or mount namespace
+#: (Served.namespaces_pinned: the others change nothing a lookup sees).
+ONLY_WHEN: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    *(
+        ("ioctl", (1, 0xFFFFFFFF, cmd))
+        for cmd in (abi.FS_IOC_SETFLAGS, abi.FS_IOC32_SETFLAGS, abi.FS_IOC_FSSETXATTR)
+    ),
+    *(("unshare", (0, flag, flag)) for flag in (surface.CLONE_NEWUSER, surface.CLONE_NEWNS)),
 )
 
 #: Calls trapped only when an argument is not 0, as ``(name, index)``: sendto
@@ -373,10 +382,43 @@ def trapped(policy: Policy) -> frozenset[str]:
     refuses ``chroot``...): the kernel never notifies them.
     """
     families = needed_families(policy)
-    refused = {name for name, _, _, when in surface.refused_calls(policy) if not when}
+    refused = {
+        name
+        for name, _, _, when in surface.refused_calls(policy)
+        # Refused whatever its arguments, or for every argument it would be
+        # trapped for (unshare for a new namespace, in enforcing mode).
+        if not when or (_only_when(name) and set(when) >= _only_when(name))
+    }
     return frozenset(
         name for name, e in BY_NAME.items() if e.family in families and name not in refused
     )
+
+
+#: The calls by which a thread moves itself to another user or mount
+#: namespace. clone and clone3 make a new thread there instead, which the lane
+#: looks at afresh (its tid is one no thread it has looked at still holds).
+MOVES_A_THREAD = ("setns", "unshare")
+
+
+def namespaces_seen(policy: Policy) -> bool:
+    """Whether the filter of ``policy`` refuses or traps every call that moves
+    a thread to another user or mount namespace (:data:`MOVES_A_THREAD`,
+    unshare for those flags): then none moves unseen, and one seen unpins
+    the namespaces (Served.namespaces_pinned, Decider.decide).
+
+    A program's filter stacked on ours cannot answer such a call in our
+    place: a filter of its own that returns ``SECCOMP_RET_ERRNO`` or kills
+    makes sure the call is not made, and one that notifies would need a
+    listener, which the kernel refuses while ours exists (``EBUSY``: no two
+    filters of one thread's chain may have one, has_duplicate_listener() in
+    kernel/seccomp.c)."""
+    trap = trapped(policy)
+    refused = surface.refused(policy)
+    return all(name in trap or name in refused for name in MOVES_A_THREAD)
+
+
+def _only_when(name: str) -> set[tuple[int, int, int]]:
+    return {test for n, test in ONLY_WHEN if n == name}
 
 
 def names(family: Family) -> frozenset[str]:

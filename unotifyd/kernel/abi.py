@@ -52,7 +52,7 @@ SYSCALL_NUMBERS: Final = {
     "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
     "file_getattr": 468, "file_setattr": 469,
     "fchmod": 91, "fchown": 93, "fsetxattr": 190, "fremovexattr": 199, "connect": 42,
-    "ioctl": 16, "bind": 49, "chroot": 161, "pivot_root": 155, "setns": 308,
+    "ioctl": 16, "bind": 49, "chroot": 161, "pivot_root": 155, "setns": 308, "unshare": 272,
     "sendto": 44, "sendmsg": 46, "sendmmsg": 307, "getsockopt": 55, "tgkill": 234,
     "landlock_create_ruleset": SYS_LANDLOCK_CREATE_RULESET,
     "landlock_add_rule": SYS_LANDLOCK_ADD_RULE,

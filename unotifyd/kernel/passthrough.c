@@ -92,7 +92,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 10
+#define PT_VERSION 11
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -131,8 +131,9 @@ struct pt_config {
      * and none did; Python clears it, while the lane runs, on seeing one. */
     uint32_t root_pinned;
     /* Python's Served.namespaces_pinned: no thread of the listener can move
-     * to another user or mount namespace (the filter refuses every call
-     * that could); set once, before the lane runs. */
+     * to another user or mount namespace unseen (the filter refuses or traps
+     * setns and unshare), and none did; Python clears it, while the lane
+     * runs, on seeing one. */
     uint32_t ns_pinned;
     /* Run a thread on our CPU while it takes an injected fd (see inject):
      * only for a listener with WAIT_KILLABLE_RECV (Served.killable_wait). */
@@ -175,7 +176,7 @@ struct thread {
     pid_t tid; /* 0: empty */
     int proc, pidfd;
     int root_ok; /* its root was ours at a call made while roots were pinned */
-    int ns_ok;   /* its namespaces were ours, and cannot change (cfg->ns_pinned) */
+    int ns_ok;   /* its namespaces were ours at a call made while they were pinned */
 };
 
 struct lane {
@@ -489,7 +490,6 @@ static int above_watched(const struct pt_config *cfg, const char *name)
     return 0;
 }
 
-/* Whether thread t acts as we do, and has our root. */
 /* Whether thread t is in our mount namespace. */
 static int in_our_mounts(const struct thread *t, const struct pt_config *cfg)
 {
@@ -501,6 +501,7 @@ static int in_our_mounts(const struct thread *t, const struct pt_config *cfg)
     return !strcmp(ns, cfg->mntns);
 }
 
+/* Whether thread t acts as we do, and has our root. */
 static int as_ourselves(struct lane *l, struct thread *t)
 {
     const struct pt_config *cfg = l->cfg;
@@ -534,10 +535,14 @@ static int as_ourselves(struct lane *l, struct thread *t)
     if ((data[0].effective | (uint64_t)data[1].effective << 32) != cfg->cap_eff ||
         (cfg->emulate && (data[0].permitted | (uint64_t)data[1].permitted << 32) != cfg->cap_prm))
         return 0;
-    /* Looked at once per thread where they cannot change: an entry whose
-     * thread is gone fails the credentials' look just above (its pidfd
-     * answers ESRCH), so a number reused is looked at afresh. */
-    if (t->ns_ok)
+    /* Looked at once per thread while they cannot change unseen, the flag
+     * read before the look, as root_pinned is (a thread moves itself only,
+     * by a call Python sees and unpins them for before it is made; a new
+     * thread made in a new namespace has a number of its own). An entry
+     * whose thread is gone fails the credentials' look just above (its
+     * pidfd answers ESRCH), so a number reused is looked at afresh. */
+    int ns_pinned = __atomic_load_n(&cfg->ns_pinned, __ATOMIC_ACQUIRE);
+    if (ns_pinned && t->ns_ok)
         return 1;
     char ns[64];
     ssize_t n = readlinkat(t->proc, "ns/user", ns, sizeof ns - 1);
@@ -547,7 +552,7 @@ static int as_ourselves(struct lane *l, struct thread *t)
     if (strcmp(ns, cfg->userns))
         return 0;
     if (!cfg->emulate) {
-        t->ns_ok = cfg->ns_pinned;
+        t->ns_ok = ns_pinned;
         return 1;
     }
     /* Made here, a call resolves its absolute paths in our mount namespace:
@@ -555,7 +560,7 @@ static int as_ourselves(struct lane *l, struct thread *t)
      * may see; the same root inode says nothing of the mounts below it). */
     if (!in_our_mounts(t, cfg))
         return 0;
-    t->ns_ok = cfg->ns_pinned;
+    t->ns_ok = ns_pinned;
     return 1;
 }
 

@@ -29,7 +29,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 10
+_VERSION: Final = 11
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -171,7 +171,7 @@ def config(
     (enforcing mode): the lane makes its calls itself, never CONTINUE, and
     only for a thread of our mount namespace. ``root_pinned``: see
     ``Served.root_pinned``; cleared with :func:`unpin_root` while it runs.
-    ``namespaces_pinned``: see ``Served.namespaces_pinned``. ``redirects``
+    ``namespaces_pinned``: see ``Served.namespaces_pinned``; cleared with it. ``redirects``
     (virtualizing mode): the (source, target) of the exact redirects whose
     opens the lane makes itself (``redirect`` in passthrough.c). ``colocate``:
     a program's thread runs on our CPU while it takes an injected fd, as
@@ -205,10 +205,11 @@ def config(
 
 
 def unpin_root(cfg: Config) -> None:
-    """Tell a lane, running or not, that roots may change from now on: each
-    thread's root is looked at again for each of its calls. A store of one
-    aligned 32-bit word, which the lane reads before each look."""
+    """Tell a lane, running or not, that roots and namespaces may change from
+    now on: each thread's are looked at again for each of its calls. Stores
+    of aligned 32-bit words, which the lane reads before each look."""
     cfg.root_pinned = 0
+    cfg.ns_pinned = 0
 
 
 #: Why a lane ended: every process using the filter is gone; we stopped it;

@@ -282,22 +282,6 @@ def refused(policy: Policy) -> frozenset[str]:
     )
 
 
-#: The calls that can move a thread to another namespace: into a new one
-#: (unshare, and clone and clone3 for a new thread), or another's (setns).
-NAMESPACE_CALLS = frozenset(("clone", "clone3", "setns", "unshare"))
-
-
-def namespaces_fixed(policy: Policy) -> bool:
-    """Whether the filter made for ``policy`` refuses every call that can move
-    a thread to another namespace (:data:`NAMESPACE_CALLS`): what an
-    enforcing policy that re-allows none of them makes. Refused there with
-    an errno (``SCMP_ACT_ERRNO``), they are refused even where a filter of
-    the program's own stacked on ours would trap them: the kernel takes the
-    strictest action of all filters (seccomp(2), "the return value with the
-    highest precedence"), and an errno precedes a notification."""
-    return NAMESPACE_CALLS.issubset(refused(policy))
-
-
 def refused_calls(policy: Policy) -> tuple[RefusedCall, ...]:
     """What :func:`~unotifyd.kernel.filter.compile_filter` refuses for ``policy``.
 

@@ -361,12 +361,14 @@ class Decider:
         operation = entry.operation
         try:
             if operation.kind == "root":
-                # Let through; roots are looked up for every call from now on,
-                # by the lane too (before the call is let through).
+                # Let through; roots and namespaces are looked up for every
+                # call from now on, by the lane too (before the call is let
+                # through: the thread moves only once it is).
                 s.root_pinned = False
+                s.namespaces_pinned = False
                 if s.lane_config is not None:
                     unpin_root(s.lane_config)
-                return Continue("a call that may change the program's root")
+                return Continue("a call that may change the program's root or namespaces")
             if operation.kind == "open":
                 return self._decide_open(s, p, entry)
             if operation.kind == "listing":

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Literal
 
 from ..calls.decode import OpenCall, PathCall
 from ..calls.ops import Outcome
-from ..calls.registry import Syscall
+from ..calls.registry import Syscall, namespaces_seen
 from ..kernel.creds import Credentials
 from ..kernel.listener import Listener, Notification
 from ..kernel.passthrough import Config
 from ..policy import Decision, Listing, Policy, Rewrite
 from ..policy.paths import PerformPath
-from ..policy.surface import namespaces_fixed
 from ..record import field, record
 
 if TYPE_CHECKING:
@@ -139,11 +138,12 @@ class Served:
     # inherit its root (clone(2) without CLONE_FS copies it). Not of a
     # filter made by others (a container runtime's): False. What it does
     # not see: a pivot_root made outside the sandbox, by a process with
-    # CAP_SYS_ADMIN over its mount namespace (README, threat model); nor a
-    # root call a program's own filter stacked on ours answers first (the
-    # kernel hands a call to the newest filter that notifies: a nested launch
-    # does so, audit helper-26), which Python and the lane both judge in the
-    # root kept.
+    # CAP_SYS_ADMIN over its mount namespace (README, threat model). A
+    # filter a program stacks on ours can only make such a call fail, not
+    # let it through unseen: the kernel hands a call to the newest filter
+    # that notifies, but refuses a filter with a listener while one of the
+    # thread's filters has one (EBUSY, has_duplicate_listener() in
+    # kernel/seccomp.c: a launch nested in ours cannot install its own).
     root_pinned: bool = False
     # Whether the listener's filter has WAIT_KILLABLE_RECV, which only a
     # fatal signal interrupts once a call is received: known only of one
@@ -155,11 +155,13 @@ class Served:
     # lane's inject) and the fd goes with ADDFD|SEND, in one step.
     killable_wait: bool = False
     # Whether no thread of the listener can move to another user or mount
-    # namespace: our filter (root_pinned, as given) made for a policy whose
-    # filter refuses every call that could (surface.namespaces_fixed). A
-    # refused call is never let through, so unlike root_pinned this holds
-    # for as long as the listener is served. The lane then compares a
-    # thread's namespaces with ours once, at its first call.
+    # namespace unseen: our filter (root_pinned, as given), which refuses or
+    # traps every call that could (registry.namespaces_seen); the lane then
+    # compares a thread's namespaces with ours once, at its first call, not
+    # at each (a procfs lookup, ~2 us: a sixth of what the lane adds to a
+    # call). A trapped one unpins them, as a root call unpins roots, before
+    # it is let through (Decider.decide); in enforcing mode they are
+    # refused, and this holds for as long as the listener is served.
     namespaces_pinned: bool = field(init=False, default=False)
     root: tuple[int, int] | Literal["unknown"] | None = "unknown"
     # The compiled pass-through lane (serve/passthrough.py): whether it may
@@ -175,7 +177,7 @@ class Served:
     python_served: int = 0
 
     def __post_init__(self) -> None:
-        self.namespaces_pinned = self.root_pinned and namespaces_fixed(self.policy)
+        self.namespaces_pinned = self.root_pinned and namespaces_seen(self.policy)
 
 
 #: Every decision the serving layer answers.
