@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from ..reliability.support import SERVING, lane_answered, serving_env
+from ..reliability.support import SERVING, build_c, lane_answered, serving_env
 from ..security.support import IDENTITIES, Report
 from .helpers import (
     SYSTEM_PYTHON,
@@ -844,6 +844,40 @@ def test_a_thread_that_moves_to_another_user_namespace_is_left_to_python(
         if holder is not None:
             holder.kill()
             holder.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a mount namespace needs CAP_SYS_ADMIN")
+def test_a_thread_that_takes_the_leaders_place_from_another_mount_namespace_is_left_to_python(
+    tmp_path: Path,
+) -> None:
+    """The lane's entry of a thread is its tid's /proc directory and pidfd,
+    which follow the thread's struct pid; a thread of the group that calls
+    execve takes the leader's (de_thread() in fs/exec.c), and with it the
+    leader's entry. Under --enforce, which compares mount namespaces, a
+    policy that re-allows clone lets such a thread be made in a mount
+    namespace of its own, so the lane must look at namespaces at each call
+    there (registry.namespaces_seen; audit helper-34): the 1 000 stats made
+    after the exec go to Python. Native shows the move is real (the thread
+    sees DIR/f bind-mounted over: 7 bytes, not 3); under --enforce the call
+    is made in our mount namespace, by Python as by the lane (the gap of a
+    policy that re-allows mount: its warnings say so)."""
+    for name, text in (("in", "abc"), ("other", "1234567")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text(text)
+    exe = build_c(tmp_path, "groupexec")
+    argv = [str(exe), str(tmp_path / "in")]
+    native = run_native(argv)
+    assert native.stdout.strip() == "7000", describe(native)  # the control
+    rules = ("--enforce", "--stats", "--allow-syscall", "clone", "--allow-syscall", "mount",
+             "--deny", "/nonexistent/unotifyd-test")  # fmt: skip
+    answers = {}
+    for lane in (True, False):
+        proc = run_launch(*rules, argv=argv, env=_env(lane))
+        assert proc.returncode == 0, describe(proc)
+        served = lane_answered(proc.stderr)
+        assert (200 < served < 1000) if lane else served == 0, proc.stderr
+        answers[lane] = proc.stdout.strip()
+    assert answers[True] == answers[False] == "3000", answers
 
 
 _REDIRECTED = r"""

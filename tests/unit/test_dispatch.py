@@ -20,7 +20,7 @@ from typing import Any, cast
 import pytest
 
 from unotifyd.calls.registry import BY_NAME
-from unotifyd.kernel import abi
+from unotifyd.kernel import abi, passthrough
 from unotifyd.kernel.creds import Credentials, proc_status
 from unotifyd.kernel.errors import BadArgument
 from unotifyd.kernel.listener import Listener, Notification
@@ -197,6 +197,33 @@ def test_a_thread_takes_an_fd_on_our_cpu_only_where_its_wait_is_killable(
     else:
         assert seen == []
         assert last == ("fd", b"the target\n")
+
+
+def test_a_root_call_unpins_roots_and_namespaces_an_unshare_namespaces_only(
+    files: tuple[Path, Path],
+) -> None:
+    """Seen before it is let through, a call that may change a root (chroot,
+    pivot_root, setns) unpins both the root and the namespaces kept for the
+    listener, Python's and a lane's; an unshare of a new user or mount
+    namespace only the namespaces (the root it leaves is the same directory):
+    a program that unshares once keeps its root looked at once."""
+    src, dst = files
+    policy = Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))])
+    for name, args, root_kept in (
+        ("unshare", (0x10000000,), True),
+        ("setns", (3, 0x10000000), False),
+        ("chroot", (os.fsencode("/"),), False),
+    ):
+        world = World(policy)
+        s = world.served
+        s.root_pinned = s.namespaces_pinned = True
+        s.lane_config = passthrough.config(
+            (), (), idle_s=1, check_creds=True, ids=(0,) * 8, cap_eff=0, cap_prm=0,
+            userns="user:[1]", root_pinned=True, namespaces_pinned=True,
+        )  # fmt: skip
+        assert world.call(name, *args) == ("continue", None), name
+        assert (s.root_pinned, s.lane_config.root_pinned) == (root_kept, int(root_kept)), name
+        assert (s.namespaces_pinned, s.lane_config.ns_pinned) == (False, 0), name
 
 
 def test_a_denied_path_fails_every_call_with_its_errno(files: tuple[Path, Path]) -> None:

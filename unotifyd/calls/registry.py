@@ -71,8 +71,10 @@ if TYPE_CHECKING:
 #: performed on the places the rules chose; an ``execve``/``chdir``, which
 #: only the kernel can make (CONTINUE, maybe with the path rewritten); a
 #: directory listing filtered of hidden names; a call that may give the
-#: program another root directory, only noted (see Served.root_pinned).
-Kind = Literal["open", "path", "rewrite", "listing", "root"]
+#: program another root directory, only noted (see Served.root_pinned); one
+#: that may move a thread to another namespace, only noted too (see
+#: Served.namespaces_pinned).
+Kind = Literal["open", "path", "rewrite", "listing", "root", "namespace"]
 
 
 @record(frozen=True, slots=True)
@@ -234,10 +236,14 @@ OPERATIONS: dict[str, Operation] = {
         "path", (PathSpec(0, 1, "read", ALWAYS, sockaddr_len_arg=1),), sends.sendmmsg,
         sends.sendmmsg_inputs, may_block=True, interruptible=True,
     ),
-    # chroot(path), pivot_root(new, old), setns(fd, nstype), unshare(flags):
-    # let through as they are; seeing one tells the serving layer roots and
-    # namespaces may differ now.
+    # chroot(path), pivot_root(new, old), setns(fd, nstype): let through as
+    # they are; seeing one tells the serving layer roots (and, for setns,
+    # namespaces) may differ now.
     "rootchange": Operation("root"),
+    # unshare(flags) of a new user or mount namespace: let through; seeing
+    # one tells the serving layer namespaces may differ now (not roots: the
+    # new mount namespace's root is a copy of the same directory).
+    "nschange": Operation("namespace"),
     # bind(sockfd, addr, addrlen): makes the socket file an AF_UNIX path names
     "bind": Operation(
         "path", (socket_address("create", NEVER),), ops.bind, sockaddr_inputs, uses_umask=True
@@ -350,7 +356,7 @@ BY_NAME: dict[str, Syscall] = _entries(
     S("chroot", "root", "rootchange"),
     S("pivot_root", "root", "rootchange"),
     S("setns", "root", "rootchange"),
-    S("unshare", "root", "rootchange"),
+    S("unshare", "root", "nschange"),
 )  # fmt: skip
 del S
 
@@ -395,8 +401,7 @@ def trapped(policy: Policy) -> frozenset[str]:
 
 
 #: The calls by which a thread moves itself to another user or mount
-#: namespace. clone and clone3 make a new thread there instead, which the lane
-#: looks at afresh (its tid is one no thread it has looked at still holds).
+#: namespace.
 MOVES_A_THREAD = ("setns", "unshare")
 
 
@@ -406,6 +411,18 @@ def namespaces_seen(policy: Policy) -> bool:
     unshare for those flags): then none moves unseen, and one seen unpins
     the namespaces (Served.namespaces_pinned, Decider.decide).
 
+    A thread made in a new namespace (clone, clone3) is one the lane looks
+    at afresh: its tid is no tid of a thread it has looked at that still
+    runs (an entry of a thread gone answers ESRCH). But for one case: a
+    thread of the group (CLONE_THREAD) made in a new mount namespace (legal
+    without CLONE_FS) that calls execve takes the leader's struct pid
+    (de_thread() in fs/exec.c), and with it the lane's entry for the
+    leader (audit helper-34). Only enforcing mode compares mount
+    namespaces, so there clone and clone3 must be refused too; a thread
+    group never spans user namespaces (CLONE_THREAD with CLONE_NEWUSER,
+    and unshare or setns of one in a process of several threads, are
+    EINVAL), which is all virtualizing mode compares.
+
     A program's filter stacked on ours cannot answer such a call in our
     place: a filter of its own that returns ``SECCOMP_RET_ERRNO`` or kills
     makes sure the call is not made, and one that notifies would need a
@@ -414,6 +431,8 @@ def namespaces_seen(policy: Policy) -> bool:
     kernel/seccomp.c)."""
     trap = trapped(policy)
     refused = surface.refused(policy)
+    if policy.mode == "enforce" and not {"clone", "clone3"} <= refused:
+        return False
     return all(name in trap or name in refused for name in MOVES_A_THREAD)
 
 

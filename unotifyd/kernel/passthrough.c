@@ -164,7 +164,9 @@ struct pt_config {
  * thread itself, not to its number (the /proc inode holds its struct pid,
  * and so does a pidfd): once it is gone, lookups through the one fail
  * (ENOENT, ESRCH) and the other answers ESRCH, never for another thread
- * that got the number since. Such a call is forwarded, and the entry
+ * that got the number since (but for one: a thread of the group that
+ * calls execve takes the leader's struct pid, and so its entry, see
+ * de_thread() in fs/exec.c). Such a call is forwarded, and the entry
  * dropped where a check through it fails (the credentials'; while roots
  * are pinned and we hold no capability, none may look: its calls by a
  * relative name then go to Python until the entry is replaced, and by an
@@ -536,11 +538,12 @@ static int as_ourselves(struct lane *l, struct thread *t)
         (cfg->emulate && (data[0].permitted | (uint64_t)data[1].permitted << 32) != cfg->cap_prm))
         return 0;
     /* Looked at once per thread while they cannot change unseen, the flag
-     * read before the look, as root_pinned is (a thread moves itself only,
-     * by a call Python sees and unpins them for before it is made; a new
-     * thread made in a new namespace has a number of its own). An entry
-     * whose thread is gone fails the credentials' look just above (its
-     * pidfd answers ESRCH), so a number reused is looked at afresh. */
+     * read before the look, as root_pinned is: a thread moves itself only,
+     * by a call Python sees and unpins them for before it is made, and a
+     * thread made in a new namespace is looked at afresh (an entry whose
+     * thread is gone fails the credentials' look just above, its pidfd
+     * answers ESRCH; for the one that takes over an entry by execve,
+     * Python pins nothing where it could: registry.namespaces_seen). */
     int ns_pinned = __atomic_load_n(&cfg->ns_pinned, __ATOMIC_ACQUIRE);
     if (ns_pinned && t->ns_ok)
         return 1;

@@ -171,7 +171,8 @@ def config(
     (enforcing mode): the lane makes its calls itself, never CONTINUE, and
     only for a thread of our mount namespace. ``root_pinned``: see
     ``Served.root_pinned``; cleared with :func:`unpin_root` while it runs.
-    ``namespaces_pinned``: see ``Served.namespaces_pinned``; cleared with it. ``redirects``
+    ``namespaces_pinned``: see ``Served.namespaces_pinned``; cleared with
+    :func:`unpin_namespaces`. ``redirects``
     (virtualizing mode): the (source, target) of the exact redirects whose
     opens the lane makes itself (``redirect`` in passthrough.c). ``colocate``:
     a program's thread runs on our CPU while it takes an injected fd, as
@@ -205,10 +206,14 @@ def config(
 
 
 def unpin_root(cfg: Config) -> None:
-    """Tell a lane, running or not, that roots and namespaces may change from
-    now on: each thread's are looked at again for each of its calls. Stores
-    of aligned 32-bit words, which the lane reads before each look."""
+    """Tell a lane, running or not, that roots may change from now on: each
+    thread's root is looked at again for each of its calls. A store of one
+    aligned 32-bit word, which the lane reads before each look."""
     cfg.root_pinned = 0
+
+
+def unpin_namespaces(cfg: Config) -> None:
+    """The same for a thread's user and mount namespaces (``ns_pinned``)."""
     cfg.ns_pinned = 0
 
 

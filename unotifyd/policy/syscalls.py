@@ -52,10 +52,13 @@ def needed_families(policy: Policy) -> frozenset[Family]:
       its target). A policy of read-only trees alone never slows ``exec``.
 
     With ``view = "opens"`` only the open family (and exec, for exec rules).
-    Whatever is trapped, the calls that give a program another root too
-    (``root``; enforcing mode refuses them instead): each trapped call
-    resolves its paths in the program's root, which the serving layer
-    looks up once and keeps until one of them is seen (Served.root_pinned).
+    Whatever is trapped, the calls that give a program another root or
+    move a thread to another user or mount namespace too (``root``: chroot,
+    pivot_root, setns, unshare; enforcing mode refuses them instead): each
+    trapped call resolves its paths in the program's root, which the
+    serving layer looks up once and keeps until one of them is seen
+    (Served.root_pinned), and the lane looks at a thread's namespaces once
+    on the same terms (Served.namespaces_pinned).
     """
     needed: set[Family] = set()
     if policy.has_exec_rules:

@@ -39,7 +39,7 @@ from ..kernel.creds import (
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.opener import may_create
-from ..kernel.passthrough import unpin_root
+from ..kernel.passthrough import unpin_namespaces, unpin_root
 from ..kernel.program import (
     MemoryReader,
     PathResolver,
@@ -361,14 +361,20 @@ class Decider:
         operation = entry.operation
         try:
             if operation.kind == "root":
-                # Let through; roots and namespaces are looked up for every
-                # call from now on, by the lane too (before the call is let
-                # through: the thread moves only once it is).
+                # Let through; roots (and namespaces: setns) are looked up for
+                # every call from now on, by the lane too (before the call is
+                # let through: the thread moves only once it is).
                 s.root_pinned = False
                 s.namespaces_pinned = False
                 if s.lane_config is not None:
                     unpin_root(s.lane_config)
-                return Continue("a call that may change the program's root or namespaces")
+                    unpin_namespaces(s.lane_config)
+                return Continue("a call that may change the program's root")
+            if operation.kind == "namespace":
+                s.namespaces_pinned = False
+                if s.lane_config is not None:
+                    unpin_namespaces(s.lane_config)
+                return Continue("a call that may move a thread to another namespace")
             if operation.kind == "open":
                 return self._decide_open(s, p, entry)
             if operation.kind == "listing":
