@@ -130,6 +130,15 @@ PATHS = [
     f"{base}/gone/deep/src", "gone/deep/src/x", "nodir/deeper/missing", "nodir/./x",
     "nodir//x", "l-dangling/x", "dir/f/x/y", "gone" + "/" * 3000 + "x",
     "nodir/" + "a/./" * 30 + "x",
+    # Absolute names, with a link on the way and without (the lane names the
+    # latter as spelled, the former by the file's fd).
+    *(f"{base}{p}" for p in (
+        "/plain", "//plain", "/./plain/", "/dir/./f", "/dir//", "/dir/.", "/l-src", "/l-src/",
+        "/l-dir/f", "/l-dir/../src", "/secret", "//secret", "/./secret", "/l-secret",
+        "/tree/a", "/tree//only", "/l-tree/only", "/hidden/x", "/hidden/out/f", "/ro",
+        "/l-dangling", "/l-dangling/", "/dir/f/x", "/plain/", "/missing", "/nodir/missing",
+        "/gone//deep/./src", "/anc/deep/file", "/anc/./deep//file/",
+    )),
 ]
 def shown(path):
     return repr(path.replace(f"/proc/{os.getpid()}/", "/proc/PID/"))[:80]
@@ -174,7 +183,8 @@ os.close(w)
 # Opens that only read, with the flags that show on the fd they give.
 import fcntl
 for name in ("open", "openat"):
-    for path in ("plain", "dir", "l-dir", "src", "tree/a", "dir/f", "secret", "l-dangling"):
+    for path in ("plain", "dir", "l-dir", "src", "tree/a", "dir/f", "secret", "l-dangling",
+                 f"{base}/plain", f"{base}//dir", f"{base}/l-dir", f"{base}/./src"):
         for flags in (os.O_DIRECTORY, os.O_NONBLOCK, os.O_CLOEXEC, os.O_NOATIME,
                       os.O_NOFOLLOW | os.O_DIRECTORY, os.O_APPEND):
             p = ctypes.c_char_p(path.encode())
@@ -189,7 +199,8 @@ for name in ("open", "openat"):
 # Opens that make a file: where it is made (or which one is opened) shows
 # in the listing that ends the run.
 for path in ("newfile", "dir/newfile", "tree/newfile", "l-only", "l-new", "src", "nodir/x",
-             "l-src", "tree/a"):
+             "l-src", "tree/a", f"{base}/absfile", f"{base}//dir/./absfile", f"{base}/l-dir/absf",
+             f"{base}/tree/absfile", f"{base}/secret", f"{base}/nodir/x"):
     for flags in (os.O_CREAT | os.O_WRONLY, os.O_CREAT | os.O_EXCL | os.O_WRONLY):
         for name in ("open", "openat"):
             print(name, "create", flags, repr(path), call(name, AT_FDCWD, path, flags))
@@ -227,6 +238,10 @@ CHANGES = [
     ("renameat2", AT_FDCWD, "g2", AT_FDCWD, "g5", 0), ("renameat2", AT_FDCWD, "g5", AT_FDCWD,
                                                         "l-dir", 2),
     ("rename", "gone-nowhere/x", "y"), ("rename", "g5", "nodir/x"),
+    ("mkdir", f"{base}/absdir", 0o750), ("mkdir", f"{base}//tree/./absdir", 0o750),
+    ("rename", f"{base}/absdir", f"{base}//absdir2"), ("rename", f"{base}/absdir2", f"{base}/src"),
+    ("rename", f"{base}/./absdir2", f"{base}/tree/absdir3"), ("rmdir", f"{base}/tree/absdir3"),
+    ("unlink", f"{base}/./tree/absfile"), ("unlink", f"{base}/l-new"), ("mkdir", f"{base}/ro", 0),
 ]
 for change in CHANGES:
     print("change", change, entry(*change))
@@ -331,6 +346,13 @@ def test_the_lane_answers_every_call_as_python_does(
         for spelling in ("gone/deep/src", "gone/./deep/src", "gone//deep/src"):
             assert f"stat {spelling!r} size=15" in python, spelling
             assert f"stat {spelling!r} ENOENT" in native, spelling
+        # Absolute spellings of rule paths, with and without a link on the
+        # way, are the rules' too.
+        for spelling, was in (("//secret", "size=6"), ("/l-secret", "size=6"),
+                              ("/gone//deep/./src", "ENOENT")):
+            shown = repr(f"{b}{spelling}")[:80]
+            assert f"stat {shown} {was}" in native, spelling
+            assert f"stat {shown} {was}" not in python, spelling
         # A rename that would carry a rule's path along is refused (EXDEV).
         assert "change ('rename', 'anc', 'anc2') EXDEV" in python
         assert "change ('rename', 'anc', 'anc2') 0" in native
