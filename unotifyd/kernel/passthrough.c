@@ -37,9 +37,7 @@
  *  - its path is read in full (no EFAULT, shorter than PATH_MAX), is not
  *    empty, has no ".." component, and no trailing "/" if it names an entry;
  *  - the kernel resolves it for us (openat2 with RESOLVE_NO_MAGICLINKS from
- *    the program's cwd or dirfd, as PathResolver._fast does; an absolute
- *    path first with RESOLVE_NO_SYMLINKS, which names it as spelled: see
- *    open_lexical), or its names
+ *    the program's cwd or dirfd, as PathResolver._fast does), or its names
  *    are missing from some name on, with nothing at all at the first, not
  *    even a dangling link (then the name is the deepest directory's plus
  *    the missing names, as the resolver appends missing names);
@@ -48,7 +46,8 @@
  *    written, and as Python resolved them at the program's first call);
  *    in enforcing mode, that name looked up again from our root is the
  *    very file (named_so: not one of a detached mount, not renamed since;
- *    an absolute path looked up with no link on the way is that lookup).
+ *    an absolute path looked up so in the first place, and named by the
+ *    kernel as spelled, needs no second look: see open_lexical).
  *
  * One call on a watched name is made here too, in virtualizing mode: an
  * open that only reads of the source of an exact redirect (see redirect).
@@ -382,20 +381,42 @@ static int join_names(struct lane *l, size_t len, const char *rest)
     return 0;
 }
 
+/* Whether name (len bytes, absolute, as the kernel names a file: no empty
+ * nor "." names) is path as spelled, without its empty and "." names. */
+static int spelled(const char *name, size_t len, const char *path)
+{
+    size_t at = 1; /* past the first '/' */
+    while (*path) {
+        size_t k = strcspn(path, "/");
+        if (k > 0 && !(k == 1 && path[0] == '.')) {
+            if (at > 1 && (at >= len || name[at++] != '/'))
+                return 0;
+            if (at + k > len || memcmp(name + at, path, k))
+                return 0;
+            at += k;
+        }
+        path += k;
+        if (*path == '/')
+            path++;
+    }
+    return at == len;
+}
+
 /*
- * The first n bytes of l->path, an absolute path, looked up from our root
- * following no link (a last one is taken as itself, as flags say): an
- * O_PATH fd of what they name, whose name, in l->name (its length in *len),
- * is then the path as spelled, without its empty and "." names (plain_path
- * let no ".." through); -1 (errno ELOOP: a link is on the way).
+ * Enforcing mode: the first n bytes of l->path, an absolute path, looked up
+ * from our root following no link (a last one taken as itself, as flags
+ * say), where the kernel names what they name as they are spelled: an
+ * O_PATH fd of it, its name in l->name (its length in *len); else -1, with
+ * errno ELOOP where it must be looked up and named the long way (a link on
+ * the way, or another name).
  *
- * Such a name needs no readlink of /proc/self/fd/N (~2 us) and, in
- * enforcing mode, no named_so (~3 us more): a lookup of it from our root
- * following no link is this very lookup, on mounts of our own tree, and
- * our root is the program's (as_ourselves). Most paths a program opens by
- * an absolute name (its libraries, its interpreter's modules) are such;
- * one with a link on the way (/lib -> usr/lib) fails at the link, and is
- * looked up following it, then named by its fd.
+ * Such a name needs no named_so (~3 us: a lookup, two statx): looking it
+ * up again from our root following no link is what this lookup did, on
+ * mounts of our own tree (our root is the program's, as_ourselves), and
+ * the file has that name still. The name is still the kernel's (readlink),
+ * not the spelling: on a directory that ignores case (ext4 or tmpfs with
+ * casefold, vfat) "/ci/SECRET" is the file the kernel calls "/ci/secret",
+ * which is what the rules are asked about (audit helper-27; helper-35).
  */
 static int open_lexical(struct lane *l, size_t n, int flags, size_t *len)
 {
@@ -404,16 +425,12 @@ static int open_lexical(struct lane *l, size_t n, int flags, size_t *len)
     struct open_how how = {.flags = (uint64_t)flags, .resolve = RESOLVE_NO_SYMLINKS};
     int fd = (int)syscall(SYS_openat2, AT_FDCWD, n ? l->path : "/", &how, sizeof how);
     int err = errno;
-    l->name[0] = '/', l->name[1] = 0;
-    if (fd >= 0 && join_names(l, 1, l->path) < 0) {
+    if (fd >= 0 && (fd_name(l, fd, len) < 0 || !spelled(l->name, *len, l->path))) {
         close(fd);
-        fd = -1, err = ENAMETOOLONG;
+        fd = -1, err = ELOOP;
     }
     l->path[n] = keep;
-    if (fd < 0)
-        errno = err;
-    else
-        *len = strlen(l->name);
+    errno = err;
     return fd;
 }
 
@@ -449,14 +466,12 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
     size_t len;
     int flags = O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
     int fd;
-    if (l->path[0] == '/' && (fd = open_lexical(l, strlen(l->path), flags, &len)) >= 0) {
-        if (pinned != NULL)
-            *pinned = fd;
-        else
-            close(fd);
+    if (pinned != NULL && l->path[0] == '/' &&
+        (fd = open_lexical(l, strlen(l->path), flags, &len)) >= 0) {
+        *pinned = fd;
         return 0;
     }
-    if (l->path[0] != '/' || errno == ELOOP) {
+    if (pinned == NULL || l->path[0] != '/' || errno == ELOOP) {
         fd = sys_openat2(basefd, l->path, flags);
         if (fd >= 0) {
             int r = fd_name(l, fd, &len);
