@@ -26,7 +26,13 @@ from typing import IO
 from .calls.registry import filter_spec
 from .kernel import fdpass, landlock
 from .kernel.errors import Unsupported
-from .kernel.filter import FdSender, PreparedFilter, UnfilteredSender, check_support
+from .kernel.filter import (
+    FdSender,
+    PreparedFilter,
+    UnfilteredSender,
+    check_support,
+    install_failure,
+)
 from .policy import Policy
 from .policy.backstop import backstop
 
@@ -139,7 +145,7 @@ def _spawn(policy: Policy, argv: Sequence[str], sigmask: set[int]) -> tuple[int,
         os.waitpid(pid, 0)
         if data.startswith(b"E"):
             err = int(data[1:] or errno.EINVAL)
-            raise LaunchError(f"cannot install the sandbox: {os.strerror(err)}")
+            raise LaunchError(f"cannot install the sandbox: {install_failure(err)}")
         raise LaunchError("the child exited before handing over the seccomp listener")
     return pid, fd, data == b"L"
 

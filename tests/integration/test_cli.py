@@ -393,3 +393,19 @@ def test_a_launch_imports_only_what_it_serves_with(files: Files, mode: str) -> N
     assert {"unotifyd.launch", "unotifyd.serve.run", "pyseccomp", "argparse"} <= imported
     unwanted = imported & LAUNCH_MUST_NOT_IMPORT
     assert not unwanted, f"a standalone launch imports {sorted(unwanted)}"
+
+
+def test_a_launch_inside_a_launch_says_why_it_cannot_run(files: Files) -> None:
+    """The kernel gives a process's filters one listener at most (EBUSY):
+    a launch under a supervisor, ours or another's, cannot install its own.
+    It says so, and what to do, instead of a bare strerror; the program is
+    not run. The control: the same inner launch, alone, runs it."""
+    inner = launch_cmd("--redirect", files.redirect, argv=["cat", str(files.src)])
+    alone = subprocess.run(inner, capture_output=True, text=True, timeout=TIMEOUT, env=env(),
+                           stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+    assert alone.returncode == 0 and alone.stdout == REDIRECTED, describe(alone)
+    nested = run_launch("--redirect", files.redirect, argv=inner)
+    assert nested.returncode == 125, describe(nested)
+    assert nested.stdout == "", describe(nested)
+    assert "already served by a seccomp supervisor" in nested.stderr, describe(nested)
+    assert "(EBUSY): run unotifyd outside that sandbox" in nested.stderr, describe(nested)

@@ -41,7 +41,7 @@ from ..calls.registry import FilterSpec, filter_spec
 from ..kernel import kick
 from ..kernel.creds import forbid_inspection
 from ..kernel.errors import Unsupported
-from ..kernel.filter import check_support
+from ..kernel.filter import check_support, install_failure
 from ..kernel.listener import Listener, is_listener
 from ..policy import Policy
 from ..policy.backstop import backstop
@@ -251,7 +251,7 @@ class Supervisor:
         msg, fds = await self._recv(conn)
         try:
             if isinstance(msg, Abort):
-                raise LaunchError(f"cannot install the sandbox: {os.strerror(msg.errno)}")
+                raise LaunchError(f"cannot install the sandbox: {install_failure(msg.errno)}")
             if not isinstance(msg, HandOver) or len(fds) != 1 or not is_listener(fds[0]):
                 raise LaunchError("the helper did not hand over a seccomp listener")
             listener = Listener(fds.pop())

@@ -196,7 +196,12 @@ def _exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> 
 def _install_and_exec(
     sock: _socket.socket, reply: FilterReply, ruleset: int, argv: Sequence[str]
 ) -> int:
-    from ..kernel.filter import FdSender, PreparedFilter, UnfilteredSender  # noqa: PLC0415
+    from ..kernel.filter import (  # noqa: PLC0415
+        FdSender,
+        PreparedFilter,
+        UnfilteredSender,
+        install_failure,
+    )
 
     try:
         prepared = PreparedFilter(reply.bpf, ruleset)
@@ -225,7 +230,7 @@ def _install_and_exec(
                 sock.sendmsg([encode(Abort(err))], [], nosignal)
             except OSError:
                 pass  # The daemon sees the connection close instead.
-            _say(f"cannot install the seccomp filter: {os.strerror(err)}")
+            _say(f"cannot install the seccomp filter: {install_failure(err)}")
             return EXIT_FAILURE
         try:
             send_listener(fd)

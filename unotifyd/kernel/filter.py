@@ -255,6 +255,23 @@ def _overlap(trap: Iterable[ArgTest], refuse: Iterable[ArgTest]) -> bool:
     return False
 
 
+def install_failure(err: int) -> str:
+    """Why seccomp(2) refused to install our filter (``err``), for the user.
+
+    ``EBUSY``: another filter of this process already has a listener; the
+    kernel allows one per chain (has_duplicate_listener() in
+    kernel/seccomp.c), so a program under one supervisor cannot be given
+    another, ours included (a launch inside a launch).
+    """
+    if err == errno.EBUSY:
+        return (
+            "this process is already served by a seccomp supervisor (unotifyd's or "
+            "another's), and the kernel gives a process one at most (EBUSY): "
+            "run unotifyd outside that sandbox"
+        )
+    return os.strerror(err)
+
+
 class NotifSizes:
     """The kernel's sizes of the notification structs (``SECCOMP_GET_NOTIF_SIZES``)."""
 
