@@ -766,24 +766,37 @@ def test_a_thread_that_moves_to_another_mount_namespace_is_left_to_python(
     mount namespace too (a gap of a policy that re-allows both calls, whose
     warnings say they reopen routes; noted in the closing note of the
     session that wrote this test)."""
-    for name, text in (("in", "abc"), ("other", "1234567")):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "f").write_text(text)
+    _in_and_other(tmp_path)
     (tmp_path / "f").write_text("")
     argv = [SYSTEM_PYTHON, "-c", _MOUNTNS, str(tmp_path)]
     native = run_native(argv)
     assert native.stdout.strip() == "7", describe(native)  # the control
-    rules = ("--enforce", "--stats", "--allow-syscall", "unshare", "--allow-syscall", "mount",
+    answers = _answers_once_moved(argv, "unshare")
+    assert answers[True] == answers[False], answers
+
+
+def _in_and_other(d: Path) -> None:
+    """d/in/f (3 bytes) and d/other/f (7), to bind-mount one over the other."""
+    for name, text in (("in", "abc"), ("other", "1234567")):
+        (d / name).mkdir()
+        (d / name / "f").write_text(text)
+
+
+def _answers_once_moved(argv: list[str], allowed: str) -> dict[bool, str]:
+    """What ``argv`` prints under --enforce with ``allowed`` and mount
+    re-allowed, with the lane (key True) and Python alone: its thread
+    moves to a mount namespace of its own after 300 calls, and the lane
+    answers those, not the 1 000 made after the move."""
+    rules = ("--enforce", "--stats", "--allow-syscall", allowed, "--allow-syscall", "mount",
              "--deny", "/nonexistent/unotifyd-test")  # fmt: skip
     answers = {}
     for lane in (True, False):
         proc = run_launch(*rules, argv=argv, env=_env(lane))
         assert proc.returncode == 0, describe(proc)
-        # Those made before the move, not the 1 000 after it.
         served = lane_answered(proc.stderr)
         assert (200 < served < 1000) if lane else served == 0, proc.stderr
         answers[lane] = proc.stdout.strip()
-    assert answers[True] == answers[False], answers
+    return answers
 
 
 _USERNS = r"""
@@ -883,22 +896,12 @@ def test_a_thread_that_takes_the_leaders_place_from_another_mount_namespace_is_l
     sees DIR/f bind-mounted over: 7 bytes, not 3); under --enforce the call
     is made in our mount namespace, by Python as by the lane (the gap of a
     policy that re-allows mount: its warnings say so)."""
-    for name, text in (("in", "abc"), ("other", "1234567")):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "f").write_text(text)
+    _in_and_other(tmp_path)
     exe = build_c(tmp_path, "groupexec")
     argv = [str(exe), str(tmp_path / "in")]
     native = run_native(argv)
     assert native.stdout.strip() == "7000", describe(native)  # the control
-    rules = ("--enforce", "--stats", "--allow-syscall", "clone", "--allow-syscall", "mount",
-             "--deny", "/nonexistent/unotifyd-test")  # fmt: skip
-    answers = {}
-    for lane in (True, False):
-        proc = run_launch(*rules, argv=argv, env=_env(lane))
-        assert proc.returncode == 0, describe(proc)
-        served = lane_answered(proc.stderr)
-        assert (200 < served < 1000) if lane else served == 0, proc.stderr
-        answers[lane] = proc.stdout.strip()
+    answers = _answers_once_moved(argv, "clone")
     assert answers[True] == answers[False] == "3000", answers
 
 
