@@ -343,6 +343,13 @@ static int named_so(struct lane *l, int fd, size_t len)
     return same;
 }
 
+/* What fd names, into l->name (its length in *len), and with check
+ * (enforcing mode) only where that name is the very file (named_so); 0, or -1. */
+static int name_fd(struct lane *l, int fd, size_t *len, int check)
+{
+    return fd_name(l, fd, len) == 0 && (!check || named_so(l, fd, *len)) ? 0 : -1;
+}
+
 /* An O_PATH fd of the directory that holds the last name of path, from
  * basefd (slash: the last '/' of path, or NULL); -1. */
 static int open_parent(int basefd, char *path, char *slash)
@@ -407,13 +414,14 @@ static int spelled(const char *name, size_t len, const char *path)
  * from our root following no link (a last one taken as itself, as flags
  * say), where the kernel names what they name as they are spelled: an
  * O_PATH fd of it, its name in l->name (its length in *len); else -1, with
- * errno ELOOP where it must be looked up and named the long way (a link on
- * the way, or another name).
+ * errno ELOOP where a link is on the way (to be looked up the long way),
+ * another where the call is to be forwarded.
  *
  * Such a name needs no named_so (~3 us: a lookup, two statx): looking it
  * up again from our root following no link is what this lookup did, on
  * mounts of our own tree (our root is the program's, as_ourselves), and
- * the file has that name still. The name is still the kernel's (readlink),
+ * the file has that name still; another name gets named_so, as a file
+ * looked up the long way does. The name is still the kernel's (readlink),
  * not the spelling: on a directory that ignores case (ext4 or tmpfs with
  * casefold, vfat) "/ci/SECRET" is the file the kernel calls "/ci/secret",
  * which is what the rules are asked about (audit helper-27; helper-35).
@@ -425,9 +433,10 @@ static int open_lexical(struct lane *l, size_t n, int flags, size_t *len)
     struct open_how how = {.flags = (uint64_t)flags, .resolve = RESOLVE_NO_SYMLINKS};
     int fd = (int)syscall(SYS_openat2, AT_FDCWD, n ? l->path : "/", &how, sizeof how);
     int err = errno;
-    if (fd >= 0 && (fd_name(l, fd, len) < 0 || !spelled(l->name, *len, l->path))) {
+    if (fd >= 0 && (fd_name(l, fd, len) < 0 ||
+                    (!spelled(l->name, *len, l->path) && !named_so(l, fd, *len)))) {
         close(fd);
-        fd = -1, err = ELOOP;
+        fd = -1, err = EXDEV; /* no name to judge it by: forwarded */
     }
     l->path[n] = keep;
     errno = err;
@@ -474,9 +483,7 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
     if (pinned == NULL || l->path[0] != '/' || errno == ELOOP) {
         fd = sys_openat2(basefd, l->path, flags);
         if (fd >= 0) {
-            int r = fd_name(l, fd, &len);
-            if (r == 0 && pinned != NULL && !named_so(l, fd, len))
-                r = -1;
+            int r = name_fd(l, fd, &len, pinned != NULL);
             if (r == 0 && pinned != NULL)
                 *pinned = fd;
             else
@@ -517,7 +524,7 @@ static int resolve(struct lane *l, int basefd, int follow, int *pinned)
         memcpy(name, rest, first);
         name[first] = 0;
         if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
-            fd_name(l, parent, &len) == 0 && (pinned == NULL || named_so(l, parent, len)) &&
+            name_fd(l, parent, &len, pinned != NULL) == 0 &&
             join_names(l, len, rest) == 0) {
             r = 0;
             if (pinned != NULL)
@@ -732,14 +739,14 @@ static int pin_parent(struct lane *l, const struct thread *th, const struct targ
     size_t len;
     int dir = O_PATH | O_CLOEXEC | O_DIRECTORY;
     int fd = l->path[0] == '/' ? open_lexical(l, (size_t)(slash - l->path), dir, &len) : -1;
-    if (fd < 0) {
+    if (fd < 0 && (l->path[0] != '/' || errno == ELOOP)) {
         int basefd = AT_FDCWD;
         if (l->path[0] != '/' && (basefd = base_of(th, t)) < 0)
             return 0;
         fd = open_parent(basefd, l->path, slash);
         if (basefd >= 0)
             close(basefd);
-        if (fd >= 0 && (fd_name(l, fd, &len) < 0 || !named_so(l, fd, len))) {
+        if (fd >= 0 && name_fd(l, fd, &len, 1) < 0) {
             close(fd);
             fd = -1;
         }
