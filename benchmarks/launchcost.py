@@ -42,6 +42,14 @@ PEERS = ["native", "bwrap", "proot", "C ref", "C ref -w", "unotifyd"]
 REFS = ("C ref", "C ref -w")
 TRUE_ROW = "unotifyd launch -- true"
 DAEMON_ROW = "unotifyd via daemon"
+# The same launch by each of the daemon's clients alone: the C one that
+# `unotifyd launch --daemon` execs (where it was built), and the Python one.
+DAEMON_C_ROW = "unotifyd-launch (C client) via daemon"
+DAEMON_PY_ROW = "unotifyd via daemon, Python client"
+_PYTHON_CLIENT = (
+    "import sys; from unotifyd.daemon.client import launch_via_daemon; "
+    "sys.exit(launch_via_daemon(sys.argv[1], sys.argv[2], sys.argv[3:]))"
+)
 # Cumulative steps of a standalone launch: each includes the ones before.
 STEPS = {
     "python -c pass": "pass",
@@ -76,6 +84,8 @@ class Daemon:
         self.name = name  # its directory in the work directory
         self.proc: subprocess.Popen[bytes] | None = None
         self.status = ""
+        #: Each client's argv prefix, by row (DAEMON_C_ROW, DAEMON_PY_ROW).
+        self.clients: dict[str, tuple[str, ...]] = {}
 
     def start(self, cat: str) -> tuple[str, ...] | None:
         ctx = self.ctx
@@ -122,7 +132,22 @@ class Daemon:
             self.status = f"daemon: did not redirect ({printed[:64]!r})"
             self.stop()
             return None
+        self._clients(str(sock), cat)
         return prefix
+
+    def _clients(self, sock: str, cat: str) -> None:
+        """The clients that redirect, alone (a client that does not is left out)."""
+        ctx = self.ctx
+        python = ctx.unotifyd[:2] if ctx.unotifyd[1:2] == ("-P",) else ctx.unotifyd[:1]
+        where = "from unotifyd.daemon import quick; print(quick.COMPILED_CLIENT)"
+        compiled = ctx.run([*python, "-c", where], check=False, timeout=30).stdout.strip()
+        candidates = {DAEMON_PY_ROW: (*python, "-c", _PYTHON_CLIENT, sock, "bench")}
+        if compiled and os.access(compiled, os.X_OK):
+            candidates[DAEMON_C_ROW] = (compiled, "--daemon", sock, "--profile", "bench", "--")
+        for row, prefix in candidates.items():
+            printed = ctx.run([*prefix, cat, REDIRECT_FROM], check=False, timeout=30).stdout
+            if c_escape(printed.encode()[:64]) == file_head(REDIRECT_TO):
+                self.clients[row] = prefix
 
     def stop(self) -> None:
         if self.proc is None:
@@ -200,6 +225,8 @@ def run(ctx: Ctx, report: Report, rounds: Rounds, launches: int) -> dict[str, fl
     through_daemon = daemon.start(cat)
     if through_daemon is not None:
         entries.append(Entry(DAEMON_ROW, (*through_daemon, cat, REDIRECT_FROM), per_round))
+        for row, prefix in daemon.clients.items():
+            entries.append(Entry(row, (*prefix, cat, REDIRECT_FROM), per_round))
     entries.append(Entry(TRUE_ROW, (*ctx.unotifyd, "launch", "--", true), per_round_true))
     entries += [Entry(row, (*python, "-c", code), per_round_step) for row, code in STEPS.items()]
 
@@ -225,9 +252,10 @@ def run(ctx: Ctx, report: Report, rounds: Rounds, launches: int) -> dict[str, fl
     )
     report.out()
     rows = []
-    for key in [*PEERS, DAEMON_ROW, TRUE_ROW]:
+    for key in [*PEERS, DAEMON_ROW, DAEMON_C_ROW, DAEMON_PY_ROW, TRUE_ROW]:
         if not grid.has("launch", key):
-            rows.append([DAEMON_ROW, daemon.status, "-", "-"])
+            if key == DAEMON_ROW:
+                rows.append([DAEMON_ROW, daemon.status, "-", "-"])
             continue
         lo, hi = grid.spread("launch", key)
         rows.append(

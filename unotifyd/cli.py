@@ -3,7 +3,9 @@
 Imports stay lazy: starting a sandboxed program must not pay for modules
 its path does not use (trio alone costs ~70 ms to import). The lightest
 path is ``launch --daemon``: recognized before argparse and the policy layer
-are even imported, it loads only :mod:`unotifyd.daemon.client`.
+are even imported, it loads only :mod:`unotifyd.daemon.quick`, which execs
+the daemon's client in C (or, where it was not built, imports the Python
+one, :mod:`unotifyd.daemon.client`).
 """
 
 from __future__ import annotations
@@ -148,14 +150,15 @@ def build_policy(args: argparse.Namespace) -> Policy:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    # Only a command line that names --daemon imports the client (its
-    # protocol costs a standalone launch ~3 ms).
+    # Only a command line that names --daemon imports the fast path, which
+    # execs the C client (or imports the Python one: its protocol costs a
+    # standalone launch ~3 ms).
     if any(arg.startswith("--daemon") for arg in argv):
-        from .daemon import client  # noqa: PLC0415 - light: no policy, no argparse, no trio
+        from .daemon import quick  # noqa: PLC0415 - light: no policy, no argparse, no trio
 
-        quick = client.parse_daemon_launch(argv)
-        if quick is not None:
-            return client.launch_via_daemon(*quick)
+        plain = quick.parse_daemon_launch(argv)
+        if plain is not None:
+            return quick.launch(*plain)
     from .policy import PolicyError  # noqa: PLC0415
 
     parser = _build_parser()

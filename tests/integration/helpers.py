@@ -140,6 +140,13 @@ def sh(script: str) -> list[str]:
 #: the clone itself, may sit under a directory they cannot enter (a clone in
 #: /root, mode 0700, is where root naturally puts it).
 SYSTEM_PYTHON = "/usr/bin/python3"
+
+#: ``launch --daemon`` by the Python client alone (what runs where the C
+#: client, unotifyd-launch, was not built): SOCKET PROFILE PROG [ARGS...].
+PYTHON_CLIENT = (
+    "import sys; from unotifyd.daemon.client import launch_via_daemon; "
+    "sys.exit(launch_via_daemon(sys.argv[1], sys.argv[2], sys.argv[3:]))"
+)
 #: What unotifyd imports (trio's dependencies included).
 _PACKAGES = ("unotifyd", "trio", "sniffio", "outcome", "attr", "attrs", "sortedcontainers",
              "idna", "pyseccomp")  # fmt: skip
@@ -165,7 +172,9 @@ def importable_copy(out: Path) -> Path:
         for d in dirs:
             Path(where, d).chmod(0o755)
         for f in files:
-            Path(where, f).chmod(0o644)
+            # Programs stay programs (the daemon's C client, unotifyd-launch).
+            executable = Path(where, f).stat().st_mode & 0o100
+            Path(where, f).chmod(0o755 if executable else 0o644)
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from unotifyd.calls.registry import trapped
 from unotifyd.daemon.protocol import (
     MAX_FRAME,
     Direction,
@@ -31,9 +32,11 @@ from unotifyd.daemon.protocol import (
     encode,
 )
 from unotifyd.daemon.server import MAX_CONVERSATIONS, MAX_CONVERSATIONS_PER_UID
+from unotifyd.policy.config import parse_policy
 
 from .helpers import (
     ATTEMPT,
+    PYTHON_CLIENT,
     SYSTEM_PYTHON,
     TIMEOUT,
     describe,
@@ -61,21 +64,33 @@ class Daemon:
     def cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "unotifyd", *args]
 
+    def launch_cmd(
+        self, profile: str, argv: Sequence[str], python: str = sys.executable, client: str = "cli"
+    ) -> list[str]:
+        """``unotifyd launch --daemon`` (client "cli": the C client where it
+        was built), or the Python client alone (client "python")."""
+        if client == "python":
+            return [python, "-c", PYTHON_CLIENT, self.socket, profile, *argv]
+        return [python, "-m", "unotifyd", "launch", "--daemon", self.socket,
+                "--profile", profile, "--", *argv]  # fmt: skip
+
     def launch(
-        self, profile: str, argv: Sequence[str], python: str = sys.executable, **kw: Any
-    ) -> subprocess.CompletedProcess[str]:
+        self, profile: str, argv: Sequence[str], python: str = sys.executable,
+        client: str = "cli", **kw: Any,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
         kw.setdefault("stdin", subprocess.DEVNULL)
         kw.setdefault("capture_output", True)
         kw.setdefault("env", env())
         return subprocess.run(
-            [python, "-m", "unotifyd", "launch", "--daemon", self.socket,
-             "--profile", profile, "--", *argv],
+            self.launch_cmd(profile, argv, python, client),
             text=True, timeout=TIMEOUT, check=False, **kw,
         )
 
-    def popen(self, profile: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
+    def popen(
+        self, profile: str, argv: Sequence[str], client: str = "cli", **kw: Any
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self.cmd("launch", "--daemon", self.socket, "--profile", profile, "--", *argv),
+            self.launch_cmd(profile, argv, client=client),
             text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=env(), **kw,
         )
@@ -167,6 +182,14 @@ def daemon() -> Iterator[Daemon]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(params=["cli", "python"])
+def client(request: pytest.FixtureRequest) -> str:
+    """Which client launches: ``unotifyd launch --daemon`` (which runs the C
+    client, test_daemon_clients.py checks it was built), or the Python one."""
+    value: str = request.param
+    return value
+
+
 def converse(path: str, *msgs: Message | bytes, fds: Sequence[int] = ()) -> list[Message | None]:
     """Send each of ``msgs`` (raw bytes as they are) and read a reply after each.
 
@@ -192,10 +215,12 @@ def converse(path: str, *msgs: Message | bytes, fds: Sequence[int] = ()) -> list
 # --- The fast path ----------------------------------------------------------------
 
 
-def test_launch_through_the_daemon_redirects_and_keeps_pid_and_status(daemon: Daemon) -> None:
+def test_launch_through_the_daemon_redirects_and_keeps_pid_and_status(
+    daemon: Daemon, client: str
+) -> None:
     code = "import os, sys; print(os.getpid()); print(open(sys.argv[1]).read(), end=''); " \
            "sys.exit(7)"
-    proc = daemon.popen("red", [sys.executable, "-c", code, str(daemon.src)])
+    proc = daemon.popen("red", [sys.executable, "-c", code, str(daemon.src)], client=client)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 7, err
     pid, content = out.split("\n", 1)
@@ -203,17 +228,17 @@ def test_launch_through_the_daemon_redirects_and_keeps_pid_and_status(daemon: Da
     assert content == "RED\n"
 
 
-def test_each_profile_has_its_own_view(daemon: Daemon) -> None:
-    red = daemon.launch("red", ["cat", str(daemon.src)])
-    blue = daemon.launch("blue", ["cat", str(daemon.src)])
+def test_each_profile_has_its_own_view(daemon: Daemon, client: str) -> None:
+    red = daemon.launch("red", ["cat", str(daemon.src)], client=client)
+    blue = daemon.launch("blue", ["cat", str(daemon.src)], client=client)
     assert (red.returncode, red.stdout) == (0, "RED\n"), describe(red)
     assert (blue.returncode, blue.stdout) == (0, "BLUE\n"), describe(blue)
 
 
-def test_killed_by_a_signal_and_not_found(daemon: Daemon) -> None:
-    killed = daemon.launch("red", ["sh", "-c", "kill -TERM $$"])
+def test_killed_by_a_signal_and_not_found(daemon: Daemon, client: str) -> None:
+    killed = daemon.launch("red", ["sh", "-c", "kill -TERM $$"], client=client)
     assert killed.returncode == -signal.SIGTERM, describe(killed)
-    missing = daemon.launch("red", ["/nonexistent/prog"])
+    missing = daemon.launch("red", ["/nonexistent/prog"], client=client)
     assert missing.returncode == 127, describe(missing)
 
 
@@ -283,8 +308,8 @@ def test_status_lists_a_running_program(daemon: Daemon) -> None:
 # --- Refusals ---------------------------------------------------------------------
 
 
-def test_unknown_profile_is_refused(daemon: Daemon) -> None:
-    proc = daemon.launch("green", ["echo", "ran"])
+def test_unknown_profile_is_refused(daemon: Daemon, client: str) -> None:
+    proc = daemon.launch("green", ["echo", "ran"], client=client)
     assert proc.returncode == 125, describe(proc)
     assert proc.stdout == ""
     assert "unknown profile 'green' (you may use: red, blue)" in proc.stderr
@@ -304,8 +329,10 @@ def as_nobody() -> Iterator[dict[str, Any]]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def test_an_unauthorized_uid_is_refused(daemon: Daemon, as_nobody: dict[str, Any]) -> None:
-    proc = daemon.launch("red", ["echo", "ran"], **as_nobody)
+def test_an_unauthorized_uid_is_refused(
+    daemon: Daemon, client: str, as_nobody: dict[str, Any]
+) -> None:
+    proc = daemon.launch("red", ["echo", "ran"], **as_nobody, client=client)
     assert proc.returncode == 125, describe(proc)
     assert proc.stdout == ""
     assert f"uid {NOBODY} is not allowed to use this daemon" in proc.stderr
@@ -321,7 +348,7 @@ def test_an_unauthorized_uid_is_refused(daemon: Daemon, as_nobody: dict[str, Any
 
 
 def test_a_uid_allowed_one_profile_may_not_use_another(
-    daemon: Daemon, as_nobody: dict[str, Any]
+    daemon: Daemon, client: str, as_nobody: dict[str, Any]
 ) -> None:
     text = daemon.config.read_text().replace(
         'name = "blue"\npolicy = "blue.toml"\nuids = [0]', f'name = "blue"\npolicy = '
@@ -329,10 +356,10 @@ def test_a_uid_allowed_one_profile_may_not_use_another(
     )
     daemon.config.write_text(text)
     assert daemon.run("reload").returncode == 0
-    red = daemon.launch("red", ["cat", str(daemon.src)], **as_nobody)
+    red = daemon.launch("red", ["cat", str(daemon.src)], **as_nobody, client=client)
     assert red.returncode == 125
     assert f"uid {NOBODY} may not use profile 'red'" in red.stderr
-    blue = daemon.launch("blue", ["cat", str(daemon.src)], **as_nobody)
+    blue = daemon.launch("blue", ["cat", str(daemon.src)], **as_nobody, client=client)
     assert (blue.returncode, blue.stdout) == (0, "BLUE\n"), describe(blue)
 
 
@@ -641,12 +668,12 @@ def test_serve_refuses_a_bad_config_with_file_and_line(tmp_path: Path) -> None:
 
 
 def test_launch_client_imports_no_trio_dataclasses_typing_or_socket(daemon: Daemon) -> None:
-    # The whole hand-over, lazy imports included. -S: the site hooks of the
-    # environment running the tests are not the client's (env() puts the
-    # working tree on PYTHONPATH).
+    # The Python client's whole hand-over, lazy imports included. -S: the
+    # site hooks of the environment running the tests are not the client's
+    # (env() puts the working tree on PYTHONPATH).
     proc = subprocess.run(
-        [sys.executable, "-S", "-X", "importtime", "-m", "unotifyd", "launch", "--daemon",
-         daemon.socket, "--profile", "red", "--", "true"],
+        [sys.executable, "-S", "-X", "importtime", "-c", PYTHON_CLIENT, daemon.socket, "red",
+         "true"],
         capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
     )
     assert proc.returncode == 0, describe(proc)
@@ -654,6 +681,25 @@ def test_launch_client_imports_no_trio_dataclasses_typing_or_socket(daemon: Daem
     assert "unotifyd.kernel.filter" in imported
     heavy = ("trio", "pyseccomp", "dataclasses", "inspect", "typing", "socket")
     assert not [m for m in imported if m.split(".")[0] in heavy]
+
+
+@pytest.mark.parametrize("spelling", ["plain", "argparse"])
+def test_launch_daemon_becomes_the_c_client(daemon: Daemon, spelling: str) -> None:
+    """``unotifyd launch --daemon`` imports none of the Python client: it execs
+    the C one, whichever parser read the command line (an abbreviation goes
+    through argparse)."""
+    option = "--daemon" if spelling == "plain" else "--daem"
+    proc = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-m", "unotifyd", "launch", option,
+         daemon.socket, "--profile", "red", "--", "cat", str(daemon.src)],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "RED\n"), describe(proc)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "unotifyd.daemon.quick" in imported
+    python_client = {"unotifyd.daemon.client", "unotifyd.daemon.protocol"}
+    # The full parser's own imports include json (daemon/cli.py), the plain path's do not.
+    assert not imported & (python_client | ({"json"} if spelling == "plain" else set()))
 
 
 def test_launch_daemon_refuses_local_rules(daemon: Daemon) -> None:
@@ -666,7 +712,7 @@ def test_launch_daemon_refuses_local_rules(daemon: Daemon) -> None:
     assert "--redirect cannot be used" in proc.stderr
 
 
-def test_the_daemon_gives_its_programs_the_kernels_backstop(daemon: Daemon) -> None:
+def test_the_daemon_gives_its_programs_the_kernels_backstop(daemon: Daemon, client: str) -> None:
     """A profile's Landlock ruleset is built by the client and holds: an enforcing
     profile's program may not signal its parent outside the sandbox, and with an
     exec allow-list a binary outside it does not run."""
@@ -681,5 +727,22 @@ def test_the_daemon_gives_its_programs_the_kernels_backstop(daemon: Daemon) -> N
     script = f'kill -0 "$PPID" 2>/dev/null && echo sent || echo refused; {copy}; echo rc=$?'
     native = run_native(["sh", "-c", script])
     assert native.stdout == "sent\nrc=0\n", describe(native)
-    proc = daemon.launch("locked", ["sh", "-c", script])
+    proc = daemon.launch("locked", ["sh", "-c", script], client=client)
     assert proc.stdout == "refused\nrc=126\n", describe(proc)
+
+
+def test_an_enforcing_profile_that_traps_sendmsg_gets_its_listener(
+    daemon: Daemon, client: str
+) -> None:
+    """The listener travels by sendmsg, which an enforcing profile with a
+    redirect traps: sent by the thread under the new filter, it would wait
+    forever for the supervisor it is handing over. Each client sends it from
+    a thread started before the filter (which does not cover it)."""
+    text = f'version = 1\nmode = "enforce"\n[[redirect]]\nfrom = "{daemon.src}"\n' \
+           f'to = "{daemon.dir / "red.txt"}"\n'
+    write(daemon.dir / "strict.toml", text)
+    assert "sendmsg" in trapped(parse_policy(text, "strict.toml"))  # the control
+    daemon.config.write_text(_config(daemon.dir, {"strict": "strict.toml"}))
+    assert daemon.run("reload").returncode == 0
+    proc = daemon.launch("strict", ["cat", str(daemon.src)], client=client)
+    assert (proc.returncode, proc.stdout) == (0, "RED\n"), describe(proc)

@@ -11,7 +11,7 @@ import pytest
 import unotifyd
 from unotifyd import launch
 from unotifyd.daemon import client
-from unotifyd.daemon.client import parse_daemon_launch
+from unotifyd.daemon.quick import parse_daemon_launch
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,12 @@ Layout (dependencies point down)::
 
     cli.py        argparse glue for ``serve``, ``status``, ``reload`` and
                   ``launch --daemon`` (no trio at import)
-    client.py     the client side, no trio: ``launch --daemon`` installs the
-                  filter the daemon sends, hands the listener over, execs
+    quick.py      ``launch --daemon``'s fast path: recognized without
+                  argparse, then this process becomes the C client
+    launch.c      the client in C (``unotifyd-launch``, built by setup.py)
+    client.py     the client side in Python, no trio: ``launch --daemon``
+                  installs the filter the daemon sends, hands the listener
+                  over, execs (where launch.c was not built); status, reload
     server.py     the trio daemon: control socket, access control, reload
     api.py        ``unotifyd.Supervisor``, the trio library API
     programs.py   serving and releasing listeners, per-program counters

@@ -159,9 +159,9 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"launch --daemon: {', '.join(local)} cannot be used: the daemon's profile "
             "decides the rules (and the daemon traces)"
         )
-    from .client import launch_via_daemon  # noqa: PLC0415
+    from .quick import launch  # noqa: PLC0415
 
-    return launch_via_daemon(args.daemon, args.profile, prog)
+    return launch(args.daemon, args.profile, prog)
 
 
 def _serve(args: argparse.Namespace, oci: OciFactory | None) -> int:

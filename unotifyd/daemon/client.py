@@ -1,7 +1,8 @@
 """The daemon's clients, without trio: ``launch --daemon``, ``status``, ``reload``.
 
-``launch --daemon`` is the fast path. The client process itself becomes
-the sandboxed program::
+``launch --daemon`` runs here where its C client (``launch.c``, which
+follows this module step for step) was not built, see :mod:`.quick`. The
+client process itself becomes the sandboxed program::
 
     client                                 daemon
     ------                                 ------
@@ -56,7 +57,6 @@ __all__ = [
     "connect",
     "exec_sandboxed",
     "launch_via_daemon",
-    "parse_daemon_launch",
 ]
 
 # The exit statuses of unotifyd.launch (env(1)/chroot(1) style), repeated
@@ -286,45 +286,6 @@ def _exec(argv: Sequence[str]) -> int:
     except OSError as e:
         _say(f"{argv[0]}: {e.strerror}")
         return EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC
-
-
-def parse_daemon_launch(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
-    """``(socket, profile, program)`` for a plain ``launch --daemon S --profile P -- PROG``.
-
-    The fast path of :func:`unotifyd.cli.main`: the command is recognized
-    without argparse and without importing the rest of unotifyd. Only the
-    unambiguous spellings are taken (``--daemon S``, ``--daemon=S``, the same
-    for ``--profile``, each once, then ``--`` or the program); anything else
-    (another option, an abbreviation, ``--help``, a missing part) returns
-    None, and the full command line parser handles it, errors included.
-    """
-    if not argv or argv[0] != "launch":
-        return None
-    values: dict[str, str] = {}
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            i += 1
-            break
-        if not arg.startswith("-"):
-            break  # The program: everything from here on is its (argparse.REMAINDER).
-        name, eq, value = arg.partition("=")
-        if name not in ("--daemon", "--profile") or name in values:
-            return None
-        if not eq:
-            i += 1
-            if i == len(argv):
-                return None
-            value = argv[i]
-            if value.startswith("-"):
-                return None  # argparse would not take it as the value.
-        values[name] = value
-        i += 1
-    prog = list(argv[i:])
-    if not prog or len(values) != 2:
-        return None
-    return values["--daemon"], values["--profile"], prog
 
 
 def launch_via_daemon(path: str, profile: str, argv: Sequence[str]) -> int:
