@@ -746,3 +746,15 @@ def test_an_enforcing_profile_that_traps_sendmsg_gets_its_listener(
     assert daemon.run("reload").returncode == 0
     proc = daemon.launch("strict", ["cat", str(daemon.src)], client=client)
     assert (proc.returncode, proc.stdout) == (0, "RED\n"), describe(proc)
+
+
+def test_the_program_gets_the_signal_dispositions_it_would_natively(
+    daemon: Daemon, client: str
+) -> None:
+    # Python ignores SIGPIPE and SIGXFSZ for itself; subprocess gives a
+    # child the defaults back, so natively nothing is ignored here.
+    status = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]
+    native = run_native(status)
+    assert "SigIgn:\t0000000000000000" in native.stdout, describe(native)
+    proc = daemon.launch("red", status, client=client)
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)

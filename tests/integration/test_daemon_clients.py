@@ -331,3 +331,28 @@ def test_both_clients_fail_a_missing_program_as_env_does(where: Path) -> None:
             proc, _ = converse(where, client, frame(filter_reply()), frame(ACK), argv=argv)
             native = subprocess.run(["env", *argv], capture_output=True, check=False)
             assert proc.returncode == native.returncode == rc, (client, argv, proc.stderr)
+
+
+def test_the_c_client_passes_ignored_signals_on_as_an_exec_does(where: Path) -> None:
+    """Run directly by a parent that ignores SIGPIPE (this test's Python, with
+    restore_signals=False), PROG ignores it too, as it would natively; with
+    --reset-signals (what `unotifyd launch --daemon` passes, its Python having
+    ignored it for itself) it gets the default."""
+    status = ["grep", "SigIgn", "/proc/self/status"]
+    native = subprocess.run(status, capture_output=True, text=True, restore_signals=False,
+                            check=True).stdout  # fmt: skip
+    assert native != "SigIgn:\t0000000000000000\n"  # the control: something is ignored
+    for extra, want in ([], native), (["--reset-signals"], "SigIgn:\t0000000000000000\n"):
+        path = str(where / "s")
+        daemon = Script(path, frame(filter_reply()), frame(ACK))
+        try:
+            proc = subprocess.run(
+                [quick.COMPILED_CLIENT, "--daemon", path, "--profile", "p", *extra, "--",
+                 *status],
+                capture_output=True, text=True, env=env(), restore_signals=False,
+                timeout=TIMEOUT, check=False,
+            )  # fmt: skip
+            daemon.join()
+        finally:
+            os.unlink(path)
+        assert (proc.returncode, proc.stdout) == (0, want), (extra, proc.stderr)

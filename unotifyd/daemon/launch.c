@@ -29,8 +29,10 @@
  *
  * Signal dispositions are left as this process got them: an exec keeps
  * ignored signals ignored (execve(2)), and that is what PROG would inherit
- * run natively. (The Python client resets SIGPIPE and SIGXFSZ, which Python
- * ignores for itself; `unotifyd launch` does so before it execs us.)
+ * run natively. --reset-signals is for a caller that ignored SIGPIPE and
+ * SIGXFSZ for itself, as Python does (`unotifyd launch --daemon`, through
+ * unotifyd/daemon/quick.py): they are given their defaults before PROG,
+ * as the Python client gives them.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -41,6 +43,7 @@
 #include <linux/landlock.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1347,15 +1350,17 @@ static int converse(int sock, const char *profile, char **argv)
 
 static void usage(void)
 {
-    say("usage: unotifyd-launch --daemon SOCKET --profile PROFILE [--] PROG [ARGS...]");
+    say("usage: unotifyd-launch --daemon SOCKET --profile PROFILE [--reset-signals] [--] PROG "
+        "[ARGS...]");
 }
 
 int main(int argc, char **argv)
 {
     const char *socket_path = NULL, *profile = NULL;
-    int i = 1;
-    /* The spellings client.parse_daemon_launch takes: --daemon S,
-     * --daemon=S, the same for --profile, each once, then -- or PROG. */
+    int i = 1, reset_signals = 0;
+    /* The spellings quick.parse_daemon_launch takes: --daemon S,
+     * --daemon=S, the same for --profile, each once, then -- or PROG; and
+     * --reset-signals. */
     while (i < argc) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--")) {
@@ -1364,6 +1369,11 @@ int main(int argc, char **argv)
         }
         if (arg[0] != '-')
             break;
+        if (!strcmp(arg, "--reset-signals") && !reset_signals) {
+            reset_signals = 1;
+            i++;
+            continue;
+        }
         const char **slot = NULL;
         size_t len;
         if (!strncmp(arg, "--daemon", len = 8) && (arg[len] == 0 || arg[len] == '='))
@@ -1394,5 +1404,11 @@ int main(int argc, char **argv)
         return EXIT_FAILED;
     int status = converse(sock, profile, argv + i);
     close(sock);
-    return status ? status : exec_program(argv + i);
+    if (status)
+        return status;
+    if (reset_signals) {
+        signal(SIGPIPE, SIG_DFL);
+        signal(SIGXFSZ, SIG_DFL);
+    }
+    return exec_program(argv + i);
 }

@@ -12,21 +12,12 @@ install time), or cannot be run, the Python client does the work.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Sequence
 
 __all__ = ["COMPILED_CLIENT", "exec_compiled_client", "launch", "parse_daemon_launch"]
 
 #: The C client, where ``setup.py`` puts it.
 COMPILED_CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "unotifyd-launch")
-
-#: Signals Python ignores for itself (the signal module's documentation;
-#: signal_install_handlers() in Python/pylifecycle.c). An exec keeps an ignored signal ignored
-#: (execve(2)), and the C client passes dispositions on to PROG as it gets
-#: them, so this process gives it the defaults, as the Python client gives
-#: PROG (client._exec).
-_PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
-
 
 def parse_daemon_launch(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
     """``(socket, profile, program)`` for a plain ``launch --daemon S --profile P -- PROG``.
@@ -76,13 +67,20 @@ def exec_compiled_client(path: str, profile: str, argv: Sequence[str]) -> None:
     if not os.access(COMPILED_CLIENT, os.X_OK):
         return
     # The spelling the C client cannot misread, whatever the values hold.
-    args = [COMPILED_CLIENT, f"--daemon={path}", f"--profile={profile}", "--", *argv]
-    before = [signal.signal(sig, signal.SIG_DFL) for sig in _PYTHON_IGNORES]
-    try:
+    # --reset-signals: Python ignores SIGPIPE and SIGXFSZ for itself (the
+    # signal module's documentation), an exec keeps an ignored signal
+    # ignored (execve(2)), and the C client passes dispositions on to PROG
+    # as it gets them; so it gives those two their defaults before PROG, as
+    # the Python client does (client._exec). Not done here with the signal
+    # module: importing it (enum) costs this path ~3 ms.
+    args = [COMPILED_CLIENT, f"--daemon={path}", f"--profile={profile}", "--reset-signals", "--",
+            *argv]  # fmt: skip
+    # An exec that fails leaves this process as it was: the caller goes on
+    # with the Python client. (Not contextlib.suppress: ~2 ms to import.)
+    try:  # noqa: SIM105
         os.execv(COMPILED_CLIENT, args)
     except OSError:
-        for sig, handler in zip(_PYTHON_IGNORES, before, strict=True):
-            signal.signal(sig, handler)
+        pass
 
 
 def launch(path: str, profile: str, argv: Sequence[str]) -> int:
