@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import IO
 
 from .calls.registry import filter_spec
+from .environ import program_environ
 from .kernel import fdpass, landlock
 from .kernel.errors import Unsupported
 from .kernel.filter import (
@@ -74,6 +75,9 @@ def _child(
     """
     from .kernel.creds import allow_inspection  # noqa: PLC0415 - imported by launch() already
 
+    # Read before the filter: an open of /proc/self/environ made after it
+    # would be judged by the program's own rules.
+    environ = program_environ()
     senders = {True: FdSender(sock, b"L"), False: FdSender(sock, b"l")}
     def send(fd: int) -> None:
         # Which sender, install() tells: whether it got WAIT_KILLABLE_RECV.
@@ -105,7 +109,7 @@ def _child(
     # From here on trapped calls are served: ordinary Python is fine again.
     try:
         allow_inspection()  # the exec is trapped too: see there
-        os.execvp(argv[0], list(argv))
+        os.execvpe(argv[0], list(argv), environ)
     except OSError as e:
         code = EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC
         os.write(2, f"unotifyd: {argv[0]}: {e.strerror}\n".encode())

@@ -44,6 +44,19 @@ def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return e
 
 
+def locale_free_env() -> dict[str, str]:
+    """:func:`env` without a locale variable: the C locale, under which Python
+    sets ``LC_CTYPE`` in its own environment (PEP 538) unless undone. The
+    control (Python does so here) is checked."""
+    e = {k: v for k, v in env().items() if k not in ("LANG", "LANGUAGE") and k[:3] != "LC_"}
+    coerced = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ.get('LC_CTYPE'))"],
+        env=e, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert coerced == "C.UTF-8\n", coerced
+    return e
+
+
 def launch_cmd(*opts: str, argv: Sequence[str]) -> list[str]:
     """The command line of ``unotifyd launch OPTS -- ARGV``."""
     return [sys.executable, "-m", "unotifyd", "launch", *opts, "--", *argv]

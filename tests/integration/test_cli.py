@@ -13,7 +13,19 @@ from pathlib import Path
 import pytest
 
 from .conftest import Files
-from .helpers import REDIRECTED, REPO, TIMEOUT, describe, env, launch_cmd, py, run_launch, write
+from .helpers import (
+    REDIRECTED,
+    REPO,
+    TIMEOUT,
+    describe,
+    env,
+    launch_cmd,
+    locale_free_env,
+    py,
+    run_launch,
+    run_native,
+    write,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -409,3 +421,20 @@ def test_a_launch_inside_a_launch_says_why_it_cannot_run(files: Files) -> None:
     assert nested.stdout == "", describe(nested)
     assert "already served by a seccomp supervisor" in nested.stderr, describe(nested)
     assert "(EBUSY): run unotifyd outside that sandbox" in nested.stderr, describe(nested)
+
+
+@pytest.mark.parametrize("given", [None, "C.UTF-8"])
+@pytest.mark.parametrize("mode", [[], ["--enforce"]])
+def test_the_program_gets_the_environment_it_would_natively(
+    mode: list[str], given: str | None
+) -> None:
+    # Not LC_CTYPE=C.UTF-8, which Python puts in its own environment here,
+    # unless it was given.
+    bare = locale_free_env()
+    if given is not None:
+        bare["LC_CTYPE"] = given
+    native = run_native(["env"], env=bare)
+    assert ("LC_CTYPE" in native.stdout) == (given is not None), describe(native)
+    proc = run_launch(*mode, "--redirect", "/nonexistent/a=/etc/hostname", argv=["env"], env=bare)
+    assert proc.returncode == 0, describe(proc)
+    assert sorted(proc.stdout.splitlines()) == sorted(native.stdout.splitlines())

@@ -43,6 +43,7 @@ from .helpers import (
     env,
     env_for_copy,
     importable_copy,
+    locale_free_env,
     py,
     run_native,
     write,
@@ -758,3 +759,13 @@ def test_the_program_gets_the_signal_dispositions_it_would_natively(
     assert "SigIgn:\t0000000000000000" in native.stdout, describe(native)
     proc = daemon.launch("red", status, client=client)
     assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+
+
+def test_the_program_gets_the_environment_it_would_natively(daemon: Daemon, client: str) -> None:
+    # Not LC_CTYPE=C.UTF-8, which Python puts in its own environment here.
+    bare = locale_free_env()
+    native = run_native(["env"], env=bare)
+    assert "LC_CTYPE" not in native.stdout, describe(native)
+    proc = daemon.launch("red", ["env"], client=client, env=bare)
+    assert proc.returncode == 0, describe(proc)
+    assert sorted(proc.stdout.splitlines()) == sorted(native.stdout.splitlines())

@@ -13,11 +13,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,7 @@ class Seen:
     """What the scripted daemon received."""
 
     request: Message | None = None
+    record: bytes = b""  # the request as it came
     second: Message | None = None
     fds: list[str] = field(default_factory=list)  # what each fd that came is
 
@@ -89,14 +92,16 @@ class Seen:
 class Script:
     """A daemon that answers one connection: ``first`` to the launch request,
     then, if ``second`` is not None, ``second`` to the hand-over (a reply's
-    bytes, or b"" to close instead)."""
+    bytes, or b"" to close instead); ``delay`` seconds before the first."""
 
-    def __init__(self, path: str, first: bytes, second: bytes | None) -> None:
+    def __init__(
+        self, path: str, first: bytes, second: bytes | None, delay: float = 0.0
+    ) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.bind(path)
         self.sock.listen(1)
         self.sock.settimeout(TIMEOUT)
-        self.first, self.second = first, second
+        self.first, self.second, self.delay = first, second, delay
         self.seen = Seen()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -107,7 +112,9 @@ class Script:
             conn, _ = self.sock.accept()
             with conn:
                 conn.settimeout(TIMEOUT)
-                self.seen.request = decode_record(conn.recv(MAX_FRAME), Direction.REQUEST)
+                self.seen.record = conn.recv(MAX_FRAME)
+                self.seen.request = decode_record(self.seen.record, Direction.REQUEST)
+                time.sleep(self.delay)
                 if not self._answer(conn, self.first):
                     return
                 msg, fds, _, _ = socket.recv_fds(conn, MAX_FRAME, 4)
@@ -182,6 +189,11 @@ def both(
     return out
 
 
+# A name a socket that is not the daemon's could send to write on the user's
+# terminal, and one that turns text around: both quoted as Python's repr().
+_ESCAPES = "\x1b]0;owned\x07\x1b[2J\rsudo password:"
+_REORDERS = "caf\u00e9 '\u202e\u0085 x"
+
 _REFUSALS: list[tuple[str, bytes, bytes | None, str]] = [
     ("error", frame(ERROR), None, "refused: you know why"),
     ("closed", b"", None, "the daemon closed the connection without an answer"),
@@ -230,6 +242,11 @@ _REFUSALS: list[tuple[str, bytes, bytes | None, str]] = [
      "bad answer from the daemon: filter: field 'program' must be a string"),
     ("duplicate key", raw(b'{"v":2,"v":2,"type":"error"}'), None,
      "bad answer from the daemon: duplicate key 'v'"),
+    ("a type that is a terminal's escape", frame({"v": 2, "type": _ESCAPES}), None,
+     f"bad answer from the daemon: unknown reply type {_ESCAPES!r} (expected one of: ack, "
+     "error, filter, reloaded, status)"),
+    ("a field that reorders text", frame({**ACK, _REORDERS: 1}), None,
+     f"bad answer from the daemon: ack: unknown field {_REORDERS!r}"),
     ("an ack first", frame(ACK), None, "unexpected 'ack' answer from the daemon"),
     ("a status report", frame({"v": 2, "type": "status", "report": {"a": [1, {}]}}), None,
      "unexpected 'status' answer from the daemon"),
@@ -313,13 +330,13 @@ def test_a_filter_the_kernel_refuses_is_aborted_by_both(where: Path) -> None:
 )
 def test_both_clients_send_the_same_request(where: Path, argv0: str | bytes) -> None:
     profile = b"pr\xf6file \"x\"" if isinstance(argv0, bytes) else "profile \u00e9"
-    answers = {}
+    seen = {}
     for client in CLIENTS:
-        proc, seen = converse(where, client, frame(ERROR), argv=[argv0], profile=profile)
+        proc, seen[client] = converse(where, client, frame(ERROR), argv=[argv0], profile=profile)
         assert proc.returncode == 125, (client, proc.stderr)
-        answers[client] = seen.request
-    assert answers["c"] == answers["python"]
-    request = answers["c"]
+    # Byte for byte: the daemon reads at most MAX_REQUEST bytes of it.
+    assert seen["c"].record == seen["python"].record
+    request = seen["c"].request
     assert isinstance(request, LaunchRequest)
     assert request.profile == os.fsdecode(profile)
     assert request.program == os.fsdecode(argv0)[:256]
@@ -327,10 +344,13 @@ def test_both_clients_send_the_same_request(where: Path, argv0: str | bytes) -> 
 
 def test_both_clients_fail_a_missing_program_as_env_does(where: Path) -> None:
     for client in CLIENTS:
-        for argv, rc in (["/nonexistent/prog"], 127), ([os.devnull], 126), (["nonexistent-x"], 127):
+        for argv, rc in (
+            (["/nonexistent/prog"], 127), ([os.devnull], 126), (["nonexistent-x"], 127), ([""], 127)
+        ):
             proc, _ = converse(where, client, frame(filter_reply()), frame(ACK), argv=argv)
             native = subprocess.run(["env", *argv], capture_output=True, check=False)
             assert proc.returncode == native.returncode == rc, (client, argv, proc.stderr)
+            assert proc.stderr.startswith(f"unotifyd: {argv[0]}: ".encode()), (client, argv)
 
 
 def test_the_c_client_passes_ignored_signals_on_as_an_exec_does(where: Path) -> None:
@@ -356,3 +376,35 @@ def test_the_c_client_passes_ignored_signals_on_as_an_exec_does(where: Path) -> 
         finally:
             os.unlink(path)
         assert (proc.returncode, proc.stdout) == (0, want), (extra, proc.stderr)
+
+
+def test_a_client_stopped_and_continued_while_it_waits_goes_on(where: Path) -> None:
+    """A stop and continue (Ctrl-Z and fg, a cgroup freezer) makes a socket
+    call with a timeout fail with EINTR even without a handler (signal(7));
+    neither client takes that for a lost connection."""
+    for client, command in CLIENTS.items():
+        path = str(where / "s")
+        daemon = Script(path, frame(filter_reply()), frame(ACK), delay=1.0)
+        try:
+            proc = subprocess.Popen(
+                command(path, "p", ["echo", "ran"]), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env(),
+            )  # fmt: skip
+            deadline = time.monotonic() + TIMEOUT
+            while daemon.seen.request is None:  # it waits for its filter now
+                assert time.monotonic() < deadline and proc.poll() is None, client
+                time.sleep(0.01)
+            os.kill(proc.pid, signal.SIGSTOP)
+            while _state(proc.pid) != "T":  # the control: it was stopped
+                time.sleep(0.001)
+            os.kill(proc.pid, signal.SIGCONT)
+            out, err = proc.communicate(timeout=TIMEOUT)
+            daemon.join()
+        finally:
+            os.unlink(path)
+        assert (proc.returncode, out, err) == (0, b"ran\n", b""), client
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from unotifyd.kernel import landlock
 from unotifyd.policy import Deny, Exec, Policy, Private, Redirect, parse_pattern
@@ -75,3 +76,15 @@ def test_the_loader_of_an_allowed_binary_is_allowed_too() -> None:
 def test_a_file_that_is_no_elf_names_no_loader() -> None:
     assert landlock._elf_interpreter("/etc/hostname") is None
     assert landlock._elf_interpreter("/nonexistent") is None
+
+
+def test_a_loader_name_ends_at_its_first_nul(tmp_path: Path) -> None:
+    # The kernel opens PT_INTERP as a C string (load_elf_binary()): what
+    # follows a NUL is not part of the name, and os.open would refuse it.
+    real = Path(os.path.realpath(sys.executable)).read_bytes()
+    interpreter = landlock._elf_interpreter(os.path.realpath(sys.executable))
+    assert interpreter is not None
+    name = interpreter.encode()
+    doctored = tmp_path / "prog"
+    doctored.write_bytes(real.replace(name + b"\0", name[:-1] + b"\0" + b"x", 1))
+    assert landlock._elf_interpreter(str(doctored)) == interpreter[:-1]

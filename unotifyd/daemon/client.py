@@ -34,6 +34,7 @@ import os
 import signal
 from collections.abc import Sequence
 
+from ..environ import program_environ
 from . import DEFAULT_SOCKET
 from .protocol import (
     MAX_FRAME,
@@ -111,7 +112,11 @@ def _recv(sock: _socket.socket) -> Message:
 
 def _send(sock: _socket.socket, msg: Message) -> None:
     try:
-        sock.sendmsg([encode(msg)], [], _socket.MSG_NOSIGNAL)
+        frame = encode(msg)
+    except ValueError as e:  # larger than a frame may be
+        raise ClientError(str(e)) from None
+    try:
+        sock.sendmsg([frame], [], _socket.MSG_NOSIGNAL)
     except OSError as e:
         raise ClientError(f"lost the connection to the daemon: {e.strerror or e}") from None
 
@@ -186,15 +191,21 @@ def _exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> 
     except OSError as e:
         _say(f"cannot build the Landlock ruleset: {e.strerror}")
         return EXIT_FAILURE
+    except ValueError as e:  # a path no file has (a NUL, a lone surrogate)
+        _say(f"cannot build the Landlock ruleset: {e}")
+        return EXIT_FAILURE
     try:
-        return _install_and_exec(sock, reply, ruleset, argv)
+        # Read before the filter: an open of /proc/self/environ made after it
+        # would be judged by the profile's rules.
+        return _install_and_exec(sock, reply, ruleset, argv, program_environ())
     finally:
         if ruleset >= 0:
             os.close(ruleset)
 
 
 def _install_and_exec(
-    sock: _socket.socket, reply: FilterReply, ruleset: int, argv: Sequence[str]
+    sock: _socket.socket, reply: FilterReply, ruleset: int, argv: Sequence[str],
+    environ: dict[bytes, bytes],
 ) -> int:
     from ..kernel.filter import (  # noqa: PLC0415
         FdSender,
@@ -211,7 +222,11 @@ def _install_and_exec(
 
     # Everything the critical section touches is bound now.
     # A thread the filter does not cover sends the listener: see UnfilteredSender.
-    send_listener = UnfilteredSender(FdSender(sock, encode(HandOver())))
+    try:
+        send_listener = UnfilteredSender(FdSender(sock, encode(HandOver())))
+    except RuntimeError:  # "can't start new thread": pthread_create's EAGAIN
+        _say(f"cannot start the hand-over thread: {os.strerror(errno.EAGAIN)}")
+        return EXIT_FAILURE
     recv = sock.recv
     close = os.close
     nosignal = _socket.MSG_NOSIGNAL
@@ -272,17 +287,20 @@ def _install_and_exec(
         _say(f"unexpected {ack.TYPE!r} answer from the daemon")
         return EXIT_FAILURE
     sock.close()
-    return _exec(argv)
+    return _exec(argv, environ)
 
 
-def _exec(argv: Sequence[str]) -> int:
+def _exec(argv: Sequence[str], environ: dict[bytes, bytes]) -> int:
     """Replace this process with ``argv``; return the exit status if that fails."""
     # Python ignores SIGPIPE and SIGXFSZ for itself; an exec keeps ignored
     # signals ignored (execve(2)), so give the program the defaults.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
+    if not argv[0]:  # no file has an empty name (os.execvp would raise ValueError)
+        _say(f": {os.strerror(errno.ENOENT)}")
+        return EXIT_NOT_FOUND
     try:
-        os.execvp(argv[0], list(argv))
+        os.execvpe(argv[0], list(argv), environ)
     except OSError as e:
         _say(f"{argv[0]}: {e.strerror}")
         return EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC

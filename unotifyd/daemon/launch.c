@@ -54,6 +54,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -589,6 +590,70 @@ static int field_index(const char *key)
     return -1;
 }
 
+/* Python's repr() of the string whose file-system bytes are `s` (as
+ * protocol.py quotes a daemon's key or type in its error), into `o` of
+ * `size` bytes: so that a socket that is not the daemon's cannot write a
+ * terminal's control sequences through us. The characters Python does not
+ * print as they are (str.isprintable) are found here without its tables:
+ * controls, separators other than the space, the format characters that
+ * reorder or hide text, private use, and bytes that are not UTF-8. */
+static int printable(unsigned cp)
+{
+    if (cp < 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0xad)
+        return 0;
+    if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) ||
+        (cp >= 0x205f && cp <= 0x206f) || cp == 0x3000 || cp == 0xfeff ||
+        (cp >= 0xfff9 && cp <= 0xfffb) || (cp >= 0x600 && cp <= 0x605) || cp == 0x61c ||
+        cp == 0x6dd || cp == 0x70f || cp == 0x180e)
+        return 0;
+    if ((cp >= 0xd800 && cp < 0xf900) || cp >= 0xf0000)
+        return 0; /* surrogates, private use */
+    return 1;
+}
+
+static void py_repr(const char *s, char *o, size_t size)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s), i = 0, out = 0;
+    char quote = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
+    if (size < 16) {
+        o[0] = 0;
+        return;
+    }
+    o[out++] = quote;
+    while (i < n && out + 12 < size) {
+        unsigned c = u[i], cp = c;
+        size_t len = 1;
+        if (c >= 0x80) {
+            len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+            if (len == 0 || n - i < len || not_utf8(u + i, len) >= 0) {
+                len = 1;
+                cp = 0xdc00 + c; /* surrogateescape */
+            } else {
+                cp = c & (0x7f >> len);
+                for (size_t k = 1; k < len; k++)
+                    cp = cp << 6 | (u[i + k] & 0x3f);
+            }
+        }
+        if (cp == (unsigned)quote || cp == '\\') {
+            o[out++] = '\\';
+            o[out++] = cp;
+        } else if (cp == '\t' || cp == '\n' || cp == '\r') {
+            o[out++] = '\\';
+            o[out++] = cp == '\t' ? 't' : cp == '\n' ? 'n' : 'r';
+        } else if (printable(cp)) {
+            memcpy(o + out, u + i, len);
+            out += len;
+        } else {
+            out += snprintf(o + out, size - out, cp <= 0xff ? "\\x%02x" : cp <= 0xffff ? "\\u%04x"
+                                                             : "\\U%08x", cp);
+        }
+        i += len;
+    }
+    o[out++] = quote;
+    o[out] = 0;
+}
+
 /* The top-level object into `r`: every key kept in order, a duplicate
  * refused (protocol._no_duplicates), the values of known fields kept. */
 static int parse_object(struct parser *ps, struct reply *r)
@@ -609,7 +674,9 @@ static int parse_object(struct parser *ps, struct reply *r)
             return -1;
         for (size_t k = 0; k < r->nkeys; k++) {
             if (!strcmp(r->keys[k], key)) {
-                snprintf(ps->err, sizeof ps->err, "duplicate key '%.60s'", key);
+                char quoted[160];
+                py_repr(key, quoted, sizeof quoted);
+                snprintf(ps->err, sizeof ps->err, "duplicate key %s", quoted);
                 free(key);
                 return -1;
             }
@@ -725,13 +792,13 @@ static int decode_reply(const unsigned char *rec, size_t len, struct reply *r, c
         if (!strcmp(r->f[F_TYPE].s, replies[t].type))
             r->type = t;
     if (r->type < 0) {
+        char quoted[160] = "None";
         if (r->f[F_TYPE].kind == K_STR)
-            snprintf(why, whylen, "unknown reply type '%.60s' (expected one of: "
-                     "ack, error, filter, reloaded, status)", r->f[F_TYPE].s);
-        else
-            snprintf(why, whylen, "unknown reply type %s (expected one of: "
-                     "ack, error, filter, reloaded, status)",
-                     r->f[F_TYPE].kind == K_NONE ? "None" : "that is not a string");
+            py_repr(r->f[F_TYPE].s, quoted, sizeof quoted);
+        else if (r->f[F_TYPE].kind != K_NONE)
+            snprintf(quoted, sizeof quoted, "that is not a string");
+        snprintf(why, whylen, "unknown reply type %s (expected one of: "
+                 "ack, error, filter, reloaded, status)", quoted);
         goto bad;
     }
     const char *type = replies[r->type].type;
@@ -741,7 +808,9 @@ static int decode_reply(const unsigned char *rec, size_t len, struct reply *r, c
         for (int j = 0; fields[j] >= 0 && !known; j++)
             known = fields[j] == f;
         if (!known) {
-            snprintf(why, whylen, "%s: unknown field '%.60s'", type, r->keys[k]);
+            char quoted[160];
+            py_repr(r->keys[k], quoted, sizeof quoted);
+            snprintf(why, whylen, "%s: unknown field %s", type, quoted);
             goto bad;
         }
     }
@@ -766,43 +835,45 @@ bad:
 
 /* ---- JSON out: the two requests ----------------------------------------- */
 
-/* `s` as a JSON string into `o` (room for 6 bytes per byte of s, plus 2):
- * valid UTF-8 as it is, a byte that is not UTF-8 as the lone surrogate
- * Python's surrogateescape gives it (how client.py sends an argv[0] that is
- * not UTF-8), at most `max_chars` characters (client.py cuts argv[0] at
- * _PROGRAM_NAME_MAX). */
+/* `s` as a JSON string into `o`, byte for byte what client.py sends for it
+ * (protocol.encode: json.dumps with ensure_ascii): printable ASCII as it is,
+ * the two-letter escapes json has, every other character as \uXXXX (a pair
+ * of surrogates above U+FFFF), and a byte that is not UTF-8 as the lone
+ * surrogate Python's surrogateescape makes of it (how sys.argv holds it).
+ * At most `max_chars` characters (client.py cuts argv[0] at
+ * _PROGRAM_NAME_MAX); at most 6 bytes of `o` per byte of `s`, plus 2. */
 static size_t json_string(char *o, const char *s, size_t max_chars)
 {
-    static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
     size_t n = strlen(s), i = 0, out = 0, chars = 0;
     o[out++] = '"';
     while (i < n && chars < max_chars) {
-        unsigned c = u[i];
+        unsigned c = u[i], cp = c;
         size_t len = 1;
         if (c >= 0x80) {
             len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
             if (len == 0 || n - i < len || not_utf8(u + i, len) >= 0) {
-                memcpy(o + out, "\\udc", 4);
-                o[out + 4] = hex[c >> 4];
-                o[out + 5] = hex[c & 15];
-                out += 6;
-                i++;
-                chars++;
-                continue;
+                len = 1;
+                cp = 0xdc00 + c; /* surrogateescape */
+            } else {
+                cp = c & (0x7f >> len);
+                for (size_t k = 1; k < len; k++)
+                    cp = cp << 6 | (u[i + k] & 0x3f);
             }
-            memcpy(o + out, u + i, len);
-            out += len;
-        } else if (c == '"' || c == '\\') {
-            o[out++] = '\\';
-            o[out++] = c;
-        } else if (c < 0x20 || c == 0x7f) {
-            memcpy(o + out, "\\u00", 4);
-            o[out + 4] = hex[c >> 4];
-            o[out + 5] = hex[c & 15];
-            out += 6;
+        }
+        const char *esc = cp == '"' ? "\\\"" : cp == '\\' ? "\\\\" : cp == '\n' ? "\\n"
+                        : cp == '\r' ? "\\r" : cp == '\t' ? "\\t" : cp == '\b' ? "\\b"
+                        : cp == '\f' ? "\\f" : NULL;
+        if (esc) {
+            memcpy(o + out, esc, 2);
+            out += 2;
+        } else if (cp >= 0x20 && cp <= 0x7e) {
+            o[out++] = cp;
+        } else if (cp >= 0x10000) {
+            cp -= 0x10000;
+            out += sprintf(o + out, "\\u%04x\\u%04x", 0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
         } else {
-            o[out++] = c;
+            out += sprintf(o + out, "\\u%04x", cp);
         }
         i += len;
         chars++;
@@ -998,6 +1069,84 @@ bad:
     return -2;
 }
 
+/* ---- Talking to the daemon, each exchange bounded in time --------------- */
+
+/* Each wait for the daemon (a connect, a send, a reply) may take
+ * REPLY_TIMEOUT seconds in all, as client.py's socket timeout allows. The
+ * timeout is the socket's (SO_RCVTIMEO, SO_SNDTIMEO). A socket call with a
+ * timeout fails with EINTR when the process is stopped and continued, even
+ * with no handler (signal(7), "Interruption of system calls and library
+ * functions by stop signals"): Ctrl-Z and fg, a cgroup freezer, a debugger.
+ * The call is then made again with the time that is left (as Python does,
+ * PEP 475), not failed. */
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void set_timeout(int sock, int option, double seconds)
+{
+    if (seconds < 1e-6)
+        seconds = 1e-6; /* 0 would mean no timeout at all */
+    struct timeval tv = {.tv_sec = (time_t)seconds};
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    setsockopt(sock, SOL_SOCKET, option, &tv, sizeof tv);
+}
+
+/* After an EINTR: 0 to make the call again, with the timeout cut to the
+ * time left; -1 with errno EAGAIN (timed out) when none is. The caller
+ * puts the full timeout back (set_timeout) once its call is done. */
+static int again(int sock, int option, double deadline)
+{
+    double left = deadline - now();
+    if (left <= 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    set_timeout(sock, option, left);
+    return 0;
+}
+
+static ssize_t recv_timed(int sock, void *buf, size_t len)
+{
+    double deadline = now() + REPLY_TIMEOUT;
+    ssize_t n;
+    int cut = 0;
+    while ((n = recv(sock, buf, len, 0)) < 0 && errno == EINTR && again(sock, SO_RCVTIMEO, deadline) == 0)
+        cut = 1;
+    if (cut) {
+        int err = errno;
+        set_timeout(sock, SO_RCVTIMEO, REPLY_TIMEOUT);
+        errno = err;
+    }
+    return n;
+}
+
+static ssize_t sendmsg_timed(int sock, const struct msghdr *msg)
+{
+    double deadline = now() + REPLY_TIMEOUT;
+    ssize_t n;
+    int cut = 0;
+    while ((n = sendmsg(sock, msg, MSG_NOSIGNAL)) < 0 && errno == EINTR &&
+           again(sock, SO_SNDTIMEO, deadline) == 0)
+        cut = 1;
+    if (cut) {
+        int err = errno;
+        set_timeout(sock, SO_SNDTIMEO, REPLY_TIMEOUT);
+        errno = err;
+    }
+    return n;
+}
+
+static ssize_t send_timed(int sock, const void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    return sendmsg_timed(sock, &msg);
+}
+
 /* ---- The hand-over ------------------------------------------------------ */
 
 /* The listener is sent by a thread started before the filter is loaded:
@@ -1039,7 +1188,7 @@ static void *handover_thread(void *arg)
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &h->fd, sizeof(int));
-    if (sendmsg(h->sock, &msg, MSG_NOSIGNAL) < 0)
+    if (sendmsg_timed(h->sock, &msg) < 0)
         h->err = errno;
     return NULL;
 }
@@ -1091,7 +1240,7 @@ static unsigned char record[MAX_FRAME];
 /* client._recv: one reply into `r`; 0, or -1 having said why. */
 static int recv_reply(int sock, struct reply *r)
 {
-    ssize_t n = recv(sock, record, sizeof record, 0);
+    ssize_t n = recv_timed(sock, record, sizeof record);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             say("the daemon did not answer in time");
@@ -1137,10 +1286,20 @@ static int connect_daemon(const char *path)
         say("cannot connect to %s: %s", path, strerror(errno));
         return -1;
     }
-    struct timeval tv = {.tv_sec = REPLY_TIMEOUT};
-    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(sock, (struct sockaddr *)&addr, sizeof addr)) {
+    set_timeout(sock, SO_RCVTIMEO, REPLY_TIMEOUT);
+    set_timeout(sock, SO_SNDTIMEO, REPLY_TIMEOUT);
+    /* A connect waits only while the daemon's backlog is full; one stopped
+     * and continued meanwhile is made again, which a unix socket allows
+     * (EISCONN: it went through after all). */
+    double deadline = now() + REPLY_TIMEOUT;
+    int rc;
+    while ((rc = connect(sock, (struct sockaddr *)&addr, sizeof addr)) < 0 && errno == EINTR &&
+           again(sock, SO_SNDTIMEO, deadline) == 0)
+        ;
+    if (rc < 0 && errno == EISCONN)
+        rc = 0;
+    set_timeout(sock, SO_SNDTIMEO, REPLY_TIMEOUT);
+    if (rc < 0) {
         int err = errno;
         if (err == ENOENT)
             say("no daemon socket at %s (is `unotifyd serve` running?)", path);
@@ -1160,7 +1319,7 @@ static int connect_daemon(const char *path)
  * already in our receive queue. */
 static int request(int sock, const unsigned char *frm, size_t len, struct reply *r)
 {
-    if (send(sock, frm, len, MSG_NOSIGNAL) < 0) {
+    if (send_timed(sock, frm, len) < 0) {
         int err = errno;
         ssize_t n = recv(sock, record, sizeof record, MSG_DONTWAIT);
         char why[256];
@@ -1186,7 +1345,9 @@ static int exec_program(char **argv)
     extern char **environ;
     const char *file = argv[0];
     int saved = 0, err = ENOENT;
-    if (strchr(file, '/')) {
+    if (!file[0]) {
+        /* No file has an empty name (execvp(3) and env(1) fail it so). */
+    } else if (strchr(file, '/')) {
         execve(file, argv, environ);
         err = errno;
     } else {
@@ -1310,7 +1471,7 @@ static int converse(int sock, const char *profile, char **argv)
         snprintf(abort_json, sizeof abort_json, "{\"v\":%d,\"type\":\"abort\",\"errno\":%d}",
                  PROTOCOL_VERSION, -fd);
         /* If it cannot be sent, the daemon sees the connection close instead. */
-        send(sock, abort_frame, frame(abort_frame, abort_json), MSG_NOSIGNAL);
+        send_timed(sock, abort_frame, frame(abort_frame, abort_json));
         say("cannot install the seccomp filter: %s", install_failure(-fd));
         free(bpf);
         if (ruleset >= 0)
@@ -1329,7 +1490,7 @@ static int converse(int sock, const char *profile, char **argv)
         say("cannot hand the listener to the daemon: %s", strerror(h.err));
         return EXIT_FAILED;
     }
-    ssize_t got = recv(sock, record, sizeof record, 0);
+    ssize_t got = recv_timed(sock, record, sizeof record);
     if (got < 0) {
         say("no acknowledgement from the daemon: %s",
             errno == EAGAIN || errno == EWOULDBLOCK ? "timed out" : strerror(errno));

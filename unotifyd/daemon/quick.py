@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ..environ import program_environ
+
 __all__ = ["COMPILED_CLIENT", "exec_compiled_client", "launch", "parse_daemon_launch"]
 
 #: The C client, where ``setup.py`` puts it.
@@ -78,7 +80,7 @@ def exec_compiled_client(path: str, profile: str, argv: Sequence[str]) -> None:
     # An exec that fails leaves this process as it was: the caller goes on
     # with the Python client. (Not contextlib.suppress: ~2 ms to import.)
     try:  # noqa: SIM105
-        os.execv(COMPILED_CLIENT, args)
+        os.execve(COMPILED_CLIENT, args, program_environ())
     except OSError:
         pass
 

@@ -138,7 +138,9 @@ def _elf_interpreter(path: str) -> str | None:
                     offset = int.from_bytes(entry[8:16], "little")
                     size = int.from_bytes(entry[32:40], "little")
                     f.seek(offset)
-                    return f.read(size).rstrip(b"\0").decode(errors="replace")
+                    # The kernel opens it as a C string: up to its first NUL
+                    # (load_elf_binary() in fs/binfmt_elf.c).
+                    return f.read(size).partition(b"\0")[0].decode(errors="replace")
     except (OSError, ValueError, IndexError):
         return None
     return None
