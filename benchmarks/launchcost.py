@@ -294,4 +294,5 @@ def run(ctx: Ctx, report: Report, rounds: Rounds, launches: int) -> dict[str, fl
     return {
         "launch_true_ms": grid.med("launch", TRUE_ROW),
         "launch_daemon_ms": grid.med("launch", DAEMON_ROW),
+        "launch_daemon_c_ms": grid.med("launch", DAEMON_C_ROW),
     }

@@ -107,7 +107,12 @@ def _goals(report: Report, m: dict[str, float]) -> None:
          lambda v: f"{num(v)}/s", at_most=False)
     goal("standalone `launch -- true` <= 80 ms", "launch_true_ms", 80,
          lambda v: f"{num(v)} ms")
-    goal("launch through the daemon <= 15 ms", "launch_daemon_ms", 15,
+    # The daemon's client: the C one alone, and `unotifyd launch --daemon`,
+    # which starts Python and then becomes it.
+    goal("launch through the daemon <= 15 ms: unotifyd-launch (the C client)",
+         "launch_daemon_c_ms", 15,
+         lambda v: "not built" if math.isnan(v) else f"{num(v)} ms")
+    goal("launch through the daemon <= 15 ms: `unotifyd launch --daemon`", "launch_daemon_ms", 15,
          lambda v: "daemon not available" if math.isnan(v) else f"{num(v)} ms")
     for key, name in (("compileall", "compileall"), ("git", "git status")):
         if f"{key}_unotifyd" in m:
