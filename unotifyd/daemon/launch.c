@@ -381,56 +381,80 @@ static void free_value(struct value *v)
 
 static int parse_value(struct parser *ps, struct value *v, int depth);
 
-/* An object below the top: read and dropped (a status report). */
-static int skip_object(struct parser *ps, int depth)
+/* At the '{' or '[' of a container: past it, and 1 if the container is
+ * empty (past its `close` too), else 0. */
+static int open_container(struct parser *ps, char close)
 {
     ps->p++;
     skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a member of a container: 1 if another follows (past its ','), 0 at
+ * the end (past `close`), -1 for anything else. */
+static int next_member(struct parser *ps, char close)
+{
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == ',') {
+        ps->p++;
+        return 1;
+    }
+    if (ps->p < ps->end && *ps->p == close) {
         ps->p++;
         return 0;
     }
+    return fail(ps, "Expecting ',' delimiter");
+}
+
+/* An object's key and its ':' into *key (the caller's to free); 0 or -1. */
+static int member_key(struct parser *ps, char **key)
+{
+    skip_ws(ps);
+    if (parse_string(ps, key))
+        return -1;
+    skip_ws(ps);
+    if (ps->p >= ps->end || *ps->p != ':') {
+        free(*key);
+        return fail(ps, "Expecting ':' delimiter");
+    }
+    ps->p++;
+    return 0;
+}
+
+/* An object below the top: read and dropped (a status report). */
+static int skip_object(struct parser *ps, int depth)
+{
+    if (open_container(ps, '}'))
+        return 0;
     for (;;) {
         char *key;
         struct value v = {0};
-        skip_ws(ps);
-        if (parse_string(ps, &key))
+        if (member_key(ps, &key))
             return -1;
         free(key);
-        skip_ws(ps);
-        if (ps->p >= ps->end || *ps->p != ':')
-            return fail(ps, "Expecting ':' delimiter");
-        ps->p++;
         int rc = parse_value(ps, &v, depth + 1);
         free_value(&v);
         if (rc)
             return -1;
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == '}') {
-            ps->p++;
-            return 0;
-        }
-        return fail(ps, "Expecting ',' delimiter");
+        int more = next_member(ps, '}');
+        if (more <= 0)
+            return more;
     }
 }
 
 /* An array: K_STRINGS if it holds strings only (kept), else K_OTHER. */
 static int parse_array(struct parser *ps, struct value *v, int depth)
 {
-    ps->p++;
     v->kind = K_STRINGS;
     v->strings = calloc(1, sizeof(char *));
     if (!v->strings)
         return fail(ps, "out of memory");
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
+    if (open_container(ps, ']'))
         return 0;
-    }
     for (;;) {
         struct value e = {0};
         if (parse_value(ps, &e, depth + 1)) {
@@ -451,16 +475,9 @@ static int parse_array(struct parser *ps, struct value *v, int depth)
             v->kind = K_OTHER;
         }
         free_value(&e);
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == ']') {
-            ps->p++;
-            return 0;
-        }
-        return fail(ps, "Expecting ',' delimiter");
+        int more = next_member(ps, ']');
+        if (more <= 0)
+            return more;
     }
 }
 
@@ -582,6 +599,29 @@ static ssize_t not_utf8(const unsigned char *s, size_t n)
     return -1;
 }
 
+/* The character at u[i] (of n bytes) as Python's os.fsdecode sees it: a
+ * UTF-8 sequence's code point, or for a byte that begins none the lone
+ * surrogate U+DC80..U+DCFF standing for it (surrogateescape). Its length
+ * in bytes goes to *len. */
+static unsigned char_at(const unsigned char *u, size_t n, size_t i, size_t *len)
+{
+    unsigned c = u[i], cp;
+    if (c < 0x80) {
+        *len = 1;
+        return c;
+    }
+    size_t l = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+    if (l == 0 || n - i < l || not_utf8(u + i, l) >= 0) {
+        *len = 1;
+        return 0xdc00 + c;
+    }
+    cp = c & (0x7f >> l);
+    for (size_t k = 1; k < l; k++)
+        cp = cp << 6 | (u[i + k] & 0x3f);
+    *len = l;
+    return cp;
+}
+
 static int field_index(const char *key)
 {
     for (int k = 0; k < NFIELDS; k++)
@@ -622,19 +662,8 @@ static void py_repr(const char *s, char *o, size_t size)
     }
     o[out++] = quote;
     while (i < n && out + 12 < size) {
-        unsigned c = u[i], cp = c;
-        size_t len = 1;
-        if (c >= 0x80) {
-            len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-            if (len == 0 || n - i < len || not_utf8(u + i, len) >= 0) {
-                len = 1;
-                cp = 0xdc00 + c; /* surrogateescape */
-            } else {
-                cp = c & (0x7f >> len);
-                for (size_t k = 1; k < len; k++)
-                    cp = cp << 6 | (u[i + k] & 0x3f);
-            }
-        }
+        size_t len;
+        unsigned cp = char_at(u, n, i, &len);
         if (cp == (unsigned)quote || cp == '\\') {
             o[out++] = '\\';
             o[out++] = cp;
@@ -661,16 +690,11 @@ static int parse_object(struct parser *ps, struct reply *r)
     skip_ws(ps);
     if (ps->p >= ps->end || *ps->p != '{')
         return 1; /* not an object: the caller says so */
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
+    if (open_container(ps, '}'))
         return 0;
-    }
     for (;;) {
         char *key;
-        skip_ws(ps);
-        if (parse_string(ps, &key))
+        if (member_key(ps, &key))
             return -1;
         for (size_t k = 0; k < r->nkeys; k++) {
             if (!strcmp(r->keys[k], key)) {
@@ -688,26 +712,15 @@ static int parse_object(struct parser *ps, struct reply *r)
         }
         r->keys = grown;
         r->keys[r->nkeys++] = key;
-        skip_ws(ps);
-        if (ps->p >= ps->end || *ps->p != ':')
-            return fail(ps, "Expecting ':' delimiter");
-        ps->p++;
         int k = field_index(key);
         struct value dropped = {0}, *v = k >= 0 ? &r->f[k] : &dropped;
         int rc = parse_value(ps, v, 1);
         free_value(&dropped);
         if (rc)
             return -1;
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == '}') {
-            ps->p++;
-            return 0;
-        }
-        return fail(ps, "Expecting ',' delimiter");
+        int more = next_member(ps, '}');
+        if (more <= 0)
+            return more;
     }
 }
 
@@ -848,19 +861,8 @@ static size_t json_string(char *o, const char *s, size_t max_chars)
     size_t n = strlen(s), i = 0, out = 0, chars = 0;
     o[out++] = '"';
     while (i < n && chars < max_chars) {
-        unsigned c = u[i], cp = c;
-        size_t len = 1;
-        if (c >= 0x80) {
-            len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-            if (len == 0 || n - i < len || not_utf8(u + i, len) >= 0) {
-                len = 1;
-                cp = 0xdc00 + c; /* surrogateescape */
-            } else {
-                cp = c & (0x7f >> len);
-                for (size_t k = 1; k < len; k++)
-                    cp = cp << 6 | (u[i + k] & 0x3f);
-            }
-        }
+        size_t len;
+        unsigned cp = char_at(u, n, i, &len);
         const char *esc = cp == '"' ? "\\\"" : cp == '\\' ? "\\\\" : cp == '\n' ? "\\n"
                         : cp == '\r' ? "\\r" : cp == '\t' ? "\\t" : cp == '\b' ? "\\b"
                         : cp == '\f' ? "\\f" : NULL;
@@ -1109,42 +1111,29 @@ static int again(int sock, int option, double deadline)
     return 0;
 }
 
-static ssize_t recv_timed(int sock, void *buf, size_t len)
+/* One recvmsg (`receiving`) or sendmsg on the daemon's socket, bounded in
+ * time and made again after a stop (see above). */
+static ssize_t msg_timed(int sock, struct msghdr *msg, int receiving)
 {
+    int option = receiving ? SO_RCVTIMEO : SO_SNDTIMEO, cut = 0;
     double deadline = now() + REPLY_TIMEOUT;
     ssize_t n;
-    int cut = 0;
-    while ((n = recv(sock, buf, len, 0)) < 0 && errno == EINTR && again(sock, SO_RCVTIMEO, deadline) == 0)
+    while ((n = receiving ? recvmsg(sock, msg, 0) : sendmsg(sock, msg, MSG_NOSIGNAL)) < 0 &&
+           errno == EINTR && again(sock, option, deadline) == 0)
         cut = 1;
     if (cut) {
         int err = errno;
-        set_timeout(sock, SO_RCVTIMEO, REPLY_TIMEOUT);
+        set_timeout(sock, option, REPLY_TIMEOUT);
         errno = err;
     }
     return n;
 }
 
-static ssize_t sendmsg_timed(int sock, const struct msghdr *msg)
-{
-    double deadline = now() + REPLY_TIMEOUT;
-    ssize_t n;
-    int cut = 0;
-    while ((n = sendmsg(sock, msg, MSG_NOSIGNAL)) < 0 && errno == EINTR &&
-           again(sock, SO_SNDTIMEO, deadline) == 0)
-        cut = 1;
-    if (cut) {
-        int err = errno;
-        set_timeout(sock, SO_SNDTIMEO, REPLY_TIMEOUT);
-        errno = err;
-    }
-    return n;
-}
-
-static ssize_t send_timed(int sock, const void *buf, size_t len)
+static ssize_t io_timed(int sock, const void *buf, size_t len, int receiving)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    return sendmsg_timed(sock, &msg);
+    return msg_timed(sock, &msg, receiving);
 }
 
 /* ---- The hand-over ------------------------------------------------------ */
@@ -1188,7 +1177,7 @@ static void *handover_thread(void *arg)
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &h->fd, sizeof(int));
-    if (sendmsg_timed(h->sock, &msg) < 0)
+    if (msg_timed(h->sock, &msg, 0) < 0)
         h->err = errno;
     return NULL;
 }
@@ -1240,7 +1229,7 @@ static unsigned char record[MAX_FRAME];
 /* client._recv: one reply into `r`; 0, or -1 having said why. */
 static int recv_reply(int sock, struct reply *r)
 {
-    ssize_t n = recv_timed(sock, record, sizeof record);
+    ssize_t n = io_timed(sock, record, sizeof record, 1);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             say("the daemon did not answer in time");
@@ -1319,7 +1308,7 @@ static int connect_daemon(const char *path)
  * already in our receive queue. */
 static int request(int sock, const unsigned char *frm, size_t len, struct reply *r)
 {
-    if (send_timed(sock, frm, len) < 0) {
+    if (io_timed(sock, frm, len, 0) < 0) {
         int err = errno;
         ssize_t n = recv(sock, record, sizeof record, MSG_DONTWAIT);
         char why[256];
@@ -1471,7 +1460,7 @@ static int converse(int sock, const char *profile, char **argv)
         snprintf(abort_json, sizeof abort_json, "{\"v\":%d,\"type\":\"abort\",\"errno\":%d}",
                  PROTOCOL_VERSION, -fd);
         /* If it cannot be sent, the daemon sees the connection close instead. */
-        send_timed(sock, abort_frame, frame(abort_frame, abort_json));
+        io_timed(sock, abort_frame, frame(abort_frame, abort_json), 0);
         say("cannot install the seccomp filter: %s", install_failure(-fd));
         free(bpf);
         if (ruleset >= 0)
@@ -1490,7 +1479,7 @@ static int converse(int sock, const char *profile, char **argv)
         say("cannot hand the listener to the daemon: %s", strerror(h.err));
         return EXIT_FAILED;
     }
-    ssize_t got = recv_timed(sock, record, sizeof record);
+    ssize_t got = io_timed(sock, record, sizeof record, 1);
     if (got < 0) {
         say("no acknowledgement from the daemon: %s",
             errno == EAGAIN || errno == EWOULDBLOCK ? "timed out" : strerror(errno));
