@@ -11,6 +11,7 @@ script on a socket: it sends what a real daemon never would.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -161,21 +162,30 @@ def where(compiled: str) -> Iterator[Path]:
         yield d
 
 
+@contextlib.contextmanager
+def scripted(
+    where: Path, first: bytes, second: bytes | None = None, delay: float = 0.0
+) -> Iterator[tuple[str, Script]]:
+    """A :class:`Script` on a socket in ``where``: its path and itself, the
+    socket file removed after."""
+    path = str(where / "unotifyd.sock")
+    script = Script(path, first, second, delay)
+    try:
+        yield path, script
+    finally:
+        os.unlink(path)
+
+
 def converse(
     where: Path, client: str, first: bytes, second: bytes | None = None, *,
     argv: Argv = ("true",), profile: str | bytes = "p",
 ) -> tuple[subprocess.CompletedProcess[bytes], Seen]:  # fmt: skip
-    path = str(where / f"{client}.sock")
-    script = Script(path, first, second)
-    try:
+    with scripted(where, first, second) as (path, script):
         proc = subprocess.run(
             CLIENTS[client](path, profile, argv), capture_output=True, env=env(),
             stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False,
         )
-        seen = script.join()
-    finally:
-        os.unlink(path)
-    return proc, seen
+        return proc, script.join()
 
 
 def both(
@@ -292,17 +302,13 @@ def test_a_syntax_error_is_refused_by_both(where: Path) -> None:
 def test_both_clients_hand_over_a_listener_and_exec_in_place(where: Path) -> None:
     script = 'echo "$$"; grep NoNewPrivs /proc/$$/status'
     for client, command in CLIENTS.items():
-        path = str(where / "s")
-        daemon = Script(path, frame(filter_reply()), frame(ACK))
-        try:
+        with scripted(where, frame(filter_reply()), frame(ACK)) as (path, daemon):
             proc = subprocess.Popen(
                 command(path, "p", ["sh", "-c", script]),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env(),
             )
             out, err = proc.communicate(timeout=TIMEOUT)
             seen = daemon.join()
-        finally:
-            os.unlink(path)
         assert (proc.returncode, err) == (0, b""), client
         # The same process (pid), now under the filter (no_new_privs).
         assert out.decode().split() == [str(proc.pid), "NoNewPrivs:", "1"], client
@@ -363,9 +369,7 @@ def test_the_c_client_passes_ignored_signals_on_as_an_exec_does(where: Path) -> 
                             check=True).stdout  # fmt: skip
     assert native != "SigIgn:\t0000000000000000\n"  # the control: something is ignored
     for extra, want in ([], native), (["--reset-signals"], "SigIgn:\t0000000000000000\n"):
-        path = str(where / "s")
-        daemon = Script(path, frame(filter_reply()), frame(ACK))
-        try:
+        with scripted(where, frame(filter_reply()), frame(ACK)) as (path, daemon):
             proc = subprocess.run(
                 [quick.COMPILED_CLIENT, "--daemon", path, "--profile", "p", *extra, "--",
                  *status],
@@ -373,8 +377,6 @@ def test_the_c_client_passes_ignored_signals_on_as_an_exec_does(where: Path) -> 
                 timeout=TIMEOUT, check=False,
             )  # fmt: skip
             daemon.join()
-        finally:
-            os.unlink(path)
         assert (proc.returncode, proc.stdout) == (0, want), (extra, proc.stderr)
 
 
@@ -383,9 +385,7 @@ def test_a_client_stopped_and_continued_while_it_waits_goes_on(where: Path) -> N
     call with a timeout fail with EINTR even without a handler (signal(7));
     neither client takes that for a lost connection."""
     for client, command in CLIENTS.items():
-        path = str(where / "s")
-        daemon = Script(path, frame(filter_reply()), frame(ACK), delay=1.0)
-        try:
+        with scripted(where, frame(filter_reply()), frame(ACK), delay=1.0) as (path, daemon):
             proc = subprocess.Popen(
                 command(path, "p", ["echo", "ran"]), stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env(),
@@ -400,8 +400,6 @@ def test_a_client_stopped_and_continued_while_it_waits_goes_on(where: Path) -> N
             os.kill(proc.pid, signal.SIGCONT)
             out, err = proc.communicate(timeout=TIMEOUT)
             daemon.join()
-        finally:
-            os.unlink(path)
         assert (proc.returncode, out, err) == (0, b"ran\n", b""), client
 
 

@@ -21,6 +21,7 @@ __all__ = ["COMPILED_CLIENT", "exec_compiled_client", "launch", "parse_daemon_la
 #: The C client, where ``setup.py`` puts it.
 COMPILED_CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "unotifyd-launch")
 
+
 def parse_daemon_launch(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
     """``(socket, profile, program)`` for a plain ``launch --daemon S --profile P -- PROG``.
 
