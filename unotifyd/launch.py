@@ -25,6 +25,7 @@ from typing import IO
 
 from .calls.registry import filter_spec
 from .environ import program_environ
+from .execute import exec_program
 from .kernel import fdpass, landlock
 from .kernel.errors import Unsupported
 from .kernel.filter import (
@@ -39,8 +40,6 @@ from .policy.backstop import backstop
 
 # Exit statuses of unotifyd's own failures, as env(1)/chroot(1) and shells use them.
 EXIT_FAILURE = 125  # unotifyd itself failed
-EXIT_CANNOT_EXEC = 126
-EXIT_NOT_FOUND = 127
 
 # Signals that, sent to unotifyd by another process, go on to the program.
 FORWARDED_SIGNALS = (
@@ -88,11 +87,6 @@ def _child(
     exit_ = os._exit
     gc.disable()
     try:
-        # Python ignores SIGPIPE and SIGXFSZ for itself; an exec keeps ignored
-        # signals ignored, so restore the defaults the program expects (as
-        # subprocess does with restore_signals).
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
         # The parent blocked the forwarded signals before forking; the
         # program gets the mask unotifyd was started with (exec keeps it).
         signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
@@ -109,11 +103,7 @@ def _child(
     # From here on trapped calls are served: ordinary Python is fine again.
     try:
         allow_inspection()  # the exec is trapped too: see there
-        os.execvpe(argv[0], list(argv), environ)
-    except OSError as e:
-        code = EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC
-        os.write(2, f"unotifyd: {argv[0]}: {e.strerror}\n".encode())
-        exit_(code)
+        exit_(exec_program(argv, environ))
     except BaseException:
         exit_(EXIT_FAILURE)
 

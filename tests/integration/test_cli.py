@@ -229,6 +229,35 @@ def test_non_executable_program_is_126(tmp_path: Path) -> None:
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.parametrize("mode", [[], ["--enforce"]], ids=["virtualize", "enforce"])
+@pytest.mark.parametrize(
+    ("prog", "rc"),
+    [("/nonexistent/prog", 127), (os.devnull, 126), ("nonexistent-x", 127), ("", 127)],
+    ids=["missing path", "not executable", "not on PATH", "empty name"],
+)
+def test_a_program_that_cannot_run_fails_as_env_does(mode: list[str], prog: str, rc: int) -> None:
+    """The same exit status as env(1), the control, and one line naming it
+    (the empty name used to end the child silently with 125)."""
+    native = subprocess.run(["env", prog], capture_output=True, check=False)
+    assert native.returncode == rc, native.stderr
+    proc = run_launch(*mode, argv=[prog])
+    assert proc.returncode == rc, describe(proc)
+    assert proc.stderr.splitlines() == [
+        f"unotifyd: {prog}: {os.strerror(errno.ENOENT if rc == 127 else errno.EACCES)}"
+    ], proc.stderr
+
+
+@pytest.mark.parametrize("mode", [[], ["--enforce"]], ids=["virtualize", "enforce"])
+def test_the_program_gets_native_signal_dispositions_and_mask(mode: list[str]) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ for itself and unotifyd blocks the
+    signals it forwards; the program sees neither (execve(2) keeps both)."""
+    status = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]
+    native = subprocess.run(status, capture_output=True, text=True, check=True).stdout
+    assert native.count("\n") == 2, native
+    proc = run_launch(*mode, argv=status)
+    assert (proc.returncode, proc.stdout) == (0, native), describe(proc)
+
+
 def test_no_program_is_a_usage_error() -> None:
     proc = subprocess.run(
         launch_cmd(argv=[]), capture_output=True, text=True, env=env(), timeout=20, check=False

@@ -31,10 +31,10 @@ import _socket
 import errno
 import gc
 import os
-import signal
 from collections.abc import Sequence
 
 from ..environ import program_environ
+from ..execute import exec_program
 from . import DEFAULT_SOCKET
 from .protocol import (
     MAX_FRAME,
@@ -60,12 +60,11 @@ __all__ = [
     "launch_via_daemon",
 ]
 
-# The exit statuses of unotifyd.launch (env(1)/chroot(1) style), repeated
-# here: importing unotifyd.launch would pull in the policy layer (~15 ms),
-# which the client never uses (tests/unit/test_client.py checks they agree).
+# unotifyd.launch's status for its own failure (env(1)/chroot(1) style),
+# repeated here: importing unotifyd.launch would pull in the policy layer
+# (~15 ms), which the client never uses (tests/unit/test_client.py checks
+# they agree). The other two are the program's, from ..environ.
 EXIT_FAILURE = 125
-EXIT_CANNOT_EXEC = 126
-EXIT_NOT_FOUND = 127
 
 #: Seconds to wait for each reply of the daemon before giving up.
 REPLY_TIMEOUT = 30.0
@@ -287,23 +286,7 @@ def _install_and_exec(
         _say(f"unexpected {ack.TYPE!r} answer from the daemon")
         return EXIT_FAILURE
     sock.close()
-    return _exec(argv, environ)
-
-
-def _exec(argv: Sequence[str], environ: dict[bytes, bytes]) -> int:
-    """Replace this process with ``argv``; return the exit status if that fails."""
-    # Python ignores SIGPIPE and SIGXFSZ for itself; an exec keeps ignored
-    # signals ignored (execve(2)), so give the program the defaults.
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
-    if not argv[0]:  # no file has an empty name (os.execvp would raise ValueError)
-        _say(f": {os.strerror(errno.ENOENT)}")
-        return EXIT_NOT_FOUND
-    try:
-        os.execvpe(argv[0], list(argv), environ)
-    except OSError as e:
-        _say(f"{argv[0]}: {e.strerror}")
-        return EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXEC
+    return exec_program(argv, environ)
 
 
 def launch_via_daemon(path: str, profile: str, argv: Sequence[str]) -> int:
