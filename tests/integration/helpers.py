@@ -44,13 +44,16 @@ def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return e
 
 
-def locale_free_env() -> dict[str, str]:
-    """:func:`env` without a locale variable: the C locale, under which Python
-    sets ``LC_CTYPE`` in its own environment (PEP 538) unless undone. The
-    control (Python does so here) is checked."""
-    e = {k: v for k, v in env().items() if k not in ("LANG", "LANGUAGE") and k[:3] != "LC_"}
+def locale_free_env(
+    base: Mapping[str, str] | None = None, python: str = sys.executable
+) -> dict[str, str]:
+    """``base`` (:func:`env`) without a locale variable: the C locale, under
+    which Python sets ``LC_CTYPE`` in its own environment (PEP 538) unless
+    undone. The control (``python`` does so here) is checked."""
+    base = env() if base is None else base
+    e = {k: v for k, v in base.items() if k not in ("LANG", "LANGUAGE") and k[:3] != "LC_"}
     coerced = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.environ.get('LC_CTYPE'))"],
+        [python, "-c", "import os; print(os.environ.get('LC_CTYPE'))"],
         env=e, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert coerced == "C.UTF-8\n", coerced

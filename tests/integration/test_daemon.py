@@ -34,7 +34,9 @@ from unotifyd.daemon.protocol import (
 from unotifyd.daemon.server import MAX_CONVERSATIONS, MAX_CONVERSATIONS_PER_UID
 from unotifyd.policy.config import parse_policy
 
+from ..security.support import NO_CAPS
 from .helpers import (
+    AS_NOBODY,
     ATTEMPT,
     PYTHON_CLIENT,
     SYSTEM_PYTHON,
@@ -769,3 +771,52 @@ def test_the_program_gets_the_environment_it_would_natively(daemon: Daemon, clie
     proc = daemon.launch("red", ["env"], client=client, env=bare)
     assert proc.returncode == 0, describe(proc)
     assert sorted(proc.stdout.splitlines()) == sorted(native.stdout.splitlines())
+
+
+@pytest.mark.parametrize("view", ["full", "opens", "enforce"])
+@pytest.mark.parametrize("who", ["root-nocaps", "nobody"])
+def test_each_identity_gets_its_profile_and_a_native_start(
+    daemon: Daemon, client: str, as_nobody: dict[str, Any], who: str, view: str
+) -> None:
+    """As root without capabilities and as nobody, through either client and
+    with a profile of each view: the redirect holds, and the program starts
+    as it would natively, with the environment (no LC_CTYPE coerced in), the
+    signal dispositions and the credentials it was run with."""
+    top = {"full": "", "opens": 'view = "opens"\n', "enforce": 'mode = "enforce"\n'}[view]
+    write(daemon.dir / "p.toml", f'version = 1\n{top}[[redirect]]\nfrom = "{daemon.src}"\n'
+          f'to = "{daemon.dir / "red.txt"}"\n')  # fmt: skip
+    daemon.config.write_text(_config(daemon.dir, {"p": "p.toml"}, uids=f"[0, {NOBODY}]"))
+    assert daemon.run("reload").returncode == 0
+    if who == "nobody":
+        python = as_nobody["python"]
+        bare = locale_free_env(as_nobody["env"], python)
+        as_who = {k: v for k, v in as_nobody.items() if k not in ("python", "env")}
+        prefix: tuple[str, ...] = ()
+        native = run_native([*AS_NOBODY, "--", "sh", "-c", _SELF], env=bare, cwd="/")
+        uid = f"Uid:\t{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}\n"
+    else:
+        python, bare, as_who, prefix = sys.executable, locale_free_env(), {}, NO_CAPS
+        native = run_native([*prefix, "sh", "-c", _SELF], env=bare)
+        uid = "Uid:\t0\t0\t0\t0\n"
+    # The controls: the identity is the one meant, with no capability, and
+    # no LC_CTYPE (Python would add one: locale_free_env checks that).
+    assert native.returncode == 0, describe(native)
+    assert uid in native.stdout and "CapEff:\t0000000000000000\n" in native.stdout, native.stdout
+    assert "LC_CTYPE" not in native.stdout
+    argv = ["sh", "-c", f"cat {daemon.src}; {_SELF}"]
+    proc = subprocess.run(
+        [*prefix, *daemon.launch_cmd("p", argv, python, client)], env=bare,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT,
+        check=False, **as_who,
+    )  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "RED\n" + native.stdout, describe(proc)
+
+
+#: What a program's start is made of, printed in a stable order: its
+#: environment but for what the shell sets itself, its ids and capabilities,
+#: and its signal sets.
+_SELF = (
+    "env | grep -v -e '^PWD=' -e '^SHLVL=' -e '^_=' | LC_ALL=C sort; "
+    "grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|Sig(Ign|Blk)):' /proc/self/status"
+)
