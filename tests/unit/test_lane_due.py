@@ -42,3 +42,13 @@ def test_a_lane_is_tried_again_ever_later_after_fruitless_runs(
     assert not due(due_after - 1)
     assert due(due_after)
     assert not due(due_after, refused=True)
+
+
+def test_no_lane_is_due_before_python_answered_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even with START_AFTER lowered to 0: a lane that cannot start resets
+    the count to 0, and a try due at 0 would spin the serving loop."""
+    monkeypatch.setattr("unotifyd.serve.passthrough.START_AFTER", 0)
+    s = types.SimpleNamespace(lane_refused=False, lane_fruitless=0, python_served=0)
+    assert not lane_due(s)  # type: ignore[arg-type]
+    s.python_served = 1
+    assert lane_due(s)  # type: ignore[arg-type]

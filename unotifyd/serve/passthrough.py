@@ -73,7 +73,11 @@ def lane_due(s: Served) -> bool:
     if s.lane_refused:
         return False
     if s.lane_fruitless == 0:
-        return s.python_served >= START_AFTER
+        # At least one call since the last try, whatever START_AFTER says: a
+        # lane that cannot start yet (no policy known in our root before the
+        # first call is decided) resets the count to 0, and a try due at 0
+        # would be made again at once by the serving loop, forever.
+        return s.python_served >= max(START_AFTER, 1)
     return s.python_served >= AFTER_FRUITLESS << min(s.lane_fruitless - 1, FRUITLESS_MAX)
 
 
