@@ -21,6 +21,7 @@ import pytest
 from unotifyd.calls.registry import trapped
 from unotifyd.daemon.protocol import (
     MAX_FRAME,
+    Abort,
     Direction,
     ErrorReply,
     FilterReply,
@@ -383,8 +384,10 @@ def test_bad_clients_get_errors_and_leak_nothing(daemon: Daemon) -> None:
             ((LaunchRequest("red", "x"), HandOver()), (), "bad-fds"),
             ((LaunchRequest("red", "x"), HandOver()), (r, w), "bad-fds"),
             ((LaunchRequest("red", "x"), StatusRequest()), (), "bad-message"),
+            # strerror() of it raised OverflowError, which ended the daemon.
+            ((LaunchRequest("red", "x"), encode(Abort(2**31))), (), "bad-message"),
         ]
-        # 72 rounds of 12 bad conversations and 2 vanishing clients: 1 008 bad clients.
+        # 72 rounds of 13 bad conversations and 2 vanishing clients: 1 080 bad clients.
         for _ in range(72):
             for msgs, fds, code in cases:
                 replies = converse(daemon.socket, *msgs, fds=fds)
@@ -412,6 +415,21 @@ def test_bad_clients_get_errors_and_leak_nothing(daemon: Daemon) -> None:
         os.close(r)
         os.close(w)
     assert "refused (not-a-listener)" in daemon.log()
+
+
+def test_a_program_whose_name_is_not_utf8(daemon: Daemon, client: str) -> None:
+    """Its name travels as os.fsdecode makes it (lone surrogates): naming its
+    listener for a successor raised UnicodeEncodeError, which ended the
+    daemon and every user's service."""
+    prog = daemon.dir / os.fsdecode(b"cat-\xff")
+    shutil.copy("/usr/bin/cat", prog)
+    native = run_native([str(prog), str(daemon.src)])
+    assert (native.returncode, native.stdout) == (0, "ORIGINAL\n"), describe(native)
+    proc = daemon.launch("red", [str(prog), str(daemon.src)], client=client)
+    assert (proc.returncode, proc.stdout) == (0, "RED\n"), describe(proc)
+    assert daemon.alive(), daemon.log()
+    ok = daemon.launch("blue", ["cat", str(daemon.src)])
+    assert (ok.returncode, ok.stdout) == (0, "BLUE\n"), describe(ok)
 
 
 def _connect_as(uid: int, path: str, n: int) -> tuple[list[socket.socket], int]:

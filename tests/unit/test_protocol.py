@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from unotifyd.daemon.protocol import (
     MAX_FRAME,
     MAX_REQUEST,
+    PROGRAM_NAME_MAX,
     PROTOCOL_VERSION,
     Abort,
     Ack,
@@ -33,6 +34,7 @@ from unotifyd.daemon.protocol import (
     decode_record,
     encode,
 )
+from unotifyd.daemon.server import fitting_status
 
 #: The version every well-formed frame of these tests carries.
 V = PROTOCOL_VERSION
@@ -116,8 +118,12 @@ def test_a_direction_only_accepts_its_own_messages() -> None:
             frame_json({"v": V, "type": "launch", "profile": 1, "program": "x"}),
             "field 'profile' must be a string",
         ),
-        (frame_json({"v": V, "type": "abort", "errno": True}), "must be an integer"),
-        (frame_json({"v": V, "type": "abort", "errno": 1.5}), "must be an integer"),
+        (frame_json({"v": V, "type": "abort", "errno": True}), "must be an errno number"),
+        (frame_json({"v": V, "type": "abort", "errno": 1.5}), "must be an errno number"),
+        # strerror() takes a C int: 2**31 once ended the daemon (OverflowError).
+        (frame_json({"v": V, "type": "abort", "errno": 2**31}), "must be an errno number, 1 to"),
+        (frame_json({"v": V, "type": "abort", "errno": 0}), "must be an errno number"),
+        (frame_json({"v": V, "type": "abort", "errno": 4096}), "must be an errno number"),
     ],
 )
 def test_bad_records_are_refused_with_a_reason(record: bytes, error: str) -> None:
@@ -202,7 +208,7 @@ _text = st.text(max_size=50)
 _messages = st.one_of(
     st.builds(LaunchRequest, _text, _text),
     st.just(HandOver()),
-    st.builds(Abort, st.integers(-(2**63), 2**63)),
+    st.builds(Abort, st.integers(1, 4095)),
     st.just(StatusRequest()),
     st.just(ReloadRequest()),
 )
@@ -296,3 +302,19 @@ def test_the_backstop_fields_are_checked(field: str, value: object, error: str) 
     obj[field] = value
     with pytest.raises(ProtocolError, match=error):
         decode_record(frame_json(obj), Direction.REPLY)
+
+
+def test_a_status_report_too_large_for_a_frame_is_shortened_not_refused() -> None:
+    """500 programs whose commands are 256 characters that JSON escapes to
+    12 bytes each: their report once made encode() raise, which ended the
+    daemon at a `status`. The list is cut; the counts stay."""
+    command = "\U0001f600" * PROGRAM_NAME_MAX
+    programs = [{"name": f"p:{i}", "command": command} for i in range(500)]
+    report: dict[str, object] = {"programs_running": 500, "programs": programs}
+    with pytest.raises(ValueError, match="exceeds"):  # the control
+        encode(StatusReply(report))
+    reply = fitting_status(report)
+    assert len(encode(reply)) <= MAX_FRAME
+    shown = reply.report["programs"]
+    assert 0 < len(shown) < 500 and shown == programs[: len(shown)]
+    assert reply.report["programs_running"] == 500

@@ -167,6 +167,18 @@ def test_program_fd_name_round_trip() -> None:
     assert systemd.parse_program_fd_name(name) == prog
 
 
+def test_program_fd_name_keeps_a_command_that_is_not_utf8() -> None:
+    """A name os.fsdecode made of bytes that are not UTF-8 (lone surrogates,
+    PEP 383) is escaped as those bytes; it once raised UnicodeEncodeError
+    and ended the daemon at the launch."""
+    command = os.fsdecode(b"/tmp/bin-\xff \xed\xa0\x80")
+    prog = StoredProgram("build", 1, 0, "0a1b2c", command)
+    name = systemd.program_fd_name(prog)
+    assert name.endswith("/%2Ftmp%2Fbin-%FF%20%ED%A0%80")
+    systemd.check_fd_name(name)
+    assert systemd.parse_program_fd_name(name) == prog
+
+
 def test_program_fd_name_cuts_a_long_command_not_the_rest() -> None:
     prog = StoredProgram("p" * 64, 2**22, 2**32 - 2, "f" * 12, "é" * 300)
     name = systemd.program_fd_name(prog)

@@ -38,6 +38,7 @@ from ..execute import exec_program
 from . import DEFAULT_SOCKET
 from .protocol import (
     MAX_FRAME,
+    PROGRAM_NAME_MAX,
     Abort,
     Ack,
     Direction,
@@ -63,12 +64,11 @@ __all__ = [
 # unotifyd.launch's status for its own failure (env(1)/chroot(1) style),
 # repeated here: importing unotifyd.launch would pull in the policy layer
 # (~15 ms), which the client never uses (tests/unit/test_client.py checks
-# they agree). The other two are the program's, from ..environ.
+# they agree). The program's own (126, 127) are in ..execute.
 EXIT_FAILURE = 125
 
 #: Seconds to wait for each reply of the daemon before giving up.
 REPLY_TIMEOUT = 30.0
-_PROGRAM_NAME_MAX = 256
 
 
 class ClientError(Exception):
@@ -175,7 +175,7 @@ def _exec_sandboxed(sock: _socket.socket, profile: str, argv: Sequence[str]) -> 
     from ..kernel.landlock import ruleset_for  # noqa: PLC0415
 
     try:
-        reply = _request(sock, LaunchRequest(profile, argv[0][:_PROGRAM_NAME_MAX]))
+        reply = _request(sock, LaunchRequest(profile, argv[0][:PROGRAM_NAME_MAX]))
     except ClientError as e:
         _say(str(e))
         return EXIT_FAILURE

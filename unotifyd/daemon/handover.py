@@ -349,7 +349,13 @@ class Continuity:
             self.names[prog.serial] = name
             return
         stored = StoredProgram(prog.profile, prog.pid, prog.uid, os.urandom(6).hex(), prog.command)
-        name = program_fd_name(stored)
+        try:
+            name = program_fd_name(stored)
+        except ValueError as e:
+            # Served all the same; only a successor could not take it over
+            # (hand_over leaves it out, and it ends with us).
+            _log(f"{prog.name}: its listener cannot be named for a successor ({e})")
+            return
         self.names[prog.serial] = name
         if self.fdstore and self.notifier is not None:
             try:
@@ -521,7 +527,7 @@ class Continuity:
                 raise HandoverError(f"{left} call(s) still being answered (a blocked open?)")
             items: list[tuple[int, str]] = [(self.daemon.control_fileno(), CONTROL_FD_NAME)]
             items += [(p.listener.fileno(), self.names[s])
-                      for s, p in self.daemon.table.running.items()]
+                      for s, p in self.daemon.table.running.items() if s in self.names]
             for i in range(0, len(items), FDS_PER_RECORD):
                 chunk = items[i : i + FDS_PER_RECORD]
                 record = encode_record("fds", names=[name for _, name in chunk])

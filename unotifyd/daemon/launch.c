@@ -67,7 +67,7 @@
 #define MAX_FRAME (192 * 1024)
 /* client.REPLY_TIMEOUT, seconds. */
 #define REPLY_TIMEOUT 30
-/* client._PROGRAM_NAME_MAX: the program's name shown in `status`. */
+/* protocol.PROGRAM_NAME_MAX: the program's name shown in `status`. */
 #define PROGRAM_NAME_MAX 256
 
 #ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
@@ -854,7 +854,7 @@ bad:
  * of surrogates above U+FFFF), and a byte that is not UTF-8 as the lone
  * surrogate Python's surrogateescape makes of it (how sys.argv holds it).
  * At most `max_chars` characters (client.py cuts argv[0] at
- * _PROGRAM_NAME_MAX); at most 6 bytes of `o` per byte of `s`, plus 2. */
+ * PROGRAM_NAME_MAX); at most 6 bytes of `o` per byte of `s`, plus 2. */
 static size_t json_string(char *o, const char *s, size_t max_chars)
 {
     const unsigned char *u = (const unsigned char *)s;

@@ -231,7 +231,12 @@ class ProgramTable:
             listener, lane=uid if lane is None else lane, root_pinned=root_pinned,
         )
         self.running[prog.serial] = prog
-        self.observer.started(prog)
+        try:
+            self.observer.started(prog)
+        except Exception as e:
+            # Registered already: it is served (and its listener closed by
+            # _release) whatever the observer's trouble.
+            self.tracer.warn(f"{name}: {e!r} while registering it; served all the same")
         counters = self.profiles.setdefault(profile, ProfileCounters())
         counters.started += 1
         counters.running += 1

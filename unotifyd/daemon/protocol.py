@@ -95,6 +95,13 @@ PROTOCOL_VERSION = 2
 MAX_FRAME = 192 * 1024
 #: The largest frame the daemon reads from a client: requests are tiny.
 MAX_REQUEST = 4096
+#: How much of its program's name a client sends in ``launch`` (the daemon
+#: shows it in status and names the program's listener with it).
+PROGRAM_NAME_MAX = 256
+#: The largest errno a system call returns (MAX_ERRNO, include/linux/err.h).
+MAX_ERRNO = 4095
+#: The kind of an errno field (checked against MAX_ERRNO when decoded).
+Errno = int
 
 _HEADER = struct.Struct("!I")
 HEADER_SIZE = _HEADER.size
@@ -209,7 +216,7 @@ class Abort(Message):
     __slots__ = ("errno",)
     TYPE = "abort"
     DIRECTION = Direction.REQUEST
-    errno: int
+    errno: Errno
 
     def __init__(self, errno: int) -> None:
         _set_field(self, "errno", errno)
@@ -339,6 +346,14 @@ def _int_from(v: object) -> int:
     return v
 
 
+def _errno_from(v: object) -> int:
+    # What a system call can fail with (1 to MAX_ERRNO, include/linux/err.h):
+    # the daemon passes it to strerror(3), which takes a C int.
+    if type(v) is not int or not 0 < v <= MAX_ERRNO:
+        raise ValueError(f"an errno number, 1 to {MAX_ERRNO}")
+    return v
+
+
 def _bytes_to(v: object) -> str:
     assert isinstance(v, bytes)
     return base64.b64encode(v).decode("ascii")
@@ -396,6 +411,7 @@ def _same(v: object) -> object:
 _KINDS: dict[str, tuple[Any, Any]] = {
     "str": (_same, _str_from),
     "int": (_same, _int_from),
+    "Errno": (_same, _errno_from),
     "bytes": (_bytes_to, _bytes_from),
     "dict[str, Any]": (_same, _object_from),
     "tuple[str, ...]": (_strings_to, _strings_from),

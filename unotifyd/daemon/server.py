@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
@@ -48,6 +49,7 @@ from .handover import Continuity
 from .programs import ProfileCounters, ProgramTable, accept, close_fds, recv_message
 from .protocol import (
     MAX_REQUEST,
+    PROGRAM_NAME_MAX,
     Abort,
     Ack,
     Direction,
@@ -427,6 +429,16 @@ class Daemon:
                         await self._refuse(conn, ErrorReply(r.code, r.message))
                     except _Gone:
                         _log(f"{peer}: closed the connection mid-conversation")
+                    except Exception:
+                        # A bug of ours that one client's message reached:
+                        # that client is refused, and nobody else loses the
+                        # daemon (its programs are served by other tasks).
+                        self.refusals["internal"] += 1
+                        _log(f"{peer}: internal error, conversation ended:\n"
+                             f"{traceback.format_exc().rstrip()}")  # fmt: skip
+                        await self._reply(
+                            conn, ErrorReply("internal", "internal error of the daemon (logged)")
+                        )
                 if scope.cancelled_caught:
                     self.refusals["timeout"] += 1
                     _log(f"{peer}: timed out after {self.handshake_timeout:g}s")
@@ -482,7 +494,7 @@ class Daemon:
             if not self._is_admin(config, peer):
                 raise _Refusal("forbidden", f"uid {peer.uid} may not ask for {msg.TYPE}")
             if isinstance(msg, StatusRequest):
-                await self._reply(conn, StatusReply(self.status_report()))
+                await self._reply(conn, self.status_reply())
             else:
                 try:
                     new = await self.reload()
@@ -541,7 +553,9 @@ class Daemon:
             profile=profile.name,
             pid=peer.pid,
             uid=peer.uid,
-            command=req.program,
+            # Its clients send at most PROGRAM_NAME_MAX characters; another
+            # client's longer name is cut too (it is shown, never run).
+            command=req.program[:PROGRAM_NAME_MAX],
             # Not pinned: the client installs the filter, and nothing says it
             # installed ours, which traps or refuses every call that changes
             # a root (see Served.root_pinned).
@@ -579,6 +593,10 @@ class Daemon:
         _log(f"reloaded {self.config_path}: profiles {', '.join(new.config.profiles) or 'none'}")
         return new
 
+    def status_reply(self) -> StatusReply:
+        """:meth:`status_report` as a reply (see :func:`fitting_status`)."""
+        return fitting_status(self.status_report())
+
     def status_report(self) -> dict[str, object]:
         """The report ``unotifyd status`` shows (the JSON of ``--json``)."""
         now = time.monotonic()
@@ -613,3 +631,23 @@ class Daemon:
 
 
 _STATUS_PROGRAMS = 500
+
+
+def fitting_status(report: dict[str, object]) -> StatusReply:
+    """``report`` as a reply that fits in one frame: its list of programs
+    shortened as needed (the counts stay whole; ``status`` says how many
+    it does not show). Commands of up to PROGRAM_NAME_MAX characters,
+    escaped as JSON (up to 12 bytes a character), can make even
+    _STATUS_PROGRAMS of them too large."""
+    while True:
+        reply = StatusReply(report)
+        try:
+            encode(reply)
+        except ValueError:
+            shown = report["programs"]
+            assert isinstance(shown, list)
+            if not shown:
+                raise
+            report = {**report, "programs": shown[: len(shown) // 2]}
+            continue
+        return reply

@@ -225,7 +225,10 @@ def _escape(text: str, room: int) -> str:
     out: list[str] = []
     used = 0
     for ch in text:
-        piece = urllib.parse.quote(ch, safe="+,=@")
+        # A name that is not UTF-8 reaches us as os.fsdecode made it, with
+        # lone surrogates for its bytes (PEP 383): escape those bytes as
+        # they were, which strict UTF-8 cannot encode.
+        piece = urllib.parse.quote(ch, safe="+,=@", errors="surrogateescape")
         used += len(piece)
         if used > room:
             break
@@ -254,7 +257,8 @@ def parse_program_fd_name(name: str) -> StoredProgram | None:
     if not (_PROFILE.fullmatch(profile) and pid.isdigit() and uid.isdigit()
             and _TOKEN.fullmatch(token)):
         return None
-    return StoredProgram(profile, int(pid), int(uid), token, urllib.parse.unquote(command))
+    command = urllib.parse.unquote(command, errors="surrogateescape")
+    return StoredProgram(profile, int(pid), int(uid), token, command)
 
 
 # --- I/O ------------------------------------------------------------------------------
