@@ -22,6 +22,7 @@ from unotifyd.calls.registry import trapped
 from unotifyd.daemon.protocol import (
     MAX_FRAME,
     Abort,
+    Ack,
     Direction,
     ErrorReply,
     FilterReply,
@@ -32,7 +33,11 @@ from unotifyd.daemon.protocol import (
     decode_record,
     encode,
 )
-from unotifyd.daemon.server import MAX_CONVERSATIONS, MAX_CONVERSATIONS_PER_UID
+from unotifyd.daemon.server import (
+    MAX_CONVERSATIONS,
+    MAX_CONVERSATIONS_PER_UID,
+    MAX_PROGRAMS_PER_UID,
+)
 from unotifyd.policy.config import parse_policy
 
 from ..security.support import NO_CAPS
@@ -430,6 +435,64 @@ def test_a_program_whose_name_is_not_utf8(daemon: Daemon, client: str) -> None:
     assert daemon.alive(), daemon.log()
     ok = daemon.launch("blue", ["cat", str(daemon.src)])
     assert (ok.returncode, ok.stdout) == (0, "BLUE\n"), describe(ok)
+
+
+#: A child that installs a filter trapping getppid only (which it never
+#: calls), sends its listener on the socket whose fd is its argument and
+#: sleeps until killed.
+_LISTENER_CHILD = """
+import ctypes, socket, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+prog = [(0x20, 0, 0, 0), (0x15, 0, 1, 110), (0x06, 0, 0, 0x7FC00000), (0x06, 0, 0, 0x7FFF0000)]
+code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
+fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(code)))
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+fd = libc.syscall(317, 1, 1 << 3, fprog)  # seccomp(SET_MODE_FILTER, NEW_LISTENER)
+assert fd >= 0, ctypes.get_errno()
+socket.send_fds(socket.socket(fileno=int(sys.argv[1])), [b"l"], [fd])
+time.sleep(3600)
+"""
+
+
+def test_one_uid_may_not_take_every_program_slot(
+    daemon: Daemon, as_nobody: dict[str, Any]
+) -> None:
+    """One listener handed over again and again (a program each time): the
+    uid is told busy at MAX_PROGRAMS_PER_UID, another uid is still served,
+    and the daemon gives back every fd once the listener's process ends."""
+    daemon.config.write_text(_config(daemon.dir, {"red": "red.toml"}, uids=f"[0, {NOBODY}]"))
+    assert daemon.run("reload").returncode == 0
+    baseline = daemon.open_fds()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    child = subprocess.Popen([sys.executable, "-c", _LISTENER_CHILD, str(theirs.fileno())],
+                             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)  # fmt: skip
+    theirs.close()
+    try:
+        ours.settimeout(TIMEOUT)
+        _, (listener,), _, _ = socket.recv_fds(ours, 1, 1)
+        try:
+            for i in range(MAX_PROGRAMS_PER_UID + 1):
+                replies = converse(daemon.socket, LaunchRequest("red", "x"), HandOver(),
+                                   fds=[listener])  # fmt: skip
+                if i < MAX_PROGRAMS_PER_UID:
+                    assert isinstance(replies[-1], Ack), (i, replies)
+                else:  # at the request, before any filter is sent
+                    first = replies[0]
+                    assert isinstance(first, ErrorReply) and first.code == "busy", replies
+                    assert f"the most one uid may have ({MAX_PROGRAMS_PER_UID})" in first.message
+        finally:
+            os.close(listener)
+        other = daemon.launch("red", ["cat", str(daemon.src)], **as_nobody)
+        assert (other.returncode, other.stdout) == (0, "RED\n"), describe(other)
+    finally:
+        child.kill()
+        child.wait()
+        ours.close()
+    daemon.wait_idle()
+    deadline = time.monotonic() + TIMEOUT
+    while daemon.open_fds() != baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon.open_fds() == baseline, daemon.fd_names()
 
 
 def _connect_as(uid: int, path: str, n: int) -> tuple[list[socket.socket], int]:

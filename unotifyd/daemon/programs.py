@@ -199,6 +199,8 @@ class ProgramTable:
         #: With ``lanes``, each client's programs are served in a thread of their own.
         self.lanes = Lanes(self.tracer) if lanes else None
         self.running: dict[int, Program] = {}
+        #: How many of ``running`` each client uid started.
+        self.running_of: Counter[int] = Counter()
         self.profiles: dict[str, ProfileCounters] = {}
         self.finished = 0
         #: Told of every program started and released (the daemon's fd store).
@@ -231,6 +233,7 @@ class ProgramTable:
             listener, lane=uid if lane is None else lane, root_pinned=root_pinned,
         )
         self.running[prog.serial] = prog
+        self.running_of[uid] += 1
         try:
             self.observer.started(prog)
         except Exception as e:
@@ -273,6 +276,9 @@ class ProgramTable:
         finally:
             prog.listener.close()
         del self.running[prog.serial]
+        self.running_of[prog.uid] -= 1
+        if not self.running_of[prog.uid]:
+            del self.running_of[prog.uid]
         counters = self.profiles[prog.profile]
         counters.running -= 1
         counters.add(prog.stats)

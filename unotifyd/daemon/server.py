@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import select
 import signal
 import socket
@@ -77,6 +78,11 @@ MAX_CONVERSATIONS = 512
 #: (even one not allowed to launch: anyone may connect) cannot take all the
 #: others' (each lasts at most HANDSHAKE_TIMEOUT). A launch needs one.
 MAX_CONVERSATIONS_PER_UID = 32
+#: Programs one client uid may have served at once. Each holds at least its
+#: listener open here and costs the daemon memory; without a bound, one
+#: user handing over copies of one listener took every fd the daemon had,
+#: and other users' programs failed their calls (helper-37's audit).
+MAX_PROGRAMS_PER_UID = 1024
 def _log(message: str) -> None:
     # The daemon must outlive a closed stderr.
     with contextlib.suppress(OSError, ValueError):
@@ -215,6 +221,11 @@ class Daemon:
         self.config_path = config_path
         self.loaded = loaded
         self.table = ProgramTable(tracer, lanes=True)
+        #: Programs served at once, all uids: a quarter of the fds we may
+        #: open (`serve` raises the soft limit to the hard one), past some
+        #: for ourselves; each program holds one to a few.
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_programs = max(16, (soft - 256) // 4) if soft != resource.RLIM_INFINITY else 2**20
         self.stop_timeout = stop_timeout
         self.handshake_timeout = handshake_timeout
         self.started_wall = time.time()
@@ -523,6 +534,7 @@ class Daemon:
             )
         if not (admin or profile.allows(peer.uid, peer.groups)):
             raise _Refusal("forbidden", f"uid {peer.uid} may not use profile {profile.name!r}")
+        self._room_for_a_program(peer)
         name = f"{profile.name}:{peer.pid}"
         wanted = backstop(profile.policy)
         reply = FilterReply(
@@ -541,6 +553,9 @@ class Daemon:
                 raise _Refusal("bad-fds", f"the listener message carries {len(fds)} fds, not 1")
             if not is_listener(fds[0]):
                 raise _Refusal("not-a-listener", "the fd sent is not a seccomp listener")
+            # Again: other conversations of this uid may have handed theirs
+            # over since the first look.
+            self._room_for_a_program(peer)
             listener = Listener(fds.pop())
         finally:
             close_fds(fds)
@@ -567,6 +582,17 @@ class Daemon:
         # program is released like any other.
         if not await self._reply(conn, Ack(name)):
             _log(f"{name}: client gone before the acknowledgement")
+
+    def _room_for_a_program(self, peer: Peer) -> None:
+        """Refuse ``peer`` a new program if it has as many as it may, or the
+        daemon as many as its fd limit allows."""
+        mine, everyone = self.table.running_of[peer.uid], len(self.table.running)
+        if mine >= MAX_PROGRAMS_PER_UID:
+            raise _Refusal("busy", f"uid {peer.uid} has {mine} programs running, the most "
+                                   f"one uid may have ({MAX_PROGRAMS_PER_UID})")  # fmt: skip
+        if everyone >= self.max_programs:
+            raise _Refusal("busy", f"the daemon serves {everyone} programs, the most its "
+                                   f"fd limit allows ({self.max_programs})")  # fmt: skip
 
     # --- Config and status -------------------------------------------------------
 
