@@ -178,6 +178,19 @@ class PathSpec:
     empty_always: bool = False
     # utimensat(2) takes a NULL path: the call is about dirfd (futimens).
     null_ok: bool = False
+    # A NULL path with AT_EMPTY_PATH is the empty path (Linux 6.11 and later):
+    # getname_maybe_null() (include/linux/fs.h) gives no name for NULL when
+    # the flags have AT_EMPTY_PATH, and the callers of it (vfs_fstatat() and
+    # statx in fs/stat.c, path_*xattrat() in fs/xattr.c, file_getattr and
+    # file_setattr in fs/file_attr.c) then act on dirfd's file, or look ""
+    # up from the cwd for AT_FDCWD. Every other call copies the path with
+    # getname() and fails on NULL with EFAULT.
+    null_if_empty: bool = False
+    # listxattrat and removexattrat take no name for the empty path at all
+    # (NULL or "" with AT_EMPTY_PATH): only a real fd, else EBADF
+    # (path_listxattrat(), path_removexattrat() in fs/xattr.c: "if
+    # (!filename) { CLASS(fd, f)(dfd); if (fd_empty(f)) return -EBADF;").
+    empty_needs_fd: bool = False
     # No path at all: the call is about the file args[dirfd_arg] refers to
     # (fchmod, fchown, fsetxattr); path_arg is then not read.
     fd_only: bool = False
@@ -231,9 +244,14 @@ def at(
     empty_flag_arg: int | None = None,
     empty_always: bool = False,
     null_ok: bool = False,
+    null_if_empty: bool = False,
+    empty_needs_fd: bool = False,
 ) -> PathSpec:
     """A path at ``args[dirfd + 1]`` relative to the dirfd ``args[dirfd]``."""
-    return PathSpec(dirfd, dirfd + 1, role, follow, empty_flag_arg, empty_always, null_ok)
+    return PathSpec(
+        dirfd, dirfd + 1, role, follow, empty_flag_arg, empty_always, null_ok, null_if_empty,
+        empty_needs_fd,
+    )  # fmt: skip
 
 
 def names_a_directory(path: bytes) -> bool:
@@ -248,7 +266,8 @@ class PathArg:
     ``dirfd`` is ``AT_FDCWD`` for the calls that take none. ``itself``: the
     call is about the file ``dirfd`` refers to (an empty path with
     ``AT_EMPTY_PATH``, or a NULL one for ``utimensat``); there is no name
-    to resolve or to decide on beyond that file.
+    to resolve or to decide on beyond that file; a NULL path with
+    ``AT_EMPTY_PATH``, where the kernel takes it, see PathSpec.null_if_empty).
     """
 
     dirfd: int
@@ -324,17 +343,16 @@ def decode_path_call(
                 raise BadArgument(errno.EBADF, "not an fd")  # fchmod(2) and the like
             paths.append(PathArg(dirfd, 0, b"", role, False, itself=True))
             continue
-        if addr == 0 and spec.null_ok and on_fd:
+        empty_flag = spec.empty_flag_arg is not None and bool(
+            a[spec.empty_flag_arg] & abi.AT_EMPTY_PATH
+        )
+        if addr == 0 and ((spec.null_ok and on_fd) or (spec.null_if_empty and empty_flag)):
             path, itself = b"", True
         else:
             path = mem.read_path(n.pid, addr)
-            itself = not path and (
-                (spec.empty_always and on_fd)
-                or (
-                    spec.empty_flag_arg is not None
-                    and bool(a[spec.empty_flag_arg] & abi.AT_EMPTY_PATH)
-                )
-            )
+            itself = not path and ((spec.empty_always and on_fd) or empty_flag)
+        if itself and spec.empty_needs_fd and not on_fd:
+            raise BadArgument(errno.EBADF, "no name, and AT_FDCWD is no file")
         paths.append(PathArg(dirfd, addr, path, role, spec.follow(a), itself))
     return PathCall(name, op, tuple(paths), a, data)
 
@@ -365,6 +383,69 @@ def _optional(mem: Memory, pid: int, addr: int, size: int) -> bytes | None:
 def name_at(arg: int) -> Inputs:
     """An xattr name at ``args[arg]``."""
     return lambda mem, pid, a: (xattr_name(mem, pid, a[arg]),)
+
+
+def flags_first(arg: int, valid: int, then: Inputs | None = None) -> Inputs:
+    """The flags at ``args[arg]`` checked before anything is read, then ``then``.
+
+    The calls we perform with the program's flags would have the kernel
+    refuse an unknown bit (EINVAL) only after we looked their paths up: a
+    path that is missing or unreadable would answer first. The kernel
+    checks them before it reads anything: do_linkat(), do_fchownat(),
+    do_fchmodat(), do_unlinkat(), do_renameat2() (fs/namei.c, fs/open.c),
+    path_setxattrat() and the other *xattrat (fs/xattr.c), file_getattr
+    (fs/file_attr.c), do_sys_name_to_handle() (fs/fhandle.c). ``valid``:
+    the bits the call knows (the flag argument is an ``int``: its low 32
+    bits).
+    """
+
+    def check(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+        if a[arg] & 0xFFFFFFFF & ~valid:
+            raise BadArgument(errno.EINVAL, "flags the kernel does not know")
+        return then(mem, pid, a) if then is not None else ()
+
+    return check
+
+
+#: Flags of the calls that know only these two (fchownat, fchmodat2, the
+#: *xattrat calls, file_getattr, file_setattr).
+AT_FLAGS = abi.AT_SYMLINK_NOFOLLOW | abi.AT_EMPTY_PATH
+#: linkat(2): AT_SYMLINK_FOLLOW and AT_EMPTY_PATH (do_linkat()).
+LINK_FLAGS = abi.AT_SYMLINK_FOLLOW | abi.AT_EMPTY_PATH
+#: name_to_handle_at(2): AT_HANDLE_MNT_ID_UNIQUE (6.12), AT_HANDLE_CONNECTABLE
+#: (6.13), AT_HANDLE_FID, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH (include/uapi/linux/fcntl.h).
+HANDLE_FLAGS = 0x001 | 0x002 | 0x200 | abi.AT_SYMLINK_FOLLOW | abi.AT_EMPTY_PATH
+#: renameat2(2): RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT.
+RENAME_FLAGS = 0x1 | 0x2 | 0x4
+
+
+def rename_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """Nothing to read; ``renameat2``'s flags are checked first (do_renameat2() in
+    fs/namei.c): an unknown one, or RENAME_EXCHANGE with RENAME_NOREPLACE or
+    RENAME_WHITEOUT, is EINVAL before either name is looked at."""
+    flags = a[4] & 0xFFFFFFFF
+    if flags & ~RENAME_FLAGS or (flags & 0x2 and flags & 0x5):
+        raise BadArgument(errno.EINVAL, "renameat2: flags the kernel refuses")
+    return ()
+
+
+#: Every bit inotify_add_watch(2) knows (ALL_INOTIFY_BITS, include/linux/inotify.h):
+#: the events, IN_UNMOUNT, IN_Q_OVERFLOW, IN_IGNORED, IN_ONLYDIR,
+#: IN_DONT_FOLLOW, IN_EXCL_UNLINK, IN_MASK_CREATE, IN_MASK_ADD, IN_ISDIR,
+#: IN_ONESHOT.
+ALL_INOTIFY_BITS = 0x00000FFF | 0x0000E000 | 0x01000000 | IN_DONT_FOLLOW | 0x04000000
+ALL_INOTIFY_BITS |= 0x10000000 | 0x20000000 | 0x40000000 | 0x80000000
+
+
+def inotify_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """Nothing to read; a mask with no bit inotify knows (0 among others) is
+    EINVAL before the fd or the path is looked at (inotify_add_watch in
+    fs/notify/inotify/inotify_user.c: "Without _something_ set, we would have
+    no events to watch for"). Checked here because the call we make adds
+    IN_DONT_FOLLOW, which would make such a mask one the kernel takes."""
+    if not a[2] & ALL_INOTIFY_BITS:
+        raise BadArgument(errno.EINVAL, "inotify_add_watch: an empty mask")
+    return ()
 
 
 _ACCESS_FLAGS = abi.AT_EACCESS | abi.AT_SYMLINK_NOFOLLOW | abi.AT_EMPTY_PATH
@@ -434,6 +515,16 @@ def ioctl_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
 def timespecs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     """``utimensat``'s ``struct timespec[2]`` (NULL: now)."""
     return (_optional(mem, pid, a[2], _TIMESPEC2.size),)
+
+
+def utimensat_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
+    """``utimensat``'s times, then its flags: do_utimes() (fs/utimes.c) refuses
+    an unknown flag (EINVAL) after the times were copied in and before the
+    path is read."""
+    times = timespecs(mem, pid, a)
+    if a[3] & 0xFFFFFFFF & ~AT_FLAGS:
+        raise BadArgument(errno.EINVAL, "utimensat: flags the kernel does not know")
+    return times
 
 
 def utimbuf(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:

@@ -310,15 +310,13 @@ def name_to_handle_at(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
     (handle_bytes,) = struct.unpack("<I", header)
     flags = a[4] & 0xFFFFFFFF & ~(abi.AT_SYMLINK_FOLLOW | abi.AT_EMPTY_PATH)
     flags |= (abi.AT_SYMLINK_FOLLOW if p.follow else 0) | (abi.AT_EMPTY_PATH if p.itself else 0)
-    try:
-        handle, mount_id = pathops.name_to_handle_at(p.dirfd, p.name, handle_bytes, flags)
-    except OSError as e:
-        if e.errno != errno.EOVERFLOW:
-            raise
-        # The handle does not fit: the kernel still tells the size it needs
-        # (name_to_handle_at(2)), in handle_bytes.
-        return Outcome(-errno.EOVERFLOW, [(a[2], e.filename)])
-    return Outcome(0, [(a[2], handle), (a[3], mount_id)])
+    value, handle, mount_id = pathops.name_to_handle_at(p.dirfd, p.name, handle_bytes, flags)
+    # do_sys_name_to_handle() (fs/fhandle.c) writes the mount id first, then
+    # the handle, on success and on EOVERFLOW alike (then only the header:
+    # the size it needs and FILEID_INVALID); a mount id it cannot write is
+    # EFAULT with nothing else written. write_memory writes in this order
+    # and stops at the first place it cannot write, with EFAULT.
+    return Outcome(value, [(a[3], mount_id), (a[2], handle)])
 
 
 # --- changes -----------------------------------------------------------------------
@@ -358,10 +356,33 @@ def renameat2(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
 
 
 def linkat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
+    """linkat(2) with the program's flags, ours for following and AT_EMPTY_PATH.
+
+    Its other bits stay, for the kernel to refuse (do_linkat() in
+    fs/namei.c; the decoder refused them first already, in the kernel's
+    order: decode.flags_first).
+
+    ``linkat(fd, "", ..., AT_EMPTY_PATH)`` cannot be made as the program
+    would make it: since Linux 6.10 the kernel allows it without
+    CAP_DAC_READ_SEARCH (in the user namespace of the file's opener) only
+    when the file was opened with the very credentials the caller has now,
+    compared as one object (``fd_file(f)->f_cred != current_cred()`` under
+    LOOKUP_LINKAT_EMPTY in path_init(), fs/namei.c). A thread acting for
+    the program has credentials of its own, never that object, and nothing
+    shows from outside whether the program's are still the ones the file
+    was opened with (an exec, a setuid() make new ones). Linking the file's
+    ``/proc/TID/fd/N`` with AT_SYMLINK_FOLLOW instead would link files the
+    kernel refuses to link for the program (one a more privileged process
+    opened and passed on: what the check is for). So it is made as is, and
+    the kernel answers what it answers a caller whose credentials differ
+    (ENOENT) unless the program has CAP_DAC_READ_SEARCH: a known limit
+    (README.md).
+    """
     old, new = pl
-    flags = abi.AT_SYMLINK_FOLLOW if old.follow else 0
+    ours = abi.AT_SYMLINK_FOLLOW if old.follow else 0
     if old.itself:
-        flags |= abi.AT_EMPTY_PATH
+        ours |= abi.AT_EMPTY_PATH
+    flags = (call.args[4] & 0xFFFFFFFF & ~(abi.AT_SYMLINK_FOLLOW | abi.AT_EMPTY_PATH)) | ours
     pathops.linkat(old.dirfd, old.name, new.dirfd, new.name, flags)
     return Outcome(0)
 

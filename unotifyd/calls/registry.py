@@ -33,7 +33,10 @@ from ..record import record
 from . import ops, sends
 from .decode import (
     ALWAYS,
+    AT_FLAGS,
+    HANDLE_FLAGS,
     IN_DONT_FOLLOW,
+    LINK_FLAGS,
     NEVER,
     Args,
     Follow,
@@ -46,20 +49,23 @@ from .decode import (
     decode_open,
     decode_openat2,
     file_attr_inputs,
+    flags_first,
     handle_inputs,
+    inotify_inputs,
     ioctl_inputs,
     name_at,
     only_if_follow,
+    rename_inputs,
     setxattr_inputs,
     setxattrat_inputs,
     sockaddr_inputs,
     socket_address,
     symlink_inputs,
     the_fd,
-    timespecs,
     timevals,
     unless_nofollow,
     utimbuf,
+    utimensat_inputs,
     xattrat_inputs,
 )
 
@@ -137,10 +143,16 @@ OPERATIONS: dict[str, Operation] = {
     "openat": Operation("open", open_decoder=decode_open),
     "openat2": Operation("open", open_decoder=decode_openat2),
     # metadata
+    # The stat calls check their flags only after the path was read, and
+    # not at all on an fd (vfs_fstatat(), statx in fs/stat.c): the kernel
+    # judges them when we make the call.
     "newfstatat": Operation(
-        "path", (at("read", unless_nofollow(3), empty_flag_arg=3),), ops.newfstatat
+        "path", (at("read", unless_nofollow(3), empty_flag_arg=3, null_if_empty=True),),
+        ops.newfstatat,
     ),
-    "statx": Operation("path", (at("read", unless_nofollow(2), empty_flag_arg=2),), ops.statx),
+    "statx": Operation(
+        "path", (at("read", unless_nofollow(2), empty_flag_arg=2, null_if_empty=True),), ops.statx
+    ),
     "faccessat2": Operation(
         "path", (at(_access_role, unless_nofollow(3), empty_flag_arg=3),), ops.faccessat2,
         access_inputs,
@@ -158,54 +170,65 @@ OPERATIONS: dict[str, Operation] = {
         "path", (at("modify", unless_nofollow(2)),), ops.removexattr, name_at(3)
     ),
     "getxattrat": Operation(
-        "path", (at("read", unless_nofollow(2), empty_flag_arg=2),), ops.getxattrat,
-        xattrat_inputs,
+        "path", (at("read", unless_nofollow(2), empty_flag_arg=2, null_if_empty=True),),
+        ops.getxattrat, flags_first(2, AT_FLAGS, xattrat_inputs),
     ),
     "listxattrat": Operation(
-        "path", (at("read", unless_nofollow(2), empty_flag_arg=2),), ops.listxattrat
+        "path",
+        (at("read", unless_nofollow(2), empty_flag_arg=2, null_if_empty=True,
+            empty_needs_fd=True),),
+        ops.listxattrat, flags_first(2, AT_FLAGS),
     ),
     "setxattrat": Operation(
-        "path", (at("modify", unless_nofollow(2), empty_flag_arg=2),), ops.setxattrat,
-        setxattrat_inputs,
+        "path", (at("modify", unless_nofollow(2), empty_flag_arg=2, null_if_empty=True),),
+        ops.setxattrat, flags_first(2, AT_FLAGS, setxattrat_inputs),
     ),
     "removexattrat": Operation(
-        "path", (at("modify", unless_nofollow(2), empty_flag_arg=2),), ops.removexattrat,
-        name_at(3),
+        "path",
+        (at("modify", unless_nofollow(2), empty_flag_arg=2, null_if_empty=True,
+            empty_needs_fd=True),),
+        ops.removexattrat, flags_first(2, AT_FLAGS, name_at(3)),
     ),
     "file_getattr": Operation(
-        "path", (at("read", unless_nofollow(4), empty_flag_arg=4),), ops.file_getattr
+        "path", (at("read", unless_nofollow(4), empty_flag_arg=4, null_if_empty=True),),
+        ops.file_getattr, flags_first(4, AT_FLAGS),
     ),
     "file_setattr": Operation(
-        "path", (at("modify", unless_nofollow(4), empty_flag_arg=4),), ops.file_setattr,
-        file_attr_inputs,
+        "path", (at("modify", unless_nofollow(4), empty_flag_arg=4, null_if_empty=True),),
+        ops.file_setattr, flags_first(4, AT_FLAGS, file_attr_inputs),
     ),
     "name_to_handle_at": Operation(
         "path", (at("read", only_if_follow(4), empty_flag_arg=4),), ops.name_to_handle_at,
-        handle_inputs,
+        flags_first(4, HANDLE_FLAGS, handle_inputs),
     ),
     # inotify_add_watch(fd, path, mask): IN_DONT_FOLLOW in the mask (inotify(7)).
     "inotify_add_watch": Operation(
         "path", (PathSpec(None, 1, "read", Follow(True, 2, IN_DONT_FOLLOW)),),
-        ops.inotify_add_watch,
+        ops.inotify_add_watch, inotify_inputs,
     ),
     # changes
-    "unlinkat": Operation("path", (at("remove", NEVER),), ops.unlinkat),
+    "unlinkat": Operation(
+        "path", (at("remove", NEVER),), ops.unlinkat, flags_first(2, abi.AT_REMOVEDIR)
+    ),
     "mkdirat": Operation("path", (at("create", NEVER),), ops.mkdirat, uses_umask=True),
     "mknodat": Operation("path", (at("create", NEVER),), ops.mknodat, uses_umask=True),
     "renameat2": Operation(
-        "path", (at("remove", NEVER), at("replace", NEVER, dirfd=2)), ops.renameat2
+        "path", (at("remove", NEVER), at("replace", NEVER, dirfd=2)), ops.renameat2,
+        rename_inputs,
     ),
     "linkat": Operation(
         "path",
         (at("read", only_if_follow(4), empty_flag_arg=4), at("create", NEVER, dirfd=2)),
-        ops.linkat,
+        ops.linkat, flags_first(4, LINK_FLAGS),
     ),
     "symlinkat": Operation("path", (at("create", NEVER, dirfd=1),), ops.symlinkat, symlink_inputs),
     "fchmodat2": Operation(
-        "path", (at("modify", unless_nofollow(3), empty_flag_arg=3),), ops.fchmodat2
+        "path", (at("modify", unless_nofollow(3), empty_flag_arg=3),), ops.fchmodat2,
+        flags_first(3, AT_FLAGS),
     ),
     "fchownat": Operation(
-        "path", (at("modify", unless_nofollow(4), empty_flag_arg=4),), ops.fchownat
+        "path", (at("modify", unless_nofollow(4), empty_flag_arg=4),), ops.fchownat,
+        flags_first(4, AT_FLAGS),
     ),
     # truncate(path, length) has no *at form: (AT_FDCWD, path, length)
     # A worker's: opening the file for writing breaks a lease on it, which
@@ -214,7 +237,7 @@ OPERATIONS: dict[str, Operation] = {
     "truncate": Operation("path", (at("modify", ALWAYS),), ops.truncate, may_block=True),
     "utimensat": Operation(
         "path", (at("modify", unless_nofollow(3), empty_flag_arg=3, null_ok=True),),
-        ops.utimensat, timespecs,
+        ops.utimensat, utimensat_inputs,
     ),
     # run by the kernel: chdir as (AT_FDCWD, path); execveat(dirfd, path, argv, envp, flags)
     "chdir": Operation("rewrite", (at("chdir", ALWAYS),)),

@@ -110,25 +110,30 @@ def file_setattr(dirfd: int, name: bytes, attr: bytes, at_flags: int) -> None:
 
 def name_to_handle_at(
     dirfd: int, name: bytes, handle_bytes: int, flags: int
-) -> tuple[bytes, bytes]:
-    """``struct file_handle`` (header and the handle used) and the mount id's bytes.
+) -> tuple[int, bytes, bytes]:
+    """0 or ``-EOVERFLOW``, the ``struct file_handle`` the kernel wrote (the header
+    and the handle used) and the mount id's bytes.
 
     On EOVERFLOW (the handle does not fit) the kernel still writes the
-    size it needs into ``handle_bytes``: that header is in the OSError's
-    ``filename`` (bytes), for the caller to hand back.
+    header (the size it needs in ``handle_bytes``, FILEID_INVALID as the
+    type) and the mount id (do_sys_name_to_handle() in fs/fhandle.c): both
+    are returned, for the caller to hand back. Any other error raises
+    OSError.
     """
     header = struct.pack("<I", handle_bytes)
     handle = ctypes.create_string_buffer(header + bytes(4 + handle_bytes), 8 + handle_bytes)
     mount_id = ctypes.create_string_buffer(8)
+    value = 0
     try:
         syscall(NR["name_to_handle_at"], dirfd, name, handle, mount_id, flags)
     except OSError as e:
-        e.filename = handle.raw[:4]
-        raise
-    (used,) = struct.unpack_from("<I", handle.raw)
+        if e.errno != errno.EOVERFLOW:
+            raise
+        value = -errno.EOVERFLOW
     # AT_HANDLE_MNT_ID_UNIQUE (6.12) asks for a u64 mount id, else an int.
     id_size = 8 if flags & AT_HANDLE_MNT_ID_UNIQUE else 4
-    return handle.raw[: 8 + used], mount_id.raw[:id_size]
+    used = 0 if value else struct.unpack_from("<I", handle.raw)[0]
+    return value, handle.raw[: 8 + used], mount_id.raw[:id_size]
 
 
 def unlinkat(dirfd: int, name: bytes, flags: int) -> None:

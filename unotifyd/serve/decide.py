@@ -899,8 +899,12 @@ class Decider:
         if isinstance(one, Continue) and (
             # Enforcing mode never has the kernel read a path again
             # (CONTINUE): a call on an fd is made on our copy of the fd,
-            # unless it has no path at all (utimensat(fd, NULL)).
-            not enforce or all(a.itself and a.addr == 0 for a in call.paths)
+            # unless it has no path at all (utimensat(fd, NULL),
+            # newfstatat(fd, NULL, AT_EMPTY_PATH)...). Not one about the
+            # cwd (a NULL path with AT_FDCWD): another thread may change
+            # that before the kernel looks; it is made on the cwd resolved.
+            not enforce
+            or all(a.itself and a.addr == 0 and a.dirfd != abi.AT_FDCWD for a in call.paths)
         ):
             return one
         targets: list[Target] = []
