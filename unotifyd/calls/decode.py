@@ -41,6 +41,7 @@ class Memory(Protocol):
 
 
 _VALID_RESOLVE = 0x3F  # RESOLVE_* of openat2(2), up to RESOLVE_CACHED
+_O_TMPFILE_BIT = os.O_TMPFILE & ~os.O_DIRECTORY  # the kernel's __O_TMPFILE
 _OPEN_HOW_SIZE_VER0 = 24
 
 
@@ -119,6 +120,13 @@ def decode_openat2(mem: Memory, n: Notification, name: str, a: Args) -> OpenCall
         raise BadArgument(errno.EINVAL, "unknown open_how flags")
     if (mode and not flags & (os.O_CREAT | os.O_TMPFILE)) or mode & ~0o7777:
         raise BadArgument(errno.EINVAL, "open_how mode without O_CREAT")
+    # The two scopes exclude each other, and a cached lookup is not even
+    # tried for an open that would create or truncate (build_open_flags()
+    # in fs/open.c): the kernel answers both before it reads the path.
+    if resolve & abi.RESOLVE_BENEATH and resolve & abi.RESOLVE_IN_ROOT:
+        raise BadArgument(errno.EINVAL, "RESOLVE_BENEATH with RESOLVE_IN_ROOT")
+    if resolve & abi.RESOLVE_CACHED and flags & (os.O_TRUNC | os.O_CREAT | _O_TMPFILE_BIT):
+        raise BadArgument(errno.EAGAIN, "RESOLVE_CACHED with O_CREAT, O_TRUNC or O_TMPFILE")
     path = mem.read_path(n.pid, a[1])
     return OpenCall(name, int_arg(a[0]), path, flags, mode, resolve)
 

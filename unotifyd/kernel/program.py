@@ -24,6 +24,10 @@ from .errors import BadArgument, MemoryDenied, ProgramGone
 from .rawsys import libc, libc_syscall, syscall
 
 _MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS (include/linux/namei.h)
+#: openat2(2)'s RESOLVE_* that make the dirfd the root of the lookup.
+_SCOPED = abi.RESOLVE_BENEATH | abi.RESOLVE_IN_ROOT
+#: Those under which following a magic link may fail (nd_jump_link()).
+_NO_JUMPS = _SCOPED | abi.RESOLVE_NO_MAGICLINKS | abi.RESOLVE_NO_XDEV
 _FIRST_READ = 256  # most paths are short; read more only when no NUL shows up
 
 # Links in /proc/PID whose target the kernel resolves by jumping to the file
@@ -462,7 +466,11 @@ class PathResolver:
         spath = os.fsdecode(path)
         if not spath:
             raise OSError(errno.ENOENT, "empty path")
-        absolute = spath.startswith("/")
+        # RESOLVE_BENEATH and RESOLVE_IN_ROOT make the dirfd the root of the
+        # lookup, an absolute path included (path_init() in fs/namei.c:
+        # LOOKUP_IS_SCOPED; BENEATH then fails it with EXDEV, IN_ROOT starts
+        # from the dirfd): the path is never ours to start from "/".
+        absolute = spath.startswith("/") and not resolve_flags & _SCOPED
         if absolute:
             base = "/"
         elif dirfd == abi.AT_FDCWD:
@@ -497,8 +505,9 @@ class PathResolver:
                     start, rest, anchor = self._start_of(basefd, base, spath)
                 try:
                     return self._walk(
-                        tid, start, rest, follow, anchor=anchor, creds=creds, reach=reach
-                    )
+                        tid, start, rest, follow, anchor=anchor, creds=creds, reach=reach,
+                        resolve_flags=resolve_flags,
+                    )  # fmt: skip
                 finally:
                     if anchor != basefd:
                         os.close(anchor)
@@ -585,9 +594,11 @@ class PathResolver:
                         os.close(fd)
                     if resolved is not None and not (resolved + "/").startswith("/proc/"):
                         return resolved
+                # The dirfd's scope is not kept here (see README, limits):
+                # the walk starts from the program's root.
                 return self._walk(
                     tid, "/", path, follow, root=root, prefix=prefix, anchor=rootfd,
-                    creds=creds, reach=reach,
+                    creds=creds, reach=reach, resolve_flags=resolve_flags & ~_SCOPED,
                 )  # fmt: skip
         finally:
             os.close(rootfd)
@@ -608,12 +619,16 @@ class PathResolver:
         try:
             fd = self._openat2(basefd, path, flags, 0, resolve_flags | abi.RESOLVE_NO_MAGICLINKS)
         except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ELOOP):
+            if e.errno not in (errno.ENOENT, errno.ELOOP) or (
+                e.errno == errno.ELOOP and resolve_flags & abi.RESOLVE_NO_SYMLINKS
+            ):
                 # ENOTDIR, EACCES, ENAMETOOLONG, or the program's own
                 # RESOLVE_* restriction (EXDEV, EAGAIN for RESOLVE_CACHED...):
                 # the kernel would fail the program's call the same way. ELOOP
                 # may be our RESOLVE_NO_MAGICLINKS and ENOENT a file still to
-                # be created: the walk sorts those out.
+                # be created: the walk sorts those out. Not under the
+                # program's RESOLVE_NO_SYMLINKS, where every link, magic or
+                # not, is ELOOP for it too (pick_link() in fs/namei.c).
                 raise
             return None
         try:
@@ -656,6 +671,7 @@ class PathResolver:
         anchor: int = abi.AT_FDCWD,
         creds: Credentials | None = None,
         reach: Callable[[str], bool] | None = None,
+        resolve_flags: int = 0,
     ) -> str:
         """Resolve ``path`` from directory ``start`` one component at a time.
 
@@ -675,6 +691,18 @@ class PathResolver:
         kernel's own lookup of ``..`` does (may_lookup() in fs/namei.c).
         The program's own ``/proc/PID`` is looked into as the supervisor:
         see :func:`~unotifyd.kernel.creds.as_ourselves`.
+
+        The program's openat2(2) ``resolve_flags`` are kept as fs/namei.c
+        keeps them: no link followed under ``RESOLVE_NO_SYMLINKS`` nor a
+        magic one under ``RESOLVE_NO_MAGICLINKS`` (ELOOP); with
+        ``RESOLVE_BENEATH`` or ``RESOLVE_IN_ROOT`` (scoped: ``start`` is the
+        dirfd) no magic link (nd_jump_link(): EXDEV), and an absolute link
+        or a ``..`` at ``start`` is EXDEV (BENEATH) or stays at ``start``
+        (IN_ROOT, nd_jump_root() and follow_dotdot()); with
+        ``RESOLVE_NO_XDEV`` a magic link or an absolute one that changes
+        the device is EXDEV (the kernel compares mounts, we compare
+        ``st_dev``). Mounts crossed by name are left to the kernel's own
+        look (``_fast``), which the walk only follows after.
         """
         own_proc: list[str] = []  # "/proc/PID" of the program, once needed
 
@@ -731,10 +759,14 @@ class PathResolver:
         # its magic link: its text's (see below).
         parent_of: dict[str, str] = {}
 
+        beneath = bool(resolve_flags & abi.RESOLVE_BENEATH)
+        floor = start if resolve_flags & _SCOPED else "/"
         current = start
         pending = path.split("/")
         if path.startswith("/"):
-            current = "/"
+            if beneath:
+                raise OSError(errno.EXDEV, "absolute path beneath a dirfd", path)
+            current = floor
         # A trailing slash makes the last component a directory, which is
         # always followed (path_resolution(7)).
         follow_last = follow or path.endswith("/")
@@ -748,6 +780,10 @@ class PathResolver:
             if c == "..":
                 # EACCES where the program may not search the directory it leaves.
                 lstat(current, "/.")
+                if current == floor and floor != "/":
+                    if beneath:
+                        raise OSError(errno.EXDEV, "'..' above the dirfd", current)
+                    continue  # RESOLVE_IN_ROOT: ".." of the root is the root
                 current = parent_of.get(current) or current.rsplit("/", 1)[0] or "/"
                 continue
             cand = current.rstrip("/") + "/" + c
@@ -773,9 +809,18 @@ class PathResolver:
             links += 1
             if links > _MAX_SYMLINKS:
                 raise OSError(errno.ELOOP, "too many symbolic links", cand)
+            if resolve_flags & abi.RESOLVE_NO_SYMLINKS:
+                raise OSError(errno.ELOOP, "a link under RESOLVE_NO_SYMLINKS", cand)
             magic = _MAGIC_LINK.match(cand)
             if magic and reach is not None and not reach(cand):
                 raise OSError(errno.EACCES, "a process beyond the program's reach", cand)
+            if magic and resolve_flags & _NO_JUMPS:
+                # nd_jump_link(), after the ptrace check of proc_pid_get_link().
+                if resolve_flags & abi.RESOLVE_NO_MAGICLINKS:
+                    raise OSError(errno.ELOOP, "a magic link under RESOLVE_NO_MAGICLINKS", cand)
+                led = led_to(cand)
+                if resolve_flags & _SCOPED or led is None or led.st_dev != lstat(current).st_dev:
+                    raise OSError(errno.EXDEV, "a magic link out of the lookup's scope", cand)
             try:
                 target = readlink(cand)
             except OSError as e:
@@ -815,9 +860,15 @@ class PathResolver:
                     current = cand
                     continue
                 target = in_view
+            if target.startswith("/") and not magic:
+                if beneath:
+                    raise OSError(errno.EXDEV, "an absolute link beneath a dirfd", cand)
+                if resolve_flags & abi.RESOLVE_NO_XDEV and lstat(floor).st_dev != st.st_dev:
+                    raise OSError(errno.EXDEV, "an absolute link to another mount", cand)
             if target.startswith("/"):
-                current = "/"
-                anchor = abi.AT_FDCWD  # from the root on: the program's lookups go there too
+                current = floor
+                if floor == "/":
+                    anchor = abi.AT_FDCWD  # from the root on: the program's lookups go there too
             pending.extend(reversed(target.split("/")))
         return current
 
