@@ -397,3 +397,52 @@ def test_a_program_that_dropped_a_group_does_not_get_it_back(tmp_path: Path) -> 
          f"{tmp_path}/tree/**", "--", *prog]
     )  # fmt: skip
     assert (proc.returncode, proc.stdout) == (0, "Permission denied\n"), describe(proc)
+
+
+#: Run by root: becomes ruid 65534, euid 1000 (saved 0), then reads and
+#: asks access(2) about a file of each, with its fsuid the real uid and then
+#: the effective one (setfsuid(2), 122 on x86_64: it takes the real uid
+#: without CAP_SETUID).
+_FSUID_PROBE = """
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+d = sys.argv[1]
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 1000, 0)
+for fsuid in (65534, 1000):
+    libc.syscall(122, fsuid)
+    assert libc.syscall(122, -1) == fsuid
+    for name in ("nobodys", "k1000s"):
+        try:
+            with open(os.path.join(d, name)) as f:
+                got = f.read().strip()
+        except OSError as e:
+            got = errno.errorcode[e.errno]
+        print(fsuid, name, got, os.access(os.path.join(d, name), os.R_OK), flush=True)
+"""
+
+
+@pytest.mark.parametrize("opts", [(), ("--enforce",), ("--view", "opens")],
+                         ids=["virtualize", "enforce", "opens"])  # fmt: skip
+def test_a_program_whose_fsuid_is_not_its_euid(opts: tuple[str, ...]) -> None:
+    """Opens are judged by the fsuid, access(2) by the real uid: each as
+    natively, also when neither is the effective uid (the supervisor once
+    answered EPERM there: it could not take such an fsuid itself)."""
+    d = Path(tempfile.mkdtemp(prefix="unotifyd-fsuid-"))
+    try:
+        d.chmod(0o755)
+        for name, owner in (("nobodys", 65534), ("k1000s", 1000)):
+            write(d / name, name.upper() + "\n").chmod(0o600)
+            os.chown(d / name, owner, owner)
+        native = run_native([sys.executable, "-c", _FSUID_PROBE, str(d)])
+        # The control: the fsuid decides the open, the real uid access().
+        assert native.stdout.splitlines() == [
+            "65534 nobodys NOBODYS True", "65534 k1000s EACCES False",
+            "1000 nobodys EACCES True", "1000 k1000s K1000S False",
+        ], describe(native)  # fmt: skip
+        rule = ("--redirect", f"{d}/none={d}/nobodys")
+        proc = run_launch(*opts, *rule, argv=[sys.executable, "-c", _FSUID_PROBE, str(d)])
+        assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

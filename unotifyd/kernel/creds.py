@@ -68,6 +68,8 @@ _SYS_CAPGET = 125
 _SYS_CAPSET = 126
 # capget(2)/capset(2): _LINUX_CAPABILITY_VERSION_3, two 32-bit halves.
 _CAP_VERSION_3 = 0x20080522
+#: CAP_SETUID as a bit of a capability set (include/uapi/linux/capability.h: 7).
+_CAP_SETUID = 1 << 7
 
 # The capabilities that make supplementary groups irrelevant to file access:
 # with these, no permission or ownership check falls back on group
@@ -471,6 +473,16 @@ class _Switcher:
         self._check(call(self._nr_setresgid, l_(gids[0]), l_(gids[1]), l_(gids[2])), "setresgid")
         call(self._nr_setfsgid, l_(gids[3]))
         self._check(call(self._nr_setresuid, l_(-1), l_(euid), l_(-1)), "setresuid")
+        if fsuid != euid and _SUPERVISOR.cap_prm & _CAP_SETUID:
+            # A program whose fsuid is not its euid (setfsuid(2); access(2)
+            # judged with its real uid, Credentials.real). setresuid() set our
+            # fsuid to euid and, euid leaving 0, cleared our effective set
+            # (capabilities(7), "Effect of user ID changes on capabilities"):
+            # without CAP_SETUID, setfsuid() takes only our real, effective or
+            # saved uid (0 or euid). The permitted set is kept (the real uid
+            # is still 0): raise CAP_SETUID for this one call; become() sets
+            # the program's effective set right after.
+            self.caps.set(_CAP_SETUID, _SUPERVISOR.cap_prm, _SUPERVISOR.cap_inh)
         call(self._nr_setfsuid, l_(fsuid))
         # setfs[ug]id(2) never report failure: read back the ids they left.
         if call(self._nr_setfsuid, l_(-1)) != fsuid or call(self._nr_setfsgid, l_(-1)) != gids[3]:
