@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,18 @@ def locale_free_env(
     ).stdout  # fmt: skip
     assert coerced == "C.UTF-8\n", coerced
     return e
+
+
+def kernel_refuses_rights() -> bool:
+    """Whether this kernel lets a unix socket refuse fds (SO_PASSRIGHTS,
+    Linux 6.16): the daemon's connections then do until the hand-over, and
+    a client's sendmsg with fds fails with EPERM."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, 83, 0)
+        except OSError:
+            return False
+    return True
 
 
 def launch_cmd(*opts: str, argv: Sequence[str]) -> list[str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,7 @@ from .helpers import (
     env,
     env_for_copy,
     importable_copy,
+    kernel_refuses_rights,
     locale_free_env,
     py,
     run_native,
@@ -60,6 +63,8 @@ from .helpers import (
 pytestmark = pytest.mark.kernel
 
 NOBODY = 65534
+#: Whether the daemon's connections refuse fds before the hand-over here.
+_REFUSES_RIGHTS = kernel_refuses_rights()
 
 
 @dataclass
@@ -383,8 +388,13 @@ def test_bad_clients_get_errors_and_leak_nothing(daemon: Daemon) -> None:
             ((b"\x00\x01\x00\x00" + b"x" * 4000,), (), "too-large"),
             ((b"x" * 5000,), (), "too-large"),
             ((encode(HandOver()),), (), "bad-message"),
-            ((StatusRequest(),), (r, w), "bad-fds"),
-            ((StatusRequest(),), (r,) * 6, "bad-fds"),
+            # Where the kernel lets the daemon refuse fds before the hand-over
+            # (SO_PASSRIGHTS), the client's sendmsg fails instead.
+            *(() if _REFUSES_RIGHTS else (
+                ((StatusRequest(),), (r, w), "bad-fds"),
+                ((StatusRequest(),), (r,) * 6, "bad-fds"),
+            )),
+            ((LaunchRequest("red", "x"), HandOver()), (r,) * 6, "bad-fds"),
             ((LaunchRequest("red", "x"), HandOver()), (r,), "not-a-listener"),
             ((LaunchRequest("red", "x"), HandOver()), (), "bad-fds"),
             ((LaunchRequest("red", "x"), HandOver()), (r, w), "bad-fds"),
@@ -392,7 +402,12 @@ def test_bad_clients_get_errors_and_leak_nothing(daemon: Daemon) -> None:
             # strerror() of it raised OverflowError, which ended the daemon.
             ((LaunchRequest("red", "x"), encode(Abort(2**31))), (), "bad-message"),
         ]
-        # 72 rounds of 13 bad conversations and 2 vanishing clients: 1 080 bad clients.
+        if _REFUSES_RIGHTS:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                s.connect(daemon.socket)
+                with pytest.raises(PermissionError):
+                    socket.send_fds(s, [encode(StatusRequest())], [r, w])
+        # 72 rounds of 12 or 14 bad conversations and 2 vanishing clients.
         for _ in range(72):
             for msgs, fds, code in cases:
                 replies = converse(daemon.socket, *msgs, fds=fds)
@@ -471,15 +486,14 @@ def test_one_uid_may_not_take_every_program_slot(
         ours.settimeout(TIMEOUT)
         _, (listener,), _, _ = socket.recv_fds(ours, 1, 1)
         try:
-            for i in range(MAX_PROGRAMS_PER_UID + 1):
+            for _ in range(MAX_PROGRAMS_PER_UID):
                 replies = converse(daemon.socket, LaunchRequest("red", "x"), HandOver(),
                                    fds=[listener])  # fmt: skip
-                if i < MAX_PROGRAMS_PER_UID:
-                    assert isinstance(replies[-1], Ack), (i, replies)
-                else:  # at the request, before any filter is sent
-                    first = replies[0]
-                    assert isinstance(first, ErrorReply) and first.code == "busy", replies
-                    assert f"the most one uid may have ({MAX_PROGRAMS_PER_UID})" in first.message
+                assert isinstance(replies[-1], Ack), replies
+            # Refused at the request, before any filter is sent.
+            (busy,) = converse(daemon.socket, LaunchRequest("red", "x"))
+            assert isinstance(busy, ErrorReply) and busy.code == "busy", busy
+            assert f"the most one uid may have ({MAX_PROGRAMS_PER_UID})" in busy.message
         finally:
             os.close(listener)
         other = daemon.launch("red", ["cat", str(daemon.src)], **as_nobody)
@@ -493,6 +507,103 @@ def test_one_uid_may_not_take_every_program_slot(
     while daemon.open_fds() != baseline and time.monotonic() < deadline:
         time.sleep(0.05)
     assert daemon.open_fds() == baseline, daemon.fd_names()
+
+
+def test_fds_sent_after_a_refused_hand_over_are_not_taken(daemon: Daemon) -> None:
+    """Past the hand-over message the connection refuses fds again, a bad
+    hand-over included (helper-43's audit: the refusal's drain took every
+    fd the client kept sending, 253 a record, until the daemon had none)."""
+    baseline = daemon.open_fds()
+    r, w = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as c:
+            c.settimeout(TIMEOUT)
+            c.connect(daemon.socket)
+            c.send(encode(LaunchRequest("red", "x")))
+            assert isinstance(decode_record(c.recv(MAX_FRAME), Direction.REPLY), FilterReply)
+            socket.send_fds(c, [encode(HandOver())], [r] * 5)
+            most, sent, deadline = 0, 0, time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                try:
+                    socket.send_fds(c, [b"x"], [r] * 250)
+                    sent += 250
+                except OSError:
+                    break
+                most = max(most, daemon.open_fds())
+            reply = decode_record(c.recv(MAX_FRAME), Direction.REPLY)
+        assert isinstance(reply, ErrorReply) and reply.code == "bad-fds", reply
+        assert most < baseline + 300, f"the daemon took {most - baseline} fds ({sent} sent)"
+    finally:
+        os.close(r)
+        os.close(w)
+    deadline = time.monotonic() + TIMEOUT
+    while daemon.open_fds() != baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon.open_fds() == baseline, daemon.fd_names()
+
+
+def _lingering_socket(linger: int) -> tuple[socket.socket, list[socket.socket]]:
+    """A loopback TCP socket whose last close waits ``linger`` seconds: its
+    send queue is full, its peer never reads, and SO_LINGER is on
+    (tcp_close(), sk_stream_wait_close()); and what keeps it so (to close
+    after)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a = socket.socket()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.connect(srv.getsockname())
+    b, _ = srv.accept()
+    a.setblocking(False)
+    for _ in range(2):  # the peer's window fills after a first round trip
+        with contextlib.suppress(BlockingIOError):
+            while a.send(b"x" * 65536):
+                pass
+        time.sleep(0.2)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, linger))
+    return a, [b, srv]
+
+
+def test_an_fd_whose_close_waits_stalls_no_other_client(daemon: Daemon) -> None:
+    """A client's fd is closed off the event loop: handed over in place of a
+    listener, a socket whose close waits (helper-37's audit: it froze the
+    daemon for everyone for as long as it lingered) delays nobody else."""
+    # The control: closing such a socket really waits.
+    a, keep = _lingering_socket(1)
+    t0 = time.monotonic()
+    a.close()
+    assert time.monotonic() - t0 > 0.8
+    for k in keep:
+        k.close()
+    a, keep = _lingering_socket(8)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as c:
+            c.settimeout(TIMEOUT)
+            c.connect(daemon.socket)
+            c.send(encode(LaunchRequest("red", "x")))
+            assert isinstance(decode_record(c.recv(MAX_FRAME), Direction.REPLY), FilterReply)
+            socket.send_fds(c, [encode(HandOver())], [a.fileno()])
+            a.close()  # not the last reference: the one in flight is, then the daemon's
+            t0 = time.monotonic()
+            ok = daemon.launch("red", ["cat", str(daemon.src)])
+            took = time.monotonic() - t0
+            reply = decode_record(c.recv(MAX_FRAME), Direction.REPLY)
+        assert isinstance(reply, ErrorReply) and reply.code == "not-a-listener", reply
+        assert (ok.returncode, ok.stdout) == (0, "RED\n"), describe(ok)
+        assert took < 4, f"another client waited {took:.1f}s"
+        # Before the hand-over, a client has no fd to give: the kernel
+        # refuses it (SO_PASSRIGHTS, Linux 6.16), so none can be dropped.
+        if not _REFUSES_RIGHTS:
+            return  # an older kernel: the thread that closes is all there is
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as c:
+            c.connect(daemon.socket)
+            with pytest.raises(PermissionError):
+                socket.send_fds(c, [encode(StatusRequest())], [keep[0].fileno()])
+    finally:
+        for k in keep:
+            k.close()
+    assert daemon.alive()
 
 
 def _connect_as(uid: int, path: str, n: int) -> tuple[list[socket.socket], int]:
@@ -566,6 +677,11 @@ def test_a_flood_of_connections_is_told_busy_and_leaks_nothing(daemon: Daemon) -
 def test_the_daemon_holds_at_most_its_number_of_conversations(daemon: Daemon) -> None:
     """Past MAX_CONVERSATIONS in all, every uid is told "busy" (the limit named)."""
     uids = range(1000, 1000 + MAX_CONVERSATIONS // MAX_CONVERSATIONS_PER_UID + 1)
+    # Allowed to launch, so that each idle connection holds its conversation
+    # until the handshake timeout: a refused one ends within half a second,
+    # and on a loaded machine the first would end before the last connect.
+    daemon.config.write_text(_config(daemon.dir, {"red": "red.toml"}, uids=str(list(uids))))
+    assert daemon.run("reload").returncode == 0
     held: list[socket.socket] = []
     try:
         for uid in uids:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -194,6 +195,13 @@ def _table(
     return proc.stdout.splitlines()
 
 
+def _as(who: str, d: Path) -> tuple[str, ...]:
+    """The argv prefix that runs a table as ``who``, in ``d`` (nobody's own)."""
+    if who == "nobody":
+        os.chown(d, 65534, 65534)
+    return {"root": (), "root-nocaps": NO_CAPS, "nobody": (*AS_NOBODY, "--")}[who]
+
+
 @pytest.mark.parametrize("who", ["root", "root-nocaps", "nobody"])
 def test_every_call_on_every_path_shape_answers_as_natively(
     request: pytest.FixtureRequest, who: str
@@ -201,10 +209,7 @@ def test_every_call_on_every_path_shape_answers_as_natively(
     report = Report(request.config)
     with public_dir("unotifyd-diff-") as d:
         base = d / "t"
-        prefix = {"root": (), "root-nocaps": NO_CAPS, "nobody": (*AS_NOBODY, "--")}[who]
-        if who == "nobody":
-            os.chown(d, 65534, 65534)
-        argv = [*prefix, SYSTEM_PYTHON, "-c", TABLE, str(base)]
+        argv = [*_as(who, d), SYSTEM_PYTHON, "-c", TABLE, str(base)]
         native = _table(argv, None)
         # The control: the odd shapes are refused natively, and the tree stays.
         assert "rmdir 'd/.' EINVAL" in " ".join(native)
@@ -341,10 +346,7 @@ def test_odd_arguments_answer_as_natively(request: pytest.FixtureRequest, who: s
     report = Report(request.config)
     with public_dir("unotifyd-args-") as d:
         base = d / "t"
-        prefix = {"root": (), "root-nocaps": NO_CAPS, "nobody": (*AS_NOBODY, "--")}[who]
-        if who == "nobody":
-            os.chown(d, 65534, 65534)
-        argv = [*prefix, SYSTEM_PYTHON, "-c", ARGS, str(base)]
+        argv = [*_as(who, d), SYSTEM_PYTHON, "-c", ARGS, str(base)]
         native, native_limits = _limits(_table(argv, None))
         # The controls: each behaviour is the kernel's.
         for line in ("linkat missing flags=0x2 EINVAL", "inotify mask=0 EINVAL",

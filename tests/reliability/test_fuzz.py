@@ -10,6 +10,7 @@ reply (or a closed connection), that no fd leaks, and that it still serves.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from unotifyd.daemon.protocol import (
 )
 from unotifyd.policy import Policy, PolicyError, parse_policy
 
+from ..integration.helpers import kernel_refuses_rights
 from .support import Procs, Report, describe, public_dir, start_daemon, write
 
 #: How the pure fuzzers' inputs ended, printed once the module is done.
@@ -363,10 +365,14 @@ def test_live_daemon_survives_random_records(procs: Procs, report: Report) -> No
                           if k.startswith("error:")),
            fds_before=baseline, fds_after=after, still_serving=int(check.stdout ==
                                                                   "REDIRECTED\n"))
-    assert errors == records, dict(outcomes)
+    # Where the kernel lets the daemon refuse fds (SO_PASSRIGHTS), a record
+    # sent with fds is refused at the sendmsg, before the daemon sees it.
+    refused = records // 5 if kernel_refuses_rights() else 0
+    assert outcomes[f"send-{errno.EPERM}"] == refused, dict(outcomes)
+    assert errors + refused == records, dict(outcomes)
     assert alive
     assert after == baseline
     assert "Traceback" not in log, log
     assert (check.returncode, check.stdout) == (0, "REDIRECTED\n"), describe(check)
-    assert sum(status["refusals"].values()) >= records
+    assert sum(status["refusals"].values()) >= records - refused
 

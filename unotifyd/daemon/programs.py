@@ -42,11 +42,20 @@ __all__ = [
     "ProgramTable",
     "close_fds",
     "recv_message",
+    "recv_record",
 ]
 
-#: fds one message may carry: one listener. Room for a few more lets us see
-#: (and close) extras instead of having the kernel drop them unseen.
+#: fds one message may carry: one listener (and a few more, which the
+#: conversation refuses with a reason of its own); more is a bad message.
 MAX_FDS = 4
+#: The most fds one message can bring (SCM_MAX_FD, include/net/scm.h; unix(7)).
+#: We make room for all of them: those that do not fit are dropped by the
+#: kernel in the receiving thread, and dropping a file's last reference runs
+#: its release there (task_work, fs/file_table.c: fput), which a client can
+#: make block: a TCP socket lingering on close, a FUSE file's flush. Every
+#: fd a client gives us is closed off the event loop instead (see
+#: ``server.Daemon.discard``).
+SCM_MAX_FD = 253
 
 
 async def accept(
@@ -79,28 +88,40 @@ def close_fds(fds: list[int]) -> None:
             os.close(fds.pop())
 
 
-async def recv_message(
-    conn: trio.socket.SocketType, direction: Direction, limit: int
-) -> tuple[Message, list[int]]:
-    """One message from a ``SOCK_SEQPACKET`` peer and the fds that came with it.
-
-    The caller owns (and must close) the fds returned. Raises
-    :class:`ProtocolError` for a bad, oversized or truncated message or one
-    with too many fds (its fds closed), :class:`EOFError` when the peer
-    closed the connection.
-    """
+async def recv_record(
+    conn: trio.socket.SocketType, limit: int, fds: list[int]
+) -> tuple[bytes, int]:
+    """One record from a ``SOCK_SEQPACKET`` peer and its ``recvmsg`` flags;
+    the fds that came with it are appended to ``fds`` (the caller's to close)."""
     data, ancdata, flags, _ = await conn.recvmsg(
-        limit, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
+        limit, socket.CMSG_SPACE(SCM_MAX_FD * 4), socket.MSG_CMSG_CLOEXEC
     )
-    fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             got = array.array("i")
             got.frombytes(payload[: len(payload) - len(payload) % 4])
             fds.extend(got)
+    return data, flags
+
+
+async def recv_message(
+    conn: trio.socket.SocketType,
+    direction: Direction,
+    limit: int,
+    trash: list[int] | None = None,
+) -> tuple[Message, list[int]]:
+    """One message from a ``SOCK_SEQPACKET`` peer and the fds that came with it.
+
+    The caller owns (and must close) the fds returned. Raises
+    :class:`ProtocolError` for a bad, oversized or truncated message or one
+    with more than :data:`MAX_FDS` fds, :class:`EOFError` when the peer
+    closed the connection; the fds of such a message go to ``trash`` if
+    given (the caller closes them where it may wait), else are closed here.
+    """
+    fds: list[int] = []
     try:
-        if flags & socket.MSG_CTRUNC:
-            # The fds that did not fit were closed by the kernel (unix(7)).
+        data, flags = await recv_record(conn, limit, fds)
+        if len(fds) > MAX_FDS or flags & socket.MSG_CTRUNC:
             raise ProtocolError(f"more than {MAX_FDS} fds in one message", "bad-fds")
         if flags & socket.MSG_TRUNC:
             raise ProtocolError(f"message larger than {limit} bytes", "too-large")
@@ -108,7 +129,10 @@ async def recv_message(
             raise EOFError
         return decode_record(data, direction, limit), fds
     except BaseException:
-        close_fds(fds)
+        if trash is None:
+            close_fds(fds)
+        else:
+            trash.extend(fds)
         raise
 
 

@@ -47,7 +47,14 @@ from ..serve.backing import target_warnings
 from ..serve.trace import Tracer
 from .config import DaemonConfig, load_config
 from .handover import Continuity
-from .programs import ProfileCounters, ProgramTable, accept, close_fds, recv_message
+from .programs import (
+    ProfileCounters,
+    ProgramTable,
+    accept,
+    close_fds,
+    recv_message,
+    recv_record,
+)
 from .protocol import (
     MAX_REQUEST,
     PROGRAM_NAME_MAX,
@@ -83,6 +90,20 @@ MAX_CONVERSATIONS_PER_UID = 32
 #: user handing over copies of one listener took every fd the daemon had,
 #: and other users' programs failed their calls (helper-37's audit).
 MAX_PROGRAMS_PER_UID = 1024
+#: fds of a uid's conversations (see Daemon.discard) that may wait to be
+#: closed before that uid is told busy: such a close can block for as long
+#: as the client likes, and fds waiting to be closed stay open here. A
+#: burst of launches leaves one each (its connection); a hand-over message
+#: brings at most SCM_MAX_FD (253).
+MAX_CLOSING_FDS_PER_UID = 1024
+#: Threads that close what one uid's conversations left, at most.
+CLOSERS_PER_UID = 2
+#: SO_PASSRIGHTS (Linux 6.16, include/uapi/asm-generic/socket.h): off, a
+#: unix socket refuses SCM_RIGHTS (the sender's sendmsg fails with EPERM);
+#: an accepted socket inherits it from the listening one.
+_SO_PASSRIGHTS = 83
+
+
 def _log(message: str) -> None:
     # The daemon must outlive a closed stderr.
     with contextlib.suppress(OSError, ValueError):
@@ -153,6 +174,28 @@ def _refused_at_once(conn: trio.socket.SocketType, msg: ErrorReply) -> bool:
         pass  # The client is gone: nothing to tell it.
     conn.close()
     return True
+
+
+def _refuse_rights(sock: socket.socket) -> bool:
+    """Make ``sock`` (and the connections it accepts) refuse fds; False where
+    the kernel cannot (before 6.16: ENOPROTOOPT)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_PASSRIGHTS, 0)
+    except OSError:
+        return False
+    return True
+
+
+class _Talk:
+    """One conversation's fds to close off the event loop (see Daemon.discard)."""
+
+    __slots__ = ("rights", "trash")
+
+    def __init__(self) -> None:
+        #: fds the client sent that we do not keep.
+        self.trash: list[int] = []
+        #: Whether the connection was made to accept fds (the hand-over).
+        self.rights = False
 
 
 def _readable(fd: int) -> bool:
@@ -235,6 +278,12 @@ class Daemon:
         self.refusals: Counter[str] = Counter()
         self.conversations = 0
         self._conversations_of: Counter[int] = Counter()
+        #: Closes waiting or under way per uid, and the threads making them.
+        self._closing: Counter[int] = Counter()
+        self._closers: dict[int, trio.CapacityLimiter] = {}
+        #: Whether connections refuse fds until the hand-over (see _launch):
+        #: then no client can make us drop an fd of its own choosing.
+        self._rights_refused = _refuse_rights(sock)
         self._reload_lock = trio.Lock()
         self._stop = trio.Event()
         self._handing_over = False
@@ -383,8 +432,8 @@ class Daemon:
             busy = self._busy(peer)
             if busy is not None:
                 self.refusals["busy"] += 1
-                if not _refused_at_once(conn, ErrorReply("busy", busy)):
-                    front.start_soon(self._refuse_busy, conn, busy)
+                if not (self._rights_refused and _refused_at_once(conn, ErrorReply("busy", busy))):
+                    front.start_soon(self._refuse_busy, conn, peer, busy)
                 continue
             # Counted here, not when the task starts: a burst of accepts
             # runs before any of the tasks it starts.
@@ -402,42 +451,110 @@ class Daemon:
         if self.conversations >= MAX_CONVERSATIONS:
             return (f"the daemon has {self.conversations} conversations in progress, "
                     f"the most it holds ({MAX_CONVERSATIONS}); try again")  # fmt: skip
+        closing = self._closing[peer.uid]
+        if closing >= MAX_CLOSING_FDS_PER_UID:
+            return (f"uid {peer.uid} left {closing} fds that are still being closed "
+                    "(a socket lingering on close? a FUSE file?); try again later")  # fmt: skip
         return None
 
-    async def _refuse_busy(self, conn: trio.socket.SocketType, why: str) -> None:
-        with conn:
-            await self._refuse(conn, ErrorReply("busy", why))
+    async def _refuse_busy(self, conn: trio.socket.SocketType, peer: Peer, why: str) -> None:
+        talk = _Talk()
+        try:
+            await self._refuse(conn, ErrorReply("busy", why), talk)
+        finally:
+            self._end(conn, peer, talk)
 
-    async def _refuse(self, conn: trio.socket.SocketType, msg: ErrorReply) -> None:
+    async def _refuse(self, conn: trio.socket.SocketType, msg: ErrorReply, talk: _Talk) -> None:
         """Send a refusal and let the client read it before the connection closes.
 
         Closing a unix socket whose receive queue still holds data makes the
         peer's next read fail with ECONNRESET (net/unix/af_unix.c,
         unix_release_sock) — and the refusal we sent is then never read.
-        So stop sending and drain what the client sent, briefly.
+        So stop sending and drain what the client sent, briefly (its fds,
+        if it could send any, to ``talk``: see discard).
         """
         if not await self._reply(conn, msg):
             return
         with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_WR)
+        if talk.rights:
+            # What it queued may carry fds, up to its in-flight limit
+            # (RLIMIT_NOFILE, unix_inflight()): read, every one would be ours
+            # to hold until closed. Left unread, they go with the connection,
+            # closed off the event loop (discard); a client that kept sending
+            # may then see a reset instead of the refusal.
+            return
         with trio.move_on_after(0.5):
             with contextlib.suppress(OSError):
-                while await conn.recv(MAX_REQUEST):
+                # Before Linux 6.16 any record may carry fds: stop at the first
+                # that does (the rest go as above).
+                while not talk.trash and (await recv_record(conn, MAX_REQUEST, talk.trash))[0]:
                     pass
+
+    def _end(self, conn: trio.socket.SocketType, peer: Peer, talk: _Talk) -> None:
+        """Close a connection, on the event loop only where that cannot wait."""
+        if talk.trash or talk.rights or not self._rights_refused:
+            # It may hold fds of the client's: queued ones are dropped when
+            # it closes (unix_release_sock()), as if we had received them.
+            self.discard(peer.uid, talk.trash, conn)
+        else:
+            conn.close()
+
+    def discard(
+        self, uid: int, fds: list[int], conn: trio.socket.SocketType | None = None
+    ) -> None:
+        """Close ``fds`` (and ``conn``, with whatever it still queues) that a
+        client of ``uid`` gave us, in a thread: never on the event loop.
+
+        Dropping the last reference to a file runs its release in the thread
+        that drops it (fput() defers it to task_work, run on the way back
+        from that close(2), fs/file_table.c), and a client chooses what that
+        release does: a TCP socket with SO_LINGER waits up to its linger time
+        for the peer (tcp_close()), a FUSE file's flush waits for its server.
+        Closed on the event loop, one such fd froze the daemon for everyone.
+        Here it holds one of the uid's CLOSERS_PER_UID threads, and the uid
+        is told busy once MAX_CLOSING_FDS_PER_UID fds wait (see _busy).
+        """
+        if conn is not None:
+            trio.lowlevel.notify_closing(conn)
+            fds = [*fds, conn.detach()]
+        if not fds:
+            return
+        self._closing[uid] += len(fds)
+        self._front_nursery.start_soon(self._close_in_a_thread, uid, list(fds))
+        fds.clear()
+
+    async def _close_in_a_thread(self, uid: int, fds: list[int]) -> None:
+        count = len(fds)  # close_fds empties the list
+        limiter = self._closers.get(uid)
+        if limiter is None:
+            limiter = self._closers[uid] = trio.CapacityLimiter(CLOSERS_PER_UID)
+        try:
+            # Abandoned if the daemon stops meanwhile: the thread goes on
+            # closing, holding its token (trio.to_thread.run_sync).
+            await trio.to_thread.run_sync(close_fds, fds, limiter=limiter,
+                                          abandon_on_cancel=True)  # fmt: skip
+        finally:
+            self._closing[uid] -= count
+            if not self._closing[uid]:
+                del self._closing[uid]
+                if not limiter.borrowed_tokens:
+                    del self._closers[uid]
 
     # --- One connection --------------------------------------------------------
 
     async def _connection(self, conn: trio.socket.SocketType, peer: Peer) -> None:
         """One conversation; the accept loop counted it in ``conversations``."""
+        talk = _Talk()
         try:
-            with conn:
+            try:
                 with trio.move_on_after(self.handshake_timeout) as scope:
                     try:
-                        await self._converse(conn, peer)
+                        await self._converse(conn, peer, talk)
                     except _Refusal as r:
                         self.refusals[r.code] += 1
                         _log(f"{peer}: refused ({r.code}): {r.message}")
-                        await self._refuse(conn, ErrorReply(r.code, r.message))
+                        await self._refuse(conn, ErrorReply(r.code, r.message), talk)
                     except _Gone:
                         _log(f"{peer}: closed the connection mid-conversation")
                     except Exception:
@@ -456,6 +573,8 @@ class Daemon:
                     await self._reply(
                         conn, ErrorReply("timeout", "no complete conversation in time")
                     )
+            finally:
+                self._end(conn, peer, talk)
         finally:
             self.conversations -= 1
             self._conversations_of[peer.uid] -= 1
@@ -472,35 +591,38 @@ class Daemon:
             return True
         return False
 
-    async def _receive(self, conn: trio.socket.SocketType) -> tuple[Message, list[int]]:
-        """One client message and the fds that came with it (the caller closes them)."""
+    async def _receive(
+        self, conn: trio.socket.SocketType, talk: _Talk
+    ) -> tuple[Message, list[int]]:
+        """One client message and the fds that came with it (the caller puts
+        them in ``talk.trash`` or keeps them)."""
         try:
-            return await recv_message(conn, Direction.REQUEST, MAX_REQUEST)
+            return await recv_message(conn, Direction.REQUEST, MAX_REQUEST, talk.trash)
         except ProtocolError as e:
             raise _Refusal(e.code, str(e)) from None
         except EOFError:
             raise _Gone from None
 
-    async def _receive_no_fds(self, conn: trio.socket.SocketType) -> Message:
-        msg, fds = await self._receive(conn)
+    async def _receive_no_fds(self, conn: trio.socket.SocketType, talk: _Talk) -> Message:
+        msg, fds = await self._receive(conn, talk)
         if fds:
-            close_fds(fds)
+            talk.trash += fds
             raise _Refusal("bad-fds", f"a {msg.TYPE} message carries no fds")
         return msg
 
     def _is_admin(self, config: DaemonConfig, peer: Peer) -> bool:
         return peer.uid == os.getuid() or config.is_admin(peer.uid, peer.groups)
 
-    async def _converse(self, conn: trio.socket.SocketType, peer: Peer) -> None:
+    async def _converse(self, conn: trio.socket.SocketType, peer: Peer, talk: _Talk) -> None:
         loaded = self.loaded  # one config for the whole conversation
         config = loaded.config
         if not (self._is_admin(config, peer) or config.may_connect(peer.uid, peer.groups)):
             # Before reading a byte from it: an unauthorized client gets
             # this refusal and nothing else.
             raise _Refusal("unauthorized", f"uid {peer.uid} is not allowed to use this daemon")
-        msg = await self._receive_no_fds(conn)
+        msg = await self._receive_no_fds(conn, talk)
         if isinstance(msg, LaunchRequest):
-            await self._launch(conn, peer, loaded, msg)
+            await self._launch(conn, peer, loaded, msg, talk)
         elif isinstance(msg, StatusRequest | ReloadRequest):
             if not self._is_admin(config, peer):
                 raise _Refusal("forbidden", f"uid {peer.uid} may not ask for {msg.TYPE}")
@@ -519,7 +641,12 @@ class Daemon:
             )
 
     async def _launch(
-        self, conn: trio.socket.SocketType, peer: Peer, loaded: LoadedConfig, req: LaunchRequest
+        self,
+        conn: trio.socket.SocketType,
+        peer: Peer,
+        loaded: LoadedConfig,
+        req: LaunchRequest,
+        talk: _Talk,
     ) -> None:
         config = loaded.config
         profile = config.profiles.get(req.profile)
@@ -540,9 +667,22 @@ class Daemon:
         reply = FilterReply(
             name, loaded.filters[profile.name], wanted.exec_allowed, wanted.scope_signals
         )
-        if not await self._reply(conn, reply):
-            raise _Gone
-        msg, fds = await self._receive(conn)
+        if self._rights_refused:
+            # Now, and only now, the client has an fd to give us: its
+            # listener (set before the reply, which it answers with it).
+            conn.setsockopt(socket.SOL_SOCKET, _SO_PASSRIGHTS, 1)
+        talk.rights = True
+        try:
+            if not await self._reply(conn, reply):
+                raise _Gone
+            msg, fds = await self._receive(conn, talk)
+        finally:
+            if self._rights_refused:
+                # No more fds, whatever came (a bad message too): then the
+                # connection holds none of the client's unless it sent them
+                # meanwhile, and it may be closed here.
+                conn.setsockopt(socket.SOL_SOCKET, _SO_PASSRIGHTS, 0)
+                talk.rights = _readable(conn.fileno())
         try:
             if isinstance(msg, Abort):
                 _log(f"{peer}: could not install the filter: {os.strerror(msg.errno)}")
@@ -558,7 +698,7 @@ class Daemon:
             self._room_for_a_program(peer)
             listener = Listener(fds.pop())
         finally:
-            close_fds(fds)
+            talk.trash += fds
         assert self._programs is not None
         self.table.start(
             self._programs,
