@@ -139,3 +139,57 @@ def test_resolve_flags_are_kept_by_the_opens_we_make(who: str) -> None:
                 # Only a write the kernel allowed may differ: the rule refuses it.
                 assert theirs.startswith(case + " = ok "), (mine, theirs)
                 assert result == "EROFS", (mine, theirs)
+
+
+TREE_PROGRAM = r'''
+import ctypes, errno, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+BENEATH, IN_ROOT = 8, 16
+home = sys.argv[1]
+dirfd = os.open(home, os.O_PATH | os.O_DIRECTORY)
+for path, flags, resolve in (
+    (".cache/../../secret", os.O_RDONLY, BENEATH), (".cache/../../secret", os.O_RDONLY, IN_ROOT),
+    (".cache/../f", os.O_RDONLY, BENEATH), (".cache/../../f", os.O_RDONLY, IN_ROOT),
+    (".cache/../../made", os.O_RDWR | os.O_CREAT, BENEATH),
+):
+    how = struct.pack("QQQ", flags, 0o600 if flags & os.O_CREAT else 0, resolve)
+    fd = libc.syscall(437, dirfd, path.encode(), how, 24)
+    if fd < 0:
+        result = errno.errorcode[ctypes.get_errno()]
+    else:
+        result = os.pread(fd, 16, 0).decode()
+        os.close(fd)
+    print(path, resolve, result, os.path.exists(os.path.join(home, "..", "made")))
+'''
+
+
+@pytest.mark.parametrize("mode", ["enforce", "virtualize"])
+def test_a_scoped_lookup_keeps_to_its_dirfd_through_a_tree_of_the_view(mode: str) -> None:
+    """``tree/../..`` under RESOLVE_BENEATH or RESOLVE_IN_ROOT, where ``tree``
+    is a private tree (in the program's view only): EXDEV, or kept at the
+    dirfd, as natively with a real directory there (helper-43's audit: the
+    supervisor walked the ``..`` as text, out of the dirfd, to any file)."""
+    with public_dir("unotifyd-scope-") as d:
+        home = d / "home"
+        (home / ".cache").mkdir(parents=True)
+        (home / "f").write_text("in home")
+        (d / "secret").write_text("outside")
+        argv = [SYSTEM_PYTHON, "-c", TREE_PROGRAM, str(home)]
+        native = _run(argv, None)
+        assert native == [  # the control
+            ".cache/../../secret 8 EXDEV False", ".cache/../../secret 16 ENOENT False",
+            ".cache/../f 8 in home False", ".cache/../../f 16 in home False",
+            ".cache/../../made 8 EXDEV False",
+        ], native  # fmt: skip
+        (home / ".cache").rmdir()  # now only in the view
+        # In virtualize mode, a rule on the file outside makes its open ours.
+        opts = ("--enforce",) if mode == "enforce" else ("--readonly", str(d / "secret"))
+        mine = _run(argv, (*opts, "--private", f"{home}/.cache/**"))
+        if mode == "enforce":
+            assert mine == native
+        else:
+            # Virtualize lets the kernel open what no rule governs, and the
+            # kernel finds no .cache to come back from (ENOENT): a gap of
+            # its own (the closing note of this change); the escapes are
+            # what this test is about.
+            assert [mine[i] for i in (0, 1, 4)] == [native[i] for i in (0, 1, 4)], mine

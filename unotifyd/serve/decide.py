@@ -143,7 +143,13 @@ def _reach(s: Served, p: InFlight, creds: Credentials) -> _Reach | None:
     return _Reach(p.notif.pid, creds.cap_eff)
 
 
-def _in_a_virtual_tree(policy: Policy, e: ThroughMissing, creds: Credentials | None) -> str:
+def _in_a_virtual_tree(
+    policy: Policy,
+    e: ThroughMissing,
+    creds: Credentials | None,
+    scope: str | None = None,
+    beneath: bool = False,
+) -> str:
     """The lexical name of a path with ``..`` after a missing name, where the
     rules' trees make every name a ``..`` leaves a directory in the
     program's view; else raise ``e`` (ENOENT, as the kernel fails it: see
@@ -155,6 +161,13 @@ def _in_a_virtual_tree(policy: Policy, e: ThroughMissing, creds: Credentials | N
     fs/namei.c), so ``closed/../x`` is EACCES where ``closed`` is closed
     to the program, in a tree redirect's target as on any disk. Raises
     OSError (EACCES) then.
+
+    ``scope``: the name of the directory an openat2 with RESOLVE_BENEATH
+    (``beneath``) or RESOLVE_IN_ROOT confines the lookup to. The text walk
+    keeps to it as the kernel's does (follow_dotdot() in fs/namei.c): a
+    ``..`` there is EXDEV under RESOLVE_BENEATH, and stays there under
+    RESOLVE_IN_ROOT. Without it, ``tree/../../x`` walked out of the dirfd
+    to any file (helper-43's audit).
     """
     current = e.missing
     for c in e.rest:
@@ -162,11 +175,15 @@ def _in_a_virtual_tree(policy: Policy, e: ThroughMissing, creds: Credentials | N
             continue
         if c != "..":
             current = current.rstrip("/") + "/" + c
+        elif scope is not None and not current.startswith(scope.rstrip("/") + "/"):
+            # At the dirfd (or, which cannot be, outside it): the root.
+            if beneath:
+                raise OSError(errno.EXDEV, "RESOLVE_BENEATH: '..' of the dirfd", current)
         elif _directory_in_view(policy, current, creds):
             current = current.rsplit("/", 1)[0] or "/"
         else:
             raise e
-    return e.lexical
+    return current if scope is not None else e.lexical
 
 
 def _directory_in_view(policy: Policy, name: str, creds: Credentials | None) -> bool:
@@ -548,7 +565,13 @@ class Decider:
                 own_root=p.own_root, creds=creds, reach=reach,
             )  # fmt: skip
         except ThroughMissing as e:
-            return _in_a_virtual_tree(policy, e, creds)
+            if not resolve_flags & (abi.RESOLVE_BENEATH | abi.RESOLVE_IN_ROOT):
+                return _in_a_virtual_tree(policy, e, creds)
+            scope = self._scope(p, dirfd)
+            if scope is None:
+                raise  # no name to keep to: ENOENT, fail closed
+            beneath = bool(resolve_flags & abi.RESOLVE_BENEATH)
+            return _in_a_virtual_tree(policy, e, creds, scope, beneath)
         except OSError as e:
             if e.errno == errno.ENOTDIR and policy.has_hidden:
                 self._hidden_on_the_way(p, dirfd, path, policy, creds)
@@ -707,6 +730,17 @@ class Decider:
         p.own_root = root is not None
         policy = p.policy = self._policy_in(s, root, p.notif.pid)
         return policy
+
+    def _scope(self, p: InFlight, dirfd: int) -> str | None:
+        """The name of the directory a scoped openat2 keeps to: ``dirfd``, or
+        the cwd for AT_FDCWD (openat2(2)); None if it has none we can tell."""
+        try:
+            where = self.resolver.resolve(
+                p.notif.pid, dirfd, b".", follow=True, own_root=p.own_root
+            )
+        except OSError:
+            return None
+        return where if where.startswith("/") else None
 
     def _fd_path(self, p: InFlight, fd: int) -> str | None:
         """The program's name for the file its ``fd`` refers to, or None if it has none."""
