@@ -111,6 +111,10 @@ def test_combine() -> None:
         ("mkdir", "create", "missing", (), errno.EROFS),
         ("chmod", "modify", "missing", (), errno.ENOENT),
         ("truncate", "modify", "dir", (), errno.EISDIR),
+        # vfs_truncate(): a FIFO, a socket or a device before the mount's EROFS.
+        ("truncate", "modify", "special", (), errno.EINVAL),
+        ("chmod", "modify", "special", (), errno.EROFS),
+        ("mknod", "create", "special", (), errno.EEXIST),
         ("rename", "remove", "file", ("file", "no-parent"), errno.ENOENT),
         ("link", "create", "missing", ("missing", "missing"), errno.ENOENT),
     ],

@@ -560,6 +560,25 @@ def test_readonly_refuses_writes(flags: int) -> None:
         (O_WRONLY | O_CREAT, "no-parent", errno.ENOENT),
         (O_WRONLY, "dir", errno.EISDIR),
         (O_WRONLY | O_CREAT | O_EXCL, "dir", errno.EEXIST),
+        # Against a read-only bind mount and a read-only tmpfs, as root and
+        # as nobody (tests/integration/test_readonly_special.py): the mount
+        # lets a FIFO, a socket or a device be opened for writing (0).
+        (O_WRONLY, "special", 0),
+        (O_RDWR | O_TRUNC, "special", 0),
+        (O_RDONLY | O_TRUNC, "special", 0),
+        (O_WRONLY | O_CREAT, "special", 0),
+        (O_WRONLY | O_CREAT | O_EXCL, "special", errno.EEXIST),
+        (O_WRONLY | O_DIRECTORY, "special", errno.ENOTDIR),
+        (O_WRONLY | O_DIRECTORY, "file", errno.ENOTDIR),
+        (O_RDONLY | O_CREAT, "dir", errno.EISDIR),
+        (O_RDONLY | O_CREAT | O_EXCL, "dir", errno.EEXIST),
+        (O_RDONLY | O_CREAT, "file", 0),
+        (O_RDONLY | O_CREAT, "missing", errno.EROFS),
+        (os.O_TMPFILE | O_RDWR, "dir", errno.EROFS),
+        (os.O_TMPFILE | O_WRONLY, "file", errno.ENOTDIR),
+        (os.O_TMPFILE | O_WRONLY, "special", errno.ENOTDIR),
+        (os.O_TMPFILE | O_WRONLY, "missing", errno.ENOENT),
+        (os.O_TMPFILE | O_WRONLY, "no-parent", errno.ENOENT),
     ],
 )
 def test_refuse_write_errno_follows_a_read_only_mount(
@@ -636,6 +655,10 @@ def test_legacy_open_mode_is_masked_like_the_kernel_does() -> None:
         (O_CREAT | O_WRONLY, 0o10644, "bits outside 07777"),
         (O_PATH | O_WRONLY, 0, "O_PATH combined"),
         (O_PATH | O_CREAT, 0, "O_PATH combined"),
+        (O_CREAT | O_DIRECTORY, 0o600, "O_CREAT with O_DIRECTORY"),
+        (os.O_TMPFILE | O_RDONLY, 0o600, "O_TMPFILE without"),
+        (os.O_TMPFILE | O_CREAT | O_RDWR, 0o600, "O_CREAT with O_DIRECTORY"),
+        (os.O_TMPFILE & ~O_DIRECTORY | O_RDWR, 0o600, "O_TMPFILE without"),
     ],
 )
 def test_openat2_refuses_what_open_would_ignore(flags: int, mode: int, message: str) -> None:
@@ -645,6 +668,22 @@ def test_openat2_refuses_what_open_would_ignore(flags: int, mode: int, message: 
     assert decision.errno == errno.EINVAL
     assert message in decision.reason
     assert "readonly /a" in decision.reason
+
+
+@pytest.mark.parametrize("syscall", ["open", "openat", "openat2"])
+def test_flags_build_open_flags_refuses_whatever_the_path(syscall: str) -> None:
+    # Checked in build_open_flags() (fs/open.c) before any lookup: EINVAL
+    # before a read-only tree's EROFS, EISDIR or EEXIST.
+    for flags in (
+        O_CREAT | O_DIRECTORY | O_RDONLY,
+        os.O_TMPFILE | O_RDONLY,
+        os.O_TMPFILE | O_CREAT | O_RDWR,
+    ):
+        decision = decide_open(READONLY, opening("/ro/d", flags, 0o600, syscall=syscall))
+        assert isinstance(decision, Fail) and decision.errno == errno.EINVAL, (flags, decision)
+    # The legacy calls drop O_TMPFILE with O_PATH, as build_open_how() does.
+    legacy = decide_open(READONLY, opening("/ro/d", O_PATH | os.O_TMPFILE | O_RDWR))
+    assert isinstance(legacy, EmulateOpen)
 
 
 def test_openat2_valid_requests_pass() -> None:

@@ -91,40 +91,73 @@ class EmulateOpen:
 
 @record(frozen=True, slots=True)
 class RefuseWrite:
-    """An open for writing of a read-only path: fail it as a read-only mount would.
+    """An open for writing of a read-only path: answer it as a read-only mount would.
 
-    A read-only mount does not answer every such open with EROFS: the kernel
-    reports a missing file (ENOENT), an existing file under O_CREAT|O_EXCL
-    (EEXIST) and a directory (EISDIR) first (do_open() and may_open() in
-    fs/namei.c). What exists is I/O, so the kernel layer looks at ``path``
-    and asks :func:`refuse_write_errno` for the errno.
+    A read-only mount does not answer every such open with EROFS. It
+    refuses writes to the *file system*, not I/O to special files: do_open()
+    in fs/namei.c takes mnt_want_write() only to truncate a regular file, and
+    do_dentry_open() only for a file opened for writing that is no special
+    file (special_file()); creating (lookup_open()) and O_TMPFILE
+    (do_tmpfile()) need it too. So a FIFO, a socket or a device opened for
+    writing is opened, as on any mount, and the kernel reports first a
+    missing file (ENOENT), an existing file under O_CREAT|O_EXCL (EEXIST),
+    a directory (EISDIR) or a file that is not one under O_DIRECTORY
+    (ENOTDIR). What exists is I/O, so the kernel layer looks at ``path``
+    and asks :func:`refuse_write_errno` for the errno; where it is 0, it
+    opens the very file it looked at with the program's ``flags`` (and
+    ``mode``), and injects it as an :class:`EmulateOpen`'s, with
+    ``cloexec``.
     """
 
     path: str
     flags: int
     reason: str = ""
+    mode: int = 0
+    cloexec: bool = False
 
 
-Found = Literal["file", "dir", "missing", "no-parent"]
+#: What a path is, as the kernel layer found it: a regular ``file`` (or a
+#: symbolic link), a ``dir``, a ``special`` file (a FIFO, a socket, a
+#: device), ``missing`` in an existing directory, or under a directory
+#: that is missing too (``no-parent``).
+Found = Literal["file", "dir", "special", "missing", "no-parent"]
 
 
 def refuse_write_errno(flags: int, found: Found) -> int:
-    """The errno a read-only mount gives an open for writing with ``flags``.
+    """The errno a read-only mount gives an open with ``flags`` of what was ``found``;
+    0 where it lets the open through (the file's own open then decides).
 
-    ``found`` is what ``path`` is: an existing ``file`` or ``dir``, ``missing``
-    in an existing directory, or under a directory that is missing too
-    (``no-parent``).
+    The kernel's order (fs/namei.c, Linux 6.18; checked against a
+    read-only bind mount and a read-only tmpfs): the path is looked up
+    first (``no-parent``, ``missing``: ENOENT). O_TMPFILE then needs a
+    directory (ENOTDIR) and mnt_want_write() (EROFS, before any permission
+    check: do_tmpfile()). Creating a missing file is EROFS (lookup_open()).
+    do_open() then checks O_CREAT on what exists, "if ((open_flag & O_EXCL)
+    && !(file->f_mode & FMODE_CREATED)) return -EEXIST; if
+    (d_is_dir(nd->path.dentry)) return -EISDIR;", and O_DIRECTORY (ENOTDIR).
+    Only then does it take mnt_want_write() for O_TRUNC of a regular file;
+    may_open() refuses a directory opened for writing (EISDIR) and drops
+    O_TRUNC for special files, which do_dentry_open() opens for writing
+    without mnt_want_write(): 0. A regular file opened for writing is EROFS.
     """
     create = bool(flags & os.O_CREAT)
     if found == "no-parent":
         return errno.ENOENT
+    if flags & _O_TMPFILE_ONLY:
+        if found == "missing":
+            return errno.ENOENT
+        return errno.EROFS if found == "dir" else errno.ENOTDIR
     if found == "missing":
         return errno.EROFS if create else errno.ENOENT
     if create and flags & os.O_EXCL:
         return errno.EEXIST
     if found == "dir":
-        return errno.EISDIR
-    return errno.EROFS
+        return errno.EISDIR if create or writes(flags) else 0
+    if flags & os.O_DIRECTORY:
+        return errno.ENOTDIR
+    if found == "special":
+        return 0
+    return errno.EROFS if writes(flags) else 0
 
 
 @record(frozen=True, slots=True)
@@ -219,11 +252,28 @@ def _open_how(req: OpenRequest) -> tuple[int, int] | str:
                 return f"mode {mode:#o} has bits outside 07777"
         elif mode:
             return "mode given without O_CREAT or O_TMPFILE"
-        return flags, mode
+        return _flags_refused(flags) or (flags, mode)
     flags &= VALID_OPEN_FLAGS
     if flags & os.O_PATH:
         flags &= _O_PATH_FLAGS
-    return flags, (mode & _S_IALLUGO if _creates(flags) else 0)
+    return _flags_refused(flags) or (flags, (mode & _S_IALLUGO if _creates(flags) else 0))
+
+
+def _flags_refused(flags: int) -> str:
+    """Why build_open_flags() (fs/open.c) refuses ``flags`` with EINVAL
+    whatever the path is, or "" (after the legacy calls dropped what they
+    drop): O_CREAT with O_DIRECTORY (since Linux 6.4), and an O_TMPFILE
+    without O_DIRECTORY, with O_CREAT or without write access ("if
+    ((flags & O_TMPFILE_MASK) != O_TMPFILE) return -EINVAL; if (!(acc_mode
+    & MAY_WRITE)) return -EINVAL;"; O_ACCMODE 3 counts as a write)."""
+    if flags & os.O_CREAT and flags & os.O_DIRECTORY:
+        return "O_CREAT with O_DIRECTORY"
+    if flags & _O_TMPFILE_ONLY and (
+        flags & (os.O_TMPFILE | os.O_CREAT) != os.O_TMPFILE
+        or flags & os.O_ACCMODE == os.O_RDONLY
+    ):
+        return "O_TMPFILE without O_DIRECTORY or write access, or with O_CREAT"
+    return ""
 
 
 def writes(flags: int) -> bool:
@@ -244,10 +294,12 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
       which the kernel checks before it looks at the path;
     * deny: ``Fail(errno)``;
     * redirect: :class:`EmulateOpen` of the target with the program's flags;
-    * read-only, opened for writing (``O_WRONLY``, ``O_RDWR``, ``O_TRUNC``):
-      ``Fail(EROFS)``; opened for reading: :class:`EmulateOpen` of the path
-      itself without ``O_CREAT``/``O_EXCL``, refusing symbolic links, with
-      ``create_errno=EROFS`` if the program asked to create a missing file.
+    * read-only, opened for writing (``O_WRONLY``, ``O_RDWR``, ``O_TRUNC``,
+      ``O_TMPFILE``): :class:`RefuseWrite`, answered as a read-only mount
+      answers (a special file is opened); opened for reading:
+      :class:`EmulateOpen` of the path itself without ``O_CREAT``/``O_EXCL``,
+      refusing symbolic links, with ``create_errno=EROFS`` if the program
+      asked ``O_CREAT`` (looked at first: see :func:`refuse_write_errno`).
 
     Every decision's ``reason`` names the rule and where it was written.
     """
@@ -318,14 +370,17 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
             reason=reason,
         )
 
-    # Read-only. A real read-only mount would say ENOENT for a missing file
-    # opened for writing without O_CREAT; telling the two apart would need a
-    # lookup, which is I/O, and EROFS reveals nothing a read could not.
+    # Read-only. What a read-only mount answers to an open for writing
+    # depends on what is there (a FIFO or a device is opened, a missing
+    # file is ENOENT): the kernel layer looks (see RefuseWrite).
     create = bool(flags & os.O_CREAT)
     exclusive = create and bool(flags & os.O_EXCL)
     if writes(flags):
-        return RefuseWrite(path=req.path, flags=flags, reason=reason)
+        return RefuseWrite(path=req.path, flags=flags, reason=reason, mode=mode, cloexec=cloexec)
     if create:
+        # An existing file is opened without O_CREAT; the kernel layer looks
+        # first for what do_open() refuses before any permission check (a
+        # directory: EISDIR; O_EXCL: EEXIST; see refuse_write_errno).
         # O_EXCL is only dropped along with O_CREAT: alone it keeps its meaning
         # for block devices (EBUSY if mounted).
         flags &= ~(os.O_CREAT | os.O_EXCL)

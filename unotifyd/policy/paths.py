@@ -26,7 +26,7 @@ import os
 from typing import Literal
 
 from ..record import record
-from .decision import Continue, Fail
+from .decision import Continue, Fail, Found
 from .rules import Content, Deny, Exec, Match, Policy, Private, ReadOnly, Redirect, rule_pattern
 
 Role = Literal[
@@ -141,7 +141,6 @@ EXEC_NOT_ALLOWED = "exec: no exec rule allows it"
 _CONTINUE = Continue()
 
 
-Found = Literal["file", "dir", "missing", "no-parent"]
 
 
 def refuse_change_errno(
@@ -154,20 +153,22 @@ def refuse_change_errno(
     link(2)'s existing name; then the mount is checked before the last
     component is looked up (EROFS for a missing name to remove or rename),
     except where the call needs the file itself first: chmod and the like
-    of a missing file say ENOENT, truncate of a directory EISDIR, and
-    creating what exists EEXIST.
+    of a missing file say ENOENT, truncate of a directory EISDIR (of a FIFO,
+    a socket or a device EINVAL), and creating what exists EEXIST.
     """
     if found == "no-parent" or "no-parent" in others:
         return errno.ENOENT
     if syscall in ("link", "linkat") and others and others[0] == "missing":
         return errno.ENOENT
     if role == "create":
-        return errno.EEXIST if found in ("file", "dir") else errno.EROFS
+        return errno.EROFS if found == "missing" else errno.EEXIST
     if role == "modify":
         if found == "missing":
             return errno.ENOENT
-        if syscall == "truncate" and found == "dir":
-            return errno.EISDIR
+        if syscall == "truncate" and found != "file":
+            # vfs_truncate() (fs/open.c) before it takes mnt_want_write():
+            # "For directories it's -EISDIR, for other non-regulars - -EINVAL".
+            return errno.EISDIR if found == "dir" else errno.EINVAL
     return errno.EROFS
 
 

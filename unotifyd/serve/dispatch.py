@@ -220,7 +220,8 @@ class Dispatcher:
             call, blocks = p.path_call, p.syscall.operation.may_block
         else:
             call = None
-            blocks = isinstance(d, EmulateOpen) and may_block(our_name(d.path, root_tid))
+            # A special file's open in a read-only tree is made too (RefuseWrite).
+            blocks = may_block(our_name(d.path, root_tid))
         job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy, self.colocates(s))
         if not blocks:
             result = perform(job, nonblocking=True)

@@ -112,7 +112,7 @@ def answer(
     if result < 0:
         listener.send_error(n.id, -result)
         return result
-    assert isinstance(d, EmulateOpen)
+    assert isinstance(d, EmulateOpen | RefuseWrite)  # RefuseWrite: a special file opened
     return _inject(listener, n, result, d.cloexec, colocate)
 
 

@@ -22,18 +22,74 @@ from ..kernel.program import opened_names
 from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
 from ..policy.decision import refuse_write_errno, writes
 from ..policy.paths import judge_too_deep
-from .pathwork import realpath, what_is
+from .pathwork import found_of, realpath, what_is
 
 
-def refuse_write_errno_as(d: RefuseWrite, creds: Credentials, root_fd: int | None) -> int:
-    """Look at what ``d.path`` is, as the program, and pick a read-only mount's errno."""
+def refuse_write_errno_as(flags: int, path: str, creds: Credentials, root_fd: int | None) -> int:
+    """Look at what ``path`` is, as the program, and pick a read-only mount's errno
+    for an open with ``flags`` (0: the mount lets it through; see refuse_write_errno)."""
     try:
         with acting_as(creds):
-            found = what_is(d.path, root_fd)
+            found = what_is(path, root_fd)
     except OSError as e:
         # EACCES, ENOTDIR...: the path lookup fails before any write check.
         return e.errno or errno.EIO
-    return refuse_write_errno(d.flags, found)
+    return refuse_write_errno(flags, found)
+
+
+def open_in_read_only(
+    flags: int,
+    path: str,
+    creds: Credentials,
+    root_fd: int | None,
+    *,
+    nonblocking: bool,
+    stop: threading.Event | None = None,
+) -> int | None:
+    """An open for writing (``flags``) of ``path`` in a read-only tree, as a
+    read-only mount answers it: ``-errno``, an fd of ours, or None if it
+    would block.
+
+    A read-only mount refuses writes to the file system, not I/O to special
+    files (see RefuseWrite): a FIFO, a socket or a device is opened for
+    writing, and its own open decides (fifo_open() waits for a reader, or
+    ENXIO under O_NONBLOCK; a socket's inode has no open: ENXIO; a device's
+    driver). So such a file is opened as the program, with its flags: the
+    very file looked at (an ``O_PATH`` fd of it, reopened through its
+    ``/proc/self/fd`` name), so that a regular file swapped in after our
+    look is never opened for writing nor truncated. may_open() (fs/namei.c)
+    then checks as the kernel would, in its order: the device's mount
+    (nodev), the program's permission (EACCES), O_NOATIME. O_TRUNC is
+    dropped, as may_open() drops it for special files, and O_CREAT and
+    O_EXCL, which create nothing where a file exists. Nothing is
+    written to the file system, but for the times a write to a FIFO sets
+    on its inode, which a read-only mount would leave as they were.
+    """
+    err = refuse_write_errno_as(flags, path, creds, root_fd)
+    if err:
+        return -err
+    try:
+        pinned = open_as(
+            creds, path, os.O_PATH | os.O_NOFOLLOW, 0, no_symlinks=True, root_fd=root_fd
+        )
+    except OSError as e:
+        return -(e.errno or errno.EIO)
+    try:
+        # Again on the very file, which may have been swapped since the look.
+        err = refuse_write_errno(flags, found_of(os.fstat(pinned).st_mode))
+        if err:
+            return -err
+        if nonblocking:
+            return None  # A FIFO's or a device's open may wait: in a worker thread.
+        # O_NOFOLLOW would refuse the magic link (ELOOP); the look refused
+        # every symlink already. (Only F_GETFL can tell: it shows the flag.)
+        reopen = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOFOLLOW)
+        try:
+            return open_as(creds, f"/proc/self/fd/{pinned}", reopen, 0, stop=stop)
+        except OSError as e:
+            return -(e.errno or errno.EIO)
+    finally:
+        os.close(pinned)
 
 
 def perform_open(
@@ -57,7 +113,9 @@ def perform_open(
     ``-EINTR`` once kicked.
     """
     if isinstance(d, RefuseWrite):
-        return -refuse_write_errno_as(d, creds, root_fd)
+        return open_in_read_only(
+            d.flags, d.path, creds, root_fd, nonblocking=nonblocking, stop=stop
+        )
     path, no_symlinks = d.path, d.no_symlinks
     if recheck is not None and d.recheck:
         # As the program: following links where it may not look would tell
@@ -72,11 +130,21 @@ def perform_open(
         if isinstance(again, Fail):
             return -again.errno
         if isinstance(again, RefuseWrite):
-            return -refuse_write_errno_as(again, creds, None)
+            return open_in_read_only(
+                again.flags, path, creds, None, nonblocking=nonblocking, stop=stop
+            )
     # O_NONBLOCK guards against a regular file swapped for a FIFO after our
     # stat: the open then returns at once instead of stalling every program
     # (fifo(7)). It is cleared again before injection unless the program
     # asked for it, since the program can see it (F_GETFL).
+    if d.create_errno:
+        # O_CREAT in a read-only tree, taken out of d.flags: do_open() checks
+        # what exists before any permission check (EEXIST, EISDIR; see
+        # refuse_write_errno), and creating is EROFS.
+        asked = d.flags | os.O_CREAT | (os.O_EXCL if d.exclusive else 0)
+        err = refuse_write_errno_as(asked, path, creds, root_fd if d.in_program_root else None)
+        if err:
+            return -err
     extra = 0
     if nonblocking and not d.flags & (os.O_NONBLOCK | os.O_PATH):
         extra = os.O_NONBLOCK
@@ -178,7 +246,12 @@ def _judge_opened(policy: Policy, d: EmulateOpen, fd: int, root_fd: int | None) 
         if isinstance(again, Fail):
             return again.errno
         if isinstance(again, RefuseWrite):
-            return refuse_write_errno(again.flags, "file")
+            # Opened with the program's flags already: as on a read-only
+            # mount, unless the file is one it would not open so.
+            refused = refuse_write_errno(again.flags, found_of(os.fstat(fd).st_mode))
+            if refused:
+                return refused
+            continue
         if not (isinstance(again, EmulateOpen) and again.path == name):
             return errno.EACCES  # A rule sends that name elsewhere: not this file.
     return 0  # Nameless still, or a name the rules let it have so.
@@ -213,7 +286,7 @@ def readable_instead(path_fd: int, creds: Credentials) -> int:
         os.close(path_fd)
 
 
-def unblock_fifo(d: EmulateOpen, creds: Credentials, root_tid: int | None) -> None:
+def unblock_fifo(d: EmulateOpen | RefuseWrite, creds: Credentials, root_tid: int | None) -> None:
     """Let the abandoned open ``d`` return, if it waits on a FIFO, by opening its other end.
 
     Opening a FIFO blocks until the other end is opened too (fifo(7)); a
@@ -234,9 +307,14 @@ def unblock_fifo(d: EmulateOpen, creds: Credentials, root_tid: int | None) -> No
     except ProgramGone:
         return  # Its root went with it; the open stays blocked (see above).
     try:
+        # A RefuseWrite's is a read-only tree's name, opened refusing every
+        # symlink and in no private tree (see open_in_read_only).
+        no_symlinks, confine = True, None
+        if isinstance(d, EmulateOpen):
+            no_symlinks, confine = d.no_symlinks, d.confine
         pinned = open_as(
-            creds, d.path, os.O_PATH, 0, no_symlinks=d.no_symlinks, root_fd=root_fd,
-            beneath=d.confine,
+            creds, d.path, os.O_PATH, 0, no_symlinks=no_symlinks, root_fd=root_fd,
+            beneath=confine,
         )  # fmt: skip
         try:
             if not stat.S_ISFIFO(os.fstat(pinned).st_mode):

@@ -39,9 +39,8 @@ from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.kick import Stop
 from ..kernel.program import is_magic_link, openat2, opened_names, read_ids
 from ..policy import Policy
-from ..policy.decision import Fail
+from ..policy.decision import Fail, Found
 from ..policy.paths import (
-    Found,
     MapPath,
     OnFd,
     PathRequest,
@@ -112,6 +111,10 @@ def perform_path(
     ``policy`` is what a redirect's target is decided again by (``d.recheck``);
     once ``stop`` is set, a wait interrupted ends the call (ops.until_interrupted).
     """
+    if call.op == "truncate" and call.args[2] >= 1 << 63:
+        # A negative length, refused before the lookup (do_sys_truncate() in
+        # fs/open.c: "if (length < 0) return -EINVAL;"), read-only or not.
+        return Outcome(-errno.EINVAL)
     # access(2) checks with the real ids unless asked for AT_EACCESS: the
     # acting thread's fs ids become the real ones (see creds.real()).
     real = call.op in _ACCESS_OPS and not call.args[3] & abi.AT_EACCESS and creds.ruid >= 0
@@ -231,7 +234,7 @@ def _judge(
         if isinstance(again, Fail):
             raise OSError(again.errno, os.strerror(again.errno))
         if isinstance(again, RefuseChange):
-            err = refuse_change_errno(op, again.role, "file")
+            err = refuse_change_errno(op, again.role, found_of(os.fstat(fd).st_mode))
             raise OSError(err, os.strerror(err))
         if isinstance(again, MapPath) and again.path != now:
             # A rule sends that name elsewhere: not the file the link gives.
@@ -328,7 +331,7 @@ def _open_parent(target: MapPath, root_fd: int | None) -> tuple[int, bytes]:
 
 
 def what_is(path: str, root_fd: int | None) -> Found:
-    """What the program's resolved ``path`` is: a file, a dir, missing, or without a parent.
+    """What the program's resolved ``path`` is (see :data:`~unotifyd.policy.Found`).
 
     Looked up as the calling thread's credentials allow (run it acting as
     the program), in the program's root with ``root_fd``, refusing symlinks
@@ -346,7 +349,17 @@ def what_is(path: str, root_fd: int | None) -> Found:
         return "missing"
     finally:
         os.close(dirfd)
-    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    return found_of(st.st_mode)
+
+
+def found_of(st_mode: int) -> Found:
+    """What a file of mode ``st_mode`` is to a read-only mount (see Found):
+    a directory, a regular file or symbolic link, or a special file."""
+    if stat.S_ISDIR(st_mode):
+        return "dir"
+    if stat.S_ISREG(st_mode) or stat.S_ISLNK(st_mode):
+        return "file"
+    return "special"
 
 
 def _refuse_errno(

@@ -24,7 +24,7 @@ from ..kernel import abi, kick
 from ..kernel.errors import ProgramGone
 from ..kernel.listener import Listener, Notification
 from ..kernel.program import signal_ends_wait
-from ..policy import EmulateOpen, Policy
+from ..policy import EmulateOpen, Policy, RefuseWrite
 from .backing import Backing
 from .dispatch import Dispatcher
 from .drain import drain
@@ -264,7 +264,7 @@ class TrioServer:
         try:
             with trio.CancelScope() as scope:
                 interruptible = job.may_block and (
-                    isinstance(job.decision, EmulateOpen) or interruptible_call
+                    isinstance(job.decision, EmulateOpen | RefuseWrite) or interruptible_call
                 )
                 waiting = s.waiting[n.id] = Waiting(
                     scope, n.pid, interruptible and kick.installed(), handoffs
@@ -295,7 +295,7 @@ class TrioServer:
             # the listener exited just after our answer): the call was
             # answered and must be counted and traced all the same.
             abandoned = outcome is None and handoffs and handoffs[-1].abandon()
-            if abandoned and isinstance(job.decision, EmulateOpen):
+            if abandoned and isinstance(job.decision, EmulateOpen | RefuseWrite):
                 unblock_fifo(job.decision, job.creds, job.root_tid)
             elif abandoned and interruptible_call:
                 handoffs[-1].end()
@@ -329,7 +329,7 @@ class TrioServer:
             if raw is not None:
                 return raw
             waiting = s.waiting.get(job.notif.id)
-            if waiting is not None and isinstance(job.decision, EmulateOpen):
+            if waiting is not None and isinstance(job.decision, EmulateOpen | RefuseWrite):
                 # A FIFO took the file's place since our look: the open may
                 # wait now, and a signal must end that wait as it would the
                 # program's own (see _watch_waiting).
