@@ -867,8 +867,18 @@ class PathResolver:
                     raise OSError(errno.EXDEV, "an absolute link to another mount", cand)
             if target.startswith("/"):
                 current = floor
-                if floor == "/":
-                    anchor = abi.AT_FDCWD  # from the root on: the program's lookups go there too
+                if floor == "/" and not root:
+                    # From the root on: the program's root is ours, and its
+                    # lookups go there too.
+                    anchor = abi.AT_FDCWD
+                # With a root of its own, ``anchor`` is already an fd of
+                # that root and stays one: an absolute link starts again
+                # from the program's root (nd_jump_root() sets nd->path to
+                # nd->root, the task's fs->root), never from ours. Our
+                # AT_FDCWD there would look the rest of the link up in the
+                # supervisor's cwd, on the host: lstat and readlink of host
+                # files, their type told to the program by ENOTDIR, and host
+                # links followed to a name then acted on in its root.
             pending.extend(reversed(target.split("/")))
         return current
 
