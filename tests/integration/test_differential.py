@@ -383,3 +383,81 @@ def test_odd_arguments_answer_as_natively(request: pytest.FixtureRequest, who: s
             made = who == "root" or mode == "virtualize"
             assert limits == limited("0" if made else "ENOENT", made), (mode, limits)
         assert not failures, failures
+
+
+#: Names in /proc a program looks at (helper-41's audit), each by ``stat``,
+#: ``lstat``, ``readlink``, ``open`` and ``open(O_NOFOLLOW)``, from the main
+#: thread and from another, with pids shown as ``PID``/``TID`` and namespace
+#: inodes as ``[N]``. ``/proc/1/exe``: a link of a process the program may not
+#: ptrace, which it may look at (lstat) but not follow or read
+#: (proc_pid_get_link(), proc_pid_readlink()).
+PROC_PATHS = ["/proc/1/exe", "/proc/1/cwd", "/proc/1/fdinfo/0"]
+PROC = r"""
+import errno, os, re, stat, sys, threading
+PATHS = sys.argv[1:]
+
+def norm(text):
+    text = text.replace(f"/{threading.get_native_id()}", "/TID").replace(f"{os.getpid()}", "PID")
+    return re.sub(r":\[\d+\]", ":[N]", text)
+
+def attempt(act):
+    try:
+        return act()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+def kind(p, follow):
+    st = os.stat(p) if follow else os.lstat(p)
+    return stat.filemode(st.st_mode)[0] + ("" if follow else f" size={st.st_size}")
+
+def opened(p, flags):
+    os.close(os.open(p, flags))
+    return "opened"
+
+def table(who):
+    tid = str(threading.get_native_id())
+    for shape in PATHS:
+        p = shape.replace("TID", tid)
+        print(who, shape, "stat", attempt(lambda: kind(p, True)))
+        print(who, shape, "lstat", attempt(lambda: kind(p, False)))
+        print(who, shape, "readlink", norm(attempt(lambda: os.readlink(p))))
+        print(who, shape, "open", attempt(lambda: opened(p, os.O_RDONLY)))
+        print(who, shape, "open-nofollow", attempt(lambda: opened(p, os.O_RDONLY | os.O_NOFOLLOW)))
+
+table("main")
+other = threading.Thread(target=table, args=("thread",))
+other.start()
+other.join()
+"""
+#: The kernel's own answers, which the bugs changed (checked as the control).
+PROC_CONTROLS = (
+    "main /proc/1/exe lstat l size=0", "main /proc/1/exe stat EACCES",
+    "main /proc/1/exe readlink EACCES", "main /proc/1/exe open-nofollow ELOOP",
+    "main /proc/1/fdinfo/0 lstat EACCES",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("who", ["root", "root-nocaps", "nobody"])
+def test_proc_names_answer_as_natively(request: pytest.FixtureRequest, who: str) -> None:
+    """Names in ``/proc`` (see PROC), natively and under ``--enforce`` (lane
+    and Python alone) and virtualize mode."""
+    report = Report(request.config)
+    with public_dir("unotifyd-proc-") as d:
+        prefix = {"root": (), "root-nocaps": NO_CAPS, "nobody": (*AS_NOBODY, "--")}[who]
+        argv = [*prefix, SYSTEM_PYTHON, "-c", PROC, *PROC_PATHS]
+        native = _table(argv, None)
+        for line in PROC_CONTROLS:
+            assert line in native, (line, native)
+        runs = [("enforce", MODES["enforce"], None),
+                ("enforce-python", MODES["enforce"], PYTHON_ONLY)]  # fmt: skip
+        if who == "root":
+            runs.append(("virtualize", MODES["virtualize"], None))
+        failures: list[str] = []
+        for mode, opts, extra in runs:
+            got = _table(argv, (*opts, "--deny", str(d / "elsewhere")), extra)
+            diff = [line for line in difflib.unified_diff(native, got, lineterm="", n=0)
+                    if line[:1] in "+-" and line[:3] not in ("+++", "---")]  # fmt: skip
+            failures += [f"{mode}: {line}" for line in diff]
+            report(f"proc-names[{mode}-{who}]", cases=len(native),
+                   differences=sum(1 for line in diff if line.startswith("-")))  # fmt: skip
+        assert not failures, failures

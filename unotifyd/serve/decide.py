@@ -101,6 +101,24 @@ _BEYOND_REACH = (
 )
 
 
+def _guarded_by(name: str, where: str | None) -> str | None:
+    """What of the resolved ``where`` the kernel's ptrace check guards for call ``name``.
+
+    The check is made on following a magic link of another process
+    (proc_pid_get_link(), proc_ns_get_link(): the resolver asks ``reach``
+    of each link it follows), on reading one (proc_pid_readlink(),
+    proc_ns_readlink()) and on searching a guarded directory
+    (proc_fdinfo_permission(), proc_map_files_lookup()); never on the last
+    component itself, which is only looked up: ``lstat("/proc/1/exe")`` and
+    ``stat("/proc/1/fd")`` work for anyone, in a Landlock domain too
+    (measured on 6.18). So the directory ``where`` lies in, unless the call
+    reads that link.
+    """
+    if where is None or (name == "readlinkat" and is_magic_link(where)):
+        return where
+    return where.rsplit("/", 1)[0] or "/"
+
+
 def _open_decision(policy: Policy, call: OpenCall, resolved: str) -> Decision:
     """What ``policy`` says of ``call``, whose path resolved to ``resolved``."""
     flags = call.flags
@@ -517,7 +535,13 @@ class Decider:
                     policy = policy.enforcing()
             if supervisors_own(resolved) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
-            if reach is not None and not reach(resolved, True):
+            # An open that does not follow its last link and is no O_PATH
+            # fails on a link (ELOOP, may_open()) or on O_EXCL (EEXIST)
+            # before anything of the process is asked: proc_pid_get_link()'s
+            # ptrace check only guards following it.
+            itself = not call.follows_last_link and not call.flags & os.O_PATH
+            guarded = not (itself and is_magic_link(resolved))
+            if reach is not None and guarded and not reach(resolved, True):
                 return Fail(errno.EACCES, _BEYOND_REACH)
             if policy.mode == "enforce" and _registers_an_interpreter(resolved, call.flags):
                 return Fail(errno.EACCES, _BINFMT_MISC_REFUSED)
@@ -851,7 +875,7 @@ class Decider:
                     return Fail(e.errno or errno.EINVAL, f"cannot resolve path: {e.strerror}")
             if supervisors_own(where, opening=False) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
-            if reach is not None and not reach(where, False):
+            if reach is not None and not reach(_guarded_by(name, where), False):
                 return Fail(errno.EACCES, _BEYOND_REACH)
             below = None if on_fd or where is None else self._below_a_nameless_link(p, where)
             if below is not None and not odd_rename:
