@@ -390,8 +390,14 @@ def test_odd_arguments_answer_as_natively(request: pytest.FixtureRequest, who: s
 #: thread and from another, with pids shown as ``PID``/``TID`` and namespace
 #: inodes as ``[N]``. ``/proc/1/exe``: a link of a process the program may not
 #: ptrace, which it may look at (lstat) but not follow or read
-#: (proc_pid_get_link(), proc_pid_readlink()).
-PROC_PATHS = ["/proc/1/exe", "/proc/1/cwd", "/proc/1/fdinfo/0"]
+#: (proc_pid_get_link(), proc_pid_readlink()). ``ns/*``: magic links to nsfs
+#: files, which have no name (proc_ns_get_link()).
+PROC_PATHS = [
+    "/proc/1/exe", "/proc/1/cwd", "/proc/1/fdinfo/0",
+    "/proc/self/ns/mnt", "/proc/self/ns/user", "/proc/thread-self/ns/mnt",
+    "/proc/self/ns/pid_for_children", "/proc/self/ns", "/proc/self/ns/mnt/x",
+    "/proc/self/task/TID/ns/net",
+]  # fmt: skip
 PROC = r"""
 import errno, os, re, stat, sys, threading
 PATHS = sys.argv[1:]
@@ -434,6 +440,8 @@ PROC_CONTROLS = (
     "main /proc/1/exe lstat l size=0", "main /proc/1/exe stat EACCES",
     "main /proc/1/exe readlink EACCES", "main /proc/1/exe open-nofollow ELOOP",
     "main /proc/1/fdinfo/0 lstat EACCES",
+    "main /proc/self/ns/mnt stat -", "main /proc/self/ns/mnt open opened",
+    "thread /proc/thread-self/ns/mnt stat -", "main /proc/self/ns/mnt/x stat ENOTDIR",
 )  # fmt: skip
 
 

@@ -32,7 +32,11 @@ _FIRST_READ = 256  # most paths are short; read more only when no NUL shows up
 
 # Links in /proc/PID whose target the kernel resolves by jumping to the file
 # itself ("magic links", proc(5)); readlink gives a path or a pseudo name.
-_MAGIC_LINK = re.compile(r"^/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe|map_files/[^/]+)$")
+# ns/* are too (proc_ns_get_link() calls nd_jump_link()): "mnt:[N]" is the
+# name of an nsfs file, never a relative path to follow.
+_MAGIC_LINK = re.compile(
+    r"^/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe|map_files/[^/]+|ns/[^/]+)$"
+)
 
 
 def is_magic_link(path: str) -> bool:
