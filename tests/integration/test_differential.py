@@ -391,12 +391,16 @@ def test_odd_arguments_answer_as_natively(request: pytest.FixtureRequest, who: s
 #: inodes as ``[N]``. ``/proc/1/exe``: a link of a process the program may not
 #: ptrace, which it may look at (lstat) but not follow or read
 #: (proc_pid_get_link(), proc_pid_readlink()). ``ns/*``: magic links to nsfs
-#: files, which have no name (proc_ns_get_link()).
+#: files, which have no name (proc_ns_get_link()). ``/proc/self`` and
+#: ``/proc/thread-self``: symlinks whose text is the reader's pid (and tid),
+#: the program's, never the supervisor's.
 PROC_PATHS = [
     "/proc/1/exe", "/proc/1/cwd", "/proc/1/fdinfo/0",
     "/proc/self/ns/mnt", "/proc/self/ns/user", "/proc/thread-self/ns/mnt",
     "/proc/self/ns/pid_for_children", "/proc/self/ns", "/proc/self/ns/mnt/x",
     "/proc/self/task/TID/ns/net",
+    "/proc/self", "/proc/thread-self", "/proc/self/", "/proc/thread-self/",
+    "/proc/self/root/proc/self", "/proc/self/root/proc/thread-self",
 ]  # fmt: skip
 PROC = r"""
 import errno, os, re, stat, sys, threading
@@ -442,6 +446,8 @@ PROC_CONTROLS = (
     "main /proc/1/fdinfo/0 lstat EACCES",
     "main /proc/self/ns/mnt stat -", "main /proc/self/ns/mnt open opened",
     "thread /proc/thread-self/ns/mnt stat -", "main /proc/self/ns/mnt/x stat ENOTDIR",
+    "main /proc/self lstat l size=0", "main /proc/self readlink PID",
+    "thread /proc/thread-self readlink PID/task/TID", "main /proc/self open-nofollow ELOOP",
 )  # fmt: skip
 
 

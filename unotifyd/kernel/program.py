@@ -32,8 +32,6 @@ _FIRST_READ = 256  # most paths are short; read more only when no NUL shows up
 
 # Links in /proc/PID whose target the kernel resolves by jumping to the file
 # itself ("magic links", proc(5)); readlink gives a path or a pseudo name.
-# ns/* are too (proc_ns_get_link() calls nd_jump_link()): "mnt:[N]" is the
-# name of an nsfs file, never a relative path to follow.
 _MAGIC_LINK = re.compile(
     r"^/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe|map_files/[^/]+|ns/[^/]+)$"
 )
@@ -288,6 +286,21 @@ def read_ids(tid: int, *, innermost: bool) -> tuple[int, int]:
         return int(fields[b"NStgid"].split()[-1]), int(fields[b"NSpid"].split()[-1])
     except (KeyError, IndexError, ValueError):
         raise ProgramGone(f"thread {tid} is exiting") from None
+
+
+def proc_self_text(tid: int, path: str, *, own_root: bool) -> str | None:
+    """What ``readlink(path)`` gives thread ``tid`` for ``/proc/self`` ("PID")
+    and ``/proc/thread-self`` ("PID/task/TID"), else None.
+
+    The kernel writes the reader's own ids, in the pid namespace of that
+    ``/proc`` (proc_self_get_link(), proc_thread_self_get_link() in
+    fs/proc/self.c, thread_self.c): read by us, they would be ours. A
+    program with a root of its own sees its own ``/proc`` (see read_ids).
+    """
+    if path not in ("/proc/self", "/proc/thread-self"):
+        return None
+    tgid, ntid = read_ids(tid, innermost=own_root)
+    return f"{tgid}" if path == "/proc/self" else f"{tgid}/task/{ntid}"
 
 
 class ThroughMissing(FileNotFoundError):
@@ -791,13 +804,18 @@ class PathResolver:
                 current = parent_of.get(current) or current.rsplit("/", 1)[0] or "/"
                 continue
             cand = current.rstrip("/") + "/" + c
-            if cand in ("/proc/self", "/proc/thread-self"):
-                # The program's own, in the pid namespace of its /proc.
+            is_last = not any(p not in ("", ".") for p in pending)
+            if cand in ("/proc/self", "/proc/thread-self") and (follow_last or not is_last):
+                # The program's own, in the pid namespace of its /proc. Not
+                # the last component of a call that does not follow it
+                # (lstat, readlink): that is the symlink itself, the same
+                # for every process but for its text (proc_self_get_link()
+                # writes the reader's pid), which the caller makes the
+                # program's (see proc_self_text).
                 if ids is None:
                     ids = read_ids(tid, innermost=bool(root))
                 tgid, ntid = ids
                 cand = f"/proc/{tgid}" if cand == "/proc/self" else f"/proc/{tgid}/task/{ntid}"
-            is_last = not any(p not in ("", ".") for p in pending)
             try:
                 st = lstat(cand)
             except FileNotFoundError:

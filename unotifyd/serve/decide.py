@@ -46,6 +46,7 @@ from ..kernel.program import (
     ThroughMissing,
     below_a_magic_link,
     is_magic_link,
+    proc_self_text,
 )
 from ..policy import (
     Continue,
@@ -974,15 +975,17 @@ class Decider:
                     return Continue("no path")
                 targets.append(OnFd(arg.dirfd))
             elif isinstance(d, MapPath):
-                targets.append(d)
+                text = proc_self_text(n.pid, d.path, own_root=p.own_root)
+                own_link = d.in_program_root and d.link_text is None and text is not None
+                targets.append(replace(d, link_text=text) if own_link else d)
             else:
                 # One path of a two-path call that no rule covers: the
                 # program's own, as resolved.
                 assert where is not None
+                text = proc_self_text(n.pid, where, own_root=p.own_root)
+                plain = not where.startswith("/proc/")
                 targets.append(
-                    MapPath(
-                        where, "", in_program_root=True, no_symlinks=not where.startswith("/proc/")
-                    )
+                    MapPath(where, "", in_program_root=True, no_symlinks=plain, link_text=text)
                 )
         return PerformPath(tuple(targets), recheck=enforce)
 
