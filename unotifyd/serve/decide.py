@@ -534,6 +534,9 @@ class Decider:
                     # the kernel's (CONTINUE would look on the real disk).
                     resolved = p.resolved = seen
                     policy = policy.enforcing()
+            if p.through_view:
+                # The same for a name reached through such a tree's "..".
+                policy = policy.enforcing()
             if supervisors_own(resolved) and not p.own_root:
                 return Fail(errno.EACCES, "the supervisor's own /proc entries")
             # An open that does not follow its last link and is no O_PATH
@@ -591,12 +594,15 @@ class Decider:
             )  # fmt: skip
         except ThroughMissing as e:
             if not resolve_flags & (abi.RESOLVE_BENEATH | abi.RESOLVE_IN_ROOT):
-                return _in_a_virtual_tree(policy, e, creds)
-            scope = self._scope(p, dirfd)
-            if scope is None:
-                raise  # no name to keep to: ENOENT, fail closed
-            beneath = bool(resolve_flags & abi.RESOLVE_BENEATH)
-            return _in_a_virtual_tree(policy, e, creds, scope, beneath)
+                where = _in_a_virtual_tree(policy, e, creds)
+            else:
+                scope = self._scope(p, dirfd)
+                if scope is None:
+                    raise  # no name to keep to: ENOENT, fail closed
+                beneath = bool(resolve_flags & abi.RESOLVE_BENEATH)
+                where = _in_a_virtual_tree(policy, e, creds, scope, beneath)
+            p.through_view = True
+            return where
         except OSError as e:
             if e.errno == errno.ENOTDIR and policy.has_hidden:
                 self._hidden_on_the_way(p, dirfd, path, policy, creds)
@@ -905,7 +911,7 @@ class Decider:
                 decisions.append(Continue("no path"))
             else:
                 # Where a link in a private tree leads: see _decide.
-                deciding = policy.enforcing() if via_private else policy
+                deciding = policy.enforcing() if via_private or p.through_view else policy
                 decisions.append(decide_path(deciding, PathRequest(name, arg.role, where)))
         p.resolved = next((r for r in resolved if r is not None), None)
         one = combine_paths(decisions)

@@ -202,6 +202,11 @@ class InFlight:
     # for it uses them (kernel/creds.py).
     creds: Credentials | None = None
     outcome: Outcome | None = None  # a path call's, once performed
+    # A path of it went through a tree that exists only in the program's
+    # view ("tree/../x", with tree missing on disk): ours to perform, since
+    # the kernel's own lookup would find nothing there (see decide.py,
+    # _in_a_virtual_tree).
+    through_view: bool = False
 
     @property
     def path_call(self) -> PathCall:
