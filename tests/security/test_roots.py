@@ -74,3 +74,48 @@ def test_an_absolute_link_stays_in_the_programs_root(tmp_path: Path, mode: str) 
     # (host/x -> y followed).
     assert proc.stdout.splitlines() == NATIVE, describe(proc)
     assert sorted(os.listdir(host / "y")) == [] and sorted(os.listdir(newroot / "y")) == []
+
+
+BENEATH_PROGRAM = r"""
+import ctypes, errno, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+os.chroot(sys.argv[1])
+os.chdir("/")
+d = os.open("/sub", os.O_PATH | os.O_DIRECTORY)
+for path in ("f", "../top", "/top", "abs", "missing/../../top", "new"):
+    flags = os.O_RDWR | os.O_CREAT if path == "new" else os.O_RDONLY
+    how = struct.pack("QQQ", flags, 0o600 if flags & os.O_CREAT else 0, 8)  # RESOLVE_BENEATH
+    fd = libc.syscall(437, d, path.encode(), how, 24)
+    if fd < 0:
+        print(path, errno.errorcode[ctypes.get_errno()])
+    else:
+        print(path, repr(os.pread(fd, 16, 0).decode()))  # no /proc in the new root
+        os.close(fd)
+print("sub holds", sorted(os.listdir("/sub")))
+"""
+
+#: What the kernel answers: below /sub only, and nothing above it.
+BENEATH_NATIVE = [
+    "f 'F\\n'", "../top EXDEV", "/top EXDEV", "abs EXDEV", "missing/../../top ENOENT",
+    "new ''", "sub holds ['abs', 'f', 'new']",
+]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot(2) needs CAP_SYS_CHROOT")
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_openat2_beneath_in_a_programs_own_root(tmp_path: Path, mode: str) -> None:
+    """RESOLVE_BENEATH from a dirfd of a chrooted program keeps below that
+    dirfd, as natively (helper-43's audit: every such openat2 was EINVAL,
+    since our lookup added RESOLVE_IN_ROOT, which the kernel refuses with
+    BENEATH)."""
+    newroot = tmp_path / "newroot"
+    (newroot / "sub").mkdir(parents=True)
+    (newroot / "sub" / "f").write_text("F\n")
+    (newroot / "top").write_text("TOP\n")
+    (newroot / "sub" / "abs").symlink_to("/top")
+    argv = py(BENEATH_PROGRAM, str(newroot))
+    native = run_native(argv)
+    assert native.stdout.splitlines() == BENEATH_NATIVE, describe(native)  # the control
+    os.unlink(newroot / "sub" / "new")
+    proc = run_launch(*MODES[mode], "--deny", "/nothing", argv=argv)
+    assert (proc.returncode, proc.stdout.splitlines()) == (0, BENEATH_NATIVE), describe(proc)

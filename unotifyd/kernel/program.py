@@ -585,10 +585,13 @@ class PathResolver:
             prefix = os.readlink(root)
         except (FileNotFoundError, ProcessLookupError):
             raise ProgramGone(f"thread {tid} is gone") from None
+        given = path
+        start = "/"
         if base != "/":
-            start = _in_root(prefix, _readlink_base(base))
-            if start is None:
+            found = _in_root(prefix, _readlink_base(base))
+            if found is None:
                 raise OSError(errno.ENOENT, "cwd or dirfd outside the program's root")
+            start = found
             path = start.rstrip("/") + "/" + path
         flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         resolve = resolve_flags | abi.RESOLVE_IN_ROOT | abi.RESOLVE_NO_MAGICLINKS
@@ -599,7 +602,15 @@ class PathResolver:
         try:
             with acting_as(creds):
                 try:
-                    fd = self._openat2(rootfd, path.lstrip("/") or ".", flags, 0, resolve)
+                    if resolve_flags & abi.RESOLVE_BENEATH:
+                        # The kernel refuses BENEATH with IN_ROOT (EINVAL,
+                        # build_open_how()): look up from the dirfd's own
+                        # directory, found in the root, with the program's
+                        # flags. BENEATH then keeps the lookup below it, so
+                        # within the root too (no absolute link, no ".." out).
+                        fd = self._beneath_in_root(rootfd, start, given, flags, resolve_flags)
+                    else:
+                        fd = self._openat2(rootfd, path.lstrip("/") or ".", flags, 0, resolve)
                 except OSError as e:
                     if e.errno not in (errno.ENOENT, errno.ELOOP):
                         raise  # As for the fast path in our own root.
@@ -619,6 +630,20 @@ class PathResolver:
                 )  # fmt: skip
         finally:
             os.close(rootfd)
+
+    def _beneath_in_root(
+        self, rootfd: int, start: str, path: str, flags: int, resolve_flags: int
+    ) -> int:
+        """``path`` opened (``flags``) under RESOLVE_BENEATH from the directory
+        ``start`` names in the root ``rootfd``: an fd, or OSError."""
+        dirfd = self._openat2(
+            rootfd, start.lstrip("/") or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+            abi.RESOLVE_IN_ROOT | abi.RESOLVE_NO_MAGICLINKS,
+        )  # fmt: skip
+        try:
+            return self._openat2(dirfd, path, flags, 0, resolve_flags | abi.RESOLVE_NO_MAGICLINKS)
+        finally:
+            os.close(dirfd)
 
     def _fast(
         self, basefd: int, path: bytes, follow: bool, resolve_flags: int, *, base: str
