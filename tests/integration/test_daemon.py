@@ -509,6 +509,18 @@ def test_one_uid_may_not_take_every_program_slot(
     assert daemon.open_fds() == baseline, daemon.fd_names()
 
 
+@contextlib.contextmanager
+def _at_the_hand_over(daemon: Daemon) -> Iterator[socket.socket]:
+    """A connection that asked to launch under "red" and got its filter:
+    the daemon waits for the listener."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as c:
+        c.settimeout(TIMEOUT)
+        c.connect(daemon.socket)
+        c.send(encode(LaunchRequest("red", "x")))
+        assert isinstance(decode_record(c.recv(MAX_FRAME), Direction.REPLY), FilterReply)
+        yield c
+
+
 def test_fds_sent_after_a_refused_hand_over_are_not_taken(daemon: Daemon) -> None:
     """Past the hand-over message the connection refuses fds again, a bad
     hand-over included (helper-43's audit: the refusal's drain took every
@@ -516,11 +528,7 @@ def test_fds_sent_after_a_refused_hand_over_are_not_taken(daemon: Daemon) -> Non
     baseline = daemon.open_fds()
     r, w = os.pipe()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as c:
-            c.settimeout(TIMEOUT)
-            c.connect(daemon.socket)
-            c.send(encode(LaunchRequest("red", "x")))
-            assert isinstance(decode_record(c.recv(MAX_FRAME), Direction.REPLY), FilterReply)
+        with _at_the_hand_over(daemon) as c:
             socket.send_fds(c, [encode(HandOver())], [r] * 5)
             most, sent, deadline = 0, 0, time.monotonic() + 1.0
             while time.monotonic() < deadline:
@@ -578,11 +586,7 @@ def test_an_fd_whose_close_waits_stalls_no_other_client(daemon: Daemon) -> None:
         k.close()
     a, keep = _lingering_socket(8)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as c:
-            c.settimeout(TIMEOUT)
-            c.connect(daemon.socket)
-            c.send(encode(LaunchRequest("red", "x")))
-            assert isinstance(decode_record(c.recv(MAX_FRAME), Direction.REPLY), FilterReply)
+        with _at_the_hand_over(daemon) as c:
             socket.send_fds(c, [encode(HandOver())], [a.fileno()])
             a.close()  # not the last reference: the one in flight is, then the daemon's
             t0 = time.monotonic()

@@ -195,6 +195,15 @@ def _table(
     return proc.stdout.splitlines()
 
 
+def _runs(who: str) -> list[tuple[str, tuple[str, ...], dict[str, str] | None]]:
+    """(name, options, extra environment) of each run of a table: --enforce
+    with the lane and with Python alone, and virtualize mode for root."""
+    runs = [("enforce", MODES["enforce"], None), ("enforce-python", MODES["enforce"], PYTHON_ONLY)]
+    if who == "root":
+        runs.append(("virtualize", MODES["virtualize"], None))
+    return runs
+
+
 def _as(who: str, d: Path) -> tuple[str, ...]:
     """The argv prefix that runs a table as ``who``, in ``d`` (nobody's own)."""
     if who == "nobody":
@@ -363,10 +372,7 @@ def test_odd_arguments_answer_as_natively(request: pytest.FixtureRequest, who: s
                     f"LIMIT linkat O_TMPFILE '' EMPTY {answer}", f"LIMIT tree {tree}"]  # fmt: skip
 
         assert native_limits == limited("0", True)
-        runs = [("enforce", MODES["enforce"], None),
-                ("enforce-python", MODES["enforce"], PYTHON_ONLY)]  # fmt: skip
-        if who == "root":
-            runs.append(("virtualize", MODES["virtualize"], None))
+        runs = _runs(who)
         failures: list[str] = []
         for mode, opts, extra in runs:
             got, limits = _limits(_table(argv, (*opts, "--deny", str(d / "elsewhere")), extra))
@@ -462,10 +468,7 @@ def test_proc_names_answer_as_natively(request: pytest.FixtureRequest, who: str)
         native = _table(argv, None)
         for line in PROC_CONTROLS:
             assert line in native, (line, native)
-        runs = [("enforce", MODES["enforce"], None),
-                ("enforce-python", MODES["enforce"], PYTHON_ONLY)]  # fmt: skip
-        if who == "root":
-            runs.append(("virtualize", MODES["virtualize"], None))
+        runs = _runs(who)
         failures: list[str] = []
         for mode, opts, extra in runs:
             got = _table(argv, (*opts, "--deny", str(d / "elsewhere")), extra)
