@@ -194,7 +194,7 @@ def _in_a_virtual_tree(
             continue
         if c != "..":
             current = current.rstrip("/") + "/" + c
-        elif scope is not None and not current.startswith(scope.rstrip("/") + "/"):
+        elif scope is not None and not _strictly_below(current, scope):
             # At the dirfd (or, which cannot be, outside it): the root.
             if beneath:
                 raise OSError(errno.EXDEV, "RESOLVE_BENEATH: '..' of the dirfd", current)
@@ -203,6 +203,12 @@ def _in_a_virtual_tree(
         else:
             raise e
     return current if scope is not None else e.lexical
+
+
+def _strictly_below(name: str, top: str) -> bool:
+    """Whether ``name`` lies below the directory ``top`` ("/" included), not at it."""
+    top = top.rstrip("/")
+    return name.rstrip("/") != top and name.startswith(top + "/")
 
 
 def _directory_in_view(policy: Policy, name: str, creds: Credentials | None) -> bool:
