@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import json
 import os
 import re
@@ -416,3 +417,90 @@ def test_sigusr2_with_a_broken_config_keeps_the_old_daemon(world: World) -> None
     check_load(load)
     assert world.status()["pid"] == old.pid
     assert world.launch().stdout == "RED\n"
+
+
+#: Opens ``argv[1]`` to read, then changes its mode through that fd (fchmod)
+#: once at the start and once after each line read from stdin, printing the
+#: errno of each try (0: it changed) and of an open of ``argv[1]`` with it.
+CHANGE_THROUGH_FD = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+def tries():
+    out = []
+    for act in (lambda: os.fchmod(fd, 0o600), lambda: os.close(os.open(sys.argv[1], 0))):
+        try:
+            act()
+            out.append(0)
+        except OSError as e:
+            out.append(e.errno)
+    return out
+print(*tries(), flush=True)
+for line in sys.stdin:
+    print(*tries(), flush=True)
+"""
+
+
+def test_a_program_whose_profile_is_gone_may_change_nothing(world: World) -> None:
+    """A program taken back after its profile left the config is refused every
+    call it is trapped for, those on fds it holds too: under its old
+    read-only profile a fchmod through an fd of a file in the tree was
+    EROFS, and with a deny of every path alone it went through."""
+    tree = world.dir / "tree"
+    tree.mkdir()
+    target = write(tree / "f", "data\n")
+    target.chmod(0o644)
+    write(world.dir / "ro.toml", f'version = 1\n[[readonly]]\npath = "{tree}/**"\n')
+    both = world.config.read_text() + '[[profile]]\nname = "ro"\npolicy = "ro.toml"\nuids = [0]\n'
+    world.config.write_text(both)
+    argv = ["--", *py(CHANGE_THROUGH_FD, str(target))]
+
+    # Natively the change is made: it is one a profile must stop.
+    native = subprocess.run(argv[1:], input="", capture_output=True, text=True,
+                            timeout=TIMEOUT, env=env(), check=False)
+    assert native.stdout.split() == ["0", "0"], describe(native)
+    assert target.stat().st_mode & 0o777 == 0o600
+    target.chmod(0o644)
+
+    world.daemon("daemon.log")
+    wait_until("the socket", lambda: os.path.exists(world.sock))
+    prog = subprocess.Popen(
+        [sys.executable, "-m", "unotifyd", "launch", "--daemon", world.sock, "--profile", "ro",
+         *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env(), text=True,
+    )
+    try:
+        _through_the_hand_over(world, prog, target, both)
+    finally:
+        if prog.poll() is None:
+            prog.kill()
+        prog.wait(TIMEOUT)
+        for pipe in (prog.stdin, prog.stdout, prog.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+def _through_the_hand_over(
+    world: World, prog: subprocess.Popen[str], target: Path, config: str
+) -> None:
+    old = world.procs[-1]
+    assert prog.stdin is not None and prog.stdout is not None
+    # Under its profile: the change is a read-only tree's EROFS, the read is let through.
+    assert prog.stdout.readline().split() == [str(errno.EROFS), "0"]
+
+    # Its profile goes, and a new daemon takes it back.
+    world.config.write_text(config.split('[[profile]]\nname = "ro"', maxsplit=1)[0])
+    old.send_signal(signal.SIGUSR2)
+    wait_until("a successor", lambda: _SUCCESSOR.search(world.log("daemon.log")) is not None)
+    match = _SUCCESSOR.search(world.log("daemon.log"))
+    assert match
+    world.pids.append(int(match.group(1)))
+    assert old.wait(TIMEOUT) == 0, world.log("daemon.log")
+    assert "profile 'ro' is gone from the config" in world.log("daemon.log")
+
+    prog.stdin.write("again\n")
+    prog.stdin.flush()
+    assert prog.stdout.readline().split() == [str(errno.EACCES), str(errno.EACCES)]
+    assert target.stat().st_mode & 0o777 == 0o644
+    prog.stdin.close()
+    assert prog.wait(TIMEOUT) == 0

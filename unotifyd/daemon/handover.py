@@ -281,7 +281,11 @@ def inherit(environ: dict[str, str] | None = None) -> Inherited:
 #: The policy of a restored program whose profile the config no longer has:
 #: everything it opens is refused. Serving it with no rules would let it
 #: open what its profile hid; not serving it would leave its calls hanging.
+#: Every other call its filter traps is refused as well, those on an fd it
+#: holds too (``_GONE``, Served.refuse_all), which a deny, about names, lets
+#: through.
 _PROFILE_GONE = Policy([parse_deny("/**:EACCES", "profile gone from the config")])
+_GONE = "its profile is gone from the config: every call it is trapped for is refused"
 
 
 def _log(message: str) -> None:
@@ -380,11 +384,12 @@ class Continuity:
             policy = profile.policy if profile is not None else _PROFILE_GONE
             if profile is None:
                 _log(f"{stored.profile}:{stored.pid}: profile {stored.profile!r} is gone from "
-                     "the config; every open of the program is refused")
+                     "the config; every call its filter traps (every open) is refused")
             self._adopting = name
             self.daemon.table.start(
                 nursery, listener, policy, name=f"{stored.profile}:{stored.pid}",
                 profile=stored.profile, pid=stored.pid, uid=stored.uid, command=stored.command,
+                refuse_all=None if profile is not None else _GONE,
             )
         n = len(self.inherited.programs)
         self.inherited.programs.clear()

@@ -200,6 +200,8 @@ class Program:
     #: Its filter was made by this daemon (see Served.root_pinned); not one
     #: taken over from a predecessor, which may be another version.
     root_pinned: bool = False
+    #: Why every call it traps is refused, or None (see Served.refuse_all).
+    refuse_all: str | None = None
 
     def to_json(self, now: float) -> dict[str, object]:
         return {
@@ -246,15 +248,18 @@ class ProgramTable:
         command: str = "",
         lane: Hashable = None,
         root_pinned: bool = False,
+        refuse_all: str | None = None,
     ) -> Program:
         """Serve ``listener`` in ``nursery`` from now on; the table owns it from here.
 
         The listener is closed (exactly once) when the program is released.
         ``lane`` names the client whose lane serves it (default: its uid).
+        ``refuse_all``: see :attr:`Served.refuse_all`.
         """
         prog = Program(
             next(self._serials), name, profile, pid, uid, command, policy,
             listener, lane=uid if lane is None else lane, root_pinned=root_pinned,
+            refuse_all=refuse_all,
         )
         self.running[prog.serial] = prog
         self.running_of[uid] += 1
@@ -279,6 +284,7 @@ class ProgramTable:
                     await self.server.serve(
                         prog.listener, prog.policy, name=prog.name, stats=prog.stats,
                         gate=prog.gate, root_pinned=prog.root_pinned,
+                        refuse_all=prog.refuse_all,
                     )
                 else:
                     await self.lanes.run(
@@ -286,6 +292,7 @@ class ProgramTable:
                         lambda sup: sup.serve(
                             prog.listener, prog.policy, name=prog.name, stats=prog.stats,
                             gate=prog.gate, root_pinned=prog.root_pinned,
+                            refuse_all=prog.refuse_all,
                         ),
                     )
         finally:

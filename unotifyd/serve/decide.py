@@ -400,6 +400,8 @@ class Decider:
         """Decode the call of ``p`` (its :attr:`~InFlight.syscall` known) and decide it."""
         entry = p.syscall
         assert entry is not None
+        if s.refuse_all is not None:
+            return Fail(errno.EACCES, s.refuse_all)
         operation = entry.operation
         try:
             if operation.kind == "root":

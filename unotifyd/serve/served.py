@@ -145,6 +145,15 @@ class Served:
     # thread's filters has one (EBUSY, has_duplicate_listener() in
     # kernel/seccomp.c: a launch nested in ours cannot install its own).
     root_pinned: bool = False
+    # Why every call the filter traps is refused (EACCES), or None: a
+    # program the daemon took back from its predecessor whose profile is
+    # gone from the config (daemon/handover.py). Its filter is the old
+    # profile's; its calls on names are refused by the deny of every path it
+    # is given too, but a call on an fd it holds is about that file, not a
+    # name (decide_on_fd), and would go through: a fchmod on a file it opened
+    # under a read-only profile, refused before, would then be made. With no
+    # profile to say what it may do, it may do nothing we are asked about.
+    refuse_all: str | None = None
     # Whether the listener's filter has WAIT_KILLABLE_RECV, which only a
     # fatal signal interrupts once a call is received: known only of one
     # launch installed (5.19+); not of a daemon's client's, nor of a
@@ -178,6 +187,8 @@ class Served:
 
     def __post_init__(self) -> None:
         self.namespaces_pinned = self.root_pinned and namespaces_seen(self.policy)
+        if self.refuse_all is not None:
+            self.lane_refused = True  # the lane lets calls through: none may go
 
 
 #: Every decision the serving layer answers.

@@ -94,13 +94,15 @@ class TrioServer:
         sync_wakeup: bool = True,
         gate: Gate | None = None,
         root_pinned: bool = False,
+        refuse_all: str | None = None,
     ) -> None:
         """Serve ``listener`` until every process using its filter is gone.
 
         ``name`` tags its trace events; ``stats``, if given, counts its
         notifications besides :attr:`stats`, the supervisor's totals.
         ``root_pinned``: the listener's filter is one this version made
-        (see :attr:`Served.root_pinned`).
+        (see :attr:`Served.root_pinned`). ``refuse_all``: why every call
+        it traps is refused (see :attr:`Served.refuse_all`).
         Returns on ``POLLHUP`` without ``POLLIN``: after that RECV fails with
         ``ENOENT`` at once forever, so waiting for more would spin. The
         listener stays open; its owner closes it.
@@ -128,7 +130,10 @@ class TrioServer:
             print(f"unotifyd: {name or 'program'}: cannot prepare its files: {e}", file=sys.stderr)
             return
         with backing:
-            served = Served(listener, backing.policy, name, stats, root_pinned=root_pinned)
+            served = Served(
+                listener, backing.policy, name, stats, root_pinned=root_pinned,
+                refuse_all=refuse_all,
+            )  # fmt: skip
             if gate is not None:
                 served.gate = gate
             try:
