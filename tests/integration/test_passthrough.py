@@ -1173,3 +1173,61 @@ def test_the_lane_leaves_an_exec_in_a_mount_namespace_of_its_own_to_python() -> 
         assert out == ["ran"], stats
         assert lane_answered(stats) > 100, stats  # true's opens, let through
         assert re.search(r"by system call:.*\bexecve (4\d|[5-9]\d)", stats), stats
+
+
+_CWD_MOVES = r"""
+import os, sys, threading
+a, b = sys.argv[1], sys.argv[2]
+go, done, sizes = threading.Semaphore(0), threading.Semaphore(0), []
+def stats():
+    # Another thread of the group, which shares the cwd (CLONE_FS), looks
+    # "f" up by its relative name after each move the main thread makes.
+    while True:
+        go.acquire()
+        sizes.append({os.stat("f").st_size for _ in range(20)})
+        done.release()
+threading.Thread(target=stats, daemon=True).start()
+for _ in range(300):  # the lane starts, and keeps this process's cwd
+    os.stat("/")
+held = os.open(b, os.O_RDONLY | os.O_DIRECTORY)
+for i in range(60):
+    if i % 3 == 0:
+        os.chdir(a)
+    elif i % 3 == 1:
+        os.chdir(b)
+    else:
+        os.chdir(a)
+        os.fchdir(held)  # to b
+    go.release()
+    done.acquire()
+print(*("/".join(map(str, sorted(s))) for s in sizes), sep=",")
+"""
+
+
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_the_lane_keeps_a_cwd_only_until_it_moves(tmp_path: Path, mode: str) -> None:
+    """Where our filter traps every call that moves a cwd, the lane keeps
+    each thread's cwd open between its calls (struct cwds in
+    passthrough.c), and looks it up again after each such call, for every
+    thread that shares it: here the main thread moves between a plain
+    directory and one where a rule redirects "f", by chdir and by fchdir,
+    and another thread stats "f" by its relative name after each move. A
+    lane that kept the old cwd would let the stat in the redirected
+    directory through, or send the one in the plain directory to Python."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "f").write_text("1")
+    (b / "f").write_text("22")
+    target = tmp_path / "target"
+    target.write_text("4444")
+    argv = [SYSTEM_PYTHON, "-c", _CWD_MOVES, str(a), str(b)]
+    moves = ["1", "2", "2"] * 20
+    native = run_native(argv)
+    assert native.stdout.strip() == ",".join(moves), describe(native)  # the control
+    flags = ("--enforce",) if mode == "enforce" else ()
+    proc = run_launch("--stats", *flags, "--redirect", f"{b}/f={target}", argv=argv)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == ",".join(m.replace("2", "4") for m in moves), describe(proc)
+    # The lane served the stats in the plain directory (and the ones before).
+    assert lane_answered(proc.stderr) > 300 + 20 * 20, proc.stderr

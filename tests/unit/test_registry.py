@@ -93,6 +93,7 @@ def test_every_operation_is_used_and_performable() -> None:
 ARITY = {
     "rootchange": 2,  # no at_form: chroot, pivot_root and setns are let through
     "nschange": 1,  # no at_form: unshare is let through
+    "cwdchange": 1,  # no at_form: fchdir is let through
     "sendto": 6, "sendmsg": 3, "sendmmsg": 4,
     "openat": 4, "openat2": 4, "newfstatat": 4, "statx": 5, "faccessat2": 4,
     "readlinkat": 4, "statfs": 3, "getxattr": 6, "listxattr": 5, "setxattr": 7,

@@ -10,8 +10,16 @@ import os
 import pyseccomp
 import pytest
 
-from unotifyd.calls.registry import BY_NAME, ONLY_WHEN, filter_spec, names, namespaces_seen
-from unotifyd.kernel import rawsys
+from unotifyd.calls.registry import (
+    BY_NAME,
+    MOVES_A_CWD,
+    ONLY_WHEN,
+    cwds_seen,
+    filter_spec,
+    names,
+    namespaces_seen,
+)
+from unotifyd.kernel import passthrough, rawsys
 from unotifyd.kernel.filter import compile_filter
 from unotifyd.policy import (
     Deny,
@@ -19,8 +27,11 @@ from unotifyd.policy import (
     PolicyError,
     ReadOnly,
     combine,
+    parse_deny,
     parse_pattern,
     parse_policy,
+    parse_readonly,
+    parse_redirect,
     surface,
 )
 from unotifyd.policy.config import parse_allow_syscalls
@@ -214,3 +225,34 @@ def test_unshare_is_trapped_for_a_new_user_or_mount_namespace_where_not_refused(
     for clone in ("clone", "clone3"):
         assert not namespaces_seen(Policy(rules, "enforce", allow_syscalls=frozenset([clone])))
         assert namespaces_seen(Policy(rules, "virtualize", allow_syscalls=frozenset([clone])))
+
+
+
+def _lane_config(moves_cwd: list[int], unsettled: list[int]) -> passthrough.Config:
+    return passthrough.config(
+        (), (), idle_s=1.0, check_creds=True, ids=(0,) * 8, cap_eff=1, cap_prm=1,
+        userns="user:[1]", moves_cwd=moves_cwd, unsettled=unsettled,
+    )  # fmt: skip
+
+
+def test_a_cwd_is_kept_only_where_every_call_that_moves_one_is_seen() -> None:
+    """The lane keeps a thread's cwd open between its calls only where the
+    filter traps or refuses every call by which one moves (registry
+    .MOVES_A_CWD; struct cwds in passthrough.c), and is told so by the
+    numbers of those calls; a thread it cannot name, or more than it can
+    hold, keeps nothing."""
+    redirect = parse_redirect("/etc/passwd=/etc/hostname", "test")
+    deny = parse_deny("/x", "test")
+    for policy in (Policy([redirect]), Policy([redirect], "enforce"), Policy([deny])):
+        assert cwds_seen(policy), policy
+        assert set(MOVES_A_CWD) <= filter_spec(policy).trapped | surface.refused(policy)
+    # chdir and execve are not trapped: by the opens-only view, read-only trees alone.
+    assert not cwds_seen(Policy([redirect], view="opens"))
+    assert not cwds_seen(Policy([parse_readonly("/usr/**", "test")]))
+    nrs = [BY_NAME[name].nr for name in MOVES_A_CWD]
+    kept = _lane_config(nrs, [12, 34])
+    assert kept.cwd_kept == 1 and list(kept.unsettled)[:3] == [12, 34, 0]
+    assert [nr for nr in range(512) if kept.moves_cwd[nr]] == sorted(nrs)
+    for unsettled in ([0], list(range(1, passthrough.UNSETTLED_MAX + 2))):
+        assert not _lane_config(nrs, unsettled).cwd_kept
+    assert not _lane_config([], []).cwd_kept

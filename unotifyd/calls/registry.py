@@ -79,8 +79,9 @@ if TYPE_CHECKING:
 #: directory listing filtered of hidden names; a call that may give the
 #: program another root directory, only noted (see Served.root_pinned); one
 #: that may move a thread to another namespace, only noted too (see
-#: Served.namespaces_pinned).
-Kind = Literal["open", "path", "rewrite", "listing", "root", "namespace"]
+#: Served.namespaces_pinned); an fchdir, which moves the cwd to a file the
+#: program holds, only noted (see MOVES_A_CWD).
+Kind = Literal["open", "path", "rewrite", "listing", "root", "namespace", "cwd"]
 
 
 @record(frozen=True, slots=True)
@@ -267,6 +268,7 @@ OPERATIONS: dict[str, Operation] = {
     # one tells the serving layer namespaces may differ now (not roots: the
     # new mount namespace's root is a copy of the same directory).
     "nschange": Operation("namespace"),
+    "cwdchange": Operation("cwd"),
     # bind(sockfd, addr, addrlen): makes the socket file an AF_UNIX path names
     "bind": Operation(
         "path", (socket_address("create", NEVER),), ops.bind, sockaddr_inputs, uses_umask=True
@@ -361,6 +363,9 @@ BY_NAME: dict[str, Syscall] = _entries(
     S("ioctl", "change", "ioctl"),
     # run by the kernel
     S("chdir", "chdir", "chdir", lambda a: (_CWD, a[0])),
+    # fchdir(fd): about a directory the program holds (no name, no rule), and
+    # trapped only so that the lane sees every cwd move (MOVES_A_CWD)
+    S("fchdir", "chdir", "cwdchange"),
     S("execve", "exec", "execveat", lambda a: (_CWD, a[0], a[1], a[2], 0)),
     S("execveat", "exec", "execveat"),
     # listings (the legacy getdents has another record layout: see serve/listing.py)
@@ -426,6 +431,24 @@ def trapped(policy: Policy) -> frozenset[str]:
 #: The calls by which a thread moves itself to another user or mount
 #: namespace.
 MOVES_A_THREAD = ("setns", "unshare")
+
+
+#: The calls by which a thread's cwd may move (see ``struct cwds`` in
+#: kernel/passthrough.c): chdir and fchdir; setns and unshare of a mount
+#: namespace, which set the cwd in the new one; pivot_root, which moves
+#: every cwd at the old root; execve and execveat, by which a thread of a
+#: group takes its leader's tid (de_thread() in fs/exec.c).
+MOVES_A_CWD = ("chdir", "fchdir", "setns", "unshare", "pivot_root", "execve", "execveat")
+
+
+def cwds_seen(policy: Policy) -> bool:
+    """Whether the filter of ``policy`` refuses or traps every call that may
+    move a thread's cwd (:data:`MOVES_A_CWD`, unshare for a new mount
+    namespace): the lane may then keep each thread's cwd open between its
+    calls, looked up afresh after each such call it receives."""
+    trap = trapped(policy)
+    refused = surface.refused(policy)
+    return all(name in trap or name in refused for name in MOVES_A_CWD)
 
 
 def namespaces_seen(policy: Policy) -> bool:

@@ -38,7 +38,7 @@ SYS_LANDLOCK_RESTRICT_SELF: Final = 446
 SYSCALL_NUMBERS: Final = {
     "open": SYS_OPEN, "openat": SYS_OPENAT, "openat2": SYS_OPENAT2, "creat": SYS_CREAT,
     "stat": 4, "lstat": 6, "access": 21, "execve": 59, "truncate": 76, "getdents": 78,
-    "chdir": 80, "rename": 82, "mkdir": 83, "rmdir": 84, "link": 86, "unlink": 87,
+    "chdir": 80, "fchdir": 81, "rename": 82, "mkdir": 83, "rmdir": 84, "link": 86, "unlink": 87,
     "symlink": 88, "readlink": 89, "chmod": 90, "chown": 92, "lchown": 94, "utime": 132,
     "mknod": 133, "setxattr": 188, "lsetxattr": 189, "getxattr": 191, "lgetxattr": 192,
     "listxattr": 194, "llistxattr": 195, "removexattr": 197, "lremovexattr": 198,

@@ -94,7 +94,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 11
+#define PT_VERSION 12
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -140,6 +140,13 @@ struct pt_config {
     /* Run a thread on our CPU while it takes an injected fd (see inject):
      * only for a listener with WAIT_KILLABLE_RECV (Served.killable_wait). */
     uint32_t colocate;
+    /* Whether the filter traps every call that moves a thread's cwd
+     * (moves_cwd): then each thread's cwd is kept open between its calls
+     * (see struct cwds). */
+    uint32_t cwd_kept;
+    /* Threads that made such a call Python let through, which may not have
+     * taken effect yet (0: none), as struct cwds keeps them. */
+    int32_t unsettled[8];
     uint64_t root_dev, root_ino;
     uint32_t ids[8]; /* our r, e, s, fs uid; r, e, s, fs gid */
     uint64_t cap_eff, cap_prm;
@@ -151,6 +158,7 @@ struct pt_config {
      * NULL for none. */
     const char *redirects;
     uint8_t shape[PT_MAX_NR];
+    uint8_t moves_cwd[PT_MAX_NR]; /* the calls that may move a cwd (see struct cwds) */
     /* Written by the lane's threads alone (atomically); Python reads them
      * while it runs too (aligned 64-bit words: a read sees one whole, if late). */
     uint64_t continued[PT_MAX_NR];
@@ -181,10 +189,57 @@ struct thread {
     int proc, pidfd;
     int root_ok; /* its root was ours at a call made while roots were pinned */
     int ns_ok;   /* its namespaces were ours at a call made while they were pinned */
+    int cwd;     /* an O_PATH fd of its cwd, as of cwd_gen (see struct cwds); -1 */
+    uint32_t cwd_gen;
+};
+
+/*
+ * A thread's cwd, kept open between its calls: opening /proc/TID/cwd costs
+ * ~2.7 us (a procfs lookup, the ptrace check of proc_fd_access_allowed(),
+ * a file), an eighth of a call the lane lets through, and git status makes
+ * thousands of calls by relative names. Kept only where the answer of the
+ * kept fd is the one /proc/TID/cwd would give now:
+ *
+ *  - cfg->cwd_kept: our filter traps every call by which a cwd moves:
+ *    chdir, fchdir, setns and unshare of a mount namespace (which set the
+ *    caller's cwd in the new namespace, copy_mnt_ns() and
+ *    mntns_install()), pivot_root (chroot_fs_refs() moves every task whose
+ *    cwd was the old root), execve and execveat (a thread that calls it
+ *    takes the leader's tid, de_thread(), and with it the leader's entry
+ *    here). A cwd moves only through its own fs_struct, shared by the
+ *    threads made with CLONE_FS, all of them under our filter; a
+ *    pivot_root made outside it is not seen (README, threat model: the
+ *    same holds of roots);
+ *  - cfg->check_creds: each call checks its thread's pidfd first
+ *    (as_ourselves), so an entry is never one of a thread gone whose tid
+ *    was reused;
+ *  - gen: bumped at the receipt of each such call, before it is forwarded
+ *    and let through: an fd kept before is looked up afresh;
+ *  - unsettled: the threads whose such call was received, until a later
+ *    call of theirs is. The call moves the cwd only once Python's CONTINUE
+ *    has woken the thread, some time after the bump; a look made between
+ *    the two would keep the old cwd under the new gen, for every thread
+ *    that shares it. A thread makes one call at a time, so its next call
+ *    comes after the move; one interrupted by a signal instead
+ *    (seccomp_unotify(2)) is made again, and received again. While any is
+ *    unsettled, nothing is kept (more than fit: not for the rest of the
+ *    run).
+ *
+ * The tid goes in before the gen is bumped (both under lock), and a look
+ * reads the gen before the count: a look that sees the new gen sees the
+ * thread counted.
+ */
+#define PT_UNSETTLED 8
+struct cwds {
+    pthread_mutex_t lock;
+    uint32_t gen; /* atomic */
+    int count;    /* how many tids are unsettled, +1 for good once more did not fit (atomic) */
+    pid_t tids[PT_UNSETTLED];
 };
 
 struct lane {
     struct pt_config *cfg;
+    struct cwds *cwds; /* the lane's threads' (see struct shared) */
     int listener, forward, fddir;
     int follower; /* the lane's second thread (see struct shared) */
     struct thread threads[PT_THREADS];
@@ -209,6 +264,8 @@ static void forget(struct thread *t)
     close(t->proc);
     if (t->pidfd >= 0)
         close(t->pidfd);
+    if (t->cwd >= 0)
+        close(t->cwd);
     t->tid = 0;
 }
 
@@ -233,7 +290,7 @@ static struct thread *thread_of(struct lane *l, pid_t tid)
             return NULL;
         }
     }
-    *t = (struct thread){.tid = tid, .proc = fd, .pidfd = pidfd};
+    *t = (struct thread){.tid = tid, .proc = fd, .pidfd = pidfd, .cwd = -1};
     return t;
 }
 
@@ -650,9 +707,23 @@ struct target {
 
 /* Where thread th looks a relative path of t up from: our O_PATH fd of its
  * cwd or of its dirfd (through its /proc directory, which names it alone); -1. */
-static int base_of(const struct thread *th, const struct target *t)
+static int base_of(struct lane *l, struct thread *th, const struct target *t)
 {
     char base[32];
+    if (t->dirfd == AT_FDCWD && l->cfg->cwd_kept && l->cfg->check_creds) {
+        /* The gen before the count (see struct cwds). */
+        uint32_t gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
+        if (th->cwd >= 0 && th->cwd_gen == gen)
+            return th->cwd;
+        int settled = __atomic_load_n(&l->cwds->count, __ATOMIC_ACQUIRE) == 0;
+        int fd = openat(th->proc, "cwd", O_PATH | O_CLOEXEC);
+        if (fd >= 0 && settled) {
+            if (th->cwd >= 0)
+                close(th->cwd);
+            th->cwd = fd, th->cwd_gen = gen;
+        }
+        return fd;
+    }
     if (t->dirfd == AT_FDCWD)
         snprintf(base, sizeof base, "cwd");
     else if (t->dirfd >= 0)
@@ -662,9 +733,16 @@ static int base_of(const struct thread *th, const struct target *t)
     return openat(th->proc, base, O_PATH | O_CLOEXEC);
 }
 
+/* Done with basefd, an fd of base_of's: closed unless it is th's kept cwd. */
+static void drop_base(const struct thread *th, int basefd)
+{
+    if (basefd >= 0 && basefd != th->cwd)
+        close(basefd);
+}
+
 /* Whether the path of t resolves, in thread th's view, where no rule is;
  * with pinned, what it resolves to is left open there (see resolve). */
-static int passes_target(struct lane *l, const struct thread *th, const struct target *t,
+static int passes_target(struct lane *l, struct thread *th, const struct target *t,
                          int *pinned)
 {
     l->watched_name = 0;
@@ -681,7 +759,7 @@ static int passes_target(struct lane *l, const struct thread *th, const struct t
             return 0;
     }
     int basefd = AT_FDCWD;
-    if ((on_fd || l->path[0] != '/') && (basefd = base_of(th, t)) < 0)
+    if ((on_fd || l->path[0] != '/') && (basefd = base_of(l, th, t)) < 0)
         return 0;
     if (on_fd) {
         /* No name is looked up: the call is about the file the program
@@ -695,8 +773,7 @@ static int passes_target(struct lane *l, const struct thread *th, const struct t
     int found = resolve(l, basefd, t->follow, pinned ? &fd : NULL) == 0;
     l->watched_name = found && watched(l->cfg, l->name);
     int ok = found && !l->watched_name && !(t->moves && above_watched(l->cfg, l->name));
-    if (basefd >= 0)
-        close(basefd);
+    drop_base(th, basefd);
     if (pinned != NULL) {
         if (ok)
             *pinned = fd;
@@ -724,7 +801,7 @@ static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd
  * perform_path() in serve/pathwork.py makes these calls (_open_parent):
  * on the directory checked, never on a path the kernel would read again.
  */
-static int pin_parent(struct lane *l, const struct thread *th, const struct target *t,
+static int pin_parent(struct lane *l, struct thread *th, const struct target *t,
                       int *pinned, char *last)
 {
     if (read_path(l, th->tid, t->addr) < 0 || !plain_path(l->path, 1))
@@ -741,11 +818,10 @@ static int pin_parent(struct lane *l, const struct thread *th, const struct targ
     int fd = l->path[0] == '/' ? open_lexical(l, (size_t)(slash - l->path), dir, &len) : -1;
     if (fd < 0 && (l->path[0] != '/' || errno == ELOOP)) {
         int basefd = AT_FDCWD;
-        if (l->path[0] != '/' && (basefd = base_of(th, t)) < 0)
+        if (l->path[0] != '/' && (basefd = base_of(l, th, t)) < 0)
             return 0;
         fd = open_parent(basefd, l->path, slash);
-        if (basefd >= 0)
-            close(basefd);
+        drop_base(th, basefd);
         if (fd >= 0 && name_fd(l, fd, &len, 1) < 0) {
             close(fd);
             fd = -1;
@@ -888,7 +964,7 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
  * whatever the kernel answers is the program's answer, errno and all (but
  * for a new file's open, which makes an fd of ours: see make_file).
  */
-static enum verdict emulate_entry(struct lane *l, const struct thread *th,
+static enum verdict emulate_entry(struct lane *l, struct thread *th,
                                   const struct seccomp_notif *n, int sh, struct target *t,
                                   int paths, uint64_t flags, struct seccomp_notif_resp *r)
 {
@@ -1354,7 +1430,7 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
  * given: serve/passthrough.py). A name below a directory that is not there
  * is missing too (see resolve).
  */
-static enum verdict exec_missing(struct lane *l, const struct thread *th, const struct target *t,
+static enum verdict exec_missing(struct lane *l, struct thread *th, const struct target *t,
                                  struct seccomp_notif_resp *r)
 {
     /* Our lookup is the program's only in its mount namespace: in
@@ -1563,7 +1639,38 @@ struct shared {
      * through its poll. */
     int end;     /* 'S', 'H', 'I', 'F', 'E' (see pt_run); 0 while serving (atomic) */
     int result;  /* what pt_run returns: 0, or the first -errno */
+    struct cwds cwds;
 };
+
+/*
+ * At the receipt of each call, before anything is made of it: an earlier
+ * call of tid's that may move a cwd has taken effect (or was withdrawn, and
+ * comes again), and this one may move one (see struct cwds).
+ */
+static void note_cwd(struct cwds *c, const struct pt_config *cfg, pid_t tid, int nr)
+{
+    int moves = cfg->moves_cwd[nr];
+    if (!moves && __atomic_load_n(&c->count, __ATOMIC_ACQUIRE) == 0)
+        return;
+    pthread_mutex_lock(&c->lock);
+    int count = c->count;
+    for (int i = 0; i < PT_UNSETTLED; i++) {
+        if (tid > 0 && c->tids[i] == tid)
+            c->tids[i] = 0, count--;
+    }
+    if (moves) {
+        int i = 0;
+        while (i < PT_UNSETTLED && c->tids[i] != 0)
+            i++;
+        if (tid > 0 && i < PT_UNSETTLED)
+            c->tids[i] = tid;
+        count++; /* for good where it did not fit: never taken off */
+    }
+    __atomic_store_n(&c->count, count, __ATOMIC_RELEASE);
+    if (moves)
+        __atomic_add_fetch(&c->gen, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&c->lock);
+}
 
 /* End the lane, for the first reason given; any thread. */
 static void end_lane(struct shared *s, char why, int result)
@@ -1594,6 +1701,8 @@ static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *
                   unsigned *window, unsigned *passed)
 {
     struct pt_config *cfg = s->cfg;
+    if (cfg->cwd_kept && n->data.nr >= 0 && n->data.nr < PT_MAX_NR)
+        note_cwd(&s->cwds, cfg, (pid_t)n->pid, n->data.nr);
     /* A lane that lets through almost nothing only adds a hop to every
      * call (a container's, whose root is not ours; a program of another
      * user): it hands the listener back to Python, which tries a lane
@@ -1781,7 +1890,8 @@ static void *follow(void *arg)
 
 static int lane_open(struct lane *l, struct shared *s, int forward)
 {
-    *l = (struct lane){.cfg = s->cfg, .listener = s->listener, .forward = forward, .umask_now = -1};
+    *l = (struct lane){.cfg = s->cfg, .cwds = &s->cwds, .listener = s->listener,
+                       .forward = forward, .umask_now = -1};
     l->fddir = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
     return l->fddir < 0 ? -errno : 0;
 }
@@ -1822,6 +1932,13 @@ int pt_run(int listener, int forward, int stop, struct pt_config *cfg)
         return err;
     }
     pthread_mutex_init(&s.lock, NULL);
+    /* The threads Python let such a call through for, before this run
+     * (struct cwds); a 0 is none. */
+    pthread_mutex_init(&s.cwds.lock, NULL);
+    for (int i = 0; i < PT_UNSETTLED; i++) {
+        if ((s.cwds.tids[i] = cfg->unsettled[i]) != 0)
+            s.cwds.count++;
+    }
     /* The follower, if it may run: any failure to make it leaves one thread. */
     pthread_t other;
     int two = 0;
@@ -1850,6 +1967,7 @@ int pt_run(int listener, int forward, int stop, struct pt_config *cfg)
     lane_close(l);
     free(l), free(f);
     pthread_mutex_destroy(&s.lock);
+    pthread_mutex_destroy(&s.cwds.lock);
     int told = tell(forward, s.end ? (char)s.end : 'E');
     return s.result ? s.result : told;
 }

@@ -29,7 +29,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 11
+_VERSION: Final = 12
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -49,6 +49,9 @@ EMULATED: Final = frozenset((
     "rename", "renameat", "renameat2", "execve",
 ))  # fmt: skip
 _NOTIF_SIZE: Final = abi.NOTIF_STRUCT.size
+#: How many threads a lane can be told may not have moved their cwd yet
+#: (PT_UNSETTLED in passthrough.c, struct cwds).
+UNSETTLED_MAX: Final = 8
 _END_POLL_S: Final = 0.1
 
 
@@ -64,6 +67,8 @@ class Config(ctypes.Structure):
         ("root_pinned", ctypes.c_uint32),
         ("ns_pinned", ctypes.c_uint32),
         ("colocate", ctypes.c_uint32),
+        ("cwd_kept", ctypes.c_uint32),
+        ("unsettled", ctypes.c_int32 * UNSETTLED_MAX),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("ids", ctypes.c_uint32 * 8),
@@ -74,6 +79,7 @@ class Config(ctypes.Structure):
         ("watched", ctypes.c_char_p),
         ("redirects", ctypes.c_char_p),
         ("shape", ctypes.c_uint8 * _MAX_NR),
+        ("moves_cwd", ctypes.c_uint8 * _MAX_NR),
         ("continued", ctypes.c_uint64 * _MAX_NR),
         ("forwarded", ctypes.c_uint64),
         ("gone", ctypes.c_uint64),
@@ -165,6 +171,8 @@ def config(
     namespaces_pinned: bool = False,
     redirects: Iterable[tuple[str, str]] = (),
     colocate: bool = True,
+    moves_cwd: Iterable[int] = (),
+    unsettled: Iterable[int] = (),
 ) -> Config:
     """A lane's configuration: ``shapes`` as (syscall nr, shape); ``watched``
     the paths whose names (and everything below) go to Python. ``emulate``
@@ -176,7 +184,13 @@ def config(
     (virtualizing mode): the (source, target) of the exact redirects whose
     opens the lane makes itself (``redirect`` in passthrough.c). ``colocate``:
     a program's thread runs on our CPU while it takes an injected fd, as
-    :func:`~unotifyd.kernel.sched.pin_to_our_cpu` has it."""
+    :func:`~unotifyd.kernel.sched.pin_to_our_cpu` has it. ``moves_cwd``:
+    the numbers of the calls that may move a thread's cwd, all of which the
+    filter traps; then each thread's cwd is kept open between its calls
+    (``struct cwds`` in passthrough.c), but while one of the threads
+    ``unsettled`` (tids; 0 for one we cannot name) has not made another call
+    since it made such a call, and not at all if more than
+    :data:`UNSETTLED_MAX` are given."""
     c = Config()
     c.version = _VERSION
     c.check_creds = int(check_creds)
@@ -202,6 +216,13 @@ def config(
     c.redirects = pairs + b"\0" if pairs else None
     for nr, shape in shapes:
         c.shape[nr] = shape
+    movers = list(moves_cwd)
+    pending = list(unsettled)
+    c.cwd_kept = int(bool(movers) and len(pending) <= UNSETTLED_MAX and 0 not in pending)
+    for nr in movers:
+        c.moves_cwd[nr] = 1
+    for i, tid in enumerate(pending[:UNSETTLED_MAX]):
+        c.unsettled[i] = tid
     return c
 
 

@@ -26,7 +26,7 @@ from ..calls.decode import (
     names_a_directory,
     not_a_name_errno,
 )
-from ..calls.registry import Syscall
+from ..calls.registry import MOVES_A_CWD, Syscall
 from ..calls.sends import looks_up_addresses
 from ..kernel import abi, binfmt
 from ..kernel.creds import (
@@ -94,6 +94,8 @@ _SENDS = frozenset({"sendto", "sendmsg", "sendmmsg"})
 #: The roles of a path whose last component is a directory entry the call makes,
 #: removes or renames (its own, never a link's target).
 _ENTRY_ROLES = frozenset({"create", "remove", "replace"})
+
+_MOVES_A_CWD = frozenset(MOVES_A_CWD)
 
 
 _BEYOND_REACH = (
@@ -400,6 +402,11 @@ class Decider:
         """Decode the call of ``p`` (its :attr:`~InFlight.syscall` known) and decide it."""
         entry = p.syscall
         assert entry is not None
+        # Which threads may not have moved their cwd yet (see Served.unsettled).
+        if s.unsettled:
+            s.unsettled.discard(p.notif.pid)
+        if entry.name in _MOVES_A_CWD:
+            s.unsettled.add(p.notif.pid)
         if s.refuse_all is not None:
             return Fail(errno.EACCES, s.refuse_all)
         operation = entry.operation
@@ -419,6 +426,8 @@ class Decider:
                 if s.lane_config is not None:
                     unpin_namespaces(s.lane_config)
                 return Continue("a call that may move a thread to another namespace")
+            if operation.kind == "cwd":
+                return Continue("the cwd moves to a directory the program holds")
             if operation.kind == "open":
                 return self._decide_open(s, p, entry)
             if operation.kind == "listing":

@@ -154,6 +154,14 @@ class Served:
     # under a read-only profile, refused before, would then be made. With no
     # profile to say what it may do, it may do nothing we are asked about.
     refuse_all: str | None = None
+    # The threads that made a call by which a cwd may move (chdir, execve...:
+    # registry.MOVES_A_CWD), until Python decides another call of theirs:
+    # such a call has taken effect only once the thread runs again after our
+    # answer. A lane keeps each thread's cwd open only while none is
+    # unsettled, and is given these (passthrough.config); tids whose thread
+    # is gone are dropped then. A thread whose later calls the lane answered
+    # stays here, and is settled again by its first call in the next lane.
+    unsettled: set[int] = field(default_factory=set)
     # Whether the listener's filter has WAIT_KILLABLE_RECV, which only a
     # fatal signal interrupts once a call is received: known only of one
     # launch installed (5.19+); not of a daemon's client's, nor of a
