@@ -180,8 +180,9 @@ def test_the_ruleset_grants_what_the_rules_name_and_no_more(
     assert redirected.returncode == 0, describe(redirected)
 
 
-#: Opens (and reads a byte of) /proc/$1/ENTRY, and reads the links, for a process
-#: outside the sandbox; then the same for a child of its own.
+#: Opens (and reads a byte of) /proc/$1/ENTRY, reads the links, lists the
+#: directories and looks up a name in each, for a process outside the sandbox;
+#: then the same for a child of its own.
 PROC_PEEK = """
 import errno, os, subprocess, sys
 def peek(pid):
@@ -200,6 +201,18 @@ def peek(pid):
             out.append("readlink-" + e + "=OK")
         except OSError as ex:
             out.append(f"readlink-{e}={errno.errorcode[ex.errno]}")
+    for e, first in [("fd", "0"), ("ns", "mnt"), ("fdinfo", "0"), ("map_files", None)]:
+        try:
+            os.listdir(f"/proc/{pid}/{e}")
+            out.append("list-" + e + "=OK")
+        except OSError as ex:
+            out.append(f"list-{e}={errno.errorcode[ex.errno]}")
+        try:
+            if first is not None:  # map_files: see guard.search_guarded
+                os.lstat(f"/proc/{pid}/{e}/{first}")
+                out.append("lstat-" + e + "=OK")
+        except OSError as ex:
+            out.append(f"lstat-{e}={errno.errorcode[ex.errno]}")
     return " ".join(out)
 child = subprocess.Popen(["sleep", "30"])
 print("outside", peek(sys.argv[1]))
@@ -237,6 +250,10 @@ def test_the_deputy_opens_no_proc_file_the_programs_domain_refuses(
     # The control: natively mem opens (a read at 0 is EIO: nothing mapped there).
     assert lines["native"]["mem"] == "EIO", describe(native)
     assert lines["kernel"]["mem"] == "EACCES", describe(kernel)
+    # In its domain the program lists the process's fd directory and looks
+    # names up there, but may not look into fdinfo (see guard.search_guarded).
+    assert lines["kernel"]["list-fd"] == lines["kernel"]["lstat-fd"] == "OK", describe(kernel)
+    assert lines["kernel"]["lstat-fdinfo"] == "EACCES", describe(kernel)
     assert deputy.returncode == 0 and deputy.stdout == kernel.stdout, describe(deputy)
     child = deputy.stdout.splitlines()[1]
     assert child.startswith("child environ=OK") and "readlink-fd/0=OK" in child, child

@@ -80,7 +80,7 @@ from ..policy.paths import (
 from ..policy.paths import combine as combine_paths
 from ..policy.rules import hides
 from ..record import replace
-from .guard import beyond_reach, supervisors_own
+from .guard import beyond_reach, search_guarded, supervisors_own
 from .listing import decide_listing
 from .opens import open_root, our_name
 from .pathwork import realpath, what_is
@@ -111,15 +111,17 @@ def _guarded_by(name: str, where: str | None) -> str | None:
     (proc_pid_get_link(), proc_ns_get_link(): the resolver asks ``reach``
     of each link it follows), on reading one (proc_pid_readlink(),
     proc_ns_readlink()) and on searching a guarded directory
-    (proc_fdinfo_permission(), proc_map_files_lookup()); never on the last
-    component itself, which is only looked up: ``lstat("/proc/1/exe")`` and
+    (proc_fdinfo_permission(): see :func:`~unotifyd.serve.guard.search_guarded`);
+    never on the last component itself, which is only looked up:
+    ``lstat("/proc/1/exe")``, ``lstat("/proc/1/fd/0")`` and
     ``stat("/proc/1/fd")`` work for anyone, in a Landlock domain too
-    (measured on 6.18). So the directory ``where`` lies in, unless the call
-    reads that link.
+    (measured on 6.18). So the directory ``where`` lies in, where its search
+    is guarded, or the link the call reads; else None.
     """
     if where is None or (name == "readlinkat" and is_magic_link(where)):
         return where
-    return where.rsplit("/", 1)[0] or "/"
+    parent = where.rsplit("/", 1)[0] or "/"
+    return parent if search_guarded(parent) else None
 
 
 def _open_decision(policy: Policy, call: OpenCall, resolved: str) -> Decision:

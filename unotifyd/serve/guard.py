@@ -35,6 +35,12 @@ def supervisors_own(path: str | None, *, opening: bool = True) -> bool:
 def _proc_entry(path: str | None) -> tuple[int, str] | None:
     """``(PID, ENTRY)`` for ``/proc/PID/ENTRY...`` or ``/proc/PID/task/TID/ENTRY...``
     (a thread's entries are its process's); None for any other path."""
+    parts = _proc_parts(path)
+    return None if parts is None else (int(parts[0]), parts[1])
+
+
+def _proc_parts(path: str | None) -> list[str] | None:
+    """``[PID, ENTRY, ...]`` of a path as :func:`_proc_entry` reads it; None."""
     if path is None or not path.startswith("/proc/"):
         return None
     parts = path[6:].split("/")
@@ -42,7 +48,25 @@ def _proc_entry(path: str | None) -> tuple[int, str] | None:
         parts = [parts[0], *parts[3:]]
     if len(parts) < 2 or not parts[0].isdigit():
         return None
-    return int(parts[0]), parts[1]
+    return parts
+
+
+def search_guarded(directory: str | None) -> bool:
+    """Whether the kernel's ptrace check guards looking a name up in ``directory``.
+
+    ``/proc/PID/fdinfo``'s (proc_fdinfo_permission() in fs/proc/fd.c) and
+    ``map_files``' (proc_map_files_lookup(), whose check a thread of ours
+    acting with the program's ids would pass on our permitted capabilities:
+    refused for every program, root too, whom the kernel lets look: less
+    than it allows, never more). The names in ``fd`` and ``ns`` are looked
+    up by anyone who may search the directory (generic_permission()): only
+    following or reading a link there is guarded. Measured on 6.18 in a
+    Landlock domain, for a process outside it: ``lstat`` of ``fd/0`` and
+    ``ns/mnt`` work, their ``stat`` and ``readlink`` are EACCES, and so is
+    ``lstat`` of ``fdinfo/0``.
+    """
+    parts = _proc_parts(directory)
+    return parts is not None and len(parts) == 2 and parts[1] in _SEARCH_GUARDED
 
 
 # The /proc/PID entries behind a ptrace access check (proc(5)); the others
@@ -55,6 +79,12 @@ _PTRACE_GUARDED = frozenset(
     }
 )  # fmt: skip
 _PTRACE_GUARDED_LOOKUPS = frozenset({"fd", "fdinfo", "cwd", "root", "exe", "map_files", "ns"})
+_SEARCH_GUARDED = frozenset({"fdinfo", "map_files"})
+# The guarded entries that are directories anyone who may search them may
+# open and list too: what the check guards is the links in them (see
+# search_guarded; proc_readfd_common() and proc_ns_dir_readdir() ask no
+# ptrace check: measured in a Landlock domain, as above).
+_OPEN_TO_ALL = frozenset({"fd", "ns", "map_files"})
 # Those a program in a Landlock domain may not *open* for a process outside it,
 # as measured on Linux 6.18 (a domain with signal scoping only): mem
 # (PTRACE_MODE_ATTACH), timers and the fd links; stack, syscall, personality
@@ -98,7 +128,8 @@ def beyond_reach(
     A sandboxed sibling is refused too: less than the kernel would allow, never
     more. ``capabilities``: the program's effective set (see _OUT_OF_DOMAIN_READ).
     """
-    entry = _proc_entry(path)
+    parts = _proc_parts(path)
+    entry = None if parts is None else (int(parts[0]), parts[1])
     if not opening:
         guarded = _PTRACE_GUARDED_LOOKUPS
     elif capabilities & (1 << _CAP_PERFMON | 1 << _CAP_SYS_ADMIN):
@@ -107,6 +138,8 @@ def beyond_reach(
         guarded = _OUT_OF_DOMAIN | _OUT_OF_DOMAIN_READ
     if entry is None or entry[1] not in guarded:
         return False
+    if opening and parts is not None and len(parts) == 2 and entry[1] in _OPEN_TO_ALL:
+        return False  # the directory itself (see _OPEN_TO_ALL)
     target = entry[0]
     me, _ = read_ids(caller, innermost=False)  # ProgramGone: the call is abandoned
     pid: int | None = target
