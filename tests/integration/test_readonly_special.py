@@ -102,6 +102,20 @@ for name in ("fifo", "null", "sock", "fw", "d", "d700", "missing"):
 for name, length in [("fifo", 0), ("null", 0), ("null600", 0), ("sock", 0), ("d", 0),
                      ("fw", 0), ("fw", -1), ("missing", -1), ("d700/x", 0)]:
     line(f"truncate {name} {length}", os.truncate, name, length)
+
+# utimensat(fd, NULL, NULL, flags): with a flag, EINVAL before the mount is
+# asked (do_utimes_fd() in fs/utimes.c); without, the mount's EROFS.
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def utimensat_on_fd(flags):
+    fd = os.open("fw", RO)
+    try:
+        if libc.syscall(280, fd, None, None, flags) < 0:
+            raise OSError(ctypes.get_errno(), "utimensat")
+    finally:
+        os.close(fd)
+for flags in (0, 0x1000, 0x100, 0x1100):
+    line(f"utimensat fw-fd NULL {flags:#x}", utimensat_on_fd, flags)
 """
 
 
@@ -130,6 +144,8 @@ def _make_tree(t: Path) -> None:
 #: root and as nobody, but for these (nobody may not write them: EACCES
 #: first, as may_open() checks the permission before the file's own open).
 _CONTROL = {
+    "utimensat fw-fd NULL 0x0": "EROFS",
+    "utimensat fw-fd NULL 0x1000": "EINVAL",
     "open fifo2 W, reader comes later": "ok 0o1",
     "open fifo W|NB, no reader": "ENXIO",
     "write fifo, read back": "ok through",

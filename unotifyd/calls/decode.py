@@ -528,10 +528,14 @@ def timespecs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
 def utimensat_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     """``utimensat``'s times, then its flags: do_utimes() (fs/utimes.c) refuses
     an unknown flag (EINVAL) after the times were copied in and before the
-    path is read."""
+    path is read; with no path at all, on a dirfd, any flag (do_utimes_fd()),
+    before a read-only mount is asked (EROFS)."""
     times = timespecs(mem, pid, a)
-    if a[3] & 0xFFFFFFFF & ~AT_FLAGS:
+    flags = a[3] & 0xFFFFFFFF
+    if flags & ~AT_FLAGS:
         raise BadArgument(errno.EINVAL, "utimensat: flags the kernel does not know")
+    if flags and a[1] == 0 and int_arg(a[0]) != abi.AT_FDCWD:
+        raise BadArgument(errno.EINVAL, "utimensat: flags on an fd (no path)")
     return times
 
 
