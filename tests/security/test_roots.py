@@ -17,7 +17,9 @@ an empty directory ``y``, and nothing named ``hostfile`` or ``x``.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,8 @@ import pytest
 from ..integration.helpers import describe, py, run_launch, run_native
 
 pytestmark = pytest.mark.kernel
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 PROGRAM = """
 import errno, os, sys
@@ -119,3 +123,67 @@ def test_openat2_beneath_in_a_programs_own_root(tmp_path: Path, mode: str) -> No
     os.unlink(newroot / "sub" / "new")
     proc = run_launch(*MODES[mode], "--deny", "/nothing", argv=argv)
     assert (proc.returncode, proc.stdout.splitlines()) == (0, BENEATH_NATIVE), describe(proc)
+
+
+RACE_PROGRAM = """
+import collections, errno, os, stat, sys
+os.chroot(sys.argv[1])
+os.chdir("/")
+seen = collections.Counter()
+for _ in range(int(sys.argv[2])):
+    try:
+        os.lstat("/a/etc/hostname/x")
+        seen["OK"] += 1
+    except OSError as e:
+        seen[errno.errorcode[e.errno]] += 1
+    # The race is on: "/a" is seen as both.
+    seen["link" if stat.S_ISLNK(os.lstat("/a").st_mode) else "dir"] += 1
+print(" ".join(f"{k}={v}" for k, v in sorted(seen.items())))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot(2) needs CAP_SYS_CHROOT")
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_directory_swapped_for_an_absolute_link_mid_walk_stays_in_the_root(
+    tmp_path: Path, mode: str
+) -> None:
+    """The walk looks each name up in a directory it found, in the program's
+    root; a directory swapped for an absolute link since must lead on from
+    that root (nd_jump_root()), never from ours. Here "/a" of the new root
+    is swapped, again and again from outside, with "a2 -> /": in the
+    program's root "/a/etc/hostname" never exists (ENOENT), in ours it is a
+    file, whose type a lookup from our root told the program (ENOTDIR for
+    "/a/etc/hostname/x": seen 21 and 138 times in 3 000 before the walk
+    opened the directory above each name with RESOLVE_IN_ROOT)."""
+    root = tmp_path / "root"
+    (root / "a" / "sub").mkdir(parents=True)
+    (root / "a2").symlink_to("/")
+    assert Path("/etc/hostname").is_file()  # what the host has there
+    argv = py(RACE_PROGRAM, str(root), "3000")
+    stop = threading.Event()
+
+    def swap() -> None:
+        fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+        try:
+            while not stop.is_set():
+                _LIBC.syscall(316, fd, b"a", fd, b"a2", 2)  # renameat2 RENAME_EXCHANGE
+        finally:
+            os.close(fd)
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    try:
+        native = run_native(argv, cwd=tmp_path)
+        proc = run_launch(*MODES[mode], "--deny", "/nothing", argv=argv, cwd=tmp_path)
+    finally:
+        stop.set()
+        swapper.join()
+    seen = {n: dict(kv.split("=") for kv in p.stdout.split()) for n, p in
+            (("native", native), ("unotifyd", proc))}  # fmt: skip
+    # The control: natively nothing is there, and the swaps were seen.
+    assert set(seen["native"]) == {"ENOENT", "dir", "link"}, describe(native)
+    assert proc.returncode == 0 and {"dir", "link"} <= set(seen["unotifyd"]), describe(proc)
+    # No host file's type. Besides ENOENT a racing lookup may answer ELOOP
+    # (a link swapped in after the look is refused: README, enforcing mode)
+    # or EINVAL (one swapped away before its text was read), never that.
+    assert "ENOTDIR" not in seen["unotifyd"] and "OK" not in seen["unotifyd"], describe(proc)

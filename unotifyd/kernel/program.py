@@ -23,6 +23,12 @@ from .creds import Credentials, acting_as, as_ourselves, proc_status
 from .errors import BadArgument, MemoryDenied, ProgramGone
 from .rawsys import libc, libc_syscall, syscall
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
+
 _MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS (include/linux/namei.h)
 #: openat2(2)'s RESOLVE_* that make the dirfd the root of the lookup.
 _SCOPED = abi.RESOLVE_BENEATH | abi.RESOLVE_IN_ROOT
@@ -763,29 +769,49 @@ class PathResolver:
                 own_proc.append(f"/proc/{read_ids(tid, innermost=bool(root))[0]}")
             return name == own_proc[0] or name.startswith(own_proc[0] + "/")
 
-        def lstat(name: str, suffix: str = "") -> os.stat_result:
+        def at_name(name: str, suffix: str, look: Callable[[str, int | None], _T]) -> _T:
+            """``look(where, dirfd)`` at ``name`` + ``suffix``, as the program would.
+
+            In a root of its own, the directory above the last name is
+            opened from that root with RESOLVE_IN_ROOT: the walk found no
+            link on the way, but a directory there swapped for an absolute
+            symlink since would, in a plain lookup from the root's fd, lead
+            on from our root, on the host (nd_jump_root() would keep the
+            program's lookup in its own). But where the way goes through a
+            magic link (a removed directory's, see below), which IN_ROOT
+            refuses (EXDEV, nd_jump_link()): that lookup is the plain one.
+            """
             where, at = place(name)
             where += suffix
+            cut = where.rfind("/")
+            parent = "/" + where[:cut]
+            if root and cut > 0 and not is_magic_link(parent) and not below_a_magic_link(parent):
+                fd = openat2(
+                    anchor, where[:cut], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+                    abi.RESOLVE_IN_ROOT | abi.RESOLVE_NO_MAGICLINKS,
+                )  # fmt: skip
+                try:
+                    return look(where[cut + 1 :], fd)
+                finally:
+                    os.close(fd)
+            return look(where, at)
+
+        def as_the_program(name: str, suffix: str, look: Callable[[str, int | None], _T]) -> _T:
             if in_own_proc(name):
                 with as_ourselves():
-                    return os.lstat(where, dir_fd=at)
-            return os.lstat(where, dir_fd=at)
+                    return at_name(name, suffix, look)
+            return at_name(name, suffix, look)
+
+        def lstat(name: str, suffix: str = "") -> os.stat_result:
+            return as_the_program(name, suffix, lambda where, at: os.lstat(where, dir_fd=at))
 
         def readlink(name: str) -> str:
-            where, at = place(name)
-            if in_own_proc(name):
-                with as_ourselves():
-                    return os.readlink(where, dir_fd=at)
-            return os.readlink(where, dir_fd=at)
+            return as_the_program(name, "", lambda where, at: os.readlink(where, dir_fd=at))
 
         def led_to(link: str) -> os.stat_result | None:
             """What the magic ``link`` leads to (None if nothing we may look at)."""
-            where, at = place(link)
             try:
-                if in_own_proc(link):
-                    with as_ourselves():
-                        return os.stat(where, dir_fd=at)
-                return os.stat(where, dir_fd=at)
+                return as_the_program(link, "", lambda where, at: os.stat(where, dir_fd=at))
             except OSError:
                 return None
 
