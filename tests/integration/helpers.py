@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from unotifyd.kernel import abi
+
 #: The repository root: ``python -m unotifyd`` must import the working tree.
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +69,7 @@ def kernel_refuses_rights() -> bool:
     a client's sendmsg with fds fails with EPERM."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
         try:
-            s.setsockopt(socket.SOL_SOCKET, 83, 0)
+            s.setsockopt(socket.SOL_SOCKET, abi.SO_PASSRIGHTS, 0)
         except OSError:
             return False
     return True

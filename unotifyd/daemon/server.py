@@ -36,6 +36,7 @@ import trio
 
 from .. import __version__
 from ..calls.registry import FilterSpec, filter_spec
+from ..kernel import abi
 from ..kernel.fdpass import bind_listening
 from ..kernel.listener import Listener, is_listener
 from ..kernel.peercred import Peer, peer_of
@@ -98,10 +99,9 @@ MAX_PROGRAMS_PER_UID = 1024
 MAX_CLOSING_FDS_PER_UID = 1024
 #: Threads that close what one uid's conversations left, at most.
 CLOSERS_PER_UID = 2
-#: SO_PASSRIGHTS (Linux 6.16, include/uapi/asm-generic/socket.h): off, a
-#: unix socket refuses SCM_RIGHTS (the sender's sendmsg fails with EPERM);
-#: an accepted socket inherits it from the listening one.
-_SO_PASSRIGHTS = 83
+#: SO_PASSRIGHTS (kernel/abi.py): an accepted socket inherits it from the
+#: listening one.
+_SO_PASSRIGHTS = abi.SO_PASSRIGHTS
 
 
 def _log(message: str) -> None:

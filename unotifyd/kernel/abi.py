@@ -78,6 +78,11 @@ KCMP_VM: Final = 1
 
 AUDIT_ARCH_X86_64: Final = 0xC000003E
 
+# --- socket options Python's socket module lacks -------------------------------
+#: SO_PASSRIGHTS (Linux 6.16, include/uapi/asm-generic/socket.h): off, a unix
+#: socket refuses SCM_RIGHTS (the sender's sendmsg fails with EPERM).
+SO_PASSRIGHTS: Final = 83
+
 # --- seccomp(2) operations and flags (include/uapi/linux/seccomp.h) ----------
 SECCOMP_SET_MODE_FILTER: Final = 1
 SECCOMP_GET_ACTION_AVAIL: Final = 2
