@@ -784,20 +784,21 @@ class Decider:
     def _scope(self, p: InFlight, dirfd: int) -> str | None:
         """The name of the directory a scoped openat2 keeps to: ``dirfd``, or
         the cwd for AT_FDCWD (openat2(2)); None if it has none we can tell."""
+        where = self._resolved_dir(p, dirfd)
+        return where if where is not None and where.startswith("/") else None
+
+    def _resolved_dir(self, p: InFlight, dirfd: int) -> str | None:
+        """What ``dirfd`` (or the cwd) names, resolved in the program's view; None."""
         try:
-            where = self.resolver.resolve(
-                p.notif.pid, dirfd, b".", follow=True, own_root=p.own_root
-            )
+            return self.resolver.resolve(p.notif.pid, dirfd, b".", follow=True, own_root=p.own_root)
         except OSError:
             return None
-        return where if where.startswith("/") else None
 
     def _fd_path(self, p: InFlight, fd: int) -> str | None:
         """The program's name for the file its ``fd`` refers to, or None if it has none."""
-        try:
-            return self.resolver.resolve(p.notif.pid, fd, b".", follow=True, own_root=p.own_root)
-        except OSError:
-            pass
+        where = self._resolved_dir(p, fd)
+        if where is not None:
+            return where
         try:
             text = os.readlink(f"/proc/{p.notif.pid}/fd/{fd}")
         except FileNotFoundError:
