@@ -1231,3 +1231,50 @@ def test_the_lane_keeps_a_cwd_only_until_it_moves(tmp_path: Path, mode: str) -> 
     assert proc.stdout.strip() == ",".join(m.replace("2", "4") for m in moves), describe(proc)
     # The lane served the stats in the plain directory (and the ones before).
     assert lane_answered(proc.stderr) > 300 + 20 * 20, proc.stderr
+
+
+_UMOUNT_AFTER = r"""
+import ctypes, os, subprocess, sys
+mnt = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+for _ in range(300):  # the lane starts
+    os.stat("/")
+# Children whose cwd is in the mount look names up there, and exit.
+subprocess.run(["sh", "-c", "ls >/dev/null; ls -l >/dev/null"], cwd=mnt, check=True)
+for _ in range(600):  # calls of ours, from elsewhere: no cwd moves meanwhile
+    os.stat("/")
+print("umount", "ok" if libc.umount2(mnt.encode(), 0) == 0 else os.strerror(ctypes.get_errno()))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mount(2) needs CAP_SYS_ADMIN")
+def test_a_kept_cwd_never_holds_a_mount_busy(tmp_path: Path) -> None:
+    """A cwd the lane keeps open holds its mount busy, as the program's own
+    cwd does, but no longer (audit helper-44: umount was EBUSY): it is
+    closed once a cwd moves (the shell's ``cd /`` before ``umount``), and
+    once its thread is gone (children that worked in the mount and exited,
+    then only calls by absolute names)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    target = tmp_path / "target"
+    target.write_text("t")
+    shell = (f"for i in $(seq 40); do test -e /; done; cd {mnt} && ls >/dev/null && cd / "
+             f"&& umount {mnt} && echo umount ok")  # fmt: skip
+    for argv in (["sh", "-c", shell], [SYSTEM_PYTHON, "-c", _UMOUNT_AFTER, str(mnt)]):
+        for lane in (None, True):
+            subprocess.run(["mount", "-t", "tmpfs", "none", str(mnt)], check=True)
+            try:
+                (mnt / "f").write_text("x")
+                proc = _launched(argv, lane, "--redirect", f"{tmp_path}/red/f={target}")
+                assert proc.stdout.strip() == "umount ok", describe(proc)
+                assert lane is None or lane_answered(proc.stderr) > 30, proc.stderr
+            finally:
+                if os.path.ismount(mnt):
+                    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _launched(argv: list[str], lane: bool | None, *rules: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` natively (``lane`` None) or under the lane, with ``--stats``."""
+    if lane is None:
+        return run_native(argv)
+    return run_launch("--stats", *rules, argv=argv)

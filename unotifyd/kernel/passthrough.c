@@ -190,7 +190,7 @@ struct thread {
     int root_ok; /* its root was ours at a call made while roots were pinned */
     int ns_ok;   /* its namespaces were ours at a call made while they were pinned */
     int cwd;     /* an O_PATH fd of its cwd, as of cwd_gen (see struct cwds); -1 */
-    uint32_t cwd_gen;
+    uint64_t cwd_gen;
 };
 
 /*
@@ -221,19 +221,31 @@ struct thread {
  *    the two would keep the old cwd under the new gen, for every thread
  *    that shares it. A thread makes one call at a time, so its next call
  *    comes after the move; one interrupted by a signal instead
- *    (seccomp_unotify(2)) is made again, and received again. While any is
+ *    (seccomp_unotify(2)) is made again, and received again; one that is
+ *    gone moves nothing any more (a child whose exec failed, then exited),
+ *    and is let go at the next sweep (/proc/TID is no more). While any is
  *    unsettled, nothing is kept (more than fit: not for the rest of the
  *    run).
  *
  * The tid goes in before the gen is bumped (both under lock), and a look
  * reads the gen before the count: a look that sees the new gen sees the
- * thread counted.
+ * thread counted. A 64-bit gen never comes round again.
+ *
+ * A kept fd holds the cwd's mount busy (umount: EBUSY) and a removed
+ * directory alive, as the program's own cwd does, but no longer than that
+ * (audit helper-44): a lane thread closes every fd it keeps once the gen
+ * has changed, at its next call (the call that moved a cwd, or the exec of
+ * umount, is one); those of threads that are gone, every PT_SWEEP calls
+ * (their pidfds are readable); the follower, all of them before it sleeps;
+ * each lane, all of them when it ends (idle for a second, at most).
  */
 #define PT_UNSETTLED 8
+#define PT_UNSETTLED_OVER 0x10000 /* added to count, for good, once more did not fit */
+#define PT_SWEEP 256
 struct cwds {
     pthread_mutex_t lock;
-    uint32_t gen; /* atomic */
-    int count;    /* how many tids are unsettled, +1 for good once more did not fit (atomic) */
+    uint64_t gen; /* atomic */
+    int count;    /* how many tids are unsettled, + PT_UNSETTLED_OVER (atomic) */
     pid_t tids[PT_UNSETTLED];
 };
 
@@ -243,6 +255,8 @@ struct lane {
     int listener, forward, fddir;
     int follower; /* the lane's second thread (see struct shared) */
     struct thread threads[PT_THREADS];
+    uint64_t swept_gen; /* the gen of the kept cwds: any other, and they are closed */
+    unsigned calls;     /* since the last sweep for threads gone (see struct cwds) */
     /* What named_so found the file of named_fd to be (type, inode, mount):
      * emulate's, for the fd it pinned; -1 at the start of each call. */
     int named_fd;
@@ -712,12 +726,12 @@ static int base_of(struct lane *l, struct thread *th, const struct target *t)
     char base[32];
     if (t->dirfd == AT_FDCWD && l->cfg->cwd_kept && l->cfg->check_creds) {
         /* The gen before the count (see struct cwds). */
-        uint32_t gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
+        uint64_t gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
         if (th->cwd >= 0 && th->cwd_gen == gen)
             return th->cwd;
         int settled = __atomic_load_n(&l->cwds->count, __ATOMIC_ACQUIRE) == 0;
         int fd = openat(th->proc, "cwd", O_PATH | O_CLOEXEC);
-        if (fd >= 0 && settled) {
+        if (fd >= 0 && settled && gen == l->swept_gen) {
             if (th->cwd >= 0)
                 close(th->cwd);
             th->cwd = fd, th->cwd_gen = gen;
@@ -731,6 +745,62 @@ static int base_of(struct lane *l, struct thread *th, const struct target *t)
     else
         return -1;
     return openat(th->proc, base, O_PATH | O_CLOEXEC);
+}
+
+/* Close every cwd this lane thread keeps (see struct cwds). */
+static void drop_cwds(struct lane *l)
+{
+    for (int i = 0; i < PT_THREADS; i++) {
+        if (l->threads[i].tid != 0 && l->threads[i].cwd >= 0)
+            close(l->threads[i].cwd), l->threads[i].cwd = -1;
+    }
+}
+
+/* Let go of the unsettled threads that are gone (see struct cwds). A zombie
+ * still has its /proc/TID, and a number taken again by another thread keeps
+ * it unsettled until that thread makes a call: at worst nothing is kept
+ * meanwhile. */
+static void prune_unsettled(struct cwds *c)
+{
+    if (__atomic_load_n(&c->count, __ATOMIC_ACQUIRE) == 0)
+        return;
+    pthread_mutex_lock(&c->lock);
+    int count = c->count;
+    for (int i = 0; i < PT_UNSETTLED; i++) {
+        char proc[32];
+        snprintf(proc, sizeof proc, "/proc/%d", c->tids[i]);
+        if (c->tids[i] != 0 && access(proc, F_OK) < 0 && errno == ENOENT)
+            c->tids[i] = 0, count--;
+    }
+    __atomic_store_n(&c->count, count, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Before each call: no kept cwd outlives its gen, nor, for long, its thread. */
+static void keep_cwds_fresh(struct lane *l)
+{
+    uint64_t gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
+    if (gen != l->swept_gen) {
+        drop_cwds(l);
+        l->swept_gen = gen;
+        return;
+    }
+    if (++l->calls < PT_SWEEP)
+        return;
+    l->calls = 0;
+    prune_unsettled(l->cwds);
+    struct pollfd p[PT_THREADS];
+    int at[PT_THREADS], n = 0;
+    for (int i = 0; i < PT_THREADS; i++) {
+        if (l->threads[i].tid != 0 && l->threads[i].cwd >= 0 && l->threads[i].pidfd >= 0)
+            p[n] = (struct pollfd){.fd = l->threads[i].pidfd, .events = POLLIN}, at[n++] = i;
+    }
+    if (n == 0 || poll(p, (nfds_t)n, 0) <= 0)
+        return;
+    for (int k = 0; k < n; k++) {
+        if (p[k].revents & (POLLIN | POLLHUP))
+            forget(&l->threads[at[k]]); /* it exited: a pidfd is readable then */
+    }
 }
 
 /* Done with basefd, an fd of base_of's: closed unless it is th's kept cwd. */
@@ -1663,8 +1733,9 @@ static void note_cwd(struct cwds *c, const struct pt_config *cfg, pid_t tid, int
         while (i < PT_UNSETTLED && c->tids[i] != 0)
             i++;
         if (tid > 0 && i < PT_UNSETTLED)
-            c->tids[i] = tid;
-        count++; /* for good where it did not fit: never taken off */
+            c->tids[i] = tid, count++;
+        else
+            count |= PT_UNSETTLED_OVER; /* for good: never taken off */
     }
     __atomic_store_n(&c->count, count, __ATOMIC_RELEASE);
     if (moves)
@@ -1703,6 +1774,8 @@ static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *
     struct pt_config *cfg = s->cfg;
     if (cfg->cwd_kept && n->data.nr >= 0 && n->data.nr < PT_MAX_NR)
         note_cwd(&s->cwds, cfg, (pid_t)n->pid, n->data.nr);
+    if (cfg->cwd_kept)
+        keep_cwds_fresh(l);
     /* A lane that lets through almost nothing only adds a hop to every
      * call (a container's, whose root is not ours; a program of another
      * user): it hands the listener back to Python, which tries a lane
@@ -1847,6 +1920,7 @@ static void follow_calls(struct shared *s, struct lane *l)
 {
     unsigned window = 0, passed = 0;
     for (;;) {
+        drop_cwds(l); /* none kept while it sleeps (see struct cwds) */
         __atomic_store_n(&s->asleep, 1, __ATOMIC_RELEASE);
         uint64_t count;
         if (!ending(s) && read(s->wake, &count, sizeof count) < 0 &&
