@@ -29,7 +29,7 @@ from unotifyd.serve import handoff
 from unotifyd.serve.decide import Decider
 from unotifyd.serve.dispatch import Dispatcher
 from unotifyd.serve.handoff import Job
-from unotifyd.serve.served import InFlight, Served
+from unotifyd.serve.served import UNSETTLED_KEPT, InFlight, Served
 from unotifyd.serve.trace import Tracer
 
 TID = 4242
@@ -224,6 +224,33 @@ def test_a_root_call_unpins_roots_and_namespaces_an_unshare_namespaces_only(
         assert world.call(name, *args) == ("continue", None), name
         assert (s.root_pinned, s.lane_config.root_pinned) == (root_kept, int(root_kept)), name
         assert (s.namespaces_pinned, s.lane_config.ns_pinned) == (False, 0), name
+
+
+def test_python_notes_the_threads_whose_cwd_may_not_have_moved_yet(
+    files: tuple[Path, Path],
+) -> None:
+    """A call that may move a cwd (chdir, fchdir, execve...) is noted under
+    its thread until Python decides another of that thread's calls
+    (Served.unsettled, which the next lane is told: struct cwds in
+    passthrough.c); fchdir is let through. Past what a lane can be told,
+    the threads that are gone are let go, the others kept."""
+    src, dst = files
+    world = World(Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))]))
+    s = world.served
+    assert world.call("fchdir", 3) == ("continue", None)
+    assert s.unsettled == {TID}
+    world.call("access", os.fsencode(str(dst)), os.R_OK)
+    assert s.unsettled == set()
+    gone = []
+    for _ in range(UNSETTLED_KEPT):
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        os.waitpid(child, 0)
+        gone.append(child)
+    s.unsettled = set(gone)
+    s.moved_cwd(os.getpid())  # one more than is kept: the gone ones go
+    assert s.unsettled == {os.getpid()}
 
 
 def test_a_denied_path_fails_every_call_with_its_errno(files: tuple[Path, Path]) -> None:

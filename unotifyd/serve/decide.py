@@ -408,7 +408,7 @@ class Decider:
         if s.unsettled:
             s.unsettled.discard(p.notif.pid)
         if entry.name in _MOVES_A_CWD:
-            s.unsettled.add(p.notif.pid)
+            s.moved_cwd(p.notif.pid)
         if s.refuse_all is not None:
             return Fail(errno.EACCES, s.refuse_all)
         operation = entry.operation

@@ -42,8 +42,6 @@ at once, and one that cannot start leaves Python to serve.
 
 from __future__ import annotations
 
-import os
-
 from ..calls.registry import BY_NAME, BY_NR, MOVES_A_CWD, cwds_seen
 from ..kernel import passthrough
 from ..kernel.creds import supervisor_credentials
@@ -168,18 +166,10 @@ def open_lane(s: Served, tracing: bool, *, colocate: bool = True) -> passthrough
         # Each thread's cwd kept open between its calls where our filter
         # traps every call that moves one (see struct cwds in passthrough.c).
         moves_cwd=_MOVES_A_CWD_NRS if s.root_pinned and cwds_seen(s.policy) else (),
-        unsettled=_still_unsettled(s),
+        unsettled=s.still_unsettled(),
     )
     s.lane_config = cfg
     return passthrough.Lane(lib, s.listener.fileno(), cfg)
-
-
-def _still_unsettled(s: Served) -> set[int]:
-    """``s.unsettled`` without the threads that are gone (their call took
-    effect, or never will); a thread of its number made since is kept, which
-    at worst keeps no cwd until it makes a call."""
-    s.unsettled = {tid for tid in s.unsettled if tid <= 0 or os.path.exists(f"/proc/{tid}")}
-    return s.unsettled
 
 
 def _may_run(s: Served, tracing: bool) -> bool:

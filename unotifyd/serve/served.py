@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -109,6 +110,11 @@ class Waiting:
     interrupted: bool = False
 
 
+#: Past this many unsettled threads, the gone ones are let go at once (a
+#: lane is told at most 8: passthrough.UNSETTLED_MAX).
+UNSETTLED_KEPT = 8
+
+
 @record(eq=False)
 class Served:
     """One listener being served: its policy, its name in traces, its counters."""
@@ -197,6 +203,24 @@ class Served:
         self.namespaces_pinned = self.root_pinned and namespaces_seen(self.policy)
         if self.refuse_all is not None:
             self.lane_refused = True  # the lane lets calls through: none may go
+
+    def moved_cwd(self, tid: int) -> None:
+        """Thread ``tid`` made a call that may move a cwd (see ``unsettled``).
+
+        The set keeps no thread that is gone: those whose later calls a lane
+        answered would otherwise pile up, one per exec of a busy shell.
+        """
+        self.unsettled.add(tid)
+        if len(self.unsettled) > UNSETTLED_KEPT:
+            self.still_unsettled()
+
+    def still_unsettled(self) -> set[int]:
+        """``unsettled`` without the threads that are gone (their call took
+        effect, or never will); a thread of its number made since is kept,
+        which at worst keeps no cwd until it makes a call."""
+        self.unsettled = {t for t in self.unsettled if t <= 0 or os.path.exists(f"/proc/{t}")}
+        return self.unsettled
+
 
 
 #: Every decision the serving layer answers.
