@@ -29,7 +29,7 @@ from unotifyd.serve import handoff
 from unotifyd.serve.decide import Decider
 from unotifyd.serve.dispatch import Dispatcher
 from unotifyd.serve.handoff import Job
-from unotifyd.serve.served import UNSETTLED_KEPT, InFlight, Served
+from unotifyd.serve.served import InFlight, Served
 from unotifyd.serve.trace import Tracer
 
 TID = 4242
@@ -242,7 +242,7 @@ def test_python_notes_the_threads_whose_cwd_may_not_have_moved_yet(
     world.call("access", os.fsencode(str(dst)), os.R_OK)
     assert s.unsettled == set()
     gone = []
-    for _ in range(UNSETTLED_KEPT):
+    for _ in range(passthrough.UNSETTLED_MAX):
         child = os.fork()
         if child == 0:
             os._exit(0)

@@ -446,9 +446,13 @@ def cwds_seen(policy: Policy) -> bool:
     move a thread's cwd (:data:`MOVES_A_CWD`, unshare for a new mount
     namespace): the lane may then keep each thread's cwd open between its
     calls, looked up afresh after each such call it receives."""
+    return _all_seen(policy, MOVES_A_CWD, surface.refused(policy))
+
+
+def _all_seen(policy: Policy, calls: tuple[str, ...], refused: frozenset[str]) -> bool:
+    """Whether the filter of ``policy`` traps or refuses (``refused``) each of ``calls``."""
     trap = trapped(policy)
-    refused = surface.refused(policy)
-    return all(name in trap or name in refused for name in MOVES_A_CWD)
+    return all(name in trap or name in refused for name in calls)
 
 
 def namespaces_seen(policy: Policy) -> bool:
@@ -475,11 +479,10 @@ def namespaces_seen(policy: Policy) -> bool:
     listener, which the kernel refuses while ours exists (``EBUSY``: no two
     filters of one thread's chain may have one, has_duplicate_listener() in
     kernel/seccomp.c)."""
-    trap = trapped(policy)
     refused = surface.refused(policy)
     if policy.mode == "enforce" and not {"clone", "clone3"} <= refused:
         return False
-    return all(name in trap or name in refused for name in MOVES_A_THREAD)
+    return _all_seen(policy, MOVES_A_THREAD, refused)
 
 
 def _only_when(name: str) -> set[tuple[int, int, int]]:

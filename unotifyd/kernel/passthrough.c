@@ -768,8 +768,10 @@ static void prune_unsettled(struct cwds *c)
     int count = c->count;
     for (int i = 0; i < PT_UNSETTLED; i++) {
         char proc[32];
+        if (c->tids[i] == 0)
+            continue;
         snprintf(proc, sizeof proc, "/proc/%d", c->tids[i]);
-        if (c->tids[i] != 0 && access(proc, F_OK) < 0 && errno == ENOENT)
+        if (access(proc, F_OK) < 0 && errno == ENOENT)
             c->tids[i] = 0, count--;
     }
     __atomic_store_n(&c->count, count, __ATOMIC_RELEASE);

@@ -129,18 +129,17 @@ def beyond_reach(
     more. ``capabilities``: the program's effective set (see _OUT_OF_DOMAIN_READ).
     """
     parts = _proc_parts(path)
-    entry = None if parts is None else (int(parts[0]), parts[1])
     if not opening:
         guarded = _PTRACE_GUARDED_LOOKUPS
     elif capabilities & (1 << _CAP_PERFMON | 1 << _CAP_SYS_ADMIN):
         guarded = _OUT_OF_DOMAIN
     else:
         guarded = _OUT_OF_DOMAIN | _OUT_OF_DOMAIN_READ
-    if entry is None or entry[1] not in guarded:
+    if parts is None or parts[1] not in guarded:
         return False
-    if opening and parts is not None and len(parts) == 2 and entry[1] in _OPEN_TO_ALL:
+    if opening and len(parts) == 2 and parts[1] in _OPEN_TO_ALL:
         return False  # the directory itself (see _OPEN_TO_ALL)
-    target = entry[0]
+    target = int(parts[0])
     me, _ = read_ids(caller, innermost=False)  # ProgramGone: the call is abandoned
     pid: int | None = target
     for _ in range(4096):

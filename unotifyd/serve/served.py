@@ -13,7 +13,7 @@ from ..calls.ops import Outcome
 from ..calls.registry import Syscall, namespaces_seen
 from ..kernel.creds import Credentials
 from ..kernel.listener import Listener, Notification
-from ..kernel.passthrough import Config
+from ..kernel.passthrough import UNSETTLED_MAX, Config
 from ..policy import Decision, Listing, Policy, Rewrite
 from ..policy.paths import PerformPath
 from ..record import field, record
@@ -108,11 +108,6 @@ class Waiting:
     interruptible: bool
     handoffs: list[WorkerResult]
     interrupted: bool = False
-
-
-#: Past this many unsettled threads, the gone ones are let go at once (a
-#: lane is told at most 8: passthrough.UNSETTLED_MAX).
-UNSETTLED_KEPT = 8
 
 
 @record(eq=False)
@@ -211,7 +206,7 @@ class Served:
         answered would otherwise pile up, one per exec of a busy shell.
         """
         self.unsettled.add(tid)
-        if len(self.unsettled) > UNSETTLED_KEPT:
+        if len(self.unsettled) > UNSETTLED_MAX:  # more than a lane is told
             self.still_unsettled()
 
     def still_unsettled(self) -> set[int]:
