@@ -73,7 +73,8 @@ class Ctx:
     build: Path  # compiled C programs
     work: Path  # scratch space, removed at the end
     python: str  # interpreter for the Python workloads
-    unotifyd: tuple[str, ...]  # argv that runs the unotifyd command line
+    unotifyd: tuple[str, ...]  # argv that runs the unotifyd command line in Python
+    command: tuple[str, ...]  # the `unotifyd` command as installed: the C front, where built
     env: dict[str, str]
     quick: bool
     timeout: float = 300.0

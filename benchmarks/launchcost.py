@@ -41,9 +41,13 @@ from harness import (
 PEERS = ["native", "bwrap", "proot", "C ref", "C ref -w", "unotifyd"]
 REFS = ("C ref", "C ref -w")
 TRUE_ROW = "unotifyd launch -- true"
+# `unotifyd launch --daemon`, the command as installed: the C front, which
+# makes the launch itself, where it was built.
 DAEMON_ROW = "unotifyd via daemon"
-# The same launch by each of the daemon's clients alone: the C one that
-# `unotifyd launch --daemon` execs (where it was built), and the Python one.
+# The same launch from Python (`python3 -m unotifyd launch --daemon`: Python's
+# start, then an exec of the C client), and by each of the daemon's clients
+# alone: the C one (where it was built), and the Python one.
+DAEMON_FROM_PY_ROW = "python -m unotifyd via daemon"
 DAEMON_C_ROW = "unotifyd-launch (C client) via daemon"
 DAEMON_PY_ROW = "unotifyd via daemon, Python client"
 _PYTHON_CLIENT = (
@@ -121,7 +125,7 @@ class Daemon:
                 self.stop()
                 return None
             time.sleep(0.02)
-        prefix = (*ctx.unotifyd, "launch", "--daemon", str(sock), "--profile", "bench", "--")
+        prefix = (*ctx.command, "launch", "--daemon", str(sock), "--profile", "bench", "--")
         try:
             printed = ctx.run([*prefix, cat, REDIRECT_FROM], timeout=30).stdout.encode()
         except BenchError as e:
@@ -142,6 +146,10 @@ class Daemon:
         where = "from unotifyd.daemon import quick; print(quick.COMPILED_CLIENT)"
         compiled = ctx.run([*python, "-c", where], check=False, timeout=30).stdout.strip()
         candidates = {DAEMON_PY_ROW: (*python, "-c", _PYTHON_CLIENT, sock, "bench")}
+        if ctx.command != ctx.unotifyd:
+            candidates[DAEMON_FROM_PY_ROW] = (
+                *ctx.unotifyd, "launch", "--daemon", sock, "--profile", "bench", "--"
+            )  # fmt: skip
         if compiled and os.access(compiled, os.X_OK):
             candidates[DAEMON_C_ROW] = (compiled, "--daemon", sock, "--profile", "bench", "--")
         for row, prefix in candidates.items():
@@ -227,7 +235,7 @@ def run(ctx: Ctx, report: Report, rounds: Rounds, launches: int) -> dict[str, fl
         entries.append(Entry(DAEMON_ROW, (*through_daemon, cat, REDIRECT_FROM), per_round))
         for row, prefix in daemon.clients.items():
             entries.append(Entry(row, (*prefix, cat, REDIRECT_FROM), per_round))
-    entries.append(Entry(TRUE_ROW, (*ctx.unotifyd, "launch", "--", true), per_round_true))
+    entries.append(Entry(TRUE_ROW, (*ctx.command, "launch", "--", true), per_round_true))
     entries += [Entry(row, (*python, "-c", code), per_round_step) for row, code in STEPS.items()]
 
     grid = Grid()
@@ -252,7 +260,7 @@ def run(ctx: Ctx, report: Report, rounds: Rounds, launches: int) -> dict[str, fl
     )
     report.out()
     rows = []
-    for key in [*PEERS, DAEMON_ROW, DAEMON_C_ROW, DAEMON_PY_ROW, TRUE_ROW]:
+    for key in [*PEERS, DAEMON_ROW, DAEMON_FROM_PY_ROW, DAEMON_C_ROW, DAEMON_PY_ROW, TRUE_ROW]:
         if not grid.has("launch", key):
             if key == DAEMON_ROW:
                 rows.append([DAEMON_ROW, daemon.status, "-", "-"])

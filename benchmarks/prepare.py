@@ -178,30 +178,44 @@ def _without_editable_hook(python: str, scratch: Path) -> tuple[str, str]:
 
 def unotifyd_command(
     repo: Path, source: Path | None = None, scratch: Path | None = None
-) -> tuple[tuple[str, ...], dict[str, str], str]:
-    """(argv that runs unotifyd, environment for every command, how it was chosen).
+) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str], str]:
+    """(argv that runs unotifyd in Python, argv of the ``unotifyd`` command as
+    a user runs it, environment for every command, how they were chosen).
 
-    From ``source`` (a snapshot) if given; else the installed console
-    script if one is on PATH; else ``python3 -m unotifyd`` from this
-    checkout. ``-m`` runs with the source on PYTHONPATH and the first
-    interpreter that has unotifyd's dependencies: this one, then the test
-    suite's ``.venv`` (given ``scratch``, a directory, without the hook of
-    its editable install: see :func:`_without_editable_hook`). Every command
-    of the benchmarks gets the same environment, so native runs see the same
+    From ``source`` (a snapshot) if given; else the installed command if one
+    is on PATH; else ``python3 -m unotifyd`` from this checkout. ``-m`` runs
+    with the source on PYTHONPATH and the first interpreter that has
+    unotifyd's dependencies: this one, then the test suite's ``.venv``
+    (given ``scratch``, a directory, without the hook of its editable
+    install: see :func:`_without_editable_hook`). Every command of the
+    benchmarks gets the same environment, so native runs see the same
     PYTHONPATH as supervised ones.
+
+    The command is what setup.py installs: the C front (the end of
+    ``unotifyd/daemon/launch.c``), which makes a launch through the daemon
+    itself and execs ``unotifyd-python`` beside it for every other command
+    line. From a source tree it is built into ``scratch``, beside a script
+    that runs the first argv; a tree older than the front has none, and the
+    command is the first argv.
     """
     env = dict(os.environ)
     script = None if source else shutil.which("unotifyd")
     if script:
-        # Run as `PYTHON SCRIPT`, which is what its #! line does, so that the
-        # launch-cost breakdown knows the interpreter.
-        with open(script, "rb") as f:
+        installed = Path(script).resolve()
+        with open(installed, "rb") as f:
+            front = f.read(4) == b"\x7fELF"
+        # Run the Python side as `PYTHON SCRIPT`, which is what its #! line
+        # does, so that the launch-cost breakdown knows the interpreter.
+        python_script = installed.with_name("unotifyd-python") if front else installed
+        with open(python_script, "rb") as f:
             first = f.readline().decode(errors="replace")
         words = first[2:].split() if first.startswith("#!") else []
         if len(words) > 1 and Path(words[0]).name == "env":
             words = [shutil.which(words[1]) or sys.executable]
         python = words[0] if words else sys.executable
-        return (python, script), env, f"{script} (console script on PATH)"
+        uno = (python, str(python_script))
+        how = f"{script} (the {'C front' if front else 'console script'} on PATH)"
+        return uno, ((script,) if front else uno), env, how
     src = source or repo
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     # An installed unotifyd starts from bytecode pip compiled; a source tree
@@ -224,11 +238,36 @@ def unotifyd_command(
             safe = subprocess.run([python, "-P", "-c", "pass"], check=False).returncode == 0
             how = f"{python}{' -P' if safe else ''} -m unotifyd (PYTHONPATH={src}, "
             how += f"bytecode compiled{note})"
-            return (python, *(("-P",) if safe else ()), "-m", "unotifyd"), env, how
+            uno = (python, *(("-P",) if safe else ()), "-m", "unotifyd")
+            command = _build_front(src, python, scratch) if scratch is not None else None
+            if command is None:
+                return uno, uno, env, how
+            return uno, (command,), env, f"{how}; the command: {command}, built as setup.py does"
     raise BenchError(
         "no interpreter can import unotifyd's dependencies (trio, pyseccomp): "
         "run `bash tests/run` once (it makes .venv) or `pip install -e .`"
     )
+
+
+def _build_front(src: Path, python: str, scratch: Path) -> str | None:
+    """The C front of ``src`` built into ``scratch``/command with its
+    ``unotifyd-python`` (what setup.py installs), or None if ``src`` has none."""
+    source = src / "unotifyd" / "daemon" / "launch.c"
+    if not source.exists() or b"UNOTIFYD_FRONT" not in source.read_bytes():
+        return None
+    into = scratch / "command"
+    into.mkdir()
+    cmd = ["cc", "-O2", "-Wall", "-Wextra", "-pthread", "-DUNOTIFYD_FRONT", "-o",
+           str(into / "unotifyd"), str(source)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    # setup.py's script, its #! line as pip writes it.
+    text = (src / "unotifyd" / "unotifyd-python").read_text()
+    script = into / "unotifyd-python"
+    script.write_text(f"#!{python}\n" + text.split("\n", 1)[1])
+    script.chmod(0o755)
+    return str(into / "unotifyd")
 
 
 def _first_line(argv: list[str]) -> str:

@@ -5,7 +5,11 @@ its path does not use (trio alone costs ~70 ms to import). The lightest
 path is ``launch --daemon``: recognized before argparse and the policy layer
 are even imported, it loads only :mod:`unotifyd.daemon.quick`, which execs
 the daemon's client in C (or, where it was not built, imports the Python
-one, :mod:`unotifyd.daemon.client`).
+one, :mod:`unotifyd.daemon.client`). The installed ``unotifyd`` command
+does better where the C client was built: it is that same C program (the
+front at the end of ``daemon/launch.c``), which makes a plain ``launch
+--daemon`` without starting Python and runs this module, through the
+script ``unotifyd-python``, for any other command line.
 """
 
 from __future__ import annotations

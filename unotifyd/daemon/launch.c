@@ -27,6 +27,9 @@
  * refused, as the Python client refuses it. Exit statuses are env(1)'s,
  * as unotifyd's: 125 unotifyd failed, 126 PROG could not run, 127 no PROG.
  *
+ * The same source built with -DUNOTIFYD_FRONT is the `unotifyd` command
+ * itself, where setup.py could build it: see the end of this file.
+ *
  * Signal dispositions are left as this process got them: an exec keeps
  * ignored signals ignored (execve(2)), and that is what PROG would inherit
  * run natively. --reset-signals is for a caller that ignored SIGPIPE and
@@ -1498,19 +1501,20 @@ static int converse(int sock, const char *profile, char **argv)
     return refused ? EXIT_FAILED : 0;
 }
 
-static void usage(void)
-{
-    say("usage: unotifyd-launch --daemon SOCKET --profile PROFILE [--reset-signals] [--] PROG "
-        "[ARGS...]");
-}
+struct launch_args {
+    const char *socket_path, *profile;
+    char **prog;
+    int reset_signals;
+};
 
-int main(int argc, char **argv)
+/* The spellings quick.parse_daemon_launch takes, from argv[0] on: --daemon
+ * S, --daemon=S, the same for --profile, each once, then -- or PROG; and
+ * --reset-signals where `with_reset` (the C client's own option, never the
+ * command's). 0, or -1 for anything else. */
+static int parse_launch(int argc, char **argv, int with_reset, struct launch_args *a)
 {
-    const char *socket_path = NULL, *profile = NULL;
-    int i = 1, reset_signals = 0;
-    /* The spellings quick.parse_daemon_launch takes: --daemon S,
-     * --daemon=S, the same for --profile, each once, then -- or PROG; and
-     * --reset-signals. */
+    int i = 0;
+    *a = (struct launch_args){0};
     while (i < argc) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--")) {
@@ -1519,46 +1523,127 @@ int main(int argc, char **argv)
         }
         if (arg[0] != '-')
             break;
-        if (!strcmp(arg, "--reset-signals") && !reset_signals) {
-            reset_signals = 1;
+        if (with_reset && !strcmp(arg, "--reset-signals") && !a->reset_signals) {
+            a->reset_signals = 1;
             i++;
             continue;
         }
         const char **slot = NULL;
         size_t len;
         if (!strncmp(arg, "--daemon", len = 8) && (arg[len] == 0 || arg[len] == '='))
-            slot = &socket_path;
+            slot = &a->socket_path;
         else if (!strncmp(arg, "--profile", len = 9) && (arg[len] == 0 || arg[len] == '='))
-            slot = &profile;
-        if (!slot || *slot) {
-            usage();
-            return EXIT_FAILED;
-        }
+            slot = &a->profile;
+        if (!slot || *slot)
+            return -1;
         if (arg[len] == '=') {
             *slot = arg + len + 1;
         } else {
-            if (++i == argc || argv[i][0] == '-') {
-                usage();
-                return EXIT_FAILED;
-            }
+            if (++i == argc || argv[i][0] == '-')
+                return -1;
             *slot = argv[i];
         }
         i++;
     }
-    if (!socket_path || !profile || i == argc) {
-        usage();
-        return EXIT_FAILED;
-    }
-    int sock = connect_daemon(socket_path);
+    if (!a->socket_path || !a->profile || i == argc)
+        return -1;
+    a->prog = argv + i;
+    return 0;
+}
+
+/* The launch: PROG's exit status is what this process ends with, since it
+ * becomes PROG; a return is unotifyd's own failure (125) or PROG's (126,
+ * 127). */
+static int launch(const struct launch_args *a)
+{
+    int sock = connect_daemon(a->socket_path);
     if (sock < 0)
         return EXIT_FAILED;
-    int status = converse(sock, profile, argv + i);
+    int status = converse(sock, a->profile, a->prog);
     close(sock);
     if (status)
         return status;
-    if (reset_signals) {
+    if (a->reset_signals) {
         signal(SIGPIPE, SIG_DFL);
         signal(SIGXFSZ, SIG_DFL);
     }
-    return exec_program(argv + i);
+    return exec_program(a->prog);
 }
+
+#ifndef UNOTIFYD_FRONT
+
+static void usage(void)
+{
+    say("usage: unotifyd-launch --daemon SOCKET --profile PROFILE [--reset-signals] [--] PROG "
+        "[ARGS...]");
+}
+
+int main(int argc, char **argv)
+{
+    struct launch_args a;
+    if (parse_launch(argc - 1, argv + 1, 1, &a)) {
+        usage();
+        return EXIT_FAILED;
+    }
+    return launch(&a);
+}
+
+#else
+
+/*
+ * Built with -DUNOTIFYD_FRONT, this is the `unotifyd` command itself
+ * (setup.py installs it so; where it could not be built, `unotifyd` is the
+ * Python script). A plain `unotifyd launch --daemon S --profile P -- PROG`
+ * is done here, so that a launch through the daemon starts no Python at
+ * all: the interpreter alone costs ~10 ms on a 2-CPU machine before any
+ * import, against ~6 ms for the whole launch in C. Every other command
+ * line, errors and --help included, goes unchanged to `unotifyd-python`
+ * (the same command in Python, installed next to this program), which
+ * parses it with argparse. The test is parse_launch's, the one
+ * unotifyd.daemon.quick makes before Python's own parser, so a command
+ * line means the same whichever of the two reads it.
+ *
+ * Nothing is changed for PROG: this process started as the caller made
+ * it, so its signal dispositions and environment are the caller's (no
+ * --reset-signals, no locale coercion to undo: see unotifyd/environ.py).
+ */
+#define PYTHON_FRONT "unotifyd-python"
+
+static int exec_python(char **argv)
+{
+    /* The directory of this program, not of argv[0]: `unotifyd` is often a
+     * symbolic link (the README's /usr/local/bin/unotifyd), and the script
+     * is installed next to its target. /proc/self/exe is that target
+     * (proc(5)). */
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0) {
+        say("cannot find %s: /proc/self/exe: %s", PYTHON_FRONT, strerror(errno));
+        return EXIT_FAILED;
+    }
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    char script[PATH_MAX];
+    if (!slash || (size_t)snprintf(script, sizeof script, "%.*s/%s", (int)(slash - self), self,
+                                   PYTHON_FRONT) >= sizeof script) {
+        say("cannot find %s: %s is not a path", PYTHON_FRONT, self);
+        return EXIT_FAILED;
+    }
+    /* The script's #! line names the interpreter; the kernel passes it the
+     * script's path as its argv[0] (binfmt_script), the rest as given. */
+    argv[0] = script;
+    extern char **environ;
+    execve(script, argv, environ);
+    say("cannot run %s: %s", script, strerror(errno));
+    return EXIT_FAILED;
+}
+
+int main(int argc, char **argv)
+{
+    struct launch_args a;
+    if (argc > 1 && !strcmp(argv[1], "launch") && !parse_launch(argc - 2, argv + 2, 0, &a))
+        return launch(&a);
+    return exec_python(argv);
+}
+
+#endif

@@ -1,9 +1,13 @@
 """``launch --daemon``'s fast path: recognized without argparse, run by the C client.
 
 ``unotifyd launch --daemon S --profile P -- PROG`` is the command a user
-types; the work is done by ``unotifyd-launch`` (``launch.c``, built next to
-this module by ``setup.py``), which this process becomes with one
-``execv``. That program speaks the protocol and installs the filter as
+types. The installed ``unotifyd`` (a front built from ``launch.c`` by
+``setup.py``) takes the same command lines as :func:`parse_daemon_launch`
+and makes them itself, without Python; this module is for a Python that
+got one anyway (``python3 -m unotifyd``, ``unotifyd-python``, or a front
+that was not built). There the work is done by ``unotifyd-launch``
+(``launch.c``, built next to this module by ``setup.py``), which this
+process becomes with one ``execv``. That program speaks the protocol and installs the filter as
 :mod:`unotifyd.daemon.client` does, without the Python client's imports
 (~13 ms of a ~28 ms launch). Where it was not built (no C compiler at
 install time), or cannot be run, the Python client does the work.
