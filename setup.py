@@ -7,17 +7,19 @@
   execs it, and a launch through the daemon then costs no Python imports.
 - The ``unotifyd`` command: the same source built as a front
   (``-DUNOTIFYD_FRONT``), which makes a plain ``launch --daemon`` itself and
-  starts no Python for it, and runs the script ``unotifyd-python``
-  (unotifyd/unotifyd-python, installed beside it) for every other command.
+  starts no Python for it, and runs ``unotifyd-python`` (the console script
+  of pyproject.toml, installed beside it) for every other command.
 
 All three need a C compiler and the kernel headers (gcc and linux-libc-dev
 on Debian), not Python's. Without them the build says so and goes on:
 unotifyd then serves every call in Python (kernel/passthrough.py finds no
 library), ``launch --daemon`` runs the Python client
-(unotifyd/daemon/client.py), and ``unotifyd`` is the Python script.
+(unotifyd/daemon/client.py), and ``unotifyd`` is a shell script that runs
+``unotifyd-python`` (unotifyd/daemon/unotifyd).
 """
 
 import os
+import shutil
 
 from setuptools import Distribution, Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -31,7 +33,7 @@ CLIENT_SOURCE = "unotifyd/daemon/launch.c"
 CLIENT_PACKAGE = "unotifyd.daemon"
 CLIENT_NAME = "unotifyd-launch"
 COMMAND = "unotifyd"
-PYTHON_COMMAND = "unotifyd/unotifyd-python"
+FORWARDER = "unotifyd/daemon/unotifyd"
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-pthread"]
 
 
@@ -67,7 +69,7 @@ class BuildExt(build_ext):
         except Exception as e:  # CompileError, LinkError: optional, as the lane is
             self.warn(
                 f"building {CLIENT_NAME} and {COMMAND} from {CLIENT_SOURCE} failed ({e}): "
-                f"launch --daemon runs in Python, and {COMMAND} is the Python script"
+                f"launch --daemon runs in Python, and {COMMAND} is {FORWARDER}"
             )
             return
         self.front = os.path.join(front_dir, COMMAND)
@@ -77,25 +79,26 @@ class BuildExt(build_ext):
 
 
 class BuildScripts(build_scripts):
-    """build_scripts, and ``unotifyd`` beside ``unotifyd-python``.
+    """build_scripts, with the front BuildExt built as ``unotifyd``.
 
-    ``unotifyd`` is the front BuildExt built (build runs build_ext before
-    build_scripts), or where it did not, a copy of the script, #! line
-    included. install_scripts installs every file of build_dir.
+    The script of that name runs ``unotifyd-python`` beside it: what
+    ``unotifyd`` is where the front was not built. build runs build_ext
+    before build_scripts; install_scripts installs every file of build_dir.
     """
 
     def run(self) -> None:
         super().run()
         front = self.get_finalized_command("build_ext").front
-        command = os.path.join(self.build_dir, COMMAND)
-        script = os.path.join(self.build_dir, os.path.basename(PYTHON_COMMAND))
-        self.copy_file(front or script, command)
-        os.chmod(command, 0o755)
+        if front:
+            # Not copy_file, which skips a target newer than its source.
+            command = os.path.join(self.build_dir, COMMAND)
+            shutil.copyfile(front, command)
+            os.chmod(command, 0o755)
 
 
 setup(
     cmdclass={"build_ext": BuildExt, "build_scripts": BuildScripts},
-    scripts=[PYTHON_COMMAND],
+    scripts=[FORWARDER],
     ext_modules=[
         Extension(
             "unotifyd.kernel._passthrough",

@@ -262,10 +262,9 @@ def _build_front(src: Path, python: str, scratch: Path) -> str | None:
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BenchError(f"{' '.join(cmd)} failed:\n{done.stderr}")
-    # setup.py's script, its #! line as pip writes it.
-    text = (src / "unotifyd" / "unotifyd-python").read_text()
+    # The console script pip writes for pyproject.toml's unotifyd-python.
     script = into / "unotifyd-python"
-    script.write_text(f"#!{python}\n" + text.split("\n", 1)[1])
+    script.write_text(f"#!{python}\nimport sys\nfrom unotifyd.cli import main\nsys.exit(main())\n")
     script.chmod(0o755)
     return str(into / "unotifyd")
 

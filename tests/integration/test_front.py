@@ -3,12 +3,14 @@
 setup.py installs ``unotifyd`` as a small C program (the end of
 ``unotifyd/daemon/launch.c``) that makes a plain ``launch --daemon S
 --profile P -- PROG`` itself, so that a launch through the daemon starts no
-Python, and execs ``unotifyd-python``, installed beside it, for every other
-command line. Here the command is the one a user runs: the venv's, first on
-``PATH`` (tests/run puts it there). What must hold:
+Python, and execs ``unotifyd-python`` (the console script), installed
+beside it, for every other command line. Here the command is the one a user
+runs: the venv's, first on ``PATH`` (tests/run puts it there). What must
+hold:
 
 - it is the C front wherever the C client could be built (gcc is in both
-  README commands), and the Python script where not;
+  README commands), and a shell script that runs ``unotifyd-python`` where
+  not;
 - every command line means what ``python3 -m unotifyd`` makes of it: same
   output, same exit status, and Python started exactly for those that
   :func:`unotifyd.daemon.quick.parse_daemon_launch` does not take;
@@ -140,6 +142,8 @@ _LINES: list[tuple[str, list[str]]] = [
     ("no such PROG", ["launch", "--daemon", "{sock}", "--profile", "red", "--", "/no/such"]),
     ("unknown profile", ["launch", "--daemon", "{sock}", "--profile", "blue", "--", "true"]),
     ("no daemon", ["launch", "--daemon", "{src}.sock", "--profile", "red", "--", "true"]),
+    # Not an abstract socket (a NUL first), which anyone may bind: EINVAL.
+    ("an empty socket path", ["launch", "--daemon=", "--profile", "red", "--", "true"]),
     # Not taken: argparse decides.
     ("an abbreviation", ["launch", "--daem", "{sock}", "--profile", "red", "--", "cat", "{src}"]),
     ("no profile", ["launch", "--daemon", "{sock}", "--", "true"]),
@@ -174,7 +178,7 @@ def test_the_front_answers_every_command_line_as_python_does(world: World, line:
 def test_every_line_of_the_table_is_meant() -> None:
     """The table holds both kinds, so the test above could fail either way."""
     taken = [quick.parse_daemon_launch(line) is not None for _, line in _LINES]
-    assert taken.count(True) == 8 and taken.count(False) == len(_LINES) - 8
+    assert taken.count(True) == 9 and taken.count(False) == len(_LINES) - 9
 
 
 def test_prog_keeps_the_callers_ignored_signals(world: World) -> None:
@@ -188,6 +192,28 @@ def test_prog_keeps_the_callers_ignored_signals(world: World) -> None:
     front = run(world, [world.command, "launch", "--daemon", world.socket, "--profile", "red",
                         "--", *status], restore_signals=False)  # fmt: skip
     assert front.answer() == (0, native.stdout, b""), front
+
+
+def test_a_message_to_a_closed_pipe_ends_in_125_as_from_python(world: World) -> None:
+    """With stderr a pipe no one reads, the front's own message (no daemon
+    there) ends it with 125, as Python's (which ignores SIGPIPE), not by the
+    signal: the front ignores SIGPIPE until it gives it back to PROG."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        def status(argv: list[str]) -> int:
+            return subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=w, env=env(),
+                timeout=TIMEOUT, check=False,
+            ).returncode  # fmt: skip
+
+        # The control: a program that writes there dies of SIGPIPE.
+        assert status(["cat", world.src + ".missing"]) == -signal.SIGPIPE
+        line = ["launch", "--daemon", world.src + ".sock", "--profile", "red", "--", "true"]
+        assert status([world.command, *line]) == 125
+        assert status([sys.executable, "-m", "unotifyd", *line]) == 125
+    finally:
+        os.close(w)
 
 
 def test_the_front_finds_its_script_through_a_link(world: World) -> None:
@@ -206,9 +232,11 @@ def test_the_front_finds_its_script_through_a_link(world: World) -> None:
     )  # fmt: skip
 
 
-def test_without_a_compiler_the_command_is_the_python_script(tmp_path: Path) -> None:
+def test_without_a_compiler_the_command_runs_the_python_one(tmp_path: Path) -> None:
     """setup.py's build where C cannot be compiled (CC=false): ``unotifyd`` is
-    the script itself, #! line included; with the compiler, the front."""
+    the shell script unotifyd/daemon/unotifyd, which runs ``unotifyd-python``
+    beside its target (here the venv's, through a link); with the compiler,
+    the front."""
     built = {}
     for name, cc in ("without", "false"), ("with", os.environ.get("CC", "cc")):
         out = tmp_path / name
@@ -220,9 +248,17 @@ def test_without_a_compiler_the_command_is_the_python_script(tmp_path: Path) -> 
             timeout=300, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        built[name] = ((out / "scripts" / "unotifyd").read_bytes(),
-                       (out / "scripts" / "unotifyd-python").read_bytes())  # fmt: skip
-    command, script = built["without"]
-    assert command == script and script.startswith(b"#!") and b"unotifyd.cli" in script
-    command, script = built["with"]
-    assert command.startswith(ELF) and script.startswith(b"#!")
+        assert os.listdir(out / "scripts") == ["unotifyd"]
+        built[name] = out / "scripts" / "unotifyd"
+    assert built["with"].read_bytes().startswith(ELF)
+    script = built["without"]
+    assert script.read_bytes() == (REPO / "unotifyd" / "daemon" / "unotifyd").read_bytes()
+    python = Path(shutil.which("unotifyd-python") or "unotifyd-python")
+    (script.parent / "unotifyd-python").symlink_to(python)
+    link = tmp_path / "link"
+    link.symlink_to(script)
+    for way in script, link:
+        version = subprocess.run([str(way), "--version"], capture_output=True, check=False)
+        assert (version.returncode, version.stdout, version.stderr) == (
+            0, b"unotifyd 0.1.0\n", b""
+        )  # fmt: skip

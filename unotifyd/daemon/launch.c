@@ -48,11 +48,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/auxv.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1268,8 +1270,12 @@ static int expect(struct reply *r, int want)
 static int connect_daemon(const char *path)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof addr.sun_path) {
-        say("cannot connect to %s: %s", path, strerror(ENAMETOOLONG));
+    /* An empty path would name an abstract socket (a NUL first: unix(7)),
+     * which any local user may bind: `--daemon "$SOCK"` with SOCK unset
+     * would hand the program's listener to them. The kernel refuses an
+     * address of no path at all, as the Python client sends it (EINVAL). */
+    if (!path[0] || strlen(path) >= sizeof addr.sun_path) {
+        say("cannot connect to %s: %s", path, strerror(path[0] ? ENAMETOOLONG : EINVAL));
         return -1;
     }
     strcpy(addr.sun_path, path);
@@ -1278,6 +1284,18 @@ static int connect_daemon(const char *path)
         say("cannot connect to %s: %s", path, strerror(errno));
         return -1;
     }
+    /* Not one of fds 0-2, which the caller may have closed: say() writes to
+     * 2, and PROG must find them as the caller left them. */
+    if (sock <= 2) {
+        int moved = fcntl(sock, F_DUPFD_CLOEXEC, 3);
+        int err = errno;
+        close(sock);
+        if (moved < 0) {
+            say("cannot connect to %s: %s", path, strerror(err));
+            return -1;
+        }
+        sock = moved;
+    }
     set_timeout(sock, SO_RCVTIMEO, REPLY_TIMEOUT);
     set_timeout(sock, SO_SNDTIMEO, REPLY_TIMEOUT);
     /* A connect waits only while the daemon's backlog is full; one stopped
@@ -1285,7 +1303,8 @@ static int connect_daemon(const char *path)
      * (EISCONN: it went through after all). */
     double deadline = now() + REPLY_TIMEOUT;
     int rc;
-    while ((rc = connect(sock, (struct sockaddr *)&addr, sizeof addr)) < 0 && errno == EINTR &&
+    socklen_t len = offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1;
+    while ((rc = connect(sock, (struct sockaddr *)&addr, len)) < 0 && errno == EINTR &&
            again(sock, SO_SNDTIMEO, deadline) == 0)
         ;
     if (rc < 0 && errno == EISCONN)
@@ -1556,6 +1575,12 @@ static int parse_launch(int argc, char **argv, int with_reset, struct launch_arg
  * 127). */
 static int launch(const struct launch_args *a)
 {
+    /* SIGPIPE ignored for our own messages (stderr may be a pipe no one
+     * reads: then 125, as the Python client, not death by a signal), and
+     * given back as it was before PROG, which inherits it (--reset-signals:
+     * its default). */
+    struct sigaction ignore = {.sa_handler = SIG_IGN}, given;
+    sigaction(SIGPIPE, &ignore, &given);
     int sock = connect_daemon(a->socket_path);
     if (sock < 0)
         return EXIT_FAILED;
@@ -1564,9 +1589,10 @@ static int launch(const struct launch_args *a)
     if (status)
         return status;
     if (a->reset_signals) {
-        signal(SIGPIPE, SIG_DFL);
+        given.sa_handler = SIG_DFL;
         signal(SIGXFSZ, SIG_DFL);
     }
+    sigaction(SIGPIPE, &given, NULL);
     return exec_program(a->prog);
 }
 
@@ -1609,38 +1635,64 @@ int main(int argc, char **argv)
  */
 #define PYTHON_FRONT "unotifyd-python"
 
+/* This program's path: /proc/self/exe (proc(5)), else, without procfs, the
+ * name it was executed by (getauxval(AT_EXECFN)) with its links resolved. */
+static int own_path(char *out, size_t size)
+{
+    ssize_t n = readlink("/proc/self/exe", out, size - 1);
+    if (n >= 0) {
+        out[n] = 0;
+        return 0;
+    }
+    int err = errno;
+    const char *name = (const char *)getauxval(AT_EXECFN);
+    char resolved[PATH_MAX];
+    if (name && realpath(name, resolved) && strlen(resolved) < size) {
+        strcpy(out, resolved);
+        return 0;
+    }
+    errno = err;
+    return -1;
+}
+
 static int exec_python(char **argv)
 {
-    /* The directory of this program, not of argv[0]: `unotifyd` is often a
-     * symbolic link (the README's /usr/local/bin/unotifyd), and the script
-     * is installed next to its target. /proc/self/exe is that target
-     * (proc(5)). */
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n < 0) {
+    /* The directory of this program, not of the link it may have been run
+     * by: `unotifyd` is often one (the README's /usr/local/bin/unotifyd),
+     * and the script is installed beside its target. */
+    char self[PATH_MAX], script[PATH_MAX];
+    if (own_path(self, sizeof self)) {
         say("cannot find %s: /proc/self/exe: %s", PYTHON_FRONT, strerror(errno));
         return EXIT_FAILED;
     }
-    self[n] = 0;
     char *slash = strrchr(self, '/');
-    char script[PATH_MAX];
     if (!slash || (size_t)snprintf(script, sizeof script, "%.*s/%s", (int)(slash - self), self,
                                    PYTHON_FRONT) >= sizeof script) {
-        say("cannot find %s: %s is not a path", PYTHON_FRONT, self);
+        say("cannot find %s beside %s: %s", PYTHON_FRONT, self, strerror(ENAMETOOLONG));
         return EXIT_FAILED;
     }
     /* The script's #! line names the interpreter; the kernel passes it the
-     * script's path as its argv[0] (binfmt_script), the rest as given. */
+     * script's path, then the rest of argv as given (binfmt_script). */
     argv[0] = script;
     extern char **environ;
     execve(script, argv, environ);
-    say("cannot run %s: %s", script, strerror(errno));
+    int err = errno;
+    if ((err == ENOENT || err == ENOEXEC) && !access(script, F_OK))
+        say("cannot run %s: the interpreter on its #! line: %s", script, strerror(err));
+    else
+        say("cannot run %s: %s", script, strerror(err));
     return EXIT_FAILED;
 }
 
 int main(int argc, char **argv)
 {
     struct launch_args a;
+    if (argc < 1) {
+        /* No argv[0] (kernels before 5.18 allowed that): no slot for the
+         * script's path. */
+        say("run with no argv[0]");
+        return EXIT_FAILED;
+    }
     if (argc > 1 && !strcmp(argv[1], "launch") && !parse_launch(argc - 2, argv + 2, 0, &a))
         return launch(&a);
     return exec_python(argv);
