@@ -440,16 +440,19 @@ for line in sys.stdin:
 """
 
 
-def test_a_program_whose_profile_is_gone_may_change_nothing(world: World) -> None:
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
+def test_a_program_whose_profile_is_gone_may_change_nothing(world: World, mode: str) -> None:
     """A program taken back after its profile left the config is refused every
     call it is trapped for, those on fds it holds too: under its old
     read-only profile a fchmod through an fd of a file in the tree was
-    EROFS, and with a deny of every path alone it went through."""
+    EROFS, and with a deny of every path alone it went through. Whatever
+    the profile's mode: the refusal comes before any decision."""
     tree = world.dir / "tree"
     tree.mkdir()
     target = write(tree / "f", "data\n")
     target.chmod(0o644)
-    write(world.dir / "ro.toml", f'version = 1\n[[readonly]]\npath = "{tree}/**"\n')
+    write(world.dir / "ro.toml",
+          f'version = 1\nmode = "{mode}"\n[[readonly]]\npath = "{tree}/**"\n')  # fmt: skip
     both = world.config.read_text() + '[[profile]]\nname = "ro"\npolicy = "ro.toml"\nuids = [0]\n'
     world.config.write_text(both)
     argv = ["--", *py(CHANGE_THROUGH_FD, str(target))]
