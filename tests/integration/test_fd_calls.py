@@ -371,3 +371,49 @@ def test_a_name_in_a_removed_cwds_parent_is_not_the_cwd(
     (tmp_path / "work" / "w (deleted)").unlink()
     proc = run_launch(*mode, "--deny", str(secret), argv=argv)
     assert (proc.returncode, proc.stdout) == (0, "read EACCES\n"), describe(proc)
+
+
+
+CWD_ITSELF = r"""
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+L = ctypes.c_long
+AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
+buf = ctypes.create_string_buffer(256)
+def show(what, rc):
+    print(what, errno.errorcode.get(ctypes.get_errno(), "?") if rc < 0 else "ok")
+    ctypes.set_errno(0)
+show("cwd", libc.syscall(L(262), L(AT_FDCWD), b"", buf, L(AT_EMPTY_PATH)))
+show("statx cwd", libc.syscall(L(332), L(AT_FDCWD), b"", L(AT_EMPTY_PATH), L(0xFFF), buf))
+# A name with the flag: the kernel looks it up.
+show("a name", libc.syscall(L(262), L(AT_FDCWD), b"f", buf, L(AT_EMPTY_PATH)))
+# AT_FDCWD with junk in the register's upper half: the kernel reads an int.
+junk = AT_FDCWD & 0xFFFFFFFF | 1 << 32
+show("cwd, junk above", libc.syscall(L(262), L(junk), b"", buf, L(AT_EMPTY_PATH)))
+fd = os.open("/etc/hostname", os.O_RDONLY)
+show("an open file", libc.syscall(L(262), L(fd), b"", buf, L(AT_EMPTY_PATH)))
+"""
+
+
+def test_a_stat_of_the_cwd_itself_is_judged_by_its_name_in_both_modes(tmp_path: Path) -> None:
+    """``newfstatat(AT_FDCWD, "", AT_EMPTY_PATH)`` is about the cwd, which the
+    rules judge by its name: a program started in a denied directory is
+    refused it, in virtualize mode as under --enforce (whose filter traps
+    every such read). Virtualize mode lets a read with AT_EMPTY_PATH through
+    in the filter only where dirfd is a real fd (fstat of an open file)."""
+    denied = tmp_path / "D"
+    denied.mkdir()
+    (denied / "f").write_text("f\n")
+    argv = [SYSTEM_PYTHON, "-c", CWD_ITSELF]
+    native = run_native(argv, cwd=denied)
+    names = ["cwd", "statx cwd", "a name", "cwd, junk above", "an open file"]
+    assert native.stdout.splitlines() == [f"{n} ok" for n in names], describe(native)
+    rules = ("--deny", str(denied), "--deny", f"{denied}/**")
+    for mode, extra in (("virtualize", {}), ("virtualize-python", {"UNOTIFYD_PASSTHROUGH": "0"}),
+                        ("enforce", {})):  # fmt: skip
+        flags = ("--enforce",) if mode == "enforce" else ()
+        proc = run_launch(*flags, *rules, argv=argv, cwd=denied, env=env(extra))
+        assert proc.returncode == 0, describe(proc)
+        want = [f"{n} EACCES" for n in names[:-1]] + ["an open file ok"]
+        assert proc.stdout.splitlines() == want, (mode, describe(proc))

@@ -494,22 +494,27 @@ def names(family: Family) -> frozenset[str]:
     return frozenset(name for name, e in BY_NAME.items() if e.family == family)
 
 
-def reads_of_open_files(policy: Policy) -> tuple[tuple[str, int, int], ...]:
+def reads_of_open_files(policy: Policy) -> tuple[tuple[str, int, int, int], ...]:
     """The trapped reads to let through in the filter when they are about an open file.
 
     ``fstat(fd)`` is ``newfstatat(fd, "", AT_EMPTY_PATH)`` in glibc (2.33 and
     later) and ``statx(fd, "", AT_EMPTY_PATH)`` elsewhere: a third of what
     programs make trapped, and no rule is about an open file
     (:func:`~unotifyd.policy.paths.decide_on_fd`), so in virtualize mode a
-    read with ``AT_EMPTY_PATH`` is not notified at all: ``(name, flag
-    argument, AT_EMPTY_PATH)`` for :func:`~unotifyd.kernel.filter.compile_filter`.
+    read with ``AT_EMPTY_PATH`` is not notified at all, unless its dirfd is
+    ``AT_FDCWD``: that one is about the cwd, which is no open file of the
+    program's and which the rules judge by its name, as enforcing mode does
+    (a program started in a denied directory). ``(name, flag argument,
+    AT_EMPTY_PATH, dirfd argument)`` for
+    :func:`~unotifyd.kernel.filter.compile_filter`.
 
     What this relies on: BPF cannot read the path, so a read that has
     ``AT_EMPTY_PATH`` *and* a non-empty path (which the kernel then looks
-    up) passes untrapped too, and sees the real file where a rule would
-    show another. Nothing enforces a view in virtualize mode (CONTINUE lets
-    a racing thread swap a path just as well); enforcing mode traps every
-    such read, and answers it from our copy of the fd.
+    up) passes untrapped too where dirfd is a real fd, and sees the real
+    file where a rule would show another. Nothing enforces a view in
+    virtualize mode (CONTINUE lets a racing thread swap a path just as
+    well); enforcing mode traps every such read, and answers it from our
+    copy of the fd.
     """
     if policy.mode == "enforce":
         return ()
@@ -520,7 +525,8 @@ def reads_of_open_files(policy: Policy) -> tuple[tuple[str, int, int], ...]:
             continue
         spec = operation.paths[0]
         if spec.role == "read" and spec.empty_flag_arg is not None:
-            out.append((name, spec.empty_flag_arg, abi.AT_EMPTY_PATH))
+            assert spec.dirfd_arg is not None, name  # AT_EMPTY_PATH is about a dirfd
+            out.append((name, spec.empty_flag_arg, abi.AT_EMPTY_PATH, spec.dirfd_arg))
     return tuple(out)
 
 
@@ -530,7 +536,7 @@ class FilterSpec:
 
     trapped: frozenset[str]
     refused: tuple[RefusedCall, ...]
-    unless: tuple[tuple[str, int, int], ...]
+    unless: tuple[tuple[str, int, int, int], ...]
     only: tuple[tuple[str, tuple[int, int, int]], ...] = ()
     only_if_set: tuple[tuple[str, int], ...] = ()
 

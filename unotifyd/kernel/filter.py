@@ -162,14 +162,15 @@ def _import_with_stand_in() -> Any:
 def compile_filter(
     syscalls: Iterable[str],
     refused: Iterable[Refused],
-    unless: Iterable[tuple[str, int, int]] = (),
+    unless: Iterable[tuple[str, int, int, int]] = (),
     only: Iterable[tuple[str, ArgTest]] = (),
     only_if_set: Iterable[tuple[str, int]] = (),
 ) -> bytes:
     """Return a BPF program that notifies ``syscalls``, fails ``refused`` and allows the rest.
 
-    ``unless`` holds ``(name, index, bit)``: that call is notified only when
-    ``args[index]`` lacks ``bit``, and allowed otherwise (a masked compare,
+    ``unless`` holds ``(name, index, bit, dirfd)``: that call is notified
+    only when ``args[index]`` lacks ``bit`` or ``args[dirfd]`` is
+    ``AT_FDCWD``, and allowed otherwise (masked compares,
     seccomp_rule_add(3)). ``only`` holds ``(name, test)``: that call is
     notified only when one of its tests holds (``ioctl`` only for the
     commands that change a file), and allowed otherwise. ``only_if_set``
@@ -209,7 +210,7 @@ def compile_filter(
         raise ValueError(f"calls both trapped and refused: {', '.join(sorted(both))}")
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
-    conditions = {name: (index, bit) for name, index, bit in unless}
+    conditions = {name: (index, bit, dirfd) for name, index, bit, dirfd in unless}
     nonzero = dict(only_if_set)
     for name in trapped:
         # By number: libseccomp adds an x86_64 number as it is, including
@@ -223,9 +224,14 @@ def compile_filter(
         elif name in nonzero:
             flt.add_rule(pyseccomp.NOTIFY, number, pyseccomp.Arg(nonzero[name], pyseccomp.NE, 0))
         elif name in conditions:
-            index, bit = conditions[name]
+            index, bit, dirfd = conditions[name]
             without = pyseccomp.Arg(index, pyseccomp.MASKED_EQ, bit, 0)
             flt.add_rule(pyseccomp.NOTIFY, number, without)
+            # A dirfd is an int: the kernel reads the low 32 bits of the
+            # register, whatever the caller left in the rest.
+            cwd = abi.AT_FDCWD & 0xFFFFFFFF
+            at_cwd = pyseccomp.Arg(dirfd, pyseccomp.MASKED_EQ, 0xFFFFFFFF, cwd)
+            flt.add_rule(pyseccomp.NOTIFY, number, at_cwd)
         else:
             flt.add_rule(pyseccomp.NOTIFY, number)
     for _name, number, err, tests in refusals:
