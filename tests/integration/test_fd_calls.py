@@ -297,8 +297,32 @@ for name, n in (("deleted", fd), ("memfd", m), ("tmpfile", t)):
     r(name + " access", lambda: os.access(link, os.R_OK | os.W_OK))
 # A removed cwd: what names it is ".", "./." or nothing at all.
 os.mkdir("gone")
+os.setxattr("gone", "user.k", b"v")
 os.chdir("gone")
 os.rmdir("../gone")
+# The cwd itself by AT_FDCWD and an empty name (AT_EMPTY_PATH), which the
+# kernel looks up whatever the call's follow flag.
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+L, AT_FDCWD, EMPTY, NOFOLLOW = ctypes.c_long, -100, 0x1000, 0x100
+def call(*args):
+    ctypes.set_errno(0)
+    if libc.syscall(*args) < 0:
+        raise OSError(ctypes.get_errno(), "")
+out = ctypes.create_string_buffer(256)
+xargs = (ctypes.c_uint64 * 2)(ctypes.addressof(out), 16)
+r("cwd itself getxattrat", lambda: (call(L(464), L(AT_FDCWD), b"", L(EMPTY), b"user.k", xargs,
+                                         L(16)), out.raw[:1]))
+r("cwd itself file_getattr", lambda: (call(L(468), L(AT_FDCWD), b"", out, L(24), L(EMPTY)),
+                                      out.raw[:24]))
+handle = (ctypes.c_uint32 * 34)(128)
+r("cwd itself name_to_handle_at", lambda: (call(L(303), L(AT_FDCWD), b"", handle,
+                                                ctypes.byref(ctypes.c_int()), L(EMPTY)),
+                                           handle[0], handle[1]))
+# nlink and mode of struct stat
+r("cwd itself lstat", lambda: (call(L(262), L(AT_FDCWD), b"", out, L(EMPTY | NOFOLLOW)),
+                               out.raw[16:28]))
 r("cwd stat .", lambda: os.stat(".").st_nlink)
 r("cwd listdir .", lambda: os.listdir("./."))
 r("cwd open .", lambda: os.close(os.open(".", os.O_RDONLY | os.O_DIRECTORY)))
@@ -316,7 +340,10 @@ def test_files_without_a_name_answer_as_natively(
     """Files reached through ``/proc/self/fd/N`` that have no name (a deleted
     file, a memfd, an ``O_TMPFILE``) and a cwd that was removed (issue 16):
     under enforce every one of these was ENOENT (the supervisor looked them
-    up by ``/proc``'s text, ``"X (deleted)"``)."""
+    up by ``/proc``'s text, ``"X (deleted)"``). The removed cwd itself by
+    AT_FDCWD and an empty name, under enforce (audit helper-46): getxattrat
+    and file_getattr were EBADF (made on an O_PATH fd, which they take as
+    an fd), name_to_handle_at and the lstat acted on /proc's link."""
     with public_dir("unotifyd-nameless-") as d:
         base = d / "w"
         base.mkdir()
