@@ -1618,13 +1618,14 @@ int main(int argc, char **argv)
 
 /*
  * Built with -DUNOTIFYD_FRONT, this is the `unotifyd` command itself
- * (setup.py installs it so; where it could not be built, `unotifyd` is the
- * Python script). A plain `unotifyd launch --daemon S --profile P -- PROG`
+ * (setup.py installs it so; where it could not be built, `unotifyd` is
+ * unotifyd/daemon/unotifyd, a shell script that runs unotifyd-python). A plain `unotifyd launch --daemon S --profile P -- PROG`
  * is done here, so that a launch through the daemon starts no Python at
  * all: the interpreter alone costs ~10 ms on a 2-CPU machine before any
  * import, against ~6 ms for the whole launch in C. Every other command
  * line, errors and --help included, goes unchanged to `unotifyd-python`
- * (the same command in Python, installed next to this program), which
+ * (the same command in Python, a console script installed beside this
+ * program), which
  * parses it with argparse. The test is parse_launch's, the one
  * unotifyd.daemon.quick makes before Python's own parser, so a command
  * line means the same whichever of the two reads it.
