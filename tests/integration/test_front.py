@@ -232,6 +232,22 @@ def test_the_front_finds_its_script_through_a_link(world: World) -> None:
     )  # fmt: skip
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="unmounting /proc needs CAP_SYS_ADMIN")
+def test_the_front_finds_its_script_without_proc(world: World) -> None:
+    """Where /proc is not mounted (a minimal container), /proc/self/exe is
+    not there: the front finds itself by the name it was executed by
+    (AT_EXECFN), through the link."""
+    with public_dir("unotifyd-front-noproc-") as d:
+        link = d / "unotifyd"
+        link.symlink_to(world.command)
+        script = f"umount -l /proc && ! test -e /proc/self/exe && exec {link} --version"
+        proc = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            capture_output=True, text=True, env=env(), timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "unotifyd 0.1.0\n", ""), proc
+
+
 def test_without_a_compiler_the_command_runs_the_python_one(tmp_path: Path) -> None:
     """setup.py's build where C cannot be compiled (CC=false): ``unotifyd`` is
     the shell script unotifyd/daemon/unotifyd, which runs ``unotifyd-python``
