@@ -101,11 +101,15 @@ def build(into: Path, names: Iterable[str] = PROGRAMS) -> None:
     into.mkdir(parents=True, exist_ok=True)
     log(f"building the C programs of {here} into {into}")
     for name in names:
-        cmd = ["cc", "-O2", "-Wall", "-Wextra", *PROGRAMS[name], "-o", str(into / name),
-               str(here / f"{name}.c")]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise BenchError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+        _cc(*PROGRAMS[name], "-o", str(into / name), str(here / f"{name}.c"))
+
+
+def _cc(*args: str) -> None:
+    """``cc -O2 -Wall -Wextra ARGS``; BenchError with its output if it fails."""
+    cmd = ["cc", "-O2", "-Wall", "-Wextra", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} failed:\n{done.stderr}")
 
 
 def _imports_deps(python: str, env: dict[str, str]) -> bool:
@@ -257,11 +261,7 @@ def _build_front(src: Path, python: str, scratch: Path) -> str | None:
         return None
     into = scratch / "command"
     into.mkdir()
-    cmd = ["cc", "-O2", "-Wall", "-Wextra", "-pthread", "-DUNOTIFYD_FRONT", "-o",
-           str(into / "unotifyd"), str(source)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    _cc("-pthread", "-DUNOTIFYD_FRONT", "-o", str(into / "unotifyd"), str(source))
     # The console script pip writes for pyproject.toml's unotifyd-python.
     script = into / "unotifyd-python"
     script.write_text(f"#!{python}\nimport sys\nfrom unotifyd.cli import main\nsys.exit(main())\n")

@@ -170,23 +170,7 @@ def _place(
         target = replace(_recheck(recheck, op, arg, target.path), link_text=target.link_text)
     dirfd, name = _open_parent(target, root_fd)
     stack.callback(os.close, dirfd)
-    if recheck is not None and arg.itself and is_magic_link(target.path):
-        # The cwd itself (AT_FDCWD and an empty name) where it has no name
-        # any more (removed: /proc/PID/cwd). The kernel looks the empty name
-        # up from the cwd, following nothing and refusing nothing whatever
-        # the call's follow flag, where for a dirfd of 0 or more some calls
-        # take the fd instead (fdget(), which refuses an O_PATH fd: EBADF
-        # from path_getxattrat() in fs/xattr.c, file_getattr in
-        # fs/file_attr.c). So the call is made by a name that leads to the
-        # same file, never on the fd: "N" in our /proc/self/fd, the pinned
-        # fd N, followed. What it leads to is judged, as below.
-        pinned = openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC, 0, 0)
-        stack.callback(os.close, pinned)
-        _judge(recheck, op, arg.role, pinned, root_fd=root_fd, link_to=link_to)
-        fds = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        stack.callback(os.close, fds)
-        return Place(fds, str(pinned).encode(), True)
-    if recheck is not None and arg.follow and is_magic_link(target.path):
+    if recheck is not None and (arg.follow or arg.itself) and is_magic_link(target.path):
         # Through a magic link (/proc/PID/fd/N, a removed cwd's
         # /proc/PID/cwd): what it leads to now is judged, not the name
         # decided on (see _judge). Nothing below one is ever acted on: see
@@ -194,7 +178,19 @@ def _place(
         pinned = openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC, 0, 0)
         stack.callback(os.close, pinned)
         _judge(recheck, op, arg.role, pinned, root_fd=root_fd, link_to=link_to)
-        return Place(pinned, b"", True, itself=True)
+        if not arg.itself:
+            return Place(pinned, b"", True, itself=True)
+        # The cwd itself (AT_FDCWD and an empty name) where it has no name
+        # any more (removed): the kernel looks the empty name up from the
+        # cwd, following nothing and refusing nothing whatever the call's
+        # follow flag, where for a dirfd of 0 or more some calls take the
+        # fd instead (fdget(), which refuses an O_PATH fd: EBADF from
+        # path_getxattrat() in fs/xattr.c, file_getattr in fs/file_attr.c).
+        # So the call is made by a name that leads to the same file, never
+        # on the fd: "N" in our /proc/self/fd, the pinned fd N, followed.
+        fds = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        stack.callback(os.close, fds)
+        return Place(fds, str(pinned).encode(), True)
     # A resolved path's last component is no link (it was followed, or
     # the call acts on the link): one found now was swapped in since.
     follow = arg.follow and not target.no_symlinks

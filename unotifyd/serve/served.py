@@ -217,7 +217,6 @@ class Served:
         return self.unsettled
 
 
-
 #: Every decision the serving layer answers.
 AnyDecision = Decision | Rewrite | Listing | PerformPath
 
