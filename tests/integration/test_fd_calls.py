@@ -466,43 +466,143 @@ def test_a_stat_of_the_cwd_itself_is_judged_by_its_name_in_both_modes(tmp_path: 
 
 
 UNREACHABLE = """
-import errno, os
+import errno, os, sys
 def r(what, fn):
     try:
         print(what, fn())
     except OSError as e:
         print(what, errno.errorcode[e.errno])
 r("stat f", lambda: os.stat("f").st_size)
+r("stat absolute", lambda: os.stat(sys.argv[1]).st_size)  # P is in the way
+r("stat .", lambda: os.stat(".").st_nlink)
+r("stat ..", lambda: os.stat("..").st_mode & 0o777)
+r("listdir ..", lambda: os.listdir(".."))  # P's own mode refuses it
 r("open f", lambda: open("f").read().strip())
-r("listdir .", lambda: os.listdir("."))
+r("listdir .", lambda: sorted(os.listdir(".")))
+r("xattr .", lambda: os.getxattr(".", "user.x"))
 r("create g", lambda: os.close(os.open("g", os.O_CREAT | os.O_WRONLY, 0o644)))
-r("unlink g", lambda: os.unlink("g"))
+r("mkdir d", lambda: os.mkdir("d"))
+r("symlink d/s", lambda: os.symlink("../f", "d/s"))
+r("readlink d/s", lambda: os.readlink("d/s"))
+r("open d/s", lambda: open("d/s").read().strip())
+r("rename g d/h", lambda: os.rename("g", "d/h"))
+r("link d/h k", lambda: os.link("d/h", "k"))
+r("chmod k", lambda: os.chmod("k", 0o600))
+r("unlink", lambda: [os.unlink(n) for n in ("k", "d/h", "d/s")] and None)
+r("rmdir d", lambda: os.rmdir("d"))
+r("rmdir .", lambda: os.rmdir("."))
+r("creat .", lambda: os.open(".", os.O_CREAT | os.O_WRONLY))
+r("read secret", lambda: open("secret").read().strip())
+r("write ro/x", lambda: open("ro/x", "w").close())
+r("mkdir ro/d", lambda: os.mkdir("ro/d"))
+fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+os.chdir("/")
+r("at fd: stat f", lambda: os.stat("f", dir_fd=fd).st_size)
+r("at fd: open f", lambda: os.read(os.open("f", os.O_RDONLY, dir_fd=fd), 9))
+r("at fd: create m", lambda: os.close(os.open("m", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)))
+r("at fd: unlink m", lambda: os.unlink("m", dir_fd=fd))
 """
 
 
+#: Root without capabilities: the 0700 directory is another user's.
+ROOT_WITHOUT_CAPS = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all")
+
+
+@pytest.mark.parametrize("who", [AS_NOBODY, ROOT_WITHOUT_CAPS], ids=["nobody", "root-nocaps"])
 def test_relative_names_from_a_cwd_the_program_cannot_reach_by_name(
-    request: pytest.FixtureRequest, mode: tuple[str, ...]
+    mode: tuple[str, ...], who: tuple[str, ...]
 ) -> None:
     """A program whose cwd lies below a directory it may not search (``cd
     /root/work && setpriv --reuid=nobody …``) looks its relative names up
-    from the cwd, never passing the ancestors. Under --enforce the
-    supervisor walks the decided name from the root as the program and
-    gets EACCES: a known limit (README), kept here as the test of its fix."""
-    if mode:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="known limit: --enforce walks a relative name from the root"
-        ))  # fmt: skip
-    with public_dir("unotifyd-unreachable-") as d:
+    from the cwd, or from a dirfd, never passing the ancestors. Under
+    --enforce the supervisor walks the decided name from the root as the
+    program, is refused, and walks it from the program's cwd or dirfd
+    instead (kernel/opener.parent_from): the same answers as natively, but
+    where the rules speak (a deny, a read-only tree, whose errno needs a
+    look at what is there), and an absolute name stays refused."""
+
+    def tree(d: Path) -> Path:
         cwd = d / "P" / "Q"
-        cwd.mkdir(parents=True)
-        (cwd / "f").write_text("hi\n")
-        (cwd / "f").chmod(0o644)
-        cwd.chmod(0o777)
+        (cwd / "ro").mkdir(parents=True)
+        for name in ("f", "secret"):
+            (cwd / name).write_text("hi\n")
+            (cwd / name).chmod(0o644)
+        for where in (cwd, cwd / "ro"):
+            where.chmod(0o777)
+        os.setxattr(cwd, "user.x", b"1")
         (d / "P").chmod(0o700)
-        argv = [*AS_NOBODY, "--", SYSTEM_PYTHON, "-c", UNREACHABLE]
-        native = run_native(argv, cwd=cwd)
-        assert native.stdout.splitlines() == [
-            "stat f 3", "open f hi", "listdir . ['f']", "create g None", "unlink g None"
-        ], describe(native)  # the control: natively every name works
-        proc = run_launch(*mode, "--deny", str(d / "elsewhere"), argv=argv, cwd=cwd)
-    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+        os.chown(d / "P", 65533, 65533)
+        return cwd
+
+    def run(opts: tuple[str, ...] | None) -> subprocess.CompletedProcess[str]:
+        """Natively (``opts`` None), or under unotifyd with ``opts``."""
+        with public_dir("unotifyd-unreachable-") as d:
+            cwd = tree(d)
+            argv = [*who, "--", SYSTEM_PYTHON, "-c", UNREACHABLE, str(cwd / "f")]
+            if opts is None:
+                return run_native(argv, cwd=cwd)
+            rules = ("--deny", str(cwd / "secret"), "--readonly", f"{cwd / 'ro'}/**")
+            return run_launch(*opts, *rules, argv=argv, cwd=cwd)
+
+    native = run(None)
+    lines = native.stdout.splitlines()
+    # The control: natively every relative name works, the absolute one and
+    # a listing of P do not.
+    assert lines == [
+        "stat f 3", "stat absolute EACCES", "stat . 3", "stat .. 448", "listdir .. EACCES",
+        "open f hi", "listdir . ['f', 'ro', 'secret']", "xattr . b'1'", "create g None",
+        "mkdir d None", "symlink d/s None", "readlink d/s ../f", "open d/s hi",
+        "rename g d/h None", "link d/h k None", "chmod k None", "unlink None", "rmdir d None",
+        "rmdir . EINVAL", "creat . EISDIR", "read secret hi", "write ro/x None", "mkdir ro/d None",
+        "at fd: stat f 3", "at fd: open f b'hi\\n'", "at fd: create m None", "at fd: unlink m None",
+    ], describe(native)  # fmt: skip
+    ruled = {"read secret": "EACCES", "write ro/x": "EROFS", "mkdir ro/d": "EROFS"}
+    want = [
+        f"{what} {ruled[what]}" if what in ruled else line
+        for line in lines
+        for what in [line.rpartition(" ")[0]]
+    ]
+    proc = run(mode)
+    assert (proc.returncode, proc.stdout.splitlines()) == (0, want), describe(proc)
+
+
+COVERED = """
+import errno, os, subprocess, sys
+from unotifyd.kernel.opener import Start, parent_from
+here = sys.argv[1]
+pin = os.open(here, os.O_RDONLY | os.O_DIRECTORY)
+start = Start(os.getpid(), pin, lambda: True)
+def reach(path):
+    try:
+        fd, name = parent_from(start, path, 0)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    ino = os.fstat(fd).st_ino
+    os.close(fd)
+    return name.decode(), ino
+print("before", reach(f"{here}/f"), os.stat(here).st_ino)
+subprocess.run(["mount", "-t", "tmpfs", "none", here], check=True)
+print("covered", reach(f"{here}/f"), reach(here))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs CAP_SYS_ADMIN")
+def test_a_walk_from_the_program_start_reaches_only_what_the_name_leads_to(
+    tmp_path: Path,
+) -> None:
+    """kernel/opener.parent_from walks from the program's cwd or dirfd, whose
+    name is only what /proc prints. Where the name leads elsewhere now (here
+    a file system mounted over the start directory after it was pinned), the
+    walk would reach a directory that the decision was never about: refused."""
+    covered = tmp_path / "A"
+    covered.mkdir()
+    (covered / "f").write_text("covered\n")
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-c", COVERED, str(covered)],
+        capture_output=True, text=True, env=env(), timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    ino = covered.stat().st_ino
+    # The control: before the mount, the walk reaches the start itself.
+    assert proc.stdout.splitlines() == [
+        f"before ('f', {ino}) {ino}", "covered EACCES EACCES"
+    ], describe(proc)

@@ -12,12 +12,102 @@ import errno
 import os
 import stat
 import threading
+from collections.abc import Callable
 
+from ..record import record
 from . import abi
-from .creds import CredentialError, Credentials, acting_as
-from .errors import WouldBlock
+from .creds import CredentialError, Credentials, acting_as, as_ourselves
+from .dirents import take_fd
+from .errors import BadArgument, ProgramGone, WouldBlock
 from .program import openat2
 from .rawsys import syscall
+
+_DIRECTORY = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@record(frozen=True, slots=True)
+class Start:
+    """Where a program's relative name began: its cwd (``dirfd`` is
+    ``AT_FDCWD``) or the directory its ``dirfd`` refers to.
+
+    The supervisor acts on the name it decided on, walked from the root as
+    the program. The program walked from here, never through the
+    directories above, which it may not be allowed to search (a cwd below
+    another user's 0700 directory: path_resolution(7) checks search
+    permission on each directory a walk passes, and a relative walk passes
+    only those below its start). Where the walk from the root is refused,
+    :func:`parent_from` reaches the same file from here.
+    ``still_valid`` is the call's ``ID_VALID`` check: the thread is the
+    program's while its call is pending.
+    """
+
+    tid: int
+    dirfd: int
+    still_valid: Callable[[], bool]
+
+    def pin(self) -> int:
+        """Our ``O_PATH`` fd of the directory; the caller closes it. Raises
+        ProgramGone, BadArgument (no such fd), OSError."""
+        # Taken as ourselves: a process's /proc links pass the ptrace check
+        # only within its own thread group, and pidfd_getfd checks our real
+        # uid (see as_ourselves).
+        with as_ourselves():
+            if self.dirfd != abi.AT_FDCWD:
+                fd = take_fd(self.tid, self.dirfd)
+            else:
+                try:
+                    fd = os.open(f"/proc/{self.tid}/cwd", _DIRECTORY)
+                except (FileNotFoundError, ProcessLookupError):
+                    raise ProgramGone("thread is gone") from None
+        if not self.still_valid():
+            os.close(fd)
+            raise ProgramGone("notification no longer valid")
+        return fd
+
+
+def parent_from(start: Start, path: str, resolve: int) -> tuple[int, bytes]:
+    """The directory of the program's absolute, resolved ``path`` (our
+    ``O_PATH`` fd, the caller closes it) and the last component, reached
+    from ``start`` as the calling thread's credentials allow; ``b"."`` for
+    ``path`` the start directory itself or one above it (``.``, ``..``).
+
+    For a walk from the root that the program's credentials were refused
+    (EACCES). The way from the start's name to ``path`` is walked from the
+    start, with ``resolve`` (``..`` included: the program's own name went
+    up the same way). What it reaches must be the very directory that
+    ``path``'s name leads to now, looked up as ourselves: the start may
+    have moved since the decision (a ``chdir`` in another thread, a
+    ``rename``), and its name is only what ``/proc`` prints (d_path() in
+    fs/d_path.c prints a directory no longer below our root by its mount's
+    own names). So a walk from here acts only on the file the decision was
+    about, and only where the program could have walked itself.
+    Raises OSError (EACCES where the two differ).
+    """
+    pin = start.pin()
+    try:
+        here = os.readlink(f"/proc/self/fd/{pin}")
+        if not here.startswith("/") or here.endswith(" (deleted)"):
+            raise OSError(errno.EACCES, "the start directory has no name of ours")
+        way, _, last = os.path.relpath(path, here).rpartition("/")
+        at = os.path.dirname(path)
+        if last in (".", ".."):
+            way, last, at = f"{way}/{last}" if way else last, ".", path
+        reached = openat2(pin, way or ".", _DIRECTORY, 0, resolve)
+    finally:
+        os.close(pin)
+    try:
+        with as_ourselves():
+            named = openat2(abi.AT_FDCWD, at, _DIRECTORY, 0, resolve)
+        try:
+            ours, theirs = os.fstat(named), os.fstat(reached)
+        finally:
+            os.close(named)
+        if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+            raise OSError(errno.EACCES, f"{at} is not where the program's name leads")
+    except BaseException:
+        os.close(reached)
+        raise
+    return reached, os.fsencode(last)
 
 
 def may_create(flags: int) -> bool:
@@ -57,6 +147,7 @@ def open_as(
     beneath: str | None = None,
     probing: bool = False,
     stop: threading.Event | None = None,
+    start: Start | None = None,
 ) -> int:
     """Open ``path`` as the program with ``creds`` would; return our own fd.
 
@@ -75,7 +166,9 @@ def open_as(
     program's: an open that would have waited raises :class:`WouldBlock`.
     With ``stop``, the open may be kicked out of its wait (kernel/kick.py):
     it then raises InterruptedError once ``stop`` is set, and is made again
-    after any other signal.
+    after any other signal. ``start``: where the program's relative name
+    for ``path`` (ours, absolute) began, to walk from where the walk from
+    the root is refused (see :func:`parent_from`).
     """
     if creds is not None and may_create(flags):
         if creds.umask < 0:
@@ -113,9 +206,21 @@ def open_as(
             finally:
                 os.close(dirfd)
         try:
-            if resolve or stop is not None or len(path) >= _SHORT:
-                return _openat2_until(stop, dirfd, path, flags, mode, resolve=resolve)
-            return os.open(path, flags, mode)
+            try:
+                if resolve or stop is not None or len(path) >= _SHORT:
+                    return _openat2_until(stop, dirfd, path, flags, mode, resolve=resolve)
+                return os.open(path, flags, mode)
+            except PermissionError as refused:
+                if start is None or root_fd is not None:
+                    raise
+                try:
+                    dirfd, last = parent_from(start, path, resolve)
+                except (OSError, BadArgument):
+                    raise refused from None
+                try:
+                    return _openat2_until(stop, dirfd, last, flags, mode, resolve=resolve)
+                finally:
+                    os.close(dirfd)
         except OSError as e:
             if probing and e.errno == errno.ENXIO:
                 raise WouldBlock(f"{path}: a FIFO with no reader") from None
@@ -132,7 +237,13 @@ _SHORT = 1024
 
 
 def _openat2_until(
-    stop: threading.Event | None, dirfd: int, path: str, flags: int, mode: int, *, resolve: int
+    stop: threading.Event | None,
+    dirfd: int,
+    path: str | bytes,
+    flags: int,
+    mode: int,
+    *,
+    resolve: int,
 ) -> int:
     """``openat2``, made again after EINTR unless ``stop`` is set.
 

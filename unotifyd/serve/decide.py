@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from ..calls.decode import (
@@ -38,7 +39,7 @@ from ..kernel.creds import (
 )
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
-from ..kernel.opener import may_create
+from ..kernel.opener import Start, may_create
 from ..kernel.passthrough import unpin_namespaces, unpin_root
 from ..kernel.program import (
     MemoryReader,
@@ -439,7 +440,7 @@ class Decider:
             return Fail(e.errno, str(e))
 
     def _creating_a_directory_name(
-        self, p: InFlight, call: OpenCall, policy: Policy, creds: Credentials
+        self, s: Served, p: InFlight, call: OpenCall, policy: Policy, creds: Credentials
     ) -> Fail | None:
         """The kernel's answer to ``O_CREAT`` on a name that can only be a
         directory; None for any other name.
@@ -469,7 +470,8 @@ class Decider:
         if kind == "name":
             return Fail(errno.EISDIR, "O_CREAT on a name followed by '/'")
         try:
-            self._must_be_directory(p, where, creds)  # "missing/." is ENOENT
+            start = self._start(s, p, call.dirfd, call.path)
+            self._must_be_directory(p, where, creds, start)  # "missing/." is ENOENT
         except OSError as e:
             return Fail(e.errno or errno.ENOENT, "no directory there")
         if call.flags & os.O_EXCL:
@@ -507,13 +509,16 @@ class Decider:
         with as_ourselves():
             return stat.S_ISDIR(os.stat(our_name(link, root_tid)).st_mode)
 
-    def _must_exist(self, p: InFlight, path: str, creds: Credentials) -> str:
-        """What ``path`` is ("file" or "dir"), looked at as the program looks;
-        raises OSError (ENOENT...) if nothing is there."""
+    def _must_exist(
+        self, p: InFlight, path: str, creds: Credentials, start: Start | None = None
+    ) -> str:
+        """What ``path`` is ("file" or "dir"), looked at as the program looks
+        (from ``start`` where the root is refused it, see what_is); raises
+        OSError (ENOENT...) if nothing is there."""
         root_fd = open_root(p.notif.pid if p.own_root else None)
         try:
             with acting_as(creds):
-                found = what_is(path, root_fd)
+                found = what_is(path, root_fd, start)
         finally:
             if root_fd is not None:
                 os.close(root_fd)
@@ -537,7 +542,7 @@ class Decider:
             reach = _reach(s, p, creds)
             policy = p.policy = self._policy_in(s, root, n.pid)
             if call.flags & os.O_CREAT and names_a_directory(call.path):
-                odd = self._creating_a_directory_name(p, call, policy, creds)
+                odd = self._creating_a_directory_name(s, p, call, policy, creds)
                 if odd is not None:
                     return odd
             resolved = p.resolved = self._look_up_open(
@@ -920,8 +925,10 @@ class Decider:
                 try:
                     if name == "linkat" and resolved[0] is not None and len(resolved) == 2:
                         # link(2) looks its existing name up first.
-                        self._must_exist(p, resolved[0], creds)
-                    self._must_be_directory(p, where, creds)
+                        old = self._start(s, p, call.paths[0].dirfd, call.paths[0].path)
+                        self._must_exist(p, resolved[0], creds, old)
+                    start = self._start(s, p, arg.dirfd, arg.path)
+                    self._must_be_directory(p, where, creds, start)
                 except OSError as e:
                     return Fail(e.errno or errno.ENOENT, "no directory there")
                 return Fail(not_a_name_errno(call.op, call.args, kind), "not a name")
@@ -1211,16 +1218,25 @@ class Decider:
             return Fail(errno.EACCES, f"exec: {what}, {path}: the rules show another file")
         return None
 
-    def _must_be_directory(self, p: InFlight, path: str, creds: Credentials) -> None:
+    def _must_be_directory(
+        self, p: InFlight, path: str, creds: Credentials, start: Start | None = None
+    ) -> None:
         """Raise OSError (ENOENT, ENOTDIR...) unless ``path`` is a directory, looked at as
-        the program looks."""
+        the program looks (see _must_exist)."""
         if is_magic_link(path):
             # A removed cwd or dirfd (see the resolver): the directory the link leads to.
             if not self._leads_to_a_directory(p, path):
                 raise OSError(errno.ENOTDIR, "not a directory")
             return
-        if self._must_exist(p, path, creds) != "dir":
+        if self._must_exist(p, path, creds, start) != "dir":
             raise OSError(errno.ENOTDIR, "not a directory")
+
+    @staticmethod
+    def _start(s: Served, p: InFlight, dirfd: int, path: bytes) -> Start | None:
+        """Where the program's relative ``path`` began (see Start); None for an absolute one."""
+        if path.startswith(b"/"):
+            return None
+        return Start(p.notif.pid, dirfd, partial(s.listener.id_valid, p.notif.id))
 
     def _decide_listing(self, s: Served, p: InFlight, entry: Syscall) -> Continue | Fail | Listing:
         """A directory listing: answered by us only where the directory holds hidden names."""

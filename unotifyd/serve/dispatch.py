@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from ..calls.decode import OpenCall
 from ..calls.ops import Outcome
 from ..calls.registry import BY_NR
 from ..kernel import abi
@@ -215,6 +216,7 @@ class Dispatcher:
         # call fails with ENOENT and touches nothing.
         if not listener.id_valid(n.id):
             raise ProgramGone("notification no longer valid")
+        start = None
         if isinstance(d, PerformPath):
             assert p.syscall is not None
             call, blocks = p.path_call, p.syscall.operation.may_block
@@ -222,7 +224,12 @@ class Dispatcher:
             call = None
             # A special file's open in a read-only tree is made too (RefuseWrite).
             blocks = may_block(our_name(d.path, root_tid))
-        job = Job(d, call, creds, root_tid, listener, n, blocks, p.policy, self.colocates(s))
+            opened = p.call
+            if isinstance(opened, OpenCall) and not opened.path.startswith(b"/"):
+                start = opened.dirfd
+        job = Job(
+            d, call, creds, root_tid, listener, n, blocks, p.policy, self.colocates(s), start
+        )
         if not blocks:
             result = perform(job, nonblocking=True)
             if result is not None:

@@ -22,6 +22,7 @@ from ..kernel.creds import Credentials
 from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.kick import KICK, Stop, installed, kick
 from ..kernel.listener import Listener, Notification
+from ..kernel.opener import Start
 from ..kernel.program import write_memory
 from ..kernel.sched import pin_to_our_cpu
 from ..policy import EmulateOpen, Policy, RefuseWrite
@@ -53,6 +54,9 @@ class Job:
     # Run the thread on our CPU while it takes an injected fd (see _inject):
     # asked for, and the listener's wait is killable (Served.killable_wait).
     colocate: bool = False
+    # An open's: the program's dirfd (AT_FDCWD: its cwd) where its relative
+    # name began; None for an absolute name (see kernel/opener.Start).
+    start: int | None = None
 
 
 def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) -> Result:
@@ -80,7 +84,10 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
             )  # fmt: skip
         judging = isinstance(d, EmulateOpen) and (d.recheck or d.judge_opened)
         recheck = job.policy if judging else None
-        return perform_open(d, job.creds, root_fd, nonblocking, recheck, stop=stop)
+        start = None
+        if job.start is not None:
+            start = Start(n.pid, job.start, partial(listener.id_valid, n.id))
+        return perform_open(d, job.creds, root_fd, nonblocking, recheck, stop=stop, start=start)
     finally:
         if root_fd is not None:
             os.close(root_fd)

@@ -17,7 +17,7 @@ import threading
 
 from ..kernel.creds import Credentials, acting_as
 from ..kernel.errors import ProgramGone, WouldBlock
-from ..kernel.opener import open_as
+from ..kernel.opener import Start, open_as
 from ..kernel.program import opened_names
 from ..policy import EmulateOpen, Fail, OpenRequest, Policy, RefuseWrite, decide_open
 from ..policy.decision import refuse_write_errno, writes
@@ -25,12 +25,15 @@ from ..policy.paths import judge_too_deep
 from .pathwork import found_of, realpath, what_is
 
 
-def refuse_write_errno_as(flags: int, path: str, creds: Credentials, root_fd: int | None) -> int:
+def refuse_write_errno_as(
+    flags: int, path: str, creds: Credentials, root_fd: int | None, start: Start | None = None
+) -> int:
     """Look at what ``path`` is, as the program, and pick a read-only mount's errno
-    for an open with ``flags`` (0: the mount lets it through; see refuse_write_errno)."""
+    for an open with ``flags`` (0: the mount lets it through; see refuse_write_errno);
+    ``start``: where the program's relative name began (see what_is)."""
     try:
         with acting_as(creds):
-            found = what_is(path, root_fd)
+            found = what_is(path, root_fd, start)
     except OSError as e:
         # EACCES, ENOTDIR...: the path lookup fails before any write check.
         return e.errno or errno.EIO
@@ -45,10 +48,12 @@ def open_in_read_only(
     *,
     nonblocking: bool,
     stop: threading.Event | None = None,
+    start: Start | None = None,
 ) -> int | None:
     """An open for writing (``flags``) of ``path`` in a read-only tree, as a
     read-only mount answers it: ``-errno``, an fd of ours, or None if it
-    would block.
+    would block. ``start``: where the program's relative name began (see
+    :func:`~unotifyd.kernel.opener.open_as`).
 
     A read-only mount refuses writes to the file system, not I/O to special
     files (see RefuseWrite): a FIFO, a socket or a device is opened for
@@ -65,13 +70,14 @@ def open_in_read_only(
     written to the file system, but for the times a write to a FIFO sets
     on its inode, which a read-only mount would leave as they were.
     """
-    err = refuse_write_errno_as(flags, path, creds, root_fd)
+    err = refuse_write_errno_as(flags, path, creds, root_fd, start)
     if err:
         return -err
     try:
         pinned = open_as(
-            creds, path, os.O_PATH | os.O_NOFOLLOW, 0, no_symlinks=True, root_fd=root_fd
-        )
+            creds, path, os.O_PATH | os.O_NOFOLLOW, 0, no_symlinks=True, root_fd=root_fd,
+            start=start,
+        )  # fmt: skip
     except OSError as e:
         return -(e.errno or errno.EIO)
     try:
@@ -100,6 +106,7 @@ def perform_open(
     recheck: Policy | None = None,
     *,
     stop: threading.Event | None = None,
+    start: Start | None = None,
 ) -> int | None:
     """The open (or look) of ``d``: an fd of ours, ``-errno``, or None if it would block.
 
@@ -110,12 +117,16 @@ def perform_open(
     With ``recheck`` and ``d.judge_opened``, the file the open gave is judged
     by that policy (see :func:`_judge_opened`). ``stop`` (a blocking open):
     see :func:`~unotifyd.kernel.opener.open_as`; the open then answers
-    ``-EINTR`` once kicked.
+    ``-EINTR`` once kicked. ``start``: where the program's relative name
+    began, for a walk from there where the walk from the root is refused
+    (see :func:`~unotifyd.kernel.opener.parent_from`).
     """
     if isinstance(d, RefuseWrite):
         return open_in_read_only(
-            d.flags, d.path, creds, root_fd, nonblocking=nonblocking, stop=stop
+            d.flags, d.path, creds, root_fd, nonblocking=nonblocking, stop=stop, start=start
         )
+    if not d.in_program_root:
+        start = None  # A path of ours: the program's name began nowhere in it.
     path, no_symlinks = d.path, d.no_symlinks
     if recheck is not None and d.recheck:
         # As the program: following links where it may not look would tell
@@ -142,7 +153,9 @@ def perform_open(
         # what exists before any permission check (EEXIST, EISDIR; see
         # refuse_write_errno), and creating is EROFS.
         asked = d.flags | os.O_CREAT | (os.O_EXCL if d.exclusive else 0)
-        err = refuse_write_errno_as(asked, path, creds, root_fd if d.in_program_root else None)
+        err = refuse_write_errno_as(
+            asked, path, creds, root_fd if d.in_program_root else None, start
+        )
         if err:
             return -err
     extra = 0
@@ -163,6 +176,7 @@ def perform_open(
             beneath=d.confine,
             probing=bool(extra),
             stop=None if nonblocking else stop,
+            start=start,
         )
     except WouldBlock:
         return None  # To be made again in a worker thread, blocking.

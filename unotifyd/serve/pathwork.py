@@ -37,6 +37,7 @@ from ..kernel.creds import Credentials, acting_as, as_ourselves
 from ..kernel.dirents import take_fd
 from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.kick import Stop
+from ..kernel.opener import Start, parent_from
 from ..kernel.program import is_magic_link, openat2, opened_names, read_ids
 from ..policy import Policy
 from ..policy.decision import Fail, Found
@@ -82,6 +83,10 @@ class _Acting:
     def abandoned(self) -> bool:
         return isinstance(self._stop, Stop) and self._stop.ended
 
+    def start_of(self, arg: PathArg) -> Start | None:
+        """Where ``arg``'s name began, if it is a relative one (see Start)."""
+        return _start_of(arg, self.tid, self._still_valid)
+
     def take(self, fd: int) -> int:
         """Our copy of the trapped thread's ``fd`` (closed with the stack)."""
         with as_ourselves():  # see there: pidfd_getfd checks our real uid
@@ -93,6 +98,10 @@ class _Acting:
 
 
 _ACCESS_OPS = frozenset({"faccessat2"})
+
+
+def _start_of(arg: PathArg, tid: int, still_valid: Callable[[], bool]) -> Start | None:
+    return None if arg.path.startswith(b"/") else Start(tid, arg.dirfd, still_valid)
 
 
 def perform_path(
@@ -121,7 +130,8 @@ def perform_path(
     with acting_as(creds.real() if real else creds):
         try:
             if d.refuse is not None:
-                return Outcome(-_refuse_errno(call, d.refuse, d.resolved, root_fd))
+                starts = tuple(_start_of(a, tid, still_valid) for a in call.paths)
+                return Outcome(-_refuse_errno(call, d.refuse, d.resolved, root_fd, starts))
             with contextlib.ExitStack() as stack:
                 acting = _Acting(creds, tid, still_valid, stack, stop)
                 recheck = policy if d.recheck else None
@@ -168,7 +178,7 @@ def _place(
         return Place(acting.take(target.fd), b"", arg.follow, itself=True)
     if recheck is not None and target.recheck:
         target = replace(_recheck(recheck, op, arg, target.path), link_text=target.link_text)
-    dirfd, name = _open_parent(target, root_fd)
+    dirfd, name = _open_parent(target, root_fd, acting.start_of(arg))
     stack.callback(os.close, dirfd)
     if recheck is not None and (arg.follow or arg.itself) and is_magic_link(target.path):
         # Through a magic link (/proc/PID/fd/N, a removed cwd's
@@ -319,9 +329,35 @@ def _split(path: str) -> tuple[str, bytes]:
     return parent or "/", os.fsencode(name) or b"."
 
 
-def _open_parent(target: MapPath, root_fd: int | None) -> tuple[int, bytes]:
-    """Open ``target``'s parent directory (``O_PATH``); return it and the last component."""
+def _open_parent(
+    target: MapPath, root_fd: int | None, start: Start | None = None
+) -> tuple[int, bytes]:
+    """Open ``target``'s parent directory (``O_PATH``); return it and the last component.
+
+    ``start``: where the program's relative name for ``target`` began, to
+    walk from where the walk from the root is refused (see parent_from).
+    """
+    try:
+        return _open_parent_by_name(target, root_fd)
+    except PermissionError as refused:
+        ours = target.in_program_root and root_fd is None and target.confine is None
+        if start is None or not ours:
+            raise
+        resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if target.no_symlinks else 0
+        try:
+            return parent_from(start, target.path, resolve)
+        except (OSError, BadArgument):
+            raise refused from None
+
+
+def _open_parent_by_name(target: MapPath, root_fd: int | None) -> tuple[int, bytes]:
     parent, name = _split(target.path)
+    # "parent/.": the lookup of "." checks search permission on the parent
+    # (may_lookup() in link_path_walk(), fs/namei.c), as the call's own
+    # lookup of ``name`` there will; an O_PATH open of the parent itself
+    # checks none. So a parent the program may not search is refused here,
+    # where _open_parent can walk from the program's start instead.
+    parent = parent.rstrip("/") + "/."
     resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if target.no_symlinks else 0
     dirfd = abi.AT_FDCWD
     if target.in_program_root and root_fd is not None:
@@ -342,7 +378,7 @@ def _open_parent(target: MapPath, root_fd: int | None) -> tuple[int, bytes]:
     return openat2(dirfd, parent, flags, 0, resolve), name
 
 
-def what_is(path: str, root_fd: int | None) -> Found:
+def what_is(path: str, root_fd: int | None, start: Start | None = None) -> Found:
     """What the program's resolved ``path`` is (see :data:`~unotifyd.policy.Found`).
 
     Looked up as the calling thread's credentials allow (run it acting as
@@ -350,9 +386,12 @@ def what_is(path: str, root_fd: int | None) -> Found:
     on the way (the path was resolved already); a final one counts as a
     file. Raises OSError for whatever else fails the lookup first (EACCES,
     ENOTDIR for a file on the way...), the errno the kernel gives then.
+    ``start``: where the program's relative name for ``path`` began (see
+    _open_parent).
     """
+    target = MapPath(path, in_program_root=True, no_symlinks=True)
     try:
-        dirfd, name = _open_parent(MapPath(path, in_program_root=True, no_symlinks=True), root_fd)
+        dirfd, name = _open_parent(target, root_fd, start)
     except FileNotFoundError:
         return "no-parent"
     try:
@@ -375,13 +414,20 @@ def found_of(st_mode: int) -> Found:
 
 
 def _refuse_errno(
-    call: PathCall, d: RefuseChange, resolved: tuple[str | None, ...], root_fd: int | None
+    call: PathCall,
+    d: RefuseChange,
+    resolved: tuple[str | None, ...],
+    root_fd: int | None,
+    starts: tuple[Start | None, ...],
 ) -> int:
-    """Look at the call's paths and pick the errno a read-only mount gives (see RefuseChange)."""
+    """Look at the call's paths and pick the errno a read-only mount gives
+    (see RefuseChange); ``starts``: where each path's name began (see what_is)."""
     others = tuple(
-        what_is(p, root_fd) if p is not None and p != d.path else "file" for p in resolved
+        what_is(p, root_fd, start) if p is not None and p != d.path else "file"
+        for p, start in zip(resolved, starts, strict=True)
     )
-    found: Found = "file" if d.exists else what_is(d.path, root_fd)
+    start = starts[resolved.index(d.path)] if d.path in resolved else None
+    found: Found = "file" if d.exists else what_is(d.path, root_fd, start)
     return refuse_change_errno(call.op, d.role, found, others)
 
 
