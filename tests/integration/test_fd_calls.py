@@ -466,7 +466,7 @@ def test_a_stat_of_the_cwd_itself_is_judged_by_its_name_in_both_modes(tmp_path: 
 
 
 UNREACHABLE = """
-import errno, os, sys
+import ctypes, errno, os, sys
 def r(what, fn):
     try:
         print(what, fn())
@@ -475,8 +475,13 @@ def r(what, fn):
 r("stat f", lambda: os.stat("f").st_size)
 r("stat absolute", lambda: os.stat(sys.argv[1]).st_size)  # P is in the way
 r("stat .", lambda: os.stat(".").st_nlink)
+# ".." is A, which only the directory it leaves (the cwd) must let search.
 r("stat ..", lambda: os.stat("..").st_mode & 0o777)
-r("listdir ..", lambda: os.listdir(".."))  # P's own mode refuses it
+r("access ..", lambda: os.access("..", os.F_OK))
+r("listdir ..", lambda: os.listdir(".."))  # A's own mode refuses it
+r("rmdir ..", lambda: os.rmdir(".."))
+r("mkdir ..", lambda: os.mkdir(".."))
+r("creat ..", lambda: os.open("..", os.O_CREAT | os.O_WRONLY))
 r("open f", lambda: open("f").read().strip())
 r("listdir .", lambda: sorted(os.listdir(".")))
 r("xattr .", lambda: os.getxattr(".", "user.x"))
@@ -492,19 +497,34 @@ r("unlink", lambda: [os.unlink(n) for n in ("k", "d/h", "d/s")] and None)
 r("rmdir d", lambda: os.rmdir("d"))
 r("rmdir .", lambda: os.rmdir("."))
 r("creat .", lambda: os.open(".", os.O_CREAT | os.O_WRONLY))
+r("open nodir/f", lambda: open("nodir/f"))
+r("mkdir nodir/x", lambda: os.mkdir("nodir/x"))
 r("read secret", lambda: open("secret").read().strip())
 r("write ro/x", lambda: open("ro/x", "w").close())
 r("mkdir ro/d", lambda: os.mkdir("ro/d"))
+r("write ro/nodir/x", lambda: open("ro/nodir/x", "w").close())
+r("mkdir ro/nodir/x", lambda: os.mkdir("ro/nodir/x"))
 fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
 os.chdir("/")
 r("at fd: stat f", lambda: os.stat("f", dir_fd=fd).st_size)
 r("at fd: open f", lambda: os.read(os.open("f", os.O_RDONLY, dir_fd=fd), 9))
 r("at fd: create m", lambda: os.close(os.open("m", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)))
 r("at fd: unlink m", lambda: os.unlink("m", dir_fd=fd))
+# Deeper than PATH_MAX below the cwd: /proc cannot print the cwd's name.
+os.fchdir(fd)
+while os.path.isdir("d" * 200):
+    os.chdir("d" * 200)
+r("deep: stat f", lambda: os.stat("f").st_size)
+r("deep: listdir .", lambda: os.listdir("."))
+# A process's own /proc/PID/fd lets in its thread group alone once it is
+# not dumpable (proc_fd_permission()): changes there fail as natively.
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+r("proc fd: unlink", lambda: os.unlink("/proc/self/fd/0"))
+r("proc fd: mkdir", lambda: os.mkdir("/proc/self/fd/77"))
 """
 
 
-#: Root without capabilities: the 0700 directory is another user's.
+#: Root without capabilities: the 0700 directories are another user's.
 ROOT_WITHOUT_CAPS = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all")
 
 
@@ -512,17 +532,19 @@ ROOT_WITHOUT_CAPS = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bou
 def test_relative_names_from_a_cwd_the_program_cannot_reach_by_name(
     mode: tuple[str, ...], who: tuple[str, ...]
 ) -> None:
-    """A program whose cwd lies below a directory it may not search (``cd
+    """A program whose cwd lies below directories it may not search (``cd
     /root/work && setpriv --reuid=nobody …``) looks its relative names up
-    from the cwd, or from a dirfd, never passing the ancestors. Under
-    --enforce the supervisor walks the decided name from the root as the
-    program, is refused, and walks it from the program's cwd or dirfd
-    instead (kernel/opener.parent_from): the same answers as natively, but
-    where the rules speak (a deny, a read-only tree, whose errno needs a
-    look at what is there), and an absolute name stays refused."""
+    from the cwd, or from a dirfd, never through those (but for ``..``,
+    which only the directory it leaves must let search). Under --enforce
+    the supervisor walks the decided name from the root as the program, is
+    refused, and walks it from the program's cwd or dirfd instead
+    (kernel/opener.parent_from): the same answers as natively, errno for
+    errno, but where the rules speak (a deny, a read-only tree, whose
+    errno needs a look at what is there), and an absolute name stays
+    refused."""
 
     def tree(d: Path) -> Path:
-        cwd = d / "P" / "Q"
+        cwd = d / "P" / "A" / "Q"
         (cwd / "ro").mkdir(parents=True)
         for name in ("f", "secret"):
             (cwd / name).write_text("hi\n")
@@ -530,8 +552,17 @@ def test_relative_names_from_a_cwd_the_program_cannot_reach_by_name(
         for where in (cwd, cwd / "ro"):
             where.chmod(0o777)
         os.setxattr(cwd, "user.x", b"1")
-        (d / "P").chmod(0o700)
-        os.chown(d / "P", 65533, 65533)
+        here = os.open(cwd, os.O_PATH)
+        for _ in range(21):  # 21 x 201 bytes: past PATH_MAX (4096)
+            os.mkdir("d" * 200, 0o755, dir_fd=here)
+            below = os.open("d" * 200, os.O_PATH, dir_fd=here)
+            os.close(here)
+            here = below
+        os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=here))
+        os.close(here)
+        for closed in (d / "P", d / "P" / "A"):
+            closed.chmod(0o700)
+            os.chown(closed, 65533, 65533)
         return cwd
 
     def run(opts: tuple[str, ...] | None) -> subprocess.CompletedProcess[str]:
@@ -546,15 +577,20 @@ def test_relative_names_from_a_cwd_the_program_cannot_reach_by_name(
 
     native = run(None)
     lines = native.stdout.splitlines()
-    # The control: natively every relative name works, the absolute one and
-    # a listing of P do not.
+    # The control: natively every relative name works (or fails as a name
+    # does), the absolute one and a listing of A do not.
     assert lines == [
-        "stat f 3", "stat absolute EACCES", "stat . 3", "stat .. 448", "listdir .. EACCES",
-        "open f hi", "listdir . ['f', 'ro', 'secret']", "xattr . b'1'", "create g None",
+        "stat f 3", "stat absolute EACCES", "stat . 4", "stat .. 448", "access .. True",
+        "listdir .. EACCES", "rmdir .. ENOTEMPTY", "mkdir .. EEXIST", "creat .. EISDIR",
+        "open f hi", f"listdir . {['d' * 200, 'f', 'ro', 'secret']}", "xattr . b'1'",
+        "create g None",
         "mkdir d None", "symlink d/s None", "readlink d/s ../f", "open d/s hi",
         "rename g d/h None", "link d/h k None", "chmod k None", "unlink None", "rmdir d None",
-        "rmdir . EINVAL", "creat . EISDIR", "read secret hi", "write ro/x None", "mkdir ro/d None",
-        "at fd: stat f 3", "at fd: open f b'hi\\n'", "at fd: create m None", "at fd: unlink m None",
+        "rmdir . EINVAL", "creat . EISDIR", "open nodir/f ENOENT", "mkdir nodir/x ENOENT",
+        "read secret hi", "write ro/x None", "mkdir ro/d None", "write ro/nodir/x ENOENT",
+        "mkdir ro/nodir/x ENOENT", "at fd: stat f 3", "at fd: open f b'hi\\n'",
+        "at fd: create m None", "at fd: unlink m None", "deep: stat f 0", "deep: listdir . ['f']",
+        "proc fd: unlink EPERM", "proc fd: mkdir ENOENT",
     ], describe(native)  # fmt: skip
     ruled = {"read secret": "EACCES", "write ro/x": "EROFS", "mkdir ro/d": "EROFS"}
     want = [
@@ -564,6 +600,71 @@ def test_relative_names_from_a_cwd_the_program_cannot_reach_by_name(
     ]
     proc = run(mode)
     assert (proc.returncode, proc.stdout.splitlines()) == (0, want), describe(proc)
+
+
+OTHER_MOUNT = """
+import errno, os, sys
+fd = int(sys.argv[1])
+def r(what, fn):
+    try:
+        print(what, fn())
+    except OSError as e:
+        print(what, errno.errorcode[e.errno])
+r("read g", lambda: os.read(os.open("g", os.O_RDONLY, dir_fd=fd), 16))
+r("append g", lambda: os.close(os.open("g", os.O_WRONLY | os.O_APPEND, dir_fd=fd)))
+os.fchdir(fd)
+r("cwd: read g", lambda: open("g").read().strip())
+r("cwd: stat g", lambda: os.stat("g").st_size)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a mount namespace needs CAP_SYS_ADMIN")
+def test_a_dirfd_of_another_mount_does_not_lead_past_the_rules() -> None:
+    """A dirfd handed over from another mount namespace (SCM_RIGHTS, or
+    inherited) is the same directory as one of ours, on another mount,
+    below which other files may be mounted: here ``secret`` over ``g``.
+    Its name is ours (d_path), so the rules see ``.../D/g``, which no rule
+    names; the walk from it (the name from the root is refused: ``H`` is
+    closed to the program) must not be taken for ours (audit helper-47):
+    under --enforce the program is refused where natively it reads the
+    denied file."""
+    with public_dir("unotifyd-other-mount-") as d:
+        where = d / "H" / "D"
+        where.mkdir(parents=True)
+        where.chmod(0o777)
+        (where / "g").write_text("")
+        secret = d / "secret"
+        secret.write_text("SECRET\n")
+        os.chown(secret, 65534, 65534)
+        secret.chmod(0o600)
+        (d / "H").chmod(0o700)
+        os.chown(d / "H", 65533, 65533)
+        holder = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f"mount --bind {secret} {where}/g && echo ready && exec sleep 60"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+            fd = os.open(f"/proc/{holder.pid}/root{where}", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                argv = [*AS_NOBODY, "--", SYSTEM_PYTHON, "-c", OTHER_MOUNT, str(fd)]
+                native = run_native(argv, pass_fds=(fd,))
+                proc = run_launch("--enforce", "--deny", str(secret), argv=argv, pass_fds=(fd,))
+            finally:
+                os.close(fd)
+        finally:
+            holder.kill()
+            holder.wait()
+            assert holder.stdout is not None
+            holder.stdout.close()
+    # The control: through that mount, the program reads and writes the secret.
+    assert native.stdout.splitlines() == [
+        "read g b'SECRET\\n'", "append g None", "cwd: read g SECRET", "cwd: stat g 7"
+    ], describe(native)  # fmt: skip
+    assert proc.stdout.splitlines() == [
+        "read g EACCES", "append g EACCES", "cwd: read g EACCES", "cwd: stat g EACCES"
+    ], describe(proc)  # fmt: skip
 
 
 COVERED = """

@@ -19,7 +19,7 @@ from . import abi
 from .creds import CredentialError, Credentials, acting_as, as_ourselves
 from .dirents import take_fd
 from .errors import BadArgument, ProgramGone, WouldBlock
-from .program import openat2
+from .program import long_name, openat2
 from .rawsys import syscall
 
 _DIRECTORY = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -31,14 +31,14 @@ class Start:
     ``AT_FDCWD``) or the directory its ``dirfd`` refers to.
 
     The supervisor acts on the name it decided on, walked from the root as
-    the program. The program walked from here, never through the
-    directories above, which it may not be allowed to search (a cwd below
-    another user's 0700 directory: path_resolution(7) checks search
-    permission on each directory a walk passes, and a relative walk passes
-    only those below its start). Where the walk from the root is refused,
-    :func:`parent_from` reaches the same file from here.
-    ``still_valid`` is the call's ``ID_VALID`` check: the thread is the
-    program's while its call is pending.
+    the program. The program walked from here instead, and never searched
+    the directories above here that its name does not go up through
+    (path_resolution(7): search permission is checked on each directory a
+    lookup passes): a cwd below another user's 0700 directory works
+    natively. Where the walk from the root is refused, :func:`parent_from`
+    reaches the same file from here. ``still_valid`` is the call's
+    ``ID_VALID`` check: the thread is the program's while its call is
+    pending.
     """
 
     tid: int
@@ -59,55 +59,110 @@ class Start:
                     fd = os.open(f"/proc/{self.tid}/cwd", _DIRECTORY)
                 except (FileNotFoundError, ProcessLookupError):
                     raise ProgramGone("thread is gone") from None
-        if not self.still_valid():
+        try:
+            if not self.still_valid():
+                raise ProgramGone("notification no longer valid")
+        except BaseException:
             os.close(fd)
-            raise ProgramGone("notification no longer valid")
+            raise
         return fd
 
 
 def parent_from(start: Start, path: str, resolve: int) -> tuple[int, bytes]:
-    """The directory of the program's absolute, resolved ``path`` (our
-    ``O_PATH`` fd, the caller closes it) and the last component, reached
-    from ``start`` as the calling thread's credentials allow; ``b"."`` for
-    ``path`` the start directory itself or one above it (``.``, ``..``).
+    """A directory (our ``O_PATH`` fd, the caller closes it) and a name in
+    it that lead to the program's absolute, resolved ``path``, reached from
+    ``start`` as the calling thread's credentials allow: ``path``'s parent
+    and last component; the start itself and ``"."`` for the start; a
+    directory below ``path`` and ``".."`` for one above the start.
 
     For a walk from the root that the program's credentials were refused
     (EACCES). The way from the start's name to ``path`` is walked from the
-    start, with ``resolve`` (``..`` included: the program's own name went
-    up the same way). What it reaches must be the very directory that
-    ``path``'s name leads to now, looked up as ourselves: the start may
-    have moved since the decision (a ``chdir`` in another thread, a
-    ``rename``), and its name is only what ``/proc`` prints (d_path() in
-    fs/d_path.c prints a directory no longer below our root by its mount's
-    own names). So a walk from here acts only on the file the decision was
-    about, and only where the program could have walked itself.
-    Raises OSError (EACCES where the two differ).
+    start, with ``resolve``; a final ``..`` is left to the call, as the
+    kernel checks search permission only on the directory that ``..``
+    leaves (may_lookup() for each component in link_path_walk(),
+    fs/namei.c). The way is the program's to walk: it may ``openat`` its
+    cwd or dirfd by that very name, so the walk's own failure (ENOENT,
+    ENOTDIR, EACCES) is the native answer, and is raised. What the walk
+    reaches must be what ``path``'s name leads to now, looked up as
+    ourselves: the same file *on the same mount*, so that the name the
+    call then looks up there meets the mounts the decision met. The
+    start's name is only what ``/proc`` prints, and the start may have
+    moved since the decision (a ``chdir`` in another thread, a ``rename``),
+    or sit in another mount of the same directory (another mount
+    namespace's, handed over by ``SCM_RIGHTS``), where other files are
+    mounted below it. Raises OSError: EACCES where the two differ or the
+    start has no name of ours.
     """
     pin = start.pin()
     try:
-        here = os.readlink(f"/proc/self/fd/{pin}")
-        if not here.startswith("/") or here.endswith(" (deleted)"):
-            raise OSError(errno.EACCES, "the start directory has no name of ours")
+        here = _name_of(pin)
         way, _, last = os.path.relpath(path, here).rpartition("/")
-        at = os.path.dirname(path)
-        if last in (".", ".."):
-            way, last, at = f"{way}/{last}" if way else last, ".", path
+        named = path if last in (".", "..") else os.path.dirname(path)
         reached = openat2(pin, way or ".", _DIRECTORY, 0, resolve)
     finally:
         os.close(pin)
     try:
         with as_ourselves():
-            named = openat2(abi.AT_FDCWD, at, _DIRECTORY, 0, resolve)
-        try:
-            ours, theirs = os.fstat(named), os.fstat(reached)
-        finally:
-            os.close(named)
-        if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
-            raise OSError(errno.EACCES, f"{at} is not where the program's name leads")
+            same = _same_place(reached, last, named, resolve)
+        if not same:
+            raise OSError(errno.EACCES, f"{named} is not where the program's name leads")
     except BaseException:
         os.close(reached)
         raise
     return reached, os.fsencode(last)
+
+
+def _name_of(directory: int) -> str:
+    """Our name for our ``directory`` fd, as ``/proc`` prints it (what it
+    says of a directory no longer below our root, or removed, the check
+    of :func:`parent_from` refuses). Raises EACCES where it cannot be read."""
+    with as_ourselves():
+        try:
+            try:
+                name = os.readlink(f"/proc/self/fd/{directory}")
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                # Deeper than PATH_MAX: found as getcwd(3) finds such a cwd.
+                name = long_name(directory)
+        except OSError as e:
+            raise OSError(errno.EACCES, f"the start directory has no name: {e}") from None
+    if not name.startswith("/"):
+        raise OSError(errno.EACCES, "the start directory has no name of ours")
+    return name
+
+
+def _same_place(reached: int, last: str, named: str, resolve: int) -> bool:
+    """Whether ``named``, looked up now, is ``reached`` (or, for ``last``
+    ``..``, the directory above it) on the same mount."""
+    flags = _DIRECTORY
+    try:
+        by_name = openat2(abi.AT_FDCWD, named, flags, 0, resolve)
+    except OSError:
+        return False
+    try:
+        there = openat2(reached, "..", flags, 0, 0) if last == ".." else None
+    except OSError:
+        os.close(by_name)
+        return False
+    try:
+        return _identity(by_name) == _identity(reached if there is None else there)
+    finally:
+        os.close(by_name)
+        if there is not None:
+            os.close(there)
+
+
+def _identity(fd: int) -> tuple[int, int, int]:
+    """The file and the mount of our ``fd``: ``st_dev``, ``st_ino``, and the
+    ``mnt_id`` of ``/proc/self/fdinfo`` (proc(5)), unique among the mounts
+    that exist at a time."""
+    st = os.fstat(fd)
+    with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+        for line in f:
+            if line.startswith(b"mnt_id:"):
+                return st.st_dev, st.st_ino, int(line.split()[1])
+    raise OSError(errno.EACCES, "no mount id in fdinfo")
 
 
 def may_create(flags: int) -> bool:
@@ -215,7 +270,7 @@ def open_as(
                     raise
                 try:
                     dirfd, last = parent_from(start, path, resolve)
-                except (OSError, BadArgument):
+                except BadArgument:  # its dirfd is closed by now: as it was
                     raise refused from None
                 try:
                     return _openat2_until(stop, dirfd, last, flags, mode, resolve=resolve)

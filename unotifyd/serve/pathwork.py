@@ -346,18 +346,24 @@ def _open_parent(
         resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if target.no_symlinks else 0
         try:
             return parent_from(start, target.path, resolve)
-        except (OSError, BadArgument):
+        except BadArgument:  # its dirfd is closed by now: as it was
             raise refused from None
 
 
 def _open_parent_by_name(target: MapPath, root_fd: int | None) -> tuple[int, bytes]:
     parent, name = _split(target.path)
-    # "parent/.": the lookup of "." checks search permission on the parent
-    # (may_lookup() in link_path_walk(), fs/namei.c), as the call's own
-    # lookup of ``name`` there will; an O_PATH open of the parent itself
-    # checks none. So a parent the program may not search is refused here,
-    # where _open_parent can walk from the program's start instead.
-    parent = parent.rstrip("/") + "/."
+    if parent != "/proc" and not parent.startswith("/proc/"):
+        # "parent/.": the lookup of "." checks search permission on the
+        # parent (may_lookup() in link_path_walk(), fs/namei.c), as the
+        # call's own lookup of ``name`` there will, acting as the program;
+        # an O_PATH open of the parent itself checks none. So a parent the
+        # program may not search is refused here, where _open_parent can
+        # walk from the program's start instead. Not in /proc, where a
+        # process's own directories let in its own thread group whoever it
+        # is (proc_fd_permission() in fs/proc/fd.c), which we acting as it
+        # are not: a call there may be made as ourselves
+        # (_in_own_fd_directory), and the kernel checks its own way then.
+        parent = parent.rstrip("/") + "/."
     resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if target.no_symlinks else 0
     dirfd = abi.AT_FDCWD
     if target.in_program_root and root_fd is not None:
