@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from unotifyd.kernel.opener import Start, parent_from
+
 from .helpers import (
     AS_NOBODY,
     SYSTEM_PYTHON,
@@ -466,7 +468,7 @@ def test_a_stat_of_the_cwd_itself_is_judged_by_its_name_in_both_modes(tmp_path: 
 
 
 UNREACHABLE = """
-import ctypes, errno, os, sys
+import ctypes, errno, fcntl, os, sys
 def r(what, fn):
     try:
         print(what, fn())
@@ -482,6 +484,12 @@ r("listdir ..", lambda: os.listdir(".."))  # A's own mode refuses it
 r("rmdir ..", lambda: os.rmdir(".."))
 r("mkdir ..", lambda: os.mkdir(".."))
 r("creat ..", lambda: os.open("..", os.O_CREAT | os.O_WRONLY))
+r("readlink ..", lambda: os.readlink(".."))
+r("readlink .", lambda: os.readlink("."))
+def nofollow():
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NOFOLLOW)
+r("open . nofollow", nofollow)
 r("open f", lambda: open("f").read().strip())
 r("listdir .", lambda: sorted(os.listdir(".")))
 r("xattr .", lambda: os.getxattr(".", "user.x"))
@@ -582,6 +590,7 @@ def test_relative_names_from_a_cwd_the_program_cannot_reach_by_name(
     assert lines == [
         "stat f 3", "stat absolute EACCES", "stat . 4", "stat .. 448", "access .. True",
         "listdir .. EACCES", "rmdir .. ENOTEMPTY", "mkdir .. EEXIST", "creat .. EISDIR",
+        "readlink .. EINVAL", "readlink . EINVAL", "open . nofollow True",
         "open f hi", f"listdir . {['d' * 200, 'f', 'ro', 'secret']}", "xattr . b'1'",
         "create g None",
         "mkdir d None", "symlink d/s None", "readlink d/s ../f", "open d/s hi",
@@ -707,3 +716,27 @@ def test_a_walk_from_the_program_start_reaches_only_what_the_name_leads_to(
     assert proc.stdout.splitlines() == [
         f"before ('f', {ino}) {ino}", "covered EACCES EACCES"
     ], describe(proc)
+
+
+def test_a_directory_reached_by_dotdot_from_the_start_is_not_looked_up_again(
+    tmp_path: Path,
+) -> None:
+    """For a name above the program's start (``..``), kernel/opener.parent_from
+    gives the directory it checked itself, not the start and ``..``: the
+    start may be renamed into another directory between the check and the
+    call, and ``..`` would then lead there (audit helper-48: a --readonly
+    directory chmod'ed, a --deny'd one listed, by racing renames)."""
+    (tmp_path / "W" / "Q").mkdir(parents=True)
+    (tmp_path / "A").mkdir()
+    pin = os.open(tmp_path / "W" / "Q", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd, name = parent_from(Start(os.getpid(), pin, lambda: True), str(tmp_path / "W"), 0)
+    finally:
+        os.close(pin)
+    try:
+        (tmp_path / "W" / "Q").rename(tmp_path / "A" / "Q")  # the start moves
+        # What a call made on the place (fd, name) now reaches.
+        reached = os.stat(name, dir_fd=fd) if name else os.fstat(fd)
+    finally:
+        os.close(fd)
+    assert reached.st_ino == (tmp_path / "W").stat().st_ino != (tmp_path / "A").stat().st_ino

@@ -72,38 +72,46 @@ def parent_from(start: Start, path: str, resolve: int) -> tuple[int, bytes]:
     """A directory (our ``O_PATH`` fd, the caller closes it) and a name in
     it that lead to the program's absolute, resolved ``path``, reached from
     ``start`` as the calling thread's credentials allow: ``path``'s parent
-    and last component; the start itself and ``"."`` for the start; a
-    directory below ``path`` and ``".."`` for one above the start.
+    and last component; or, for ``path`` the start itself or a directory
+    above it (``.``, ``..``), that very directory and ``b""``, to be acted
+    on through the fd, never by a name looked up again.
 
     For a walk from the root that the program's credentials were refused
     (EACCES). The way from the start's name to ``path`` is walked from the
-    start, with ``resolve``; a final ``..`` is left to the call, as the
-    kernel checks search permission only on the directory that ``..``
-    leaves (may_lookup() for each component in link_path_walk(),
-    fs/namei.c). The way is the program's to walk: it may ``openat`` its
-    cwd or dirfd by that very name, so the walk's own failure (ENOENT,
-    ENOTDIR, EACCES) is the native answer, and is raised. What the walk
-    reaches must be what ``path``'s name leads to now, looked up as
-    ourselves: the same file *on the same mount*, so that the name the
-    call then looks up there meets the mounts the decision met. The
-    start's name is only what ``/proc`` prints, and the start may have
+    start, with ``resolve``, as the kernel walks it: a final ``..`` needs
+    search permission only on the directory it leaves (may_lookup() for
+    each component in link_path_walk(), fs/namei.c), and ``O_PATH`` asks
+    none of the directory it opens. The way is the program's to walk: it
+    may ``openat`` its cwd or dirfd by that very name, so the walk's own
+    failure (ENOENT, ENOTDIR, EACCES) is the native answer, and is raised.
+    What the walk reaches must be what its name in ``path`` leads to now,
+    looked up as ourselves: the same file *on the same mount*, so that a
+    name the call then looks up there meets the mounts the decision met.
+    The start's name is only what ``/proc`` prints, and the start may have
     moved since the decision (a ``chdir`` in another thread, a ``rename``),
     or sit in another mount of the same directory (another mount
     namespace's, handed over by ``SCM_RIGHTS``), where other files are
-    mounted below it. Raises OSError: EACCES where the two differ or the
-    start has no name of ours.
+    mounted below it. A directory reached by ``..`` is not looked up again
+    by the call: the start may be renamed into another directory after our
+    check, and ``..`` from it would then be that one (audit helper-48).
+    Raises OSError: EACCES where the two differ or the start has no name
+    of ours.
     """
     pin = start.pin()
     try:
         here = _name_of(pin)
-        way, _, last = os.path.relpath(path, here).rpartition("/")
-        named = path if last in (".", "..") else os.path.dirname(path)
-        reached = openat2(pin, way or ".", _DIRECTORY, 0, resolve)
+        way = os.path.relpath(path, here)
+        last = way.rpartition("/")[2]
+        if last in (".", ".."):
+            last, named = "", path
+        else:
+            way, named = os.path.dirname(way) or ".", os.path.dirname(path)
+        reached = openat2(pin, way, _DIRECTORY, 0, resolve)
     finally:
         os.close(pin)
     try:
         with as_ourselves():
-            same = _same_place(reached, last, named, resolve)
+            same = _same_place(reached, named, resolve)
         if not same:
             raise OSError(errno.EACCES, f"{named} is not where the program's name leads")
     except BaseException:
@@ -132,25 +140,16 @@ def _name_of(directory: int) -> str:
     return name
 
 
-def _same_place(reached: int, last: str, named: str, resolve: int) -> bool:
-    """Whether ``named``, looked up now, is ``reached`` (or, for ``last``
-    ``..``, the directory above it) on the same mount."""
-    flags = _DIRECTORY
+def _same_place(reached: int, named: str, resolve: int) -> bool:
+    """Whether ``named``, looked up now, is ``reached``, on the same mount."""
     try:
-        by_name = openat2(abi.AT_FDCWD, named, flags, 0, resolve)
+        by_name = openat2(abi.AT_FDCWD, named, _DIRECTORY, 0, resolve)
     except OSError:
         return False
     try:
-        there = openat2(reached, "..", flags, 0, 0) if last == ".." else None
-    except OSError:
-        os.close(by_name)
-        return False
-    try:
-        return _identity(by_name) == _identity(reached if there is None else there)
+        return _identity(by_name) == _identity(reached)
     finally:
         os.close(by_name)
-        if there is not None:
-            os.close(there)
 
 
 def _identity(fd: int) -> tuple[int, int, int]:
@@ -273,6 +272,8 @@ def open_as(
                 except BadArgument:  # its dirfd is closed by now: as it was
                     raise refused from None
                 try:
+                    if not last:
+                        return _open_itself(stop, dirfd, flags, mode, resolve)
                     return _openat2_until(stop, dirfd, last, flags, mode, resolve=resolve)
                 finally:
                     os.close(dirfd)
@@ -284,6 +285,22 @@ def open_as(
                 # (open(2), EWOULDBLOCK; fcntl(2), "Leases").
                 raise WouldBlock(f"{path}: a lease is held on it") from None
             raise
+
+
+def _open_itself(
+    stop: threading.Event | None, directory: int, flags: int, mode: int, resolve: int
+) -> int:
+    """Open our O_PATH ``directory`` itself with the program's ``flags`` (see
+    parent_from): as ``.`` in it, which keeps every flag the program gave
+    (F_GETFL shows O_NOFOLLOW); where the directory refuses the program a
+    search, which a final ``..`` does not need, through its magic link,
+    which O_NOFOLLOW would refuse (the program's file then lacks it)."""
+    try:
+        return _openat2_until(stop, directory, ".", flags, mode, resolve=resolve)
+    except PermissionError:
+        itself = f"/proc/self/fd/{directory}"
+        flags &= ~os.O_NOFOLLOW
+        return _openat2_until(stop, abi.AT_FDCWD, itself, flags, mode, resolve=0)
 
 
 #: Paths at least this long may be longer than the kernel takes in one

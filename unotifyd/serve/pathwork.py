@@ -180,6 +180,14 @@ def _place(
         target = replace(_recheck(recheck, op, arg, target.path), link_text=target.link_text)
     dirfd, name = _open_parent(target, root_fd, acting.start_of(arg))
     stack.callback(os.close, dirfd)
+    if not name:
+        # The directory itself, reached from the program's start ("." or
+        # ".." there): acted on through our fd, never by a name looked up
+        # again (see parent_from). readlink would read our magic link: a
+        # directory is no symbolic link (EINVAL, readlink(2)).
+        if op == "readlinkat":
+            raise OSError(errno.EINVAL, "not a symbolic link")
+        return _through_our_fd(dirfd, stack, read_only=target.read_only)
     if recheck is not None and (arg.follow or arg.itself) and is_magic_link(target.path):
         # Through a magic link (/proc/PID/fd/N, a removed cwd's
         # /proc/PID/cwd): what it leads to now is judged, not the name
@@ -197,10 +205,8 @@ def _place(
         # fd instead (fdget(), which refuses an O_PATH fd: EBADF from
         # path_getxattrat() in fs/xattr.c, file_getattr in fs/file_attr.c).
         # So the call is made by a name that leads to the same file, never
-        # on the fd: "N" in our /proc/self/fd, the pinned fd N, followed.
-        fds = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        stack.callback(os.close, fds)
-        return Place(fds, str(pinned).encode(), True)
+        # on the fd (see _through_our_fd).
+        return _through_our_fd(pinned, stack)
     # A resolved path's last component is no link (it was followed, or
     # the call acts on the link): one found now was swapped in since.
     follow = arg.follow and not target.no_symlinks
@@ -220,6 +226,17 @@ def _place(
         link_text=text,
         read_only=target.read_only or target.content,
     )
+
+
+def _through_our_fd(fd: int, stack: contextlib.ExitStack, *, read_only: bool = False) -> Place:
+    """A place for the file our ``fd`` refers to, by a name that leads to it:
+    "N" in our /proc/self/fd, followed. Not the fd itself with an empty
+    name: for a dirfd of 0 or more some calls take the fd (fdget(), which
+    refuses an O_PATH fd: EBADF from path_getxattrat() in fs/xattr.c,
+    file_getattr in fs/file_attr.c), where the kernel looks up a name."""
+    fds = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack.callback(os.close, fds)
+    return Place(fds, str(fd).encode(), True, read_only=read_only)
 
 
 def _judge(
@@ -335,7 +352,8 @@ def _open_parent(
     """Open ``target``'s parent directory (``O_PATH``); return it and the last component.
 
     ``start``: where the program's relative name for ``target`` began, to
-    walk from where the walk from the root is refused (see parent_from).
+    walk from where the walk from the root is refused (see parent_from);
+    then the name is empty where the directory given is ``target`` itself.
     """
     try:
         return _open_parent_by_name(target, root_fd)
@@ -401,7 +419,8 @@ def what_is(path: str, root_fd: int | None, start: Start | None = None) -> Found
     except FileNotFoundError:
         return "no-parent"
     try:
-        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        # No name: the directory itself (see _open_parent).
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False) if name else os.fstat(dirfd)
     except FileNotFoundError:
         return "missing"
     finally:
