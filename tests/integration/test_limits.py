@@ -9,13 +9,24 @@ and through a tree redirect in virtualize mode; as root and as nobody.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import AS_NOBODY, SYSTEM_PYTHON, describe, public_dir, py, run_launch, run_native
+from .helpers import (
+    AS_NOBODY,
+    SYSTEM_PYTHON,
+    describe,
+    env,
+    public_dir,
+    py,
+    run_launch,
+    run_native,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -68,3 +79,97 @@ def test_truncate_past_the_programs_file_size_limit(top: Path, who: str) -> None
         "--redirect", f"{top}/view/**={top}/tree/**", argv=[*argv, str(top / "view" / "f")]
     )
     assert tree.stdout == EXPECTED, describe(tree)
+
+
+#: Fill the fd table up to RLIMIT_NOFILE, then open for making and for
+#: truncating. The stats before and after give the pass-through lane the calls
+#: (it takes a listener back once Python has answered a few).
+FULL_TABLE = """
+import errno, os, resource, sys, time
+where = sys.argv[1]
+def lane():
+    for _ in range(3000):
+        os.stat(where)
+lane()
+fifo = os.path.join(where, "fifo")
+writer = os.fork()
+if writer == 0:  # waits for a reader
+    os.write(os.open(fifo, os.O_WRONLY), b"hi")
+    os._exit(0)
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError as e:
+    print("filled", errno.errorcode[e.errno])
+lane()
+for name, flags in (("new", os.O_CREAT), ("kept", os.O_TRUNC), ("kept", os.O_CREAT | os.O_TRUNC)):
+    try:
+        os.open(os.path.join(where, name), os.O_WRONLY | flags, 0o644)
+        print(name, "opened")
+    except OSError as e:
+        print(name, errno.errorcode[e.errno])
+try:
+    os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # would release the writer
+    print("fifo opened")
+except OSError as e:
+    print("fifo", errno.errorcode[e.errno])
+time.sleep(0.2)
+print("writer waits", os.waitpid(writer, os.WNOHANG) == (0, 0))
+for fd in held:
+    os.close(fd)
+reader = os.open(fifo, os.O_RDONLY)
+os.waitpid(writer, 0)
+os.close(reader)
+print("made", os.path.exists(os.path.join(where, "new")),
+      "kept", os.path.getsize(os.path.join(where, "kept")))
+"""
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+@pytest.mark.parametrize("lane", ["lane", "python"])
+def test_a_full_fd_table_fails_an_open_before_it_acts(
+    top: Path, who: str, lane: str
+) -> None:
+    """At RLIMIT_NOFILE an open fails with EMFILE before it looks at its path
+    (do_sys_openat2() takes the fd first): nothing is made, nothing
+    truncated, no FIFO's writer released. The supervisor makes the open
+    first and gives the fd after, so it asks first whether the program has
+    a number left (its /proc/TID/limits and fd directory), in Python and in
+    the pass-through lane (which makes opens with O_CREAT for a root
+    program). Before, the file was made or truncated, the writer released,
+    and the program told EMFILE."""
+    prefix = (*AS_NOBODY, "--") if who == "nobody" else ()
+    launch_env = env({"UNOTIFYD_PASSTHROUGH": "0"} if lane == "python" else None)
+    answers: dict[str, subprocess.CompletedProcess[str]] = {}
+    for name in ("native", "enforce", "tree"):
+        (top / name).mkdir(mode=0o777)
+        (top / name).chmod(0o777)
+        (top / name / "kept").write_text("data\n")
+        (top / name / "kept").chmod(0o666)
+        os.mkfifo(top / name / "fifo", 0o666)
+        (top / name / "fifo").chmod(0o666)
+        argv = [*prefix, SYSTEM_PYTHON, "-c", FULL_TABLE]
+        if name == "native":
+            answers[name] = run_native([*argv, str(top / name)])
+        elif name == "enforce":
+            answers[name] = run_launch(
+                "--enforce", "--deny", "/nonexistent", argv=[*argv, str(top / name)],
+                env=launch_env,
+            )  # fmt: skip
+        else:
+            # The target of a tree redirect: opened by the supervisor in virtualize mode.
+            answers[name] = run_launch(
+                "--redirect", f"{top}/view/**={top}/tree/**", argv=[*argv, str(top / "view")],
+                env=launch_env,
+            )  # fmt: skip
+    want = (
+        "filled EMFILE\nnew EMFILE\nkept EMFILE\nkept EMFILE\nfifo EMFILE\nwriter waits True\n"
+        "made False kept 5\n"
+    )
+    assert answers["native"].stdout == want, describe(answers["native"])
+    for name in ("enforce", "tree"):
+        assert (answers[name].returncode, answers[name].stdout) == (0, want), describe(
+            answers[name]
+        )

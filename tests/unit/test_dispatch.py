@@ -140,6 +140,15 @@ class World:
         return self.listener.answers[-1]
 
 
+@pytest.fixture(autouse=True)
+def room_for_fds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fake thread has no /proc entry to count its fds in: it has room,
+    unless a test says otherwise (``full.append(TID)``)."""
+    full: list[int] = []
+    monkeypatch.setattr(handoff, "fd_table_full", lambda tid: tid in full)
+    return full
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -165,6 +174,20 @@ def test_a_redirected_open_injects_the_target(files: tuple[Path, Path]) -> None:
     # creat() is open(O_CREAT|O_WRONLY|O_TRUNC): the target is emptied.
     assert world.call("creat", path, 0o644) == ("fd", "writable")
     assert dst.read_text() == "" and src.read_text() == "the source\n"
+
+
+def test_a_full_fd_table_fails_an_open_before_it_truncates(
+    files: tuple[Path, Path], room_for_fds: list[int]
+) -> None:
+    """EMFILE first, as natively: the target of a creat() is not emptied
+    for an fd the program could not take; a read is opened and given (the
+    injection itself then fails, with the kernel's EMFILE)."""
+    src, dst = files
+    world = World(Policy([Redirect(Pattern(str(src)), Pattern(str(dst)))]))
+    room_for_fds.append(TID)
+    assert world.call("creat", os.fsencode(src), 0o644) == ("error", errno.EMFILE)
+    assert dst.read_text() == "the target\n"
+    assert world.call("open", os.fsencode(src), os.O_RDONLY) == ("fd", b"the target\n")
 
 
 @pytest.mark.parametrize("killable", [False, True])

@@ -912,24 +912,38 @@ static int pin_parent(struct lane *l, struct thread *th, const struct target *t,
     return 1;
 }
 
+/* What follows the line start key (spaces and tabs skipped) in the file
+ * name of thread th's /proc directory, read into buf (size bytes); NULL. */
+static const char *proc_field(const struct thread *th, const char *name, const char *key,
+                              char *buf, size_t size)
+{
+    int fd = openat(th->proc, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    ssize_t got = read(fd, buf, size - 1);
+    close(fd);
+    if (got <= 0)
+        return NULL;
+    buf[got] = 0;
+    const char *at = strstr(buf, key);
+    if (at == NULL)
+        return NULL;
+    at += strlen(key);
+    while (*at == ' ' || *at == '\t')
+        at++;
+    return at;
+}
+
 /* The umask of thread th (its fs_struct's: proc(5), "Umask:"), or -1. */
 static int umask_of(const struct thread *th)
 {
     char buf[4096];
-    int fd = openat(th->proc, "status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t got = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (got <= 0)
-        return -1;
-    buf[got] = 0;
-    const char *at = strstr(buf, "\nUmask:");
+    const char *at = proc_field(th, "status", "\nUmask:", buf, sizeof buf);
     if (at == NULL)
         return -1;
     char *end;
-    long mask = strtol(at + 8, &end, 8);
-    return end == at + 8 || mask < 0 || mask > 0777 ? -1 : (int)mask;
+    long mask = strtol(at, &end, 8);
+    return end == at || mask < 0 || mask > 0777 ? -1 : (int)mask;
 }
 
 /*
@@ -967,6 +981,57 @@ static int take_umask(struct lane *l, const struct thread *th)
                        O_NONBLOCK | O_NOCTTY | O_NOFOLLOW | 0100000)
 
 /*
+ * Whether thread th has no fd number left below its RLIMIT_NOFILE: 1, 0, or
+ * -1 if that cannot be told. As fd_table_full() in kernel/program.py, and
+ * for the same reason: natively an open takes its fd before it looks its
+ * path up (do_sys_openat2() in fs/open.c), so a full table fails it before
+ * it makes or truncates anything, where ours is made first and given after
+ * (ADDFD's alloc_fd(), in the thread's own context, with its own limit).
+ * The limit is read from /proc/TID/limits, which anyone may read: prlimit()
+ * would need CAP_SYS_RESOURCE.
+ */
+static int table_full(const struct thread *th)
+{
+    char buf[8192];
+    const char *line = proc_field(th, "limits", "\nMax open files ", buf, sizeof buf);
+    if (line == NULL)
+        return -1;
+    if (!strncmp(line, "unlimited", 9))
+        return 0;
+    char *end;
+    unsigned long long soft = strtoull(line, &end, 10);
+    if (end == line)
+        return -1;
+    /* The size of /proc/TID/fd is the number of fds open (Linux 6.2,
+     * proc_fd_getattr() in fs/proc/fd.c; 0 before): listed only where that
+     * many might fill every number below the limit. */
+    struct stat st;
+    if (fstatat(th->proc, "fd", &st, 0) == 0 && st.st_size > 0 &&
+        (unsigned long long)st.st_size < soft)
+        return 0;
+    int dir = openat(th->proc, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    unsigned long long below = 0;
+    long n = 0;
+    while (below < soft && (n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            /* struct linux_dirent64: d_ino, d_off, d_reclen, d_type, d_name */
+            unsigned short reclen;
+            memcpy(&reclen, buf + off + 16, sizeof reclen);
+            const char *name = buf + off + 19;
+            if (name[0] != '.' && strtoull(name, NULL, 10) < soft)
+                below++;
+            off += reclen;
+        }
+    }
+    close(dir);
+    if (below < soft && n < 0)
+        return -1;
+    return below >= soft;
+}
+
+/*
  * The open n with O_CREAT of name in dirfd (flags, mode), as thread th
  * would make it, its fd given to the program (inject); with the thread's
  * umask (take_umask) for a file it makes. Where nothing is there, the file
@@ -991,6 +1056,13 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
 {
     int fd, made = 1;
     struct stat st;
+    int full = table_full(th);
+    if (full < 0)
+        return PT_FORWARD;
+    if (full) {
+        r->error = -EMFILE; /* before anything is made or truncated: see table_full */
+        return PT_ANSWER;
+    }
     if (!(flags & O_EXCL)) {
         if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
             if (!S_ISREG(st.st_mode))

@@ -279,6 +279,47 @@ class MemoryReader:
         raise BadArgument(errno.ENAMETOOLONG, "path longer than PATH_MAX")
 
 
+def fd_table_full(tid: int) -> bool:
+    """Whether thread ``tid`` has no fd number left below its
+    ``RLIMIT_NOFILE``: an fd given to it now fails with EMFILE (alloc_fd()
+    in fs/file.c, for ``SECCOMP_IOCTL_NOTIF_ADDFD`` in the thread's own
+    context, with its own limit). Read as ourselves; raises ProgramGone.
+
+    An open's own fd is taken before its path is looked up
+    (do_sys_openat2() in fs/open.c): natively a full table fails an open
+    before it makes or truncates anything, or opens a FIFO (which releases
+    a writer waiting) or a device. An open made for the program is
+    injected after it is made, so one that acts so asks this first
+    (another thread of the program may fill the table in between: that
+    race is the program's own).
+    """
+    with as_ourselves():
+        try:
+            # /proc/TID/limits, which anyone may read (proc(5)): prlimit()
+            # would need CAP_SYS_RESOURCE, which the supervisor need not hold.
+            with open(f"/proc/{tid}/limits", "rb") as f:
+                found = _OPEN_FILES.search(f.read())
+            if found is None or found.group(1) == b"unlimited":
+                return False
+            soft = int(found.group(1))
+            # The size of /proc/TID/fd is the number of fds open (Linux 6.2,
+            # proc_fd_getattr() in fs/proc/fd.c; 0 before): listed only where
+            # that many might fill every number below the limit.
+            opened = os.stat(f"/proc/{tid}/fd").st_size
+            if 0 < opened < soft:
+                return False
+            names = os.listdir(f"/proc/{tid}/fd")
+        except (ProcessLookupError, FileNotFoundError):
+            raise ProgramGone(f"thread {tid} is gone") from None
+    if len(names) < soft:
+        return False
+    return sum(1 for name in names if int(name) < soft) >= soft
+
+
+#: The soft limit of RLIMIT_NOFILE in /proc/TID/limits (fs/proc/base.c, proc_pid_limits()).
+_OPEN_FILES = re.compile(rb"^Max open files +(\S+)", re.MULTILINE)
+
+
 def read_ids(tid: int, *, innermost: bool) -> tuple[int, int]:
     """The process id and thread id of thread ``tid``: in our pid namespace, or
     with ``innermost`` in its own (the one of its ``/proc``).

@@ -23,7 +23,7 @@ from ..kernel.errors import BadArgument, ProgramGone
 from ..kernel.kick import KICK, Stop, installed, kick
 from ..kernel.listener import Listener, Notification
 from ..kernel.opener import Start
-from ..kernel.program import write_memory
+from ..kernel.program import fd_table_full, write_memory
 from ..kernel.sched import pin_to_our_cpu
 from ..policy import EmulateOpen, Policy, RefuseWrite
 from ..policy.paths import PerformPath
@@ -82,6 +82,13 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
                 job.call, d, job.creds, root_fd, policy=job.policy, tid=n.pid,
                 still_valid=still_valid, stop=stop,
             )  # fmt: skip
+        # An open that makes or truncates a file, or opens a FIFO or a
+        # device (whose open acts: a FIFO's releases a writer waiting),
+        # would act and then fail to give the fd: as natively, EMFILE first
+        # (see fd_table_full).
+        acts = d.flags & (os.O_CREAT | os.O_TRUNC) or job.may_block
+        if acts and fd_table_full(n.pid):
+            return -errno.EMFILE
         judging = isinstance(d, EmulateOpen) and (d.recheck or d.judge_opened)
         recheck = job.policy if judging else None
         start = None
