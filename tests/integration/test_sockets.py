@@ -176,3 +176,46 @@ def test_bind_to_a_socket_path_follows_the_rules(public: Path, mode: str, who: s
         assert proc.stdout == want, f"{name}: {describe(proc)}"
     assert (tmp_path / "target" / "s").is_socket()
     assert not (tmp_path / "ro" / "s").exists() and not (tmp_path / "denied" / "s").exists()
+
+
+TAKEN = """
+import errno, os, socket, sys
+os.chdir(sys.argv[1])
+for call in ("bind", "connect"):
+    for name in (".", "..", "d/.", "d", "f", "ro/d", "ro/f"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            getattr(s, call)(name)
+            print(call, name, "OK")
+        except OSError as e:
+            print(call, name, errno.errorcode[e.errno])
+        s.close()
+"""
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_name_that_is_taken_answers_as_natively(public: Path, mode: str, who: str) -> None:
+    """bind(2) to a name something has (a directory, a file, ``.``, ``..``)
+    is EADDRINUSE: unix_bind_bsd() answers filename_create()'s EEXIST so,
+    in a read-only tree too (EEXIST comes before EROFS). connect(2) to a
+    file that is no socket checks write permission first (EACCES for one
+    the caller may not write), then ECONNREFUSED (unix_find_bsd())."""
+    prefix = (*AS_NOBODY, "--") if who == "nobody" else ()
+    for where in (public, public / "ro"):
+        (where / "d").mkdir(parents=True)
+        (where / "f").write_text("")
+    public.chmod(0o777)
+    argv = [*prefix, *py(TAKEN, str(public))]
+    native = run_native(argv)
+    # The scratch directory and /tmp may be written by anyone; the rest
+    # (root's 0755 and 0644) by root alone.
+    refused = "EACCES" if who == "nobody" else "ECONNREFUSED"
+    names = (".", "..", "d/.", "d", "f", "ro/d", "ro/f")
+    assert native.stdout.splitlines() == [
+        *(f"bind {n} EADDRINUSE" for n in names),
+        "connect . ECONNREFUSED", "connect .. ECONNREFUSED",
+        *(f"connect {n} {refused}" for n in names[2:]),
+    ], describe(native)  # fmt: skip
+    proc = run_launch(*MODES[mode], "--readonly", f"{public}/ro/**", argv=argv)
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)

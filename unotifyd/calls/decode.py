@@ -588,8 +588,11 @@ def not_a_name_errno(op: str, args: Args, kind: LastKind) -> int:
 
     do_rmdir(): EINVAL for ``.``, ENOTEMPTY for ``..``, EBUSY for ``/``;
     do_unlinkat(): EISDIR; do_renameat2(): EBUSY, either name;
-    filename_create() (mkdir, mknod, symlink, link's new name): EEXIST.
+    filename_create() (mkdir, mknod, symlink, link's new name): EEXIST,
+    which bind(2) answers as EADDRINUSE (unix_bind_bsd() in net/unix/af_unix.c).
     """
+    if op == "bind":
+        return errno.EADDRINUSE
     if op == "unlinkat":
         if args[2] & abi.AT_REMOVEDIR:
             return {"dot": errno.EINVAL, "dotdot": errno.ENOTEMPTY}.get(kind, errno.EBUSY)

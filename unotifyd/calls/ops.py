@@ -25,6 +25,7 @@ from typing import Protocol, TypeVar
 from ..kernel import abi, pathops
 from ..kernel.creds import Credentials
 from ..kernel.opener import umask_applies
+from ..kernel.rawsys import syscall
 from ..record import field, record
 from .decode import AF_UNIX, IN_DONT_FOLLOW, SUN_PATH_MAX, XATTR_SIZE_MAX, PathCall, int_arg
 
@@ -542,16 +543,44 @@ def connect(call: PathCall, pl: list[Place], acting: Acting) -> Outcome:
             ),
         )  # fmt: skip
     sock = acting.take(int_arg(a[0]))
-    nofollow = 0 if p.follow else os.O_NOFOLLOW
-    fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
+    fd = socket_file(p)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISSOCK(mode):
-            # A symlink found where none may be followed, or no socket at all.
-            return Outcome(-(errno.ELOOP if stat.S_ISLNK(mode) else errno.ECONNREFUSED))
         name = f"/proc/self/fd/{fd}".encode()
         address = AF_UNIX.to_bytes(2, "little") + name + b"\0"
         until_interrupted(acting, sock, lambda: pathops.connect(sock, address))
     finally:
         os.close(fd)
     return Outcome(0)
+
+
+def socket_file(p: Place) -> int:
+    """An ``O_PATH`` fd of the socket file ``p`` names, to connect or send to
+    by its ``/proc/self/fd/N`` name; the caller closes it. Raises OSError.
+
+    Checked as unix_find_bsd() (net/unix/af_unix.c) checks, acting as the
+    program, in its order: write permission on the file (EACCES), then that
+    it is a socket (ECONNREFUSED). The permission is path_permission()'s,
+    which a read-only *mount* never refuses (only a read-only file system,
+    and never a socket): faccessat's EROFS is not the kernel's answer here.
+    """
+    nofollow = 0 if p.follow else os.O_NOFOLLOW
+    fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISLNK(mode):
+            raise OSError(errno.ELOOP, "a symlink where none may be followed")
+        try:
+            # AT_EACCESS: the effective ids we act with, as the kernel's check.
+            syscall(_FACCESSAT2, abi.AT_FDCWD, b"/proc/self/fd/%d" % fd, os.W_OK, abi.AT_EACCESS)
+        except OSError as e:
+            if e.errno != errno.EROFS:
+                raise
+        if not stat.S_ISSOCK(mode):
+            raise OSError(errno.ECONNREFUSED, "no socket")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_FACCESSAT2 = abi.SYSCALL_NUMBERS["faccessat2"]

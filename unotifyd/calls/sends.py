@@ -34,7 +34,6 @@ import errno
 import fcntl
 import os
 import signal
-import stat
 import struct
 from collections.abc import Sequence
 from functools import partial
@@ -46,7 +45,7 @@ from ..kernel.program import read_ids
 from ..kernel.rawsys import syscall
 from ..record import record
 from .decode import AF_UNIX, Args, Memory, PathCall, int_arg, unix_path
-from .ops import Acting, Outcome, Place, until_interrupted
+from .ops import Acting, Outcome, Place, socket_file, until_interrupted
 
 # struct msghdr (include/linux/socket.h, x86_64): name, namelen, iov, iovlen,
 # control, controllen, flags; struct mmsghdr adds msg_len (and padding).
@@ -281,28 +280,6 @@ def _translate(
     return b"".join(out), creds
 
 
-def _socket_file(p: Place) -> int:
-    """An ``O_PATH`` fd of the socket file ``p`` names, once it is known to be one the
-    program may write to; named ``/proc/self/fd/N`` in the address (see ops.connect).
-    The caller closes it.
-    """
-    nofollow = 0 if p.follow else os.O_NOFOLLOW
-    fd = os.open(p.name, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=p.dirfd)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISSOCK(mode):
-            # A symlink found where none may be followed, or no socket at all.
-            raise OSError(errno.ELOOP if stat.S_ISLNK(mode) else errno.ECONNREFUSED, "no socket")
-        # The one check unix_find_bsd() makes as the sender: we are acting as
-        # the program here (AT_EACCESS: its effective ids, as the kernel's).
-        if not os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
-            raise OSError(errno.EACCES, "the program may not write to the socket")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tuple[int, list[int]]:
     """Send the call's messages on our copy of its socket; (first errno or 0, lengths sent).
 
@@ -334,7 +311,7 @@ def _send_messages(call: PathCall, p: Place, acting: Acting, flags: int) -> tupl
                 if len(m.address) > _SUN_PATH_END:
                     raise OSError(errno.EINVAL, "address too long")  # unix_validate_addr()
                 # The socket file the decision is about (see sendmmsg_inputs).
-                pinned = _socket_file(p)
+                pinned = socket_file(p)
                 address = AF_UNIX.to_bytes(2, "little") + f"/proc/self/fd/{pinned}\0".encode()
             if m.length > len(m.payload) and not stream:
                 raise OSError(errno.EMSGSIZE, "message too long")  # a datagram is whole

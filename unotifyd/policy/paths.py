@@ -161,7 +161,11 @@ def refuse_change_errno(
     if syscall in ("link", "linkat") and others and others[0] == "missing":
         return errno.ENOENT
     if role == "create":
-        return errno.EROFS if found == "missing" else errno.EEXIST
+        if found == "missing":
+            return errno.EROFS
+        # bind(2) answers filename_create()'s EEXIST as EADDRINUSE
+        # (unix_bind_bsd() in net/unix/af_unix.c).
+        return errno.EADDRINUSE if syscall == "bind" else errno.EEXIST
     if role == "modify":
         if found == "missing":
             return errno.ENOENT
