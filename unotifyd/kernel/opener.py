@@ -45,6 +45,12 @@ class Start:
     dirfd: int
     still_valid: Callable[[], bool]
 
+    @staticmethod
+    def of(tid: int, dirfd: int, path: bytes, still_valid: Callable[[], bool]) -> Start | None:
+        """Where the program's ``path`` (given with ``dirfd``) began; None for
+        an absolute one, which began at the root."""
+        return None if path.startswith(b"/") else Start(tid, dirfd, still_valid)
+
     def pin(self) -> int:
         """Our ``O_PATH`` fd of the directory; the caller closes it. Raises
         ProgramGone, BadArgument (no such fd), OSError."""
@@ -97,7 +103,10 @@ def parent_from(start: Start, path: str, resolve: int) -> tuple[int, bytes]:
     Raises OSError: EACCES where the two differ or the start has no name
     of ours.
     """
-    pin = start.pin()
+    try:
+        pin = start.pin()
+    except BadArgument:  # its dirfd is closed by now: no start to walk from
+        raise OSError(errno.EACCES, "the program's dirfd is closed") from None
     try:
         here = _name_of(pin)
         way = os.path.relpath(path, here)
@@ -264,13 +273,10 @@ def open_as(
                 if resolve or stop is not None or len(path) >= _SHORT:
                     return _openat2_until(stop, dirfd, path, flags, mode, resolve=resolve)
                 return os.open(path, flags, mode)
-            except PermissionError as refused:
+            except PermissionError:
                 if start is None or root_fd is not None:
                     raise
-                try:
-                    dirfd, last = parent_from(start, path, resolve)
-                except BadArgument:  # its dirfd is closed by now: as it was
-                    raise refused from None
+                dirfd, last = parent_from(start, path, resolve)
                 try:
                     if not last:
                         return _open_itself(stop, dirfd, flags, mode, resolve)

@@ -1234,9 +1234,7 @@ class Decider:
     @staticmethod
     def _start(s: Served, p: InFlight, dirfd: int, path: bytes) -> Start | None:
         """Where the program's relative ``path`` began (see Start); None for an absolute one."""
-        if path.startswith(b"/"):
-            return None
-        return Start(p.notif.pid, dirfd, partial(s.listener.id_valid, p.notif.id))
+        return Start.of(p.notif.pid, dirfd, path, partial(s.listener.id_valid, p.notif.id))
 
     def _decide_listing(self, s: Served, p: InFlight, entry: Syscall) -> Continue | Fail | Listing:
         """A directory listing: answered by us only where the directory holds hidden names."""

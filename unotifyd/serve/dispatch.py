@@ -16,6 +16,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 
 from ..calls.decode import OpenCall
 from ..calls.ops import Outcome
@@ -23,7 +24,7 @@ from ..calls.registry import BY_NR
 from ..kernel import abi
 from ..kernel.errors import MemoryDenied, ProgramGone
 from ..kernel.listener import Notification
-from ..kernel.opener import may_create
+from ..kernel.opener import Start, may_create
 from ..kernel.passthrough import Lane
 from ..policy import Continue, EmulateOpen, Fail, Listing, RefuseWrite, Return, Rewrite
 from ..policy.paths import PerformPath
@@ -225,8 +226,9 @@ class Dispatcher:
             # A special file's open in a read-only tree is made too (RefuseWrite).
             blocks = may_block(our_name(d.path, root_tid))
             opened = p.call
-            if isinstance(opened, OpenCall) and not opened.path.startswith(b"/"):
-                start = opened.dirfd
+            if isinstance(opened, OpenCall):
+                valid = partial(listener.id_valid, n.id)
+                start = Start.of(n.pid, opened.dirfd, opened.path, valid)
         job = Job(
             d, call, creds, root_tid, listener, n, blocks, p.policy, self.colocates(s), start
         )

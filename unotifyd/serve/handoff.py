@@ -54,9 +54,9 @@ class Job:
     # Run the thread on our CPU while it takes an injected fd (see _inject):
     # asked for, and the listener's wait is killable (Served.killable_wait).
     colocate: bool = False
-    # An open's: the program's dirfd (AT_FDCWD: its cwd) where its relative
-    # name began; None for an absolute name (see kernel/opener.Start).
-    start: int | None = None
+    # An open's: where the program's relative name began; None for an
+    # absolute name (see kernel/opener.Start).
+    start: Start | None = None
 
 
 def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) -> Result:
@@ -91,10 +91,9 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
             return -errno.EMFILE
         judging = isinstance(d, EmulateOpen) and (d.recheck or d.judge_opened)
         recheck = job.policy if judging else None
-        start = None
-        if job.start is not None:
-            start = Start(n.pid, job.start, partial(listener.id_valid, n.id))
-        return perform_open(d, job.creds, root_fd, nonblocking, recheck, stop=stop, start=start)
+        return perform_open(
+            d, job.creds, root_fd, nonblocking, recheck, stop=stop, start=job.start
+        )
     finally:
         if root_fd is not None:
             os.close(root_fd)

@@ -85,7 +85,7 @@ class _Acting:
 
     def start_of(self, arg: PathArg) -> Start | None:
         """Where ``arg``'s name began, if it is a relative one (see Start)."""
-        return _start_of(arg, self.tid, self._still_valid)
+        return Start.of(self.tid, arg.dirfd, arg.path, self._still_valid)
 
     def take(self, fd: int) -> int:
         """Our copy of the trapped thread's ``fd`` (closed with the stack)."""
@@ -98,10 +98,6 @@ class _Acting:
 
 
 _ACCESS_OPS = frozenset({"faccessat2"})
-
-
-def _start_of(arg: PathArg, tid: int, still_valid: Callable[[], bool]) -> Start | None:
-    return None if arg.path.startswith(b"/") else Start(tid, arg.dirfd, still_valid)
 
 
 def perform_path(
@@ -130,7 +126,7 @@ def perform_path(
     with acting_as(creds.real() if real else creds):
         try:
             if d.refuse is not None:
-                starts = tuple(_start_of(a, tid, still_valid) for a in call.paths)
+                starts = tuple(Start.of(tid, a.dirfd, a.path, still_valid) for a in call.paths)
                 return Outcome(-_refuse_errno(call, d.refuse, d.resolved, root_fd, starts))
             with contextlib.ExitStack() as stack:
                 acting = _Acting(creds, tid, still_valid, stack, stop)
@@ -357,15 +353,12 @@ def _open_parent(
     """
     try:
         return _open_parent_by_name(target, root_fd)
-    except PermissionError as refused:
+    except PermissionError:
         ours = target.in_program_root and root_fd is None and target.confine is None
         if start is None or not ours:
             raise
         resolve = abi.RESOLVE_NO_SYMLINKS | abi.RESOLVE_NO_MAGICLINKS if target.no_symlinks else 0
-        try:
-            return parent_from(start, target.path, resolve)
-        except BadArgument:  # its dirfd is closed by now: as it was
-            raise refused from None
+        return parent_from(start, target.path, resolve)
 
 
 def _open_parent_by_name(target: MapPath, root_fd: int | None) -> tuple[int, bytes]:
