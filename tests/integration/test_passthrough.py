@@ -1283,3 +1283,27 @@ def _launched(argv: list[str], lane: bool | None, *rules: str) -> subprocess.Com
     if lane is None:
         return run_native(argv)
     return run_launch("--stats", *rules, argv=argv)
+
+
+@pytest.mark.parametrize("how", ["vfork", "thread"])
+def test_a_result_is_written_into_the_memory_its_caller_has_now(tmp_path: Path, how: str) -> None:
+    """Under --enforce the lane writes a stat's result through the thread's
+    /proc/TID/mem, which it keeps open between the thread's calls
+    (write_out): such a file is bound to the memory of when it was opened.
+    An execve gives a thread another: a vfork child's first one is its
+    parent's, and a thread of the group that execs takes the leader's tid,
+    whose memory is then gone. Each of the 1 000 stats made after the exec
+    must land in the new image, none in the vfork parent's memory (the
+    buffer lies at the same address in both, -static). The lane really
+    served the calls before the exec and after it (--stats)."""
+    exe = build_c(tmp_path, "memexec", "-static")
+    f = tmp_path / "f"
+    f.write_text("12345")
+    argv = [str(exe), how, str(f)]
+    expected = "after 1000" + ("\nparent intact" if how == "vfork" else "")
+    native = run_native(argv)
+    assert native.stdout.strip() == expected, describe(native)  # the control
+    proc = run_launch("--enforce", "--stats", "--deny", "/nonexistent/unotifyd-test", argv=argv)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == expected, describe(proc)
+    assert lane_answered(proc.stderr) > 1000, proc.stderr

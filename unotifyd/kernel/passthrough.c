@@ -191,6 +191,8 @@ struct thread {
     int ns_ok;   /* its namespaces were ours at a call made while they were pinned */
     int cwd;     /* an O_PATH fd of its cwd, as of cwd_gen (see struct cwds); -1 */
     uint64_t cwd_gen;
+    int mem; /* its /proc/TID/mem, as of mem_gen (see write_out); -1 */
+    uint64_t mem_gen;
 };
 
 /*
@@ -230,6 +232,13 @@ struct thread {
  * The tid goes in before the gen is bumped (both under lock), and a look
  * reads the gen before the count: a look that sees the new gen sees the
  * thread counted. A 64-bit gen never comes round again.
+ *
+ * A thread's /proc/TID/mem, which enforcing mode writes results through
+ * (write_out), is kept the same way: opening it costs as much (a procfs
+ * lookup, the ptrace check of mm_access()), and the file is bound to the
+ * thread's mm of then, which only execve and execveat replace (for the
+ * thread group that makes it, exec_mmap(); threads or a vfork child
+ * sharing the mm by CLONE_VM keep theirs), among the calls above.
  *
  * A kept fd holds the cwd's mount busy (umount: EBUSY) and a removed
  * directory alive, as the program's own cwd does, but no longer than that
@@ -280,6 +289,8 @@ static void forget(struct thread *t)
         close(t->pidfd);
     if (t->cwd >= 0)
         close(t->cwd);
+    if (t->mem >= 0)
+        close(t->mem);
     t->tid = 0;
 }
 
@@ -304,7 +315,7 @@ static struct thread *thread_of(struct lane *l, pid_t tid)
             return NULL;
         }
     }
-    *t = (struct thread){.tid = tid, .proc = fd, .pidfd = pidfd, .cwd = -1};
+    *t = (struct thread){.tid = tid, .proc = fd, .pidfd = pidfd, .cwd = -1, .mem = -1};
     return t;
 }
 
@@ -721,23 +732,38 @@ struct target {
 
 /* Where thread th looks a relative path of t up from: our O_PATH fd of its
  * cwd or of its dirfd (through its /proc directory, which names it alone); -1. */
+/* Whether fds opened through a thread's /proc directory may be kept
+ * between its calls (see struct cwds). */
+static int keeps(const struct lane *l)
+{
+    return l->cfg->cwd_kept && l->cfg->check_creds;
+}
+
+/* Open name (flags) in thread th's /proc directory, keeping the fd in
+ * *kept, as of *kept_gen, where it may stay open (see struct cwds): the fd
+ * (th's own, or one to close), or -1. */
+static int open_kept(struct lane *l, struct thread *th, const char *name, int flags, int *kept,
+                     uint64_t *kept_gen)
+{
+    /* The gen before the count (see struct cwds). */
+    uint64_t gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
+    if (*kept >= 0 && *kept_gen == gen)
+        return *kept;
+    int settled = __atomic_load_n(&l->cwds->count, __ATOMIC_ACQUIRE) == 0;
+    int fd = openat(th->proc, name, flags | O_CLOEXEC);
+    if (fd >= 0 && settled && gen == l->swept_gen) {
+        if (*kept >= 0)
+            close(*kept);
+        *kept = fd, *kept_gen = gen;
+    }
+    return fd;
+}
+
 static int base_of(struct lane *l, struct thread *th, const struct target *t)
 {
     char base[32];
-    if (t->dirfd == AT_FDCWD && l->cfg->cwd_kept && l->cfg->check_creds) {
-        /* The gen before the count (see struct cwds). */
-        uint64_t gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
-        if (th->cwd >= 0 && th->cwd_gen == gen)
-            return th->cwd;
-        int settled = __atomic_load_n(&l->cwds->count, __ATOMIC_ACQUIRE) == 0;
-        int fd = openat(th->proc, "cwd", O_PATH | O_CLOEXEC);
-        if (fd >= 0 && settled && gen == l->swept_gen) {
-            if (th->cwd >= 0)
-                close(th->cwd);
-            th->cwd = fd, th->cwd_gen = gen;
-        }
-        return fd;
-    }
+    if (t->dirfd == AT_FDCWD && keeps(l))
+        return open_kept(l, th, "cwd", O_PATH, &th->cwd, &th->cwd_gen);
     if (t->dirfd == AT_FDCWD)
         snprintf(base, sizeof base, "cwd");
     else if (t->dirfd >= 0)
@@ -747,12 +773,15 @@ static int base_of(struct lane *l, struct thread *th, const struct target *t)
     return openat(th->proc, base, O_PATH | O_CLOEXEC);
 }
 
-/* Close every cwd this lane thread keeps (see struct cwds). */
-static void drop_cwds(struct lane *l)
+/* Close every fd this lane thread keeps, cwds and mems (see struct cwds). */
+static void drop_kept(struct lane *l)
 {
     for (int i = 0; i < PT_THREADS; i++) {
-        if (l->threads[i].tid != 0 && l->threads[i].cwd >= 0)
-            close(l->threads[i].cwd), l->threads[i].cwd = -1;
+        struct thread *t = &l->threads[i];
+        if (t->tid != 0 && t->cwd >= 0)
+            close(t->cwd), t->cwd = -1;
+        if (t->tid != 0 && t->mem >= 0)
+            close(t->mem), t->mem = -1;
     }
 }
 
@@ -778,12 +807,12 @@ static void prune_unsettled(struct cwds *c)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Before each call: no kept cwd outlives its gen, nor, for long, its thread. */
+/* Before each call: no kept fd outlives its gen, nor, for long, its thread. */
 static void keep_cwds_fresh(struct lane *l)
 {
     uint64_t gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
     if (gen != l->swept_gen) {
-        drop_cwds(l);
+        drop_kept(l);
         l->swept_gen = gen;
         return;
     }
@@ -794,7 +823,8 @@ static void keep_cwds_fresh(struct lane *l)
     struct pollfd p[PT_THREADS];
     int at[PT_THREADS], n = 0;
     for (int i = 0; i < PT_THREADS; i++) {
-        if (l->threads[i].tid != 0 && l->threads[i].cwd >= 0 && l->threads[i].pidfd >= 0)
+        const struct thread *t = &l->threads[i];
+        if (t->tid != 0 && (t->cwd >= 0 || t->mem >= 0) && t->pidfd >= 0)
             p[n] = (struct pollfd){.fd = l->threads[i].pidfd, .events = POLLIN}, at[n++] = i;
     }
     if (n == 0 || poll(p, (nfds_t)n, 0) <= 0)
@@ -1315,14 +1345,25 @@ static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd
  * same reasons: /proc/TID/mem is opened through th->proc, which names that
  * thread and no other, and ID_VALID asked after, so that the file is bound
  * to the memory of the thread whose call still waits (a tid is not reused
- * while its call waits for us, seccomp_unotify(2) NOTES). Like that
+ * while its call waits for us, seccomp_unotify(2) NOTES). A file kept from
+ * an earlier call of th's is bound to the same memory: th is the thread
+ * it was opened for (as_ourselves found its pidfd alive at this call, and
+ * a tid is not reused while its thread lives), and the gen has not moved,
+ * so no execve of its thread group has been received since, which is the
+ * only way to another mm (exec_mmap() in fs/exec.c; a vfork child's
+ * file, opened on its parent's mm, is dropped by its exec). Like that
  * function's, the write goes through page protections (FOLL_FORCE), where
  * the kernel's copy_to_user() would fail with EFAULT.
  */
-static int write_out(struct lane *l, const struct thread *th, const struct seccomp_notif *n,
+static int write_out(struct lane *l, struct thread *th, const struct seccomp_notif *n,
                      uint64_t addr, const void *data, size_t len)
 {
-    int mem = openat(th->proc, "mem", O_RDWR | O_CLOEXEC);
+    /* Kept where a cwd is (see struct cwds): a mem fd writes into the mm
+     * its thread had when it was opened (proc_mem_open() in
+     * fs/proc/base.c), which only an execve in its thread group replaces
+     * (exec_mmap() in fs/exec.c), one of the calls that bump the gen. */
+    int mem = keeps(l) ? open_kept(l, th, "mem", O_RDWR, &th->mem, &th->mem_gen)
+                       : openat(th->proc, "mem", O_RDWR | O_CLOEXEC);
     __u64 id = n->id;
     if (mem < 0) {
         /* Gone, if its call is: else not ours to open (EMFILE, EACCES...),
@@ -1333,7 +1374,8 @@ static int write_out(struct lane *l, const struct thread *th, const struct secco
     int r = -ESRCH;
     if (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0)
         r = addr <= INT64_MAX && pwrite(mem, data, len, (off_t)addr) == (ssize_t)len ? 0 : -EFAULT;
-    close(mem);
+    if (mem != th->mem)
+        close(mem);
     return r;
 }
 
@@ -1355,7 +1397,7 @@ static int write_out(struct lane *l, const struct thread *th, const struct secco
  * directory of autofs, whose triggers are its directories) goes to Python,
  * which looks the name up as the call does.
  */
-static enum verdict emulate(struct lane *l, const struct thread *th,
+static enum verdict emulate(struct lane *l, struct thread *th,
                             const struct seccomp_notif *n, int sh, int pinned, uint64_t flags,
                             struct seccomp_notif_resp *r)
 {
@@ -1994,7 +2036,7 @@ static void follow_calls(struct shared *s, struct lane *l)
 {
     unsigned window = 0, passed = 0;
     for (;;) {
-        drop_cwds(l); /* none kept while it sleeps (see struct cwds) */
+        drop_kept(l); /* none kept while it sleeps (see struct cwds) */
         __atomic_store_n(&s->asleep, 1, __ATOMIC_RELEASE);
         uint64_t count;
         if (!ending(s) && read(s->wake, &count, sizeof count) < 0 &&
