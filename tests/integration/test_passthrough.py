@@ -28,6 +28,8 @@ import os
 import re
 import shlex
 import shutil
+import socket
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -1307,3 +1309,74 @@ def test_a_result_is_written_into_the_memory_its_caller_has_now(tmp_path: Path, 
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout.strip() == expected, describe(proc)
     assert lane_answered(proc.stderr) > 1000, proc.stderr
+
+
+
+_STAT_BYTES = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+base = sys.argv[1]
+os.chdir(base)
+for _ in range(300):  # the lane starts
+    os.stat(".")
+def raw(nr, before, after=()):
+    buf = ctypes.create_string_buffer(b"\xa5" * 144, 144)  # sizeof(struct stat), x86_64
+    rc = libc.syscall(ctypes.c_long(nr), *before, buf, *after)
+    return buf.raw.hex() if rc == 0 else f"errno {ctypes.get_errno()}"
+for name in sys.argv[2:]:
+    for path in (name, f"{base}/{name}"):  # the lane names the one by its fd, the other as spelled
+        p = ctypes.c_char_p(path.encode())
+        print(path, "stat", raw(4, (p,)))
+        print(path, "lstat", raw(6, (p,)))
+        for flags in (0, 0x100):  # AT_SYMLINK_NOFOLLOW
+            at = (ctypes.c_long(-100), p)
+            print(path, "newfstatat", flags, raw(262, at, (ctypes.c_long(flags),)))
+"""
+
+
+@pytest.mark.parametrize("who", IDENTITIES)
+def test_a_stat_made_for_the_program_is_the_kernels_to_the_byte(who: str) -> None:
+    """Under --enforce a stat is made by the supervisor, on the file it
+    resolved, and its struct stat written into the program's memory: the
+    lane fills it from the statx its name check made (stat_of), Python from
+    its own call. Every byte of it, padding included, must be what the
+    kernel gives natively: for a file with nanosecond times, a directory, a
+    link (lstat), a file of two links, a FIFO, a socket, a device whose
+    numbers need all their bits (major 300, minor 70 000), a setuid file of
+    another owner and group, a sparse one; by a relative name (looked up
+    from the cwd, named by its fd) and an absolute one (named as spelled).
+    The lane really answered them for root; for the others Python did."""
+    names = ["reg", "dir", "link", "hard", "fifo", "sock", "chr", "owned", "sparse"]
+    with public_dir("unotifyd-statbytes-") as d:
+        (d / "reg").write_text("12345")
+        os.utime(d / "reg", ns=(1_600_000_000_123_456_789, 1_700_000_000_987_654_321))
+        (d / "dir").mkdir()
+        (d / "link").symlink_to("reg")
+        os.link(d / "reg", d / "hard")
+        os.mkfifo(d / "fifo")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(d / "sock"))
+        os.mknod(d / "chr", 0o600 | stat.S_IFCHR, os.makedev(300, 70_000))
+        (d / "owned").write_text("x")
+        os.chown(d / "owned", 1234, 5678)
+        os.chmod(d / "owned", 0o4755)
+        with open(d / "sparse", "wb") as f:
+            f.truncate(1 << 30)
+        argv = [*IDENTITIES[who].prefix, SYSTEM_PYTHON, "-c", _STAT_BYTES, str(d), *names]
+        native = run_native(argv)
+        assert native.returncode == 0, describe(native)
+        lines = native.stdout.splitlines()
+        # The control: every call answered, and the numbers are in the bytes.
+        assert len(lines) == len(names) * 2 * 4, describe(native)
+        assert not any("errno" in line for line in lines), describe(native)
+        assert os.stat(d / "chr").st_rdev == os.makedev(300, 70_000)
+        for lane in (True, False):
+            proc = run_launch("--enforce", "--stats", "--deny", "/nonexistent/unotifyd-test",
+                              argv=argv, env=_env(lane))  # fmt: skip
+            assert proc.returncode == 0, describe(proc)
+            diff = list(difflib.unified_diff(lines, proc.stdout.splitlines(), lineterm=""))
+            assert not diff, "\n".join(diff[:20])
+            served = lane_answered(proc.stderr)
+            lane_served = lane and who == "root"
+            assert served > 300 + len(lines) if lane_served else served < 300, proc.stderr
