@@ -176,3 +176,88 @@ def test_a_full_fd_table_fails_an_open_before_it_acts(
     for name in answers:  # nothing made, nothing truncated
         assert not (top / name / "new").exists(), name
         assert (top / name / "kept").read_text() == "data\n", name
+
+
+#: Opens that fail by their lookup or by a rule, tried before the table is
+#: full and at it; an empty name fails in getname(), and O_TMPFILE without
+#: write access in build_open_flags() (EINVAL), both before the fd.
+FAILING_OPENS = """
+import errno, os, resource, sys
+where = sys.argv[1]
+def lane():
+    for _ in range(3000):
+        os.stat("/")
+def tries(when):
+    for name, flags in (("missing", os.O_RDONLY), ("nodir/x", os.O_RDONLY),
+                        ("secret", os.O_RDONLY), ("ro/f", os.O_WRONLY),
+                        ("ro/new", os.O_WRONLY | os.O_CREAT), ("red", os.O_RDONLY),
+                        ("", os.O_RDONLY), (".", os.O_TMPFILE | os.O_RDONLY)):
+        try:
+            os.close(os.open(os.path.join(where, name) if name else "", flags, 0o644))
+            print(when, name or "''", "opened")
+        except OSError as e:
+            print(when, name or "''", errno.errorcode[e.errno])
+lane()
+tries("room")
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError as e:
+    print("filled", errno.errorcode[e.errno])
+lane()
+tries("full")
+"""
+
+
+@pytest.mark.parametrize("who", ["root", "root-nocaps", "nobody"])
+@pytest.mark.parametrize("lane", ["lane", "python"])
+def test_a_full_fd_table_fails_an_open_with_emfile_before_its_lookup(
+    top: Path, who: str, lane: str
+) -> None:
+    """Natively an open at RLIMIT_NOFILE fails with EMFILE whatever its path
+    would have said (do_sys_openat2() takes the fd before the lookup): a
+    missing file, a missing directory, and so, under unotifyd, a denied
+    file, a write in a read-only tree and a redirect to a missing target;
+    only an empty name's ENOENT (getname()) and bad flags' EINVAL come
+    first. With room, the
+    same opens answer their own errnos (the control: the rules are in
+    play). Under --enforce the supervisor answers a missing file itself (in
+    the lane too), in every mode it answers the rules' errnos."""
+    prefix = {"root": (), "root-nocaps": (*WITHOUT_CAPS, "--"), "nobody": (*AS_NOBODY, "--")}[who]
+    launch_env = env({"UNOTIFYD_PASSTHROUGH": "0"} if lane == "python" else None)
+    argv = [*prefix, SYSTEM_PYTHON, "-c", FAILING_OPENS]
+    answers: dict[str, subprocess.CompletedProcess[str]] = {}
+    for name in ("native", "virtualize", "enforce", "opens"):
+        where = top / name
+        (where / "ro").mkdir(mode=0o777, parents=True)
+        for d in (where, where / "ro"):
+            d.chmod(0o777)
+        for f in (where / "secret", where / "ro" / "f"):
+            f.write_text("x")
+            f.chmod(0o666)
+        rules = ("--deny", f"{where}/secret", "--readonly", f"{where}/ro/**",
+                 "--redirect", f"{where}/red={where}/gone")  # fmt: skip
+        if name == "native":
+            answers[name] = run_native([*argv, str(where)])
+        else:
+            mode = {"virtualize": (), "enforce": ("--enforce",), "opens": ("--view", "opens")}
+            answers[name] = run_launch(
+                *mode[name], *rules, argv=[*argv, str(where)], env=launch_env
+            )
+    full = "".join(
+        f"full {n} EMFILE\n" for n in ("missing", "nodir/x", "secret", "ro/f", "ro/new", "red")
+    ) + "full '' ENOENT\nfull . EINVAL\n"
+    native = (
+        "room missing ENOENT\nroom nodir/x ENOENT\nroom secret opened\nroom ro/f opened\n"
+        "room ro/new opened\nroom red ENOENT\nroom '' ENOENT\nroom . EINVAL\nfilled EMFILE\n"
+    )
+    assert answers["native"].stdout == native + full, describe(answers["native"])
+    ruled = (
+        "room missing ENOENT\nroom nodir/x ENOENT\nroom secret EACCES\nroom ro/f EROFS\n"
+        "room ro/new EROFS\nroom red ENOENT\nroom '' ENOENT\nroom . EINVAL\nfilled EMFILE\n"
+    )
+    for name in ("virtualize", "enforce", "opens"):
+        proc = answers[name]
+        assert (proc.returncode, proc.stdout) == (0, ruled + full), describe(proc)

@@ -1437,7 +1437,12 @@ static enum verdict emulate(struct lane *l, struct thread *th,
 {
     const __u64 *a = n->data.args;
     if (pinned < 0) {
-        r->error = -ENOENT;
+        /* An open takes its fd before it looks its path up: EMFILE first
+         * (see table_full; open_errno() in serve/handoff.py). */
+        int full = sh == SH_OPEN || sh == SH_OPENAT ? table_full(th) : 0;
+        if (full < 0)
+            return PT_FORWARD;
+        r->error = full ? -EMFILE : -ENOENT;
         return PT_ANSWER;
     }
     /* The file's type and attributes, which the opens and readlink look

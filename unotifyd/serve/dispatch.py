@@ -29,7 +29,7 @@ from ..kernel.passthrough import Lane
 from ..policy import Continue, EmulateOpen, Fail, Listing, RefuseWrite, Return, Rewrite
 from ..policy.paths import PerformPath
 from .decide import Decider
-from .handoff import Job, Work, answer, perform
+from .handoff import Job, Work, answer, open_errno, perform
 from .listing import answer_listing
 from .opens import may_block, our_name
 from .passthrough import count, lane_due, open_lane
@@ -170,8 +170,13 @@ class Dispatcher:
         return None
 
     def _fail(self, s: Served, p: InFlight, d: Fail, defer: Defer) -> Answered:
-        s.listener.send_error(p.notif.id, d.errno)
-        return -d.errno
+        err = d.errno
+        if isinstance(p.call, OpenCall) and p.call.path:
+            # Decoded, so past what an open fails with before its fd (see
+            # open_errno); an empty name is getname()'s ENOENT.
+            err = open_errno(p.notif.pid, err)
+        s.listener.send_error(p.notif.id, err)
+        return -err
 
     def _return(self, s: Served, p: InFlight, d: Return, defer: Defer) -> Answered:
         s.listener.send_value(p.notif.id, d.value)

@@ -91,12 +91,28 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
             return -errno.EMFILE
         judging = isinstance(d, EmulateOpen) and (d.recheck or d.judge_opened)
         recheck = job.policy if judging else None
-        return perform_open(
-            d, job.creds, root_fd, nonblocking, recheck, stop=stop, start=job.start
-        )
+        fd = perform_open(d, job.creds, root_fd, nonblocking, recheck, stop=stop, start=job.start)
+        return -open_errno(n.pid, -fd) if fd is not None and fd < 0 else fd
     finally:
         if root_fd is not None:
             os.close(root_fd)
+
+
+#: The errnos of an open that it gives before it takes its fd: its flags'
+#: (build_open_flags() in do_sys_openat2(), fs/open.c); and EMFILE itself.
+#: getname()'s (EFAULT, ENAMETOOLONG, an empty name's ENOENT) come first too,
+#: but from reading and decoding the call, before it is an OpenCall.
+_BEFORE_THE_FD = frozenset({errno.EINVAL, errno.EMFILE})
+
+
+def open_errno(tid: int, err: int) -> int:
+    """What an open of thread ``tid`` fails with where its lookup, its rules
+    or the open we made for it said ``err``: EMFILE instead where the
+    thread's fd table is full, as natively, where an open takes its fd
+    before it looks its path up (do_sys_openat2() in fs/open.c). Looked at
+    only for an open that fails. Raises ProgramGone.
+    """
+    return errno.EMFILE if err not in _BEFORE_THE_FD and fd_table_full(tid) else err
 
 
 def answer(
