@@ -1380,3 +1380,29 @@ def test_a_stat_made_for_the_program_is_the_kernels_to_the_byte(who: str) -> Non
             served = lane_answered(proc.stderr)
             lane_served = lane and who == "root"
             assert served > 300 + len(lines) if lane_served else served < 300, proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lane makes calls for root's programs alone")
+def test_a_kept_mem_file_is_one_of_the_thread_it_was_opened_for(tmp_path: Path) -> None:
+    """The lane keeps a thread's /proc/TID/mem only once ID_VALID said the
+    call it was opened for still waits (audit helper-50). Kept before, it
+    could be one of another thread: a leader's stat received after a thread
+    of its group called execve, answered once that thread had taken the
+    leader's tid (de_thread()) but not yet its own memory (exec_mmap()):
+    the new image's stats were all written into the old memory, here that of
+    the process that shares it (memrace.c; userfaultfd, re-allowed, holds
+    each side in place). Natively the leader reads its own path; under the
+    lane a lane thread reads it, and every stat lands in the new image."""
+    exe = build_c(tmp_path, "memrace", "-static")
+    f = tmp_path / "f"
+    f.write_text("12345")
+    argv = [str(exe), str(exe), str(f)]
+    native = run_native(argv)
+    want = "after 1000\nparent intact"
+    assert native.stdout.strip() == f"path read by the leader\n{want}", describe(native)
+    for _ in range(3):  # the lane's other thread may take the stat: it keeps nothing asleep
+        proc = run_launch("--enforce", "--stats", "--allow-syscall", "userfaultfd",
+                          "--deny", "/nonexistent/unotifyd-test", argv=argv)  # fmt: skip
+        assert proc.returncode == 0, describe(proc)
+        assert proc.stdout.strip() == f"path read by another thread\n{want}", describe(proc)
+        assert lane_answered(proc.stderr) > 1000, proc.stderr

@@ -238,7 +238,11 @@ struct thread {
  * lookup, the ptrace check of mm_access()), and the file is bound to the
  * thread's mm of then, which only execve and execveat replace (for the
  * thread group that makes it, exec_mmap(); threads or a vfork child
- * sharing the mm by CLONE_VM keep theirs), among the calls above.
+ * sharing the mm by CLONE_VM keep theirs), among the calls above. Unlike
+ * a cwd, it is kept only once ID_VALID says that the call it was opened
+ * for still waits (see write_out): between de_thread() and exec_mmap()
+ * the leader's tid names a thread that is settled by the sweep (its own
+ * /proc/TID is gone) and still has the old mm.
  *
  * A kept fd holds the cwd's mount busy (umount: EBUSY) and a removed
  * directory alive, as the program's own cwd does, but no longer than that
@@ -732,8 +736,6 @@ struct target {
     int moves;  /* it renames it: a rule path below it would move along */
 };
 
-/* Where thread th looks a relative path of t up from: our O_PATH fd of its
- * cwd or of its dirfd (through its /proc directory, which names it alone); -1. */
 /* Whether fds opened through a thread's /proc directory may be kept
  * between its calls (see struct cwds). */
 static int keeps(const struct lane *l)
@@ -741,31 +743,51 @@ static int keeps(const struct lane *l)
     return l->cfg->cwd_kept && l->cfg->check_creds;
 }
 
-/* Open name (flags) in thread th's /proc directory, keeping the fd in
- * *kept, as of *kept_gen, where it may stay open (see struct cwds): the fd
- * (th's own, or one to close), or -1. */
-static int open_kept(struct lane *l, struct thread *th, const char *name, int flags, int *kept,
-                     uint64_t *kept_gen)
+/* What a look for a kept fd saw: the gen, and whether no thread was
+ * unsettled then, read in that order (see struct cwds). */
+struct look {
+    uint64_t gen;
+    int settled;
+};
+
+/* kept, a thread's fd kept as of kept_gen, if that is the gen now; else -1,
+ * with what keep() needs for a new one opened after this look. */
+static int kept_now(const struct lane *l, int kept, uint64_t kept_gen, struct look *look)
 {
-    /* The gen before the count (see struct cwds). */
-    uint64_t gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
-    if (*kept >= 0 && *kept_gen == gen)
-        return *kept;
-    int settled = __atomic_load_n(&l->cwds->count, __ATOMIC_ACQUIRE) == 0;
-    int fd = openat(th->proc, name, flags | O_CLOEXEC);
-    if (fd >= 0 && settled && gen == l->swept_gen) {
-        if (*kept >= 0)
-            close(*kept);
-        *kept = fd, *kept_gen = gen;
-    }
-    return fd;
+    look->gen = __atomic_load_n(&l->cwds->gen, __ATOMIC_ACQUIRE);
+    if (kept >= 0 && kept_gen == look->gen)
+        return kept;
+    look->settled = __atomic_load_n(&l->cwds->count, __ATOMIC_ACQUIRE) == 0;
+    return -1;
 }
 
+/* Keep fd, opened after look, in *kept (the one there closed) where it may
+ * stay open: no thread was unsettled and the gen has not moved since the
+ * lane thread last dropped what it kept. */
+static void keep(const struct lane *l, const struct look *look, int fd, int *kept,
+                 uint64_t *kept_gen)
+{
+    if (fd < 0 || !look->settled || look->gen != l->swept_gen)
+        return;
+    if (*kept >= 0)
+        close(*kept);
+    *kept = fd, *kept_gen = look->gen;
+}
+
+/* Where thread th looks a relative path of t up from: our O_PATH fd of its
+ * cwd or of its dirfd (through its /proc directory, which names it alone); -1. */
 static int base_of(struct lane *l, struct thread *th, const struct target *t)
 {
     char base[32];
-    if (t->dirfd == AT_FDCWD && keeps(l))
-        return open_kept(l, th, "cwd", O_PATH, &th->cwd, &th->cwd_gen);
+    if (t->dirfd == AT_FDCWD && keeps(l)) {
+        struct look look;
+        int fd = kept_now(l, th->cwd, th->cwd_gen, &look);
+        if (fd < 0) {
+            fd = openat(th->proc, "cwd", O_PATH | O_CLOEXEC);
+            keep(l, &look, fd, &th->cwd, &th->cwd_gen);
+        }
+        return fd;
+    }
     if (t->dirfd == AT_FDCWD)
         snprintf(base, sizeof base, "cwd");
     else if (t->dirfd >= 0)
@@ -1364,8 +1386,11 @@ static int write_out(struct lane *l, struct thread *th, const struct seccomp_not
      * its thread had when it was opened (proc_mem_open() in
      * fs/proc/base.c), which only an execve in its thread group replaces
      * (exec_mmap() in fs/exec.c), one of the calls that bump the gen. */
-    int mem = keeps(l) ? open_kept(l, th, "mem", O_RDWR, &th->mem, &th->mem_gen)
-                       : openat(th->proc, "mem", O_RDWR | O_CLOEXEC);
+    struct look look = {0};
+    int mem = keeps(l) ? kept_now(l, th->mem, th->mem_gen, &look) : -1;
+    int opened = mem < 0;
+    if (opened)
+        mem = openat(th->proc, "mem", O_RDWR | O_CLOEXEC);
     __u64 id = n->id;
     if (mem < 0) {
         /* Gone, if its call is: else not ours to open (EMFILE, EACCES...),
@@ -1374,8 +1399,20 @@ static int write_out(struct lane *l, struct thread *th, const struct seccomp_not
         return ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0 ? -ESRCH : -EAGAIN;
     }
     int r = -ESRCH;
-    if (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0)
+    if (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0) {
+        /* Kept only now that the call it was opened for still waits: th's
+         * /proc directory named that very thread at the open, in the mm it
+         * keeps until its group's next exec. Before the check it might
+         * name another (audit helper-50): a leader's call received after
+         * a thread of its group called execve, answered once that thread
+         * had taken the leader's tid in de_thread() (its own /proc/TID
+         * gone, the sweep let it count as settled) but not yet its new mm
+         * in exec_mmap(): the fd, bound to the old mm, was kept for the
+         * new image's calls. */
+        if (opened && keeps(l))
+            keep(l, &look, mem, &th->mem, &th->mem_gen);
         r = addr <= INT64_MAX && pwrite(mem, data, len, (off_t)addr) == (ssize_t)len ? 0 : -EFAULT;
+    }
     if (mem != th->mem)
         close(mem);
     return r;
