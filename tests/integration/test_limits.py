@@ -84,6 +84,17 @@ def test_truncate_past_the_programs_file_size_limit(top: Path, who: str) -> None
 #: Root without capabilities (none to raise RLIMIT_NOFILE back with, either).
 WITHOUT_CAPS = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all")
 
+#: A program's lines that fill its fd table up to an RLIMIT_NOFILE of 32.
+FILL_TABLE = """
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError as e:
+    print("filled", errno.errorcode[e.errno])
+"""
+
 #: Fill the fd table up to RLIMIT_NOFILE, then open for making and for
 #: truncating. The stats before and after give the pass-through lane the calls
 #: (it takes a listener back once Python has answered a few).
@@ -99,13 +110,7 @@ writer = os.fork()
 if writer == 0:  # waits for a reader
     os.write(os.open(fifo, os.O_WRONLY), b"hi")
     os._exit(0)
-resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
-held = []
-try:
-    while True:
-        held.append(os.open("/dev/null", os.O_RDONLY))
-except OSError as e:
-    print("filled", errno.errorcode[e.errno])
+""" + FILL_TABLE + """
 lane()
 for name, flags in (("new", os.O_CREAT), ("kept", os.O_TRUNC), ("kept", os.O_CREAT | os.O_TRUNC)):
     try:
@@ -179,8 +184,10 @@ def test_a_full_fd_table_fails_an_open_before_it_acts(
 
 
 #: Opens that fail by their lookup or by a rule, tried before the table is
-#: full and at it; an empty name fails in getname(), and O_TMPFILE without
-#: write access in build_open_flags() (EINVAL), both before the fd.
+#: full and at it; an empty name fails in getname(), O_TMPFILE without write
+#: access and O_CREAT with O_DIRECTORY in build_open_flags() (EINVAL, before
+#: the lookup's ENOTDIR too), all before the fd; O_DIRECT where the file
+#: cannot do it fails after it (EINVAL in do_dentry_open()).
 FAILING_OPENS = """
 import errno, os, resource, sys
 where = sys.argv[1]
@@ -191,7 +198,9 @@ def tries(when):
     for name, flags in (("missing", os.O_RDONLY), ("nodir/x", os.O_RDONLY),
                         ("secret", os.O_RDONLY), ("ro/f", os.O_WRONLY),
                         ("ro/new", os.O_WRONLY | os.O_CREAT), ("red", os.O_RDONLY),
-                        ("", os.O_RDONLY), (".", os.O_TMPFILE | os.O_RDONLY)):
+                        ("", os.O_RDONLY), (".", os.O_TMPFILE | os.O_RDONLY),
+                        ("reg/x", os.O_CREAT | os.O_DIRECTORY | os.O_RDWR),
+                        ("/proc/version", os.O_RDONLY | os.O_DIRECT)):
         try:
             os.close(os.open(os.path.join(where, name) if name else "", flags, 0o644))
             print(when, name or "''", "opened")
@@ -199,13 +208,7 @@ def tries(when):
             print(when, name or "''", errno.errorcode[e.errno])
 lane()
 tries("room")
-resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
-held = []
-try:
-    while True:
-        held.append(os.open("/dev/null", os.O_RDONLY))
-except OSError as e:
-    print("filled", errno.errorcode[e.errno])
+""" + FILL_TABLE + """
 lane()
 tries("full")
 """
@@ -234,7 +237,7 @@ def test_a_full_fd_table_fails_an_open_with_emfile_before_its_lookup(
         (where / "ro").mkdir(mode=0o777, parents=True)
         for d in (where, where / "ro"):
             d.chmod(0o777)
-        for f in (where / "secret", where / "ro" / "f"):
+        for f in (where / "secret", where / "ro" / "f", where / "reg"):
             f.write_text("x")
             f.chmod(0o666)
         rules = ("--deny", f"{where}/secret", "--readonly", f"{where}/ro/**",
@@ -248,15 +251,17 @@ def test_a_full_fd_table_fails_an_open_with_emfile_before_its_lookup(
             )
     full = "".join(
         f"full {n} EMFILE\n" for n in ("missing", "nodir/x", "secret", "ro/f", "ro/new", "red")
-    ) + "full '' ENOENT\nfull . EINVAL\n"
+    ) + "full '' ENOENT\nfull . EINVAL\nfull reg/x EINVAL\nfull /proc/version EMFILE\n"
     native = (
         "room missing ENOENT\nroom nodir/x ENOENT\nroom secret opened\nroom ro/f opened\n"
-        "room ro/new opened\nroom red ENOENT\nroom '' ENOENT\nroom . EINVAL\nfilled EMFILE\n"
+        "room ro/new opened\nroom red ENOENT\nroom '' ENOENT\nroom . EINVAL\n"
+        "room reg/x EINVAL\nroom /proc/version EINVAL\nfilled EMFILE\n"
     )
     assert answers["native"].stdout == native + full, describe(answers["native"])
     ruled = (
         "room missing ENOENT\nroom nodir/x ENOENT\nroom secret EACCES\nroom ro/f EROFS\n"
-        "room ro/new EROFS\nroom red ENOENT\nroom '' ENOENT\nroom . EINVAL\nfilled EMFILE\n"
+        "room ro/new EROFS\nroom red ENOENT\nroom '' ENOENT\nroom . EINVAL\n"
+        "room reg/x EINVAL\nroom /proc/version EINVAL\nfilled EMFILE\n"
     )
     for name in ("virtualize", "enforce", "opens"):
         proc = answers[name]

@@ -233,7 +233,7 @@ def _creates(flags: int) -> bool:
     return bool(flags & (os.O_CREAT | _O_TMPFILE_ONLY))
 
 
-def _open_how(req: OpenRequest) -> tuple[int, int] | str:
+def open_how(syscall: str, flags: int, mode: int) -> tuple[int, int] | str:
     """Return the (flags, mode) the kernel would really use, or why it says EINVAL.
 
     An emulated open must behave as the program's own would have, whichever
@@ -243,8 +243,7 @@ def _open_how(req: OpenRequest) -> tuple[int, int] | str:
     becoming an EINVAL in the supervisor's openat2, and a bad openat2 from
     succeeding through the supervisor's open.
     """
-    flags, mode = req.flags, req.mode
-    if req.syscall == "openat2":
+    if syscall == "openat2":
         if flags & os.O_PATH and flags & ~_O_PATH_FLAGS:
             return "O_PATH combined with flags it does not allow"
         if _creates(flags):
@@ -308,7 +307,7 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
     if match is None and not enforce:
         return _CONTINUE
     reason = str(match.rule) if match is not None else "enforce: no rule"
-    how = _open_how(req)
+    how = open_how(req.syscall, req.flags, req.mode)
     if isinstance(how, str):
         return Fail(errno.EINVAL, reason=f"{req.syscall}: {how}; {reason}")
     flags, mode = how

@@ -63,6 +63,7 @@ from ..policy import (
     Rewrite,
     decide_open,
 )
+from ..policy.decision import open_how
 from ..policy.paths import (
     EXEC_NOT_ALLOWED,
     TOO_DEEP,
@@ -538,6 +539,12 @@ class Decider:
                 quick = self._quick_open(s, p, call, root)
                 if quick is not None:
                     return quick
+            how = open_how(call.syscall, call.flags, call.mode)
+            if isinstance(how, str):
+                # build_open_flags() (fs/open.c) refuses them before the
+                # path is looked at and the fd taken: EINVAL, whatever the
+                # lookup or a full fd table would say.
+                return Fail(errno.EINVAL, f"{call.syscall}: {how}")
             creds = p.creds = self.program_creds(p, need_umask=may_create(call.flags))
             reach = _reach(s, p, creds)
             policy = p.policy = self._policy_in(s, root, n.pid)

@@ -29,7 +29,7 @@ from ..kernel.passthrough import Lane
 from ..policy import Continue, EmulateOpen, Fail, Listing, RefuseWrite, Return, Rewrite
 from ..policy.paths import PerformPath
 from .decide import Decider
-from .handoff import Job, Work, answer, open_errno, perform
+from .handoff import Job, Work, answer, open_errno, past_its_fd, perform
 from .listing import answer_listing
 from .opens import may_block, our_name
 from .passthrough import count, lane_due, open_lane
@@ -171,9 +171,8 @@ class Dispatcher:
 
     def _fail(self, s: Served, p: InFlight, d: Fail, defer: Defer) -> Answered:
         err = d.errno
-        if isinstance(p.call, OpenCall) and p.call.path:
-            # Decoded, so past what an open fails with before its fd (see
-            # open_errno); an empty name is getname()'s ENOENT.
+        call = p.call
+        if isinstance(call, OpenCall) and call.path and past_its_fd(call):
             err = open_errno(p.notif.pid, err)
         s.listener.send_error(p.notif.id, err)
         return -err

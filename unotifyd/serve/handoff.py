@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from functools import partial
 
-from ..calls.decode import PathCall
+from ..calls.decode import OpenCall, PathCall
 from ..calls.ops import Outcome
 from ..kernel.creds import Credentials
 from ..kernel.errors import BadArgument, ProgramGone
@@ -26,6 +26,7 @@ from ..kernel.opener import Start
 from ..kernel.program import fd_table_full, write_memory
 from ..kernel.sched import pin_to_our_cpu
 from ..policy import EmulateOpen, Policy, RefuseWrite
+from ..policy.decision import open_how
 from ..policy.paths import PerformPath
 from ..record import record
 from .opens import open_root, perform_open
@@ -98,21 +99,26 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
             os.close(root_fd)
 
 
-#: The errnos of an open that it gives before it takes its fd: its flags'
-#: (build_open_flags() in do_sys_openat2(), fs/open.c); and EMFILE itself.
-#: getname()'s (EFAULT, ENAMETOOLONG, an empty name's ENOENT) come first too,
-#: but from reading and decoding the call, before it is an OpenCall.
-_BEFORE_THE_FD = frozenset({errno.EINVAL, errno.EMFILE})
+def past_its_fd(call: OpenCall) -> bool:
+    """Whether an open decoded into ``call`` fails, if it fails, only after
+    it took its fd: do_sys_openat2() in fs/open.c checks the flags
+    (build_open_flags(): EINVAL, and EAGAIN for RESOLVE_CACHED) and reads
+    the name (getname(): EFAULT, ENAMETOOLONG, an empty name's ENOENT)
+    first. Decoding answers all of those but for the flags that legacy
+    calls pass on, which :func:`~unotifyd.policy.decision.open_how` judges,
+    and the empty name, which the caller looks at.
+    """
+    return not isinstance(open_how(call.syscall, call.flags, call.mode), str)
 
 
 def open_errno(tid: int, err: int) -> int:
-    """What an open of thread ``tid`` fails with where its lookup, its rules
-    or the open we made for it said ``err``: EMFILE instead where the
-    thread's fd table is full, as natively, where an open takes its fd
-    before it looks its path up (do_sys_openat2() in fs/open.c). Looked at
-    only for an open that fails. Raises ProgramGone.
+    """What an open of thread ``tid`` fails with, past its fd, where its
+    lookup, its rules or the open we made for it said ``err``: EMFILE
+    instead where the thread's fd table is full, as natively, where an open
+    takes its fd before it looks its path up (do_sys_openat2() in
+    fs/open.c). Looked at only for an open that fails. Raises ProgramGone.
     """
-    return errno.EMFILE if err not in _BEFORE_THE_FD and fd_table_full(tid) else err
+    return errno.EMFILE if err != errno.EMFILE and fd_table_full(tid) else err
 
 
 def answer(
