@@ -1,9 +1,10 @@
 /* openloop: time a tight loop of one system call, from inside the program.
  *
- *   openloop [-F] [-S libc|open|openat|openat2] PATH N
+ *   openloop [-F] [-S libc|open|openat|openat2|lstat] PATH N
  *   openloop [-F] -g N
  *
- * The first form opens PATH read-only (O_CLOEXEC) and closes it, N times.
+ * The first form opens PATH read-only (O_CLOEXEC) and closes it, N times
+ * (with -S lstat: lstat()s it N times, a call of the stat family).
  * Before the timed loop, one untimed open reads the first 64 bytes of what
  * PATH really is, so that a run shows whether a supervisor redirected it.
  * The second form calls getppid() N times: a call no filter of ours traps,
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,8 +47,8 @@ struct how {
 	uint64_t flags, mode, resolve;
 };
 
-enum call { C_LIBC, C_OPEN, C_OPENAT, C_OPENAT2 };
-static const char *const call_names[] = { "libc", "open", "openat", "openat2" };
+enum call { C_LIBC, C_OPEN, C_OPENAT, C_OPENAT2, C_LSTAT };
+static const char *const call_names[] = { "libc", "open", "openat", "openat2", "lstat" };
 
 static uint64_t now_ns(void)
 {
@@ -58,7 +60,7 @@ static uint64_t now_ns(void)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: openloop [-F] [-S libc|open|openat|openat2] PATH N\n"
+		"usage: openloop [-F] [-S libc|open|openat|openat2|lstat] PATH N\n"
 		"       openloop [-F] -g N\n");
 	exit(2);
 }
@@ -130,10 +132,10 @@ int main(int argc, char *argv[])
 		case 'F': floor_filter = 1; break;
 		case 'g': getppid_loop = 1; break;
 		case 'S':
-			for (how = C_LIBC; how <= C_OPENAT2; how++)
+			for (how = C_LIBC; how <= C_LSTAT; how++)
 				if (strcmp(optarg, call_names[how]) == 0)
 					break;
-			if (how > C_OPENAT2)
+			if (how > C_LSTAT)
 				usage();
 			break;
 		default: usage();
@@ -151,7 +153,7 @@ int main(int argc, char *argv[])
 	char esc[4 * 64 + 1] = "";
 	if (path) {
 		unsigned char buf[64];
-		int fd = open_with(how, path);
+		int fd = open_with(how == C_LSTAT ? C_LIBC : how, path);
 		if (fd < 0) {
 			fprintf(stderr, "openloop: open(%s): %s\n", path, strerror(errno));
 			return 1;
@@ -163,7 +165,11 @@ int main(int argc, char *argv[])
 
 	long failures = 0;
 	uint64_t t0 = now_ns();
-	if (path) {
+	if (how == C_LSTAT) {
+		struct stat st;
+		for (long i = 0; i < n; i++)
+			failures += lstat(path, &st) != 0;
+	} else if (path) {
 		for (long i = 0; i < n; i++) {
 			int fd = open_with(how, path);
 			if (fd < 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness import (
     REDIRECT_FROM,
@@ -56,6 +57,12 @@ COLUMNS = [
 DAEMON = "unotifyd daemon"
 REFS = ("C ref", "C ref -w")
 ISOLATED = "isolated"
+# A call of the stat family by a relative name, as git status makes them: the
+# full view and enforcing mode against a C supervisor that traps the same
+# calls and lets them through (the floor of a notification per call).
+STAT = "lstat"
+STAT_DIR = Path(REDIRECT_TO).parent
+STAT_COLUMNS = ["native", "C ref -w -s", "unotifyd", "unotifyd --enforce"]
 SPIN_NS = 200_000  # computing between two isolated opens
 
 
@@ -68,6 +75,8 @@ class Cell:
     def argv(self, ctx: Ctx, n: int) -> list[str]:
         if self.op == ISOLATED:
             cmd = [ctx.bin("latloop"), "-s", str(SPIN_NS), REDIRECT_TO, str(n)]
+        elif self.op == STAT:
+            cmd = [ctx.bin("openloop"), "-S", "lstat", Path(REDIRECT_TO).name, str(n)]
         elif self.op == "getppid":
             floor = ["-F"] if self.col == FLOOR else []
             cmd = [ctx.bin("openloop"), *floor, "-g", str(n)]
@@ -87,12 +96,13 @@ def _cells(ctx: Ctx, columns: list[str], by_key: dict[str, Tool]) -> list[Cell]:
             else:
                 cells.append(Cell(op, col, by_key[col]))
     cells += [Cell(ISOLATED, col, by_key[col]) for col in columns if col != FLOOR]
+    cells += [Cell(STAT, col, by_key[col]) for col in STAT_COLUMNS]
     return cells
 
 
 def _measure(ctx: Ctx, cell: Cell, n: int, heads: dict[str, str]) -> dict[str, float]:
     """Run a cell; check what it opened; return its numbers (ns)."""
-    proc = ctx.run(cell.argv(ctx, n))
+    proc = ctx.run(cell.argv(ctx, n), cwd=STAT_DIR if cell.op == STAT else None)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("openloop", "latloop"))]
     if not lines:
         raise BenchError(f"{cell.col}: no result line in {proc.stdout!r}")
@@ -116,6 +126,11 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
         raise BenchError(f"{REDIRECT_FROM} and {REDIRECT_TO} start alike: cannot tell a redirect")
     by_key = tools(ctx)
     columns = list(COLUMNS)
+    rule = f"{REDIRECT_FROM}={REDIRECT_TO}"
+    enforce = (*ctx.unotifyd, "launch", "--enforce", "--redirect", rule, "--")
+    by_key["unotifyd --enforce"] = Tool("unotifyd --enforce", enforce, True)
+    ref_w = by_key["C ref -w"].prefix
+    by_key["C ref -w -s"] = Tool("C ref -w -s", (ref_w[0], "-s", *ref_w[1:]), True)
     daemon = Daemon(ctx, "daemon-percall")
     prefix = daemon.start(shutil.which("cat") or "/bin/cat")
     if prefix is not None:
@@ -221,6 +236,22 @@ def _run(
     report.out(table(["isolated open", *iso_cols], rows))
     report.out()
 
+    report.out(
+        f"A stat by a relative name (openloop -S lstat {Path(REDIRECT_TO).name}, cwd "
+        f"{STAT_DIR}; no rule concerns it): us per call, median [min-max] over rounds. "
+        "`C ref -w -s` traps the stat family too and lets it through: the floor of a "
+        "notification per call; `unotifyd --enforce` makes the call itself."
+    )
+    report.out()
+    rows = [
+        ["us per lstat", *(with_spread(grid.med(STAT, c), *grid.spread(STAT, c))
+                           for c in STAT_COLUMNS)],
+        ["/ native", *(ratio(grid.ratio(STAT, c, "native")) for c in STAT_COLUMNS)],
+        ["/ C ref -w -s", *(ratio(grid.ratio(STAT, c, "C ref -w -s")) for c in STAT_COLUMNS)],
+    ]
+    report.out(table([STAT, *STAT_COLUMNS], rows))
+    report.out()
+
     daemon = (
         {"daemon_passthrough_vs_refw": grid.ratio("passthrough", DAEMON, "C ref -w")}
         if DAEMON in columns
@@ -237,4 +268,6 @@ def _run(
             grid.med("redirect", "unotifyd"), grid.med("redirect", "unotifyd no-sync")
         ),
         "isolated_p50_us": grid.med(f"{ISOLATED}:p50", "unotifyd"),
+        "lstat_vs_ref_s": grid.ratio(STAT, "unotifyd", "C ref -w -s"),
+        "lstat_enforce_vs_ref_s": grid.ratio(STAT, "unotifyd --enforce", "C ref -w -s"),
     }

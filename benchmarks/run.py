@@ -97,6 +97,9 @@ def _goals(report: Report, m: dict[str, float]) -> None:
          "redirect_nosync_vs_fastref", 1.3, x)
     goal("pass-through open through the daemon <= 1.3x C ref -w", "daemon_passthrough_vs_refw",
          1.3, x)
+    if "lstat_vs_ref_s" in m:
+        rows.append(["lstat of a relative name, info: full view / enforcing mode, / C ref -w -s",
+                     f"{m['lstat_vs_ref_s']:.2f}x / {m['lstat_enforce_vs_ref_s']:.2f}x", "-"])
     goal("getppid <= 1.1x C ref (faster)", "getppid_vs_ref", 1.1, x)
     goal("getppid / filter floor (info: ~1.0 expected)", "getppid_vs_floor", 1.1, x)
     goal("stretch: redirect <= 15 us (best unotifyd mode)", "redirect_us", 15,
