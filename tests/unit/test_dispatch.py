@@ -190,6 +190,26 @@ def test_a_full_fd_table_fails_an_open_before_it_truncates(
     assert world.call("open", os.fsencode(src), os.O_RDONLY) == ("fd", b"the target\n")
 
 
+def test_an_open_that_fails_asks_for_room_once(
+    files: tuple[Path, Path], room_for_fds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open made for the program that fails answers EMFILE where the
+    table is full, as natively (the fd comes before the lookup). One that
+    acts (O_CREAT, O_TRUNC, a FIFO's, which may wait and be interrupted)
+    was asked before it was made, and keeps its own errno whatever the
+    table holds once it failed."""
+    src, dst = files
+    world = World(Policy([Redirect(Pattern(str(src)), Pattern(str(dst / "gone")))]))
+
+    def fills_then_fails(*args: object, **kwargs: object) -> int:
+        room_for_fds.append(TID)  # another thread of the program took the last one
+        return -errno.EINTR
+
+    monkeypatch.setattr(handoff, "perform_open", fills_then_fails)
+    assert world.call("creat", os.fsencode(src), 0o644) == ("error", errno.EINTR)
+    assert world.call("open", os.fsencode(src), os.O_RDONLY) == ("error", errno.EMFILE)
+
+
 @pytest.mark.parametrize("killable", [False, True])
 def test_a_thread_takes_an_fd_on_our_cpu_only_where_its_wait_is_killable(
     files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, killable: bool

@@ -93,7 +93,11 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
         judging = isinstance(d, EmulateOpen) and (d.recheck or d.judge_opened)
         recheck = job.policy if judging else None
         fd = perform_open(d, job.creds, root_fd, nonblocking, recheck, stop=stop, start=job.start)
-        return -open_errno(n.pid, -fd) if fd is not None and fd < 0 else fd
+        # One that acts was looked at before; one that may wait (a FIFO's)
+        # and was interrupted keeps its errno whatever the table holds now.
+        if fd is not None and fd < 0 and not acts:
+            return -open_errno(n.pid, -fd)
+        return fd
     finally:
         if root_fd is not None:
             os.close(root_fd)
