@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 from ..kernel import abi, pathops
 from ..kernel.creds import Credentials
 from ..kernel.opener import umask_applies
-from ..kernel.rawsys import syscall
+from ..kernel.program import soft_limit
 from ..record import field, record
 from .decode import AF_UNIX, IN_DONT_FOLLOW, SUN_PATH_MAX, XATTR_SIZE_MAX, PathCall, int_arg
 
@@ -449,12 +449,8 @@ def _file_size_limit(tid: int) -> int:
     Not prlimit(2): it wants our *real* uid to be the program's, and the
     thread acting for it keeps ours (see unotifyd.kernel.creds).
     """
-    with open(f"/proc/{tid}/limits", "rb") as f:
-        for line in f:
-            if line.startswith(b"Max file size"):
-                soft = line.split()[3]
-                return (1 << 64) if soft == b"unlimited" else int(soft)
-    return 1 << 64
+    soft = soft_limit(tid, b"Max file size")
+    return (1 << 64) if soft is None else soft
 
 
 def utimensat(call: PathCall, pl: list[Place], _: Acting) -> Outcome:
@@ -571,7 +567,7 @@ def socket_file(p: Place) -> int:
             raise OSError(errno.ELOOP, "a symlink where none may be followed")
         try:
             # AT_EACCESS: the effective ids we act with, as the kernel's check.
-            syscall(_FACCESSAT2, abi.AT_FDCWD, b"/proc/self/fd/%d" % fd, os.W_OK, abi.AT_EACCESS)
+            pathops.faccessat2(abi.AT_FDCWD, b"/proc/self/fd/%d" % fd, os.W_OK, abi.AT_EACCESS)
         except OSError as e:
             if e.errno != errno.EROFS:
                 raise
@@ -581,6 +577,3 @@ def socket_file(p: Place) -> int:
         os.close(fd)
         raise
     return fd
-
-
-_FACCESSAT2 = abi.SYSCALL_NUMBERS["faccessat2"]

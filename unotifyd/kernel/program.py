@@ -329,16 +329,21 @@ def _open_files_limit(tid: int) -> int | None:
     try:
         soft = resource.prlimit(tid, resource.RLIMIT_NOFILE)[0]
     except PermissionError:
-        with open(f"/proc/{tid}/limits", "rb") as f:
-            found = _OPEN_FILES.search(f.read())
-        if found is None or found.group(1) == b"unlimited":
-            return None
-        return int(found.group(1))
+        return soft_limit(tid, b"Max open files")
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-#: The soft limit of RLIMIT_NOFILE in /proc/TID/limits (fs/proc/base.c, proc_pid_limits()).
-_OPEN_FILES = re.compile(rb"^Max open files +(\S+)", re.MULTILINE)
+def soft_limit(tid: int, name: bytes) -> int | None:
+    """The soft limit called ``name`` (``b"Max open files"``...) of thread
+    ``tid``'s process, as /proc/TID/limits shows it (proc_pid_limits() in
+    fs/proc/base.c; anyone may read it, proc(5)); None for unlimited.
+    Raises OSError."""
+    with open(f"/proc/{tid}/limits", "rb") as f:
+        for line in f:
+            if line.startswith(name + b" "):
+                soft = line[len(name) :].split()[0]
+                return None if soft == b"unlimited" else int(soft)
+    return None
 
 
 def read_ids(tid: int, *, innermost: bool) -> tuple[int, int]:

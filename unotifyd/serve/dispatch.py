@@ -172,7 +172,7 @@ class Dispatcher:
     def _fail(self, s: Served, p: InFlight, d: Fail, defer: Defer) -> Answered:
         err = d.errno
         call = p.call
-        if isinstance(call, OpenCall) and call.path and past_its_fd(call):
+        if isinstance(call, OpenCall) and past_its_fd(call):
             err = open_errno(p.notif.pid, err)
         s.listener.send_error(p.notif.id, err)
         return -err

@@ -110,9 +110,9 @@ def past_its_fd(call: OpenCall) -> bool:
     the name (getname(): EFAULT, ENAMETOOLONG, an empty name's ENOENT)
     first. Decoding answers all of those but for the flags that legacy
     calls pass on, which :func:`~unotifyd.policy.decision.open_how` judges,
-    and the empty name, which the caller looks at.
+    and the empty name.
     """
-    return not isinstance(open_how(call.syscall, call.flags, call.mode), str)
+    return bool(call.path) and not isinstance(open_how(call.syscall, call.flags, call.mode), str)
 
 
 def open_errno(tid: int, err: int) -> int:
