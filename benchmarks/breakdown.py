@@ -74,6 +74,10 @@ def _serve_one(variant: str, openloop: str, n: int) -> float:
     mem, resolver = dispatcher.decider.mem, dispatcher.decider.resolver
     if variant == "lane":
         _serve_with_lane(dispatcher, s, defer)
+        # Its row is the lane's: a run served mostly by Python (a lane that
+        # started late, or ended early) would say nothing of it.
+        if dispatcher.stats.passed_through < n * 0.99:
+            raise BenchError(f"the lane answered {dispatcher.stats.passed_through} of {n} opens")
         listener.close()
         dispatcher.close()  # its kept pidfds: the next run's pipe must get a one-digit fd (sh)
         os.waitpid(pid, 0)
@@ -143,7 +147,10 @@ def _serve_with_lane(dispatcher: Dispatcher, s: Served, defer: Callable[..., Non
         if s.lane_refused:
             raise BenchError("no pass-through lane: is it built (pip install -e .)?")
         select.select([listener.fileno()], [], [], 1)
-        if drain(listener, serve, lambda: None) == "hangup":
+        # Stopped once the lane is due, as launch's loops stop (bootstrap's
+        # must_wait): a tight loop keeps the listener readable, and a drain
+        # that went on would serve the whole run in Python.
+        if drain(listener, serve, lambda: None, stop=lambda: dispatcher.lane_due(s)) == "hangup":
             return
 
 
@@ -162,7 +169,11 @@ def main() -> int:
         runs: dict[str, list[float]] = {v: [] for v in ("C ref -w", *VARIANTS)}
         for rnd in range(args.rounds):
             for variant in VARIANTS:
-                runs[variant].append(_serve_one(variant, openloop, args.n))
+                try:
+                    runs[variant].append(_serve_one(variant, openloop, args.n))
+                except BenchError as e:
+                    print(f"breakdown: {variant}: {e}", file=sys.stderr)
+                    return 1
             out = subprocess.run([ref, "-w", "--", openloop, PATH, str(args.n * 2)],
                                  capture_output=True, text=True, check=True).stdout
             runs["C ref -w"].append(float(out.split("ns_per_iter=")[1].split()[0]))
