@@ -210,6 +210,25 @@ def test_an_open_that_fails_asks_for_room_once(
     assert world.call("open", os.fsencode(src), os.O_RDONLY) == ("error", errno.EMFILE)
 
 
+def test_a_quiet_device_is_opened_at_once_and_a_fifo_in_a_worker(tmp_path: Path) -> None:
+    """Under --enforce the supervisor makes every open. That of a device whose
+    open neither waits nor acts (null, zero...: QUIET_DEVICES) is made at
+    once, as a regular file's is, where a worker thread's hop cost ~250 us
+    (a shell's "> /dev/null"); a FIFO's may wait, and is still handed to a
+    worker."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    world = World(Policy([Deny(Pattern(str(tmp_path / "unrelated")))], mode="enforce"))
+    zero, null = b"/dev/zero", b"/dev/null"
+    assert world.call("openat", abi.AT_FDCWD, zero, os.O_RDONLY) == ("fd", bytes(100))
+    shell = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    assert world.call("openat", abi.AT_FDCWD, null, shell, 0o644) == ("fd", "writable")
+    assert world.call("open", null, os.O_RDONLY) == ("fd", b"")
+    assert (len(world.listener.answers), world.deferred) == (3, [])
+    world.call("openat", abi.AT_FDCWD, os.fsencode(fifo), os.O_RDONLY)
+    assert (len(world.listener.answers), len(world.deferred)) == (3, 1)
+
+
 @pytest.mark.parametrize("killable", [False, True])
 def test_a_thread_takes_an_fd_on_our_cpu_only_where_its_wait_is_killable(
     files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, killable: bool

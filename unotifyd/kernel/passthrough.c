@@ -90,6 +90,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -1100,21 +1101,31 @@ static int table_full(const struct thread *th)
     return below >= soft;
 }
 
+/* Whether a file of this mode and device number is one of the character
+ * devices whose open neither waits nor acts (null, zero, full, random,
+ * urandom): QUIET_DEVICES in serve/opens.py, which says why. Such a file
+ * is opened here as a regular file is. */
+static int quiet_device(mode_t mode, unsigned major, unsigned minor)
+{
+    return S_ISCHR(mode) && major == 1 &&
+           (minor == 3 || minor == 5 || minor == 7 || minor == 8 || minor == 9);
+}
+
 /*
  * The open n with O_CREAT of name in dirfd (flags, mode), as thread th
  * would make it, its fd given to the program (inject); with the thread's
  * umask (take_umask) for a file it makes. Where nothing is there, the file
  * is made with O_EXCL (a new regular file: no link followed, nothing else
- * opened); without the program's O_EXCL, a regular file there is opened
- * with the program's flags, O_CREAT kept (the kernel's checks of an O_CREAT
+ * opened); without the program's O_EXCL, a regular file or a quiet device
+ * (quiet_device: "> /dev/null") there is opened with the program's flags, O_CREAT kept (the kernel's checks of an O_CREAT
  * open of a file that exists, fs.protected_regular's in sticky
  * directories, may_create_in_sticky() in fs/namei.c, are made), following
  * no link (RESOLVE_NO_SYMLINKS, which unlike O_NOFOLLOW leaves no trace in
  * F_GETFL), with O_NONBLOCK (a lease another holds: EWOULDBLOCK, before any
  * O_TRUNC; cleared again by inject), and looked at again once opened, as
  * open_for opens. Anything else goes to Python: a link there (O_CREAT
- * follows a dangling one to make its target), a FIFO or a device (whose
- * open acts), a directory, or a race that changed what was there. An errno
+ * follows a dangling one to make its target), a FIFO or another device
+ * (whose open acts), a directory, or a race that changed what was there. An errno
  * the kernel answers is the program's, but for those of our own fd table
  * (EMFILE, ENFILE), and ELOOP, ENXIO, EWOULDBLOCK and ENOENT, which may be
  * ours.
@@ -1134,7 +1145,8 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
     }
     if (!(flags & O_EXCL)) {
         if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            if (!S_ISREG(st.st_mode))
+            if (!S_ISREG(st.st_mode) &&
+                !quiet_device(st.st_mode, major(st.st_rdev), minor(st.st_rdev)))
                 return PT_FORWARD;
             made = 0;
         } else if (errno != ENOENT) {
@@ -1163,7 +1175,9 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
         r->error = -errno;
         return PT_ANSWER;
     }
-    if (!made && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+    if (!made && (fstat(fd, &st) < 0 ||
+                  (!S_ISREG(st.st_mode) &&
+                   !quiet_device(st.st_mode, major(st.st_rdev), minor(st.st_rdev))))) {
         close(fd);
         return PT_FORWARD;
     }
@@ -1248,10 +1262,11 @@ out:
  * Enforcing mode: open for n the file pinned (an O_PATH fd of ours,
  * resolved and checked), as its flags say, and give it the fd (answered
  * with SECCOMP_ADDFD_FLAG_SEND, its number the call's result, at once).
- * As perform_open() in serve/opens.py: a regular file or a directory only
- * (a device's open acts, a FIFO's waits for its other end), opened
- * O_NONBLOCK so that a lease (fcntl(2), F_SETLEASE) another holds makes it
- * fail (EWOULDBLOCK) rather than wait up to lease-break-time with every
+ * As perform_open() in serve/opens.py: a regular file, a directory or a
+ * quiet device only (another device's open acts, a FIFO's waits for its
+ * other end), opened O_NONBLOCK so that a lease (fcntl(2), F_SETLEASE)
+ * another holds makes it fail (EWOULDBLOCK) rather than wait up to
+ * lease-break-time with every
  * other call of the listener behind it: Python then makes it in a thread
  * of its own; O_NONBLOCK is then cleared again unless asked for (F_GETFL
  * shows it). Opened again through our /proc/self/fd/N, the file keeps the
@@ -1526,7 +1541,8 @@ static enum verdict emulate(struct lane *l, struct thread *th,
     switch (sh) {
     case SH_OPEN:
     case SH_OPENAT:
-        if (!S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode))
+        if (!S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode) &&
+            !quiet_device(stx.stx_mode, stx.stx_rdev_major, stx.stx_rdev_minor))
             return PT_FORWARD;
         return open_for(l, n, pinned, flags);
     case SH_STAT:

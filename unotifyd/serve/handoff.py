@@ -50,7 +50,7 @@ class Job:
     root_tid: int | None  # open the program's names in this thread's root
     listener: Listener
     notif: Notification
-    may_block: bool  # a FIFO or a device, by a look before the open
+    may_block: bool  # its open may wait or act (opens.may_block), by a look before it
     policy: Policy | None = None  # to decide again where a redirect really leads (recheck)
     # Run the thread on our CPU while it takes an injected fd (see _inject):
     # asked for, and the listener's wait is killable (Served.killable_wait).
@@ -84,7 +84,8 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
                 still_valid=still_valid, stop=stop,
             )  # fmt: skip
         # An open that makes or truncates a file, or opens a FIFO or a
-        # device (whose open acts: a FIFO's releases a writer waiting),
+        # device but a quiet one (whose open acts: a FIFO's releases a
+        # writer waiting),
         # would act and then fail to give the fd: as natively, EMFILE first
         # (see fd_table_full).
         acts = d.flags & (os.O_CREAT | os.O_TRUNC) or job.may_block
