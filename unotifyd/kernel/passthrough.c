@@ -1250,8 +1250,9 @@ out:
     return v;
 }
 
-/* The flags of an open made here (enforcing mode): a read, none that
- * creates, truncates or changes how the file is written; the others go to
+/* The flags of an open made here (enforcing mode) without O_CREAT: a read
+ * (or a quiet device's write, see emulate), none that creates, truncates
+ * or changes how the file is written; the others go to
  * Python. open(2) ignores flags it does not know; we do not. Not O_NOFOLLOW:
  * the file keeps it (F_GETFL shows it), and an open again through
  * /proc/self/fd/N cannot carry it. 0100000 is the kernel's O_LARGEFILE
@@ -1541,8 +1542,11 @@ static enum verdict emulate(struct lane *l, struct thread *th,
     switch (sh) {
     case SH_OPEN:
     case SH_OPENAT:
-        if (!S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode) &&
-            !quiet_device(stx.stx_mode, stx.stx_rdev_major, stx.stx_rdev_minor))
+        /* A quiet device for reading or writing ("2>/dev/null" opens it
+         * O_RDWR in some shells, git for a child's stdin); a regular file
+         * or a directory for reading only. */
+        if (!quiet_device(stx.stx_mode, stx.stx_rdev_major, stx.stx_rdev_minor) &&
+            ((flags & O_ACCMODE) != O_RDONLY || (!S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode))))
             return PT_FORWARD;
         return open_for(l, n, pinned, flags);
     case SH_STAT:
@@ -1610,9 +1614,12 @@ static int emulable(int sh, const __u64 *a, uint64_t flags)
     switch (sh) {
     case SH_OPEN:
     case SH_OPENAT:
+        /* Without O_CREAT, a write only of a quiet device (see emulate). */
+        if ((flags & O_ACCMODE) == O_ACCMODE)
+            return 0;
         if (flags & O_CREAT)
-            return (flags & O_ACCMODE) != O_ACCMODE && !(flags & ~(uint64_t)PT_MAKE_FLAGS);
-        return (flags & O_ACCMODE) == O_RDONLY && !(flags & ~(uint64_t)(PT_OPEN_FLAGS));
+            return !(flags & ~(uint64_t)PT_MAKE_FLAGS);
+        return !(flags & ~(uint64_t)(O_ACCMODE | PT_OPEN_FLAGS));
     case SH_STAT:
     case SH_LSTAT:
     case SH_NEWFSTATAT:

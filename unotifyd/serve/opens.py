@@ -372,7 +372,7 @@ def our_name(path: str, root_tid: int | None) -> str:
 #: (1:9) have no open of their own. Opened at once, as a regular file is,
 #: not in a worker thread: the hop cost ~250 us an open under --enforce
 #: (openloop /dev/null: 260 us, a regular file's 8), where shells open
-#: /dev/null for every ``> /dev/null``. Not mem, kmem and port (whose opens
+#: /dev/null for every ``> /dev/null``. Not mem and port (whose opens
 #: check CAP_SYS_RAWIO) nor kmsg (devkmsg_open() allocates and checks the
 #: syslog permission); a tty's open may wait (for a carrier).
 QUIET_DEVICES = frozenset({(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)})
