@@ -78,6 +78,7 @@ for name, flags in [
     ("fifo600", W | NB), ("fifo600", RW),
     ("null", W), ("null", W | os.O_TRUNC), ("null", RO | os.O_TRUNC), ("null", RW | os.O_APPEND),
     ("null", W | os.O_CREAT), ("null600", W), ("null600", RO | os.O_TRUNC),
+    ("null644", RO | os.O_TRUNC), ("null644", RO), ("fifo644", RO | NB | os.O_TRUNC),
     ("sock", W), ("sock", RW | os.O_TRUNC), ("sock755", W), ("sock", RO),
     ("fw", W), ("fw", RO | os.O_TRUNC), ("fw", W | os.O_CREAT | os.O_EXCL),
     (".", os.O_TMPFILE | RW), ("d", os.O_TMPFILE | W), ("d700", os.O_TMPFILE | RW),
@@ -128,10 +129,10 @@ def _make_tree(t: Path) -> None:
     (t / "d700").chmod(0o700)
     (t / "fw").write_text("file")
     (t / "fw").chmod(0o666)
-    for name, mode in (("fifo", 0o666), ("fifo2", 0o666), ("fifo600", 0o600)):
+    for name, mode in (("fifo", 0o666), ("fifo2", 0o666), ("fifo600", 0o600), ("fifo644", 0o644)):
         os.mkfifo(t / name)
         (t / name).chmod(mode)
-    for name, mode in (("null", 0o666), ("null600", 0o600)):
+    for name, mode in (("null", 0o666), ("null600", 0o600), ("null644", 0o644)):
         os.mknod(t / name, stat.S_IFCHR | mode, os.makedev(1, 3))
         (t / name).chmod(mode)
     for name, mode in (("sock", 0o777), ("sock755", 0o755)):
@@ -181,6 +182,11 @@ _CONTROL = {
 }
 _NOBODY = {
     f"open fifo600 {os.O_WRONLY | os.O_NONBLOCK:#o}": ("ENXIO", "EACCES"),
+    # O_TRUNC asks for write permission, though nothing is truncated
+    # (build_open_flags(), may_open()): nobody may only read these.
+    f"open null644 {os.O_RDONLY | os.O_TRUNC:#o}": ("ok 0o0", "EACCES"),
+    f"open null644 {os.O_RDONLY:#o}": ("ok 0o0", "ok 0o0"),
+    f"open fifo644 {os.O_RDONLY | os.O_NONBLOCK | os.O_TRUNC:#o}": ("ok 0o4000", "EACCES"),
     f"open null600 {os.O_WRONLY:#o}": ("ok 0o1", "EACCES"),
     f"open sock755 {os.O_WRONLY:#o}": ("ENXIO", "EACCES"),
     "truncate d700/x 0": ("EROFS", "EACCES"),

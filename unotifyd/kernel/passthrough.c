@@ -1343,8 +1343,9 @@ static enum verdict inject(struct lane *l, const struct seccomp_notif *n, int fd
     /* Given the program's flags, F_SETFL changes only those it knows
      * (O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME, O_NONBLOCK: setfl() in
      * fs/fcntl.c) and ignores the others. Of those, only O_NOATIME can be
-     * among the program's (PT_OPEN_FLAGS), and the open set it already: the
-     * one change is O_NONBLOCK cleared, in one call instead of a get and a set. */
+     * among the program's (PT_OPEN_FLAGS), and O_APPEND for make_file's
+     * (PT_MAKE_FLAGS), which the open set already: the one change is
+     * O_NONBLOCK cleared, in one call instead of a get and a set. */
     if (!made && !(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, (int)flags) < 0) {
         close(fd);
         return PT_FORWARD;
