@@ -96,7 +96,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PT_VERSION 12
+#define PT_VERSION 13
 #define PT_MAX_NR 512
 #define PT_PATH_MAX 4096
 #define PT_PAGE 4096
@@ -146,6 +146,9 @@ struct pt_config {
      * (moves_cwd): then each thread's cwd is kept open between its calls
      * (see struct cwds). */
     uint32_t cwd_kept;
+    /* Virtualizing mode, no rule that could refuse what an exec runs (see
+     * exec_missing): an execve of a file no rule watches is let through. */
+    uint32_t exec_runs;
     /* Threads that made such a call Python let through, which may not have
      * taken effect yet (0: none), as struct cwds keeps them. */
     int32_t unsettled[8];
@@ -1727,13 +1730,22 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
  * for the exec that finds a file, which Python lets through (execvp(3)
  * still stops on that EAGAIN, at the file instead of the first miss).
  *
- * Everything else goes to Python, which decides every exec that can run:
- * a name where something is, a dangling link (followed to where a rule
- * may be), a lookup that fails otherwise, a name a rule watches (a
- * redirect's source need not exist), a thread in another mount namespace,
- * and, when the policy has exec rules, every execve (its shape is then not
- * given: serve/passthrough.py). A name below a directory that is not there
- * is missing too (see resolve).
+ * A name where something is, no rule watches, is let through where
+ * cfg->exec_runs says Python would let it through as it is: virtualizing
+ * mode, and no rule that could refuse what an exec runs besides the file
+ * named (a deny, an exec rule: the interpreter of a "#!" script, the
+ * loader of a dynamic binary, which the kernel opens by name with no call
+ * to trap; Decider._runs_what_the_rules_refuse() reads them). Python then
+ * decides on the name alone, as here, and answers CONTINUE, ~150 us a
+ * round trip for each program a shell runs.
+ *
+ * Everything else goes to Python: a name where something is otherwise, a
+ * dangling link (followed to where a rule may be), a lookup that fails
+ * otherwise, a name a rule watches (a redirect's source need not exist),
+ * a thread in another mount namespace, and, when the policy has exec
+ * rules, every execve (its shape is then not given: serve/passthrough.py).
+ * A name below a directory that is not there is missing too (see
+ * resolve).
  */
 static enum verdict exec_missing(struct lane *l, struct thread *th, const struct target *t,
                                  struct seccomp_notif_resp *r)
@@ -1749,7 +1761,7 @@ static enum verdict exec_missing(struct lane *l, struct thread *th, const struct
         return PT_FORWARD;
     if (pinned >= 0) {
         close(pinned);
-        return PT_FORWARD;
+        return l->cfg->exec_runs ? PT_CONTINUE : PT_FORWARD;
     }
     r->error = -ENOENT;
     return PT_ANSWER;
@@ -2043,8 +2055,9 @@ static int answer(struct shared *s, struct lane *l, const struct seccomp_notif *
          * count), so that a read never finds more redirects than calls. */
         if (v == PT_SENT && !cfg->emulate)
             COUNT(cfg->redirected);
-        /* Likewise: an execve answered is one of no file. */
-        if (cfg->shape[n->data.nr] == SH_EXECVE)
+        /* Likewise: an execve answered is one of no file (one let through
+         * is a "continue", see exec_missing). */
+        if (cfg->shape[n->data.nr] == SH_EXECVE && v == PT_ANSWER)
             COUNT(cfg->missing);
         if (l->follower)
             COUNT(cfg->second);

@@ -29,7 +29,7 @@ from . import abi
 from .listener import Notification, notification_from
 
 #: Keep in step with ``struct pt_config`` and ``enum shape`` in passthrough.c.
-_VERSION: Final = 12
+_VERSION: Final = 13
 _MAX_NR: Final = 512
 #: The calls the lane knows how to read, by name (their arguments' layout).
 SHAPES: Final = {
@@ -68,6 +68,7 @@ class Config(ctypes.Structure):
         ("ns_pinned", ctypes.c_uint32),
         ("colocate", ctypes.c_uint32),
         ("cwd_kept", ctypes.c_uint32),
+        ("exec_runs", ctypes.c_uint32),
         ("unsettled", ctypes.c_int32 * UNSETTLED_MAX),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
@@ -173,6 +174,7 @@ def config(
     colocate: bool = True,
     moves_cwd: Iterable[int] = (),
     unsettled: Iterable[int] = (),
+    exec_runs: bool = False,
 ) -> Config:
     """A lane's configuration: ``shapes`` as (syscall nr, shape); ``watched``
     the paths whose names (and everything below) go to Python. ``emulate``
@@ -190,7 +192,9 @@ def config(
     (``struct cwds`` in passthrough.c), but while one of the threads
     ``unsettled`` (tids; 0 for one we cannot name) has not made another call
     since it made such a call, and not at all if more than
-    :data:`UNSETTLED_MAX` are given."""
+    :data:`UNSETTLED_MAX` are given. ``exec_runs`` (virtualizing mode, no
+    rule that could refuse what an exec runs): an ``execve`` of a file no
+    rule watches is let through (``exec_missing`` in passthrough.c)."""
     c = Config()
     c.version = _VERSION
     c.check_creds = int(check_creds)
@@ -198,6 +202,7 @@ def config(
     c.root_pinned = int(root_pinned)
     c.ns_pinned = int(namespaces_pinned)
     c.colocate = int(colocate)
+    c.exec_runs = int(exec_runs and not emulate)
     # Two threads take turns at the listener where two CPUs may run them
     # (pt_run, struct shared): one answers while the other receives.
     c.threads = min(2, len(os.sched_getaffinity(0)))

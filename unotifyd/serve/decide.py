@@ -345,7 +345,7 @@ def _registers_an_interpreter(path: str, flags: int) -> bool:
     return path.startswith(_BINFMT_MISC) and (flags & os.O_ACCMODE) != os.O_RDONLY
 
 
-def _may_refuse_what_runs(policy: Policy) -> bool:
+def may_refuse_what_runs(policy: Policy) -> bool:
     """Whether any rule could refuse an interpreter or loader (see
     Decider._runs_what_the_rules_refuse): else an exec needs no look at its file."""
     return (
@@ -1167,7 +1167,7 @@ class Decider:
         between this look and the exec (a script the program may write, a
         symlink swapped): README's "The limits of enforcing mode" says so.
         """
-        if not _may_refuse_what_runs(policy):
+        if not may_refuse_what_runs(policy):
             return None
         root_tid = p.notif.pid if p.own_root else None
         if policy.mode == "enforce" and ours and path is not None:

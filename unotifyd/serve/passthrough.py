@@ -47,6 +47,7 @@ from ..kernel import passthrough
 from ..kernel.creds import supervisor_credentials
 from ..policy import Policy
 from ..policy.rules import Exec, Private, Redirect, rule_pattern
+from .decide import may_refuse_what_runs
 from .served import Served, Stats
 
 #: How many calls Python answers before a lane is started (again): a
@@ -167,6 +168,10 @@ def open_lane(s: Served, tracing: bool, *, colocate: bool = True) -> passthrough
         # traps every call that moves one (see struct cwds in passthrough.c).
         moves_cwd=_MOVES_A_CWD_NRS if s.root_pinned and cwds_seen(s.policy) else (),
         unsettled=s.still_unsettled(),
+        # Python lets such an exec through as it is (Decider: decide_path,
+        # then decide_rewrite), looking at nothing else: no rule could
+        # refuse its interpreter or loader (may_refuse_what_runs).
+        exec_runs=not may_refuse_what_runs(s.policy),
     )
     s.lane_config = cfg
     return passthrough.Lane(lib, s.listener.fileno(), cfg)
