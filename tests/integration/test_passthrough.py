@@ -1230,6 +1230,31 @@ def test_the_lane_lets_an_exec_run_where_python_would_let_it_through_as_it_is(
             assert by_lane is None, lane_stats
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lane lets root's programs' execs through alone")
+def test_an_exec_by_a_thread_that_leads_no_group_is_pythons(tmp_path: Path) -> None:
+    """Such an exec takes the leader's tid (de_thread()), and whatever a lane
+    keeps for it: Python notes the thread unsettled for every lane to come.
+    Let through by a lane that then ended (idle) before the exec was over,
+    the next lane kept the old leader's cwd for the new image (audit
+    helper-53): its write in a read-only tree was made, Python refuses it.
+    execstall.c holds the exec in place with userfaultfd. Natively the new
+    image writes "f" in the thread's own cwd (the control)."""
+    exe = build_c(tmp_path, "execstall")
+    ro, free = tmp_path / "ro", tmp_path / "free"
+    ro.mkdir()
+    free.mkdir()
+    argv = [str(exe), str(ro), str(free)]
+    native = run_native(argv)
+    assert (native.returncode, native.stdout) == (0, "wrote f\n"), describe(native)
+    (ro / "f").unlink()
+    rules = ("--readonly", f"{ro}/**", "--redirect", f"{tmp_path}/src={tmp_path}/dst")
+    for lane in (True, False):
+        proc = run_launch(*rules, "--stats", argv=argv, env=_env(lane))
+        assert "Read-only file system" in proc.stderr and proc.stdout == "", describe(proc)
+        assert not (ro / "f").exists()
+        assert (lane_answered(proc.stderr) > 200) == lane, proc.stderr
+
+
 def test_the_lane_leaves_an_exec_in_a_mount_namespace_of_its_own_to_python() -> None:
     """The lane looks names up in our mount namespace: a program with mounts
     of its own (here a tmpfs, in virtualizing mode, which lets it mount) runs

@@ -1730,7 +1730,8 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
  * for the exec that finds a file, which Python lets through (execvp(3)
  * still stops on that EAGAIN, at the file instead of the first miss).
  *
- * A name where something is, no rule watches, is let through where
+ * A name where something is, no rule watches, by a thread that leads its
+ * group (leads_group), is let through where
  * cfg->exec_runs says Python would let it through as it is: virtualizing
  * mode, and no rule that could refuse what an exec runs besides the file
  * named (a deny, an exec rule: the interpreter of a "#!" script, the
@@ -1747,6 +1748,27 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
  * A name below a directory that is not there is missing too (see
  * resolve).
  */
+/*
+ * Whether thread tid leads its thread group: pidfd_open(2) without
+ * PIDFD_THREAD refuses one that does not (EINVAL). Only such a thread's
+ * exec may be let through here: another's takes the leader's tid in
+ * de_thread() (fs/exec.c), and with it the leader's entry and the cwd a
+ * lane keeps for it. This lane notes the tid unsettled (note_cwd), but the
+ * next lane starts from Python's list (Served.moved_cwd, which Python
+ * notes for each exec it decides) and would keep the old leader's cwd
+ * under the new image, were this one to end before the exec is over
+ * (audit helper-53: a write let through in a read-only tree). The caller
+ * waits for our answer, so it neither exits nor execs meanwhile.
+ */
+static int leads_group(pid_t tid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, tid, 0);
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
+}
+
 static enum verdict exec_missing(struct lane *l, struct thread *th, const struct target *t,
                                  struct seccomp_notif_resp *r)
 {
@@ -1761,7 +1783,7 @@ static enum verdict exec_missing(struct lane *l, struct thread *th, const struct
         return PT_FORWARD;
     if (pinned >= 0) {
         close(pinned);
-        return l->cfg->exec_runs ? PT_CONTINUE : PT_FORWARD;
+        return l->cfg->exec_runs && leads_group(th->tid) ? PT_CONTINUE : PT_FORWARD;
     }
     r->error = -ENOENT;
     return PT_ANSWER;
