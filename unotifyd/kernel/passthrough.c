@@ -1120,18 +1120,19 @@ static int quiet_device(mode_t mode, unsigned major, unsigned minor)
  * umask (take_umask) for a file it makes. Where nothing is there, the file
  * is made with O_EXCL (a new regular file: no link followed, nothing else
  * opened); without the program's O_EXCL, a regular file or a quiet device
- * (quiet_device: "> /dev/null") there is opened with the program's flags, O_CREAT kept (the kernel's checks of an O_CREAT
- * open of a file that exists, fs.protected_regular's in sticky
- * directories, may_create_in_sticky() in fs/namei.c, are made), following
- * no link (RESOLVE_NO_SYMLINKS, which unlike O_NOFOLLOW leaves no trace in
+ * (quiet_device: "> /dev/null") there is opened with the program's flags,
+ * O_CREAT kept (the kernel's checks of an O_CREAT open of a file that
+ * exists, fs.protected_regular's in sticky directories,
+ * may_create_in_sticky() in fs/namei.c, are made), following no link
+ * (RESOLVE_NO_SYMLINKS, which unlike O_NOFOLLOW leaves no trace in
  * F_GETFL), with O_NONBLOCK (a lease another holds: EWOULDBLOCK, before any
  * O_TRUNC; cleared again by inject), and looked at again once opened, as
  * open_for opens. Anything else goes to Python: a link there (O_CREAT
  * follows a dangling one to make its target), a FIFO or another device
- * (whose open acts), a directory, or a race that changed what was there. An errno
- * the kernel answers is the program's, but for those of our own fd table
- * (EMFILE, ENFILE), and ELOOP, ENXIO, EWOULDBLOCK and ENOENT, which may be
- * ours.
+ * (whose open acts), a directory, or a race that changed what was there.
+ * An errno the kernel answers is the program's, but for those of our own
+ * fd table (EMFILE, ENFILE), and ELOOP, ENXIO, EWOULDBLOCK and ENOENT,
+ * which may be ours.
  */
 static enum verdict make_file(struct lane *l, const struct thread *th,
                               const struct seccomp_notif *n, int dirfd, const char *name,
@@ -1270,8 +1271,8 @@ out:
  * quiet device only (another device's open acts, a FIFO's waits for its
  * other end), opened O_NONBLOCK so that a lease (fcntl(2), F_SETLEASE)
  * another holds makes it fail (EWOULDBLOCK) rather than wait up to
- * lease-break-time with every
- * other call of the listener behind it: Python then makes it in a thread
+ * lease-break-time with every other call of the listener behind it:
+ * Python then makes it in a thread
  * of its own; O_NONBLOCK is then cleared again unless asked for (F_GETFL
  * shows it). Opened again through our /proc/self/fd/N, the file keeps the
  * inode that was checked, and the open makes its permission checks anew
@@ -1550,7 +1551,8 @@ static enum verdict emulate(struct lane *l, struct thread *th,
          * O_RDWR in some shells, git for a child's stdin); a regular file
          * or a directory for reading only. */
         if (!quiet_device(stx.stx_mode, stx.stx_rdev_major, stx.stx_rdev_minor) &&
-            ((flags & O_ACCMODE) != O_RDONLY || (!S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode))))
+            ((flags & O_ACCMODE) != O_RDONLY ||
+             (!S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode))))
             return PT_FORWARD;
         return open_for(l, n, pinned, flags);
     case SH_STAT:
@@ -1716,39 +1718,6 @@ static enum verdict redirect(struct lane *l, const struct seccomp_notif *n, uint
 }
 
 /*
- * An execve whose name has nothing at all there (no file, no link), in
- * thread th's view, where no rule looks: answered ENOENT here, in either
- * mode. A shell or execvp(3) tries each directory of PATH in turn until
- * one holds the program, and each miss made a round trip through Python
- * (~100 us, against ~2 natively) only to be let through and fail.
- *
- * The kernel's answer is the same: do_execveat_common() opens the file
- * (alloc_bprm(), do_open_execat()) before it reads argv or envp or looks
- * at the file, so ENOENT wins over their EFAULT or E2BIG. One check comes
- * before that open: a process that set*uid() past RLIMIT_NPROC has its
- * next execve fail with EAGAIN (PF_NPROC_EXCEEDED), and here keeps that
- * for the exec that finds a file, which Python lets through (execvp(3)
- * still stops on that EAGAIN, at the file instead of the first miss).
- *
- * A name where something is, no rule watches, by a thread that leads its
- * group (leads_group), is let through where
- * cfg->exec_runs says Python would let it through as it is: virtualizing
- * mode, and no rule that could refuse what an exec runs besides the file
- * named (a deny, an exec rule: the interpreter of a "#!" script, the
- * loader of a dynamic binary, which the kernel opens by name with no call
- * to trap; Decider._runs_what_the_rules_refuse() reads them). Python then
- * decides on the name alone, as here, and answers CONTINUE, ~150 us a
- * round trip for each program a shell runs.
- *
- * Everything else goes to Python: a name where something is otherwise, a
- * dangling link (followed to where a rule may be), a lookup that fails
- * otherwise, a name a rule watches (a redirect's source need not exist),
- * a thread in another mount namespace, and, when the policy has exec
- * rules, every execve (its shape is then not given: serve/passthrough.py).
- * A name below a directory that is not there is missing too (see
- * resolve).
- */
-/*
  * Whether thread tid leads its thread group: pidfd_open(2) without
  * PIDFD_THREAD refuses one that does not (EINVAL). Only such a thread's
  * exec may be let through here: another's takes the leader's tid in
@@ -1769,6 +1738,39 @@ static int leads_group(pid_t tid)
     return 1;
 }
 
+/*
+ * An execve whose name has nothing at all there (no file, no link), in
+ * thread th's view, where no rule looks: answered ENOENT here, in either
+ * mode. A shell or execvp(3) tries each directory of PATH in turn until
+ * one holds the program, and each miss made a round trip through Python
+ * (~100 us, against ~2 natively) only to be let through and fail.
+ *
+ * The kernel's answer is the same: do_execveat_common() opens the file
+ * (alloc_bprm(), do_open_execat()) before it reads argv or envp or looks
+ * at the file, so ENOENT wins over their EFAULT or E2BIG. One check comes
+ * before that open: a process that set*uid() past RLIMIT_NPROC has its
+ * next execve fail with EAGAIN (PF_NPROC_EXCEEDED), and here keeps that
+ * for the exec that finds a file, which Python lets through (execvp(3)
+ * still stops on that EAGAIN, at the file instead of the first miss).
+ *
+ * A name where something is, no rule watches, by a thread that leads its
+ * group (leads_group), is let through where cfg->exec_runs says Python
+ * would let it through as it is: virtualizing mode, and no rule that could
+ * refuse what an exec runs besides the file named (a deny, an exec rule:
+ * the interpreter of a "#!" script, the loader of a dynamic binary, which
+ * the kernel opens by name with no call to trap;
+ * Decider._runs_what_the_rules_refuse() reads them). Python then
+ * decides on the name alone, as here, and answers CONTINUE, ~150 us a
+ * round trip for each program a shell runs.
+ *
+ * Everything else goes to Python: a name where something is otherwise, a
+ * dangling link (followed to where a rule may be), a lookup that fails
+ * otherwise, a name a rule watches (a redirect's source need not exist),
+ * a thread in another mount namespace, and, when the policy has exec
+ * rules, every execve (its shape is then not given: serve/passthrough.py).
+ * A name below a directory that is not there is missing too (see
+ * resolve).
+ */
 static enum verdict exec_missing(struct lane *l, struct thread *th, const struct target *t,
                                  struct seccomp_notif_resp *r)
 {

@@ -85,9 +85,8 @@ def perform(job: Job, nonblocking: bool, stop: threading.Event | None = None) ->
             )  # fmt: skip
         # An open that makes or truncates a file, or opens a FIFO or a
         # device but a quiet one (whose open acts: a FIFO's releases a
-        # writer waiting),
-        # would act and then fail to give the fd: as natively, EMFILE first
-        # (see fd_table_full).
+        # writer waiting), would act and then fail to give the fd: as
+        # natively, EMFILE first (see fd_table_full).
         acts = d.flags & (os.O_CREAT | os.O_TRUNC) or job.may_block
         if acts and fd_table_full(n.pid):
             return -errno.EMFILE
