@@ -28,6 +28,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "memafter.h"
+
 static struct stat buf;
 static char *file;
 static char stack[1 << 16];
@@ -52,18 +54,8 @@ int main(int argc, char **argv)
 	if (argc != 3)
 		return 2;
 	file = argv[2];
-	if (!strcmp(argv[1], "after")) {
-		/* The size by an open, whose result is an fd, not bytes written. */
-		int fd = open(file, O_RDONLY);
-		off_t size = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
-		int ok = 0;
-		for (int i = 0; i < 1000; i++) {
-			memset(&buf, 0xA5, sizeof buf);
-			ok += stat(file, &buf) == 0 && buf.st_size == size;
-		}
-		printf("after %d\n", ok);
-		return 0;
-	}
+	if (!strcmp(argv[1], "after"))
+		return stats_after(file, &buf);
 	if (!strcmp(argv[1], "thread")) {
 		warm();
 		int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |

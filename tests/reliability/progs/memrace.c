@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "memafter.h"
+
 #define PAGE 4096
 #define FLOODERS 6
 
@@ -165,26 +167,13 @@ static int give_up(pid_t c, int status)
 	return status;
 }
 
-static int after(void)
-{
-	int fd = open(file, O_RDONLY);
-	off_t size = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
-	int ok = 0;
-	for (int i = 0; i < 1000; i++) {
-		memset(&buf, 0xA5, sizeof buf);
-		ok += stat(file, &buf) == 0 && buf.st_size == size;
-	}
-	printf("after %d\n", ok);
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc != 3)
 		return 2;
 	file = argv[2];
 	if (!strcmp(argv[1], "after"))
-		return after();
+		return stats_after(file, &buf);
 	self = argv[1];
 	snprintf(missing, sizeof missing, "%s-missing", file);
 	memset(&buf, 0x5A, sizeof buf);
