@@ -1179,7 +1179,7 @@ for round in range(40):
 
 
 @pytest.mark.parametrize("who", IDENTITIES)
-@pytest.mark.parametrize("rule", ["redirect", "deny", "enforce"])
+@pytest.mark.parametrize("rule", ["redirect", "deny", "enforce", "opens"])
 def test_the_lane_lets_an_exec_run_where_python_would_let_it_through_as_it_is(
     who: str, rule: str
 ) -> None:
@@ -1190,7 +1190,8 @@ def test_the_lane_lets_an_exec_run_where_python_would_let_it_through_as_it_is(
     runs). A name a rule watches, or that leads there through a link, is
     Python's still (a redirect's source runs its target); so is every exec
     under a deny or --enforce, and of a program whose credentials are not
-    ours. The same lines with the lane and with Python alone; natively the
+    ours; under --view opens none is trapped (the shell's open of the
+    script is). The same lines with the lane and with Python alone; natively the
     source runs itself (the control: the redirect is in play)."""
     with public_dir("unotifyd-runs-") as d:
         src = d / ("s" * 60)
@@ -1205,6 +1206,7 @@ def test_the_lane_lets_an_exec_run_where_python_would_let_it_through_as_it_is(
             "redirect": ("--redirect", f"{src}={d}/target"),
             "deny": ("--redirect", f"{src}={d}/target", "--deny", f"{d}/denied"),
             "enforce": ("--enforce", "--redirect", f"{src}={d}/target"),
+            "opens": ("--view", "opens", "--redirect", f"{src}={d}/target"),
         }[rule]
         native, _ = _run(argv, None, rules)
         lane, lane_stats = _run(argv, True, rules)
@@ -1214,6 +1216,8 @@ def test_the_lane_lets_an_exec_run_where_python_would_let_it_through_as_it_is(
         # The control: natively the source runs itself, and a file that is
         # not executable, or a directory, cannot run.
         assert native == [*ran, f"./{src.name}: 0 source", "./to-src: 0 source", *rest], native
+        # Under --view opens no exec is trapped, but sh opens the script it
+        # runs: the source's open gives the target's text all the same.
         assert alone == [*ran, f"./{src.name}: 0 target", "./to-src: 0 target", *rest], alone
         assert lane == alone, "\n".join(difflib.unified_diff(alone, lane, "python", "lane"))
         assert lane_answered(alone_stats) == 0, alone_stats

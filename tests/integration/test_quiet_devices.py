@@ -10,7 +10,8 @@ flags (F_GETFL), the same device behind the fd, the same errno where the
 program may not open it (its permission, a ``nodev`` mount, /dev/mem's
 CAP_SYS_RAWIO), as root, as root without capabilities and as nobody.
 Natively first (the control: each answer is checked), then under
---enforce with the lane and with Python alone, and in the full view.
+--enforce with the lane and with Python alone, in the full view and
+under --view opens.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def test_a_quiet_device_opens_under_enforce_as_it_does_natively(tree: Path, who:
         "enforce": (("--enforce", "--stats", *rule), None),
         "enforce-python": (("--enforce", *rule), {"UNOTIFYD_PASSTHROUGH": "0"}),
         "virtualize": (rule, None),
+        "opens": (("--view", "opens", *rule), None),
     }
     failures = []
     for mode, (opts, extra) in runs.items():
