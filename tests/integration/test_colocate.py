@@ -69,3 +69,37 @@ def test_no_colocate_leaves_affinity_alone(files: Files) -> None:
         "--no-colocate", "--redirect", files.redirect, argv=py(PROGRAM, str(files.src))
     )
     assert proc.returncode == 0, describe(proc)
+
+
+# After its opens, the affinity of each of the supervisor's threads (the
+# program's parent): the threads that injected fds narrowed theirs to one
+# CPU for each, and must have given it back.
+SUPERVISOR = """
+import os, sys
+for _ in range(300):
+    with open(sys.argv[1]) as f:
+        f.read()
+masks = set()
+for tid in os.listdir(f"/proc/{os.getppid()}/task"):
+    try:
+        masks.add(tuple(sorted(os.sched_getaffinity(int(tid)))))
+    except OSError:
+        pass  # a thread that ended meanwhile
+print(sorted(masks))
+"""
+
+
+@pytest.mark.parametrize("mode", ["redirect", "enforce"])
+@pytest.mark.parametrize("serving", SERVING)
+def test_the_supervisor_gets_its_own_affinity_back(files: Files, serving: str, mode: str) -> None:
+    """Redirected (virtualizing mode), or any file opened under --enforce:
+    an fd injected each time, by the lane or by Python."""
+    cpus = tuple(sorted(os.sched_getaffinity(0)))
+    opened, flags = (files.src, ()) if mode == "redirect" else (files.target, ("--enforce",))
+    proc = run_launch(
+        "--stats", *flags, "--redirect", files.redirect, argv=py(SUPERVISOR, str(opened)),
+        env=serving_env(serving),
+    )  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == f"{[cpus]}\n", describe(proc)
+    _served_by(serving, proc)
