@@ -108,7 +108,8 @@ def _build_parser() -> argparse.ArgumentParser:
     launch.add_argument(
         "--no-colocate", dest="colocate", action="store_false",
         help="do not run a program's thread on the supervisor's CPU while it takes an "
-        "injected fd (its CPU affinity is narrowed for those microseconds)",
+        "injected fd (its CPU affinity, and the serving thread's, are narrowed for those "
+        "microseconds)",
     )
     launch.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG [ARGS...]")
     _add_daemon_commands(sub, launch)
