@@ -144,6 +144,45 @@ def test_changes_through_an_fd_in_a_read_only_tree_are_erofs(
     assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
 
 
+#: The calls of CHANGES that are about its fd alone (utimensat with a NULL path).
+_ON_THE_FD = ("fchmod", "fchown", "fsetxattr", "fremovexattr", "ioctl", "utimensat")
+
+
+def _trapped_calls(stderr: str) -> dict[str, int]:
+    """``--stats``' notifications by system call."""
+    line = next(line for line in stderr.splitlines() if "stats: by system call:" in line)
+    items = line.split("by system call:", 1)[1].split(",")
+    return {name: int(count) for name, count in (item.split() for item in items)}
+
+
+@pytest.mark.parametrize("rule", ["--redirect", "--deny"])
+def test_changes_through_an_fd_are_left_to_the_kernel_where_no_rule_can_refuse_them(
+    tmp_path: Path, mode: tuple[str, ...], rule: str
+) -> None:
+    """A redirect or a deny is about names, and a program's fd is none
+    (decide_on_fd): the filter traps no change made through one, and the
+    kernel answers as natively. The control: under a read-only tree, which
+    refuses them (EROFS), each is trapped, also on a file outside it."""
+    (tmp_path / "rw").write_text("x\n")
+    (tmp_path / "ro").mkdir()
+    native = run_native(py(CHANGES, str(tmp_path / "rw")))
+    assert native.stdout.count(" OK\n") == 11, describe(native)
+    value = f"{tmp_path}/a={tmp_path}/b" if rule == "--redirect" else f"{tmp_path}/a"
+    proc = run_launch(*mode, "--stats", rule, value, argv=py(CHANGES, str(tmp_path / "rw")))
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+    trapped = _trapped_calls(proc.stderr)
+    assert not set(_ON_THE_FD) & set(trapped), trapped
+    # Their AT_EMPTY_PATH forms have a path argument: trapped (fchownat here).
+    assert trapped.get("fchmodat2", 0) >= 1, trapped
+
+    proc = run_launch(
+        *mode, "--stats", "--readonly", f"{tmp_path}/ro/**", argv=py(CHANGES, str(tmp_path / "rw"))
+    )
+    assert (proc.returncode, proc.stdout) == (0, native.stdout), describe(proc)
+    trapped = _trapped_calls(proc.stderr)
+    assert set(_ON_THE_FD) <= set(trapped), trapped
+
+
 MEMFD_EXEC = """
 import os, sys
 fd = os.memfd_create("payload")

@@ -222,7 +222,8 @@ def test_policy_equality_and_syscalls() -> None:
     assert Policy() == Policy([])
     assert Policy([ReadOnly(exact("/x"))]) == Policy([ReadOnly(exact("/x"), origin="o")])
     assert trapped(Policy()) == frozenset()
-    readonly = names("open") | names("change") | names("probe") | names("socket") | names("root")
+    readonly = names("open") | names("change") | names("change_fd") | names("probe")
+    readonly |= names("socket") | names("root")
     assert trapped(Policy([ReadOnly(exact("/x"))])) == readonly
 
 
@@ -258,9 +259,12 @@ def test_no_rule_traps_nothing() -> None:
     ids=str,
 )
 def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) -> None:
+    # A change through an fd is about the file: refused for a content file
+    # alone (decide_on_fd), never for a name a redirect, deny or private tree has.
+    about_the_file = {"change_fd"} if isinstance(rule, Content) else set()
     assert families(Policy([rule])) == {
         "open", "metadata", "probe", "change", "chdir", "socket", "root", "sendto", "exec"
-    }  # fmt: skip
+    } | about_the_file  # fmt: skip
     # Running the path is using it too: a denied binary must not run.
     assert trapped(Policy([rule])) >= EXEC
     assert "getdents64" not in trapped(Policy([rule]))
@@ -272,7 +276,7 @@ def test_rules_that_change_what_a_path_is_trap_metadata_and_changes(rule: Rule) 
 def test_readonly_alone_traps_opens_changes_and_probes() -> None:
     # "socket": bind makes a socket file, EROFS in a read-only tree.
     assert families(Policy([ReadOnly(tree("/srv"))])) == {
-        "open", "change", "probe", "socket", "root"
+        "open", "change", "change_fd", "probe", "socket", "root"
     }  # fmt: skip
     needed = trapped(Policy([ReadOnly(exact("/x"))]))
     assert {"openat", "unlinkat", "renameat2", "mkdirat", "fchmodat"} <= needed
@@ -301,6 +305,7 @@ def test_exec_rules_trap_exec() -> None:
     assert families(Policy([ReadOnly(tree("/usr")), Exec(tree("/usr"))])) == {
         "open",
         "change",
+        "change_fd",
         "probe",
         "socket",
         "exec",

@@ -16,9 +16,9 @@ import pytest
 
 from unotifyd.calls import ops, sends
 from unotifyd.calls.decode import Args
-from unotifyd.calls.registry import BY_NAME, BY_NR, OPERATIONS, names, trapped
+from unotifyd.calls.registry import BY_NAME, BY_NR, OPERATIONS, filter_spec, names, trapped
 from unotifyd.kernel import abi, rawsys
-from unotifyd.policy import Deny, Exec, Pattern, Policy, ReadOnly
+from unotifyd.policy import Content, Deny, Exec, Pattern, Policy, ReadOnly
 from unotifyd.policy.syscalls import Family
 
 # Calls libseccomp 2.5.4 does not know, with the kernel that brought them.
@@ -142,12 +142,27 @@ def test_the_kernels_own_rewrites() -> None:
 
 def test_policies_trap_whole_families() -> None:
     every = Policy([Deny(Pattern("/a"), errno.ENOENT), Exec(Pattern("/usr", tree=True))])
-    # sendmsg and sendmmsg only in enforcing mode, whose filter refuses the root family.
-    assert trapped(every) == frozenset(BY_NAME) - names("sendmsg")
+    # sendmsg and sendmmsg only in enforcing mode, whose filter refuses the root
+    # family; changes through an fd only where a rule is about files (below).
+    assert trapped(every) == frozenset(BY_NAME) - names("sendmsg") - names("change_fd")
     enforcing = Policy([*every.rules], mode="enforce")
-    assert trapped(enforcing) == frozenset(BY_NAME) - names("root")
-    assert trapped(Policy([ReadOnly(Pattern("/r"))])) == (
-        names("open") | names("change") | names("probe") | names("socket") | names("root")
-    )
+    assert trapped(enforcing) == frozenset(BY_NAME) - names("root") - names("change_fd")
+    read_only = Policy([ReadOnly(Pattern("/r"))])
+    assert trapped(read_only) == (
+        names("open") | names("change") | names("change_fd") | names("probe") | names("socket")
+        | names("root")
+    )  # fmt: skip
+    assert names("change_fd") == {"fchmod", "fchown", "fsetxattr", "fremovexattr", "ioctl"}
+    assert names("change_fd") <= trapped(Policy([*every.rules, *read_only.rules]))
+    assert names("change_fd") <= trapped(Policy([Content(Pattern("/motd"), b"hi\n")]))
+
+
+def test_a_change_through_an_fd_by_utimensat_is_trapped_where_the_family_is() -> None:
+    """utimensat(fd, NULL, ...) is futimens(fd): with a path only, unless some
+    rule can refuse a change through an fd (the filter's only_if_set)."""
+    deny = filter_spec(Policy([Deny(Pattern("/a"), errno.EACCES)]))
+    assert "utimensat" in deny.trapped and ("utimensat", 1) in deny.only_if_set
+    read_only = filter_spec(Policy([ReadOnly(Pattern("/r", tree=True))]))
+    assert "utimensat" in read_only.trapped and ("utimensat", 1) not in read_only.only_if_set
     opens_only = Policy([Deny(Pattern("/tmp", tree=True))], view="opens")
     assert trapped(opens_only) == names("open") | names("root")

@@ -353,14 +353,15 @@ BY_NAME: dict[str, Syscall] = _entries(
     S("removexattrat", "change", "removexattrat"),
     S("file_setattr", "change", "file_setattr"),
     # changes through an fd, made as their *at forms on that fd (AT_EMPTY_PATH):
-    # rules about names do not apply, a read-only tree does (decide_on_fd)
-    S("fchmod", "change", "fchmodat2", lambda a: (a[0], 0, a[1], _EMPTY), paths=_FD),
-    S("fchown", "change", "fchownat", lambda a: (a[0], 0, a[1], a[2], _EMPTY), paths=_FD),
-    S("fsetxattr", "change", "setxattr", lambda a: (a[0], 0, 0, a[1], a[2], a[3], a[4]),
+    # rules about names do not apply, a read-only tree does (decide_on_fd), so
+    # they are a family of their own, trapped only where one can refuse them
+    S("fchmod", "change_fd", "fchmodat2", lambda a: (a[0], 0, a[1], _EMPTY), paths=_FD),
+    S("fchown", "change_fd", "fchownat", lambda a: (a[0], 0, a[1], a[2], _EMPTY), paths=_FD),
+    S("fsetxattr", "change_fd", "setxattr", lambda a: (a[0], 0, 0, a[1], a[2], a[3], a[4]),
       paths=_FD),
-    S("fremovexattr", "change", "removexattr", lambda a: (a[0], 0, 0, a[1]), paths=_FD),
+    S("fremovexattr", "change_fd", "removexattr", lambda a: (a[0], 0, 0, a[1]), paths=_FD),
     # ioctl(fd, cmd, arg): trapped only for FS_IOC_SETFLAGS and FS_IOC_FSSETXATTR (ONLY_WHEN)
-    S("ioctl", "change", "ioctl"),
+    S("ioctl", "change_fd", "ioctl"),
     # run by the kernel
     S("chdir", "chdir", "chdir", lambda a: (_CWD, a[0])),
     # fchdir(fd): about a directory the program holds (no name, no rule), and
@@ -404,6 +405,12 @@ ONLY_WHEN: tuple[tuple[str, tuple[int, int, int]], ...] = (
 #: Calls trapped only when an argument is not 0, as ``(name, index)``: sendto
 #: with an address (with NULL it is send(2), which names no file).
 ONLY_IF_SET: tuple[tuple[str, int], ...] = (("sendto", 4),)
+
+#: Calls that with a NULL path are a change through their fd: utimensat(fd,
+#: NULL, ...) is futimens(fd) (do_utimes() in fs/utimes.c; with AT_FDCWD,
+#: EFAULT). Trapped with a path only, as ONLY_IF_SET, where the policy
+#: needs no ``change_fd`` (nothing refuses a change through an fd).
+FD_FORM_IF_NULL: tuple[tuple[str, int], ...] = (("utimensat", 1),)
 
 #: Every trapped call, by number.
 BY_NR: dict[int, Syscall] = {e.nr: e for e in BY_NAME.values()}
@@ -552,4 +559,6 @@ def filter_spec(policy: Policy) -> FilterSpec:
     unless = tuple(u for u in reads_of_open_files(policy) if u[0] in trap)
     only = tuple((name, test) for name, test in ONLY_WHEN if name in trap)
     only_if_set = tuple((name, index) for name, index in ONLY_IF_SET if name in trap)
+    if "change_fd" not in needed_families(policy):
+        only_if_set += tuple((name, i) for name, i in FD_FORM_IF_NULL if name in trap)
     return FilterSpec(trap, surface.refused_calls(policy), unless, only, only_if_set)

@@ -23,6 +23,11 @@ Family = Literal[
     "metadata",  # reads what a path is without opening it: stat, readlink, getxattr...
     "probe",  # reads whose answer a read-only mount changes: access (EROFS), statfs (ST_RDONLY)
     "change",  # changes the file system at a path: unlink, rename, chmod, utimes...
+    # changes through an fd the program holds (fchmod, fchown, fsetxattr,
+    # fremovexattr, the chattr ioctls): about the file, not a name, so only a
+    # rule about the file refuses them, a read-only tree or a content file
+    # (EROFS: decide_on_fd); under any other rule each would be let through.
+    "change_fd",
     "chdir",
     "exec",  # execve, execveat
     "list",  # getdents: trapped to leave hidden names out of listings
@@ -40,6 +45,10 @@ def needed_families(policy: Policy) -> frozenset[Family]:
       private): metadata, probes, changes and ``chdir`` too, so that ``stat``,
       ``ls -l``, ``rm``... agree with ``open``;
     * read-only trees: changes, and the probes; other reads are left alone;
+    * changes through an fd (``change_fd``: ``fchmod``...): only for a
+      read-only tree or a content file, the rules about a file rather than
+      a name (``decide_on_fd``); a redirect, a deny or a private tree
+      concerns names, and a program's own fd is no name;
     * a deny with ``ENOENT`` (a hidden path): directory listings, so the
       name is absent from ``ls`` of its parent as well;
     * a rule that changes what a path is also traps ``sendto`` with an
@@ -73,13 +82,15 @@ def needed_families(policy: Policy) -> frozenset[Family]:
             needed |= {
                 "open", "metadata", "probe", "change", "chdir", "socket", "sendto", "exec"
             }  # fmt: skip
+            if isinstance(rule, Content):
+                needed.add("change_fd")
             if policy.mode == "enforce":
                 # The address of a sendmsg is in memory, where BPF cannot see
                 # whether there is one: every send is made by us (calls/sends.py).
                 needed.add("sendmsg")
         elif isinstance(rule, ReadOnly):
             # "socket": bind makes a socket file (EROFS in a read-only tree).
-            needed |= {"open", "change", "probe", "socket"}
+            needed |= {"open", "change", "change_fd", "probe", "socket"}
         if hides(rule):
             needed.add("list")
     return frozenset(needed | ({"root"} if needed else set()))
