@@ -1189,6 +1189,50 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
 }
 
 /*
+ * Enforcing mode: the open n with O_NOFOLLOW, and without O_CREAT, of name
+ * in dirfd: a read (emulable), its fd given to the program (inject). The
+ * file keeps O_NOFOLLOW (F_GETFL shows it), which an open again through
+ * our /proc/self/fd/N, as open_for opens, cannot carry: the kernel would
+ * refuse to follow that magic link (ELOOP). So the name is opened in its
+ * directory, pinned and checked (pin_parent), following no link
+ * (RESOLVE_NO_SYMLINKS: a link there is ELOOP, and that answer, like every
+ * errno, Python's to give), with O_NONBLOCK (a lease, see open_for; cleared
+ * again by inject). Only a regular file or a directory, none an automount
+ * point or on autofs (see emulate), looked at before the open, whose open
+ * neither waits nor acts (fts(3), find, cp -r and rm -r open each directory
+ * and file so), and the very file opened after it: anything else, and a
+ * race that changed what was there, goes to Python.
+ */
+static enum verdict open_entry(struct lane *l, const struct seccomp_notif *n, int dirfd,
+                               const char *name, uint64_t flags)
+{
+    struct statx before, after;
+    unsigned want = STATX_TYPE | STATX_INO;
+    if (syscall(SYS_statx, dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, want,
+                &before) < 0 ||
+        (before.stx_mask & want) != want ||
+        !(S_ISREG(before.stx_mode) || S_ISDIR(before.stx_mode)) ||
+        (before.stx_attributes & STATX_ATTR_AUTOMOUNT))
+        return PT_FORWARD;
+    struct open_how how = {.flags = flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+                           .resolve = RESOLVE_NO_SYMLINKS};
+    int fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+    if (fd < 0)
+        return PT_FORWARD;
+    struct statfs fs;
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, want, &after) < 0 ||
+        (after.stx_mask & want) != want || after.stx_ino != before.stx_ino ||
+        after.stx_dev_major != before.stx_dev_major ||
+        after.stx_dev_minor != before.stx_dev_minor ||
+        (after.stx_mode & S_IFMT) != (before.stx_mode & S_IFMT) ||
+        (S_ISDIR(after.stx_mode) && (fstatfs(fd, &fs) < 0 || fs.f_type == AUTOFS_SUPER_MAGIC))) {
+        close(fd);
+        return PT_FORWARD;
+    }
+    return inject(l, n, fd, flags, 0);
+}
+
+/*
  * Enforcing mode: make the call n (shape sh) that makes, removes or
  * renames names, on the directories pinned (see pin_parent), and put its
  * answer in r. Made as ourselves, which is as the program (as_ourselves):
@@ -1220,8 +1264,9 @@ static enum verdict emulate_entry(struct lane *l, struct thread *th,
     switch (sh) {
     case SH_OPEN:
     case SH_OPENAT:
-        v = make_file(l, th, n, dir[0], last[0], flags,
-                      (mode_t)(sh == SH_OPEN ? a[2] : a[3]) & 07777, r);
+        v = flags & O_CREAT ? make_file(l, th, n, dir[0], last[0], flags,
+                                        (mode_t)(sh == SH_OPEN ? a[2] : a[3]) & 07777, r)
+                            : open_entry(l, n, dir[0], last[0], flags);
         goto out;
     case SH_MKDIR:
     case SH_MKDIRAT:
@@ -1259,7 +1304,8 @@ out:
  * or changes how the file is written; the others go to
  * Python. open(2) ignores flags it does not know; we do not. Not O_NOFOLLOW:
  * the file keeps it (F_GETFL shows it), and an open again through
- * /proc/self/fd/N cannot carry it. 0100000 is the kernel's O_LARGEFILE
+ * /proc/self/fd/N cannot carry it (such a read is opened by its name in its
+ * directory instead: open_entry). 0100000 is the kernel's O_LARGEFILE
  * (glibc's is 0 on x86_64; musl passes it). */
 #define PT_OPEN_FLAGS (O_NONBLOCK | O_CLOEXEC | O_DIRECTORY | 0100000 | O_NOCTTY | O_NOATIME)
 
@@ -1642,6 +1688,10 @@ static int emulable(int sh, const __u64 *a, uint64_t flags)
             return 0;
         if (flags & O_CREAT)
             return !(flags & ~(uint64_t)PT_MAKE_FLAGS);
+        /* O_NOFOLLOW: a read only (open_entry). */
+        if (flags & O_NOFOLLOW)
+            return (flags & O_ACCMODE) == O_RDONLY &&
+                   !(flags & ~(uint64_t)(O_NOFOLLOW | PT_OPEN_FLAGS));
         return !(flags & ~(uint64_t)(O_ACCMODE | PT_OPEN_FLAGS));
     case SH_STAT:
     case SH_LSTAT:
@@ -1837,8 +1887,9 @@ static enum verdict passes(struct lane *l, const struct seccomp_notif *n,
         t[0].follow =
             !(flags & O_NOFOLLOW) && (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
         /* Enforcing mode: an open that may make a file is made in the
-         * directory of its name (make_file), which is then the name's entry. */
-        t[0].entry = l->cfg->emulate && (flags & O_CREAT);
+         * directory of its name (make_file), which is then the name's entry;
+         * so is one with O_NOFOLLOW (open_entry), which the file keeps. */
+        t[0].entry = l->cfg->emulate && (flags & (O_CREAT | O_NOFOLLOW));
         break;
     case SH_STAT:
     case SH_ACCESS:

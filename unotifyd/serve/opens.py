@@ -226,14 +226,20 @@ def perform_open(
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         if d.flags & os.O_PATH:
             return readable_instead(fd, creds)
-        if d.directory_added and not d.flags & os.O_NOFOLLOW:
+        if d.directory_added:
             # The program's file keeps the flags it gave, which F_GETFL
             # shows (do_dentry_open() keeps O_DIRECTORY in f_flags): the
             # directory is opened again without it, through our fd's magic
             # link, which reaches that very directory whatever its name is
-            # by now. (O_NOFOLLOW would refuse the link: such a file keeps it.)
+            # by now; with O_NOFOLLOW, which would refuse that link, as "."
+            # in it, as the program, whose own "d/." looked "." up in d too
+            # (the same search permission: may_lookup() in fs/namei.c).
             try:
-                reopened = open_as(creds, f"/proc/self/fd/{fd}", d.flags & ~os.O_DIRECTORY, 0)
+                if d.flags & os.O_NOFOLLOW:
+                    with acting_as(creds):
+                        reopened = os.open(".", d.flags & ~os.O_DIRECTORY, dir_fd=fd)
+                else:
+                    reopened = open_as(creds, f"/proc/self/fd/{fd}", d.flags & ~os.O_DIRECTORY, 0)
             except OSError as e:
                 os.close(fd)
                 return -(e.errno or errno.EIO)
