@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from pathlib import Path
 from typing import get_args
 
 import pyseccomp
@@ -17,6 +18,7 @@ import pytest
 from unotifyd.calls import ops, sends
 from unotifyd.calls.decode import Args
 from unotifyd.calls.registry import BY_NAME, BY_NR, OPERATIONS, filter_spec, names, trapped
+from unotifyd.daemon.server import load
 from unotifyd.kernel import abi, rawsys
 from unotifyd.policy import Content, Deny, Exec, Pattern, Policy, ReadOnly
 from unotifyd.policy.syscalls import Family
@@ -164,5 +166,31 @@ def test_a_change_through_an_fd_by_utimensat_is_trapped_where_the_family_is() ->
     assert "utimensat" in deny.trapped and ("utimensat", 1) in deny.only_if_set
     read_only = filter_spec(Policy([ReadOnly(Pattern("/r", tree=True))]))
     assert "utimensat" in read_only.trapped and ("utimensat", 1) not in read_only.only_if_set
+    assert ("futimesat", 1) in deny.only_if_set
+
+
+def test_a_daemon_profile_traps_changes_through_an_fd_whatever_its_rules() -> None:
+    """A profile may gain a read-only tree under a running program (a restart
+    reloads it): its filter traps change_fd from the start, in full."""
+    policy = Policy([Deny(Pattern("/a"), errno.EACCES)])
+    spec = filter_spec(policy, policy_may_change=True)
+    assert names("change_fd") <= spec.trapped
+    assert spec.trapped - names("change_fd") == filter_spec(policy).trapped
+    assert not {name for name, _ in spec.only_if_set} & {"utimensat", "futimesat"}
+    assert filter_spec(Policy(), policy_may_change=True).trapped == frozenset()
     opens_only = Policy([Deny(Pattern("/tmp", tree=True))], view="opens")
     assert trapped(opens_only) == names("open") | names("root")
+
+
+def test_the_daemon_compiles_its_profiles_as_ones_that_may_change(tmp_path: Path) -> None:
+    """The filters the daemon hands out (daemon/server.py, load) are made with
+    ``policy_may_change``: a redirect's traps change_fd, which launch's does not."""
+    (tmp_path / "p.toml").write_text(
+        'version = 1\n[[redirect]]\nfrom = "/etc/passwd"\nto = "/etc/hostname"\n'
+    )
+    config = tmp_path / "unotifyd.toml"
+    config.write_text('version = 1\n[[profile]]\nname = "p"\npolicy = "p.toml"\nuids = [0]\n')
+    loaded = load(str(config))
+    policy = loaded.config.profiles["p"].policy
+    assert loaded.filters["p"] == filter_spec(policy, policy_may_change=True).compile()
+    assert loaded.filters["p"] != filter_spec(policy).compile()

@@ -407,10 +407,11 @@ ONLY_WHEN: tuple[tuple[str, tuple[int, int, int]], ...] = (
 ONLY_IF_SET: tuple[tuple[str, int], ...] = (("sendto", 4),)
 
 #: Calls that with a NULL path are a change through their fd: utimensat(fd,
-#: NULL, ...) is futimens(fd) (do_utimes() in fs/utimes.c; with AT_FDCWD,
-#: EFAULT). Trapped with a path only, as ONLY_IF_SET, where the policy
-#: needs no ``change_fd`` (nothing refuses a change through an fd).
-FD_FORM_IF_NULL: tuple[tuple[str, int], ...] = (("utimensat", 1),)
+#: NULL, ...) is futimens(fd), and so is futimesat(fd, NULL, ...)
+#: (do_utimes() in fs/utimes.c; with AT_FDCWD, EFAULT). Trapped with a path
+#: only, as ONLY_IF_SET, where the filter traps no ``change_fd`` (nothing
+#: refuses a change through an fd).
+FD_FORM_IF_NULL: tuple[tuple[str, int], ...] = (("utimensat", 1), ("futimesat", 1))
 
 #: Every trapped call, by number.
 BY_NR: dict[int, Syscall] = {e.nr: e for e in BY_NAME.values()}
@@ -553,12 +554,23 @@ class FilterSpec:
         )
 
 
-def filter_spec(policy: Policy) -> FilterSpec:
-    """The filter ``policy`` needs: what it traps, refuses, and lets through after all."""
+def filter_spec(policy: Policy, *, policy_may_change: bool = False) -> FilterSpec:
+    """The filter ``policy`` needs: what it traps, refuses, and lets through after all.
+
+    ``policy_may_change``: the program may be served later under another
+    policy than the one its filter is made for (a daemon's profile, which a
+    restart reloads: daemon/handover.py). A change through an fd is then
+    trapped wherever anything is, so that a read-only tree or a content file
+    added to the profile refuses it too (audit helper-54: a fchmod through
+    an fd went through a read-only tree added so). The other families are
+    the policy's own, as they were before ``change_fd`` was one.
+    """
     trap = trapped(policy)
+    if policy_may_change and trap:
+        trap = trap | names("change_fd")
     unless = tuple(u for u in reads_of_open_files(policy) if u[0] in trap)
     only = tuple((name, test) for name, test in ONLY_WHEN if name in trap)
     only_if_set = tuple((name, index) for name, index in ONLY_IF_SET if name in trap)
-    if "change_fd" not in needed_families(policy):
+    if not trap & names("change_fd"):
         only_if_set += tuple((name, i) for name, i in FD_FORM_IF_NULL if name in trap)
     return FilterSpec(trap, surface.refused_calls(policy), unless, only, only_if_set)

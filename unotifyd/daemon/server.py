@@ -131,7 +131,8 @@ def load(path: str) -> LoadedConfig:
             *target_warnings(policy), *surface.warnings(policy), *landlock_warnings(policy)
         ]:
             _log(f"{path}: profile {name!r}: {warning}")
-        spec = filter_spec(profile.policy)
+        # A profile may change under its programs (a restart reloads it).
+        spec = filter_spec(profile.policy, policy_may_change=True)
         if spec not in by_spec:
             by_spec[spec] = spec.compile()
         filters[name] = by_spec[spec]

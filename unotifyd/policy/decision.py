@@ -71,7 +71,10 @@ class EmulateOpen:
     open gave, by its name.
     ``directory_added``: ``O_DIRECTORY`` is in ``flags`` because the name
     ends in ``/`` (path_resolution(7)), not because the program asked; its
-    file must not show it (``F_GETFL``).
+    file must not show it (``F_GETFL``). ``last_dot``: the name's last
+    component is ``.``, which the program's lookup searched the directory
+    for (may_lookup() in fs/namei.c checks every component): such a
+    directory may be opened again as ``.`` in it.
     """
 
     path: str
@@ -87,6 +90,7 @@ class EmulateOpen:
     confine: str | None = None
     judge_opened: bool = False
     directory_added: bool = False
+    last_dot: bool = False
 
 
 @record(frozen=True, slots=True)

@@ -139,7 +139,8 @@ def _open_decision(policy: Policy, call: OpenCall, resolved: str) -> Decision:
         flags |= os.O_DIRECTORY
     d = decide_open(policy, OpenRequest(call.syscall, resolved, flags, call.mode))
     if isinstance(d, EmulateOpen) and flags & ~call.flags & os.O_DIRECTORY:
-        return replace(d, directory_added=True)
+        last_dot = call.path.rstrip(b"/").rsplit(b"/", 1)[-1] == b"."
+        return replace(d, directory_added=True, last_dot=last_dot)
     return d
 
 

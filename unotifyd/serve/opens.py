@@ -226,14 +226,17 @@ def perform_open(
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         if d.flags & os.O_PATH:
             return readable_instead(fd, creds)
-        if d.directory_added:
+        if d.directory_added and (d.last_dot or not d.flags & os.O_NOFOLLOW):
             # The program's file keeps the flags it gave, which F_GETFL
             # shows (do_dentry_open() keeps O_DIRECTORY in f_flags): the
             # directory is opened again without it, through our fd's magic
             # link, which reaches that very directory whatever its name is
             # by now; with O_NOFOLLOW, which would refuse that link, as "."
-            # in it, as the program, whose own "d/." looked "." up in d too
-            # (the same search permission: may_lookup() in fs/namei.c).
+            # in it, as the program, where its own lookup of "d/." searched
+            # d for "." (the same permission: may_lookup() in fs/namei.c).
+            # A "d/" or ".." with O_NOFOLLOW keeps O_DIRECTORY (audit
+            # helper-54: a "." lookup there would need a search permission
+            # the program's own open did not).
             try:
                 if d.flags & os.O_NOFOLLOW:
                     with acting_as(creds):
