@@ -22,7 +22,10 @@ pass-through lane's ADDFD took 33-45 µs with the thread narrowed alone,
 3.9 µs with both (passthrough.c, ``pin_here``).
 
 The program could see the narrowed mask only from another thread, during
-those microseconds, through ``sched_getaffinity``. Its own choices win: a
+those microseconds, through ``sched_getaffinity``; and the supervisor's
+narrowed mask too, by its thread's id (no permission is needed to read an
+affinity): which CPU serves it at that moment, nothing more (audit
+helper-54: a thread polling for it saw one 21 233 times in 534 740). Its own choices win: a
 CPU outside its mask is never imposed, and a mask it changes meanwhile is
 left as it set it (unless it set that very one CPU: then it is given its
 old mask back, an audit found, 4 times in 40 000 tries).
