@@ -1114,6 +1114,32 @@ static int quiet_device(mode_t mode, unsigned major, unsigned minor)
            (minor == 3 || minor == 5 || minor == 7 || minor == 8 || minor == 9);
 }
 
+/* Whether st is of a regular file or a quiet device: what make_file opens. */
+static int regular_or_quiet(const struct stat *st)
+{
+    return S_ISREG(st->st_mode) ||
+           quiet_device(st->st_mode, major(st->st_rdev), minor(st->st_rdev));
+}
+
+/* Whether the directory fd is on autofs, or that cannot be told: its open
+ * may wait for a mount (emulate, open_entry). */
+static int on_autofs(int fd)
+{
+    struct statfs fs;
+    return fstatfs(fd, &fs) < 0 || fs.f_type == AUTOFS_SUPER_MAGIC;
+}
+
+/* Open name in dirfd with the program's flags (and mode, where it makes a
+ * file) as make_file and open_entry open it: following no link
+ * (RESOLVE_NO_SYMLINKS), with O_NONBLOCK (a lease, see open_for; cleared
+ * again by inject), O_CLOEXEC and O_NOCTTY (see open_for); the fd, or -1. */
+static int open_no_links(int dirfd, const char *name, uint64_t flags, mode_t mode)
+{
+    struct open_how how = {.flags = flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, .mode = mode,
+                           .resolve = RESOLVE_NO_SYMLINKS};
+    return (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+}
+
 /*
  * The open n with O_CREAT of name in dirfd (flags, mode), as thread th
  * would make it, its fd given to the program (inject); with the thread's
@@ -1149,8 +1175,7 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
     }
     if (!(flags & O_EXCL)) {
         if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            if (!S_ISREG(st.st_mode) &&
-                !quiet_device(st.st_mode, major(st.st_rdev), minor(st.st_rdev)))
+            if (!regular_or_quiet(&st))
                 return PT_FORWARD;
             made = 0;
         } else if (errno != ENOENT) {
@@ -1168,9 +1193,7 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
          * own open would have made it: this one's fd is then given all the
          * same (not made: a failure to give it leaves Python to open the
          * file that is there). */
-        struct open_how how = {.flags = flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, .mode = mode,
-                               .resolve = RESOLVE_NO_SYMLINKS};
-        fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+        fd = open_no_links(dirfd, name, flags, mode);
     }
     if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ELOOP ||
@@ -1179,9 +1202,7 @@ static enum verdict make_file(struct lane *l, const struct thread *th,
         r->error = -errno;
         return PT_ANSWER;
     }
-    if (!made && (fstat(fd, &st) < 0 ||
-                  (!S_ISREG(st.st_mode) &&
-                   !quiet_device(st.st_mode, major(st.st_rdev), minor(st.st_rdev))))) {
+    if (!made && (fstat(fd, &st) < 0 || !regular_or_quiet(&st))) {
         close(fd);
         return PT_FORWARD;
     }
@@ -1214,18 +1235,15 @@ static enum verdict open_entry(struct lane *l, const struct seccomp_notif *n, in
         !(S_ISREG(before.stx_mode) || S_ISDIR(before.stx_mode)) ||
         (before.stx_attributes & STATX_ATTR_AUTOMOUNT))
         return PT_FORWARD;
-    struct open_how how = {.flags = flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
-                           .resolve = RESOLVE_NO_SYMLINKS};
-    int fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+    int fd = open_no_links(dirfd, name, flags, 0);
     if (fd < 0)
         return PT_FORWARD;
-    struct statfs fs;
     if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, want, &after) < 0 ||
         (after.stx_mask & want) != want || after.stx_ino != before.stx_ino ||
         after.stx_dev_major != before.stx_dev_major ||
         after.stx_dev_minor != before.stx_dev_minor ||
         (after.stx_mode & S_IFMT) != (before.stx_mode & S_IFMT) ||
-        (S_ISDIR(after.stx_mode) && (fstatfs(fd, &fs) < 0 || fs.f_type == AUTOFS_SUPER_MAGIC))) {
+        (S_ISDIR(after.stx_mode) && on_autofs(fd))) {
         close(fd);
         return PT_FORWARD;
     }
@@ -1254,9 +1272,12 @@ static enum verdict emulate_entry(struct lane *l, struct thread *th,
      * they were its own, and not another's that got the number after it
      * died, holds only if its call still waits (seccomp_unotify(2), NOTES:
      * a waiting thread keeps its number). Checked before anything is made,
-     * removed or renamed, which no later answer could undo. */
+     * removed or renamed, which no later answer could undo; not before a
+     * read (open_entry), which acts on nothing and whose fd ADDFD gives
+     * only to the call, if it still waits (as open_for's). */
     __u64 id = n->id;
-    if (ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
+    int reads = (sh == SH_OPEN || sh == SH_OPENAT) && !(flags & O_CREAT);
+    if (!reads && ioctl(l->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
         v = errno == ENOENT ? PT_GONE : PT_FORWARD;
         goto out;
     }
@@ -1597,12 +1618,9 @@ static enum verdict emulate(struct lane *l, struct thread *th,
             return PT_FORWARD;
     }
     int mounts = sh == SH_OPEN || sh == SH_OPENAT || (sh == SH_STATX && !(flags & AT_NO_AUTOMOUNT));
-    if (mounts && S_ISDIR(stx.stx_mode)) {
-        struct statfs fs;
-        if ((stx.stx_attributes & STATX_ATTR_AUTOMOUNT) || fstatfs(pinned, &fs) < 0 ||
-            fs.f_type == AUTOFS_SUPER_MAGIC)
-            return PT_FORWARD;
-    }
+    if (mounts && S_ISDIR(stx.stx_mode) &&
+        ((stx.stx_attributes & STATX_ATTR_AUTOMOUNT) || on_autofs(pinned)))
+        return PT_FORWARD;
     struct stat st;
     const void *data = &st;
     uint64_t addr;

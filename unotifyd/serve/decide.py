@@ -139,7 +139,7 @@ def _open_decision(policy: Policy, call: OpenCall, resolved: str) -> Decision:
         flags |= os.O_DIRECTORY
     d = decide_open(policy, OpenRequest(call.syscall, resolved, flags, call.mode))
     if isinstance(d, EmulateOpen) and flags & ~call.flags & os.O_DIRECTORY:
-        last_dot = call.path.rstrip(b"/").rsplit(b"/", 1)[-1] == b"."
+        last_dot = last_component(call.path)[0] == "dot"
         return replace(d, directory_added=True, last_dot=last_dot)
     return d
 
