@@ -59,10 +59,12 @@ REFS = ("C ref", "C ref -w")
 ISOLATED = "isolated"
 # A call of the stat family by a relative name, as git status makes them: the
 # full view and enforcing mode against a C supervisor that traps the same
-# calls and lets them through (the floor of a notification per call).
+# calls and lets them through (the floor of a notification per call), and
+# the same one looking each name up first (-l: the floor of a supervisor
+# that decides on what a name resolves to).
 STAT = "lstat"
 STAT_DIR = Path(REDIRECT_TO).parent
-STAT_COLUMNS = ["native", "C ref -w -s", "unotifyd", "unotifyd --enforce"]
+STAT_COLUMNS = ["native", "C ref -w -s", "C ref -w -s -l", "unotifyd", "unotifyd --enforce"]
 SPIN_NS = 200_000  # computing between two isolated opens
 
 
@@ -131,6 +133,7 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     by_key["unotifyd --enforce"] = Tool("unotifyd --enforce", enforce, True)
     ref_w = by_key["C ref -w"].prefix
     by_key["C ref -w -s"] = Tool("C ref -w -s", (ref_w[0], "-s", *ref_w[1:]), True)
+    by_key["C ref -w -s -l"] = Tool("C ref -w -s -l", (ref_w[0], "-s", "-l", *ref_w[1:]), True)
     daemon = Daemon(ctx, "daemon-percall")
     prefix = daemon.start(shutil.which("cat") or "/bin/cat")
     if prefix is not None:
@@ -240,7 +243,9 @@ def _run(
         f"A stat by a relative name (openloop -S lstat {Path(REDIRECT_TO).name}, cwd "
         f"{STAT_DIR}; no rule concerns it): us per call, median [min-max] over rounds. "
         "`C ref -w -s` traps the stat family too and lets it through: the floor of a "
-        "notification per call; `unotifyd --enforce` makes the call itself."
+        "notification per call; `-l` looks each name up first (reads it, `openat2` from the "
+        "thread's cwd, reads back the name found, closes it): the floor of a supervisor that "
+        "decides on what a name resolves to; `unotifyd --enforce` makes the call itself."
     )
     report.out()
     rows = [
@@ -270,4 +275,5 @@ def _run(
         "isolated_p50_us": grid.med(f"{ISOLATED}:p50", "unotifyd"),
         "lstat_vs_ref_s": grid.ratio(STAT, "unotifyd", "C ref -w -s"),
         "lstat_enforce_vs_ref_s": grid.ratio(STAT, "unotifyd --enforce", "C ref -w -s"),
+        "lstat_vs_ref_sl": grid.ratio(STAT, "unotifyd", "C ref -w -s -l"),
     }

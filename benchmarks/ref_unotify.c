@@ -1,7 +1,7 @@
 /* ref_unotify: a seccomp user-notification supervisor cut to the bone, the
  * yardstick unotifyd is measured against.
  *
- *   ref_unotify [-w] [-v] [-f FROM] [-t TO] -- PROGRAM [ARG...]
+ *   ref_unotify [-w] [-s] [-l] [-v] [-f FROM] [-t TO] -- PROGRAM [ARG...]
  *
  * Runs PROGRAM (searched in PATH) under a filter that sends the open family
  * (open, openat, openat2, creat) to this process, and answers each call:
@@ -11,6 +11,11 @@
  * and are served too, until the last of them is gone.
  *
  *   -w  set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on the listener (Linux 6.6+)
+ *   -s  trap the metadata calls too (the stat family, access, readlink)
+ *   -l  before it lets a call through, look its path up as a supervisor
+ *       that decides on what a name resolves to must at least: read it
+ *       from the program, resolve it from the thread's cwd (openat2), read
+ *       the name of what it found back (/proc/self/fd/N) and close it
  *   -v  at the end, print "ref_unotify: notifications=N redirects=M" on
  *       stderr
  *
@@ -78,7 +83,7 @@ static void die(const char *what)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: ref_unotify [-w] [-s] [-v] [-f FROM] [-t TO] -- PROGRAM [ARG...]\n");
+	fprintf(stderr, "usage: ref_unotify [-w] [-s] [-l] [-v] [-f FROM] [-t TO] -- PROGRAM [ARG...]\n");
 	exit(2);
 }
 
@@ -264,12 +269,115 @@ static int wants_redirect(const struct seccomp_notif *req, int *flags, mode_t *m
 	return got == (ssize_t)from_size && memcmp(buf, from, from_size) == 0;
 }
 
+/* ---------------------------------------------------------------- -l */
+
+static int look_up;
+static unsigned long lookups;
+
+/* The cwd of each thread seen, an O_PATH fd of /proc/TID/cwd opened at its
+ * first call (a slot per tid % CWDS). Kept for ever: a yardstick may not
+ * see a chdir, which a supervisor must (unotifyd keeps a cwd until a call
+ * that may move it). */
+#define CWDS 64
+static struct { pid_t tid; int fd; } cwds[CWDS];
+
+static int cwd_of(pid_t tid)
+{
+	int slot = (int)((unsigned)tid % CWDS);
+	if (cwds[slot].tid == tid && cwds[slot].fd >= 0)
+		return cwds[slot].fd;
+	if (cwds[slot].tid != 0)
+		close(cwds[slot].fd);
+	char where[64];
+	snprintf(where, sizeof where, "/proc/%d/cwd", tid);
+	cwds[slot].tid = tid;
+	cwds[slot].fd = open(where, O_PATH | O_CLOEXEC);
+	return cwds[slot].fd;
+}
+
+/* Which argument of call nr holds its path and which its dirfd (-1: none,
+ * the cwd), and whether its last link is followed; 0 if it has no path. */
+static int path_args(const struct seccomp_notif *req, int *path, int *dirfd, int *follow)
+{
+	const __u64 *a = req->data.args;
+	*dirfd = -1, *follow = 1;
+	switch (req->data.nr) {
+	case SYS_openat: case SYS_openat2:
+		*path = 1, *dirfd = 0;
+		*follow = req->data.nr == SYS_openat && !(a[2] & O_NOFOLLOW);
+		return 1;
+	case SYS_newfstatat: case SYS_statx:
+		*path = 1, *dirfd = 0;
+		*follow = !(a[req->data.nr == SYS_statx ? 2 : 3] & AT_SYMLINK_NOFOLLOW);
+		return 1;
+	case SYS_faccessat: case SYS_faccessat2:
+		*path = 1, *dirfd = 0;
+		return 1;
+	case SYS_readlinkat:
+		*path = 1, *dirfd = 0, *follow = 0;
+		return 1;
+#ifdef SYS_open
+	case SYS_open: case SYS_creat: case SYS_stat: case SYS_access:
+		*path = 0, *follow = req->data.nr != SYS_open || !(a[1] & O_NOFOLLOW);
+		return 1;
+	case SYS_lstat: case SYS_readlink:
+		*path = 0, *follow = 0;
+		return 1;
+#endif
+	default:
+		return 0;
+	}
+}
+
+/* What -l does for one call: nothing is decided on the name found. */
+static void look_path_up(const struct seccomp_notif *req)
+{
+	int pa, da, follow;
+	if (!path_args(req, &pa, &da, &follow))
+		return;
+	pid_t tid = (pid_t)req->pid;
+	char path[4096];
+	/* Paths are short: one read of 256 bytes, a page more where no NUL
+	 * came (as unotifyd's lane reads them). */
+	ssize_t got = read_target(tid, req->data.args[pa], path, 256);
+	if (got > 0 && !memchr(path, 0, (size_t)got))
+		got = read_target(tid, req->data.args[pa], path, sizeof path);
+	if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
+		return;
+	int base = AT_FDCWD;
+	if (path[0] != '/') {
+		/* A dirfd of the program's would take pidfd_getfd(2): only the
+		 * cwd's relative names are looked up. */
+		if (da >= 0 && (int)req->data.args[da] != AT_FDCWD)
+			return;
+		base = cwd_of(tid);
+		if (base < 0)
+			return;
+	}
+	struct { uint64_t flags, mode, resolve; } how = {
+		O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW), 0, 0x02 /* RESOLVE_NO_MAGICLINKS */
+	};
+	int fd = (int)syscall(SYS_openat2, base, path, &how, sizeof how);
+	if (fd < 0)
+		return;
+	char num[16], name[4096];
+	snprintf(num, sizeof num, "%d", fd);
+	static int fds = -1;
+	if (fds < 0)
+		fds = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (readlinkat(fds, num, name, sizeof name) > 0)
+		__atomic_store_n(&lookups, lookups + 1, __ATOMIC_RELAXED);
+	close(fd);
+}
+
 static void handle(const struct seccomp_notif *req, struct seccomp_notif_resp *resp,
 		   size_t resp_size)
 {
 	int flags = 0;
 	mode_t mode = 0;
 	if (!wants_redirect(req, &flags, &mode)) {
+		if (look_up)
+			look_path_up(req);
 		/* CONTINUE: the kernel runs the call as the program made it (it
 		 * reads the arguments again itself), so nothing we read is acted
 		 * upon and no ID_VALID check is needed; SEND fails with ENOENT if
@@ -333,19 +441,21 @@ static void *reaper(void *unused)
 			die("poll(listener)");
 	}
 	if (verbose)
-		fprintf(stderr, "ref_unotify: notifications=%lu redirects=%lu\n",
+		fprintf(stderr, "ref_unotify: notifications=%lu redirects=%lu lookups=%lu\n",
 			__atomic_load_n(&notifications, __ATOMIC_RELAXED),
-			__atomic_load_n(&redirects, __ATOMIC_RELAXED));
+			__atomic_load_n(&redirects, __ATOMIC_RELAXED),
+			__atomic_load_n(&lookups, __ATOMIC_RELAXED));
 	exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
 }
 
 int main(int argc, char *argv[])
 {
 	int sync_wakeup = 0, opt;
-	while ((opt = getopt(argc, argv, "+wsvf:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "+wslvf:t:")) != -1) {
 		switch (opt) {
 		case 'w': sync_wakeup = 1; break;
 		case 's': trap_metadata = 1; break;
+		case 'l': look_up = 1; break;
 		case 'v': verbose = 1; break;
 		case 'f': from = optarg; break;
 		case 't': to = optarg; break;

@@ -42,12 +42,12 @@ STDLIB_PACKAGES = (
 GIT_DIRS, GIT_FILES_PER_DIR = 100, 50
 COLUMNS = [
     "native", "unotifyd", "unotifyd no lane", "unotifyd --enforce", "unotifyd --view opens",
-    "C ref -w", "C ref -w -s", "proot",
+    "C ref -w", "C ref -w -s", "C ref -w -s -l", "proot",
 ]  # fmt: skip
 #: The columns of a supervisor that traps calls (a cost per trapped open).
 _SUPERVISED = (
     "unotifyd", "unotifyd no lane", "unotifyd --enforce", "unotifyd --view opens", "C ref -w",
-    "C ref -w -s",
+    "C ref -w -s", "C ref -w -s -l",
 )  # fmt: skip
 TRUE = "true"
 GIT_LOOP = 'i=0; while [ "$i" -lt "$1" ]; do git status >/dev/null || exit 1; i=$((i+1)); done'
@@ -123,11 +123,24 @@ def _tools(ctx: Ctx) -> dict[str, Tool]:
         # Trapping the metadata calls too, as the full view does: what a
         # notification per call costs, answered in C with nothing looked up.
         "C ref -w -s": Tool("C ref -w -s", (ref[0], "-s", *ref[1:]), True),
+        # And looking each name up first, as a supervisor must that decides
+        # on what a name resolves to (-l): the floor of the full view.
+        "C ref -w -s -l": Tool("C ref -w -s -l", (ref[0], "-s", "-l", *ref[1:]), True),
         "proot": by_key["proot"],
     }
 
 
 _NOTIFS = re.compile(r"ref_unotify: notifications=(\d+)")
+_LOOKUPS = re.compile(r"ref_unotify: notifications=(\d+) redirects=\d+ lookups=(\d+)")
+
+
+def _looked_up(w: Workload, stderr: str) -> None:
+    """Make sure `C ref -w -s -l` looked up what git status stats: most of
+    its calls are by names relative to the cwd, each one a lookup."""
+    found = _LOOKUPS.search(stderr)
+    if found is None or int(found.group(2)) * 2 < int(found.group(1)):
+        raise BenchError(f"C ref -w -s -l looked up too few names of {w.name}: "
+                         f"{found.group(0) if found else stderr.strip()[-300:]}")
 
 
 def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
@@ -167,6 +180,8 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
         for col, w in rotated(cells, rnd * 3):
             secs, proc = ctx.timed(by_key[col].wrap(w.argv), cwd=w.cwd)
             grid.add(w.name, col, rnd, secs)
+            if col == "C ref -w -s -l" and w.key == "git":
+                _looked_up(w, proc.stderr)
             if col == "C ref -w":
                 found = _NOTIFS.search(proc.stderr)
                 if found:
@@ -194,6 +209,10 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
         "lane lets through those no rule concerns (`no lane`: Python answers every one); "
         "`C ref -w -s` traps the calls the full view traps of these (the `stat` family, "
         "`access`, `readlink`) and lets them through, the floor of a notification per call; "
+        "`-l` looks each name up first (reads it, `openat2` from the thread's cwd, reads back "
+        "the name found, closes it), the floor of a supervisor that decides on what a name "
+        "resolves to, as the full view does (no credentials looked at, the cwd never looked "
+        "at again); "
         "`unotifyd --enforce` the "
         "same in enforcing mode, which makes every trapped call itself; `--view opens` and the C "
         "reference trap the open family only. Wall seconds, median over rounds; `trapped "
@@ -225,5 +244,6 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
         out[f"{w.key}_net_unotifyd"] = grid.ratio(f"{w.name}:net", "unotifyd", "native")
         out[f"{w.key}_net_enforce"] = grid.ratio(f"{w.name}:net", "unotifyd --enforce", "native")
         out[f"{w.key}_net_ref_s"] = grid.ratio(f"{w.name}:net", "C ref -w -s", "native")
+        out[f"{w.key}_net_ref_sl"] = grid.ratio(f"{w.name}:net", "C ref -w -s -l", "native")
         out[f"{w.key}_net_nolane"] = grid.ratio(f"{w.name}:net", "unotifyd no lane", "native")
     return out
