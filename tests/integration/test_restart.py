@@ -391,6 +391,8 @@ def test_sigusr2_hands_everything_to_a_new_daemon(world: World) -> None:
     log = world.log("daemon.log")
     assert f"pid {new_pid} serves {PROGRAMS} program(s) now" in log, log
     assert f"took back {PROGRAMS} running program(s)" in log, log
+    # The same config: the programs' filter is still their profile's.
+    assert "now needs other calls trapped" not in log, log
 
     reports = check_load(load)
     assert sum(r["opens"] for r in reports) > PROGRAMS * 100
@@ -505,5 +507,100 @@ def _through_the_hand_over(
     prog.stdin.flush()
     assert prog.stdout.readline().split() == [str(errno.EACCES), str(errno.EACCES)]
     assert target.stat().st_mode & 0o777 == 0o644
+    prog.stdin.close()
+    assert prog.wait(TIMEOUT) == 0
+
+
+#: After each line read from stdin (and once at the start), the errno of a
+#: stat and of an open of ``argv[1]`` (0: it worked).
+STAT_AND_OPEN = """
+import os, sys
+def tries():
+    out = []
+    for act in (lambda: os.stat(sys.argv[1]), lambda: os.close(os.open(sys.argv[1], 0))):
+        try:
+            act()
+            out.append(0)
+        except OSError as e:
+            out.append(e.errno)
+    return out
+print(*tries(), flush=True)
+for line in sys.stdin:
+    print(*tries(), flush=True)
+"""
+
+
+def test_a_profile_that_needs_more_than_a_running_programs_filter_is_said_so(
+    world: World,
+) -> None:
+    """A filter cannot change under a running program, so a restart that finds
+    its profile needing calls trapped that its filter lets through says so:
+    the profile went from a read-only tree (opens and changes trapped) to a
+    deny of a file in it (stat trapped too). The program taken back has its
+    open refused by the new rule, its stat goes unseen, as the log says; a
+    program started afresh has both refused."""
+    tree = world.dir / "tree"
+    tree.mkdir()
+    secret = write(tree / "secret", "data\n")
+    policy = world.dir / "ro.toml"
+    write(policy, f'version = 1\n[[readonly]]\npath = "{tree}/**"\n')
+    config = world.config.read_text() + (
+        '[[profile]]\nname = "ro"\npolicy = "ro.toml"\nuids = [0]\n')
+    world.config.write_text(config)
+    argv = ["--", *py(STAT_AND_OPEN, str(secret))]
+    launch = [sys.executable, "-m", "unotifyd", "launch", "--daemon", world.sock,
+              "--profile", "ro", *argv]
+
+    # Natively, and under the first profile, the file is there to stat and read.
+    native = subprocess.run(argv[1:], input="", capture_output=True, text=True,
+                            timeout=TIMEOUT, env=env(), check=False)
+    assert native.stdout.split() == ["0", "0"], describe(native)
+    world.daemon("daemon.log")
+    wait_until("the socket", lambda: os.path.exists(world.sock))
+    old = world.procs[-1]
+    prog = subprocess.Popen(launch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env(), text=True)
+    try:
+        _taken_back_under_more(world, old, prog, policy, secret)
+    finally:
+        if prog.poll() is None:
+            prog.kill()
+        prog.wait(TIMEOUT)
+        for pipe in (prog.stdin, prog.stdout, prog.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+    fresh = subprocess.run(launch, input="", capture_output=True, text=True, timeout=TIMEOUT,
+                           env=env(), check=False)
+    assert fresh.stdout.split() == [str(errno.EACCES), str(errno.EACCES)], describe(fresh)
+
+
+def _taken_back_under_more(
+    world: World, old: subprocess.Popen[str], prog: subprocess.Popen[str], policy: Path,
+    secret: Path,
+) -> None:
+    tree = secret.parent
+    assert prog.stdin is not None and prog.stdout is not None
+    assert prog.stdout.readline().split() == ["0", "0"]
+
+    # The profile now denies the file; a new daemon takes the program back.
+    write(policy, f'version = 1\n[[readonly]]\npath = "{tree}/**"\n'
+                  f'[[deny]]\npath = "{secret}"\nerrno = "EACCES"\n')
+    old.send_signal(signal.SIGUSR2)
+    wait_until("a successor", lambda: _SUCCESSOR.search(world.log("daemon.log")) is not None)
+    match = _SUCCESSOR.search(world.log("daemon.log"))
+    assert match
+    world.pids.append(int(match.group(1)))
+    assert old.wait(TIMEOUT) == 0, world.log("daemon.log")
+    log = world.log("daemon.log")
+    said = re.search(r"ro:\d+: profile 'ro' in \S+ now needs other calls trapped or refused "
+                     r"than the filter this program started with \(([0-9a-f]{16}), now "
+                     r"([0-9a-f]{16})\)", log)
+    assert said is not None and said.group(1) != said.group(2), log
+    assert "start the program again to give it the profile's filter" in log
+
+    prog.stdin.write("again\n")
+    prog.stdin.flush()
+    assert prog.stdout.readline().split() == ["0", str(errno.EACCES)]
     prog.stdin.close()
     assert prog.wait(TIMEOUT) == 0

@@ -17,7 +17,15 @@ import pytest
 
 from unotifyd.calls import ops, sends
 from unotifyd.calls.decode import Args
-from unotifyd.calls.registry import BY_NAME, BY_NR, OPERATIONS, filter_spec, names, trapped
+from unotifyd.calls.registry import (
+    BY_NAME,
+    BY_NR,
+    OPERATIONS,
+    FilterSpec,
+    filter_spec,
+    names,
+    trapped,
+)
 from unotifyd.daemon.server import load
 from unotifyd.kernel import abi, rawsys
 from unotifyd.policy import Content, Deny, Exec, Pattern, Policy, ReadOnly
@@ -194,3 +202,38 @@ def test_the_daemon_compiles_its_profiles_as_ones_that_may_change(tmp_path: Path
     policy = loaded.config.profiles["p"].policy
     assert loaded.filters["p"] == filter_spec(policy, policy_may_change=True).compile()
     assert loaded.filters["p"] != filter_spec(policy).compile()
+
+
+def test_a_filters_digest_names_what_it_does() -> None:
+    """FilterSpec.digest, stored with a daemon's listeners: the same for two
+    policies whose filters trap, refuse and let through the same calls, and
+    another where one traps more (a deny added to read-only trees traps the
+    stat family) or refuses more (enforcing mode)."""
+    ro = Policy([ReadOnly(Pattern("/usr", tree=True))])
+    ro_too = Policy([ReadOnly(Pattern("/opt", tree=True)), ReadOnly(Pattern("/srv"))])
+    more = Policy([ReadOnly(Pattern("/usr", tree=True)), Deny(Pattern("/usr/x"), errno.EACCES)])
+    enforced = Policy([ReadOnly(Pattern("/usr", tree=True))], mode="enforce")
+    digest = filter_spec(ro, policy_may_change=True).digest()
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    assert filter_spec(ro_too, policy_may_change=True).digest() == digest
+    assert filter_spec(more, policy_may_change=True).digest() != digest
+    assert filter_spec(enforced, policy_may_change=True).digest() != digest
+    # What the filter does, not the order its parts were gathered in.
+    spec = filter_spec(more, policy_may_change=True)
+    shuffled = FilterSpec(spec.trapped, spec.refused[::-1], spec.unless[::-1], spec.only[::-1],
+                          spec.only_if_set[::-1])
+    assert shuffled.digest() == spec.digest()
+
+
+def test_the_daemon_names_each_profiles_filter(tmp_path: Path) -> None:
+    """load() gives each profile the digest of the filter it hands out."""
+    (tmp_path / "p.toml").write_text('version = 1\n[[readonly]]\npath = "/usr/**"\n')
+    (tmp_path / "q.toml").write_text('version = 1\n[[deny]]\npath = "/usr/x"\n')
+    config = tmp_path / "unotifyd.toml"
+    config.write_text('version = 1\n[[profile]]\nname = "p"\npolicy = "p.toml"\nuids = [0]\n'
+                      '[[profile]]\nname = "q"\npolicy = "q.toml"\nuids = [0]\n')
+    loaded = load(str(config))
+    for name in ("p", "q"):
+        policy = loaded.config.profiles[name].policy
+        assert loaded.filter_ids[name] == filter_spec(policy, policy_may_change=True).digest()
+    assert loaded.filter_ids["p"] != loaded.filter_ids["q"]

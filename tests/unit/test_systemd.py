@@ -158,13 +158,21 @@ def _is_open(fd: int) -> bool:
 # --- Names of stored listeners ---------------------------------------------------------
 
 
-def test_program_fd_name_round_trip() -> None:
-    prog = StoredProgram("build", 1234, 1000, "0a1b2c", "make -j8 CC=gcc:12 ünï")
+@pytest.mark.parametrize("filter_id", ["", "0123456789abcdef"])
+def test_program_fd_name_round_trip(filter_id: str) -> None:
+    prog = StoredProgram("build", 1234, 1000, "0a1b2c", "make -j8 CC=gcc:12 ünï", filter_id)
     name = systemd.program_fd_name(prog)
-    assert name.startswith("listener/build/1234/1000/0a1b2c/")
+    assert name.startswith(f"listener/build/1234/1000/0a1b2c/{filter_id or '-'}/make%20")
     assert ":" not in name
     systemd.check_fd_name(name)
     assert systemd.parse_program_fd_name(name) == prog
+
+
+def test_a_name_an_older_daemon_gave_has_no_filter() -> None:
+    """Stored before names said what the program's filter does: the daemon
+    that takes it back cannot compare, and says nothing (Continuity.adopt)."""
+    back = systemd.parse_program_fd_name("listener/build/1234/1000/0a1b2c/make%20-j8")
+    assert back == StoredProgram("build", 1234, 1000, "0a1b2c", "make -j8", "")
 
 
 def test_program_fd_name_keeps_a_command_that_is_not_utf8() -> None:
@@ -180,20 +188,21 @@ def test_program_fd_name_keeps_a_command_that_is_not_utf8() -> None:
 
 
 def test_program_fd_name_cuts_a_long_command_not_the_rest() -> None:
-    prog = StoredProgram("p" * 64, 2**22, 2**32 - 2, "f" * 12, "é" * 300)
+    prog = StoredProgram("p" * 64, 2**22, 2**32 - 2, "f" * 12, "é" * 300, "e" * 16)
     name = systemd.program_fd_name(prog)
     assert len(name) <= systemd.FDNAME_MAX
     back = systemd.parse_program_fd_name(name)
     assert back is not None
-    assert (back.profile, back.pid, back.uid, back.token) == (prog.profile, prog.pid, prog.uid,
-                                                              prog.token)
+    assert (back.profile, back.pid, back.uid, back.token, back.filter_id) == (
+        prog.profile, prog.pid, prog.uid, prog.token, prog.filter_id)
     assert set(back.command) == {"é"}  # cut between escapes, never inside one
 
 
 @pytest.mark.parametrize(
     "name",
     ["control", "unknown", "listener/a/1/0", "listener/a/x/0/ab/", "listener/a b/1/0/ab/",
-     "listener/a/1/0/XYZ/", "other/a/1/0/ab/"],
+     "listener/a/1/0/XYZ/", "other/a/1/0/ab/", "listener/a/1/0/ab/0123/cmd",
+     "listener/a/1/0/ab//cmd"],
 )
 def test_other_fd_names_are_no_program(name: str) -> None:
     assert systemd.parse_program_fd_name(name) is None
@@ -202,6 +211,8 @@ def test_other_fd_names_are_no_program(name: str) -> None:
 def test_program_fd_name_refuses_a_bad_profile() -> None:
     with pytest.raises(ValueError):
         systemd.program_fd_name(StoredProgram("a/b", 1, 0, "ab"))
+    with pytest.raises(ValueError):
+        systemd.program_fd_name(StoredProgram("a", 1, 0, "ab", "", "not/hex"))
 
 
 # --- The notifier, against a datagram socket playing systemd ----------------------------

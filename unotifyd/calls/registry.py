@@ -553,6 +553,23 @@ class FilterSpec:
             self.trapped, self.refused, self.unless, self.only, self.only_if_set
         )
 
+    def digest(self) -> str:
+        """What this filter does, as 16 hex digits: the calls it traps, refuses
+        and lets through after all, not how it is compiled.
+
+        A daemon stores it with each program's listener (daemon/systemd.py),
+        so that the daemon that takes the listener back after a restart can
+        tell whether the program's filter is still the one its profile needs.
+        """
+        # Not at import: launch never needs them (hashlib ~1 ms).
+        import hashlib  # noqa: PLC0415
+        import json  # noqa: PLC0415
+
+        what = [sorted(self.trapped), sorted(self.refused), sorted(self.unless),
+                sorted(self.only), sorted(self.only_if_set)]  # fmt: skip
+        text = json.dumps(what, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 def filter_spec(policy: Policy, *, policy_may_change: bool = False) -> FilterSpec:
     """The filter ``policy`` needs: what it traps, refuses, and lets through after all.

@@ -352,7 +352,8 @@ class Continuity:
             # emptied by a restart), nothing to store again.
             self.names[prog.serial] = name
             return
-        stored = StoredProgram(prog.profile, prog.pid, prog.uid, os.urandom(6).hex(), prog.command)
+        stored = StoredProgram(prog.profile, prog.pid, prog.uid, os.urandom(6).hex(), prog.command,
+                               prog.filter_id)
         try:
             name = program_fd_name(stored)
         except ValueError as e:
@@ -378,18 +379,33 @@ class Continuity:
 
     def adopt(self, nursery: trio.Nursery) -> None:
         """Serve every inherited listener, each with its profile's current policy."""
-        profiles = self.daemon.loaded.config.profiles
+        loaded = self.daemon.loaded
         for listener, stored, name in self.inherited.programs:
-            profile = profiles.get(stored.profile)
+            profile = loaded.config.profiles.get(stored.profile)
             policy = profile.policy if profile is not None else _PROFILE_GONE
             if profile is None:
                 _log(f"{stored.profile}:{stored.pid}: profile {stored.profile!r} is gone from "
                      "the config; every call its filter traps (every open) is refused")
+            elif stored.filter_id and stored.filter_id != loaded.filter_ids[stored.profile]:
+                # The filter cannot change under a running program
+                # (seccomp(2): a filter, once installed, stays), and what it
+                # lets through never reaches us: a rule the profile gained is
+                # kept for the calls it traps only. Said, not refused: the
+                # calls it lets through would go on all the same.
+                _log(f"{stored.profile}:{stored.pid}: profile {stored.profile!r} in "
+                     f"{self.daemon.config_path} now needs other calls trapped or refused "
+                     f"than the filter this program started with ({stored.filter_id}, now "
+                     f"{loaded.filter_ids[stored.profile]}): its rules are kept for the "
+                     "calls that filter traps, and a call it lets through goes unseen; "
+                     "start the program again to give it the profile's filter")
             self._adopting = name
             self.daemon.table.start(
                 nursery, listener, policy, name=f"{stored.profile}:{stored.pid}",
                 profile=stored.profile, pid=stored.pid, uid=stored.uid, command=stored.command,
                 refuse_all=None if profile is not None else _GONE,
+                # Kept, so that the next restart compares with the filter
+                # the program runs under, not with this profile's.
+                filter_id=stored.filter_id,
             )
         n = len(self.inherited.programs)
         self.inherited.programs.clear()

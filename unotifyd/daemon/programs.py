@@ -202,6 +202,10 @@ class Program:
     root_pinned: bool = False
     #: Why every call it traps is refused, or None (see Served.refuse_all).
     refuse_all: str | None = None
+    #: What its filter does (FilterSpec.digest), or "" where that is not
+    #: ours to know: a container's, which its runtime made; one taken back
+    #: from a daemon that did not say.
+    filter_id: str = ""
 
     def to_json(self, now: float) -> dict[str, object]:
         return {
@@ -249,17 +253,19 @@ class ProgramTable:
         lane: Hashable = None,
         root_pinned: bool = False,
         refuse_all: str | None = None,
+        filter_id: str = "",
     ) -> Program:
         """Serve ``listener`` in ``nursery`` from now on; the table owns it from here.
 
         The listener is closed (exactly once) when the program is released.
         ``lane`` names the client whose lane serves it (default: its uid).
-        ``refuse_all``: see :attr:`Served.refuse_all`.
+        ``refuse_all``: see :attr:`Served.refuse_all`. ``filter_id``: see
+        :attr:`Program.filter_id`.
         """
         prog = Program(
             next(self._serials), name, profile, pid, uid, command, policy,
             listener, lane=uid if lane is None else lane, root_pinned=root_pinned,
-            refuse_all=refuse_all,
+            refuse_all=refuse_all, filter_id=filter_id,
         )
         self.running[prog.serial] = prog
         self.running_of[uid] += 1

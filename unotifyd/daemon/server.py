@@ -117,6 +117,9 @@ class LoadedConfig:
     config: DaemonConfig
     filters: Mapping[str, bytes]  # profile name -> BPF
     loaded_at: float
+    #: Profile name -> what its filter does (FilterSpec.digest), stored with
+    #: the listener of each program it is given to (see Continuity.adopt).
+    filter_ids: Mapping[str, str]
 
 
 def load(path: str) -> LoadedConfig:
@@ -125,6 +128,7 @@ def load(path: str) -> LoadedConfig:
     # Profiles that trap and refuse the same calls share one filter.
     by_spec: dict[FilterSpec, bytes] = {}
     filters: dict[str, bytes] = {}
+    filter_ids: dict[str, str] = {}
     for name, profile in config.profiles.items():
         policy = profile.policy
         for warning in [
@@ -136,7 +140,8 @@ def load(path: str) -> LoadedConfig:
         if spec not in by_spec:
             by_spec[spec] = spec.compile()
         filters[name] = by_spec[spec]
-    return LoadedConfig(config, filters, time.time())
+        filter_ids[name] = spec.digest()
+    return LoadedConfig(config, filters, time.time(), filter_ids)
 
 
 class _Refusal(Exception):
@@ -712,6 +717,7 @@ class Daemon:
             # Its clients send at most PROGRAM_NAME_MAX characters; another
             # client's longer name is cut too (it is shown, never run).
             command=req.program[:PROGRAM_NAME_MAX],
+            filter_id=loaded.filter_ids[profile.name],
             # Not pinned: the client installs the filter, and nothing says it
             # installed ours, which traps or refuses every call that changes
             # a root (see Served.root_pinned).

@@ -197,6 +197,8 @@ def listen_fds(environ: Mapping[str, str], pid: int) -> list[ListenFd]:
 _PREFIX = "listener"
 _PROFILE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TOKEN = re.compile(r"[0-9a-f]{1,32}")
+#: What the program's filter does (FilterSpec.digest), or "-": not known.
+_FILTER = re.compile(r"[0-9a-f]{16}|-")
 
 
 @record(frozen=True)
@@ -206,7 +208,9 @@ class StoredProgram:
     ``token`` tells apart programs that share a pid (a program's children
     keep its listener after it exits, and its pid may be reused by another
     launch); ``FDSTOREREMOVE=1`` removes every fd of a name, so names must be
-    unique.
+    unique. ``filter_id``: what the filter the program runs under does
+    (``FilterSpec.digest``), "" if not known (a container's; a name an
+    older daemon gave, without it).
     """
 
     profile: str
@@ -214,6 +218,7 @@ class StoredProgram:
     uid: int
     token: str
     command: str = ""
+    filter_id: str = ""
 
 
 def _escape(text: str, room: int) -> str:
@@ -237,28 +242,38 @@ def _escape(text: str, room: int) -> str:
 
 
 def program_fd_name(prog: StoredProgram) -> str:
-    """``listener/PROFILE/PID/UID/TOKEN/COMMAND``, fit for ``FDNAME=``.
+    """``listener/PROFILE/PID/UID/TOKEN/FILTER/COMMAND``, fit for ``FDNAME=``.
 
-    The command is percent-escaped and cut so that the name stays within
+    ``FILTER`` is ``prog.filter_id``, or ``-``. The command is percent-escaped
+    (no ``/`` is left in it) and cut so that the name stays within
     :data:`FDNAME_MAX`; the rest is never cut (ValueError if it does not fit).
     """
-    if not _PROFILE.fullmatch(prog.profile) or not _TOKEN.fullmatch(prog.token):
+    filter_id = prog.filter_id or "-"
+    if not (_PROFILE.fullmatch(prog.profile) and _TOKEN.fullmatch(prog.token)
+            and _FILTER.fullmatch(filter_id)):
         raise ValueError(f"cannot name {prog!r}")
-    head = f"{_PREFIX}/{prog.profile}/{prog.pid}/{prog.uid}/{prog.token}/"
+    head = f"{_PREFIX}/{prog.profile}/{prog.pid}/{prog.uid}/{prog.token}/{filter_id}/"
     return check_fd_name(head + _escape(prog.command, FDNAME_MAX - len(head)))
 
 
 def parse_program_fd_name(name: str) -> StoredProgram | None:
-    """The program a stored fd name describes, or None if it names no listener of ours."""
-    parts = name.split("/", 5)
-    if len(parts) != 6 or parts[0] != _PREFIX:
+    """The program a stored fd name describes, or None if it names no listener of ours.
+
+    A name without ``FILTER`` (``listener/PROFILE/PID/UID/TOKEN/COMMAND``,
+    as daemons before it gave) is read with ``filter_id`` "".
+    """
+    parts = name.split("/", 6)
+    if len(parts) == 6:
+        parts.insert(5, "-")
+    if len(parts) != 7 or parts[0] != _PREFIX:
         return None
-    _, profile, pid, uid, token, command = parts
+    _, profile, pid, uid, token, filter_id, command = parts
     if not (_PROFILE.fullmatch(profile) and pid.isdigit() and uid.isdigit()
-            and _TOKEN.fullmatch(token)):
+            and _TOKEN.fullmatch(token) and _FILTER.fullmatch(filter_id)):
         return None
     command = urllib.parse.unquote(command, errors="surrogateescape")
-    return StoredProgram(profile, int(pid), int(uid), token, command)
+    return StoredProgram(profile, int(pid), int(uid), token, command,
+                         "" if filter_id == "-" else filter_id)
 
 
 # --- I/O ------------------------------------------------------------------------------
