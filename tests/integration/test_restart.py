@@ -393,6 +393,7 @@ def test_sigusr2_hands_everything_to_a_new_daemon(world: World) -> None:
     assert f"took back {PROGRAMS} running program(s)" in log, log
     # The same config: the programs' filter is still their profile's.
     assert "now needs other calls trapped" not in log, log
+    assert not any(p["filter_behind"] for p in world.status()["programs"])
 
     reports = check_load(load)
     assert sum(r["opens"] for r in reports) > PROGRAMS * 100
@@ -598,6 +599,13 @@ def _taken_back_under_more(
                      r"([0-9a-f]{16})\)", log)
     assert said is not None and said.group(1) != said.group(2), log
     assert "start the program again to give it the profile's filter" in log
+    (shown,) = world.status()["programs"]
+    assert shown["profile"] == "ro" and shown["filter_behind"] is True, shown
+    text = subprocess.run(
+        [sys.executable, "-m", "unotifyd", "status", "--daemon", world.sock],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
+    )
+    assert "(filter behind its profile)" in text.stdout, describe(text)
 
     prog.stdin.write("again\n")
     prog.stdin.flush()

@@ -343,6 +343,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 _TEXT_COLUMNS = frozenset({"COMMAND"})
+#: After a program's name: taken back by a restart under a profile that now
+#: needs another filter than the one it runs under (Continuity.adopt).
+_BEHIND = " (filter behind its profile)"
 
 
 def format_status(report: Mapping[str, Any]) -> str:
@@ -381,7 +384,7 @@ def format_status(report: Mapping[str, Any]) -> str:
     if programs:
         rows = [
             [
-                str(p.get("name", "?")),
+                str(p.get("name", "?")) + (_BEHIND if p.get("filter_behind") else ""),
                 str(p.get("pid", "?")),
                 str(p.get("uid", "?")),
                 _duration(float(p.get("seconds", 0))),

@@ -383,10 +383,12 @@ class Continuity:
         for listener, stored, name in self.inherited.programs:
             profile = loaded.config.profiles.get(stored.profile)
             policy = profile.policy if profile is not None else _PROFILE_GONE
+            behind = bool(profile is not None and stored.filter_id
+                          and stored.filter_id != loaded.filter_ids[stored.profile])
             if profile is None:
                 _log(f"{stored.profile}:{stored.pid}: profile {stored.profile!r} is gone from "
                      "the config; every call its filter traps (every open) is refused")
-            elif stored.filter_id and stored.filter_id != loaded.filter_ids[stored.profile]:
+            elif behind:
                 # The filter cannot change under a running program
                 # (seccomp(2): a filter, once installed, stays), and what it
                 # lets through never reaches us: a rule the profile gained is
@@ -405,7 +407,7 @@ class Continuity:
                 refuse_all=None if profile is not None else _GONE,
                 # Kept, so that the next restart compares with the filter
                 # the program runs under, not with this profile's.
-                filter_id=stored.filter_id,
+                filter_id=stored.filter_id, filter_behind=behind,
             )
         n = len(self.inherited.programs)
         self.inherited.programs.clear()

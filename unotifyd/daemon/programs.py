@@ -206,6 +206,9 @@ class Program:
     #: ours to know: a container's, which its runtime made; one taken back
     #: from a daemon that did not say.
     filter_id: str = ""
+    #: Taken back after a restart under a profile that now needs another
+    #: filter than its own (see Continuity.adopt).
+    filter_behind: bool = False
 
     def to_json(self, now: float) -> dict[str, object]:
         return {
@@ -217,6 +220,7 @@ class Program:
             "seconds": round(now - self.started, 3),
             "notifications": self.stats.notifications,
             "decisions": dict(sorted(self.stats.decisions.items())),
+            "filter_behind": self.filter_behind,
         }
 
 
@@ -254,18 +258,19 @@ class ProgramTable:
         root_pinned: bool = False,
         refuse_all: str | None = None,
         filter_id: str = "",
+        filter_behind: bool = False,
     ) -> Program:
         """Serve ``listener`` in ``nursery`` from now on; the table owns it from here.
 
         The listener is closed (exactly once) when the program is released.
         ``lane`` names the client whose lane serves it (default: its uid).
-        ``refuse_all``: see :attr:`Served.refuse_all`. ``filter_id``: see
-        :attr:`Program.filter_id`.
+        ``refuse_all``: see :attr:`Served.refuse_all`. ``filter_id`` and
+        ``filter_behind``: see :class:`Program`.
         """
         prog = Program(
             next(self._serials), name, profile, pid, uid, command, policy,
             listener, lane=uid if lane is None else lane, root_pinned=root_pinned,
-            refuse_all=refuse_all, filter_id=filter_id,
+            refuse_all=refuse_all, filter_id=filter_id, filter_behind=filter_behind,
         )
         self.running[prog.serial] = prog
         self.running_of[uid] += 1
