@@ -313,6 +313,8 @@ def test_status_lists_a_running_program(daemon: Daemon) -> None:
             time.sleep(0.05)
         assert programs[0]["name"] == f"blue:{proc.pid}"
         assert programs[0]["command"] == "sleep"
+        # The filter it was handed is its profile's (see test_restart).
+        assert programs[0]["filter_behind"] is False
     finally:
         proc.kill()
         proc.communicate()

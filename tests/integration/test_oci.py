@@ -365,6 +365,8 @@ def test_two_containers_on_two_profiles_at_once(agent: Agent, runtimes: Runtimes
         programs = agent.programs()
         assert programs[f"red:{red_id}"]["profile"] == "red"
         assert programs[f"blue:{blue_id}"]["command"].startswith(f"oci container {blue_id} ")
+        # Their filters are the runtimes': never compared with a profile's.
+        assert all(programs[name]["filter_behind"] is None for name in names)
         results = [p.communicate("go\n", timeout=RUN_TIMEOUT) for p in (red, blue)]
     finally:
         for p in (red, blue):

@@ -26,9 +26,10 @@ from unotifyd.calls.registry import (
     names,
     trapped,
 )
-from unotifyd.daemon.server import load
+from unotifyd.daemon.server import load, sandbox_id
 from unotifyd.kernel import abi, rawsys
 from unotifyd.policy import Content, Deny, Exec, Pattern, Policy, ReadOnly
+from unotifyd.policy.backstop import backstop
 from unotifyd.policy.syscalls import Family
 
 # Calls libseccomp 2.5.4 does not know, with the kernel that brought them.
@@ -225,15 +226,27 @@ def test_a_filters_digest_names_what_it_does() -> None:
     assert shuffled.digest() == spec.digest()
 
 
-def test_the_daemon_names_each_profiles_filter(tmp_path: Path) -> None:
-    """load() gives each profile the digest of the filter it hands out."""
-    (tmp_path / "p.toml").write_text('version = 1\n[[readonly]]\npath = "/usr/**"\n')
-    (tmp_path / "q.toml").write_text('version = 1\n[[deny]]\npath = "/usr/x"\n')
+def test_the_daemon_names_each_profiles_sandbox(tmp_path: Path) -> None:
+    """load() names what each profile's programs run in: the filter it hands
+    out and the Landlock ruleset its client adds. Two exec allow-lists trap
+    the same calls (the filter is the same) but keep different files from
+    running (audit helper-55: the narrower one was not told apart)."""
+    policies = {
+        "ro": '[[readonly]]\npath = "/usr/**"\n',
+        "deny": '[[deny]]\npath = "/usr/x"\n',
+        "wide": '[[exec]]\npath = "/usr/bin/**"\n',
+        "narrow": '[[exec]]\npath = "/usr/bin/git"\n',
+    }
+    profiles = ""
+    for name, text in policies.items():
+        (tmp_path / f"{name}.toml").write_text(f"version = 1\n{text}")
+        profiles += f'[[profile]]\nname = "{name}"\npolicy = "{name}.toml"\nuids = [0]\n'
     config = tmp_path / "unotifyd.toml"
-    config.write_text('version = 1\n[[profile]]\nname = "p"\npolicy = "p.toml"\nuids = [0]\n'
-                      '[[profile]]\nname = "q"\npolicy = "q.toml"\nuids = [0]\n')
+    config.write_text(f"version = 1\n{profiles}")
     loaded = load(str(config))
-    for name in ("p", "q"):
+    for name in policies:
         policy = loaded.config.profiles[name].policy
-        assert loaded.filter_ids[name] == filter_spec(policy, policy_may_change=True).digest()
-    assert loaded.filter_ids["p"] != loaded.filter_ids["q"]
+        spec = filter_spec(policy, policy_may_change=True)
+        assert loaded.filter_ids[name] == sandbox_id(spec, backstop(policy))
+    assert len(set(loaded.filter_ids.values())) == len(policies)
+    assert loaded.filters["wide"] == loaded.filters["narrow"]

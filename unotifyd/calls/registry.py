@@ -538,6 +538,12 @@ def reads_of_open_files(policy: Policy) -> tuple[tuple[str, int, int, int], ...]
     return tuple(out)
 
 
+#: Part of every FilterSpec.digest: one more whenever compile_filter comes to
+#: make another filter of the same spec (a fix in how it is compiled), so
+#: that a program whose filter was made before is told from one made after.
+DIGEST_FORMAT = 1
+
+
 @record(frozen=True, slots=True)
 class FilterSpec:
     """What the seccomp filter of a policy does with each call (hashable: filters are cached)."""
@@ -557,15 +563,16 @@ class FilterSpec:
         """What this filter does, as 16 hex digits: the calls it traps, refuses
         and lets through after all, not how it is compiled.
 
-        A daemon stores it with each program's listener (daemon/systemd.py),
-        so that the daemon that takes the listener back after a restart can
-        tell whether the program's filter is still the one its profile needs.
+        A daemon stores it with each program's listener (daemon/server.py,
+        sandbox_id), so that the daemon that takes the listener back after a
+        restart can tell whether the program's filter is still the one its
+        profile needs.
         """
         # Not at import: launch never needs them (hashlib ~1 ms).
         import hashlib  # noqa: PLC0415
         import json  # noqa: PLC0415
 
-        what = [sorted(self.trapped), sorted(self.refused), sorted(self.unless),
+        what = [DIGEST_FORMAT, sorted(self.trapped), sorted(self.refused), sorted(self.unless),
                 sorted(self.only), sorted(self.only_if_set)]  # fmt: skip
         text = json.dumps(what, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]

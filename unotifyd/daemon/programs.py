@@ -202,7 +202,7 @@ class Program:
     root_pinned: bool = False
     #: Why every call it traps is refused, or None (see Served.refuse_all).
     refuse_all: str | None = None
-    #: What its filter does (FilterSpec.digest), or "" where that is not
+    #: What its filter and ruleset do (server.sandbox_id), or "" where that is not
     #: ours to know: a container's, which its runtime made; one taken back
     #: from a daemon that did not say.
     filter_id: str = ""
@@ -220,7 +220,8 @@ class Program:
             "seconds": round(now - self.started, 3),
             "notifications": self.stats.notifications,
             "decisions": dict(sorted(self.stats.decisions.items())),
-            "filter_behind": self.filter_behind,
+            # None: not known (no filter_id to compare).
+            "filter_behind": self.filter_behind if self.filter_id else None,
         }
 
 

@@ -42,7 +42,7 @@ from ..kernel.listener import Listener, is_listener
 from ..kernel.peercred import Peer, peer_of
 from ..launch import landlock_warnings
 from ..policy import PolicyError, surface
-from ..policy.backstop import backstop
+from ..policy.backstop import Backstop, backstop
 from ..record import record
 from ..serve.backing import target_warnings
 from ..serve.trace import Tracer
@@ -117,9 +117,22 @@ class LoadedConfig:
     config: DaemonConfig
     filters: Mapping[str, bytes]  # profile name -> BPF
     loaded_at: float
-    #: Profile name -> what its filter does (FilterSpec.digest), stored with
-    #: the listener of each program it is given to (see Continuity.adopt).
+    #: Profile name -> what the sandbox its programs get does (sandbox_id),
+    #: stored with the listener of each one (see Continuity.adopt).
     filter_ids: Mapping[str, str]
+
+
+def sandbox_id(spec: FilterSpec, wanted: Backstop) -> str:
+    """What a program launched under a profile runs in, as 16 hex digits: its
+    filter (FilterSpec.digest) and the Landlock ruleset its client adds
+    (FilterReply: the exec allow-list, signals scoped), which cannot change
+    under it either."""
+    # Not at import: a daemon's start only.
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    what = [spec.digest(), wanted.exec_allowed, wanted.scope_signals]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
 def load(path: str) -> LoadedConfig:
@@ -140,7 +153,7 @@ def load(path: str) -> LoadedConfig:
         if spec not in by_spec:
             by_spec[spec] = spec.compile()
         filters[name] = by_spec[spec]
-        filter_ids[name] = spec.digest()
+        filter_ids[name] = sandbox_id(spec, backstop(policy))
     return LoadedConfig(config, filters, time.time(), filter_ids)
 
 

@@ -197,7 +197,7 @@ def listen_fds(environ: Mapping[str, str], pid: int) -> list[ListenFd]:
 _PREFIX = "listener"
 _PROFILE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TOKEN = re.compile(r"[0-9a-f]{1,32}")
-#: What the program's filter does (FilterSpec.digest), or "-": not known.
+#: What the program's filter and Landlock ruleset do (server.sandbox_id), or "-": not known.
 _FILTER = re.compile(r"[0-9a-f]{16}|-")
 
 
@@ -208,8 +208,8 @@ class StoredProgram:
     ``token`` tells apart programs that share a pid (a program's children
     keep its listener after it exits, and its pid may be reused by another
     launch); ``FDSTOREREMOVE=1`` removes every fd of a name, so names must be
-    unique. ``filter_id``: what the filter the program runs under does
-    (``FilterSpec.digest``), "" if not known (a container's; a name an
+    unique. ``filter_id``: what the filter and Landlock ruleset the program
+    runs under do (``server.sandbox_id``), "" if not known (a container's; a name an
     older daemon gave, without it).
     """
 
