@@ -134,6 +134,17 @@ class World:
             capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
         )
 
+    def hand_over(self, old: subprocess.Popen[str], log: str = "daemon.log") -> int:
+        """SIGUSR2 to the daemon ``old``: the pid of the successor it handed
+        everything to, once ``old`` has exited (0)."""
+        old.send_signal(signal.SIGUSR2)
+        wait_until("a successor", lambda: _SUCCESSOR.search(self.log(log)) is not None)
+        match = _SUCCESSOR.search(self.log(log))
+        assert match
+        self.pids.append(int(match.group(1)))
+        assert old.wait(TIMEOUT) == 0, self.log(log)
+        return int(match.group(1))
+
     def status(self) -> dict[str, Any]:
         proc = subprocess.run(
             [sys.executable, "-m", "unotifyd", "status", "--json", "--daemon", self.sock],
@@ -380,14 +391,8 @@ def test_sigusr2_hands_everything_to_a_new_daemon(world: World) -> None:
     wait_until("the programs", lambda: world.status()["programs_running"] == PROGRAMS)
     time.sleep(0.5)
 
-    old.send_signal(signal.SIGUSR2)
-    wait_until("a successor", lambda: _SUCCESSOR.search(world.log("daemon.log")) is not None)
-    match = _SUCCESSOR.search(world.log("daemon.log"))
-    assert match
-    new_pid = int(match.group(1))
-    world.pids.append(new_pid)
     # The old one exits, and only after the new one took over.
-    assert old.wait(TIMEOUT) == 0, world.log("daemon.log")
+    new_pid = world.hand_over(old)
     log = world.log("daemon.log")
     assert f"pid {new_pid} serves {PROGRAMS} program(s) now" in log, log
     assert f"took back {PROGRAMS} running program(s)" in log, log
@@ -422,15 +427,16 @@ def test_sigusr2_with_a_broken_config_keeps_the_old_daemon(world: World) -> None
     assert world.launch().stdout == "RED\n"
 
 
-#: Opens ``argv[1]`` to read, then changes its mode through that fd (fchmod)
-#: once at the start and once after each line read from stdin, printing the
-#: errno of each try (0: it changed) and of an open of ``argv[1]`` with it.
-CHANGE_THROUGH_FD = """
+def tries(setup: str, first: str) -> str:
+    """A program that, after ``setup``, tries ``first`` and an open of
+    ``argv[1]`` once at the start and once after each line read from stdin,
+    printing the errno of each (0: it worked)."""
+    return f"""
 import os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
+{setup}
 def tries():
     out = []
-    for act in (lambda: os.fchmod(fd, 0o600), lambda: os.close(os.open(sys.argv[1], 0))):
+    for act in (lambda: {first}, lambda: os.close(os.open(sys.argv[1], 0))):
         try:
             act()
             out.append(0)
@@ -441,6 +447,27 @@ print(*tries(), flush=True)
 for line in sys.stdin:
     print(*tries(), flush=True)
 """
+
+
+#: Opens ``argv[1]`` to read, then changes its mode through that fd (fchmod).
+CHANGE_THROUGH_FD = tries("fd = os.open(sys.argv[1], os.O_RDONLY)", "os.fchmod(fd, 0o600)")
+
+
+@contextlib.contextmanager
+def talking(argv: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """``argv`` run with pipes to talk to; killed if still running at the end."""
+    prog = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env(), text=True)
+    try:
+        yield prog
+    finally:
+        if prog.poll() is None:
+            prog.kill()
+        prog.wait(TIMEOUT)
+        for pipe in (prog.stdin, prog.stdout, prog.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 @pytest.mark.parametrize("mode", ["virtualize", "enforce"])
@@ -469,21 +496,9 @@ def test_a_program_whose_profile_is_gone_may_change_nothing(world: World, mode: 
 
     world.daemon("daemon.log")
     wait_until("the socket", lambda: os.path.exists(world.sock))
-    prog = subprocess.Popen(
-        [sys.executable, "-m", "unotifyd", "launch", "--daemon", world.sock, "--profile", "ro",
-         *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env(), text=True,
-    )
-    try:
+    with talking([sys.executable, "-m", "unotifyd", "launch", "--daemon", world.sock,
+                  "--profile", "ro", *argv]) as prog:
         _through_the_hand_over(world, prog, target, both)
-    finally:
-        if prog.poll() is None:
-            prog.kill()
-        prog.wait(TIMEOUT)
-        for pipe in (prog.stdin, prog.stdout, prog.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
 
 
 def _through_the_hand_over(
@@ -496,12 +511,7 @@ def _through_the_hand_over(
 
     # Its profile goes, and a new daemon takes it back.
     world.config.write_text(config.split('[[profile]]\nname = "ro"', maxsplit=1)[0])
-    old.send_signal(signal.SIGUSR2)
-    wait_until("a successor", lambda: _SUCCESSOR.search(world.log("daemon.log")) is not None)
-    match = _SUCCESSOR.search(world.log("daemon.log"))
-    assert match
-    world.pids.append(int(match.group(1)))
-    assert old.wait(TIMEOUT) == 0, world.log("daemon.log")
+    world.hand_over(old)
     assert "profile 'ro' is gone from the config" in world.log("daemon.log")
 
     prog.stdin.write("again\n")
@@ -512,23 +522,8 @@ def _through_the_hand_over(
     assert prog.wait(TIMEOUT) == 0
 
 
-#: After each line read from stdin (and once at the start), the errno of a
-#: stat and of an open of ``argv[1]`` (0: it worked).
-STAT_AND_OPEN = """
-import os, sys
-def tries():
-    out = []
-    for act in (lambda: os.stat(sys.argv[1]), lambda: os.close(os.open(sys.argv[1], 0))):
-        try:
-            act()
-            out.append(0)
-        except OSError as e:
-            out.append(e.errno)
-    return out
-print(*tries(), flush=True)
-for line in sys.stdin:
-    print(*tries(), flush=True)
-"""
+#: A stat and an open of ``argv[1]``.
+STAT_AND_OPEN = tries("", "os.stat(sys.argv[1])")
 
 
 def test_a_profile_that_needs_more_than_a_running_programs_filter_is_said_so(
@@ -559,18 +554,8 @@ def test_a_profile_that_needs_more_than_a_running_programs_filter_is_said_so(
     world.daemon("daemon.log")
     wait_until("the socket", lambda: os.path.exists(world.sock))
     old = world.procs[-1]
-    prog = subprocess.Popen(launch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env(), text=True)
-    try:
+    with talking(launch) as prog:
         _taken_back_under_more(world, old, prog, policy, secret)
-    finally:
-        if prog.poll() is None:
-            prog.kill()
-        prog.wait(TIMEOUT)
-        for pipe in (prog.stdin, prog.stdout, prog.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
     fresh = subprocess.run(launch, input="", capture_output=True, text=True, timeout=TIMEOUT,
                            env=env(), check=False)
     assert fresh.stdout.split() == [str(errno.EACCES), str(errno.EACCES)], describe(fresh)
@@ -587,12 +572,7 @@ def _taken_back_under_more(
     # The profile now denies the file; a new daemon takes the program back.
     write(policy, f'version = 1\n[[readonly]]\npath = "{tree}/**"\n'
                   f'[[deny]]\npath = "{secret}"\nerrno = "EACCES"\n')
-    old.send_signal(signal.SIGUSR2)
-    wait_until("a successor", lambda: _SUCCESSOR.search(world.log("daemon.log")) is not None)
-    match = _SUCCESSOR.search(world.log("daemon.log"))
-    assert match
-    world.pids.append(int(match.group(1)))
-    assert old.wait(TIMEOUT) == 0, world.log("daemon.log")
+    world.hand_over(old)
     log = world.log("daemon.log")
     said = re.search(r"ro:\d+: profile 'ro' in \S+ now needs other calls trapped or refused "
                      r"than the filter this program started with \(([0-9a-f]{16}), now "
