@@ -98,8 +98,10 @@ def _goals(report: Report, m: dict[str, float]) -> None:
     goal("redirect <= 1.3x the faster C ref", "redirect_vs_fastref", 1.3, x)
     goal("redirect (--no-sync-wakeup) <= 1.3x the faster C ref",
          "redirect_nosync_vs_fastref", 1.3, x)
-    goal("pass-through open through the daemon <= 1.3x C ref -w", "daemon_passthrough_vs_refw",
-         1.3, x)
+    # Issue 7 asked 1.3x of every pass-through; issue 18 asks 3x "on the way
+    # to 1.3x", and keeps only the redirect's 1.3x.
+    goal("pass-through open through the daemon <= 3x C ref -w (on the way to 1.3x)",
+         "daemon_passthrough_vs_refw", 3, x)
     if "lstat_vs_ref_s" in m:
         rows.append(["lstat of a relative name, info: full view / enforcing mode, / C ref -w -s",
                      f"{m['lstat_vs_ref_s']:.2f}x / {m['lstat_enforce_vs_ref_s']:.2f}x", "-"])
