@@ -538,6 +538,16 @@ def reads_of_open_files(policy: Policy) -> tuple[tuple[str, int, int, int], ...]
     return tuple(out)
 
 
+def short_digest(what: object) -> str:
+    """16 hex digits naming ``what`` (made of JSON's types): of SHA-256 over
+    its compact JSON, the same in every run and every daemon."""
+    # Not at import: launch never needs them (hashlib ~1 ms).
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    return hashlib.sha256(json.dumps(what, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
 #: Part of every FilterSpec.digest: one more whenever compile_filter comes to
 #: make another filter of the same spec (a fix in how it is compiled), so
 #: that a program whose filter was made before is told from one made after.
@@ -568,14 +578,8 @@ class FilterSpec:
         restart can tell whether the program's filter is still the one its
         profile needs.
         """
-        # Not at import: launch never needs them (hashlib ~1 ms).
-        import hashlib  # noqa: PLC0415
-        import json  # noqa: PLC0415
-
-        what = [DIGEST_FORMAT, sorted(self.trapped), sorted(self.refused), sorted(self.unless),
-                sorted(self.only), sorted(self.only_if_set)]  # fmt: skip
-        text = json.dumps(what, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return short_digest([DIGEST_FORMAT, sorted(self.trapped), sorted(self.refused),
+                             sorted(self.unless), sorted(self.only), sorted(self.only_if_set)])
 
 
 def filter_spec(policy: Policy, *, policy_may_change: bool = False) -> FilterSpec:

@@ -35,7 +35,7 @@ from typing import Protocol
 import trio
 
 from .. import __version__
-from ..calls.registry import FilterSpec, filter_spec
+from ..calls.registry import FilterSpec, filter_spec, short_digest
 from ..kernel import abi
 from ..kernel.fdpass import bind_listening
 from ..kernel.listener import Listener, is_listener
@@ -127,12 +127,7 @@ def sandbox_id(spec: FilterSpec, wanted: Backstop) -> str:
     filter (FilterSpec.digest) and the Landlock ruleset its client adds
     (FilterReply: the exec allow-list, signals scoped), which cannot change
     under it either."""
-    # Not at import: a daemon's start only.
-    import hashlib  # noqa: PLC0415
-    import json  # noqa: PLC0415
-
-    what = [spec.digest(), wanted.exec_allowed, wanted.scope_signals]
-    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+    return short_digest([spec.digest(), wanted.exec_allowed, wanted.scope_signals])
 
 
 def load(path: str) -> LoadedConfig:
