@@ -383,8 +383,9 @@ class Continuity:
         for listener, stored, name in self.inherited.programs:
             profile = loaded.config.profiles.get(stored.profile)
             policy = profile.policy if profile is not None else _PROFILE_GONE
-            behind = bool(profile is not None and stored.filter_id
-                          and stored.filter_id != loaded.filter_ids[stored.profile])
+            # What the profile's programs get now; None for a profile gone.
+            now = loaded.filter_ids.get(stored.profile)
+            behind = bool(now and stored.filter_id and stored.filter_id != now)
             if profile is None:
                 _log(f"{stored.profile}:{stored.pid}: profile {stored.profile!r} is gone from "
                      "the config; every call its filter traps (every open) is refused")
@@ -397,7 +398,7 @@ class Continuity:
                 _log(f"{stored.profile}:{stored.pid}: profile {stored.profile!r} in "
                      f"{self.daemon.config_path} now needs other calls trapped or refused "
                      f"than the filter this program started with ({stored.filter_id}, now "
-                     f"{loaded.filter_ids[stored.profile]}): its rules are kept for the "
+                     f"{now}): its rules are kept for the "
                      "calls that filter traps, and a call it lets through goes unseen; "
                      "start the program again to give it the profile's filter")
             self._adopting = name
