@@ -526,20 +526,23 @@ def _through_the_hand_over(
 STAT_AND_OPEN = tries("", "os.stat(sys.argv[1])")
 
 
+@pytest.mark.parametrize("mode", ["virtualize", "enforce"])
 def test_a_profile_that_needs_more_than_a_running_programs_filter_is_said_so(
-    world: World,
+    world: World, mode: str,
 ) -> None:
     """A filter cannot change under a running program, so a restart that finds
     its profile needing calls trapped that its filter lets through says so:
     the profile went from a read-only tree (opens and changes trapped) to a
     deny of a file in it (stat trapped too). The program taken back has its
     open refused by the new rule, its stat goes unseen, as the log says; a
-    program started afresh has both refused."""
+    program started afresh has both refused. In either mode: neither traps
+    stat for a read-only tree alone."""
     tree = world.dir / "tree"
     tree.mkdir()
     secret = write(tree / "secret", "data\n")
     policy = world.dir / "ro.toml"
-    write(policy, f'version = 1\n[[readonly]]\npath = "{tree}/**"\n')
+    first = f'version = 1\nmode = "{mode}"\n[[readonly]]\npath = "{tree}/**"\n'
+    write(policy, first)
     config = world.config.read_text() + (
         '[[profile]]\nname = "ro"\npolicy = "ro.toml"\nuids = [0]\n')
     world.config.write_text(config)
@@ -555,7 +558,9 @@ def test_a_profile_that_needs_more_than_a_running_programs_filter_is_said_so(
     wait_until("the socket", lambda: os.path.exists(world.sock))
     old = world.procs[-1]
     with talking(launch) as prog:
-        _taken_back_under_more(world, old, prog, policy, secret)
+        # The profile now denies the file.
+        denied = first + f'[[deny]]\npath = "{secret}"\nerrno = "EACCES"\n'
+        _taken_back_under_more(world, old, prog, policy, denied)
     fresh = subprocess.run(launch, input="", capture_output=True, text=True, timeout=TIMEOUT,
                            env=env(), check=False)
     assert fresh.stdout.split() == [str(errno.EACCES), str(errno.EACCES)], describe(fresh)
@@ -563,15 +568,13 @@ def test_a_profile_that_needs_more_than_a_running_programs_filter_is_said_so(
 
 def _taken_back_under_more(
     world: World, old: subprocess.Popen[str], prog: subprocess.Popen[str], policy: Path,
-    secret: Path,
+    text: str,
 ) -> None:
-    tree = secret.parent
     assert prog.stdin is not None and prog.stdout is not None
     assert prog.stdout.readline().split() == ["0", "0"]
 
-    # The profile now denies the file; a new daemon takes the program back.
-    write(policy, f'version = 1\n[[readonly]]\npath = "{tree}/**"\n'
-                  f'[[deny]]\npath = "{secret}"\nerrno = "EACCES"\n')
+    # The profile becomes ``text``; a new daemon takes the program back.
+    write(policy, text)
     world.hand_over(old)
     log = world.log("daemon.log")
     said = re.search(r"ro:\d+: profile 'ro' in \S+ now needs other calls trapped or refused "
@@ -581,11 +584,11 @@ def _taken_back_under_more(
     assert "start the program again to give it the profile's filter" in log
     (shown,) = world.status()["programs"]
     assert shown["profile"] == "ro" and shown["filter_behind"] is True, shown
-    text = subprocess.run(
+    shown_text = subprocess.run(
         [sys.executable, "-m", "unotifyd", "status", "--daemon", world.sock],
         capture_output=True, text=True, timeout=TIMEOUT, env=env(), check=False,
     )
-    assert "(filter behind its profile)" in text.stdout, describe(text)
+    assert "(filter behind its profile)" in shown_text.stdout, describe(shown_text)
 
     prog.stdin.write("again\n")
     prog.stdin.flush()
