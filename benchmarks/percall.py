@@ -61,10 +61,13 @@ ISOLATED = "isolated"
 # full view and enforcing mode against a C supervisor that traps the same
 # calls and lets them through (the floor of a notification per call), and
 # the same one looking each name up first (-l: the floor of a supervisor
-# that decides on what a name resolves to).
+# that decides on what a name resolves to; -r: one fstatat by the name, the
+# least resolution there is).
 STAT = "lstat"
 STAT_DIR = Path(REDIRECT_TO).parent
-STAT_COLUMNS = ["native", "C ref -w -s", "C ref -w -s -l", "unotifyd", "unotifyd --enforce"]
+STAT_COLUMNS = [
+    "native", "C ref -w -s", "C ref -w -s -r", "C ref -w -s -l", "unotifyd", "unotifyd --enforce",
+]  # fmt: skip
 SPIN_NS = 200_000  # computing between two isolated opens
 
 
@@ -134,6 +137,7 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
     ref_w = by_key["C ref -w"].prefix
     by_key["C ref -w -s"] = Tool("C ref -w -s", (ref_w[0], "-s", *ref_w[1:]), True)
     by_key["C ref -w -s -l"] = Tool("C ref -w -s -l", (ref_w[0], "-s", "-l", *ref_w[1:]), True)
+    by_key["C ref -w -s -r"] = Tool("C ref -w -s -r", (ref_w[0], "-s", "-r", *ref_w[1:]), True)
     daemon = Daemon(ctx, "daemon-percall")
     prefix = daemon.start(shutil.which("cat") or "/bin/cat")
     if prefix is not None:
@@ -245,7 +249,8 @@ def _run(
         "`C ref -w -s` traps the stat family too and lets it through: the floor of a "
         "notification per call; `-l` looks each name up first (reads it, `openat2` from the "
         "thread's cwd, reads back the name found, closes it): the floor of a supervisor that "
-        "decides on what a name resolves to; `unotifyd --enforce` makes the call itself."
+        "decides on what a name resolves to; `-r` resolves it by one `fstatat` instead, the "
+        "least lookup there is; `unotifyd --enforce` makes the call itself."
     )
     report.out()
     rows = [

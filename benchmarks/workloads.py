@@ -42,12 +42,12 @@ STDLIB_PACKAGES = (
 GIT_DIRS, GIT_FILES_PER_DIR = 100, 50
 COLUMNS = [
     "native", "unotifyd", "unotifyd no lane", "unotifyd --enforce", "unotifyd --view opens",
-    "C ref -w", "C ref -w -s", "C ref -w -s -l", "proot",
+    "C ref -w", "C ref -w -s", "C ref -w -s -r", "C ref -w -s -l", "proot",
 ]  # fmt: skip
 #: The columns of a supervisor that traps calls (a cost per trapped open).
 _SUPERVISED = (
     "unotifyd", "unotifyd no lane", "unotifyd --enforce", "unotifyd --view opens", "C ref -w",
-    "C ref -w -s", "C ref -w -s -l",
+    "C ref -w -s", "C ref -w -s -r", "C ref -w -s -l",
 )  # fmt: skip
 TRUE = "true"
 GIT_LOOP = 'i=0; while [ "$i" -lt "$1" ]; do git status >/dev/null || exit 1; i=$((i+1)); done'
@@ -126,6 +126,10 @@ def _tools(ctx: Ctx) -> dict[str, Tool]:
         # And looking each name up first, as a supervisor must that decides
         # on what a name resolves to (-l): the floor of the full view.
         "C ref -w -s -l": Tool("C ref -w -s -l", (ref[0], "-s", "-l", *ref[1:]), True),
+        # The least resolution there is (-r: one fstatat by the name): the
+        # floor of any supervisor that decides on what a name resolves to,
+        # whether by its name or by its device and inode.
+        "C ref -w -s -r": Tool("C ref -w -s -r", (ref[0], "-s", "-r", *ref[1:]), True),
         "proot": by_key["proot"],
     }
 
@@ -134,12 +138,12 @@ _NOTIFS = re.compile(r"ref_unotify: notifications=(\d+)")
 _LOOKUPS = re.compile(r"ref_unotify: notifications=(\d+) redirects=\d+ lookups=(\d+)")
 
 
-def _looked_up(w: Workload, stderr: str) -> None:
-    """Make sure `C ref -w -s -l` looked up what git status stats: most of
-    its calls are by names relative to the cwd, each one a lookup."""
+def _looked_up(col: str, w: Workload, stderr: str) -> None:
+    """Make sure `C ref -w -s -l` (or `-r`) looked up what git status stats:
+    most of its calls are by names relative to the cwd, each one a lookup."""
     found = _LOOKUPS.search(stderr)
     if found is None or int(found.group(2)) * 2 < int(found.group(1)):
-        raise BenchError(f"C ref -w -s -l looked up too few names of {w.name}: "
+        raise BenchError(f"{col} looked up too few names of {w.name}: "
                          f"{found.group(0) if found else stderr.strip()[-300:]}")
 
 
@@ -180,8 +184,8 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
         for col, w in rotated(cells, rnd * 3):
             secs, proc = ctx.timed(by_key[col].wrap(w.argv), cwd=w.cwd)
             grid.add(w.name, col, rnd, secs)
-            if col == "C ref -w -s -l" and w.key == "git":
-                _looked_up(w, proc.stderr)
+            if col in ("C ref -w -s -l", "C ref -w -s -r") and w.key == "git":
+                _looked_up(col, w, proc.stderr)
             if col == "C ref -w":
                 found = _NOTIFS.search(proc.stderr)
                 if found:
@@ -212,7 +216,8 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
         "`-l` looks each name up first (reads it, `openat2` from the thread's cwd, reads back "
         "the name found, closes it), the floor of a supervisor that decides on what a name "
         "resolves to, as the full view does (no credentials looked at, the cwd never looked "
-        "at again); "
+        "at again); `-r` resolves each by one `fstatat` instead, the least lookup there is, "
+        "as a supervisor deciding on a file's device and inode would make; "
         "`unotifyd --enforce` the "
         "same in enforcing mode, which makes every trapped call itself; `--view opens` and the C "
         "reference trap the open family only. Wall seconds, median over rounds; `trapped "
@@ -245,5 +250,6 @@ def run(ctx: Ctx, report: Report, rounds: Rounds) -> dict[str, float]:
         out[f"{w.key}_net_enforce"] = grid.ratio(f"{w.name}:net", "unotifyd --enforce", "native")
         out[f"{w.key}_net_ref_s"] = grid.ratio(f"{w.name}:net", "C ref -w -s", "native")
         out[f"{w.key}_net_ref_sl"] = grid.ratio(f"{w.name}:net", "C ref -w -s -l", "native")
+        out[f"{w.key}_net_ref_sr"] = grid.ratio(f"{w.name}:net", "C ref -w -s -r", "native")
         out[f"{w.key}_net_nolane"] = grid.ratio(f"{w.name}:net", "unotifyd no lane", "native")
     return out
