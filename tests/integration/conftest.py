@@ -34,9 +34,11 @@ def files(tmp_path: Path) -> Files:
     )
 
 
-# Known gaps of issue 3 (open): these tests describe the behaviour wanted and
-# run on every CI pass, but a failure is expected until the gap is closed.
-# Keyed by test name, or by name[parameters] where only some variants fail.
+# Known gaps left when issue 3 was closed (README, "Known gaps"): these tests
+# describe the behaviour wanted and run on every CI pass, but a failure is
+# expected (strict: a pass fails the run, so a gap closed is noticed) until
+# the gap is closed. Keyed by test name, or by name[parameters] where only
+# some variants fail.
 _ISSUE_3_GAPS = {
     **{
         f"test_chdir_into_a_redirected_directory[{mode}-longer]": "chdir has no fd form to "
