@@ -27,6 +27,7 @@ from .calls.registry import filter_spec
 from .environ import program_environ
 from .execute import exec_program
 from .kernel import fdpass, landlock
+from .kernel.coredump import forbid_core_dumps
 from .kernel.errors import Unsupported
 from .kernel.filter import (
     FdSender,
@@ -63,7 +64,11 @@ class LaunchError(Exception):
 
 
 def _child(
-    prepared: PreparedFilter, sock: socket.socket, argv: Sequence[str], sigmask: set[int]
+    prepared: PreparedFilter,
+    sock: socket.socket,
+    argv: Sequence[str],
+    sigmask: set[int],
+    no_cores: bool,
 ) -> None:
     """Runs in the forked child; never returns.
 
@@ -87,6 +92,8 @@ def _child(
     exit_ = os._exit
     gc.disable()
     try:
+        if no_cores:
+            forbid_core_dumps()  # enforcing mode: see unotifyd.kernel.coredump
         # The parent blocked the forwarded signals before forking; the
         # program gets the mask unotifyd was started with (exec keeps it).
         signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
@@ -126,7 +133,7 @@ def _spawn(policy: Policy, argv: Sequence[str], sigmask: set[int]) -> tuple[int,
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child execs or exits
                 parent_sock.close()
-                _child(prepared, child_sock, argv, sigmask)
+                _child(prepared, child_sock, argv, sigmask, policy.mode == "enforce")
             child_sock.close()
             data, fd = fdpass.recv_fd(parent_sock)
         finally:

@@ -921,7 +921,9 @@ def test_launch_daemon_refuses_local_rules(daemon: Daemon) -> None:
 def test_the_daemon_gives_its_programs_the_kernels_backstop(daemon: Daemon, client: str) -> None:
     """A profile's Landlock ruleset is built by the client and holds: an enforcing
     profile's program may not signal its parent outside the sandbox, and with an
-    exec allow-list a binary outside it does not run."""
+    exec allow-list a binary outside it does not run. And it may dump no core
+    (unotifyd.kernel.coredump): its hard RLIMIT_CORE is 0, set by the daemon
+    whatever the client."""
     copy = daemon.dir / "true-copy"
     shutil.copy("/usr/bin/true", copy)
     write(daemon.dir / "locked.toml", 'version = 1\nmode = "enforce"\n'
@@ -930,11 +932,15 @@ def test_the_daemon_gives_its_programs_the_kernels_backstop(daemon: Daemon, clie
         _config(daemon.dir, {"red": "red.toml", "blue": "blue.toml", "locked": "locked.toml"})
     )
     assert daemon.run("reload").returncode == 0
-    script = f'kill -0 "$PPID" 2>/dev/null && echo sent || echo refused; {copy}; echo rc=$?'
+    script = f'kill -0 "$PPID" 2>/dev/null && echo sent || echo refused; {copy}; echo rc=$?; '
+    script += "ulimit -H -c"
     native = run_native(["sh", "-c", script])
-    assert native.stdout == "sent\nrc=0\n", describe(native)
+    assert native.stdout.startswith("sent\nrc=0\n"), describe(native)
+    assert native.stdout != "sent\nrc=0\n0\n", "natively no core may be dumped: no control"
     proc = daemon.launch("locked", ["sh", "-c", script], client=client)
-    assert proc.stdout == "refused\nrc=126\n", describe(proc)
+    assert proc.stdout == "refused\nrc=126\n0\n", describe(proc)
+    proc = daemon.launch("red", ["sh", "-c", "ulimit -H -c"], client=client)
+    assert (proc.returncode, proc.stdout) == (0, native.stdout.splitlines()[-1] + "\n")
 
 
 def test_an_enforcing_profile_that_traps_sendmsg_gets_its_listener(

@@ -53,6 +53,24 @@ async def test_umask_is_restored_and_missing_programs_exit_127(files: Files) -> 
         os.umask(old)
 
 
+async def test_an_enforcing_policy_dumps_no_core(files: Files) -> None:
+    """Its program starts with a hard RLIMIT_CORE of 0
+    (unotifyd.kernel.coredump), which natively it does not have."""
+    argv = ["sh", "-c", "ulimit -H -c"]
+    native = subprocess.run(argv, capture_output=True, text=True, env=env(), check=True)
+    assert native.stdout != "0\n", "natively no core may be dumped: no control"
+    enforce = Policy([parse_deny(f"{files.src}:ENOENT", "test")], mode="enforce")
+    outputs = []
+    with trio.fail_after(TIMEOUT):
+        async with unotifyd.Supervisor() as sup:
+            for policy in (enforce, Policy([parse_redirect(files.redirect, "test")])):
+                p = await sup.launch(argv, policy, stdout=subprocess.PIPE)
+                assert p.process.stdout is not None
+                outputs.append(await p.process.stdout.receive_some())
+                assert await p.wait() == 0
+    assert outputs == [b"0\n", native.stdout.encode()]
+
+
 def test_import_unotifyd_does_not_import_trio() -> None:
     code = "import sys, unotifyd; assert 'trio' not in sys.modules; unotifyd.Supervisor"
     subprocess.run([sys.executable, "-c", code], env=env(), check=True, timeout=TIMEOUT)

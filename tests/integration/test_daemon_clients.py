@@ -67,17 +67,17 @@ def frame(obj: object) -> bytes:
 
 def filter_reply(**changes: object) -> dict[str, object]:
     reply: dict[str, object] = {
-        "v": 2, "type": "filter", "program": "p",
+        "v": 3, "type": "filter", "program": "p",
         "bpf": base64.b64encode(ALLOW_ALL).decode(), "exec_allowed": None,
-        "scope_signals": False,
+        "scope_signals": False, "no_core_dumps": False,
     }  # fmt: skip
     reply.update(changes)
     return {k: v for k, v in reply.items() if v is not _DROP}
 
 
 _DROP = object()
-ERROR = {"v": 2, "type": "error", "code": "refused", "message": "refused: you know why"}
-ACK = {"v": 2, "type": "ack", "program": "p"}
+ERROR = {"v": 3, "type": "error", "code": "refused", "message": "refused: you know why"}
+ACK = {"v": 3, "type": "ack", "program": "p"}
 
 
 @dataclass
@@ -224,12 +224,15 @@ _REFUSALS: list[tuple[str, bytes, bytes | None, str]] = [
      "bad answer from the daemon: missing protocol version 'v'"),
     ("a bool version", frame({"v": True, "type": "ack", "program": "p"}), None,
      "bad answer from the daemon: missing protocol version 'v'"),
-    ("version 3", frame({**ACK, "v": 3}), None,
-     "bad answer from the daemon: unsupported protocol version 3 (this unotifyd speaks 2)"),
-    ("unknown type", frame({"v": 2, "type": "hello"}), None,
+    ("version 4", frame({**ACK, "v": 4}), None,
+     "bad answer from the daemon: unsupported protocol version 4 (this unotifyd speaks 3)"),
+    # A daemon of the version before, whose filter reply has no no_core_dumps.
+    ("version 2", frame({**ACK, "v": 2}), None,
+     "bad answer from the daemon: unsupported protocol version 2 (this unotifyd speaks 3)"),
+    ("unknown type", frame({"v": 3, "type": "hello"}), None,
      "bad answer from the daemon: unknown reply type 'hello' (expected one of: ack, error, "
      "filter, reloaded, status)"),
-    ("a request's type", frame({"v": 2, "type": "launch", "profile": "p", "program": "p"}), None,
+    ("a request's type", frame({"v": 3, "type": "launch", "profile": "p", "program": "p"}), None,
      "bad answer from the daemon: unknown reply type 'launch' (expected one of: ack, error, "
      "filter, reloaded, status)"),
     ("unknown field", frame({**filter_reply(), "zzz": 1}), None,
@@ -248,17 +251,19 @@ _REFUSALS: list[tuple[str, bytes, bytes | None, str]] = [
      "strings"),
     ("scope_signals 1", frame(filter_reply(scope_signals=1)), None,
      "bad answer from the daemon: filter: field 'scope_signals' must be true or false"),
+    ("no_core_dumps null", frame(filter_reply(no_core_dumps=None)), None,
+     "bad answer from the daemon: filter: field 'no_core_dumps' must be true or false"),
     ("program a number", frame(filter_reply(program=1.5)), None,
      "bad answer from the daemon: filter: field 'program' must be a string"),
-    ("duplicate key", raw(b'{"v":2,"v":2,"type":"error"}'), None,
+    ("duplicate key", raw(b'{"v":3,"v":3,"type":"error"}'), None,
      "bad answer from the daemon: duplicate key 'v'"),
-    ("a type that is a terminal's escape", frame({"v": 2, "type": _ESCAPES}), None,
+    ("a type that is a terminal's escape", frame({"v": 3, "type": _ESCAPES}), None,
      f"bad answer from the daemon: unknown reply type {_ESCAPES!r} (expected one of: ack, "
      "error, filter, reloaded, status)"),
     ("a field that reorders text", frame({**ACK, _REORDERS: 1}), None,
      f"bad answer from the daemon: ack: unknown field {_REORDERS!r}"),
     ("an ack first", frame(ACK), None, "unexpected 'ack' answer from the daemon"),
-    ("a status report", frame({"v": 2, "type": "status", "report": {"a": [1, {}]}}), None,
+    ("a status report", frame({"v": 3, "type": "status", "report": {"a": [1, {}]}}), None,
      "unexpected 'status' answer from the daemon"),
     ("a filter of 12 bytes", frame(filter_reply(bpf=base64.b64encode(bytes(12)).decode())),
      None, "the daemon sent an invalid filter: a BPF program is a non-empty array of 8-byte "
@@ -293,7 +298,7 @@ def test_both_clients_refuse_a_bad_answer_alike(
 
 def test_a_syntax_error_is_refused_by_both(where: Path) -> None:
     # The words after that are the json module's in the Python client.
-    answers = both(where, raw(b'{"v":2,'))
+    answers = both(where, raw(b'{"v":3,'))
     for client, (rc, err, _) in answers.items():
         assert rc == 125, client
         assert err.startswith("unotifyd: bad answer from the daemon: invalid JSON: "), (client, err)

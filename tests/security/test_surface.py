@@ -124,6 +124,13 @@ ROUTES = (
     Route("pidfd-getfd", ("getfd", "{pid}"), "pidfd_getfd=EPERM", setup="victim",
           feature="ptrace"),
     Route("userfaultfd", ("userfaultfd",), "userfaultfd=EPERM"),
+    # The device is root's, 0600: natively nobody's open is EACCES.
+    Route("uffd-dev", ("uffd-dev",), "ioctl=EPERM", who=("root",), feature="uffd-dev"),
+    # Another process's limits (a supervisor's RLIMIT_CPU would kill it):
+    # set to what they were, so the victim goes on as it was.
+    Route("prlimit", ("prlimit", "{pid}"), "prlimit=EPERM", setup="victim"),
+    # The denied file's name looked up: ENOTBLK says it is there (ENOENT not).
+    Route("quotactl", ("quotactl", "{w}/secret"), "quotactl=EPERM", native="quotactl=ENOTBLK"),
     Route("bpf", ("bpf",), "bpf=EPERM", who=("root",)),
     Route("clone3", ("clone3",), "clone3=ENOSYS"),
 )  # fmt: skip
@@ -152,6 +159,8 @@ def missing(feature: str, identity: Identity) -> str | None:
             return "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone)"
         if unprivileged and _sysctl("kernel/apparmor_restrict_unprivileged_userns") == 1:
             return "AppArmor restricts unprivileged user namespaces here"
+    if feature == "uffd-dev" and not Path("/dev/userfaultfd").exists():
+        return "no /dev/userfaultfd here (Linux 6.1+, CONFIG_USERFAULTFD)"
     if feature == "ptrace":
         scope = _sysctl("kernel/yama/ptrace_scope") or 0
         if scope >= 3 or (scope >= 1 and unprivileged):

@@ -47,7 +47,7 @@ REQUESTS: list[Message] = [
     ReloadRequest(),
 ]
 REPLIES: list[Message] = [
-    FilterReply("build:12", b"\x06\x00\x00\x00\x00\x00\xff\x7f", ("/usr/**",), True),
+    FilterReply("build:12", b"\x06\x00\x00\x00\x00\x00\xff\x7f", ("/usr/**",), True, True),
     Ack("build:12"),
     ErrorReply("unknown-profile", "unknown profile 'x'"),
     StatusReply({"programs_running": 3, "profiles": {"a": {"started": 1}}}),
@@ -83,13 +83,13 @@ def test_wire_format_is_length_then_json() -> None:
 
 
 def test_bpf_travels_as_base64() -> None:
-    data = encode(FilterReply("p", b"\x00\x01\x02\xff", None, False))
+    data = encode(FilterReply("p", b"\x00\x01\x02\xff", None, False, False))
     assert json.loads(data[4:])["bpf"] == "AAEC/w=="
 
 
 def test_a_direction_only_accepts_its_own_messages() -> None:
     with pytest.raises(ProtocolError, match="unknown request type 'filter'"):
-        decode_record(encode(FilterReply("p", b"", None, False)), Direction.REQUEST)
+        decode_record(encode(FilterReply("p", b"", None, False, False)), Direction.REQUEST)
     with pytest.raises(ProtocolError, match="unknown reply type 'launch'"):
         decode_record(encode(LaunchRequest("a", "b")), Direction.REPLY)
 
@@ -141,7 +141,7 @@ def test_version_errors_have_their_own_code() -> None:
 def test_bad_base64_is_refused() -> None:
     record = frame_json({
         "v": V, "type": "filter", "program": "p", "bpf": "not base64!",
-        "exec_allowed": None, "scope_signals": False,
+        "exec_allowed": None, "scope_signals": False, "no_core_dumps": False,
     })  # fmt: skip
     with pytest.raises(ProtocolError, match="'bpf' must be a base64 string"):
         decode_record(record, Direction.REPLY)
@@ -190,10 +190,11 @@ def test_messages_are_immutable_values() -> None:
     assert msg != LaunchRequest("build", "cc")
     assert HandOver() != StatusRequest()  # no fields either, but another message
     # The JSON order:
-    fields = FilterReply("p", b"\x00", None, False).FIELDS
-    assert fields == ("program", "bpf", "exec_allowed", "scope_signals")
-    assert repr(FilterReply("p", b"\x00", ("/usr",), True)) == (
-        "FilterReply(program='p', bpf=b'\\x00', exec_allowed=('/usr',), scope_signals=True)"
+    fields = FilterReply("p", b"\x00", None, False, False).FIELDS
+    assert fields == ("program", "bpf", "exec_allowed", "scope_signals", "no_core_dumps")
+    assert repr(FilterReply("p", b"\x00", ("/usr",), True, True)) == (
+        "FilterReply(program='p', bpf=b'\\x00', exec_allowed=('/usr',), scope_signals=True, "
+        "no_core_dumps=True)"
     )
     with pytest.raises(AttributeError, match="immutable"):
         msg.profile = "other"
@@ -292,12 +293,13 @@ def test_stream_chunking_does_not_matter(msgs: list[Message], cuts: list[int]) -
         ("exec_allowed", "/usr", "'exec_allowed' must be null or an array of strings"),
         ("exec_allowed", [1], "'exec_allowed' must be null or an array of strings"),
         ("scope_signals", 1, "'scope_signals' must be true or false"),
+        ("no_core_dumps", None, "'no_core_dumps' must be true or false"),
     ],
 )
 def test_the_backstop_fields_are_checked(field: str, value: object, error: str) -> None:
     obj: dict[str, object] = {
         "v": V, "type": "filter", "program": "p", "bpf": "",
-        "exec_allowed": None, "scope_signals": False,
+        "exec_allowed": None, "scope_signals": False, "no_core_dumps": False,
     }  # fmt: skip
     obj[field] = value
     with pytest.raises(ProtocolError, match=error):

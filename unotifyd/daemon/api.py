@@ -246,7 +246,10 @@ class Supervisor:
             raise LaunchError(f"helper sent {first[0].TYPE!r}, not a launch request")
         name = name or f"{os.path.basename(command)}:{proc.pid}"
         wanted = backstop(policy)
-        reply = FilterReply(name, bpf, wanted.exec_allowed, wanted.scope_signals)
+        reply = FilterReply(
+            name, bpf, wanted.exec_allowed, wanted.scope_signals,
+            no_core_dumps=policy.mode == "enforce",
+        )
         await conn.send(encode(reply), socket.MSG_NOSIGNAL)
         msg, fds = await self._recv(conn)
         try:

@@ -218,6 +218,14 @@ def _install_and_exec(
     except ValueError as e:
         _say(f"the daemon sent an invalid filter: {e}")
         return EXIT_FAILURE
+    if reply.no_core_dumps:
+        from ..kernel.coredump import forbid_core_dumps  # noqa: PLC0415
+
+        try:
+            forbid_core_dumps()
+        except OSError as e:  # a process may always lower its own (setrlimit(2))
+            _say(f"cannot forbid core dumps (RLIMIT_CORE 0): {e.strerror}")
+            return EXIT_FAILURE
 
     # Everything the critical section touches is bound now.
     # A thread the filter does not cover sends the listener: see UnfilteredSender.

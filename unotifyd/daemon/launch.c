@@ -14,7 +14,9 @@
  *
  *   connect (SOCK_SEQPACKET)     ->  daemon: SO_PEERCRED, authorize
  *   {"type":"launch",...}        ->
- *                                <-  {"type":"filter", bpf, exec_allowed, scope_signals}
+ *                                <-  {"type":"filter", bpf, exec_allowed, scope_signals,
+ *                                     no_core_dumps}
+ *   RLIMIT_CORE 0 if no_core_dumps (unotifyd/kernel/coredump.py)
  *   Landlock ruleset, a thread to send the listener (see below)
  *   NO_NEW_PRIVS, landlock_restrict_self, seccomp(NEW_LISTENER)
  *   {"type":"listener"} + fd     ->  (sent by the thread the filter does not cover)
@@ -55,6 +57,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/auxv.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -67,7 +70,7 @@
 #define EXIT_CANNOT_EXEC 126
 #define EXIT_NOT_FOUND 127
 
-#define PROTOCOL_VERSION 2
+#define PROTOCOL_VERSION 3
 /* protocol.MAX_FRAME: the largest frame anyone may send. */
 #define MAX_FRAME (192 * 1024)
 /* client.REPLY_TIMEOUT, seconds. */
@@ -166,11 +169,11 @@ bad:
 /* ---- JSON: the daemon's replies, checked as protocol.py checks them ----- */
 
 /* The fields of every reply type, and what each must be. */
-enum { F_V, F_TYPE, F_PROGRAM, F_BPF, F_EXEC_ALLOWED, F_SCOPE_SIGNALS, F_CODE, F_MESSAGE,
-       F_REPORT, F_PROFILES, NFIELDS };
+enum { F_V, F_TYPE, F_PROGRAM, F_BPF, F_EXEC_ALLOWED, F_SCOPE_SIGNALS, F_NO_CORE_DUMPS,
+       F_CODE, F_MESSAGE, F_REPORT, F_PROFILES, NFIELDS };
 static const char *const field_names[NFIELDS] = {
-    "v", "type", "program", "bpf", "exec_allowed", "scope_signals", "code", "message",
-    "report", "profiles",
+    "v", "type", "program", "bpf", "exec_allowed", "scope_signals", "no_core_dumps", "code",
+    "message", "report", "profiles",
 };
 
 enum kind { K_NONE, K_INT, K_STR, K_BOOL, K_NULL, K_STRINGS, K_OBJECT, K_OTHER };
@@ -179,6 +182,7 @@ enum kind { K_NONE, K_INT, K_STR, K_BOOL, K_NULL, K_STRINGS, K_OBJECT, K_OTHER }
 static const char *const must_be[NFIELDS] = {
     [F_PROGRAM] = "a string", [F_BPF] = "a base64 string",
     [F_EXEC_ALLOWED] = "null or an array of strings", [F_SCOPE_SIGNALS] = "true or false",
+    [F_NO_CORE_DUMPS] = "true or false",
     [F_CODE] = "a string", [F_MESSAGE] = "a string", [F_REPORT] = "an object",
     [F_PROFILES] = "an array of strings",
 };
@@ -188,11 +192,12 @@ static const char *const must_be[NFIELDS] = {
 enum { R_ACK, R_ERROR, R_FILTER, R_RELOADED, R_STATUS, NREPLIES };
 static const struct {
     const char *type;
-    int fields[5];
+    int fields[6];
 } replies[NREPLIES] = {
     [R_ACK] = {"ack", {F_PROGRAM, -1}},
     [R_ERROR] = {"error", {F_CODE, F_MESSAGE, -1}},
-    [R_FILTER] = {"filter", {F_PROGRAM, F_BPF, F_EXEC_ALLOWED, F_SCOPE_SIGNALS, -1}},
+    [R_FILTER] = {"filter", {F_PROGRAM, F_BPF, F_EXEC_ALLOWED, F_SCOPE_SIGNALS, F_NO_CORE_DUMPS,
+                             -1}},
     [R_RELOADED] = {"reloaded", {F_PROFILES, -1}},
     [R_STATUS] = {"status", {F_REPORT, -1}},
 };
@@ -737,6 +742,7 @@ static int of_kind(struct reply *r, int k)
     case F_EXEC_ALLOWED:
         return v->kind == K_NULL || v->kind == K_STRINGS;
     case F_SCOPE_SIGNALS:
+    case F_NO_CORE_DUMPS:
         return v->kind == K_BOOL;
     case F_REPORT:
         return v->kind == K_OBJECT;
@@ -1393,12 +1399,12 @@ static int exec_program(char **argv)
 /* The conversation up to the daemon's ack: 0, or an exit status. */
 static int converse(int sock, const char *profile, char **argv)
 {
-    static const char handover_json[] = "{\"v\":2,\"type\":\"listener\"}";
+    static const char handover_json[] = "{\"v\":3,\"type\":\"listener\"}";
     static unsigned char handover_frame[sizeof handover_json + 4];
     struct reply r;
     char why[512];
 
-    /* {"v":2,"type":"launch","profile":...,"program":...} (protocol.encode's
+    /* {"v":3,"type":"launch","profile":...,"program":...} (protocol.encode's
      * order). A byte of a name takes at most 6 in JSON (\u00XX, \udcXX). */
     size_t room = 6 * strlen(profile) + 6 * PROGRAM_NAME_MAX + 128;
     char *json = malloc(room);
@@ -1442,10 +1448,21 @@ static int converse(int sock, const char *profile, char **argv)
     size_t bpf_len = r.bpf_len;
     r.bpf = NULL;
     int ruleset = ruleset_for(&r.f[F_EXEC_ALLOWED], (int)r.f[F_SCOPE_SIGNALS].i, why, sizeof why);
+    int no_cores = (int)r.f[F_NO_CORE_DUMPS].i;
     free_reply(&r);
     if (ruleset == -2) {
         say("cannot build the Landlock ruleset: %s", why);
         free(bpf);
+        return EXIT_FAILED;
+    }
+    /* Enforcing mode: no core dump files (unotifyd/kernel/coredump.py). A
+     * process may always lower its own limits (setrlimit(2)). */
+    struct rlimit none = {0, 0};
+    if (no_cores && setrlimit(RLIMIT_CORE, &none) < 0) {
+        say("cannot forbid core dumps (RLIMIT_CORE 0): %s", strerror(errno));
+        free(bpf);
+        if (ruleset >= 0)
+            close(ruleset);
         return EXIT_FAILED;
     }
     /* More than BPF_MAXINSNS instructions, the kernel refuses (EINVAL); .len

@@ -37,7 +37,8 @@ Conversations (one per connection)
 client                                        daemon
 ============================================  =====================================
 ``launch`` {profile, program}                 ``filter`` {program, bpf, exec_allowed,
-                                              scope_signals} or ``error``
+                                              scope_signals, no_core_dumps} or
+                                              ``error``
 ``listener`` {} + 1 fd (or ``abort`` {errno}) ``ack`` {program} or ``error``
 ``status`` {}                                 ``status`` {report} or ``error``
 ``reload`` {}                                 ``reloaded`` {profiles} or ``error``
@@ -87,7 +88,8 @@ __all__ = [
 ]
 
 # 2: ``filter`` carries the Landlock backstop (exec_allowed, scope_signals).
-PROTOCOL_VERSION = 2
+# 3: and no_core_dumps.
+PROTOCOL_VERSION = 3
 
 #: The largest frame anyone may send (header included). A status report of a
 #: few thousand programs fits; the kernel's socket buffer bounds a
@@ -239,16 +241,18 @@ class FilterReply(Message):
 
     Before it, restrict yourself with Landlock (:mod:`unotifyd.policy.backstop`):
     exec only beneath ``exec_allowed`` (null: exec is not restricted) and, if
-    ``scope_signals``, no signals to processes outside the sandbox.
+    ``scope_signals``, no signals to processes outside the sandbox; if
+    ``no_core_dumps``, set your RLIMIT_CORE to 0 (:mod:`unotifyd.kernel.coredump`).
     """
 
-    __slots__ = ("bpf", "exec_allowed", "program", "scope_signals")
+    __slots__ = ("bpf", "exec_allowed", "no_core_dumps", "program", "scope_signals")
     TYPE = "filter"
     DIRECTION = Direction.REPLY
     program: str
     bpf: bytes
     exec_allowed: tuple[str, ...] | None
     scope_signals: bool
+    no_core_dumps: bool
 
     def __init__(
         self,
@@ -256,11 +260,13 @@ class FilterReply(Message):
         bpf: bytes,
         exec_allowed: tuple[str, ...] | None,
         scope_signals: bool,
+        no_core_dumps: bool,
     ) -> None:
         _set_field(self, "program", program)
         _set_field(self, "bpf", bpf)
         _set_field(self, "exec_allowed", exec_allowed)
         _set_field(self, "scope_signals", scope_signals)
+        _set_field(self, "no_core_dumps", no_core_dumps)
 
 
 class Ack(Message):

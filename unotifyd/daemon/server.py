@@ -679,7 +679,8 @@ class Daemon:
         name = f"{profile.name}:{peer.pid}"
         wanted = backstop(profile.policy)
         reply = FilterReply(
-            name, loaded.filters[profile.name], wanted.exec_allowed, wanted.scope_signals
+            name, loaded.filters[profile.name], wanted.exec_allowed, wanted.scope_signals,
+            no_core_dumps=profile.policy.mode == "enforce",
         )
         if self._rights_refused:
             # Now, and only now, the client has an fd to give us: its

@@ -15,11 +15,13 @@ what a path means for every later call:
   somewhere no rule covers;
 * **calls that reach files or processes without a path**: a file handle
   (``open_by_handle_at``), fanotify marks, ``acct`` and ``swapon`` (root),
-  and the calls that act on another process of the same uid outside the
-  sandbox, which can then open anything for the program (``ptrace``,
-  ``process_vm_writev``, ``pidfd_getfd``); ``userfaultfd`` stalls the
-  supervisor's reads of the program's memory; ``bpf`` programs (root) read
-  and write any process's memory.
+  ``quotactl``'s device name, and the calls that act on another process of
+  the same uid outside the sandbox, which can then open anything for the
+  program (``ptrace``, ``process_vm_writev``, ``pidfd_getfd``) or, the
+  supervisor included, be killed (``prlimit64``'s ``RLIMIT_CPU``);
+  ``userfaultfd`` (and ``/dev/userfaultfd``'s ``USERFAULTFD_IOC_NEW``)
+  stalls the supervisor's reads of the program's memory; ``bpf`` programs
+  (root) read and write any process's memory.
 
 The filter answers these with an errno of their own (``SCMP_ACT_ERRNO``): the
 kernel never notifies, so the supervisor has nothing to get wrong. The errno
@@ -225,18 +227,47 @@ _TABLE: tuple[Refusal, ...] = (
         errno.EPERM,
         "a page fault the program answers can stall the supervisor's reads of its memory",
     ),
+    # prlimit64(pid, resource, new, old): the kernel reads pid as a 32-bit
+    # pid_t, so "any of its 32 bits set" is exactly "another process's, or
+    # its own by number" (0 is the caller's: glibc's getrlimit and
+    # setrlimit, a shell's ulimit). check_prlimit_permission()
+    # (kernel/sys.c) lets the same uid and gid through with no capability
+    # and no hook of commoncap's: a root program without capabilities
+    # could set a root supervisor's RLIMIT_CPU to 1 s, and so kill it.
+    Refusal(
+        "prlimit64",
+        302,
+        errno.EPERM,
+        "a process of the same uid and gid, the supervisor included, can have its limits "
+        "lowered (RLIMIT_CPU kills it)",
+        when=_flags(0, (1 << bit for bit in range(32))),
+        condition="with a pid",
+    ),
+    # quotactl(cmd, special, id, addr) looks special up first (a block
+    # device's name: ENOTBLK, ENOENT, ENOTDIR and EACCES tell what is
+    # there), a path the filter never shows us; quotactl_fd takes an fd.
+    Refusal(
+        "quotactl",
+        179,
+        errno.EPERM,
+        "quotactl looks a path up past the rules: its errno tells whether a hidden name exists",
+    ),
     Refusal("bpf", 321, errno.EPERM, "BPF programs read and write any process's memory"),
     # ioctl(fd, cmd, arg): the kernel reads cmd as 32 bits. Linux 6.2 made
     # TIOCSTI need CAP_SYS_ADMIN unless dev.tty.legacy_tiocsti = 1, and 6.7
-    # TIOCLINUX's paste: EPERM is what they answer then.
+    # TIOCLINUX's paste: EPERM is what they answer then. USERFAULTFD_IOC_NEW
+    # (_IO(0xAA, 0x00), include/uapi/linux/userfaultfd.h) on /dev/userfaultfd
+    # makes what the userfaultfd call makes, for whoever may open the device
+    # (root's, 0600: a root program without capabilities may).
     Refusal(
         "ioctl",
         16,
         errno.EPERM,
         "TIOCSTI and TIOCLINUX put keystrokes into the terminal's input, which the shell "
-        "outside the sandbox then reads as typed",
-        when=((1, 0xFFFFFFFF, 0x5412), (1, 0xFFFFFFFF, 0x541C)),
-        condition="TIOCSTI, TIOCLINUX",
+        "outside the sandbox then reads as typed; USERFAULTFD_IOC_NEW makes a userfaultfd, "
+        "whose page faults can stall the supervisor's reads of the program's memory",
+        when=((1, 0xFFFFFFFF, 0x5412), (1, 0xFFFFFFFF, 0x541C), (1, 0xFFFFFFFF, 0xAA00)),
+        condition="TIOCSTI, TIOCLINUX, USERFAULTFD_IOC_NEW",
     ),
 )
 

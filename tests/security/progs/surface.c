@@ -31,10 +31,14 @@
  *   vm-write PID ADDR          process_vm_writev of 8 bytes at ADDR of PID
  *   getfd PID                  pidfd_open + pidfd_getfd of its fd 0
  *   userfaultfd                userfaultfd(UFFD_USER_MODE_ONLY)
+ *   uffd-dev                   open /dev/userfaultfd, ioctl(USERFAULTFD_IOC_NEW)
+ *   prlimit PID                prlimit(PID)'s RLIMIT_NOFILE read, then set to what it was
+ *   quotactl PATH              quotactl(Q_GETQUOTA, PATH): ENOTBLK for a name that exists
  *   bpf                        bpf(BPF_MAP_CREATE) of a one-entry array
  *   clone3                     clone3 of a child that exits
  *   tree-open PATH             open_tree(PATH, 0), then fstat the fd: "OK size=N"
- *   ordinary PATH              fork, a thread, unshare(CLONE_FILES|CLONE_FS) and an
+ *   ordinary PATH              fork, a thread, unshare(CLONE_FILES|CLONE_FS), our own
+ *                              RLIMIT_NOFILE read and set again (getrlimit, setrlimit), an
  *                              O_PATH open of PATH: what must keep working
  *   victim                     print "ADDR" of a buffer, then wait for a signal
  */
@@ -54,10 +58,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/quota.h>
+#include <sys/resource.h>
 #include <sys/swap.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -362,6 +369,11 @@ static _Noreturn void ordinary(const char *path)
 	pthread_join(thread, NULL);
 	if (unshare(CLONE_FILES | CLONE_FS) < 0)
 		failed("unshare");
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		failed("getrlimit");
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		failed("setrlimit");
 	/* An O_PATH open, the plain open_tree's way. */
 	int fd = open(path, O_PATH | O_CLOEXEC);
 	if (fd < 0)
@@ -490,6 +502,27 @@ int main(int argc, char **argv)
 	if (!strcmp(op, "userfaultfd") && nargs == 0) {
 		if (syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY) < 0)
 			failed("userfaultfd");
+		ok(NULL);
+	}
+	if (!strcmp(op, "uffd-dev") && nargs == 0) {
+		int fd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			failed("open");
+		if (ioctl(fd, USERFAULTFD_IOC_NEW, O_CLOEXEC) < 0)
+			failed("ioctl");
+		ok(NULL);
+	}
+	if (!strcmp(op, "prlimit") && nargs == 1) {
+		struct rlimit rl;
+		pid_t pid = atoi(arg[0]);
+		if (prlimit(pid, RLIMIT_NOFILE, NULL, &rl) < 0 || prlimit(pid, RLIMIT_NOFILE, &rl, NULL) < 0)
+			failed("prlimit");
+		ok(NULL);
+	}
+	if (!strcmp(op, "quotactl") && nargs == 1) {
+		struct dqblk q;
+		if (quotactl(QCMD(Q_GETQUOTA, USRQUOTA), arg[0], (int)getuid(), (caddr_t)&q) < 0)
+			failed("quotactl");
 		ok(NULL);
 	}
 	if (!strcmp(op, "bpf") && nargs == 0) {
