@@ -46,7 +46,12 @@ def decide_rewrite(
 
     A ``chdir`` is let through even in enforcing mode: the cwd it sets
     only ever serves as the start of later lookups, and every later
-    trapped call is resolved and decided in full, whatever the cwd is.
+    trapped call is resolved and decided in full, whatever the cwd is (so
+    a second thread that swaps the path after our look gets a cwd it
+    could not open, and nothing from it). The one lookup from the cwd that
+    no call makes, the kernel's own core dump file, enforcing mode forbids
+    (:mod:`unotifyd.kernel.coredump`: helper-56 had a crash write ``core``
+    into a denied directory reached so).
     An exec, though, runs the file the kernel finds: with ``guard_exec``
     (enforcing mode with an exec allow-list), only when no other thread
     can change the path meanwhile (:func:`_alone_in_memory`).
