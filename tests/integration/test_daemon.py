@@ -922,8 +922,8 @@ def test_the_daemon_gives_its_programs_the_kernels_backstop(daemon: Daemon, clie
     """A profile's Landlock ruleset is built by the client and holds: an enforcing
     profile's program may not signal its parent outside the sandbox, and with an
     exec allow-list a binary outside it does not run. And it may dump no core
-    (unotifyd.kernel.coredump): its hard RLIMIT_CORE is 0, set by the daemon
-    whatever the client."""
+    (unotifyd.kernel.coredump): its hard RLIMIT_CORE is 0, set by either
+    client when the daemon's filter reply says no_core_dumps."""
     copy = daemon.dir / "true-copy"
     shutil.copy("/usr/bin/true", copy)
     write(daemon.dir / "locked.toml", 'version = 1\nmode = "enforce"\n'

@@ -101,7 +101,7 @@ def test_each_refusal_has_an_errno_a_route_and_a_condition() -> None:
     assert enosys == {
         "io_uring_setup", "io_uring_enter", "io_uring_register", "clone3", "fsopen",
         "fsconfig", "fsmount", "fspick", "move_mount", "mount_setattr", "open_tree",
-        "open_tree_attr",
+        "open_tree_attr", "uselib",
     }  # fmt: skip
 
 

@@ -25,7 +25,7 @@ Every message is one frame::
 and the payload is a JSON object with the protocol version, the message
 type and the type's fields, no more and no fewer::
 
-    {"v": 1, "type": "launch", "profile": "build", "program": "make"}
+    {"v": 3, "type": "launch", "profile": "build", "program": "make"}
 
 The length prefix lets a receiver refuse an oversized frame before reading
 it, and tell a truncated record from a complete one; :class:`FrameDecoder`

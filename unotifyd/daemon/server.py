@@ -126,7 +126,8 @@ def sandbox_id(spec: FilterSpec, wanted: Backstop) -> str:
     """What a program launched under a profile runs in, as 16 hex digits: its
     filter (FilterSpec.digest) and the Landlock ruleset its client adds
     (FilterReply: the exec allow-list, signals scoped), which cannot change
-    under it either."""
+    under it either. (FilterReply's no_core_dumps goes with enforcing mode,
+    which both of these tell already.)"""
     return short_digest([spec.digest(), wanted.exec_allowed, wanted.scope_signals])
 
 

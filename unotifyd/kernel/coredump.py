@@ -6,15 +6,18 @@ the filter never sees it. With a ``core_pattern`` that is a file name
 what is there and creates the file itself, with the crashing task's
 credentials, in its cwd or where the pattern says: a program that raises its
 own soft ``RLIMIT_CORE`` and crashes writes a file, and removes one, in a
-read-only tree, or in a denied one it made its cwd (core(5)). So the
-programs of enforcing mode start with a hard ``RLIMIT_CORE`` of 0, as
-setrlimit(2) lets any process lower its own or, with ``CAP_SYS_RESOURCE``
-or the same ids, another's: ``do_coredump()`` writes no file below the
-limit, and raising a hard limit takes ``CAP_SYS_RESOURCE``, which the
-programs enforcing mode holds against lack (README, "Threat model"). A
-pattern that pipes to a helper (``|/usr/lib/systemd/systemd-coredump``)
-gives the dump to that helper, which writes where its own configuration
-says, not where the program chose.
+read-only tree, or in a denied one it made its cwd (core(5); audit
+helper-56). So the programs of enforcing mode start with a hard
+``RLIMIT_CORE`` of 0, which a process may always set for itself
+(setrlimit(2)): ``do_coredump()`` writes no file below the limit, and
+raising a hard limit takes ``CAP_SYS_RESOURCE``, which a program without
+capabilities lacks (a root program that keeps its capabilities is not
+contained: README, "Threat model"). A pattern that pipes to a helper
+(``|/usr/lib/systemd/systemd-coredump``) is run whatever the limit (but 1),
+as root, and the helper decides where the dump goes (apport honours the
+limit, systemd-coredump its own configuration): the system's choice, which
+enforcing mode keeps a program from making (decide._changes_the_system
+refuses writes to ``core_pattern``).
 """
 
 from __future__ import annotations
@@ -24,10 +27,6 @@ import resource
 __all__ = ["forbid_core_dumps"]
 
 
-def forbid_core_dumps(pid: int = 0) -> None:
-    """Set process ``pid``'s ``RLIMIT_CORE`` (0: ours) to 0, soft and hard.
-
-    Raises OSError (ProcessLookupError: it is gone; PermissionError: it is
-    not ours to limit, prlimit(2)).
-    """
-    resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
+def forbid_core_dumps() -> None:
+    """Set our ``RLIMIT_CORE`` to 0, soft and hard (before an exec). Raises OSError."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

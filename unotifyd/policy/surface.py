@@ -15,7 +15,8 @@ what a path means for every later call:
   somewhere no rule covers;
 * **calls that reach files or processes without a path**: a file handle
   (``open_by_handle_at``), fanotify marks, ``acct`` and ``swapon`` (root),
-  ``quotactl``'s device name, and the calls that act on another process of
+  the paths of ``quotactl`` and ``uselib``, which the filter does not trap,
+  and the calls that act on another process of
   the same uid outside the sandbox, which can then open anything for the
   program (``ptrace``, ``process_vm_writev``, ``pidfd_getfd``) or, the
   supervisor included, be killed (``prlimit64``'s ``RLIMIT_CPU``);
@@ -246,6 +247,14 @@ _TABLE: tuple[Refusal, ...] = (
     # quotactl(cmd, special, id, addr) looks special up first (a block
     # device's name: ENOTBLK, ENOENT, ENOTDIR and EACCES tell what is
     # there), a path the filter never shows us; quotactl_fd takes an fd.
+    # uselib(path) maps a library it looks up (Linux built with
+    # CONFIG_USELIB, still offered by 6.12): ENOSYS, as a kernel without it.
+    Refusal(
+        "uselib",
+        134,
+        errno.ENOSYS,
+        "uselib looks a path up and maps the file past the rules",
+    ),
     Refusal(
         "quotactl",
         179,

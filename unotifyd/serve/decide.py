@@ -325,25 +325,38 @@ def _interpreter_of_opened(look: int) -> list[tuple[binfmt.Kind, bytes]]:
 #: exec fails as well, by itself (every other error fails it closed, EACCES).
 _NOTHING_TO_RUN = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG})
 
-#: Where binfmt_misc is mounted (systemd's proc-sys-fs-binfmt_misc.mount).
-_BINFMT_MISC = "/proc/sys/fs/binfmt_misc/"
-_BINFMT_MISC_REFUSED = (
-    "enforce: binfmt_misc: an interpreter registered there would run files with no exec check"
+#: The trees that configure the whole system: sysctl (binfmt_misc, which
+#: systemd mounts at /proc/sys/fs/binfmt_misc, included) and sysfs.
+SYSTEM_SETTINGS = ("/proc/sys", "/sys")
+_SYSTEM_SETTINGS_REFUSED = (
+    "enforce: /proc/sys and /sys configure the whole system (core_pattern, modprobe, "
+    "binfmt_misc run programs as root with every capability), which uid 0 may write "
+    "without any"
 )
 
 
-def _registers_an_interpreter(path: str, flags: int) -> bool:
-    """Whether an open of ``path`` with ``flags`` may change binfmt_misc.
+def _changes_the_system(path: str, flags: int) -> bool:
+    """Whether an open of ``path`` with ``flags`` may write a system setting.
 
-    Writing ``register`` adds an interpreter the kernel runs for every file
-    it matches, system-wide and after the program (binfmt_misc.rst); the
-    kernel asks only for write permission on the file, which uid 0 has as
-    its owner with no capability at all. That interpreter would run with no
-    check of ours (see Decider._runs_what_the_rules_refuse), so enforcing
-    mode refuses, as it refuses ``mount``; writing ``status`` or an entry
-    (enable, disable, remove) changes what runs too.
+    The kernel asks only for write permission on a sysctl or sysfs file
+    (test_perm() in fs/proc/proc_sysctl.c, kernfs_iop_permission()), which
+    uid 0 has as the owner with no capability at all, and some settings
+    run a program of the kernel's choosing as root with every capability,
+    outside any sandbox: a ``core_pattern`` of ``|/path`` for each crash
+    (core(5), whatever the crashing program's RLIMIT_CORE), ``modprobe``
+    for a module request, ``/sys/kernel/uevent_helper`` for each uevent,
+    an interpreter written to binfmt_misc's ``register`` for every file it
+    matches (binfmt_misc.rst; see also Decider._runs_what_the_rules_refuse).
+    Others reach every process (``/proc/sys/vm``, ``/sys/power/state``). So
+    enforcing mode refuses writes there, as it refuses ``mount``: a program
+    without capabilities gets no more than it would as an unprivileged
+    user, which the kernel refuses too (EACCES). Decided on the name the
+    kernel gives (a procfs or sysfs mounted elsewhere would need a mount,
+    which enforcing mode refuses).
     """
-    return path.startswith(_BINFMT_MISC) and (flags & os.O_ACCMODE) != os.O_RDONLY
+    return (flags & os.O_ACCMODE) != os.O_RDONLY and any(
+        path == tree or path.startswith(tree + "/") for tree in SYSTEM_SETTINGS
+    )
 
 
 def may_refuse_what_runs(policy: Policy) -> bool:
@@ -579,8 +592,8 @@ class Decider:
             guarded = not (itself and is_magic_link(resolved))
             if reach is not None and guarded and not reach(resolved, True):
                 return Fail(errno.EACCES, _BEYOND_REACH)
-            if policy.mode == "enforce" and _registers_an_interpreter(resolved, call.flags):
-                return Fail(errno.EACCES, _BINFMT_MISC_REFUSED)
+            if policy.mode == "enforce" and _changes_the_system(resolved, call.flags):
+                return Fail(errno.EACCES, _SYSTEM_SETTINGS_REFUSED)
         except BadArgument as e:
             return Fail(e.errno, str(e))
         except OSError as e:

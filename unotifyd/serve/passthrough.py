@@ -47,7 +47,7 @@ from ..kernel import passthrough
 from ..kernel.creds import supervisor_credentials
 from ..policy import Policy
 from ..policy.rules import Exec, Private, Redirect, rule_pattern
-from .decide import may_refuse_what_runs
+from .decide import SYSTEM_SETTINGS, may_refuse_what_runs
 from .served import Served, Stats
 
 #: How many calls Python answers before a lane is started (again): a
@@ -84,9 +84,13 @@ def lane_due(s: Served) -> bool:
 
 
 def _watched(policies: tuple[Policy, ...]) -> list[str] | None:
-    """The paths of every rule that can concern a read, or None if one is the root."""
+    """The paths of every rule that can concern a read, or None if one is the root;
+    in enforcing mode, the system's settings too (decide.SYSTEM_SETTINGS: the
+    lane sends names under /proc to Python anyway)."""
     out: set[str] = set()
     for policy in policies:
+        if policy.mode == "enforce":
+            out.update(SYSTEM_SETTINGS)
         for rule in policy.rules:
             if isinstance(rule, Exec):
                 continue  # About execs that run, which the lane never lets run (open_lane).
