@@ -318,6 +318,13 @@ show("fchownat fd NULL EMPTY", sc("fchownat", fd, None, -1, -1, EMPTY))
 show("linkat fd NULL EMPTY", sc("linkat", fd, None, CWD, b"l2", EMPTY))
 show("utimensat fd NULL 0", sc("utimensat", fd, None, None, 0))
 show("utimensat CWD NULL EMPTY|0x8000", sc("utimensat", CWD, None, None, EMPTY | 0x8000))
+# Both times UTIME_OMIT: 0 before the path, the dirfd or the flags are looked at.
+omit = ctypes.create_string_buffer(struct.pack("<qqqq", 0, (1 << 30) - 2, 0, (1 << 30) - 2))
+show("utimensat OMIT missing/", sc("utimensat", CWD, b"missing/", omit, 0))
+show("utimensat OMIT '' 0", sc("utimensat", CWD, b"", omit, 0))
+show("utimensat OMIT f flags=0x4000", sc("utimensat", CWD, b"f", omit, 0x4000))
+show("utimensat OMIT 999", sc("utimensat", 999, b"f", omit, 0))
+show("utimensat OMIT bad path", sc("utimensat", CWD, ctypes.c_void_p(1), omit, 0))
 # name_to_handle_at writes the mount id, and the header, on EOVERFLOW too.
 mnt = ctypes.create_string_buffer(b"\xee" * 8, 8)
 handle = ctypes.create_string_buffer(b"\0" * 4 + b"\xee" * 132, 136)

@@ -54,6 +54,9 @@ CASES = [
     ("open", "a/x/../f2", os.O_CREAT | os.O_WRONLY, 0o644), ("rmdir", "a/x/.."),
     ("mkdir", "a/x/../y", 0o755), ("unlink", "a/x/../../f"), ("rename", "f", "a/x/../g"),
     ("symlink", "t", "a/x/../s"), ("link", "f", "a/x/../h"), ("rmdir", "a/b/x/../../b"),
+    # RENAME_NOREPLACE (1): EEXIST for an odd new name, EBUSY for an odd old one.
+    ("renameat2", -100, "f", -100, "empty/..", 1), ("renameat2", -100, "f", -100, ".", 1),
+    ("renameat2", -100, "empty/.", -100, "x", 1),
 ]
 for case in CASES:
     fresh()
@@ -75,6 +78,8 @@ def test_odd_last_components_answer_as_natively(tmp_path: Path, mode: str) -> No
     assert "('rmdir', 'empty/.') EINVAL" in native.stdout
     assert "('rmdir', 'lnk/') ENOTDIR" in native.stdout
     assert "('rename', 'a/b/..', 'y') EBUSY" in native.stdout
+    assert "('renameat2', -100, 'f', -100, 'empty/..', 1) EEXIST" in native.stdout
+    assert "('renameat2', -100, 'empty/.', -100, 'x', 1) EBUSY" in native.stdout
     assert "('unlink', 'a/x/../../f') ENOENT" in native.stdout
     opts = (*MODES[mode], "--deny", str(tmp_path / "elsewhere"))
     proc = run_launch(*opts, argv=py(CASES, str(tmp_path / "native")))

@@ -424,7 +424,8 @@ LINK_FLAGS = abi.AT_SYMLINK_FOLLOW | abi.AT_EMPTY_PATH
 #: (6.13), AT_HANDLE_FID, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH (include/uapi/linux/fcntl.h).
 HANDLE_FLAGS = 0x001 | 0x002 | 0x200 | abi.AT_SYMLINK_FOLLOW | abi.AT_EMPTY_PATH
 #: renameat2(2): RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT.
-RENAME_FLAGS = 0x1 | 0x2 | 0x4
+RENAME_NOREPLACE = 0x1
+RENAME_FLAGS = RENAME_NOREPLACE | 0x2 | 0x4
 
 
 def rename_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
@@ -525,6 +526,23 @@ def timespecs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     return (_optional(mem, pid, a[2], _TIMESPEC2.size),)
 
 
+#: utimensat(2): a tv_nsec that leaves the time as it is.
+UTIME_OMIT = (1 << 30) - 2
+
+
+def omits_both_times(mem: Memory, pid: int, a: Args) -> bool:
+    """Whether ``utimensat``'s times are both UTIME_OMIT: the kernel then
+    answers 0 before it looks at the flags, the dirfd or the path
+    (SYSCALL_DEFINE4(utimensat) in fs/utimes.c, "Nothing to do")."""
+    if not a[2]:
+        return False
+    try:
+        _, atime_ns, _, mtime_ns = _TIMESPEC2.unpack(mem.read(pid, a[2], _TIMESPEC2.size))
+    except BadArgument:
+        return False  # EFAULT, the kernel's first answer, comes from the decoding
+    return bool(atime_ns == mtime_ns == UTIME_OMIT)
+
+
 def utimensat_inputs(mem: Memory, pid: int, a: Args) -> tuple[bytes | None, ...]:
     """``utimensat``'s times, then its flags: do_utimes() (fs/utimes.c) refuses
     an unknown flag (EINVAL) after the times were copied in and before the
@@ -583,11 +601,13 @@ def last_component(path: bytes) -> tuple[LastKind, bool]:
     return "name", slash
 
 
-def not_a_name_errno(op: str, args: Args, kind: LastKind) -> int:
+def not_a_name_errno(op: str, args: Args, kind: LastKind, new_name: bool = False) -> int:
     """The kernel's answer to a change of ``.``, ``..`` or ``/`` (a ``kind`` other than a name).
 
     do_rmdir(): EINVAL for ``.``, ENOTEMPTY for ``..``, EBUSY for ``/``;
-    do_unlinkat(): EISDIR; do_renameat2(): EBUSY, either name;
+    do_unlinkat(): EISDIR; do_renameat2(): EBUSY, either name, but EEXIST
+    for the new one (``new_name``) with RENAME_NOREPLACE, which it sets
+    before it looks at that name's type;
     filename_create() (mkdir, mknod, symlink, link's new name): EEXIST,
     which bind(2) answers as EADDRINUSE (unix_bind_bsd() in net/unix/af_unix.c).
     """
@@ -598,5 +618,5 @@ def not_a_name_errno(op: str, args: Args, kind: LastKind) -> int:
             return {"dot": errno.EINVAL, "dotdot": errno.ENOTEMPTY}.get(kind, errno.EBUSY)
         return errno.EISDIR
     if op == "renameat2":
-        return errno.EBUSY
+        return errno.EEXIST if new_name and args[4] & RENAME_NOREPLACE else errno.EBUSY
     return errno.EEXIST

@@ -26,6 +26,7 @@ from ..calls.decode import (
     last_component,
     names_a_directory,
     not_a_name_errno,
+    omits_both_times,
 )
 from ..calls.registry import MOVES_A_CWD, Syscall
 from ..calls.sends import looks_up_addresses
@@ -60,6 +61,7 @@ from ..policy import (
     Policy,
     Private,
     Redirect,
+    Return,
     Rewrite,
     decide_open,
 )
@@ -842,7 +844,7 @@ class Decider:
 
     def _decide_path_call(
         self, s: Served, p: InFlight, entry: Syscall
-    ) -> Continue | Fail | Rewrite | PerformPath:
+    ) -> Continue | Fail | Return | Rewrite | PerformPath:
         """Decide a path call other than an open (see :mod:`unotifyd.policy.paths`)."""
         n = p.notif
         operation = entry.operation
@@ -863,6 +865,11 @@ class Decider:
                 # EOPNOTSUPP before a bad buffer's EFAULT).
                 return Continue("a socket that never looks its address up")
         inputs = entry.inputs or operation.inputs
+        if entry.name == "utimensat" and omits_both_times(self.mem, n.pid, entry.args_of(n.args)):
+            # Before anything is read or looked up, as the kernel answers it:
+            # no rule has a say on a call that changes nothing (a read-only
+            # mount's too: 0, not EROFS).
+            return Return(0, "utimensat: both times UTIME_OMIT, nothing to do")
         call = decode_path_call(
             self.mem,
             n,
@@ -952,7 +959,8 @@ class Decider:
                     self._must_be_directory(p, where, creds, start)
                 except OSError as e:
                     return Fail(e.errno or errno.ENOENT, "no directory there")
-                return Fail(not_a_name_errno(call.op, call.args, kind), "not a name")
+                new_name = arg is not call.paths[0]
+                return Fail(not_a_name_errno(call.op, call.args, kind, new_name), "not a name")
             if on_fd:
                 decisions.append(decide_on_fd(policy, arg.role, where))
             elif where is None:
