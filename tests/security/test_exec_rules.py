@@ -356,6 +356,17 @@ def test_enforce_refuses_writing_a_system_setting(
            escapes=int(proc.stdout == "write 0\n"))  # fmt: skip
     assert proc.stdout == "write 2\n", describe(proc)  # sh: cannot create
     assert "Permission denied" in proc.stderr, describe(proc)
+    # Nor changed otherwise: a sysfs file's owner may chmod it (0666 would
+    # let anyone outside write it), by name or on an fd it may open.
+    chmod = (f'chmod 0644 {setting}; echo "chmod $?"; '
+             f'python3 -c "import os; os.chmod(os.open(\'{setting}\', os.O_RDONLY), 0o644)" '
+             '2>/dev/null; echo "fchmod $?"')  # fmt: skip
+    chmod_argv = [*IDENTITIES[who].prefix, "sh", "-c", warm + chmod]
+    natively = run_native(chmod_argv)
+    enforced = run_launch("--enforce", "--deny", "/nonexistent", argv=chmod_argv)
+    if setting.parts[1] == "sys":  # sysfs: its owner may; a sysctl refuses every chmod
+        assert natively.stdout == "chmod 0\nfchmod 0\n", describe(natively)
+    assert enforced.stdout == "chmod 1\nfchmod 1\n", describe(enforced)
     as_user = run_launch("--enforce", "--deny", "/nonexistent",
                          argv=[*IDENTITIES["user"].prefix, "sh", "-c", script])  # fmt: skip
     natively = run_native([*IDENTITIES["user"].prefix, "sh", "-c", script])

@@ -154,10 +154,16 @@ def test_the_kernels_own_rewrites() -> None:
 def test_policies_trap_whole_families() -> None:
     every = Policy([Deny(Pattern("/a"), errno.ENOENT), Exec(Pattern("/usr", tree=True))])
     # sendmsg and sendmmsg only in enforcing mode, whose filter refuses the root
-    # family; changes through an fd only where a rule is about files (below).
+    # family; changes through an fd only where a rule is about files (below),
+    # or in enforcing mode (a system setting's chmod on an fd is refused).
     assert trapped(every) == frozenset(BY_NAME) - names("sendmsg") - names("change_fd")
     enforcing = Policy([*every.rules], mode="enforce")
-    assert trapped(enforcing) == frozenset(BY_NAME) - names("root") - names("change_fd")
+    assert trapped(enforcing) == frozenset(BY_NAME) - names("root")
+    # Exec rules alone: the opens and changes too, in enforcing mode.
+    execs = Policy([Exec(Pattern("/usr", tree=True))], mode="enforce")
+    assert trapped(execs) == (
+        names("exec") | names("open") | names("change") | names("change_fd")
+    )
     read_only = Policy([ReadOnly(Pattern("/r"))])
     assert trapped(read_only) == (
         names("open") | names("change") | names("change_fd") | names("probe") | names("socket")

@@ -55,6 +55,9 @@ def needed_families(policy: Policy) -> frozenset[Family]:
       address (the filter looks whether there is one), and in enforcing
       mode ``sendmsg`` and ``sendmmsg``: a datagram may name a socket file
       (calls/sends.py); a read-only tree changes nothing of a send;
+    * in enforcing mode, whatever the rules, the open family and changes
+      (by name and through an fd): no program writes or chmods a system
+      setting there (``/proc/sys``, ``/sys``: serve/decide.py);
     * ``execve`` and ``execveat``: for exec rules, and in the full view for
       a rule that changes what a path is, since running a path is one more
       way to use it (a denied binary must not run, a redirected one runs
@@ -93,4 +96,10 @@ def needed_families(policy: Policy) -> frozenset[Family]:
             needed |= {"open", "change", "change_fd", "probe", "socket"}
         if hides(rule):
             needed.add("list")
+    if policy.mode == "enforce" and needed:
+        # The system's settings (/proc/sys, /sys) are no program's to change
+        # in enforcing mode, whatever its rules (serve/decide.py,
+        # _changes_the_system): their writes are opens, their chmods
+        # changes, by name or on an fd.
+        needed |= {"open", "change", "change_fd"}
     return frozenset(needed | ({"root"} if needed else set()))

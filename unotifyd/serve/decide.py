@@ -67,6 +67,7 @@ from ..policy import (
 )
 from ..policy.decision import open_how
 from ..policy.paths import (
+    CHANGING,
     EXEC_NOT_ALLOWED,
     TOO_DEEP,
     MapPath,
@@ -356,9 +357,12 @@ def _changes_the_system(path: str, flags: int) -> bool:
     kernel gives (a procfs or sysfs mounted elsewhere would need a mount,
     which enforcing mode refuses).
     """
-    return (flags & os.O_ACCMODE) != os.O_RDONLY and any(
-        path == tree or path.startswith(tree + "/") for tree in SYSTEM_SETTINGS
-    )
+    return (flags & os.O_ACCMODE) != os.O_RDONLY and _is_setting(path)
+
+
+def _is_setting(path: str) -> bool:
+    """Whether ``path`` lies in SYSTEM_SETTINGS (see _changes_the_system)."""
+    return any(path == tree or path.startswith(tree + "/") for tree in SYSTEM_SETTINGS)
 
 
 def may_refuse_what_runs(policy: Policy) -> bool:
@@ -961,6 +965,10 @@ class Decider:
                     return Fail(e.errno or errno.ENOENT, "no directory there")
                 new_name = arg is not call.paths[0]
                 return Fail(not_a_name_errno(call.op, call.args, kind, new_name), "not a name")
+            if enforce and arg.role in CHANGING and where is not None and _is_setting(where):
+                # chmod 0666 of /sys/kernel/uevent_helper, by its owner, would
+                # let anyone outside set it: see _changes_the_system.
+                return Fail(errno.EPERM, _SYSTEM_SETTINGS_REFUSED)
             if on_fd:
                 decisions.append(decide_on_fd(policy, arg.role, where))
             elif where is None:
