@@ -15,6 +15,7 @@ as the ``*at`` forms glibc uses.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -883,6 +884,27 @@ def test_hidden_names_in_a_large_directory(
     listed = [n for n in got["names"] if n not in (".", "..")]
     assert sorted(listed) == sorted(set(names) - hidden)
     assert len(listed) == len(set(listed))
+
+
+def test_a_hidden_name_too_long_for_the_buffer_is_not_told(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """A buffer too small for a hidden entry's record: natively (the
+    control) getdents64 is EINVAL when it comes to that entry, which tells
+    the name is there; hidden, it is left out and the listing goes on, each
+    visible entry once (audit helper-56)."""
+    d = tmp_path / "dir"
+    d.mkdir()
+    for name in ("a", "b", "c"):
+        (d / name).touch()
+    long_name = "x" * 200  # a record of 224 bytes
+    (d / long_name).touch()
+    native = json.loads(run_native(py(_GETDENTS, str(d), "24")).stdout)
+    assert native == {"errno": errno.EINVAL}, native
+    view = checked(run_launch(*mode, "--deny", f"{d}/{long_name}:ENOENT",
+                              argv=py(_GETDENTS, str(d), "24")))  # fmt: skip
+    got = json.loads(view.stdout)
+    assert sorted(got.get("names", [])) == [".", "..", "a", "b", "c"], describe(view)
 
 
 # --- read-only: as a real read-only mount -------------------------------------------

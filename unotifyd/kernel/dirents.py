@@ -36,9 +36,13 @@ _NAME_AT: Final = DIRENT64_HEAD.size  # 19
 _RECLEN = struct.Struct("<H")
 
 # Our buffer for one getdents64 call. A program may pass a huge count (glibc's
-# readdir uses 32 KiB); we never allocate more than this, and never more than
-# count, so that "count too small for one entry" stays the kernel's EINVAL.
+# readdir uses 32 KiB); we never allocate more than this. Nor less than the
+# largest record (a 255-byte name: 19 + 256, padded to 8), so that a hidden
+# entry too big for the program's count is read and left out, where the
+# kernel would answer EINVAL for it and tell the program it is there (audit
+# helper-56); what does not fit in count is then given back (read_listing).
 MAX_CHUNK: Final = 64 * 1024
+_LARGEST_RECORD: Final = (_NAME_AT + 256 + 7) // 8 * 8
 
 
 
@@ -145,7 +149,8 @@ def read_listing(fd: int, count: int, hidden: Callable[[bytes], bool]) -> bytes:
     ``getdents64`` promises no more than "some", and callers loop until 0.
 
     Raises OSError with the kernel's errno, to answer the program with:
-    ``EINVAL`` (``count`` too small for the next entry), ``ENOTDIR``,
+    ``EINVAL`` (``count`` too small for the next entry the program may
+    see: a hidden one, however long, is never its answer), ``ENOTDIR``,
     ``EBADF``, ``ENOENT`` (directory removed)...; ValueError never, as the
     kernel writes well-formed records.
 
@@ -155,7 +160,7 @@ def read_listing(fd: int, count: int, hidden: Callable[[bytes], bool]) -> bytes:
     note ``os.lseek(fd, 0, SEEK_CUR)`` first and seek back to it.
     """
     count &= 0xFFFF_FFFF
-    size = min(count, MAX_CHUNK)
+    size = min(max(count, _LARGEST_RECORD), MAX_CHUNK)
     buf = ctypes.create_string_buffer(size)
     nr = ctypes.c_long(abi.SYS_GETDENTS64)
     cfd = ctypes.c_long(fd)
@@ -174,4 +179,26 @@ def read_listing(fd: int, count: int, hidden: Callable[[bytes], bool]) -> bytes:
             return b""
         kept = filter_records(ctypes.string_at(buf, n), hidden)
         if kept:
-            return kept
+            return _first_fitting(fd, kept, count)
+
+
+def _first_fitting(fd: int, records: bytes, count: int) -> bytes:
+    """The first of ``records`` that fit in ``count`` bytes, and ``fd``'s
+    offset put back after the last of them (its ``d_off``, the cookie
+    ``lseek`` takes for a directory, as seekdir(3) uses it) when some do not.
+
+    EINVAL when not even the first fits: the kernel's answer for a count
+    too small for the next entry (filldir64() in fs/readdir.c)."""
+    end = last = 0
+    while end < len(records):
+        (reclen,) = _RECLEN.unpack_from(records, end + 16)
+        if end + reclen > count:
+            break
+        last, end = end, end + reclen
+    if end == len(records):
+        return records
+    if end == 0:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    _, next_off, _, _ = DIRENT64_HEAD.unpack_from(records, last)
+    os.lseek(fd, next_off, os.SEEK_SET)
+    return records[:end]
