@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from ..integration.helpers import MODES, describe, run_launch, run_native
+from ..integration.helpers import MODES, describe, public_dir, run_launch, run_native
 from .support import IDENTITIES, Identity, Report, Workspace, build_c, directory
 
 pytestmark = pytest.mark.kernel
@@ -325,11 +325,14 @@ def test_enforce_refuses_registering_a_binfmt_misc_interpreter(
 #: A sysctl that runs a program as root with every capability (a pipe
 #: core_pattern, for each crash), and a sysfs setting; each written back
 #: with what it holds, so the control changes nothing.
-SETTINGS = (Path("/proc/sys/kernel/core_pattern"), Path("/sys/module/printk/parameters/time"))
+SETTINGS = (
+    Path("/proc/sys/kernel/core_pattern"), Path("/sys/module/printk/parameters/time"),
+    Path("/proc/irq/default_smp_affinity"),
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("who", ["root", "root-nocaps"])
-@pytest.mark.parametrize("setting", SETTINGS, ids=["core_pattern", "sysfs"])
+@pytest.mark.parametrize("setting", SETTINGS, ids=["core_pattern", "sysfs", "proc_irq"])
 def test_enforce_refuses_writing_a_system_setting(
     setting: Path, who: str, report: Report
 ) -> None:
@@ -367,6 +370,18 @@ def test_enforce_refuses_writing_a_system_setting(
     if setting.parts[1] == "sys":  # sysfs: its owner may; a sysctl refuses every chmod
         assert natively.stdout == "chmod 0\nfchmod 0\n", describe(natively)
     assert enforced.stdout == "chmod 1\nfchmod 1\n", describe(enforced)
+    # Nor through a redirect whose target is a link to the setting: the file
+    # opened is judged again, by its own name (audit helper-59).
+    with public_dir("settings-") as ws:
+        (ws / "b").mkdir()
+        (ws / "b" / "link").symlink_to(setting)
+        via = f'v=$(cat {setting}); printf "%s\\n" "$v" > {ws}/a/link; echo "write $?"'
+        natively = run_native([*IDENTITIES[who].prefix, "sh", "-c", via.replace("/a/", "/b/")])
+        assert natively.stdout == "write 0\n", describe(natively)
+        redirected = run_launch("--enforce", "--redirect", f"{ws}/a/**={ws}/b/**",
+                                argv=[*IDENTITIES[who].prefix, "sh", "-c", via])  # fmt: skip
+        assert redirected.stdout == "write 2\n", describe(redirected)
+        assert setting.read_text() == before
     as_user = run_launch("--enforce", "--deny", "/nonexistent",
                          argv=[*IDENTITIES["user"].prefix, "sh", "-c", script])  # fmt: skip
     natively = run_native([*IDENTITIES["user"].prefix, "sh", "-c", script])

@@ -16,7 +16,7 @@ contained: README, "Threat model"). A pattern that pipes to a helper
 (``|/usr/lib/systemd/systemd-coredump``) is run whatever the limit (but 1),
 as root, and the helper decides where the dump goes (apport honours the
 limit, systemd-coredump its own configuration): the system's choice, which
-enforcing mode keeps a program from making (decide._changes_the_system
+enforcing mode keeps a program from making (policy.decision.is_system_setting
 refuses writes to ``core_pattern``).
 """
 

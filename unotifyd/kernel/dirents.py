@@ -165,7 +165,13 @@ def read_listing(fd: int, count: int, hidden: Callable[[bytes], bool]) -> bytes:
     nr = ctypes.c_long(abi.SYS_GETDENTS64)
     cfd = ctypes.c_long(fd)
     csize = ctypes.c_uint(size)
+    # A count below the largest record may get EINVAL for a visible entry,
+    # once read: the offset goes back to where this read started, as the
+    # kernel leaves it when it answers EINVAL (a caller retries with a bigger
+    # buffer, and must find that entry; audit helper-59).
+    small = count < _LARGEST_RECORD
     while True:
+        start = os.lseek(fd, 0, os.SEEK_CUR) if small else 0
         n: int = libc_syscall(nr, cfd, buf, csize)
         if n < 0:
             err = ctypes.get_errno()
@@ -179,7 +185,11 @@ def read_listing(fd: int, count: int, hidden: Callable[[bytes], bool]) -> bytes:
             return b""
         kept = filter_records(ctypes.string_at(buf, n), hidden)
         if kept:
-            return _first_fitting(fd, kept, count)
+            try:
+                return _first_fitting(fd, kept, count)
+            except OSError:
+                os.lseek(fd, start, os.SEEK_SET)
+                raise
 
 
 def _first_fitting(fd: int, records: bytes, count: int) -> bytes:

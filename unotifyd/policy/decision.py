@@ -289,6 +289,47 @@ def writes(flags: int) -> bool:
 _CONTINUE = Continue()
 
 
+#: What configures the whole system, and is no program's to change in
+#: enforcing mode: sysctl (binfmt_misc included, which systemd mounts at
+#: /proc/sys/fs/binfmt_misc), sysfs (cgroup2 at /sys/fs/cgroup included),
+#: and the other /proc files of the whole machine (interrupt affinities,
+#: PCI config space, the SysRq trigger, ACPI wake-ups, MTRRs, drivers',
+#: file systems' settings).
+SYSTEM_SETTINGS = (
+    "/proc/sys", "/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/acpi",
+    "/proc/mtrr", "/proc/driver", "/proc/fs",
+)  # fmt: skip
+SYSTEM_SETTINGS_REFUSED = (
+    "enforce: /proc/sys, /sys and the machine's /proc files configure the whole system "
+    "(core_pattern, modprobe, binfmt_misc run programs as root with every capability), "
+    "which uid 0 may write without any"
+)
+
+
+def is_system_setting(path: str) -> bool:
+    """Whether ``path`` is or lies below one of SYSTEM_SETTINGS.
+
+    The kernel asks only for write permission on such a file (test_perm()
+    in fs/proc/proc_sysctl.c, kernfs_iop_permission()), which uid 0 has as
+    the owner with no capability at all, and some run a program of the
+    kernel's choosing as root with every capability, outside any sandbox: a
+    ``core_pattern`` of ``|/path`` at each crash (core(5), whatever the
+    crashing program's RLIMIT_CORE), ``modprobe`` at a module request,
+    ``/sys/kernel/uevent_helper`` at each uevent, a binfmt_misc interpreter
+    for every file it matches (binfmt_misc.rst); ``/proc/sysrq-trigger``
+    reboots. So enforcing mode refuses to open them for writing (EACCES, as
+    for an unprivileged user) and to change them (EPERM), in
+    :func:`decide_open` and :func:`~unotifyd.policy.paths.decide_path`, which
+    judge every name the supervisor opens or acts on, the file found again
+    once opened included (a name that was a pipe when checked and a setting
+    when opened, through a swapped /proc/self/fd/N, or a redirect's target
+    that is a symlink to one: audit helper-59). Decided on the kernel's name
+    for the file: enforcing mode refuses the mounts that would put these
+    file systems elsewhere.
+    """
+    return any(path == tree or path.startswith(tree + "/") for tree in SYSTEM_SETTINGS)
+
+
 def decide_open(policy: Policy, req: OpenRequest) -> Decision:
     """Decide one open-like system call.
 
@@ -315,6 +356,12 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
     if isinstance(how, str):
         return Fail(errno.EINVAL, reason=f"{req.syscall}: {how}; {reason}")
     flags, mode = how
+    if (
+        enforce
+        and ((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC)
+        and is_system_setting(req.path)
+    ):
+        return Fail(errno.EACCES, reason=SYSTEM_SETTINGS_REFUSED)
     cloexec = bool(flags & os.O_CLOEXEC)
     flags &= ~os.O_CLOEXEC
     if match is None:

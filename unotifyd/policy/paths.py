@@ -26,7 +26,7 @@ import os
 from typing import Literal
 
 from ..record import record
-from .decision import Continue, Fail, Found
+from .decision import SYSTEM_SETTINGS_REFUSED, Continue, Fail, Found, is_system_setting
 from .rules import Content, Deny, Exec, Match, Policy, Private, ReadOnly, Redirect, rule_pattern
 
 Role = Literal[
@@ -200,6 +200,10 @@ def decide_path(policy: Policy, req: PathRequest) -> PathDecision:
     role = req.role
     if role == "exec" and policy.has_exec_rules and policy.exec_match(req.path) is None:
         return Fail(errno.EACCES, reason=EXEC_NOT_ALLOWED)
+    if enforce and role in CHANGING and is_system_setting(req.path):
+        # chmod 0666 of /sys/kernel/uevent_helper by its owner would let
+        # anyone outside set it (see is_system_setting).
+        return Fail(errno.EPERM, reason=SYSTEM_SETTINGS_REFUSED)
     if match is None:
         if not enforce:
             return _CONTINUE
@@ -299,6 +303,8 @@ def decide_on_fd(policy: Policy, role: Role, path: str | None) -> Continue | Fai
     read-only tree might hold it (fail closed). Continue means: the call is
     made on the program's own fd (in enforcing mode, on our copy of it).
     """
+    if role in CHANGING and policy.mode == "enforce" and path and is_system_setting(path):
+        return Fail(errno.EPERM, reason=SYSTEM_SETTINGS_REFUSED)  # see decide_path
     if role == "exec":
         if not policy.has_exec_rules:
             return _CONTINUE

@@ -57,7 +57,7 @@ def needed_families(policy: Policy) -> frozenset[Family]:
       (calls/sends.py); a read-only tree changes nothing of a send;
     * in enforcing mode, whatever the rules, the open family and changes
       (by name and through an fd): no program writes or chmods a system
-      setting there (``/proc/sys``, ``/sys``: serve/decide.py);
+      setting there (``/proc/sys``, ``/sys``: policy.decision.is_system_setting);
     * ``execve`` and ``execveat``: for exec rules, and in the full view for
       a rule that changes what a path is, since running a path is one more
       way to use it (a denied binary must not run, a redirected one runs
@@ -97,9 +97,9 @@ def needed_families(policy: Policy) -> frozenset[Family]:
         if hides(rule):
             needed.add("list")
     if policy.mode == "enforce" and needed:
-        # The system's settings (/proc/sys, /sys) are no program's to change
-        # in enforcing mode, whatever its rules (serve/decide.py,
-        # _changes_the_system): their writes are opens, their chmods
-        # changes, by name or on an fd.
+        # The system's settings (/proc/sys, /sys...) are no program's to
+        # change in enforcing mode, whatever its rules (policy.decision's
+        # is_system_setting): their writes are opens, their chmods changes,
+        # by name or on an fd.
         needed |= {"open", "change", "change_fd"}
     return frozenset(needed | ({"root"} if needed else set()))

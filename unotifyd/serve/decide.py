@@ -67,7 +67,6 @@ from ..policy import (
 )
 from ..policy.decision import open_how
 from ..policy.paths import (
-    CHANGING,
     EXEC_NOT_ALLOWED,
     TOO_DEEP,
     MapPath,
@@ -328,43 +327,6 @@ def _interpreter_of_opened(look: int) -> list[tuple[binfmt.Kind, bytes]]:
 #: exec fails as well, by itself (every other error fails it closed, EACCES).
 _NOTHING_TO_RUN = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG})
 
-#: The trees that configure the whole system: sysctl (binfmt_misc, which
-#: systemd mounts at /proc/sys/fs/binfmt_misc, included) and sysfs.
-SYSTEM_SETTINGS = ("/proc/sys", "/sys")
-_SYSTEM_SETTINGS_REFUSED = (
-    "enforce: /proc/sys and /sys configure the whole system (core_pattern, modprobe, "
-    "binfmt_misc run programs as root with every capability), which uid 0 may write "
-    "without any"
-)
-
-
-def _changes_the_system(path: str, flags: int) -> bool:
-    """Whether an open of ``path`` with ``flags`` may write a system setting.
-
-    The kernel asks only for write permission on a sysctl or sysfs file
-    (test_perm() in fs/proc/proc_sysctl.c, kernfs_iop_permission()), which
-    uid 0 has as the owner with no capability at all, and some settings
-    run a program of the kernel's choosing as root with every capability,
-    outside any sandbox: a ``core_pattern`` of ``|/path`` for each crash
-    (core(5), whatever the crashing program's RLIMIT_CORE), ``modprobe``
-    for a module request, ``/sys/kernel/uevent_helper`` for each uevent,
-    an interpreter written to binfmt_misc's ``register`` for every file it
-    matches (binfmt_misc.rst; see also Decider._runs_what_the_rules_refuse).
-    Others reach every process (``/proc/sys/vm``, ``/sys/power/state``). So
-    enforcing mode refuses writes there, as it refuses ``mount``: a program
-    without capabilities gets no more than it would as an unprivileged
-    user, which the kernel refuses too (EACCES). Decided on the name the
-    kernel gives (a procfs or sysfs mounted elsewhere would need a mount,
-    which enforcing mode refuses).
-    """
-    return (flags & os.O_ACCMODE) != os.O_RDONLY and _is_setting(path)
-
-
-def _is_setting(path: str) -> bool:
-    """Whether ``path`` lies in SYSTEM_SETTINGS (see _changes_the_system)."""
-    return any(path == tree or path.startswith(tree + "/") for tree in SYSTEM_SETTINGS)
-
-
 def may_refuse_what_runs(policy: Policy) -> bool:
     """Whether any rule could refuse an interpreter or loader (see
     Decider._runs_what_the_rules_refuse): else an exec needs no look at its file."""
@@ -598,8 +560,6 @@ class Decider:
             guarded = not (itself and is_magic_link(resolved))
             if reach is not None and guarded and not reach(resolved, True):
                 return Fail(errno.EACCES, _BEYOND_REACH)
-            if policy.mode == "enforce" and _changes_the_system(resolved, call.flags):
-                return Fail(errno.EACCES, _SYSTEM_SETTINGS_REFUSED)
         except BadArgument as e:
             return Fail(e.errno, str(e))
         except OSError as e:
@@ -965,10 +925,6 @@ class Decider:
                     return Fail(e.errno or errno.ENOENT, "no directory there")
                 new_name = arg is not call.paths[0]
                 return Fail(not_a_name_errno(call.op, call.args, kind, new_name), "not a name")
-            if enforce and arg.role in CHANGING and where is not None and _is_setting(where):
-                # chmod 0666 of /sys/kernel/uevent_helper, by its owner, would
-                # let anyone outside set it: see _changes_the_system.
-                return Fail(errno.EPERM, _SYSTEM_SETTINGS_REFUSED)
             if on_fd:
                 decisions.append(decide_on_fd(policy, arg.role, where))
             elif where is None:

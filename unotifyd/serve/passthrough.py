@@ -46,8 +46,9 @@ from ..calls.registry import BY_NAME, BY_NR, MOVES_A_CWD, cwds_seen
 from ..kernel import passthrough
 from ..kernel.creds import supervisor_credentials
 from ..policy import Policy
+from ..policy.decision import SYSTEM_SETTINGS
 from ..policy.rules import Exec, Private, Redirect, rule_pattern
-from .decide import SYSTEM_SETTINGS, may_refuse_what_runs
+from .decide import may_refuse_what_runs
 from .served import Served, Stats
 
 #: How many calls Python answers before a lane is started (again): a
@@ -85,8 +86,8 @@ def lane_due(s: Served) -> bool:
 
 def _watched(policies: tuple[Policy, ...]) -> list[str] | None:
     """The paths of every rule that can concern a read, or None if one is the root;
-    in enforcing mode, the system's settings too (decide.SYSTEM_SETTINGS: the
-    lane sends names under /proc to Python anyway)."""
+    in enforcing mode, the system's settings too (policy.decision's
+    SYSTEM_SETTINGS: the lane sends names under /proc to Python anyway)."""
     out: set[str] = set()
     for policy in policies:
         if policy.mode == "enforce":
