@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
-from unotifyd.policy import Deny, Pattern, Policy, ReadOnly, Redirect
-from unotifyd.policy.decision import Continue, Fail
+from unotifyd.policy import Deny, Pattern, Policy, ReadOnly, Redirect, parse_deny
+from unotifyd.policy.decision import (
+    Continue,
+    Fail,
+    OpenRequest,
+    decide_open,
+    is_system_setting,
+)
 from unotifyd.policy.paths import (
     EXEC_NOT_ALLOWED,
     MapPath,
@@ -186,3 +193,28 @@ def test_a_rename_that_would_carry_a_rule_along_is_exdev() -> None:
     for free in ("/home/a/secret", "/srv/ro", "/srv/ro/x", "/home/b", "/usr/lib", "/home/ab"):
         assert moves_a_rule(policy, free) is None, free
     assert moves_a_rule(policy, None) is None
+
+
+@pytest.mark.parametrize("path", ["/proc/sys/kernel/core_pattern", "/sys/kernel/uevent_helper",
+                                  "/proc/sysrq-trigger", "/sys/fs/cgroup/cgroup.procs"])
+def test_enforcing_mode_changes_no_system_setting(path: str) -> None:
+    """Opened for writing or with O_TRUNC: EACCES; changed by name or on an
+    fd: EPERM; read: judged as any file. A deny's errno comes first (it may
+    hide the name); virtualize mode is a view and refuses nothing here."""
+    enforce = Policy([parse_deny("/elsewhere", "t")], mode="enforce")
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC):
+        d = decide_open(enforce, OpenRequest("openat", path, flags, 0))
+        assert isinstance(d, Fail) and d.errno == errno.EACCES, (flags, d)
+    assert not isinstance(decide_open(enforce, OpenRequest("openat", path, os.O_RDONLY, 0)), Fail)
+    for role in ("modify", "create", "remove", "replace"):
+        changed = decide_path(enforce, PathRequest("fchmodat2", role, path))
+        assert isinstance(changed, Fail) and changed.errno == errno.EPERM, (role, changed)
+        assert decide_on_fd(enforce, role, path) == changed
+    assert not isinstance(decide_path(enforce, PathRequest("newfstatat", "read", path)), Fail)
+    hidden = Policy([parse_deny(f"{path}:ENOENT", "t")], mode="enforce")
+    d = decide_open(hidden, OpenRequest("openat", path, os.O_WRONLY, 0))
+    assert isinstance(d, Fail) and d.errno == errno.ENOENT
+    view = Policy([parse_deny("/elsewhere", "t")])
+    assert decide_path(view, PathRequest("fchmodat2", "modify", path)) == Continue()
+    assert decide_open(view, OpenRequest("openat", path, os.O_WRONLY, 0)) == Continue()
+    assert not is_system_setting("/sysroot/x") and not is_system_setting("/proc/system")

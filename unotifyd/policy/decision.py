@@ -360,6 +360,7 @@ def decide_open(policy: Policy, req: OpenRequest) -> Decision:
         enforce
         and ((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC)
         and is_system_setting(req.path)
+        and not (match is not None and isinstance(match.rule, Deny))  # a deny's errno first
     ):
         return Fail(errno.EACCES, reason=SYSTEM_SETTINGS_REFUSED)
     cloexec = bool(flags & os.O_CLOEXEC)

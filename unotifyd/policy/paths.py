@@ -200,7 +200,8 @@ def decide_path(policy: Policy, req: PathRequest) -> PathDecision:
     role = req.role
     if role == "exec" and policy.has_exec_rules and policy.exec_match(req.path) is None:
         return Fail(errno.EACCES, reason=EXEC_NOT_ALLOWED)
-    if enforce and role in CHANGING and is_system_setting(req.path):
+    denied = match is not None and isinstance(match.rule, Deny)  # its errno first
+    if enforce and role in CHANGING and is_system_setting(req.path) and not denied:
         # chmod 0666 of /sys/kernel/uevent_helper by its owner would let
         # anyone outside set it (see is_system_setting).
         return Fail(errno.EPERM, reason=SYSTEM_SETTINGS_REFUSED)
