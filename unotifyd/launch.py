@@ -133,7 +133,7 @@ def _spawn(policy: Policy, argv: Sequence[str], sigmask: set[int]) -> tuple[int,
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child execs or exits
                 parent_sock.close()
-                _child(prepared, child_sock, argv, sigmask, policy.mode == "enforce")
+                _child(prepared, child_sock, argv, sigmask, wanted.no_core_dumps)
             child_sock.close()
             data, fd = fdpass.recv_fd(parent_sock)
         finally:

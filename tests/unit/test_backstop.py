@@ -50,7 +50,8 @@ def test_no_exec_backstop_over_a_private_tree_rather_than_a_wrong_one() -> None:
 
 
 def test_enforcing_mode_keeps_signals_inside() -> None:
-    assert backstop(Policy(mode="enforce")) == Backstop(None, scope_signals=True)
+    wanted = Backstop(None, scope_signals=True, no_core_dumps=True)
+    assert backstop(Policy(mode="enforce")) == wanted
 
 
 def test_what_an_older_kernel_cannot_keep_is_said_in_one_line_each() -> None:

@@ -248,7 +248,7 @@ class Supervisor:
         wanted = backstop(policy)
         reply = FilterReply(
             name, bpf, wanted.exec_allowed, wanted.scope_signals,
-            no_core_dumps=policy.mode == "enforce",
+            wanted.no_core_dumps,
         )
         await conn.send(encode(reply), socket.MSG_NOSIGNAL)
         msg, fds = await self._recv(conn)

@@ -126,8 +126,8 @@ def sandbox_id(spec: FilterSpec, wanted: Backstop) -> str:
     """What a program launched under a profile runs in, as 16 hex digits: its
     filter (FilterSpec.digest) and the Landlock ruleset its client adds
     (FilterReply: the exec allow-list, signals scoped), which cannot change
-    under it either. (FilterReply's no_core_dumps goes with enforcing mode,
-    which both of these tell already.)"""
+    under it either. (Its no_core_dumps goes with enforcing mode, which both
+    of these tell already: left out, so that ids stored before it stay.)"""
     return short_digest([spec.digest(), wanted.exec_allowed, wanted.scope_signals])
 
 
@@ -681,7 +681,7 @@ class Daemon:
         wanted = backstop(profile.policy)
         reply = FilterReply(
             name, loaded.filters[profile.name], wanted.exec_allowed, wanted.scope_signals,
-            no_core_dumps=profile.policy.mode == "enforce",
+            wanted.no_core_dumps,
         )
         if self._rights_refused:
             # Now, and only now, the client has an fd to give us: its

@@ -253,7 +253,7 @@ class OciAgent:
         if wanted.scope_signals:
             _log(f"{name}: no Landlock backstop in a container: signals of profile "
                  f"{profile.name!r}'s programs may leave the container")
-        if profile.policy.mode == "enforce":
+        if wanted.no_core_dumps:
             # The runtime's process, and a pid only the runtime vouches for:
             # not ours to limit (unotifyd.kernel.coredump).
             _log(f"{name}: core dump files are the runtime's to forbid in a container "

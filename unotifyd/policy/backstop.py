@@ -14,6 +14,9 @@ ruleset from it where the program starts (see there for why exec needs it).
   A Landlock domain also keeps it from ``ptrace``-ing (so from reading or
   writing the memory of) any process outside, whatever its uid
   (Documentation/userspace-api/landlock.rst, "Ptrace restrictions").
+- **No core dump files, in enforcing mode**: not Landlock, but kept by the
+  kernel all the same, a hard ``RLIMIT_CORE`` of 0 set where the program
+  starts (:mod:`unotifyd.kernel.coredump`).
 
 The ruleset can only *grant* accesses beneath files: deny, read-only,
 private and redirect rules take away from a tree, which it cannot write
@@ -40,8 +43,11 @@ class Backstop:
     scope_signals: bool
     #: Why an exec allow-list the policy has is not backstopped ("": it is, or there is none).
     exec_unkept: str = ""
+    #: RLIMIT_CORE 0, soft and hard, before the program runs.
+    no_core_dumps: bool = False
 
     def __bool__(self) -> bool:
+        """Whether a Landlock ruleset is wanted (the core limit needs none)."""
         return self.exec_allowed is not None or self.scope_signals
 
 
@@ -66,18 +72,19 @@ def _redirected(exec_rule: Pattern, redirect: Redirect) -> Pattern | None:
 
 
 def backstop(policy: Policy) -> Backstop:
-    scope = policy.mode == "enforce"
+    enforce = policy.mode == "enforce"
     execs = [r.pattern for r in policy.rules if isinstance(r, Exec)]
     if not execs:
-        return Backstop(None, scope)
+        return Backstop(None, enforce, no_core_dumps=enforce)
     for rule in policy.rules:
         if isinstance(rule, Private) and any(
             _within(rule.pattern, e.path) or _within(e, rule.pattern.path) for e in execs
         ):
-            return Backstop(None, scope, f"the private tree {rule.pattern} holds exec rules' "
-                            "files in a scratch directory made when the sandbox starts")
+            return Backstop(None, enforce, f"the private tree {rule.pattern} holds exec rules' "
+                            "files in a scratch directory made when the sandbox starts",
+                            no_core_dumps=enforce)  # fmt: skip
     allowed = set(execs)
     for rule in policy.rules:
         if isinstance(rule, Redirect):
             allowed.update(t for e in execs if (t := _redirected(e, rule)) is not None)
-    return Backstop(tuple(sorted(str(p) for p in allowed)), scope)
+    return Backstop(tuple(sorted(str(p) for p in allowed)), enforce, no_core_dumps=enforce)
