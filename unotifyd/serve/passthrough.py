@@ -87,11 +87,12 @@ def lane_due(s: Served) -> bool:
 def _watched(policies: tuple[Policy, ...]) -> list[str] | None:
     """The paths of every rule that can concern a read, or None if one is the root;
     in enforcing mode, the system's settings too (policy.decision's
-    SYSTEM_SETTINGS: the lane sends names under /proc to Python anyway)."""
+    SYSTEM_SETTINGS) but for those under /proc, whose names the lane sends
+    to Python anyway: each one watched is a compare per call in the lane."""
     out: set[str] = set()
     for policy in policies:
         if policy.mode == "enforce":
-            out.update(SYSTEM_SETTINGS)
+            out.update(tree for tree in SYSTEM_SETTINGS if not _in_proc(tree))
         for rule in policy.rules:
             if isinstance(rule, Exec):
                 continue  # About execs that run, which the lane never lets run (open_lane).
