@@ -534,12 +534,13 @@ def omits_both_times(mem: Memory, pid: int, a: Args) -> bool:
     """Whether ``utimensat``'s times are both UTIME_OMIT: the kernel then
     answers 0 before it looks at the flags, the dirfd or the path
     (SYSCALL_DEFINE4(utimensat) in fs/utimes.c, "Nothing to do")."""
-    if not a[2]:
-        return False
     try:
-        _, atime_ns, _, mtime_ns = _TIMESPEC2.unpack(mem.read(pid, a[2], _TIMESPEC2.size))
+        (times,) = timespecs(mem, pid, a)
     except BadArgument:
         return False  # EFAULT, the kernel's first answer, comes from the decoding
+    if times is None:
+        return False  # NULL: now
+    _, atime_ns, _, mtime_ns = _TIMESPEC2.unpack(times)
     return bool(atime_ns == mtime_ns == UTIME_OMIT)
 
 
